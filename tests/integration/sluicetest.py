@@ -1,0 +1,223 @@
+"""sluicetest - shared helpers for sluice integration tests.
+
+Small and stable on purpose: every tests/integration/test_*.py may import it.
+
+    bin_path(name)        path of a built binary, from $SLUICE_BIN
+    free_port()           a TCP port on 127.0.0.1 that was free a moment ago
+    wait_for(pred, timeout, what)
+                          poll pred() until truthy (returned) or raise
+                          AssertionError naming `what`
+    Proc(name_or_path, args, tmpdir=None, env=None)
+                          a started binary; stdout/stderr go to files in a
+                          temp dir (.stdout_path/.stderr_path, .output());
+                          .stop() sends SIGTERM, waits, then SIGKILLs;
+                          usable as a context manager
+    start_sink(tmpdir, extra_args=())
+                          start sluice-testsink on an ephemeral port; the
+                          returned Sink has .host .port .log_path .dir .proc
+                          and .messages() (the parsed JSON log lines)
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+__all__ = ["bin_path", "free_port", "wait_for", "Proc", "Sink", "start_sink"]
+
+
+def bin_path(name):
+    """Absolute path of binary `name` in $SLUICE_BIN (the build's bin dir)."""
+    bindir = os.environ.get("SLUICE_BIN")
+    if not bindir:
+        here = os.path.dirname(os.path.abspath(__file__))
+        bindir = os.path.join(here, "..", "..", "build", "bin")
+    path = os.path.join(bindir, name)
+    if not os.path.exists(path):
+        raise AssertionError("binary %s not found (set SLUICE_BIN)" % path)
+    return os.path.abspath(path)
+
+
+def free_port(host="127.0.0.1"):
+    """A port that the kernel just reported free on host. Racy by nature;
+    prefer letting a binary bind port 0 and report its port when it can."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=10.0, what="condition", interval=0.02):
+    """Poll predicate() until it returns something truthy, which is returned.
+    Raise AssertionError("timed out after Ns waiting for <what>") otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+class Proc:
+    """A running binary whose output is captured to files.
+
+    name_or_path: a binary name looked up with bin_path(), or a path.
+    tmpdir: where stdout/stderr files go (a fresh temp dir if None).
+    """
+
+    def __init__(self, name_or_path, args=(), tmpdir=None, env=None, cwd=None):
+        if os.sep in name_or_path:
+            self.path = name_or_path
+        else:
+            self.path = bin_path(name_or_path)
+        self.name = os.path.basename(self.path)
+        self._own_tmp = None
+        if tmpdir is None:
+            self._own_tmp = tempfile.TemporaryDirectory(prefix="sluice-%s-" % self.name)
+            tmpdir = self._own_tmp.name
+        self.tmpdir = tmpdir
+        stamp = "%s.%d" % (self.name, int(time.monotonic() * 1000) % 10**9)
+        self.stdout_path = os.path.join(tmpdir, stamp + ".stdout")
+        self.stderr_path = os.path.join(tmpdir, stamp + ".stderr")
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        self.args = [self.path] + [str(a) for a in args]
+        self._out = open(self.stdout_path, "wb")
+        self._err = open(self.stderr_path, "wb")
+        self.popen = subprocess.Popen(self.args, stdout=self._out, stderr=self._err,
+                                      stdin=subprocess.DEVNULL, env=full_env, cwd=cwd)
+        self.returncode = None
+
+    @property
+    def pid(self):
+        return self.popen.pid
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def stdout(self):
+        with open(self.stdout_path, "r", errors="replace") as f:
+            return f.read()
+
+    def stderr(self):
+        with open(self.stderr_path, "r", errors="replace") as f:
+            return f.read()
+
+    def output(self):
+        """stdout and stderr, labelled, for assertion messages."""
+        return "--- %s stdout ---\n%s--- %s stderr ---\n%s" % (
+            self.name, self.stdout(), self.name, self.stderr())
+
+    def send_signal(self, sig):
+        if self.alive():
+            self.popen.send_signal(sig)
+
+    def wait(self, timeout=10.0):
+        self.returncode = self.popen.wait(timeout=timeout)
+        return self.returncode
+
+    def stop(self, timeout=10.0, sig=signal.SIGTERM):
+        """SIGTERM (or sig), wait up to timeout, then SIGKILL. Returns the exit
+        status (negative for a signal, as subprocess reports it)."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+        self.returncode = self.popen.returncode
+        for f in (self._out, self._err):
+            if not f.closed:
+                f.close()
+        return self.returncode
+
+    def kill(self):
+        return self.stop(timeout=0.001, sig=signal.SIGKILL)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        if self._own_tmp is not None:
+            self._own_tmp.cleanup()
+        return False
+
+
+class Sink:
+    """A running sluice-testsink (see tests/sink/README.md)."""
+
+    def __init__(self, proc, host, port, log_path, msg_dir):
+        self.proc = proc
+        self.host = host
+        self.port = port
+        self.log_path = log_path
+        self.dir = msg_dir
+
+    @property
+    def address(self):
+        return "%s:%d" % (self.host, self.port)
+
+    def messages(self):
+        """The accepted messages so far: one dict per JSON log line
+        (from, rcpt, message_id, size, tls, peer, local)."""
+        out = []
+        try:
+            with open(self.log_path, "r") as f:
+                for line in f:
+                    if line.endswith("\n"):
+                        out.append(json.loads(line))
+        except FileNotFoundError:
+            pass
+        return out
+
+    def wait_messages(self, n, timeout=10.0):
+        """Wait until at least n messages are logged; return them."""
+        return wait_for(lambda: (lambda m: m if len(m) >= n else None)(self.messages()),
+                        timeout, "%d messages at sink %s" % (n, self.address))
+
+    def stop(self, timeout=10.0):
+        return self.proc.stop(timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+def start_sink(tmpdir, extra_args=(), host="127.0.0.1", store=True, timeout=10.0):
+    """Start sluice-testsink on host:0 and wait until it reports its port.
+    With store=True messages are also written to tmpdir/sink-msgs."""
+    os.makedirs(tmpdir, exist_ok=True)
+    tag = "%d" % (int(time.monotonic() * 1e6) % 10**9)
+    port_file = os.path.join(tmpdir, "sink-%s.port" % tag)
+    log_path = os.path.join(tmpdir, "sink-%s.jsonl" % tag)
+    msg_dir = None
+    args = ["--listen", "%s:0" % host, "--port-file", port_file, "--log", log_path]
+    if store:
+        msg_dir = os.path.join(tmpdir, "sink-%s-msgs" % tag)
+        os.makedirs(msg_dir, exist_ok=True)
+        args += ["--dir", msg_dir]
+    args += list(extra_args)
+    proc = Proc("sluice-testsink", args, tmpdir=tmpdir)
+
+    def port_ready():
+        if not proc.alive():
+            raise AssertionError("sluice-testsink exited early\n" + proc.output())
+        try:
+            with open(port_file) as f:
+                text = f.read()
+        except FileNotFoundError:
+            return None
+        return int(text) if text.endswith("\n") else None
+
+    port = wait_for(port_ready, timeout, "sluice-testsink port file")
+    return Sink(proc, host, port, log_path, msg_dir)
