@@ -1,0 +1,205 @@
+/*
+ * config - the one YAML configuration of every sluice process.
+ *
+ * sl_config_load() reads the file named by -c (libyaml), applies SLUICE_*
+ * environment overrides, validates every key and value, and returns a
+ * fully-defaulted sl_config. Invalid input is reported as
+ * "FILE:LINE: key 'x.y': what is wrong" through *err and the function
+ * returns SL_ECONFIG; daemons then exit 2 (sl_config_load_or_exit()).
+ * Unknown keys are errors (a typo must never silently become a default).
+ *
+ * Environment overrides (for Kubernetes): SLUICE_KAFKA_BOOTSTRAP,
+ * SLUICE_KAFKA_TOPIC_PREFIX, SLUICE_KAFKA_SASL_USERNAME,
+ * SLUICE_KAFKA_SASL_PASSWORD, SLUICE_METRICS_LISTEN, SLUICE_DNS_SERVERS
+ * (comma separated), SLUICE_SENDER_WORKERS, SLUICE_INSTANCE_ID.
+ *
+ * Ownership: the sl_config and every string and array in it belong to the
+ * config; sl_config_free() releases all of it. Immutable after load, so any
+ * thread may read it.
+ *
+ * sl_config_default() returns the built-in config `sluice dev` uses when no
+ * file is given: local dev broker, one pool of 127.0.0.1, a route of every
+ * domain to the capture server.
+ */
+#ifndef SLUICE_CONFIG_H
+#define SLUICE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+typedef struct sl_warmup {
+    int64_t start_day;      /* days since the epoch (UTC) of the first day */
+    uint32_t *per_day;      /* cap for day 0, 1, ...; after the last: none */
+    size_t n_per_day;
+} sl_warmup;
+
+typedef struct sl_source {
+    char *ip;               /* source address to bind */
+    char *ehlo;             /* EHLO name for that address */
+    uint32_t weight;        /* relative share in its pool, default 1 */
+    char *socks5;           /* "host:port" egress proxy, NULL: bind ip */
+    bool has_warmup;
+    sl_warmup warmup;
+} sl_source;
+
+typedef struct sl_pool {
+    char *name;
+    sl_source *sources;
+    size_t n_sources;
+} sl_pool;
+
+typedef struct sl_site {
+    char *name;
+    char **mx;              /* MX host patterns, "*.google.com" */
+    size_t n_mx;
+    char **domains;         /* recipient domain patterns, "gmail.com", "*.test" */
+    size_t n_domains;
+} sl_site;
+
+typedef enum { SL_TLS_OPPORTUNISTIC = 0, SL_TLS_REQUIRED = 1, SL_TLS_DISABLED = 2 } sl_tls_policy;
+
+typedef struct sl_timeouts {  /* milliseconds; RFC 5321 4.5.3.2 defaults */
+    int64_t connect, greeting, ehlo, mail, rcpt, data, data_block, dot, quit, idle;
+} sl_timeouts;
+
+typedef struct sl_shaping {
+    char *site;             /* "default" applies to sites with no entry */
+    double max_message_rate;/* per second per source IP; 0: unlimited */
+    double burst;           /* token bucket depth, default max(1, rate) */
+    uint32_t max_connections;
+    uint32_t max_messages_per_connection;
+    sl_tls_policy tls;
+    sl_timeouts timeouts;
+} sl_shaping;
+
+typedef enum { SL_BACKOFF_HALVE = 0, SL_BACKOFF_SUSPEND, SL_BACKOFF_DISABLE_IP } sl_backoff_action;
+
+typedef struct sl_backoff_rule {
+    char *match;            /* POSIX extended regex over "CODE ENH TEXT" */
+    char *site;             /* NULL: every site */
+    sl_backoff_action action;
+    double floor;           /* halve: lowest rate, per second */
+    int64_t recover_after_ms;
+    int64_t duration_ms;    /* suspend / disable_ip */
+    int line;               /* where it was configured, for messages */
+} sl_backoff_rule;
+
+typedef struct sl_route {
+    char *pattern;          /* domain glob, first match wins */
+    char *host;
+    uint16_t port;
+} sl_route;
+
+typedef struct sl_dkim_key {
+    char *domain;
+    char *selector;
+    char *key_file;
+    char *algorithm;        /* "rsa-sha256" or "ed25519-sha256" */
+} sl_dkim_key;
+
+typedef struct sl_bounce_rule {
+    char *match;            /* regex over "CODE ENH TEXT" */
+    char *class_name;       /* invalid-recipient, bad-domain, ... */
+    bool hard;
+} sl_bounce_rule;
+
+typedef struct sl_config {
+    char *path;             /* the file loaded, "(built-in)" for the default */
+
+    struct {
+        char *bootstrap;
+        char *topic_prefix;
+        char *security_protocol;    /* plaintext, ssl, sasl_ssl, sasl_plaintext */
+        char *sasl_mechanism;
+        char *sasl_username;
+        char *sasl_password;        /* secret: never logged */
+        char *ssl_ca_location;
+        int session_timeout_ms;
+        int heartbeat_interval_ms;
+        int commit_interval_ms;
+        int partitions;             /* for topics ensure and the dev broker */
+        int replication_factor;
+        char *client_id;
+    } kafka;
+
+    struct {
+        char **servers;             /* "127.0.0.1:5353"; empty: system resolver */
+        size_t n_servers;
+        int64_t timeout_ms;
+        int tries;
+    } dns;
+
+    sl_route *routes;
+    size_t n_routes;
+    sl_pool *pools;
+    size_t n_pools;
+    sl_site *sites;
+    size_t n_sites;
+    sl_shaping *shaping;            /* [0] is always "default" */
+    size_t n_shaping;
+    sl_backoff_rule *backoff;
+    size_t n_backoff;
+    sl_bounce_rule *bounce_rules;   /* user rules first, then the defaults */
+    size_t n_bounce_rules;
+
+    struct {
+        int64_t *delays_ms;
+        size_t n_delays;
+        int64_t expiry_ms;
+    } retry;
+
+    sl_dkim_key *dkim;
+    size_t n_dkim;
+
+    struct {
+        char **listen;              /* "0.0.0.0:587 starttls", "0.0.0.0:465 tls" */
+        size_t n_listen;
+        char *cert, *key, *users;
+        uint64_t max_message_size;
+        uint32_t max_recipients;
+        uint32_t max_connections_per_ip;
+        int64_t idle_timeout_ms;
+    } submit;
+
+    struct {
+        char *listen;               /* "127.0.0.1:9100"; NULL: no metrics server */
+    } metrics;
+
+    struct {
+        int workers;                /* 0: one per core */
+        uint32_t max_inflight;      /* dispatches in memory per process */
+        int64_t drain_timeout_ms;
+        char *instance_id;
+    } sender;
+
+    struct {
+        uint32_t max_buffered;      /* jobs in memory in shape before parking */
+        uint64_t max_job_bytes;     /* classify rejects larger jobs */
+        char *default_pool;
+        char *default_tenant;
+    } scheduler;
+} sl_config;
+
+/* Load and validate. On error returns SL_ECONFIG and sets *err to a
+ * malloc'd "file:line: ..." message the caller frees. */
+int sl_config_load(const char *path, sl_config **out, char **err);
+/* Load, or print the error and exit(2). path NULL: the built-in default. */
+sl_config *sl_config_load_or_exit(const char *path);
+/* Parse from a string (tests); name is used in messages. */
+int sl_config_parse(const char *name, const char *yaml, size_t len, sl_config **out, char **err);
+sl_config *sl_config_default(void);
+void sl_config_free(sl_config *cfg);
+
+/* Full topic name: prefix + suffix ("jobs", "retry.5m"). Caller frees. */
+char *sl_config_topic(const sl_config *cfg, const char *suffix);
+/* The retry topic suffix for a delay: "retry.1m", "retry.2h". Caller frees. */
+char *sl_config_retry_suffix(int64_t delay_ms);
+
+/* Lookups; NULL when absent. */
+const sl_pool *sl_config_pool(const sl_config *cfg, const char *name);
+const sl_shaping *sl_config_shaping(const sl_config *cfg, const char *site);
+const sl_route *sl_config_route(const sl_config *cfg, const char *domain);
+const sl_source *sl_config_source(const sl_config *cfg, const char *ip);
+
+#endif

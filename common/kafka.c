@@ -1,0 +1,938 @@
+/*
+ * kafka - see kafka.h.
+ *
+ * Producer: delivery reports are drained on the owner's loop through
+ * librdkafka's io-event pipe; every record keeps its own copy of key, value
+ * and headers (struct pmsg) until it is acknowledged, so that a record can
+ * be produced again after a timeout or after the producer is recreated on a
+ * fatal idempotence error.
+ *
+ * Consumer: the consumer thread polls, registers each record with its
+ * partition's tracker (a FIFO of sequence numbers in offset order) and
+ * pushes it on a mutex-protected list; uv_async wakes the loop, which pops
+ * and calls the record callback. sl_record_done() marks the record and
+ * pops done records off the tracker's head; the stored offset is the head's
+ * offset, or one past the last popped when the FIFO is empty.
+ */
+#include "kafka.h"
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ */
+/* topics and configuration                                            */
+
+sl_topic_spec *sl_topics(const sl_config *cfg, size_t *n)
+{
+    static const struct {
+        const char *suffix;
+        bool compacted;
+    } fixed[] = {{"jobs", false},         {"sited", false},     {"dispatch", false},
+                 {"events", false},       {"suppressions", true}, {"templates", true},
+                 {"dlq", false}};
+    size_t nf = sizeof fixed / sizeof fixed[0];
+    size_t total = nf + cfg->retry.n_delays;
+    sl_topic_spec *t = xcalloc(total, sizeof *t);
+    size_t i = 0;
+    for (; i < nf; i++) {
+        t[i].name = sl_config_topic(cfg, fixed[i].suffix);
+        t[i].partitions = cfg->kafka.partitions;
+        t[i].compacted = fixed[i].compacted;
+    }
+    for (size_t d = 0; d < cfg->retry.n_delays; d++, i++) {
+        char *suffix = sl_config_retry_suffix(cfg->retry.delays_ms[d]);
+        t[i].name = sl_config_topic(cfg, suffix);
+        free(suffix);
+        t[i].partitions = cfg->kafka.partitions;
+    }
+    *n = total;
+    return t;
+}
+
+void sl_topics_free(sl_topic_spec *t, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(t[i].name);
+    free(t);
+}
+
+static void conf_set(rd_kafka_conf_t *c, const char *k, const char *v)
+{
+    char errstr[512];
+    if (rd_kafka_conf_set(c, k, v, errstr, sizeof errstr) != RD_KAFKA_CONF_OK)
+        sl_panic("kafka conf %s: %s", k, errstr);
+}
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    sl_log(level <= 3 ? SL_LOG_ERROR : level <= 4 ? SL_LOG_WARN : SL_LOG_DEBUG, "kafka %s: %s",
+           fac, buf);
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    /* Non-fatal errors are information: librdkafka recovers by itself. */
+    if (err == RD_KAFKA_RESP_ERR__FATAL)
+        sl_error("kafka fatal: %s", reason);
+    else
+        sl_debug("kafka: %s: %s", rd_kafka_err2name(err), reason);
+}
+
+rd_kafka_conf_t *sl_kafka_conf(const sl_config *cfg, const char *role)
+{
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    char tmp[64];
+    conf_set(c, "bootstrap.servers", cfg->kafka.bootstrap);
+    if (cfg->kafka.client_id)
+        conf_set(c, "client.id", cfg->kafka.client_id);
+    else {
+        snprintf(tmp, sizeof tmp, "sluice-%s", role);
+        conf_set(c, "client.id", tmp);
+    }
+    if (cfg->kafka.security_protocol)
+        conf_set(c, "security.protocol", cfg->kafka.security_protocol);
+    if (cfg->kafka.sasl_mechanism)
+        conf_set(c, "sasl.mechanism", cfg->kafka.sasl_mechanism);
+    if (cfg->kafka.sasl_username)
+        conf_set(c, "sasl.username", cfg->kafka.sasl_username);
+    if (cfg->kafka.sasl_password)
+        conf_set(c, "sasl.password", cfg->kafka.sasl_password);
+    if (cfg->kafka.ssl_ca_location)
+        conf_set(c, "ssl.ca.location", cfg->kafka.ssl_ca_location);
+    conf_set(c, "log.connection.close", "false");
+    rd_kafka_conf_set_log_cb(c, log_cb);
+    rd_kafka_conf_set_error_cb(c, error_cb);
+    return c;
+}
+
+/* ------------------------------------------------------------------ */
+/* producer                                                            */
+
+typedef struct pmsg {
+    sl_producer *p;
+    char *topic;
+    void *key;
+    size_t klen;
+    void *val;
+    size_t vlen;
+    bool tombstone;
+    rd_kafka_headers_t *hdrs; /* our copy; librdkafka gets a copy of it */
+    sl_produce_cb cb;
+    void *arg;
+    int attempts;
+} pmsg;
+
+struct sl_producer {
+    const sl_config *cfg;
+    rd_kafka_t *rk;
+    uv_loop_t *loop;
+    uv_poll_t poll;
+    int pipefd[2];
+    size_t outstanding;
+    bool recreate;     /* fatal error seen: recreate before the next produce */
+    bool closing;      /* sl_producer_free(): purged records are dropped */
+    pmsg **retry;      /* records to produce again (timeouts, purged) */
+    size_t n_retry, cap_retry;
+};
+
+static void producer_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
+
+static rd_kafka_t *producer_create(sl_producer *p, char **err)
+{
+    rd_kafka_conf_t *c = sl_kafka_conf(p->cfg, "producer");
+    conf_set(c, "enable.idempotence", "true");
+    conf_set(c, "acks", "all");
+    conf_set(c, "partitioner", "murmur2_random");
+    conf_set(c, "linger.ms", "5");
+    conf_set(c, "message.timeout.ms", "30000");
+    conf_set(c, "queue.buffering.max.messages", "1000000");
+    conf_set(c, "compression.codec", "lz4");
+    rd_kafka_conf_set_dr_msg_cb(c, producer_dr_cb);
+    rd_kafka_conf_set_opaque(c, p);
+    char errstr[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, errstr, sizeof errstr);
+    if (!rk) {
+        rd_kafka_conf_destroy(c);
+        *err = xasprintf("kafka producer: %s", errstr);
+        return NULL;
+    }
+    /* c is now owned by rk */
+    if (p->loop)
+        rd_kafka_queue_io_event_enable(rd_kafka_queue_get_main(rk), p->pipefd[1], "1", 1);
+    return rk;
+}
+
+static void pmsg_free(pmsg *m)
+{
+    free(m->topic);
+    free(m->key);
+    free(m->val);
+    if (m->hdrs)
+        rd_kafka_headers_destroy(m->hdrs);
+    free(m);
+}
+
+static void pmsg_finish(pmsg *m, int err)
+{
+    sl_producer *p = m->p;
+    p->outstanding--;
+    if (m->cb)
+        m->cb(m->arg, err);
+    pmsg_free(m);
+}
+
+static int pmsg_produce(sl_producer *p, pmsg *m)
+{
+    for (;;) {
+        rd_kafka_resp_err_t e = rd_kafka_producev(
+            p->rk, RD_KAFKA_V_TOPIC(m->topic), RD_KAFKA_V_KEY(m->key, m->klen),
+            RD_KAFKA_V_VALUE(m->tombstone ? NULL : m->val, m->tombstone ? 0 : m->vlen),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_HEADERS(m->hdrs ? rd_kafka_headers_copy(m->hdrs) : NULL),
+            RD_KAFKA_V_OPAQUE(m), RD_KAFKA_V_END);
+        if (!e)
+            return 0;
+        if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            /* Poll and retry, as librdkafka's examples do. */
+            rd_kafka_poll(p->rk, 10);
+            continue;
+        }
+        if (e == RD_KAFKA_RESP_ERR__FATAL)
+            p->recreate = true;
+        return e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? SL_ETOOBIG : SL_EKAFKA;
+    }
+}
+
+static void retry_push(sl_producer *p, pmsg *m)
+{
+    if (p->n_retry == p->cap_retry) {
+        p->cap_retry = p->cap_retry ? p->cap_retry * 2 : 64;
+        p->retry = xrealloc(p->retry, p->cap_retry * sizeof *p->retry);
+    }
+    p->retry[p->n_retry++] = m;
+}
+
+static void producer_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    sl_producer *p = opaque;
+    pmsg *pm = m->_private;
+    if (p->closing) {
+        pmsg_free(pm);
+        return;
+    }
+    if (!m->err) {
+        pmsg_finish(pm, 0);
+        return;
+    }
+    switch (m->err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+        sl_error("kafka: record for %s refused: %s", pm->topic, rd_kafka_err2str(m->err));
+        pmsg_finish(pm, SL_ETOOBIG);
+        return;
+    case RD_KAFKA_RESP_ERR__FATAL:
+        p->recreate = true;
+        break;
+    default:
+        break;
+    }
+    /* Timed out, purged, or any other transient failure: produce again. */
+    pm->attempts++;
+    if (pm->attempts == 1 || pm->attempts % 10 == 0)
+        sl_warn("kafka: record for %s not acknowledged (%s), producing again (attempt %d)",
+                pm->topic, rd_kafka_err2name(m->err), pm->attempts + 1);
+    sl_metric_inc("sluice_kafka_produce_retries_total", NULL, 1);
+    retry_push(p, pm);
+}
+
+static void producer_recreate(sl_producer *p)
+{
+    char errstr[512];
+    rd_kafka_resp_err_t fe = rd_kafka_fatal_error(p->rk, errstr, sizeof errstr);
+    sl_error("kafka producer fatal error (%s: %s): recreating it and re-sending %zu records",
+             rd_kafka_err2name(fe), errstr, p->outstanding);
+    sl_metric_inc("sluice_kafka_producer_recreated_total", NULL, 1);
+    rd_kafka_t *old = p->rk;
+    /* Purge what the old producer holds; its delivery reports (with
+     * _PURGE_* errors) move every record onto the retry list. */
+    rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(old, 0);
+    while (rd_kafka_outq_len(old) > 0)
+        rd_kafka_poll(old, 10);
+    char *err = NULL;
+    rd_kafka_t *rk = NULL;
+    p->rk = NULL;
+    while (!(rk = producer_create(p, &err))) {
+        sl_error("%s; retrying", err);
+        free(err);
+        err = NULL;
+        usleep(100000);
+    }
+    rd_kafka_destroy(old);
+    p->rk = rk;
+    p->recreate = false;
+}
+
+static void producer_retry_pending(sl_producer *p)
+{
+    if (p->recreate)
+        producer_recreate(p);
+    while (p->n_retry) {
+        pmsg *m = p->retry[--p->n_retry];
+        int rc = pmsg_produce(p, m);
+        if (rc == SL_ETOOBIG) {
+            pmsg_finish(m, rc);
+        } else if (rc) {
+            p->n_retry++;
+            if (p->recreate)
+                producer_recreate(p);
+            else
+                break;
+        }
+    }
+}
+
+static void producer_drain(sl_producer *p)
+{
+    int n;
+    do {
+        n = rd_kafka_poll(p->rk, 0);
+    } while (n > 0);
+    producer_retry_pending(p);
+}
+
+static void producer_poll_cb(uv_poll_t *h, int status, int events)
+{
+    (void)events;
+    sl_producer *p = h->data;
+    char buf[256];
+    while (read(p->pipefd[0], buf, sizeof buf) > 0)
+        ;
+    (void)status;
+    producer_drain(p);
+}
+
+sl_producer *sl_producer_new(const sl_config *cfg, uv_loop_t *loop, char **err)
+{
+    sl_producer *p = xcalloc(1, sizeof *p);
+    p->cfg = cfg;
+    p->loop = loop;
+    p->pipefd[0] = p->pipefd[1] = -1;
+    if (loop) {
+        if (uv_pipe(p->pipefd, UV_NONBLOCK_PIPE, UV_NONBLOCK_PIPE) != 0) {
+            *err = xasprintf("kafka producer: pipe: %s", strerror(errno));
+            free(p);
+            return NULL;
+        }
+    }
+    p->rk = producer_create(p, err);
+    if (!p->rk) {
+        if (loop) {
+            close(p->pipefd[0]);
+            close(p->pipefd[1]);
+        }
+        free(p);
+        return NULL;
+    }
+    if (loop) {
+        uv_poll_init(loop, &p->poll, p->pipefd[0]);
+        p->poll.data = p;
+        uv_poll_start(&p->poll, UV_READABLE, producer_poll_cb);
+    }
+    return p;
+}
+
+int sl_producer_send(sl_producer *p, const char *topic, const void *key, size_t klen,
+                     const void *val, size_t vlen, const sl_header *hdrs, size_t nhdrs,
+                     sl_produce_cb cb, void *arg)
+{
+    if (p->recreate)
+        producer_recreate(p);
+    pmsg *m = xcalloc(1, sizeof *m);
+    m->p = p;
+    m->topic = xstrdup(topic);
+    if (key) {
+        m->key = xmalloc(klen ? klen : 1);
+        memcpy(m->key, key, klen);
+        m->klen = klen;
+    }
+    m->tombstone = val == NULL;
+    if (val) {
+        m->val = xmalloc(vlen ? vlen : 1);
+        memcpy(m->val, val, vlen);
+        m->vlen = vlen;
+    }
+    if (nhdrs) {
+        m->hdrs = rd_kafka_headers_new(nhdrs);
+        for (size_t i = 0; i < nhdrs; i++)
+            rd_kafka_header_add(m->hdrs, hdrs[i].name, -1, hdrs[i].value, -1);
+    }
+    m->cb = cb;
+    m->arg = arg;
+    int rc = pmsg_produce(p, m);
+    if (rc == SL_EKAFKA && p->recreate) {
+        producer_recreate(p);
+        rc = pmsg_produce(p, m);
+    }
+    if (rc) {
+        pmsg_free(m);
+        return rc;
+    }
+    p->outstanding++;
+    return 0;
+}
+
+void sl_producer_poll(sl_producer *p, int timeout_ms)
+{
+    rd_kafka_poll(p->rk, timeout_ms);
+    producer_drain(p);
+}
+
+int sl_producer_flush(sl_producer *p, int timeout_ms)
+{
+    int64_t deadline = sl_mono_ms() + timeout_ms;
+    while (p->outstanding > 0) {
+        int64_t left = deadline - sl_mono_ms();
+        if (left <= 0)
+            return SL_ETIMEOUT;
+        rd_kafka_poll(p->rk, left > 100 ? 100 : (int)left);
+        producer_drain(p);
+    }
+    return 0;
+}
+
+size_t sl_producer_outstanding(const sl_producer *p)
+{
+    return p->outstanding;
+}
+
+rd_kafka_t *sl_producer_handle(sl_producer *p)
+{
+    return p->rk;
+}
+
+static void producer_close_cb(uv_handle_t *h)
+{
+    sl_producer *p = h->data;
+    close(p->pipefd[0]);
+    close(p->pipefd[1]);
+    free(p);
+}
+
+void sl_producer_free(sl_producer *p)
+{
+    if (!p)
+        return;
+    if (p->outstanding)
+        sl_warn("kafka producer closed with %zu records unacknowledged", p->outstanding);
+    rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    /* Purged records come back as delivery reports; free them untouched. */
+    p->closing = true;
+    while (rd_kafka_outq_len(p->rk) > 0)
+        rd_kafka_poll(p->rk, 10);
+    rd_kafka_destroy(p->rk);
+    for (size_t i = 0; i < p->n_retry; i++)
+        pmsg_free(p->retry[i]);
+    free(p->retry);
+    if (p->loop)
+        uv_close((uv_handle_t *)&p->poll, producer_close_cb);
+    else
+        free(p);
+}
+
+/* ------------------------------------------------------------------ */
+/* consumer                                                            */
+
+/* One assigned partition's in-flight records, in offset order. */
+typedef struct sl_part {
+    char *topic;
+    int32_t partition;
+    int refs;           /* the assignment + every record in flight */
+    bool revoked;
+    bool lost_checked;
+    int64_t committed;  /* at assignment; RD_KAFKA_OFFSET_INVALID: none */
+    /* FIFO of (seq -> offset, done) */
+    int64_t *offsets;
+    bool *done;
+    size_t cap, head, count;
+    uint64_t head_seq;
+    int64_t stored;     /* last offset stored, -1 none */
+    struct sl_consumer *c;
+    struct sl_part *next;
+} sl_part;
+
+struct sl_consumer {
+    const sl_config *cfg;
+    rd_kafka_t *rk;
+    uv_loop_t *loop;
+    uv_async_t async;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    sl_consumer_opts o;
+    char **topics;
+
+
+    /* under mu */
+    sl_part *parts;
+    sl_record *q_head, *q_tail;
+    size_t inflight;             /* queued + handed out, not done */
+    bool stopping;
+    bool thread_done;
+    bool assigned;
+    char **paused_topics;        /* requested by the loop */
+    size_t n_paused;
+    bool pause_dirty;
+
+    /* consumer thread only */
+    bool paused_all;
+
+    sl_drained_cb drained_cb;
+    void *drained_arg;
+    bool drained_fired;
+};
+
+static sl_part *part_find(sl_consumer *c, const char *topic, int32_t partition)
+{
+    for (sl_part *p = c->parts; p; p = p->next)
+        if (p->partition == partition && !strcmp(p->topic, topic))
+            return p;
+    return NULL;
+}
+
+static void part_unref(sl_part *p)
+{
+    if (--p->refs > 0)
+        return;
+    free(p->topic);
+    free(p->offsets);
+    free(p->done);
+    free(p);
+}
+
+/* Under mu. Appends offset; returns its sequence number. */
+static uint64_t part_push(sl_part *p, int64_t offset)
+{
+    if (p->count == p->cap) {
+        size_t ncap = p->cap ? p->cap * 2 : 256;
+        int64_t *no = xmalloc(ncap * sizeof *no);
+        bool *nd = xmalloc(ncap * sizeof *nd);
+        for (size_t i = 0; i < p->count; i++) {
+            no[i] = p->offsets[(p->head + i) % p->cap];
+            nd[i] = p->done[(p->head + i) % p->cap];
+        }
+        free(p->offsets);
+        free(p->done);
+        p->offsets = no;
+        p->done = nd;
+        p->cap = ncap;
+        p->head = 0;
+    }
+    size_t idx = (p->head + p->count) % p->cap;
+    p->offsets[idx] = offset;
+    p->done[idx] = false;
+    p->count++;
+    return p->head_seq + p->count - 1;
+}
+
+/* Under mu. Marks seq done and returns the offset to store, or -1 when the
+ * store position did not move. */
+static int64_t part_done(sl_part *p, uint64_t seq)
+{
+    SL_ASSERT(seq >= p->head_seq && seq < p->head_seq + p->count);
+    p->done[(p->head + (seq - p->head_seq)) % p->cap] = true;
+    int64_t last = -1;
+    while (p->count && p->done[p->head]) {
+        last = p->offsets[p->head];
+        p->head = (p->head + 1) % p->cap;
+        p->head_seq++;
+        p->count--;
+    }
+    if (last < 0)
+        return -1;
+    int64_t store = p->count ? p->offsets[p->head] : last + 1;
+    if (store == p->stored)
+        return -1;
+    p->stored = store;
+    return store;
+}
+
+static void consumer_commit(sl_consumer *c, const char *why)
+{
+    rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, 0 /* sync */);
+    if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        sl_warn("kafka commit (%s) failed: %s", why, rd_kafka_err2str(e));
+}
+
+/* Consumer thread, from inside rd_kafka_consumer_poll(). */
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    sl_consumer *c = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        /* Where a group has no committed offset, start at the beginning:
+         * auto.offset.reset is "error" so that an offset fallen off the log
+         * is reported, never silently skipped. */
+        rd_kafka_resp_err_t e = rd_kafka_committed(rk, parts, 30000);
+        if (e)
+            sl_warn("kafka: fetching committed offsets failed: %s", rd_kafka_err2str(e));
+        pthread_mutex_lock(&c->mu);
+        for (int i = 0; i < parts->cnt; i++) {
+            rd_kafka_topic_partition_t *tp = &parts->elems[i];
+            sl_part *p = xcalloc(1, sizeof *p);
+            p->topic = xstrdup(tp->topic);
+            p->partition = tp->partition;
+            p->refs = 1;
+            p->c = c;
+            p->stored = -1;
+            p->committed = tp->offset;
+            p->next = c->parts;
+            c->parts = p;
+            if (tp->offset < 0)
+                tp->offset = c->o.from_end ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
+        }
+        c->assigned = true;
+        pthread_mutex_unlock(&c->mu);
+        sl_info("kafka: assigned %d partitions", parts->cnt);
+        rd_kafka_assign(rk, parts);
+        c->paused_all = false;
+        c->pause_dirty = true;
+    } else {
+        /* Eager revoke: commit what is stored; records still in flight will
+         * be repeated by the next owner (at least once). */
+        consumer_commit(c, "revoke");
+        pthread_mutex_lock(&c->mu);
+        sl_part *p = c->parts;
+        c->parts = NULL;
+        while (p) {
+            sl_part *n = p->next;
+            p->revoked = true;
+            part_unref(p);
+            p = n;
+        }
+        pthread_mutex_unlock(&c->mu);
+        sl_info("kafka: revoked %d partitions", parts->cnt);
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+static void retention_alarm(sl_consumer *c, rd_kafka_message_t *m)
+{
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    int64_t lo = 0, hi = 0;
+    rd_kafka_query_watermark_offsets(c->rk, topic, m->partition, &lo, &hi, 10000);
+    pthread_mutex_lock(&c->mu);
+    sl_part *p = part_find(c, topic, m->partition);
+    int64_t from = p && p->committed >= 0 ? p->committed : m->offset;
+    pthread_mutex_unlock(&c->mu);
+    int64_t lost = lo > from && from >= 0 ? lo - from : 0;
+    sl_error("RETENTION ALARM: %s[%d]: committed offset %lld fell off the log (oldest now %lld): "
+             "%lld records were lost before this consumer read them; continuing from %lld",
+             topic, m->partition, (long long)from, (long long)lo, (long long)lost, (long long)lo);
+    char labels[256];
+    snprintf(labels, sizeof labels, "topic=\"%s\",partition=\"%d\"", topic, m->partition);
+    sl_metric_inc("sluice_kafka_offsets_lost_total", labels, (double)lost);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, m->partition)->offset = lo;
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, l, 10000);
+    if (e) {
+        sl_error("kafka: seeking %s[%d] to %lld failed: %s", topic, m->partition, (long long)lo,
+                 rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void apply_pauses(sl_consumer *c)
+{
+    rd_kafka_topic_partition_list_t *asg = NULL;
+    if (rd_kafka_assignment(c->rk, &asg) || !asg)
+        return;
+    rd_kafka_topic_partition_list_t *pause = rd_kafka_topic_partition_list_new(asg->cnt);
+    rd_kafka_topic_partition_list_t *resume = rd_kafka_topic_partition_list_new(asg->cnt);
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < asg->cnt; i++) {
+        bool p = c->paused_all;
+        for (size_t k = 0; !p && k < c->n_paused; k++)
+            if (!strcmp(c->paused_topics[k], asg->elems[i].topic))
+                p = true;
+        rd_kafka_topic_partition_list_add(p ? pause : resume, asg->elems[i].topic,
+                                          asg->elems[i].partition);
+    }
+    c->pause_dirty = false;
+    pthread_mutex_unlock(&c->mu);
+    if (pause->cnt)
+        rd_kafka_pause_partitions(c->rk, pause);
+    if (resume->cnt)
+        rd_kafka_resume_partitions(c->rk, resume);
+    rd_kafka_topic_partition_list_destroy(pause);
+    rd_kafka_topic_partition_list_destroy(resume);
+    rd_kafka_topic_partition_list_destroy(asg);
+}
+
+static void *consumer_thread(void *arg)
+{
+    sl_consumer *c = arg;
+    uint32_t max = c->o.max_inflight ? c->o.max_inflight : 10000;
+    for (;;) {
+        pthread_mutex_lock(&c->mu);
+        bool stopping = c->stopping;
+        size_t inflight = c->inflight;
+        bool dirty = c->pause_dirty;
+        pthread_mutex_unlock(&c->mu);
+        if (stopping && !c->paused_all) {
+            c->paused_all = true;
+            dirty = true;
+        } else if (!stopping && !c->paused_all && inflight >= max) {
+            c->paused_all = true;
+            dirty = true;
+        } else if (!stopping && c->paused_all && inflight <= max / 2) {
+            c->paused_all = false;
+            dirty = true;
+        }
+        if (dirty)
+            apply_pauses(c);
+        if (stopping && inflight == 0)
+            break;
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 100);
+        if (!m)
+            continue;
+        if (m->err) {
+            if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET)
+                retention_alarm(c, m);
+            else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                sl_warn("kafka consumer: %s", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        pthread_mutex_lock(&c->mu);
+        sl_part *p = part_find(c, topic, m->partition);
+        if (!p) {
+            /* Not (or no longer) ours: the next owner reads it. */
+            pthread_mutex_unlock(&c->mu);
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        sl_record *r = xcalloc(1, sizeof *r);
+        r->msg = m;
+        r->topic = topic;
+        r->partition = m->partition;
+        r->offset = m->offset;
+        r->part__ = p;
+        p->refs++;
+        r->seq__ = part_push(p, m->offset);
+        if (c->q_tail)
+            c->q_tail->next__ = r;
+        else
+            c->q_head = r;
+        c->q_tail = r;
+        c->inflight++;
+        pthread_mutex_unlock(&c->mu);
+        uv_async_send(&c->async);
+    }
+    /* Drained: commit what is stored, leave the group. */
+    consumer_commit(c, "stop");
+    rd_kafka_consumer_close(c->rk);
+    pthread_mutex_lock(&c->mu);
+    c->thread_done = true;
+    pthread_mutex_unlock(&c->mu);
+    uv_async_send(&c->async);
+    return NULL;
+}
+
+static void consumer_async_cb(uv_async_t *h)
+{
+    sl_consumer *c = h->data;
+    pthread_mutex_lock(&c->mu);
+    sl_record *r = c->q_head;
+    c->q_head = c->q_tail = NULL;
+    bool done = c->thread_done;
+    pthread_mutex_unlock(&c->mu);
+    while (r) {
+        sl_record *n = r->next__;
+        r->next__ = NULL;
+        c->o.on_record(c->o.arg, r);
+        r = n;
+    }
+    if (done && !c->drained_fired) {
+        c->drained_fired = true;
+        pthread_join(c->thread, NULL);
+        if (c->drained_cb)
+            c->drained_cb(c->drained_arg);
+    }
+}
+
+sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_consumer_opts *o,
+                             char **err)
+{
+    sl_consumer *c = xcalloc(1, sizeof *c);
+    c->cfg = cfg;
+    c->loop = loop;
+    c->o = *o;
+    rd_kafka_conf_t *kc = sl_kafka_conf(cfg, "consumer");
+    char tmp[32];
+    conf_set(kc, "group.id", o->group);
+    conf_set(kc, "enable.auto.commit", "true");
+    conf_set(kc, "enable.auto.offset.store", "false");
+    snprintf(tmp, sizeof tmp, "%d", cfg->kafka.commit_interval_ms);
+    conf_set(kc, "auto.commit.interval.ms", tmp);
+    conf_set(kc, "auto.offset.reset", "error");
+    conf_set(kc, "partition.assignment.strategy", "range,roundrobin");
+    snprintf(tmp, sizeof tmp, "%d", cfg->kafka.session_timeout_ms);
+    conf_set(kc, "session.timeout.ms", tmp);
+    snprintf(tmp, sizeof tmp, "%d", cfg->kafka.heartbeat_interval_ms);
+    conf_set(kc, "heartbeat.interval.ms", tmp);
+    conf_set(kc, "enable.partition.eof", "false");
+    conf_set(kc, "queued.max.messages.kbytes", "16384");
+    rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
+    rd_kafka_conf_set_opaque(kc, c);
+    char errstr[512];
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, sizeof errstr);
+    if (!c->rk) {
+        rd_kafka_conf_destroy(kc);
+        *err = xasprintf("kafka consumer: %s", errstr);
+        free(c);
+        return NULL;
+    }
+    /* kc is now owned by rk */
+    rd_kafka_poll_set_consumer(c->rk);
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new((int)o->n_topics);
+    c->topics = xcalloc(o->n_topics, sizeof *c->topics);
+    for (size_t i = 0; i < o->n_topics; i++) {
+        c->topics[i] = xstrdup(o->topics[i]);
+        rd_kafka_topic_partition_list_add(subs, o->topics[i], RD_KAFKA_PARTITION_UA);
+    }
+    c->o.topics = (const char **)c->topics;
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(c->rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (e) {
+        *err = xasprintf("kafka subscribe: %s", rd_kafka_err2str(e));
+        rd_kafka_destroy(c->rk);
+        for (size_t i = 0; i < o->n_topics; i++)
+            free(c->topics[i]);
+        free(c->topics);
+        free(c);
+        return NULL;
+    }
+    pthread_mutex_init(&c->mu, NULL);
+    uv_async_init(loop, &c->async, consumer_async_cb);
+    c->async.data = c;
+    if (pthread_create(&c->thread, NULL, consumer_thread, c) != 0)
+        sl_panic("pthread_create: %s", strerror(errno));
+    return c;
+}
+
+void sl_record_done(sl_record *rec)
+{
+    sl_part *p = rec->part__;
+    sl_consumer *c = p->c;
+    int64_t store = -1;
+    pthread_mutex_lock(&c->mu);
+    if (!p->revoked)
+        store = part_done(p, rec->seq__);
+    c->inflight--;
+    bool wake = c->stopping && c->inflight == 0;
+    pthread_mutex_unlock(&c->mu);
+    if (store >= 0) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = store;
+        /* Fails harmlessly when the partition was revoked meanwhile. */
+        rd_kafka_offsets_store(c->rk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    pthread_mutex_lock(&c->mu);
+    part_unref(p);
+    pthread_mutex_unlock(&c->mu);
+    rd_kafka_message_destroy(rec->msg);
+    free(rec);
+    (void)wake;
+}
+
+void sl_consumer_pause_topic(sl_consumer *c, const char *topic, bool pause)
+{
+    pthread_mutex_lock(&c->mu);
+    size_t k;
+    for (k = 0; k < c->n_paused; k++)
+        if (!strcmp(c->paused_topics[k], topic))
+            break;
+    if (pause && k == c->n_paused) {
+        c->paused_topics = xrealloc(c->paused_topics, (c->n_paused + 1) * sizeof(char *));
+        c->paused_topics[c->n_paused++] = xstrdup(topic);
+        c->pause_dirty = true;
+    } else if (!pause && k < c->n_paused) {
+        free(c->paused_topics[k]);
+        c->paused_topics[k] = c->paused_topics[--c->n_paused];
+        c->pause_dirty = true;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+void sl_consumer_stop(sl_consumer *c, sl_drained_cb cb, void *arg)
+{
+    pthread_mutex_lock(&c->mu);
+    bool already = c->stopping;
+    c->stopping = true;
+    if (!already) {
+        c->drained_cb = cb;
+        c->drained_arg = arg;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+size_t sl_consumer_inflight(const sl_consumer *c)
+{
+    sl_consumer *m = (sl_consumer *)c;
+    pthread_mutex_lock(&m->mu);
+    size_t n = m->inflight;
+    pthread_mutex_unlock(&m->mu);
+    return n;
+}
+
+bool sl_consumer_assigned(const sl_consumer *c)
+{
+    sl_consumer *m = (sl_consumer *)c;
+    pthread_mutex_lock(&m->mu);
+    bool a = m->assigned;
+    pthread_mutex_unlock(&m->mu);
+    return a;
+}
+
+static void consumer_close_cb(uv_handle_t *h)
+{
+    sl_consumer *c = h->data;
+    for (size_t i = 0; i < c->o.n_topics; i++)
+        free(c->topics[i]);
+    free(c->topics);
+    for (size_t i = 0; i < c->n_paused; i++)
+        free(c->paused_topics[i]);
+    free(c->paused_topics);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+void sl_consumer_free(sl_consumer *c)
+{
+    if (!c)
+        return;
+    SL_ASSERT(c->drained_fired);
+    sl_part *p = c->parts;
+    while (p) {
+        sl_part *n = p->next;
+        part_unref(p);
+        p = n;
+    }
+    c->parts = NULL;
+    rd_kafka_destroy(c->rk);
+    uv_close((uv_handle_t *)&c->async, consumer_close_cb);
+}

@@ -1,0 +1,130 @@
+/*
+ * kafka - librdkafka the way every sluice component uses it.
+ *
+ * sl_kafka_conf() builds a client configuration from sl_config (bootstrap,
+ * security, client.id, timeouts). The caller owns the result until it hands
+ * it to rd_kafka_new().
+ *
+ * sl_topics() lists every sluice topic with its partition count and cleanup
+ * policy: what `sluice topics ensure` and the dev broker create.
+ *
+ * sl_producer is the idempotent producer (enable.idempotence=true,
+ * acks=all, murmur2_random partitioner). sl_producer_send() copies key and
+ * value; the callback fires exactly once per send with 0 when Kafka
+ * acknowledged the record, or a negative error when it can never be
+ * (record too large, unknown topic after the timeout). Transient failures
+ * are retried inside: a timed-out record is produced again, and on
+ * librdkafka's fatal idempotence error the producer is recreated and every
+ * unacknowledged record re-sent. With a loop, callbacks run on that loop's
+ * thread (the main queue is drained through an io-event pipe watched by
+ * uv_poll); without one, in whichever thread calls sl_producer_poll() or
+ * sl_producer_flush(). One owner thread.
+ *
+ * sl_consumer is the at-least-once consumer. A thread of its own polls
+ * Kafka and hands each record to the loop thread through a bounded queue;
+ * the record callback owns the sl_record until it calls sl_record_done(),
+ * after everything produced for it was acknowledged. The offset stored for
+ * a partition is always the lowest record still in flight (or one past the
+ * last done), so a crash repeats and never skips. Past max_inflight
+ * records in memory the consumer pauses its partitions (never blocks the
+ * loop) and resumes below half. Offsets are committed every
+ * kafka.commit_interval_ms, on revoke and on stop. A committed offset that
+ * fell off the log raises the retention alarm: an error log and the counter
+ * sluice_kafka_offsets_lost_total with the number of records lost, then
+ * consumption continues from the oldest record still there. Eager
+ * assignors only (range,roundrobin) as librdkafka 2.0.2 needs.
+ */
+#ifndef SLUICE_KAFKA_H
+#define SLUICE_KAFKA_H
+
+#include <librdkafka/rdkafka.h>
+#include <uv.h>
+
+#include "config.h"
+
+typedef struct sl_topic_spec {
+    char *name;         /* full name, prefix included */
+    int partitions;
+    bool compacted;
+} sl_topic_spec;
+
+/* Every sluice topic; caller frees with sl_topics_free(). */
+sl_topic_spec *sl_topics(const sl_config *cfg, size_t *n);
+void sl_topics_free(sl_topic_spec *t, size_t n);
+
+/* role: "producer", "consumer"; client.id becomes "sluice-<role>". */
+rd_kafka_conf_t *sl_kafka_conf(const sl_config *cfg, const char *role);
+
+/* ---- producer ---- */
+typedef struct sl_producer sl_producer;
+typedef void (*sl_produce_cb)(void *arg, int err);
+
+typedef struct sl_header {
+    const char *name;
+    const char *value;
+} sl_header;
+
+/* loop may be NULL (then poll/flush by hand). On failure returns NULL and
+ * a malloc'd message in *err. */
+sl_producer *sl_producer_new(const sl_config *cfg, uv_loop_t *loop, char **err);
+/* key may be NULL (no key, e.g. the DLQ); value NULL with vlen 0 is a
+ * tombstone. cb may be NULL. Never blocks: on a full local queue it polls
+ * and retries. Returns 0, or a negative error (then cb never fires). */
+int sl_producer_send(sl_producer *p, const char *topic, const void *key, size_t klen,
+                     const void *val, size_t vlen, const sl_header *hdrs, size_t nhdrs,
+                     sl_produce_cb cb, void *arg);
+void sl_producer_poll(sl_producer *p, int timeout_ms);
+/* Wait until nothing is outstanding or timeout; returns 0 or SL_ETIMEOUT. */
+int sl_producer_flush(sl_producer *p, int timeout_ms);
+size_t sl_producer_outstanding(const sl_producer *p);
+/* The uv_poll handle is closed; with a loop, run it once more to let the
+ * close callback fire before freeing the loop. Unacknowledged records are
+ * lost: flush first. */
+void sl_producer_free(sl_producer *p);
+rd_kafka_t *sl_producer_handle(sl_producer *p);
+
+/* ---- consumer ---- */
+typedef struct sl_consumer sl_consumer;
+typedef struct sl_record sl_record;
+
+struct sl_record {
+    rd_kafka_message_t *msg;    /* owned by the record until sl_record_done() */
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    /* private */
+    struct sl_part *part__;
+    uint64_t seq__;
+    sl_record *next__;
+};
+
+typedef void (*sl_record_cb)(void *arg, sl_record *rec);
+typedef void (*sl_drained_cb)(void *arg);
+
+typedef struct sl_consumer_opts {
+    const char *group;          /* consumer group id */
+    const char **topics;        /* full names */
+    size_t n_topics;
+    uint32_t max_inflight;      /* 0: 10000 */
+    sl_record_cb on_record;     /* loop thread */
+    void *arg;
+    bool from_end;              /* a new group starts at the end (analytics tails) */
+} sl_consumer_opts;
+
+sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_consumer_opts *o,
+                             char **err);
+/* Everything produced for rec is acknowledged: advance the stored offset.
+ * Frees rec and its message. Loop thread. */
+void sl_record_done(sl_record *rec);
+/* Pause or resume fetching of one topic (e.g. a retry topic whose head is
+ * not yet due). Loop thread; the consumer thread applies it. */
+void sl_consumer_pause_topic(sl_consumer *c, const char *topic, bool pause);
+/* Stop fetching; when every record handed out is done, commit, close the
+ * consumer and call cb on the loop thread. Idempotent. */
+void sl_consumer_stop(sl_consumer *c, sl_drained_cb cb, void *arg);
+size_t sl_consumer_inflight(const sl_consumer *c);
+bool sl_consumer_assigned(const sl_consumer *c); /* has received an assignment */
+/* After stop's callback. */
+void sl_consumer_free(sl_consumer *c);
+
+#endif

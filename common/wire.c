@@ -1,0 +1,298 @@
+/*
+ * wire - see wire.h.
+ */
+#include "wire.h"
+#include "log.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#define DECODER(fn, type, desc, freefn)                                                \
+    int fn(const void *p, size_t n, type **out, const char **why)                      \
+    {                                                                                  \
+        type *m = (type *)protobuf_c_message_unpack(&desc, NULL, n, p);                \
+        if (!m) {                                                                      \
+            *why = "malformed protobuf";                                               \
+            return SL_EPROTO;                                                          \
+        }                                                                              \
+        if (m->version == 0 || m->version > SLUICE_WIRE_VERSION) {                    \
+            *why = m->version == 0 ? "missing wire version" : "unsupported wire version"; \
+            freefn(m);                                                                 \
+            return SL_EVERSION;                                                        \
+        }                                                                              \
+        *out = m;                                                                      \
+        return 0;                                                                      \
+    }
+
+void sl_job_free(sl_job *j)
+{
+    if (j)
+        protobuf_c_message_free_unpacked(&j->base, NULL);
+}
+void sl_dispatch_free(sl_dispatch *d)
+{
+    if (d)
+        protobuf_c_message_free_unpacked(&d->base, NULL);
+}
+void sl_event_free(sl_event *e)
+{
+    if (e)
+        protobuf_c_message_free_unpacked(&e->base, NULL);
+}
+void sl_suppression_free(sl_suppression *s)
+{
+    if (s)
+        protobuf_c_message_free_unpacked(&s->base, NULL);
+}
+void sl_template_free(sl_template_msg *t)
+{
+    if (t)
+        protobuf_c_message_free_unpacked(&t->base, NULL);
+}
+
+DECODER(sl_job_decode, sl_job, sluice__v1__job__descriptor, sl_job_free)
+DECODER(sl_event_decode, sl_event, sluice__v1__event__descriptor, sl_event_free)
+DECODER(sl_suppression_decode, sl_suppression, sluice__v1__suppression__descriptor,
+        sl_suppression_free)
+DECODER(sl_template_decode, sl_template_msg, sluice__v1__template__descriptor, sl_template_free)
+
+int sl_dispatch_decode(const void *p, size_t n, sl_dispatch **out, const char **why)
+{
+    sl_dispatch *d =
+        (sl_dispatch *)protobuf_c_message_unpack(&sluice__v1__dispatch__descriptor, NULL, n, p);
+    if (!d) {
+        *why = "malformed protobuf";
+        return SL_EPROTO;
+    }
+    if (d->version == 0 || d->version > SLUICE_WIRE_VERSION || !d->job ||
+        d->job->version == 0 || d->job->version > SLUICE_WIRE_VERSION) {
+        *why = !d->job ? "dispatch without a job" : "unsupported wire version";
+        sl_dispatch_free(d);
+        return SL_EVERSION;
+    }
+    *out = d;
+    return 0;
+}
+
+void sl_pack(const ProtobufCMessage *m, sl_buf *b)
+{
+    sl_buf_reset(b);
+    size_t n = protobuf_c_message_get_packed_size(m);
+    sl_buf_reserve(b, n);
+    protobuf_c_message_pack(m, (uint8_t *)b->data);
+    b->len = n;
+    b->data[n] = 0;
+}
+
+static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+void sl_job_id_new(char out[27])
+{
+    /* 48-bit millisecond clock then 80 random bits; a per-thread counter in
+     * the random part keeps ids from one thread monotonic within a ms. */
+    static __thread uint64_t last_ms, ctr;
+    static __thread unsigned char rnd[10];
+    uint64_t ms = (uint64_t)sl_now_ms();
+    if (ms != last_ms) {
+        if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd)
+            sl_panic("getrandom failed");
+        last_ms = ms;
+        ctr = 0;
+    }
+    unsigned char r[10];
+    memcpy(r, rnd, sizeof r);
+    uint64_t c = ctr++;
+    for (int i = 9; i >= 6 && c; i--, c >>= 8) {
+        unsigned v = r[i] + (unsigned)(c & 0xff);
+        r[i] = (unsigned char)v;
+    }
+    /* 128 bits: 6 bytes time + 10 bytes random, base32 into 26 chars. */
+    unsigned char b[16];
+    for (int i = 0; i < 6; i++)
+        b[i] = (unsigned char)(ms >> (8 * (5 - i)));
+    memcpy(b + 6, r, 10);
+    int bit = 0;
+    for (int i = 0; i < 26; i++) {
+        /* first char uses 3 bits (128 = 2 + 25*5 + 1? use 130 bits with pad) */
+        int v = 0;
+        for (int k = 0; k < 5; k++) {
+            int pos = bit - 2 + k; /* two leading zero pad bits */
+            int bitv = 0;
+            if (pos >= 0 && pos < 128)
+                bitv = (b[pos / 8] >> (7 - pos % 8)) & 1;
+            v = (v << 1) | bitv;
+        }
+        bit += 5;
+        out[i] = crockford[v];
+    }
+    out[26] = 0;
+}
+
+char *sl_message_id(const char *job_id, const char *domain)
+{
+    return xasprintf("<%s@%s>", job_id, domain && *domain ? domain : "sluice.invalid");
+}
+
+const char *sl_event_type_name(Sluice__V1__EventType t)
+{
+    switch (t) {
+    case SLUICE__V1__EVENT_TYPE__EVENT_ACCEPTED: return "ACCEPTED";
+    case SLUICE__V1__EVENT_TYPE__EVENT_DELIVERED: return "DELIVERED";
+    case SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED: return "DEFERRED";
+    case SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED: return "BOUNCED";
+    case SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED: return "EXPIRED";
+    case SLUICE__V1__EVENT_TYPE__EVENT_SUPPRESSED: return "SUPPRESSED";
+    case SLUICE__V1__EVENT_TYPE__EVENT_REJECTED: return "REJECTED";
+    case SLUICE__V1__EVENT_TYPE__EVENT_SHAPING: return "SHAPING";
+    default: return "UNKNOWN";
+    }
+}
+
+static const char *const bounce_names[] = {
+    "none",   "invalid-recipient", "bad-domain", "mailbox-full", "spam-block",
+    "policy", "reputation",        "tls",        "content",      "unknown"};
+
+const char *sl_bounce_class_name(Sluice__V1__BounceClass c)
+{
+    if ((unsigned)c < sizeof bounce_names / sizeof bounce_names[0])
+        return bounce_names[c];
+    return "unknown";
+}
+
+int sl_bounce_class_from_name(const char *name, Sluice__V1__BounceClass *out)
+{
+    for (size_t i = 0; i < sizeof bounce_names / sizeof bounce_names[0]; i++)
+        if (!strcmp(bounce_names[i], name)) {
+            *out = (Sluice__V1__BounceClass)i;
+            return 0;
+        }
+    return SL_ENOTFOUND;
+}
+
+void sl_event_from_job(sl_event *e, Sluice__V1__EventType type, const sl_job *job,
+                       const char *stage)
+{
+    sluice__v1__event__init(e);
+    e->version = SLUICE_WIRE_VERSION;
+    e->type = type;
+    e->stage = (char *)stage;
+    e->timestamp_ms = sl_now_ms();
+    if (!job)
+        return;
+    e->job_id = job->job_id;
+    e->tenant = job->tenant;
+    e->campaign = job->campaign;
+    e->recipient = job->n_recipients ? job->recipients[0] : (char *)"";
+    e->domain = job->domain;
+    e->site = job->site;
+    e->pool = job->pool;
+    e->attempt = job->attempt;
+    e->created_at_ms = job->created_at_ms;
+    /* Event.meta and Job.meta are distinct generated types with the same
+     * layout (string key, string value). */
+    e->n_meta = job->n_meta;
+    e->meta = (Sluice__V1__Event__MetaEntry **)job->meta;
+}
+
+int sl_event_publish(sl_producer *p, const sl_config *cfg, const sl_event *e, sl_produce_cb cb,
+                     void *arg)
+{
+    static __thread sl_buf b;
+    static __thread char *topic;
+    if (!topic)
+        topic = sl_config_topic(cfg, "events");
+    sl_pack(&e->base, &b);
+    const char *key = e->job_id ? e->job_id : "";
+    return sl_producer_send(p, topic, key, strlen(key), b.data, b.len, NULL, 0, cb, arg);
+}
+
+int sl_dlq_publish(sl_producer *p, const sl_config *cfg, const void *raw, size_t len,
+                   const char *reason, const char *topic, int32_t partition, int64_t offset,
+                   sl_produce_cb cb, void *arg)
+{
+    char *dlq = sl_config_topic(cfg, "dlq");
+    char part[16], off[24];
+    snprintf(part, sizeof part, "%d", partition);
+    snprintf(off, sizeof off, "%lld", (long long)offset);
+    sl_header h[] = {{"reason", reason},
+                     {"source-topic", topic ? topic : ""},
+                     {"source-partition", part},
+                     {"source-offset", off}};
+    int rc = sl_producer_send(p, dlq, NULL, 0, raw ? raw : "", len, h, 4, cb, arg);
+    free(dlq);
+    return rc;
+}
+
+static void json_kv_str(sl_buf *b, bool *first, const char *k, const char *v)
+{
+    if (!v || !*v)
+        return;
+    sl_buf_printf(b, "%s\"%s\":", *first ? "" : ",", k);
+    sl_buf_json_str(b, v, strlen(v));
+    *first = false;
+}
+
+static void json_kv_int(sl_buf *b, bool *first, const char *k, long long v)
+{
+    if (!v)
+        return;
+    sl_buf_printf(b, "%s\"%s\":%lld", *first ? "" : ",", k, v);
+    *first = false;
+}
+
+void sl_event_json(const sl_event *e, sl_buf *b)
+{
+    bool first = true;
+    sl_buf_putc(b, '{');
+    json_kv_str(b, &first, "type", sl_event_type_name(e->type));
+    json_kv_str(b, &first, "job_id", e->job_id);
+    json_kv_str(b, &first, "tenant", e->tenant);
+    json_kv_str(b, &first, "campaign", e->campaign);
+    json_kv_str(b, &first, "recipient", e->recipient);
+    json_kv_str(b, &first, "domain", e->domain);
+    json_kv_str(b, &first, "site", e->site);
+    json_kv_str(b, &first, "pool", e->pool);
+    json_kv_str(b, &first, "source_ip", e->source_ip);
+    json_kv_str(b, &first, "mx_host", e->mx_host);
+    json_kv_str(b, &first, "mx_ip", e->mx_ip);
+    json_kv_int(b, &first, "smtp_code", e->smtp_code);
+    json_kv_str(b, &first, "enhanced_code", e->enhanced_code);
+    json_kv_str(b, &first, "reply", e->reply);
+    json_kv_str(b, &first, "tls_protocol", e->tls_protocol);
+    json_kv_str(b, &first, "tls_cipher", e->tls_cipher);
+    sl_buf_printf(b, ",\"attempt\":%u", e->attempt);
+    json_kv_int(b, &first, "timestamp_ms", e->timestamp_ms);
+    json_kv_int(b, &first, "created_at_ms", e->created_at_ms);
+    if (e->bounce_class) {
+        json_kv_str(b, &first, "bounce_class", sl_bounce_class_name(e->bounce_class));
+        sl_buf_printf(b, ",\"bounce_hard\":%s", e->bounce_hard ? "true" : "false");
+    }
+    json_kv_str(b, &first, "reason", e->reason);
+    json_kv_str(b, &first, "stage", e->stage);
+    json_kv_str(b, &first, "retry_topic", e->retry_topic);
+    json_kv_int(b, &first, "next_attempt_ms", e->next_attempt_ms);
+    if (e->possible_duplicate)
+        sl_buf_puts(b, ",\"possible_duplicate\":true");
+    json_kv_int(b, &first, "queue_ms", e->queue_ms);
+    json_kv_int(b, &first, "smtp_ms", e->smtp_ms);
+    json_kv_str(b, &first, "sender_id", e->sender_id);
+    json_kv_str(b, &first, "message_id", e->message_id);
+    if (e->rate_per_sec > 0)
+        sl_buf_printf(b, ",\"rate_per_sec\":%g", e->rate_per_sec);
+    if (e->n_meta) {
+        sl_buf_puts(b, ",\"meta\":{");
+        for (size_t i = 0; i < e->n_meta; i++) {
+            if (i)
+                sl_buf_putc(b, ',');
+            sl_buf_json_str(b, e->meta[i]->key, strlen(e->meta[i]->key));
+            sl_buf_putc(b, ':');
+            sl_buf_json_str(b, e->meta[i]->value, strlen(e->meta[i]->value));
+        }
+        sl_buf_putc(b, '}');
+    }
+    sl_buf_putc(b, '}');
+}

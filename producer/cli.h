@@ -1,0 +1,21 @@
+/*
+ * cli - the `sluice` command line. cli.c holds main() and the command
+ * table; each command lives in its own cli_<name>.c and has the signature
+ * below: argv[0] is the command name, the return value is the exit status
+ * (0 ok, 1 failure, 2 bad usage or config). Every command takes -c FILE.
+ */
+#ifndef SLUICE_CLI_H
+#define SLUICE_CLI_H
+
+int cli_send(int argc, char **argv);       /* sluice send --from A --to B,C ... */
+int cli_dev(int argc, char **argv);        /* sluice dev [--demo N] */
+int cli_topics(int argc, char **argv);     /* sluice topics ensure|list */
+int cli_capture(int argc, char **argv);    /* sluice capture --listen A --dir D */
+int cli_template(int argc, char **argv);   /* sluice template put ID FILE */
+int cli_bulk(int argc, char **argv);       /* sluice bulk --template ID --recipients F */
+int cli_events(int argc, char **argv);     /* sluice events [--follow] [--json] */
+int cli_stats(int argc, char **argv);      /* sluice stats [--by site] */
+int cli_suppress(int argc, char **argv);   /* sluice suppress add|remove|list|import */
+int cli_shaping(int argc, char **argv);    /* sluice shaping show */
+
+#endif
