@@ -1,0 +1,126 @@
+/*
+ * reader - see reader.h.
+ */
+#include "reader.h"
+#include "kafka.h"
+#include "log.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct sl_reader {
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *q;
+    int n_parts;
+    bool *eof;
+    int n_eof;
+};
+
+sl_reader *sl_reader_new(const sl_config *cfg, const char *topic, int64_t since_ms, char **err)
+{
+    rd_kafka_conf_t *c = sl_kafka_conf(cfg, "reader");
+    char errstr[512];
+    /* librdkafka needs a group id even for a group-less assign(); nothing is
+     * ever committed under it. */
+    rd_kafka_conf_set(c, "group.id", "sluice-reader", NULL, 0);
+    rd_kafka_conf_set(c, "enable.auto.commit", "false", NULL, 0);
+    rd_kafka_conf_set(c, "enable.partition.eof", "true", NULL, 0);
+    rd_kafka_conf_set(c, "auto.offset.reset", "earliest", NULL, 0);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, errstr, sizeof errstr);
+    if (!rk) {
+        rd_kafka_conf_destroy(c);
+        *err = xasprintf("kafka: %s", errstr);
+        return NULL;
+    }
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int tries = 0; tries < 10; tries++) {
+        e = rd_kafka_metadata(rk, 0, rkt, &md, 5000);
+        if (!e && md->topic_cnt == 1 && !md->topics[0].err && md->topics[0].partition_cnt > 0)
+            break;
+        if (!e) {
+            e = md->topic_cnt ? md->topics[0].err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+            rd_kafka_metadata_destroy(md);
+            md = NULL;
+        }
+    }
+    rd_kafka_topic_destroy(rkt);
+    if (!md) {
+        *err = xasprintf("kafka: metadata for %s: %s (is Kafka at %s up?)", topic,
+                         rd_kafka_err2str(e), cfg->kafka.bootstrap);
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    int n = md->topics[0].partition_cnt;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+    for (int i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(l, topic, md->topics[0].partitions[i].id)->offset =
+            since_ms > 0 ? since_ms : RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_metadata_destroy(md);
+    if (since_ms > 0) {
+        e = rd_kafka_offsets_for_times(rk, l, 10000);
+        if (e)
+            sl_warn("kafka: offsets for time: %s; reading from the beginning", rd_kafka_err2str(e));
+        for (int i = 0; i < n; i++)
+            if (e || l->elems[i].offset < 0)
+                l->elems[i].offset = e ? RD_KAFKA_OFFSET_BEGINNING : RD_KAFKA_OFFSET_END;
+    }
+    e = rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e) {
+        *err = xasprintf("kafka: assign %s: %s", topic, rd_kafka_err2str(e));
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    sl_reader *r = xcalloc(1, sizeof *r);
+    r->rk = rk;
+    r->n_parts = n;
+    r->eof = xcalloc((size_t)n, sizeof *r->eof);
+    return r;
+}
+
+rd_kafka_message_t *sl_reader_next(sl_reader *r, int timeout_ms)
+{
+    int64_t deadline = sl_mono_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - sl_mono_ms();
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, left > 0 ? (int)left : 0);
+        if (!m)
+            return NULL;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            if (m->partition >= 0 && m->partition < r->n_parts && !r->eof[m->partition]) {
+                r->eof[m->partition] = true;
+                r->n_eof++;
+            }
+            rd_kafka_message_destroy(m);
+        } else if (m->err) {
+            sl_warn("kafka: %s", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+        } else {
+            if (m->partition >= 0 && m->partition < r->n_parts && r->eof[m->partition]) {
+                r->eof[m->partition] = false;
+                r->n_eof--;
+            }
+            return m;
+        }
+        if (sl_mono_ms() >= deadline)
+            return NULL;
+    }
+}
+
+bool sl_reader_at_end(const sl_reader *r)
+{
+    return r->n_eof == r->n_parts;
+}
+
+void sl_reader_free(sl_reader *r)
+{
+    if (!r)
+        return;
+    rd_kafka_consumer_close(r->rk);
+    rd_kafka_destroy(r->rk);
+    free(r->eof);
+    free(r);
+}

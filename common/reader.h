@@ -1,0 +1,26 @@
+/*
+ * reader - read a whole topic from the beginning without a consumer group:
+ * what the CLI's `events`, `stats`, `dev` and `suppress list` need. All
+ * partitions are assigned directly (no group, nothing committed) at
+ * OFFSET_BEGINNING, or at the first offset at or after a timestamp.
+ *
+ * sl_reader_next() returns the next record (caller destroys it with
+ * rd_kafka_message_destroy()), or NULL when timeout_ms passed without one.
+ * sl_reader_at_end() is true once every partition reached the high
+ * watermark seen at open (or later EOFs): "read to the end". One thread.
+ */
+#ifndef SLUICE_READER_H
+#define SLUICE_READER_H
+
+#include <librdkafka/rdkafka.h>
+#include "config.h"
+
+typedef struct sl_reader sl_reader;
+
+/* since_ms 0: from the beginning. Returns NULL and *err on failure. */
+sl_reader *sl_reader_new(const sl_config *cfg, const char *topic, int64_t since_ms, char **err);
+rd_kafka_message_t *sl_reader_next(sl_reader *r, int timeout_ms);
+bool sl_reader_at_end(const sl_reader *r);
+void sl_reader_free(sl_reader *r);
+
+#endif
