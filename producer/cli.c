@@ -1,6 +1,74 @@
+/*
+ * cli - main() of the `sluice` command and its command table. Each command
+ * lives in cli_<name>.c (see cli.h).
+ */
+#include "cli.h"
+
 #include <stdio.h>
-int main(void)
+#include <string.h>
+
+/* Commands still being written link as NULL until their file lands. */
+#pragma weak cli_dev
+#pragma weak cli_send
+#pragma weak cli_bulk
+#pragma weak cli_template
+#pragma weak cli_events
+#pragma weak cli_stats
+#pragma weak cli_suppress
+#pragma weak cli_shaping
+#pragma weak cli_topics
+#pragma weak cli_capture
+
+typedef struct cli_cmd {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *usage;
+} cli_cmd;
+
+static const cli_cmd commands[] = {
+    {"dev", cli_dev, "dev [-c FILE] [--demo N] [--json] [--route HOST:PORT]  run everything locally"},
+    {"send", cli_send, "send --from A --to B[,C] --subject S --body-file F  send one message"},
+    {"bulk", cli_bulk, "bulk --template ID --recipients FILE --from A  send a campaign"},
+    {"template", cli_template, "template put ID FILE  store a template"},
+    {"events", cli_events, "events [--follow] [--json] [--campaign C] [--since T]  print events"},
+    {"stats", cli_stats, "stats [--campaign C] [--by site|pool|tenant|campaign]  delivery statistics"},
+    {"suppress", cli_suppress, "suppress add|remove|list|import  manage suppressions"},
+    {"shaping", cli_shaping, "shaping show  live shaping state per site and IP"},
+    {"topics", cli_topics, "topics ensure|list  create the topics on a real Kafka"},
+    {"capture", cli_capture, "capture --listen HOST:PORT --dir DIR  local capture SMTP server"},
+};
+
+static void usage(FILE *f)
 {
-    fputs("not yet\n", stderr);
-    return 1;
+    fputs("usage: sluice COMMAND [-c FILE] [options]\n\ncommands:\n", f);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %s\n", commands[i].usage);
+    fputs("\n`sluice COMMAND --help` describes a command's options.\n", f);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        puts("sluice " SLUICE_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) {
+            if (!commands[i].fn) {
+                fprintf(stderr, "sluice: '%s' is not built yet\n", argv[1]);
+                return 1;
+            }
+            return commands[i].fn(argc - 1, argv + 1);
+        }
+    fprintf(stderr, "sluice: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
 }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs every Debian bookworm package sluice needs to build, test and
+# benchmark. Run as root (or with sudo available). Idempotent.
+set -euo pipefail
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+# Postfix asks where it is when installed; sluice only needs its smtp-sink,
+# smtp-source and a local relay for benchmarks.
+echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+echo "postfix postfix/mailname string sluice.localdomain" | $SUDO debconf-set-selections
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends \
+  build-essential cmake ninja-build pkg-config git ca-certificates \
+  librdkafka-dev libuv1-dev libc-ares-dev libssl-dev openssl \
+  protobuf-c-compiler libprotobuf-c-dev libyaml-dev libcmocka-dev \
+  libidn2-dev libcsv-dev libargon2-dev libhttp-parser-dev libjansson-dev \
+  python3 python3-dkim postfix swaks dnsmasq-base procps \
+  clang libclang-rt-14-dev >/dev/null
