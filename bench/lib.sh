@@ -1,0 +1,70 @@
+# Shared helpers of the benchmark scripts: free ports, a Postfix smtp-sink,
+# and a private Postfix instance that relays to it. Sourced, not run.
+# Benchmarks need root (Postfix) and the build in build/bin.
+
+bench_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+bench_wait() { # bench_wait SECONDS CMD... : poll CMD until it succeeds
+  local deadline=$(( $(date +%s) + $1 )); shift
+  until "$@"; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 0.1
+  done
+}
+
+# bench_sink PORT: Postfix's smtp-sink, the fastest SMTP server we know.
+bench_sink() {
+  smtp-sink -u postfix -R "$WORK" 127.0.0.1:"$1" 1024 >/dev/null 2>&1 &
+  SINK_PID=$!
+  bench_wait 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+# bench_postfix PORT SINKPORT: a private Postfix listening on PORT, relaying
+# everything to the sink, with its queue and log under $WORK/postfix.
+bench_postfix() {
+  local port=$1 sink=$2 d="$WORK/postfix"
+  mkdir -p "$d/conf" "$d/queue" "$d/data"
+  chown postfix "$d/data"
+  cat > "$d/conf/main.cf" <<EOC
+compatibility_level = 3.6
+queue_directory = $d/queue
+data_directory = $d/data
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = bench.localdomain
+mydestination =
+alias_maps =
+local_recipient_maps =
+relayhost = [127.0.0.1]:$sink
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_recipient_restrictions = permit_mynetworks, reject
+relay_destination_concurrency_limit = 20
+smtp_destination_concurrency_limit = 20
+default_process_limit = 100
+maillog_file = $d/maillog
+maillog_file_prefixes = $WORK
+smtp_tls_security_level = none
+smtpd_tls_security_level = none
+EOC
+  # Our own listener port, and no chroot (the queue is not a chroot jail).
+  sed -e "s/^smtp      inet/$port      inet/" -e 's/^\([a-z0-9]*  *[a-z]*  *[-yn]  *[-yn]  *\)[-yn]/\1n/' \
+    /etc/postfix/master.cf > "$d/conf/master.cf"
+  postfix -c "$d/conf" set-permissions >/dev/null 2>&1 || true
+  postfix -c "$d/conf" start >/dev/null 2>&1
+  bench_wait 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null
+}
+
+bench_postfix_stop() {
+  postfix -c "$WORK/postfix/conf" stop >/dev/null 2>&1 || true
+}
+
+bench_postfix_sent() { # number of messages Postfix relayed to the sink
+  grep -c 'status=sent' "$WORK/postfix/maillog" 2>/dev/null || echo 0
+}
