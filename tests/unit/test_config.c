@@ -1,0 +1,726 @@
+/*
+ * test_config - the configuration contract: the DESIGN example parses into
+ * the values it says, every kind of mistake is reported at the right line
+ * with the right key, defaults are inherited, the environment overrides.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "util.h"
+
+static char tmpdir[] = "/tmp/sluice-test-config-XXXXXX";
+static char key_rsa[256], key_ed[256];
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static int setup_all(void **state)
+{
+    if (!mkdtemp(tmpdir))
+        return -1;
+    snprintf(key_rsa, sizeof(key_rsa), "%s/s1.pem", tmpdir);
+    snprintf(key_ed, sizeof(key_ed), "%s/e1.pem", tmpdir);
+    write_file(key_rsa, "dummy\n");
+    write_file(key_ed, "dummy\n");
+    /* The environment must not leak into the cases that do not set it. */
+    static const char *const vars[] = {"SLUICE_KAFKA_BOOTSTRAP",     "SLUICE_KAFKA_TOPIC_PREFIX",
+                                       "SLUICE_KAFKA_SASL_USERNAME", "SLUICE_KAFKA_SASL_PASSWORD",
+                                       "SLUICE_METRICS_LISTEN",      "SLUICE_DNS_SERVERS",
+                                       "SLUICE_SENDER_WORKERS",      "SLUICE_INSTANCE_ID"};
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        unsetenv(vars[i]);
+    return 0;
+}
+
+static int teardown_all(void **state)
+{
+    unlink(key_rsa);
+    unlink(key_ed);
+    rmdir(tmpdir);
+    return 0;
+}
+
+static sl_config *parse_ok(const char *yaml)
+{
+    sl_config *cfg = NULL;
+    char *err = NULL;
+    int rc = sl_config_parse("t.yaml", yaml, strlen(yaml), &cfg, &err);
+    if (rc != 0)
+        fail_msg("unexpected config error: %s", err);
+    assert_non_null(cfg);
+    return cfg;
+}
+
+static char *parse_err(const char *yaml)
+{
+    sl_config *cfg = NULL;
+    char *err = NULL;
+    int rc = sl_config_parse("t.yaml", yaml, strlen(yaml), &cfg, &err);
+    assert_int_equal(rc, SL_ECONFIG);
+    assert_null(cfg);
+    assert_non_null(err);
+    return err;
+}
+
+/* The DESIGN.md example, with its dkim keys pointing at files that exist. */
+static char *design_example(void)
+{
+    return xasprintf(
+        "kafka:\n"
+        "  bootstrap: 127.0.0.1:9092          # SLUICE_KAFKA_BOOTSTRAP overrides\n"
+        "  topic_prefix: sluice.\n"
+        "dns:\n"
+        "  servers: [127.0.0.1:5353]          # optional; system resolver otherwise\n"
+        "routes:                              # optional smart hosts, first match wins\n"
+        "  \"*.test\": 127.0.0.1:2525\n"
+        "pools:\n"
+        "  default:\n"
+        "    - { ip: 127.0.0.2, ehlo: mta1.example.net }\n"
+        "    - { ip: 127.0.0.3, ehlo: mta2.example.net,\n"
+        "        warmup: { start: 2026-11-01, per_day: [200, 500, 1000, 5000] } }\n"
+        "sites:\n"
+        "  google:    { mx: [\"*.google.com\", \"*.googlemail.com\"], domains: [gmail.com, "
+        "googlemail.com] }\n"
+        "  microsoft: { mx: [\"*.protection.outlook.com\"], domains: [outlook.com, hotmail.com] "
+        "}\n"
+        "shaping:\n"
+        "  default:   { max_message_rate: 100/s, max_connections: 10, "
+        "max_messages_per_connection: 100, tls: opportunistic }\n"
+        "  google:    { max_message_rate: 50/s, max_connections: 5, tls: required }\n"
+        "backoff:\n"
+        "  - { match: \"^421 4\\\\.7\\\\.0\", site: google, action: halve, floor: 1/s, "
+        "recover_after: 10m }\n"
+        "retry:   { delays: [1m, 5m, 30m, 2h, 6h], expiry: 72h }\n"
+        "dkim:\n"
+        "  - { domain: example.net, selector: s1, key: %s, algorithm: rsa-sha256 }\n"
+        "  - { domain: example.net, selector: e1, key: %s, algorithm: ed25519-sha256 }\n"
+        "submit:\n"
+        "  listen: [ \"0.0.0.0:587 starttls\", \"0.0.0.0:465 tls\" ]\n"
+        "  cert: /etc/sluice/tls/cert.pem\n"
+        "  key: /etc/sluice/tls/key.pem\n"
+        "  users: /etc/sluice/users\n"
+        "metrics: { listen: 127.0.0.1:9100 }\n",
+        key_rsa, key_ed);
+}
+
+static void test_design_example(void **state)
+{
+    char *yaml = design_example();
+    sl_config *cfg = parse_ok(yaml);
+    free(yaml);
+
+    assert_string_equal(cfg->path, "t.yaml");
+    assert_string_equal(cfg->kafka.bootstrap, "127.0.0.1:9092");
+    assert_string_equal(cfg->kafka.topic_prefix, "sluice.");
+    assert_int_equal(cfg->kafka.partitions, 6);
+    assert_int_equal(cfg->kafka.replication_factor, 3);
+    assert_int_equal(cfg->dns.n_servers, 1);
+    assert_string_equal(cfg->dns.servers[0], "127.0.0.1:5353");
+    assert_int_equal(cfg->dns.timeout_ms, 5000);
+
+    assert_int_equal(cfg->n_routes, 1);
+    assert_string_equal(cfg->routes[0].pattern, "*.test");
+    assert_string_equal(cfg->routes[0].host, "127.0.0.1");
+    assert_int_equal(cfg->routes[0].port, 2525);
+
+    assert_int_equal(cfg->n_pools, 1);
+    const sl_pool *pool = sl_config_pool(cfg, "default");
+    assert_non_null(pool);
+    assert_int_equal(pool->n_sources, 2);
+    assert_string_equal(pool->sources[0].ehlo, "mta1.example.net");
+    assert_int_equal(pool->sources[0].weight, 1);
+    assert_false(pool->sources[0].has_warmup);
+    assert_true(pool->sources[1].has_warmup);
+    /* 2026-11-01 is day 20758 of the Unix epoch. */
+    assert_int_equal(pool->sources[1].warmup.start_day, 20758);
+    assert_int_equal(pool->sources[1].warmup.n_per_day, 4);
+    assert_int_equal(pool->sources[1].warmup.per_day[3], 5000);
+
+    assert_int_equal(cfg->n_sites, 2);
+    assert_string_equal(cfg->sites[0].name, "google");
+    assert_int_equal(cfg->sites[0].n_mx, 2);
+    assert_string_equal(cfg->sites[0].mx[1], "*.googlemail.com");
+    assert_int_equal(cfg->sites[1].n_domains, 2);
+    assert_string_equal(cfg->sites[1].domains[1], "hotmail.com");
+
+    assert_int_equal(cfg->n_shaping, 2);
+    assert_string_equal(cfg->shaping[0].site, "default");
+    const sl_shaping *g = sl_config_shaping(cfg, "google");
+    assert_string_equal(g->site, "google");
+    assert_true(g->max_message_rate == 50);
+    assert_true(g->burst == 50);
+    assert_int_equal(g->max_connections, 5);
+    assert_int_equal(g->max_messages_per_connection, 100);
+    assert_int_equal(g->tls, SL_TLS_REQUIRED);
+    assert_int_equal(g->timeouts.data_block, 180000);
+    assert_ptr_equal(sl_config_shaping(cfg, "microsoft"), &cfg->shaping[0]);
+
+    assert_int_equal(cfg->n_backoff, 1);
+    assert_string_equal(cfg->backoff[0].match, "^421 4\\.7\\.0");
+    assert_string_equal(cfg->backoff[0].site, "google");
+    assert_int_equal(cfg->backoff[0].action, SL_BACKOFF_HALVE);
+    assert_true(cfg->backoff[0].floor == 1);
+    assert_int_equal(cfg->backoff[0].recover_after_ms, 600000);
+    assert_int_equal(cfg->backoff[0].duration_ms, 1800000);
+    assert_int_equal(cfg->backoff[0].line, 20);
+
+    assert_int_equal(cfg->retry.n_delays, 5);
+    assert_int_equal(cfg->retry.delays_ms[3], 7200000);
+    assert_int_equal(cfg->retry.expiry_ms, 72LL * 3600000);
+
+    assert_int_equal(cfg->n_dkim, 2);
+    assert_string_equal(cfg->dkim[1].selector, "e1");
+    assert_string_equal(cfg->dkim[1].algorithm, "ed25519-sha256");
+    assert_string_equal(cfg->dkim[0].key_file, key_rsa);
+
+    assert_int_equal(cfg->submit.n_listen, 2);
+    assert_string_equal(cfg->submit.listen[1], "0.0.0.0:465 tls");
+    assert_string_equal(cfg->submit.users, "/etc/sluice/users");
+    assert_int_equal(cfg->submit.max_message_size, 25 * 1024 * 1024);
+    assert_int_equal(cfg->submit.max_recipients, 100);
+    assert_string_equal(cfg->metrics.listen, "127.0.0.1:9100");
+
+    assert_int_equal(cfg->sender.max_inflight, 5000);
+    assert_non_null(cfg->sender.instance_id);
+    assert_int_equal(cfg->scheduler.max_job_bytes, 1024 * 1024);
+    assert_string_equal(cfg->scheduler.default_pool, "default");
+
+    /* No user bounce rules: exactly the shipped set. */
+    assert_true(cfg->n_bounce_rules >= 9);
+    assert_string_equal(cfg->bounce_rules[cfg->n_bounce_rules - 1].class_name, "unknown");
+
+    sl_config_free(cfg);
+}
+
+static void test_sample_file(void **state)
+{
+    sl_config *cfg = NULL;
+    char *err = NULL;
+    char *path = xasprintf("%s/config/sluice.yaml", SLUICE_TEST_DATA);
+    int rc = sl_config_load(path, &cfg, &err);
+    if (rc != 0)
+        fail_msg("%s", err);
+    assert_string_equal(cfg->path, path);
+    assert_int_equal(cfg->n_sites, 2);
+    assert_int_equal(cfg->n_dkim, 0);
+    sl_config_free(cfg);
+    free(path);
+
+    rc = sl_config_load("/nonexistent/sluice.yaml", &cfg, &err);
+    assert_int_equal(rc, SL_ECONFIG);
+    assert_non_null(strstr(err, "/nonexistent/sluice.yaml: cannot open"));
+    free(err);
+}
+
+static void test_unknown_key_message(void **state)
+{
+    char *err = parse_err("sites:\n"
+                          "  google: { domains: [gmail.com] }\n"
+                          "shaping:\n"
+                          "  google:\n"
+                          "    max_connections: 3\n"
+                          "    max_mesage_rate: 50/s\n");
+    assert_string_equal(err, "t.yaml:6: unknown key 'shaping.google.max_mesage_rate' (did you "
+                             "mean 'max_message_rate'?)");
+    free(err);
+}
+
+static const struct err_case {
+    const char *name;
+    const char *yaml;
+    const char *expect; /* substring of the message, "t.yaml:LINE: ..." */
+} err_cases[] = {
+    {"top-level typo", "kafka: {}\nshapng: {}\n",
+     "t.yaml:2: unknown key 'shapng' (did you mean 'shaping'?)"},
+    {"unknown key, no suggestion", "kafka:\n  zzzzzzzzzz: 1\n",
+     "t.yaml:2: unknown key 'kafka.zzzzzzzzzz'"},
+    {"wrong type: integer", "kafka:\n  partitions: many\n",
+     "t.yaml:2: key 'kafka.partitions': 'many' is not an integer"},
+    {"wrong type: list for string", "kafka:\n\n  bootstrap: [a, b]\n",
+     "t.yaml:3: key 'kafka.bootstrap': expected a string"},
+    {"integer out of range", "kafka:\n  partitions: 0\n",
+     "t.yaml:2: key 'kafka.partitions': 0 is out of range"},
+    {"section is a list", "retry:\n  - 1m\n", "t.yaml:2: key 'retry': expected a mapping"},
+    {"bad duration", "retry:\n  expiry: 3 weeks\n",
+     "t.yaml:2: key 'retry.expiry': '3 weeks' is not a duration"},
+    {"bad retry delay", "retry:\n  delays: [1m,\n     5x]\n", "t.yaml:3: key 'retry.delays[1]'"},
+    {"duplicate retry delay", "retry:\n  delays: [1m, 60s]\n",
+     "t.yaml:2: key 'retry.delays[1]': 60s is listed twice"},
+    {"bad rate", "shaping:\n  default:\n    max_message_rate: fast\n",
+     "t.yaml:3: key 'shaping.default.max_message_rate': 'fast' is not a rate"},
+    {"bad timeout", "shaping:\n  default:\n    timeouts: { connect: 0 }\n",
+     "t.yaml:3: key 'shaping.default.timeouts.connect': must be longer than zero"},
+    {"unknown timeout", "shaping:\n  default:\n    timeouts:\n      conect: 5s\n",
+     "t.yaml:4: unknown key 'shaping.default.timeouts.conect' (did you mean 'connect'?)"},
+    {"bad tls", "shaping:\n  default: { tls: maybe }\n",
+     "t.yaml:2: key 'shaping.default.tls': 'maybe' is not one of"},
+    {"bad ip", "pools:\n  p:\n    - ip: 300.1.1.1\n      ehlo: a.example\n",
+     "t.yaml:3: key 'pools.p[0].ip': '300.1.1.1' is not an IPv4 or IPv6 address"},
+    {"missing ehlo", "pools:\n  p:\n    - ip: 10.0.0.1\n",
+     "t.yaml:3: key 'pools.p[0].ehlo': required"},
+    {"empty pool", "pools:\n  p: []\n", "t.yaml:2: key 'pools.p': expected a non-empty list"},
+    {"pool ip twice",
+     "pools:\n  a:\n    - { ip: 10.0.0.1, ehlo: a }\n  b:\n    - { ip: 10.0.0.2, ehlo: b }\n    - "
+     "{ ip: 10.0.0.1, ehlo: c }\nscheduler: { default_pool: a }\n",
+     "t.yaml:6: key 'pools.b[1].ip': address 10.0.0.1 is already in pool 'a'"},
+    {"pool ipv6 twice",
+     "pools:\n  default:\n    - { ip: '2001:db8::1', ehlo: a }\n    - { ip: '2001:db8:0::1', ehlo: "
+     "b }\n",
+     "t.yaml:4: key 'pools.default[1].ip': address 2001:db8::1 is already in pool 'default'"},
+    {"duplicate pool name",
+     "pools:\n  default:\n    - { ip: 10.0.0.1, ehlo: a }\n  default:\n    - { ip: 10.0.0.2, ehlo: "
+     "b }\n",
+     "t.yaml:4: key 'pools.default': defined twice (first at line 2)"},
+    {"duplicate site name",
+     "sites:\n  google: { domains: [gmail.com] }\n  google: { domains: [x.com] }\n",
+     "t.yaml:3: key 'sites.google': defined twice (first at line 2)"},
+    {"site without patterns", "sites:\n  google: {}\n",
+     "t.yaml:2: key 'sites.google': a site needs mx or domains"},
+    {"bad warmup date",
+     "pools:\n  default:\n    - ip: 10.0.0.1\n      ehlo: a\n      warmup: { start: 2026-02-30, "
+     "per_day: [1] }\n",
+     "t.yaml:5: key 'pools.default[0].warmup.start': '2026-02-30' is not a date"},
+    {"bad socks5", "pools:\n  default:\n    - { ip: 10.0.0.1, ehlo: a, socks5: proxy }\n",
+     "t.yaml:3: key 'pools.default[0].socks5': 'proxy' is not host:port"},
+    {"shaping for undefined site",
+     "sites:\n  google: { domains: [gmail.com] }\nshaping:\n  gogle: { max_connections: 2 }\n",
+     "t.yaml:4: key 'shaping.gogle': site 'gogle' is not defined in sites (did you mean "
+     "'google'?)"},
+    {"backoff for undefined site", "backoff:\n  - match: '^421'\n    site: yahoo\n",
+     "t.yaml:3: key 'backoff[0].site': site 'yahoo' is not defined"},
+    {"backoff without match", "backoff:\n  - { action: suspend }\n",
+     "t.yaml:2: key 'backoff[0].match': required"},
+    {"backoff bad regex", "backoff:\n  - match: 'ok'\n  - match: '4(21'\n",
+     "t.yaml:3: key 'backoff[1].match': invalid regular expression '4(21'"},
+    {"backoff bad action", "backoff:\n  - { match: x, action: explode }\n",
+     "t.yaml:2: key 'backoff[0].action': 'explode' is not one of"},
+    {"backoff bad floor", "backoff:\n  - { match: x, floor: 0/s }\n",
+     "t.yaml:2: key 'backoff[0].floor': rate must be above zero"},
+    {"bounce bad regex", "bounce_rules:\n  - { match: '[5', class: policy }\n",
+     "t.yaml:2: key 'bounce_rules[0].match': invalid regular expression"},
+    {"bounce bad class", "bounce_rules:\n  - { match: '^5', class: spam-blok }\n",
+     "t.yaml:2: key 'bounce_rules[0].class': 'spam-blok' is not a bounce class; did you mean "
+     "'spam-block'?"},
+    {"bounce bad bool", "bounce_rules:\n  - { match: '^5', class: policy, hard: perhaps }\n",
+     "t.yaml:2: key 'bounce_rules[0].hard': 'perhaps' is not true or false"},
+    {"bad route port", "routes:\n  \"*.test\": 127.0.0.1:99999\n",
+     "t.yaml:2: key 'routes.*.test': '127.0.0.1:99999' is not host:port"},
+    {"bad dns server", "dns:\n  servers:\n    - 127.0.0.1:53\n    - dns.example\n",
+     "t.yaml:4: key 'dns.servers[1]': 'dns.example' is not an IP address"},
+    {"bad metrics listen", "metrics:\n  listen: 9100\n",
+     "t.yaml:2: key 'metrics.listen': '9100' is not host:port"},
+    {"bad submit mode", "submit:\n  listen: ['0.0.0.0:587 smtps']\n",
+     "t.yaml:2: key 'submit.listen[0]': mode 'smtps' is not one of"},
+    {"tls listener without cert", "submit:\n  listen: ['0.0.0.0:465 tls']\n",
+     "t.yaml:2: key 'submit.listen': a tls listener needs submit.cert"},
+    {"bad size", "submit:\n  max_message_size: 25 parsecs\n",
+     "t.yaml:2: key 'submit.max_message_size': '25 parsecs' is not a size"},
+    {"dkim key unreadable",
+     "dkim:\n  - domain: example.net\n    selector: s1\n    key: /nonexistent/s1.pem\n",
+     "t.yaml:4: key 'dkim[0].key': cannot read '/nonexistent/s1.pem'"},
+    {"dkim bad algorithm",
+     "dkim:\n  - { domain: example.net, selector: s1, key: /dev/null, algorithm: md5 }\n",
+     "t.yaml:2: key 'dkim[0].algorithm': 'md5' is not one of"},
+    {"bad security protocol", "kafka:\n  security_protocol: tls\n",
+     "t.yaml:2: key 'kafka.security_protocol': 'tls' is not one of"},
+    {"default pool missing", "pools:\n  bulk:\n    - { ip: 10.0.0.1, ehlo: a }\n",
+     "t.yaml:1: key 'scheduler.default_pool': pool 'default' is not defined"},
+    {"default pool typo",
+     "pools:\n  bulk:\n    - { ip: 10.0.0.1, ehlo: a }\nscheduler:\n  default_pool: blk\n",
+     "t.yaml:5: key 'scheduler.default_pool': pool 'blk' is not defined"},
+    {"yaml: unclosed flow", "kafka:\n  bootstrap: [a, b\nretry: {}\n",
+     "t.yaml:3: YAML syntax error"},
+    {"yaml: bad indent", "kafka:\n  bootstrap: a\n partitions: 3\n", "t.yaml:3: YAML syntax error"},
+    {"yaml: tab", "kafka:\n\tbootstrap: a\n", "t.yaml:2: YAML syntax error"},
+    {"yaml: two documents", "kafka: {}\n---\nretry: {}\n", "t.yaml:2: more than one YAML document"},
+    {"top level not a map", "- kafka\n", "t.yaml:1: the top level must be a mapping"},
+    {"alias to unknown anchor", "kafka: *nope\n", "t.yaml:1: unknown alias"},
+};
+
+static void test_errors(void **state)
+{
+    for (size_t i = 0; i < sizeof(err_cases) / sizeof(err_cases[0]); i++) {
+        const struct err_case *tc = &err_cases[i];
+        sl_config *cfg = NULL;
+        char *err = NULL;
+        int rc = sl_config_parse("t.yaml", tc->yaml, strlen(tc->yaml), &cfg, &err);
+        if (rc != SL_ECONFIG)
+            fail_msg("case '%s': accepted", tc->name);
+        assert_null(cfg);
+        if (!err || !strstr(err, tc->expect))
+            fail_msg("case '%s':\n  got:  %s\n  want: %s", tc->name, err ? err : "(null)",
+                     tc->expect);
+        free(err);
+    }
+}
+
+static void test_secret_never_printed(void **state)
+{
+    char *err = parse_err("kafka:\n  sasl_password: [hunter2]\n");
+    assert_non_null(strstr(err, "t.yaml:2: key 'kafka.sasl_password'"));
+    assert_null(strstr(err, "hunter2"));
+    free(err);
+    err = parse_err("kafka:\n  sasl_password: { hunter2: x }\n");
+    assert_null(strstr(err, "hunter2"));
+    free(err);
+}
+
+static void test_shaping_inheritance(void **state)
+{
+    sl_config *cfg = parse_ok("sites:\n"
+                              "  google: { domains: [gmail.com] }\n"
+                              "  yahoo: { mx: ['*.yahoodns.net'] }\n"
+                              "  ms: { domains: [outlook.com] }\n"
+                              "shaping:\n"
+                              "  yahoo: { max_connections: 2 }\n" /* before default: order free */
+                              "  default:\n"
+                              "    max_message_rate: 20/s\n"
+                              "    burst: 40\n"
+                              "    max_messages_per_connection: 7\n"
+                              "    tls: disabled\n"
+                              "    timeouts: { connect: 10s, dot: 15m }\n"
+                              "  google:\n"
+                              "    max_message_rate: 3000/min\n"
+                              "    timeouts: { connect: 5s }\n"
+                              "  ms: { max_message_rate: unlimited }\n");
+    const sl_shaping *d = sl_config_shaping(cfg, NULL);
+    assert_ptr_equal(d, &cfg->shaping[0]);
+    assert_string_equal(d->site, "default");
+    assert_true(d->max_message_rate == 20);
+    assert_true(d->burst == 40);
+    assert_int_equal(d->max_connections, 10);
+    assert_int_equal(d->timeouts.connect, 10000);
+    assert_int_equal(d->timeouts.greeting, 300000);
+
+    const sl_shaping *y = sl_config_shaping(cfg, "yahoo");
+    assert_int_equal(y->max_connections, 2);
+    assert_true(y->max_message_rate == 20); /* inherited, burst too */
+    assert_true(y->burst == 40);
+    assert_int_equal(y->max_messages_per_connection, 7);
+    assert_int_equal(y->tls, SL_TLS_DISABLED);
+    assert_int_equal(y->timeouts.dot, 900000);
+
+    const sl_shaping *g = sl_config_shaping(cfg, "google");
+    assert_true(g->max_message_rate == 50);
+    assert_true(g->burst == 50); /* its own rate: one second of it */
+    assert_int_equal(g->timeouts.connect, 5000);
+    assert_int_equal(g->timeouts.dot, 900000);
+
+    const sl_shaping *m = sl_config_shaping(cfg, "ms");
+    assert_true(m->max_message_rate == 0);
+    assert_true(m->burst == 1);
+
+    assert_ptr_equal(sl_config_shaping(cfg, "nosuchsite"), d);
+    sl_config_free(cfg);
+
+    /* An empty file: every default. */
+    cfg = parse_ok("");
+    d = sl_config_shaping(cfg, "x");
+    assert_int_equal(cfg->n_shaping, 1);
+    assert_true(d->max_message_rate == 100);
+    assert_true(d->burst == 100);
+    assert_int_equal(d->max_connections, 10);
+    assert_int_equal(d->max_messages_per_connection, 100);
+    assert_int_equal(d->tls, SL_TLS_OPPORTUNISTIC);
+    assert_int_equal(d->timeouts.connect, 30000);
+    assert_int_equal(d->timeouts.greeting, 300000);
+    assert_int_equal(d->timeouts.data, 120000);
+    assert_int_equal(d->timeouts.dot, 600000);
+    assert_int_equal(d->timeouts.quit, 120000);
+    assert_int_equal(d->timeouts.idle, 30000);
+    assert_int_equal(cfg->kafka.session_timeout_ms, 10000);
+    assert_int_equal(cfg->kafka.heartbeat_interval_ms, 3000);
+    assert_int_equal(cfg->kafka.commit_interval_ms, 1000);
+    assert_string_equal(cfg->kafka.bootstrap, "127.0.0.1:9092");
+    assert_int_equal(cfg->dns.tries, 2);
+    assert_int_equal(cfg->retry.n_delays, 5);
+    assert_int_equal(cfg->retry.delays_ms[0], 60000);
+    assert_int_equal(cfg->retry.delays_ms[4], 6 * 3600000);
+    assert_int_equal(cfg->submit.max_connections_per_ip, 20);
+    assert_int_equal(cfg->submit.idle_timeout_ms, 300000);
+    assert_null(cfg->metrics.listen);
+    assert_int_equal(cfg->sender.drain_timeout_ms, 30000);
+    assert_int_equal(cfg->scheduler.max_buffered, 100000);
+    assert_string_equal(cfg->scheduler.default_tenant, "default");
+    assert_int_equal(cfg->n_pools, 0);
+    sl_config_free(cfg);
+}
+
+static void test_values(void **state)
+{
+    sl_config *cfg = parse_ok("submit:\n"
+                              "  max_message_size: 10MB\n"
+                              "scheduler:\n"
+                              "  max_job_bytes: 512k\n"
+                              "kafka:\n"
+                              "  security_protocol: SASL_SSL\n"
+                              "  sasl_password: 12345\n"
+                              "backoff:\n"
+                              "  - { match: '^421', action: suspend, duration: 1h }\n"
+                              "  - { match: '^550 5\\.7\\.1', action: disable_ip, site: default }\n"
+                              "bounce_rules:\n"
+                              "  - { match: 'quota', class: mailbox-full, hard: no }\n"
+                              "dns: { servers: ['::1', '[::1]:5353', 127.0.0.1], timeout: 250ms }\n"
+                              "pools:\n"
+                              "  default:\n"
+                              "    - { ip: 10.0.0.1, ehlo: a, weight: 3, socks5: '[::1]:1080' }\n");
+    assert_int_equal(cfg->submit.max_message_size, 10 * 1024 * 1024);
+    assert_int_equal(cfg->scheduler.max_job_bytes, 512 * 1024);
+    assert_string_equal(cfg->kafka.security_protocol, "sasl_ssl");
+    assert_string_equal(cfg->kafka.sasl_password, "12345");
+    assert_int_equal(cfg->backoff[0].action, SL_BACKOFF_SUSPEND);
+    assert_int_equal(cfg->backoff[0].duration_ms, 3600000);
+    assert_int_equal(cfg->backoff[0].line, 9);
+    assert_null(cfg->backoff[0].site);
+    assert_int_equal(cfg->backoff[1].action, SL_BACKOFF_DISABLE_IP);
+    assert_string_equal(cfg->backoff[1].site, "default");
+    assert_string_equal(cfg->bounce_rules[0].class_name, "mailbox-full");
+    assert_false(cfg->bounce_rules[0].hard);
+    assert_string_equal(cfg->bounce_rules[1].class_name, "bad-domain"); /* shipped set follows */
+    assert_int_equal(cfg->dns.n_servers, 3);
+    assert_int_equal(cfg->dns.timeout_ms, 250);
+    const sl_source *s = sl_config_source(cfg, "10.0.0.1");
+    assert_non_null(s);
+    assert_int_equal(s->weight, 3);
+    assert_string_equal(s->socks5, "[::1]:1080");
+    assert_null(sl_config_source(cfg, "10.0.0.2"));
+    sl_config_free(cfg);
+
+    /* Anchors and aliases are expanded; null values mean "default". */
+    cfg = parse_ok("sites:\n"
+                   "  a: &pat { domains: [a.example] }\n"
+                   "  b: *pat\n"
+                   "metrics:\n"
+                   "kafka:\n"
+                   "  partitions: ~\n");
+    assert_int_equal(cfg->n_sites, 2);
+    assert_string_equal(cfg->sites[1].domains[0], "a.example");
+    assert_null(cfg->metrics.listen);
+    assert_int_equal(cfg->kafka.partitions, 6);
+    sl_config_free(cfg);
+}
+
+/* The shipped bounce rules classify typical replies as documented. */
+static void test_default_bounce_rules(void **state)
+{
+    static const struct {
+        const char *reply, *class_name;
+        bool hard;
+    } cases[] = {
+        {"550 5.1.1 <x@example.com>: Recipient address rejected: User unknown", "invalid-recipient",
+         true},
+        {"550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found", "bad-domain", true},
+        {"552 5.2.2 Mailbox full", "mailbox-full", false},
+        {"452 4.2.2 The email account that you tried to reach is over quota", "mailbox-full",
+         false},
+        {"550 5.7.1 Service unavailable; client host blocked using Spamhaus", "spam-block", false},
+        {"421 4.7.0 [10.0.0.1] Our system has detected an unusual rate of unsolicited mail",
+         "reputation", false},
+        {"530 5.7.10 Must issue a STARTTLS command first", "tls", false},
+        {"554 5.6.0 Message content rejected", "content", false},
+        {"550 5.7.26 Unauthenticated email is not accepted", "policy", false},
+        {"554 Transaction failed", "unknown", false},
+    };
+    sl_config *cfg = sl_config_default();
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const sl_bounce_rule *hit = NULL;
+        for (size_t j = 0; j < cfg->n_bounce_rules && !hit; j++) {
+            regex_t re;
+            assert_int_equal(
+                regcomp(&re, cfg->bounce_rules[j].match, REG_EXTENDED | REG_ICASE | REG_NOSUB), 0);
+            if (regexec(&re, cases[i].reply, 0, NULL, 0) == 0)
+                hit = &cfg->bounce_rules[j];
+            regfree(&re);
+        }
+        if (!hit || strcmp(hit->class_name, cases[i].class_name) || hit->hard != cases[i].hard)
+            fail_msg("'%s': got %s, want %s", cases[i].reply, hit ? hit->class_name : "none",
+                     cases[i].class_name);
+    }
+    sl_config_free(cfg);
+}
+
+static void test_env_override(void **state)
+{
+    setenv("SLUICE_KAFKA_BOOTSTRAP", "kafka-0:9092,kafka-1:9092", 1);
+    setenv("SLUICE_KAFKA_TOPIC_PREFIX", "prod.", 1);
+    setenv("SLUICE_KAFKA_SASL_USERNAME", "u", 1);
+    setenv("SLUICE_KAFKA_SASL_PASSWORD", "p", 1);
+    setenv("SLUICE_METRICS_LISTEN", "0.0.0.0:9200", 1);
+    setenv("SLUICE_DNS_SERVERS", "10.0.0.53,10.0.0.54:5353", 1);
+    setenv("SLUICE_SENDER_WORKERS", "3", 1);
+    setenv("SLUICE_INSTANCE_ID", "sender-7", 1);
+    sl_config *cfg = parse_ok("kafka: { bootstrap: file:9092, topic_prefix: file. }\n"
+                              "dns: { servers: [127.0.0.1] }\n"
+                              "sender: { workers: 1, instance_id: file }\n");
+    assert_string_equal(cfg->kafka.bootstrap, "kafka-0:9092,kafka-1:9092");
+    assert_string_equal(cfg->kafka.topic_prefix, "prod.");
+    assert_string_equal(cfg->kafka.sasl_username, "u");
+    assert_string_equal(cfg->kafka.sasl_password, "p");
+    assert_string_equal(cfg->metrics.listen, "0.0.0.0:9200");
+    assert_int_equal(cfg->dns.n_servers, 2);
+    assert_string_equal(cfg->dns.servers[1], "10.0.0.54:5353");
+    assert_int_equal(cfg->sender.workers, 3);
+    assert_string_equal(cfg->sender.instance_id, "sender-7");
+    char *t = sl_config_topic(cfg, "jobs");
+    assert_string_equal(t, "prod.jobs");
+    free(t);
+    sl_config_free(cfg);
+
+    cfg = sl_config_default();
+    assert_string_equal(cfg->kafka.bootstrap, "kafka-0:9092,kafka-1:9092");
+    sl_config_free(cfg);
+
+    setenv("SLUICE_SENDER_WORKERS", "lots", 1);
+    char *err = parse_err("kafka: {}\n");
+    assert_non_null(strstr(err, "environment: key 'sender.workers': SLUICE_SENDER_WORKERS='lots'"));
+    free(err);
+    /* The built-in default skips a bad value rather than failing. */
+    cfg = sl_config_default();
+    assert_int_equal(cfg->sender.workers, 0);
+    sl_config_free(cfg);
+    setenv("SLUICE_SENDER_WORKERS", "1", 1);
+    setenv("SLUICE_DNS_SERVERS", "10.0.0.1,resolver", 1);
+    err = parse_err("kafka: {}\n");
+    assert_non_null(strstr(err, "key 'dns.servers': SLUICE_DNS_SERVERS item 'resolver'"));
+    free(err);
+
+    static const char *const vars[] = {"SLUICE_KAFKA_BOOTSTRAP",     "SLUICE_KAFKA_TOPIC_PREFIX",
+                                       "SLUICE_KAFKA_SASL_USERNAME", "SLUICE_KAFKA_SASL_PASSWORD",
+                                       "SLUICE_METRICS_LISTEN",      "SLUICE_DNS_SERVERS",
+                                       "SLUICE_SENDER_WORKERS",      "SLUICE_INSTANCE_ID"};
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        unsetenv(vars[i]);
+}
+
+static void test_retry_suffix(void **state)
+{
+    static const struct {
+        int64_t ms;
+        const char *want;
+    } cases[] = {
+        {60000, "retry.1m"},    {5000, "retry.5s"},     {7200000, "retry.2h"},
+        {90000, "retry.90s"},   {86400000, "retry.1d"}, {172800000, "retry.2d"},
+        {1800000, "retry.30m"}, {1500, "retry.1500ms"}, {21600000, "retry.6h"},
+        {5400000, "retry.90m"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *s = sl_config_retry_suffix(cases[i].ms);
+        if (strcmp(s, cases[i].want))
+            fail_msg("%lld ms: got %s, want %s", (long long)cases[i].ms, s, cases[i].want);
+        free(s);
+    }
+}
+
+static void test_default_config(void **state)
+{
+    sl_config *cfg = sl_config_default();
+    assert_string_equal(cfg->path, "(built-in)");
+    assert_string_equal(cfg->kafka.bootstrap, "127.0.0.1:9092");
+    const sl_pool *p = sl_config_pool(cfg, "default");
+    assert_non_null(p);
+    assert_int_equal(p->n_sources, 1);
+    assert_string_equal(p->sources[0].ip, "127.0.0.1");
+    assert_string_equal(p->sources[0].ehlo, "localhost");
+    assert_ptr_equal(sl_config_source(cfg, "127.0.0.1"), &p->sources[0]);
+    assert_null(sl_config_pool(cfg, "bulk"));
+    const sl_route *r = sl_config_route(cfg, "anything.example.com");
+    assert_non_null(r);
+    assert_string_equal(r->host, "127.0.0.1");
+    assert_int_equal(r->port, 2525);
+    assert_true(sl_config_shaping(cfg, "google")->max_message_rate == 1000);
+    assert_int_equal(cfg->retry.n_delays, 3);
+    assert_int_equal(cfg->retry.delays_ms[0], 1000);
+    assert_int_equal(cfg->retry.delays_ms[2], 30000);
+    assert_int_equal(cfg->retry.expiry_ms, 3600000);
+    char *t = sl_config_topic(cfg, "jobs");
+    assert_string_equal(t, "sluice.jobs");
+    free(t);
+    sl_config_free(cfg);
+
+    cfg = sl_config_load_or_exit(NULL);
+    assert_string_equal(cfg->path, "(built-in)");
+    sl_config_free(cfg);
+}
+
+static void test_routes_first_match(void **state)
+{
+    sl_config *cfg = parse_ok("routes:\n"
+                              "  \"special.test\": 10.0.0.9:25\n"
+                              "  \"*.test\": 127.0.0.1:2525\n"
+                              "  \"*\": smarthost.example\n");
+    assert_int_equal(sl_config_route(cfg, "special.test")->port, 25);
+    assert_int_equal(sl_config_route(cfg, "A.TEST")->port, 2525);
+    const sl_route *r = sl_config_route(cfg, "gmail.com");
+    assert_string_equal(r->host, "smarthost.example");
+    assert_int_equal(r->port, 25);
+    sl_config_free(cfg);
+}
+
+static void test_load_or_exit(void **state)
+{
+    char *path = xasprintf("%s/bad.yaml", tmpdir);
+    write_file(path, "kafka:\n  partitions: -1\n");
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        sl_config_load_or_exit(path);
+        _exit(0);
+    }
+    close(fds[1]);
+    char buf[512] = {0};
+    size_t n = 0;
+    ssize_t r;
+    while (n < sizeof(buf) - 1 && (r = read(fds[0], buf + n, sizeof(buf) - 1 - n)) > 0)
+        n += (size_t)r;
+    close(fds[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 2);
+    char *want = xasprintf("sluice: config error: %s:2: key 'kafka.partitions'", path);
+    if (!strstr(buf, want))
+        fail_msg("stderr: %s", buf);
+    free(want);
+    unlink(path);
+    free(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_design_example),
+        cmocka_unit_test(test_sample_file),
+        cmocka_unit_test(test_unknown_key_message),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_secret_never_printed),
+        cmocka_unit_test(test_shaping_inheritance),
+        cmocka_unit_test(test_values),
+        cmocka_unit_test(test_default_bounce_rules),
+        cmocka_unit_test(test_env_override),
+        cmocka_unit_test(test_retry_suffix),
+        cmocka_unit_test(test_default_config),
+        cmocka_unit_test(test_routes_first_match),
+        cmocka_unit_test(test_load_or_exit),
+    };
+    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+}
