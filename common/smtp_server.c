@@ -1624,10 +1624,12 @@ int smtpd_session_feed(smtpd_session *s, const void *data, size_t n)
     return s->state == S_CLOSED ? SL_ECLOSED : 0;
 }
 
-char *smtpd_session_output(smtpd_session *s)
+char *smtpd_session_output(smtpd_session *s, size_t *len)
 {
-    size_t n;
+    size_t n = 0;
     char *p = sl_buf_steal(&s->dout, &n);
+    if (len)
+        *len = n;
     return p ? p : xstrdup("");
 }
 

@@ -160,11 +160,12 @@ bool smtpd_session_closed(smtpd_session *s);
  * it sends its banner (via on_connect) into the output at once.
  * smtpd_session_feed() processes bytes and returns 0, or SL_ECLOSED once the
  * session has closed. smtpd_session_output() returns and clears what the
- * session has written so far (caller frees).
+ * session has written so far, NUL terminated, its length in *len if len is
+ * not NULL (ciphertext may hold NULs); the caller frees it.
  */
 smtpd_session *smtpd_session_new_detached(smtpd_server *srv);
 int smtpd_session_feed(smtpd_session *s, const void *data, size_t n);
-char *smtpd_session_output(smtpd_session *s);
+char *smtpd_session_output(smtpd_session *s, size_t *len);
 void smtpd_session_free_detached(smtpd_session *s);
 
 #endif

@@ -103,7 +103,7 @@ static void run_cfg(result *res, const smtpd_config *cfg, const char *in, size_t
         if (res->rc < 0)
             break;
     }
-    res->out = smtpd_session_output(s);
+    res->out = smtpd_session_output(s, NULL);
     smtpd_session_free_detached(s);
     smtpd_server_free(srv);
 }
@@ -317,7 +317,7 @@ static void test_split_everywhere(void **state)
         smtpd_session *s = smtpd_session_new_detached(srv);
         assert_int_equal(smtpd_session_feed(s, in, cut), 0);
         smtpd_session_feed(s, in + cut, len - cut);
-        char *out = smtpd_session_output(s);
+        char *out = smtpd_session_output(s, NULL);
         if (strcmp(out, whole.out) != 0)
             fail_msg("split at %zu differs:\n%s\nvs\n%s", cut, out, whole.out);
         assert_int_equal(r.messages, 2);
@@ -358,7 +358,7 @@ static void test_async_reply(void **state)
     smtpd_session *s = smtpd_session_new_detached(srv);
     const char *in = HEAD "x\r\n.\r\nNOOP\r\n";
     assert_int_equal(smtpd_session_feed(s, in, strlen(in)), 0);
-    char *out = smtpd_session_output(s);
+    char *out = smtpd_session_output(s, NULL);
     assert_non_null(strstr(out, "354 "));
     assert_null(strstr(out, "250 2.0.0"));
     free(out);
@@ -366,7 +366,7 @@ static void test_async_reply(void **state)
     assert_string_equal(smtpd_session_envelope(s)->rcpt[0], "b@y.test");
     assert_string_equal(smtpd_session_envelope(s)->from, "a@x.test");
     smtpd_reply(s, 451, "4.3.0 later");
-    out = smtpd_session_output(s);
+    out = smtpd_session_output(s, NULL);
     assert_string_equal(out, "451 4.3.0 later\r\n250 2.0.0 Ok\r\n");
     free(out);
     smtpd_stats st;
@@ -433,7 +433,7 @@ static void test_connect_reject(void **state)
     smtpd_hooks h = {.on_connect = connect_reject};
     smtpd_server *srv = smtpd_server_new(uv_default_loop(), &cfg, &h);
     smtpd_session *s = smtpd_session_new_detached(srv);
-    char *out = smtpd_session_output(s);
+    char *out = smtpd_session_output(s, NULL);
     assert_string_equal(out, "421 4.7.0 not now\r\n");
     assert_true(smtpd_session_closed(s));
     assert_int_equal(smtpd_session_feed(s, "EHLO x\r\n", 8), SL_ECLOSED);
@@ -451,16 +451,16 @@ static void test_per_ip_limit(void **state)
     smtpd_session *a = smtpd_session_new_detached(srv);
     smtpd_session *b = smtpd_session_new_detached(srv);
     smtpd_session *c = smtpd_session_new_detached(srv);
-    char *out = smtpd_session_output(c);
+    char *out = smtpd_session_output(c, NULL);
     assert_string_equal(out, "421 4.7.0 Too many connections from your IP\r\n");
     free(out);
-    out = smtpd_session_output(b);
+    out = smtpd_session_output(b, NULL);
     assert_non_null(strstr(out, "220 "));
     free(out);
     smtpd_session_free_detached(c);
     smtpd_session_free_detached(b);
     smtpd_session *d = smtpd_session_new_detached(srv);
-    out = smtpd_session_output(d);
+    out = smtpd_session_output(d, NULL);
     assert_non_null(strstr(out, "220 "));
     free(out);
     smtpd_stats st;
