@@ -155,6 +155,31 @@ static bool broker_err_code(const char *s, rd_kafka_resp_err_t *out)
     return false;
 }
 
+/*
+ * Requests to the mock cluster's thread (topic create, broker up/down,
+ * leader, rtt) go through an op queue whose wake-up pipe librdkafka 2.0.2
+ * drains *after* serving the queue: an op enqueued right after the previous
+ * one completed can lose its wake-up and wait for the thread's 1 s poll
+ * timeout. Leaving a few milliseconds between ops lets the thread finish
+ * draining first, which turns a startup of seconds into milliseconds.
+ * Ops come from one thread at a time (main during setup, then the control
+ * thread), so the timestamp needs no lock.
+ */
+#define BROKER_OP_GAP_MS 3
+static int64_t broker_last_op_ms;
+
+static void broker_op_pace(void)
+{
+    int64_t wait = broker_last_op_ms + BROKER_OP_GAP_MS - sl_mono_ms();
+    if (wait > 0)
+        usleep((useconds_t)wait * 1000);
+}
+
+static void broker_op_done(void)
+{
+    broker_last_op_ms = sl_mono_ms();
+}
+
 static bool broker_parse_int(const char *s, long lo, long hi, long *out)
 {
     if (!s || !*s)
@@ -211,8 +236,10 @@ static void broker_command(broker *b, char *line, sl_buf *out)
             return;
         }
         bool down = !strcmp(argv[1], "down");
+        broker_op_pace();
         err = down ? rd_kafka_mock_broker_set_down(b->mock, (int32_t)id)
                    : rd_kafka_mock_broker_set_up(b->mock, (int32_t)id);
+        broker_op_done();
         if (err)
             sl_buf_printf(out, "error %s", rd_kafka_err2str(err));
         else
@@ -227,11 +254,14 @@ static void broker_command(broker *b, char *line, sl_buf *out)
                           t->partitions - 1);
         } else if (!broker_parse_int(argv[3], 1, b->n_brokers, &id)) {
             sl_buf_printf(out, "error no broker '%s' (ids are 1..%d)", argv[3], b->n_brokers);
-        } else if ((err = rd_kafka_mock_partition_set_leader(b->mock, t->name, (int32_t)part,
-                                                             (int32_t)id))) {
-            sl_buf_printf(out, "error %s", rd_kafka_err2str(err));
         } else {
-            sl_buf_printf(out, "ok leader %s %ld %ld", t->name, part, id);
+            broker_op_pace();
+            err = rd_kafka_mock_partition_set_leader(b->mock, t->name, (int32_t)part, (int32_t)id);
+            broker_op_done();
+            if (err)
+                sl_buf_printf(out, "error %s", rd_kafka_err2str(err));
+            else
+                sl_buf_printf(out, "ok leader %s %ld %ld", t->name, part, id);
         }
     } else if (!strcmp(cmd, "errors") && argc == 4) {
         int key = broker_api_key(argv[1]);
@@ -254,10 +284,15 @@ static void broker_command(broker *b, char *line, sl_buf *out)
             sl_buf_printf(out, "error no broker '%s' (ids are 1..%d)", argv[1], b->n_brokers);
         else if (!broker_parse_int(argv[2], 0, 600000, &ms))
             sl_buf_printf(out, "error bad rtt '%s' (0..600000 ms)", argv[2]);
-        else if ((err = rd_kafka_mock_broker_set_rtt(b->mock, (int32_t)id, (int)ms)))
-            sl_buf_printf(out, "error %s", rd_kafka_err2str(err));
-        else
-            sl_buf_printf(out, "ok rtt %ld %ld", id, ms);
+        else {
+            broker_op_pace();
+            err = rd_kafka_mock_broker_set_rtt(b->mock, (int32_t)id, (int)ms);
+            broker_op_done();
+            if (err)
+                sl_buf_printf(out, "error %s", rd_kafka_err2str(err));
+            else
+                sl_buf_printf(out, "ok rtt %ld %ld", id, ms);
+        }
     } else if (!strcmp(cmd, "clear") && argc == 1) {
         for (int16_t k = 0; k <= BROKER_API_KEY_MAX; k++)
             rd_kafka_mock_clear_request_errors(b->mock, k);
@@ -528,8 +563,10 @@ int main(int argc, char **argv)
     int rf = b.n_brokers < 3 ? b.n_brokers : 3;
     b.topics = sl_topics(cfg, &b.n_topics);
     for (size_t i = 0; i < b.n_topics; i++) {
+        broker_op_pace();
         rd_kafka_resp_err_t err =
             rd_kafka_mock_topic_create(b.mock, b.topics[i].name, b.topics[i].partitions, rf);
+        broker_op_done();
         if (err)
             sl_fatal(1, "create topic %s: %s", b.topics[i].name, rd_kafka_err2str(err));
     }
@@ -578,6 +615,7 @@ int main(int argc, char **argv)
         unlink(port_file);
     if (control_file)
         unlink(control_file);
+    broker_op_pace(); /* destroy is an op too */
     rd_kafka_mock_cluster_destroy(b.mock);
     rd_kafka_destroy(b.rk);
     sl_topics_free(b.topics, b.n_topics);
