@@ -1540,9 +1540,60 @@ static int walk_scheduler(cfg_ctx *c, const cfg_node *m)
     return 0;
 }
 
+/* webhook.endpoints: where sluice-webhook posts events. Exactly one of
+ * secret / secret_file, because an unsigned webhook cannot be trusted by its
+ * receiver; the secret itself never appears in a message. */
+static int walk_webhook(cfg_ctx *c, const cfg_node *m)
+{
+    static const char *const keys[] = {"endpoints"};
+    static const char *const ekeys[] = {"url", "secret", "secret_file", "batch_size", "timeout"};
+    sl_config *cfg = c->cfg;
+    TRY(map_check(c, m, "webhook", keys, NELEM(keys)));
+    bool failed;
+    const cfg_node *l = need_seq(c, map_get(m, "endpoints"), "webhook.endpoints", &failed);
+    if (failed)
+        return -1;
+    if (!l)
+        return 0;
+    cfg->webhook.endpoints = xcalloc(l->n + 1, sizeof(sl_webhook_endpoint));
+    for (size_t i = 0; i < l->n; i++) {
+        const cfg_node *e = l->kids[i];
+        char ep[PATH_MAX_LEN];
+        pathf(ep, sizeof(ep), "webhook.endpoints[%zu]", i);
+        if (e->type != CN_MAP)
+            return cfg_fail(c, e->line, "key '%s': expected a mapping { url, secret }", ep);
+        TRY(map_check(c, e, ep, ekeys, NELEM(ekeys)));
+        sl_webhook_endpoint *w = &cfg->webhook.endpoints[cfg->webhook.n_endpoints++];
+        w->batch_size = 100;
+        w->timeout_ms = 10000;
+        TRY(req_str(c, e, ep, "url", &w->url));
+        if (strncasecmp(w->url, "http://", 7) && strncasecmp(w->url, "https://", 8))
+            return cfg_fail(c, map_line(e, "url"),
+                            "key '%s.url': '%s' is not an http:// or https:// URL", ep, w->url);
+        const cfg_node *sv = map_get(e, "secret");
+        if (sv && sv->type != CN_SCALAR)
+            return cfg_fail(c, sv->line, "key '%s.secret': expected a string", ep);
+        if (sv)
+            w->secret = xstrdup(sv->s);
+        TRY(opt_str(c, e, ep, "secret_file", &w->secret_file));
+        if (!w->secret == !w->secret_file)
+            return cfg_fail(c, e->line, "key '%s': exactly one of secret, secret_file is required",
+                            ep);
+        if (w->secret && !w->secret[0])
+            return cfg_fail(c, map_line(e, "secret"), "key '%s.secret': must not be empty", ep);
+        if (w->secret_file && access(w->secret_file, R_OK) < 0)
+            return cfg_fail(c, map_line(e, "secret_file"),
+                            "key '%s.secret_file': cannot read '%s': %s", ep, w->secret_file,
+                            strerror(errno));
+        OPT_INT(e, ep, "batch_size", 1, 100000, w->batch_size);
+        TRY(opt_duration(c, e, ep, "timeout", false, &w->timeout_ms));
+    }
+    return 0;
+}
+
 static const char *const top_keys[] = {"kafka",   "dns",     "routes",       "pools",    "sites",
                                        "shaping", "backoff", "bounce_rules", "retry",    "dkim",
-                                       "submit",  "metrics", "sender",       "scheduler"};
+                                       "submit",  "metrics", "sender",       "scheduler", "webhook"};
 
 static int walk_root(cfg_ctx *c, const cfg_node *root)
 {
@@ -1568,6 +1619,7 @@ static int walk_root(cfg_ctx *c, const cfg_node *root)
     TRY(walk_metrics(c, map_get(root, "metrics")));
     TRY(walk_sender(c, map_get(root, "sender")));
     TRY(walk_scheduler(c, map_get(root, "scheduler")));
+    TRY(walk_webhook(c, map_get(root, "webhook")));
     return 0;
 }
 
@@ -1888,6 +1940,12 @@ void sl_config_free(sl_config *cfg)
     free(cfg->sender.instance_id);
     free(cfg->scheduler.default_pool);
     free(cfg->scheduler.default_tenant);
+    for (size_t i = 0; i < cfg->webhook.n_endpoints; i++) {
+        free(cfg->webhook.endpoints[i].url);
+        free(cfg->webhook.endpoints[i].secret);
+        free(cfg->webhook.endpoints[i].secret_file);
+    }
+    free(cfg->webhook.endpoints);
     free(cfg);
 }
 

@@ -104,6 +104,14 @@ typedef struct sl_bounce_rule {
     bool hard;
 } sl_bounce_rule;
 
+typedef struct sl_webhook_endpoint {
+    char *url;              /* http:// or https:// */
+    char *secret;           /* HMAC-SHA256 key; secret: never logged */
+    char *secret_file;      /* or: read the key from this file (Kubernetes Secret) */
+    uint32_t batch_size;    /* events per POST, default 100 */
+    int64_t timeout_ms;     /* per request, default 10 s */
+} sl_webhook_endpoint;
+
 typedef struct sl_config {
     char *path;             /* the file loaded, "(built-in)" for the default */
 
@@ -179,6 +187,11 @@ typedef struct sl_config {
         char *default_pool;
         char *default_tenant;
     } scheduler;
+
+    struct {
+        sl_webhook_endpoint *endpoints;  /* sluice-webhook posts events to each */
+        size_t n_endpoints;
+    } webhook;
 } sl_config;
 
 /* Load and validate. On error returns SL_ECONFIG and sets *err to a

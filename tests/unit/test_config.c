@@ -352,6 +352,15 @@ static const struct err_case {
     {"yaml: two documents", "kafka: {}\n---\nretry: {}\n", "t.yaml:2: more than one YAML document"},
     {"top level not a map", "- kafka\n", "t.yaml:1: the top level must be a mapping"},
     {"alias to unknown anchor", "kafka: *nope\n", "t.yaml:1: unknown alias"},
+    {"webhook: no secret", "webhook:\n  endpoints:\n    - { url: http://h/x }\n",
+     "t.yaml:3: key 'webhook.endpoints[0]': exactly one of secret, secret_file is required"},
+    {"webhook: bad url", "webhook:\n  endpoints:\n    - { url: ftp://h/x, secret: s }\n",
+     "t.yaml:3: key 'webhook.endpoints[0].url': 'ftp://h/x' is not an http"},
+    {"webhook: batch_size 0",
+     "webhook:\n  endpoints:\n    - url: http://h/x\n      secret: s\n      batch_size: 0\n",
+     "t.yaml:5: key 'webhook.endpoints[0].batch_size': 0 is out of range"},
+    {"webhook: unknown key", "webhook:\n  endpoints:\n    - { url: http://h/, secret: s, tries: 3 }\n",
+     "t.yaml:3: unknown key 'webhook.endpoints[0].tries'"},
 };
 
 static void test_errors(void **state)
@@ -673,6 +682,33 @@ static void test_routes_first_match(void **state)
     sl_config_free(cfg);
 }
 
+static void test_webhook(void **state)
+{
+    sl_config *cfg = parse_ok("webhook:\n"
+                              "  endpoints:\n"
+                              "    - { url: https://hooks.example/a, secret: k1 }\n"
+                              "    - url: http://127.0.0.1:8080/b\n"
+                              "      secret: k2\n"
+                              "      batch_size: 7\n"
+                              "      timeout: 2s\n");
+    assert_int_equal(cfg->webhook.n_endpoints, 2);
+    assert_string_equal(cfg->webhook.endpoints[0].url, "https://hooks.example/a");
+    assert_string_equal(cfg->webhook.endpoints[0].secret, "k1");
+    assert_int_equal(cfg->webhook.endpoints[0].batch_size, 100);
+    assert_int_equal(cfg->webhook.endpoints[0].timeout_ms, 10000);
+    assert_int_equal(cfg->webhook.endpoints[1].batch_size, 7);
+    assert_int_equal(cfg->webhook.endpoints[1].timeout_ms, 2000);
+    sl_config_free(cfg);
+    /* A secret must never be echoed, even when its value is the problem. */
+    char *err = parse_err("webhook:\n  endpoints:\n    - { url: http://h/, secret: [hunter2] }\n");
+    assert_non_null(strstr(err, "t.yaml:3: key 'webhook.endpoints[0].secret'"));
+    assert_null(strstr(err, "hunter2"));
+    free(err);
+    cfg = parse_ok("kafka: {}\n");
+    assert_int_equal(cfg->webhook.n_endpoints, 0);
+    sl_config_free(cfg);
+}
+
 static void test_load_or_exit(void **state)
 {
     char *path = xasprintf("%s/bad.yaml", tmpdir);
@@ -721,6 +757,7 @@ int main(void)
         cmocka_unit_test(test_default_config),
         cmocka_unit_test(test_routes_first_match),
         cmocka_unit_test(test_load_or_exit),
+        cmocka_unit_test(test_webhook),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }
