@@ -192,9 +192,9 @@ int cli_topics(int argc, char **argv)
     };
     const char *path = NULL;
     int o;
-    optind = 1;
-    /* "+": stop at the first non-option only if POSIXLY_CORRECT; we want
-     * "topics ensure -c F" and "topics -c F ensure" alike, so permute. */
+    /* 0 makes glibc re-initialise getopt (main may have used it); its
+     * default argument permutation accepts "ensure -c F" and "-c F ensure". */
+    optind = 0;
     while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
         switch (o) {
         case 'c':
