@@ -1,6 +1,245 @@
+/*
+ * sluice-scheduler - classify, shape and retry on one loop.
+ *
+ *   sluice-scheduler -c FILE [--stages classify,shape,retry]
+ *
+ * Each stage is its own consumer group (sluice-classify, sluice-shape,
+ * sluice-retry); shape and classify also read the events topic for
+ * feedback. Ready (/readyz) once every stage has its assignment and the
+ * suppression list is loaded. SIGTERM/SIGINT drain: stop fetching, finish
+ * or hand back what is in memory, commit, exit 0.
+ */
+#include "sched_classify.h"
+#include "dns.h"
+#include "sched_feedback.h"
+#include "log.h"
+#include "metrics.h"
+#include "sched_retry.h"
+#include "sched_ctx.h"
+#include "sched_shape.h"
+#include "sched_suppress.h"
+
+#include <getopt.h>
 #include <stdio.h>
-int main(void)
+#include <stdlib.h>
+#include <string.h>
+
+static struct {
+    sched_ctx ctx;
+    bool want_classify, want_shape, want_retry;
+    sched_classify *classify;
+    sched_retry *retry;
+    sched_feedback *feedback;
+    uv_timer_t ready_timer;
+    uv_signal_t sigterm, sigint;
+    int draining;       /* consumers still draining */
+    bool ready;
+} g;
+
+static void usage(FILE *f)
 {
-    fputs("not yet\n", stderr);
-    return 1;
+    fputs("usage: sluice-scheduler -c FILE [--stages classify,shape,retry]\n", f);
+}
+
+static void die(const char *what, char *err)
+{
+    sl_fatal(1, "%s: %s", what, err ? err : "failed");
+}
+
+static void ready_cb(uv_timer_t *t)
+{
+    char *err = NULL;
+    sched_ctx *ctx = &g.ctx;
+    if (ctx->draining)
+        return;
+    /* classify starts only once every suppression is known, so no job
+     * slips past an entry not yet read. */
+    if (g.want_classify && !g.classify && sched_suppress_loaded(ctx->supp)) {
+        g.classify = sched_classify_new(ctx, &err);
+        if (!g.classify)
+            die("classify", err);
+    }
+    bool ready = (!g.want_classify || (g.classify && sched_classify_ready(g.classify))) &&
+                 (!g.want_shape || sched_shape_ready(ctx->shape)) &&
+                 (!g.want_retry || sched_retry_ready(g.retry));
+    if (ready != g.ready) {
+        g.ready = ready;
+        sl_http_set_ready(ready);
+        if (ready)
+            sl_info("scheduler ready");
+    }
+    (void)t;
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void finish(void)
+{
+    sched_ctx *ctx = &g.ctx;
+    if (sl_producer_flush(ctx->prod, 30000) != 0)
+        sl_error("scheduler: %zu records unacknowledged at exit",
+                 sl_producer_outstanding(ctx->prod));
+    sched_classify_free(g.classify);
+    sched_shape_free(ctx->shape);
+    ctx->shape = NULL;
+    sched_retry_free(g.retry);
+    sched_feedback_free(g.feedback);
+    sched_suppress_free(ctx->supp);
+    ctx->supp = NULL;
+    if (ctx->dns)
+        sl_dns_free(ctx->dns);
+    sl_producer_free(ctx->prod);
+    uv_close((uv_handle_t *)&g.ready_timer, NULL);
+    uv_close((uv_handle_t *)&g.sigterm, NULL);
+    uv_close((uv_handle_t *)&g.sigint, NULL);
+}
+
+static void drained_cb(void *arg)
+{
+    sl_info("scheduler: %s drained", (const char *)arg);
+    if (--g.draining == 0)
+        finish();
+}
+
+static void signal_cb(uv_signal_t *h, int signum)
+{
+    sched_ctx *ctx = &g.ctx;
+    (void)h;
+    if (ctx->draining) {
+        sl_warn("scheduler: signal %d again while draining", signum);
+        return;
+    }
+    sl_info("scheduler: signal %d, draining", signum);
+    ctx->draining = true;
+    sl_http_set_ready(false);
+    uv_timer_stop(&g.ready_timer);
+    if (g.classify) {
+        g.draining++;
+        sched_classify_stop(g.classify, drained_cb, "classify");
+    }
+    if (ctx->shape) {
+        g.draining++;
+        sched_shape_stop(ctx->shape, drained_cb, "shape");
+    }
+    if (g.retry) {
+        g.draining++;
+        sched_retry_stop(g.retry, drained_cb, "retry");
+    }
+    if (g.feedback) {
+        g.draining++;
+        sched_feedback_stop(g.feedback, drained_cb, "feedback");
+    }
+    if (!g.draining)
+        finish();
+}
+
+static int parse_stages(const char *s)
+{
+    char *copy = xstrdup(s), *save = NULL;
+    g.want_classify = g.want_shape = g.want_retry = false;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (!strcmp(t, "classify"))
+            g.want_classify = true;
+        else if (!strcmp(t, "shape"))
+            g.want_shape = true;
+        else if (!strcmp(t, "retry"))
+            g.want_retry = true;
+        else {
+            fprintf(stderr, "sluice-scheduler: unknown stage '%s'\n", t);
+            free(copy);
+            return -1;
+        }
+    }
+    free(copy);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *cfg_path = NULL;
+    g.want_classify = g.want_shape = g.want_retry = true;
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"stages", required_argument, NULL, 's'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    int o;
+    while ((o = getopt_long(argc, argv, "c:s:h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'c': cfg_path = optarg; break;
+        case 's':
+            if (parse_stages(optarg))
+                return 2;
+            break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        return 2;
+    }
+    sl_log_init("scheduler", SL_LOG_INFO);
+    sl_config *cfg = sl_config_load_or_exit(cfg_path);
+    uv_loop_t *loop = uv_default_loop();
+    char *err = NULL;
+
+    if (cfg->metrics.listen) {
+        int port = 0;
+        if (sl_http_start(cfg->metrics.listen, &port, &err) != 0)
+            die("metrics", err);
+        sl_info("metrics on %s (port %d)", cfg->metrics.listen, port);
+    }
+    sl_producer *prod = sl_producer_new(cfg, loop, &err);
+    if (!prod)
+        die("producer", err);
+    sched_ctx *ctx = &g.ctx;
+    sched_ctx_init(ctx, cfg, loop, prod);
+
+    if (g.want_classify) {
+        ctx->dns = sl_dns_new(loop, cfg, &err);
+        if (!ctx->dns)
+            die("dns", err);
+        ctx->supp = sched_suppress_new(ctx, &err);
+        if (!ctx->supp)
+            die("suppressions", err);
+    }
+    if (g.want_shape) {
+        ctx->shape = sched_shape_new(ctx, &err);
+        if (!ctx->shape)
+            die("shape", err);
+    }
+    if (g.want_retry) {
+        g.retry = sched_retry_new(ctx, &err);
+        if (!g.retry)
+            die("retry", err);
+    }
+    if (g.want_shape || g.want_classify) {
+        g.feedback = sched_feedback_new(ctx, &err);
+        if (!g.feedback)
+            die("feedback", err);
+    }
+    uv_timer_init(loop, &g.ready_timer);
+    uv_timer_start(&g.ready_timer, ready_cb, 0, 100);
+    uv_signal_init(loop, &g.sigterm);
+    uv_signal_start(&g.sigterm, signal_cb, SIGTERM);
+    uv_signal_init(loop, &g.sigint);
+    uv_signal_start(&g.sigint, signal_cb, SIGINT);
+    sl_info("scheduler started (stages:%s%s%s)", g.want_classify ? " classify" : "",
+            g.want_shape ? " shape" : "", g.want_retry ? " retry" : "");
+
+    uv_run(loop, UV_RUN_DEFAULT);
+    if (!ctx->draining)
+        sl_fatal(1, "scheduler: exited event loop unexpectedly");
+    uv_walk(loop, close_walk, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+    sched_ctx_free(ctx);
+    sl_config_free(cfg);
+    sl_info("scheduler stopped");
+    return 0;
 }

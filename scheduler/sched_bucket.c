@@ -1,0 +1,59 @@
+/*
+ * sched_bucket - see sched_bucket.h.
+ */
+#include "sched_bucket.h"
+
+#include <math.h>
+
+void sched_bucket_init(sched_bucket *b, double rate, double burst, int64_t now_ms)
+{
+    b->rate = rate > 0 ? rate : 0;
+    b->burst = burst > 0 ? burst : (rate > 1 ? rate : 1);
+    if (b->burst < 1)
+        b->burst = 1;
+    b->tokens = b->burst;
+    b->last_ms = now_ms;
+}
+
+static void refill(sched_bucket *b, int64_t now_ms)
+{
+    if (now_ms <= b->last_ms)
+        return;
+    if (b->rate > 0) {
+        b->tokens += (double)(now_ms - b->last_ms) * b->rate / 1000.0;
+        if (b->tokens > b->burst)
+            b->tokens = b->burst;
+    }
+    b->last_ms = now_ms;
+}
+
+void sched_bucket_set_rate(sched_bucket *b, double rate, double burst, int64_t now_ms)
+{
+    refill(b, now_ms);
+    b->rate = rate > 0 ? rate : 0;
+    b->burst = burst >= 1 ? burst : 1;
+    if (b->tokens > b->burst)
+        b->tokens = b->burst;
+}
+
+int64_t sched_bucket_available_at(sched_bucket *b, int64_t now_ms)
+{
+    refill(b, now_ms);
+    if (b->rate <= 0 || b->tokens >= 1.0)
+        return now_ms;
+    return now_ms + (int64_t)ceil((1.0 - b->tokens) * 1000.0 / b->rate);
+}
+
+int64_t sched_bucket_take(sched_bucket *b, int64_t now_ms)
+{
+    int64_t at = sched_bucket_available_at(b, now_ms);
+    if (b->rate > 0)
+        b->tokens -= 1.0;
+    return at;
+}
+
+void sched_bucket_refund(sched_bucket *b)
+{
+    if (b->rate > 0)
+        b->tokens += 1.0;
+}

@@ -1,0 +1,249 @@
+/*
+ * sched_classify - see sched_classify.h.
+ */
+#include "sched_classify.h"
+#include "sched_addr.h"
+#include "dns.h"
+#include "log.h"
+#include "metrics.h"
+#include "sched_site.h"
+#include "sched_suppress.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct sched_classify {
+    sched_ctx *ctx;
+    sl_consumer *cons;
+};
+
+/* One job between its record and the sited publication (DNS may be in
+ * flight). */
+typedef struct cjob {
+    sched_classify *c;
+    sched_op *op;
+    sl_job *job;
+} cjob;
+
+static void set_str(char **field, const char *v)
+{
+    /* protobuf-c frees non-default strings with free(): ours are malloc'd. */
+    if (*field && *field != protobuf_c_empty_string)
+        free(*field);
+    *field = xstrdup(v);
+}
+
+const char *sched_classify_validate(const sl_config *cfg, sl_job *job)
+{
+    (void)cfg;
+    if (!job->n_recipients)
+        return "no recipients";
+    if (!job->job_id || !*job->job_id)
+        return "no job id";
+    for (size_t i = 0; i < job->n_recipients; i++)
+        if (!sched_addr_valid(job->recipients[i]))
+            return "invalid recipient address";
+    /* The null reverse path "" is legal (bounces, DSNs). */
+    if (job->mail_from && *job->mail_from && !sched_addr_valid(job->mail_from))
+        return "invalid sender address";
+    if (!job->domain || !*job->domain)
+        set_str(&job->domain, sched_addr_domain(job->recipients[0]));
+    sl_lower(job->domain);
+    for (size_t i = 0; i < job->n_recipients; i++)
+        if (strcasecmp(sched_addr_domain(job->recipients[i]), job->domain))
+            return "recipient outside the job's domain";
+    if (!job->raw.len && (!job->template_id || !*job->template_id))
+        return "no content (neither raw message nor template)";
+    return NULL;
+}
+
+static void cjob_finish(cjob *j)
+{
+    sl_job_free(j->job);
+    sched_op_release(j->op);
+    free(j);
+}
+
+static void publish_sited(cjob *j, const char *site)
+{
+    sched_ctx *ctx = j->c->ctx;
+    set_str(&j->job->site, site);
+    sl_buf b = SL_BUF_INIT;
+    sl_pack(&j->job->base, &b);
+    sched_op_send(j->op, ctx->prod, ctx->t_sited, site, b.data, b.len);
+    sl_buf_free(&b);
+    char labels[256];
+    snprintf(labels, sizeof labels, "stage=\"classify\"");
+    sl_metric_inc("sluice_scheduler_jobs_total", labels, 1);
+    cjob_finish(j);
+}
+
+/* A temporary DNS failure: try the whole job again after the shortest
+ * retry delay rather than hold the partition. */
+static void park_dns(cjob *j, const char *why)
+{
+    sched_ctx *ctx = j->c->ctx;
+    int64_t delay = 0;
+    const char *topic = sched_ctx_retry_topic(ctx, 0, &delay);
+    j->job->not_before_ms = sl_now_ms() + delay;
+    sl_log_job(SL_LOG_WARN, j->job->job_id, "classify: MX lookup for %s failed (%s); again in %llds",
+               j->job->domain, why, (long long)(delay / 1000));
+    sl_buf b = SL_BUF_INIT;
+    sl_pack(&j->job->base, &b);
+    sched_op_send(j->op, ctx->prod, topic, j->job->domain, b.data, b.len);
+    sl_buf_free(&b);
+    sl_metric_inc("sluice_classify_dns_deferred_total", NULL, 1);
+    cjob_finish(j);
+}
+
+static void mx_cb(const sl_dns_mx_result *res, void *arg)
+{
+    cjob *j = arg;
+    sl_job *job = j->job;
+    const sl_config *cfg = j->c->ctx->cfg;
+    char *site = NULL;
+    switch (res->status) {
+    case SL_DNS_OK: {
+        sched_mx *mx = xcalloc(res->n_hosts ? res->n_hosts : 1, sizeof *mx);
+        job->mx = xcalloc(res->n_hosts ? res->n_hosts : 1, sizeof *job->mx);
+        for (size_t i = 0; i < res->n_hosts; i++) {
+            mx[i].host = res->hosts[i].host;
+            mx[i].preference = res->hosts[i].preference;
+            Sluice__V1__MxHost *h = xmalloc(sizeof *h);
+            sluice__v1__mx_host__init(h);
+            h->host = xstrdup(res->hosts[i].host);
+            h->preference = res->hosts[i].preference;
+            job->mx[i] = h;
+        }
+        job->n_mx = res->n_hosts;
+        site = sched_site_by_mx(cfg, job->domain, mx, res->n_hosts);
+        free(mx);
+        break;
+    }
+    case SL_DNS_NULL_MX:
+        job->null_mx = true;
+        site = xstrdup(job->domain);
+        break;
+    case SL_DNS_NODATA:   /* implicit MX: the domain itself */
+    case SL_DNS_NXDOMAIN: /* the sender's policy bounces it with the reason */
+        site = xstrdup(job->domain);
+        break;
+    default:
+        if (j->c->ctx->draining && res->status == SL_DNS_CANCELLED) {
+            park_dns(j, "shutting down");
+            return;
+        }
+        park_dns(j, sl_dns_status_name(res->status));
+        return;
+    }
+    publish_sited(j, site);
+    free(site);
+}
+
+static void on_record(void *arg, sl_record *rec)
+{
+    sched_classify *c = arg;
+    sched_ctx *ctx = c->ctx;
+    const sl_config *cfg = ctx->cfg;
+    sched_op *op = sched_op_new(rec);
+    rd_kafka_message_t *m = rec->msg;
+    if (cfg->scheduler.max_job_bytes && m->len > cfg->scheduler.max_job_bytes) {
+        sched_op_reject(op, ctx, NULL, "classify", "job larger than scheduler.max_job_bytes");
+        sched_op_release(op);
+        return;
+    }
+    sl_job *job = NULL;
+    const char *why = NULL;
+    if (!m->payload || sl_job_decode(m->payload, m->len, &job, &why) != 0) {
+        sched_op_reject(op, ctx, NULL, "classify", why ? why : "empty record");
+        sched_op_release(op);
+        return;
+    }
+    if ((why = sched_classify_validate(cfg, job))) {
+        sched_op_reject(op, ctx, job, "classify", why);
+        sl_job_free(job);
+        sched_op_release(op);
+        return;
+    }
+    /* Suppressions: drop each suppressed recipient with its own event. */
+    const char *tenant = job->tenant && *job->tenant ? job->tenant : cfg->scheduler.default_tenant;
+    if (ctx->supp) {
+        size_t keep = 0;
+        for (size_t i = 0; i < job->n_recipients; i++) {
+            char *r = job->recipients[i];
+            if (!sched_suppress_has(ctx->supp, tenant, r)) {
+                job->recipients[keep++] = r;
+                continue;
+            }
+            sl_event e;
+            sl_event_from_job(&e, SLUICE__V1__EVENT_TYPE__EVENT_SUPPRESSED, job, "classify");
+            e.recipient = r;
+            e.reason = (char *)"recipient is on the suppression list";
+            sched_op_event(op, ctx, &e);
+            sl_log_job(SL_LOG_INFO, job->job_id, "classify: %s suppressed", r);
+            sl_metric_inc("sluice_suppressed_total", NULL, 1);
+            free(r);
+        }
+        job->n_recipients = keep;
+        if (!keep) {
+            sl_job_free(job);
+            sched_op_release(op);
+            return;
+        }
+    }
+    cjob *j = xcalloc(1, sizeof *j);
+    j->c = c;
+    j->op = op;
+    j->job = job;
+    job->null_mx = false;
+    const char *site = sched_site_by_domain(cfg, job->domain);
+    if (site) {
+        publish_sited(j, site);
+        return;
+    }
+    if (sl_config_route(cfg, job->domain) || !ctx->dns) {
+        /* A smart host: no MX lookup; the domain is its own site. */
+        publish_sited(j, job->domain);
+        return;
+    }
+    if (sl_dns_mx(ctx->dns, job->domain, mx_cb, j) != 0) {
+        /* An unusable name: the sender bounces it as a bad domain. */
+        publish_sited(j, job->domain);
+    }
+}
+
+sched_classify *sched_classify_new(sched_ctx *ctx, char **err)
+{
+    sched_classify *c = xcalloc(1, sizeof *c);
+    c->ctx = ctx;
+    const char *topics[] = {ctx->t_jobs};
+    sl_consumer_opts o = {.group = "sluice-classify",
+                          .topics = topics,
+                          .n_topics = 1,
+                          .on_record = on_record,
+                          .arg = c};
+    c->cons = sl_consumer_new(ctx->cfg, ctx->loop, &o, err);
+    if (!c->cons) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+bool sched_classify_ready(const sched_classify *c)
+{
+    return sl_consumer_assigned(c->cons) && (!c->ctx->supp || sched_suppress_loaded(c->ctx->supp));
+}
+
+void sched_classify_stop(sched_classify *c, sl_drained_cb cb, void *arg)
+{
+    sl_consumer_stop(c->cons, cb, arg);
+}
+
+void sched_classify_free(sched_classify *c)
+{
+    if (!c)
+        return;
+    sl_consumer_free(c->cons);
+    free(c);
+}

@@ -1,0 +1,119 @@
+/*
+ * sched_map - see sched_map.h.
+ */
+#include "sched_map.h"
+#include "util.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+void sched_map_init(sched_map *m)
+{
+    m->n_slots = 64;
+    m->slots = xcalloc(m->n_slots, sizeof *m->slots);
+    m->count = 0;
+}
+
+static sched_map_ent **find(const sched_map *m, const char *key)
+{
+    sched_map_ent **pp = &m->slots[hash(key) & (m->n_slots - 1)];
+    while (*pp && strcmp((*pp)->key, key))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+void *sched_map_get(const sched_map *m, const char *key)
+{
+    sched_map_ent *e = *find(m, key);
+    return e ? e->val : NULL;
+}
+
+static void grow(sched_map *m)
+{
+    size_t n = m->n_slots * 2;
+    sched_map_ent **s = xcalloc(n, sizeof *s);
+    for (size_t i = 0; i < m->n_slots; i++) {
+        sched_map_ent *e = m->slots[i];
+        while (e) {
+            sched_map_ent *next = e->next;
+            size_t k = hash(e->key) & (n - 1);
+            e->next = s[k];
+            s[k] = e;
+            e = next;
+        }
+    }
+    free(m->slots);
+    m->slots = s;
+    m->n_slots = n;
+}
+
+void *sched_map_put(sched_map *m, const char *key, void *val)
+{
+    sched_map_ent **pp = find(m, key);
+    if (*pp) {
+        void *old = (*pp)->val;
+        (*pp)->val = val;
+        return old;
+    }
+    sched_map_ent *e = xcalloc(1, sizeof *e);
+    e->key = xstrdup(key);
+    e->val = val;
+    *pp = e;
+    if (++m->count > m->n_slots)
+        grow(m);
+    return NULL;
+}
+
+void *sched_map_del(sched_map *m, const char *key)
+{
+    sched_map_ent **pp = find(m, key);
+    sched_map_ent *e = *pp;
+    if (!e)
+        return NULL;
+    *pp = e->next;
+    void *v = e->val;
+    free(e->key);
+    free(e);
+    m->count--;
+    return v;
+}
+
+void sched_map_each(sched_map *m, int (*cb)(void *arg, const char *key, void *val), void *arg)
+{
+    for (size_t i = 0; i < m->n_slots; i++) {
+        sched_map_ent *e = m->slots[i];
+        while (e) {
+            sched_map_ent *next = e->next;
+            if (cb(arg, e->key, e->val))
+                return;
+            e = next;
+        }
+    }
+}
+
+void sched_map_free(sched_map *m)
+{
+    for (size_t i = 0; m->slots && i < m->n_slots; i++) {
+        sched_map_ent *e = m->slots[i];
+        while (e) {
+            sched_map_ent *next = e->next;
+            free(e->key);
+            free(e);
+            e = next;
+        }
+    }
+    free(m->slots);
+    m->slots = NULL;
+    m->n_slots = m->count = 0;
+}

@@ -1,0 +1,586 @@
+/*
+ * sched_shape - see sched_shape.h.
+ *
+ * Structures: the shaper holds a map of sites; a site holds its queues and
+ * a map of pairs, one per source IP that sent (or was told about) it. The
+ * pair is the one struct per (site, IP) scope with every limit and piece
+ * of feedback state: token bucket, AIMD backoff, warm-up count, weighted
+ * round robin position.
+ */
+#include "sched_shape.h"
+#include "sched_backoff.h"
+#include "sched_bucket.h"
+#include "log.h"
+#include "sched_map.h"
+#include "metrics.h"
+#include "sched_pick.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NPRIO 3
+
+typedef struct spair {
+    char *site, *ip;
+    const sl_source *src;
+    sched_bucket bucket;
+    sched_backoff bo;
+    double cfg_rate, cfg_burst;
+    int64_t day;
+    uint32_t sent_today;
+    int64_t swrr;
+    char labels[512];
+} spair;
+
+typedef struct sjob {
+    sl_record *rec;
+    sl_job *job;
+    struct sjob *prev, *next;
+} sjob;
+
+typedef struct ssite {
+    struct sched_shape *s;
+    char *name;
+    const sl_shaping *shp;
+    sjob *head[NPRIO], *tail[NPRIO];
+    size_t queued;
+    sched_map pairs;
+    uv_timer_t timer;
+    int64_t timer_at;  /* wall ms the timer fires; 0: not armed */
+} ssite;
+
+struct sched_shape {
+    sched_ctx *ctx;
+    sl_consumer *cons;
+    sched_map sites;
+    size_t buffered;
+    uv_timer_t tick;
+    bool stopping;
+    int closing;       /* site timers still closing */
+};
+
+static void pump(ssite *site, bool force);
+
+/* ---- pairs and their visible state ---- */
+
+static void pair_publish(sched_shape *s, spair *p, const char *why)
+{
+    const char *st = sched_backoff_state_name(p->bo.state);
+    sl_metric_set("sluice_shape_rate_per_second", p->labels, p->bo.rate);
+    for (int i = 0; i < SCHED_BO_NSTATES; i++) {
+        char l[600];
+        snprintf(l, sizeof l, "%s,state=\"%s\"", p->labels, sched_backoff_state_name(i));
+        sl_metric_set("sluice_shape_state", l, p->bo.state == (sched_bo_state)i ? 1 : 0);
+    }
+    if (!why)
+        return;
+    char lab[600];
+    snprintf(lab, sizeof lab, "%s,state=\"%s\"", p->labels, st);
+    sl_metric_inc("sluice_shape_changes_total", lab, 1);
+    sl_info("shape: %s via %s: %s, rate %g/s (%s)", p->site, p->ip, st, p->bo.rate, why);
+    sl_event e;
+    sl_event_from_job(&e, SLUICE__V1__EVENT_TYPE__EVENT_SHAPING, NULL, "shape");
+    e.site = p->site;
+    e.source_ip = p->ip;
+    e.rate_per_sec = p->bo.rate;
+    char *reason = xasprintf("%s: %s", st, why);
+    e.reason = reason;
+    int rc = sl_event_publish(s->ctx->prod, s->ctx->cfg, &e, NULL, NULL);
+    if (rc)
+        sl_warn("shape: SHAPING event not published: %s", sl_strerror(rc));
+    free(reason);
+}
+
+static void pair_apply_rate(spair *p, int64_t now)
+{
+    double burst = p->cfg_burst;
+    if (p->bo.rate > 0 && p->bo.rate < p->cfg_rate) {
+        double cap = p->bo.rate < 1 ? 1 : p->bo.rate;
+        if (burst > cap)
+            burst = cap;
+    }
+    sched_bucket_set_rate(&p->bucket, p->bo.rate, burst, now);
+}
+
+static spair *pair_get(ssite *site, const char *ip, const sl_source *src)
+{
+    spair *p = sched_map_get(&site->pairs, ip);
+    if (p) {
+        if (src)
+            p->src = src;
+        return p;
+    }
+    p = xcalloc(1, sizeof *p);
+    p->site = site->name;
+    p->ip = xstrdup(ip);
+    p->src = src;
+    p->cfg_rate = site->shp ? site->shp->max_message_rate : 0;
+    p->cfg_burst = site->shp ? site->shp->burst : 0;
+    if (p->cfg_burst <= 0)
+        p->cfg_burst = p->cfg_rate > 1 ? p->cfg_rate : 1;
+    int64_t now = sl_now_ms();
+    sched_bucket_init(&p->bucket, p->cfg_rate, p->cfg_burst, now);
+    sched_backoff_init(&p->bo, p->cfg_rate);
+    p->day = sched_day_of(now);
+    snprintf(p->labels, sizeof p->labels, "site=\"%s\",source=\"%s\"", site->name, ip);
+    sched_map_put(&site->pairs, ip, p);
+    pair_publish(site->s, p, NULL);
+    return p;
+}
+
+static void pair_tick(sched_shape *s, spair *p, int64_t now)
+{
+    sched_bo_state before = p->bo.state;
+    if (sched_backoff_tick(&p->bo, now)) {
+        pair_apply_rate(p, now);
+        pair_publish(s, p, before != p->bo.state ? "backoff expired" : "recovering");
+    }
+}
+
+/* ---- sites ---- */
+
+static ssite *site_get(sched_shape *s, const char *name)
+{
+    ssite *site = sched_map_get(&s->sites, name);
+    if (site)
+        return site;
+    site = xcalloc(1, sizeof *site);
+    site->s = s;
+    site->name = xstrdup(name);
+    site->shp = sl_config_shaping(s->ctx->cfg, name);
+    sched_map_init(&site->pairs);
+    uv_timer_init(s->ctx->loop, &site->timer);
+    site->timer.data = site;
+    sched_map_put(&s->sites, name, site);
+    return site;
+}
+
+static int prio_of(const sl_job *job)
+{
+    switch (job->priority) {
+    case SLUICE__V1__PRIORITY__PRIORITY_TRANSACTIONAL: return 0;
+    case SLUICE__V1__PRIORITY__PRIORITY_NORMAL: return 1;
+    default: return 2;
+    }
+}
+
+static void q_push(ssite *site, sjob *j)
+{
+    int k = prio_of(j->job);
+    j->next = NULL;
+    j->prev = site->tail[k];
+    if (site->tail[k])
+        site->tail[k]->next = j;
+    else
+        site->head[k] = j;
+    site->tail[k] = j;
+    site->queued++;
+    site->s->buffered++;
+}
+
+static void q_unlink(ssite *site, sjob *j)
+{
+    int k = prio_of(j->job);
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        site->head[k] = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    else
+        site->tail[k] = j->prev;
+    site->queued--;
+    site->s->buffered--;
+}
+
+static sjob *q_peek(ssite *site)
+{
+    for (int k = 0; k < NPRIO; k++)
+        if (site->head[k])
+            return site->head[k];
+    return NULL;
+}
+
+static sjob *q_last(ssite *site)
+{
+    for (int k = NPRIO - 1; k >= 0; k--)
+        if (site->tail[k])
+            return site->tail[k];
+    return NULL;
+}
+
+static void sjob_free(sjob *j)
+{
+    sl_job_free(j->job);
+    free(j);
+}
+
+/* ---- output ---- */
+
+static void dispatch(ssite *site, sjob *j, spair *p, const char *pool, int64_t send_at)
+{
+    sched_shape *s = site->s;
+    const sl_config *cfg = s->ctx->cfg;
+    const sl_shaping *shp = site->shp;
+    sl_dispatch d = SLUICE__V1__DISPATCH__INIT;
+    d.version = SLUICE_WIRE_VERSION;
+    d.job = j->job;
+    d.site = site->name;
+    d.pool = (char *)pool;
+    d.source_ip = p->ip;
+    d.ehlo = p->src && p->src->ehlo ? p->src->ehlo : (char *)"";
+    d.send_at_ms = send_at;
+    d.rate_per_sec = p->bo.rate;
+    d.max_connections = shp ? shp->max_connections : 0;
+    d.max_messages_per_connection = shp ? shp->max_messages_per_connection : 0;
+    d.tls = shp ? (Sluice__V1__TlsPolicy)shp->tls : SLUICE__V1__TLS_POLICY__TLS_OPPORTUNISTIC;
+    char *route = NULL;
+    const sl_route *r = sl_config_route(cfg, j->job->domain);
+    if (r)
+        route = strchr(r->host, ':') ? xasprintf("[%s]:%u", r->host, r->port)
+                                     : xasprintf("%s:%u", r->host, r->port);
+    d.route = route ? route : (char *)"";
+    d.socks5 = p->src && p->src->socks5 ? p->src->socks5 : (char *)"";
+    sl_buf b = SL_BUF_INIT;
+    sl_pack(&d.base, &b);
+    char *key = xasprintf("%s/%s", p->ip, site->name);
+    sched_op *op = sched_op_new(j->rec);
+    sched_op_send(op, s->ctx->prod, s->ctx->t_dispatch, key, b.data, b.len);
+    sched_op_release(op);
+    free(key);
+    free(route);
+    sl_buf_free(&b);
+    sl_metric_inc("sluice_shape_dispatched_total", p->labels, 1);
+    sl_log_job(SL_LOG_DEBUG, j->job->job_id, "shape: %s via %s at +%lldms", site->name, p->ip,
+               (long long)(send_at - sl_now_ms()));
+    sjob_free(j);
+}
+
+/* Park j (already unlinked) on the retry topic whose delay fits wait_ms. */
+static void park(ssite *site, sjob *j, int64_t wait_ms)
+{
+    sched_shape *s = site->s;
+    int64_t delay = 0;
+    const char *topic = sched_ctx_retry_topic(s->ctx, wait_ms, &delay);
+    j->job->not_before_ms = sl_now_ms() + delay;
+    sl_buf b = SL_BUF_INIT;
+    sl_pack(&j->job->base, &b);
+    sched_op *op = sched_op_new(j->rec);
+    sched_op_send(op, s->ctx->prod, topic, site->name, b.data, b.len);
+    sched_op_release(op);
+    sl_buf_free(&b);
+    char labels[300];
+    snprintf(labels, sizeof labels, "site=\"%s\"", site->name);
+    sl_metric_inc("sluice_shape_parked_total", labels, 1);
+    sl_log_job(SL_LOG_DEBUG, j->job->job_id, "shape: %s parked on %s", site->name, topic);
+    sjob_free(j);
+}
+
+/* How long the site's queue needs at its current rates. */
+static int64_t site_drain_ms(ssite *site)
+{
+    double rate = 0;
+    bool unlimited = false;
+    for (size_t i = 0; i < site->pairs.n_slots; i++)
+        for (sched_map_ent *e = site->pairs.slots[i]; e; e = e->next) {
+            spair *p = e->val;
+            if (!sched_backoff_usable(&p->bo))
+                continue;
+            if (p->bo.rate <= 0)
+                unlimited = true;
+            rate += p->bo.rate;
+        }
+    if (unlimited)
+        return 0;
+    if (rate <= 0)
+        return INT64_MAX / 4;
+    return (int64_t)((double)site->queued * 1000.0 / rate);
+}
+
+/* ---- pumping ---- */
+
+static void timer_cb(uv_timer_t *t)
+{
+    ssite *site = t->data;
+    site->timer_at = 0;
+    pump(site, site->s->stopping);
+}
+
+static void arm(ssite *site, int64_t at, int64_t now)
+{
+    if (site->timer_at && site->timer_at <= at)
+        return;
+    site->timer_at = at;
+    uv_timer_start(&site->timer, timer_cb, (uint64_t)(at > now ? at - now : 0), 0);
+}
+
+static const sl_pool *pool_of(const sl_config *cfg, const sl_job *job)
+{
+    const sl_pool *pool = NULL;
+    if (job->pool && *job->pool)
+        pool = sl_config_pool(cfg, job->pool);
+    if (!pool && cfg->scheduler.default_pool)
+        pool = sl_config_pool(cfg, cfg->scheduler.default_pool);
+    if (!pool && cfg->n_pools)
+        pool = &cfg->pools[0];
+    return pool;
+}
+
+static void pump(ssite *site, bool force)
+{
+    sched_shape *s = site->s;
+    const sl_config *cfg = s->ctx->cfg;
+    sched_pick_cand stack[16];
+    while (site->queued) {
+        int64_t now = sl_now_ms();
+        sjob *j = q_peek(site);
+        const sl_pool *pool = pool_of(cfg, j->job);
+        if (!pool || !pool->n_sources) {
+            q_unlink(site, j);
+            sched_op *op = sched_op_new(j->rec);
+            sched_op_reject(op, s->ctx, j->job, "shape", "no pool with source IPs for the job");
+            sched_op_release(op);
+            sjob_free(j);
+            continue;
+        }
+        size_t n = pool->n_sources;
+        sched_pick_cand *c = n <= 16 ? stack : xcalloc(n, sizeof *c);
+        spair **pairs = xcalloc(n, sizeof *pairs);
+        int64_t earliest = INT64_MAX;
+        int64_t day = sched_day_of(now);
+        for (size_t i = 0; i < n; i++) {
+            const sl_source *src = &pool->sources[i];
+            spair *p = pairs[i] = pair_get(site, src->ip, src);
+            pair_tick(s, p, now);
+            c[i].weight = src->weight;
+            c[i].current = p->swrr;
+            c[i].eligible = false;
+            if (p->day != day) {
+                p->day = day;
+                p->sent_today = 0;
+            }
+            if (!sched_backoff_usable(&p->bo)) {
+                if (p->bo.until_ms < earliest)
+                    earliest = p->bo.until_ms;
+                continue;
+            }
+            uint32_t cap = src->has_warmup ? sched_warmup_cap(&src->warmup, day) : SCHED_NO_CAP;
+            if (cap != SCHED_NO_CAP && p->sent_today >= cap) {
+                int64_t tomorrow = (day + 1) * 86400000LL;
+                if (tomorrow < earliest)
+                    earliest = tomorrow;
+                continue;
+            }
+            int64_t at = sched_bucket_available_at(&p->bucket, now);
+            if (force || at <= now + SCHED_SHAPE_LOOKAHEAD_MS)
+                c[i].eligible = true;
+            else if (at - SCHED_SHAPE_LOOKAHEAD_MS < earliest)
+                earliest = at - SCHED_SHAPE_LOOKAHEAD_MS;
+        }
+        int k = sched_pick(c, n);
+        for (size_t i = 0; i < n; i++)
+            pairs[i]->swrr = c[i].current;
+        spair *p = k >= 0 ? pairs[k] : NULL;
+        free(pairs);
+        if (c != stack)
+            free(c);
+        if (!p) {
+            if (force) {
+                q_unlink(site, j);
+                park(site, j, earliest == INT64_MAX ? 0 : earliest - now);
+                continue;
+            }
+            if (earliest != INT64_MAX)
+                arm(site, earliest, now);
+            return;
+        }
+        q_unlink(site, j);
+        int64_t send_at = sched_bucket_take(&p->bucket, now);
+        p->sent_today++;
+        dispatch(site, j, p, pool->name, send_at);
+    }
+}
+
+/* Beyond max_buffered: park the tail of the longest queue. */
+static void enforce_bound(sched_shape *s)
+{
+    uint32_t max = s->ctx->cfg->scheduler.max_buffered;
+    if (!max)
+        return;
+    while (s->buffered > max) {
+        ssite *worst = NULL;
+        for (size_t i = 0; i < s->sites.n_slots; i++)
+            for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
+                ssite *site = e->val;
+                if (!worst || site->queued > worst->queued)
+                    worst = site;
+            }
+        if (!worst || !worst->queued)
+            return;
+        sjob *j = q_last(worst);
+        q_unlink(worst, j);
+        park(worst, j, site_drain_ms(worst));
+    }
+    sl_metric_set("sluice_shape_buffered", NULL, (double)s->buffered);
+}
+
+static void on_record(void *arg, sl_record *rec)
+{
+    sched_shape *s = arg;
+    rd_kafka_message_t *m = rec->msg;
+    sl_job *job = NULL;
+    const char *why = NULL;
+    if (!m->payload || sl_job_decode(m->payload, m->len, &job, &why) != 0) {
+        sched_op *op = sched_op_new(rec);
+        sched_op_reject(op, s->ctx, NULL, "shape", why ? why : "empty record");
+        sched_op_release(op);
+        return;
+    }
+    char *name = NULL;
+    if (job->site && *job->site)
+        name = xstrdup(job->site);
+    else if (m->key && m->key_len)
+        name = xstrndup(m->key, m->key_len);
+    else
+        name = xstrdup(job->domain ? job->domain : "");
+    ssite *site = site_get(s, name);
+    free(name);
+    sjob *j = xcalloc(1, sizeof *j);
+    j->rec = rec;
+    j->job = job;
+    q_push(site, j);
+    pump(site, s->stopping);
+    enforce_bound(s);
+    sl_metric_set("sluice_shape_buffered", NULL, (double)s->buffered);
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    sched_shape *s = t->data;
+    int64_t now = sl_now_ms();
+    for (size_t i = 0; i < s->sites.n_slots; i++)
+        for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
+            ssite *site = e->val;
+            for (size_t k = 0; k < site->pairs.n_slots; k++)
+                for (sched_map_ent *pe = site->pairs.slots[k]; pe; pe = pe->next)
+                    pair_tick(s, pe->val, now);
+        }
+    sl_metric_set("sluice_shape_buffered", NULL, (double)s->buffered);
+}
+
+sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
+{
+    sched_shape *s = xcalloc(1, sizeof *s);
+    s->ctx = ctx;
+    sched_map_init(&s->sites);
+    uint32_t max = ctx->cfg->scheduler.max_buffered;
+    const char *topics[] = {ctx->t_sited};
+    sl_consumer_opts o = {.group = "sluice-shape",
+                          .topics = topics,
+                          .n_topics = 1,
+                          /* Above max_buffered, so that parking (per site) and not
+                           * the consumer's pause (every site) bounds memory. */
+                          .max_inflight = max ? max * 2 + 1000 : 0,
+                          .on_record = on_record,
+                          .arg = s};
+    s->cons = sl_consumer_new(ctx->cfg, ctx->loop, &o, err);
+    if (!s->cons) {
+        sched_map_free(&s->sites);
+        free(s);
+        return NULL;
+    }
+    uv_timer_init(ctx->loop, &s->tick);
+    s->tick.data = s;
+    uv_timer_start(&s->tick, tick_cb, 1000, 1000);
+    sl_metric_help("sluice_shape_rate_per_second", SL_METRIC_GAUGE,
+                   "Current message rate of a (site, source IP) pair; 0: unlimited");
+    sl_metric_help("sluice_shape_state", SL_METRIC_GAUGE,
+                   "Backoff state of a (site, source IP) pair (1 for the current state)");
+    sl_metric_help("sluice_shape_buffered", SL_METRIC_GAUGE, "Jobs waiting in shape");
+    return s;
+}
+
+bool sched_shape_ready(const sched_shape *s)
+{
+    return sl_consumer_assigned(s->cons);
+}
+
+size_t sched_shape_buffered(const sched_shape *s)
+{
+    return s->buffered;
+}
+
+void sched_shape_stop(sched_shape *s, sl_drained_cb cb, void *arg)
+{
+    s->stopping = true;
+    uv_timer_stop(&s->tick);
+    for (size_t i = 0; i < s->sites.n_slots; i++)
+        for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
+            ssite *site = e->val;
+            uv_timer_stop(&site->timer);
+            site->timer_at = 0;
+            pump(site, true);
+        }
+    sl_consumer_stop(s->cons, cb, arg);
+}
+
+void sched_shape_feedback(sched_shape *s, const char *site_name, const char *ip,
+                          const sl_backoff_rule *rule, const char *reply)
+{
+    ssite *site = site_get(s, site_name);
+    spair *p = pair_get(site, ip, sl_config_source(s->ctx->cfg, ip));
+    int64_t now = sl_now_ms();
+    pair_tick(s, p, now);
+    if (sched_backoff_apply(&p->bo, rule, now)) {
+        pair_apply_rate(p, now);
+        char *why = xasprintf("rule \"%s\" matched \"%.200s\"", rule->match, reply ? reply : "");
+        pair_publish(s, p, why);
+        free(why);
+    }
+    /* A lifted pair might let the site go sooner, a throttled one later:
+     * re-plan. */
+    if (site->queued && !s->stopping)
+        pump(site, false);
+}
+
+static void site_close_cb(uv_handle_t *h)
+{
+    ssite *site = h->data;
+    sched_shape *s = site->s;
+    free(site->name);
+    free(site);
+    if (--s->closing == 0)
+        free(s);
+}
+
+static void tick_close_cb(uv_handle_t *h)
+{
+    sched_shape *s = h->data;
+    if (--s->closing == 0)
+        free(s);
+}
+
+void sched_shape_free(sched_shape *s)
+{
+    if (!s)
+        return;
+    sl_consumer_free(s->cons);
+    s->closing = 1;
+    for (size_t i = 0; i < s->sites.n_slots; i++)
+        for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
+            ssite *site = e->val;
+            SL_ASSERT(site->queued == 0);
+            for (size_t k = 0; k < site->pairs.n_slots; k++)
+                for (sched_map_ent *pe = site->pairs.slots[k]; pe; pe = pe->next) {
+                    spair *p = pe->val;
+                    free(p->ip);
+                    free(p);
+                }
+            sched_map_free(&site->pairs);
+            s->closing++;
+            uv_close((uv_handle_t *)&site->timer, site_close_cb);
+        }
+    sched_map_free(&s->sites);
+    uv_close((uv_handle_t *)&s->tick, tick_close_cb);
+}

@@ -1,0 +1,51 @@
+/*
+ * shape - the second scheduler stage: sited -> dispatch.
+ *
+ * Each record of the sited topic (consumer group sluice-shape) joins its
+ * site's queue (one FIFO per priority: transactional, then normal, then
+ * bulk). A site is pumped on arrival and by its own timer: for the job at
+ * the head it picks a source IP of the job's pool (weighted round robin
+ * over the IPs that are usable for the site: not suspended or disabled by
+ * backoff, warm-up cap for the day not spent, token available within the
+ * look-ahead), takes a token from that (site, IP) bucket and publishes a
+ * Dispatch keyed "ip/site" stamped with send_at_ms (when its token is
+ * available), the pair's current rate and the site's connection limits,
+ * TLS policy, route and SOCKS5 proxy. A site waiting for tokens only arms
+ * its own timer: it never delays another site.
+ *
+ * Memory: at most scheduler.max_buffered jobs wait in shape. Beyond it the
+ * tail of the longest queue is parked on the retry topic whose delay fits
+ * the time that queue needs to drain (not_before_ms set), so a flood for
+ * one slow site costs Kafka space, not scheduler memory. A record held in
+ * a queue keeps its input offset un-stored until its Dispatch (or parked
+ * copy) is acknowledged.
+ *
+ * Adaptive backoff: sched_shape_feedback() applies a matched backoff rule
+ * to a (site, IP) pair; every state change publishes a SHAPING event and
+ * sets the gauges sluice_shape_rate_per_second{site,source} and
+ * sluice_shape_state{site,source,state}.
+ *
+ * On stop, queued jobs are dispatched at once with their reserved send
+ * times when an IP can take them, else parked, so the consumer drains.
+ * Loop thread only.
+ */
+#ifndef SLUICE_SCHED_SHAPE_H
+#define SLUICE_SCHED_SHAPE_H
+
+#include "sched_ctx.h"
+
+/* How far ahead of its send time a job is handed to the senders. */
+#define SCHED_SHAPE_LOOKAHEAD_MS 1000
+
+sched_shape *sched_shape_new(sched_ctx *ctx, char **err);
+bool sched_shape_ready(const sched_shape *s);
+void sched_shape_stop(sched_shape *s, sl_drained_cb cb, void *arg);
+void sched_shape_free(sched_shape *s);
+size_t sched_shape_buffered(const sched_shape *s);
+
+/* A reply matched rule for (site, ip): adapt. Unknown site or IP: the
+ * pair's state is created, so the next job already sees it. */
+void sched_shape_feedback(sched_shape *s, const char *site, const char *ip,
+                          const sl_backoff_rule *rule, const char *reply);
+
+#endif
