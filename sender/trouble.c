@@ -1,0 +1,405 @@
+/*
+ * trouble - delivery-error policy; see trouble.h for the contract.
+ *
+ * The order of decisions is: conditions without a reply (network,
+ * timeout, TLS, protocol, null MX) by stage; then 421, which always ends
+ * the connection; then the reply class (2xx/3xx expected, 4xx temporary,
+ * 5xx permanent) by stage. The bounce class comes from the configured
+ * rules, then from the built-in table below, then "unknown".
+ */
+#include "trouble.h"
+
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct trouble_rule {
+    regex_t re;
+    Sluice__V1__BounceClass cls;
+    bool hard;
+} trouble_rule;
+
+struct sl_trouble {
+    trouble_rule *rules; /* the configured ones */
+    size_t n_rules;
+    trouble_rule *builtin;
+    size_t n_builtin;
+};
+
+/* Real-world replies the configured rules may not cover. First match wins:
+ * specific enhanced codes and tell-tale texts before the generic ones. */
+static const struct {
+    const char *match;
+    Sluice__V1__BounceClass cls;
+    bool hard;
+} builtin_rules[] = {
+    /* Microsoft: 5.7.606-649 "banned sending IP", 5.7.511 banned. */
+    {"^5[0-9]{2} 5\\.7\\.(6[0-4][0-9]|511)", SLUICE__V1__BOUNCE_CLASS__BOUNCE_REPUTATION, false},
+    {"RecipientNotFound|recipient not found", SLUICE__V1__BOUNCE_CLASS__BOUNCE_INVALID_RECIPIENT,
+     true},
+    {"^5[0-9]{2} 5\\.1\\.10|null MX", SLUICE__V1__BOUNCE_CLASS__BOUNCE_BAD_DOMAIN, true},
+    {"^5[0-9]{2} 5\\.(1\\.[136]|2\\.1) ", SLUICE__V1__BOUNCE_CLASS__BOUNCE_INVALID_RECIPIENT, true},
+    {"^5[0-9]{2} 5\\.(1\\.2|4\\.4) ", SLUICE__V1__BOUNCE_CLASS__BOUNCE_BAD_DOMAIN, true},
+    /* 5.1.7/5.1.8: our sender address, not the recipient. */
+    {"^[45][0-9]{2} [45]\\.1\\.[78] ", SLUICE__V1__BOUNCE_CLASS__BOUNCE_POLICY, false},
+    {"^[45][0-9]{2} [45]\\.2\\.2 |mailbox (is )?full|over ?quota|quota exceeded|"
+     "insufficient (system )?storage|^552 [^0-9]",
+     SLUICE__V1__BOUNCE_CLASS__BOUNCE_MAILBOX_FULL, false},
+    {"^[45][0-9]{2} [45]\\.7\\.(10|11|5) |STARTTLS|TLS (is )?required|encryption required",
+     SLUICE__V1__BOUNCE_CLASS__BOUNCE_TLS, false},
+    {"blocklist|blacklist|block list|black list|spamhaus|spamcop|barracuda|"
+     "reputation|banned|blocked using|listed (at|in|by)|TSS0[0-9]|unusual rate|"
+     "rate limit|too many (messages|connections)|temporarily deferred|throttl",
+     SLUICE__V1__BOUNCE_CLASS__BOUNCE_REPUTATION, false},
+    {"spam|unsolicited|junk mail|bulk mail", SLUICE__V1__BOUNCE_CLASS__BOUNCE_SPAM_BLOCK, false},
+    {"^[45][0-9]{2} [45]\\.(3\\.4|6\\.[0-9]+) |virus|malware|too (big|large)|"
+     "size (limit|exceeds)|message content",
+     SLUICE__V1__BOUNCE_CLASS__BOUNCE_CONTENT, false},
+    {"^[45][0-9]{2} [45]\\.7\\.[0-9]+ ", SLUICE__V1__BOUNCE_CLASS__BOUNCE_POLICY, false},
+    {"^5[0-9]{2} .*(user unknown|unknown user|no such (user|mailbox|recipient)|"
+     "does ?n.t exist|invalid (recipient|mailbox|address)|unknown (recipient|mailbox)|"
+     "mailbox (not found|does not exist)|recipient (address )?rejected|"
+     "address rejected|(doesn.t|does not) have an? [^ ]+ account|not a valid (recipient|mailbox)|account (is )?(disabled|inactive))",
+     SLUICE__V1__BOUNCE_CLASS__BOUNCE_INVALID_RECIPIENT, true},
+    {"^5[0-9]{2} .*(domain not found|no such domain|host not found|unrouteable|"
+     "no route to)",
+     SLUICE__V1__BOUNCE_CLASS__BOUNCE_BAD_DOMAIN, true},
+    {"^[45][0-9]{2} [45]\\.1\\.[0-9]+ ", SLUICE__V1__BOUNCE_CLASS__BOUNCE_POLICY, false},
+};
+#define N_BUILTIN (sizeof(builtin_rules) / sizeof(builtin_rules[0]))
+
+/* --- replies -------------------------------------------------------------- */
+
+void sl_reply_free(sl_reply *r)
+{
+    if (!r)
+        return;
+    free(r->text);
+    r->text = NULL;
+    r->text_len = 0;
+}
+
+/* Length of a leading "C.S.D" enhanced code whose class is cls, followed by
+ * a space or the end; 0 when there is none. */
+static size_t enh_len(const char *p, size_t n, char cls)
+{
+    if (n < 5 || p[0] != cls || p[1] != '.')
+        return 0;
+    size_t i = 2, d = 0;
+    while (i < n && p[i] >= '0' && p[i] <= '9' && d < 3)
+        i++, d++;
+    if (d == 0 || i >= n || p[i] != '.')
+        return 0;
+    i++;
+    d = 0;
+    while (i < n && p[i] >= '0' && p[i] <= '9' && d < 3)
+        i++, d++;
+    if (d == 0 || (i < n && p[i] != ' '))
+        return 0;
+    return i;
+}
+
+int sl_reply_parse(const char *buf, size_t len, sl_reply *out, size_t *used)
+{
+    memset(out, 0, sizeof(*out));
+    *used = 0;
+    sl_buf text = SL_BUF_INIT;
+    size_t i = 0;
+    int code = 0, lines = 0;
+    for (;;) {
+        const char *nl = memchr(buf + i, '\n', len - i);
+        if (!nl) {
+            sl_buf_free(&text);
+            /* Too long a line is malformed, not merely incomplete. */
+            return len - i > SL_REPLY_MAX_LINE ? SL_EPARSE : SL_EAGAIN;
+        }
+        size_t end = (size_t)(nl - buf);
+        size_t le = (end > i && buf[end - 1] == '\r') ? end - 1 : end;
+        const char *l = buf + i;
+        size_t ll = le - i;
+        if (ll > SL_REPLY_MAX_LINE || ll < 3 || memchr(l, '\0', ll) || ++lines > SL_REPLY_MAX_LINES)
+            goto bad;
+        if (l[0] < '2' || l[0] > '5' || l[1] < '0' || l[1] > '5' || l[2] < '0' || l[2] > '9')
+            goto bad;
+        int c = (l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0');
+        if (code && c != code)
+            goto bad;
+        code = c;
+        bool more = false;
+        size_t t = 3;
+        if (ll > 3) {
+            if (l[3] == '-')
+                more = true;
+            else if (l[3] != ' ')
+                goto bad;
+            t = 4;
+        }
+        size_t el = enh_len(l + t, ll - t, l[0]);
+        if (el) {
+            if (lines == 1)
+                snprintf(out->enh, sizeof(out->enh), "%.*s", (int)el, l + t);
+            t += el;
+            if (t < ll)
+                t++; /* the space after the code */
+        }
+        if (lines > 1)
+            sl_buf_putc(&text, '\n');
+        sl_buf_append(&text, l + t, ll - t);
+        i = end + 1;
+        if (!more)
+            break;
+    }
+    out->code = code;
+    out->lines = lines;
+    if (!text.data)
+        sl_buf_append(&text, "", 0);
+    out->text = sl_buf_steal(&text, &out->text_len);
+    *used = i;
+    return 0;
+bad:
+    sl_buf_free(&text);
+    memset(out, 0, sizeof(*out));
+    return SL_EPARSE;
+}
+
+/* --- rules ---------------------------------------------------------------- */
+
+static int compile_rule(trouble_rule *r, const char *match, char **err, const char *what)
+{
+    int rc = regcomp(&r->re, match, REG_EXTENDED | REG_ICASE | REG_NOSUB);
+    if (rc != 0) {
+        char m[256];
+        regerror(rc, &r->re, m, sizeof(m));
+        if (err)
+            *err = xasprintf("%s: invalid regex '%s': %s", what, match, m);
+        return SL_ECONFIG;
+    }
+    return 0;
+}
+
+int sl_trouble_new(const sl_config *cfg, sl_trouble **out, char **err)
+{
+    if (err)
+        *err = NULL;
+    *out = NULL;
+    sl_trouble *t = xcalloc(1, sizeof(*t));
+    size_t n = cfg ? cfg->n_bounce_rules : 0;
+    t->rules = xcalloc(n ? n : 1, sizeof(*t->rules));
+    for (size_t i = 0; i < n; i++) {
+        const sl_bounce_rule *br = &cfg->bounce_rules[i];
+        char what[64];
+        snprintf(what, sizeof(what), "bounce_rules[%zu]", i);
+        if (!br->match || !br->class_name) {
+            if (err)
+                *err = xasprintf("%s: no match or class", what);
+            sl_trouble_free(t);
+            return SL_ECONFIG;
+        }
+        if (sl_bounce_class_from_name(br->class_name, &t->rules[i].cls) != 0 ||
+            t->rules[i].cls == SLUICE__V1__BOUNCE_CLASS__BOUNCE_NONE) {
+            if (err)
+                *err = xasprintf("%s: unknown bounce class '%s'", what, br->class_name);
+            sl_trouble_free(t);
+            return SL_ECONFIG;
+        }
+        if (compile_rule(&t->rules[i], br->match, err, what) < 0) {
+            sl_trouble_free(t);
+            return SL_ECONFIG;
+        }
+        t->rules[i].hard = br->hard;
+        t->n_rules++;
+    }
+    t->builtin = xcalloc(N_BUILTIN, sizeof(*t->builtin));
+    for (size_t i = 0; i < N_BUILTIN; i++) {
+        if (compile_rule(&t->builtin[i], builtin_rules[i].match, err, "built-in bounce rule") < 0)
+            sl_panic("trouble: built-in rule %zu does not compile: %s", i, err ? *err : "");
+        t->builtin[i].cls = builtin_rules[i].cls;
+        t->builtin[i].hard = builtin_rules[i].hard;
+        t->n_builtin++;
+    }
+    *out = t;
+    return 0;
+}
+
+void sl_trouble_free(sl_trouble *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->n_rules; i++)
+        regfree(&t->rules[i].re);
+    for (size_t i = 0; i < t->n_builtin; i++)
+        regfree(&t->builtin[i].re);
+    free(t->rules);
+    free(t->builtin);
+    free(t);
+}
+
+Sluice__V1__BounceClass sl_trouble_classify(const sl_trouble *t, const sl_reply *r, bool *hard,
+                                            int *rule)
+{
+    *hard = false;
+    if (rule)
+        *rule = -1;
+    if (!r || r->code < 400)
+        return SLUICE__V1__BOUNCE_CLASS__BOUNCE_NONE;
+    /* "CODE ENH TEXT" with the lines joined by spaces. */
+    char stack[1024];
+    size_t need = r->text_len + sizeof(r->enh) + 8;
+    char *s = need <= sizeof(stack) ? stack : xmalloc(need);
+    int n = snprintf(s, need, "%d %s%s", r->code, r->enh, r->enh[0] ? " " : "");
+    for (size_t i = 0; i < r->text_len; i++)
+        s[n + (int)i] = r->text[i] == '\n' ? ' ' : r->text[i];
+    s[n + (int)r->text_len] = 0;
+    Sluice__V1__BounceClass cls = SLUICE__V1__BOUNCE_CLASS__BOUNCE_UNKNOWN;
+    bool found = false;
+    for (size_t i = 0; i < t->n_rules && !found; i++) {
+        if (regexec(&t->rules[i].re, s, 0, NULL, 0) == 0) {
+            cls = t->rules[i].cls;
+            *hard = t->rules[i].hard;
+            if (rule)
+                *rule = (int)i;
+            found = true;
+        }
+    }
+    for (size_t i = 0; i < t->n_builtin && !found; i++) {
+        if (regexec(&t->builtin[i].re, s, 0, NULL, 0) == 0) {
+            cls = t->builtin[i].cls;
+            *hard = t->builtin[i].hard;
+            found = true;
+        }
+    }
+    if (s != stack)
+        free(s);
+    if (r->code < 500)
+        *hard = false;
+    return cls;
+}
+
+/* --- policy --------------------------------------------------------------- */
+
+static void verdict(sl_trouble_verdict *v, sl_trouble_action a, sl_trouble_scope s, bool close,
+                    const char *reason)
+{
+    v->action = a;
+    v->scope = s;
+    v->close = close;
+    v->reason = reason;
+    v->last_mx_action = a == SL_ACT_NEXT_MX ? SL_ACT_DEFER : a;
+}
+
+static bool before_mail(sl_smtp_stage s)
+{
+    return s == SL_STAGE_CONNECT || s == SL_STAGE_GREETING || s == SL_STAGE_EHLO ||
+           s == SL_STAGE_STARTTLS;
+}
+
+void sl_trouble_decide(const sl_trouble *t, sl_smtp_stage stage, sl_smtp_cond cond,
+                       const sl_reply *r, sl_trouble_verdict *v)
+{
+    memset(v, 0, sizeof(*v));
+    v->rule = -1;
+    v->bounce_class = SLUICE__V1__BOUNCE_CLASS__BOUNCE_NONE;
+
+    if (cond == SL_COND_REPLY && !r)
+        cond = SL_COND_PROTOCOL;
+    if (cond == SL_COND_NULL_MX) {
+        verdict(v, SL_ACT_BOUNCE, SL_SCOPE_MESSAGE, false, "domain has a null MX");
+        v->bounce_class = SLUICE__V1__BOUNCE_CLASS__BOUNCE_BAD_DOMAIN;
+        v->hard = true;
+        return;
+    }
+    if (cond != SL_COND_REPLY) {
+        /* No usable reply: the connection is unusable. */
+        v->bounce_class = cond == SL_COND_TLS ? SLUICE__V1__BOUNCE_CLASS__BOUNCE_TLS
+                                              : SLUICE__V1__BOUNCE_CLASS__BOUNCE_UNKNOWN;
+        const char *why = cond == SL_COND_TIMEOUT    ? "timed out"
+                          : cond == SL_COND_TLS      ? "TLS failure"
+                          : cond == SL_COND_PROTOCOL ? "malformed reply"
+                                                     : "connection lost";
+        if (stage == SL_STAGE_RSET || stage == SL_STAGE_QUIT) {
+            verdict(v, SL_ACT_OK, SL_SCOPE_NONE, true, why);
+        } else if (before_mail(stage)) {
+            verdict(v, SL_ACT_NEXT_MX, SL_SCOPE_CONNECTION, true,
+                    stage == SL_STAGE_CONNECT ? "cannot connect" : why);
+        } else if (stage == SL_STAGE_DOT) {
+            /* The server may have taken the message and we missed the
+             * reply: retry, and say the retry may be a duplicate. */
+            verdict(v, SL_ACT_DEFER, SL_SCOPE_CONNECTION, true, why);
+            v->possible_duplicate = cond == SL_COND_TIMEOUT || cond == SL_COND_NETWORK;
+        } else {
+            verdict(v, SL_ACT_DEFER, SL_SCOPE_CONNECTION, true, why);
+        }
+        return;
+    }
+
+    int code = r->code;
+    int cls = code / 100;
+    bool ok = stage == SL_STAGE_DATA ? cls == 3 : cls == 2;
+    if (ok) {
+        verdict(v, SL_ACT_OK, SL_SCOPE_NONE, stage == SL_STAGE_QUIT, "ok");
+        return;
+    }
+    if (cls == 2 || cls == 3) {
+        /* 354 where 250 belongs or the reverse: the peer is confused. */
+        verdict(v, before_mail(stage) ? SL_ACT_NEXT_MX : SL_ACT_DEFER, SL_SCOPE_CONNECTION, true,
+                "unexpected reply");
+        v->bounce_class = SLUICE__V1__BOUNCE_CLASS__BOUNCE_UNKNOWN;
+        return;
+    }
+    v->bounce_class = sl_trouble_classify(t, r, &v->hard, &v->rule);
+
+    if (stage == SL_STAGE_RSET || stage == SL_STAGE_QUIT) {
+        verdict(v, SL_ACT_OK, SL_SCOPE_NONE, true, "reset refused");
+        v->hard = false;
+        return;
+    }
+    if (code == 421) {
+        verdict(v, before_mail(stage) ? SL_ACT_NEXT_MX : SL_ACT_DEFER, SL_SCOPE_CONNECTION, true,
+                "service not available (421)");
+        v->hard = false;
+        return;
+    }
+    if (before_mail(stage)) {
+        static const char *const why[] = {"connect refused", "greeting refused",
+                                          "EHLO refused", "STARTTLS refused"};
+        verdict(v, SL_ACT_NEXT_MX, SL_SCOPE_CONNECTION, true, why[stage]);
+        if (stage == SL_STAGE_STARTTLS)
+            v->bounce_class = SLUICE__V1__BOUNCE_CLASS__BOUNCE_TLS;
+        /* A 5xx greeting or EHLO refusal is about us (IP, name), never about
+         * the address: a soft bounce at the last MX, as Postfix does. */
+        v->last_mx_action = cls == 5 && stage != SL_STAGE_STARTTLS ? SL_ACT_BOUNCE : SL_ACT_DEFER;
+        v->hard = false;
+        return;
+    }
+    sl_trouble_action a = cls == 5 ? SL_ACT_BOUNCE : SL_ACT_DEFER;
+    switch (stage) {
+    case SL_STAGE_MAIL:
+        verdict(v, a, SL_SCOPE_MESSAGE, false, "sender rejected");
+        /* MAIL FROM refusals are about the sender, not the recipient. */
+        v->hard = false;
+        break;
+    case SL_STAGE_RCPT:
+        verdict(v, a, SL_SCOPE_RECIPIENT, false, "recipient rejected");
+        break;
+    case SL_STAGE_DATA:
+        verdict(v, a, SL_SCOPE_MESSAGE, false, "DATA refused");
+        break;
+    default: /* SL_STAGE_DOT */
+        verdict(v, a, SL_SCOPE_MESSAGE, false, "message refused");
+        break;
+    }
+}
+
+const char *sl_smtp_stage_name(sl_smtp_stage s)
+{
+    static const char *const names[] = {"connect", "greeting", "ehlo", "starttls", "mail",
+                                        "rcpt",    "data",     "dot",  "rset",     "quit"};
+    return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
+}
+
+const char *sl_trouble_action_name(sl_trouble_action a)
+{
+    static const char *const names[] = {"ok", "defer", "bounce", "next-mx"};
+    return (unsigned)a < sizeof(names) / sizeof(names[0]) ? names[a] : "unknown";
+}
