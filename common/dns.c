@@ -907,8 +907,8 @@ sl_dns *sl_dns_new(uv_loop_t *loop, const sl_config *cfg, char **err)
     uv_timer_init(loop, &dns->defer_timer);
     dns->defer_timer.data = dns;
     dns->open_handles = 2;
-    /* The retry timer alone must not keep a drained loop alive forever, but
-     * it only runs while queries are pending, so a referenced timer is right. */
+    /* Both timers run only while there is work (queries pending, hits
+     * queued), so an idle resolver keeps no loop alive. */
     return dns;
 }
 
@@ -1020,7 +1020,8 @@ static int dns_lookup(sl_dns *dns, int type, const char *name, dns_waiter *w)
         e->refs += e->outstanding;
         sl_metric_inc("sluice_dns_queries_total", "type=\"a\"", 1);
         ares_query(dns->channel, norm, ns_c_in, ns_t_a, on_a, e);
-        if (dns->ipv6 && !dns->closing) {
+        /* outstanding counts this query already: it must be sent. */
+        if (dns->ipv6) {
             sl_metric_inc("sluice_dns_queries_total", "type=\"aaaa\"", 1);
             ares_query(dns->channel, norm, ns_c_in, ns_t_aaaa, on_aaaa, e);
         }
