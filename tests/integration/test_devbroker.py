@@ -8,8 +8,10 @@ port file with a deadline; nothing sleeps for synchronisation.
 import os
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
+import time
 import unittest
 
 from sluicetest import Proc, bin_path, wait_for
@@ -25,6 +27,75 @@ def read_complete(path):
     except FileNotFoundError:
         return None
     return text if text.endswith("\n") else None
+
+
+class KafkaConn:
+    """Just enough of the Kafka wire protocol (ApiVersions v0, Metadata v0)
+    to see from the outside that control commands reach the brokers."""
+
+    def __init__(self, addr):
+        host, port = addr.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        self.corr = 0
+
+    def close(self):
+        self.sock.close()
+
+    def _recvn(self, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise EOFError("broker closed the connection")
+            buf += chunk
+        return buf
+
+    def request(self, api_key, body=b""):
+        self.corr += 1
+        cid = b"sluice-test"
+        msg = struct.pack(">hhih", api_key, 0, self.corr, len(cid)) + cid + body
+        self.sock.sendall(struct.pack(">i", len(msg)) + msg)
+        size, = struct.unpack(">i", self._recvn(4))
+        data = self._recvn(size)
+        corr, = struct.unpack(">i", data[:4])
+        assert corr == self.corr, (corr, self.corr)
+        return data[4:]
+
+    def api_versions_error(self):
+        return struct.unpack(">h", self.request(18)[:2])[0]
+
+    def leaders(self, topic):
+        """{partition: leader broker id} of topic."""
+        name = topic.encode()
+        d = self.request(3, struct.pack(">ih", 1, len(name)) + name)
+        off = 0
+
+        def take(fmt):
+            nonlocal off
+            v = struct.unpack_from(fmt, d, off)[0]
+            off += struct.calcsize(fmt)
+            return v
+
+        def string():
+            nonlocal off
+            n = take(">h")
+            off += n
+            return d[off - n:off].decode()
+
+        for _ in range(take(">i")):             # brokers: id, host, port
+            take(">i"), string(), take(">i")
+        out = {}
+        for _ in range(take(">i")):             # topics
+            take(">h"), string()
+            for _ in range(take(">i")):         # partitions
+                take(">h")
+                pid, leader = take(">i"), take(">i")
+                for _ in range(take(">i")):     # replicas
+                    take(">i")
+                for _ in range(take(">i")):     # isr
+                    take(">i")
+                out[pid] = leader
+        return out
 
 
 class DevBroker:
@@ -155,6 +226,61 @@ class DevBrokerTest(unittest.TestCase):
                 self.assertEqual(reply.split(" ", 1)[0].strip(), want, "%r -> %r" % (cmd, reply))
         # The topic the mock was asked about must not have appeared.
         self.assertNotIn("no.such.topic", b.command("topics"))
+
+    def test_control_commands_reach_the_brokers(self):
+        b = self.start(["--brokers", "3"])
+        addrs = b.bootstrap.split(",")
+        k = KafkaConn(addrs[0])
+        self.addCleanup(k.close)
+        self.assertEqual(k.api_versions_error(), 0)
+
+        # leader: the metadata the brokers serve follows the command.
+        before = k.leaders("sluice.jobs")
+        self.assertIn(0, before)
+        target = 1 + before[0] % 3
+        self.assertEqual(b.command("leader sluice.jobs 0 %d" % target).split()[0], "ok")
+        self.assertEqual(wait_for(lambda: k.leaders("sluice.jobs")[0] == target, 10,
+                                  "new leader in metadata"), True)
+
+        # errors: exactly COUNT requests fail with that code, then all is well.
+        self.assertEqual(b.command("errors ApiVersions 2 REQUEST_TIMED_OUT").split()[0], "ok")
+        self.assertEqual([k.api_versions_error() for _ in range(3)], [7, 7, 0])
+        # clear drops what is still queued.
+        b.command("errors ApiVersions 5 NOT_LEADER_FOR_PARTITION")
+        self.assertEqual(b.command("clear"), "ok cleared")
+        self.assertEqual(k.api_versions_error(), 0)
+
+        # rtt: answers from that broker come late; 0 removes the delay.
+        self.assertEqual(b.command("rtt 1 300").split()[0], "ok")
+        t0 = time.monotonic()
+        k.api_versions_error()
+        self.assertGreaterEqual(time.monotonic() - t0, 0.25)
+        b.command("rtt 1 0")
+        t0 = time.monotonic()
+        k.api_versions_error()
+        self.assertLess(time.monotonic() - t0, 0.25)
+
+        # broker down: its connections close and new ones are refused;
+        # broker up: it serves again.
+        self.assertEqual(b.command("broker down 1"), "ok broker 1 down")
+        with self.assertRaises((EOFError, ConnectionError)):
+            k.api_versions_error()
+        with self.assertRaises(ConnectionError):
+            KafkaConn(addrs[0]).api_versions_error()
+        k2 = KafkaConn(addrs[1])    # the others are unaffected
+        self.addCleanup(k2.close)
+        self.assertEqual(k2.api_versions_error(), 0)
+        self.assertEqual(b.command("broker up 1"), "ok broker 1 up")
+        k3 = wait_for(lambda: self._try_conn(addrs[0]), 10, "broker 1 back up")
+        self.addCleanup(k3.close)
+        self.assertEqual(k3.api_versions_error(), 0)
+
+    @staticmethod
+    def _try_conn(addr):
+        try:
+            return KafkaConn(addr)
+        except ConnectionError:
+            return None
 
     def test_several_control_connections(self):
         b = self.start(["--brokers", "1"])
