@@ -424,6 +424,39 @@ static void test_coalescing(void **state)
     env_done(&e);
 }
 
+/* Many names at once: the table grows, every lookup completes once. */
+typedef struct many {
+    int calls;
+    int nx;
+} many;
+
+static void on_mx_many(const sl_dns_mx_result *r, void *arg)
+{
+    many *m = arg;
+    m->calls++;
+    if (r->status == SL_DNS_NXDOMAIN)
+        m->nx++;
+}
+
+static void test_many_in_flight(void **state)
+{
+    env e;
+    env_init(&e);
+    many m = {0, 0};
+    char name[64];
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof name, "many-%d.test", i);
+        assert_int_equal(sl_dns_mx(e.dns, name, on_mx_many, &m), 0);
+        assert_int_equal(sl_dns_mx(e.dns, name, on_mx_many, &m), 0); /* coalesced */
+    }
+    run_until(&e, &m.calls, 600, 10000);
+    assert_int_equal(m.calls, 600);
+    assert_int_equal(m.nx, 600);
+    assert_int_equal(sl_dns_cache_size(e.dns), 300);
+    assert_int_equal(srv_count("many-299.test", "MX"), 1);
+    env_done(&e);
+}
+
 static void test_addr(void **state)
 {
     env e;
@@ -663,6 +696,7 @@ int main(void)
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_ttl_cache),
         cmocka_unit_test(test_coalescing),
+        cmocka_unit_test(test_many_in_flight),
         cmocka_unit_test(test_addr),
         cmocka_unit_test(test_addr_ipv6_off),
         cmocka_unit_test(test_big_answer_over_tcp),
