@@ -540,6 +540,8 @@ int main(int argc, char **argv)
     sigaddset(&stop, SIGTERM);
     sigaddset(&stop, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    /* A reader that closed our stdout must not kill the cluster. */
+    signal(SIGPIPE, SIG_IGN);
 
     broker b = {.n_brokers = (int)n_brokers, .listen_fd = -1};
     for (int i = 0; i < BROKER_MAX_CLIENTS; i++)
