@@ -45,9 +45,9 @@
 #include "metrics.h"
 #include "util.h"
 
-#define DNS_MAX_TTL (24 * 3600)   /* cap on positive answers */
-#define DNS_MAX_NEG_TTL 3600      /* cap on negative answers (RFC 2308 5) */
-#define DNS_DEFAULT_NEG_TTL 60    /* negative answer without an SOA */
+#define DNS_MAX_TTL (24 * 3600) /* cap on positive answers */
+#define DNS_MAX_NEG_TTL 3600    /* cap on negative answers (RFC 2308 5) */
+#define DNS_DEFAULT_NEG_TTL 60  /* negative answer without an SOA */
 #define DNS_DEFAULT_CACHE_MAX 10000
 #define DNS_MAX_ADDRS 64
 
@@ -59,13 +59,13 @@ typedef struct dns_entry dns_entry;
 
 typedef struct dns_waiter {
     struct dns_waiter *next;
-    dns_entry *entry;          /* queued cache hits only: holds a reference */
+    dns_entry *entry; /* queued cache hits only: holds a reference */
     union {
         sl_dns_mx_cb mx;
         sl_dns_addr_cb addr;
     } cb;
     void *arg;
-    bool cached;               /* queued: deliver as a cache hit */
+    bool cached; /* queued: deliver as a cache hit */
 } dns_waiter;
 
 /* One family's answer of an address lookup, kept until both are in. */
@@ -82,7 +82,7 @@ struct dns_entry {
     char *name;
     unsigned hash;
     int refs;
-    bool pending;              /* queries outstanding */
+    bool pending; /* queries outstanding */
     bool in_table;
     int outstanding;
     dns_entry *hnext;
@@ -91,8 +91,8 @@ struct dns_entry {
 
     sl_dns_status status;
     uint32_t ttl;
-    int64_t expires_ms;        /* monotonic */
-    sl_dns_mx_host *mx;        /* owns the host strings */
+    int64_t expires_ms; /* monotonic */
+    sl_dns_mx_host *mx; /* owns the host strings */
     size_t n_mx;
     sl_dns_ip *ips;
     size_t n_ips;
@@ -117,8 +117,8 @@ struct sl_dns {
 
     dns_entry **buckets;
     size_t n_buckets;
-    size_t n_entries;          /* in the table, pending or not */
-    size_t n_cached;           /* on the LRU list */
+    size_t n_entries; /* in the table, pending or not */
+    size_t n_cached;  /* on the LRU list */
     size_t cache_max;
     dns_entry *lru_head, *lru_tail; /* head: most recently used */
 
@@ -126,8 +126,8 @@ struct sl_dns {
 
     bool ipv6;
     uint64_t rng;
-    int busy;                  /* depth of our calls into c-ares / callbacks */
-    bool starting;             /* inside ares_query(): callbacks must be queued */
+    int busy;      /* depth of our calls into c-ares / callbacks */
+    bool starting; /* inside ares_query(): callbacks must be queued */
     bool closing;
     bool free_requested;
 };
@@ -622,8 +622,8 @@ static void on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int 
         ttl = clamp_ttl(neg_ttl, DNS_MAX_NEG_TTL);
     }
     if (st != SL_DNS_CANCELLED)
-        sl_debug("dns: MX %s: %s (%zu hosts, ttl %u, %d timeouts)", e->name,
-                 sl_dns_status_name(st), e->n_mx, ttl, timeouts);
+        sl_debug("dns: MX %s: %s (%zu hosts, ttl %u, %d timeouts)", e->name, sl_dns_status_name(st),
+                 e->n_mx, ttl, timeouts);
     e->outstanding--;
     entry_complete(dns, e, cacheable, ttl);
     entry_unref(e); /* the query's reference */
@@ -711,8 +711,8 @@ static void addr_finish(sl_dns *dns, dns_entry *e)
     bool cacheable = !temp4 && !temp6;
     uint32_t ttl = p4->ttl < p6->ttl ? p4->ttl : p6->ttl;
     if (e->status != SL_DNS_CANCELLED)
-        sl_debug("dns: addr %s: %s (%zu addresses, ttl %u)", e->name,
-                 sl_dns_status_name(e->status), e->n_ips, cacheable ? ttl : 0);
+        sl_debug("dns: addr %s: %s (%zu addresses, ttl %u)", e->name, sl_dns_status_name(e->status),
+                 e->n_ips, cacheable ? ttl : 0);
     entry_complete(dns, e, cacheable, cacheable ? ttl : 0);
 }
 

@@ -90,26 +90,26 @@ typedef struct sl_dns_mx_host {
 
 typedef struct sl_dns_mx_result {
     sl_dns_status status;
-    const char *domain;         /* the name asked for, normalised */
-    const sl_dns_mx_host *hosts;/* n_hosts entries when status is OK */
+    const char *domain;          /* the name asked for, normalised */
+    const sl_dns_mx_host *hosts; /* n_hosts entries when status is OK */
     size_t n_hosts;
-    uint32_t ttl;               /* seconds left in the cache; 0 for failures */
-    bool cached;                /* served from the cache */
+    uint32_t ttl; /* seconds left in the cache; 0 for failures */
+    bool cached;  /* served from the cache */
 } sl_dns_mx_result;
 
 typedef struct sl_dns_ip {
-    int family;                 /* AF_INET or AF_INET6 */
+    int family; /* AF_INET or AF_INET6 */
     union {
         struct in_addr v4;
         struct in6_addr v6;
     } addr;
-    char text[46];              /* INET6_ADDRSTRLEN: "192.0.2.1", "2001:db8::1" */
+    char text[46]; /* INET6_ADDRSTRLEN: "192.0.2.1", "2001:db8::1" */
 } sl_dns_ip;
 
 typedef struct sl_dns_addr_result {
-    sl_dns_status status;       /* OK when there is at least one address */
-    const char *host;           /* the name asked for, normalised */
-    const sl_dns_ip *addrs;     /* IPv4 first, then IPv6 */
+    sl_dns_status status;   /* OK when there is at least one address */
+    const char *host;       /* the name asked for, normalised */
+    const sl_dns_ip *addrs; /* IPv4 first, then IPv6 */
     size_t n_addrs;
     uint32_t ttl;
     bool cached;

@@ -25,7 +25,8 @@ static const char *records_json =
     "\"tie.test\": {\"MX\": [[10, \"a.tie.test\"], [10, \"b.tie.test\"], [20, \"c.tie.test\"],"
     "               [5, \"z.tie.test\"]], \"ttl\": 300},"
     "\"example.test\": {\"MX\": [[10, \"mx1.example.test\"]], \"ttl\": 300},"
-    "\"mx1.example.test\": {\"A\": [\"127.0.0.1\", \"127.0.0.2\"], \"AAAA\": [\"::1\"], \"ttl\": 120},"
+    "\"mx1.example.test\": {\"A\": [\"127.0.0.1\", \"127.0.0.2\"], \"AAAA\": [\"::1\"], \"ttl\": "
+    "120},"
     "\"v4only.test\": {\"A\": [\"127.0.0.5\"], \"ttl\": 120},"
     "\"nullmx.test\": {\"MX\": [[0, \".\"]], \"ttl\": 300},"
     "\"noemail.test\": {\"A\": [\"127.0.0.3\"]},"
@@ -524,7 +525,11 @@ static void test_big_answer_over_tcp(void **state)
 static void test_bad_names(void **state)
 {
     static const char *bad[] = {
-        "", ".", "a..b", ".leading.test", "sp ace.test",
+        "",
+        ".",
+        "a..b",
+        ".leading.test",
+        "sp ace.test",
         "a123456789012345678901234567890123456789012345678901234567890123.test",
     };
     env e;
