@@ -331,7 +331,7 @@ static void test_many_vars(void **state)
     sl_buf body = SL_BUF_INIT;
     sl_buf_puts(&body, "From: a@b\n\n");
     const char *names[40], *values[40];
-    char nbuf[40][8];
+    char nbuf[40][16];
     for (int i = 0; i < 40; i++) {
         snprintf(nbuf[i], sizeof(nbuf[i]), "v%d", i);
         names[i] = nbuf[i];
