@@ -749,6 +749,7 @@ static void on_handle_closed(uv_handle_t *h)
 }
 
 static void on_ares_timer(uv_timer_t *t);
+static void dns_close_handle(uv_handle_t *h);
 
 static void timer_update(sl_dns *dns)
 {
@@ -805,7 +806,7 @@ static void on_sock_state(void *data, ares_socket_t fd, int readable, int writab
         if (s) {
             *pp = s->next;
             /* Before c-ares closes fd: uv_close detaches it from epoll now. */
-            uv_close((uv_handle_t *)&s->poll, on_handle_closed);
+            dns_close_handle((uv_handle_t *)&s->poll);
         }
         return;
     }
@@ -912,6 +913,16 @@ sl_dns *sl_dns_new(uv_loop_t *loop, const sl_config *cfg, char **err)
     return dns;
 }
 
+/* A shutdown that uv_walk()s and closes every handle may have closed ours
+ * already, with its own callback: closing twice would abort in libuv, and
+ * freeing the memory under a pending close would be worse, so such a
+ * resolver is leaked instead (the process is exiting anyway). */
+static void dns_close_handle(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, on_handle_closed);
+}
+
 static void dns_teardown(sl_dns *dns)
 {
     dns->busy++;
@@ -931,10 +942,10 @@ static void dns_teardown(sl_dns *dns)
     while (dns->socks) {
         dns_sock *s = dns->socks;
         dns->socks = s->next;
-        uv_close((uv_handle_t *)&s->poll, on_handle_closed);
+        dns_close_handle((uv_handle_t *)&s->poll);
     }
-    uv_close((uv_handle_t *)&dns->ares_timer, on_handle_closed);
-    uv_close((uv_handle_t *)&dns->defer_timer, on_handle_closed);
+    dns_close_handle((uv_handle_t *)&dns->ares_timer);
+    dns_close_handle((uv_handle_t *)&dns->defer_timer);
 }
 
 static void dns_maybe_finish_free(sl_dns *dns)

@@ -57,7 +57,8 @@
  * sl_dns_free() completes every pending lookup with SL_DNS_CANCELLED
  * (callbacks must not start new lookups on this resolver then), and closes
  * the libuv handles; the memory is released in their close callbacks, so
- * let the loop run once more (uv_run) before uv_loop_close().
+ * let the loop run once more (uv_run) before uv_loop_close(). Call it
+ * before any uv_walk() that closes every handle of the loop.
  */
 #ifndef SLUICE_DNS_H
 #define SLUICE_DNS_H
