@@ -58,9 +58,17 @@ class SinkTest(unittest.TestCase):
         self.sinks = []
 
     def tearDown(self):
-        for s in self.sinks:
-            s.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            for s in self.sinks:
+                # A clean exit after SIGTERM, and nothing from the
+                # sanitizers when built with them.
+                rc = s.stop()
+                err = s.proc.stderr()
+                self.assertEqual(rc, 0, s.proc.output())
+                self.assertNotIn("runtime error", err)
+                self.assertNotIn("AddressSanitizer", err)
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def sink(self, *args):
         s = start_sink(self.tmp, list(args))
@@ -288,7 +296,8 @@ class SinkTest(unittest.TestCase):
         sink.proc.send_signal(signal.SIGUSR1)
         wait_for(lambda: "messages=1" in sink.proc.stdout(), 10, "SIGUSR1 counters")
         self.assertTrue(sink.proc.alive())
-        self.assertEqual(sink.stop(), 0)
+        sink.stop()
+        self.assertEqual(sink.proc.returncode, 0)
         self.assertEqual(sink.proc.stdout().count("messages=1"), 2)
         self.assertIn("connections=1 ", sink.proc.stdout())
 
