@@ -16,6 +16,7 @@
 #include "config.h"
 #include "kafka.h"
 #include "wire.h"
+#include "log.h"
 #include "util.h"
 
 #include <stdarg.h>
@@ -61,6 +62,7 @@ struct sluice_client {
     size_t cap_meta, cap_metap;
     char **rcptp;
     size_t cap_rcptp;
+    bool accepted_events;
 };
 
 typedef struct job_ctx {
@@ -70,8 +72,9 @@ typedef struct job_ctx {
     size_t bytes;
     char job_id[27];
     char *domain;
+    uint8_t *packed;   /* the job as published, for ACCEPTED events; or NULL */
     size_t n;
-    char *rcpts[]; /* then the strings */
+    char *rcpts[]; /* then the strings, then packed */
 } job_ctx;
 
 static int seterr(sluice_client *c, int code, const char *fmt, ...)
@@ -108,6 +111,7 @@ sluice_client *sluice_client_new_from_config(const struct sl_config *cfg, char *
     c->jobs_topic = sl_config_topic(cfg, "jobs");
     c->max_job_bytes = cfg->scheduler.max_job_bytes ? cfg->scheduler.max_job_bytes
                                                     : DEFAULT_MAX_JOB_BYTES;
+    c->accepted_events = true;
     return c;
 }
 
@@ -161,6 +165,11 @@ int sluice_flush(sluice_client *c, int timeout_ms)
 size_t sluice_outstanding(const sluice_client *c)
 {
     return sl_producer_outstanding(c->p);
+}
+
+void sluice_client_set_accepted_events(sluice_client *c, bool on)
+{
+    c->accepted_events = on;
 }
 
 /* ---- validation ---- */
@@ -236,34 +245,61 @@ static void grow(void **p, size_t *cap, size_t need, size_t elem)
 
 /* ---- publishing ---- */
 
+/* One ACCEPTED event per recipient of an acknowledged job, so that event
+ * counts are recipient counts as for every later stage. Fire and forget:
+ * sluice_flush() still waits for them, and a job's durability does not
+ * depend on its event. */
+static void job_publish_accepted(sluice_client *c, const job_ctx *j)
+{
+    sl_job *job = NULL;
+    const char *why;
+    if (sl_job_decode(j->packed, j->bytes, &job, &why) != 0)
+        sl_panic("libsluice: cannot decode a job it packed: %s", why);
+    for (size_t i = 0; i < job->n_recipients; i++) {
+        sl_event e;
+        sl_event_from_job(&e, SLUICE__V1__EVENT_TYPE__EVENT_ACCEPTED, job, "producer");
+        e.recipient = job->recipients[i];
+        if (sl_event_publish(c->p, c->cfg, &e, NULL, NULL) != 0)
+            sl_log_job(SL_LOG_WARN, job->job_id, "libsluice: ACCEPTED event not published");
+    }
+    sl_job_free(job);
+}
+
 static void job_done(void *arg, int err)
 {
     job_ctx *j = arg;
-    sluice_job_result r = {
-        .job_id = j->job_id,
-        .domain = j->domain,
-        .recipients = (const char *const *)j->rcpts,
-        .n_recipients = j->n,
-        .err = err,
-        .bytes = j->bytes,
-    };
-    j->cb(j->arg, &r);
+    if (err == 0 && j->packed)
+        job_publish_accepted(j->c, j);
+    if (j->cb) {
+        sluice_job_result r = {
+            .job_id = j->job_id,
+            .domain = j->domain,
+            .recipients = (const char *const *)j->rcpts,
+            .n_recipients = j->n,
+            .err = err,
+            .bytes = j->bytes,
+        };
+        j->cb(j->arg, &r);
+    }
     free(j);
 }
 
 static job_ctx *job_ctx_new(sluice_client *c, const rcpt *rc, const size_t *idx, size_t n,
-                            const char *job_id, sluice_result_cb cb, void *arg)
+                            const char *job_id, sluice_result_cb cb, void *arg,
+                            const sl_buf *packed)
 {
     size_t strs = 0;
     for (size_t i = 0; i < n; i++)
         strs += strlen(rc[idx[i]].addr) + 1;
     const char *dom = rc[idx[0]].addr + rc[idx[0]].at + 1;
     strs += strlen(dom) + 1;
-    job_ctx *j = xmalloc(sizeof *j + n * sizeof(char *) + strs);
+    size_t plen = c->accepted_events ? packed->len : 0;
+    job_ctx *j = xmalloc(sizeof *j + n * sizeof(char *) + strs + plen);
     j->c = c;
     j->cb = cb;
     j->arg = arg;
     j->n = n;
+    j->bytes = packed->len;
     memcpy(j->job_id, job_id, 27);
     char *s = (char *)&j->rcpts[n];
     for (size_t i = 0; i < n; i++) {
@@ -274,6 +310,12 @@ static job_ctx *job_ctx_new(sluice_client *c, const rcpt *rc, const size_t *idx,
     }
     memcpy(s, dom, strlen(dom) + 1);
     j->domain = s;
+    s += strlen(dom) + 1;
+    j->packed = NULL;
+    if (plen) {
+        memcpy(s, packed->data, plen);
+        j->packed = (uint8_t *)s;
+    }
     return j;
 }
 
@@ -459,10 +501,8 @@ int sluice_send(sluice_client *c, const sluice_message *m, sluice_result_cb cb, 
         job.n_recipients = k;
         sl_pack(&job.base, &c->pack);
         job_ctx *j = NULL;
-        if (cb) {
-            j = job_ctx_new(c, c->rc, &c->order[i], k, job_id, cb, arg);
-            j->bytes = c->pack.len;
-        }
+        if (cb || c->accepted_events)
+            j = job_ctx_new(c, c->rc, &c->order[i], k, job_id, cb, arg, &c->pack);
         int prc = sl_producer_send(c->p, c->jobs_topic, dom, strlen(dom), c->pack.data,
                                    c->pack.len, NULL, 0, j ? job_done : NULL, j);
         if (prc && j)

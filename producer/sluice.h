@@ -135,6 +135,11 @@ sluice_client *sluice_client_new(const char *config_path, char **err);
 /* The same from a loaded config, which the client borrows: it must outlive
  * the client. */
 sluice_client *sluice_client_new_from_config(const struct sl_config *cfg, char **err);
+/* Whether every acknowledged job also publishes one ACCEPTED event per
+ * recipient on the events topic (stage "producer"), so that analytics and
+ * `sluice events` see a message from the moment it is durable. On by
+ * default; costs one more record per recipient. */
+void sluice_client_set_accepted_events(sluice_client *c, bool on);
 /* Frees the client. Unacknowledged jobs are lost and their callbacks never
  * fire: call sluice_flush() first. */
 void sluice_client_free(sluice_client *c);

@@ -1,0 +1,208 @@
+"""Integration tests of the producer side: `sluice send` through libsluice
+to a real (dev) broker, read back with `sluice events --jobs` and
+`sluice events --json`.
+
+Every test gets its own devbroker (random ports) and config file."""
+
+import json
+import os
+import subprocess
+import tempfile
+import unittest
+
+from sluicetest import Proc, bin_path, wait_for
+
+DEADLINE = 60
+
+
+def start_devbroker(tmpdir):
+    """Start sluice-devbroker; return (proc, bootstrap)."""
+    port_file = os.path.join(tmpdir, "broker.port")
+    proc = Proc("sluice-devbroker", ["--port-file", port_file], tmpdir=tmpdir)
+
+    def ready():
+        if not proc.alive():
+            raise AssertionError("sluice-devbroker exited early\n" + proc.output())
+        try:
+            with open(port_file) as f:
+                text = f.read().strip()
+        except FileNotFoundError:
+            return None
+        return text or None
+
+    bootstrap = wait_for(ready, 20, "devbroker port file")
+    return proc, bootstrap.splitlines()[0]
+
+
+class ProducerCase(unittest.TestCase):
+    def setUp(self):
+        self._tmp = tempfile.TemporaryDirectory(prefix="sluice-producer-")
+        self.tmp = self._tmp.name
+        self.broker, self.bootstrap = start_devbroker(self.tmp)
+        self.cfg = self.write("sluice.yaml", "kafka:\n  bootstrap: %s\n" % self.bootstrap)
+
+    def tearDown(self):
+        self.broker.stop()
+        self._tmp.cleanup()
+
+    def write(self, name, text, mode="w"):
+        path = os.path.join(self.tmp, name)
+        with open(path, mode) as f:
+            f.write(text)
+        return path
+
+    def sluice(self, *args, timeout=DEADLINE, input=None):
+        env = dict(os.environ)
+        env.pop("SLUICE_CONFIG", None)
+        return subprocess.run([bin_path("sluice")] + [str(a) for a in args],
+                              capture_output=True, text=True, timeout=timeout,
+                              input=input, env=env)
+
+    def jobs(self):
+        r = self.sluice("events", "-c", self.cfg, "--jobs")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return [json.loads(line) for line in r.stdout.splitlines()]
+
+    def events(self, *extra):
+        r = self.sluice("events", "-c", self.cfg, "--json", *extra)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+class TestSend(ProducerCase):
+    def test_send_splits_by_domain_and_reports_acks(self):
+        body = self.write("body.txt", "Hello,\nthis is a test.\n")
+        r = self.sluice("send", "-c", self.cfg, "--from", "news@example.net",
+                        "--to", "a@Example.COM, b@example.com", "--to", "c@bücher.de",
+                        "--subject", "Grüße", "--body-file", body,
+                        "--tenant", "acme", "--campaign", "spring", "--pool", "p1",
+                        "--priority", "transactional", "--meta", "order=42", "--expire", "2h")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        lines = r.stdout.splitlines()
+        self.assertEqual(len(lines), 2, r.stdout)
+        accepted = {}
+        for line in lines:
+            job_id, status, domain, rcpts = line.split(" ")
+            self.assertEqual(status, "accepted")
+            self.assertEqual(len(job_id), 26)
+            accepted[domain] = (job_id, rcpts.split(","))
+        self.assertEqual(sorted(accepted), ["example.com", "xn--bcher-kva.de"])
+        self.assertEqual(sorted(accepted["example.com"][1]), ["a@example.com", "b@example.com"])
+
+        jobs = {j["domain"]: j for j in self.jobs()}
+        self.assertEqual(sorted(jobs), ["example.com", "xn--bcher-kva.de"])
+        j = jobs["example.com"]
+        self.assertEqual(j["key"], "example.com")
+        self.assertEqual(j["job_id"], accepted["example.com"][0])
+        self.assertEqual(j["version"], 1)
+        self.assertEqual(sorted(j["recipients"]), ["a@example.com", "b@example.com"])
+        self.assertEqual(j["mail_from"], "news@example.net")
+        self.assertEqual((j["tenant"], j["campaign"], j["pool"], j["priority"]),
+                         ("acme", "spring", "p1", "transactional"))
+        self.assertEqual(j["meta"], {"order": "42"})
+        self.assertGreater(j["expires_at_ms"], j["created_at_ms"] + 7000 * 1000)
+        raw = j["raw"]
+        self.assertIn("Subject: =?UTF-8?B?", raw)
+        self.assertIn("From: news@example.net\r\n", raw)
+        self.assertTrue(raw.endswith("this is a test.\r\n"), raw)
+        self.assertNotIn("\n\n", raw.replace("\r\n", ""))
+        self.assertEqual(jobs["xn--bcher-kva.de"]["recipients"], ["c@xn--bcher-kva.de"])
+
+        # One ACCEPTED event per recipient, after the ack.
+        ev = self.events("--type", "accepted")
+        self.assertEqual(sorted(e["recipient"] for e in ev),
+                         ["a@example.com", "b@example.com", "c@xn--bcher-kva.de"])
+        for e in ev:
+            self.assertEqual(e["stage"], "producer")
+            self.assertEqual(e["campaign"], "spring")
+            self.assertEqual(e["meta"], {"order": "42"})
+
+    def test_raw_file_gets_crlf_and_json_output(self):
+        raw = self.write("msg.eml", "From: x@example.net\nTo: y@example.org\nSubject: raw\n\nbody\n")
+        r = self.sluice("send", "-c", self.cfg, "--from", "x@example.net",
+                        "--to", "y@example.org", "--raw-file", raw, "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = json.loads(r.stdout)
+        self.assertEqual(out["status"], "accepted")
+        self.assertEqual(out["recipients"], ["y@example.org"])
+        [job] = self.jobs()
+        self.assertEqual(job["job_id"], out["job_id"])
+        self.assertEqual(job["raw"],
+                         "From: x@example.net\r\nTo: y@example.org\r\nSubject: raw\r\n\r\nbody\r\n")
+
+    def test_raw_from_stdin(self):
+        r = self.sluice("send", "-c", self.cfg, "--from", "x@example.net",
+                        "--to", "y@example.org", "--raw-file", "-",
+                        input="From: x@example.net\r\n\r\nstdin body\r\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        [job] = self.jobs()
+        self.assertIn("stdin body", job["raw"])
+
+    def test_template_send(self):
+        r = self.sluice("send", "-c", self.cfg, "--from", "x@example.net",
+                        "--to", "y@example.org", "--template", "welcome",
+                        "--var", "name=Yves", "--var", "code=a=b")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        [job] = self.jobs()
+        self.assertEqual(job["template_id"], "welcome")
+        self.assertEqual(job["vars"], {"name": "Yves", "code": "a=b"})
+        self.assertNotIn("raw", job)
+
+    def test_invalid_addresses_exit_2_and_publish_nothing(self):
+        body = self.write("body.txt", "hi\n")
+        cases = [
+            (["--to", "good@example.com,bad@exa mple.com"], "recipient 2"),
+            (["--to", "user@localhost"], "not fully qualified"),
+            (["--to", "a..b@example.com"], "consecutive dots"),
+            (["--to", "x@[127.0.0.1]"], "address literals"),
+        ]
+        for extra, msg in cases:
+            r = self.sluice("send", "-c", self.cfg, "--from", "x@example.net",
+                            "--subject", "s", "--body-file", body, *extra)
+            self.assertEqual(r.returncode, 2, (extra, r.stdout, r.stderr))
+            self.assertIn(msg, r.stderr)
+            self.assertIn("invalid address", r.stderr)
+            self.assertEqual(r.stdout, "")
+        r = self.sluice("send", "-c", self.cfg, "--from", "not-an-address",
+                        "--to", "y@example.org", "--subject", "s", "--body-file", body)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("from \"not-an-address\": missing '@'", r.stderr)
+        # A header injection attempt through the subject is refused too.
+        r = self.sluice("send", "-c", self.cfg, "--from", "x@example.net",
+                        "--to", "y@example.org", "--subject", "s\r\nBcc: z@example.org",
+                        "--body-file", body)
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertEqual(self.jobs(), [])
+
+    def test_bad_usage_and_config(self):
+        body = self.write("body.txt", "hi\n")
+        for args in (["send"],
+                     ["send", "-c", self.cfg, "--from", "x@example.net", "--to", "y@example.org"],
+                     ["send", "-c", self.cfg, "--from", "x@example.net", "--to", "y@example.org",
+                      "--subject", "s", "--body-file", body, "--raw-file", body],
+                     ["send", "-c", self.cfg, "--from", "x@example.net", "--to", "y@example.org",
+                      "--subject", "s", "--body-file", body, "--priority", "urgent"],
+                     ["send", "-c", self.cfg, "--from", "x@example.net", "--to", "y@example.org",
+                      "--subject", "s", "--body-file", os.path.join(self.tmp, "missing")],
+                     ["send", "-c", self.cfg, "--bogus"]):
+            r = self.sluice(*args)
+            self.assertEqual(r.returncode, 2, (args, r.stderr))
+            self.assertTrue(r.stderr.strip(), args)
+        bad = self.write("bad.yaml", "kafka:\n  bootstrapp: x\n")
+        r = self.sluice("send", "-c", bad, "--from", "x@example.net", "--to", "y@example.org",
+                        "--subject", "s", "--body-file", body)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("bad.yaml:2", r.stderr)
+
+    def test_unreachable_kafka_is_not_reported_accepted(self):
+        body = self.write("body.txt", "hi\n")
+        cfg = self.write("dead.yaml", "kafka:\n  bootstrap: 127.0.0.1:1\n")
+        r = self.sluice("send", "-c", cfg, "--from", "x@example.net", "--to", "y@example.org",
+                        "--subject", "s", "--body-file", body, "--timeout", "2s")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertNotIn("accepted", r.stdout)
+        self.assertIn("not acknowledged", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
