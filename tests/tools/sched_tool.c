@@ -1,0 +1,332 @@
+/*
+ * sched_tool - produce Jobs and read back scheduler topics, for the
+ * scheduler's integration tests (tests/integration/test_scheduler*.py).
+ *
+ *   sched_tool produce -c CFG [--topic SUFFIX] [--key K] --to A[,B] [--count N]
+ *                      [--priority bulk|normal|transactional] [--pool P]
+ *                      [--tenant T] [--not-before-ms MS] [--expires-at-ms MS]
+ *                      [--created-at-ms MS] [--garbage] [--version N] [--id PREFIX]
+ *   sched_tool dump -c CFG --topic SUFFIX [--count N] [--timeout MS]
+ *   sched_tool event -c CFG --type deferred|bounced --site S --source-ip IP
+ *                    --code N --enh X.Y.Z --reply TEXT [--to A] [--tenant T]
+ *                    [--bounce-class NAME] [--hard]
+ *   sched_tool suppress -c CFG --tenant T --to A [--remove]
+ *
+ * produce sends N jobs (ids PREFIX-0..N-1) to the topic (default jobs),
+ * keyed by the recipients' domain, and waits for every acknowledgement.
+ * --garbage sends bytes that are not a protobuf. dump reads the topic from
+ * the beginning until N records (or the end after timeout) and prints one
+ * JSON object per record: the Dispatch, Job or Event fields the tests
+ * assert on, plus the key, the record timestamp and any headers.
+ */
+#include "config.h"
+#include "kafka.h"
+#include "reader.h"
+#include "util.h"
+#include "wire.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int acked, failed;
+
+static void ack_cb(void *arg, int err)
+{
+    (void)arg;
+    if (err)
+        failed++;
+    else
+        acked++;
+}
+
+static void json_job(sl_buf *b, const sl_job *j)
+{
+    sl_buf_puts(b, "\"job_id\":");
+    sl_buf_json_str(b, j->job_id, strlen(j->job_id));
+    sl_buf_puts(b, ",\"domain\":");
+    sl_buf_json_str(b, j->domain, strlen(j->domain));
+    sl_buf_puts(b, ",\"job_site\":");
+    sl_buf_json_str(b, j->site, strlen(j->site));
+    sl_buf_printf(b, ",\"priority\":%d,\"attempt\":%u,\"not_before_ms\":%lld,\"null_mx\":%s",
+                  (int)j->priority, j->attempt, (long long)j->not_before_ms,
+                  j->null_mx ? "true" : "false");
+    sl_buf_puts(b, ",\"recipients\":[");
+    for (size_t i = 0; i < j->n_recipients; i++) {
+        if (i)
+            sl_buf_putc(b, ',');
+        sl_buf_json_str(b, j->recipients[i], strlen(j->recipients[i]));
+    }
+    sl_buf_puts(b, "],\"mx\":[");
+    for (size_t i = 0; i < j->n_mx; i++) {
+        if (i)
+            sl_buf_putc(b, ',');
+        sl_buf_json_str(b, j->mx[i]->host, strlen(j->mx[i]->host));
+    }
+    sl_buf_putc(b, ']');
+}
+
+static int dump(const sl_config *cfg, const char *suffix, int count, int timeout_ms)
+{
+    char *topic = sl_config_topic(cfg, suffix);
+    char *err = NULL;
+    sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
+    if (!r) {
+        fprintf(stderr, "sched_tool: %s\n", err);
+        return 1;
+    }
+    int n = 0;
+    int64_t deadline = sl_mono_ms() + timeout_ms;
+    while ((count <= 0 || n < count) && sl_mono_ms() < deadline) {
+        rd_kafka_message_t *m = sl_reader_next(r, 100);
+        if (!m) {
+            if (count <= 0 && sl_reader_at_end(r))
+                break;
+            continue;
+        }
+        sl_buf b = SL_BUF_INIT;
+        sl_buf_puts(&b, "{\"key\":");
+        if (m->key)
+            sl_buf_json_str(&b, m->key, m->key_len);
+        else
+            sl_buf_puts(&b, "null");
+        rd_kafka_timestamp_type_t tt;
+        sl_buf_printf(&b, ",\"ts\":%lld,\"partition\":%d,\"offset\":%lld",
+                      (long long)rd_kafka_message_timestamp(m, &tt), m->partition,
+                      (long long)m->offset);
+        rd_kafka_headers_t *hdrs = NULL;
+        if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR && hdrs) {
+            const char *name;
+            const void *val;
+            size_t vlen;
+            sl_buf_puts(&b, ",\"headers\":{");
+            for (size_t i = 0; !rd_kafka_header_get_all(hdrs, i, &name, &val, &vlen); i++) {
+                if (i)
+                    sl_buf_putc(&b, ',');
+                sl_buf_json_str(&b, name, strlen(name));
+                sl_buf_putc(&b, ':');
+                sl_buf_json_str(&b, val ? val : "", val ? vlen : 0);
+            }
+            sl_buf_putc(&b, '}');
+        }
+        const char *why;
+        if (!strcmp(suffix, "dispatch")) {
+            sl_dispatch *d = NULL;
+            if (m->payload && sl_dispatch_decode(m->payload, m->len, &d, &why) == 0) {
+                sl_buf_puts(&b, ",\"site\":");
+                sl_buf_json_str(&b, d->site, strlen(d->site));
+                sl_buf_puts(&b, ",\"source_ip\":");
+                sl_buf_json_str(&b, d->source_ip, strlen(d->source_ip));
+                sl_buf_puts(&b, ",\"ehlo\":");
+                sl_buf_json_str(&b, d->ehlo, strlen(d->ehlo));
+                sl_buf_puts(&b, ",\"route\":");
+                sl_buf_json_str(&b, d->route, strlen(d->route));
+                sl_buf_puts(&b, ",\"pool\":");
+                sl_buf_json_str(&b, d->pool, strlen(d->pool));
+                sl_buf_printf(&b,
+                              ",\"send_at_ms\":%lld,\"rate_per_sec\":%g,\"max_connections\":%u,"
+                              "\"max_messages_per_connection\":%u,\"tls\":%d,",
+                              (long long)d->send_at_ms, d->rate_per_sec, d->max_connections,
+                              d->max_messages_per_connection, (int)d->tls);
+                json_job(&b, d->job);
+                sl_dispatch_free(d);
+            }
+        } else if (!strcmp(suffix, "events")) {
+            sl_event *e = NULL;
+            if (m->payload && sl_event_decode(m->payload, m->len, &e, &why) == 0) {
+                sl_buf_puts(&b, ",\"event\":");
+                sl_event_json(e, &b);
+                sl_event_free(e);
+            }
+        } else if (strcmp(suffix, "dlq")) {
+            sl_job *j = NULL;
+            if (m->payload && sl_job_decode(m->payload, m->len, &j, &why) == 0) {
+                sl_buf_putc(&b, ',');
+                json_job(&b, j);
+                sl_job_free(j);
+            }
+        }
+        sl_buf_putc(&b, '}');
+        puts(b.data);
+        fflush(stdout);
+        sl_buf_free(&b);
+        rd_kafka_message_destroy(m);
+        n++;
+    }
+    sl_reader_free(r);
+    free(topic);
+    return count > 0 && n < count ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs("usage: sched_tool produce|dump -c CFG ...\n", stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    const char *cfg_path = NULL, *suffix = NULL, *key = NULL, *to = "a@example.com";
+    const char *pool = "", *tenant = "", *idp = "job";
+    int count = 1, timeout = 20000, prio = 0, version = SLUICE_WIRE_VERSION;
+    long long not_before = 0, expires = 0, created = 0;
+    bool garbage = false, hard = false, remove_ = false;
+    const char *etype = "deferred", *site = "", *sip = "", *enh = "", *reply = "", *bclass = NULL;
+    int code = 0;
+    static const struct option opts[] = {
+        {"config", 1, 0, 'c'}, {"topic", 1, 0, 't'},  {"key", 1, 0, 'k'},
+        {"to", 1, 0, 'T'},     {"count", 1, 0, 'n'},  {"priority", 1, 0, 'P'},
+        {"pool", 1, 0, 'p'},   {"tenant", 1, 0, 'e'}, {"not-before-ms", 1, 0, 'b'},
+        {"expires-at-ms", 1, 0, 'x'}, {"created-at-ms", 1, 0, 'C'}, {"garbage", 0, 0, 'g'},
+        {"version", 1, 0, 'v'}, {"id", 1, 0, 'i'},    {"timeout", 1, 0, 'o'},
+        {"type", 1, 0, 'y'},   {"site", 1, 0, 's'},   {"source-ip", 1, 0, 'I'},
+        {"code", 1, 0, 'd'},   {"enh", 1, 0, 'E'},    {"reply", 1, 0, 'r'},
+        {"bounce-class", 1, 0, 'B'}, {"hard", 0, 0, 'H'}, {"remove", 0, 0, 'R'},
+        {0, 0, 0, 0}};
+    int o;
+    optind = 2;
+    while ((o = getopt_long(argc, argv, "c:", opts, NULL)) != -1) {
+        switch (o) {
+        case 'c': cfg_path = optarg; break;
+        case 't': suffix = optarg; break;
+        case 'k': key = optarg; break;
+        case 'T': to = optarg; break;
+        case 'n': count = atoi(optarg); break;
+        case 'P':
+            prio = !strcmp(optarg, "transactional") ? 2 : !strcmp(optarg, "normal") ? 1 : 0;
+            break;
+        case 'p': pool = optarg; break;
+        case 'e': tenant = optarg; break;
+        case 'b': not_before = atoll(optarg); break;
+        case 'x': expires = atoll(optarg); break;
+        case 'C': created = atoll(optarg); break;
+        case 'g': garbage = true; break;
+        case 'v': version = atoi(optarg); break;
+        case 'i': idp = optarg; break;
+        case 'o': timeout = atoi(optarg); break;
+        case 'y': etype = optarg; break;
+        case 's': site = optarg; break;
+        case 'I': sip = optarg; break;
+        case 'd': code = atoi(optarg); break;
+        case 'E': enh = optarg; break;
+        case 'r': reply = optarg; break;
+        case 'B': bclass = optarg; break;
+        case 'H': hard = true; break;
+        case 'R': remove_ = true; break;
+        default: return 2;
+        }
+    }
+    char *err = NULL;
+    sl_config *cfg = NULL;
+    if (sl_config_load(cfg_path, &cfg, &err) != 0) {
+        fprintf(stderr, "sched_tool: %s\n", err);
+        return 2;
+    }
+    if (!strcmp(cmd, "dump"))
+        return dump(cfg, suffix ? suffix : "dispatch", count, timeout);
+    sl_producer *p = sl_producer_new(cfg, NULL, &err);
+    if (!p) {
+        fprintf(stderr, "sched_tool: %s\n", err);
+        return 1;
+    }
+    if (!strcmp(cmd, "event") || !strcmp(cmd, "suppress")) {
+        int rc;
+        if (!strcmp(cmd, "event")) {
+            sl_event e = SLUICE__V1__EVENT__INIT;
+            e.version = SLUICE_WIRE_VERSION;
+            e.type = !strcmp(etype, "bounced") ? SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED
+                                               : SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED;
+            e.job_id = (char *)idp;
+            e.tenant = (char *)tenant;
+            e.recipient = (char *)to;
+            e.site = (char *)site;
+            e.source_ip = (char *)sip;
+            e.smtp_code = (uint32_t)code;
+            e.enhanced_code = (char *)enh;
+            e.reply = (char *)reply;
+            e.timestamp_ms = sl_now_ms();
+            e.bounce_hard = hard;
+            if (bclass)
+                sl_bounce_class_from_name(bclass, &e.bounce_class);
+            rc = sl_event_publish(p, cfg, &e, ack_cb, NULL);
+        } else {
+            char *t = sl_config_topic(cfg, "suppressions");
+            char *k = xasprintf("%s/%s", tenant, to);
+            sl_suppression su = SLUICE__V1__SUPPRESSION__INIT;
+            su.version = SLUICE_WIRE_VERSION;
+            su.tenant = (char *)tenant;
+            su.address = (char *)to;
+            su.reason = (char *)"manual";
+            sl_buf b = SL_BUF_INIT;
+            sl_pack(&su.base, &b);
+            rc = sl_producer_send(p, t, k, strlen(k), remove_ ? NULL : b.data,
+                                  remove_ ? 0 : b.len, NULL, 0, ack_cb, NULL);
+            sl_buf_free(&b);
+            free(k);
+            free(t);
+        }
+        if (rc || sl_producer_flush(p, timeout) || failed) {
+            fprintf(stderr, "sched_tool: not acknowledged\n");
+            return 1;
+        }
+        sl_producer_free(p);
+        sl_config_free(cfg);
+        puts("1 acked");
+        return 0;
+    }
+    if (strcmp(cmd, "produce"))
+        return 2;
+    char *topic = sl_config_topic(cfg, suffix ? suffix : "jobs");
+    char *rcpts = xstrdup(to);
+    char *list[64];
+    size_t nr = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(rcpts, ",", &save); t && nr < 64; t = strtok_r(NULL, ",", &save))
+        list[nr++] = t;
+    const char *at = nr ? strrchr(list[0], '@') : NULL;
+    char *domain = xstrdup(at ? at + 1 : "");
+    sl_lower(domain);
+    for (int i = 0; i < count; i++) {
+        sl_buf b = SL_BUF_INIT;
+        if (garbage) {
+            sl_buf_puts(&b, "\xff\xff this is not a protobuf");
+        } else {
+            sl_job j = SLUICE__V1__JOB__INIT;
+            char id[128];
+            snprintf(id, sizeof id, "%s-%d", idp, i);
+            j.version = (uint32_t)version;
+            j.job_id = id;
+            j.tenant = (char *)tenant;
+            j.pool = (char *)pool;
+            j.priority = (Sluice__V1__Priority)prio;
+            j.mail_from = (char *)"sender@example.net";
+            j.recipients = list;
+            j.n_recipients = nr;
+            j.domain = domain;
+            j.raw.data = (uint8_t *)"Subject: test\r\n\r\nhello\r\n";
+            j.raw.len = strlen((char *)j.raw.data);
+            j.created_at_ms = created ? created : sl_now_ms();
+            j.expires_at_ms = expires;
+            j.not_before_ms = not_before;
+            sl_pack(&j.base, &b);
+        }
+        const char *k = key ? key : domain;
+        if (sl_producer_send(p, topic, k, strlen(k), b.data, b.len, NULL, 0, ack_cb, NULL)) {
+            fprintf(stderr, "sched_tool: send failed\n");
+            return 1;
+        }
+        sl_buf_free(&b);
+    }
+    int rc = sl_producer_flush(p, timeout);
+    sl_producer_free(p);
+    free(rcpts);
+    free(domain);
+    free(topic);
+    sl_config_free(cfg);
+    if (rc || failed) {
+        fprintf(stderr, "sched_tool: %d acked, %d failed\n", acked, failed);
+        return 1;
+    }
+    printf("%d acked\n", acked);
+    return 0;
+}
