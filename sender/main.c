@@ -1,6 +1,281 @@
+/*
+ * sluice-sender - the SMTP delivery engine (thin main; the modules are in
+ * worker.c, pool.c, session.c, outcome.c, tmplstore.c, message.c).
+ *
+ * Skeleton: parse the config, set up, consume the dispatch topic on the
+ * main loop and hand each record to a worker loop by hash of its key, mark
+ * records done on the main loop as the workers finish them, drain on
+ * SIGTERM, exit 0.
+ *
+ * Drain: stop fetching; workers hand back dispatches that have not started
+ * and finish the transactions under way within sender.drain_timeout; when
+ * the consumer has nothing in flight it commits and closes. Dispatches that
+ * were handed back stay uncommitted (the next owner of the partition
+ * repeats them): then the process waits one commit interval so the offsets
+ * below them are committed, and exits 0.
+ */
+#include "config.h"
+#include "dkim.h"
+#include "kafka.h"
+#include "log.h"
+#include "metrics.h"
+#include "tls.h"
+#include "tmplstore.h"
+#include "trouble.h"
+#include "worker.h"
+
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
-int main(void)
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct sender {
+    sl_config *cfg;
+    uv_loop_t *loop;
+    sl_consumer *consumer;
+    snd_worker **workers;
+    int n_workers;
+    uv_async_t done_async;
+    pthread_mutex_t mu;
+    sl_record *done_head;       /* under mu */
+    uv_signal_t sigterm, sigint;
+    uv_timer_t drain_timer, check_timer;
+    bool draining, drained, finished;
+    int64_t drain_started, idle_since;
+} sender;
+
+static void on_record_done(void *arg, sl_record *rec)
 {
-    fputs("not yet\n", stderr);
-    return 1;
+    sender *s = arg;
+    pthread_mutex_lock(&s->mu);
+    rec->next__ = s->done_head;
+    s->done_head = rec;
+    pthread_mutex_unlock(&s->mu);
+    uv_async_send(&s->done_async);
+}
+
+static void on_done_async(uv_async_t *h)
+{
+    sender *s = h->data;
+    pthread_mutex_lock(&s->mu);
+    sl_record *r = s->done_head;
+    s->done_head = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (r) {
+        sl_record *n = r->next__;
+        sl_record_done(r);
+        r = n;
+    }
+}
+
+static uint32_t hash_key(const void *p, size_t n)
+{
+    const unsigned char *k = p;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ k[i]) * 16777619u;
+    return h;
+}
+
+static void on_record(void *arg, sl_record *rec)
+{
+    sender *s = arg;
+    uint32_t h = hash_key(rec->msg->key, rec->msg->key_len);
+    snd_worker_submit(s->workers[h % (uint32_t)s->n_workers], rec);
+}
+
+static void finish(sender *s, const char *how)
+{
+    if (s->finished)
+        return;
+    s->finished = true;
+    sl_info("sender stopping: %s", how);
+    for (int i = 0; i < s->n_workers; i++)
+        snd_worker_stop(s->workers[i]);
+    on_done_async(&s->done_async);
+    uv_stop(s->loop);
+}
+
+static void on_drained(void *arg)
+{
+    sender *s = arg;
+    s->drained = true;
+    finish(s, "drained, offsets committed");
+}
+
+static void on_check(uv_timer_t *t)
+{
+    sender *s = t->data;
+    size_t busy = 0;
+    for (int i = 0; i < s->n_workers; i++)
+        busy += snd_worker_busy(s->workers[i]);
+    if (busy) {
+        s->idle_since = 0;
+        return;
+    }
+    /* Nothing under way; what the consumer still holds was handed back.
+     * Let one commit interval pass so the offsets below it are committed. */
+    if (!s->idle_since)
+        s->idle_since = sl_mono_ms();
+    else if (sl_mono_ms() - s->idle_since > s->cfg->kafka.commit_interval_ms + 500)
+        finish(s, "work handed back, offsets below it committed");
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    sender *s = t->data;
+    sl_warn("drain timeout: transactions still under way are abandoned and will be repeated");
+    finish(s, "drain timeout");
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    sender *s = h->data;
+    if (s->draining) {
+        if (signum == SIGINT)
+            finish(s, "second interrupt");
+        return;
+    }
+    s->draining = true;
+    sl_info("signal %d: draining (at most %lld ms)", signum,
+            (long long)s->cfg->sender.drain_timeout_ms);
+    sl_http_set_ready(false);
+    sl_consumer_stop(s->consumer, on_drained, s);
+    for (int i = 0; i < s->n_workers; i++)
+        snd_worker_drain(s->workers[i]);
+    uv_timer_start(&s->drain_timer, on_drain_timeout, (uint64_t)s->cfg->sender.drain_timeout_ms, 0);
+    uv_timer_start(&s->check_timer, on_check, 100, 100);
+}
+
+static void usage(void)
+{
+    fputs("usage: sluice-sender [-c sluice.yaml]\n"
+          "Consumes the dispatch topic and delivers over SMTP; see docs/sender.md.\n",
+          stderr);
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    int opt;
+    while ((opt = getopt(argc, argv, "c:h")) != -1) {
+        switch (opt) {
+        case 'c': path = optarg; break;
+        case 'h': usage(); return 0;
+        default: usage(); return 2;
+        }
+    }
+    sl_log_init("sender", SL_LOG_INFO);
+    signal(SIGPIPE, SIG_IGN);
+    sender s = {0};
+    s.cfg = sl_config_load_or_exit(path);
+    const sl_config *cfg = s.cfg;
+    char *err = NULL;
+
+    if (cfg->metrics.listen) {
+        int port = 0;
+        if (sl_http_start(cfg->metrics.listen, &port, &err) < 0)
+            sl_fatal(1, "metrics on %s: %s", cfg->metrics.listen, err);
+        sl_info("metrics on port %d", port);
+    }
+    sl_trouble *trouble = NULL;
+    if (sl_trouble_new(cfg, &trouble, &err) < 0)
+        sl_fatal(2, "%s: %s", cfg->path, err);
+    sl_dkim_keyring *dkim = NULL;
+    if (cfg->n_dkim && sl_dkim_keyring_load(cfg, &dkim, &err) < 0)
+        sl_fatal(2, "%s: %s", cfg->path, err);
+    SSL_CTX *tls = sl_tls_client_ctx(&err);
+    if (!tls)
+        sl_fatal(1, "TLS: %s", err);
+    snd_tmplstore *templates = snd_tmplstore_start(cfg);
+
+    s.loop = uv_default_loop();
+    pthread_mutex_init(&s.mu, NULL);
+    uv_async_init(s.loop, &s.done_async, on_done_async);
+    s.done_async.data = &s;
+
+    s.n_workers = cfg->sender.workers;
+    if (s.n_workers <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        s.n_workers = n > 0 ? (int)n : 1;
+    }
+    snd_shared sh = {
+        .cfg = cfg,
+        .trouble = trouble,
+        .dkim = dkim,
+        .templates = templates,
+        .tls_ctx = tls,
+        .sender_id = cfg->sender.instance_id,
+        .record_done = on_record_done,
+        .record_done_arg = &s,
+    };
+    s.workers = xcalloc((size_t)s.n_workers, sizeof *s.workers);
+    for (int i = 0; i < s.n_workers; i++) {
+        s.workers[i] = snd_worker_start(&sh, i, &err);
+        if (!s.workers[i])
+            sl_fatal(1, "worker %d: %s", i, err);
+    }
+
+    char *topic = sl_config_topic(cfg, "dispatch");
+    const char *topics[] = {topic};
+    sl_consumer_opts co = {
+        .group = "sluice-sender",
+        .topics = topics,
+        .n_topics = 1,
+        .max_inflight = cfg->sender.max_inflight,
+        .on_record = on_record,
+        .arg = &s,
+    };
+    s.consumer = sl_consumer_new(cfg, s.loop, &co, &err);
+    if (!s.consumer)
+        sl_fatal(1, "consumer: %s", err);
+
+    uv_signal_init(s.loop, &s.sigterm);
+    uv_signal_init(s.loop, &s.sigint);
+    s.sigterm.data = s.sigint.data = &s;
+    uv_signal_start(&s.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&s.sigint, on_signal, SIGINT);
+    uv_timer_init(s.loop, &s.drain_timer);
+    uv_timer_init(s.loop, &s.check_timer);
+    s.drain_timer.data = s.check_timer.data = &s;
+
+    sl_metric_help("sluice_sender_attempts_total", SL_METRIC_COUNTER, "Delivery attempts started");
+    sl_metric_help("sluice_sender_delivered_total", SL_METRIC_COUNTER, "Recipients delivered");
+    sl_metric_help("sluice_sender_deferred_total", SL_METRIC_COUNTER, "Recipients deferred");
+    sl_metric_help("sluice_sender_bounced_total", SL_METRIC_COUNTER, "Recipients bounced");
+    sl_metric_help("sluice_sender_connections_open", SL_METRIC_GAUGE, "SMTP connections open");
+    sl_metric_help("sluice_sender_queue_wait_seconds", SL_METRIC_HISTOGRAM,
+                   "From send_at to the start of the SMTP transaction");
+    sl_http_set_ready(true);
+    sl_info("sender %s: %d workers consuming %s", cfg->sender.instance_id, s.n_workers, topic);
+
+    uv_run(s.loop, UV_RUN_DEFAULT);
+    if (!s.finished)
+        sl_fatal(1, "exited event loop");
+
+    if (s.drained)
+        sl_consumer_free(s.consumer);
+    /* Otherwise the consumer still holds handed-back records: it is left to
+     * the process exit, which is what makes them repeat elsewhere. */
+    snd_tmplstore_stop(templates);
+    SSL_CTX_free(tls);
+    if (dkim)
+        sl_dkim_keyring_free(dkim);
+    sl_trouble_free(trouble);
+    free(topic);
+    free(s.workers);
+    if (!s.drained) {
+        fflush(NULL);
+        _exit(0);
+    }
+    uv_close((uv_handle_t *)&s.done_async, NULL);
+    uv_close((uv_handle_t *)&s.sigterm, NULL);
+    uv_close((uv_handle_t *)&s.sigint, NULL);
+    uv_close((uv_handle_t *)&s.drain_timer, NULL);
+    uv_close((uv_handle_t *)&s.check_timer, NULL);
+    uv_run(s.loop, UV_RUN_DEFAULT);
+    sl_config_free(s.cfg);
+    return 0;
 }

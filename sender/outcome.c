@@ -1,0 +1,173 @@
+/*
+ * outcome - see outcome.h.
+ */
+#include "outcome.h"
+#include "log.h"
+#include "metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct acks {
+    int pending;
+    int err;
+    bool armed;     /* every send issued */
+    snd_outcome_cb done;
+    void *arg;
+} acks;
+
+static void maybe_done(acks *a)
+{
+    if (a->armed && a->pending == 0) {
+        a->done(a->arg, a->err);
+        free(a);
+    }
+}
+
+static void on_ack(void *arg, int err)
+{
+    acks *a = arg;
+    a->pending--;
+    if (err < 0 && !a->err)
+        a->err = err;
+    maybe_done(a);
+}
+
+int64_t snd_retry_delay(const sl_config *cfg, uint32_t attempt)
+{
+    if (!cfg->retry.n_delays)
+        return 60000;
+    size_t i = attempt < cfg->retry.n_delays ? attempt : cfg->retry.n_delays - 1;
+    return cfg->retry.delays_ms[i];
+}
+
+bool snd_retry_expired(const sl_config *cfg, const sl_job *job, int64_t now_ms, int64_t delay_ms)
+{
+    int64_t expiry = job->expires_at_ms ? job->expires_at_ms
+                                        : job->created_at_ms + cfg->retry.expiry_ms;
+    if (!job->expires_at_ms && !job->created_at_ms)
+        return false; /* no clock to measure from: let the retry stage decide */
+    return now_ms + delay_ms > expiry;
+}
+
+static const char *metric_for(Sluice__V1__EventType t)
+{
+    switch (t) {
+    case SLUICE__V1__EVENT_TYPE__EVENT_DELIVERED: return "sluice_sender_delivered_total";
+    case SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED: return "sluice_sender_deferred_total";
+    case SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED: return "sluice_sender_bounced_total";
+    default: return "sluice_sender_expired_total";
+    }
+}
+
+int snd_outcome_publish(sl_producer *p, const sl_config *cfg, const sl_dispatch *d,
+                        const snd_outcome_info *info, const snd_rcpt_outcome *r, size_t n,
+                        snd_outcome_cb done, void *arg)
+{
+    const sl_job *job = d->job;
+    int64_t now = sl_now_ms();
+    int64_t delay = snd_retry_delay(cfg, job->attempt);
+    bool expired = snd_retry_expired(cfg, job, now, delay);
+    char *retry_suffix = sl_config_retry_suffix(delay);
+    char *retry_topic = sl_config_topic(cfg, retry_suffix);
+    free(retry_suffix);
+
+    acks *a = xcalloc(1, sizeof *a);
+    a->done = done;
+    a->arg = arg;
+    int rc = 0;
+    char **deferred = xcalloc(n ? n : 1, sizeof *deferred);
+    size_t n_def = 0;
+
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        Sluice__V1__EventType type = r[i].type;
+        if (type == SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED) {
+            if (expired)
+                type = SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED;
+            else
+                deferred[n_def++] = (char *)r[i].rcpt;
+        }
+        sl_event e;
+        sl_event_from_job(&e, type, job, "sender");
+        e.recipient = (char *)r[i].rcpt;
+        if (d->site && *d->site)
+            e.site = d->site;
+        if (d->pool && *d->pool)
+            e.pool = d->pool;
+        e.source_ip = d->source_ip;
+        e.mx_host = (char *)(info->mx_host ? info->mx_host : "");
+        e.mx_ip = (char *)(info->mx_ip ? info->mx_ip : "");
+        e.tls_protocol = (char *)(info->tls_protocol ? info->tls_protocol : "");
+        e.tls_cipher = (char *)(info->tls_cipher ? info->tls_cipher : "");
+        e.message_id = (char *)(info->message_id ? info->message_id : "");
+        e.sender_id = (char *)(info->sender_id ? info->sender_id : "");
+        e.queue_ms = info->queue_ms;
+        e.smtp_ms = info->smtp_ms;
+        e.possible_duplicate = r[i].possible_duplicate;
+        e.reason = (char *)(r[i].reason ? r[i].reason : "");
+        if (r[i].reply) {
+            e.smtp_code = (uint32_t)r[i].reply->code;
+            e.enhanced_code = (char *)r[i].reply->enh;
+            e.reply = r[i].reply->text ? r[i].reply->text : (char *)"";
+        }
+        if (type == SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED) {
+            e.bounce_class = r[i].bounce_class;
+            e.bounce_hard = r[i].hard;
+        }
+        if (type == SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED) {
+            e.retry_topic = retry_topic;
+            e.next_attempt_ms = now + delay;
+        }
+        if (type == SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED)
+            e.reason = (char *)"expired: the next attempt would fall after the job's expiry";
+        a->pending++;
+        rc = sl_event_publish(p, cfg, &e, on_ack, a);
+        if (rc < 0)
+            a->pending--;
+        char l[256];
+        snprintf(l, sizeof l, "site=\"%s\",source=\"%s\"", d->site ? d->site : "",
+                 d->source_ip ? d->source_ip : "");
+        sl_metric_inc(metric_for(type), l, 1);
+        if (r[i].reply && r[i].reply->code) {
+            snprintf(l, sizeof l, "site=\"%s\",code=\"%d\"", d->site ? d->site : "",
+                     r[i].reply->code);
+            sl_metric_inc("sluice_sender_replies_total", l, 1);
+        }
+        sl_log_job(SL_LOG_INFO, job->job_id, "%s %s attempt %u: %s", sl_event_type_name(type),
+                   r[i].rcpt, job->attempt,
+                   r[i].reply && r[i].reply->text ? r[i].reply->text : e.reason);
+    }
+
+    if (rc == 0 && n_def) {
+        sl_job j = *job;
+        j.recipients = deferred;
+        j.n_recipients = n_def;
+        j.attempt = job->attempt + 1;
+        j.not_before_ms = now + delay;
+        if ((!j.site || !*j.site) && d->site)
+            j.site = d->site;
+        sl_buf b = SL_BUF_INIT;
+        sl_pack(&j.base, &b);
+        const char *key = j.site ? j.site : "";
+        a->pending++;
+        rc = sl_producer_send(p, retry_topic, key, strlen(key), b.data, b.len, NULL, 0, on_ack, a);
+        if (rc < 0)
+            a->pending--;
+        sl_buf_free(&b);
+    }
+    free(deferred);
+    free(retry_topic);
+    if (rc < 0) {
+        a->err = rc;
+        sl_error("publishing the outcome of job %s failed: %s", job->job_id, sl_strerror(rc));
+    }
+    /* Acknowledgements run on this thread, so none can have fired yet. */
+    a->armed = true;
+    if (a->pending == 0) {
+        int err = a->err;
+        free(a);
+        return err ? err : SL_EINVAL;
+    }
+    return 0;
+}

@@ -1,0 +1,55 @@
+/*
+ * pool - connection pools per (source IP, MX address) and the pacing of
+ * (site, source IP) pairs, for one worker loop.
+ *
+ * snd_pools_submit() queues a transaction for the destination described by
+ * the target (source IP or SOCKS5 proxy, MX address and port). Idle
+ * connections of that pool take it at once; otherwise a new connection is
+ * opened while the pool has fewer than max_conn (from the Dispatch). A
+ * connection carries at most max_msgs transactions, then QUITs; idle
+ * connections QUIT after target->timeouts.idle. The done callback fires
+ * exactly once per submitted transaction (never inside submit), with the
+ * per-recipient results in the txn. When a pool's last connection fails
+ * before it was established (connect refused, greeting not 220, TLS
+ * required but unavailable), every queued transaction completes with
+ * txn->session_failed and txn->session_reply set, so the caller can move on
+ * to the next MX. A failed opportunistic TLS handshake makes the pool try
+ * again in plain text (and remember that for that destination).
+ *
+ * snd_pacer_slot() returns when a message of the (site, source IP) pair
+ * keyed `key` may go: never before send_at_ms and, at rate_per_sec > 0, at
+ * least 1/rate after the previous one of that pair, so a backlog leaves at
+ * the carried rate instead of a burst. It books the slot it returns.
+ *
+ * Memory: targets are copied; txns belong to the caller. Loop thread only.
+ * Metrics: sluice_sender_connections_open{source}, and
+ * sluice_sender_connections_total{source,result}.
+ */
+#ifndef SLUICE_SND_POOL_H
+#define SLUICE_SND_POOL_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "session.h"
+
+typedef struct snd_pools snd_pools;
+typedef void (*snd_txn_cb)(snd_txn *t);
+
+snd_pools *snd_pools_new(uv_loop_t *loop);
+void snd_pools_submit(snd_pools *ps, const snd_target *tg, uint32_t max_conn, uint32_t max_msgs,
+                      snd_txn *t, snd_txn_cb done);
+/* Connections open (or opening) now. */
+size_t snd_pools_connections(const snd_pools *ps);
+/* QUIT every idle connection (shutdown); busy ones QUIT when done. */
+void snd_pools_quit_idle(snd_pools *ps);
+/* Only once snd_pools_connections() is 0. */
+void snd_pools_free(snd_pools *ps);
+
+typedef struct snd_pacer snd_pacer;
+snd_pacer *snd_pacer_new(void);
+int64_t snd_pacer_slot(snd_pacer *p, const char *key, int64_t send_at_ms, double rate_per_sec,
+                       int64_t now_ms);
+void snd_pacer_free(snd_pacer *p);
+
+#endif

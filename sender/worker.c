@@ -1,0 +1,824 @@
+/*
+ * worker - see worker.h. The delivery of one Dispatch runs through:
+ *   intake -> (slot timer) -> resolve -> next_target -> pool -> txn_done
+ *          -> [next MX | 452 resend | finish] -> outcome -> record_done.
+ */
+#include "worker.h"
+#include "dns.h"
+#include "log.h"
+#include "message.h"
+#include "metrics.h"
+#include "outcome.h"
+#include "pool.h"
+#include "session.h"
+#include "wire.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+
+typedef struct cand {
+    char *host;
+    uint16_t port;
+    char *ip;           /* resolved address, NULL until known */
+} cand;
+
+typedef struct rcpt_state {
+    bool final;
+    Sluice__V1__EventType type;
+    snd_reply reply;
+    Sluice__V1__BounceClass cls;
+    bool hard;
+    bool possible_duplicate;
+    const char *reason;
+} rcpt_state;
+
+typedef struct delivery {
+    struct snd_worker *w;
+    sl_record *rec;
+    sl_dispatch *d;
+    sl_buf msg;
+    char *message_id;
+    uv_timer_t timer;
+    bool timer_live;
+    bool started;       /* a transaction was submitted: drain lets it finish */
+    cand *cands;
+    size_t n_cands, cur;
+    rcpt_state *rs;     /* per job recipient */
+    char **pending;     /* recipients of the current transaction */
+    size_t *pending_idx;
+    size_t n_pending;
+    snd_txn txn;
+    int64_t slot_ms;
+    int64_t queue_ms, smtp_ms;
+    char tls_protocol[16], tls_cipher[64];
+    struct delivery *next, *prev;
+} delivery;
+
+struct snd_worker {
+    snd_shared sh;
+    int index;
+    uv_loop_t loop;
+    uv_async_t async;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    sl_record *in_head, *in_tail;   /* under mu */
+    bool drain_req, stop_req;       /* under mu */
+    bool draining;
+    atomic_size_t busy;
+    sl_producer *prod;
+    sl_dns *dns;
+    snd_pools *pools;
+    snd_pacer *pacer;
+    delivery *active;
+    uv_timer_t stop_timer;
+    uint16_t mx_port;
+};
+
+static void delivery_finish(delivery *dl);
+static void next_target(delivery *dl);
+
+/* ---- helpers ---- */
+
+static const char *job_id(const delivery *dl)
+{
+    return dl->d && dl->d->job && dl->d->job->job_id ? dl->d->job->job_id : "-";
+}
+
+static void to_sl_reply(const snd_reply *r, sl_reply *out)
+{
+    memset(out, 0, sizeof *out);
+    out->code = r->code;
+    snprintf(out->enh, sizeof out->enh, "%s", r->enh);
+    sl_buf b = SL_BUF_INIT;
+    const char *p = r->text ? r->text : "";
+    bool first = true;
+    while (*p) {
+        const char *e = strchr(p, '\n');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        const char *t = p;
+        if (n >= 3 && t[0] >= '2' && t[0] <= '5') {
+            t += 3, n -= 3;
+            if (n && (*t == ' ' || *t == '-'))
+                t++, n--;
+        }
+        size_t el = strlen(r->enh);
+        if (first && el && n >= el && !strncmp(t, r->enh, el)) {
+            t += el, n -= el;
+            while (n && *t == ' ')
+                t++, n--;
+        }
+        if (b.len)
+            sl_buf_putc(&b, '\n');
+        sl_buf_append(&b, t, n);
+        out->lines++;
+        first = false;
+        p = e ? e + 1 : p + n + (size_t)(t - p);
+        if (!e)
+            break;
+    }
+    out->text_len = b.len;
+    out->text = b.data ? sl_buf_steal(&b, NULL) : xstrdup("");
+}
+
+static void set_final(delivery *dl, size_t i, Sluice__V1__EventType type, const snd_reply *r,
+                      const sl_trouble_verdict *v, const char *reason)
+{
+    rcpt_state *s = &dl->rs[i];
+    s->final = true;
+    s->type = type;
+    if (r)
+        snd_reply_copy(&s->reply, r);
+    if (v) {
+        s->cls = v->bounce_class;
+        s->hard = v->hard;
+        s->possible_duplicate = v->possible_duplicate;
+        s->reason = v->reason;
+    }
+    if (reason)
+        s->reason = reason;
+}
+
+static Sluice__V1__EventType type_of(sl_trouble_action a)
+{
+    switch (a) {
+    case SL_ACT_OK: return SLUICE__V1__EVENT_TYPE__EVENT_DELIVERED;
+    case SL_ACT_BOUNCE: return SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED;
+    default: return SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED;
+    }
+}
+
+/* Every recipient without a final state gets type/r. */
+static void finish_all(delivery *dl, Sluice__V1__EventType type, const snd_reply *r,
+                       const sl_trouble_verdict *v, const char *reason)
+{
+    for (size_t i = 0; i < dl->d->job->n_recipients; i++)
+        if (!dl->rs[i].final)
+            set_final(dl, i, type, r, v, reason);
+    delivery_finish(dl);
+}
+
+static void finish_local(delivery *dl, sl_smtp_cond cond, int code, const char *enh,
+                         const char *text, const char *reason)
+{
+    snd_reply r = {0};
+    char *t = xasprintf("%d %s %s", code, enh, text);
+    snd_reply_set(&r, code, enh, t, true);
+    free(t);
+    r.stage = SL_STAGE_RCPT;
+    r.cond = cond;
+    sl_reply sr;
+    to_sl_reply(&r, &sr);
+    sl_trouble_verdict v;
+    sl_trouble_decide(dl->w->sh.trouble, SL_STAGE_RCPT, cond, cond == SL_COND_REPLY ? &sr : NULL,
+                      &v);
+    sl_reply_free(&sr);
+    finish_all(dl, type_of(v.action == SL_ACT_NEXT_MX ? v.last_mx_action : v.action), &r, &v,
+               reason);
+    snd_reply_clear(&r);
+}
+
+/* ---- completion ---- */
+
+static void delivery_free(delivery *dl)
+{
+    snd_worker *w = dl->w;
+    if (dl->prev)
+        dl->prev->next = dl->next;
+    else
+        w->active = dl->next;
+    if (dl->next)
+        dl->next->prev = dl->prev;
+    if (dl->d) {
+        for (size_t i = 0; i < dl->d->job->n_recipients; i++)
+            snd_reply_clear(&dl->rs[i].reply);
+        sl_dispatch_free(dl->d);
+    }
+    for (size_t i = 0; i < dl->n_cands; i++) {
+        free(dl->cands[i].host);
+        free(dl->cands[i].ip);
+    }
+    free(dl->cands);
+    free(dl->rs);
+    free(dl->pending);
+    free(dl->pending_idx);
+    snd_txn_reset(&dl->txn);
+    sl_buf_free(&dl->msg);
+    free(dl->message_id);
+    free(dl);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    delivery_free(h->data);
+}
+
+static void delivery_release(delivery *dl, bool done)
+{
+    snd_worker *w = dl->w;
+    if (done && dl->rec)
+        w->sh.record_done(w->sh.record_done_arg, dl->rec);
+    dl->rec = NULL;
+    atomic_fetch_sub(&w->busy, 1);
+    uv_close((uv_handle_t *)&dl->timer, on_timer_closed);
+}
+
+static void on_published(void *arg, int err)
+{
+    delivery *dl = arg;
+    if (err < 0) {
+        /* Never ack a record whose outcome is not in Kafka: leave it
+         * undone, so the offset stays below it and a restart repeats it. */
+        sl_log_job(SL_LOG_ERROR, job_id(dl), "outcome could not be published: %s; the dispatch "
+                   "stays uncommitted", sl_strerror(err));
+        delivery_release(dl, false);
+        return;
+    }
+    delivery_release(dl, true);
+}
+
+static void delivery_finish(delivery *dl)
+{
+    const sl_job *job = dl->d->job;
+    size_t n = job->n_recipients;
+    snd_rcpt_outcome *o = xcalloc(n ? n : 1, sizeof *o);
+    for (size_t i = 0; i < n; i++) {
+        rcpt_state *s = &dl->rs[i];
+        o[i].rcpt = job->recipients[i];
+        o[i].type = s->final ? s->type : SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED;
+        o[i].reply = s->reply.code ? &s->reply : NULL;
+        o[i].bounce_class = s->cls;
+        o[i].hard = s->hard;
+        o[i].possible_duplicate = s->possible_duplicate;
+        o[i].reason = s->reason;
+    }
+    cand *c = dl->cur < dl->n_cands ? &dl->cands[dl->cur] : NULL;
+    snd_outcome_info info = {
+        .sender_id = dl->w->sh.sender_id,
+        .mx_host = c ? c->host : NULL,
+        .mx_ip = c ? c->ip : NULL,
+        .tls_protocol = dl->tls_protocol,
+        .tls_cipher = dl->tls_cipher,
+        .message_id = dl->message_id,
+        .queue_ms = dl->queue_ms,
+        .smtp_ms = dl->smtp_ms,
+    };
+    int rc = snd_outcome_publish(dl->w->prod, dl->w->sh.cfg, dl->d, &info, o, n, on_published, dl);
+    free(o);
+    if (rc < 0)
+        on_published(dl, rc);
+}
+
+/* ---- the SMTP transaction ---- */
+
+static void start_txn(delivery *dl);
+
+static void txn_done(snd_txn *t)
+{
+    delivery *dl = t->arg;
+    const sl_trouble *tr = dl->w->sh.trouble;
+    snprintf(dl->tls_protocol, sizeof dl->tls_protocol, "%s", t->tls_protocol);
+    snprintf(dl->tls_cipher, sizeof dl->tls_cipher, "%s", t->tls_cipher);
+    dl->smtp_ms += t->smtp_ms;
+
+    if (t->session_failed) {
+        const snd_reply *r = &t->session_reply;
+        sl_reply sr;
+        to_sl_reply(r, &sr);
+        sl_trouble_verdict v;
+        sl_trouble_decide(tr, r->stage, r->cond, r->cond == SL_COND_REPLY ? &sr : NULL, &v);
+        sl_reply_free(&sr);
+        if (v.action == SL_ACT_NEXT_MX && dl->cur + 1 < dl->n_cands && !dl->w->draining) {
+            sl_log_job(SL_LOG_INFO, job_id(dl), "%s failed (%s), trying the next MX",
+                       dl->cands[dl->cur].host, r->text);
+            dl->cur++;
+            next_target(dl);
+            return;
+        }
+        sl_trouble_action a = v.action == SL_ACT_NEXT_MX ? v.last_mx_action : v.action;
+        if (a == SL_ACT_OK)
+            a = SL_ACT_DEFER;
+        finish_all(dl, type_of(a), r, &v, NULL);
+        return;
+    }
+
+    size_t n_ok = 0, n_452 = 0;
+    for (size_t k = 0; k < dl->n_pending; k++) {
+        const snd_reply *r = &t->results[k];
+        if (r->code >= 200 && r->code < 300)
+            n_ok++;
+        else if (r->stage == SL_STAGE_RCPT && (r->code == 452 || !strcmp(r->enh, "4.5.3")))
+            n_452++;
+    }
+    size_t keep = 0;
+    for (size_t k = 0; k < dl->n_pending; k++) {
+        const snd_reply *r = &t->results[k];
+        size_t i = dl->pending_idx[k];
+        if (n_ok && n_452 && r->stage == SL_STAGE_RCPT &&
+            (r->code == 452 || !strcmp(r->enh, "4.5.3"))) {
+            /* Too many recipients for one transaction: the rest go in the
+             * next one (RFC 5321 4.5.3.1.10). */
+            dl->pending[keep] = dl->pending[k];
+            dl->pending_idx[keep++] = i;
+            continue;
+        }
+        sl_reply sr;
+        to_sl_reply(r, &sr);
+        sl_trouble_verdict v;
+        sl_trouble_decide(tr, r->stage, r->cond, r->cond == SL_COND_REPLY ? &sr : NULL, &v);
+        sl_reply_free(&sr);
+        sl_trouble_action a = v.action;
+        if (a == SL_ACT_NEXT_MX)
+            a = SL_ACT_DEFER;
+        if (a == SL_ACT_OK && !(r->code >= 200 && r->code < 300))
+            a = SL_ACT_DEFER; /* never call a recipient delivered on anything but 2xx */
+        set_final(dl, i, type_of(a), r, &v, NULL);
+        if (t->possible_duplicate)
+            dl->rs[i].possible_duplicate = true;
+    }
+    if (keep) {
+        dl->n_pending = keep;
+        start_txn(dl);
+        return;
+    }
+    delivery_finish(dl);
+}
+
+static void start_txn(delivery *dl)
+{
+    snd_worker *w = dl->w;
+    const sl_dispatch *d = dl->d;
+    const sl_config *cfg = w->sh.cfg;
+    cand *c = &dl->cands[dl->cur];
+    const sl_shaping *sh = sl_config_shaping(cfg, d->site);
+    if (!sh)
+        sh = &cfg->shaping[0];
+
+    snd_txn_reset(&dl->txn);
+    dl->txn.mail_from = d->job->mail_from;
+    dl->txn.rcpts = dl->pending;
+    dl->txn.n_rcpts = dl->n_pending;
+    dl->txn.msg = dl->msg.data;
+    dl->txn.msg_len = dl->msg.len;
+    dl->txn.body_8bit = snd_msg_has_8bit(dl->msg.data, dl->msg.len);
+    dl->txn.smtputf8 = snd_msg_needs_smtputf8(d->job->mail_from, dl->pending, dl->n_pending,
+                                              dl->msg.data, dl->msg.len);
+    dl->txn.arg = dl;
+
+    snd_target tg = {
+        .mx_host = c->host,
+        .ip = c->ip,
+        .port = c->port,
+        .source_ip = d->source_ip,
+        .ehlo = d->ehlo,
+        .socks5 = d->socks5,
+        .tls = (sl_tls_policy)d->tls,
+        .timeouts = sh->timeouts,
+        .tls_ctx = w->sh.tls_ctx,
+    };
+    if (!dl->started) {
+        dl->started = true;
+        dl->queue_ms = sl_now_ms() - d->send_at_ms;
+        if (dl->queue_ms < 0)
+            dl->queue_ms = 0;
+        char l[256];
+        snprintf(l, sizeof l, "site=\"%s\",source=\"%s\"", d->site, d->source_ip);
+        sl_metric_inc("sluice_sender_attempts_total", l, 1);
+        sl_metric_observe("sluice_sender_queue_wait_seconds", l, (double)dl->queue_ms / 1000.0);
+    }
+    snd_pools_submit(w->pools, &tg, d->max_connections ? d->max_connections : sh->max_connections,
+                     d->max_messages_per_connection ? d->max_messages_per_connection
+                                                    : sh->max_messages_per_connection,
+                     &dl->txn, txn_done);
+}
+
+/* ---- destinations ---- */
+
+static void on_addr(const sl_dns_addr_result *res, void *arg)
+{
+    delivery *dl = arg;
+    cand *c = &dl->cands[dl->cur];
+    if (res->status == SL_DNS_OK && res->n_addrs) {
+        c->ip = xstrdup(res->addrs[0].text);
+        start_txn(dl);
+        return;
+    }
+    bool temp = sl_dns_status_temporary(res->status);
+    if (dl->cur + 1 < dl->n_cands) {
+        dl->cur++;
+        next_target(dl);
+        return;
+    }
+    char text[300];
+    snprintf(text, sizeof text, "cannot resolve MX host %s: %s", c->host,
+             sl_dns_status_name(res->status));
+    /* An MX host without an address is the domain's own misconfiguration;
+     * it may be fixed, so it defers like a connection failure. */
+    (void)temp;
+    finish_local(dl, SL_COND_NETWORK, 451, "4.4.3", text, "MX host has no address");
+}
+
+static void next_target(delivery *dl)
+{
+    cand *c = &dl->cands[dl->cur];
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (!c->ip && !strcmp(c->host, "localhost"))
+        c->ip = xstrdup("127.0.0.1");
+    if (!c->ip && (inet_pton(AF_INET, c->host, &a4) == 1 || inet_pton(AF_INET6, c->host, &a6) == 1))
+        c->ip = xstrdup(c->host);
+    if (c->ip) {
+        start_txn(dl);
+        return;
+    }
+    if (!dl->w->dns || sl_dns_addr(dl->w->dns, c->host, on_addr, dl) < 0) {
+        char text[300];
+        snprintf(text, sizeof text, "cannot resolve %s", c->host);
+        finish_local(dl, SL_COND_NETWORK, 451, "4.4.3", text, "bad MX host name");
+    }
+}
+
+static void add_cand(delivery *dl, const char *host, uint16_t port)
+{
+    dl->cands = xrealloc(dl->cands, (dl->n_cands + 1) * sizeof *dl->cands);
+    dl->cands[dl->n_cands++] = (cand){xstrdup(host), port, NULL};
+}
+
+static bool add_hostport(delivery *dl, const char *hp)
+{
+    const char *colon = strrchr(hp, ':');
+    if (!colon || colon == hp)
+        return false;
+    char host[256];
+    size_t n = (size_t)(colon - hp);
+    if (hp[0] == '[' && n > 2 && hp[n - 1] == ']')
+        snprintf(host, sizeof host, "%.*s", (int)(n - 2), hp + 1);
+    else
+        snprintf(host, sizeof host, "%.*s", (int)n, hp);
+    int port = atoi(colon + 1);
+    if (port <= 0 || port > 65535)
+        return false;
+    add_cand(dl, host, (uint16_t)port);
+    return true;
+}
+
+static void on_mx(const sl_dns_mx_result *res, void *arg)
+{
+    delivery *dl = arg;
+    switch (res->status) {
+    case SL_DNS_OK:
+        for (size_t i = 0; i < res->n_hosts; i++)
+            add_cand(dl, res->hosts[i].host, dl->w->mx_port);
+        break;
+    case SL_DNS_NODATA:
+        /* RFC 5321 5.1: no MX, the domain itself is the implicit MX. */
+        add_cand(dl, dl->d->job->domain, dl->w->mx_port);
+        break;
+    case SL_DNS_NULL_MX:
+        finish_local(dl, SL_COND_NULL_MX, 556, "5.1.10",
+                     "recipient domain publishes a null MX (RFC 7505)", "null MX");
+        return;
+    case SL_DNS_NXDOMAIN:
+        finish_local(dl, SL_COND_REPLY, 550, "5.1.2", "recipient domain does not exist",
+                     "domain does not exist");
+        return;
+    default: {
+        /* Temporary: never fall back to A records, the MX may exist. */
+        char text[200];
+        snprintf(text, sizeof text, "MX lookup for %s failed: %s", dl->d->job->domain,
+                 sl_dns_status_name(res->status));
+        finish_local(dl, SL_COND_NETWORK, 451, "4.4.3", text, "DNS lookup failed");
+        return;
+    }
+    }
+    dl->cur = 0;
+    next_target(dl);
+}
+
+static void delivery_route(delivery *dl)
+{
+    const sl_dispatch *d = dl->d;
+    const sl_job *job = d->job;
+    const sl_config *cfg = dl->w->sh.cfg;
+    if (d->route && *d->route) {
+        if (!add_hostport(dl, d->route)) {
+            finish_local(dl, SL_COND_NETWORK, 451, "4.3.5", "bad route in dispatch", "bad route");
+            return;
+        }
+    } else if (sl_config_route(cfg, job->domain)) {
+        const sl_route *r = sl_config_route(cfg, job->domain);
+        add_cand(dl, r->host, r->port);
+    } else if (job->null_mx) {
+        finish_local(dl, SL_COND_NULL_MX, 556, "5.1.10",
+                     "recipient domain publishes a null MX (RFC 7505)", "null MX");
+        return;
+    } else if (job->n_mx) {
+        /* classify resolved it already; sort by preference, stable. */
+        size_t n = job->n_mx;
+        size_t *order = xcalloc(n, sizeof *order);
+        for (size_t i = 0; i < n; i++)
+            order[i] = i;
+        for (size_t i = 1; i < n; i++)
+            for (size_t k = i; k > 0 && job->mx[order[k]]->preference <
+                                             job->mx[order[k - 1]]->preference; k--) {
+                size_t t = order[k];
+                order[k] = order[k - 1];
+                order[k - 1] = t;
+            }
+        for (size_t i = 0; i < n; i++)
+            add_cand(dl, job->mx[order[i]]->host, dl->w->mx_port);
+        free(order);
+    } else {
+        if (!dl->w->dns || sl_dns_mx(dl->w->dns, job->domain, on_mx, dl) < 0)
+            finish_local(dl, SL_COND_REPLY, 550, "5.1.2", "recipient domain name is invalid",
+                         "invalid domain");
+        return;
+    }
+    dl->cur = 0;
+    next_target(dl);
+}
+
+/* ---- intake ---- */
+
+static void on_slot(uv_timer_t *t)
+{
+    delivery *dl = t->data;
+    if (dl->w->draining) {
+        delivery_release(dl, false);
+        return;
+    }
+    delivery_route(dl);
+}
+
+static void on_dlq(void *arg, int err)
+{
+    delivery *dl = arg;
+    if (err < 0) {
+        sl_error("DLQ publish failed: %s; the record stays uncommitted", sl_strerror(err));
+        delivery_release(dl, false);
+        return;
+    }
+    delivery_release(dl, true);
+}
+
+static bool prepare_message(delivery *dl)
+{
+    const sl_job *job = dl->d->job;
+    snd_worker *w = dl->w;
+    char *err = NULL;
+    int rc;
+    int64_t now = sl_now_ms();
+    if (job->template_id && *job->template_id) {
+        rc = snd_tmplstore_build(w->sh.templates, job, now, &dl->msg, &err);
+        if (rc == SL_ENOTFOUND && !snd_tmplstore_loaded(w->sh.templates)) {
+            free(err);
+            return false; /* not loaded yet: ask again shortly */
+        }
+    } else {
+        rc = snd_msg_build(job, NULL, now, &dl->msg, &err);
+    }
+    if (rc < 0) {
+        char text[400];
+        snprintf(text, sizeof text, "cannot build the message: %s", err ? err : sl_strerror(rc));
+        free(err);
+        /* A missing template may still be published; a broken one or bad
+         * variables will not mend themselves: bounce as content. */
+        if (rc == SL_ENOTFOUND)
+            finish_local(dl, SL_COND_NETWORK, 451, "4.3.0", text, "unknown template");
+        else
+            finish_local(dl, SL_COND_REPLY, 554, "5.6.0", text, "message could not be built");
+        return true;
+    }
+    char dom[256];
+    const char *d = snd_msg_from_domain(dl->msg.data, dl->msg.len, dom, sizeof dom) == 0
+                        ? dom
+                        : NULL;
+    dl->message_id = sl_message_id(job->job_id, d);
+    if (w->sh.dkim) {
+        sl_buf hdr = SL_BUF_INIT;
+        rc = sl_dkim_keyring_sign(w->sh.dkim, dl->msg.data, dl->msg.len, &hdr);
+        if (rc < 0) {
+            sl_log_job(SL_LOG_WARN, job->job_id, "DKIM signing failed: %s; sending unsigned",
+                       sl_strerror(rc));
+        } else if (hdr.len) {
+            sl_buf_append(&hdr, dl->msg.data, dl->msg.len);
+            sl_buf_free(&dl->msg);
+            dl->msg = hdr;
+            hdr = (sl_buf)SL_BUF_INIT;
+        }
+        sl_buf_free(&hdr);
+    }
+    return true;
+}
+
+static void on_prepare_retry(uv_timer_t *t);
+
+static void delivery_schedule(delivery *dl)
+{
+    if (!prepare_message(dl)) {
+        uv_timer_start(&dl->timer, on_prepare_retry, 200, 0);
+        return;
+    }
+    if (dl->rs[0].final || dl->msg.len == 0)
+        return; /* finished already (could not build) */
+    const sl_dispatch *d = dl->d;
+    char key[300];
+    snprintf(key, sizeof key, "%s/%s", d->source_ip, d->site);
+    int64_t now = sl_now_ms();
+    dl->slot_ms = snd_pacer_slot(dl->w->pacer, key, d->send_at_ms, d->rate_per_sec, now);
+    int64_t wait = dl->slot_ms - now;
+    uv_timer_start(&dl->timer, on_slot, wait > 0 ? (uint64_t)wait : 0, 0);
+}
+
+static void on_prepare_retry(uv_timer_t *t)
+{
+    delivery *dl = t->data;
+    if (dl->w->draining) {
+        delivery_release(dl, false);
+        return;
+    }
+    delivery_schedule(dl);
+}
+
+static void intake(snd_worker *w, sl_record *rec)
+{
+    delivery *dl = xcalloc(1, sizeof *dl);
+    dl->w = w;
+    dl->rec = rec;
+    uv_timer_init(&w->loop, &dl->timer);
+    dl->timer.data = dl;
+    dl->next = w->active;
+    if (w->active)
+        w->active->prev = dl;
+    w->active = dl;
+    atomic_fetch_add(&w->busy, 1);
+    if (w->draining) {
+        delivery_release(dl, false);
+        return;
+    }
+    const char *why = NULL;
+    rd_kafka_message_t *m = rec->msg;
+    int rc = sl_dispatch_decode(m->payload, m->len, &dl->d, &why);
+    if (rc == 0 && (!dl->d->job || !dl->d->job->n_recipients || !dl->d->job->job_id)) {
+        why = "dispatch without a job or recipients";
+        sl_dispatch_free(dl->d);
+        dl->d = NULL;
+        rc = SL_EPROTO;
+    }
+    if (rc < 0) {
+        sl_warn("malformed dispatch at %s[%d]@%lld: %s; to the DLQ", rec->topic, rec->partition,
+                (long long)rec->offset, why);
+        sl_metric_inc("sluice_sender_malformed_total", NULL, 1);
+        if (sl_dlq_publish(w->prod, w->sh.cfg, m->payload, m->len, why, rec->topic,
+                           rec->partition, rec->offset, on_dlq, dl) < 0)
+            delivery_release(dl, false);
+        return;
+    }
+    size_t n = dl->d->job->n_recipients;
+    dl->rs = xcalloc(n, sizeof *dl->rs);
+    dl->pending = xcalloc(n, sizeof *dl->pending);
+    dl->pending_idx = xcalloc(n, sizeof *dl->pending_idx);
+    for (size_t i = 0; i < n; i++) {
+        dl->pending[i] = dl->d->job->recipients[i];
+        dl->pending_idx[i] = i;
+    }
+    dl->n_pending = n;
+    delivery_schedule(dl);
+}
+
+/* ---- the thread ---- */
+
+static void on_async(uv_async_t *h)
+{
+    snd_worker *w = h->data;
+    pthread_mutex_lock(&w->mu);
+    sl_record *r = w->in_head;
+    w->in_head = w->in_tail = NULL;
+    bool drain = w->drain_req, stop = w->stop_req;
+    pthread_mutex_unlock(&w->mu);
+    if (drain && !w->draining) {
+        w->draining = true;
+        /* Hand back what has not started; transactions under way finish. */
+        delivery *dl = w->active;
+        while (dl) {
+            delivery *n = dl->next;
+            if (!dl->started && dl->rec && uv_is_active((uv_handle_t *)&dl->timer)) {
+                uv_timer_stop(&dl->timer);
+                delivery_release(dl, false);
+            }
+            dl = n;
+        }
+        snd_pools_quit_idle(w->pools);
+    }
+    while (r) {
+        sl_record *n = r->next__;
+        r->next__ = NULL;
+        intake(w, r);
+        r = n;
+    }
+    if (stop) {
+        snd_pools_quit_idle(w->pools);
+        uv_stop(&w->loop);
+    }
+}
+
+static void walk_close(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void *worker_main(void *arg)
+{
+    snd_worker *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* Stopped: flush what is outstanding, then release the loop. */
+    sl_producer_flush(w->prod, 10000);
+    sl_producer_free(w->prod);
+    if (w->dns)
+        sl_dns_free(w->dns);
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+    uv_walk(&w->loop, walk_close, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+snd_worker *snd_worker_start(const snd_shared *sh, int index, char **err)
+{
+    snd_worker *w = xcalloc(1, sizeof *w);
+    w->sh = *sh;
+    w->index = index;
+    uv_loop_init(&w->loop);
+    w->prod = sl_producer_new(sh->cfg, &w->loop, err);
+    if (!w->prod) {
+        uv_loop_close(&w->loop);
+        free(w);
+        return NULL;
+    }
+    char *derr = NULL;
+    w->dns = sl_dns_new(&w->loop, sh->cfg, &derr);
+    if (!w->dns) {
+        sl_warn("worker %d: no DNS resolver (%s); only routes and MX lists in jobs work", index,
+                derr ? derr : "?");
+        free(derr);
+    }
+    const char *mp = getenv("SLUICE_SENDER_MX_PORT"); /* tests: MX on a high port */
+    w->mx_port = mp && atoi(mp) > 0 ? (uint16_t)atoi(mp) : 25;
+    w->pools = snd_pools_new(&w->loop);
+    w->pacer = snd_pacer_new();
+    pthread_mutex_init(&w->mu, NULL);
+    uv_async_init(&w->loop, &w->async, on_async);
+    w->async.data = w;
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+        sl_panic("pthread_create failed");
+    return w;
+}
+
+void snd_worker_submit(snd_worker *w, sl_record *rec)
+{
+    rec->next__ = NULL;
+    pthread_mutex_lock(&w->mu);
+    if (w->in_tail)
+        w->in_tail->next__ = rec;
+    else
+        w->in_head = rec;
+    w->in_tail = rec;
+    pthread_mutex_unlock(&w->mu);
+    uv_async_send(&w->async);
+}
+
+void snd_worker_drain(snd_worker *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->drain_req = true;
+    pthread_mutex_unlock(&w->mu);
+    uv_async_send(&w->async);
+}
+
+size_t snd_worker_busy(snd_worker *w)
+{
+    return atomic_load(&w->busy);
+}
+
+void snd_worker_stop(snd_worker *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->drain_req = w->stop_req = true;
+    pthread_mutex_unlock(&w->mu);
+    uv_async_send(&w->async);
+    pthread_join(w->thread, NULL);
+    /* Deliveries still listed were abandoned by the stop; their records
+     * stay undone on purpose. */
+    snd_pacer_free(w->pacer);
+    if (snd_pools_connections(w->pools) == 0)
+        snd_pools_free(w->pools);
+    pthread_mutex_destroy(&w->mu);
+    uv_loop_close(&w->loop);
+    free(w);
+}

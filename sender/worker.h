@@ -1,0 +1,61 @@
+/*
+ * worker - one delivery thread of the sender: a libuv loop of its own with
+ * its own Kafka producer, DNS resolver, connection pools and pacer.
+ *
+ * The daemon's consumer (on the main loop) hands every dispatch record to
+ * the worker chosen by a hash of its key (source IP + "/" + site), so one
+ * (IP, site) pair always lives on one loop and its connection caps and
+ * pacing are exact. snd_worker_submit() may be called from any thread.
+ *
+ * For each record the worker decodes the Dispatch (a malformed one goes to
+ * the DLQ with the reason), waits for its slot (never before send_at_ms;
+ * when behind, paced at rate_per_sec per (site, source IP)), builds the
+ * message (raw, or a template from the store; Message-ID and Date ensured;
+ * DKIM-signed when the From domain has keys), finds the destination (the
+ * Dispatch's route, a configured route, the job's MX list, or an MX lookup;
+ * implicit MX; null MX bounces at once; a temporary DNS failure defers and
+ * never falls back to A records), and delivers through the pools, trying
+ * the next MX host when sl_trouble_decide() says NEXT_MX. Every outcome is
+ * published through outcome.h and, once Kafka acknowledged all of it, the
+ * record goes back to the owner through shared->record_done (called on the
+ * worker thread; the owner must pass it to its own loop).
+ *
+ * snd_worker_drain() (any thread) stops starting new transactions: records
+ * that wait for their slot are handed back - left undone, so the consumer
+ * commits below them and another sender repeats them - while transactions
+ * under way finish. snd_worker_busy() counts deliveries not yet handed
+ * back or done. snd_worker_stop() ends the thread (after drain), flushing
+ * the producer.
+ */
+#ifndef SLUICE_SND_WORKER_H
+#define SLUICE_SND_WORKER_H
+
+#include <openssl/ssl.h>
+
+#include "config.h"
+#include "dkim.h"
+#include "kafka.h"
+#include "tmplstore.h"
+#include "trouble.h"
+
+typedef struct snd_shared {
+    const sl_config *cfg;
+    const sl_trouble *trouble;
+    const sl_dkim_keyring *dkim;    /* NULL: no signing */
+    snd_tmplstore *templates;
+    SSL_CTX *tls_ctx;
+    const char *sender_id;
+    void (*record_done)(void *arg, sl_record *rec);
+    void *record_done_arg;
+} snd_shared;
+
+typedef struct snd_worker snd_worker;
+
+snd_worker *snd_worker_start(const snd_shared *sh, int index, char **err);
+void snd_worker_submit(snd_worker *w, sl_record *rec);
+void snd_worker_drain(snd_worker *w);
+/* Deliveries in progress (not counting the ones handed back by a drain). */
+size_t snd_worker_busy(snd_worker *w);
+void snd_worker_stop(snd_worker *w);
+
+#endif

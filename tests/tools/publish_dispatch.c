@@ -1,0 +1,192 @@
+/*
+ * publish_dispatch - produce Dispatch (and Template) records from JSON
+ * lines on stdin, for the sender's integration tests
+ * (tests/integration/test_sender*.py).
+ *
+ *   publish_dispatch -c CFG < specs.jsonl
+ *
+ * Each line is one object. {"template": {"id": ..., "body": ...}} publishes
+ * a Template to the templates topic (key: id). {"garbage": "text"} puts
+ * those bytes on the dispatch topic as they are. Anything else is a
+ * Dispatch: job_id, from, to (list), domain, raw, template_id, vars
+ * (object), attempt, created_at_ms, expires_at_ms, mx ([{host, pref}]),
+ * null_mx, site, pool, source_ip, ehlo, send_at_ms, rate, max_connections,
+ * max_messages_per_connection, tls ("opportunistic"|"required"|"disabled"),
+ * route, socks5. Key: source_ip + "/" + site. Exits 0 once every record is
+ * acknowledged, 1 otherwise.
+ */
+#include "config.h"
+#include "kafka.h"
+#include "util.h"
+#include "wire.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int acked, failed;
+
+static void ack_cb(void *arg, int err)
+{
+    (void)arg;
+    if (err)
+        failed++;
+    else
+        acked++;
+}
+
+static const char *str(json_t *o, const char *k, const char *dflt)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_string(v) ? json_string_value(v) : dflt;
+}
+
+static long long num(json_t *o, const char *k, long long dflt)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_number(v) ? (long long)json_number_value(v) : dflt;
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "-c"))
+            path = argv[i + 1];
+    sl_config *cfg = sl_config_load_or_exit(path);
+    char *err = NULL;
+    sl_producer *p = sl_producer_new(cfg, NULL, &err);
+    if (!p) {
+        fprintf(stderr, "producer: %s\n", err);
+        return 1;
+    }
+    char *dtopic = sl_config_topic(cfg, "dispatch");
+    char *ttopic = sl_config_topic(cfg, "templates");
+    char line[1 << 16];
+    int sent = 0;
+    while (fgets(line, sizeof line, stdin)) {
+        json_error_t je;
+        json_t *o = json_loads(line, 0, &je);
+        if (!o) {
+            if (line[0] != '\n')
+                fprintf(stderr, "bad line: %s\n", je.text);
+            continue;
+        }
+        sl_buf b = SL_BUF_INIT;
+        json_t *tm = json_object_get(o, "template");
+        if (tm) {
+            sl_template_msg t;
+            sluice__v1__template__init(&t);
+            t.version = SLUICE_WIRE_VERSION;
+            t.id = (char *)str(tm, "id", "");
+            const char *body = str(tm, "body", "");
+            t.body.data = (uint8_t *)body;
+            t.body.len = strlen(body);
+            t.updated_at_ms = sl_now_ms();
+            sl_pack(&t.base, &b);
+            sl_producer_send(p, ttopic, t.id, strlen(t.id), b.data, b.len, NULL, 0, ack_cb, NULL);
+        } else if (json_object_get(o, "garbage")) {
+            const char *g = str(o, "garbage", "x");
+            sl_producer_send(p, dtopic, "g", 1, g, strlen(g), NULL, 0, ack_cb, NULL);
+        } else {
+            sl_job job;
+            sluice__v1__job__init(&job);
+            job.version = SLUICE_WIRE_VERSION;
+            job.job_id = (char *)str(o, "job_id", "job");
+            job.tenant = (char *)str(o, "tenant", "t1");
+            job.mail_from = (char *)str(o, "from", "sender@example.net");
+            job.domain = (char *)str(o, "domain", "example.test");
+            job.site = (char *)str(o, "site", job.domain);
+            job.attempt = (uint32_t)num(o, "attempt", 0);
+            job.created_at_ms = num(o, "created_at_ms", sl_now_ms());
+            job.expires_at_ms = num(o, "expires_at_ms", 0);
+            job.null_mx = json_is_true(json_object_get(o, "null_mx"));
+            json_t *to = json_object_get(o, "to");
+            size_t nto = json_array_size(to);
+            char **rcpts = xcalloc(nto + 1, sizeof *rcpts);
+            for (size_t i = 0; i < nto; i++)
+                rcpts[i] = (char *)json_string_value(json_array_get(to, i));
+            job.recipients = rcpts;
+            job.n_recipients = nto;
+            const char *raw = str(o, "raw", NULL);
+            if (raw) {
+                job.raw.data = (uint8_t *)raw;
+                job.raw.len = strlen(raw);
+            }
+            job.template_id = (char *)str(o, "template_id", "");
+            json_t *vars = json_object_get(o, "vars");
+            size_t nv = json_object_size(vars), k = 0;
+            Sluice__V1__Job__VarsEntry *ve = xcalloc(nv + 1, sizeof *ve);
+            Sluice__V1__Job__VarsEntry **vp = xcalloc(nv + 1, sizeof *vp);
+            const char *vk;
+            json_t *vv;
+            json_object_foreach(vars, vk, vv)
+            {
+                sluice__v1__job__vars_entry__init(&ve[k]);
+                ve[k].key = (char *)vk;
+                ve[k].value = (char *)json_string_value(vv);
+                vp[k] = &ve[k];
+                k++;
+            }
+            job.vars = vp;
+            job.n_vars = k;
+            json_t *mx = json_object_get(o, "mx");
+            size_t nmx = json_array_size(mx);
+            Sluice__V1__MxHost *mh = xcalloc(nmx + 1, sizeof *mh);
+            Sluice__V1__MxHost **mp = xcalloc(nmx + 1, sizeof *mp);
+            for (size_t i = 0; i < nmx; i++) {
+                sluice__v1__mx_host__init(&mh[i]);
+                mh[i].host = (char *)str(json_array_get(mx, i), "host", "");
+                mh[i].preference = (uint32_t)num(json_array_get(mx, i), "pref", 10);
+                mp[i] = &mh[i];
+            }
+            job.mx = mp;
+            job.n_mx = nmx;
+
+            sl_dispatch d;
+            sluice__v1__dispatch__init(&d);
+            d.version = SLUICE_WIRE_VERSION;
+            d.job = &job;
+            d.site = job.site;
+            d.pool = (char *)str(o, "pool", "default");
+            d.source_ip = (char *)str(o, "source_ip", "127.0.0.1");
+            d.ehlo = (char *)str(o, "ehlo", "mta1.example.net");
+            d.send_at_ms = num(o, "send_at_ms", 0);
+            json_t *rate = json_object_get(o, "rate");
+            d.rate_per_sec = json_is_number(rate) ? json_number_value(rate) : 0;
+            d.max_connections = (uint32_t)num(o, "max_connections", 0);
+            d.max_messages_per_connection = (uint32_t)num(o, "max_messages_per_connection", 0);
+            const char *tls = str(o, "tls", "opportunistic");
+            d.tls = !strcmp(tls, "required")   ? SLUICE__V1__TLS_POLICY__TLS_REQUIRED
+                    : !strcmp(tls, "disabled") ? SLUICE__V1__TLS_POLICY__TLS_DISABLED
+                                               : SLUICE__V1__TLS_POLICY__TLS_OPPORTUNISTIC;
+            d.route = (char *)str(o, "route", "");
+            d.socks5 = (char *)str(o, "socks5", "");
+            sl_pack(&d.base, &b);
+            char *key = xasprintf("%s/%s", d.source_ip, d.site);
+            sl_producer_send(p, dtopic, key, strlen(key), b.data, b.len, NULL, 0, ack_cb, NULL);
+            free(key);
+            free(rcpts);
+            free(ve);
+            free(vp);
+            free(mh);
+            free(mp);
+        }
+        sent++;
+        sl_buf_free(&b);
+        json_decref(o);
+    }
+    sl_producer_flush(p, 30000);
+    sl_producer_free(p);
+    free(dtopic);
+    free(ttopic);
+    sl_config_free(cfg);
+    if (acked != sent || failed) {
+        fprintf(stderr, "publish_dispatch: %d sent, %d acknowledged, %d failed\n", sent, acked,
+                failed);
+        return 1;
+    }
+    printf("%d\n", acked);
+    return 0;
+}
