@@ -27,28 +27,28 @@
 #include "tls.h"
 #include "util.h"
 
-#define SMTPD_LINE_MAX 512   /* command line incl. CRLF (RFC 5321 4.5.3.1.4) */
-#define SMTPD_TEXT_MAX 1000  /* text line incl. CRLF (RFC 5321 4.5.3.1.6) */
-#define SMTPD_PATH_MAX 256   /* path incl. <> (RFC 5321 4.5.3.1.3) */
+#define SMTPD_LINE_MAX 512    /* command line incl. CRLF (RFC 5321 4.5.3.1.4) */
+#define SMTPD_TEXT_MAX 1000   /* text line incl. CRLF (RFC 5321 4.5.3.1.6) */
+#define SMTPD_PATH_MAX 256    /* path incl. <> (RFC 5321 4.5.3.1.3) */
 #define SMTPD_READ_HIGH 65536 /* stop reading while a question waits */
 
 typedef enum {
-    S_INIT,         /* connected, on_connect not answered yet */
-    S_CONNECTED,    /* banner sent, waiting for EHLO/HELO */
-    S_HELO,         /* greeted, no transaction */
-    S_MAIL,         /* MAIL accepted, no recipient yet */
-    S_RCPT,         /* at least one recipient */
-    S_DATA,         /* reading the message */
-    S_AUTH_PLAIN,   /* waiting for the PLAIN response */
-    S_AUTH_USER,    /* LOGIN: waiting for the user name */
-    S_AUTH_PASS,    /* LOGIN: waiting for the password */
-    S_CLOSING,      /* final reply queued; close once written */
+    S_INIT,       /* connected, on_connect not answered yet */
+    S_CONNECTED,  /* banner sent, waiting for EHLO/HELO */
+    S_HELO,       /* greeted, no transaction */
+    S_MAIL,       /* MAIL accepted, no recipient yet */
+    S_RCPT,       /* at least one recipient */
+    S_DATA,       /* reading the message */
+    S_AUTH_PLAIN, /* waiting for the PLAIN response */
+    S_AUTH_USER,  /* LOGIN: waiting for the user name */
+    S_AUTH_PASS,  /* LOGIN: waiting for the password */
+    S_CLOSING,    /* final reply queued; close once written */
     S_CLOSED
 } smtpd_state;
 
-static const char *state_names[] = {"INIT", "CONNECTED", "HELO", "MAIL", "RCPT", "DATA",
-                                    "AUTH_PLAIN", "AUTH_USER", "AUTH_PASS", "CLOSING",
-                                    "CLOSED"};
+static const char *state_names[] = {"INIT",      "CONNECTED", "HELO",       "MAIL",
+                                    "RCPT",      "DATA",      "AUTH_PLAIN", "AUTH_USER",
+                                    "AUTH_PASS", "CLOSING",   "CLOSED"};
 
 typedef enum { Q_NONE, Q_CONNECT, Q_MAIL, Q_RCPT, Q_DATA, Q_AUTH } smtpd_question;
 
@@ -97,17 +97,17 @@ struct smtpd_session {
     smtpd_state state;
     smtpd_state auth_return;
     smtpd_question q;
-    char *q_arg;      /* the address asked about */
+    char *q_arg; /* the address asked about */
     int delay_code;
     char *delay_text;
     unsigned errors;
-    bool skip_line;   /* discarding the rest of an overlong command line */
+    bool skip_line; /* discarding the rest of an overlong command line */
     int writes_pending;
 
     sl_tls *tls;
-    sl_buf in;        /* plaintext input not yet processed */
-    sl_buf out;       /* replies not yet flushed */
-    sl_buf dout;      /* detached sessions: what was "sent" */
+    sl_buf in;   /* plaintext input not yet processed */
+    sl_buf out;  /* replies not yet flushed */
+    sl_buf dout; /* detached sessions: what was "sent" */
 
     /* the envelope and the strings it points into */
     smtpd_envelope env;
@@ -119,7 +119,7 @@ struct smtpd_session {
 
     /* DATA parsing */
     sl_buf msg;
-    size_t line_len;  /* octets of the current line consumed so far */
+    size_t line_len; /* octets of the current line consumed so far */
     size_t data_bytes;
     bool bad_newline, bad_nul, long_line, too_big;
 
@@ -531,8 +531,7 @@ static int parse_path(const char **pp, char **addr, bool null_ok, bool utf8, con
             for (const char *q = at + 1; q < start + len; q++) {
                 unsigned char c = (unsigned char)*q;
                 if (!(c >= 0x80 || c == '.' || c == '-' || c == '[' || c == ']' || c == ':' ||
-                      (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-                      (c >= 'A' && c <= 'Z'))) {
+                      (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) {
                     *why = "5.1.2 Invalid domain in address";
                     return 553;
                 }
@@ -1138,8 +1137,8 @@ static void session_process(smtpd_session *s)
     if (s->processing)
         return;
     s->processing = true;
-    while (s->q == Q_NONE && s->state != S_INIT && s->state != S_CLOSING &&
-           s->state != S_CLOSED && s->in.len > 0) {
+    while (s->q == Q_NONE && s->state != S_INIT && s->state != S_CLOSING && s->state != S_CLOSED &&
+           s->in.len > 0) {
         bool progress = s->state == S_DATA ? data_consume(s) : line_consume(s);
         if (!progress)
             break;
@@ -1521,7 +1520,7 @@ int smtpd_server_listen(smtpd_server *srv, const char *hostport, smtpd_tls_mode 
         int len = sizeof(b);
         uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&b, &len);
         *bound_port = b.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&b)->sin6_port)
-                                               : ntohs(((struct sockaddr_in *)&b)->sin_port);
+                                              : ntohs(((struct sockaddr_in *)&b)->sin_port);
     }
     l->next = srv->listeners;
     srv->listeners = l;

@@ -68,15 +68,15 @@ typedef enum {
 } smtpd_tls_mode;
 
 typedef struct smtpd_envelope {
-    const char *helo;      /* EHLO/HELO argument, NULL before it */
-    bool esmtp;            /* EHLO rather than HELO */
-    const char *from;      /* reverse path without <>, "" for the null sender */
-    const char **rcpt;     /* accepted recipients, without <> */
+    const char *helo;  /* EHLO/HELO argument, NULL before it */
+    bool esmtp;        /* EHLO rather than HELO */
+    const char *from;  /* reverse path without <>, "" for the null sender */
+    const char **rcpt; /* accepted recipients, without <> */
     size_t nrcpt;
-    int64_t size_declared; /* SIZE=, or -1 */
-    bool body_8bit;        /* BODY=8BITMIME */
-    bool smtputf8;         /* SMTPUTF8 given with MAIL */
-    bool tls;              /* the session is under TLS */
+    int64_t size_declared;   /* SIZE=, or -1 */
+    bool body_8bit;          /* BODY=8BITMIME */
+    bool smtputf8;           /* SMTPUTF8 given with MAIL */
+    bool tls;                /* the session is under TLS */
     const char *tls_version; /* "" without TLS */
     const char *tls_cipher;
     const char *auth_user; /* NULL unless authenticated */
@@ -97,26 +97,26 @@ typedef struct smtpd_hooks {
 
 /* Zero means the default given in brackets; booleans default to false. */
 typedef struct smtpd_config {
-    const char *hostname;       /* banner and EHLO name [gethostname()] */
-    size_t max_message_size;    /* SIZE limit in octets [35 MiB] */
-    unsigned max_rcpt;          /* recipients per message [100] */
-    unsigned max_conn;          /* connections in all [1000] */
-    unsigned max_conn_per_ip;   /* connections per client IP [20] */
-    unsigned max_errors;        /* bad commands before 421 [10] */
-    uint64_t idle_timeout_ms;   /* idle time before 421 4.4.2 [300000] */
-    bool no_pipelining;         /* do not advertise PIPELINING */
-    bool no_smtputf8;           /* do not advertise or accept SMTPUTF8 */
-    bool require_tls;           /* MAIL/AUTH only after TLS (530 5.7.0) */
-    bool require_auth;          /* MAIL only after AUTH (530 5.7.0) */
-    SSL_CTX *tls_ctx;           /* server context, not owned; NULL: no TLS */
+    const char *hostname;     /* banner and EHLO name [gethostname()] */
+    size_t max_message_size;  /* SIZE limit in octets [35 MiB] */
+    unsigned max_rcpt;        /* recipients per message [100] */
+    unsigned max_conn;        /* connections in all [1000] */
+    unsigned max_conn_per_ip; /* connections per client IP [20] */
+    unsigned max_errors;      /* bad commands before 421 [10] */
+    uint64_t idle_timeout_ms; /* idle time before 421 4.4.2 [300000] */
+    bool no_pipelining;       /* do not advertise PIPELINING */
+    bool no_smtputf8;         /* do not advertise or accept SMTPUTF8 */
+    bool require_tls;         /* MAIL/AUTH only after TLS (530 5.7.0) */
+    bool require_auth;        /* MAIL only after AUTH (530 5.7.0) */
+    SSL_CTX *tls_ctx;         /* server context, not owned; NULL: no TLS */
 } smtpd_config;
 
 typedef struct smtpd_stats {
-    uint64_t connections;       /* accepted since start */
-    uint64_t active;            /* open now */
-    uint64_t refused;           /* refused by limits or on_connect */
-    uint64_t messages;          /* messages whose DATA got a 2xx */
-    uint64_t rejected;          /* messages whose DATA got another reply */
+    uint64_t connections; /* accepted since start */
+    uint64_t active;      /* open now */
+    uint64_t refused;     /* refused by limits or on_connect */
+    uint64_t messages;    /* messages whose DATA got a 2xx */
+    uint64_t rejected;    /* messages whose DATA got another reply */
 } smtpd_stats;
 
 /* The config is copied (hostname too); tls_ctx is referenced, not owned,

@@ -19,7 +19,7 @@ struct sl_tls {
     BIO *rbio; /* network -> ssl */
     BIO *wbio; /* ssl -> network */
     bool server;
-    bool done;      /* handshake complete */
+    bool done; /* handshake complete */
     bool failed;
     sl_buf pending; /* plaintext written before the handshake completed */
     char err[256];
@@ -300,8 +300,8 @@ int sl_tls_selfsigned(const char *cert_path, const char *key_path)
     X509_gmtime_adj(X509_getm_notAfter(x), 10L * 365 * 24 * 3600);
     X509_set_pubkey(x, pkey);
     X509_NAME *name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1,
-                               -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1,
+                               0);
     X509_set_issuer_name(x, name);
     X509V3_CTX v3;
     X509V3_set_ctx_nodb(&v3);

@@ -147,13 +147,26 @@ int cli_capture(int argc, char **argv)
     int o;
     while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
         switch (o) {
-        case 'l': listen = optarg; break;
-        case 'd': c.dir = optarg; break;
-        case 'p': port_file = optarg; break;
-        case 'H': hostname = optarg; break;
-        case 'c': break; /* every command takes -c; capture needs no config */
-        case 'h': capture_usage(stdout); return 0;
-        default: capture_usage(stderr); return 2;
+        case 'l':
+            listen = optarg;
+            break;
+        case 'd':
+            c.dir = optarg;
+            break;
+        case 'p':
+            port_file = optarg;
+            break;
+        case 'H':
+            hostname = optarg;
+            break;
+        case 'c':
+            break; /* every command takes -c; capture needs no config */
+        case 'h':
+            capture_usage(stdout);
+            return 0;
+        default:
+            capture_usage(stderr);
+            return 2;
         }
     }
     if (!c.dir || optind != argc) {
@@ -168,8 +181,11 @@ int cli_capture(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     uv_loop_t loop;
     uv_loop_init(&loop);
-    smtpd_config cfg = {.hostname = hostname, .max_conn = 10000, .max_conn_per_ip = 10000,
-                        .max_rcpt = 1000, .max_message_size = 100u << 20};
+    smtpd_config cfg = {.hostname = hostname,
+                        .max_conn = 10000,
+                        .max_conn_per_ip = 10000,
+                        .max_rcpt = 1000,
+                        .max_message_size = 100u << 20};
     smtpd_hooks hooks = {.arg = &c, .on_data = on_data};
     c.srv = smtpd_server_new(&loop, &cfg, &hooks);
     int port = 0;
@@ -184,8 +200,8 @@ int cli_capture(int argc, char **argv)
         return 1;
     }
     const char *colon = strrchr(listen, ':');
-    printf("sluice capture: listening on %.*s:%d, writing messages to %s\n",
-           (int)(colon - listen), listen, port, c.dir);
+    printf("sluice capture: listening on %.*s:%d, writing messages to %s\n", (int)(colon - listen),
+           listen, port, c.dir);
     fflush(stdout);
     if (port_file) {
         char *tmp = xasprintf("%s.tmp", port_file);

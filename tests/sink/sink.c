@@ -32,8 +32,8 @@ typedef enum { ACT_NONE, ACT_DISCONNECT, ACT_NOANSWER, ACT_DATAFAIL, ACT_REPLY }
 /* A rules-file line: GLOB STAGE CODE TEXT... */
 typedef struct rule {
     char *glob;
-    bool at_data;  /* stage "data" rather than "rcpt" */
-    int code;      /* 0 with an action word */
+    bool at_data; /* stage "data" rather than "rcpt" */
+    int code;     /* 0 with an action word */
     data_action action;
     uint64_t slow_ms;
     char *text;
@@ -53,9 +53,9 @@ typedef struct sink {
 } sink;
 
 typedef struct sink_sess {
-    uint64_t slow_ms;     /* delay for this transaction's replies */
-    data_action action;   /* what to do at the end of DATA */
-    int code;             /* ACT_REPLY */
+    uint64_t slow_ms;   /* delay for this transaction's replies */
+    data_action action; /* what to do at the end of DATA */
+    int code;           /* ACT_REPLY */
     char *text;
     bool noanswer_pending;
 } sink_sess;
@@ -374,38 +374,72 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"listen", required_argument, 0, 'l'},      {"port-file", required_argument, 0, 'p'},
-        {"dir", required_argument, 0, 'd'},         {"log", required_argument, 0, 'L'},
-        {"tls-cert", required_argument, 0, 'c'},    {"tls-key", required_argument, 0, 'k'},
-        {"implicit-tls", no_argument, 0, 'I'},      {"no-pipelining", no_argument, 0, 'P'},
-        {"no-smtputf8", no_argument, 0, 'U'},       {"max-rcpt", required_argument, 0, 'r'},
-        {"max-size", required_argument, 0, 's'},    {"max-conn-per-ip", required_argument, 0, 'C'},
-        {"idle-timeout", required_argument, 0, 't'}, {"greeting", required_argument, 0, 'g'},
-        {"rules", required_argument, 0, 'R'},       {"hostname", required_argument, 0, 'H'},
-        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
+    static const struct option opts[] = {{"listen", required_argument, 0, 'l'},
+                                         {"port-file", required_argument, 0, 'p'},
+                                         {"dir", required_argument, 0, 'd'},
+                                         {"log", required_argument, 0, 'L'},
+                                         {"tls-cert", required_argument, 0, 'c'},
+                                         {"tls-key", required_argument, 0, 'k'},
+                                         {"implicit-tls", no_argument, 0, 'I'},
+                                         {"no-pipelining", no_argument, 0, 'P'},
+                                         {"no-smtputf8", no_argument, 0, 'U'},
+                                         {"max-rcpt", required_argument, 0, 'r'},
+                                         {"max-size", required_argument, 0, 's'},
+                                         {"max-conn-per-ip", required_argument, 0, 'C'},
+                                         {"idle-timeout", required_argument, 0, 't'},
+                                         {"greeting", required_argument, 0, 'g'},
+                                         {"rules", required_argument, 0, 'R'},
+                                         {"hostname", required_argument, 0, 'H'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     const char *listen = "127.0.0.1:2525", *port_file = NULL, *log_path = NULL;
     const char *cert = NULL, *key = NULL, *rules = NULL;
     bool implicit = false;
     sink k = {0};
-    smtpd_config cfg = {.hostname = "sink.test", .max_conn = 100000, .max_conn_per_ip = 100000,
+    smtpd_config cfg = {.hostname = "sink.test",
+                        .max_conn = 100000,
+                        .max_conn_per_ip = 100000,
                         .max_message_size = 100u << 20};
     sl_log_init("testsink", SL_LOG_WARN);
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'l': listen = optarg; break;
-        case 'p': port_file = optarg; break;
-        case 'd': k.dir = optarg; break;
-        case 'L': log_path = optarg; break;
-        case 'c': cert = optarg; break;
-        case 'k': key = optarg; break;
-        case 'I': implicit = true; break;
-        case 'P': cfg.no_pipelining = true; break;
-        case 'U': cfg.no_smtputf8 = true; break;
-        case 'r': cfg.max_rcpt = (unsigned)atoi(optarg); break;
-        case 's': cfg.max_message_size = (size_t)strtoull(optarg, NULL, 10); break;
-        case 'C': cfg.max_conn_per_ip = (unsigned)atoi(optarg); break;
+        case 'l':
+            listen = optarg;
+            break;
+        case 'p':
+            port_file = optarg;
+            break;
+        case 'd':
+            k.dir = optarg;
+            break;
+        case 'L':
+            log_path = optarg;
+            break;
+        case 'c':
+            cert = optarg;
+            break;
+        case 'k':
+            key = optarg;
+            break;
+        case 'I':
+            implicit = true;
+            break;
+        case 'P':
+            cfg.no_pipelining = true;
+            break;
+        case 'U':
+            cfg.no_smtputf8 = true;
+            break;
+        case 'r':
+            cfg.max_rcpt = (unsigned)atoi(optarg);
+            break;
+        case 's':
+            cfg.max_message_size = (size_t)strtoull(optarg, NULL, 10);
+            break;
+        case 'C':
+            cfg.max_conn_per_ip = (unsigned)atoi(optarg);
+            break;
         case 't': {
             int64_t ms;
             if (sl_parse_duration_ms(optarg, &ms) != 0 || ms <= 0) {
@@ -415,11 +449,21 @@ int main(int argc, char **argv)
             cfg.idle_timeout_ms = (uint64_t)ms;
             break;
         }
-        case 'g': k.greeting = atoi(optarg); break;
-        case 'R': rules = optarg; break;
-        case 'H': cfg.hostname = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'g':
+            k.greeting = atoi(optarg);
+            break;
+        case 'R':
+            rules = optarg;
+            break;
+        case 'H':
+            cfg.hostname = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind != argc || (!cert) != (!key) || (implicit && !cert)) {
@@ -449,11 +493,18 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     k.loop = uv_default_loop();
-    smtpd_hooks hooks = {.arg = &k, .on_connect = on_connect, .on_mail = on_mail,
-                         .on_rcpt = on_rcpt, .on_data = on_data, .on_close = on_close};
+    smtpd_hooks hooks = {.arg = &k,
+                         .on_connect = on_connect,
+                         .on_mail = on_mail,
+                         .on_rcpt = on_rcpt,
+                         .on_data = on_data,
+                         .on_close = on_close};
     k.srv = smtpd_server_new(k.loop, &cfg, &hooks);
     int port = 0;
-    int rc = smtpd_server_listen(k.srv, listen, implicit ? SMTPD_TLS : ctx ? SMTPD_STARTTLS : SMTPD_PLAIN,
+    int rc = smtpd_server_listen(k.srv, listen,
+                                 implicit ? SMTPD_TLS
+                                 : ctx    ? SMTPD_STARTTLS
+                                          : SMTPD_PLAIN,
                                  &port);
     if (rc < 0) {
         fprintf(stderr, "sluice-testsink: listen %s: %s\n", listen,

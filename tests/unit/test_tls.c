@@ -292,10 +292,8 @@ static void test_auth_plain_steps(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_handshake_and_data),
-        cmocka_unit_test(test_garbage_fails),
-        cmocka_unit_test(test_bad_cert_path),
-        cmocka_unit_test(test_starttls_session),
+        cmocka_unit_test(test_handshake_and_data), cmocka_unit_test(test_garbage_fails),
+        cmocka_unit_test(test_bad_cert_path),      cmocka_unit_test(test_starttls_session),
         cmocka_unit_test(test_auth_plain_steps),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
