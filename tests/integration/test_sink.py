@@ -302,5 +302,39 @@ class SinkTest(unittest.TestCase):
         self.assertIn("connections=1 ", sink.proc.stdout())
 
 
+
+class CaptureTest(unittest.TestCase):
+    """`sluice capture` shares the engine; check it records in arrival order."""
+
+    def test_capture_writes_sorted_files(self):
+        try:
+            bin_path("sluice")
+        except AssertionError:
+            self.skipTest("sluice not built")
+        with tempfile.TemporaryDirectory(prefix="sluice-capture-test-") as tmp:
+            maildir = os.path.join(tmp, "mail", "new")
+            port_file = os.path.join(tmp, "port")
+            with Proc("sluice", ["capture", "--listen", "127.0.0.1:0", "--dir", maildir,
+                                 "--port-file", port_file], tmpdir=tmp) as p:
+                wait_for(lambda: os.path.exists(port_file) or not p.alive(), 10, "capture port")
+                self.assertTrue(p.alive(), p.output())
+                with open(port_file) as f:
+                    port = int(f.read())
+                self.assertIn("writing messages to " + maildir, p.stdout())
+                c = smtplib.SMTP("127.0.0.1", port, timeout=10)
+                for n in range(5):
+                    c.sendmail("a@x.test", ["b@y.test"], MSG.format(n=n))
+                c.quit()
+                names = wait_for(lambda: (lambda l: l if len(l) == 5 else None)(
+                    sorted(x for x in os.listdir(maildir) if x.endswith(".eml"))),
+                    10, "5 captured files")
+                for n, name in enumerate(names):
+                    with open(os.path.join(maildir, name), "rb") as f:
+                        data = f.read()
+                    self.assertIn(("Subject: test %d\r\n" % n).encode(), data)
+                    self.assertTrue(data.startswith(b"X-Sluice-Envelope: {"))
+                self.assertEqual(p.stop(), 0, p.output())
+
+
 if __name__ == "__main__":
     unittest.main()
