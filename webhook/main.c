@@ -1,0 +1,168 @@
+/*
+ * sluice-webhook - post every event to HTTP(S) endpoints, signed, at least
+ * once (see whk.h).
+ *
+ *   sluice-webhook -c FILE [--check]
+ *
+ * --check loads and validates the configuration, prints "ok FILE" and exits
+ * 0 (exit 2 with file:line on a bad one): what deploy checks use to prove a
+ * ConfigMap's sluice.yaml loads with the real loader.
+ *
+ * Ready (/readyz) once the consumer has its assignment. SIGTERM/SIGINT
+ * drain: stop fetching, let the endpoints accept what is in memory, commit,
+ * exit 0. If they do not within sender.drain_timeout, the rest is left
+ * uncommitted (the next sluice-webhook posts it again) and it exits 0.
+ */
+#include "whk.h"
+
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+#include <curl/curl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct {
+    whk *w;
+    const sl_config *cfg;
+    uv_timer_t ready_timer, drain_timer;
+    uv_signal_t sigterm, sigint;
+    bool draining, ready, done;
+} g;
+
+static void usage(FILE *f)
+{
+    fputs("usage: sluice-webhook -c FILE [--check]\n", f);
+}
+
+static void ready_cb(uv_timer_t *t)
+{
+    bool ready = !g.draining && whk_ready(g.w);
+    if (ready != g.ready) {
+        g.ready = ready;
+        sl_http_set_ready(ready);
+        if (ready)
+            sl_info("webhook ready");
+    }
+    (void)t;
+}
+
+static void close_all(void)
+{
+    uv_close((uv_handle_t *)&g.ready_timer, NULL);
+    uv_close((uv_handle_t *)&g.drain_timer, NULL);
+    uv_close((uv_handle_t *)&g.sigterm, NULL);
+    uv_close((uv_handle_t *)&g.sigint, NULL);
+}
+
+static void drained_cb(void *arg)
+{
+    (void)arg;
+    sl_info("webhook: drained");
+    g.done = true;
+    whk_free(g.w);
+    g.w = NULL;
+    close_all();
+}
+
+static void drain_timeout_cb(uv_timer_t *t)
+{
+    (void)t;
+    sl_warn("webhook: drain timeout: %zu events not yet accepted by every endpoint; they stay "
+            "uncommitted and the next sluice-webhook posts them again",
+            whk_pending(g.w));
+    whk_abandon(g.w);
+    /* The consumer cannot drain with records still held; leaving without
+     * marking them done is what keeps them in Kafka. */
+    sl_info("webhook stopped");
+    exit(0);
+}
+
+static void signal_cb(uv_signal_t *h, int signum)
+{
+    (void)h;
+    if (g.draining) {
+        sl_warn("webhook: signal %d again while draining", signum);
+        return;
+    }
+    sl_info("webhook: signal %d, draining", signum);
+    g.draining = true;
+    sl_http_set_ready(false);
+    uv_timer_stop(&g.ready_timer);
+    uv_timer_start(&g.drain_timer, drain_timeout_cb, (uint64_t)g.cfg->sender.drain_timeout_ms, 0);
+    whk_stop(g.w, drained_cb, NULL);
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    const char *cfg_path = NULL;
+    bool check = false;
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"check", no_argument, NULL, 'k'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    int o;
+    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'c': cfg_path = optarg; break;
+        case 'k': check = true; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc || !cfg_path) {
+        usage(stderr);
+        return 2;
+    }
+    sl_log_init("webhook", SL_LOG_INFO);
+    sl_config *cfg = sl_config_load_or_exit(cfg_path);
+    if (check) {
+        printf("ok %s\n", cfg_path);
+        sl_config_free(cfg);
+        return 0;
+    }
+    if (!cfg->webhook.n_endpoints)
+        sl_fatal(2, "%s: webhook.endpoints is empty: nothing to post to", cfg_path);
+    g.cfg = cfg;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        sl_fatal(1, "curl_global_init failed");
+    uv_loop_t *loop = uv_default_loop();
+    char *err = NULL;
+    if (cfg->metrics.listen) {
+        int port = 0;
+        if (sl_http_start(cfg->metrics.listen, &port, &err) != 0)
+            sl_fatal(1, "metrics: %s", err ? err : "failed");
+        sl_info("metrics on %s (port %d)", cfg->metrics.listen, port);
+    }
+    g.w = whk_new(cfg, loop, &err);
+    if (!g.w)
+        sl_fatal(1, "webhook: %s", err ? err : "failed");
+    uv_timer_init(loop, &g.ready_timer);
+    uv_timer_start(&g.ready_timer, ready_cb, 0, 100);
+    uv_timer_init(loop, &g.drain_timer);
+    uv_signal_init(loop, &g.sigterm);
+    uv_signal_start(&g.sigterm, signal_cb, SIGTERM);
+    uv_signal_init(loop, &g.sigint);
+    uv_signal_start(&g.sigint, signal_cb, SIGINT);
+
+    uv_run(loop, UV_RUN_DEFAULT);
+    if (!g.done)
+        sl_fatal(1, "webhook: exited event loop unexpectedly");
+    uv_walk(loop, close_walk, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+    curl_global_cleanup();
+    sl_config_free(cfg);
+    sl_info("webhook stopped");
+    return 0;
+}

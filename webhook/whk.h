@@ -1,0 +1,67 @@
+/*
+ * whk - sluice-webhook: post every event of the events topic to HTTP(S)
+ * endpoints, signed, in batches, at least once.
+ *
+ * whk_new() starts one worker thread per configured endpoint
+ * (webhook.endpoints) and a consumer of the events topic in group
+ * sluice-webhook. Each record is decoded on the loop thread and rendered
+ * once as JSON (sl_event_json); the rendering is shared by every endpoint
+ * and counted: the record is done (sl_record_done(), its offset may be
+ * committed) only when every endpoint answered 2xx to a batch holding it.
+ * A record that does not decode goes to the DLQ and is done when the DLQ
+ * write is acknowledged.
+ *
+ * A worker takes up to batch_size queued events, POSTs them as a JSON
+ * array with libcurl's easy interface (a worker thread may block; the loop
+ * never does) and the header
+ *     X-Sluice-Signature: sha256=<hex HMAC-SHA256(body, endpoint secret)>
+ * and retries the same batch with exponential backoff (0.5 s doubling, cap
+ * 5 min) until it gets a 2xx. An endpoint that is down for an hour thus
+ * holds its events in memory up to the consumer's max_inflight, after
+ * which the consumer pauses: nothing is skipped, nothing is committed past
+ * an event some endpoint has not accepted.
+ *
+ * whk_stop() stops fetching and lets the workers finish what is in memory;
+ * cb fires on the loop thread once every handed-out record is done.
+ * whk_abandon() gives up on what is still queued (the drain deadline):
+ * workers stop and the undone records are simply never marked done, so the
+ * next sluice-webhook delivers them again.
+ *
+ * Metrics: sluice_webhook_events_total{endpoint}, sluice_webhook_requests_total
+ * {endpoint,result}, sluice_webhook_request_seconds{endpoint},
+ * sluice_webhook_queued{endpoint}, sluice_webhook_malformed_total. The endpoint
+ * label is its index in webhook.endpoints (a URL may carry a token).
+ *
+ * Ownership: the whk borrows cfg and loop (both outlive it). One owner
+ * thread: the loop's.
+ */
+#ifndef SLUICE_WHK_H
+#define SLUICE_WHK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+
+typedef struct whk whk;
+typedef void (*whk_drained_cb)(void *arg);
+
+/* NULL and *err (malloc'd) on failure: no endpoint, unreadable secret,
+ * Kafka set-up errors. */
+whk *whk_new(const sl_config *cfg, uv_loop_t *loop, char **err);
+bool whk_ready(const whk *w);
+void whk_stop(whk *w, whk_drained_cb cb, void *arg);
+void whk_abandon(whk *w);
+size_t whk_pending(const whk *w);
+/* After the drained callback (or after whk_abandon()). Joins the workers
+ * and closes the loop handles; run the loop once more afterwards. */
+void whk_free(whk *w);
+
+/* "sha256=<64 hex>" of body under key, into out[72]. */
+void whk_sign(const void *key, size_t klen, const void *body, size_t len, char out[72]);
+/* Retry delay after `failures` consecutive failures (>= 1): 500 ms
+ * doubling, capped at 5 minutes. */
+int64_t whk_backoff_ms(unsigned failures);
+
+#endif
