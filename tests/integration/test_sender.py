@@ -37,8 +37,11 @@ class SenderEnv:
                            ["-c", self._write_cfg("broker.yaml", "", extra_yaml, workers),
                             "--port-file", os.path.join(tmpdir, "broker.port")],
                            tmpdir=tmpdir)
-        self.bootstrap = wait_for(lambda: read_complete(os.path.join(tmpdir, "broker.port")),
-                                  30, "devbroker port file").strip()
+        def ready():
+            if not self.broker.alive():
+                raise AssertionError("devbroker exited\n" + self.broker.output())
+            return read_complete(os.path.join(tmpdir, "broker.port"))
+        self.bootstrap = wait_for(ready, 30, "devbroker port file").strip()
         self.env = dict(os.environ, SLUICE_KAFKA_BOOTSTRAP=self.bootstrap,
                         SLUICE_LOG_FORMAT="json")
         self.cfg = os.path.join(tmpdir, "broker.yaml")
