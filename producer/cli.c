@@ -3,6 +3,7 @@
  * lives in cli_<name>.c (see cli.h).
  */
 #include "cli.h"
+#include "log.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -60,6 +61,8 @@ int main(int argc, char **argv)
         puts("sluice " SLUICE_VERSION);
         return 0;
     }
+    /* Human lines on a terminal; JSON when a program reads stderr. */
+    sl_log_init("sluice", SL_LOG_WARN);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) {
             if (!commands[i].fn) {

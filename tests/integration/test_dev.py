@@ -1,0 +1,148 @@
+"""sluice dev: the whole pipeline as child processes of one command.
+
+Covers the foundation's done-when: the demo delivers every message and
+prints a summary; --route delivers exactly N distinct messages to an SMTP
+server that is not sluice's (Postfix's smtp-sink, counted by our recording
+sink in front of nothing else); a SIGKILLed sender is restarted and the demo
+still completes with every job delivered (duplicates counted); a config with
+a typo exits 2 naming file, line and key.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import unittest
+
+from sluicetest import Proc, bin_path, free_port, start_sink, wait_for
+
+
+def port_open(port):
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def dumped(root):
+    out = []
+    for d, _, names in os.walk(root):
+        out += [os.path.join(d, n) for n in names]
+    return out
+
+
+def run_demo(args, timeout=300):
+    p = subprocess.run([bin_path("sluice"), "dev"] + args, capture_output=True, text=True,
+                       timeout=timeout)
+    return p
+
+
+class DevTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="sluice-test-dev-")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_demo_delivers_every_message_to_the_capture_server(self):
+        d = os.path.join(self.tmp, "dev")
+        p = run_demo(["--demo", "300", "--json", "--dir", d])
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        s = json.loads(p.stdout.strip().splitlines()[-1])
+        self.assertEqual(s["messages"], 300)
+        self.assertEqual(s["delivered"], 300, s)
+        self.assertEqual(s["unfinished"], 0)
+        files = [f for f in os.listdir(os.path.join(d, "mail"))]
+        self.assertGreaterEqual(len(files), 300)
+        # Every delivered message carries a Message-ID unique to its job.
+        ids = set()
+        for f in files:
+            with open(os.path.join(d, "mail", f), "rb") as fh:
+                m = re.search(rb"^Message-ID:\s*(<[^>]+>)", fh.read(), re.M | re.I)
+            self.assertIsNotNone(m, f)
+            ids.add(m.group(1))
+        self.assertEqual(len(ids), 300)
+
+    def test_human_summary(self):
+        p = run_demo(["--demo", "50", "--dir", os.path.join(self.tmp, "dev")])
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertRegex(p.stdout, r"delivered\s+50\b")
+        self.assertRegex(p.stdout, r"messages/s")
+
+    def test_route_delivers_exact_count_to_postfix_smtp_sink(self):
+        # Postfix's smtp-sink dumps each transaction to a file of its own.
+        dump = os.path.join(self.tmp, "dump")
+        os.makedirs(dump)
+        os.chmod(self.tmp, 0o755)
+        os.chmod(dump, 0o777)
+        port = free_port()
+        args = ["smtp-sink", "-d", dump + "/%H/%M.", "127.0.0.1:%d" % port, "256"]
+        if os.geteuid() == 0:
+            args[1:1] = ["-u", "postfix"]
+        sink = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: port_open(port), 10, "smtp-sink to listen")
+            p = run_demo(["--demo", "2000", "--json", "--dir", os.path.join(self.tmp, "dev"),
+                          "--route", "127.0.0.1:%d" % port])
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            s = json.loads(p.stdout.strip().splitlines()[-1])
+            self.assertEqual(s["delivered"], 2000, s)
+            files = wait_for(lambda: (lambda f: f if len(f) >= 2000 else None)(dumped(dump)),
+                             30, "2000 files from smtp-sink")
+            ids = set()
+            for path in files:
+                with open(path, "rb") as fh:
+                    m = re.search(rb"^Message-ID:\s*(<[^>]+>)", fh.read(), re.M | re.I)
+                self.assertIsNotNone(m, path)
+                ids.add(m.group(1))
+            self.assertEqual(len(ids), 2000, "distinct messages at smtp-sink")
+            self.assertEqual(len(files), 2000 + s["duplicates"])
+        finally:
+            sink.terminate()
+            sink.wait(timeout=10)
+
+    def test_killed_sender_is_restarted_and_demo_completes(self):
+        sink = start_sink(self.tmp)
+        d = os.path.join(self.tmp, "dev")
+        dev = Proc(bin_path("sluice"), ["dev", "--demo", "3000", "--json", "--dir", d,
+                                        "--route", "%s:%d" % (sink.host, sink.port)],
+                   tmpdir=self.tmp)
+        try:
+            pidfile = os.path.join(d, "pids", "sender.pid")
+            wait_for(lambda: os.path.exists(pidfile), 60, "the sender to start")
+            # Kill it once some mail is flowing, mid-run.
+            wait_for(lambda: len(sink.messages()) >= 300, 120, "mail flowing")
+            with open(pidfile) as f:
+                pid = int(f.read())
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: open(pidfile).read().strip() != str(pid), 30,
+                     "the sender to be restarted")
+            rc = dev.wait(timeout=300)
+            self.assertEqual(rc, 0, dev.output())
+            s = json.loads(dev.stdout().strip().splitlines()[-1])
+            self.assertEqual(s["delivered"], 3000, s)
+            self.assertEqual(s["unfinished"], 0, s)
+            self.assertGreaterEqual(s["restarts"], 1, s)
+            ids = {m["message_id"] for m in sink.messages()}
+            self.assertEqual(len(ids), 3000, "every job reached the sink")
+        finally:
+            dev.stop(timeout=60)
+            sink.proc.stop()
+
+    def test_config_typo_exits_2_with_file_line_key(self):
+        cfg = os.path.join(self.tmp, "bad.yaml")
+        with open(cfg, "w") as f:
+            f.write("kafka:\n  bootstrap: 127.0.0.1:9092\nshaping:\n  default:\n"
+                    "    max_mesage_rate: 10/s\n")
+        p = run_demo(["-c", cfg, "--demo", "1"], timeout=30)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("bad.yaml:5", p.stderr)
+        self.assertIn("max_mesage_rate", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
