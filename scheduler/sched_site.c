@@ -72,8 +72,9 @@ char *sched_site_by_mx(const sl_config *cfg, const char *domain, const sched_mx 
                 sl_buf_putc(&b, ',');
             sl_buf_puts(&b, names[i]);
         }
-        free(names[i]);
     }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
     free(names);
     return sl_buf_steal(&b, NULL);
 }

@@ -1,0 +1,80 @@
+/* Unit tests of scheduler/sched_bucket: reservation token bucket. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "sched_bucket.h"
+
+static void test_burst_then_rate(void **state)
+{
+    (void)state;
+    sched_bucket b;
+    sched_bucket_init(&b, 5, 5, 1000);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(sched_bucket_take(&b, 1000), 1000);
+    /* Then one every 200 ms, reserved ahead. */
+    assert_int_equal(sched_bucket_take(&b, 1000), 1200);
+    assert_int_equal(sched_bucket_take(&b, 1000), 1400);
+    assert_int_equal(sched_bucket_available_at(&b, 1000), 1600);
+    /* Time passing pays the debt back. */
+    assert_int_equal(sched_bucket_available_at(&b, 1600), 1600);
+}
+
+static void test_refill_capped_at_burst(void **state)
+{
+    (void)state;
+    sched_bucket b;
+    sched_bucket_init(&b, 1, 2, 0);
+    sched_bucket_take(&b, 0);
+    sched_bucket_take(&b, 0);
+    /* An hour idle earns only the burst. */
+    assert_int_equal(sched_bucket_take(&b, 3600000), 3600000);
+    assert_int_equal(sched_bucket_take(&b, 3600000), 3600000);
+    assert_int_equal(sched_bucket_take(&b, 3600000), 3601000);
+}
+
+static void test_unlimited(void **state)
+{
+    (void)state;
+    sched_bucket b;
+    sched_bucket_init(&b, 0, 0, 10);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(sched_bucket_take(&b, 10), 10);
+}
+
+static void test_set_rate_halves_and_caps_burst(void **state)
+{
+    (void)state;
+    sched_bucket b;
+    sched_bucket_init(&b, 10, 10, 0);
+    sched_bucket_set_rate(&b, 2, 2, 0);
+    assert_int_equal(sched_bucket_take(&b, 0), 0);
+    assert_int_equal(sched_bucket_take(&b, 0), 0);
+    assert_int_equal(sched_bucket_take(&b, 0), 500);
+    sched_bucket_refund(&b);
+    assert_int_equal(sched_bucket_available_at(&b, 0), 500);
+}
+
+static void test_default_burst(void **state)
+{
+    (void)state;
+    sched_bucket b;
+    sched_bucket_init(&b, 0.5, 0, 0);
+    assert_true(b.burst >= 1.0);
+    assert_int_equal(sched_bucket_take(&b, 0), 0);
+    assert_int_equal(sched_bucket_take(&b, 0), 2000);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_burst_then_rate),
+        cmocka_unit_test(test_refill_capped_at_burst),
+        cmocka_unit_test(test_unlimited),
+        cmocka_unit_test(test_set_rate_halves_and_caps_burst),
+        cmocka_unit_test(test_default_burst),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,83 @@
+/* Unit tests of scheduler/sched_site (MX rollup) and sched_map. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "config.h"
+#include "sched_map.h"
+#include "sched_site.h"
+
+static const char *YAML = "kafka: { bootstrap: 127.0.0.1:9092 }\n"
+                          "sites:\n"
+                          "  google: { mx: [\"*.google.com\", \"*.googlemail.com\"],"
+                          " domains: [gmail.com, googlemail.com] }\n"
+                          "  microsoft: { mx: [\"*.protection.outlook.com\"],"
+                          " domains: [outlook.com, \"*.hotmail.com\"] }\n";
+
+static void test_rollup(void **state)
+{
+    (void)state;
+    sl_config *cfg = NULL;
+    char *err = NULL;
+    if (sl_config_parse("test", YAML, strlen(YAML), &cfg, &err) != 0)
+        fail_msg("config: %s", err);
+    assert_string_equal(sched_site_by_domain(cfg, "gmail.com"), "google");
+    assert_string_equal(sched_site_by_domain(cfg, "uk.hotmail.com"), "microsoft");
+    assert_null(sched_site_by_domain(cfg, "example.com"));
+
+    sched_mx g[] = {{"alt1.aspmx.l.google.com", 20}, {"aspmx.l.google.com", 10}};
+    char *s = sched_site_by_mx(cfg, "corp.example", g, 2);
+    assert_string_equal(s, "google");
+    free(s);
+
+    sched_mx m[] = {{"corp-com.mail.protection.outlook.com.", 0}};
+    s = sched_site_by_mx(cfg, "corp.com", m, 1);
+    assert_string_equal(s, "microsoft");
+    free(s);
+
+    /* Unmatched: sorted, de-duplicated, lower-case, no trailing dot. */
+    sched_mx u[] = {{"MX2.Example.net.", 20}, {"mx1.example.net", 10}, {"mx2.example.net", 30}};
+    s = sched_site_by_mx(cfg, "example.org", u, 3);
+    assert_string_equal(s, "mx1.example.net,mx2.example.net");
+    free(s);
+
+    /* Implicit MX: the domain itself. */
+    s = sched_site_by_mx(cfg, "Example.ORG", NULL, 0);
+    assert_string_equal(s, "example.org");
+    free(s);
+    sl_config_free(cfg);
+}
+
+static void test_map(void **state)
+{
+    (void)state;
+    sched_map m;
+    sched_map_init(&m);
+    char key[32];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        assert_null(sched_map_put(&m, key, (void *)(intptr_t)(i + 1)));
+    }
+    assert_int_equal(m.count, 1000);
+    assert_int_equal((intptr_t)sched_map_get(&m, "k500"), 501);
+    assert_int_equal((intptr_t)sched_map_put(&m, "k500", (void *)7), 501);
+    assert_int_equal((intptr_t)sched_map_del(&m, "k500"), 7);
+    assert_null(sched_map_get(&m, "k500"));
+    assert_null(sched_map_del(&m, "k500"));
+    assert_int_equal(m.count, 999);
+    sched_map_free(&m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rollup),
+        cmocka_unit_test(test_map),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
