@@ -10,13 +10,13 @@
  * Consumer: the consumer thread polls, registers each record with its
  * partition's tracker (a FIFO of sequence numbers in offset order) and
  * pushes it on a mutex-protected list; uv_async wakes the loop, which pops
- * and calls the record callback. sl_record_done() marks the record and
- * pops done records off the tracker's head; the stored offset is the head's
- * offset, or one past the last popped when the FIFO is empty.
+ * and calls the record callback. sl_record_done() marks the record in its
+ * partition's window (offsets.h), which says what offset is safe to store.
  */
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "offsets.h"
 #include "util.h"
 
 #include <errno.h>
@@ -462,12 +462,7 @@ typedef struct sl_part {
     bool revoked;
     bool lost_checked;
     int64_t committed;  /* at assignment; RD_KAFKA_OFFSET_INVALID: none */
-    /* FIFO of (seq -> offset, done) */
-    int64_t *offsets;
-    bool *done;
-    size_t cap, head, count;
-    uint64_t head_seq;
-    int64_t stored;     /* last offset stored, -1 none */
+    sl_offsets window;  /* records in flight, in offset order */
     struct sl_consumer *c;
     struct sl_part *next;
 } sl_part;
@@ -515,56 +510,8 @@ static void part_unref(sl_part *p)
     if (--p->refs > 0)
         return;
     free(p->topic);
-    free(p->offsets);
-    free(p->done);
+    sl_offsets_free(&p->window);
     free(p);
-}
-
-/* Under mu. Appends offset; returns its sequence number. */
-static uint64_t part_push(sl_part *p, int64_t offset)
-{
-    if (p->count == p->cap) {
-        size_t ncap = p->cap ? p->cap * 2 : 256;
-        int64_t *no = xmalloc(ncap * sizeof *no);
-        bool *nd = xmalloc(ncap * sizeof *nd);
-        for (size_t i = 0; i < p->count; i++) {
-            no[i] = p->offsets[(p->head + i) % p->cap];
-            nd[i] = p->done[(p->head + i) % p->cap];
-        }
-        free(p->offsets);
-        free(p->done);
-        p->offsets = no;
-        p->done = nd;
-        p->cap = ncap;
-        p->head = 0;
-    }
-    size_t idx = (p->head + p->count) % p->cap;
-    p->offsets[idx] = offset;
-    p->done[idx] = false;
-    p->count++;
-    return p->head_seq + p->count - 1;
-}
-
-/* Under mu. Marks seq done and returns the offset to store, or -1 when the
- * store position did not move. */
-static int64_t part_done(sl_part *p, uint64_t seq)
-{
-    SL_ASSERT(seq >= p->head_seq && seq < p->head_seq + p->count);
-    p->done[(p->head + (seq - p->head_seq)) % p->cap] = true;
-    int64_t last = -1;
-    while (p->count && p->done[p->head]) {
-        last = p->offsets[p->head];
-        p->head = (p->head + 1) % p->cap;
-        p->head_seq++;
-        p->count--;
-    }
-    if (last < 0)
-        return -1;
-    int64_t store = p->count ? p->offsets[p->head] : last + 1;
-    if (store == p->stored)
-        return -1;
-    p->stored = store;
-    return store;
 }
 
 static void consumer_commit(sl_consumer *c, const char *why)
@@ -594,7 +541,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             p->partition = tp->partition;
             p->refs = 1;
             p->c = c;
-            p->stored = -1;
+            sl_offsets_init(&p->window);
             p->committed = tp->offset;
             p->next = c->parts;
             c->parts = p;
@@ -731,7 +678,7 @@ static void *consumer_thread(void *arg)
         r->offset = m->offset;
         r->part__ = p;
         p->refs++;
-        r->seq__ = part_push(p, m->offset);
+        r->seq__ = sl_offsets_push(&p->window, m->offset);
         if (c->q_tail)
             c->q_tail->next__ = r;
         else
@@ -840,7 +787,7 @@ void sl_record_done(sl_record *rec)
     int64_t store = -1;
     pthread_mutex_lock(&c->mu);
     if (!p->revoked)
-        store = part_done(p, rec->seq__);
+        store = sl_offsets_done(&p->window, rec->seq__);
     c->inflight--;
     bool wake = c->stopping && c->inflight == 0;
     pthread_mutex_unlock(&c->mu);

@@ -92,24 +92,24 @@ static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 void sl_job_id_new(char out[27])
 {
-    /* 48-bit millisecond clock then 80 random bits; a per-thread counter in
-     * the random part keeps ids from one thread monotonic within a ms. */
-    static __thread uint64_t last_ms, ctr;
+    /* 48-bit millisecond clock then 80 random bits; within one
+     * millisecond a thread increments the random part (with carry), so its
+     * ids stay unique and sort in creation order, as ULIDs do. */
+    static __thread uint64_t last_ms;
     static __thread unsigned char rnd[10];
     uint64_t ms = (uint64_t)sl_now_ms();
-    if (ms != last_ms) {
+    if (ms > last_ms) {
         if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd)
             sl_panic("getrandom failed");
+        rnd[0] &= 0x7f; /* headroom: increments never wrap within a ms */
         last_ms = ms;
-        ctr = 0;
+    } else {
+        ms = last_ms; /* the clock stepped back: keep ordering */
+        for (int i = 9; i >= 0 && ++rnd[i] == 0; i--)
+            ;
     }
     unsigned char r[10];
     memcpy(r, rnd, sizeof r);
-    uint64_t c = ctr++;
-    for (int i = 9; i >= 6 && c; i--, c >>= 8) {
-        unsigned v = r[i] + (unsigned)(c & 0xff);
-        r[i] = (unsigned char)v;
-    }
     /* 128 bits: 6 bytes time + 10 bytes random, base32 into 26 chars. */
     unsigned char b[16];
     for (int i = 0; i < 6; i++)
