@@ -78,6 +78,8 @@ int snd_outcome_publish(sl_producer *p, const sl_config *cfg, const sl_dispatch 
     a->arg = arg;
     int rc = 0;
     char **deferred = xcalloc(n ? n : 1, sizeof *deferred);
+    char *events_topic = sl_config_topic(cfg, "events");
+    sl_buf eb = SL_BUF_INIT;
     size_t n_def = 0;
 
     for (size_t i = 0; i < n && rc == 0; i++) {
@@ -121,8 +123,13 @@ int snd_outcome_publish(sl_producer *p, const sl_config *cfg, const sl_dispatch 
         }
         if (type == SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED)
             e.reason = (char *)"expired: the next attempt would fall after the job's expiry";
+        /* Packed here rather than by sl_event_publish(), whose per-thread
+         * buffers outlive worker threads. */
+        sl_buf_reset(&eb);
+        sl_pack(&e.base, &eb);
         a->pending++;
-        rc = sl_event_publish(p, cfg, &e, on_ack, a);
+        rc = sl_producer_send(p, events_topic, job->job_id, strlen(job->job_id), eb.data, eb.len,
+                              NULL, 0, on_ack, a);
         if (rc < 0)
             a->pending--;
         char l[256];
@@ -158,6 +165,8 @@ int snd_outcome_publish(sl_producer *p, const sl_config *cfg, const sl_dispatch 
     }
     free(deferred);
     free(retry_topic);
+    free(events_topic);
+    sl_buf_free(&eb);
     if (rc < 0) {
         a->err = rc;
         sl_error("publishing the outcome of job %s failed: %s", job->job_id, sl_strerror(rc));
