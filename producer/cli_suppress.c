@@ -1,0 +1,272 @@
+/*
+ * cli_suppress - `sluice suppress`: the tenant suppression lists on the
+ * compacted suppressions topic (key "tenant/address").
+ *
+ *   sluice suppress [-c FILE] [--tenant T] add ADDRESS... [--reason R]
+ *   sluice suppress [-c FILE] [--tenant T] remove ADDRESS...
+ *   sluice suppress [-c FILE] [--tenant T] list
+ *   sluice suppress [-c FILE] [--tenant T] import FILE
+ *
+ * add publishes a Suppression per address (lower-cased), remove a
+ * tombstone; import reads one address per line ("-" for stdin; blank
+ * lines, '#' comments and anything after the first ',' are ignored, so a
+ * one-column CSV works). Each exits 0 only once Kafka acknowledged every
+ * record. list reads the topic to its end and prints "tenant/address
+ * reason" for the entries still in force (every tenant unless --tenant).
+ * The tenant defaults to scheduler.default_tenant. Invalid addresses are
+ * reported and exit 2 before anything is published.
+ */
+#include "cli.h"
+#include "config.h"
+#include "kafka.h"
+#include "reader.h"
+#include "sched_addr.h"
+#include "sched_map.h"
+#include "util.h"
+#include "wire.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void suppress_usage(FILE *f)
+{
+    fputs("usage: sluice suppress [-c FILE] [--tenant T] add ADDRESS... [--reason R]\n"
+          "       sluice suppress [-c FILE] [--tenant T] remove ADDRESS...\n"
+          "       sluice suppress [-c FILE] [--tenant T] list\n"
+          "       sluice suppress [-c FILE] [--tenant T] import FILE\n",
+          f);
+}
+
+static int n_acked, n_failed;
+
+static void suppress_ack(void *arg, int err)
+{
+    (void)arg;
+    if (err)
+        n_failed++;
+    else
+        n_acked++;
+}
+
+static int suppress_publish(sl_producer *p, const char *topic, const char *tenant,
+                            const char *address, const char *reason, bool tombstone)
+{
+    char *addr = xstrdup(address);
+    sl_lower(addr);
+    char *key = xasprintf("%s/%s", tenant, addr);
+    sl_buf b = SL_BUF_INIT;
+    if (!tombstone) {
+        sl_suppression s = SLUICE__V1__SUPPRESSION__INIT;
+        s.version = SLUICE_WIRE_VERSION;
+        s.tenant = (char *)tenant;
+        s.address = addr;
+        s.reason = (char *)reason;
+        s.created_at_ms = sl_now_ms();
+        sl_pack(&s.base, &b);
+    }
+    int rc = sl_producer_send(p, topic, key, strlen(key), tombstone ? NULL : b.data,
+                              tombstone ? 0 : b.len, NULL, 0, suppress_ack, NULL);
+    sl_buf_free(&b);
+    free(key);
+    free(addr);
+    return rc;
+}
+
+/* Addresses from a file, one per line. */
+static int suppress_read_file(const char *path, char ***out, size_t *n)
+{
+    FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
+    if (!f)
+        return -1;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        char *s = line;
+        s[strcspn(s, ",\r\n")] = 0;
+        while (*s == ' ' || *s == '\t')
+            s++;
+        size_t l = strlen(s);
+        while (l && (s[l - 1] == ' ' || s[l - 1] == '\t'))
+            s[--l] = 0;
+        if (!*s || *s == '#')
+            continue;
+        *out = xrealloc(*out, (*n + 1) * sizeof **out);
+        (*out)[(*n)++] = xstrdup(s);
+    }
+    free(line);
+    if (f != stdin)
+        fclose(f);
+    return 0;
+}
+
+static int suppress_list(const sl_config *cfg, const char *topic, const char *tenant)
+{
+    char *err = NULL;
+    sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
+    if (!r) {
+        fprintf(stderr, "sluice suppress: %s\n", err);
+        free(err);
+        return 1;
+    }
+    /* The mock broker never compacts: the last record per key wins. */
+    sched_map m;
+    sched_map_init(&m);
+    int64_t deadline = sl_mono_ms() + 30000;
+    while (!sl_reader_at_end(r) && sl_mono_ms() < deadline) {
+        rd_kafka_message_t *msg = sl_reader_next(r, 200);
+        if (!msg)
+            continue;
+        if (msg->key) {
+            char *key = xstrndup(msg->key, msg->key_len);
+            char *old = NULL;
+            if (!msg->payload) {
+                old = sched_map_del(&m, key);
+            } else {
+                sl_suppression *s = NULL;
+                const char *why;
+                if (sl_suppression_decode(msg->payload, msg->len, &s, &why) == 0) {
+                    old = sched_map_put(&m, key, xstrdup(s->reason ? s->reason : ""));
+                    sl_suppression_free(s);
+                }
+            }
+            free(old);
+            free(key);
+        }
+        rd_kafka_message_destroy(msg);
+    }
+    bool complete = sl_reader_at_end(r);
+    sl_reader_free(r);
+    /* Sorted output for people and diffs. */
+    char **keys = xcalloc(m.count ? m.count : 1, sizeof *keys);
+    size_t n = 0;
+    for (size_t i = 0; i < m.n_slots; i++)
+        for (sched_map_ent *e = m.slots[i]; e; e = e->next)
+            keys[n++] = e->key;
+    for (size_t i = 1; i < n; i++)
+        for (size_t k = i; k > 0 && strcmp(keys[k - 1], keys[k]) > 0; k--) {
+            char *t = keys[k];
+            keys[k] = keys[k - 1];
+            keys[k - 1] = t;
+        }
+    size_t tl = tenant ? strlen(tenant) : 0;
+    for (size_t i = 0; i < n; i++)
+        if (!tenant || (!strncmp(keys[i], tenant, tl) && keys[i][tl] == '/'))
+            printf("%s %s\n", keys[i], (char *)sched_map_get(&m, keys[i]));
+    free(keys);
+    for (size_t i = 0; i < m.n_slots; i++)
+        for (sched_map_ent *e = m.slots[i]; e; e = e->next)
+            free(e->val);
+    sched_map_free(&m);
+    if (!complete) {
+        fprintf(stderr, "sluice suppress: the topic was not read to its end within 30s\n");
+        return 1;
+    }
+    return 0;
+}
+
+int cli_suppress(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"tenant", required_argument, NULL, 't'},
+        {"reason", required_argument, NULL, 'r'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL, *tenant = NULL, *reason = NULL;
+    int o;
+    optind = 0;
+    while ((o = getopt_long(argc, argv, "c:t:r:h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'c': path = optarg; break;
+        case 't': tenant = optarg; break;
+        case 'r': reason = optarg; break;
+        case 'h': suppress_usage(stdout); return 0;
+        default: suppress_usage(stderr); return 2;
+        }
+    }
+    if (optind >= argc) {
+        suppress_usage(stderr);
+        return 2;
+    }
+    const char *sub = argv[optind++];
+    bool add = !strcmp(sub, "add"), rm = !strcmp(sub, "remove"), imp = !strcmp(sub, "import");
+    if (!add && !rm && !imp && strcmp(sub, "list")) {
+        suppress_usage(stderr);
+        return 2;
+    }
+    if ((add || rm) && optind >= argc) {
+        suppress_usage(stderr);
+        return 2;
+    }
+    if ((imp && optind != argc - 1) || (!strcmp(sub, "list") && optind != argc)) {
+        suppress_usage(stderr);
+        return 2;
+    }
+    sl_config *cfg = NULL;
+    char *err = NULL;
+    if (!path) {
+        cfg = sl_config_default();
+    } else if (sl_config_load(path, &cfg, &err) != 0) {
+        fprintf(stderr, "sluice suppress: %s\n", err ? err : "invalid configuration");
+        free(err);
+        return 2;
+    }
+    char *topic = sl_config_topic(cfg, "suppressions");
+    int status = 0;
+    if (!strcmp(sub, "list")) {
+        status = suppress_list(cfg, topic, tenant);
+        goto out;
+    }
+    if (!tenant)
+        tenant = cfg->scheduler.default_tenant ? cfg->scheduler.default_tenant : "";
+    char **addrs = NULL;
+    size_t n = 0;
+    if (imp) {
+        if (suppress_read_file(argv[optind], &addrs, &n) != 0) {
+            fprintf(stderr, "sluice suppress: cannot read %s\n", argv[optind]);
+            status = 2;
+            goto out;
+        }
+    } else {
+        for (int i = optind; i < argc; i++) {
+            addrs = xrealloc(addrs, (n + 1) * sizeof *addrs);
+            addrs[n++] = xstrdup(argv[i]);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!sched_addr_valid(addrs[i])) {
+            fprintf(stderr, "sluice suppress: invalid address '%s'\n", addrs[i]);
+            status = 2;
+        }
+    if (!status) {
+        sl_producer *p = sl_producer_new(cfg, NULL, &err);
+        if (!p) {
+            fprintf(stderr, "sluice suppress: %s\n", err);
+            free(err);
+            status = 1;
+        } else {
+            const char *why = reason ? reason : imp ? "import" : "manual";
+            for (size_t i = 0; i < n; i++)
+                if (suppress_publish(p, topic, tenant, addrs[i], why, rm) != 0)
+                    n_failed++;
+            if (sl_producer_flush(p, 60000) != 0 || n_failed) {
+                fprintf(stderr, "sluice suppress: %d of %zu not acknowledged\n",
+                        (int)(n - (size_t)n_acked), n);
+                status = 1;
+            } else {
+                printf("%s %zu address%s for tenant '%s'\n", rm ? "removed" : "suppressed", n,
+                       n == 1 ? "" : "es", tenant);
+            }
+            sl_producer_free(p);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        free(addrs[i]);
+    free(addrs);
+out:
+    free(topic);
+    sl_config_free(cfg);
+    return status;
+}

@@ -1,0 +1,61 @@
+"""Integration tests of the scheduler's CLI commands: `sluice suppress`
+(add, remove, list, import on the suppressions topic, honoured by a running
+scheduler) and `sluice shaping show` (the scheduler's live state)."""
+
+import subprocess
+import unittest
+
+from sluicetest import bin_path, wait_for
+from test_scheduler import DEADLINE, SchedCase
+
+
+class TestCli(SchedCase):
+    def sluice(self, *args, input=None):
+        return subprocess.run([bin_path("sluice")] + [str(a) for a in args], capture_output=True,
+                              text=True, timeout=DEADLINE, input=input)
+
+    def test_suppress_add_remove_list_import(self):
+        r = self.sluice("suppress", "-c", self.cfg, "--tenant", "acme", "add", "A@x.test",
+                        "b@x.test", "--reason", "complaint")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.sluice("suppress", "-c", self.cfg, "--tenant", "acme", "import", "-",
+                        input="# list\nc@x.test,extra column\n\n d@x.test \n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.sluice("suppress", "-c", self.cfg, "--tenant", "acme", "remove", "b@x.test")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.sluice("suppress", "-c", self.cfg, "list")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.splitlines(), ["acme/a@x.test complaint",
+                                                 "acme/c@x.test import",
+                                                 "acme/d@x.test import"])
+        r = self.sluice("suppress", "-c", self.cfg, "add", "not an address")
+        self.assertEqual(r.returncode, 2)
+        # The scheduler honours the list.
+        self.start_scheduler()
+        self.produce("--to", "a@x.test,b@x.test", "--tenant", "acme", "--id", "j")
+        d = self.dump("dispatch", 1)
+        self.assertEqual(d[0]["recipients"], ["b@x.test"])
+
+    def test_shaping_show(self):
+        self.start_scheduler()
+        self.produce("--to", "a@gmail.com", "--count", 2, "--id", "g")
+        self.dump("dispatch", 2)
+        r = self.tool("event", "-c", self.cfg, "--type", "deferred", "--site", "google",
+                      "--source-ip", "127.0.0.3", "--code", 421, "--enh", "4.7.28",
+                      "--reply", "421 4.7.28 unusual rate")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+        def show():
+            r = self.sluice("shaping", "-c", self.cfg, "show")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return "throttled" in r.stdout and r.stdout
+
+        out = wait_for(show, 20, "throttled pair in shaping show")
+        rows = [line.split() for line in out.splitlines()]
+        self.assertEqual(rows[0], ["SITE", "SOURCE", "STATE", "RATE"])
+        self.assertIn(["google", "127.0.0.2", "normal", "5/s"], rows)
+        self.assertIn(["google", "127.0.0.3", "throttled", "2.5/s"], rows)
+
+
+if __name__ == "__main__":
+    unittest.main()
