@@ -167,8 +167,11 @@ static rd_kafka_t *producer_create(sl_producer *p, char **err)
         return NULL;
     }
     /* c is now owned by rk */
-    if (p->loop)
-        rd_kafka_queue_io_event_enable(rd_kafka_queue_get_main(rk), p->pipefd[1], "1", 1);
+    if (p->loop) {
+        rd_kafka_queue_t *q = rd_kafka_queue_get_main(rk); /* a new reference */
+        rd_kafka_queue_io_event_enable(q, p->pipefd[1], "1", 1);
+        rd_kafka_queue_destroy(q);
+    }
     return rk;
 }
 
