@@ -267,6 +267,47 @@ class TestWarmup(SchedCase):
         self.assertEqual(by_ip.get("127.0.0.4"), 9, by_ip)
 
 
+class TestMxRollup(SchedCase):
+    def setUp(self):
+        import dnstest
+        self.dns = dnstest.DnsServer({
+            "corp.example": {"MX": [(10, "aspmx.l.google.com"), (20, "alt1.aspmx.l.google.com")]},
+            "other.example": {"MX": [(20, "MX2.other.example"), (10, "mx1.other.example")]},
+            "nullmx.example": {"MX": [(0, ".")]},
+            "noemail.example": {"A": ["127.0.0.1"]},
+            "servfail.example": "SERVFAIL",
+        })
+        host, port = self.dns.start()
+        self.extra = "dns: { servers: [\"%s:%d\"], timeout: 1s, tries: 1 }\n" % (host, port)
+        super().setUp()
+
+    def tearDown(self):
+        super().tearDown()
+        self.dns.stop()
+
+    def test_sites_from_mx(self):
+        self.start_scheduler()
+        self.produce("--to", "a@corp.example", "--count", 3, "--id", "corp")
+        self.produce("--to", "a@other.example", "--id", "other")
+        self.produce("--to", "a@nullmx.example", "--id", "null")
+        self.produce("--to", "a@noemail.example", "--id", "implicit")
+        self.produce("--to", "a@servfail.example", "--id", "sf")
+        recs = {r["job_id"]: r for r in self.dump("dispatch", 6, 30000)}
+        self.assertEqual(recs["corp-0"]["site"], "google")
+        self.assertEqual(recs["corp-0"]["mx"], ["aspmx.l.google.com", "alt1.aspmx.l.google.com"])
+        self.assertEqual(recs["other-0"]["site"], "mx1.other.example,mx2.other.example")
+        self.assertEqual(recs["null-0"]["site"], "nullmx.example")
+        self.assertTrue(recs["null-0"]["null_mx"])
+        self.assertEqual(recs["implicit-0"]["site"], "noemail.example")
+        self.assertEqual(recs["implicit-0"]["mx"], [])
+        # A temporary DNS failure parks the job instead of holding the partition.
+        parked = self.dump("retry.1m", 1, 20000)
+        self.assertEqual(parked[0]["job_id"], "sf-0")
+        self.assertEqual(parked[0]["key"], "servfail.example")
+        # The TTL cache: three jobs, one query.
+        self.assertEqual(self.dns.count("corp.example", "MX"), 1)
+
+
 class TestRetryAndSuppression(SchedCase):
     def test_retry_waits_until_due_then_republishes(self):
         self.start_scheduler("--stages", "retry")
