@@ -53,6 +53,8 @@ typedef struct delivery {
     size_t n_pending;
     snd_txn txn;
     int64_t slot_ms;
+    int64_t first_try_ms;
+    int64_t intake_ms;      /* wall clock when the record reached the worker */   /* first attempt to find the template */
     int64_t queue_ms, smtp_ms;
     char tls_protocol[16], tls_cipher[64];
     struct delivery *next, *prev;
@@ -283,6 +285,14 @@ static void txn_done(snd_txn *t)
     snprintf(dl->tls_protocol, sizeof dl->tls_protocol, "%s", t->tls_protocol);
     snprintf(dl->tls_cipher, sizeof dl->tls_cipher, "%s", t->tls_cipher);
     dl->smtp_ms += t->smtp_ms;
+    if (!t->session_failed) {
+        char l[256];
+        snprintf(l, sizeof l, "site=\"%s\",source=\"%s\"", dl->d->site, dl->d->source_ip);
+        sl_metric_observe("sluice_sender_smtp_seconds", l, (double)t->smtp_ms / 1000.0);
+        snprintf(l, sizeof l, "site=\"%s\",source=\"%s\",tls=\"%s\"", dl->d->site,
+                 dl->d->source_ip, t->tls_protocol[0] ? "yes" : "no");
+        sl_metric_inc("sluice_sender_transactions_total", l, 1);
+    }
 
     if (t->session_failed) {
         const snd_reply *r = &t->session_reply;
@@ -381,7 +391,9 @@ static void start_txn(delivery *dl)
     };
     if (!dl->started) {
         dl->started = true;
-        dl->queue_ms = sl_now_ms() - d->send_at_ms;
+        /* No send_at: the wait counts from when the sender took it in. */
+        int64_t from = d->send_at_ms > 0 ? d->send_at_ms : dl->intake_ms;
+        dl->queue_ms = sl_now_ms() - from;
         if (dl->queue_ms < 0)
             dl->queue_ms = 0;
         char l[256];
@@ -573,9 +585,14 @@ static bool prepare_message(delivery *dl)
     int64_t now = sl_now_ms();
     if (job->template_id && *job->template_id) {
         rc = snd_tmplstore_build(w->sh.templates, job, now, &dl->msg, &err);
-        if (rc == SL_ENOTFOUND && !snd_tmplstore_loaded(w->sh.templates)) {
+        if (!dl->first_try_ms)
+            dl->first_try_ms = sl_mono_ms();
+        /* Not loaded yet, or published a moment ago and still on its way
+         * through the templates reader: ask again shortly. */
+        if (rc == SL_ENOTFOUND && (!snd_tmplstore_loaded(w->sh.templates) ||
+                                   sl_mono_ms() - dl->first_try_ms < 3000)) {
             free(err);
-            return false; /* not loaded yet: ask again shortly */
+            return false;
         }
     } else {
         rc = snd_msg_build(job, NULL, now, &dl->msg, &err);
@@ -648,6 +665,7 @@ static void intake(snd_worker *w, sl_record *rec)
     delivery *dl = xcalloc(1, sizeof *dl);
     dl->w = w;
     dl->rec = rec;
+    dl->intake_ms = sl_now_ms();
     uv_timer_init(&w->loop, &dl->timer);
     dl->timer.data = dl;
     dl->next = w->active;

@@ -136,8 +136,14 @@ class TestSenderBasic(unittest.TestCase):
             {"garbage": "not a protobuf"},
         ])
         e.start_sender()
-        evs = e.events(7)
-        ev = by_rcpt(evs)
+        # Wait for every recipient (the consumer may repeat a record; events
+        # are de-duplicated by job id + recipient, as analytics does).
+        want = {"alice@example.test", "bob@multi.test", "carol@multi.test",
+                "tempfail1@example.test", "permfail1@example.test", "dave@mixed.test",
+                "permfail2@mixed.test"}
+        ev = wait_for(lambda: (lambda m: m if set(m) >= want else None)(
+            by_rcpt([x["event"] for x in e.dump("events", 0, 1500)])), 30, "7 recipients' events",
+            interval=0.3)
         out = e.sender.output()
         self.assertEqual(ev["alice@example.test"]["type"], "DELIVERED", out)
         self.assertEqual(ev["alice@example.test"]["smtp_code"], 250)
@@ -156,6 +162,7 @@ class TestSenderBasic(unittest.TestCase):
 
         msgs = self.sink.wait_messages(3)
         env = {tuple(m["rcpt"]): m for m in msgs}
+        msgs = self.sink.wait_messages(3)
         self.assertIn(("alice@example.test",), env)
         m = env[("alice@example.test",)]
         self.assertEqual(m["from"], "bounces@example.net")

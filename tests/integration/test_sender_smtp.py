@@ -246,6 +246,33 @@ class TestSenderSmtp(unittest.TestCase):
                                r'source="127.0.0.1"\} 1')
         self.assertIn("sluice_sender_queue_wait_seconds", text)
         self.assertIn("sluice_sender_connections_total", text)
+        self.assertIn("sluice_sender_smtp_seconds", text)
+        self.assertRegex(text, r'sluice_sender_transactions_total\{site="metrics",'
+                               r'source="127.0.0.1",tls="no"\} 1')
+
+    def test_template_rendered_per_recipient(self):
+        body = ("From: News <news@example.net>\r\nTo: {{email}}\r\n"
+                "Subject: Hi {{ name }}\r\n\r\nDear {{name}}, code {{code}}.\r\n")
+        self.e.publish([{"template": {"id": "welcome", "body": body}}])
+        d = dispatch("tp-1", ["t1@tmpl.test"], self.sink.address, site="tmpl")
+        del d["raw"]
+        d.update(template_id="welcome", vars={"email": "t1@tmpl.test", "name": "Ann",
+                                               "code": "42"})
+        missing = dispatch("tp-2", ["t2@tmpl.test"], self.sink.address, site="tmpl")
+        del missing["raw"]
+        missing.update(template_id="welcome", vars={"email": "t2@tmpl.test"})
+        self.e.publish([d, missing])
+        ev = by_rcpt(self.wait_events({"tp-1", "tp-2"}, 2))
+        self.assertEqual(ev["t1@tmpl.test"]["type"], "DELIVERED", self.e.sender.output())
+        # A variable the recipient lacks is never rendered blank.
+        self.assertEqual(ev["t2@tmpl.test"]["type"], "BOUNCED")
+        self.assertEqual(ev["t2@tmpl.test"]["bounce_class"], "content")
+        m = [m for m in self.sink.messages() if m["rcpt"] == ["t1@tmpl.test"]][0]
+        self.assertEqual(m["message_id"], "<tp-1@example.net>")
+        with open(os.path.join(self.sink.dir, m["file"]), "rb") as f:
+            text = f.read()
+        self.assertIn(b"Subject: Hi Ann\r\n", text)
+        self.assertIn(b"Dear Ann, code 42.", text)
 
 
 if __name__ == "__main__":
