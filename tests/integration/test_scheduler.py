@@ -241,8 +241,10 @@ scheduler: { max_buffered: 10 }
         m = self.metrics()
         self.assertIn('sluice_shape_state{site="google",source="127.0.0.2",state="throttled"} 1', m)
         self.assertIn('sluice_shape_rate_per_second{site="google",source="127.0.0.3"} 5', m)
-        shaping = [e["event"] for e in self.dump("events", 0, 3000)
-                   if e.get("event", {}).get("type") == "SHAPING"]
+        def shaping_events():
+            return [e["event"] for e in self.dump("events", 0, 3000)
+                    if e.get("event", {}).get("type") == "SHAPING"]
+        shaping = wait_for(shaping_events, 20, "SHAPING event")
         self.assertEqual(len(shaping), 1, shaping)
         self.assertEqual(shaping[0]["source_ip"], "127.0.0.2")
         self.assertEqual(shaping[0]["rate_per_sec"], 2.5)
