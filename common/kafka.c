@@ -463,7 +463,7 @@ typedef struct sl_part {
     int32_t partition;
     int refs;           /* the assignment + every record in flight */
     bool revoked;
-    bool lost_checked;
+    bool paused;        /* as last applied to librdkafka */
     int64_t committed;  /* at assignment; RD_KAFKA_OFFSET_INVALID: none */
     sl_offsets window;  /* records in flight, in offset order */
     struct sl_consumer *c;
@@ -564,6 +564,15 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         pthread_mutex_lock(&c->mu);
         sl_part *p = c->parts;
         c->parts = NULL;
+        /* Leave nothing paused behind: a later assignment of the same
+         * partition must start fetching. */
+        rd_kafka_topic_partition_list_t *resume = rd_kafka_topic_partition_list_new(8);
+        for (sl_part *q = p; q; q = q->next)
+            if (q->paused)
+                rd_kafka_topic_partition_list_add(resume, q->topic, q->partition);
+        if (resume->cnt)
+            rd_kafka_resume_partitions(rk, resume);
+        rd_kafka_topic_partition_list_destroy(resume);
         while (p) {
             sl_part *n = p->next;
             p->revoked = true;
@@ -603,21 +612,24 @@ static void retention_alarm(sl_consumer *c, rd_kafka_message_t *m)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
+/* Consumer thread. Pauses and resumes only the partitions whose wanted
+ * state changed: resuming a partition that was never paused restarts its
+ * fetcher at the application position, which re-delivers records already
+ * queued (seen as duplicates right after an assignment). */
 static void apply_pauses(sl_consumer *c)
 {
-    rd_kafka_topic_partition_list_t *asg = NULL;
-    if (rd_kafka_assignment(c->rk, &asg) || !asg)
-        return;
-    rd_kafka_topic_partition_list_t *pause = rd_kafka_topic_partition_list_new(asg->cnt);
-    rd_kafka_topic_partition_list_t *resume = rd_kafka_topic_partition_list_new(asg->cnt);
+    rd_kafka_topic_partition_list_t *pause = rd_kafka_topic_partition_list_new(8);
+    rd_kafka_topic_partition_list_t *resume = rd_kafka_topic_partition_list_new(8);
     pthread_mutex_lock(&c->mu);
-    for (int i = 0; i < asg->cnt; i++) {
-        bool p = c->paused_all;
-        for (size_t k = 0; !p && k < c->n_paused; k++)
-            if (!strcmp(c->paused_topics[k], asg->elems[i].topic))
-                p = true;
-        rd_kafka_topic_partition_list_add(p ? pause : resume, asg->elems[i].topic,
-                                          asg->elems[i].partition);
+    for (sl_part *p = c->parts; p; p = p->next) {
+        bool want = c->paused_all;
+        for (size_t k = 0; !want && k < c->n_paused; k++)
+            if (!strcmp(c->paused_topics[k], p->topic))
+                want = true;
+        if (want == p->paused)
+            continue;
+        p->paused = want;
+        rd_kafka_topic_partition_list_add(want ? pause : resume, p->topic, p->partition);
     }
     c->pause_dirty = false;
     pthread_mutex_unlock(&c->mu);
@@ -627,7 +639,6 @@ static void apply_pauses(sl_consumer *c)
         rd_kafka_resume_partitions(c->rk, resume);
     rd_kafka_topic_partition_list_destroy(pause);
     rd_kafka_topic_partition_list_destroy(resume);
-    rd_kafka_topic_partition_list_destroy(asg);
 }
 
 static void *consumer_thread(void *arg)

@@ -201,13 +201,14 @@ void sl_event_from_job(sl_event *e, Sluice__V1__EventType type, const sl_job *jo
 int sl_event_publish(sl_producer *p, const sl_config *cfg, const sl_event *e, sl_produce_cb cb,
                      void *arg)
 {
-    static __thread sl_buf b;
-    static __thread char *topic;
-    if (!topic)
-        topic = sl_config_topic(cfg, "events");
+    sl_buf b = SL_BUF_INIT;
+    char *topic = sl_config_topic(cfg, "events");
     sl_pack(&e->base, &b);
     const char *key = e->job_id ? e->job_id : "";
-    return sl_producer_send(p, topic, key, strlen(key), b.data, b.len, NULL, 0, cb, arg);
+    int rc = sl_producer_send(p, topic, key, strlen(key), b.data, b.len, NULL, 0, cb, arg);
+    free(topic);
+    sl_buf_free(&b);
+    return rc;
 }
 
 int sl_dlq_publish(sl_producer *p, const sl_config *cfg, const void *raw, size_t len,
