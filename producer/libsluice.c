@@ -109,6 +109,14 @@ sluice_client *sluice_client_new_from_config(const struct sl_config *cfg, char *
         return NULL;
     }
     c->jobs_topic = sl_config_topic(cfg, "jobs");
+    /* Make both topics known before the first produce: a topic first seen
+     * after the initial metadata request waits about a second for the next
+     * one, which would delay the first ACCEPTED event of every client. */
+    char *events = sl_config_topic(cfg, "events");
+    const char *warm[] = {c->jobs_topic, events};
+    for (size_t i = 0; i < 2; i++)
+        rd_kafka_topic_destroy(rd_kafka_topic_new(sl_producer_handle(c->p), warm[i], NULL));
+    free(events);
     c->max_job_bytes = cfg->scheduler.max_job_bytes ? cfg->scheduler.max_job_bytes
                                                     : DEFAULT_MAX_JOB_BYTES;
     c->accepted_events = true;
@@ -460,11 +468,13 @@ int sluice_send(sluice_client *c, const sluice_message *m, sluice_result_cb cb, 
     grow((void **)&c->rcptp, &c->cap_rcptp, SLUICE_MAX_RCPTS_PER_JOB, sizeof *c->rcptp);
 
     /* Pass 1: the groups and their sizes. A group is a run of one domain,
-     * cut every SLUICE_MAX_RCPTS_PER_JOB recipients. */
+     * cut every SLUICE_MAX_RCPTS_PER_JOB recipients. A message of one
+     * recipient (the bulk path) is one group: its size is checked once
+     * packed, before anything is sent. */
     char job_id[27];
     sl_job_id_new(job_id);
     job.job_id = job_id;
-    for (size_t i = 0; i < n;) {
+    for (size_t i = n == 1 ? n : 0; i < n;) {
         const char *dom = c->rc[c->order[i]].addr + c->rc[c->order[i]].at + 1;
         size_t k = 0;
         while (i + k < n && k < SLUICE_MAX_RCPTS_PER_JOB &&
@@ -500,6 +510,10 @@ int sluice_send(sluice_client *c, const sluice_message *m, sluice_result_cb cb, 
         job.recipients = c->rcptp;
         job.n_recipients = k;
         sl_pack(&job.base, &c->pack);
+        if (n == 1 && c->pack.len > c->max_job_bytes)
+            return seterr(c, SLUICE_ETOOBIG,
+                          "job for %s: %zu octets encoded, over the limit of %llu", dom,
+                          c->pack.len, (unsigned long long)c->max_job_bytes);
         job_ctx *j = NULL;
         if (cb || c->accepted_events)
             j = job_ctx_new(c, c->rc, &c->order[i], k, job_id, cb, arg, &c->pack);

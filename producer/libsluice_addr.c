@@ -123,8 +123,9 @@ static int check_quoted(const char *p, const char **end, char *why, size_t wl)
 /* An A-label host name: LDH labels, 1..63 octets, no leading/trailing
  * hyphen, two labels at least, a TLD that is not all digits. d is
  * lower-case already. */
-static int check_hostname(const char *d, char *why, size_t wl)
+static int check_hostname(const char *d, bool *has_alabel, char *why, size_t wl)
 {
+    *has_alabel = false;
     char b[8];
     size_t n = strlen(d);
     if (n == 0)
@@ -153,6 +154,8 @@ static int check_hostname(const char *d, char *why, size_t wl)
         if (lab[ln - 1] == '-')
             return fail(why, wl, "domain label \"%.*s\" ends with a hyphen", (int)ln, lab);
         labels++;
+        if (ln >= 4 && !memcmp(lab, "xn--", 4))
+            *has_alabel = true;
         if (!dot) {
             bool digits = true;
             for (size_t i = 0; i < ln; i++)
@@ -238,12 +241,13 @@ int sluice_address_normalize(const char *addr, char out[SLUICE_ADDRESS_MAX + 1],
         strcpy(ascii, dom);
     }
     sl_lower(ascii);
-    int rc = check_hostname(ascii, why, whylen);
+    bool alabel;
+    int rc = check_hostname(ascii, &alabel, why, whylen);
     if (rc)
         return rc;
     /* An ASCII domain that already holds A-labels must be valid IDNA too:
      * "xn--zz" is not a domain anyone can receive mail at. */
-    if (!non_ascii && (strstr(ascii, "xn--") == ascii || strstr(ascii, ".xn--"))) {
+    if (!non_ascii && alabel) {
         char *u = NULL;
         int urc = idn2_to_unicode_8z8z(ascii, &u, 0);
         idn2_free(u);
