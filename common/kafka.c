@@ -794,16 +794,15 @@ sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_con
     return c;
 }
 
-void sl_record_done(sl_record *rec)
+static void record_finish(sl_record *rec, bool done)
 {
     sl_part *p = rec->part__;
     sl_consumer *c = p->c;
     int64_t store = -1;
     pthread_mutex_lock(&c->mu);
-    if (!p->revoked)
+    if (done && !p->revoked)
         store = sl_offsets_done(&p->window, rec->seq__);
     c->inflight--;
-    bool wake = c->stopping && c->inflight == 0;
     pthread_mutex_unlock(&c->mu);
     if (store >= 0) {
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
@@ -817,7 +816,17 @@ void sl_record_done(sl_record *rec)
     pthread_mutex_unlock(&c->mu);
     rd_kafka_message_destroy(rec->msg);
     free(rec);
-    (void)wake;
+}
+
+void sl_record_done(sl_record *rec)
+{
+    record_finish(rec, true);
+}
+
+void sl_record_release(sl_record *rec)
+{
+    /* Left in the window undone: the stored offset can never pass it. */
+    record_finish(rec, false);
 }
 
 void sl_consumer_pause_topic(sl_consumer *c, const char *topic, bool pause)

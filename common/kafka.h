@@ -116,6 +116,10 @@ sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_con
 /* Everything produced for rec is acknowledged: advance the stored offset.
  * Frees rec and its message. Loop thread. */
 void sl_record_done(sl_record *rec);
+/* Give rec back undone (a drain hands back work it will not start): its
+ * offset, and so every later one of its partition, stays unstored, so the
+ * next owner repeats it. Frees rec and its message. Loop thread. */
+void sl_record_release(sl_record *rec);
 /* Pause or resume fetching of one topic (e.g. a retry topic whose head is
  * not yet due). Loop thread; the consumer thread applies it. */
 void sl_consumer_pause_topic(sl_consumer *c, const char *topic, bool pause);

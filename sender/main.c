@@ -10,9 +10,9 @@
  * Drain: stop fetching; workers hand back dispatches that have not started
  * and finish the transactions under way within sender.drain_timeout; when
  * the consumer has nothing in flight it commits and closes. Dispatches that
- * were handed back stay uncommitted (the next owner of the partition
- * repeats them): then the process waits one commit interval so the offsets
- * below them are committed, and exits 0.
+ * were handed back are released undone (sl_record_release), so the offsets
+ * committed stay below them and the next owner of the partition repeats
+ * them; then the process exits 0.
  */
 #include "config.h"
 #include "dkim.h"
@@ -40,10 +40,10 @@ typedef struct sender {
     uv_async_t done_async;
     pthread_mutex_t mu;
     sl_record *done_head;       /* under mu */
+    sl_record *release_head;    /* under mu: handed back undone */
     uv_signal_t sigterm, sigint;
-    uv_timer_t drain_timer, check_timer;
+    uv_timer_t drain_timer;
     bool draining, drained, finished;
-    int64_t drain_started, idle_since;
 } sender;
 
 static void on_record_done(void *arg, sl_record *rec)
@@ -56,17 +56,32 @@ static void on_record_done(void *arg, sl_record *rec)
     uv_async_send(&s->done_async);
 }
 
+static void on_record_release(void *arg, sl_record *rec)
+{
+    sender *s = arg;
+    pthread_mutex_lock(&s->mu);
+    rec->next__ = s->release_head;
+    s->release_head = rec;
+    pthread_mutex_unlock(&s->mu);
+    uv_async_send(&s->done_async);
+}
+
 static void on_done_async(uv_async_t *h)
 {
     sender *s = h->data;
     pthread_mutex_lock(&s->mu);
-    sl_record *r = s->done_head;
-    s->done_head = NULL;
+    sl_record *r = s->done_head, *back = s->release_head;
+    s->done_head = s->release_head = NULL;
     pthread_mutex_unlock(&s->mu);
     while (r) {
         sl_record *n = r->next__;
         sl_record_done(r);
         r = n;
+    }
+    while (back) {
+        sl_record *n = back->next__;
+        sl_record_release(back);
+        back = n;
     }
 }
 
@@ -105,24 +120,6 @@ static void on_drained(void *arg)
     finish(s, "drained, offsets committed");
 }
 
-static void on_check(uv_timer_t *t)
-{
-    sender *s = t->data;
-    size_t busy = 0;
-    for (int i = 0; i < s->n_workers; i++)
-        busy += snd_worker_busy(s->workers[i]);
-    if (busy) {
-        s->idle_since = 0;
-        return;
-    }
-    /* Nothing under way; what the consumer still holds was handed back.
-     * Let one commit interval pass so the offsets below it are committed. */
-    if (!s->idle_since)
-        s->idle_since = sl_mono_ms();
-    else if (sl_mono_ms() - s->idle_since > s->cfg->kafka.commit_interval_ms + 500)
-        finish(s, "work handed back, offsets below it committed");
-}
-
 static void on_drain_timeout(uv_timer_t *t)
 {
     sender *s = t->data;
@@ -146,7 +143,6 @@ static void on_signal(uv_signal_t *h, int signum)
     for (int i = 0; i < s->n_workers; i++)
         snd_worker_drain(s->workers[i]);
     uv_timer_start(&s->drain_timer, on_drain_timeout, (uint64_t)s->cfg->sender.drain_timeout_ms, 0);
-    uv_timer_start(&s->check_timer, on_check, 100, 100);
 }
 
 static void usage(void)
@@ -209,6 +205,7 @@ int main(int argc, char **argv)
         .tls_ctx = tls,
         .sender_id = cfg->sender.instance_id,
         .record_done = on_record_done,
+        .record_release = on_record_release,
         .record_done_arg = &s,
     };
     s.workers = xcalloc((size_t)s.n_workers, sizeof *s.workers);
@@ -238,8 +235,7 @@ int main(int argc, char **argv)
     uv_signal_start(&s.sigterm, on_signal, SIGTERM);
     uv_signal_start(&s.sigint, on_signal, SIGINT);
     uv_timer_init(s.loop, &s.drain_timer);
-    uv_timer_init(s.loop, &s.check_timer);
-    s.drain_timer.data = s.check_timer.data = &s;
+    s.drain_timer.data = &s;
 
     sl_metric_help("sluice_sender_attempts_total", SL_METRIC_COUNTER, "Delivery attempts started");
     sl_metric_help("sluice_sender_delivered_total", SL_METRIC_COUNTER, "Recipients delivered");
@@ -274,7 +270,6 @@ int main(int argc, char **argv)
     uv_close((uv_handle_t *)&s.sigterm, NULL);
     uv_close((uv_handle_t *)&s.sigint, NULL);
     uv_close((uv_handle_t *)&s.drain_timer, NULL);
-    uv_close((uv_handle_t *)&s.check_timer, NULL);
     uv_run(s.loop, UV_RUN_DEFAULT);
     sl_config_free(s.cfg);
     return 0;

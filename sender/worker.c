@@ -221,8 +221,8 @@ static void on_timer_closed(uv_handle_t *h)
 static void delivery_release(delivery *dl, bool done)
 {
     snd_worker *w = dl->w;
-    if (done && dl->rec)
-        w->sh.record_done(w->sh.record_done_arg, dl->rec);
+    if (dl->rec)
+        (done ? w->sh.record_done : w->sh.record_release)(w->sh.record_done_arg, dl->rec);
     dl->rec = NULL;
     atomic_fetch_sub(&w->busy, 1);
     uv_close((uv_handle_t *)&dl->timer, on_timer_closed);

@@ -18,7 +18,8 @@
  * the next MX host when sl_trouble_decide() says NEXT_MX. Every outcome is
  * published through outcome.h and, once Kafka acknowledged all of it, the
  * record goes back to the owner through shared->record_done (called on the
- * worker thread; the owner must pass it to its own loop).
+ * worker thread; the owner must pass it to its own loop); a record handed
+ * back undone goes through shared->record_release the same way.
  *
  * snd_worker_drain() (any thread) stops starting new transactions: records
  * that wait for their slot are handed back - left undone, so the consumer
@@ -46,6 +47,7 @@ typedef struct snd_shared {
     SSL_CTX *tls_ctx;
     const char *sender_id;
     void (*record_done)(void *arg, sl_record *rec);
+    void (*record_release)(void *arg, sl_record *rec); /* handed back undone */
     void *record_done_arg;
 } snd_shared;
 
