@@ -51,11 +51,12 @@ class ProducerCase(unittest.TestCase):
             f.write(text)
         return path
 
-    def sluice(self, *args, timeout=DEADLINE, input=None):
+    def sluice(self, *args, timeout=DEADLINE, input=None, binary=False):
+        """Run `sluice ARGS`; binary=True keeps stdout as bytes (CRLF intact)."""
         env = dict(os.environ)
         env.pop("SLUICE_CONFIG", None)
         return subprocess.run([bin_path("sluice")] + [str(a) for a in args],
-                              capture_output=True, text=True, timeout=timeout,
+                              capture_output=True, text=not binary, timeout=timeout,
                               input=input, env=env)
 
     def jobs(self):
