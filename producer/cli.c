@@ -19,6 +19,7 @@
 #pragma weak cli_shaping
 #pragma weak cli_topics
 #pragma weak cli_capture
+#pragma weak cli_top
 
 typedef struct cli_cmd {
     const char *name;
@@ -34,6 +35,7 @@ static const cli_cmd commands[] = {
     {"events", cli_events, "events [--follow] [--json] [--campaign C] [--since T]  print events"},
     {"stats", cli_stats, "stats [--campaign C] [--by site|pool|tenant|campaign]  delivery statistics"},
     {"suppress", cli_suppress, "suppress add|remove|list|import  manage suppressions"},
+    {"top", cli_top, "top [--once]  live per-site rates, backlog, backoff and reply codes"},
     {"shaping", cli_shaping, "shaping show  live shaping state per site and IP"},
     {"topics", cli_topics, "topics ensure|list  create the topics on a real Kafka"},
     {"capture", cli_capture, "capture --listen HOST:PORT --dir DIR  local capture SMTP server"},

@@ -17,5 +17,6 @@ int cli_events(int argc, char **argv);     /* sluice events [--follow] [--json] 
 int cli_stats(int argc, char **argv);      /* sluice stats [--by site] */
 int cli_suppress(int argc, char **argv);   /* sluice suppress add|remove|list|import */
 int cli_shaping(int argc, char **argv);    /* sluice shaping show */
+int cli_top(int argc, char **argv);        /* sluice top: live per-site view */
 
 #endif
