@@ -68,6 +68,20 @@ class TopTest(unittest.TestCase):
         # Nothing consumed the dispatch topic: the backlog is known and zero.
         self.assertIn("backlog 0 ", out)
 
+    def test_backlog_is_sender_lag(self):
+        # Dispatches nobody consumed yet: the sender group's lag is all of them.
+        cfg = os.path.join(self.dir, "c.yaml")
+        with open(cfg, "w") as f:
+            f.write('kafka: { bootstrap: "%s" }\n' % self.env["SLUICE_KAFKA_BOOTSTRAP"])
+        lines = "".join('{"job_id":"j%d","from":"a@b.test","to":["c@d.test"],"domain":"d.test",'
+                        '"raw":"Subject: x\\r\\n\\r\\nhi\\r\\n","site":"s",'
+                        '"source_ip":"127.0.0.1"}\n' % i for i in range(7))
+        r = subprocess.run([bin_path("publish_dispatch"), "-c", cfg], input=lines, env=self.env,
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = self.run_tool("sluice", "top", "-c", cfg, "--once")
+        self.assertIn("backlog 7 ", out)
+
     def test_bad_usage(self):
         r = subprocess.run([bin_path("sluice"), "top", "--window", "nope"], env=self.env,
                            capture_output=True, text=True, timeout=30)
