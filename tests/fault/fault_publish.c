@@ -1,0 +1,227 @@
+/*
+ * fault_publish - produce Job records (well-formed or hostile) from JSON
+ * lines on stdin, for the fault suite (tests/fault/).
+ *
+ *   fault_publish -c CFG < specs.jsonl
+ *
+ * One object a line (read with getline, so a line may be many megabytes):
+ *
+ *   {"job_id", "to": [..], "from", "domain", "tenant", "campaign", "pool",
+ *    "raw", "template_id", "vars": {..}, "meta": {..}, "version",
+ *    "expires_at_ms", "key", "topic"}
+ *       a Job on topic (suffix, default "jobs"), keyed by key (default the
+ *       domain). Strings are JSON strings, so "\r", "\n" and "\u0000" reach
+ *       the protobuf as bytes: a NUL cuts a C string, exactly as any C
+ *       producer would send it, except in raw (bytes) which keeps it.
+ *       "raw_pad": N appends N bytes of body ("x" lines) to raw.
+ *       "truncate": N sends only the first N bytes of the packed Job.
+ *   {"payload_hex": "...", "key", "topic"}  those bytes as the value.
+ *   {"template": {"id", "body"}}            a Template on the templates topic.
+ *
+ * Every record is sent and the tool waits for every acknowledgement. It
+ * prints "acked=A failed=F" and exits 0 when every record was acknowledged,
+ * 1 otherwise (a record too large for Kafka is a failure the caller may
+ * expect).
+ */
+#include "config.h"
+#include "kafka.h"
+#include "util.h"
+#include "wire.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int acked, failed;
+
+static void ack_cb(void *arg, int err)
+{
+    (void)arg;
+    if (err)
+        failed++;
+    else
+        acked++;
+}
+
+static const char *str(json_t *o, const char *k, const char *dflt)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_string(v) ? json_string_value(v) : dflt;
+}
+
+static long long num(json_t *o, const char *k, long long dflt)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_number(v) ? (long long)json_number_value(v) : dflt;
+}
+
+/* A map<string,string> from a JSON object; entries in *ve, pointers in *vp
+ * (caller frees both). */
+static size_t map_entries(json_t *obj, Sluice__V1__Job__VarsEntry **ve,
+                          Sluice__V1__Job__VarsEntry ***vp)
+{
+    size_t n = json_object_size(obj), k = 0;
+    *ve = xcalloc(n + 1, sizeof **ve);
+    *vp = xcalloc(n + 1, sizeof **vp);
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v)
+    {
+        sluice__v1__job__vars_entry__init(&(*ve)[k]);
+        (*ve)[k].key = (char *)key;
+        (*ve)[k].value = (char *)(json_is_string(v) ? json_string_value(v) : "");
+        (*vp)[k] = &(*ve)[k];
+        k++;
+    }
+    return k;
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static void pack_job(json_t *o, sl_buf *b)
+{
+    sl_job job;
+    sluice__v1__job__init(&job);
+    job.version = (uint32_t)num(o, "version", SLUICE_WIRE_VERSION);
+    job.job_id = (char *)str(o, "job_id", "job");
+    job.tenant = (char *)str(o, "tenant", "");
+    job.campaign = (char *)str(o, "campaign", "");
+    job.pool = (char *)str(o, "pool", "");
+    job.mail_from = (char *)str(o, "from", "sender@example.net");
+    job.domain = (char *)str(o, "domain", "example.test");
+    job.created_at_ms = num(o, "created_at_ms", sl_now_ms());
+    job.expires_at_ms = num(o, "expires_at_ms", 0);
+    job.not_before_ms = num(o, "not_before_ms", 0);
+    json_t *to = json_object_get(o, "to");
+    size_t nto = json_array_size(to);
+    char **rcpts = xcalloc(nto + 1, sizeof *rcpts);
+    for (size_t i = 0; i < nto; i++)
+        rcpts[i] = (char *)json_string_value(json_array_get(to, i));
+    job.recipients = rcpts;
+    job.n_recipients = nto;
+    sl_buf raw = SL_BUF_INIT;
+    json_t *rawj = json_object_get(o, "raw");
+    if (json_is_string(rawj))
+        sl_buf_append(&raw, json_string_value(rawj), json_string_length(rawj));
+    long long pad = num(o, "raw_pad", 0);
+    for (long long i = 0; i < pad; i += 78) {
+        long long n = pad - i < 78 ? pad - i : 78;
+        char line[80];
+        memset(line, 'x', sizeof line);
+        if (n >= 2) {
+            line[n - 2] = '\r';
+            line[n - 1] = '\n';
+        }
+        sl_buf_append(&raw, line, (size_t)n);
+    }
+    if (raw.len) {
+        job.raw.data = (uint8_t *)raw.data;
+        job.raw.len = raw.len;
+    }
+    job.template_id = (char *)str(o, "template_id", "");
+    Sluice__V1__Job__VarsEntry *ve, **vp, *me, **mp;
+    job.n_vars = map_entries(json_object_get(o, "vars"), &ve, &vp);
+    job.vars = vp;
+    /* Job.meta has the same entry layout as vars (map<string,string>). */
+    job.n_meta = map_entries(json_object_get(o, "meta"), &me, &mp);
+    job.meta = (Sluice__V1__Job__MetaEntry **)mp;
+    sl_pack(&job.base, b);
+    long long cut = num(o, "truncate", -1);
+    if (cut >= 0 && (size_t)cut < b->len)
+        b->len = (size_t)cut;
+    free(rcpts);
+    free(ve);
+    free(vp);
+    free(me);
+    free(mp);
+    sl_buf_free(&raw);
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "-c"))
+            path = argv[i + 1];
+    sl_config *cfg = sl_config_load_or_exit(path);
+    char *err = NULL;
+    sl_producer *p = sl_producer_new(cfg, NULL, &err);
+    if (!p) {
+        fprintf(stderr, "fault_publish: %s\n", err);
+        return 1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int sent = 0, refused = 0;
+    while ((len = getline(&line, &cap, stdin)) > 0) {
+        json_error_t je;
+        json_t *o = json_loadb(line, (size_t)len, JSON_ALLOW_NUL, &je);
+        if (!o) {
+            if (line[0] != '\n')
+                fprintf(stderr, "fault_publish: bad line: %s\n", je.text);
+            continue;
+        }
+        sl_buf b = SL_BUF_INIT;
+        const char *topic_sfx = str(o, "topic", "jobs");
+        const char *key = NULL;
+        json_t *tm = json_object_get(o, "template");
+        if (tm) {
+            sl_template_msg t;
+            sluice__v1__template__init(&t);
+            t.version = SLUICE_WIRE_VERSION;
+            t.id = (char *)str(tm, "id", "");
+            const char *body = str(tm, "body", "");
+            t.body.data = (uint8_t *)body;
+            t.body.len = strlen(body);
+            t.updated_at_ms = sl_now_ms();
+            sl_pack(&t.base, &b);
+            topic_sfx = "templates";
+            key = t.id;
+        } else if (json_is_string(json_object_get(o, "payload_hex"))) {
+            const char *h = str(o, "payload_hex", "");
+            for (size_t i = 0; h[i] && h[i + 1]; i += 2) {
+                int hi = hexval(h[i]), lo = hexval(h[i + 1]);
+                if (hi < 0 || lo < 0)
+                    break;
+                sl_buf_putc(&b, (char)(hi * 16 + lo));
+            }
+            key = str(o, "key", "hostile");
+        } else {
+            pack_job(o, &b);
+            key = str(o, "key", str(o, "domain", "example.test"));
+        }
+        char *topic = sl_config_topic(cfg, topic_sfx);
+        int rc = sl_producer_send(p, topic, key, strlen(key), b.data ? b.data : "", b.len, NULL,
+                                  0, ack_cb, NULL);
+        if (rc) {
+            fprintf(stderr, "fault_publish: send refused: %s\n", sl_strerror(rc));
+            refused++;
+        } else {
+            sent++;
+        }
+        free(topic);
+        sl_buf_free(&b);
+        json_decref(o);
+        if (sent % 1000 == 0)
+            sl_producer_poll(p, 0);
+    }
+    free(line);
+    sl_producer_flush(p, 60000);
+    sl_producer_free(p);
+    sl_config_free(cfg);
+    printf("acked=%d failed=%d\n", acked, failed + refused);
+    if (acked != sent || failed || refused)
+        return 1;
+    return 0;
+}
