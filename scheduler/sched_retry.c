@@ -89,14 +89,9 @@ static void topic_plan(rtopic *t)
         t->n--;
         r->held--;
         if (r->stopping && h->job->not_before_ms > now) {
-            /* Hand it back: the same record again at the end of its topic. */
-            sched_op *op = sched_op_new(h->rec);
-            sl_buf b = SL_BUF_INIT;
-            sl_pack(&h->job->base, &b);
-            const char *key = h->job->site && *h->job->site ? h->job->site : h->job->domain;
-            sched_op_send(op, r->ctx->prod, t->name, key, b.data, b.len);
-            sl_buf_free(&b);
-            sched_op_release(op);
+            /* Hand it back undone: its offset is not committed, so the
+             * next owner reads it again, in order and on time. */
+            sl_record_release(h->rec);
             sl_job_free(h->job);
         } else {
             release(r, h->rec, h->job, now);
