@@ -10,8 +10,8 @@
  *
  * Ready (/readyz) once the consumer has its assignment. SIGTERM/SIGINT
  * drain: stop fetching, let the endpoints accept what is in memory, commit,
- * exit 0. If they do not within sender.drain_timeout, the rest is left
- * uncommitted (the next sluice-webhook posts it again) and it exits 0.
+ * exit 0. If they do not within sender.drain_timeout, the rest is handed
+ * back uncommitted (the next sluice-webhook posts it again) and it exits 0.
  */
 #include "whk.h"
 
@@ -74,11 +74,9 @@ static void drain_timeout_cb(uv_timer_t *t)
     sl_warn("webhook: drain timeout: %zu events not yet accepted by every endpoint; they stay "
             "uncommitted and the next sluice-webhook posts them again",
             whk_pending(g.w));
+    /* Hands the rest back undone; drained_cb follows once the consumer
+     * has committed what is done and left the group. */
     whk_abandon(g.w);
-    /* The consumer cannot drain with records still held; leaving without
-     * marking them done is what keeps them in Kafka. */
-    sl_info("webhook stopped");
-    exit(0);
 }
 
 static void signal_cb(uv_signal_t *h, int signum)

@@ -33,6 +33,7 @@ typedef struct whk_item {
     char *json;
     size_t len;
     size_t refs;            /* endpoints that have not yet accepted it */
+    struct whk_item *prev, *next; /* the live list (loop thread) */
 } whk_item;
 
 /* An item one worker finished, on its way back to the loop. Each worker
@@ -74,6 +75,7 @@ struct whk {
 
     uv_async_t done_async;
     size_t pending;         /* loop thread: records not yet done */
+    whk_item *live;         /* loop thread: items not yet done */
     bool stopped;
     bool drained;
     whk_drained_cb drained_cb;
@@ -282,12 +284,23 @@ static void whk_maybe_drained(whk *w)
     }
 }
 
+static void whk_item_unlink(whk *w, whk_item *it)
+{
+    if (it->prev)
+        it->prev->next = it->next;
+    else
+        w->live = it->next;
+    if (it->next)
+        it->next->prev = it->prev;
+}
+
 static void whk_item_release(whk *w, whk_item *it)
 {
     SL_ASSERT(it->refs > 0);
     if (--it->refs)
         return;
     sl_record_done(it->rec);
+    whk_item_unlink(w, it);
     free(it->json);
     free(it);
     w->pending--;
@@ -380,6 +393,10 @@ static void whk_on_record(void *arg, sl_record *rec)
     it->json = sl_buf_steal(&b, &it->len);
     it->rec = rec;
     it->refs = w->n_eps;
+    it->next = w->live;
+    if (w->live)
+        w->live->prev = it;
+    w->live = it;
     pthread_mutex_lock(&w->mu);
     for (size_t i = 0; i < w->n_eps; i++)
         whk_ep_push(w, &w->eps[i], it);
@@ -533,6 +550,25 @@ static void whk_join(whk *w, bool abandon)
 void whk_abandon(whk *w)
 {
     whk_join(w, true);
+    /* Batches finished before the workers stopped are done; hand the rest
+     * back undone so their offsets stay uncommitted and the consumer can
+     * still drain, commit what is done and leave the group cleanly. */
+    whk_done_cb(&w->done_async);
+    size_t n = 0;
+    while (w->live) {
+        whk_item *it = w->live;
+        whk_item_unlink(w, it);
+        sl_record_release(it->rec);
+        free(it->json);
+        free(it);
+        w->pending--;
+        n++;
+    }
+    for (size_t i = 0; i < w->n_eps; i++)
+        w->eps[i].q_len = 0;
+    if (n)
+        sl_warn("webhook: %zu events handed back undone; the next sluice-webhook posts them", n);
+    whk_maybe_drained(w);
 }
 
 static void whk_close_cb(uv_handle_t *h)

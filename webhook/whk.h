@@ -24,8 +24,10 @@
  * whk_stop() stops fetching and lets the workers finish what is in memory;
  * cb fires on the loop thread once every handed-out record is done.
  * whk_abandon() gives up on what is still queued (the drain deadline):
- * workers stop and the undone records are simply never marked done, so the
- * next sluice-webhook delivers them again.
+ * workers stop (aborting requests in progress) and the undone records are
+ * handed back with sl_record_release(), so their offsets stay uncommitted
+ * and the next sluice-webhook delivers them again; the stop callback then
+ * fires as the consumer finishes draining.
  *
  * Metrics: sluice_webhook_events_total{endpoint}, sluice_webhook_requests_total
  * {endpoint,result}, sluice_webhook_request_seconds{endpoint},
@@ -54,8 +56,8 @@ bool whk_ready(const whk *w);
 void whk_stop(whk *w, whk_drained_cb cb, void *arg);
 void whk_abandon(whk *w);
 size_t whk_pending(const whk *w);
-/* After the drained callback (or after whk_abandon()). Joins the workers
- * and closes the loop handles; run the loop once more afterwards. */
+/* After the drained callback. Joins the workers and closes the loop
+ * handles; run the loop once more afterwards. */
 void whk_free(whk *w);
 
 /* "sha256=<64 hex>" of body under key, into out[72]. */
