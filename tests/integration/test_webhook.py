@@ -188,6 +188,7 @@ class WebhookTest(unittest.TestCase):
         # nothing committed for the held records.
         self.assertEqual(wh.stop(30), 0, wh.output())
         self.assertIn("drain timeout", wh.output())
+        self.assertIn("handed back undone", wh.output())
         self.assertEqual(down.job_ids(), set())
         down.down = False
         wh2 = self.start_webhook(cfg)
