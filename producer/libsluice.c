@@ -63,10 +63,12 @@ struct sluice_client {
     char **rcptp;
     size_t cap_rcptp;
     bool accepted_events;
+    struct job_ctx *live;  /* every job awaiting its delivery report */
 };
 
 typedef struct job_ctx {
     sluice_client *c;
+    struct job_ctx *prev, *next; /* c->live */
     sluice_result_cb cb;
     void *arg;
     size_t bytes;
@@ -145,7 +147,14 @@ void sluice_client_free(sluice_client *c)
 {
     if (!c)
         return;
+    /* The producer drops unacknowledged records without a report: their
+     * contexts are freed here, their callbacks never fire (sluice.h). */
     sl_producer_free(c->p);
+    while (c->live) {
+        job_ctx *j = c->live;
+        c->live = j->next;
+        free(j);
+    }
     free(c->jobs_topic);
     sl_buf_free(&c->pack);
     free(c->rc);
@@ -276,6 +285,12 @@ static void job_publish_accepted(sluice_client *c, const job_ctx *j)
 static void job_done(void *arg, int err)
 {
     job_ctx *j = arg;
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        j->c->live = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
     if (err == 0 && j->packed)
         job_publish_accepted(j->c, j);
     if (j->cb) {
@@ -304,6 +319,11 @@ static job_ctx *job_ctx_new(sluice_client *c, const rcpt *rc, const size_t *idx,
     size_t plen = c->accepted_events ? packed->len : 0;
     job_ctx *j = xmalloc(sizeof *j + n * sizeof(char *) + strs + plen);
     j->c = c;
+    j->prev = NULL;
+    j->next = c->live;
+    if (c->live)
+        c->live->prev = j;
+    c->live = j;
     j->cb = cb;
     j->arg = arg;
     j->n = n;

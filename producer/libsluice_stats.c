@@ -166,9 +166,12 @@ void sluice__stats_init(sluice_stats *st)
 
 void sluice__stats_finish(sluice_stats *st)
 {
-    qsort(st->total.lat, st->total.n_lat, sizeof *st->total.lat, cmp_i64);
+    /* qsort() of a NULL array is undefined even with no elements. */
+    if (st->total.n_lat)
+        qsort(st->total.lat, st->total.n_lat, sizeof *st->total.lat, cmp_i64);
     for (size_t i = 0; i < st->n; i++)
-        qsort(st->g[i].lat, st->g[i].n_lat, sizeof *st->g[i].lat, cmp_i64);
+        if (st->g[i].n_lat)
+            qsort(st->g[i].lat, st->g[i].n_lat, sizeof *st->g[i].lat, cmp_i64);
 }
 
 void sluice__stats_free(sluice_stats *st)
