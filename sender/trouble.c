@@ -111,8 +111,13 @@ int sl_reply_parse(const char *buf, size_t len, sl_reply *out, size_t *used)
         const char *nl = memchr(buf + i, '\n', len - i);
         if (!nl) {
             sl_buf_free(&text);
-            /* Too long a line is malformed, not merely incomplete. */
-            return len - i > SL_REPLY_MAX_LINE ? SL_EPARSE : SL_EAGAIN;
+            /* Too long a line is malformed, not merely incomplete. A CR at
+             * the very end may be the first half of the CRLF, which does
+             * not count towards the line. */
+            size_t partial = len - i;
+            if (partial > 0 && buf[len - 1] == '\r')
+                partial--;
+            return partial > SL_REPLY_MAX_LINE ? SL_EPARSE : SL_EAGAIN;
         }
         size_t end = (size_t)(nl - buf);
         size_t le = (end > i && buf[end - 1] == '\r') ? end - 1 : end;
