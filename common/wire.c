@@ -5,6 +5,7 @@
 #include "log.h"
 
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -282,7 +283,8 @@ void sl_event_json(const sl_event *e, sl_buf *b)
     json_kv_int(b, &first, "smtp_ms", e->smtp_ms);
     json_kv_str(b, &first, "sender_id", e->sender_id);
     json_kv_str(b, &first, "message_id", e->message_id);
-    if (e->rate_per_sec > 0)
+    /* JSON has no infinity (and NaN fails the comparison). */
+    if (e->rate_per_sec > 0 && isfinite(e->rate_per_sec))
         sl_buf_printf(b, ",\"rate_per_sec\":%g", e->rate_per_sec);
     if (e->n_meta) {
         sl_buf_puts(b, ",\"meta\":{");
