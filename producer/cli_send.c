@@ -4,7 +4,7 @@
  *   sluice send [-c FILE] --from A --to B[,C] [--to D] --subject S
  *               (--body-file F | --raw-file F | --template ID [--var K=V]...)
  *               [--header-from "Name <a@b>"] [--tenant T] [--campaign C]
- *               [--pool P] [--priority transactional|normal|bulk]
+ *               [--pool P] [--priority transactional|normal|bulk (default normal)]
  *               [--meta K=V]... [--expire DURATION] [--timeout DURATION]
  *               [--json]
  *
@@ -212,6 +212,8 @@ int cli_send(int argc, char **argv)
     sluice_client *c = NULL;
     char *err = NULL;
 
+    /* One message sent by hand is a notification, not a campaign. */
+    m.priority = SLUICE_PRIORITY_NORMAL;
     optind = 1;
     while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
         switch (o) {

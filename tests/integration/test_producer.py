@@ -6,6 +6,7 @@ Every test gets its own devbroker (random ports) and config file."""
 
 import json
 import os
+import socket
 import subprocess
 import tempfile
 import unittest
@@ -16,9 +17,12 @@ DEADLINE = 60
 
 
 def start_devbroker(tmpdir):
-    """Start sluice-devbroker; return (proc, bootstrap)."""
+    """Start sluice-devbroker; return (proc, bootstrap). Its fault-injection
+    address is in tmpdir/broker.control (written before the port file)."""
     port_file = os.path.join(tmpdir, "broker.port")
-    proc = Proc("sluice-devbroker", ["--port-file", port_file], tmpdir=tmpdir)
+    control_file = os.path.join(tmpdir, "broker.control")
+    proc = Proc("sluice-devbroker", ["--port-file", port_file, "--control-file", control_file],
+                tmpdir=tmpdir)
 
     def ready():
         if not proc.alive():
@@ -58,6 +62,16 @@ class ProducerCase(unittest.TestCase):
         return subprocess.run([bin_path("sluice")] + [str(a) for a in args],
                               capture_output=True, text=not binary, timeout=timeout,
                               input=input, env=env)
+
+    def control(self, command):
+        """One devbroker control command; returns its answer line."""
+        with open(os.path.join(self.tmp, "broker.control")) as f:
+            host, port = f.read().split()[0].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(command.encode() + b"\n")
+            answer = s.makefile().readline().strip()
+        self.assertTrue(answer.startswith("ok"), answer)
+        return answer
 
     def jobs(self):
         r = self.sluice("events", "-c", self.cfg, "--jobs")
@@ -203,6 +217,30 @@ class TestSend(ProducerCase):
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertNotIn("accepted", r.stdout)
         self.assertIn("not acknowledged", r.stderr)
+
+
+class TestSendFaults(ProducerCase):
+    """What the broker does to a produce request is reported, never guessed."""
+
+    def send(self, to):
+        body = self.write("body.txt", "hi\n")
+        return self.sluice("send", "-c", self.cfg, "--from", "x@example.net", "--to", to,
+                           "--subject", "s", "--body-file", body, "--timeout", "30s")
+
+    def test_retriable_errors_still_ack_once(self):
+        self.control("errors Produce 3 NOT_LEADER_FOR_PARTITION")
+        r = self.send("a@example.com")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn(" accepted example.com", r.stdout)
+        # Idempotence: the retried record is in the topic exactly once.
+        self.assertEqual(len(self.jobs()), 1)
+
+    def test_refused_record_is_reported_failed(self):
+        self.control("errors Produce 10 MSG_SIZE_TOO_LARGE")
+        r = self.send("a@example.com")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertRegex(r.stdout, r"^\S{26} failed example.com: too large")
+        self.assertNotIn("accepted", r.stdout)
 
 
 if __name__ == "__main__":
