@@ -64,31 +64,31 @@ typedef struct bulk_reject {
 
 typedef struct bulk {
     sluice_client *c;
-    sluice_message m;          /* the shared fields; to/vars set per row */
+    sluice_message m; /* the shared fields; to/vars set per row */
     bool vars_check;
-    const char *const *tvars;  /* the template's variables (vars_check) */
+    const char *const *tvars; /* the template's variables (vars_check) */
     size_t n_tvars;
 
     /* CSV state */
     struct csv_parser csv;
     bool header_done;
-    char **cols;               /* header names */
+    char **cols; /* header names */
     size_t n_cols;
     ssize_t email_col;
-    ssize_t *tvar_col;         /* template variable i -> column */
-    sl_buf row;                /* the fields of the current row, NUL separated */
+    ssize_t *tvar_col; /* template variable i -> column */
+    sl_buf row;        /* the fields of the current row, NUL separated */
     size_t *field_off;
     size_t n_fields, cap_fields;
     bool row_bad;
     const char *row_why;
-    uint64_t line, row_line;   /* current line; first line of the current row */
+    uint64_t line, row_line; /* current line; first line of the current row */
     sluice_kv *kv;
     size_t cap_kv;
 
     /* counters */
     uint64_t rows, sent, acked, failed, rejected, bytes;
     size_t show_rejects;
-    bulk_reject *rejects;      /* the first show_rejects */
+    bulk_reject *rejects; /* the first show_rejects */
     size_t n_rejects;
     char first_fail[256];
 
@@ -170,9 +170,9 @@ static void bulk_progress(bulk *b, bool final)
         bar[i] = i < fill ? '#' : '.';
     bar[20] = 0;
     fprintf(stderr, "\r[%s] %3.0f%%  %llu sent  %llu acked  %llu rejected  %.0f jobs/s  ETA %s  ",
-            b->file_size ? bar : "....................", frac * 100,
-            (unsigned long long)b->sent, (unsigned long long)b->acked,
-            (unsigned long long)b->rejected, rate, final ? "0:00" : eta);
+            b->file_size ? bar : "....................", frac * 100, (unsigned long long)b->sent,
+            (unsigned long long)b->acked, (unsigned long long)b->rejected, rate,
+            final ? "0:00" : eta);
     if (final)
         fputc('\n', stderr);
 }
@@ -494,8 +494,23 @@ static void bulk_summary(const bulk *b, bool json, double secs, uint64_t unacked
 
 int cli_bulk(int argc, char **argv)
 {
-    enum { O_TEMPLATE = 256, O_RCPTS, O_FROM, O_FORMAT, O_CAMPAIGN, O_TENANT, O_POOL, O_PRIORITY,
-           O_EXPIRE, O_VARS_CHECK, O_ACCEPTED, O_SHOW, O_PROGRESS, O_NO_PROGRESS, O_JSON };
+    enum {
+        O_TEMPLATE = 256,
+        O_RCPTS,
+        O_FROM,
+        O_FORMAT,
+        O_CAMPAIGN,
+        O_TENANT,
+        O_POOL,
+        O_PRIORITY,
+        O_EXPIRE,
+        O_VARS_CHECK,
+        O_ACCEPTED,
+        O_SHOW,
+        O_PROGRESS,
+        O_NO_PROGRESS,
+        O_JSON
+    };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"template", required_argument, NULL, O_TEMPLATE},
@@ -535,20 +550,43 @@ int cli_bulk(int argc, char **argv)
     optind = 1;
     while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
         switch (o) {
-        case 'c': path = optarg; break;
-        case O_TEMPLATE: b.m.template_id = optarg; break;
-        case O_RCPTS: rcpt_path = optarg; break;
-        case O_FROM: b.m.from = optarg; break;
-        case O_FORMAT: format = optarg; break;
-        case O_CAMPAIGN: b.m.campaign = optarg; break;
-        case O_TENANT: b.m.tenant = optarg; break;
-        case O_POOL: b.m.pool = optarg; break;
-        case O_JSON: json = true; break;
-        case O_PROGRESS: progress = 1; break;
-        case O_NO_PROGRESS: progress = 0; break;
+        case 'c':
+            path = optarg;
+            break;
+        case O_TEMPLATE:
+            b.m.template_id = optarg;
+            break;
+        case O_RCPTS:
+            rcpt_path = optarg;
+            break;
+        case O_FROM:
+            b.m.from = optarg;
+            break;
+        case O_FORMAT:
+            format = optarg;
+            break;
+        case O_CAMPAIGN:
+            b.m.campaign = optarg;
+            break;
+        case O_TENANT:
+            b.m.tenant = optarg;
+            break;
+        case O_POOL:
+            b.m.pool = optarg;
+            break;
+        case O_JSON:
+            json = true;
+            break;
+        case O_PROGRESS:
+            progress = 1;
+            break;
+        case O_NO_PROGRESS:
+            progress = 0;
+            break;
         case O_PRIORITY:
             if (bulk_priority(optarg, &b.m.priority) != 0) {
-                fprintf(stderr, "sluice bulk: --priority: '%s' is not transactional, normal or bulk\n",
+                fprintf(stderr,
+                        "sluice bulk: --priority: '%s' is not transactional, normal or bulk\n",
                         optarg);
                 goto out;
             }

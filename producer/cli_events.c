@@ -103,7 +103,7 @@ typedef struct events_filter {
     const char *campaign, *tenant, *recipient;
     char **jobs;
     size_t n_jobs;
-    uint32_t types;   /* bit per EventType; 0: all */
+    uint32_t types; /* bit per EventType; 0: all */
     int64_t since_ms;
 } events_filter;
 
@@ -180,8 +180,9 @@ static void events_job_json(const sl_job *j, const rd_kafka_message_t *m, sl_buf
 {
     sl_buf_puts(b, "{\"key\":");
     sl_buf_json_str(b, m->key ? (const char *)m->key : "", m->key ? m->key_len : 0);
-    sl_buf_printf(b, ",\"partition\":%d,\"offset\":%lld,\"version\":%u,\"job_id\":",
-                  (int)m->partition, (long long)m->offset, j->version);
+    sl_buf_printf(b,
+                  ",\"partition\":%d,\"offset\":%lld,\"version\":%u,\"job_id\":", (int)m->partition,
+                  (long long)m->offset, j->version);
 #define S(name, v)                                                                                 \
     do {                                                                                           \
         sl_buf_puts(b, ",\"" name "\":");                                                          \
@@ -229,15 +230,26 @@ static void events_job_json(const sl_job *j, const rd_kafka_message_t *m, sl_buf
         }
         sl_buf_putc(b, '}');
     }
-    sl_buf_printf(b, ",\"attempt\":%u,\"created_at_ms\":%lld,\"expires_at_ms\":%lld}\n",
-                  j->attempt, (long long)j->created_at_ms, (long long)j->expires_at_ms);
+    sl_buf_printf(b, ",\"attempt\":%u,\"created_at_ms\":%lld,\"expires_at_ms\":%lld}\n", j->attempt,
+                  (long long)j->created_at_ms, (long long)j->expires_at_ms);
 #undef S
 }
 
 int cli_events(int argc, char **argv)
 {
-    enum { O_FOLLOW = 256, O_JSON, O_CAMPAIGN, O_TENANT, O_JOB, O_RCPT, O_TYPE, O_SINCE, O_COUNT,
-           O_TIMEOUT, O_JOBS };
+    enum {
+        O_FOLLOW = 256,
+        O_JSON,
+        O_CAMPAIGN,
+        O_TENANT,
+        O_JOB,
+        O_RCPT,
+        O_TYPE,
+        O_SINCE,
+        O_COUNT,
+        O_TIMEOUT,
+        O_JOBS
+    };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"follow", no_argument, NULL, 'f'},
@@ -265,13 +277,27 @@ int cli_events(int argc, char **argv)
     optind = 1;
     while ((o = getopt_long(argc, argv, "c:fn:h", opts, NULL)) != -1) {
         switch (o) {
-        case 'c': path = optarg; break;
-        case 'f': follow = true; break;
-        case O_JSON: json = true; break;
-        case O_CAMPAIGN: f.campaign = optarg; break;
-        case O_TENANT: f.tenant = optarg; break;
-        case O_RCPT: f.recipient = optarg; break;
-        case O_JOBS: jobs = true; break;
+        case 'c':
+            path = optarg;
+            break;
+        case 'f':
+            follow = true;
+            break;
+        case O_JSON:
+            json = true;
+            break;
+        case O_CAMPAIGN:
+            f.campaign = optarg;
+            break;
+        case O_TENANT:
+            f.tenant = optarg;
+            break;
+        case O_RCPT:
+            f.recipient = optarg;
+            break;
+        case O_JOBS:
+            jobs = true;
+            break;
         case O_JOB:
             free(jobs_arg);
             jobs_arg = xstrdup(optarg);

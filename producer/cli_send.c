@@ -175,8 +175,24 @@ static void send_split(char *s, char ***list, size_t *n, size_t *cap)
 
 int cli_send(int argc, char **argv)
 {
-    enum { O_FROM = 256, O_TO, O_SUBJECT, O_BODY, O_RAW, O_TEMPLATE, O_VAR, O_HFROM, O_TENANT,
-           O_CAMPAIGN, O_POOL, O_PRIORITY, O_META, O_EXPIRE, O_TIMEOUT, O_JSON };
+    enum {
+        O_FROM = 256,
+        O_TO,
+        O_SUBJECT,
+        O_BODY,
+        O_RAW,
+        O_TEMPLATE,
+        O_VAR,
+        O_HFROM,
+        O_TENANT,
+        O_CAMPAIGN,
+        O_POOL,
+        O_PRIORITY,
+        O_META,
+        O_EXPIRE,
+        O_TIMEOUT,
+        O_JSON
+    };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"from", required_argument, NULL, O_FROM},
@@ -217,18 +233,42 @@ int cli_send(int argc, char **argv)
     optind = 1;
     while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
         switch (o) {
-        case 'c': path = optarg; break;
-        case O_FROM: m.from = optarg; break;
-        case O_TO: send_split(optarg, &to, &n_to, &cap_to); break;
-        case O_SUBJECT: subject = optarg; break;
-        case O_BODY: body_file = optarg; break;
-        case O_RAW: raw_file = optarg; break;
-        case O_TEMPLATE: m.template_id = optarg; break;
-        case O_HFROM: hfrom = optarg; break;
-        case O_TENANT: m.tenant = optarg; break;
-        case O_CAMPAIGN: m.campaign = optarg; break;
-        case O_POOL: m.pool = optarg; break;
-        case O_JSON: st.json = true; break;
+        case 'c':
+            path = optarg;
+            break;
+        case O_FROM:
+            m.from = optarg;
+            break;
+        case O_TO:
+            send_split(optarg, &to, &n_to, &cap_to);
+            break;
+        case O_SUBJECT:
+            subject = optarg;
+            break;
+        case O_BODY:
+            body_file = optarg;
+            break;
+        case O_RAW:
+            raw_file = optarg;
+            break;
+        case O_TEMPLATE:
+            m.template_id = optarg;
+            break;
+        case O_HFROM:
+            hfrom = optarg;
+            break;
+        case O_TENANT:
+            m.tenant = optarg;
+            break;
+        case O_CAMPAIGN:
+            m.campaign = optarg;
+            break;
+        case O_POOL:
+            m.pool = optarg;
+            break;
+        case O_JSON:
+            st.json = true;
+            break;
         case O_VAR:
         case O_META: {
             sluice_kv **arr = o == O_VAR ? &vars : &meta;
@@ -244,7 +284,8 @@ int cli_send(int argc, char **argv)
         }
         case O_PRIORITY:
             if (send_priority(optarg, &m.priority) != 0) {
-                fprintf(stderr, "sluice send: --priority: '%s' is not transactional, normal or bulk\n",
+                fprintf(stderr,
+                        "sluice send: --priority: '%s' is not transactional, normal or bulk\n",
                         optarg);
                 goto out;
             }
@@ -305,9 +346,8 @@ int cli_send(int argc, char **argv)
             goto out;
         }
         if (body_file) {
-            if (sl_msg_build_simple(hfrom ? hfrom : m.from, (const char *const *)to, n_to,
-                                    subject, raw.data ? raw.data : "", raw.len, &msg,
-                                    &err) != 0) {
+            if (sl_msg_build_simple(hfrom ? hfrom : m.from, (const char *const *)to, n_to, subject,
+                                    raw.data ? raw.data : "", raw.len, &msg, &err) != 0) {
                 fprintf(stderr, "sluice send: %s\n", err ? err : "cannot build the message");
                 goto out;
             }

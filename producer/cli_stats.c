@@ -55,8 +55,7 @@ static void fmt_ms(int64_t ms, char out[32])
     else if (ms < 3600000)
         snprintf(out, 32, "%lldm%02llds", (long long)(ms / 60000), (long long)(ms / 1000 % 60));
     else
-        snprintf(out, 32, "%lldh%02lldm", (long long)(ms / 3600000),
-                 (long long)(ms / 60000 % 60));
+        snprintf(out, 32, "%lldh%02lldm", (long long)(ms / 3600000), (long long)(ms / 60000 % 60));
 }
 
 static void stats_row(const sluice_stats_group *g, int w)
@@ -69,9 +68,8 @@ static void stats_row(const sluice_stats_group *g, int w)
     printf("%-*s %9llu %9llu %8llu %8llu %5llu %5llu %7llu %10llu %8llu %8s %8s %8s %8s\n", w,
            g->name, (unsigned long long)g->accepted, (unsigned long long)g->delivered,
            (unsigned long long)g->deferred, (unsigned long long)g->bounced,
-           (unsigned long long)g->hard, (unsigned long long)g->soft,
-           (unsigned long long)g->expired, (unsigned long long)g->suppressed,
-           (unsigned long long)g->rejected, p50, p90, p99, mx);
+           (unsigned long long)g->hard, (unsigned long long)g->soft, (unsigned long long)g->expired,
+           (unsigned long long)g->suppressed, (unsigned long long)g->rejected, p50, p90, p99, mx);
 }
 
 static const char *stats_key(const sl_event *e, const char *by)
@@ -97,8 +95,12 @@ static int stats_since(const char *s, int64_t *out)
     if ((sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &used) == 3 && (size_t)used == n) ||
         (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &se, &used) == 6 &&
          ((size_t)used == n || ((size_t)used == n - 1 && s[used] == 'Z')))) {
-        struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
-                        .tm_hour = h, .tm_min = mi, .tm_sec = se};
+        struct tm tm = {.tm_year = y - 1900,
+                        .tm_mon = mo - 1,
+                        .tm_mday = d,
+                        .tm_hour = h,
+                        .tm_min = mi,
+                        .tm_sec = se};
         *out = (int64_t)timegm(&tm) * 1000;
         return 0;
     }
@@ -139,18 +141,28 @@ int cli_stats(int argc, char **argv)
     optind = 1;
     while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
         switch (o) {
-        case 'c': path = optarg; break;
-        case O_CAMPAIGN: campaign = optarg; break;
-        case O_TENANT: tenant = optarg; break;
-        case O_JSON: json = true; break;
+        case 'c':
+            path = optarg;
+            break;
+        case O_CAMPAIGN:
+            campaign = optarg;
+            break;
+        case O_TENANT:
+            tenant = optarg;
+            break;
+        case O_JSON:
+            json = true;
+            break;
         case O_BY: {
             by = NULL;
             for (size_t i = 0; i < sizeof bys / sizeof bys[0]; i++)
                 if (!strcmp(optarg, bys[i]))
                     by = bys[i];
             if (!by) {
-                fprintf(stderr, "sluice stats: --by: '%s' is not site, pool, tenant, campaign, "
-                                "domain or source_ip\n", optarg);
+                fprintf(stderr,
+                        "sluice stats: --by: '%s' is not site, pool, tenant, campaign, "
+                        "domain or source_ip\n",
+                        optarg);
                 return 2;
             }
             break;
@@ -203,8 +215,10 @@ int cli_stats(int argc, char **argv)
     int64_t deadline = sl_mono_ms() + timeout_ms;
     while (!sl_reader_at_end(r)) {
         if (sl_mono_ms() >= deadline) {
-            fprintf(stderr, "sluice stats: the end of %s was not reached in time; partial "
-                            "counts\n", topic);
+            fprintf(stderr,
+                    "sluice stats: the end of %s was not reached in time; partial "
+                    "counts\n",
+                    topic);
             rc = 1;
             break;
         }
@@ -253,9 +267,9 @@ int cli_stats(int argc, char **argv)
                 w = (int)strlen(st.g[i].name);
         if (w > 40)
             w = 40;
-        printf("%-*s %9s %9s %8s %8s %5s %5s %7s %10s %8s %8s %8s %8s %8s\n", w,
-               by ? by : "", "ACCEPTED", "DELIVERED", "DEFERRED", "BOUNCED", "HARD", "SOFT",
-               "EXPIRED", "SUPPRESSED", "REJECTED", "P50", "P90", "P99", "MAX");
+        printf("%-*s %9s %9s %8s %8s %5s %5s %7s %10s %8s %8s %8s %8s %8s\n", w, by ? by : "",
+               "ACCEPTED", "DELIVERED", "DEFERRED", "BOUNCED", "HARD", "SOFT", "EXPIRED",
+               "SUPPRESSED", "REJECTED", "P50", "P90", "P99", "MAX");
         for (size_t i = 0; i < st.n; i++)
             stats_row(&st.g[i], w);
         stats_row(&st.total, w);

@@ -193,8 +193,7 @@ int cli_template(int argc, char **argv)
     }
     const char *id = argv[optind + 1];
     if (!sluice__template_id_ok(id)) {
-        fprintf(stderr, "sluice template: '%s' is not a valid id (1-128 of [A-Za-z0-9_.-])\n",
-                id);
+        fprintf(stderr, "sluice template: '%s' is not a valid id (1-128 of [A-Za-z0-9_.-])\n", id);
         return 2;
     }
     sl_config *cfg = NULL;

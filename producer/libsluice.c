@@ -33,12 +33,12 @@ _Static_assert(SLUICE_ECONFIG == SL_ECONFIG, "error codes follow util.h");
 _Static_assert(SLUICE_EADDRESS == SL_EADDRESS, "error codes follow util.h");
 
 #define DEFAULT_MAX_JOB_BYTES (10u * 1024 * 1024)
-#define FIELD_MAX 255     /* tenant, campaign, pool, template id */
-#define VAR_NAME_MAX 128  /* as template.h allows */
+#define FIELD_MAX 255    /* tenant, campaign, pool, template id */
+#define VAR_NAME_MAX 128 /* as template.h allows */
 
 typedef struct rcpt {
     char addr[SLUICE_ADDRESS_MAX + 1];
-    size_t at;            /* offset of the domain's '@' */
+    size_t at; /* offset of the domain's '@' */
 } rcpt;
 
 struct sluice_client {
@@ -63,7 +63,7 @@ struct sluice_client {
     char **rcptp;
     size_t cap_rcptp;
     bool accepted_events;
-    struct job_ctx *live;  /* every job awaiting its delivery report */
+    struct job_ctx *live; /* every job awaiting its delivery report */
 };
 
 typedef struct job_ctx {
@@ -74,7 +74,7 @@ typedef struct job_ctx {
     size_t bytes;
     char job_id[27];
     char *domain;
-    uint8_t *packed;   /* the job as published, for ACCEPTED events; or NULL */
+    uint8_t *packed; /* the job as published, for ACCEPTED events; or NULL */
     size_t n;
     char *rcpts[]; /* then the strings, then packed */
 } job_ctx;
@@ -119,8 +119,8 @@ sluice_client *sluice_client_new_from_config(const struct sl_config *cfg, char *
     for (size_t i = 0; i < 2; i++)
         rd_kafka_topic_destroy(rd_kafka_topic_new(sl_producer_handle(c->p), warm[i], NULL));
     free(events);
-    c->max_job_bytes = cfg->scheduler.max_job_bytes ? cfg->scheduler.max_job_bytes
-                                                    : DEFAULT_MAX_JOB_BYTES;
+    c->max_job_bytes =
+        cfg->scheduler.max_job_bytes ? cfg->scheduler.max_job_bytes : DEFAULT_MAX_JOB_BYTES;
     c->accepted_events = true;
     return c;
 }
@@ -363,8 +363,8 @@ int sluice_send(sluice_client *c, const sluice_message *m, sluice_result_cb cb, 
         return seterr(c, SLUICE_EADDRESS, "from \"%s\": %s", m->from, why);
 
     /* Plain fields. */
-    if ((rc = check_field(c, "tenant", m->tenant)) || (rc = check_field(c, "campaign", m->campaign)) ||
-        (rc = check_field(c, "pool", m->pool)) ||
+    if ((rc = check_field(c, "tenant", m->tenant)) ||
+        (rc = check_field(c, "campaign", m->campaign)) || (rc = check_field(c, "pool", m->pool)) ||
         (rc = check_field(c, "template_id", m->template_id)))
         return rc;
     if ((unsigned)m->priority > SLUICE_PRIORITY_TRANSACTIONAL)
@@ -537,8 +537,8 @@ int sluice_send(sluice_client *c, const sluice_message *m, sluice_result_cb cb, 
         job_ctx *j = NULL;
         if (cb || c->accepted_events)
             j = job_ctx_new(c, c->rc, &c->order[i], k, job_id, cb, arg, &c->pack);
-        int prc = sl_producer_send(c->p, c->jobs_topic, dom, strlen(dom), c->pack.data,
-                                   c->pack.len, NULL, 0, j ? job_done : NULL, j);
+        int prc = sl_producer_send(c->p, c->jobs_topic, dom, strlen(dom), c->pack.data, c->pack.len,
+                                   NULL, 0, j ? job_done : NULL, j);
         if (prc && j)
             job_done(j, prc == SL_ETOOBIG ? SLUICE_ETOOBIG : SLUICE_EKAFKA);
         i += k;

@@ -21,8 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int fail(char *why, size_t wl, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static int fail(char *why, size_t wl, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static int fail(char *why, size_t wl, const char *fmt, ...)
 {
@@ -77,8 +76,7 @@ static int check_dot_atom(const char *p, size_t n, char *why, size_t wl)
             continue;
         }
         if (!is_atext(c))
-            return fail(why, wl,
-                        "local part: character %s at offset %zu is not allowed unquoted",
+            return fail(why, wl, "local part: character %s at offset %zu is not allowed unquoted",
                         show(c, b), i);
     }
     if (utf8 && !sl_utf8_valid(p, n))
@@ -102,8 +100,7 @@ static int check_quoted(const char *p, const char **end, char *why, size_t wl)
         if (c == '\\') {
             unsigned char d = (unsigned char)s[1];
             if (d < 32 || d > 126)
-                return fail(why, wl, "quoted local part: bad escaped character %s",
-                            show(d, b));
+                return fail(why, wl, "quoted local part: bad escaped character %s", show(d, b));
             s++;
             continue;
         }
@@ -256,8 +253,7 @@ int sluice_address_normalize(const char *addr, char out[SLUICE_ADDRESS_MAX + 1],
     }
     size_t total = local_len + 1 + strlen(ascii);
     if (total > SLUICE_ADDRESS_MAX)
-        return fail(why, whylen, "address longer than %d octets (%zu)", SLUICE_ADDRESS_MAX,
-                    total);
+        return fail(why, whylen, "address longer than %d octets (%zu)", SLUICE_ADDRESS_MAX, total);
     memcpy(out, addr, local_len + 1);
     strcpy(out + local_len + 1, ascii);
     return 0;

@@ -29,8 +29,7 @@
 #include "config.h"
 #include "wire.h"
 
-int sluice__template_fetch(const sl_config *cfg, const char *id, sl_template_msg **out,
-                           char **err);
+int sluice__template_fetch(const sl_config *cfg, const char *id, sl_template_msg **out, char **err);
 bool sluice__template_id_ok(const char *id);
 
 #define SLUICE_STATS_CLASSES 10 /* BounceClass values 0..9 */

@@ -77,18 +77,29 @@ sluice_stats_group *sluice__stats_group(sluice_stats *st, const char *name)
 void sluice__stats_add(sluice_stats_group *g, const sl_event *e)
 {
     switch (e->type) {
-    case SLUICE__V1__EVENT_TYPE__EVENT_ACCEPTED: g->accepted++; break;
-    case SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED: g->deferred++; break;
-    case SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED: g->expired++; break;
-    case SLUICE__V1__EVENT_TYPE__EVENT_SUPPRESSED: g->suppressed++; break;
-    case SLUICE__V1__EVENT_TYPE__EVENT_REJECTED: g->rejected++; break;
+    case SLUICE__V1__EVENT_TYPE__EVENT_ACCEPTED:
+        g->accepted++;
+        break;
+    case SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED:
+        g->deferred++;
+        break;
+    case SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED:
+        g->expired++;
+        break;
+    case SLUICE__V1__EVENT_TYPE__EVENT_SUPPRESSED:
+        g->suppressed++;
+        break;
+    case SLUICE__V1__EVENT_TYPE__EVENT_REJECTED:
+        g->rejected++;
+        break;
     case SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED:
         g->bounced++;
         if (e->bounce_hard)
             g->hard++;
         else
             g->soft++;
-        g->by_class[(unsigned)e->bounce_class < SLUICE_STATS_CLASSES ? e->bounce_class : SLUICE_STATS_CLASSES - 1]++;
+        g->by_class[(unsigned)e->bounce_class < SLUICE_STATS_CLASSES ? e->bounce_class
+                                                                     : SLUICE_STATS_CLASSES - 1]++;
         break;
     case SLUICE__V1__EVENT_TYPE__EVENT_DELIVERED:
         g->delivered++;
@@ -150,13 +161,13 @@ void sluice__stats_group_json(const sluice_stats_group *g, sl_buf *b)
     if (g->n_lat)
         sl_buf_printf(b, "{\"count\":%zu,\"p50\":%lld,\"p90\":%lld,\"p99\":%lld,\"max\":%lld}",
                       g->n_lat, (long long)sluice__stats_pct(g->lat, g->n_lat, 50),
-                      (long long)sluice__stats_pct(g->lat, g->n_lat, 90), (long long)sluice__stats_pct(g->lat, g->n_lat, 99),
+                      (long long)sluice__stats_pct(g->lat, g->n_lat, 90),
+                      (long long)sluice__stats_pct(g->lat, g->n_lat, 99),
                       (long long)g->lat[g->n_lat - 1]);
     else
         sl_buf_puts(b, "null");
     sl_buf_putc(b, '}');
 }
-
 
 void sluice__stats_init(sluice_stats *st)
 {

@@ -24,8 +24,7 @@ bool sluice__template_id_ok(const char *id)
     return true;
 }
 
-int sluice__template_fetch(const sl_config *cfg, const char *id, sl_template_msg **out,
-                           char **err)
+int sluice__template_fetch(const sl_config *cfg, const char *id, sl_template_msg **out, char **err)
 {
     char *topic = sl_config_topic(cfg, "templates");
     sl_reader *r = sl_reader_new(cfg, topic, 0, err);

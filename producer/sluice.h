@@ -70,16 +70,16 @@ extern "C" {
 
 /* Error codes (the same numbers as sluice's internal error table). */
 #define SLUICE_OK 0
-#define SLUICE_EINVAL (-3001)    /* invalid argument or message field */
+#define SLUICE_EINVAL (-3001) /* invalid argument or message field */
 #define SLUICE_ENOMEM (-3002)
-#define SLUICE_ETOOBIG (-3007)   /* message or record too large */
-#define SLUICE_EKAFKA (-3009)    /* Kafka refused or is unreachable */
-#define SLUICE_ETIMEOUT (-3012)  /* flush did not finish in time */
-#define SLUICE_ECONFIG (-3013)   /* configuration file invalid */
-#define SLUICE_EADDRESS (-3014)  /* an address is not a valid RFC 5321 mailbox */
+#define SLUICE_ETOOBIG (-3007)  /* message or record too large */
+#define SLUICE_EKAFKA (-3009)   /* Kafka refused or is unreachable */
+#define SLUICE_ETIMEOUT (-3012) /* flush did not finish in time */
+#define SLUICE_ECONFIG (-3013)  /* configuration file invalid */
+#define SLUICE_EADDRESS (-3014) /* an address is not a valid RFC 5321 mailbox */
 
-#define SLUICE_MAX_RCPTS 10000        /* recipients per sluice_send() */
-#define SLUICE_MAX_RCPTS_PER_JOB 100  /* RFC 5321 4.5.3.1.8 minimum */
+#define SLUICE_MAX_RCPTS 10000       /* recipients per sluice_send() */
+#define SLUICE_MAX_RCPTS_PER_JOB 100 /* RFC 5321 4.5.3.1.8 minimum */
 #define SLUICE_ADDRESS_MAX 254
 
 typedef struct sluice_client sluice_client;
@@ -97,24 +97,27 @@ typedef struct sluice_kv {
 } sluice_kv;
 
 typedef struct sluice_message {
-    const char *from;              /* envelope sender (bounce address) */
-    const char *const *to;         /* recipients */
+    const char *from;      /* envelope sender (bounce address) */
+    const char *const *to; /* recipients */
     size_t n_to;
-    const void *raw;               /* RFC 5322 message, or NULL */
+    const void *raw; /* RFC 5322 message, or NULL */
     size_t raw_len;
-    const char *template_id;       /* or a template and its variables */
+    const char *template_id; /* or a template and its variables */
     const sluice_kv *vars;
     size_t n_vars;
-    const char *tenant;            /* optional (NULL or "") */
-    const char *campaign;          /* optional */
-    const char *pool;              /* optional: the tenant's/default pool */
+    const char *tenant;   /* optional (NULL or "") */
+    const char *campaign; /* optional */
+    const char *pool;     /* optional: the tenant's/default pool */
     sluice_priority priority;
-    const sluice_kv *meta;         /* opaque, copied into every event */
+    const sluice_kv *meta; /* opaque, copied into every event */
     size_t n_meta;
-    int64_t expires_at_ms;         /* absolute (ms since epoch); 0: default */
+    int64_t expires_at_ms; /* absolute (ms since epoch); 0: default */
 } sluice_message;
 
-#define SLUICE_MESSAGE_INIT {0}
+#define SLUICE_MESSAGE_INIT                                                                        \
+    {                                                                                              \
+        0                                                                                          \
+    }
 
 /* The outcome of one job (one recipient domain of one sluice_send()). */
 typedef struct sluice_job_result {
@@ -122,8 +125,8 @@ typedef struct sluice_job_result {
     const char *domain;            /* A-label */
     const char *const *recipients; /* normalised (A-label domain) */
     size_t n_recipients;
-    int err;                       /* 0: durable in Kafka; else SLUICE_E* */
-    size_t bytes;                  /* encoded size of the job record */
+    int err;      /* 0: durable in Kafka; else SLUICE_E* */
+    size_t bytes; /* encoded size of the job record */
 } sluice_job_result;
 
 typedef void (*sluice_result_cb)(void *arg, const sluice_job_result *r);

@@ -91,11 +91,17 @@ static const addr_case addr_cases[] = {
     {"us\ter@example.com", NULL, "control character"},
     {"user@example.com\x7f", NULL, "control character"},
     {"\"a\x01\"@example.com", NULL, "control character"},
-    {"us\xff" "er@example.com", NULL, "UTF-8"},
+    {"us\xff"
+     "er@example.com",
+     NULL, "UTF-8"},
     {"user@b\xc3(cher.de", NULL, "UTF-8"},
     {"user@xn--zz.com", NULL, "invalid A-label"},
-    {"user@\xcc\x81" "a.com", NULL, "IDN"},           /* leading combining mark */
-    {"user@a\xe2\x80\x8b" "b.com", "user@ab.com", NULL}, /* UTS #46 drops U+200B */
+    {"user@\xcc\x81"
+     "a.com",
+     NULL, "IDN"}, /* leading combining mark */
+    {"user@a\xe2\x80\x8b"
+     "b.com",
+     "user@ab.com", NULL}, /* UTS #46 drops U+200B */
     {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@example.com", NULL,
      "64 octets"},
     {"a@bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.com", NULL,
@@ -112,12 +118,11 @@ static void test_addresses(void **state)
         int rc = sluice_address_normalize(tc->in, out, why, sizeof why);
         if (tc->out) {
             if (rc != 0 || strcmp(out, tc->out) != 0)
-                fail_msg("case %zu \"%s\": want \"%s\", got rc %d out \"%s\" why \"%s\"", i,
-                         tc->in, tc->out, rc, out, why);
+                fail_msg("case %zu \"%s\": want \"%s\", got rc %d out \"%s\" why \"%s\"", i, tc->in,
+                         tc->out, rc, out, why);
         } else {
             if (rc != SLUICE_EADDRESS)
-                fail_msg("case %zu \"%s\": accepted as \"%s\", should be refused", i, tc->in,
-                         out);
+                fail_msg("case %zu \"%s\": accepted as \"%s\", should be refused", i, tc->in, out);
             if (!strstr(why, tc->why))
                 fail_msg("case %zu \"%s\": reason \"%s\" lacks \"%s\"", i, tc->in, why, tc->why);
         }
@@ -209,30 +214,87 @@ static const sluice_kv crlf_meta[] = {{"k", "v\r\nX-Evil: 1"}};
 static const sluice_kv empty_meta[] = {{"", "v"}};
 static char big_raw[5000];
 
-static void m_none(sluice_message *m) { (void)m; }
-static void m_no_from(sluice_message *m) { m->from = NULL; }
-static void m_bad_from(sluice_message *m) { m->from = "bounce@@example.net"; }
-static void m_crlf_from(sluice_message *m) { m->from = "b@example.net\r\nDATA"; }
-static void m_no_to(sluice_message *m) { m->n_to = 0; }
-static void m_bad_to(sluice_message *m) { m->to = bad_rcpts; }
-static void m_null_to(sluice_message *m) { m->to = null_rcpts; }
-static void m_too_many(sluice_message *m) { m->n_to = SLUICE_MAX_RCPTS + 1; }
-static void m_no_content(sluice_message *m) { m->raw = NULL; m->raw_len = 0; }
-static void m_both(sluice_message *m) { m->template_id = "welcome"; }
-static void m_empty_raw(sluice_message *m) { m->raw_len = 0; }
-static void m_nul_raw(sluice_message *m) { m->raw = "From: a\r\n\0x"; m->raw_len = 12; }
-static void m_big_raw(sluice_message *m) { m->raw = big_raw; m->raw_len = sizeof big_raw; }
-static void m_tenant_crlf(sluice_message *m) { m->tenant = "acme\r\nx"; }
-static void m_campaign_nul(sluice_message *m) { m->campaign = "camp\x01"; }
+static void m_none(sluice_message *m)
+{
+    (void)m;
+}
+static void m_no_from(sluice_message *m)
+{
+    m->from = NULL;
+}
+static void m_bad_from(sluice_message *m)
+{
+    m->from = "bounce@@example.net";
+}
+static void m_crlf_from(sluice_message *m)
+{
+    m->from = "b@example.net\r\nDATA";
+}
+static void m_no_to(sluice_message *m)
+{
+    m->n_to = 0;
+}
+static void m_bad_to(sluice_message *m)
+{
+    m->to = bad_rcpts;
+}
+static void m_null_to(sluice_message *m)
+{
+    m->to = null_rcpts;
+}
+static void m_too_many(sluice_message *m)
+{
+    m->n_to = SLUICE_MAX_RCPTS + 1;
+}
+static void m_no_content(sluice_message *m)
+{
+    m->raw = NULL;
+    m->raw_len = 0;
+}
+static void m_both(sluice_message *m)
+{
+    m->template_id = "welcome";
+}
+static void m_empty_raw(sluice_message *m)
+{
+    m->raw_len = 0;
+}
+static void m_nul_raw(sluice_message *m)
+{
+    m->raw = "From: a\r\n\0x";
+    m->raw_len = 12;
+}
+static void m_big_raw(sluice_message *m)
+{
+    m->raw = big_raw;
+    m->raw_len = sizeof big_raw;
+}
+static void m_tenant_crlf(sluice_message *m)
+{
+    m->tenant = "acme\r\nx";
+}
+static void m_campaign_nul(sluice_message *m)
+{
+    m->campaign = "camp\x01";
+}
 static void m_pool_long(sluice_message *m)
 {
     static char p[300];
     memset(p, 'p', 299);
     m->pool = p;
 }
-static void m_prio(sluice_message *m) { m->priority = (sluice_priority)7; }
-static void m_expired(sluice_message *m) { m->expires_at_ms = 1000; }
-static void m_negative_expiry(sluice_message *m) { m->expires_at_ms = -5; }
+static void m_prio(sluice_message *m)
+{
+    m->priority = (sluice_priority)7;
+}
+static void m_expired(sluice_message *m)
+{
+    m->expires_at_ms = 1000;
+}
+static void m_negative_expiry(sluice_message *m)
+{
+    m->expires_at_ms = -5;
+}
 static void m_tmpl(sluice_message *m)
 {
     m->raw = NULL;
@@ -355,7 +417,7 @@ static void test_send_split(void **state)
         snprintf(buf[i], sizeof buf[i], "u%d@Big.Example", i);
         to[i] = buf[i];
     }
-    to[N] = "u1@big.example";     /* duplicate after domain normalisation */
+    to[N] = "u1@big.example"; /* duplicate after domain normalisation */
     to[N + 1] = "x@other.example";
     to[N + 2] = "x@OTHER.example"; /* duplicate */
     sluice_message m = SLUICE_MESSAGE_INIT;
