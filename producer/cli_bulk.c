@@ -169,10 +169,16 @@ static void bulk_progress(bulk *b, bool final)
     for (int i = 0; i < 20; i++)
         bar[i] = i < fill ? '#' : '.';
     bar[20] = 0;
-    fprintf(stderr, "\r[%s] %3.0f%%  %llu sent  %llu acked  %llu rejected  %.0f jobs/s  ETA %s  ",
-            b->file_size ? bar : "....................", frac * 100, (unsigned long long)b->sent,
-            (unsigned long long)b->acked, (unsigned long long)b->rejected, rate,
-            final ? "0:00" : eta);
+    if (b->file_size)
+        fprintf(stderr, "\r[%s] %3.0f%%  ", bar, frac * 100);
+    else
+        fputc('\r', stderr); /* a pipe: no size, so no share or ETA */
+    fprintf(stderr, "%llu sent  %llu acked  %llu rejected  %.0f jobs/s",
+            (unsigned long long)b->sent, (unsigned long long)b->acked,
+            (unsigned long long)b->rejected, rate);
+    if (b->file_size)
+        fprintf(stderr, "  ETA %s", final ? "0:00" : eta);
+    fputs("  ", stderr);
     if (final)
         fputc('\n', stderr);
 }
