@@ -14,6 +14,7 @@
  */
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "submit_server.h"
 #include "submit_users.h"
 #include "tls.h"
@@ -235,6 +236,12 @@ int main(int argc, char **argv)
             sl_warn("submit: listener %s has no TLS: nobody can authenticate there", listen[i]);
     }
 
+    if (a.cfg->metrics.listen) {
+        int mport = 0;
+        if (sl_http_start(a.cfg->metrics.listen, &mport, &err) < 0)
+            sl_fatal(1, "submit: metrics on %s: %s", a.cfg->metrics.listen, err);
+        sl_info("submit: metrics on %s (port %d)", a.cfg->metrics.listen, mport);
+    }
     uv_loop_t loop;
     uv_loop_init(&loop);
     o.cfg = a.cfg;
@@ -252,6 +259,7 @@ int main(int argc, char **argv)
         sl_info("submit: listening on %s", listen[i]);
     }
     sl_info("submit: %zu users, ready", a.users->n);
+    sl_http_set_ready(true);
     uv_signal_init(&loop, &a.sigterm);
     uv_signal_init(&loop, &a.sigint);
     uv_signal_init(&loop, &a.sighup);

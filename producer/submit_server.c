@@ -18,6 +18,7 @@
  */
 #include "submit_server.h"
 #include "log.h"
+#include "metrics.h"
 #include "sluice.h"
 #include "smtp_server.h"
 #include "submit_limits.h"
@@ -55,6 +56,7 @@ struct sub_trx {
     sl_buf ids;
     char user[129];
     size_t bytes;
+    int64_t started_ms;
     sub_trx *prev, *next;
 };
 
@@ -83,6 +85,28 @@ struct sub_server {
 
 static void close_maybe_done(sub_server *srv);
 
+/* Every counter is kept twice: in sub_stats for the caller and tests, and
+ * in the metrics registry for /metrics. */
+#define COUNT(srv, field, metric, labels)                                                         \
+    do {                                                                                           \
+        (srv)->stats.field++;                                                                      \
+        sl_metric_inc(metric, labels, 1);                                                          \
+    } while (0)
+
+static void metrics_help(void)
+{
+    sl_metric_help("sluice_submit_messages_total", SL_METRIC_COUNTER,
+                   "Messages answered at the end of DATA, by result");
+    sl_metric_help("sluice_submit_jobs_total", SL_METRIC_COUNTER,
+                   "Jobs acknowledged by Kafka for submitted messages");
+    sl_metric_help("sluice_submit_auth_total", SL_METRIC_COUNTER, "AUTH attempts by result");
+    sl_metric_help("sluice_submit_rejected_total", SL_METRIC_COUNTER,
+                   "Envelopes or messages refused by policy, by reason");
+    sl_metric_help("sluice_submit_ack_seconds", SL_METRIC_HISTOGRAM,
+                   "Time from the end of DATA to the last Kafka acknowledgement");
+    sl_metric_help("sluice_submit_sessions", SL_METRIC_GAUGE, "Open SMTP sessions");
+}
+
 /* ---- sessions ---- */
 
 static void sess_maybe_free(sess *se)
@@ -106,6 +130,7 @@ static void on_connect(void *arg, smtpd_session *s)
     se->srv = srv;
     se->s = s;
     srv->nsess++;
+    sl_metric_add("sluice_submit_sessions", NULL, 1);
     smtpd_session_set_data(s, se);
     smtpd_reply(s, 220, "2.0.0 ready");
 }
@@ -117,6 +142,7 @@ static void on_close(void *arg, smtpd_session *s)
     if (!se)
         return;
     se->closed = true;
+    sl_metric_add("sluice_submit_sessions", NULL, -1);
     sess_maybe_free(se);
 }
 
@@ -151,11 +177,11 @@ static void auth_after_cb(uv_work_t *req, int status)
     se->auth_busy = false;
     const smtpd_envelope *e = smtpd_session_envelope(se->s);
     if (status == 0 && w->rc == 0 && w->known) {
-        srv->stats.auth_ok++;
+        COUNT(srv, auth_ok, "sluice_submit_auth_total", "result=\"ok\"");
         sl_info("submit: %s authenticated as %s", e->peer, w->user);
         smtpd_reply(se->s, 235, "2.7.0 Authentication successful");
     } else {
-        srv->stats.auth_failed++;
+        COUNT(srv, auth_failed, "sluice_submit_auth_total", "result=\"failed\"");
         se->auth_failures++;
         unsigned ipn = sub_fails_note(srv->fails, e->peer_ip, sl_mono_ms());
         /* The name is logged (operators need it to spot guessing), the
@@ -230,7 +256,7 @@ static void on_mail(void *arg, smtpd_session *s, const char *from)
         return;
     }
     if (!*from) {
-        srv->stats.policy_rejected++;
+        COUNT(srv, policy_rejected, "sluice_submit_rejected_total", "reason=\"policy\"");
         smtpd_reply(s, 550, "5.7.1 The null sender is not allowed for submission");
         return;
     }
@@ -243,7 +269,7 @@ static void on_mail(void *arg, smtpd_session *s, const char *from)
     }
     const char *dom = strchr(norm, '@') + 1;
     if (!sub_user_domain_allowed(u, dom)) {
-        srv->stats.policy_rejected++;
+        COUNT(srv, policy_rejected, "sluice_submit_rejected_total", "reason=\"policy\"");
         sl_warn("submit: %s: user %s may not send as %s", smtpd_session_envelope(s)->peer,
                 u->name, norm);
         char *t = xasprintf("5.7.1 Sender domain %s not allowed for user %s", dom, u->name);
@@ -252,7 +278,7 @@ static void on_mail(void *arg, smtpd_session *s, const char *from)
         return;
     }
     if (!sub_rate_check(srv->rate, u->name, u->rate_per_min, sl_mono_ms())) {
-        srv->stats.rate_limited++;
+        COUNT(srv, rate_limited, "sluice_submit_rejected_total", "reason=\"rate\"");
         smtpd_reply(s, 451, "4.7.1 Message rate limit exceeded, try again later");
         return;
     }
@@ -317,10 +343,11 @@ static void trx_check(sub_trx *t)
     if (t->sending)
         return;
     if (t->se && t->failed) {
-        t->srv->stats.kafka_timeouts++;
+        COUNT(t->srv, kafka_timeouts, "sluice_submit_messages_total", "result=\"kafka_failed\"");
         trx_answer(t, 451, "4.3.0 Queueing failed, try again later");
     } else if (t->se && t->acked == t->jobs) {
-        t->srv->stats.accepted++;
+        COUNT(t->srv, accepted, "sluice_submit_messages_total", "result=\"accepted\"");
+        sl_metric_observe("sluice_submit_ack_seconds", NULL, (double)(sl_mono_ms() - t->started_ms) / 1000.0);
         char *text = xasprintf("2.0.0 Ok: queued as %s", t->ids.data);
         sl_info("submit: accepted %zu octets from %s as %s", t->bytes, t->user, t->ids.data);
         trx_answer(t, 250, text);
@@ -336,7 +363,7 @@ static void trx_job_cb(void *arg, const sluice_job_result *r)
     t->reported++;
     if (r->err == 0) {
         t->acked++;
-        t->srv->stats.jobs++;
+        COUNT(t->srv, jobs, "sluice_submit_jobs_total", NULL);
         if (t->ids.len)
             sl_buf_putc(&t->ids, ' ');
         sl_buf_puts(&t->ids, r->job_id);
@@ -358,7 +385,7 @@ static void trx_timeout_cb(uv_timer_t *h)
     sub_trx *t = h->data;
     if (!t->se)
         return;
-    t->srv->stats.kafka_timeouts++;
+    COUNT(t->srv, kafka_timeouts, "sluice_submit_messages_total", "result=\"kafka_failed\"");
     sl_error("submit: Kafka did not acknowledge %zu of %zu jobs from %s within %lld ms; "
              "answered 451",
              t->jobs - t->acked, t->jobs, t->user, (long long)t->srv->o.ack_timeout_ms);
@@ -392,7 +419,7 @@ static void on_data(void *arg, smtpd_session *s, const char *msg, size_t len)
         size_t nd = 0;
         int rc = sub_msg_from_domains(msg, len, &doms, &nd);
         if (rc == SL_ENOTFOUND || rc == SL_EEXISTS || rc == SL_EPARSE) {
-            srv->stats.policy_rejected++;
+            COUNT(srv, policy_rejected, "sluice_submit_rejected_total", "reason=\"policy\"");
             smtpd_reply(s, 550,
                         rc == SL_ENOTFOUND  ? "5.6.0 The message has no From header"
                         : rc == SL_EEXISTS ? "5.6.0 The message has more than one From header"
@@ -402,7 +429,7 @@ static void on_data(void *arg, smtpd_session *s, const char *msg, size_t len)
         }
         for (size_t i = 0; i < nd; i++)
             if (!sub_user_domain_allowed(u, doms[i])) {
-                srv->stats.policy_rejected++;
+                COUNT(srv, policy_rejected, "sluice_submit_rejected_total", "reason=\"policy\"");
                 sl_warn("submit: %s: user %s may not send with From domain %s", e->peer, u->name,
                         doms[i]);
                 char *t = xasprintf("5.7.1 From header domain %s not allowed for user %s",
@@ -415,7 +442,7 @@ static void on_data(void *arg, smtpd_session *s, const char *msg, size_t len)
         sub_strv_free(doms, nd);
     }
     if (!sub_rate_take(srv->rate, u->name, u->rate_per_min, sl_mono_ms())) {
-        srv->stats.rate_limited++;
+        COUNT(srv, rate_limited, "sluice_submit_rejected_total", "reason=\"rate\"");
         smtpd_reply(s, 451, "4.7.1 Message rate limit exceeded, try again later");
         return;
     }
@@ -454,6 +481,7 @@ static void on_data(void *arg, smtpd_session *s, const char *msg, size_t len)
     t->srv = srv;
     t->se = se;
     t->bytes = raw.len;
+    t->started_ms = sl_mono_ms();
     snprintf(t->user, sizeof t->user, "%s", u->name);
     uv_timer_init(srv->loop, &t->timer);
     t->timer.data = t;
@@ -567,6 +595,7 @@ sub_server *sub_server_new(uv_loop_t *loop, const sub_opts *o, char **err)
         free(srv);
         return NULL;
     }
+    metrics_help();
     srv->rate = sub_rate_new();
     srv->fails = sub_fails_new(srv->o.auth_ip_window_ms, 100000);
     srv->dummy_hash = sub_password_hash("sluice-submit dummy", 19);

@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import smtplib
 import socket
 import ssl
@@ -19,6 +20,7 @@ import subprocess
 import tempfile
 import time
 import unittest
+import urllib.request
 
 from sluicetest import Proc, bin_path, free_port, wait_for
 
@@ -93,15 +95,17 @@ class SubmitCase(unittest.TestCase):
             "bob:%s domains=example.org check_from=no" % HASHES["bob"],
             "carol:%s domains=example.com rate=2" % HASHES["carol"],
             ""]))
-        self.p587, self.p465 = free_port(), free_port()
+        self.p587, self.p465, self.pmetrics = free_port(), free_port(), free_port()
         self.cfg = self.write("sluice.yaml", (
             "kafka:\n  bootstrap: %s\n"
             "submit:\n"
             "  listen: [\"127.0.0.1:%d starttls\", \"127.0.0.1:%d tls\"]\n"
             "  cert: %s\n  key: %s\n  users: %s\n"
             "  max_message_size: 20000\n  max_recipients: 3\n"
-            "  idle_timeout: 30s\n")
-            % (self.bootstrap, self.p587, self.p465, self.cert, self.key, self.users))
+            "  idle_timeout: 30s\n"
+            "metrics: { listen: 127.0.0.1:%d }\n")
+            % (self.bootstrap, self.p587, self.p465, self.cert, self.key, self.users,
+               self.pmetrics))
         self.submit = self.start_submit()
         self.clients = []
 
@@ -231,6 +235,12 @@ class TestSubmit(SubmitCase):
         self.assertEqual(sorted(e["recipient"] for e in ev),
                          ["a@example.com", "b@example.com", "c@example.org"])
 
+        metrics = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.pmetrics,
+                                         timeout=10).read().decode()
+        self.assertIn('sluice_submit_messages_total{result="accepted"} 1\n', metrics)
+        self.assertIn("sluice_submit_jobs_total 2\n", metrics)
+        self.assertIn('sluice_submit_auth_total{result="ok"} 1\n', metrics)
+
     def test_implicit_tls_auth_login(self):
         c = self.smtp_465()
         self.assertIn("auth", c.esmtp_features)
@@ -352,6 +362,22 @@ class TestSubmit(SubmitCase):
         # Still serving: a new session is answered.
         self.smtp_587(login="alice").quit()
         self.assertEqual(self.submit.stop(timeout=30), 0, self.submit.output())
+
+    def test_sighup_reloads_users(self):
+        with open(self.users, "a") as f:
+            f.write("dave:%s domains=example.com\n" % HASHES["bob"])
+        self.submit.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded 4 users" in self.submit.stderr(), 10, "users reloaded")
+        c = smtplib.SMTP_SSL("127.0.0.1", self.p465, context=tls_ctx(), timeout=20)
+        self.clients.append(c)
+        code, resp = c.login("dave", PASSWORDS["bob"])
+        self.assertEqual(code, 235, resp)
+        # A broken file keeps the old table.
+        with open(self.users, "a") as f:
+            f.write("eve:nohash\n")
+        self.submit.send_signal(signal.SIGHUP)
+        wait_for(lambda: "not reloaded" in self.submit.stderr(), 10, "reload refused")
+        self.smtp_587(login="alice")
 
     def test_swaks_submission(self):
         if not shutil.which("swaks"):
