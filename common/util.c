@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -246,7 +247,12 @@ int sl_parse_duration_ms(const char *s, int64_t *out)
         mult = 86400000;
     else
         return SL_EPARSE;
-    *out = (int64_t)(v * mult);
+    /* "inf", "nan" and huge numbers are out of int64's range, where the
+     * conversion is undefined; NaN fails the comparison too. */
+    double ms = v * mult;
+    if (!(ms < 9223372036854775807.0))
+        return SL_EPARSE;
+    *out = (int64_t)ms;
     return 0;
 }
 
@@ -255,7 +261,7 @@ int sl_parse_rate(const char *s, double *per_sec)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || errno || v < 0 || *end != '/')
+    if (end == s || errno || !isfinite(v) || v < 0 || *end != '/')
         return SL_EPARSE;
     end++;
     if (!strcmp(end, "s") || !strcmp(end, "sec"))
