@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${SLUICE_SANITIZE:-0}" = 1 ]; then
-  dir=build-asan; extra=(-DSLUICE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug)
+  dir=build-asan; extra=(-DSLUICE_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo)
 else
   dir=build; extra=(-DCMAKE_BUILD_TYPE=RelWithDebInfo)
 fi
