@@ -140,6 +140,22 @@ static void mx_cb(const sl_dns_mx_result *res, void *arg)
     free(site);
 }
 
+/* A record refused before or by decoding (too large, a wire version from
+ * the future) may still carry a readable job id: unpack it as leniently as
+ * protobuf allows so that the REJECTED event names the job and its
+ * producer learns what became of it. NULL when nothing readable is there. */
+static sl_job *salvage_job(const rd_kafka_message_t *m)
+{
+    if (!m->payload || !m->len)
+        return NULL;
+    sl_job *j = sluice__v1__job__unpack(NULL, m->len, m->payload);
+    if (j && (!j->job_id || !*j->job_id)) {
+        sl_job_free(j);
+        j = NULL;
+    }
+    return j;
+}
+
 static void on_record(void *arg, sl_record *rec)
 {
     sched_classify *c = arg;
@@ -148,14 +164,18 @@ static void on_record(void *arg, sl_record *rec)
     sched_op *op = sched_op_new(rec);
     rd_kafka_message_t *m = rec->msg;
     if (cfg->scheduler.max_job_bytes && m->len > cfg->scheduler.max_job_bytes) {
-        sched_op_reject(op, ctx, NULL, "classify", "job larger than scheduler.max_job_bytes");
+        sl_job *named = salvage_job(m);
+        sched_op_reject(op, ctx, named, "classify", "job larger than scheduler.max_job_bytes");
+        sl_job_free(named);
         sched_op_release(op);
         return;
     }
     sl_job *job = NULL;
     const char *why = NULL;
     if (!m->payload || sl_job_decode(m->payload, m->len, &job, &why) != 0) {
-        sched_op_reject(op, ctx, NULL, "classify", why ? why : "empty record");
+        sl_job *named = salvage_job(m);
+        sched_op_reject(op, ctx, named, "classify", why ? why : "empty record");
+        sl_job_free(named);
         sched_op_release(op);
         return;
     }
