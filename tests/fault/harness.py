@@ -132,6 +132,7 @@ class Cluster:
     domains        recipient domains the load is spread over (8)
     ips            source IPs in the default pool (2; 127.0.0.1, .2, ...)
     sink_args      extra sluice-testsink arguments (a --rules file, ...)
+    store          the sink also keeps each message as a file (sink.dir)
     extra_yaml     appended to the configuration
     sender_yaml    the sender: section body
     retry          the retry: section (short delays and expiry)
@@ -140,7 +141,7 @@ class Cluster:
 
     def __init__(self, name, partitions=4, domains=8, ips=2, sink_args=(), extra_yaml="",
                  sender_yaml=None, retry="{ delays: [1s, 2s, 5s], expiry: 3m }",
-                 shaping=None, commit_interval_ms=200, kafka_yaml=""):
+                 shaping=None, commit_interval_ms=200, kafka_yaml="", store=False):
         self.name = name
         self.tmp = tempfile.mkdtemp(prefix="sluice-fault-%s-" % name)
         self.domains = domains
@@ -148,7 +149,7 @@ class Cluster:
         self.metrics_ports = {}  # name -> port
         self.started = time.monotonic()
         self.commit_interval_ms = commit_interval_ms
-        self.sink = start_sink(self.tmp, list(sink_args), store=False)
+        self.sink = start_sink(self.tmp, list(sink_args), store=store)
         pool = "".join("    - { ip: 127.0.0.%d, ehlo: mta%d.example.net }\n" % (i + 1, i + 1)
                        for i in range(ips))
         if sender_yaml is None:
@@ -409,6 +410,13 @@ class Cluster:
             with open(out, "a") as f:
                 f.write(line + "\n")
         return r
+
+    def dump(self, topic, timeout_ms=3000):
+        """Every record on topic (suffix) as sched_tool prints it."""
+        r = subprocess.run([bin_path("sched_tool"), "dump", "-c", self.cfg, "--topic", topic,
+                            "--count", "0", "--timeout", str(timeout_ms)],
+                           capture_output=True, text=True, timeout=120, env=self.env)
+        return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
 
     def output(self):
         """Tails of every process's output, for assertion messages."""
