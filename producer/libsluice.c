@@ -63,7 +63,9 @@ struct sluice_client {
     char **rcptp;
     size_t cap_rcptp;
     bool accepted_events;
-    struct job_ctx *live; /* every job awaiting its delivery report */
+    struct job_ctx *live;                     /* every job awaiting its delivery report */
+    char from_in[SLUICE_ADDRESS_MAX * 4 + 1]; /* last valid envelope sender as given */
+    char from[SLUICE_ADDRESS_MAX + 1];        /* ... and normalised */
 };
 
 typedef struct job_ctx {
@@ -355,12 +357,19 @@ int sluice_send(sluice_client *c, const sluice_message *m, sluice_result_cb cb, 
     if (!m)
         return seterr(c, SLUICE_EINVAL, "no message");
 
-    /* Envelope sender. */
-    char from[SLUICE_ADDRESS_MAX + 1];
+    /* Envelope sender. A campaign sends every job from one address: the
+     * last valid one is remembered so that it is checked once. */
     if (!m->from || !*m->from)
         return seterr(c, SLUICE_EADDRESS, "from: an envelope sender is required");
-    if (sluice_address_normalize(m->from, from, why, sizeof why))
-        return seterr(c, SLUICE_EADDRESS, "from \"%s\": %s", m->from, why);
+    if (strcmp(m->from, c->from_in) != 0) {
+        c->from_in[0] = 0;
+        if (strlen(m->from) > SLUICE_ADDRESS_MAX * 4 ||
+            sluice_address_normalize(m->from, c->from, why, sizeof why))
+            return seterr(c, SLUICE_EADDRESS, "from \"%s\": %s", m->from,
+                          strlen(m->from) > SLUICE_ADDRESS_MAX * 4 ? "too long" : why);
+        strcpy(c->from_in, m->from);
+    }
+    char *from = c->from;
 
     /* Plain fields. */
     if ((rc = check_field(c, "tenant", m->tenant)) ||
