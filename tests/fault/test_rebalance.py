@@ -1,0 +1,60 @@
+"""Fault scenario: consumer-group churn.
+
+Two senders and two schedulers run while a third member of each joins and
+leaves every few seconds (started, then drained with SIGTERM), so both
+groups rebalance again and again under load. Nothing is lost; the
+duplicates that eager rebalances cause are counted and reported.
+"""
+
+import time
+import unittest
+
+from harness import JOBS, Cluster, wait_for
+
+
+class RebalanceTest(unittest.TestCase):
+    def test_members_join_and_leave(self):
+        c = Cluster("rebalance")
+        try:
+            for n in ("sched-a", "sched-b"):
+                c.start_scheduler(n, wait_ready=False)
+            for n in ("sender-a", "sender-b"):
+                c.start_sender(n, wait_ready=False)
+            for n in ("sched-a", "sched-b", "sender-a", "sender-b"):
+                c.wait_ready(n)
+            specs = c.job_specs(JOBS, "reb")
+            ids = [s["job_id"] for s in specs]
+            seconds = 20 + JOBS / 1000.0
+            pub = c.publish_paced(specs, seconds)
+            t_end = time.monotonic() + seconds
+            k = 0
+            # A member joins, works a few seconds, leaves; repeat while the
+            # load lasts, alternating senders and schedulers.
+            while time.monotonic() < t_end:
+                k += 1
+                if k % 2:
+                    name = "sender-x%d" % k
+                    c.start_sender(name, wait_ready=False)
+                else:
+                    name = "sched-x%d" % k
+                    c.start_scheduler(name, wait_ready=False)
+                t0 = time.monotonic()
+                wait_for(lambda: c.assert_alive("sched-a", "sched-b", "sender-a", "sender-b")
+                         or time.monotonic() - t0 >= 3, 10, "a member's few seconds",
+                         interval=0.25)
+                self.assertEqual(c.term(name), 0, c.output())
+            pub.join(timeout=300)
+            self.assertIsNone(pub.error, "publishing failed: %s" % pub.error)
+            c.wait_final(ids, 240, check_alive=("sched-a", "sched-b", "sender-a", "sender-b"))
+            c.wait_quiet()
+            r = c.reconcile(ids, "rebalance")
+            self.assertGreaterEqual(k, 3, "members joined and left")
+            self.assertEqual(r["lost"], 0, r)
+            self.assertEqual(r["phantom"], [], r)
+            self.assertEqual(r["conflicting"], [], r)
+        finally:
+            c.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
