@@ -28,14 +28,21 @@ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_C_COMPILER="$CC" -DSLUICE_FUZZ=ON \
   -DSLUICE_WERROR="${SLUICE_WERROR:-ON}" \
   -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
   >/dev/null
-ninja -C "$BUILD" "${HARNESSES[@]}"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 RUNS="$BUILD/fuzz-runs"
+mkdir -p "$RUNS"
 failed=()
 for h in "${HARNESSES[@]}"; do
   work="$RUNS/$h"
+  # One at a time, so a component that does not build fails only the
+  # harnesses that link it.
+  if ! ninja -C "$BUILD" "$h" >"$RUNS/$h.build.log" 2>&1; then
+    echo "fuzz.sh: $h does not build (see $RUNS/$h.build.log)" >&2
+    failed+=("$h")
+    continue
+  fi
   rm -rf "$work"
   mkdir -p "$work/corpus"
   cp tests/fuzz/corpus/"$h"/* "$work/corpus/"
