@@ -149,6 +149,7 @@ const char *sl_event_type_name(Sluice__V1__EventType t)
     case SLUICE__V1__EVENT_TYPE__EVENT_SUPPRESSED: return "SUPPRESSED";
     case SLUICE__V1__EVENT_TYPE__EVENT_REJECTED: return "REJECTED";
     case SLUICE__V1__EVENT_TYPE__EVENT_SHAPING: return "SHAPING";
+    case SLUICE__V1__EVENT_TYPE__EVENT_COMPLAINED: return "COMPLAINED";
     default: return "UNKNOWN";
     }
 }

@@ -19,6 +19,15 @@ static const sl_backoff_rule default_rules[] = {
     {(char *)"^4[0-9][0-9] 4\\.7\\.650( |$)", NULL, SL_BACKOFF_HALVE, 1.0, 900000, 0, 0},
     /* Yahoo: "421 4.7.0 [TSS04] Messages from x temporarily deferred" (TS01..TS04) */
     {(char *)"^421 4\\.7\\.0 \\[TSS?0[0-9]\\]", NULL, SL_BACKOFF_HALVE, 1.0, 1800000, 0, 0},
+    /* Microsoft bounces with "550 5.7.606 Access denied, banned sending IP
+     * [x]" once an IP is on its block list: every further message from it
+     * bounces too, so take the IP out of the site's rotation for a day
+     * (delisting is an operator's request through Microsoft's portal). Both
+     * the conventional site name and an unconfigured MX rollup match. */
+    {(char *)"^5[0-9][0-9] 5\\.7\\.606( |$)|banned sending IP", (char *)"microsoft",
+     SL_BACKOFF_DISABLE_IP, 1.0, 0, 86400000, 0},
+    {(char *)"^5[0-9][0-9] 5\\.7\\.606( |$)|banned sending IP", (char *)"*protection.outlook.com*",
+     SL_BACKOFF_DISABLE_IP, 1.0, 0, 86400000, 0},
 };
 #define N_DEFAULT (sizeof default_rules / sizeof default_rules[0])
 

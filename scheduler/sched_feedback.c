@@ -16,32 +16,52 @@ struct sched_feedback {
     sched_backoff_rules rules;
 };
 
+/* Add e's recipient to its tenant's suppression list (once), holding op
+ * until the entry is acknowledged. */
+static void suppress_recipient(sched_feedback *f, const sl_event *e, sched_op *op,
+                               const char *reason, const char *why)
+{
+    sched_ctx *ctx = f->ctx;
+    if (!ctx->supp || !e->recipient || !*e->recipient)
+        return;
+    const char *tenant = e->tenant && *e->tenant ? e->tenant : ctx->cfg->scheduler.default_tenant;
+    if (sched_suppress_has(ctx->supp, tenant, e->recipient))
+        return;
+    if (op)
+        sched_op_hold(op);
+    int rc = sched_suppress_add(ctx->supp, tenant, e->recipient, reason, e->job_id,
+                                op ? sched_op_cb : NULL, op);
+    if (rc && op)
+        sched_op_release(op);
+    sl_log_job(SL_LOG_INFO, e->job_id, "suppressing %s for tenant %s after %s", e->recipient,
+               tenant, why);
+    char labels[64];
+    snprintf(labels, sizeof labels, "reason=\"%s\"", reason);
+    sl_metric_inc("sluice_suppressions_added_total", labels, 1);
+}
+
 void sched_feedback_event(sched_feedback *f, const sl_event *e, sched_op *op)
 {
     sched_ctx *ctx = f->ctx;
-    if (e->type == SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED && ctx->shape && e->site && *e->site &&
-        e->source_ip && *e->source_ip) {
+    /* Backoff rules see deferrals and bounces alike: a rate-limit reply is
+     * usually a 4xx, but a block list hit such as Microsoft's 5.7.606
+     * bounces every message and must take the IP out of rotation. */
+    if ((e->type == SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED ||
+         e->type == SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED) &&
+        ctx->shape && e->site && *e->site && e->source_ip && *e->source_ip) {
         const sl_backoff_rule *rule =
             sched_backoff_match(&f->rules, e->site, e->smtp_code, e->enhanced_code, e->reply);
         if (rule)
             sched_shape_feedback(ctx->shape, e->site, e->source_ip, rule, e->reply);
     }
     if (e->type == SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED && e->bounce_hard &&
-        e->bounce_class == SLUICE__V1__BOUNCE_CLASS__BOUNCE_INVALID_RECIPIENT && ctx->supp &&
-        e->recipient && *e->recipient) {
-        const char *tenant =
-            e->tenant && *e->tenant ? e->tenant : ctx->cfg->scheduler.default_tenant;
-        if (!sched_suppress_has(ctx->supp, tenant, e->recipient)) {
-            if (op)
-                sched_op_hold(op);
-            int rc = sched_suppress_add(ctx->supp, tenant, e->recipient, "hard-bounce", e->job_id,
-                                        op ? sched_op_cb : NULL, op);
-            if (rc && op)
-                sched_op_release(op);
-            sl_log_job(SL_LOG_INFO, e->job_id, "suppressing %s for tenant %s after a hard bounce",
-                       e->recipient, tenant);
-            sl_metric_inc("sluice_suppressions_added_total", "reason=\"hard-bounce\"", 1);
-        }
+        e->bounce_class == SLUICE__V1__BOUNCE_CLASS__BOUNCE_INVALID_RECIPIENT)
+        suppress_recipient(f, e, op, "hard-bounce", "a hard bounce");
+    if (e->type == SLUICE__V1__EVENT_TYPE__EVENT_COMPLAINED) {
+        char labels[300];
+        snprintf(labels, sizeof labels, "site=\"%.200s\"", e->site ? e->site : "");
+        sl_metric_inc("sluice_complaints_total", labels, 1);
+        suppress_recipient(f, e, op, "complaint", "a complaint");
     }
 }
 
@@ -63,6 +83,8 @@ sched_feedback *sched_feedback_new(sched_ctx *ctx, char **err)
 {
     sched_feedback *f = xcalloc(1, sizeof *f);
     f->ctx = ctx;
+    sl_metric_help("sluice_complaints_total", SL_METRIC_COUNTER,
+                   "COMPLAINED events (feedback-loop reports) seen, by site");
     if (sched_backoff_rules_init(&f->rules, ctx->cfg, err) != 0) {
         free(f);
         return NULL;

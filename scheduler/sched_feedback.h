@@ -2,10 +2,12 @@
  * feedback - what the scheduler learns from the events topic.
  *
  * A consumer group per scheduler instance (sluice-feedback-<instance id>,
- * starting at the end when new) reads every event: a DEFERRED reply that
- * matches a backoff rule (configured, then shipped defaults) adapts the
- * (site, source IP) pair in shape; a hard BOUNCED of class
- * invalid-recipient adds the recipient to the tenant's suppression list.
+ * starting at the end when new) reads every event: a DEFERRED or BOUNCED
+ * reply that matches a backoff rule (configured, then shipped defaults)
+ * adapts the (site, source IP) pair in shape; a hard BOUNCED of class
+ * invalid-recipient (reason "hard-bounce") and a COMPLAINED event (reason
+ * "complaint", counted in sluice_complaints_total{site}) add the recipient
+ * to the tenant's suppression list, once.
  * Loop thread only.
  */
 #ifndef SLUICE_SCHED_FEEDBACK_H

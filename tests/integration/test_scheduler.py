@@ -43,7 +43,7 @@ pools:
 sites:
   google: { mx: ["*.google.com"], domains: [gmail.com] }
   slow:   { mx: ["*.slow.example"], domains: [slow.test] }
-shaping:
+%(sites)sshaping:
   default: { max_message_rate: 1000/s }
   google:  { max_message_rate: 5/s, max_connections: 3, tls: required }
   slow:    { max_message_rate: 1/s, burst: 1 }
@@ -56,11 +56,12 @@ retry: { delays: [1m, 5m, 30m], expiry: 72h }
 class SchedCase(unittest.TestCase):
     extra = ""
     pools = ""
+    sites = ""  # more lines of the sites: mapping
 
     def setUp(self):
         self._tmp = tempfile.TemporaryDirectory(prefix="sluice-sched-")
         self.tmp = self._tmp.name
-        base = BASE % {"pools": self.pools}
+        base = BASE % {"pools": self.pools, "sites": self.sites}
         pre = self.write("broker.yaml", "kafka:\n  bootstrap: 127.0.0.1:1\n" + base + self.extra)
         self.broker, self.bootstrap = start_devbroker(self.tmp, pre)
         self.metrics_port = free_port()

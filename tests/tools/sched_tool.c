@@ -4,10 +4,10 @@
  *
  *   sched_tool produce -c CFG [--topic SUFFIX] [--key K] --to A[,B] [--count N]
  *                      [--priority bulk|normal|transactional] [--pool P]
- *                      [--tenant T] [--not-before-ms MS] [--expires-at-ms MS]
+ *                      [--tenant T] [--campaign C] [--not-before-ms MS] [--expires-at-ms MS]
  *                      [--created-at-ms MS] [--garbage] [--version N] [--id PREFIX]
  *   sched_tool dump -c CFG --topic SUFFIX [--count N] [--timeout MS]
- *   sched_tool event -c CFG --type deferred|bounced --site S --source-ip IP
+ *   sched_tool event -c CFG --type deferred|bounced|delivered|complained --site S --source-ip IP
  *                    --code N --enh X.Y.Z --reply TEXT [--to A] [--tenant T]
  *                    [--bounce-class NAME] [--hard]
  *   sched_tool suppress -c CFG --tenant T --to A [--remove]
@@ -167,7 +167,7 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[1];
     const char *cfg_path = NULL, *suffix = NULL, *key = NULL, *to = "a@example.com";
-    const char *pool = "", *tenant = "", *idp = "job";
+    const char *pool = "", *tenant = "", *campaign = "", *idp = "job";
     int count = 1, timeout = 20000, prio = 0, version = SLUICE_WIRE_VERSION;
     long long not_before = 0, expires = 0, created = 0;
     bool garbage = false, hard = false, remove_ = false;
@@ -182,6 +182,7 @@ int main(int argc, char **argv)
         {"type", 1, 0, 'y'},   {"site", 1, 0, 's'},   {"source-ip", 1, 0, 'I'},
         {"code", 1, 0, 'd'},   {"enh", 1, 0, 'E'},    {"reply", 1, 0, 'r'},
         {"bounce-class", 1, 0, 'B'}, {"hard", 0, 0, 'H'}, {"remove", 0, 0, 'R'},
+        {"campaign", 1, 0, 'M'},
         {0, 0, 0, 0}};
     int o;
     optind = 2;
@@ -213,6 +214,7 @@ int main(int argc, char **argv)
         case 'B': bclass = optarg; break;
         case 'H': hard = true; break;
         case 'R': remove_ = true; break;
+        case 'M': campaign = optarg; break;
         default: return 2;
         }
     }
@@ -234,10 +236,13 @@ int main(int argc, char **argv)
         if (!strcmp(cmd, "event")) {
             sl_event e = SLUICE__V1__EVENT__INIT;
             e.version = SLUICE_WIRE_VERSION;
-            e.type = !strcmp(etype, "bounced") ? SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED
-                                               : SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED;
+            e.type = !strcmp(etype, "bounced")      ? SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED
+                     : !strcmp(etype, "delivered")  ? SLUICE__V1__EVENT_TYPE__EVENT_DELIVERED
+                     : !strcmp(etype, "complained") ? SLUICE__V1__EVENT_TYPE__EVENT_COMPLAINED
+                                                    : SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED;
             e.job_id = (char *)idp;
             e.tenant = (char *)tenant;
+            e.campaign = (char *)campaign;
             e.recipient = (char *)to;
             e.site = (char *)site;
             e.source_ip = (char *)sip;
@@ -297,6 +302,7 @@ int main(int argc, char **argv)
             j.version = (uint32_t)version;
             j.job_id = id;
             j.tenant = (char *)tenant;
+            j.campaign = (char *)campaign;
             j.pool = (char *)pool;
             j.priority = (Sluice__V1__Priority)prio;
             j.mail_from = (char *)"sender@example.net";

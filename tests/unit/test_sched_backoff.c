@@ -123,6 +123,14 @@ static void test_rules_match(void **state)
          4},
         {"google", 550, "5.1.1", "no such user", -1},
         {"google", 421, "4.7.0", "TLS required", -1},
+        /* Bounces: Microsoft's banned-IP reply disables the IP, on the
+         * named site or an unconfigured outlook rollup, nowhere else. */
+        {"microsoft", 550, "5.7.606",
+         "550 5.7.606 Access denied, banned sending IP [1.2.3.4]. To request removal", 5},
+        {"microsoft", 550, "", "550 Access denied, banned sending IP [1.2.3.4]", 5},
+        {"x-com.mail.protection.outlook.com", 550, "5.7.606", "Access denied", 6},
+        {"google", 550, "5.7.606", "Access denied, banned sending IP", -1},
+        {"microsoft", 550, "5.7.6060", "something else", -1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const sl_backoff_rule *hit =
@@ -132,6 +140,8 @@ static void test_rules_match(void **state)
         else
             assert_ptr_equal(hit, &r.rules[cases[i].want]);
     }
+    assert_int_equal(r.rules[5].action, SL_BACKOFF_DISABLE_IP);
+    assert_true(r.rules[5].duration_ms >= 3600000);
     sched_backoff_rules_free(&r);
 
     user[0].match = (char *)"([unclosed";
