@@ -1324,6 +1324,47 @@ static int walk_backoff(cfg_ctx *c, const cfg_node *v)
     return 0;
 }
 
+/* limits: [{ tenant, campaign, max_message_rate, burst }] - see sl_limit. */
+static int walk_limits(cfg_ctx *c, const cfg_node *v)
+{
+    static const char *const keys[] = {"tenant", "campaign", "max_message_rate", "burst"};
+    sl_config *cfg = c->cfg;
+    bool failed;
+    const cfg_node *l = need_seq(c, v, "limits", &failed);
+    if (failed)
+        return -1;
+    if (!l)
+        return 0;
+    cfg->limits = xcalloc(l->n + 1, sizeof(sl_limit));
+    for (size_t i = 0; i < l->n; i++) {
+        const cfg_node *e = l->kids[i];
+        char bp[PATH_MAX_LEN];
+        pathf(bp, sizeof(bp), "limits[%zu]", i);
+        if (e->type != CN_MAP)
+            return cfg_fail(c, e->line,
+                            "key '%s': expected a mapping { tenant, campaign, max_message_rate }",
+                            bp);
+        TRY(map_check(c, e, bp, keys, NELEM(keys)));
+        sl_limit *lim = &cfg->limits[cfg->n_limits++];
+        lim->line = e->line;
+        int rt = opt_str(c, e, bp, "tenant", &lim->tenant);
+        TRY(rt);
+        int rc = opt_str(c, e, bp, "campaign", &lim->campaign);
+        TRY(rc);
+        if (!rt && !rc)
+            return cfg_fail(c, e->line, "key '%s': needs a tenant or a campaign (or both)", bp);
+        int rr = opt_rate(c, e, bp, "max_message_rate", false, &lim->max_message_rate);
+        TRY(rr);
+        if (!rr)
+            return cfg_fail(c, e->line, "key '%s.max_message_rate': required", bp);
+        int rb = opt_number(c, e, bp, "burst", &lim->burst);
+        TRY(rb);
+        if (!rb)
+            lim->burst = lim->max_message_rate > 1 ? lim->max_message_rate : 1;
+    }
+    return 0;
+}
+
 static int walk_bounce_rules(cfg_ctx *c, const cfg_node *v)
 {
     static const char *const keys[] = {"match", "class", "hard"};
@@ -1593,7 +1634,8 @@ static int walk_webhook(cfg_ctx *c, const cfg_node *m)
 
 static const char *const top_keys[] = {"kafka",   "dns",     "routes",       "pools",    "sites",
                                        "shaping", "backoff", "bounce_rules", "retry",    "dkim",
-                                       "submit",  "metrics", "sender",       "scheduler", "webhook"};
+                                       "submit",  "metrics", "sender",       "scheduler", "webhook",
+                                       "limits"};
 
 static int walk_root(cfg_ctx *c, const cfg_node *root)
 {
@@ -1613,6 +1655,7 @@ static int walk_root(cfg_ctx *c, const cfg_node *root)
     TRY(walk_shaping(c, map_get(root, "shaping")));
     TRY(walk_backoff(c, map_get(root, "backoff")));
     TRY(walk_bounce_rules(c, map_get(root, "bounce_rules")));
+    TRY(walk_limits(c, map_get(root, "limits")));
     TRY(walk_retry(c, map_get(root, "retry")));
     TRY(walk_dkim(c, map_get(root, "dkim")));
     TRY(walk_submit(c, map_get(root, "submit")));
@@ -1919,6 +1962,11 @@ void sl_config_free(sl_config *cfg)
         free(cfg->backoff[i].site);
     }
     free(cfg->backoff);
+    for (size_t i = 0; i < cfg->n_limits; i++) {
+        free(cfg->limits[i].tenant);
+        free(cfg->limits[i].campaign);
+    }
+    free(cfg->limits);
     for (size_t i = 0; i < cfg->n_bounce_rules; i++) {
         free(cfg->bounce_rules[i].match);
         free(cfg->bounce_rules[i].class_name);

@@ -85,6 +85,19 @@ typedef struct sl_backoff_rule {
     int line;               /* where it was configured, for messages */
 } sl_backoff_rule;
 
+/* A message rate cap over jobs rather than over a (site, IP) pair. A job
+ * is under every limit whose tenant and campaign globs both match; the cap
+ * holds separately for each distinct value of the keys the limit names
+ * (tenant: "*" caps every tenant on its own), and the keys it omits are
+ * summed (no campaign: all the tenant's campaigns together). */
+typedef struct sl_limit {
+    char *tenant;           /* glob; NULL: any tenant, summed */
+    char *campaign;         /* glob; NULL: any campaign, summed */
+    double max_message_rate;/* per second, > 0 */
+    double burst;           /* bucket depth, default max(1, rate) */
+    int line;
+} sl_limit;
+
 typedef struct sl_route {
     char *pattern;          /* domain glob, first match wins */
     char *host;
@@ -148,6 +161,8 @@ typedef struct sl_config {
     size_t n_shaping;
     sl_backoff_rule *backoff;
     size_t n_backoff;
+    sl_limit *limits;               /* per tenant / campaign caps, in file order */
+    size_t n_limits;
     sl_bounce_rule *bounce_rules;   /* user rules first, then the defaults */
     size_t n_bounce_rules;
 

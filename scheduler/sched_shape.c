@@ -14,12 +14,13 @@
 #include "sched_map.h"
 #include "metrics.h"
 #include "sched_pick.h"
+#include "sched_fq.h"
+#include "sched_limit.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define NPRIO 3
 
 typedef struct spair {
     char *site, *ip;
@@ -34,16 +35,22 @@ typedef struct spair {
 } spair;
 
 typedef struct sjob {
+    sched_fq_item it; /* first: an item is its sjob */
     sl_record *rec;
     sl_job *job;
-    struct sjob *prev, *next;
 } sjob;
+
+/* A flow's data: the tenant/campaign limit buckets its jobs are under. */
+typedef struct sflow_limits {
+    size_t n;
+    sched_bucket *b[SCHED_LIMITS_MAX];
+} sflow_limits;
 
 typedef struct ssite {
     struct sched_shape *s;
     char *name;
     const sl_shaping *shp;
-    sjob *head[NPRIO], *tail[NPRIO];
+    sched_fq fq;       /* per (tenant, campaign) flow, per priority */
     size_t queued;
     sched_map pairs;
     uv_timer_t timer;
@@ -54,6 +61,7 @@ struct sched_shape {
     sched_ctx *ctx;
     sl_consumer *cons;
     sched_map sites;
+    sched_limits limits;
     size_t buffered;
     uv_timer_t tick;
     bool stopping;
@@ -150,6 +158,7 @@ static ssite *site_get(sched_shape *s, const char *name)
     site->name = xstrdup(name);
     site->shp = sl_config_shaping(s->ctx->cfg, name);
     sched_map_init(&site->pairs);
+    sched_fq_init(&site->fq);
     uv_timer_init(s->ctx->loop, &site->timer);
     site->timer.data = site;
     sched_map_put(&s->sites, name, site);
@@ -167,47 +176,59 @@ static int prio_of(const sl_job *job)
 
 static void q_push(ssite *site, sjob *j)
 {
-    int k = prio_of(j->job);
-    j->next = NULL;
-    j->prev = site->tail[k];
-    if (site->tail[k])
-        site->tail[k]->next = j;
-    else
-        site->head[k] = j;
-    site->tail[k] = j;
+    const sl_job *job = j->job;
+    const char *tenant = job->tenant && *job->tenant ? job->tenant
+                                                      : site->s->ctx->cfg->scheduler.default_tenant;
+    const char *campaign = job->campaign ? job->campaign : "";
+    char *key = xasprintf("%s\x1f%s", tenant ? tenant : "", campaign);
+    sched_fq_flow *f = sched_fq_push(&site->fq, key, &j->it, prio_of(job));
+    free(key);
+    if (!f->data) {
+        sflow_limits *fl = xcalloc(1, sizeof *fl);
+        fl->n = sched_limits_resolve(&site->s->limits, tenant, campaign, fl->b, SCHED_LIMITS_MAX,
+                                     sl_now_ms());
+        f->data = fl;
+    }
     site->queued++;
     site->s->buffered++;
 }
 
-static void q_unlink(ssite *site, sjob *j)
+/* Unlink j; served: the round robin across flows moves on. */
+static void q_unlink(ssite *site, sjob *j, bool served)
 {
-    int k = prio_of(j->job);
-    if (j->prev)
-        j->prev->next = j->next;
+    if (served)
+        sched_fq_take(&site->fq, &j->it);
     else
-        site->head[k] = j->next;
-    if (j->next)
-        j->next->prev = j->prev;
-    else
-        site->tail[k] = j->prev;
+        sched_fq_remove(&site->fq, &j->it);
     site->queued--;
     site->s->buffered--;
 }
 
-static sjob *q_peek(ssite *site)
+typedef struct flow_check {
+    int64_t now;
+    bool force;
+    int64_t earliest; /* when a refused flow's limits allow it; INT64_MAX: none */
+} flow_check;
+
+/* May the flow send now (its tenant / campaign limits have a token within
+ * the look-ahead)? */
+static bool flow_ok(void *arg, sched_fq_flow *f)
 {
-    for (int k = 0; k < NPRIO; k++)
-        if (site->head[k])
-            return site->head[k];
-    return NULL;
+    flow_check *fc = arg;
+    const sflow_limits *fl = f->data;
+    if (fc->force || !fl || !fl->n)
+        return true;
+    int64_t at = sched_limits_available_at(fl->b, fl->n, fc->now);
+    if (at <= fc->now + SCHED_SHAPE_LOOKAHEAD_MS)
+        return true;
+    if (at - SCHED_SHAPE_LOOKAHEAD_MS < fc->earliest)
+        fc->earliest = at - SCHED_SHAPE_LOOKAHEAD_MS;
+    return false;
 }
 
 static sjob *q_last(ssite *site)
 {
-    for (int k = NPRIO - 1; k >= 0; k--)
-        if (site->tail[k])
-            return site->tail[k];
-    return NULL;
+    return (sjob *)sched_fq_last(&site->fq);
 }
 
 static void sjob_free(sjob *j)
@@ -334,10 +355,17 @@ static void pump(ssite *site, bool force)
     sched_pick_cand stack[16];
     while (site->queued) {
         int64_t now = sl_now_ms();
-        sjob *j = q_peek(site);
+        flow_check fc = {now, force, INT64_MAX};
+        sjob *j = (sjob *)sched_fq_next(&site->fq, flow_ok, &fc);
+        if (!j) {
+            /* Every flow with work is over a tenant / campaign limit. */
+            if (fc.earliest != INT64_MAX)
+                arm(site, fc.earliest, now);
+            return;
+        }
         const sl_pool *pool = pool_of(cfg, j->job);
         if (!pool || !pool->n_sources) {
-            q_unlink(site, j);
+            q_unlink(site, j, false);
             sched_op *op = sched_op_new(j->rec);
             sched_op_reject(op, s->ctx, j->job, "shape", "no pool with source IPs for the job");
             sched_op_release(op);
@@ -387,16 +415,25 @@ static void pump(ssite *site, bool force)
             free(c);
         if (!p) {
             if (force) {
-                q_unlink(site, j);
+                q_unlink(site, j, false);
                 park(site, j, earliest == INT64_MAX ? 0 : earliest - now);
                 continue;
             }
             if (earliest != INT64_MAX)
                 arm(site, earliest, now);
+            if (fc.earliest != INT64_MAX)
+                arm(site, fc.earliest, now);
             return;
         }
-        q_unlink(site, j);
+        /* The flow (and its data) goes when its last job leaves: take the
+         * limit tokens first. The job goes when both the pair's and every
+         * limit's token are there. */
+        const sflow_limits *fl = j->it.flow->data;
+        int64_t lim_at = fl ? sched_limits_take(fl->b, fl->n, now) : now;
+        q_unlink(site, j, true);
         int64_t send_at = sched_bucket_take(&p->bucket, now);
+        if (lim_at > send_at)
+            send_at = lim_at;
         p->sent_today++;
         dispatch(site, j, p, pool->name, send_at);
     }
@@ -419,7 +456,7 @@ static void enforce_bound(sched_shape *s)
         if (!worst || !worst->queued)
             return;
         sjob *j = q_last(worst);
-        q_unlink(worst, j);
+        q_unlink(worst, j, false);
         park(worst, j, site_drain_ms(worst));
     }
     sl_metric_set("sluice_shape_buffered", NULL, (double)s->buffered);
@@ -474,6 +511,7 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
     sched_shape *s = xcalloc(1, sizeof *s);
     s->ctx = ctx;
     sched_map_init(&s->sites);
+    sched_limits_init(&s->limits, ctx->cfg);
     uint32_t max = ctx->cfg->scheduler.max_buffered;
     const char *topics[] = {ctx->t_sited};
     sl_consumer_opts o = {.group = "sluice-shape",
@@ -486,6 +524,7 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
                           .arg = s};
     s->cons = sl_consumer_new(ctx->cfg, ctx->loop, &o, err);
     if (!s->cons) {
+        sched_limits_free(&s->limits);
         sched_map_free(&s->sites);
         free(s);
         return NULL;
@@ -578,9 +617,11 @@ void sched_shape_free(sched_shape *s)
                     free(p);
                 }
             sched_map_free(&site->pairs);
+            sched_fq_free(&site->fq);
             s->closing++;
             uv_close((uv_handle_t *)&site->timer, site_close_cb);
         }
     sched_map_free(&s->sites);
+    sched_limits_free(&s->limits);
     uv_close((uv_handle_t *)&s->tick, tick_close_cb);
 }

@@ -2,15 +2,18 @@
  * shape - the second scheduler stage: sited -> dispatch.
  *
  * Each record of the sited topic (consumer group sluice-shape) joins its
- * site's queue (one FIFO per priority: transactional, then normal, then
- * bulk). A site is pumped on arrival and by its own timer: for the job at
- * the head it picks a source IP of the job's pool (weighted round robin
+ * site's queue (sched_fq: a flow per (tenant, campaign), one FIFO per
+ * priority in each: transactional, then normal, then bulk). A site is
+ * pumped on arrival and by its own timer: the next job is the oldest of
+ * the highest priority among the flows whose tenant / campaign limits
+ * (sched_limit) have a token within the look-ahead, flows served round
+ * robin, so a capped tenant never delays another; for that job it picks a source IP of the job's pool (weighted round robin
  * over the IPs that are usable for the site: not suspended or disabled by
  * backoff, warm-up cap for the day not spent, token available within the
- * look-ahead), takes a token from that (site, IP) bucket and publishes a
- * Dispatch keyed "ip/site" stamped with send_at_ms (when its token is
- * available), the pair's current rate and the site's connection limits,
- * TLS policy, route and SOCKS5 proxy. A site waiting for tokens only arms
+ * look-ahead), takes a token from that (site, IP) bucket and from each of its
+ * limits, and publishes a Dispatch keyed "ip/site" stamped with send_at_ms
+ * (when all those tokens are available), the pair's current rate and the
+ * site's connection limits, TLS policy, route and SOCKS5 proxy. A site waiting for tokens only arms
  * its own timer: it never delays another site.
  *
  * Memory: at most scheduler.max_buffered jobs wait in shape. Beyond it the

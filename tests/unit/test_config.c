@@ -709,6 +709,44 @@ static void test_webhook(void **state)
     sl_config_free(cfg);
 }
 
+static void test_limits(void **state)
+{
+    sl_config *cfg = parse_ok("limits:\n"
+                              "  - { tenant: acme, max_message_rate: 100/s }\n"
+                              "  - { tenant: acme, campaign: \"*\", max_message_rate: 10/s, burst: 3 }\n"
+                              "  - { campaign: spring-*, max_message_rate: 60/min }\n");
+    assert_int_equal(cfg->n_limits, 3);
+    assert_string_equal(cfg->limits[0].tenant, "acme");
+    assert_null(cfg->limits[0].campaign);
+    assert_true(cfg->limits[0].max_message_rate == 100);
+    assert_true(cfg->limits[0].burst == 100);
+    assert_string_equal(cfg->limits[1].campaign, "*");
+    assert_true(cfg->limits[1].burst == 3);
+    assert_null(cfg->limits[2].tenant);
+    assert_true(cfg->limits[2].max_message_rate == 1);
+    assert_true(cfg->limits[2].burst == 1);
+    assert_int_equal(cfg->limits[2].line, 4);
+    sl_config_free(cfg);
+    const struct {
+        const char *yaml, *expect;
+    } bad[] = {
+        {"limits:\n  - { max_message_rate: 5/s }\n",
+         "t.yaml:2: key 'limits[0]': needs a tenant or a campaign"},
+        {"limits:\n  - { tenant: a }\n", "t.yaml:2: key 'limits[0].max_message_rate': required"},
+        {"limits:\n  - { tenant: a, max_message_rate: unlimited }\n",
+         "t.yaml:2: key 'limits[0].max_message_rate': 'unlimited' is not a rate"},
+        {"limits:\n  - { tenant: a, max_message_rate: 1/s, rate: 2 }\n",
+         "t.yaml:2: unknown key 'limits[0].rate'"},
+        {"limits: { tenant: a }\n", "t.yaml:1: key 'limits'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *err = parse_err(bad[i].yaml);
+        if (!strstr(err, bad[i].expect))
+            fail_msg("case %zu: '%s' lacks '%s'", i, err, bad[i].expect);
+        free(err);
+    }
+}
+
 static void test_load_or_exit(void **state)
 {
     char *path = xasprintf("%s/bad.yaml", tmpdir);
@@ -758,6 +796,7 @@ int main(void)
         cmocka_unit_test(test_routes_first_match),
         cmocka_unit_test(test_load_or_exit),
         cmocka_unit_test(test_webhook),
+        cmocka_unit_test(test_limits),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

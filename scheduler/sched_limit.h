@@ -1,0 +1,43 @@
+/*
+ * limit - per-tenant and per-campaign message rate caps (config `limits`).
+ *
+ * A job is under every configured limit whose tenant and campaign globs
+ * both match it (an omitted key matches anything). Each limit keeps one
+ * token bucket per distinct value of the keys it names: `tenant: "*"`
+ * caps every tenant on its own, `{tenant: acme}` caps acme's campaigns
+ * together, `{tenant: acme, campaign: "*"}` caps each of acme's campaigns.
+ *
+ * sched_limits_resolve() finds (creating on first use) the buckets that
+ * apply to a (tenant, campaign); the pointers stay valid until
+ * sched_limits_free(). sched_limits_available_at() is when every one of
+ * them has a token, sched_limits_take() takes one from each and returns
+ * the latest of their times (the job may not be sent before any of them).
+ * Buckets are never dropped while the shaper lives: memory grows with the
+ * number of distinct tenant/campaign values that some limit names.
+ *
+ * Pure (times passed in); unit tested in tests/unit/test_sched_limit.c.
+ * One thread.
+ */
+#ifndef SLUICE_SCHED_LIMIT_H
+#define SLUICE_SCHED_LIMIT_H
+
+#include "config.h"
+#include "sched_bucket.h"
+#include "sched_map.h"
+
+#define SCHED_LIMITS_MAX 8 /* limits applied to one job; more are ignored */
+
+typedef struct sched_limits {
+    const sl_config *cfg;
+    sched_map buckets; /* "index\x1ftenant\x1fcampaign" -> sched_bucket* */
+} sched_limits;
+
+void sched_limits_init(sched_limits *l, const sl_config *cfg);
+void sched_limits_free(sched_limits *l);
+/* tenant: the job's, or the default tenant when it has none. */
+size_t sched_limits_resolve(sched_limits *l, const char *tenant, const char *campaign,
+                            sched_bucket **out, size_t max, int64_t now_ms);
+int64_t sched_limits_available_at(sched_bucket *const *b, size_t n, int64_t now_ms);
+int64_t sched_limits_take(sched_bucket *const *b, size_t n, int64_t now_ms);
+
+#endif

@@ -1,0 +1,75 @@
+/* Unit tests of scheduler/sched_limit: which tenant / campaign limits apply
+ * to a job, and which bucket each one counts in. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "sched_limit.h"
+
+static void test_resolve_and_share(void **state)
+{
+    (void)state;
+    sl_limit lim[] = {
+        {(char *)"acme", NULL, 10, 1, 1},         /* acme, all campaigns together */
+        {(char *)"acme", (char *)"*", 2, 1, 2},   /* each acme campaign */
+        {(char *)"*", NULL, 100, 1, 3},           /* every tenant on its own */
+        {NULL, (char *)"spring-*", 5, 1, 4},      /* spring campaigns, all tenants */
+    };
+    sl_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.limits = lim;
+    cfg.n_limits = 4;
+    sched_limits l;
+    sched_limits_init(&l, &cfg);
+    sched_bucket *a[SCHED_LIMITS_MAX], *b[SCHED_LIMITS_MAX], *c[SCHED_LIMITS_MAX],
+        *d[SCHED_LIMITS_MAX];
+    assert_int_equal(sched_limits_resolve(&l, "acme", "spring-1", a, SCHED_LIMITS_MAX, 0), 4);
+    assert_int_equal(sched_limits_resolve(&l, "acme", "fall", b, SCHED_LIMITS_MAX, 0), 3);
+    assert_ptr_equal(a[0], b[0]);     /* the tenant cap is shared */
+    assert_ptr_not_equal(a[1], b[1]); /* per-campaign caps are not */
+    assert_ptr_equal(a[2], b[2]);
+    assert_int_equal(sched_limits_resolve(&l, "beta", "spring-1", c, SCHED_LIMITS_MAX, 0), 2);
+    assert_ptr_not_equal(c[0], a[2]); /* "*" tenant: one bucket each */
+    assert_ptr_equal(c[1], a[3]);     /* no tenant key: summed across tenants */
+    assert_int_equal(sched_limits_resolve(&l, "beta", "x", d, 1, 0), 1); /* max honoured */
+    sched_limits_free(&l);
+}
+
+static void test_take_waits_for_the_slowest(void **state)
+{
+    (void)state;
+    sl_limit lim[] = {
+        {(char *)"acme", NULL, 2, 1, 1},
+        {(char *)"acme", (char *)"c1", 1, 1, 2},
+    };
+    sl_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.limits = lim;
+    cfg.n_limits = 2;
+    sched_limits l;
+    sched_limits_init(&l, &cfg);
+    sched_bucket *b[SCHED_LIMITS_MAX];
+    size_t n = sched_limits_resolve(&l, "acme", "c1", b, SCHED_LIMITS_MAX, 1000);
+    assert_int_equal(n, 2);
+    assert_int_equal(sched_limits_available_at(b, n, 1000), 1000);
+    assert_int_equal(sched_limits_take(b, n, 1000), 1000);
+    /* The campaign's 1/s is the slower: the next token is a second away. */
+    assert_int_equal(sched_limits_available_at(b, n, 1000), 2000);
+    assert_int_equal(sched_limits_take(b, n, 1000), 2000);
+    /* No limit applies: available at once. */
+    assert_int_equal(sched_limits_resolve(&l, "beta", "c1", b, SCHED_LIMITS_MAX, 1000), 0);
+    assert_int_equal(sched_limits_available_at(b, 0, 1000), 1000);
+    sched_limits_free(&l);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_resolve_and_share),
+        cmocka_unit_test(test_take_waits_for_the_slowest),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
