@@ -16,6 +16,9 @@
 #include "sched_pick.h"
 #include "sched_fq.h"
 #include "sched_limit.h"
+#include "reader.h"
+
+#include <stdatomic.h>
 
 #include <math.h>
 #include <stdlib.h>
@@ -66,6 +69,8 @@ struct sched_shape {
     uv_timer_t tick;
     bool stopping;
     int closing;       /* site timers still closing */
+    struct wrestore *restore; /* warm-up counts being read; NULL: done */
+    bool freeing;             /* sched_shape_free() was called */
 };
 
 static void pump(ssite *site, bool force);
@@ -353,6 +358,10 @@ static void pump(ssite *site, bool force)
     sched_shape *s = site->s;
     const sl_config *cfg = s->ctx->cfg;
     sched_pick_cand stack[16];
+    /* Until today's warm-up counts are back, a warming IP could be sent
+     * past its cap: hold everything (stop() forces it out regardless). */
+    if (s->restore && !force)
+        return;
     while (site->queued) {
         int64_t now = sl_now_ms();
         flow_check fc = {now, force, INT64_MAX};
@@ -506,6 +515,200 @@ static void tick_cb(uv_timer_t *t)
     sl_metric_set("sluice_shape_buffered", NULL, (double)s->buffered);
 }
 
+/* ---- warm-up counts after a restart ----
+ *
+ * The count of a warming IP lives in memory, so on start shape reads the
+ * events topic from today's 00:00 UTC on a pool thread and counts, per
+ * (site, source IP) of a source that has a warm-up schedule, the distinct
+ * (job, attempt) the senders reported (DELIVERED, DEFERRED, BOUNCED). Shape
+ * dispatches nothing and is not ready until that is done. Dispatches still
+ * in flight at the restart (no event yet) are not counted. */
+
+#define RESTORE_DEADLINE_MS 120000
+#define RESTORE_FALLBACK_MS 15000
+
+typedef struct wrestore {
+    uv_work_t req;
+    sched_shape *s;         /* NULL: the shaper was freed meanwhile */
+    const sl_config *cfg;
+    char *topic;
+    sched_map warm;         /* ip -> (void *)1 */
+    sched_map counts;       /* "site\x1fip" -> (uintptr_t) count */
+    sched_map seen;         /* "job\x1fattempt\x1fsite\x1fip" */
+    int64_t since_ms;
+    size_t events;
+    atomic_bool cancel;
+} wrestore;
+
+/* Read topic from since_ms (0: the beginning) for at most limit_ms,
+ * counting into w. Returns the number of records read. */
+static size_t restore_read(wrestore *w, int64_t since_ms, int64_t limit_ms)
+{
+    char *err = NULL;
+    sl_reader *r = sl_reader_new(w->cfg, w->topic, since_ms, &err);
+    if (!r) {
+        sl_warn("shape: warm-up counts not restored: %s", err ? err : "?");
+        free(err);
+        return 0;
+    }
+    size_t n = 0;
+    int64_t deadline = sl_now_ms() + limit_ms;
+    while (!atomic_load(&w->cancel)) {
+        if (sl_now_ms() > deadline) {
+            sl_warn("shape: warm-up counts: events of today not read to the end in %llds; "
+                    "going on with what was read", (long long)(limit_ms / 1000));
+            break;
+        }
+        rd_kafka_message_t *m = sl_reader_next(r, 200);
+        if (!m) {
+            if (sl_reader_at_end(r))
+                break;
+            continue;
+        }
+        n++;
+        sl_event *e = NULL;
+        const char *why = NULL;
+        if (m->payload && sl_event_decode(m->payload, m->len, &e, &why) == 0) {
+            bool attempt = e->type == SLUICE__V1__EVENT_TYPE__EVENT_DELIVERED ||
+                           e->type == SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED ||
+                           e->type == SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED;
+            if (attempt && e->site && *e->site && e->source_ip &&
+                sched_map_get(&w->warm, e->source_ip) && e->timestamp_ms >= w->since_ms) {
+                /* One event per recipient: count the dispatch once. */
+                char *seen = xasprintf("%s\x1f%u\x1f%s\x1f%s", e->job_id ? e->job_id : "",
+                                       e->attempt, e->site, e->source_ip);
+                if (!sched_map_get(&w->seen, seen)) {
+                    sched_map_put(&w->seen, seen, (void *)1);
+                    char *k = xasprintf("%s\x1f%s", e->site, e->source_ip);
+                    uintptr_t c = (uintptr_t)sched_map_get(&w->counts, k);
+                    sched_map_put(&w->counts, k, (void *)(c + 1));
+                    free(k);
+                    w->events++;
+                }
+                free(seen);
+            }
+            sl_event_free(e);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    sl_reader_free(r);
+    return n;
+}
+
+static void restore_work(uv_work_t *req)
+{
+    wrestore *w = req->data;
+    if (restore_read(w, w->since_ms, RESTORE_DEADLINE_MS) == 0 && !atomic_load(&w->cancel))
+        /* Nothing at or after 00:00 by offset-for-time: either no event
+         * today, or a broker that cannot look offsets up by time (the dev
+         * broker's mock cluster answers "none"). Read from the beginning,
+         * filtering by the events' own timestamps, for a short while. */
+        restore_read(w, 0, RESTORE_FALLBACK_MS);
+}
+
+typedef struct restore_apply {
+    sched_shape *s;
+    int64_t day;
+    size_t pairs;
+} restore_apply;
+
+static int restore_apply_cb(void *arg, const char *key, void *val)
+{
+    restore_apply *ra = arg;
+    const char *sep = strchr(key, '\x1f');
+    if (!sep)
+        return 0;
+    char *site_name = xstrndup(key, (size_t)(sep - key));
+    const char *ip = sep + 1;
+    ssite *site = site_get(ra->s, site_name);
+    free(site_name);
+    spair *p = pair_get(site, ip, sl_config_source(ra->s->ctx->cfg, ip));
+    if (p->day != ra->day) {
+        p->day = ra->day;
+        p->sent_today = 0;
+    }
+    uint32_t n = (uint32_t)(uintptr_t)val;
+    if (n > p->sent_today)
+        p->sent_today = n;
+    ra->pairs++;
+    return 0;
+}
+
+static int pump_site_cb(void *arg, const char *key, void *val)
+{
+    (void)arg;
+    (void)key;
+    ssite *site = val;
+    pump(site, site->s->stopping);
+    return 0;
+}
+
+static void restore_free(wrestore *w)
+{
+    sched_map_free(&w->warm);
+    sched_map_free(&w->counts);
+    sched_map_free(&w->seen);
+    free(w->topic);
+    free(w);
+}
+
+static void restore_done(uv_work_t *req, int status)
+{
+    (void)status;
+    wrestore *w = req->data;
+    sched_shape *s = w->s;
+    if (!s) {
+        restore_free(w);
+        return;
+    }
+    s->restore = NULL;
+    if (!atomic_load(&w->cancel)) {
+        restore_apply ra = {s, sched_day_of(sl_now_ms()), 0};
+        if (ra.day == sched_day_of(w->since_ms))
+            sched_map_each(&w->counts, restore_apply_cb, &ra);
+        sl_info("shape: today's warm-up counts restored for %zu (site, IP) pairs from %zu "
+                "dispatches", ra.pairs, w->events);
+    }
+    bool cancelled = atomic_load(&w->cancel);
+    restore_free(w);
+    if (!cancelled)
+        sched_map_each(&s->sites, pump_site_cb, NULL);
+    /* While the shaper lives, closing only counts this hold. */
+    if (--s->closing == 0 && s->freeing)
+        free(s);
+}
+
+static void restore_start(sched_shape *s)
+{
+    const sl_config *cfg = s->ctx->cfg;
+    wrestore *w = xcalloc(1, sizeof *w);
+    sched_map_init(&w->warm);
+    sched_map_init(&w->counts);
+    sched_map_init(&w->seen);
+    for (size_t i = 0; i < cfg->n_pools; i++)
+        for (size_t k = 0; k < cfg->pools[i].n_sources; k++)
+            if (cfg->pools[i].sources[k].has_warmup)
+                sched_map_put(&w->warm, cfg->pools[i].sources[k].ip, (void *)1);
+    if (!w->warm.count) {
+        restore_free(w); /* nothing warming: nothing to restore */
+        return;
+    }
+    w->s = s;
+    w->cfg = cfg;
+    w->topic = xstrdup(s->ctx->t_events);
+    w->since_ms = sched_day_of(sl_now_ms()) * 86400000LL;
+    atomic_init(&w->cancel, false);
+    w->req.data = w;
+    s->restore = w;
+    s->closing++; /* the shaper is freed only after restore_done */
+    if (uv_queue_work(s->ctx->loop, &w->req, restore_work, restore_done) != 0) {
+        sl_warn("shape: warm-up counts not restored: no worker thread");
+        s->restore = NULL;
+        s->closing--;
+        restore_free(w);
+    }
+}
+
 sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
 {
     sched_shape *s = xcalloc(1, sizeof *s);
@@ -532,6 +735,7 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
     uv_timer_init(ctx->loop, &s->tick);
     s->tick.data = s;
     uv_timer_start(&s->tick, tick_cb, 1000, 1000);
+    restore_start(s);
     sl_metric_help("sluice_shape_rate_per_second", SL_METRIC_GAUGE,
                    "Current message rate of a (site, source IP) pair; 0: unlimited");
     sl_metric_help("sluice_shape_state", SL_METRIC_GAUGE,
@@ -542,7 +746,7 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
 
 bool sched_shape_ready(const sched_shape *s)
 {
-    return sl_consumer_assigned(s->cons);
+    return !s->restore && sl_consumer_assigned(s->cons);
 }
 
 size_t sched_shape_buffered(const sched_shape *s)
@@ -553,6 +757,8 @@ size_t sched_shape_buffered(const sched_shape *s)
 void sched_shape_stop(sched_shape *s, sl_drained_cb cb, void *arg)
 {
     s->stopping = true;
+    if (s->restore)
+        atomic_store(&s->restore->cancel, true);
     uv_timer_stop(&s->tick);
     for (size_t i = 0; i < s->sites.n_slots; i++)
         for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
@@ -605,7 +811,12 @@ void sched_shape_free(sched_shape *s)
     if (!s)
         return;
     sl_consumer_free(s->cons);
-    s->closing = 1;
+    /* A restore still reading is told to stop; its completion drops the
+     * hold it has on the shaper. */
+    if (s->restore)
+        atomic_store(&s->restore->cancel, true);
+    s->freeing = true;
+    s->closing += 1;
     for (size_t i = 0; i < s->sites.n_slots; i++)
         for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
             ssite *site = e->val;

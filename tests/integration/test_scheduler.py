@@ -269,6 +269,23 @@ class TestWarmup(SchedCase):
         self.assertEqual(by_ip.get("127.0.0.5"), 3, by_ip)
         self.assertEqual(by_ip.get("127.0.0.4"), 9, by_ip)
 
+    def test_warmup_count_survives_restart(self):
+        # Today the warming IP already sent two dispatches (one of them to
+        # two recipients: one dispatch, two events) before this scheduler
+        # started: the count is rebuilt from the events topic.
+        for job, rcpt in (("x-0", "a@fast.test"), ("x-0", "b@fast.test"), ("y-0", "c@fast.test")):
+            r = self.tool("event", "-c", self.cfg, "--type", "delivered", "--site", "fast.test",
+                          "--source-ip", "127.0.0.5", "--to", rcpt, "--id", job)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        self.start_scheduler()
+        self.produce("--to", "a@fast.test", "--count", 12, "--pool", "warm", "--id", "w")
+        recs = self.dump("dispatch", 12)
+        by_ip = {}
+        for r in recs:
+            by_ip[r["source_ip"]] = by_ip.get(r["source_ip"], 0) + 1
+        self.assertEqual(by_ip.get("127.0.0.5"), 1, by_ip)
+        self.assertEqual(by_ip.get("127.0.0.4"), 11, by_ip)
+
 
 class TestMxRollup(SchedCase):
     def setUp(self):
