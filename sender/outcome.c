@@ -141,8 +141,9 @@ int snd_outcome_publish(sl_producer *p, const sl_config *cfg, const sl_dispatch 
                      r[i].reply->code);
             sl_metric_inc("sluice_sender_replies_total", l, 1);
         }
-        sl_log_job(SL_LOG_INFO, job->job_id, "%s %s attempt %u: %s", sl_event_type_name(type),
-                   r[i].rcpt, job->attempt,
+        sl_log_job(SL_LOG_INFO, job->job_id, "%s %s attempt %u worker=%d key=%s/%s: %s",
+                   sl_event_type_name(type), r[i].rcpt, job->attempt, info->worker,
+                   d->source_ip ? d->source_ip : "", d->site ? d->site : "",
                    r[i].reply && r[i].reply->text ? r[i].reply->text : e.reason);
     }
 

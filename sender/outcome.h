@@ -43,6 +43,7 @@ typedef struct snd_outcome_info {
     const char *tls_protocol, *tls_cipher;
     const char *message_id;
     int64_t queue_ms, smtp_ms;
+    int worker;                     /* the worker loop's index, for the log */
 } snd_outcome_info;
 
 typedef void (*snd_outcome_cb)(void *arg, int err);

@@ -20,6 +20,10 @@
 #include <string.h>
 #include <arpa/inet.h>
 
+/* Addresses tried per MX host before the next host (Postfix's
+ * smtp_mx_address_limit is 5 too). */
+#define SND_MX_ADDR_MAX 5
+
 typedef struct cand {
     char *host;
     uint16_t port;
@@ -267,6 +271,7 @@ static void delivery_finish(delivery *dl)
         .message_id = dl->message_id,
         .queue_ms = dl->queue_ms,
         .smtp_ms = dl->smtp_ms,
+        .worker = dl->w->index,
     };
     int rc = snd_outcome_publish(dl->w->prod, dl->w->sh.cfg, dl->d, &info, o, n, on_published, dl);
     free(o);
@@ -302,8 +307,10 @@ static void txn_done(snd_txn *t)
         sl_trouble_decide(tr, r->stage, r->cond, r->cond == SL_COND_REPLY ? &sr : NULL, &v);
         sl_reply_free(&sr);
         if (v.action == SL_ACT_NEXT_MX && dl->cur + 1 < dl->n_cands && !dl->w->draining) {
-            sl_log_job(SL_LOG_INFO, job_id(dl), "%s failed (%s), trying the next MX",
-                       dl->cands[dl->cur].host, r->text);
+            const cand *c = &dl->cands[dl->cur];
+            sl_log_job(SL_LOG_INFO, job_id(dl), "%s [%s] failed (%s), trying the next %s",
+                       c->host, c->ip ? c->ip : "-", r->text,
+                       !strcmp(c->host, dl->cands[dl->cur + 1].host) ? "address" : "MX");
             dl->cur++;
             next_target(dl);
             return;
@@ -409,27 +416,69 @@ static void start_txn(delivery *dl)
 
 /* ---- destinations ---- */
 
+/* The address family a bound source address can reach (0: any). */
+static int source_family(const sl_dispatch *d)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (!d->source_ip || !*d->source_ip || (d->socks5 && *d->socks5))
+        return 0;
+    if (inet_pton(AF_INET, d->source_ip, &a4) == 1)
+        return AF_INET;
+    if (inet_pton(AF_INET6, d->source_ip, &a6) == 1)
+        return AF_INET6;
+    return 0;
+}
+
 static void on_addr(const sl_dns_addr_result *res, void *arg)
 {
     delivery *dl = arg;
-    cand *c = &dl->cands[dl->cur];
+    const char *why = res->status == SL_DNS_OK ? "no address of the source IP's family"
+                                               : sl_dns_status_name(res->status);
     if (res->status == SL_DNS_OK && res->n_addrs) {
-        c->ip = xstrdup(res->addrs[0].text);
-        start_txn(dl);
-        return;
+        /* Every address of the host is tried before the next MX host (RFC
+         * 5321 5.1), in the resolver's order (IPv4 first), each as a
+         * candidate of its own right after this one. Like Postfix's
+         * smtp_mx_address_limit, a host's addresses are capped, so that a
+         * host with a hundred dead addresses cannot stall the delivery. An
+         * address the bound source IP cannot reach (the other family) is
+         * left out. */
+        int fam = source_family(dl->d);
+        size_t n_use = 0;
+        const char **use = xcalloc(res->n_addrs, sizeof *use);
+        for (size_t i = 0; i < res->n_addrs && n_use < SND_MX_ADDR_MAX; i++) {
+            const char *ip = res->addrs[i].text;
+            bool v6 = strchr(ip, ':') != NULL;
+            if (fam && (fam == AF_INET6) != v6)
+                continue;
+            use[n_use++] = ip;
+        }
+        if (n_use) {
+            size_t at = dl->cur;
+            dl->cands = xrealloc(dl->cands, (dl->n_cands + n_use - 1) * sizeof *dl->cands);
+            memmove(&dl->cands[at + n_use], &dl->cands[at + 1],
+                    (dl->n_cands - at - 1) * sizeof *dl->cands);
+            for (size_t k = 1; k < n_use; k++)
+                dl->cands[at + k] = (cand){xstrdup(dl->cands[at].host), dl->cands[at].port,
+                                           xstrdup(use[k])};
+            dl->cands[at].ip = xstrdup(use[0]);
+            dl->n_cands += n_use - 1;
+            free(use);
+            start_txn(dl);
+            return;
+        }
+        free(use);
     }
-    bool temp = sl_dns_status_temporary(res->status);
     if (dl->cur + 1 < dl->n_cands) {
         dl->cur++;
         next_target(dl);
         return;
     }
+    cand *c = &dl->cands[dl->cur];
     char text[300];
-    snprintf(text, sizeof text, "cannot resolve MX host %s: %s", c->host,
-             sl_dns_status_name(res->status));
+    snprintf(text, sizeof text, "cannot resolve MX host %s: %s", c->host, why);
     /* An MX host without an address is the domain's own misconfiguration;
      * it may be fixed, so it defers like a connection failure. */
-    (void)temp;
     finish_local(dl, SL_COND_NETWORK, 451, "4.4.3", text, "MX host has no address");
 }
 
