@@ -923,6 +923,11 @@ static void session_close(snd_session *s, sl_smtp_cond cond, int code, const cha
     if (s->state == S_CLOSED)
         return;
     snd_state was = s->state;
+    /* Whatever ends a session inside the TLS handshake (a bad record, the
+     * peer closing, a timeout) is a failed handshake: under opportunistic
+     * TLS the pool then tries that destination in plain text. */
+    if (was == S_TLS)
+        s->tls_failed = true;
     if (code) {
         sl_buf b = SL_BUF_INIT;
         va_list ap;
