@@ -148,7 +148,10 @@ class TestSenderFaults(unittest.TestCase):
         port = cls.sink.port
         # MX deliveries all go to one port (SLUICE_SENDER_MX_PORT), so the
         # MX peers below share the sink's port on other loopback addresses.
-        cls.sink6 = start_sink(os.path.join(tmp, "v6"), ["--listen", "[::1]:%d" % port])
+        try:
+            cls.sink6 = start_sink(os.path.join(tmp, "v6"), ["--listen", "[::1]:%d" % port])
+        except AssertionError:
+            cls.sink6 = None  # no IPv6 loopback here: the AAAA case is skipped
         cls.big_sink = start_sink(os.path.join(tmp, "size"), ["--max-size", "2000"])
         cls.slow_route = ScriptedSmtp("slow-greeting")
         cls.slow_mx = ScriptedSmtp("slow-greeting", host="127.0.0.3", port=port)
@@ -180,7 +183,8 @@ class TestSenderFaults(unittest.TestCase):
         err = cls.e.sender.stderr()
         cls.e.stop()
         for s in (cls.sink, cls.sink6, cls.big_sink):
-            s.stop()
+            if s:
+                s.stop()
         for s in (cls.slow_route, cls.slow_mx, cls.tls454, cls.tlsjunk):
             s.close()
         cls.dns.stop()
@@ -351,19 +355,23 @@ class TestSenderFaults(unittest.TestCase):
         # An IPv6 address needs an IPv6 (or no) source address.
         d2 = dispatch("ad-2", ["m2@dual.test"], "", domain="dual.test", site="add",
                       source_ip="")
-        self.e.publish([d1, d2])
-        ev = by_rcpt(self.wait_events({"ad-1", "ad-2"}, 2))
+        self.e.publish([d1, d2] if self.sink6 else [d1])
+        ids = {"ad-1", "ad-2"} if self.sink6 else {"ad-1"}
+        ev = by_rcpt(self.wait_events(ids, len(ids)))
         out = self.e.sender.output()
-        a, b = ev["m1@multia.test"], ev["m2@dual.test"]
+        a = ev["m1@multia.test"]
         self.assertEqual(a["type"], "DELIVERED", out)
         self.assertEqual(a["mx_host"], "multi.mx.test")
         self.assertEqual(a["mx_ip"], "127.0.0.1")
+        # The first (dead) address was tried before.
+        self.assertIn("[127.0.0.2] failed", out)
+        if not self.sink6:
+            self.skipTest("no IPv6 loopback: the A + AAAA case was not run")
+        b = ev["m2@dual.test"]
         self.assertEqual(b["type"], "DELIVERED", out)
         self.assertEqual(b["mx_host"], "dual.mx.test")
         self.assertEqual(b["mx_ip"], "::1")
         self.assertIn(["m2@dual.test"], [m["rcpt"] for m in self.sink6.messages()])
-        # The first (dead) addresses were tried before.
-        self.assertIn("[127.0.0.2] failed", out)
 
 
 if __name__ == "__main__":
