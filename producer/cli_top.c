@@ -390,10 +390,12 @@ static void top_render(top_state *st, int64_t lag, int n_parts, bool ansi, int r
     for (size_t i = 0; i < st->codes.n; i++)
         top_row_sum(&st->codes.rows[i], now, st->window_ms);
     top_row *sites = xmalloc((st->sites.n + 1) * sizeof *sites);
-    memcpy(sites, st->sites.rows, st->sites.n * sizeof *sites);
+    if (st->sites.n) /* rows is NULL while no site was seen */
+        memcpy(sites, st->sites.rows, st->sites.n * sizeof *sites);
     qsort(sites, st->sites.n, sizeof *sites, top_cmp_site);
     top_row *codes = xmalloc((st->codes.n + 1) * sizeof *codes);
-    memcpy(codes, st->codes.rows, st->codes.n * sizeof *codes);
+    if (st->codes.n)
+        memcpy(codes, st->codes.rows, st->codes.n * sizeof *codes);
     qsort(codes, st->codes.n, sizeof *codes, top_cmp_site);
 
     /* Room: header 2 + site header 1 + codes block ~8 + backoff ~6. */
