@@ -200,7 +200,8 @@ static int pmsg_produce(sl_producer *p, pmsg *m)
         rd_kafka_resp_err_t e = rd_kafka_producev(
             p->rk, RD_KAFKA_V_TOPIC(m->topic), RD_KAFKA_V_KEY(m->key, m->klen),
             RD_KAFKA_V_VALUE(m->tombstone ? NULL : m->val, m->tombstone ? 0 : m->vlen),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            /* No copy: m owns key and value until its delivery report. */
+            RD_KAFKA_V_MSGFLAGS(0),
             RD_KAFKA_V_HEADERS(m->hdrs ? rd_kafka_headers_copy(m->hdrs) : NULL),
             RD_KAFKA_V_OPAQUE(m), RD_KAFKA_V_END);
         if (!e)

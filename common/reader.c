@@ -11,7 +11,6 @@
 
 struct sl_reader {
     rd_kafka_t *rk;
-    rd_kafka_queue_t *q;
     int n_parts;
     bool *eof;
     int n_eof;
@@ -27,6 +26,9 @@ sl_reader *sl_reader_new(const sl_config *cfg, const char *topic, int64_t since_
     rd_kafka_conf_set(c, "enable.auto.commit", "false", NULL, 0);
     rd_kafka_conf_set(c, "enable.partition.eof", "true", NULL, 0);
     rd_kafka_conf_set(c, "auto.offset.reset", "earliest", NULL, 0);
+    /* A reader reaches the end of a quiet topic: do not let each empty
+     * fetch wait the default half second. */
+    rd_kafka_conf_set(c, "fetch.wait.max.ms", "20", NULL, 0);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, errstr, sizeof errstr);
     if (!rk) {
         rd_kafka_conf_destroy(c);

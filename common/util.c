@@ -189,12 +189,54 @@ char *sl_buf_steal(sl_buf *b, size_t *len)
     return p;
 }
 
+/* Length of the well-formed UTF-8 sequence at s (1..4), or 0 when it is
+ * not one (overlong, surrogate, beyond U+10FFFF, truncated). */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2, cp = c & 0x1f;
+    else if (c >= 0xe0 && c <= 0xef)
+        len = 3, cp = c & 0x0f;
+    else if (c >= 0xf0 && c <= 0xf4)
+        len = 4, cp = c & 0x07;
+    else
+        return 0;
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return len;
+}
+
 void sl_buf_json_str(sl_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     sl_buf_putc(b, '"');
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        if (c >= 0x80) {
+            /* Remote servers send 8-bit replies; JSON must stay UTF-8, so
+             * a byte that is not part of valid UTF-8 becomes U+FFFD. */
+            size_t len = utf8_seq((const unsigned char *)s + i, n - i);
+            if (len) {
+                sl_buf_append(b, s + i, len);
+                i += len - 1;
+            } else {
+                sl_buf_puts(b, "\\ufffd");
+            }
+            continue;
+        }
         switch (c) {
         case '"': sl_buf_puts(b, "\\\""); break;
         case '\\': sl_buf_puts(b, "\\\\"); break;

@@ -86,7 +86,8 @@ void sl_buf_reset(sl_buf *b);
 void sl_buf_free(sl_buf *b);
 /* Hand the bytes to the caller (who frees them); the buffer becomes empty. */
 char *sl_buf_steal(sl_buf *b, size_t *len);
-/* Append s as a JSON string literal, quotes included. */
+/* Append s as a JSON string literal, quotes included; bytes that are not
+ * valid UTF-8 become U+FFFD, so the output is always valid JSON text. */
 void sl_buf_json_str(sl_buf *b, const char *s, size_t n);
 
 /* Clocks in milliseconds: wall (for records) and monotonic (for timers). */

@@ -91,7 +91,7 @@ static int events_type_from_name(const char *s, Sluice__V1__EventType *out)
 {
     if (!strncasecmp(s, "EVENT_", 6))
         s += 6;
-    for (int t = 1; t <= 8; t++)
+    for (int t = 1; strcmp(sl_event_type_name((Sluice__V1__EventType)t), "UNKNOWN"); t++)
         if (!strcasecmp(s, sl_event_type_name((Sluice__V1__EventType)t))) {
             *out = (Sluice__V1__EventType)t;
             return 0;

@@ -35,6 +35,30 @@ static void json_escapes_controls(void **state)
     sl_buf_free(&b);
 }
 
+static void json_keeps_utf8_and_replaces_invalid_bytes(void **state)
+{
+    (void)state;
+    sl_buf b = SL_BUF_INIT;
+    const char in[] = "caf\xc3\xa9 \xff \xe2\x82 \xed\xa0\x80 \xc0\xaf";
+    sl_buf_json_str(&b, in, sizeof in - 1);
+    assert_string_equal(b.data, "\"caf\xc3\xa9 \\ufffd \\ufffd\\ufffd \\ufffd\\ufffd\\ufffd "
+                                "\\ufffd\\ufffd\"");
+    sl_buf_free(&b);
+}
+
+static void parse_refuses_infinities(void **state)
+{
+    (void)state;
+    int64_t ms;
+    double r;
+    /* Found by fuzz_config: these overflowed int64 or slipped past checks. */
+    assert_int_equal(sl_parse_duration_ms("inf", &ms), SL_EPARSE);
+    assert_int_equal(sl_parse_duration_ms("nan", &ms), SL_EPARSE);
+    assert_int_equal(sl_parse_duration_ms("1e300d", &ms), SL_EPARSE);
+    assert_int_equal(sl_parse_rate("inf/s", &r), SL_EPARSE);
+    assert_int_equal(sl_parse_rate("nan/s", &r), SL_EPARSE);
+}
+
 static void durations(void **state)
 {
     (void)state;
@@ -91,6 +115,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(buf_grows_and_stays_terminated),
         cmocka_unit_test(json_escapes_controls),
+        cmocka_unit_test(json_keeps_utf8_and_replaces_invalid_bytes),
+        cmocka_unit_test(parse_refuses_infinities),
         cmocka_unit_test(durations),
         cmocka_unit_test(rates),
         cmocka_unit_test(globs),
