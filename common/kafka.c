@@ -830,6 +830,15 @@ void sl_record_release(sl_record *rec)
     record_finish(rec, false);
 }
 
+bool sl_record_revoked(const sl_record *rec)
+{
+    sl_consumer *c = rec->part__->c;
+    pthread_mutex_lock(&c->mu);
+    bool r = rec->part__->revoked;
+    pthread_mutex_unlock(&c->mu);
+    return r;
+}
+
 void sl_consumer_pause_topic(sl_consumer *c, const char *topic, bool pause)
 {
     pthread_mutex_lock(&c->mu);

@@ -120,6 +120,10 @@ void sl_record_done(sl_record *rec);
  * offset, and so every later one of its partition, stays unstored, so the
  * next owner repeats it. Frees rec and its message. Loop thread. */
 void sl_record_release(sl_record *rec);
+/* True once rec's partition was revoked from this consumer: its next owner
+ * reads it again, so work not yet handed on is better released than done
+ * (a duplicate avoided). Any thread. */
+bool sl_record_revoked(const sl_record *rec);
 /* Pause or resume fetching of one topic (e.g. a retry topic whose head is
  * not yet due). Loop thread; the consumer thread applies it. */
 void sl_consumer_pause_topic(sl_consumer *c, const char *topic, bool pause);

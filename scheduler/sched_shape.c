@@ -249,6 +249,14 @@ static void dispatch(ssite *site, sjob *j, spair *p, const char *pool, int64_t s
     sched_shape *s = site->s;
     const sl_config *cfg = s->ctx->cfg;
     const sl_shaping *shp = site->shp;
+    if (sl_record_revoked(j->rec)) {
+        /* The partition's new owner reads this job again: dispatching it
+         * here too would deliver it twice. */
+        sl_record_release(j->rec);
+        sl_metric_inc("sluice_shape_released_total", NULL, 1);
+        sjob_free(j);
+        return;
+    }
     sl_dispatch d = SLUICE__V1__DISPATCH__INIT;
     d.version = SLUICE_WIRE_VERSION;
     d.job = j->job;
