@@ -594,6 +594,10 @@ static void retention_alarm(sl_consumer *c, rd_kafka_message_t *m)
     pthread_mutex_lock(&c->mu);
     sl_part *p = part_find(c, topic, m->partition);
     int64_t from = p && p->committed >= 0 ? p->committed : m->offset;
+    /* The partition now starts at lo: a later re-assignment must neither
+     * go back to the lost offset nor count the same loss twice. */
+    if (p && lo > from)
+        p->committed = lo;
     pthread_mutex_unlock(&c->mu);
     int64_t lost = lo > from && from >= 0 ? lo - from : 0;
     sl_error("RETENTION ALARM: %s[%d]: committed offset %lld fell off the log (oldest now %lld): "
@@ -602,15 +606,40 @@ static void retention_alarm(sl_consumer *c, rd_kafka_message_t *m)
     char labels[256];
     snprintf(labels, sizeof labels, "topic=\"%s\",partition=\"%d\"", topic, m->partition);
     sl_metric_inc("sluice_kafka_offsets_lost_total", labels, (double)lost);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, topic, m->partition)->offset = lo;
-    rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, l, 10000);
-    if (e) {
-        sl_error("kafka: seeking %s[%d] to %lld failed: %s", topic, m->partition, (long long)lo,
-                 rd_kafka_error_string(e));
-        rd_kafka_error_destroy(e);
+    /* A seek does not restart a fetcher stopped by auto.offset.reset=error;
+     * assigning again does. Every other partition resumes where the
+     * application stands, so nothing in flight is fetched twice. */
+    rd_kafka_topic_partition_list_t *asg = NULL;
+    if (rd_kafka_assignment(c->rk, &asg) || !asg) {
+        sl_error("kafka: cannot read the assignment to resume %s[%d]", topic, m->partition);
+        return;
     }
-    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_position(c->rk, asg);
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < asg->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &asg->elems[i];
+        if (tp->partition == m->partition && !strcmp(tp->topic, topic)) {
+            tp->offset = lo;
+            continue;
+        }
+        if (tp->offset >= 0)
+            continue;
+        /* Nothing consumed there yet: start where the assignment did. */
+        sl_part *q = part_find(c, tp->topic, tp->partition);
+        tp->offset = q && q->committed >= 0 ? q->committed
+                     : c->o.from_end        ? RD_KAFKA_OFFSET_END
+                                            : RD_KAFKA_OFFSET_BEGINNING;
+    }
+    /* librdkafka starts the re-assigned partitions unpaused. */
+    for (sl_part *q = c->parts; q; q = q->next)
+        q->paused = false;
+    c->pause_dirty = true;
+    pthread_mutex_unlock(&c->mu);
+    rd_kafka_resp_err_t e = rd_kafka_assign(c->rk, asg);
+    if (e)
+        sl_error("kafka: resuming %s[%d] at %lld failed: %s", topic, m->partition, (long long)lo,
+                 rd_kafka_err2str(e));
+    rd_kafka_topic_partition_list_destroy(asg);
 }
 
 /* Consumer thread. Pauses and resumes only the partitions whose wanted
