@@ -248,7 +248,8 @@ static void fold_word(sl_buf *b, size_t *col, const char *word)
 /* Keep header text printable ASCII: a HELO name is client input. */
 static char *clean(const char *s, size_t max)
 {
-    char *o = xstrndup(s ? s : "", max);
+    s = s ? s : "";
+    char *o = xstrndup(s, strnlen(s, max)); /* xstrndup copies exactly n */
     for (char *p = o; *p; p++)
         if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f || *p == '(' || *p == ')' ||
             *p == ';')

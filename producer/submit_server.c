@@ -225,7 +225,7 @@ static void on_auth(void *arg, smtpd_session *s, const char *user, const char *p
     w->known = u != NULL;
     /* An unknown name costs the same hash as a known one. */
     w->hash = xstrdup(u ? u->hash : srv->dummy_hash);
-    w->user = xstrndup(user, 128);
+    w->user = xstrndup(user, strnlen(user, 128)); /* xstrndup copies exactly n */
     w->plen = strlen(pass);
     w->pass = xstrndup(pass, w->plen);
     se->auth_busy = true;

@@ -87,7 +87,9 @@ class SubmitCase(unittest.TestCase):
     def setUp(self):
         self._tmp = tempfile.TemporaryDirectory(prefix="sluice-submit-")
         self.tmp = self._tmp.name
+        self.addCleanup(self._tmp.cleanup)
         self.broker, self.bootstrap = start_devbroker(self.tmp)
+        self.addCleanup(self.broker.stop)  # also when setUp fails half way
         self.cert, self.key = make_cert(self.tmp)
         self.users = self.write("users", "\n".join([
             "# test users",
@@ -118,13 +120,12 @@ class SubmitCase(unittest.TestCase):
         if self.submit.alive():
             rc = self.submit.stop(timeout=20)
             self.assertEqual(rc, 0, self.submit.output())
-        self.broker.stop()
-        self._tmp.cleanup()
 
     def start_submit(self, *extra):
         args = ["-c", self.cfg, "--hostname", "submit.test", "--ack-timeout", "3s",
                 "--auth-fail-delay", "0"] + list(self.extra_args) + list(extra)
         proc = Proc("sluice-submit", args, tmpdir=self.tmp)
+        self.addCleanup(proc.stop)
 
         def listening():
             if not proc.alive():
