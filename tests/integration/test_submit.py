@@ -321,6 +321,32 @@ class TestSubmit(SubmitCase):
         [job] = self.jobs()
         self.assertNotIn("line one", job["raw"])
 
+    def test_strict_commands_and_nul_in_data(self):
+        # A command ending in a bare LF is refused and the connection closed.
+        with socket.create_connection(("127.0.0.1", self.p587), timeout=10) as sk:
+            self.assertTrue(sk.recv(512).startswith(b"220 "))
+            sk.sendall(b"EHLO client.test\n")
+            out = b""
+            while True:
+                chunk = sk.recv(512)
+                if not chunk:
+                    break
+                out += chunk
+            self.assertTrue(out.startswith(b"500 5.5.2"), out)
+        # Over 512 octets is a 5xx too.
+        c = self.smtp_587(login="alice")
+        code, resp = c.docmd("NOOP", "x" * 600)
+        self.assertEqual(code // 100, 5, resp)
+        # A NUL inside DATA rejects the message.
+        c = self.smtp_587(login="alice")
+        c.mail("alice@example.net")
+        c.rcpt("x@example.com")
+        self.assertEqual(c.docmd("DATA")[0], 354)
+        c.send(b"From: alice@example.net\r\n\r\nnul \x00 here\r\n.\r\n")
+        code, resp = c.getreply()
+        self.assertEqual(code // 100, 5, resp)
+        self.assertEqual(self.jobs(), [])
+
     def test_size_and_recipient_limits(self):
         c = self.smtp_587(login="alice")
         self.assertEqual(c.esmtp_features.get("size"), "20000")
