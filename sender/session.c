@@ -30,6 +30,7 @@ typedef enum {
     S_TLS,
     S_READY,
     S_TXN,      /* replies to RSET/MAIL/RCPT/DATA outstanding */
+    S_BODY,     /* message being written: the data-block timeout runs */
     S_DOT,      /* message sent, waiting for the final reply */
     S_QUIT,
     S_CLOSED,
@@ -37,7 +38,7 @@ typedef enum {
 
 static const char *const state_names[] = {"connect", "socks-hello", "socks-connect", "greeting",
                                           "ehlo",    "helo",        "starttls",      "tls",
-                                          "ready",   "transaction", "dot",           "quit",
+                                          "ready",   "transaction", "body",        "dot",           "quit",
                                           "closed"};
 
 typedef enum { X_RSET, X_MAIL, X_RCPT, X_DATA, X_DOT_DISCARD } expect_kind;
@@ -61,6 +62,7 @@ struct snd_session {
     uint16_t port;
     sl_tls_policy tls_policy;
     sl_timeouts to;
+    size_t writes_pending;      /* uv_write requests not yet completed */
     SSL_CTX *tls_ctx;
 
     sl_buf in;          /* plaintext received, not yet processed */
@@ -207,6 +209,9 @@ static void on_write(uv_write_t *req, int status)
     snd_session *s = req->data;
     free(w->buf);
     free(w);
+    s->writes_pending--;
+    if (status >= 0 && s->state == S_BODY && !s->writes_pending)
+        enter_state(s, S_DOT);
     if (status < 0 && status != UV_ECANCELED && s->state != S_CLOSED)
         session_close(s, SL_COND_NETWORK, 451, "4.4.2", "write failed in %s: %s", state_names[s->state],
                       uv_strerror(status));
@@ -222,6 +227,8 @@ static void raw_write(snd_session *s, const void *p, size_t n)
     w->req.data = s;
     uv_buf_t b = uv_buf_init(w->buf, (unsigned)n);
     int rc = uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, on_write);
+    if (rc == 0)
+        s->writes_pending++;
     if (rc < 0) {
         free(w->buf);
         free(w);
@@ -290,6 +297,7 @@ static int64_t state_timeout(const snd_session *s, snd_state st)
     case S_TLS: return s->to.ehlo;
     case S_READY: return s->to.idle;
     case S_TXN: return s->to.rcpt > s->to.mail ? s->to.rcpt : s->to.mail;
+    case S_BODY: return s->to.data_block;
     case S_DOT: return s->to.dot;
     case S_QUIT: return s->to.quit;
     default: return 0;
@@ -331,6 +339,7 @@ static sl_smtp_stage current_stage(const snd_session *s, snd_state st)
             }
         }
         return SL_STAGE_MAIL;
+    case S_BODY: return SL_STAGE_DATA; /* not all sent: never a duplicate */
     case S_DOT: return SL_STAGE_DOT;
     case S_QUIT: return SL_STAGE_QUIT;
     default: return SL_STAGE_RSET;
@@ -458,9 +467,13 @@ static void send_body(snd_session *s)
 {
     sl_buf b = SL_BUF_INIT;
     snd_msg_dotstuff(s->txn->msg, s->txn->msg_len, &b);
+    /* RFC 5321 4.5.3.2.5: the data-block timeout runs while the body is
+     * still being written; the final-dot timeout once it is all out. */
+    enter_state(s, S_BODY);
     send_bytes(s, b.data, b.len);
     sl_buf_free(&b);
-    enter_state(s, S_DOT);
+    if (s->state == S_BODY && !s->writes_pending)
+        enter_state(s, S_DOT);
 }
 
 static void txn_reply(snd_session *s, snd_reply *r)
@@ -655,6 +668,7 @@ static void handle_reply(snd_session *s, snd_reply *r)
     case S_TXN:
         txn_reply(s, r);
         break;
+    case S_BODY: /* answered before our write callbacks ran */
     case S_DOT:
         r->stage = SL_STAGE_DOT;
         fill_unanswered(s, r);
