@@ -12,11 +12,43 @@
 #include <string.h>
 #include <sys/random.h>
 
+/* Whether m, or a message inside it, kept an unknown field numbered 0.
+ * protobuf-c 1.4 accepts field 0 when its tag is an overlong varint and
+ * keeps it, but refuses the canonical tag it re-encodes it to: such a
+ * record would decode here and fail one hop later. Found by fuzzing. */
+static bool pb_has_field0(const ProtobufCMessage *m)
+{
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0)
+            return true;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    const char *base = (const char *)m;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)(base + f->quantifier_offset);
+            ProtobufCMessage *const *v = *(ProtobufCMessage *const *const *)(base + f->offset);
+            for (size_t k = 0; k < n; k++)
+                if (v[k] && pb_has_field0(v[k]))
+                    return true;
+        } else {
+            const ProtobufCMessage *sub = *(ProtobufCMessage *const *)(base + f->offset);
+            if (sub && pb_has_field0(sub))
+                return true;
+        }
+    }
+    return false;
+}
+
 #define DECODER(fn, type, desc, freefn)                                                \
     int fn(const void *p, size_t n, type **out, const char **why)                      \
     {                                                                                  \
         type *m = (type *)protobuf_c_message_unpack(&desc, NULL, n, p);                \
-        if (!m) {                                                                      \
+        if (!m || pb_has_field0(&m->base)) {                                           \
+            if (m)                                                                     \
+                freefn(m);                                                             \
             *why = "malformed protobuf";                                               \
             return SL_EPROTO;                                                          \
         }                                                                              \
@@ -65,7 +97,8 @@ int sl_dispatch_decode(const void *p, size_t n, sl_dispatch **out, const char **
 {
     sl_dispatch *d =
         (sl_dispatch *)protobuf_c_message_unpack(&sluice__v1__dispatch__descriptor, NULL, n, p);
-    if (!d) {
+    if (!d || pb_has_field0(&d->base)) {
+        sl_dispatch_free(d);
         *why = "malformed protobuf";
         return SL_EPROTO;
     }

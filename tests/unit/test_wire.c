@@ -51,6 +51,20 @@ static void versions_refused(void **state)
     sl_buf_free(&b);
 }
 
+static void field_number_zero_refused(void **state)
+{
+    (void)state;
+    /* Found by fuzz_job_decode: version=1, then field 0 behind an overlong
+     * tag (0x81 0x00) that protobuf-c accepts but never re-encodes. */
+    static const unsigned char bad[] = {0x08, 0x01, 0x81, 0x00, 1, 2, 3, 4, 5, 6, 7, 8};
+    sl_job *j = NULL;
+    sl_event *e = NULL;
+    const char *why = NULL;
+    assert_int_equal(sl_job_decode(bad, sizeof bad, &j, &why), SL_EPROTO);
+    assert_string_equal(why, "malformed protobuf");
+    assert_int_equal(sl_event_decode(bad, sizeof bad, &e, &why), SL_EPROTO);
+}
+
 static void job_ids_unique_and_sortable(void **state)
 {
     (void)state;
@@ -115,6 +129,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(job_round_trip),   cmocka_unit_test(versions_refused),
+        cmocka_unit_test(field_number_zero_refused),
         cmocka_unit_test(job_ids_unique_and_sortable), cmocka_unit_test(event_json),
         cmocka_unit_test(metrics_render),
     };
