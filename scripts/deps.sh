@@ -16,4 +16,4 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   protobuf-c-compiler libprotobuf-c-dev libyaml-dev libcmocka-dev \
   libidn2-dev libcsv-dev libargon2-dev libhttp-parser-dev libjansson-dev \
   python3 python3-dkim python3-yaml libcurl4-openssl-dev postfix swaks libnet-ssleay-perl libio-socket-ssl-perl dnsmasq-base procps \
-  clang libclang-rt-14-dev >/dev/null
+  clang libclang-rt-14-dev testssl.sh >/dev/null
