@@ -6,6 +6,7 @@
  *                      [--priority bulk|normal|transactional] [--pool P]
  *                      [--tenant T] [--campaign C] [--not-before-ms MS] [--expires-at-ms MS]
  *                      [--created-at-ms MS] [--garbage] [--version N] [--id PREFIX]
+ *                      [--domains N [--sites M]] [--tiny]
  *   sched_tool dump -c CFG --topic SUFFIX [--count N] [--timeout MS]
  *   sched_tool event -c CFG --type deferred|bounced|delivered|complained --site S --source-ip IP
  *                    --code N --enh X.Y.Z --reply TEXT [--to A] [--tenant T]
@@ -14,6 +15,11 @@
  *
  * produce sends N jobs (ids PREFIX-0..N-1) to the topic (default jobs),
  * keyed by the recipients' domain, and waits for every acknowledgement.
+ * --domains N spreads the jobs over N domains: job i goes to the first
+ * recipient's local part at d<k>.s<k % M>.<domain> (k = i % N, M from
+ * --sites, default 1), for benchmarks with many domains and sites. --tiny
+ * makes the smallest valid job (null sender, one-byte content), for
+ * benchmarks that hold a million jobs in the dev broker.
  * --garbage sends bytes that are not a protobuf. dump reads the topic from
  * the beginning until N records (or the end after timeout) and prints one
  * JSON object per record: the Dispatch, Job or Event fields the tests
@@ -169,6 +175,8 @@ int main(int argc, char **argv)
     const char *cfg_path = NULL, *suffix = NULL, *key = NULL, *to = "a@example.com";
     const char *pool = "", *tenant = "", *campaign = "", *idp = "job";
     int count = 1, timeout = 20000, prio = 0, version = SLUICE_WIRE_VERSION;
+    int ndomains = 0, nsites = 1;
+    bool tiny = false;
     long long not_before = 0, expires = 0, created = 0;
     bool garbage = false, hard = false, remove_ = false;
     const char *etype = "deferred", *site = "", *sip = "", *enh = "", *reply = "", *bclass = NULL;
@@ -182,7 +190,8 @@ int main(int argc, char **argv)
         {"type", 1, 0, 'y'},   {"site", 1, 0, 's'},   {"source-ip", 1, 0, 'I'},
         {"code", 1, 0, 'd'},   {"enh", 1, 0, 'E'},    {"reply", 1, 0, 'r'},
         {"bounce-class", 1, 0, 'B'}, {"hard", 0, 0, 'H'}, {"remove", 0, 0, 'R'},
-        {"campaign", 1, 0, 'M'},
+        {"campaign", 1, 0, 'M'}, {"domains", 1, 0, 'D'}, {"sites", 1, 0, 'S'},
+        {"tiny", 0, 0, 'Y'},
         {0, 0, 0, 0}};
     int o;
     optind = 2;
@@ -215,6 +224,9 @@ int main(int argc, char **argv)
         case 'H': hard = true; break;
         case 'R': remove_ = true; break;
         case 'M': campaign = optarg; break;
+        case 'D': ndomains = atoi(optarg); break;
+        case 'S': nsites = atoi(optarg) > 0 ? atoi(optarg) : 1; break;
+        case 'Y': tiny = true; break;
         default: return 2;
         }
     }
@@ -291,8 +303,24 @@ int main(int argc, char **argv)
     const char *at = nr ? strrchr(list[0], '@') : NULL;
     char *domain = xstrdup(at ? at + 1 : "");
     sl_lower(domain);
+    char *lp = NULL; /* local part of the first recipient, for --domains */
+    if (ndomains > 0 && nr) {
+        lp = xstrdup(list[0]);
+        char *a = strrchr(lp, '@');
+        if (a)
+            *a = 0;
+    }
+    char dom_i[300], rcpt_i[400];
+    char *one[1] = {rcpt_i};
     for (int i = 0; i < count; i++) {
         sl_buf b = SL_BUF_INIT;
+        const char *jdomain = domain;
+        if (lp) {
+            int k = i % ndomains;
+            snprintf(dom_i, sizeof dom_i, "d%d.s%d.%s", k, k % nsites, domain);
+            snprintf(rcpt_i, sizeof rcpt_i, "%s@%s", lp, dom_i);
+            jdomain = dom_i;
+        }
         if (garbage) {
             sl_buf_puts(&b, "\xff\xff this is not a protobuf");
         } else {
@@ -305,18 +333,18 @@ int main(int argc, char **argv)
             j.campaign = (char *)campaign;
             j.pool = (char *)pool;
             j.priority = (Sluice__V1__Priority)prio;
-            j.mail_from = (char *)"sender@example.net";
-            j.recipients = list;
-            j.n_recipients = nr;
-            j.domain = domain;
-            j.raw.data = (uint8_t *)"Subject: test\r\n\r\nhello\r\n";
+            j.mail_from = tiny ? (char *)"" : (char *)"sender@example.net";
+            j.recipients = lp ? one : list;
+            j.n_recipients = lp ? 1 : nr;
+            j.domain = (char *)jdomain;
+            j.raw.data = (uint8_t *)(tiny ? "x" : "Subject: test\r\n\r\nhello\r\n");
             j.raw.len = strlen((char *)j.raw.data);
             j.created_at_ms = created ? created : sl_now_ms();
             j.expires_at_ms = expires;
             j.not_before_ms = not_before;
             sl_pack(&j.base, &b);
         }
-        const char *k = key ? key : domain;
+        const char *k = key ? key : jdomain;
         if (sl_producer_send(p, topic, k, strlen(k), b.data, b.len, NULL, 0, ack_cb, NULL)) {
             fprintf(stderr, "sched_tool: send failed\n");
             return 1;
@@ -327,6 +355,7 @@ int main(int argc, char **argv)
     sl_producer_free(p);
     free(rcpts);
     free(domain);
+    free(lp);
     free(topic);
     sl_config_free(cfg);
     if (rc || failed) {

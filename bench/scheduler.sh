@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Scheduler throughput and memory (docs/benchmarks.md, "Scheduler").
+#
+# 1. Throughput: the jobs topic of a fresh dev broker is pre-filled with N
+#    tiny jobs over 10,000 domains and 20 sites (sites found by `domains:`
+#    patterns, so no DNS), then sluice-scheduler --stages classify,shape runs
+#    pinned to one core (taskset -c 0) with no rate limit; timed until
+#    sluice_shape_dispatched_total reaches N, both from the process start
+#    (includes the consumer-group joins) and from the first dispatch.
+# 2. Memory: M jobs (default 1,000,000) for one site shaped at 1/s, with
+#    scheduler.max_buffered above M so that shape holds them all; peak RSS
+#    (VmHWM) once every job is buffered (sluice_shape_buffered).
+#
+#   bash bench/scheduler.sh [N] [M] [BIN_DIR]   (defaults: 500000, 1000000, build/bin)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-500000}
+M=${2:-1000000}
+BIN=${3:-build/bin}
+WORK=$(mktemp -d /tmp/sluice-bench-sched.XXXXXX)
+BROKER_PID= SCHED_PID=
+stop() {
+  [ -n "$SCHED_PID" ] && kill "$SCHED_PID" 2>/dev/null && wait "$SCHED_PID" 2>/dev/null
+  [ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
+  SCHED_PID= BROKER_PID=
+  return 0
+}
+cleanup() { stop; rm -rf "$WORK"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# config SITES_YAML SHAPING_YAML MAX_BUFFERED BOOTSTRAP METRICS_PORT
+config() {
+  cat <<EOF
+kafka:
+  bootstrap: $4
+  partitions: 64
+metrics: { listen: 127.0.0.1:$5 }
+pools:
+  default:
+    - { ip: 127.0.0.2, ehlo: mta1.bench.example }
+sites:
+$1
+shaping:
+$2
+scheduler: { max_buffered: $3 }
+EOF
+}
+sites20() { for s in $(seq 0 19); do printf '  s%d: { domains: ["*.s%d.bench.example"] }\n' "$s" "$s"; done; }
+
+# start_broker CONFIG: a fresh dev broker; sets BOOT
+start_broker() {
+  rm -f "$WORK/broker.port"
+  "$BIN/sluice-devbroker" -c "$1" --port-file "$WORK/broker.port" > "$WORK/broker.out" 2>&1 &
+  BROKER_PID=$!
+  for _ in $(seq 400); do [ -s "$WORK/broker.port" ] && break; sleep 0.05; done
+  [ -s "$WORK/broker.port" ] || { echo "devbroker did not start" >&2; cat "$WORK/broker.out" >&2; exit 1; }
+  BOOT=$(head -1 "$WORK/broker.port")
+}
+
+metric() { # metric PORT NAME: sum of every series of NAME (0 when absent)
+  curl -s "http://127.0.0.1:$1/metrics" 2>/dev/null |
+    awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%d\n", s }'
+}
+
+# ---- 1. throughput -------------------------------------------------------
+MP=$(port)
+config "$(sites20)" "  default: { max_message_rate: unlimited }" $((N + 1000)) 127.0.0.1:1 "$MP" > "$WORK/pre.yaml"
+start_broker "$WORK/pre.yaml"
+config "$(sites20)" "  default: { max_message_rate: unlimited }" $((N + 1000)) "$BOOT" "$MP" > "$WORK/sluice.yaml"
+t0=$(date +%s.%N)
+"$BIN/sched_tool" produce -c "$WORK/sluice.yaml" --to u@bench.example --domains 10000 --sites 20 \
+  --tiny --count "$N" --id j --timeout 300000 > /dev/null
+t1=$(date +%s.%N)
+printf 'pre-fill            %d jobs in %.1fs\n' "$N" "$(echo "$t1 - $t0" | bc)"
+
+start=$(date +%s.%N)
+taskset -c 0 "$BIN/sluice-scheduler" -c "$WORK/sluice.yaml" --stages classify,shape \
+  > "$WORK/sched.out" 2>&1 &
+SCHED_PID=$!
+first= deadline=$(( $(date +%s) + 600 ))
+while :; do
+  kill -0 "$SCHED_PID" 2>/dev/null || { echo "scheduler exited" >&2; tail "$WORK/sched.out" >&2; exit 1; }
+  d=$(metric "$MP" sluice_shape_dispatched_total)
+  now=$(date +%s.%N)
+  [ -z "$first" ] && [ "$d" -gt 0 ] && first=$now first_n=$d
+  [ "$d" -ge "$N" ] && break
+  [ "$(date +%s)" -lt "$deadline" ] || { echo "timeout: $d of $N dispatched" >&2; exit 1; }
+  sleep 0.05
+done
+rss=$(awk '/VmHWM/ { print $2 }' "/proc/$SCHED_PID/status")
+cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$SCHED_PID/stat")
+bcpu=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$BROKER_PID/stat")
+dlq=$(curl -s "http://127.0.0.1:$MP/metrics" | awk '/^sluice_scheduler_jobs_total\{.*rejected/ { s += $2 } END { printf "%d\n", s }')
+printf 'classify+shape      %d jobs: %.0f jobs/s from start (%.2fs), %.0f jobs/s from first dispatch (%.2fs); VmHWM %.1f MB; rejected %s; CPU s: scheduler %s, devbroker %s\n' \
+  "$N" "$(echo "$N / ($now - $start)" | bc -l)" "$(echo "$now - $start" | bc)" \
+  "$(echo "($N - $first_n) / ($now - $first)" | bc -l)" "$(echo "$now - $first" | bc)" \
+  "$(echo "$rss / 1024" | bc -l)" "$dlq" "$cpu" "$bcpu"
+stop
+
+# ---- 2. memory behind a throttle ----------------------------------------
+MP=$(port)
+one='  s0: { domains: ["*.s0.bench.example"] }'
+shp='  default: { max_message_rate: 1/s, burst: 1 }'
+config "$one" "$shp" $((M + 100000)) 127.0.0.1:1 "$MP" > "$WORK/pre.yaml"
+start_broker "$WORK/pre.yaml"
+config "$one" "$shp" $((M + 100000)) "$BOOT" "$MP" > "$WORK/sluice.yaml"
+"$BIN/sched_tool" produce -c "$WORK/sluice.yaml" --to u@bench.example --domains 10000 --sites 1 \
+  --tiny --count "$M" --id j --timeout 300000 > /dev/null
+taskset -c 0 "$BIN/sluice-scheduler" -c "$WORK/sluice.yaml" --stages classify,shape \
+  > "$WORK/sched.out" 2>&1 &
+SCHED_PID=$!
+deadline=$(( $(date +%s) + 900 ))
+while :; do
+  kill -0 "$SCHED_PID" 2>/dev/null || { echo "scheduler exited" >&2; tail "$WORK/sched.out" >&2; exit 1; }
+  b=$(metric "$MP" sluice_shape_buffered)
+  d=$(metric "$MP" sluice_shape_dispatched_total)
+  [ $((b + d)) -ge "$M" ] && break
+  [ "$(date +%s)" -lt "$deadline" ] || { echo "timeout: $b of $M buffered" >&2; break; }
+  sleep 0.2
+done
+sleep 1
+rss=$(awk '/VmHWM/ { print $2 }' "/proc/$SCHED_PID/status")
+lost=$(metric "$MP" sluice_kafka_offsets_lost_total)
+parked=$(metric "$MP" sluice_shape_parked_total)
+printf 'held behind 1/s     %d buffered, %d dispatched, %d parked, %d offsets lost; VmHWM %.1f MB (%.0f bytes/job)\n' \
+  "$b" "$d" "$parked" "$lost" "$(echo "$rss / 1024" | bc -l)" "$(echo "$rss * 1024 / $M" | bc -l)"
