@@ -57,6 +57,11 @@ static void labels_source(const snd_pool *p, char *out, size_t n)
 static void take_next(psess *ps)
 {
     snd_pool *p = ps->pool;
+    if (!snd_session_can_send(ps->s)) {
+        /* Closing (a 421, an idle timeout): on_closed removes it soon. */
+        ps->idle = false;
+        return;
+    }
     if (snd_session_txns(ps->s) >= p->max_msgs) {
         ps->idle = false;
         snd_session_quit(ps->s);

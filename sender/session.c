@@ -1030,6 +1030,11 @@ void snd_session_quit(snd_session *s)
     session_close(s, SL_COND_NETWORK, 451, "4.3.2", "session aborted in state %s", state_names[s->state]);
 }
 
+bool snd_session_can_send(const snd_session *s)
+{
+    return s->state == S_READY && !s->txn;
+}
+
 unsigned snd_session_txns(const snd_session *s)
 {
     return s->n_txns;

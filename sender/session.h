@@ -116,6 +116,9 @@ void snd_session_send(snd_session *s, snd_txn *t);
 void snd_session_quit(snd_session *s);
 /* Transactions started on this connection. */
 unsigned snd_session_txns(const snd_session *s);
+/* True while the session can take a transaction: established, idle, and
+ * not closing (a 421 or an idle timeout closes it before on_closed runs). */
+bool snd_session_can_send(const snd_session *s);
 /* The TLS handshake failed (the pool then retries in plain text when the
  * policy allows it). */
 bool snd_session_tls_failed(const snd_session *s);
