@@ -1,0 +1,134 @@
+"""End to end through the SMTP door: a message submitted to sluice-submit
+(STARTTLS + AUTH PLAIN) goes through a real dev broker, sluice-scheduler and
+sluice-sender to a sluice-testsink (route "*"), and the body that arrives
+is byte for byte the body that was submitted. Headers may gain Received,
+Message-ID or DKIM-Signature fields on the way; the body (after the first
+empty line) must not change at all: no re-wrapping, no trailing-space
+trimming, dot-stuffing undone exactly once, 8-bit octets kept."""
+
+import os
+import smtplib
+import socket
+import tempfile
+import unittest
+
+from sluicetest import Proc, free_port, start_sink, wait_for
+from test_submit import PASSWORDS, hash_password, make_cert, start_devbroker, tls_ctx
+
+DEADLINE = 25
+
+# Lines chosen to break a careless relay: leading dots (stuffed on the wire),
+# a lone "." inside text, "From " at line start, trailing blanks, empty lines,
+# UTF-8 octets, a 998-octet line (the RFC 5322 maximum) and a tab.
+BODY = (b"Hello,\r\n"
+        b"\r\n"
+        b".leading dot\r\n"
+        b"..two dots\r\n"
+        b" .\r\n"
+        b"From the start of a line\r\n"
+        b"trailing blanks   \r\n"
+        b"\ttab first\r\n"
+        b"\r\n"
+        b"\r\n"
+        + "Grüße, Ωμέγα, 日本語\r\n".encode("utf-8")
+        + b"x" * 998 + b"\r\n"
+        b"-- \r\n"
+        b"last line\r\n")
+
+
+class SubmitEndToEndTest(unittest.TestCase):
+    def setUp(self):
+        self._tmp = tempfile.TemporaryDirectory(prefix="sluice-submit-e2e-")
+        self.tmp = self._tmp.name
+        self.addCleanup(self._tmp.cleanup)
+        self.broker, bootstrap = start_devbroker(self.tmp)
+        self.addCleanup(self.broker.stop)
+        self.sink = start_sink(self.tmp)
+        self.addCleanup(self.sink.stop)
+        cert, key = make_cert(self.tmp)
+        users = os.path.join(self.tmp, "users")
+        with open(users, "w") as f:
+            f.write("alice:%s domains=example.net\n" % hash_password(PASSWORDS["alice"]))
+        self.port = free_port()
+        self.cfg = os.path.join(self.tmp, "sluice.yaml")
+        with open(self.cfg, "w") as f:
+            f.write("kafka:\n"
+                    "  bootstrap: \"%s\"\n"
+                    "  session_timeout_ms: 6000\n"
+                    "  heartbeat_interval_ms: 1000\n"
+                    "  commit_interval_ms: 200\n"
+                    "submit:\n"
+                    "  listen: [\"127.0.0.1:%d starttls\"]\n"
+                    "  cert: %s\n  key: %s\n  users: %s\n"
+                    "routes:\n"
+                    "  \"*\": %s\n"
+                    "pools:\n"
+                    "  default:\n"
+                    "    - { ip: 127.0.0.1, ehlo: localhost }\n"
+                    "retry: { delays: [1s, 5s], expiry: 1h }\n"
+                    % (bootstrap, self.port, cert, key, users, self.sink.address))
+        self.procs = []
+        for name in ("sluice-scheduler", "sluice-sender"):
+            self.start(name, ["-c", self.cfg])
+        self.submit = self.start("sluice-submit", ["-c", self.cfg, "--hostname", "submit.test",
+                                                   "--ack-timeout", "10s"])
+
+        def listening():
+            if not self.submit.alive():
+                raise AssertionError("sluice-submit exited early\n" + self.submit.output())
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        wait_for(listening, 15, "sluice-submit listening")
+
+    def start(self, name, args):
+        p = Proc(name, args, tmpdir=self.tmp)
+        self.addCleanup(p.stop, 20)
+        self.procs.append(p)
+        return p
+
+    def logs(self):
+        return "".join("\n---\n" + p.output()[-3000:] for p in self.procs)
+
+    def test_body_arrives_byte_exact(self):
+        headers = (b"From: Alice <alice@example.net>\r\n"
+                   b"To: <bob@e2e.test>\r\n"
+                   b"Subject: byte exact\r\n"
+                   b"MIME-Version: 1.0\r\n"
+                   b"Content-Type: text/plain; charset=utf-8\r\n"
+                   b"Content-Transfer-Encoding: 8bit\r\n")
+        msg = headers + b"\r\n" + BODY
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=DEADLINE) as s:
+            s.starttls(context=tls_ctx())
+            s.login("alice", PASSWORDS["alice"])
+            refused = s.sendmail("alice@example.net", ["bob@e2e.test"], msg,
+                                 mail_options=["BODY=8BITMIME"])
+            self.assertEqual(refused, {})
+
+        try:
+            got = self.sink.wait_messages(1, DEADLINE)
+        except AssertionError as e:
+            raise AssertionError("%s%s" % (e, self.logs()))
+        self.assertEqual(len(got), 1, got)
+        self.assertEqual(got[0]["rcpt"], ["bob@e2e.test"])
+        self.assertEqual(got[0]["from"], "alice@example.net")
+        with open(os.path.join(self.sink.dir, got[0]["file"]), "rb") as f:
+            data = f.read()
+        # Drop the sink's own X-Sink-Envelope line, then split head and body.
+        self.assertTrue(data.startswith(b"X-Sink-Envelope: "), data[:200])
+        data = data.split(b"\r\n", 1)[1]
+        head, sep, body = data.partition(b"\r\n\r\n")
+        self.assertEqual(sep, b"\r\n\r\n", data[:500])
+        self.assertEqual(body, BODY)
+        # The submitted header fields are all still there, unchanged.
+        head_lines = set(head.split(b"\r\n"))
+        for line in headers.rstrip(b"\r\n").split(b"\r\n"):
+            self.assertIn(line, head_lines, head)
+        self.assertIn(b"Received: from ", head)
+
+
+if __name__ == "__main__":
+    unittest.main()
