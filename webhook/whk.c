@@ -147,6 +147,13 @@ static long whk_post(whk_ep *ep, CURL *h, const sl_buf *body, char *errbuf)
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, whk_progress);
     curl_easy_setopt(h, CURLOPT_XFERINFODATA, ep->w);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    /* libcurl ignores the CA environment variables the curl tool and
+     * OpenSSL honour; pass them on so a private CA can be trusted. */
+    const char *ca = getenv("CURL_CA_BUNDLE");
+    if (!ca || !*ca)
+        ca = getenv("SSL_CERT_FILE");
+    if (ca && *ca)
+        curl_easy_setopt(h, CURLOPT_CAINFO, ca);
     errbuf[0] = 0;
     double t0 = (double)sl_mono_ms();
     CURLcode rc = curl_easy_perform(h);

@@ -14,6 +14,8 @@ import hmac
 import http.server
 import json
 import os
+import ssl
+import subprocess
 import tempfile
 import threading
 import unittest
@@ -27,8 +29,10 @@ class Endpoint:
     """A webhook receiver: records every request; fails while fail_left > 0
     or while down is set."""
 
-    def __init__(self, fail_first=0):
+    def __init__(self, fail_first=0, tls=None):
         self.lock = threading.Lock()
+        self.tls = tls
+        self.log = []  # (accepted, [(job_id, attempt, type)...]) per request, in order
         self.fail_left = fail_first
         self.down = False
         self.requests = 0
@@ -52,10 +56,13 @@ class Endpoint:
                     fail = outer.down or outer.fail_left > 0
                     if outer.fail_left > 0:
                         outer.fail_left -= 1
+                    batch = json.loads(body)
+                    outer.log.append((not fail, [(e.get("job_id"), e.get("attempt", 0),
+                                                  e.get("type")) for e in batch]))
                     if fail:
                         outer.failed += 1
                     else:
-                        outer.events.extend(json.loads(body))
+                        outer.events.extend(batch)
                 code = 500 if fail else 204
                 self.send_response(code)
                 self.send_header("Content-Length", "0")
@@ -66,12 +73,16 @@ class Endpoint:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self):
-        return "http://127.0.0.1:%d/hook" % self.port
+        return "%s://127.0.0.1:%d/hook" % ("https" if self.tls else "http", self.port)
 
     def job_ids(self):
         with self.lock:
@@ -131,8 +142,8 @@ class WebhookTest(unittest.TestCase):
         self.assertEqual(rc, 0, p.output())
         p.stop()
 
-    def start_webhook(self, cfg):
-        p = Proc("sluice-webhook", ["-c", cfg], tmpdir=self.dir)
+    def start_webhook(self, cfg, env=None):
+        p = Proc("sluice-webhook", ["-c", cfg], tmpdir=self.dir, env=env)
         self.procs.append(p)
         return p
 
