@@ -15,28 +15,22 @@ class TestTenantLimits(SchedCase):
 
     def test_capped_tenant_is_paced_and_blocks_nobody(self):
         self.start_scheduler()
-        self.produce("--to", "a@fast.test", "--count", 10, "--tenant", "acme", "--id", "acme")
+        self.produce("--to", "a@fast.test", "--count", 20, "--tenant", "acme", "--id", "acme")
         self.produce("--to", "b@fast.test", "--count", 3, "--tenant", "beta",
                      "--campaign", "spring", "--id", "beta")
-
-        def beta_out():
-            recs = self.dump("dispatch", 0, 1500)
-            return recs if sum(r["job_id"].startswith("beta") for r in recs) == 3 else None
-        recs = wait_for(beta_out, 20, "beta's dispatches")
-        acme = [r for r in recs if r["job_id"].startswith("acme")]
+        # acme's 20 jobs at 2/s (burst 1) take 9.5 s to go out; beta's 3,
+        # queued behind them in the same site, must not wait for that.
+        recs = sorted(self.dump("dispatch", 23, 30000), key=lambda r: r["send_at_ms"])
+        at = [r["send_at_ms"] for r in recs if r["job_id"].startswith("acme")]
         beta = [r for r in recs if r["job_id"].startswith("beta")]
-        # acme is held to its 2/s (burst 1) while beta, queued behind it in
-        # the same site, went out at once.
-        self.assertLess(len(acme), 10)
-        self.assertLessEqual(max(r["send_at_ms"] for r in beta),
-                             min(r["ts"] for r in beta) + 1000)
-        acme = sorted(self.dump("dispatch", 13, 20000), key=lambda r: r["send_at_ms"])
-        at = [r["send_at_ms"] for r in acme if r["job_id"].startswith("acme")]
-        self.assertEqual(len(at), 10)
+        self.assertEqual(len(at), 20)
+        self.assertEqual(len(beta), 3)
+        for r in beta:
+            self.assertLessEqual(r["send_at_ms"], r["ts"] + 1000, r)
+            self.assertLess(r["send_at_ms"], at[-1] - 1000, (r, at))
         gaps = [b - a for a, b in zip(at, at[1:])]
         self.assertGreaterEqual(min(gaps), 450, gaps)
-        self.assertGreaterEqual(at[-1] - at[0], 4000)
-
+        self.assertGreaterEqual(at[-1] - at[0], 9000)
 
 if __name__ == "__main__":
     unittest.main()
