@@ -887,6 +887,7 @@ static sl_config *config_base(const char *path)
     cfg->retry.expiry_ms = 72 * 3600000LL;
     cfg->submit.max_message_size = 25 * 1024 * 1024;
     cfg->submit.max_recipients = 100;
+    cfg->submit.max_connections = 20000;
     cfg->submit.max_connections_per_ip = 20;
     cfg->submit.idle_timeout_ms = 300000;
     cfg->sender.workers = 0;
@@ -1490,6 +1491,7 @@ static int walk_submit(cfg_ctx *c, const cfg_node *m)
                                        "users",
                                        "max_message_size",
                                        "max_recipients",
+                                       "max_connections",
                                        "max_connections_per_ip",
                                        "idle_timeout"};
     sl_config *cfg = c->cfg;
@@ -1534,6 +1536,7 @@ static int walk_submit(cfg_ctx *c, const cfg_node *m)
                         cfg->submit.cert ? "key" : "cert");
     TRY(opt_size(c, m, "submit", "max_message_size", &cfg->submit.max_message_size));
     OPT_INT(m, "submit", "max_recipients", 1, 1000000, cfg->submit.max_recipients);
+    OPT_INT(m, "submit", "max_connections", 1, 1000000, cfg->submit.max_connections);
     OPT_INT(m, "submit", "max_connections_per_ip", 1, 1000000, cfg->submit.max_connections_per_ip);
     TRY(opt_duration(c, m, "submit", "idle_timeout", false, &cfg->submit.idle_timeout_ms));
     return 0;

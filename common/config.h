@@ -181,6 +181,7 @@ typedef struct sl_config {
         char *cert, *key, *users;
         uint64_t max_message_size;
         uint32_t max_recipients;
+        uint32_t max_connections;   /* sessions in all */
         uint32_t max_connections_per_ip;
         int64_t idle_timeout_ms;
     } submit;

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -145,6 +146,26 @@ static unsigned count_arg(const char *opt, const char *v)
     return (unsigned)n;
 }
 
+/* Each session is a descriptor: lift the soft limit to the hard one so
+ * that submit.max_connections can be reached, and say so when it cannot
+ * (the session cap then comes from the kernel, as failed accepts). */
+static void raise_nofile(unsigned max_conn)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    rlim_t want = (rlim_t)max_conn + 64;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want)
+        sl_warn("submit: open-file limit %llu is below submit.max_connections %u (+64): "
+                "raise it (ulimit -n, LimitNOFILE=) or lower the key",
+                (unsigned long long)rl.rlim_cur, max_conn);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
@@ -210,6 +231,7 @@ int main(int argc, char **argv)
         sl_fatal(2, "%s: key 'submit.users' is required: sluice-submit relays only for "
                     "authenticated users",
                  cfg_path);
+    raise_nofile(a.cfg->submit.max_connections);
     char *err = NULL;
     if (sub_users_load(a.cfg->submit.users, &a.users, &err) != 0)
         sl_fatal(2, "%s", err);

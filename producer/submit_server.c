@@ -605,6 +605,7 @@ sub_server *sub_server_new(uv_loop_t *loop, const sub_opts *o, char **err)
         .hostname = srv->o.hostname,
         .max_message_size = o->cfg->submit.max_message_size,
         .max_rcpt = o->cfg->submit.max_recipients,
+        .max_conn = o->cfg->submit.max_connections,
         .max_conn_per_ip = o->cfg->submit.max_connections_per_ip,
         .idle_timeout_ms = (uint64_t)o->cfg->submit.idle_timeout_ms,
         .require_tls = true,

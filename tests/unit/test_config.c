@@ -462,6 +462,7 @@ static void test_shaping_inheritance(void **state)
     assert_int_equal(cfg->retry.n_delays, 5);
     assert_int_equal(cfg->retry.delays_ms[0], 60000);
     assert_int_equal(cfg->retry.delays_ms[4], 6 * 3600000);
+    assert_int_equal(cfg->submit.max_connections, 20000);
     assert_int_equal(cfg->submit.max_connections_per_ip, 20);
     assert_int_equal(cfg->submit.idle_timeout_ms, 300000);
     assert_null(cfg->metrics.listen);
@@ -476,6 +477,7 @@ static void test_values(void **state)
 {
     sl_config *cfg = parse_ok("submit:\n"
                               "  max_message_size: 10MB\n"
+                              "  max_connections: 50000\n"
                               "scheduler:\n"
                               "  max_job_bytes: 512k\n"
                               "kafka:\n"
@@ -491,12 +493,13 @@ static void test_values(void **state)
                               "  default:\n"
                               "    - { ip: 10.0.0.1, ehlo: a, weight: 3, socks5: '[::1]:1080' }\n");
     assert_int_equal(cfg->submit.max_message_size, 10 * 1024 * 1024);
+    assert_int_equal(cfg->submit.max_connections, 50000);
     assert_int_equal(cfg->scheduler.max_job_bytes, 512 * 1024);
     assert_string_equal(cfg->kafka.security_protocol, "sasl_ssl");
     assert_string_equal(cfg->kafka.sasl_password, "12345");
     assert_int_equal(cfg->backoff[0].action, SL_BACKOFF_SUSPEND);
     assert_int_equal(cfg->backoff[0].duration_ms, 3600000);
-    assert_int_equal(cfg->backoff[0].line, 9);
+    assert_int_equal(cfg->backoff[0].line, 10);
     assert_null(cfg->backoff[0].site);
     assert_int_equal(cfg->backoff[1].action, SL_BACKOFF_DISABLE_IP);
     assert_string_equal(cfg->backoff[1].site, "default");
