@@ -873,6 +873,7 @@ static sl_config *config_base(const char *path)
     cfg->kafka.session_timeout_ms = 10000;
     cfg->kafka.heartbeat_interval_ms = 3000;
     cfg->kafka.commit_interval_ms = 1000;
+    cfg->kafka.linger_ms = -1;
     cfg->kafka.partitions = 6;
     cfg->kafka.replication_factor = 3;
     cfg->kafka.client_id = xstrdup("sluice");
@@ -923,7 +924,7 @@ static int walk_kafka(cfg_ctx *c, const cfg_node *m)
         "sasl_mechanism",     "sasl_username",      "sasl_password",
         "ssl_ca_location",    "session_timeout_ms", "heartbeat_interval_ms",
         "commit_interval_ms", "partitions",         "replication_factor",
-        "client_id",
+        "client_id",          "linger_ms",
     };
     sl_config *cfg = c->cfg;
     const char *p = "kafka";
@@ -950,6 +951,7 @@ static int walk_kafka(cfg_ctx *c, const cfg_node *m)
     OPT_INT(m, p, "session_timeout_ms", 1, 3600000, cfg->kafka.session_timeout_ms);
     OPT_INT(m, p, "heartbeat_interval_ms", 1, 3600000, cfg->kafka.heartbeat_interval_ms);
     OPT_INT(m, p, "commit_interval_ms", 1, 3600000, cfg->kafka.commit_interval_ms);
+    OPT_INT(m, p, "linger_ms", 0, 60000, cfg->kafka.linger_ms);
     OPT_INT(m, p, "partitions", 1, 100000, cfg->kafka.partitions);
     OPT_INT(m, p, "replication_factor", 1, 1000, cfg->kafka.replication_factor);
     TRY(opt_str(c, m, p, "client_id", &cfg->kafka.client_id));

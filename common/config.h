@@ -139,6 +139,7 @@ typedef struct sl_config {
         int session_timeout_ms;
         int heartbeat_interval_ms;
         int commit_interval_ms;
+        int linger_ms;              /* producer batching; -1: the component's default */
         int partitions;             /* for topics ensure and the dev broker */
         int replication_factor;
         char *client_id;

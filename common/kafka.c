@@ -154,7 +154,9 @@ static rd_kafka_t *producer_create(sl_producer *p, char **err)
     conf_set(c, "enable.idempotence", "true");
     conf_set(c, "acks", "all");
     conf_set(c, "partitioner", "murmur2_random");
-    conf_set(c, "linger.ms", "5");
+    char linger[16];
+    snprintf(linger, sizeof linger, "%d", p->cfg->kafka.linger_ms >= 0 ? p->cfg->kafka.linger_ms : 5);
+    conf_set(c, "linger.ms", linger);
     conf_set(c, "message.timeout.ms", "30000");
     conf_set(c, "queue.buffering.max.messages", "1000000");
     conf_set(c, "compression.codec", "lz4");
