@@ -15,7 +15,7 @@ export SLUICE_FAULT_REPORT="$PWD/build/fault-report.txt"
 : > "$SLUICE_FAULT_REPORT"
 rc=0
 (cd tests/fault && python3 -m unittest -v test_kill test_smtp test_hostile test_kafka \
-    test_rebalance test_retention) || rc=$?
+    test_rebalance test_retention test_bulk_faults) || rc=$?
 echo "--- fault suite, $SLUICE_FAULT_JOBS jobs per scenario ---"
 cat "$SLUICE_FAULT_REPORT"
 exit $rc

@@ -134,8 +134,14 @@ class BulkBrokerFaultTest(unittest.TestCase):
             want = {"r%d@d%d.example" % (k, k % 50) for k in range(ROWS)}
             missing = want - set(seen)
             twice = {a: n for a, n in seen.items() if n > 1}
-            log("scenario=bulk-broker-faults rows=%d stored=%d missing=%d duplicates=%d"
-                % (ROWS, len(recs), len(missing), sum(n - 1 for n in twice.values())))
+            line = ("scenario=bulk-broker-faults rows=%d stored=%d missing=%d duplicates=%d "
+                    "bulk_seconds=%.1f" % (ROWS, len(recs), len(missing),
+                                           sum(n - 1 for n in twice.values()),
+                                           summary["seconds"]))
+            log(line)
+            if os.environ.get("SLUICE_FAULT_REPORT"):
+                with open(os.environ["SLUICE_FAULT_REPORT"], "a") as f:
+                    f.write(line + "\n")
             self.assertEqual(len(missing), 0, sorted(missing)[:10])
             self.assertEqual(twice, {}, list(twice.items())[:10])
             self.assertEqual(set(seen) - want, set())
