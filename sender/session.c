@@ -990,8 +990,13 @@ static void session_close(snd_session *s, sl_smtp_cond cond, int code, const cha
         sl_tls_shutdown(s->tls);
         flush_tls(s);
     }
-    uv_close((uv_handle_t *)&s->timer, on_handle_closed);
-    uv_close((uv_handle_t *)&s->tcp, on_handle_closed);
+    /* A worker that gave up its drain closes every handle of its loop
+     * (walk_close in worker.c); a write cancelled by that close lands
+     * here with the handles already closing. */
+    if (!uv_is_closing((uv_handle_t *)&s->timer))
+        uv_close((uv_handle_t *)&s->timer, on_handle_closed);
+    if (!uv_is_closing((uv_handle_t *)&s->tcp))
+        uv_close((uv_handle_t *)&s->tcp, on_handle_closed);
 }
 
 snd_session *snd_session_new(uv_loop_t *loop, const snd_target *tg, const snd_session_cbs *cbs)

@@ -229,7 +229,10 @@ static void delivery_release(delivery *dl, bool done)
         (done ? w->sh.record_done : w->sh.record_release)(w->sh.record_done_arg, dl->rec);
     dl->rec = NULL;
     atomic_fetch_sub(&w->busy, 1);
-    uv_close((uv_handle_t *)&dl->timer, on_timer_closed);
+    /* Already closing only when the worker gave up its drain and closed
+     * every handle of the loop (walk_close): the delivery is abandoned. */
+    if (!uv_is_closing((uv_handle_t *)&dl->timer))
+        uv_close((uv_handle_t *)&dl->timer, on_timer_closed);
 }
 
 static void on_published(void *arg, int err)
