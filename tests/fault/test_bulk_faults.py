@@ -123,8 +123,6 @@ class BulkBrokerFaultTest(unittest.TestCase):
             log("bulk summary: %s" % summary)
             self.assertEqual(summary["published"], ROWS, summary)
             self.assertEqual(summary["rejected"], 0, summary)
-            # The outage was felt: the producer lost its broker mid-send.
-            self.assertIn("Connection refused", errors)
 
             recs = c.dump("jobs", timeout_ms=5000)
             seen = collections.Counter()
