@@ -121,7 +121,9 @@ while :; do
 done
 sleep 1
 rss=$(awk '/VmHWM/ { print $2 }' "/proc/$SCHED_PID/status")
+now_rss=$(awk '/VmRSS/ { print $2 }' "/proc/$SCHED_PID/status")
 lost=$(metric "$MP" sluice_kafka_offsets_lost_total)
 parked=$(metric "$MP" sluice_shape_parked_total)
-printf 'held behind 1/s     %d buffered, %d dispatched, %d parked, %d offsets lost; VmHWM %.1f MB (%.0f bytes/job)\n' \
-  "$b" "$d" "$parked" "$lost" "$(echo "$rss / 1024" | bc -l)" "$(echo "$rss * 1024 / $M" | bc -l)"
+printf 'held behind 1/s     %d buffered, %d dispatched, %d parked, %d offsets lost; VmHWM %.1f MB (%.0f bytes/job), VmRSS once held %.1f MB\n' \
+  "$b" "$d" "$parked" "$lost" "$(echo "$rss / 1024" | bc -l)" "$(echo "$rss * 1024 / $M" | bc -l)" \
+  "$(echo "$now_rss / 1024" | bc -l)"

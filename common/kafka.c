@@ -751,7 +751,7 @@ static void *consumer_thread(void *arg)
         }
         sl_record *r = xcalloc(1, sizeof *r);
         r->msg = m;
-        r->topic = topic;
+        r->topic = p->topic; /* outlives the message (sl_record_drop_msg) */
         r->partition = m->partition;
         r->offset = m->offset;
         r->part__ = p;
@@ -885,8 +885,16 @@ static void record_finish(sl_record *rec, bool done)
     pthread_mutex_lock(&c->mu);
     part_unref(p);
     pthread_mutex_unlock(&c->mu);
-    rd_kafka_message_destroy(rec->msg);
+    if (rec->msg)
+        rd_kafka_message_destroy(rec->msg);
     free(rec);
+}
+
+void sl_record_drop_msg(sl_record *rec)
+{
+    if (rec->msg)
+        rd_kafka_message_destroy(rec->msg);
+    rec->msg = NULL;
 }
 
 void sl_record_done(sl_record *rec)

@@ -88,7 +88,8 @@ typedef struct sl_consumer sl_consumer;
 typedef struct sl_record sl_record;
 
 struct sl_record {
-    rd_kafka_message_t *msg;    /* owned by the record until sl_record_done() */
+    rd_kafka_message_t *msg;    /* owned by the record until sl_record_done();
+                                 * NULL after sl_record_drop_msg() */
     const char *topic;
     int32_t partition;
     int64_t offset;
@@ -120,6 +121,11 @@ void sl_record_done(sl_record *rec);
  * offset, and so every later one of its partition, stays unstored, so the
  * next owner repeats it. Frees rec and its message. Loop thread. */
 void sl_record_release(sl_record *rec);
+/* Free rec's message now and keep only its place in the partition: for a
+ * stage that holds many records for long and has copied what it needs
+ * (librdkafka's per-message state is several hundred bytes, and it pins
+ * the fetch buffer the payload lives in). rec->msg is NULL afterwards. */
+void sl_record_drop_msg(sl_record *rec);
 /* True once rec's partition was revoked from this consumer: its next owner
  * reads it again, so work not yet handed on is better released than done
  * (a duplicate avoided). Any thread. */

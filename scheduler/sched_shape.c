@@ -37,11 +37,32 @@ typedef struct spair {
     char labels[512];
 } spair;
 
+/* A held job. A million of them can wait behind one slow site, so it is
+ * kept compact (56 octets and the job): the Job as encoded on sited (it
+ * goes into the Dispatch as it is, never decoded again), what was looked
+ * up for it in the config when it arrived (the config does not change),
+ * and the record reduced to its place in the partition
+ * (sl_record_drop_msg). */
 typedef struct sjob {
     sched_fq_item it; /* first: an item is its sjob */
     sl_record *rec;
-    sl_job *job;
+    uint32_t len;     /* the encoded Job: data[0 .. len) */
+    uint32_t pool;    /* index in cfg->pools */
+    uint32_t route;   /* index in cfg->routes + 1; 0: none */
+    unsigned char data[];
 } sjob;
+
+/* The job's id for a debug line (decoded again: only when one is logged). */
+static char *sjob_id(const sjob *j)
+{
+    sl_job *job = NULL;
+    const char *why = NULL;
+    if (sl_job_decode(j->data, j->len, &job, &why) != 0)
+        return xstrdup("");
+    char *id = xstrdup(job->job_id ? job->job_id : "");
+    sl_job_free(job);
+    return id;
+}
 
 /* A flow's data: the tenant/campaign limit buckets its jobs are under. */
 typedef struct sflow_limits {
@@ -179,9 +200,8 @@ static int prio_of(const sl_job *job)
     }
 }
 
-static void q_push(ssite *site, sjob *j)
+static void q_push(ssite *site, sjob *j, const sl_job *job)
 {
-    const sl_job *job = j->job;
     const char *tenant = job->tenant && *job->tenant ? job->tenant
                                                       : site->s->ctx->cfg->scheduler.default_tenant;
     const char *campaign = job->campaign ? job->campaign : "";
@@ -238,8 +258,21 @@ static sjob *q_last(ssite *site)
 
 static void sjob_free(sjob *j)
 {
-    sl_job_free(j->job);
     free(j);
+}
+
+/* Appends field 2 (Dispatch.job, length-delimited) holding the encoded
+ * job: the same bytes protobuf-c would write for the decoded message. */
+static void put_job_field(sl_buf *b, const unsigned char *job, uint32_t len)
+{
+    sl_buf_putc(b, (2 << 3) | 2);
+    uint32_t v = len;
+    while (v >= 0x80) {
+        sl_buf_putc(b, (char)(v | 0x80));
+        v >>= 7;
+    }
+    sl_buf_putc(b, (char)v);
+    sl_buf_append(b, job, len);
 }
 
 /* ---- output ---- */
@@ -259,7 +292,6 @@ static void dispatch(ssite *site, sjob *j, spair *p, const char *pool, int64_t s
     }
     sl_dispatch d = SLUICE__V1__DISPATCH__INIT;
     d.version = SLUICE_WIRE_VERSION;
-    d.job = j->job;
     d.site = site->name;
     d.pool = (char *)pool;
     d.source_ip = p->ip;
@@ -270,7 +302,7 @@ static void dispatch(ssite *site, sjob *j, spair *p, const char *pool, int64_t s
     d.max_messages_per_connection = shp ? shp->max_messages_per_connection : 0;
     d.tls = shp ? (Sluice__V1__TlsPolicy)shp->tls : SLUICE__V1__TLS_POLICY__TLS_OPPORTUNISTIC;
     char *route = NULL;
-    const sl_route *r = sl_config_route(cfg, j->job->domain);
+    const sl_route *r = j->route ? &cfg->routes[j->route - 1] : NULL;
     if (r)
         route = strchr(r->host, ':') ? xasprintf("[%s]:%u", r->host, r->port)
                                      : xasprintf("%s:%u", r->host, r->port);
@@ -278,6 +310,7 @@ static void dispatch(ssite *site, sjob *j, spair *p, const char *pool, int64_t s
     d.socks5 = p->src && p->src->socks5 ? p->src->socks5 : (char *)"";
     sl_buf b = SL_BUF_INIT;
     sl_pack(&d.base, &b);
+    put_job_field(&b, j->data, j->len);
     char *key = xasprintf("%s/%s", p->ip, site->name);
     sched_op *op = sched_op_new(j->rec);
     sched_op_send(op, s->ctx->prod, s->ctx->t_dispatch, key, b.data, b.len);
@@ -286,8 +319,12 @@ static void dispatch(ssite *site, sjob *j, spair *p, const char *pool, int64_t s
     free(route);
     sl_buf_free(&b);
     sl_metric_inc("sluice_shape_dispatched_total", p->labels, 1);
-    sl_log_job(SL_LOG_DEBUG, j->job->job_id, "shape: %s via %s at +%lldms", site->name, p->ip,
-               (long long)(send_at - sl_now_ms()));
+    if (sl_log_enabled(SL_LOG_DEBUG)) {
+        char *id = sjob_id(j);
+        sl_log_job(SL_LOG_DEBUG, id, "shape: %s via %s at +%lldms", site->name, p->ip,
+                   (long long)(send_at - sl_now_ms()));
+        free(id);
+    }
     sjob_free(j);
 }
 
@@ -297,9 +334,15 @@ static void park(ssite *site, sjob *j, int64_t wait_ms)
     sched_shape *s = site->s;
     int64_t delay = 0;
     const char *topic = sched_ctx_retry_topic(s->ctx, wait_ms, &delay);
-    j->job->not_before_ms = sl_now_ms() + delay;
+    /* The overflow path: decode, set the time, encode again. It decoded
+     * when it arrived, so it decodes now. */
+    sl_job *job = NULL;
+    const char *why = NULL;
+    int rc = sl_job_decode(j->data, j->len, &job, &why);
+    SL_ASSERT(rc == 0);
+    job->not_before_ms = sl_now_ms() + delay;
     sl_buf b = SL_BUF_INIT;
-    sl_pack(&j->job->base, &b);
+    sl_pack(&job->base, &b);
     sched_op *op = sched_op_new(j->rec);
     sched_op_send(op, s->ctx->prod, topic, site->name, b.data, b.len);
     sched_op_release(op);
@@ -307,7 +350,8 @@ static void park(ssite *site, sjob *j, int64_t wait_ms)
     char labels[300];
     snprintf(labels, sizeof labels, "site=\"%s\"", site->name);
     sl_metric_inc("sluice_shape_parked_total", labels, 1);
-    sl_log_job(SL_LOG_DEBUG, j->job->job_id, "shape: %s parked on %s", site->name, topic);
+    sl_job_free(job);
+    sl_log_job(SL_LOG_DEBUG, job->job_id, "shape: %s parked on %s", site->name, topic);
     sjob_free(j);
 }
 
@@ -380,15 +424,7 @@ static void pump(ssite *site, bool force)
                 arm(site, fc.earliest, now);
             return;
         }
-        const sl_pool *pool = pool_of(cfg, j->job);
-        if (!pool || !pool->n_sources) {
-            q_unlink(site, j, false);
-            sched_op *op = sched_op_new(j->rec);
-            sched_op_reject(op, s->ctx, j->job, "shape", "no pool with source IPs for the job");
-            sched_op_release(op);
-            sjob_free(j);
-            continue;
-        }
+        const sl_pool *pool = &cfg->pools[j->pool];
         size_t n = pool->n_sources;
         sched_pick_cand *c = n <= 16 ? stack : xcalloc(n, sizeof *c);
         spair **pairs = xcalloc(n, sizeof *pairs);
@@ -491,6 +527,14 @@ static void on_record(void *arg, sl_record *rec)
         sched_op_release(op);
         return;
     }
+    const sl_pool *pool = pool_of(s->ctx->cfg, job);
+    if (!pool || !pool->n_sources) {
+        sched_op *op = sched_op_new(rec);
+        sched_op_reject(op, s->ctx, job, "shape", "no pool with source IPs for the job");
+        sched_op_release(op);
+        sl_job_free(job);
+        return;
+    }
     char *name = NULL;
     if (job->site && *job->site)
         name = xstrdup(job->site);
@@ -500,10 +544,18 @@ static void on_record(void *arg, sl_record *rec)
         name = xstrdup(job->domain ? job->domain : "");
     ssite *site = site_get(s, name);
     free(name);
-    sjob *j = xcalloc(1, sizeof *j);
+    const sl_config *cfg = s->ctx->cfg;
+    const sl_route *r = sl_config_route(cfg, job->domain ? job->domain : "");
+    sjob *j = xmalloc(sizeof *j + m->len);
+    memset(j, 0, sizeof *j);
     j->rec = rec;
-    j->job = job;
-    q_push(site, j);
+    j->len = (uint32_t)m->len;
+    j->pool = (uint32_t)(pool - cfg->pools);
+    j->route = r ? (uint32_t)(r - cfg->routes + 1) : 0;
+    memcpy(j->data, m->payload, m->len);
+    q_push(site, j, job);
+    sl_job_free(job);
+    sl_record_drop_msg(rec);
     pump(site, s->stopping);
     enforce_bound(s);
     sl_metric_set("sluice_shape_buffered", NULL, (double)s->buffered);
