@@ -751,7 +751,7 @@ static void *consumer_thread(void *arg)
         }
         sl_record *r = xcalloc(1, sizeof *r);
         r->msg = m;
-        r->topic = p->topic; /* outlives the message (sl_record_drop_msg) */
+        r->topic = p->topic;
         r->partition = m->partition;
         r->offset = m->offset;
         r->part__ = p;
@@ -860,14 +860,15 @@ sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_con
     return c;
 }
 
-static void record_finish(sl_record *rec, bool done)
+/* The record at seq of p is finished (done) or handed back: advance the
+ * stored offset when done, drop the in-flight count and p's reference. */
+static void place_finish(sl_part *p, uint64_t seq, bool done)
 {
-    sl_part *p = rec->part__;
     sl_consumer *c = p->c;
     int64_t store = -1;
     pthread_mutex_lock(&c->mu);
     if (done && !p->revoked)
-        store = sl_offsets_done(&p->window, rec->seq__);
+        store = sl_offsets_done(&p->window, seq);
     c->inflight--;
     bool wake = c->inflight == c->wake_at || (c->stopping && c->inflight == 0);
     if (wake)
@@ -885,16 +886,14 @@ static void record_finish(sl_record *rec, bool done)
     pthread_mutex_lock(&c->mu);
     part_unref(p);
     pthread_mutex_unlock(&c->mu);
+}
+
+static void record_finish(sl_record *rec, bool done)
+{
+    place_finish(rec->part__, rec->seq__, done);
     if (rec->msg)
         rd_kafka_message_destroy(rec->msg);
     free(rec);
-}
-
-void sl_record_drop_msg(sl_record *rec)
-{
-    if (rec->msg)
-        rd_kafka_message_destroy(rec->msg);
-    rec->msg = NULL;
 }
 
 void sl_record_done(sl_record *rec)
@@ -906,6 +905,42 @@ void sl_record_release(sl_record *rec)
 {
     /* Left in the window undone: the stored offset can never pass it. */
     record_finish(rec, false);
+}
+
+void sl_record_to_mark(sl_record *rec, sl_mark *mark)
+{
+    mark->part__ = rec->part__;
+    mark->seq__ = rec->seq__;
+    if (rec->msg)
+        rd_kafka_message_destroy(rec->msg);
+    free(rec);
+}
+
+void sl_mark_done(sl_mark *mark)
+{
+    place_finish(mark->part__, mark->seq__, true);
+    mark->part__ = NULL;
+}
+
+void sl_mark_release(sl_mark *mark)
+{
+    place_finish(mark->part__, mark->seq__, false);
+    mark->part__ = NULL;
+}
+
+bool sl_mark_revoked(const sl_mark *mark)
+{
+    sl_consumer *c = mark->part__->c;
+    pthread_mutex_lock(&c->mu);
+    bool r = mark->part__->revoked;
+    pthread_mutex_unlock(&c->mu);
+    return r;
+}
+
+const char *sl_mark_topic(const sl_mark *mark, int32_t *partition)
+{
+    *partition = mark->part__->partition;
+    return mark->part__->topic;
 }
 
 bool sl_record_revoked(const sl_record *rec)

@@ -88,8 +88,7 @@ typedef struct sl_consumer sl_consumer;
 typedef struct sl_record sl_record;
 
 struct sl_record {
-    rd_kafka_message_t *msg;    /* owned by the record until sl_record_done();
-                                 * NULL after sl_record_drop_msg() */
+    rd_kafka_message_t *msg;    /* owned by the record until sl_record_done() */
     const char *topic;
     int32_t partition;
     int64_t offset;
@@ -121,11 +120,24 @@ void sl_record_done(sl_record *rec);
  * offset, and so every later one of its partition, stays unstored, so the
  * next owner repeats it. Frees rec and its message. Loop thread. */
 void sl_record_release(sl_record *rec);
-/* Free rec's message now and keep only its place in the partition: for a
- * stage that holds many records for long and has copied what it needs
- * (librdkafka's per-message state is several hundred bytes, and it pins
- * the fetch buffer the payload lives in). rec->msg is NULL afterwards. */
-void sl_record_drop_msg(sl_record *rec);
+/* A record reduced to its place in its partition (16 octets), for a stage
+ * that holds very many records for long and has copied what it needs:
+ * librdkafka's per-message state is several hundred octets and pins the
+ * fetch buffer the payload lives in. sl_record_to_mark() frees rec and its
+ * message; the mark then stands in for it and is finished exactly once,
+ * with sl_mark_done() or sl_mark_release() (same meaning as for records).
+ * Loop thread, except sl_mark_revoked() (any thread). */
+typedef struct sl_mark {
+    struct sl_part *part__;
+    uint64_t seq__;
+} sl_mark;
+
+void sl_record_to_mark(sl_record *rec, sl_mark *mark);
+void sl_mark_done(sl_mark *mark);
+void sl_mark_release(sl_mark *mark);
+bool sl_mark_revoked(const sl_mark *mark);
+/* The mark's topic (valid until it is finished) and partition. */
+const char *sl_mark_topic(const sl_mark *mark, int32_t *partition);
 /* True once rec's partition was revoked from this consumer: its next owner
  * reads it again, so work not yet handed on is better released than done
  * (a duplicate avoided). Any thread. */

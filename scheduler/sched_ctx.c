@@ -68,6 +68,15 @@ sched_op *sched_op_new(sl_record *rec)
     return op;
 }
 
+sched_op *sched_op_new_mark(sl_mark *mark)
+{
+    sched_op *op = xcalloc(1, sizeof *op);
+    op->mark = *mark;
+    mark->part__ = NULL;
+    op->pending = 1;
+    return op;
+}
+
 void sched_op_hold(sched_op *op)
 {
     op->pending++;
@@ -80,6 +89,8 @@ void sched_op_release(sched_op *op)
         return;
     if (op->rec)
         sl_record_done(op->rec);
+    else if (op->mark.part__)
+        sl_mark_done(&op->mark);
     free(op);
 }
 
@@ -87,8 +98,12 @@ void sched_op_cb(void *arg, int err)
 {
     sched_op *op = arg;
     if (err) {
-        sl_error("scheduler: a record for %s[%d]@%lld could never be produced: %s",
-                 op->rec ? op->rec->topic : "?", op->rec ? op->rec->partition : -1,
+        int32_t part = -1;
+        const char *topic = op->rec ? op->rec->topic
+                            : op->mark.part__ ? sl_mark_topic(&op->mark, &part) : "?";
+        if (op->rec)
+            part = op->rec->partition;
+        sl_error("scheduler: a record for %s[%d]@%lld could never be produced: %s", topic, part,
                  op->rec ? (long long)op->rec->offset : -1LL, sl_strerror(err));
         sl_metric_inc("sluice_scheduler_produce_failures_total", NULL, 1);
     }
@@ -123,6 +138,7 @@ void sched_op_reject(sched_op *op, const sched_ctx *ctx, const sl_job *job, cons
                      const char *reason)
 {
     sl_record *rec = op->rec;
+    SL_ASSERT(rec && rec->msg);
     if (job)
         sl_log_job(SL_LOG_WARN, job->job_id, "%s: rejected: %s", stage, reason);
     else

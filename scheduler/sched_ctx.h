@@ -49,12 +49,16 @@ void sched_ctx_free(sched_ctx *ctx);
 const char *sched_ctx_retry_topic(const sched_ctx *ctx, int64_t wait_ms, int64_t *delay_ms);
 
 typedef struct sched_op {
-    sl_record *rec;
+    sl_record *rec;   /* or, for a job shape held, its mark */
+    sl_mark mark;
     int pending;
 } sched_op;
 
 /* A hold of 1 for the caller. */
 sched_op *sched_op_new(sl_record *rec);
+/* The same for a record reduced to its mark (taken over from *mark).
+ * sched_op_reject() needs the record: not for these. */
+sched_op *sched_op_new_mark(sl_mark *mark);
 /* The produce callback to pass with the op as arg, after sched_op_hold(). */
 void sched_op_hold(sched_op *op);
 void sched_op_cb(void *arg, int err);

@@ -38,14 +38,13 @@ typedef struct spair {
 } spair;
 
 /* A held job. A million of them can wait behind one slow site, so it is
- * kept compact (56 octets and the job): the Job as encoded on sited (it
- * goes into the Dispatch as it is, never decoded again), what was looked
- * up for it in the config when it arrived (the config does not change),
- * and the record reduced to its place in the partition
- * (sl_record_drop_msg). */
+ * kept compact (64 octets and the job, one allocation): the Job as
+ * encoded on sited (it goes into the Dispatch as it is, never decoded
+ * again), what was looked up for it in the config when it arrived (the
+ * config does not change), and the record reduced to its mark. */
 typedef struct sjob {
     sched_fq_item it; /* first: an item is its sjob */
-    sl_record *rec;
+    sl_mark mark;
     uint32_t len;     /* the encoded Job: data[0 .. len) */
     uint32_t pool;    /* index in cfg->pools */
     uint32_t route;   /* index in cfg->routes + 1; 0: none */
@@ -282,10 +281,10 @@ static void dispatch(ssite *site, sjob *j, spair *p, const char *pool, int64_t s
     sched_shape *s = site->s;
     const sl_config *cfg = s->ctx->cfg;
     const sl_shaping *shp = site->shp;
-    if (sl_record_revoked(j->rec)) {
+    if (sl_mark_revoked(&j->mark)) {
         /* The partition's new owner reads this job again: dispatching it
          * here too would deliver it twice. */
-        sl_record_release(j->rec);
+        sl_mark_release(&j->mark);
         sl_metric_inc("sluice_shape_released_total", NULL, 1);
         sjob_free(j);
         return;
@@ -312,7 +311,7 @@ static void dispatch(ssite *site, sjob *j, spair *p, const char *pool, int64_t s
     sl_pack(&d.base, &b);
     put_job_field(&b, j->data, j->len);
     char *key = xasprintf("%s/%s", p->ip, site->name);
-    sched_op *op = sched_op_new(j->rec);
+    sched_op *op = sched_op_new_mark(&j->mark);
     sched_op_send(op, s->ctx->prod, s->ctx->t_dispatch, key, b.data, b.len);
     sched_op_release(op);
     free(key);
@@ -343,15 +342,15 @@ static void park(ssite *site, sjob *j, int64_t wait_ms)
     job->not_before_ms = sl_now_ms() + delay;
     sl_buf b = SL_BUF_INIT;
     sl_pack(&job->base, &b);
-    sched_op *op = sched_op_new(j->rec);
+    sched_op *op = sched_op_new_mark(&j->mark);
     sched_op_send(op, s->ctx->prod, topic, site->name, b.data, b.len);
     sched_op_release(op);
     sl_buf_free(&b);
     char labels[300];
     snprintf(labels, sizeof labels, "site=\"%s\"", site->name);
     sl_metric_inc("sluice_shape_parked_total", labels, 1);
-    sl_job_free(job);
     sl_log_job(SL_LOG_DEBUG, job->job_id, "shape: %s parked on %s", site->name, topic);
+    sl_job_free(job);
     sjob_free(j);
 }
 
@@ -548,14 +547,13 @@ static void on_record(void *arg, sl_record *rec)
     const sl_route *r = sl_config_route(cfg, job->domain ? job->domain : "");
     sjob *j = xmalloc(sizeof *j + m->len);
     memset(j, 0, sizeof *j);
-    j->rec = rec;
     j->len = (uint32_t)m->len;
     j->pool = (uint32_t)(pool - cfg->pools);
     j->route = r ? (uint32_t)(r - cfg->routes + 1) : 0;
     memcpy(j->data, m->payload, m->len);
     q_push(site, j, job);
     sl_job_free(job);
-    sl_record_drop_msg(rec);
+    sl_record_to_mark(rec, &j->mark);
     pump(site, s->stopping);
     enforce_bound(s);
     sl_metric_set("sluice_shape_buffered", NULL, (double)s->buffered);
