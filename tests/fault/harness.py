@@ -411,6 +411,20 @@ class Cluster:
                 f.write(line + "\n")
         return r
 
+    def broker_down(self):
+        """Take broker 1 down (its connections close) and move the leader of
+        every partition of every topic to broker 2 or 3. broker_up() ends
+        it."""
+        topics = self.ctl.command("topics").split()[1:]
+        self.ctl.command("broker down 1")
+        for t in topics:
+            name, parts = t.rsplit("/", 1)
+            for p in range(int(parts)):
+                self.ctl.command("leader %s %d %d" % (name, p, 2 + p % 2))
+
+    def broker_up(self):
+        self.ctl.command("broker up 1")
+
     def dump(self, topic, timeout_ms=3000):
         """Every record on topic (suffix) as sched_tool prints it."""
         r = subprocess.run([bin_path("sched_tool"), "dump", "-c", self.cfg, "--topic", topic,

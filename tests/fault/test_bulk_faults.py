@@ -92,16 +92,11 @@ class BulkBrokerFaultTest(unittest.TestCase):
             c.ctl.command("errors Produce 10 REQUEST_TIMED_OUT")
 
             wait_for(fed(0.25), 60, "25% of the rows fed")
-            topics = c.ctl.command("topics").split()[1:]
-            c.ctl.command("broker down 1")
-            for t in topics:
-                name, parts = t.rsplit("/", 1)
-                for p in range(int(parts)):
-                    c.ctl.command("leader %s %d %d" % (name, p, 2 + p % 2))
+            c.broker_down()
             t0 = time.monotonic()
             wait_for(lambda: bulk.poll() is not None or time.monotonic() - t0 >= 4, 10,
                      "a 4 s outage", interval=0.2)
-            c.ctl.command("broker up 1")
+            c.broker_up()
 
             wait_for(fed(0.6), 60, "60% of the rows fed")
             c.ctl.command("rtt 2 5000")

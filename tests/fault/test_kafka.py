@@ -31,17 +31,12 @@ class KafkaFaultTest(unittest.TestCase):
                 c.ctl.command("errors %s %d %s" % (api, n, err))
 
             wait_for(lambda: at_sink() >= JOBS * 0.3, 120, "mail flowing", interval=0.1)
-            topics = c.ctl.command("topics").split()[1:]
-            c.ctl.command("broker down 1")
-            for t in topics:
-                name, parts = t.rsplit("/", 1)
-                for p in range(int(parts)):
-                    c.ctl.command("leader %s %d %d" % (name, p, 2 + p % 2))
+            c.broker_down()
             t0 = time.monotonic()
             # The outage lasts 10 s; the components must stay up throughout.
             wait_for(lambda: c.assert_alive("sched-1", "sender-1") or
                      time.monotonic() - t0 >= 10, 15, "a 10 s outage", interval=0.5)
-            c.ctl.command("broker up 1")
+            c.broker_up()
             log("broker 1 was down %.1fs" % (time.monotonic() - t0))
 
             wait_for(lambda: at_sink() >= JOBS * 0.6, 180, "mail flowing after the outage",
