@@ -19,4 +19,19 @@ int cli_suppress(int argc, char **argv);   /* sluice suppress add|remove|list|im
 int cli_shaping(int argc, char **argv);    /* sluice shaping show */
 int cli_top(int argc, char **argv);        /* sluice top: live per-site view */
 
+#include <stddef.h>
+
+struct sl_buf;
+struct sl_config;
+
+/* Shared by the commands (cli.c). */
+
+/* The config in path, or the built-in default when path is NULL. A bad
+ * file is reported as "sluice CMD: file:line: ..." on stderr and NULL is
+ * returned: the command exits 2. The caller frees it (sl_config_free). */
+struct sl_config *cli_config(const char *cmd, const char *path);
+/* Append the whole of path ("-": stdin), at most max octets, to out.
+ * Returns 0, -errno, or SL_ETOOBIG when the file is larger. */
+int cli_read_file(const char *path, size_t max, struct sl_buf *out);
+
 #endif

@@ -665,12 +665,8 @@ int cli_bulk(int argc, char **argv)
         goto out;
     }
 
-    if (!path) {
-        cfg = sl_config_default();
-    } else if (sl_config_load(path, &cfg, &err) != 0) {
-        fprintf(stderr, "sluice bulk: %s\n", err ? err : "invalid configuration");
+    if (!(cfg = cli_config("bulk", path)))
         goto out;
-    }
     if (b.vars_check) {
         int trc = sluice__template_fetch(cfg, b.m.template_id, &tmpl, &err);
         if (trc == SL_ENOTFOUND) {

@@ -364,13 +364,8 @@ int cli_events(int argc, char **argv)
 
     sl_config *cfg = NULL;
     char *err = NULL;
-    if (!path) {
-        cfg = sl_config_default();
-    } else if (sl_config_load(path, &cfg, &err) != 0) {
-        fprintf(stderr, "sluice events: %s\n", err ? err : "invalid configuration");
-        free(err);
+    if (!(cfg = cli_config("events", path)))
         goto out;
-    }
     char *topic = sl_config_topic(cfg, jobs ? "jobs" : "events");
     /* --since filters on each event's own timestamp rather than seeking by
      * time: the dev broker does not answer timestamp offset lookups, and a

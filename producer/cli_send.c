@@ -50,29 +50,6 @@ static void send_usage(FILE *f)
           f);
 }
 
-/* Read a whole file ("-": stdin). Returns 0 or -errno / SL_ETOOBIG. */
-static int send_read_file(const char *path, sl_buf *out)
-{
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f)
-        return -errno;
-    char buf[65536];
-    size_t n;
-    int rc = 0;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
-        if (out->len + n > SEND_MAX_FILE) {
-            rc = SL_ETOOBIG;
-            break;
-        }
-        sl_buf_append(out, buf, n);
-    }
-    if (!rc && ferror(f))
-        rc = -EIO;
-    if (f != stdin)
-        fclose(f);
-    return rc;
-}
-
 /* Bare LF and bare CR become CRLF. */
 static void send_crlf(const sl_buf *in, sl_buf *out)
 {
@@ -339,7 +316,7 @@ int cli_send(int argc, char **argv)
 
     if (body_file || raw_file) {
         const char *f = body_file ? body_file : raw_file;
-        int frc = send_read_file(f, &raw);
+        int frc = cli_read_file(f, SEND_MAX_FILE, &raw);
         if (frc) {
             fprintf(stderr, "sluice send: %s: %s\n", f,
                     frc == SL_ETOOBIG ? "file too large" : strerror(-frc));

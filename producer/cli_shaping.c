@@ -165,15 +165,9 @@ int cli_shaping(int argc, char **argv)
         return 2;
     }
     sl_config *cfg = NULL;
-    char *err = NULL;
     if (!metrics) {
-        if (!path) {
-            cfg = sl_config_default();
-        } else if (sl_config_load(path, &cfg, &err) != 0) {
-            fprintf(stderr, "sluice shaping: %s\n", err ? err : "invalid configuration");
-            free(err);
+        if (!(cfg = cli_config("shaping", path)))
             return 2;
-        }
         metrics = cfg->metrics.listen;
         if (!metrics) {
             fprintf(stderr, "sluice shaping: no metrics.listen in the config; use --metrics\n");

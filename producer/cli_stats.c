@@ -193,13 +193,8 @@ int cli_stats(int argc, char **argv)
     }
     sl_config *cfg = NULL;
     char *err = NULL;
-    if (!path) {
-        cfg = sl_config_default();
-    } else if (sl_config_load(path, &cfg, &err) != 0) {
-        fprintf(stderr, "sluice stats: %s\n", err ? err : "invalid configuration");
-        free(err);
+    if (!(cfg = cli_config("stats", path)))
         return 2;
-    }
     char *topic = sl_config_topic(cfg, "events");
     sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
     if (!r) {

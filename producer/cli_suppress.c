@@ -206,13 +206,8 @@ int cli_suppress(int argc, char **argv)
     }
     sl_config *cfg = NULL;
     char *err = NULL;
-    if (!path) {
-        cfg = sl_config_default();
-    } else if (sl_config_load(path, &cfg, &err) != 0) {
-        fprintf(stderr, "sluice suppress: %s\n", err ? err : "invalid configuration");
-        free(err);
+    if (!(cfg = cli_config("suppress", path)))
         return 2;
-    }
     char *topic = sl_config_topic(cfg, "suppressions");
     int status = 0;
     if (!strcmp(sub, "list")) {

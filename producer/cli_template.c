@@ -42,28 +42,6 @@ static void template_usage(FILE *f)
           f);
 }
 
-static int template_read(const char *path, sl_buf *out)
-{
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f)
-        return -errno;
-    char buf[65536];
-    size_t n;
-    int rc = 0;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
-        if (out->len + n > TEMPLATE_MAX_BYTES) {
-            rc = SL_ETOOBIG;
-            break;
-        }
-        sl_buf_append(out, buf, n);
-    }
-    if (!rc && ferror(f))
-        rc = -EIO;
-    if (f != stdin)
-        fclose(f);
-    return rc;
-}
-
 static void template_acked(void *arg, int err)
 {
     *(int *)arg = err ? err : 1;
@@ -101,7 +79,7 @@ static int template_put(const sl_config *cfg, const char *id, const char *path)
     sl_tmpl *t = NULL;
     char *err = NULL;
     int rc = 2;
-    int frc = template_read(path, &body);
+    int frc = cli_read_file(path, TEMPLATE_MAX_BYTES, &body);
     if (frc) {
         fprintf(stderr, "sluice template: %s: %s\n", path,
                 frc == SL_ETOOBIG ? "larger than 1 MiB" : strerror(-frc));
@@ -197,14 +175,8 @@ int cli_template(int argc, char **argv)
         return 2;
     }
     sl_config *cfg = NULL;
-    char *err = NULL;
-    if (!path) {
-        cfg = sl_config_default();
-    } else if (sl_config_load(path, &cfg, &err) != 0) {
-        fprintf(stderr, "sluice template: %s\n", err ? err : "invalid configuration");
-        free(err);
+    if (!(cfg = cli_config("template", path)))
         return 2;
-    }
     int rc;
     if (put)
         rc = template_put(cfg, id, argv[optind + 2]);

@@ -492,13 +492,8 @@ int cli_top(int argc, char **argv)
     }
     sl_config *cfg = NULL;
     char *err = NULL;
-    if (!path)
-        cfg = sl_config_default();
-    else if (sl_config_load(path, &cfg, &err) != 0) {
-        fprintf(stderr, "sluice top: %s\n", err ? err : "invalid configuration");
-        free(err);
+    if (!(cfg = cli_config("top", path)))
         return 2;
-    }
     int rc = 1;
     char *topic = sl_config_topic(cfg, "events");
     top_lag lag = {0};

@@ -215,14 +215,8 @@ int cli_topics(int argc, char **argv)
     bool ensure = !strcmp(argv[optind], "ensure");
 
     sl_config *cfg = NULL;
-    char *err = NULL;
-    if (!path) {
-        cfg = sl_config_default();
-    } else if (sl_config_load(path, &cfg, &err) != 0) {
-        fprintf(stderr, "sluice topics: %s\n", err ? err : "invalid configuration");
-        free(err);
+    if (!(cfg = cli_config("topics", path)))
         return 2;
-    }
     size_t n;
     sl_topic_spec *t = sl_topics(cfg, &n);
 
