@@ -928,13 +928,17 @@ void sl_mark_release(sl_mark *mark)
     mark->part__ = NULL;
 }
 
+static bool part_revoked(sl_part *p)
+{
+    pthread_mutex_lock(&p->c->mu);
+    bool r = p->revoked;
+    pthread_mutex_unlock(&p->c->mu);
+    return r;
+}
+
 bool sl_mark_revoked(const sl_mark *mark)
 {
-    sl_consumer *c = mark->part__->c;
-    pthread_mutex_lock(&c->mu);
-    bool r = mark->part__->revoked;
-    pthread_mutex_unlock(&c->mu);
-    return r;
+    return part_revoked(mark->part__);
 }
 
 const char *sl_mark_topic(const sl_mark *mark, int32_t *partition)
@@ -945,11 +949,7 @@ const char *sl_mark_topic(const sl_mark *mark, int32_t *partition)
 
 bool sl_record_revoked(const sl_record *rec)
 {
-    sl_consumer *c = rec->part__->c;
-    pthread_mutex_lock(&c->mu);
-    bool r = rec->part__->revoked;
-    pthread_mutex_unlock(&c->mu);
-    return r;
+    return part_revoked(rec->part__);
 }
 
 void sl_consumer_pause_topic(sl_consumer *c, const char *topic, bool pause)
