@@ -17,7 +17,7 @@ static const double bucket_bounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2
                                        0.5,   1,     2.5,  5,     10,   30,  60};
 #define N_BUCKETS (sizeof bucket_bounds / sizeof bucket_bounds[0])
 
-typedef struct series {
+typedef struct sl_series {
     char *name;
     char *labels;
     sl_metric_type type;
@@ -25,7 +25,7 @@ typedef struct series {
     double sum;
     uint64_t count;
     uint64_t buckets[N_BUCKETS];
-    struct series *next;
+    struct sl_series *next;
 } series;
 
 typedef struct help {
@@ -104,6 +104,28 @@ void sl_metric_add(const char *name, const char *labels, double v)
 {
     pthread_mutex_lock(&mu);
     get(name, labels, SL_METRIC_GAUGE)->value += v;
+    pthread_mutex_unlock(&mu);
+}
+
+sl_series *sl_metric_series(const char *name, const char *labels, sl_metric_type type)
+{
+    pthread_mutex_lock(&mu);
+    series *s = get(name, labels, type);
+    pthread_mutex_unlock(&mu);
+    return s;
+}
+
+void sl_series_add(sl_series *s, double v)
+{
+    pthread_mutex_lock(&mu);
+    s->value += v;
+    pthread_mutex_unlock(&mu);
+}
+
+void sl_series_set(sl_series *s, double v)
+{
+    pthread_mutex_lock(&mu);
+    s->value = v;
     pthread_mutex_unlock(&mu);
 }
 

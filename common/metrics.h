@@ -28,6 +28,14 @@ void sl_metric_help(const char *name, sl_metric_type type, const char *help);
 void sl_metric_inc(const char *name, const char *labels, double v);
 void sl_metric_set(const char *name, const char *labels, double v);
 void sl_metric_add(const char *name, const char *labels, double v); /* gauge += v */
+/* A counter or gauge series looked up once, for paths that update it for
+ * every record: the registry owns it and it lives as long as the process
+ * (series are never removed). sl_series_add() adds to a counter or gauge,
+ * sl_series_set() sets a gauge. */
+typedef struct sl_series sl_series;
+sl_series *sl_metric_series(const char *name, const char *labels, sl_metric_type type);
+void sl_series_add(sl_series *s, double v);
+void sl_series_set(sl_series *s, double v);
 /* Histogram with buckets for seconds: 1ms .. 60s. */
 void sl_metric_observe(const char *name, const char *labels, double v);
 double sl_metric_get(const char *name, const char *labels); /* tests; 0 if absent */
