@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 const char *sl_strerror(int err)
@@ -327,6 +328,15 @@ void sl_lower(char *s)
 
 bool sl_glob_match(const char *p, const char *s)
 {
+    /* The usual shapes, "*.example.com" and "example.com", compare the
+     * tail or the whole name, without the backtracking below. */
+    const char *lit = *p == '*' ? p + 1 : p;
+    if (!lit[strcspn(lit, "*?")]) {
+        size_t pl = strlen(lit), sl = strlen(s);
+        if (lit == p)
+            return pl == sl && !strcasecmp(p, s);
+        return sl >= pl && !strcasecmp(s + sl - pl, lit);
+    }
     const char *star = NULL, *ss = NULL;
     while (*s) {
         if (*p == '*') {
