@@ -112,6 +112,87 @@ int sl_dispatch_decode(const void *p, size_t n, sl_dispatch **out, const char **
     return 0;
 }
 
+static bool pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    uint64_t r = 0;
+    for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t c = *(*p)++;
+        r |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) {
+            *v = r;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Job's fields 1..20: 0 varint, 2 length-delimited (job.proto). */
+static const uint8_t job_wire_type[21] = {
+    [1] = 0,  [2] = 2,  [3] = 2,  [4] = 2,  [5] = 2,  [6] = 0,  [7] = 2,
+    [8] = 2,  [9] = 2,  [10] = 2, [11] = 2, [12] = 2, [13] = 0, [14] = 0,
+    [15] = 0, [16] = 0, [17] = 2, [18] = 2, [19] = 2, [20] = 0,
+};
+
+int sl_job_peek(const void *buf, size_t n, sl_job_fields *out, const char **why)
+{
+    memset(out, 0, sizeof *out);
+    const uint8_t *p = buf, *end = p + n;
+    uint64_t version = 0;
+    while (p < end) {
+        uint64_t tag, v = 0;
+        if (!pb_varint(&p, end, &tag) || tag >> 3 == 0 || tag >> 3 > 0x1fffffff)
+            goto bad;
+        uint32_t field = (uint32_t)(tag >> 3);
+        unsigned wt = tag & 7;
+        if (field < sizeof job_wire_type && wt != job_wire_type[field])
+            goto bad;
+        switch (wt) {
+        case 0:
+            if (!pb_varint(&p, end, &v))
+                goto bad;
+            if (field == 1)
+                version = (uint32_t)v;
+            else if (field == 6)
+                out->priority = (int32_t)v;
+            break;
+        case 1:
+            if (end - p < 8)
+                goto bad;
+            p += 8;
+            break;
+        case 2: {
+            if (!pb_varint(&p, end, &v) || v > (uint64_t)(end - p))
+                goto bad;
+            sl_span *s = field == 3   ? &out->tenant
+                         : field == 4 ? &out->campaign
+                         : field == 5 ? &out->pool
+                         : field == 9 ? &out->domain
+                         : field == 18 ? &out->site
+                                       : NULL;
+            if (s)
+                *s = (sl_span){(const char *)p, (size_t)v};
+            p += v;
+            break;
+        }
+        case 5:
+            if (end - p < 4)
+                goto bad;
+            p += 4;
+            break;
+        default:
+            goto bad;
+        }
+    }
+    if (version == 0 || version > SLUICE_WIRE_VERSION) {
+        *why = version == 0 ? "missing wire version" : "unsupported wire version";
+        return SL_EVERSION;
+    }
+    return 0;
+bad:
+    *why = "malformed protobuf";
+    return SL_EPROTO;
+}
+
 void sl_pack(const ProtobufCMessage *m, sl_buf *b)
 {
     sl_buf_reset(b);
@@ -120,6 +201,37 @@ void sl_pack(const ProtobufCMessage *m, sl_buf *b)
     protobuf_c_message_pack(m, (uint8_t *)b->data);
     b->len = n;
     b->data[n] = 0;
+}
+
+static void put_varint(sl_buf *b, uint64_t v)
+{
+    while (v >= 0x80) {
+        sl_buf_putc(b, (char)(v | 0x80));
+        v >>= 7;
+    }
+    sl_buf_putc(b, (char)v);
+}
+
+void sl_wire_put_varint(sl_buf *b, uint32_t field, uint64_t v)
+{
+    put_varint(b, (uint64_t)field << 3);
+    put_varint(b, v);
+}
+
+void sl_wire_put_double(sl_buf *b, uint32_t field, double v)
+{
+    put_varint(b, (uint64_t)field << 3 | 1);
+    uint64_t u;
+    memcpy(&u, &v, sizeof u);
+    for (int i = 0; i < 8; i++)
+        sl_buf_putc(b, (char)(u >> (8 * i))); /* little-endian */
+}
+
+void sl_wire_put_bytes(sl_buf *b, uint32_t field, const void *v, size_t len)
+{
+    put_varint(b, (uint64_t)field << 3 | 2);
+    put_varint(b, len);
+    sl_buf_append(b, v, len);
 }
 
 static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";

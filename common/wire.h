@@ -40,6 +40,23 @@ int sl_event_decode(const void *p, size_t n, sl_event **out, const char **why);
 int sl_suppression_decode(const void *p, size_t n, sl_suppression **out, const char **why);
 int sl_template_decode(const void *p, size_t n, sl_template_msg **out, const char **why);
 void sl_job_free(sl_job *j);
+/* The fields of an encoded Job that shape routes it by, read in place
+ * without decoding the rest: each span points into the record (not
+ * NUL-terminated; empty when the field is absent, the last one when it
+ * is repeated, as decoding would have it). The record's structure is
+ * checked as sl_job_decode() checks it (every tag, length and varint in
+ * bounds, each known field with its declared wire type, the version)
+ * except inside nested messages, which whoever decodes the whole job
+ * checks. Returns 0, SL_EPROTO or SL_EVERSION with *why as decoders do. */
+typedef struct sl_span {
+    const char *p;
+    size_t n;
+} sl_span;
+typedef struct sl_job_fields {
+    sl_span tenant, campaign, pool, domain, site;
+    int32_t priority;
+} sl_job_fields;
+int sl_job_peek(const void *p, size_t n, sl_job_fields *out, const char **why);
 void sl_dispatch_free(sl_dispatch *d);
 void sl_event_free(sl_event *e);
 void sl_suppression_free(sl_suppression *s);
@@ -48,6 +65,24 @@ void sl_template_free(sl_template_msg *t);
 /* Serialise any protobuf-c message into b (reset first). */
 void sl_pack(const ProtobufCMessage *m, sl_buf *b);
 
+/* Append one field to b as protobuf encodes it: length-delimited (string,
+ * bytes, message), varint (integers, enums, bools; a negative int64 as its
+ * two's complement) or 64-bit (double). Protobuf reads fields in any
+ * order, and of a scalar or string field given twice the last one: so a
+ * field appended to a message's encoding sets it without decoding and
+ * encoding the message again, and a message can be put together from
+ * parts encoded at different times. */
+void sl_wire_put_bytes(sl_buf *b, uint32_t field, const void *v, size_t len);
+void sl_wire_put_varint(sl_buf *b, uint32_t field, uint64_t v);
+void sl_wire_put_double(sl_buf *b, uint32_t field, double v);
+/* Field numbers for them (proto/sluice/v1). */
+#define SL_JOB_FIELD_DOMAIN 9
+#define SL_JOB_FIELD_SITE 18
+#define SL_DISPATCH_FIELD_JOB 2
+#define SL_DISPATCH_FIELD_POOL 4
+#define SL_DISPATCH_FIELD_SEND_AT 7
+#define SL_DISPATCH_FIELD_RATE 8
+#define SL_DISPATCH_FIELD_ROUTE 12
 /* A new job id: 26 characters, time-sortable (48-bit ms clock, 80 random
  * bits, Crockford base32, like a ULID). Writes into out[27]. Thread safe. */
 void sl_job_id_new(char out[27]);

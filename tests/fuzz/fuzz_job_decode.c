@@ -11,6 +11,9 @@
  *     version);
  *   - what decodes re-encodes (sl_pack) to bytes that decode again and
  *     re-encode to the same bytes;
+ *   - sl_job_peek() accepts every job sl_job_decode() accepts and reads
+ *     the same tenant, campaign, pool, domain, site and priority; what it
+ *     refuses, sl_job_decode() refuses too;
  *   - sl_event_json() of a decoded event, and of the event built from a
  *     decoded job by sl_event_from_job(), is one well-formed JSON object
  *     (checked with jansson, after mapping bytes >= 0x80 to 'x' so that
@@ -36,6 +39,14 @@
     } while (0)
 
 static int strict_utf8 = -1;
+
+static void check_span(const char *what, sl_span v, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    /* A decoded string ends at its first NUL; the span holds all of it. */
+    if (v.n < n || (n && memcmp(v.p, s, n) != 0) || (v.n > n && memchr(v.p, 0, v.n) != v.p + n))
+        FAIL("sl_job_peek read another %s than sl_job_decode", what);
+}
 
 static void check_rc(const char *what, int rc, const void *msg, const char *why)
 {
@@ -101,7 +112,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sl_job *job = NULL;
     int rc = sl_job_decode(data, size, &job, &why);
     check_rc("sl_job_decode", rc, job, why);
+    sl_job_fields f;
+    const char *pwhy = NULL;
+    int prc = sl_job_peek(data, size, &f, &pwhy);
+    check_rc("sl_job_peek", prc, &f, pwhy);
+    if (rc == 0 && prc != 0)
+        FAIL("sl_job_peek refused a job sl_job_decode accepted: %s", pwhy);
     if (rc == 0) {
+        check_span("tenant", f.tenant, job->tenant);
+        check_span("campaign", f.campaign, job->campaign);
+        check_span("pool", f.pool, job->pool);
+        check_span("domain", f.domain, job->domain);
+        check_span("site", f.site, job->site);
+        if (f.priority != (int32_t)job->priority)
+            FAIL("sl_job_peek read another priority than sl_job_decode");
         if (job->version == 0 || job->version > SLUICE_WIRE_VERSION)
             FAIL("job of version %u accepted", job->version);
         check_roundtrip(&job->base);

@@ -1,4 +1,5 @@
-/* wire: version checks, job ids, event JSON, metrics rendering. */
+/* wire: version checks, fields appended and read in place, job ids, event
+ * JSON, metrics rendering. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,6 +30,119 @@ static void job_round_trip(void **state)
     assert_string_equal(out->recipients[0], "a@example.org");
     sl_job_free(out);
     sl_buf_free(&b);
+}
+
+static sl_buf tiny_job(void)
+{
+    sl_job j = SLUICE__V1__JOB__INIT;
+    j.version = SLUICE_WIRE_VERSION;
+    j.job_id = "J1";
+    j.tenant = "acme";
+    j.domain = "Example.ORG";
+    j.site = "old";
+    j.priority = SLUICE__V1__PRIORITY__PRIORITY_TRANSACTIONAL;
+    char *r[] = {"a@example.org"};
+    j.recipients = r;
+    j.n_recipients = 1;
+    sl_buf b = SL_BUF_INIT;
+    sl_pack(&j.base, &b);
+    return b;
+}
+
+static void appended_fields_win(void **state)
+{
+    (void)state;
+    sl_buf b = tiny_job();
+    sl_wire_put_bytes(&b, SL_JOB_FIELD_DOMAIN, "example.org", 11);
+    sl_wire_put_bytes(&b, SL_JOB_FIELD_SITE, "google", 6);
+    sl_job *out = NULL;
+    const char *why = NULL;
+    assert_int_equal(sl_job_decode(b.data, b.len, &out, &why), 0);
+    assert_string_equal(out->domain, "example.org");
+    assert_string_equal(out->site, "google");
+    assert_string_equal(out->job_id, "J1");
+    sl_job_free(out);
+    sl_job_fields f;
+    assert_int_equal(sl_job_peek(b.data, b.len, &f, &why), 0);
+    assert_int_equal(f.site.n, 6);
+    assert_memory_equal(f.site.p, "google", 6);
+    assert_int_equal(f.domain.n, 11);
+    assert_memory_equal(f.domain.p, "example.org", 11);
+    assert_int_equal(f.tenant.n, 4);
+    assert_memory_equal(f.tenant.p, "acme", 4);
+    assert_int_equal(f.campaign.n, 0);
+    assert_int_equal(f.pool.n, 0);
+    assert_int_equal(f.priority, SLUICE__V1__PRIORITY__PRIORITY_TRANSACTIONAL);
+    sl_buf_free(&b);
+}
+
+/* sl_job_peek() refuses what sl_job_decode() refuses. */
+static void peek_refuses_as_decode_does(void **state)
+{
+    (void)state;
+    sl_buf b = tiny_job();
+    sl_job_fields f;
+    sl_job *out = NULL;
+    const char *why = NULL;
+    for (size_t cut = 1; cut < b.len; cut++) {
+        int d = sl_job_decode(b.data, cut, &out, &why);
+        sl_job_free(out);
+        out = NULL;
+        int p = sl_job_peek(b.data, cut, &f, &why);
+        assert_int_equal(p != 0, d != 0);
+    }
+    /* The job id (field 2, a string) as a varint. */
+    sl_buf w = SL_BUF_INIT;
+    sl_wire_put_varint(&w, 1, SLUICE_WIRE_VERSION);
+    sl_wire_put_varint(&w, 2, 7);
+    assert_int_not_equal(sl_job_decode(w.data, w.len, &out, &why), 0);
+    assert_int_equal(sl_job_peek(w.data, w.len, &f, &why), SL_EPROTO);
+    assert_string_equal(why, "malformed protobuf");
+    /* A version from the future. */
+    sl_buf_reset(&w);
+    sl_wire_put_varint(&w, 1, SLUICE_WIRE_VERSION + 1);
+    assert_int_equal(sl_job_peek(w.data, w.len, &f, &why), SL_EVERSION);
+    /* Field number 0. */
+    sl_buf_reset(&w);
+    sl_wire_put_varint(&w, 1, SLUICE_WIRE_VERSION);
+    sl_wire_put_varint(&w, 0, 1);
+    assert_int_equal(sl_job_peek(w.data, w.len, &f, &why), SL_EPROTO);
+    sl_buf_free(&w);
+    sl_buf_free(&b);
+}
+
+/* A Dispatch put together from parts reads as the one encoded whole. */
+static void dispatch_from_parts(void **state)
+{
+    (void)state;
+    sl_buf job = tiny_job();
+    sl_dispatch whole = SLUICE__V1__DISPATCH__INIT;
+    whole.version = SLUICE_WIRE_VERSION;
+    whole.site = "google";
+    whole.source_ip = "192.0.2.1";
+    whole.max_connections = 5;
+    sl_buf b = SL_BUF_INIT;
+    sl_pack(&whole.base, &b);
+    sl_wire_put_bytes(&b, SL_DISPATCH_FIELD_POOL, "bulk", 4);
+    sl_wire_put_bytes(&b, SL_DISPATCH_FIELD_ROUTE, "[::1]:25", 8);
+    sl_wire_put_varint(&b, SL_DISPATCH_FIELD_SEND_AT, (uint64_t)1795400000123LL);
+    sl_wire_put_double(&b, SL_DISPATCH_FIELD_RATE, 12.5);
+    sl_wire_put_bytes(&b, SL_DISPATCH_FIELD_JOB, job.data, job.len);
+    sl_dispatch *d = NULL;
+    const char *why = NULL;
+    assert_int_equal(sl_dispatch_decode(b.data, b.len, &d, &why), 0);
+    assert_string_equal(d->site, "google");
+    assert_string_equal(d->source_ip, "192.0.2.1");
+    assert_int_equal(d->max_connections, 5);
+    assert_string_equal(d->pool, "bulk");
+    assert_string_equal(d->route, "[::1]:25");
+    assert_int_equal(d->send_at_ms, 1795400000123LL);
+    assert_true(d->rate_per_sec == 12.5);
+    assert_string_equal(d->job->job_id, "J1");
+    assert_string_equal(d->job->site, "old");
+    sl_dispatch_free(d);
+    sl_buf_free(&b);
+    sl_buf_free(&job);
 }
 
 static void versions_refused(void **state)
@@ -128,7 +242,9 @@ static void metrics_render(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(job_round_trip),   cmocka_unit_test(versions_refused),
+        cmocka_unit_test(job_round_trip),   cmocka_unit_test(appended_fields_win),
+        cmocka_unit_test(peek_refuses_as_decode_does), cmocka_unit_test(dispatch_from_parts),
+        cmocka_unit_test(versions_refused),
         cmocka_unit_test(field_number_zero_refused),
         cmocka_unit_test(job_ids_unique_and_sortable), cmocka_unit_test(event_json),
         cmocka_unit_test(metrics_render),
