@@ -119,19 +119,28 @@ rd_kafka_conf_t *sl_kafka_conf(const sl_config *cfg, const char *role)
 /* ------------------------------------------------------------------ */
 /* producer                                                            */
 
+/* A record until its delivery report: one allocation, with the topic,
+ * key and value in data[] (librdkafka is given them without a copy). */
 typedef struct pmsg {
     sl_producer *p;
-    char *topic;
-    void *key;
+    const char *topic;
+    const void *key;          /* NULL: no key */
     size_t klen;
-    void *val;
+    const void *val;          /* NULL: a tombstone */
     size_t vlen;
-    bool tombstone;
     rd_kafka_headers_t *hdrs; /* our copy; librdkafka gets a copy of it */
     sl_produce_cb cb;
     void *arg;
     int attempts;
+    char data[];
 } pmsg;
+
+/* A topic handle, so that producing does not look the topic up by name
+ * for every record. */
+typedef struct ptopic {
+    char *name;
+    rd_kafka_topic_t *rkt;
+} ptopic;
 
 struct sl_producer {
     const sl_config *cfg;
@@ -144,6 +153,8 @@ struct sl_producer {
     bool closing;      /* sl_producer_free(): purged records are dropped */
     pmsg **retry;      /* records to produce again (timeouts, purged) */
     size_t n_retry, cap_retry;
+    ptopic *topics;    /* handles of rk's topics */
+    size_t n_topics;
 };
 
 static void producer_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
@@ -178,11 +189,33 @@ static rd_kafka_t *producer_create(sl_producer *p, char **err)
     return rk;
 }
 
+static rd_kafka_topic_t *topic_handle(sl_producer *p, const char *name)
+{
+    for (size_t i = 0; i < p->n_topics; i++)
+        if (!strcmp(p->topics[i].name, name))
+            return p->topics[i].rkt;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->rk, name, NULL);
+    if (!rkt)
+        return NULL;
+    p->topics = xrealloc(p->topics, (p->n_topics + 1) * sizeof *p->topics);
+    p->topics[p->n_topics++] = (ptopic){xstrdup(name), rkt};
+    return rkt;
+}
+
+/* Before rk is destroyed: it holds a reference for each handle. */
+static void topics_clear(sl_producer *p)
+{
+    for (size_t i = 0; i < p->n_topics; i++) {
+        rd_kafka_topic_destroy(p->topics[i].rkt);
+        free(p->topics[i].name);
+    }
+    free(p->topics);
+    p->topics = NULL;
+    p->n_topics = 0;
+}
+
 static void pmsg_free(pmsg *m)
 {
-    free(m->topic);
-    free(m->key);
-    free(m->val);
     if (m->hdrs)
         rd_kafka_headers_destroy(m->hdrs);
     free(m);
@@ -199,10 +232,13 @@ static void pmsg_finish(pmsg *m, int err)
 
 static int pmsg_produce(sl_producer *p, pmsg *m)
 {
+    rd_kafka_topic_t *rkt = topic_handle(p, m->topic);
+    if (!rkt)
+        return SL_EKAFKA;
     for (;;) {
         rd_kafka_resp_err_t e = rd_kafka_producev(
-            p->rk, RD_KAFKA_V_TOPIC(m->topic), RD_KAFKA_V_KEY(m->key, m->klen),
-            RD_KAFKA_V_VALUE(m->tombstone ? NULL : m->val, m->tombstone ? 0 : m->vlen),
+            p->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_KEY(m->key, m->klen),
+            RD_KAFKA_V_VALUE((void *)m->val, m->vlen),
             /* No copy: m owns key and value until its delivery report. */
             RD_KAFKA_V_MSGFLAGS(0),
             RD_KAFKA_V_HEADERS(m->hdrs ? rd_kafka_headers_copy(m->hdrs) : NULL),
@@ -277,6 +313,7 @@ static void producer_recreate(sl_producer *p)
     rd_kafka_poll(old, 0);
     while (rd_kafka_outq_len(old) > 0)
         rd_kafka_poll(old, 10);
+    topics_clear(p);
     char *err = NULL;
     rd_kafka_t *rk = NULL;
     p->rk = NULL;
@@ -366,18 +403,21 @@ int sl_producer_send(sl_producer *p, const char *topic, const void *key, size_t 
 {
     if (p->recreate)
         producer_recreate(p);
-    pmsg *m = xcalloc(1, sizeof *m);
+    size_t tlen = strlen(topic) + 1;
+    if (!key)
+        klen = 0;
+    if (!val)
+        vlen = 0;
+    pmsg *m = xmalloc(sizeof *m + tlen + klen + vlen);
+    memset(m, 0, sizeof *m);
     m->p = p;
-    m->topic = xstrdup(topic);
+    m->topic = memcpy(m->data, topic, tlen);
     if (key) {
-        m->key = xmalloc(klen ? klen : 1);
-        memcpy(m->key, key, klen);
+        m->key = memcpy(m->data + tlen, key, klen);
         m->klen = klen;
     }
-    m->tombstone = val == NULL;
     if (val) {
-        m->val = xmalloc(vlen ? vlen : 1);
-        memcpy(m->val, val, vlen);
+        m->val = memcpy(m->data + tlen + klen, val, vlen);
         m->vlen = vlen;
     }
     if (nhdrs) {
@@ -448,6 +488,7 @@ void sl_producer_free(sl_producer *p)
     p->closing = true;
     while (rd_kafka_outq_len(p->rk) > 0)
         rd_kafka_poll(p->rk, 10);
+    topics_clear(p);
     rd_kafka_destroy(p->rk);
     for (size_t i = 0; i < p->n_retry; i++)
         pmsg_free(p->retry[i]);
@@ -466,6 +507,9 @@ void sl_producer_free(sl_producer *p)
  * max.poll.interval.ms of 5 minutes). */
 #define SL_HOLD_MS 30000
 
+/* Records taken from librdkafka at a time. */
+#define SL_POLL_BATCH 256
+
 /* One assigned partition's in-flight records, in offset order. */
 typedef struct sl_part {
     char *topic;
@@ -475,6 +519,8 @@ typedef struct sl_part {
     bool paused;        /* as last applied to librdkafka */
     int64_t committed;  /* at assignment; RD_KAFKA_OFFSET_INVALID: none */
     sl_offsets window;  /* records in flight, in offset order */
+    int64_t store;      /* offset to store at the next stores_flush(); -1: none */
+    struct sl_part *store_next;
     struct sl_consumer *c;
     struct sl_part *next;
 } sl_part;
@@ -484,6 +530,9 @@ struct sl_consumer {
     rd_kafka_t *rk;
     uv_loop_t *loop;
     uv_async_t async;
+    uv_check_t check;            /* stores_flush() once per loop iteration */
+    rd_kafka_queue_t *queue;     /* the consumer queue (records, rebalances) */
+    int closing;                 /* handles not yet closed by sl_consumer_free() */
     pthread_t thread;
     pthread_mutex_t mu;
     sl_consumer_opts o;
@@ -492,6 +541,7 @@ struct sl_consumer {
 
     /* under mu */
     sl_part *parts;
+    sl_part *stores;             /* parts with an offset to store (each holds a ref) */
     sl_record *q_head, *q_tail;
     size_t inflight;             /* queued + handed out, not done */
     bool stopping;
@@ -528,8 +578,35 @@ static void part_unref(sl_part *p)
     free(p);
 }
 
+/* Under mu: hand librdkafka the offsets the loop advanced since the last
+ * call, in one call (storing each as it advanced cost a list and a lock
+ * round trip per record). Under mu, so that two flushes never store an
+ * older offset after a newer one. */
+static void stores_flush(sl_consumer *c)
+{
+    if (!c->stores)
+        return;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (sl_part *p = c->stores, *n; p; p = n) {
+        n = p->store_next;
+        if (!p->revoked)
+            rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = p->store;
+        p->store = -1;
+        p->store_next = NULL;
+        part_unref(p);
+    }
+    c->stores = NULL;
+    /* Fails harmlessly for a partition revoked meanwhile. */
+    if (l->cnt)
+        rd_kafka_offsets_store(c->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
 static void consumer_commit(sl_consumer *c, const char *why)
 {
+    pthread_mutex_lock(&c->mu);
+    stores_flush(c);
+    pthread_mutex_unlock(&c->mu);
     rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, 0 /* sync */);
     if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
         sl_warn("kafka commit (%s) failed: %s", why, rd_kafka_err2str(e));
@@ -556,6 +633,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             p->refs = 1;
             p->c = c;
             sl_offsets_init(&p->window);
+            p->store = -1;
             p->committed = tp->offset;
             p->next = c->parts;
             c->parts = p;
@@ -729,42 +807,70 @@ static void *consumer_thread(void *arg)
             apply_pauses(c);
         if (stopping && inflight == 0)
             break;
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 100);
-        if (!m)
+        /* Wait for one record, then take what else is there already: one
+         * lock and one wake-up of the loop for up to SL_POLL_BATCH records,
+         * not one of each per record. (rd_kafka_consume_batch_queue()
+         * waits for a full batch until its timeout: only without one.)
+         * Both serve rebalance callbacks. */
+        rd_kafka_message_t *batch[SL_POLL_BATCH];
+        sl_record *recs[SL_POLL_BATCH];
+        if (!(batch[0] = rd_kafka_consumer_poll(c->rk, 100)))
             continue;
-        if (m->err) {
-            if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET)
-                retention_alarm(c, m);
-            else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                sl_warn("kafka consumer: %s", rd_kafka_message_errstr(m));
-            rd_kafka_message_destroy(m);
-            continue;
+        size_t room = inflight + 1 < max ? max - inflight : 1;
+        ssize_t more = room > 1 ? rd_kafka_consume_batch_queue(
+                                      c->queue, 0, batch + 1,
+                                      (room < SL_POLL_BATCH ? room : SL_POLL_BATCH) - 1)
+                                : 0;
+        ssize_t got = 1 + (more > 0 ? more : 0);
+        size_t n = 0;
+        for (ssize_t i = 0; i < got; i++) {
+            rd_kafka_message_t *m = batch[i];
+            if (m->err) {
+                if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET)
+                    retention_alarm(c, m);
+                else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                    sl_warn("kafka consumer: %s", rd_kafka_message_errstr(m));
+                rd_kafka_message_destroy(m);
+                continue;
+            }
+            recs[n] = xcalloc(1, sizeof **recs);
+            recs[n++]->msg = m;
         }
-        const char *topic = rd_kafka_topic_name(m->rkt);
+        if (!n)
+            continue;
+        size_t queued = 0, dropped = 0;
         pthread_mutex_lock(&c->mu);
-        sl_part *p = part_find(c, topic, m->partition);
-        if (!p) {
-            /* Not (or no longer) ours: the next owner reads it. */
-            pthread_mutex_unlock(&c->mu);
-            rd_kafka_message_destroy(m);
-            continue;
+        for (size_t i = 0; i < n; i++) {
+            sl_record *r = recs[i];
+            rd_kafka_message_t *m = r->msg;
+            sl_part *p = part_find(c, rd_kafka_topic_name(m->rkt), m->partition);
+            if (!p) {
+                /* Not (or no longer) ours: the next owner reads it. */
+                recs[dropped++] = r; /* i >= dropped: recs[i] was read */
+                continue;
+            }
+            r->topic = p->topic;
+            r->partition = m->partition;
+            r->offset = m->offset;
+            r->part__ = p;
+            p->refs++;
+            r->seq__ = sl_offsets_push(&p->window, m->offset);
+            if (c->q_tail)
+                c->q_tail->next__ = r;
+            else
+                c->q_head = r;
+            c->q_tail = r;
+            c->inflight++;
+            queued++;
         }
-        sl_record *r = xcalloc(1, sizeof *r);
-        r->msg = m;
-        r->topic = p->topic;
-        r->partition = m->partition;
-        r->offset = m->offset;
-        r->part__ = p;
-        p->refs++;
-        r->seq__ = sl_offsets_push(&p->window, m->offset);
-        if (c->q_tail)
-            c->q_tail->next__ = r;
-        else
-            c->q_head = r;
-        c->q_tail = r;
-        c->inflight++;
         pthread_mutex_unlock(&c->mu);
-        uv_async_send(&c->async);
+        /* Only these: a queued record may be the loop's to free already. */
+        for (size_t i = 0; i < dropped; i++) {
+            rd_kafka_message_destroy(recs[i]->msg);
+            free(recs[i]);
+        }
+        if (queued)
+            uv_async_send(&c->async);
     }
     /* Drained: commit what is stored, leave the group. */
     consumer_commit(c, "stop");
@@ -774,6 +880,14 @@ static void *consumer_thread(void *arg)
     pthread_mutex_unlock(&c->mu);
     uv_async_send(&c->async);
     return NULL;
+}
+
+static void consumer_check_cb(uv_check_t *h)
+{
+    sl_consumer *c = h->data;
+    pthread_mutex_lock(&c->mu);
+    stores_flush(c);
+    pthread_mutex_unlock(&c->mu);
 }
 
 static void consumer_async_cb(uv_async_t *h)
@@ -832,6 +946,7 @@ sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_con
     }
     /* kc is now owned by rk */
     rd_kafka_poll_set_consumer(c->rk);
+    c->queue = rd_kafka_queue_get_consumer(c->rk);
     rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new((int)o->n_topics);
     c->topics = xcalloc(o->n_topics, sizeof *c->topics);
     for (size_t i = 0; i < o->n_topics; i++) {
@@ -843,6 +958,7 @@ sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_con
     rd_kafka_topic_partition_list_destroy(subs);
     if (e) {
         *err = xasprintf("kafka subscribe: %s", rd_kafka_err2str(e));
+        rd_kafka_queue_destroy(c->queue);
         rd_kafka_destroy(c->rk);
         for (size_t i = 0; i < o->n_topics; i++)
             free(c->topics[i]);
@@ -855,6 +971,9 @@ sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_con
     c->wake_at = SIZE_MAX;
     uv_async_init(loop, &c->async, consumer_async_cb);
     c->async.data = c;
+    uv_check_init(loop, &c->check);
+    c->check.data = c;
+    uv_check_start(&c->check, consumer_check_cb);
     if (pthread_create(&c->thread, NULL, consumer_thread, c) != 0)
         sl_panic("pthread_create: %s", strerror(errno));
     return c;
@@ -865,27 +984,26 @@ sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_con
 static void place_finish(sl_part *p, uint64_t seq, bool done)
 {
     sl_consumer *c = p->c;
-    int64_t store = -1;
     pthread_mutex_lock(&c->mu);
-    if (done && !p->revoked)
-        store = sl_offsets_done(&p->window, seq);
+    if (done && !p->revoked) {
+        int64_t store = sl_offsets_done(&p->window, seq);
+        if (store >= 0) {
+            if (p->store < 0) {
+                p->store_next = c->stores;
+                c->stores = p;
+                p->refs++;
+            }
+            p->store = store;
+        }
+    }
     c->inflight--;
     bool wake = c->inflight == c->wake_at || (c->stopping && c->inflight == 0);
     if (wake)
         pthread_cond_signal(&c->cv);
+    part_unref(p);
     pthread_mutex_unlock(&c->mu);
     if (wake)
         rd_kafka_yield(c->rk);
-    if (store >= 0) {
-        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = store;
-        /* Fails harmlessly when the partition was revoked meanwhile. */
-        rd_kafka_offsets_store(c->rk, l);
-        rd_kafka_topic_partition_list_destroy(l);
-    }
-    pthread_mutex_lock(&c->mu);
-    part_unref(p);
-    pthread_mutex_unlock(&c->mu);
 }
 
 static void record_finish(sl_record *rec, bool done)
@@ -1008,6 +1126,8 @@ bool sl_consumer_assigned(const sl_consumer *c)
 static void consumer_close_cb(uv_handle_t *h)
 {
     sl_consumer *c = h->data;
+    if (--c->closing > 0)
+        return;
     for (size_t i = 0; i < c->o.n_topics; i++)
         free(c->topics[i]);
     free(c->topics);
@@ -1031,6 +1151,13 @@ void sl_consumer_free(sl_consumer *c)
         p = n;
     }
     c->parts = NULL;
+    for (p = c->stores; p; p = c->stores) {
+        c->stores = p->store_next;
+        part_unref(p);
+    }
+    rd_kafka_queue_destroy(c->queue);
     rd_kafka_destroy(c->rk);
+    c->closing = 2;
     uv_close((uv_handle_t *)&c->async, consumer_close_cb);
+    uv_close((uv_handle_t *)&c->check, consumer_close_cb);
 }

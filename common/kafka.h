@@ -21,11 +21,13 @@
  * sl_producer_flush(). One owner thread.
  *
  * sl_consumer is the at-least-once consumer. A thread of its own polls
- * Kafka and hands each record to the loop thread through a bounded queue;
- * the record callback owns the sl_record until it calls sl_record_done(),
- * after everything produced for it was acknowledged. The offset stored for
- * a partition is always the lowest record still in flight (or one past the
- * last done), so a crash repeats and never skips. Past max_inflight
+ * Kafka and hands the records to the loop thread through a bounded queue,
+ * as many as have arrived at a time; the record callback owns the
+ * sl_record until it calls sl_record_done(), after everything produced for
+ * it was acknowledged. The offset stored for a partition is always the
+ * lowest record still in flight (or one past the last done), so a crash
+ * repeats and never skips; the loop hands the offsets it advanced to
+ * librdkafka once per loop iteration, and before every commit. Past max_inflight
  * records in memory the consumer pauses its partitions (never blocks the
  * loop) and resumes below half. Offsets are committed every
  * kafka.commit_interval_ms, on revoke and on stop. A committed offset that
