@@ -15,6 +15,8 @@
 struct sched_classify {
     sched_ctx *ctx;
     sl_consumer *cons;
+    sl_series *m_jobs; /* sluice_scheduler_jobs_total{stage="classify"} */
+    sl_buf out;        /* the job being encoded for sited */
 };
 
 /* One job between its record and the sited publication (DNS may be in
@@ -64,17 +66,26 @@ static void cjob_finish(cjob *j)
     free(j);
 }
 
-static void publish_sited(cjob *j, const char *site)
+/* raw: the record's bytes when the job goes on as it came but for its
+ * site (and domain, when classify filled or lower-cased it): those fields
+ * are appended instead of encoding the whole job again. NULL: encode it. */
+static void publish_sited(cjob *j, const char *site, const rd_kafka_message_t *raw,
+                          bool domain_changed)
 {
     sched_ctx *ctx = j->c->ctx;
-    set_str(&j->job->site, site);
-    sl_buf b = SL_BUF_INIT;
-    sl_pack(&j->job->base, &b);
-    sched_op_send(j->op, ctx->prod, ctx->t_sited, site, b.data, b.len);
-    sl_buf_free(&b);
-    char labels[256];
-    snprintf(labels, sizeof labels, "stage=\"classify\"");
-    sl_metric_inc("sluice_scheduler_jobs_total", labels, 1);
+    sl_buf *b = &j->c->out;
+    if (raw) {
+        sl_buf_reset(b);
+        sl_buf_append(b, raw->payload, raw->len);
+        if (domain_changed)
+            sl_wire_put_bytes(b, SL_JOB_FIELD_DOMAIN, j->job->domain, strlen(j->job->domain));
+        sl_wire_put_bytes(b, SL_JOB_FIELD_SITE, site, strlen(site));
+    } else {
+        set_str(&j->job->site, site);
+        sl_pack(&j->job->base, b);
+    }
+    sched_op_send(j->op, ctx->prod, ctx->t_sited, site, b->data, b->len);
+    sl_series_add(j->c->m_jobs, 1);
     cjob_finish(j);
 }
 
@@ -136,7 +147,7 @@ static void mx_cb(const sl_dns_mx_result *res, void *arg)
         park_dns(j, sl_dns_status_name(res->status));
         return;
     }
-    publish_sited(j, site);
+    publish_sited(j, site, NULL, false);
     free(site);
 }
 
@@ -179,6 +190,11 @@ static void on_record(void *arg, sl_record *rec)
         sched_op_release(op);
         return;
     }
+    /* Does the job go on as it came, but for its site? */
+    bool as_is = !job->null_mx;
+    bool domain_changed = !job->domain || !*job->domain;
+    for (const char *d = job->domain; d && *d && !domain_changed; d++)
+        domain_changed = *d >= 'A' && *d <= 'Z';
     if ((why = sched_classify_validate(cfg, job))) {
         sched_op_reject(op, ctx, job, "classify", why);
         sl_job_free(job);
@@ -203,6 +219,7 @@ static void on_record(void *arg, sl_record *rec)
             sl_log_job(SL_LOG_INFO, job->job_id, "classify: %s suppressed", r);
             sl_metric_inc("sluice_suppressed_total", NULL, 1);
             free(r);
+            as_is = false;
         }
         job->n_recipients = keep;
         if (!keep) {
@@ -216,19 +233,20 @@ static void on_record(void *arg, sl_record *rec)
     j->op = op;
     j->job = job;
     job->null_mx = false;
+    const rd_kafka_message_t *raw = as_is ? m : NULL;
     const char *site = sched_site_by_domain(cfg, job->domain);
     if (site) {
-        publish_sited(j, site);
+        publish_sited(j, site, raw, domain_changed);
         return;
     }
     if (sl_config_route(cfg, job->domain) || !ctx->dns) {
         /* A smart host: no MX lookup; the domain is its own site. */
-        publish_sited(j, job->domain);
+        publish_sited(j, job->domain, raw, domain_changed);
         return;
     }
     if (sl_dns_mx(ctx->dns, job->domain, mx_cb, j) != 0) {
         /* An unusable name: the sender bounces it as a bad domain. */
-        publish_sited(j, job->domain);
+        publish_sited(j, job->domain, raw, domain_changed);
     }
 }
 
@@ -247,6 +265,8 @@ sched_classify *sched_classify_new(sched_ctx *ctx, char **err)
         free(c);
         return NULL;
     }
+    c->m_jobs = sl_metric_series("sluice_scheduler_jobs_total", "stage=\"classify\"",
+                                 SL_METRIC_COUNTER);
     return c;
 }
 
@@ -265,5 +285,6 @@ void sched_classify_free(sched_classify *c)
     if (!c)
         return;
     sl_consumer_free(c->cons);
+    sl_buf_free(&c->out);
     free(c);
 }

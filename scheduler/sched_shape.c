@@ -35,6 +35,10 @@ typedef struct spair {
     uint32_t sent_today;
     int64_t swrr;
     char labels[512];
+    sl_series *dispatched; /* sluice_shape_dispatched_total{labels} */
+    char *key;             /* "ip/site": the dispatch key */
+    sl_buf head;           /* the pair's own Dispatch fields, encoded (pair_head()) */
+    const sl_source *head_src; /* the source head was encoded for */
 } spair;
 
 /* A held job. A million of them can wait behind one slow site, so it is
@@ -91,6 +95,9 @@ struct sched_shape {
     int closing;       /* site timers still closing */
     struct wrestore *restore; /* warm-up counts being read; NULL: done */
     bool freeing;             /* sched_shape_free() was called */
+    char **routes;            /* cfg->routes as a Dispatch names them, "host:port" */
+    sl_buf out;               /* the Dispatch being encoded */
+    sl_series *m_buffered;    /* sluice_shape_buffered */
 };
 
 static void pump(ssite *site, bool force);
@@ -157,6 +164,8 @@ static spair *pair_get(ssite *site, const char *ip, const sl_source *src)
     sched_backoff_init(&p->bo, p->cfg_rate);
     p->day = sched_day_of(now);
     snprintf(p->labels, sizeof p->labels, "site=\"%s\",source=\"%s\"", site->name, ip);
+    p->dispatched = sl_metric_series("sluice_shape_dispatched_total", p->labels, SL_METRIC_COUNTER);
+    p->key = xasprintf("%s/%s", ip, site->name);
     sched_map_put(&site->pairs, ip, p);
     pair_publish(site->s, p, NULL);
     return p;
@@ -190,23 +199,28 @@ static ssite *site_get(sched_shape *s, const char *name)
     return site;
 }
 
-static int prio_of(const sl_job *job)
+static int prio_of(int32_t priority)
 {
-    switch (job->priority) {
+    switch (priority) {
     case SLUICE__V1__PRIORITY__PRIORITY_TRANSACTIONAL: return 0;
     case SLUICE__V1__PRIORITY__PRIORITY_NORMAL: return 1;
     default: return 2;
     }
 }
 
-static void q_push(ssite *site, sjob *j, const sl_job *job)
+/* tenant: the job's or the default one; campaign: the job's or "". */
+static void q_push(ssite *site, sjob *j, const char *tenant, const char *campaign, int prio)
 {
-    const char *tenant = job->tenant && *job->tenant ? job->tenant
-                                                      : site->s->ctx->cfg->scheduler.default_tenant;
-    const char *campaign = job->campaign ? job->campaign : "";
-    char *key = xasprintf("%s\x1f%s", tenant ? tenant : "", campaign);
-    sched_fq_flow *f = sched_fq_push(&site->fq, key, &j->it, prio_of(job));
-    free(key);
+    /* The flow key "tenant\x1fcampaign" (sched_fq copies it). */
+    size_t tl = strlen(tenant), cl = strlen(campaign);
+    char stack[256];
+    char *key = tl + cl + 2 <= sizeof stack ? stack : xmalloc(tl + cl + 2);
+    memcpy(key, tenant, tl);
+    key[tl] = '\x1f';
+    memcpy(key + tl + 1, campaign, cl + 1);
+    sched_fq_flow *f = sched_fq_push(&site->fq, key, &j->it, prio);
+    if (key != stack)
+        free(key);
     if (!f->data) {
         sflow_limits *fl = xcalloc(1, sizeof *fl);
         fl->n = sched_limits_resolve(&site->s->limits, tenant, campaign, fl->b, SCHED_LIMITS_MAX,
@@ -260,27 +274,33 @@ static void sjob_free(sjob *j)
     free(j);
 }
 
-/* Appends field 2 (Dispatch.job, length-delimited) holding the encoded
- * job: the same bytes protobuf-c would write for the decoded message. */
-static void put_job_field(sl_buf *b, const unsigned char *job, uint32_t len)
-{
-    sl_buf_putc(b, (2 << 3) | 2);
-    uint32_t v = len;
-    while (v >= 0x80) {
-        sl_buf_putc(b, (char)(v | 0x80));
-        v >>= 7;
-    }
-    sl_buf_putc(b, (char)v);
-    sl_buf_append(b, job, len);
-}
-
 /* ---- output ---- */
+
+/* The Dispatch fields that are the pair's own, encoded once (and again
+ * when its source changes): version, site, source IP, EHLO name, the
+ * site's connection limits and TLS policy, the SOCKS5 proxy. */
+static const sl_buf *pair_head(ssite *site, spair *p)
+{
+    if (p->head.len && p->head_src == p->src)
+        return &p->head;
+    const sl_shaping *shp = site->shp;
+    sl_dispatch d = SLUICE__V1__DISPATCH__INIT;
+    d.version = SLUICE_WIRE_VERSION;
+    d.site = site->name;
+    d.source_ip = p->ip;
+    d.ehlo = p->src && p->src->ehlo ? p->src->ehlo : (char *)"";
+    d.max_connections = shp ? shp->max_connections : 0;
+    d.max_messages_per_connection = shp ? shp->max_messages_per_connection : 0;
+    d.tls = shp ? (Sluice__V1__TlsPolicy)shp->tls : SLUICE__V1__TLS_POLICY__TLS_OPPORTUNISTIC;
+    d.socks5 = p->src && p->src->socks5 ? p->src->socks5 : (char *)"";
+    sl_pack(&d.base, &p->head);
+    p->head_src = p->src;
+    return &p->head;
+}
 
 static void dispatch(ssite *site, sjob *j, spair *p, const char *pool, int64_t send_at)
 {
     sched_shape *s = site->s;
-    const sl_config *cfg = s->ctx->cfg;
-    const sl_shaping *shp = site->shp;
     if (sl_mark_revoked(&j->mark)) {
         /* The partition's new owner reads this job again: dispatching it
          * here too would deliver it twice. */
@@ -289,35 +309,25 @@ static void dispatch(ssite *site, sjob *j, spair *p, const char *pool, int64_t s
         sjob_free(j);
         return;
     }
-    sl_dispatch d = SLUICE__V1__DISPATCH__INIT;
-    d.version = SLUICE_WIRE_VERSION;
-    d.site = site->name;
-    d.pool = (char *)pool;
-    d.source_ip = p->ip;
-    d.ehlo = p->src && p->src->ehlo ? p->src->ehlo : (char *)"";
-    d.send_at_ms = send_at;
-    d.rate_per_sec = p->bo.rate;
-    d.max_connections = shp ? shp->max_connections : 0;
-    d.max_messages_per_connection = shp ? shp->max_messages_per_connection : 0;
-    d.tls = shp ? (Sluice__V1__TlsPolicy)shp->tls : SLUICE__V1__TLS_POLICY__TLS_OPPORTUNISTIC;
-    char *route = NULL;
-    const sl_route *r = j->route ? &cfg->routes[j->route - 1] : NULL;
-    if (r)
-        route = strchr(r->host, ':') ? xasprintf("[%s]:%u", r->host, r->port)
-                                     : xasprintf("%s:%u", r->host, r->port);
-    d.route = route ? route : (char *)"";
-    d.socks5 = p->src && p->src->socks5 ? p->src->socks5 : (char *)"";
-    sl_buf b = SL_BUF_INIT;
-    sl_pack(&d.base, &b);
-    put_job_field(&b, j->data, j->len);
-    char *key = xasprintf("%s/%s", p->ip, site->name);
+    /* The pair's fields, then this job's; the job's bytes as they came. */
+    const sl_buf *head = pair_head(site, p);
+    sl_buf *b = &s->out;
+    sl_buf_reset(b);
+    sl_buf_append(b, head->data, head->len);
+    if (*pool)
+        sl_wire_put_bytes(b, SL_DISPATCH_FIELD_POOL, pool, strlen(pool));
+    if (j->route) {
+        const char *route = s->routes[j->route - 1];
+        sl_wire_put_bytes(b, SL_DISPATCH_FIELD_ROUTE, route, strlen(route));
+    }
+    sl_wire_put_varint(b, SL_DISPATCH_FIELD_SEND_AT, (uint64_t)send_at);
+    if (p->bo.rate != 0)
+        sl_wire_put_double(b, SL_DISPATCH_FIELD_RATE, p->bo.rate);
+    sl_wire_put_bytes(b, SL_DISPATCH_FIELD_JOB, j->data, j->len);
     sched_op *op = sched_op_new_mark(&j->mark);
-    sched_op_send(op, s->ctx->prod, s->ctx->t_dispatch, key, b.data, b.len);
+    sched_op_send(op, s->ctx->prod, s->ctx->t_dispatch, p->key, b->data, b->len);
     sched_op_release(op);
-    free(key);
-    free(route);
-    sl_buf_free(&b);
-    sl_metric_inc("sluice_shape_dispatched_total", p->labels, 1);
+    sl_series_add(p->dispatched, 1);
     if (sl_log_enabled(SL_LOG_DEBUG)) {
         char *id = sjob_id(j);
         sl_log_job(SL_LOG_DEBUG, id, "shape: %s via %s at +%lldms", site->name, p->ip,
@@ -392,11 +402,12 @@ static void arm(ssite *site, int64_t at, int64_t now)
     uv_timer_start(&site->timer, timer_cb, (uint64_t)(at > now ? at - now : 0), 0);
 }
 
-static const sl_pool *pool_of(const sl_config *cfg, const sl_job *job)
+/* name: the job's pool, "" for the tenant's default. */
+static const sl_pool *pool_of(const sl_config *cfg, const char *name)
 {
     const sl_pool *pool = NULL;
-    if (job->pool && *job->pool)
-        pool = sl_config_pool(cfg, job->pool);
+    if (*name)
+        pool = sl_config_pool(cfg, name);
     if (!pool && cfg->scheduler.default_pool)
         pool = sl_config_pool(cfg, cfg->scheduler.default_pool);
     if (!pool && cfg->n_pools)
@@ -511,52 +522,76 @@ static void enforce_bound(sched_shape *s)
         q_unlink(worst, j, false);
         park(worst, j, site_drain_ms(worst));
     }
-    sl_metric_set("sluice_shape_buffered", NULL, (double)s->buffered);
+}
+
+/* Refuse the record to the DLQ, naming its job when it decodes. */
+static void reject(sched_shape *s, sl_record *rec, const char *why)
+{
+    rd_kafka_message_t *m = rec->msg;
+    sl_job *job = NULL;
+    const char *ignored = NULL;
+    if (m->payload)
+        sl_job_decode(m->payload, m->len, &job, &ignored);
+    sched_op *op = sched_op_new(rec);
+    sched_op_reject(op, s->ctx, job, "shape", why);
+    sched_op_release(op);
+    sl_job_free(job);
+}
+
+/* Copy a span to *at as a C string; *at moves past it. */
+static const char *span_str(char **at, sl_span v)
+{
+    char *s = *at;
+    memcpy(s, v.p, v.n);
+    s[v.n] = 0;
+    *at += v.n + 1;
+    return s;
 }
 
 static void on_record(void *arg, sl_record *rec)
 {
     sched_shape *s = arg;
-    rd_kafka_message_t *m = rec->msg;
-    sl_job *job = NULL;
-    const char *why = NULL;
-    if (!m->payload || sl_job_decode(m->payload, m->len, &job, &why) != 0) {
-        sched_op *op = sched_op_new(rec);
-        sched_op_reject(op, s->ctx, NULL, "shape", why ? why : "empty record");
-        sched_op_release(op);
-        return;
-    }
-    const sl_pool *pool = pool_of(s->ctx->cfg, job);
-    if (!pool || !pool->n_sources) {
-        sched_op *op = sched_op_new(rec);
-        sched_op_reject(op, s->ctx, job, "shape", "no pool with source IPs for the job");
-        sched_op_release(op);
-        sl_job_free(job);
-        return;
-    }
-    char *name = NULL;
-    if (job->site && *job->site)
-        name = xstrdup(job->site);
-    else if (m->key && m->key_len)
-        name = xstrndup(m->key, m->key_len);
-    else
-        name = xstrdup(job->domain ? job->domain : "");
-    ssite *site = site_get(s, name);
-    free(name);
     const sl_config *cfg = s->ctx->cfg;
-    const sl_route *r = sl_config_route(cfg, job->domain ? job->domain : "");
-    sjob *j = xmalloc(sizeof *j + m->len);
-    memset(j, 0, sizeof *j);
-    j->len = (uint32_t)m->len;
-    j->pool = (uint32_t)(pool - cfg->pools);
-    j->route = r ? (uint32_t)(r - cfg->routes + 1) : 0;
-    memcpy(j->data, m->payload, m->len);
-    q_push(site, j, job);
-    sl_job_free(job);
-    sl_record_to_mark(rec, &j->mark);
-    pump(site, s->stopping);
-    enforce_bound(s);
-    sl_metric_set("sluice_shape_buffered", NULL, (double)s->buffered);
+    rd_kafka_message_t *m = rec->msg;
+    /* Shape reads only what it routes by; the job's bytes go into the
+     * Dispatch as they came. */
+    sl_job_fields f;
+    const char *why = NULL;
+    if (!m->payload || sl_job_peek(m->payload, m->len, &f, &why) != 0) {
+        reject(s, rec, why ? why : "empty record");
+        return;
+    }
+    sl_span name = f.site.n ? f.site : m->key_len ? (sl_span){m->key, m->key_len} : f.domain;
+    size_t need = f.tenant.n + f.campaign.n + f.pool.n + f.domain.n + name.n + 5;
+    char stack[1024];
+    char *buf = need <= sizeof stack ? stack : xmalloc(need), *at = buf;
+    const char *tenant = span_str(&at, f.tenant);
+    const char *campaign = span_str(&at, f.campaign);
+    const char *pool_name = span_str(&at, f.pool);
+    const char *domain = span_str(&at, f.domain);
+    const char *site_name = span_str(&at, name);
+    const sl_pool *pool = pool_of(cfg, pool_name);
+    if (!pool || !pool->n_sources) {
+        reject(s, rec, "no pool with source IPs for the job");
+    } else {
+        ssite *site = site_get(s, site_name);
+        const sl_route *r = sl_config_route(cfg, domain);
+        sjob *j = xmalloc(sizeof *j + m->len);
+        memset(j, 0, sizeof *j);
+        j->len = (uint32_t)m->len;
+        j->pool = (uint32_t)(pool - cfg->pools);
+        j->route = r ? (uint32_t)(r - cfg->routes + 1) : 0;
+        memcpy(j->data, m->payload, m->len);
+        if (!*tenant && cfg->scheduler.default_tenant)
+            tenant = cfg->scheduler.default_tenant;
+        q_push(site, j, tenant, campaign, prio_of(f.priority));
+        sl_record_to_mark(rec, &j->mark);
+        pump(site, s->stopping);
+        enforce_bound(s);
+        sl_series_set(s->m_buffered, (double)s->buffered);
+    }
+    if (buf != stack)
+        free(buf);
 }
 
 static void tick_cb(uv_timer_t *t)
@@ -570,7 +605,7 @@ static void tick_cb(uv_timer_t *t)
                 for (sched_map_ent *pe = site->pairs.slots[k]; pe; pe = pe->next)
                     pair_tick(s, pe->val, now);
         }
-    sl_metric_set("sluice_shape_buffered", NULL, (double)s->buffered);
+    sl_series_set(s->m_buffered, (double)s->buffered);
 }
 
 /* ---- warm-up counts after a restart ----
@@ -790,6 +825,13 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
         free(s);
         return NULL;
     }
+    s->routes = xcalloc(ctx->cfg->n_routes ? ctx->cfg->n_routes : 1, sizeof *s->routes);
+    for (size_t i = 0; i < ctx->cfg->n_routes; i++) {
+        const sl_route *r = &ctx->cfg->routes[i];
+        s->routes[i] = strchr(r->host, ':') ? xasprintf("[%s]:%u", r->host, r->port)
+                                            : xasprintf("%s:%u", r->host, r->port);
+    }
+    s->m_buffered = sl_metric_series("sluice_shape_buffered", NULL, SL_METRIC_GAUGE);
     uv_timer_init(ctx->loop, &s->tick);
     s->tick.data = s;
     uv_timer_start(&s->tick, tick_cb, 1000, 1000);
@@ -883,6 +925,8 @@ void sched_shape_free(sched_shape *s)
                 for (sched_map_ent *pe = site->pairs.slots[k]; pe; pe = pe->next) {
                     spair *p = pe->val;
                     free(p->ip);
+                    free(p->key);
+                    sl_buf_free(&p->head);
                     free(p);
                 }
             sched_map_free(&site->pairs);
@@ -892,5 +936,9 @@ void sched_shape_free(sched_shape *s)
         }
     sched_map_free(&s->sites);
     sched_limits_free(&s->limits);
+    for (size_t i = 0; i < s->ctx->cfg->n_routes; i++)
+        free(s->routes[i]);
+    free(s->routes);
+    sl_buf_free(&s->out);
     uv_close((uv_handle_t *)&s->tick, tick_close_cb);
 }
