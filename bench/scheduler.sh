@@ -22,11 +22,15 @@ BIN=${3:-build/bin}
 WORK=$(mktemp -d /tmp/sluice-bench-sched.XXXXXX)
 BROKER_PID= SCHED_PID= PERF_PID=
 stop() {
-  [ -n "$SCHED_PID" ] && kill "$SCHED_PID" 2>/dev/null && wait "${PERF_PID:-$SCHED_PID}" 2>/dev/null
-  PERF_PID=
-  [ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
-  SCHED_PID= BROKER_PID=
-  return 0
+  if [ -n "$SCHED_PID" ]; then
+    kill "$SCHED_PID" 2>/dev/null || true
+    wait "${PERF_PID:-$SCHED_PID}" 2>/dev/null || true
+  fi
+  if [ -n "$BROKER_PID" ]; then
+    kill "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+  fi
+  SCHED_PID= BROKER_PID= PERF_PID=
 }
 cleanup() { stop; rm -rf "$WORK"; }
 trap cleanup EXIT
