@@ -542,7 +542,8 @@ static void reject(sched_shape *s, sl_record *rec, const char *why)
 static const char *span_str(char **at, sl_span v)
 {
     char *s = *at;
-    memcpy(s, v.p, v.n);
+    if (v.n) /* an absent field's span is NULL */
+        memcpy(s, v.p, v.n);
     s[v.n] = 0;
     *at += v.n + 1;
     return s;
