@@ -112,12 +112,14 @@ int sl_dispatch_decode(const void *p, size_t n, sl_dispatch **out, const char **
     return 0;
 }
 
-static bool pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+/* A varint of at most max octets (protobuf-c reads tags and lengths of
+ * at most 5, values of at most 10). */
+static bool pb_varint(const uint8_t **p, const uint8_t *end, unsigned max, uint64_t *v)
 {
     uint64_t r = 0;
-    for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+    for (unsigned i = 0; i < max && *p < end; i++) {
         uint8_t c = *(*p)++;
-        r |= (uint64_t)(c & 0x7f) << shift;
+        r |= (uint64_t)(c & 0x7f) << (7 * i);
         if (!(c & 0x80)) {
             *v = r;
             return true;
@@ -126,12 +128,17 @@ static bool pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
     return false;
 }
 
-/* Job's fields 1..20: 0 varint, 2 length-delimited (job.proto). */
-static const uint8_t job_wire_type[21] = {
-    [1] = 0,  [2] = 2,  [3] = 2,  [4] = 2,  [5] = 2,  [6] = 0,  [7] = 2,
-    [8] = 2,  [9] = 2,  [10] = 2, [11] = 2, [12] = 2, [13] = 0, [14] = 0,
-    [15] = 0, [16] = 0, [17] = 2, [18] = 2, [19] = 2, [20] = 0,
-};
+/* The wire type of each Job field peek reads (job.proto): 0 varint, 2
+ * length-delimited. Of the others protobuf-c checks some and not all
+ * (a bool takes any), so peek leaves them to the decoders. */
+static int job_wire_type(uint32_t field)
+{
+    switch (field) {
+    case 1: case 6: return 0;
+    case 3: case 4: case 5: case 9: case 18: return 2;
+    default: return -1;
+    }
+}
 
 int sl_job_peek(const void *buf, size_t n, sl_job_fields *out, const char **why)
 {
@@ -140,15 +147,20 @@ int sl_job_peek(const void *buf, size_t n, sl_job_fields *out, const char **why)
     uint64_t version = 0;
     while (p < end) {
         uint64_t tag, v = 0;
-        if (!pb_varint(&p, end, &tag) || tag >> 3 == 0 || tag >> 3 > 0x1fffffff)
+        /* The field number as protobuf-c reads it: 32 bits of the tag's
+         * at most 5 octets, past the wire type. */
+        if (!pb_varint(&p, end, 5, &tag))
             goto bad;
         uint32_t field = (uint32_t)(tag >> 3);
+        if (field == 0)
+            goto bad;
         unsigned wt = tag & 7;
-        if (field < sizeof job_wire_type && wt != job_wire_type[field])
+        int want = job_wire_type(field);
+        if (want >= 0 && wt != (unsigned)want)
             goto bad;
         switch (wt) {
         case 0:
-            if (!pb_varint(&p, end, &v))
+            if (!pb_varint(&p, end, 10, &v))
                 goto bad;
             if (field == 1)
                 version = (uint32_t)v;
@@ -161,7 +173,7 @@ int sl_job_peek(const void *buf, size_t n, sl_job_fields *out, const char **why)
             p += 8;
             break;
         case 2: {
-            if (!pb_varint(&p, end, &v) || v > (uint64_t)(end - p))
+            if (!pb_varint(&p, end, 5, &v) || v > INT32_MAX || v > (uint64_t)(end - p))
                 goto bad;
             sl_span *s = field == 3   ? &out->tenant
                          : field == 4 ? &out->campaign

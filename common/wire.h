@@ -43,11 +43,12 @@ void sl_job_free(sl_job *j);
 /* The fields of an encoded Job that shape routes it by, read in place
  * without decoding the rest: each span points into the record (not
  * NUL-terminated; empty when the field is absent, the last one when it
- * is repeated, as decoding would have it). The record's structure is
- * checked as sl_job_decode() checks it (every tag, length and varint in
- * bounds, each known field with its declared wire type, the version)
- * except inside nested messages, which whoever decodes the whole job
- * checks. Returns 0, SL_EPROTO or SL_EVERSION with *why as decoders do. */
+ * is repeated, as decoding would have it). It refuses what sl_job_decode()
+ * refuses of the record's structure (every tag, length and varint in
+ * bounds, field 0, the fields it reads with their declared wire types, the
+ * version), not the other fields' wire types or what nested messages
+ * hold, which whoever decodes the whole job checks. Returns 0, SL_EPROTO
+ * or SL_EVERSION with *why as decoders do. */
 typedef struct sl_span {
     const char *p;
     size_t n;
