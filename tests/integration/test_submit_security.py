@@ -220,6 +220,9 @@ class TestIdleCrowd(SecurityCase):
             self.skipTest("RLIMIT_NOFILE %d too low for %d connections" % (self.nofile, n))
         socks = []
         self.addCleanup(lambda: [x.close() for x in socks])
+        # The start-up probes (a connection to each port) must be gone from
+        # the sessions gauge first, or the crowd counts them too.
+        wait_for(lambda: self.metric("sluice_submit_sessions") == 0, 20, "probe sessions closed")
         t0 = time.monotonic()
         # Spread the sources over 127.0.0.x so no source port range runs out.
         for i in range(n):
