@@ -507,9 +507,6 @@ void sl_producer_free(sl_producer *p)
  * max.poll.interval.ms of 5 minutes). */
 #define SL_HOLD_MS 30000
 
-/* Records taken from librdkafka at a time. */
-#define SL_POLL_BATCH 256
-
 /* One assigned partition's in-flight records, in offset order. */
 typedef struct sl_part {
     char *topic;
@@ -531,7 +528,6 @@ struct sl_consumer {
     uv_loop_t *loop;
     uv_async_t async;
     uv_check_t check;            /* stores_flush() once per loop iteration */
-    rd_kafka_queue_t *queue;     /* the consumer queue (records, rebalances) */
     int closing;                 /* handles not yet closed by sl_consumer_free() */
     pthread_t thread;
     pthread_mutex_t mu;
@@ -807,70 +803,42 @@ static void *consumer_thread(void *arg)
             apply_pauses(c);
         if (stopping && inflight == 0)
             break;
-        /* Wait for one record, then take what else is there already: one
-         * lock and one wake-up of the loop for up to SL_POLL_BATCH records,
-         * not one of each per record. (rd_kafka_consume_batch_queue()
-         * waits for a full batch until its timeout: only without one.)
-         * Both serve rebalance callbacks. */
-        rd_kafka_message_t *batch[SL_POLL_BATCH];
-        sl_record *recs[SL_POLL_BATCH];
-        if (!(batch[0] = rd_kafka_consumer_poll(c->rk, 100)))
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 100);
+        if (!m)
             continue;
-        size_t room = inflight + 1 < max ? max - inflight : 1;
-        ssize_t more = room > 1 ? rd_kafka_consume_batch_queue(
-                                      c->queue, 0, batch + 1,
-                                      (room < SL_POLL_BATCH ? room : SL_POLL_BATCH) - 1)
-                                : 0;
-        ssize_t got = 1 + (more > 0 ? more : 0);
-        size_t n = 0;
-        for (ssize_t i = 0; i < got; i++) {
-            rd_kafka_message_t *m = batch[i];
-            if (m->err) {
-                if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET)
-                    retention_alarm(c, m);
-                else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                    sl_warn("kafka consumer: %s", rd_kafka_message_errstr(m));
-                rd_kafka_message_destroy(m);
-                continue;
-            }
-            recs[n] = xcalloc(1, sizeof **recs);
-            recs[n++]->msg = m;
+        if (m->err) {
+            if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET)
+                retention_alarm(c, m);
+            else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                sl_warn("kafka consumer: %s", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
         }
-        if (!n)
-            continue;
-        size_t queued = 0, dropped = 0;
+        const char *topic = rd_kafka_topic_name(m->rkt);
         pthread_mutex_lock(&c->mu);
-        for (size_t i = 0; i < n; i++) {
-            sl_record *r = recs[i];
-            rd_kafka_message_t *m = r->msg;
-            sl_part *p = part_find(c, rd_kafka_topic_name(m->rkt), m->partition);
-            if (!p) {
-                /* Not (or no longer) ours: the next owner reads it. */
-                recs[dropped++] = r; /* i >= dropped: recs[i] was read */
-                continue;
-            }
-            r->topic = p->topic;
-            r->partition = m->partition;
-            r->offset = m->offset;
-            r->part__ = p;
-            p->refs++;
-            r->seq__ = sl_offsets_push(&p->window, m->offset);
-            if (c->q_tail)
-                c->q_tail->next__ = r;
-            else
-                c->q_head = r;
-            c->q_tail = r;
-            c->inflight++;
-            queued++;
+        sl_part *p = part_find(c, topic, m->partition);
+        if (!p) {
+            /* Not (or no longer) ours: the next owner reads it. */
+            pthread_mutex_unlock(&c->mu);
+            rd_kafka_message_destroy(m);
+            continue;
         }
+        sl_record *r = xcalloc(1, sizeof *r);
+        r->msg = m;
+        r->topic = p->topic;
+        r->partition = m->partition;
+        r->offset = m->offset;
+        r->part__ = p;
+        p->refs++;
+        r->seq__ = sl_offsets_push(&p->window, m->offset);
+        if (c->q_tail)
+            c->q_tail->next__ = r;
+        else
+            c->q_head = r;
+        c->q_tail = r;
+        c->inflight++;
         pthread_mutex_unlock(&c->mu);
-        /* Only these: a queued record may be the loop's to free already. */
-        for (size_t i = 0; i < dropped; i++) {
-            rd_kafka_message_destroy(recs[i]->msg);
-            free(recs[i]);
-        }
-        if (queued)
-            uv_async_send(&c->async);
+        uv_async_send(&c->async);
     }
     /* Drained: commit what is stored, leave the group. */
     consumer_commit(c, "stop");
@@ -946,7 +914,6 @@ sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_con
     }
     /* kc is now owned by rk */
     rd_kafka_poll_set_consumer(c->rk);
-    c->queue = rd_kafka_queue_get_consumer(c->rk);
     rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new((int)o->n_topics);
     c->topics = xcalloc(o->n_topics, sizeof *c->topics);
     for (size_t i = 0; i < o->n_topics; i++) {
@@ -958,7 +925,6 @@ sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_con
     rd_kafka_topic_partition_list_destroy(subs);
     if (e) {
         *err = xasprintf("kafka subscribe: %s", rd_kafka_err2str(e));
-        rd_kafka_queue_destroy(c->queue);
         rd_kafka_destroy(c->rk);
         for (size_t i = 0; i < o->n_topics; i++)
             free(c->topics[i]);
@@ -1155,7 +1121,6 @@ void sl_consumer_free(sl_consumer *c)
         c->stores = p->store_next;
         part_unref(p);
     }
-    rd_kafka_queue_destroy(c->queue);
     rd_kafka_destroy(c->rk);
     c->closing = 2;
     uv_close((uv_handle_t *)&c->async, consumer_close_cb);

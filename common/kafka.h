@@ -21,8 +21,8 @@
  * sl_producer_flush(). One owner thread.
  *
  * sl_consumer is the at-least-once consumer. A thread of its own polls
- * Kafka and hands the records to the loop thread through a bounded queue,
- * as many as have arrived at a time; the record callback owns the
+ * Kafka and hands each record to the loop thread through a bounded queue;
+ * the record callback owns the
  * sl_record until it calls sl_record_done(), after everything produced for
  * it was acknowledged. The offset stored for a partition is always the
  * lowest record still in flight (or one past the last done), so a crash
