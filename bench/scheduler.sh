@@ -88,16 +88,15 @@ printf 'pre-fill            %d jobs in %.1fs\n' "$N" "$(echo "$t1 - $t0" | bc)"
 # scheduler, when perf can count them here) do not, and show what a change
 # saved.
 start=$(date +%s.%N)
-if perf stat -e instructions -x, true > /dev/null 2>&1; then
-  perf stat -x, -I 100 -o "$WORK/perf.csv" -e instructions,cycles -- \
-    taskset -c 0 "$BIN/sluice-scheduler" -c "$WORK/sluice.yaml" --stages classify,shape \
-    > "$WORK/sched.out" 2>&1 &
-  PERF_PID=$!
+count=()
+perf stat -e instructions -x, true > /dev/null 2>&1 &&
+  count=(perf stat -x, -I 100 -o "$WORK/perf.csv" -e instructions,cycles --)
+"${count[@]}" taskset -c 0 "$BIN/sluice-scheduler" -c "$WORK/sluice.yaml" --stages classify,shape \
+  > "$WORK/sched.out" 2>&1 &
+SCHED_PID=$!
+if [ ${#count[@]} -gt 0 ]; then # $! is perf's; the scheduler is its child
+  PERF_PID=$SCHED_PID SCHED_PID=
   for _ in $(seq 200); do SCHED_PID=$(pgrep -P "$PERF_PID" || true); [ -n "$SCHED_PID" ] && break; sleep 0.01; done
-else
-  taskset -c 0 "$BIN/sluice-scheduler" -c "$WORK/sluice.yaml" --stages classify,shape \
-    > "$WORK/sched.out" 2>&1 &
-  SCHED_PID=$!
 fi
 first= deadline=$(( $(date +%s) + 600 ))
 while :; do
