@@ -128,18 +128,6 @@ static bool pb_varint(const uint8_t **p, const uint8_t *end, unsigned max, uint6
     return false;
 }
 
-/* The wire type of each Job field peek reads (job.proto): 0 varint, 2
- * length-delimited. Of the others protobuf-c checks some and not all
- * (a bool takes any), so peek leaves them to the decoders. */
-static int job_wire_type(uint32_t field)
-{
-    switch (field) {
-    case 1: case 6: return 0;
-    case 3: case 4: case 5: case 9: case 18: return 2;
-    default: return -1;
-    }
-}
-
 int sl_job_peek(const void *buf, size_t n, sl_job_fields *out, const char **why)
 {
     memset(out, 0, sizeof *out);
@@ -155,8 +143,21 @@ int sl_job_peek(const void *buf, size_t n, sl_job_fields *out, const char **why)
         if (field == 0)
             goto bad;
         unsigned wt = tag & 7;
-        int want = job_wire_type(field);
-        if (want >= 0 && wt != (unsigned)want)
+        /* The fields peek reads, and the wire type each must have (0
+         * varint, 2 length-delimited). Of the others protobuf-c checks
+         * some and not all (a bool takes any): peek leaves them to it. */
+        sl_span *s = NULL;
+        unsigned want = 2;
+        switch (field) {
+        case 1: case 6: want = 0; break;
+        case 3: s = &out->tenant; break;
+        case 4: s = &out->campaign; break;
+        case 5: s = &out->pool; break;
+        case 9: s = &out->domain; break;
+        case 18: s = &out->site; break;
+        default: want = wt; break;
+        }
+        if (wt != want)
             goto bad;
         switch (wt) {
         case 0:
@@ -172,20 +173,13 @@ int sl_job_peek(const void *buf, size_t n, sl_job_fields *out, const char **why)
                 goto bad;
             p += 8;
             break;
-        case 2: {
+        case 2:
             if (!pb_varint(&p, end, 5, &v) || v > INT32_MAX || v > (uint64_t)(end - p))
                 goto bad;
-            sl_span *s = field == 3   ? &out->tenant
-                         : field == 4 ? &out->campaign
-                         : field == 5 ? &out->pool
-                         : field == 9 ? &out->domain
-                         : field == 18 ? &out->site
-                                       : NULL;
             if (s)
                 *s = (sl_span){(const char *)p, (size_t)v};
             p += v;
             break;
-        }
         case 5:
             if (end - p < 4)
                 goto bad;
