@@ -20,7 +20,6 @@
 #include "sched_suppress.h"
 
 #include <getopt.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,13 +184,6 @@ int main(int argc, char **argv)
         return 2;
     }
     sl_log_init("scheduler", SL_LOG_INFO);
-    /* Shape may hold a million small jobs allocated on the loop thread
-     * while librdkafka's threads allocate and free around them; with an
-     * arena per thread the freed memory stays resident as fragments
-     * (263 MB for a million held, 206 MB with one; bench/scheduler.sh). One
-     * arena unless the operator chose otherwise (MALLOC_ARENA_MAX). */
-    if (!getenv("MALLOC_ARENA_MAX"))
-        mallopt(M_ARENA_MAX, 1);
     sl_config *cfg = sl_config_load_or_exit(cfg_path);
     /* Classify and shape produce a record for every job, spread over the
      * partitions of sited and dispatch: batches of 5 ms were a few records
