@@ -111,7 +111,6 @@ static void mx_cb(const sl_dns_mx_result *res, void *arg)
 {
     cjob *j = arg;
     sl_job *job = j->job;
-    const sl_config *cfg = j->c->ctx->cfg;
     char *site = NULL;
     switch (res->status) {
     case SL_DNS_OK: {
@@ -127,7 +126,7 @@ static void mx_cb(const sl_dns_mx_result *res, void *arg)
             job->mx[i] = h;
         }
         job->n_mx = res->n_hosts;
-        site = sched_site_by_mx(cfg, job->domain, mx, res->n_hosts);
+        site = sched_site_by_mx(j->c->ctx->sites, job->domain, mx, res->n_hosts);
         free(mx);
         break;
     }
@@ -234,7 +233,7 @@ static void on_record(void *arg, sl_record *rec)
     j->job = job;
     job->null_mx = false;
     const rd_kafka_message_t *raw = as_is ? m : NULL;
-    const char *site = sched_site_by_domain(cfg, job->domain);
+    const char *site = sched_site_by_domain(ctx->sites, job->domain);
     if (site) {
         publish_sited(j, site, raw, domain_changed);
         return;

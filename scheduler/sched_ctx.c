@@ -4,6 +4,7 @@
 #include "sched_ctx.h"
 #include "log.h"
 #include "metrics.h"
+#include "sched_site.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@ void sched_ctx_init(sched_ctx *ctx, const sl_config *cfg, uv_loop_t *loop, sl_pr
     ctx->cfg = cfg;
     ctx->loop = loop;
     ctx->prod = prod;
+    ctx->sites = sched_sites_new(cfg);
     ctx->t_jobs = sl_config_topic(cfg, "jobs");
     ctx->t_sited = sl_config_topic(cfg, "sited");
     ctx->t_dispatch = sl_config_topic(cfg, "dispatch");
@@ -31,6 +33,7 @@ void sched_ctx_init(sched_ctx *ctx, const sl_config *cfg, uv_loop_t *loop, sl_pr
 
 void sched_ctx_free(sched_ctx *ctx)
 {
+    sched_sites_free(ctx->sites);
     free(ctx->t_jobs);
     free(ctx->t_sited);
     free(ctx->t_dispatch);

@@ -28,12 +28,14 @@ typedef struct sched_shape sched_shape;
 typedef struct sched_retry sched_retry;
 typedef struct sched_feedback sched_feedback;
 typedef struct sl_dns sl_dns;
+typedef struct sched_sites sched_sites;
 
 typedef struct sched_ctx {
     const sl_config *cfg;
     uv_loop_t *loop;
     sl_producer *prod;
     sl_dns *dns;                 /* NULL: no MX lookups (sites by domain) */
+    sched_sites *sites;          /* the config's site patterns, indexed */
     char *t_jobs, *t_sited, *t_dispatch, *t_events, *t_suppressions, *t_dlq;
     char **t_retry;              /* one per cfg->retry.delays_ms */
     size_t n_retry;

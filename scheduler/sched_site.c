@@ -2,18 +2,126 @@
  * sched_site - see sched_site.h.
  */
 #include "sched_site.h"
+#include "sched_map.h"
 #include "util.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-const char *sched_site_by_domain(const sl_config *cfg, const char *domain)
+/* A pattern's rank is its place in config order (sites, then each site's
+ * patterns), from 1; the map values are ranks. */
+typedef struct glob_pat {
+    const char *pattern;
+    uint32_t rank;
+} glob_pat;
+
+typedef struct pat_index {
+    sched_map exact;  /* "gmail.com" -> lowest rank */
+    sched_map tail;   /* "*.hotmail.com" under ".hotmail.com" -> lowest rank */
+    glob_pat *globs;  /* every other pattern, in rank order */
+    size_t n_globs;
+} pat_index;
+
+struct sched_sites {
+    const sl_config *cfg;
+    const char **site_of; /* rank -> site name; [0] unused */
+    pat_index domains, mx;
+};
+
+static void put_lowest(sched_map *m, const char *key, uint32_t rank)
 {
+    char *k = xstrdup(key);
+    sl_lower(k);
+    uintptr_t had = (uintptr_t)sched_map_get(m, k);
+    if (!had || rank < had)
+        sched_map_put(m, k, (void *)(uintptr_t)rank);
+    free(k);
+}
+
+static void index_add(pat_index *x, const char *p, uint32_t rank)
+{
+    if (!p[strcspn(p, "*?")]) {
+        put_lowest(&x->exact, p, rank);
+    } else if (p[0] == '*' && p[1] == '.' && !p[1 + strcspn(p + 1, "*?")]) {
+        put_lowest(&x->tail, p + 1, rank);
+    } else {
+        x->globs = xrealloc(x->globs, (x->n_globs + 1) * sizeof *x->globs);
+        x->globs[x->n_globs++] = (glob_pat){p, rank};
+    }
+}
+
+sched_sites *sched_sites_new(const sl_config *cfg)
+{
+    sched_sites *s = xcalloc(1, sizeof *s);
+    s->cfg = cfg;
+    sched_map_init(&s->domains.exact);
+    sched_map_init(&s->domains.tail);
+    sched_map_init(&s->mx.exact);
+    sched_map_init(&s->mx.tail);
+    size_t n = 1;
     for (size_t i = 0; i < cfg->n_sites; i++)
-        for (size_t k = 0; k < cfg->sites[i].n_domains; k++)
-            if (sl_glob_match(cfg->sites[i].domains[k], domain))
-                return cfg->sites[i].name;
-    return NULL;
+        n += cfg->sites[i].n_domains + cfg->sites[i].n_mx;
+    s->site_of = xcalloc(n, sizeof *s->site_of);
+    uint32_t rank = 1;
+    for (size_t i = 0; i < cfg->n_sites; i++) {
+        const sl_site *site = &cfg->sites[i];
+        for (size_t k = 0; k < site->n_domains; k++, rank++) {
+            s->site_of[rank] = site->name;
+            index_add(&s->domains, site->domains[k], rank);
+        }
+        for (size_t k = 0; k < site->n_mx; k++, rank++) {
+            s->site_of[rank] = site->name;
+            index_add(&s->mx, site->mx[k], rank);
+        }
+    }
+    return s;
+}
+
+static void index_free(pat_index *x)
+{
+    sched_map_free(&x->exact);
+    sched_map_free(&x->tail);
+    free(x->globs);
+}
+
+void sched_sites_free(sched_sites *s)
+{
+    if (!s)
+        return;
+    index_free(&s->domains);
+    index_free(&s->mx);
+    free(s->site_of);
+    free(s);
+}
+
+/* The lowest rank of a pattern matching name, or 0. */
+static uint32_t index_match(const pat_index *x, const char *name)
+{
+    char stack[256];
+    size_t len = strlen(name);
+    char *low = len < sizeof stack ? stack : xmalloc(len + 1);
+    memcpy(low, name, len + 1);
+    sl_lower(low);
+    uint32_t best = (uint32_t)(uintptr_t)sched_map_get(&x->exact, low);
+    for (const char *dot = strchr(low, '.'); dot; dot = strchr(dot + 1, '.')) {
+        uint32_t r = (uint32_t)(uintptr_t)sched_map_get(&x->tail, dot);
+        if (r && (!best || r < best))
+            best = r;
+    }
+    for (size_t i = 0; i < x->n_globs && (!best || x->globs[i].rank < best); i++)
+        if (sl_glob_match(x->globs[i].pattern, low)) {
+            best = x->globs[i].rank;
+            break;
+        }
+    if (low != stack)
+        free(low);
+    return best;
+}
+
+const char *sched_site_by_domain(const sched_sites *s, const char *domain)
+{
+    uint32_t r = index_match(&s->domains, domain);
+    return r ? s->site_of[r] : NULL;
 }
 
 static int cmp_pref(const void *a, const void *b)
@@ -39,26 +147,24 @@ static char *host_norm(const char *h)
     return s;
 }
 
-char *sched_site_by_mx(const sl_config *cfg, const char *domain, const sched_mx *mx, size_t n)
+char *sched_site_by_mx(const sched_sites *s, const char *domain, const sched_mx *mx, size_t n)
 {
     if (!n) {
-        char *s = xstrdup(domain);
-        sl_lower(s);
-        return s;
+        char *d = xstrdup(domain);
+        sl_lower(d);
+        return d;
     }
     sched_mx *sorted = xmalloc(n * sizeof *sorted);
     memcpy(sorted, mx, n * sizeof *sorted);
     qsort(sorted, n, sizeof *sorted, cmp_pref);
     for (size_t h = 0; h < n; h++) {
         char *host = host_norm(sorted[h].host);
-        for (size_t i = 0; i < cfg->n_sites; i++)
-            for (size_t k = 0; k < cfg->sites[i].n_mx; k++)
-                if (sl_glob_match(cfg->sites[i].mx[k], host)) {
-                    free(host);
-                    free(sorted);
-                    return xstrdup(cfg->sites[i].name);
-                }
+        uint32_t r = index_match(&s->mx, host);
         free(host);
+        if (r) {
+            free(sorted);
+            return xstrdup(s->site_of[r]);
+        }
     }
     free(sorted);
     char **names = xmalloc(n * sizeof *names);

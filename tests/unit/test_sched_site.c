@@ -11,6 +11,7 @@
 #include "config.h"
 #include "sched_map.h"
 #include "sched_site.h"
+#include "util.h"
 
 static const char *YAML = "kafka: { bootstrap: 127.0.0.1:9092 }\n"
                           "sites:\n"
@@ -26,30 +27,78 @@ static void test_rollup(void **state)
     char *err = NULL;
     if (sl_config_parse("test", YAML, strlen(YAML), &cfg, &err) != 0)
         fail_msg("config: %s", err);
-    assert_string_equal(sched_site_by_domain(cfg, "gmail.com"), "google");
-    assert_string_equal(sched_site_by_domain(cfg, "uk.hotmail.com"), "microsoft");
-    assert_null(sched_site_by_domain(cfg, "example.com"));
+    sched_sites *x = sched_sites_new(cfg);
+    assert_string_equal(sched_site_by_domain(x, "gmail.com"), "google");
+    assert_string_equal(sched_site_by_domain(x, "GMail.COM"), "google");
+    assert_string_equal(sched_site_by_domain(x, "uk.hotmail.com"), "microsoft");
+    assert_null(sched_site_by_domain(x, "hotmail.com"));
+    assert_null(sched_site_by_domain(x, "example.com"));
 
     sched_mx g[] = {{"alt1.aspmx.l.google.com", 20}, {"aspmx.l.google.com", 10}};
-    char *s = sched_site_by_mx(cfg, "corp.example", g, 2);
+    char *s = sched_site_by_mx(x, "corp.example", g, 2);
     assert_string_equal(s, "google");
     free(s);
 
     sched_mx m[] = {{"corp-com.mail.protection.outlook.com.", 0}};
-    s = sched_site_by_mx(cfg, "corp.com", m, 1);
+    s = sched_site_by_mx(x, "corp.com", m, 1);
     assert_string_equal(s, "microsoft");
     free(s);
 
     /* Unmatched: sorted, de-duplicated, lower-case, no trailing dot. */
     sched_mx u[] = {{"MX2.Example.net.", 20}, {"mx1.example.net", 10}, {"mx2.example.net", 30}};
-    s = sched_site_by_mx(cfg, "example.org", u, 3);
+    s = sched_site_by_mx(x, "example.org", u, 3);
     assert_string_equal(s, "mx1.example.net,mx2.example.net");
     free(s);
 
     /* Implicit MX: the domain itself. */
-    s = sched_site_by_mx(cfg, "Example.ORG", NULL, 0);
+    s = sched_site_by_mx(x, "Example.ORG", NULL, 0);
     assert_string_equal(s, "example.org");
     free(s);
+    sched_sites_free(x);
+    sl_config_free(cfg);
+}
+
+/* The index answers as trying every pattern in config order would: the
+ * first site, then the first of its patterns, that sl_glob_match()es. */
+static const char *scan(const sl_config *cfg, const char *domain)
+{
+    for (size_t i = 0; i < cfg->n_sites; i++)
+        for (size_t k = 0; k < cfg->sites[i].n_domains; k++)
+            if (sl_glob_match(cfg->sites[i].domains[k], domain))
+                return cfg->sites[i].name;
+    return NULL;
+}
+
+static void test_index_order(void **state)
+{
+    (void)state;
+    static const char *yaml =
+        "kafka: { bootstrap: 127.0.0.1:9092 }\n"
+        "sites:\n"
+        "  a: { domains: [\"*.deep.example\", \"mx?.other.example\"] }\n"
+        "  b: { domains: [\"*.example\", \"exact.deep.example\", \"*\"] }\n"
+        "  c: { domains: [\"x.deep.example\", \"*ample\", \"*.\", \"*.Deep.Example\"] }\n";
+    sl_config *cfg = NULL;
+    char *err = NULL;
+    if (sl_config_parse("test", yaml, strlen(yaml), &cfg, &err) != 0)
+        fail_msg("config: %s", err);
+    sched_sites *x = sched_sites_new(cfg);
+    static const char *names[] = {
+        "x.deep.example", "deep.example", "exact.deep.example", "a.b.deep.example",
+        "mx1.other.example", "MX2.OTHER.EXAMPLE", "mx12.other.example", "other.example",
+        "example", "sample", "trailing.", "", ".", "..", "a..deep.example",
+        "X.DEEP.EXAMPLE", "unrelated.test",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        const char *want = scan(cfg, names[i]), *got = sched_site_by_domain(x, names[i]);
+        if (!want || !got ? want != got : strcmp(want, got))
+            fail_msg("%s: index says %s, the scan %s", names[i], got ? got : "none",
+                     want ? want : "none");
+    }
+    assert_string_equal(sched_site_by_domain(x, "mx1.other.example"), "a");
+    assert_string_equal(sched_site_by_domain(x, "exact.deep.example"), "a");
+    assert_string_equal(sched_site_by_domain(x, "unrelated.test"), "b");
+    sched_sites_free(x);
     sl_config_free(cfg);
 }
 
@@ -77,6 +126,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rollup),
+        cmocka_unit_test(test_index_order),
         cmocka_unit_test(test_map),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
