@@ -121,8 +121,8 @@ if [ -s "$WORK/perf.csv" ]; then
   # 100 ms intervals from the start; those from the first dispatch to the last.
   awk -F, -v a="$(echo "$first - $start" | bc)" -v b="$(echo "$now - $start + 0.1" | bc)" -v n="$((N - first_n))" '
     $1 + 0 >= a && $1 + 0 <= b && ($4 == "instructions" || $4 == "cycles") { c[$4] += $2 }
-    END { printf "                    %.0f instructions, %.0f cycles per job (all threads, first dispatch to last)\n",
-                 c["instructions"] / n, c["cycles"] / n }' "$WORK/perf.csv"
+    END { if (n > 0) printf "                    %.0f instructions, %.0f cycles per job (all threads, first dispatch to last)\n",
+                            c["instructions"] / n, c["cycles"] / n }' "$WORK/perf.csv"
 fi
 
 # ---- 2. memory behind a throttle ----------------------------------------
