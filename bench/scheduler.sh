@@ -89,7 +89,9 @@ printf 'pre-fill            %d jobs in %.1fs\n' "$N" "$(echo "$t1 - $t0" | bc)"
 # saved.
 start=$(date +%s.%N)
 count=()
-perf stat -e instructions -x, true > /dev/null 2>&1 &&
+# Where the CPU's counters are not exposed (some virtual machines), perf
+# runs but answers "<not supported>": count nothing then.
+perf stat -x, -e instructions true 2>&1 > /dev/null | grep -q '^[0-9]' &&
   count=(perf stat -x, -I 100 -o "$WORK/perf.csv" -e instructions,cycles --)
 "${count[@]}" taskset -c 0 "$BIN/sluice-scheduler" -c "$WORK/sluice.yaml" --stages classify,shape \
   > "$WORK/sched.out" 2>&1 &
