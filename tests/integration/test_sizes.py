@@ -27,7 +27,8 @@ import time
 import unittest
 
 from sluicetest import Proc, bin_path, free_port, start_sink, wait_for
-from test_submit import PASSWORDS, hash_password, make_cert, start_devbroker, tls_ctx
+from test_producer import start_devbroker  # with the control socket
+from test_submit import PASSWORDS, hash_password, make_cert, tls_ctx
 
 DEADLINE = 60
 MAX_JOB = 1024 * 1024           # scheduler.max_job_bytes (the default)
@@ -138,6 +139,15 @@ class Pipeline(unittest.TestCase):
             "retry: { delays: [1s, 5s], expiry: 1h }\n"
             % (self.bootstrap, self.port, cert, key, users, self.sink.address)) + self.extra)
         self.procs = []
+
+    def control(self, command):
+        """One devbroker control command (fault injection)."""
+        with open(os.path.join(self.tmp, "broker.control")) as f:
+            host, port = f.read().split()[0].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(command.encode() + b"\n")
+            answer = s.makefile().readline().strip()
+        self.assertTrue(answer.startswith("ok"), answer)
 
     def write(self, name, text):
         path = os.path.join(self.tmp, name)
@@ -314,6 +324,25 @@ class TestSizeBudget(Pipeline):
         self.assertIn("max_job_bytes", h["reason"])
         self.assertEqual(h.get("truncated"), "true", h)
         self.assertEqual(h.get("original-length"), str(len(payload)), h)
+
+
+class TestHandoff(Pipeline):
+    def test_a_job_kafka_refuses_downstream_is_rejected_not_committed_silently(self):
+        # The job is on the jobs topic before the scheduler starts; then
+        # the broker refuses the next produce for good (as a topic with a
+        # smaller max.message.bytes would): classify's publication to sited.
+        self.publish([{"payload": encode_job("h-1", ["a@handoff.test"], "handoff.test",
+                                             raw=b"x\r\n"), "key": "handoff.test"}])
+        self.control("errors Produce 1 MSG_SIZE_TOO_LARGE")
+        self.start_pipeline()
+        rej = wait_for(lambda: self.rejected().get("h-1"), DEADLINE, "REJECTED h-1")
+        self.assertIn("could not hand the job on", rej)
+        self.assertIn("too large", rej)
+        dlq = self.dump("dlq")
+        self.assertEqual(len(dlq), 1, dlq)
+        self.assertIn("could not hand the job on", dlq[0]["headers"]["reason"])
+        self.assertEqual(dlq[0]["headers"]["source-topic"], "sluice.jobs")
+        self.assertEqual(self.delivered(), set())
 
 
 class TestJobContract(Pipeline):
