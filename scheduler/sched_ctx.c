@@ -162,6 +162,12 @@ static void op_failed(sched_op *op, const char *to, int err)
     if (sl_dlq_publish(op->ctx->prod, op->ctx->cfg, raw, len, reason, topic, part, off, op_last_cb,
                        op) != 0)
         sched_op_release(op);
+    /* The feedback stage reads events, not jobs: for it the DLQ record and
+     * the counter say it all. */
+    if (!strcmp(op->stage, "feedback")) {
+        free(reason);
+        return;
+    }
     sl_job *job = NULL;
     const char *why;
     if (!raw || sl_job_decode(raw, len, &job, &why) != 0)
