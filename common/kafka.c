@@ -14,6 +14,7 @@
  * partition's window (offsets.h), which says what offset is safe to store.
  */
 #include "kafka.h"
+#include "budget.h"
 #include "log.h"
 #include "metrics.h"
 #include "offsets.h"
@@ -46,12 +47,14 @@ sl_topic_spec *sl_topics(const sl_config *cfg, size_t *n)
         t[i].name = sl_config_topic(cfg, fixed[i].suffix);
         t[i].partitions = cfg->kafka.partitions;
         t[i].compacted = fixed[i].compacted;
+        t[i].max_message_bytes = sl_budget_topic_max(cfg);
     }
     for (size_t d = 0; d < cfg->retry.n_delays; d++, i++) {
         char *suffix = sl_config_retry_suffix(cfg->retry.delays_ms[d]);
         t[i].name = sl_config_topic(cfg, suffix);
         free(suffix);
         t[i].partitions = cfg->kafka.partitions;
+        t[i].max_message_bytes = sl_budget_topic_max(cfg);
     }
     *n = total;
     return t;
@@ -171,6 +174,11 @@ static rd_kafka_t *producer_create(sl_producer *p, char **err)
     conf_set(c, "message.timeout.ms", "30000");
     conf_set(c, "queue.buffering.max.messages", "1000000");
     conf_set(c, "compression.codec", "lz4");
+    /* The size budget (budget.h): any record produced for a job the
+     * contract accepts fits, whatever stage produces it. */
+    char maxb[24];
+    snprintf(maxb, sizeof maxb, "%llu", (unsigned long long)sl_budget_record_max(p->cfg));
+    conf_set(c, "message.max.bytes", maxb);
     rd_kafka_conf_set_dr_msg_cb(c, producer_dr_cb);
     rd_kafka_conf_set_opaque(c, p);
     char errstr[512];
@@ -902,6 +910,16 @@ sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_con
     conf_set(kc, "heartbeat.interval.ms", tmp);
     conf_set(kc, "enable.partition.eof", "false");
     conf_set(kc, "queued.max.messages.kbytes", "16384");
+    /* A record as large as the budget allows must be fetchable: librdkafka
+     * returns one batch over the per-partition fetch size anyway, but not
+     * one over fetch.max.bytes (50 MB by default). */
+    uint64_t tmax = sl_budget_topic_max(cfg);
+    if (tmax > 50000000) {
+        snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)tmax);
+        conf_set(kc, "fetch.max.bytes", tmp);
+        snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)(tmax + 1024 * 1024));
+        conf_set(kc, "receive.message.max.bytes", tmp);
+    }
     rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
     rd_kafka_conf_set_opaque(kc, c);
     char errstr[512];

@@ -5,11 +5,13 @@
  * security, client.id, timeouts). The caller owns the result until it hands
  * it to rd_kafka_new().
  *
- * sl_topics() lists every sluice topic with its partition count and cleanup
- * policy: what `sluice topics ensure` and the dev broker create.
+ * sl_topics() lists every sluice topic with its partition count, cleanup
+ * policy and max.message.bytes: what `sluice topics ensure` and the dev
+ * broker create.
  *
  * sl_producer is the idempotent producer (enable.idempotence=true,
- * acks=all, murmur2_random partitioner). sl_producer_send() copies key and
+ * acks=all, murmur2_random partitioner, message.max.bytes from the size
+ * budget, budget.h). sl_producer_send() copies key and
  * value; the callback fires exactly once per send with 0 when Kafka
  * acknowledged the record, or a negative error when it can never be
  * (record too large, unknown topic after the timeout). Transient failures
@@ -48,6 +50,7 @@ typedef struct sl_topic_spec {
     char *name;         /* full name, prefix included */
     int partitions;
     bool compacted;
+    uint64_t max_message_bytes; /* the topic's max.message.bytes (budget.h) */
 } sl_topic_spec;
 
 /* Every sluice topic; caller frees with sl_topics_free(). */

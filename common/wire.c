@@ -2,7 +2,9 @@
  * wire - see wire.h.
  */
 #include "wire.h"
+#include "budget.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <fcntl.h>
 #include <math.h>
@@ -199,6 +201,75 @@ bad:
     return SL_EPROTO;
 }
 
+/* Does the length-delimited field at [p, p + n) hold a NUL, or, for a map
+ * entry (key 1, value 2) or MxHost (host 1), does a string inside? */
+static bool span_has_nul(const uint8_t *p, size_t n, bool nested)
+{
+    if (!nested)
+        return memchr(p, 0, n) != NULL;
+    const uint8_t *end = p + n;
+    while (p < end) {
+        uint64_t tag, v;
+        if (!pb_varint(&p, end, 5, &tag))
+            return false; /* the decoder judged the structure */
+        unsigned wt = tag & 7;
+        if (wt == 0) {
+            if (!pb_varint(&p, end, 10, &v))
+                return false;
+        } else if (wt == 2) {
+            if (!pb_varint(&p, end, 5, &v) || v > (uint64_t)(end - p))
+                return false;
+            if (memchr(p, 0, (size_t)v))
+                return true;
+            p += v;
+        } else if (wt == 1 || wt == 5) {
+            size_t k = wt == 1 ? 8 : 4;
+            if ((size_t)(end - p) < k)
+                return false;
+            p += k;
+        } else {
+            return false;
+        }
+    }
+    return false;
+}
+
+const char *sl_job_nul_field(const void *buf, size_t n)
+{
+    static const char *const names[] = {
+        [2] = "job_id",      [3] = "tenant",    [4] = "campaign", [5] = "pool",
+        [7] = "mail_from",   [8] = "recipients", [9] = "domain",  [11] = "template_id",
+        [12] = "vars",       [17] = "meta",     [18] = "site",    [19] = "mx",
+    };
+    const uint8_t *p = buf, *end = p + n;
+    while (p < end) {
+        uint64_t tag, v;
+        if (!pb_varint(&p, end, 5, &tag))
+            return NULL;
+        uint32_t field = (uint32_t)(tag >> 3);
+        unsigned wt = tag & 7;
+        if (wt == 0) {
+            if (!pb_varint(&p, end, 10, &v))
+                return NULL;
+        } else if (wt == 2) {
+            if (!pb_varint(&p, end, 5, &v) || v > (uint64_t)(end - p))
+                return NULL;
+            if (field < sizeof names / sizeof names[0] && names[field] &&
+                span_has_nul(p, (size_t)v, field == 12 || field == 17 || field == 19))
+                return names[field];
+            p += v;
+        } else if (wt == 1 || wt == 5) {
+            size_t k = wt == 1 ? 8 : 4;
+            if ((size_t)(end - p) < k)
+                return NULL;
+            p += k;
+        } else {
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
 void sl_pack(const ProtobufCMessage *m, sl_buf *b)
 {
     sl_buf_reset(b);
@@ -369,14 +440,31 @@ int sl_dlq_publish(sl_producer *p, const sl_config *cfg, const void *raw, size_t
                    sl_produce_cb cb, void *arg)
 {
     char *dlq = sl_config_topic(cfg, "dlq");
-    char part[16], off[24];
+    char part[16], off[24], orig[24];
     snprintf(part, sizeof part, "%d", partition);
     snprintf(off, sizeof off, "%lld", (long long)offset);
-    sl_header h[] = {{"reason", reason},
-                     {"source-topic", topic ? topic : ""},
-                     {"source-partition", part},
-                     {"source-offset", off}};
-    int rc = sl_producer_send(p, dlq, NULL, 0, raw ? raw : "", len, h, 4, cb, arg);
+    /* The DLQ takes any record it is given: a copy larger than the budget
+     * allows is cut, and the headers say so and how long it was. */
+    size_t keep = len;
+    uint64_t cap = sl_budget_dlq_copy_max(cfg);
+    if (keep > cap)
+        keep = (size_t)cap;
+    char *why = NULL;
+    if (reason && strlen(reason) > SL_BUDGET_REASON_MAX)
+        reason = why = xstrndup(reason, SL_BUDGET_REASON_MAX);
+    sl_header h[6] = {{"reason", reason ? reason : ""},
+                      {"source-topic", topic ? topic : ""},
+                      {"source-partition", part},
+                      {"source-offset", off}};
+    size_t nh = 4;
+    if (keep < len) {
+        snprintf(orig, sizeof orig, "%zu", len);
+        h[nh++] = (sl_header){"truncated", "true"};
+        h[nh++] = (sl_header){"original-length", orig};
+        sl_metric_inc("sluice_dlq_truncated_total", NULL, 1);
+    }
+    int rc = sl_producer_send(p, dlq, NULL, 0, raw ? raw : "", raw ? keep : 0, h, nh, cb, arg);
+    free(why);
     free(dlq);
     return rc;
 }

@@ -58,6 +58,14 @@ typedef struct sl_job_fields {
     int32_t priority;
 } sl_job_fields;
 int sl_job_peek(const void *p, size_t n, sl_job_fields *out, const char **why);
+/* protobuf strings may hold NUL, C strings may not: decoding cuts a string
+ * at its first NUL, so "a@x.com\0b" would become "a@x.com" unnoticed.
+ * sl_job_nul_field() reads an encoded Job in place and names the first
+ * string field holding a NUL ("recipients", "vars", ...; inside map
+ * entries and MX hosts too), or returns NULL. The raw message (bytes) is
+ * not a string and is not looked at. Run it on what sl_job_decode()
+ * accepted. */
+const char *sl_job_nul_field(const void *p, size_t n);
 void sl_dispatch_free(sl_dispatch *d);
 void sl_event_free(sl_event *e);
 void sl_suppression_free(sl_suppression *s);
@@ -104,7 +112,10 @@ void sl_event_from_job(sl_event *e, Sluice__V1__EventType type, const sl_job *jo
 int sl_event_publish(sl_producer *p, const sl_config *cfg, const sl_event *e, sl_produce_cb cb,
                      void *arg);
 /* Publish raw bytes to the DLQ with headers "reason", "source-topic",
- * "source-partition", "source-offset". */
+ * "source-partition", "source-offset". It takes any record: a copy over
+ * sl_budget_dlq_copy_max() is cut to it, with headers "truncated: true" and
+ * "original-length" (and the counter sluice_dlq_truncated_total); a reason
+ * over SL_BUDGET_REASON_MAX octets is cut too. */
 int sl_dlq_publish(sl_producer *p, const sl_config *cfg, const void *raw, size_t len,
                    const char *reason, const char *topic, int32_t partition, int64_t offset,
                    sl_produce_cb cb, void *arg);

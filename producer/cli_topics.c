@@ -3,7 +3,8 @@
  *
  * ensure: creates every topic of sl_topics() that the cluster does not have,
  * through the Admin API (CreateTopics), compacted ones with
- * cleanup.policy=compact, replication factor kafka.replication_factor capped
+ * cleanup.policy=compact, every one with max.message.bytes from the size
+ * budget (budget.h), replication factor kafka.replication_factor capped
  * at the number of brokers in the metadata. Idempotent: a topic that exists
  * (or that another process creates at the same time) is reported as
  * "exists"; one with fewer partitions than configured gets a warning and is
@@ -91,6 +92,12 @@ static int topics_create(rd_kafka_t *rk, const sl_topic_spec *t, size_t n, const
         if (t[i].compacted &&
             rd_kafka_NewTopic_set_config(nt[nnew], "cleanup.policy", "compact") != 0)
             sl_panic("NewTopic %s: cannot set cleanup.policy", t[i].name);
+        /* The size budget: every record a stage produces for an accepted
+         * job fits (budget.h). */
+        char maxb[24];
+        snprintf(maxb, sizeof maxb, "%llu", (unsigned long long)t[i].max_message_bytes);
+        if (rd_kafka_NewTopic_set_config(nt[nnew], "max.message.bytes", maxb) != 0)
+            sl_panic("NewTopic %s: cannot set max.message.bytes", t[i].name);
         nnew++;
     }
     int rc = 0;
@@ -122,14 +129,16 @@ static int topics_create(rd_kafka_t *rk, const sl_topic_spec *t, size_t n, const
             rd_kafka_resp_err_t err = rd_kafka_topic_result_error(tr[i]);
             int parts = 0;
             bool compacted = false;
+            unsigned long long maxb = 0;
             for (size_t j = 0; j < n; j++)
                 if (!strcmp(t[j].name, name)) {
                     parts = t[j].partitions;
                     compacted = t[j].compacted;
+                    maxb = (unsigned long long)t[j].max_message_bytes;
                 }
             if (!err) {
-                printf("created %s (%d partitions, replication %d%s)\n", name, parts, rf,
-                       compacted ? ", compacted" : "");
+                printf("created %s (%d partitions, replication %d%s, max.message.bytes %llu)\n",
+                       name, parts, rf, compacted ? ", compacted" : "", maxb);
             } else if (err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
                 /* Someone else created it between our metadata and now. */
                 printf("exists %s\n", name);

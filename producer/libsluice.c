@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE /* qsort_r */
 #include "sluice.h"
+#include "budget.h"
 #include "config.h"
 #include "kafka.h"
 #include "wire.h"
@@ -31,8 +32,8 @@ _Static_assert(SLUICE_EKAFKA == SL_EKAFKA, "error codes follow util.h");
 _Static_assert(SLUICE_ETIMEOUT == SL_ETIMEOUT, "error codes follow util.h");
 _Static_assert(SLUICE_ECONFIG == SL_ECONFIG, "error codes follow util.h");
 _Static_assert(SLUICE_EADDRESS == SL_EADDRESS, "error codes follow util.h");
+_Static_assert(SLUICE_MAX_RCPTS_PER_JOB == SL_BUDGET_JOB_RCPTS_MAX, "classify's job limit");
 
-#define DEFAULT_MAX_JOB_BYTES (10u * 1024 * 1024)
 #define FIELD_MAX 255    /* tenant, campaign, pool, template id */
 #define VAR_NAME_MAX 128 /* as template.h allows */
 
@@ -121,8 +122,9 @@ sluice_client *sluice_client_new_from_config(const struct sl_config *cfg, char *
     for (size_t i = 0; i < 2; i++)
         rd_kafka_topic_destroy(rd_kafka_topic_new(sl_producer_handle(c->p), warm[i], NULL));
     free(events);
-    c->max_job_bytes =
-        cfg->scheduler.max_job_bytes ? cfg->scheduler.max_job_bytes : DEFAULT_MAX_JOB_BYTES;
+    /* The size budget (budget.h): a job the scheduler would refuse, or one
+     * that could not fit every topic on its way, is refused here. */
+    c->max_job_bytes = sl_budget_job_max(cfg);
     c->accepted_events = true;
     return c;
 }

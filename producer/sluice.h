@@ -40,7 +40,11 @@
  *     refuses them in header fields) but no NUL.
  *   - exactly one of raw (an RFC 5322 message, no NUL) and template_id.
  *   - sizes: at most SLUICE_MAX_RCPTS recipients per call, and the encoded
- *     job at most the configured scheduler.max_job_bytes.
+ *     job at most the configured scheduler.max_job_bytes (1 MiB when 0 or
+ *     unset), else SLUICE_ETOOBIG at once with nothing published. The
+ *     client's message.max.bytes and the topics' max.message.bytes leave
+ *     room for what the scheduler adds (the size budget), so a job taken
+ *     here is never refused by Kafka further on.
  * Duplicate recipients in one call are sent once.
  *
  * Ownership: sluice_send() copies everything it needs from the message;

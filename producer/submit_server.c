@@ -17,6 +17,7 @@
  * stops when nothing is.
  */
 #include "submit_server.h"
+#include "budget.h"
 #include "log.h"
 #include "metrics.h"
 #include "sluice.h"
@@ -52,6 +53,7 @@ struct sub_trx {
     uv_timer_t timer;
     bool timer_open;
     size_t jobs, acked, failed, reported;
+    bool too_big; /* a job was refused as too large: a permanent condition */
     bool sending; /* inside sluice_send(): callbacks may fire early */
     sl_buf ids;
     char user[129];
@@ -342,7 +344,17 @@ static void trx_check(sub_trx *t)
 {
     if (t->sending)
         return;
-    if (t->se && t->failed) {
+    if (t->se && t->failed && t->too_big && !t->acked && t->reported == t->jobs) {
+        /* Nothing went out and never will: a temporary answer would only
+         * have the client send it again. The size budget makes this rare
+         * (a job within it fits every topic), so it is a configuration
+         * mismatch with the broker: say so loudly. */
+        COUNT(t->srv, too_big, "sluice_submit_rejected_total", "reason=\"size\"");
+        sl_error("submit: Kafka refused a message of %zu octets from %s as too large; check "
+                 "the topics' max.message.bytes (sluice topics ensure)",
+                 t->bytes, t->user);
+        trx_answer(t, 552, "5.3.4 Message too big for the queue");
+    } else if (t->se && t->failed && (!t->too_big || t->reported == t->jobs)) {
         COUNT(t->srv, kafka_timeouts, "sluice_submit_messages_total", "result=\"kafka_failed\"");
         trx_answer(t, 451, "4.3.0 Queueing failed, try again later");
     } else if (t->se && t->acked == t->jobs) {
@@ -374,6 +386,8 @@ static void trx_job_cb(void *arg, const sluice_job_result *r)
                        r->domain);
     } else {
         t->failed++;
+        if (r->err == SLUICE_ETOOBIG)
+            t->too_big = true;
         sl_log_job(SL_LOG_ERROR, r->job_id, "submit: job for %s not published: %s", r->domain,
                    sluice_strerror(r->err));
     }
@@ -539,6 +553,13 @@ static void on_data(void *arg, smtpd_session *s, const char *msg, size_t len)
     poll_arm(srv);
 }
 
+size_t sub_server_size_limit(const sl_config *cfg)
+{
+    uint64_t budget = sl_budget_message_max(cfg);
+    uint64_t want = cfg->submit.max_message_size;
+    return (size_t)(want && want < budget ? want : budget);
+}
+
 /* ---- polling libsluice ---- */
 
 static void poll_cb(uv_timer_t *h)
@@ -596,6 +617,11 @@ sub_server *sub_server_new(uv_loop_t *loop, const sub_opts *o, char **err)
         return NULL;
     }
     metrics_help();
+    if (o->cfg->submit.max_message_size > sub_server_size_limit(o->cfg))
+        sl_warn("submit: submit.max_message_size %llu is over what a job may carry "
+                "(scheduler.max_job_bytes less room for the envelope): SIZE is %zu",
+                (unsigned long long)o->cfg->submit.max_message_size,
+                sub_server_size_limit(o->cfg));
     srv->rate = sub_rate_new();
     srv->fails = sub_fails_new(srv->o.auth_ip_window_ms, 100000);
     srv->dummy_hash = sub_password_hash("sluice-submit dummy", 19);
@@ -603,7 +629,7 @@ sub_server *sub_server_new(uv_loop_t *loop, const sub_opts *o, char **err)
     srv->poll.data = srv;
     smtpd_config sc = {
         .hostname = srv->o.hostname,
-        .max_message_size = o->cfg->submit.max_message_size,
+        .max_message_size = sub_server_size_limit(o->cfg),
         .max_rcpt = o->cfg->submit.max_recipients,
         .max_conn = o->cfg->submit.max_connections,
         .max_conn_per_ip = o->cfg->submit.max_connections_per_ip,

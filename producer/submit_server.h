@@ -17,6 +17,8 @@
  *     gets 451 4.7.1 here already.
  *   - RCPT TO: a valid address (else 553 5.1.3); the engine caps the count
  *     (452 4.5.3).
+ *   - SIZE: sub_server_size_limit(); a MAIL with a larger SIZE= and a
+ *     larger message are 552 5.3.4 (the engine enforces both).
  *   - DATA: the engine rejects bare CR/LF/NUL and oversize messages. Then
  *     the From header's domains must be allowed (unless the user has
  *     check_from=no), else 550 5.7.1; the rate token is taken (451 4.7.1);
@@ -49,6 +51,8 @@
 #include "config.h"
 #include "submit_users.h"
 
+#include <stddef.h>
+
 typedef struct sub_server sub_server;
 
 /* Zero means the default in brackets. */
@@ -72,7 +76,16 @@ typedef struct sub_stats {
     uint64_t auth_ok, auth_failed;
     uint64_t rate_limited;
     uint64_t policy_rejected; /* 550 5.7.1 for domains */
+    uint64_t too_big;         /* 552 5.3.4 after Kafka refused a job's size */
 } sub_stats;
+
+/* The largest message sluice-submit takes, the SIZE it announces: the
+ * configured submit.max_message_size, capped by the size budget so that
+ * the message, its Received field and its envelope make a job within
+ * scheduler.max_job_bytes (budget.h). Larger declared SIZE= is 552 5.3.4
+ * at MAIL, a larger message 552 5.3.4 after DATA: never accepted, then
+ * lost on the way. */
+size_t sub_server_size_limit(const sl_config *cfg);
 
 /* NULL with *err (caller frees) when the Kafka client cannot be made. */
 sub_server *sub_server_new(uv_loop_t *loop, const sub_opts *o, char **err);

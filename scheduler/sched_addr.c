@@ -2,6 +2,7 @@
  * sched_addr - see sched_addr.h.
  */
 #include "sched_addr.h"
+#include "template.h" /* sl_utf8_valid(), the one UTF-8 check */
 
 #include <string.h>
 
@@ -108,5 +109,7 @@ bool sched_addr_valid(const char *addr)
     const char *at = strrchr(addr, '@');
     if (!at)
         return false;
-    return local_valid(addr, at) && domain_valid(at + 1);
+    /* Octets >= 0x80 pass as SMTPUTF8 only when they are UTF-8: anything
+     * else would go out in RCPT TO as it is. */
+    return local_valid(addr, at) && domain_valid(at + 1) && sl_utf8_valid(addr, n);
 }

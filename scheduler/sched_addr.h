@@ -5,7 +5,7 @@
  * Quoted-string local part of at most 64 octets, "@", and a domain of
  * LDH labels (or an address literal in brackets) of at most 255 octets,
  * 254 in all. UTF-8 octets are accepted in the local part and labels
- * (SMTPUTF8, RFC 6531). Control characters (CR, LF, NUL, ...), spaces
+ * (SMTPUTF8, RFC 6531), when the whole address is valid UTF-8. Control characters (CR, LF, NUL, ...), spaces
  * outside quotes and angle brackets are refused: nothing that could split
  * an SMTP command line reaches a sender. sched_addr_domain() points at the
  * domain part (after the last '@'), or NULL.

@@ -3,6 +3,7 @@
  */
 #include "sched_classify.h"
 #include "sched_addr.h"
+#include "budget.h"
 #include "dns.h"
 #include "log.h"
 #include "metrics.h"
@@ -40,8 +41,18 @@ const char *sched_classify_validate(const sl_config *cfg, sl_job *job)
     (void)cfg;
     if (!job->n_recipients)
         return "no recipients";
+    if (job->n_recipients > SL_BUDGET_JOB_RCPTS_MAX)
+        return "more than 100 recipients in one job";
     if (!job->job_id || !*job->job_id)
         return "no job id";
+    /* The Message-ID derives from the job id: nothing in it may break a
+     * header line. */
+    if (strlen(job->job_id) > SL_BUDGET_JOB_ID_MAX)
+        return "job_id longer than 255 octets";
+    for (const unsigned char *p = (const unsigned char *)job->job_id; *p; p++)
+        if (*p < 32 || *p == 127)
+            return *p == '\r' || *p == '\n' ? "job_id contains a line break"
+                                             : "job_id contains a control character";
     for (size_t i = 0; i < job->n_recipients; i++)
         if (!sched_addr_valid(job->recipients[i]))
             return "invalid recipient address";
@@ -57,6 +68,41 @@ const char *sched_classify_validate(const sl_config *cfg, sl_job *job)
     if (!job->raw.len && (!job->template_id || !*job->template_id))
         return "no content (neither raw message nor template)";
     return NULL;
+}
+
+void sched_classify_reset(sl_job *job, bool retried)
+{
+    if (!retried)
+        job->attempt = 0;
+    job->not_before_ms = 0;
+    job->null_mx = false;
+    if (job->site && job->site != protobuf_c_empty_string)
+        free(job->site);
+    job->site = (char *)protobuf_c_empty_string;
+    for (size_t i = 0; i < job->n_mx; i++)
+        protobuf_c_message_free_unpacked(&job->mx[i]->base, NULL);
+    free(job->mx);
+    job->mx = NULL;
+    job->n_mx = 0;
+}
+
+/* Did the retry stage republish this record (SCHED_RETRY_HEADER naming the
+ * attempt the job carries)? */
+static bool from_retry(const rd_kafka_message_t *m, const sl_job *job)
+{
+    rd_kafka_headers_t *h = NULL;
+    const void *v = NULL;
+    size_t n = 0;
+    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(h, SCHED_RETRY_HEADER, &v, &n) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        !v || n == 0 || n > 10)
+        return false;
+    char buf[12];
+    memcpy(buf, v, n);
+    buf[n] = 0;
+    char *end = NULL;
+    unsigned long a = strtoul(buf, &end, 10);
+    return *end == 0 && a == job->attempt;
 }
 
 static void cjob_finish(cjob *j)
@@ -84,7 +130,7 @@ static void publish_sited(cjob *j, const char *site, const rd_kafka_message_t *r
         set_str(&j->job->site, site);
         sl_pack(&j->job->base, b);
     }
-    sched_op_send(j->op, ctx->prod, ctx->t_sited, site, b->data, b->len);
+    sched_op_send(j->op, ctx->t_sited, site, b->data, b->len, NULL, 0);
     sl_series_add(j->c->m_jobs, 1);
     cjob_finish(j);
 }
@@ -101,7 +147,7 @@ static void park_dns(cjob *j, const char *why)
                j->job->domain, why, (long long)(delay / 1000));
     sl_buf b = SL_BUF_INIT;
     sl_pack(&j->job->base, &b);
-    sched_op_send(j->op, ctx->prod, topic, j->job->domain, b.data, b.len);
+    sched_op_send(j->op, topic, j->job->domain, b.data, b.len, NULL, 0);
     sl_buf_free(&b);
     sl_metric_inc("sluice_classify_dns_deferred_total", NULL, 1);
     cjob_finish(j);
@@ -114,9 +160,12 @@ static void mx_cb(const sl_dns_mx_result *res, void *arg)
     char *site = NULL;
     switch (res->status) {
     case SL_DNS_OK: {
-        sched_mx *mx = xcalloc(res->n_hosts ? res->n_hosts : 1, sizeof *mx);
-        job->mx = xcalloc(res->n_hosts ? res->n_hosts : 1, sizeof *job->mx);
-        for (size_t i = 0; i < res->n_hosts; i++) {
+        /* The most preferred SL_BUDGET_MX_MAX hosts (the answer is sorted):
+         * what classify adds to a job stays within the size budget. */
+        size_t n = res->n_hosts < SL_BUDGET_MX_MAX ? res->n_hosts : SL_BUDGET_MX_MAX;
+        sched_mx *mx = xcalloc(n ? n : 1, sizeof *mx);
+        job->mx = xcalloc(n ? n : 1, sizeof *job->mx);
+        for (size_t i = 0; i < n; i++) {
             mx[i].host = res->hosts[i].host;
             mx[i].preference = res->hosts[i].preference;
             Sluice__V1__MxHost *h = xmalloc(sizeof *h);
@@ -125,8 +174,8 @@ static void mx_cb(const sl_dns_mx_result *res, void *arg)
             h->preference = res->hosts[i].preference;
             job->mx[i] = h;
         }
-        job->n_mx = res->n_hosts;
-        site = sched_site_by_mx(j->c->ctx->sites, job->domain, mx, res->n_hosts);
+        job->n_mx = n;
+        site = sched_site_by_mx(j->c->ctx->sites, job->domain, mx, n);
         free(mx);
         break;
     }
@@ -171,9 +220,9 @@ static void on_record(void *arg, sl_record *rec)
     sched_classify *c = arg;
     sched_ctx *ctx = c->ctx;
     const sl_config *cfg = ctx->cfg;
-    sched_op *op = sched_op_new(rec);
+    sched_op *op = sched_op_new(ctx, "classify", rec);
     rd_kafka_message_t *m = rec->msg;
-    if (cfg->scheduler.max_job_bytes && m->len > cfg->scheduler.max_job_bytes) {
+    if (m->len > sl_budget_job_max(cfg)) {
         sl_job *named = salvage_job(m);
         sched_op_reject(op, ctx, named, "classify", "job larger than scheduler.max_job_bytes");
         sl_job_free(named);
@@ -189,12 +238,25 @@ static void on_record(void *arg, sl_record *rec)
         sched_op_release(op);
         return;
     }
-    /* Does the job go on as it came, but for its site? */
-    bool as_is = !job->null_mx;
+    /* Does the job go on as it came, but for its site? Not when it
+     * carries anything the scheduler fills (an appended field overrides a
+     * scalar, but cannot take MX hosts away). */
+    bool retried = from_retry(m, job);
+    bool as_is = !job->null_mx && !job->n_mx && !job->not_before_ms && !job->attempt;
     bool domain_changed = !job->domain || !*job->domain;
     for (const char *d = job->domain; d && *d && !domain_changed; d++)
         domain_changed = *d >= 'A' && *d <= 'Z';
-    if ((why = sched_classify_validate(cfg, job))) {
+    /* A string with a NUL decodes cut short: refuse it rather than
+     * deliver to the address before the NUL. */
+    const char *nul = sl_job_nul_field(m->payload, m->len);
+    char nulwhy[64];
+    if (nul) {
+        snprintf(nulwhy, sizeof nulwhy, "a NUL byte in %s", nul);
+        why = nulwhy;
+    } else {
+        why = sched_classify_validate(cfg, job);
+    }
+    if (why) {
         sched_op_reject(op, ctx, job, "classify", why);
         sl_job_free(job);
         sched_op_release(op);
@@ -227,11 +289,14 @@ static void on_record(void *arg, sl_record *rec)
             return;
         }
     }
+    /* site, mx, null_mx and not_before_ms are the scheduler's to fill, and
+     * attempt is 0 unless the retry stage says otherwise: whatever a
+     * producer put there is dropped here. */
+    sched_classify_reset(job, retried);
     cjob *j = xcalloc(1, sizeof *j);
     j->c = c;
     j->op = op;
     j->job = job;
-    job->null_mx = false;
     const rd_kafka_message_t *raw = as_is ? m : NULL;
     const char *site = sched_site_by_domain(ctx->sites, job->domain);
     if (site) {

@@ -63,19 +63,27 @@ const char *sched_ctx_retry_topic(const sched_ctx *ctx, int64_t wait_ms, int64_t
     return ctx->t_retry[k];
 }
 
-sched_op *sched_op_new(sl_record *rec)
+sched_op *sched_op_new(const sched_ctx *ctx, const char *stage, sl_record *rec)
 {
     sched_op *op = xcalloc(1, sizeof *op);
+    op->ctx = ctx;
+    op->stage = stage;
     op->rec = rec;
     op->pending = 1;
     return op;
 }
 
-sched_op *sched_op_new_mark(sl_mark *mark)
+sched_op *sched_op_new_mark(const sched_ctx *ctx, const char *stage, sl_mark *mark, void *owner,
+                            const void *job, size_t job_len)
 {
     sched_op *op = xcalloc(1, sizeof *op);
+    op->ctx = ctx;
+    op->stage = stage;
     op->mark = *mark;
     mark->part__ = NULL;
+    op->owner = owner;
+    op->copy = job;
+    op->copy_len = job_len;
     op->pending = 1;
     return op;
 }
@@ -94,33 +102,102 @@ void sched_op_release(sched_op *op)
         sl_record_done(op->rec);
     else if (op->mark.part__)
         sl_mark_done(&op->mark);
+    free(op->owner);
     free(op);
 }
 
-void sched_op_cb(void *arg, int err)
+/* What the op stands for: the consumed record's bytes and place. */
+static const void *op_source(sched_op *op, size_t *len, const char **topic, int32_t *part,
+                             int64_t *off)
+{
+    *part = -1;
+    *off = -1;
+    if (op->rec) {
+        *topic = op->rec->topic;
+        *part = op->rec->partition;
+        *off = op->rec->offset;
+        *len = op->rec->msg ? op->rec->msg->len : 0;
+        return op->rec->msg ? op->rec->msg->payload : NULL;
+    }
+    *topic = op->mark.part__ ? sl_mark_topic(&op->mark, part) : "?";
+    *len = op->copy_len;
+    return op->copy;
+}
+
+/* The last resort's own callback: a DLQ record or REJECTED event that
+ * fails too can only be logged and counted. */
+static void op_last_cb(void *arg, int err)
 {
     sched_op *op = arg;
     if (err) {
-        int32_t part = -1;
-        const char *topic = op->rec ? op->rec->topic
-                            : op->mark.part__ ? sl_mark_topic(&op->mark, &part) : "?";
-        if (op->rec)
-            part = op->rec->partition;
-        sl_error("scheduler: a record for %s[%d]@%lld could never be produced: %s", topic, part,
-                 op->rec ? (long long)op->rec->offset : -1LL, sl_strerror(err));
+        sl_error("%s: the DLQ record or REJECTED event for a failed record could not be "
+                 "produced either: %s",
+                 op->stage, sl_strerror(err));
         sl_metric_inc("sluice_scheduler_produce_failures_total", NULL, 1);
     }
     sched_op_release(op);
 }
 
-int sched_op_send(sched_op *op, sl_producer *p, const char *topic, const char *key,
-                  const void *val, size_t vlen)
+/* A send for the op failed for good: the record is not handed on, so it is
+ * not committed silently either. Once per op. */
+static void op_failed(sched_op *op, const char *to, int err)
+{
+    size_t len;
+    const char *topic;
+    int32_t part;
+    int64_t off;
+    const void *raw = op_source(op, &len, &topic, &part, &off);
+    sl_error("%s: a record for %s[%d]@%lld could never be produced%s%s: %s", op->stage, topic,
+             part, (long long)off, to ? " to " : "", to ? to : "", sl_strerror(err));
+    sl_metric_inc("sluice_scheduler_produce_failures_total", NULL, 1);
+    if (op->failed)
+        return;
+    op->failed = true;
+    char labels[64];
+    snprintf(labels, sizeof labels, "stage=\"%s\"", op->stage);
+    sl_metric_inc("sluice_scheduler_handoff_failures_total", labels, 1);
+    char *reason = xasprintf("%s: could not hand the job on%s%s: %s", op->stage,
+                             to ? " to " : "", to ? to : "", sl_strerror(err));
+    sched_op_hold(op);
+    if (sl_dlq_publish(op->ctx->prod, op->ctx->cfg, raw, len, reason, topic, part, off, op_last_cb,
+                       op) != 0)
+        sched_op_release(op);
+    /* The feedback stage reads events, not jobs: for it the DLQ record and
+     * the counter say it all. */
+    if (!strcmp(op->stage, "feedback")) {
+        free(reason);
+        return;
+    }
+    sl_job *job = NULL;
+    const char *why;
+    if (!raw || sl_job_decode(raw, len, &job, &why) != 0)
+        job = NULL;
+    sl_event e;
+    sl_event_from_job(&e, SLUICE__V1__EVENT_TYPE__EVENT_REJECTED, job, op->stage);
+    e.reason = reason;
+    sched_op_hold(op);
+    if (sl_event_publish(op->ctx->prod, op->ctx->cfg, &e, op_last_cb, op) != 0)
+        sched_op_release(op);
+    sl_job_free(job);
+    free(reason);
+}
+
+void sched_op_cb(void *arg, int err)
+{
+    sched_op *op = arg;
+    if (err)
+        op_failed(op, NULL, err);
+    sched_op_release(op);
+}
+
+int sched_op_send(sched_op *op, const char *topic, const char *key, const void *val, size_t vlen,
+                  const sl_header *hdrs, size_t nhdrs)
 {
     sched_op_hold(op);
-    int rc = sl_producer_send(p, topic, key, key ? strlen(key) : 0, val, vlen, NULL, 0,
-                              sched_op_cb, op);
+    int rc = sl_producer_send(op->ctx->prod, topic, key, key ? strlen(key) : 0, val, vlen, hdrs,
+                              nhdrs, sched_op_cb, op);
     if (rc) {
-        sl_error("scheduler: producing to %s failed: %s", topic, sl_strerror(rc));
+        op_failed(op, topic, rc);
         sched_op_release(op);
     }
     return rc;
@@ -150,6 +227,7 @@ void sched_op_reject(sched_op *op, const sched_ctx *ctx, const sl_job *job, cons
     char labels[128];
     snprintf(labels, sizeof labels, "stage=\"%s\"", stage);
     sl_metric_inc("sluice_scheduler_rejected_total", labels, 1);
+    op->failed = true; /* this is the DLQ record: a failure is only logged */
     sched_op_hold(op);
     int rc = sl_dlq_publish(ctx->prod, ctx->cfg, rec->msg->payload, rec->msg->len, reason,
                             rec->topic, rec->partition, rec->offset, sched_op_cb, op);

@@ -68,7 +68,7 @@ void sched_feedback_event(sched_feedback *f, const sl_event *e, sched_op *op)
 static void on_record(void *arg, sl_record *rec)
 {
     sched_feedback *f = arg;
-    sched_op *op = sched_op_new(rec);
+    sched_op *op = sched_op_new(f->ctx, "feedback", rec);
     sl_event *e = NULL;
     const char *why = NULL;
     if (rec->msg->payload && sl_event_decode(rec->msg->payload, rec->msg->len, &e, &why) == 0) {

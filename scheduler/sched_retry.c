@@ -5,6 +5,7 @@
 #include "log.h"
 #include "metrics.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,7 +55,7 @@ static rtopic *topic_of(sched_retry *r, const char *name)
 static void release(sched_retry *r, sl_record *rec, sl_job *job, int64_t now)
 {
     sched_ctx *ctx = r->ctx;
-    sched_op *op = sched_op_new(rec);
+    sched_op *op = sched_op_new(ctx, "retry", rec);
     int64_t exp = sched_retry_expiry(ctx->cfg, job);
     if (exp && now >= exp) {
         sl_event e;
@@ -69,7 +70,12 @@ static void release(sched_retry *r, sl_record *rec, sl_job *job, int64_t now)
     } else {
         sl_buf b = SL_BUF_INIT;
         sl_pack(&job->base, &b);
-        sched_op_send(op, ctx->prod, ctx->t_jobs, job->domain, b.data, b.len);
+        /* The mark that lets classify keep this job's attempt count: a
+         * producer's job starts at attempt 0 whatever it says. */
+        char attempt[16];
+        snprintf(attempt, sizeof attempt, "%u", job->attempt);
+        sl_header h = {SCHED_RETRY_HEADER, attempt};
+        sched_op_send(op, ctx->t_jobs, job->domain, b.data, b.len, &h, 1);
         sl_buf_free(&b);
         sl_metric_inc("sluice_retry_released_total", NULL, 1);
     }
@@ -127,7 +133,7 @@ static void on_record(void *arg, sl_record *rec)
     sl_job *job = NULL;
     const char *why = NULL;
     if (!m->payload || sl_job_decode(m->payload, m->len, &job, &why) != 0) {
-        sched_op *op = sched_op_new(rec);
+        sched_op *op = sched_op_new(r->ctx, "retry", rec);
         sched_op_reject(op, r->ctx, NULL, "retry", why ? why : "empty record");
         sched_op_release(op);
         return;

@@ -324,17 +324,18 @@ static void dispatch(ssite *site, sjob *j, spair *p, const char *pool, int64_t s
     if (p->bo.rate != 0)
         sl_wire_put_double(b, SL_DISPATCH_FIELD_RATE, p->bo.rate);
     sl_wire_put_bytes(b, SL_DISPATCH_FIELD_JOB, j->data, j->len);
-    sched_op *op = sched_op_new_mark(&j->mark);
-    sched_op_send(op, s->ctx->prod, s->ctx->t_dispatch, p->key, b->data, b->len);
-    sched_op_release(op);
-    sl_series_add(p->dispatched, 1);
     if (sl_log_enabled(SL_LOG_DEBUG)) {
         char *id = sjob_id(j);
         sl_log_job(SL_LOG_DEBUG, id, "shape: %s via %s at +%lldms", site->name, p->ip,
                    (long long)(send_at - sl_now_ms()));
         free(id);
     }
-    sjob_free(j);
+    /* The op takes j over: should the dispatch fail, its job goes to the
+     * DLQ. */
+    sched_op *op = sched_op_new_mark(s->ctx, "shape", &j->mark, j, j->data, j->len);
+    sched_op_send(op, s->ctx->t_dispatch, p->key, b->data, b->len, NULL, 0);
+    sched_op_release(op);
+    sl_series_add(p->dispatched, 1);
 }
 
 /* Park j (already unlinked) on the retry topic whose delay fits wait_ms. */
@@ -352,16 +353,15 @@ static void park(ssite *site, sjob *j, int64_t wait_ms)
     job->not_before_ms = sl_now_ms() + delay;
     sl_buf b = SL_BUF_INIT;
     sl_pack(&job->base, &b);
-    sched_op *op = sched_op_new_mark(&j->mark);
-    sched_op_send(op, s->ctx->prod, topic, site->name, b.data, b.len);
-    sched_op_release(op);
+    sched_op *op = sched_op_new_mark(s->ctx, "shape", &j->mark, j, j->data, j->len);
+    sched_op_send(op, topic, site->name, b.data, b.len, NULL, 0);
     sl_buf_free(&b);
     char labels[300];
     snprintf(labels, sizeof labels, "site=\"%s\"", site->name);
     sl_metric_inc("sluice_shape_parked_total", labels, 1);
     sl_log_job(SL_LOG_DEBUG, job->job_id, "shape: %s parked on %s", site->name, topic);
     sl_job_free(job);
-    sjob_free(j);
+    sched_op_release(op); /* frees j once the park is acknowledged */
 }
 
 /* How long the site's queue needs at its current rates. */
@@ -532,7 +532,7 @@ static void reject(sched_shape *s, sl_record *rec, const char *why)
     const char *ignored = NULL;
     if (m->payload)
         sl_job_decode(m->payload, m->len, &job, &ignored);
-    sched_op *op = sched_op_new(rec);
+    sched_op *op = sched_op_new(s->ctx, "shape", rec);
     sched_op_reject(op, s->ctx, job, "shape", why);
     sched_op_release(op);
     sl_job_free(job);

@@ -301,6 +301,10 @@ def check_config(root, by_kind, deployments, bindir):
     prefix = (cfg.get("kafka") or {}).get("topic_prefix", "sluice.")
     delays = (cfg.get("retry") or {}).get("delays") or ["1m", "5m", "30m", "2h", "6h"]
     want = {prefix + s: False for s in ("jobs", "sited", "dispatch", "events", "dlq")}
+    job_max = (cfg.get("scheduler") or {}).get("max_job_bytes") or 1024 * 1024
+    if not isinstance(job_max, int):
+        job_max = 1024 * 1024  # a size with a unit: the budget test below uses the default
+    budget = job_max + 84 * 1024
     want.update({prefix + "retry." + str(d): False for d in delays})
     want.update({prefix + "suppressions": True, prefix + "templates": True})
     have = {}
@@ -318,6 +322,12 @@ def check_config(root, by_kind, deployments, bindir):
         policy = ((spec.get("config") or {}).get("cleanup.policy")) or "delete"
         if compact != ("compact" in policy):
             fail(w, "%s cleanup.policy should be %s" % (name, "compact" if compact else "delete"))
+        # The size budget (common/budget.h): the broker's own default
+        # (1,048,588) would refuse the largest jobs sluice accepts.
+        maxb = (spec.get("config") or {}).get("max.message.bytes")
+        if not isinstance(maxb, int) or maxb < budget:
+            fail(w, "%s max.message.bytes should be at least %d (the size budget), not %r"
+                 % (name, budget, maxb))
 
 
 # ---------------------------------------------------------------- compose

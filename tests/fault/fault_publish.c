@@ -16,6 +16,7 @@
  *       "raw_pad": N appends N bytes of body ("x" lines) to raw.
  *       "truncate": N sends only the first N bytes of the packed Job.
  *   {"payload_hex": "...", "key", "topic"}  those bytes as the value.
+ *   Any record may add "headers": {"name": "value", ...} (at most 8).
  *   {"template": {"id", "body"}}            a Template on the templates topic.
  *
  * Every record is sent and the tool waits for every acknowledgement. It
@@ -201,9 +202,19 @@ int main(int argc, char **argv)
             pack_job(o, &b);
             key = str(o, "key", str(o, "domain", "example.test"));
         }
+        /* "headers": {"name": "value"} on any record (the retry stage's
+         * mark, for one). */
+        sl_header hdrs[8];
+        size_t nh = 0;
+        json_t *hj = json_object_get(o, "headers");
+        const char *hk;
+        json_t *hv;
+        if (json_is_object(hj))
+            json_object_foreach(hj, hk, hv) if (nh < 8 && json_is_string(hv))
+                hdrs[nh++] = (sl_header){hk, json_string_value(hv)};
         char *topic = sl_config_topic(cfg, topic_sfx);
-        int rc = sl_producer_send(p, topic, key, strlen(key), b.data ? b.data : "", b.len, NULL,
-                                  0, ack_cb, NULL);
+        int rc = sl_producer_send(p, topic, key, strlen(key), b.data ? b.data : "", b.len,
+                                  nh ? hdrs : NULL, nh, ack_cb, NULL);
         if (rc) {
             fprintf(stderr, "fault_publish: send refused: %s\n", sl_strerror(rc));
             refused++;

@@ -76,6 +76,13 @@ class DeployTest(unittest.TestCase):
         self.assertFlags(r"container scheduler: no readinessProbe")
         self.assertFlags(r"container scheduler: resources.requests needs cpu and memory")
 
+    def test_topic_below_the_size_budget(self):
+        # The broker's default would refuse the largest jobs sluice accepts.
+        edit(self.p("k8s", "base", "topics.yaml"),
+             "    cleanup.policy: delete\n    max.message.bytes: 1134592\n",
+             "    cleanup.policy: delete\n", count=1)
+        self.assertFlags(r"sluice.jobs max.message.bytes should be at least 1134592")
+
     def test_config_rejected_by_real_loader(self):
         edit(self.p("k8s", "base", "configmap.yaml"), "      topic_prefix: sluice.\n",
              "      topic_prefx: sluice.\n")

@@ -49,6 +49,10 @@ static void test_table(void **state)
         {"a@[1.2.3.4", false},
         {long_local, false},
         {long_label, true},
+        {"j\xc3\xb6rg@b\xc3\xbc" "cher.de", true},
+        {"j\xffrg@example.com", false},      /* not UTF-8 */
+        {"j\xc3@example.com", false},        /* a sequence cut short */
+        {"a@b\xc3\x28.de", false},           /* a bad continuation in the domain */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (sched_addr_valid(cases[i].addr) != cases[i].ok)

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "budget.h"
 #include "metrics.h"
 #include "wire.h"
 
@@ -248,6 +249,71 @@ static void metrics_render(void **state)
     sl_buf_free(&b);
 }
 
+/* A NUL anywhere in a string field is found on the encoded job, inside map
+ * entries and MX hosts too; NULs in raw (bytes) are not strings. */
+static void nul_fields_found(void **state)
+{
+    (void)state;
+    char *r_ok[] = {"a@example.org"};
+    char rcpt_nul[] = "a@example.org\0b";
+    const struct {
+        const char *what;
+        const char *want;
+    } cases[] = {{"none", NULL},       {"rcpt", "recipients"}, {"id", "job_id"},
+                 {"var", "vars"},       {"meta", "meta"},       {"mx", "mx"},
+                 {"raw", NULL}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sl_job j = SLUICE__V1__JOB__INIT;
+        j.version = SLUICE_WIRE_VERSION;
+        j.job_id = "J1";
+        j.recipients = r_ok;
+        j.n_recipients = 1;
+        sl_buf b = SL_BUF_INIT;
+        sl_pack(&j.base, &b);
+        /* Append the field with a NUL by hand: protobuf-c would stop at it. */
+        const char *w = cases[i].what;
+        if (!strcmp(w, "rcpt"))
+            sl_wire_put_bytes(&b, 8, rcpt_nul, sizeof rcpt_nul - 1);
+        else if (!strcmp(w, "id"))
+            sl_wire_put_bytes(&b, 2, "J\0x", 3);
+        else if (!strcmp(w, "var") || !strcmp(w, "meta") || !strcmp(w, "mx")) {
+            sl_buf e = SL_BUF_INIT;
+            sl_wire_put_bytes(&e, 1, "k", 1);
+            sl_wire_put_bytes(&e, 2, "v\0w", 3);
+            if (!strcmp(w, "mx")) {
+                sl_buf_reset(&e);
+                sl_wire_put_bytes(&e, 1, "mx\0.evil", 8);
+                sl_wire_put_varint(&e, 2, 10);
+            }
+            sl_wire_put_bytes(&b, !strcmp(w, "var") ? 12 : !strcmp(w, "meta") ? 17 : 19, e.data,
+                              e.len);
+            sl_buf_free(&e);
+        } else if (!strcmp(w, "raw"))
+            sl_wire_put_bytes(&b, 10, "a\0b", 3);
+        const char *got = sl_job_nul_field(b.data, b.len);
+        if (cases[i].want ? !got || strcmp(got, cases[i].want) : got != NULL)
+            fail_msg("%s: got %s", w, got ? got : "(none)");
+        sl_buf_free(&b);
+    }
+}
+
+/* The budget's figures for the default, as docs/reliability.md states them. */
+static void size_budget(void **state)
+{
+    (void)state;
+    sl_config *cfg = sl_config_default();
+    assert_int_equal(sl_budget_job_max(cfg), 1048576);
+    assert_int_equal(sl_budget_message_max(cfg), 1015808);
+    assert_int_equal(sl_budget_record_max(cfg), 1130496);
+    assert_int_equal(sl_budget_topic_max(cfg), 1134592);
+    assert_int_equal(sl_budget_dlq_copy_max(cfg), 1114112);
+    cfg->scheduler.max_job_bytes = 0; /* the default, never unlimited */
+    assert_int_equal(sl_budget_job_max(cfg), 1048576);
+    cfg->scheduler.max_job_bytes = 4ull << 30;
+    assert_int_equal(sl_budget_job_max(cfg), SL_BUDGET_JOB_CEILING);
+    sl_config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -256,7 +322,8 @@ int main(void)
         cmocka_unit_test(versions_refused),
         cmocka_unit_test(field_number_zero_refused),
         cmocka_unit_test(job_ids_unique_and_sortable), cmocka_unit_test(event_json),
-        cmocka_unit_test(metrics_render),
+        cmocka_unit_test(metrics_render), cmocka_unit_test(nul_fields_found),
+        cmocka_unit_test(size_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
