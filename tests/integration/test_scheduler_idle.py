@@ -1,0 +1,57 @@
+"""Integration test of the scheduler's idle freeing: shape forgets the
+state of sites and (site, IP) pairs that have been quiet for
+scheduler.idle_state_timeout, so its memory follows the sites in use, but
+keeps what still matters (here a suspension) until it is over."""
+
+import re
+import unittest
+
+from sluicetest import wait_for
+from test_scheduler import SchedCase
+
+
+def gauge(text, name):
+    m = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
+    return float(m.group(1)) if m else None
+
+
+class TestIdle(SchedCase):
+    extra = """
+scheduler: { idle_state_timeout: 3s }
+"""
+
+    def test_quiet_sites_are_freed_but_not_a_suspension(self):
+        self.start_scheduler()
+        # A suspension that outlives the quiet period.
+        r = self.tool("event", "-c", self.cfg, "--type", "deferred", "--site", "held.test",
+                      "--source-ip", "127.0.0.2", "--to", "a@held.test", "--down-for-ms", 10000,
+                      "--reply", "connection refused")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        held = 'sluice_shape_state{site="held.test",source="127.0.0.2",state="suspended"} 1'
+        wait_for(lambda: held in self.metrics(), 20, "held.test suspended")
+        # 60 sites (each domain under the *.test route is its own site), two
+        # IPs each.
+        self.produce("--to", "u@x.test", "--domains", 60, "--count", 60, "--id", "m")
+        self.dump("dispatch", 60)
+        wait_for(lambda: (gauge(self.metrics(), "sluice_shape_sites") or 0) >= 61 and
+                 (gauge(self.metrics(), "sluice_shape_pairs") or 0) >= 121, 10,
+                 "61 sites and 121 pairs held")
+        # Quiet: the 60 sites go, with their series; the suspended pair stays.
+        text = wait_for(lambda: (lambda t: gauge(t, "sluice_shape_sites") == 1 and t)(
+            self.metrics()), 20, "idle sites freed")
+        self.assertEqual(gauge(text, "sluice_shape_pairs"), 1)
+        self.assertIn(held, text)
+        self.assertNotIn('site="d0.s0.x.test"', text)
+        self.assertGreaterEqual(
+            gauge(text, 'sluice_shape_idle_freed_total{kind="site"}'), 60)
+        # Once the suspension is over and quiet in turn, it goes too.
+        wait_for(lambda: gauge(self.metrics(), "sluice_shape_sites") == 0, 30,
+                 "held.test freed after its suspension")
+        # A site that comes back starts afresh and is dispatched.
+        self.produce("--to", "u@x.test", "--domains", 1, "--count", 2, "--id", "again")
+        again = [r for r in self.dump("dispatch", 62) if r["job_id"].startswith("again-")]
+        self.assertEqual(len(again), 2)
+
+
+if __name__ == "__main__":
+    unittest.main()
