@@ -24,7 +24,7 @@ typedef struct sl_series {
     double value;
     double sum;
     uint64_t count;
-    uint64_t buckets[N_BUCKETS];
+    uint64_t *buckets; /* histograms only: N_BUCKETS */
     struct sl_series *next;
 } series;
 
@@ -88,6 +88,8 @@ static series *get(const char *name, const char *labels, sl_metric_type type)
     s->name = xstrdup(name);
     s->labels = xstrdup(labels ? labels : "");
     s->type = type;
+    if (type == SL_METRIC_HISTOGRAM)
+        s->buckets = xcalloc(N_BUCKETS, sizeof *s->buckets);
     s->next = table[h];
     table[h] = s;
     n_series++;
@@ -158,11 +160,14 @@ void sl_metric_observe(const char *name, const char *labels, double v)
 {
     pthread_mutex_lock(&mu);
     series *s = get(name, labels, SL_METRIC_HISTOGRAM);
+    if (s->type != SL_METRIC_HISTOGRAM)
+        goto out; /* the name is a counter or gauge elsewhere: a bug, not a crash */
     s->sum += v;
     s->count++;
     for (size_t i = 0; i < N_BUCKETS; i++)
         if (v <= bucket_bounds[i])
             s->buckets[i]++;
+out:
     pthread_mutex_unlock(&mu);
 }
 
@@ -177,6 +182,7 @@ void sl_metric_drop(const char *name, const char *labels)
                 *pp = s->next;
                 free(s->name);
                 free(s->labels);
+                free(s->buckets);
                 free(s);
                 n_series--;
                 break;

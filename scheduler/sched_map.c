@@ -20,7 +20,7 @@ static uint64_t hash(const char *s)
 
 void sched_map_init(sched_map *m)
 {
-    m->n_slots = 64;
+    m->n_slots = 8; /* most maps are small: a site's pairs, its flows */
     m->slots = xcalloc(m->n_slots, sizeof *m->slots);
     m->count = 0;
 }
@@ -91,7 +91,7 @@ void *sched_map_del(sched_map *m, const char *key)
 void sched_map_shrink(sched_map *m)
 {
     size_t n = m->n_slots;
-    while (n > 64 && m->count < n / 4)
+    while (n > 8 && m->count < n / 4)
         n /= 2;
     if (n != m->n_slots)
         resize(m, n);

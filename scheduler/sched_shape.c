@@ -34,7 +34,7 @@ typedef struct spair {
     int64_t day;
     uint32_t sent_today;
     int64_t swrr;
-    char labels[512];
+    char *labels;          /* site="...",source="..." */
     sl_series *dispatched; /* sluice_shape_dispatched_total{labels} */
     char *key;             /* "ip/site": the dispatch key */
     sl_buf head;           /* the pair's own Dispatch fields, encoded (pair_head()) */
@@ -186,7 +186,7 @@ static spair *pair_get(ssite *site, const char *ip, const sl_source *src)
     sched_bucket_init(&p->bucket, p->cfg_rate, p->cfg_burst, now);
     sched_backoff_init(&p->bo, p->cfg_rate);
     p->day = sched_day_of(now);
-    snprintf(p->labels, sizeof p->labels, "site=\"%s\",source=\"%s\"", site->name, ip);
+    p->labels = xasprintf("site=\"%.400s\",source=\"%.64s\"", site->name, ip);
     p->dispatched = sl_metric_series("sluice_shape_dispatched_total", p->labels, SL_METRIC_COUNTER);
     p->key = xasprintf("%s/%s", ip, site->name);
     p->used_ms = now;
@@ -220,6 +220,7 @@ static void pair_free(ssite *site, spair *p)
     for (int i = 0; i < SCHED_BO_NSTATES; i++) {
         snprintf(l, sizeof l, "%s,state=\"%s\"", p->labels, sched_backoff_state_name(i));
         sl_metric_drop("sluice_shape_state", l);
+        sl_metric_drop("sluice_shape_changes_total", l);
     }
     if (p->cause) {
         snprintf(l, sizeof l, "%s,cause=\"%s\"", p->labels, p->cause);
@@ -227,6 +228,7 @@ static void pair_free(ssite *site, spair *p)
     }
     sched_map_del(&site->pairs, p->ip);
     site->s->n_pairs--;
+    free(p->labels);
     free(p->ip);
     free(p->key);
     sl_buf_free(&p->head);
@@ -1114,6 +1116,7 @@ void sched_shape_free(sched_shape *s)
             for (size_t k = 0; k < site->pairs.n_slots; k++)
                 for (sched_map_ent *pe = site->pairs.slots[k]; pe; pe = pe->next) {
                     spair *p = pe->val;
+                    free(p->labels);
                     free(p->ip);
                     free(p->key);
                     sl_buf_free(&p->head);
