@@ -246,6 +246,15 @@ static void pair_tick(sched_shape *s, spair *p, int64_t now)
 
 /* ---- sites ---- */
 
+/* A flow emptied: its hold on its limit buckets goes with it. */
+static void flow_data_free(void *arg, void *data)
+{
+    sched_shape *s = arg;
+    sflow_limits *fl = data;
+    sched_limits_release(&s->limits, fl->b, fl->n, sl_now_ms());
+    free(fl);
+}
+
 static ssite *site_get(sched_shape *s, const char *name)
 {
     ssite *site = sched_map_get(&s->sites, name);
@@ -259,6 +268,8 @@ static ssite *site_get(sched_shape *s, const char *name)
     site->shp = sl_config_shaping(s->ctx->cfg, name);
     sched_map_init(&site->pairs);
     sched_fq_init(&site->fq);
+    site->fq.free_data = flow_data_free;
+    site->fq.free_arg = s;
     uv_timer_init(s->ctx->loop, &site->timer);
     site->timer.data = site;
     site->used_ms = sl_now_ms();
@@ -697,8 +708,9 @@ static void site_free(sched_shape *s, ssite *site)
 
 /* Free what has been idle for scheduler.idle_state_timeout and is back at
  * its defaults: pairs (pair_idle()), then sites left with no pair, no
- * queued job and no timer. State that still matters (a suspension, a
- * lowered rate, a warm-up count of today, a bucket not yet full) stays. */
+ * queued job and no timer, and limit buckets no flow holds. State that
+ * still matters (a suspension, a lowered rate, a warm-up count of today, a
+ * bucket not yet full) stays. */
 static void sweep(sched_shape *s, int64_t now)
 {
     int64_t idle = s->ctx->cfg->scheduler.idle_state_timeout_ms;
@@ -722,6 +734,9 @@ static void sweep(sched_shape *s, int64_t now)
             }
         }
     sched_map_shrink(&s->sites);
+    size_t limits = sched_limits_sweep(&s->limits, now, idle);
+    if (limits)
+        sl_metric_inc("sluice_shape_idle_freed_total", "kind=\"limit\"", (double)limits);
     if (pairs)
         sl_metric_inc("sluice_shape_idle_freed_total", "kind=\"pair\"", (double)pairs);
     if (sites)

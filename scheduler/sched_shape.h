@@ -36,7 +36,8 @@
  * tick frees each pair unused for the timeout and back at its defaults
  * (backoff normal at the configured rate, bucket full, no warm-up count of
  * today), with its metric series, then each site left with no pair, no
- * queued job and no armed timer; gauges sluice_shape_sites and
+ * queued job and no armed timer, and the tenant / campaign limit buckets
+ * no flow holds (sched_limits_sweep()); gauges sluice_shape_sites and
  * sluice_shape_pairs count what is held. So memory follows the sites in
  * use, not every site ever seen.
  *

@@ -18,6 +18,8 @@ def gauge(text, name):
 class TestIdle(SchedCase):
     extra = """
 scheduler: { idle_state_timeout: 3s }
+limits:
+  - { tenant: "*", campaign: "*", max_message_rate: 1000/s }
 """
 
     def test_quiet_sites_are_freed_but_not_a_suspension(self):
@@ -31,11 +33,14 @@ scheduler: { idle_state_timeout: 3s }
         wait_for(lambda: held in self.metrics(), 20, "held.test suspended")
         # 60 sites (each domain under the *.test route is its own site), two
         # IPs each.
-        self.produce("--to", "u@x.test", "--domains", 60, "--count", 60, "--id", "m")
-        self.dump("dispatch", 60)
-        wait_for(lambda: (gauge(self.metrics(), "sluice_shape_sites") or 0) >= 61 and
-                 (gauge(self.metrics(), "sluice_shape_pairs") or 0) >= 121, 10,
-                 "61 sites and 121 pairs held")
+        self.produce("--to", "u@x.test", "--domains", 60, "--count", 60, "--id", "m",
+                     "--tenant", "acme", "--campaign", "spring")
+        self.produce("--to", "u@y.test", "--count", 1, "--id", "y",
+                     "--tenant", "acme", "--campaign", "fall")
+        self.dump("dispatch", 61)
+        wait_for(lambda: (gauge(self.metrics(), "sluice_shape_sites") or 0) >= 62 and
+                 (gauge(self.metrics(), "sluice_shape_pairs") or 0) >= 123, 10,
+                 "62 sites and 123 pairs held")
         # Quiet: the 60 sites go, with their series; the suspended pair stays.
         text = wait_for(lambda: (lambda t: gauge(t, "sluice_shape_sites") == 1 and t)(
             self.metrics()), 20, "idle sites freed")
@@ -43,13 +48,17 @@ scheduler: { idle_state_timeout: 3s }
         self.assertIn(held, text)
         self.assertNotIn('site="d0.s0.x.test"', text)
         self.assertGreaterEqual(
-            gauge(text, 'sluice_shape_idle_freed_total{kind="site"}'), 60)
+            gauge(text, 'sluice_shape_idle_freed_total{kind="site"}'), 61)
+        # The two campaigns' limit buckets went too.
+        wait_for(lambda: gauge(self.metrics(),
+                               'sluice_shape_idle_freed_total{kind="limit"}') == 2, 10,
+                 "limit buckets freed")
         # Once the suspension is over and quiet in turn, it goes too.
         wait_for(lambda: gauge(self.metrics(), "sluice_shape_sites") == 0, 30,
                  "held.test freed after its suspension")
         # A site that comes back starts afresh and is dispatched.
         self.produce("--to", "u@x.test", "--domains", 1, "--count", 2, "--id", "again")
-        again = [r for r in self.dump("dispatch", 62) if r["job_id"].startswith("again-")]
+        again = [r for r in self.dump("dispatch", 63) if r["job_id"].startswith("again-")]
         self.assertEqual(len(again), 2)
 
 
