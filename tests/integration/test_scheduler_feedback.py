@@ -90,17 +90,17 @@ class TestFeedback(SchedCase):
         self.produce("--to", "a@down.test", "--count", 6, "--id", "d")
         self.produce("--to", "a@up.test", "--count", 4, "--id", "u")
         recs = self.dump("dispatch", 10)
-        sent_at = time.time()
-        down = [r for r in recs if r["site"] == "down.test"]
+        # Those dispatched while it lasted (all of them, unless the machine
+        # is very slow) went by the other IP.
+        down = [r for r in recs if r["site"] == "down.test" and r["ts"] < until * 1000]
         up = [r for r in recs if r["site"] == "up.test"]
+        self.assertTrue(down, recs)
         self.assertEqual({r["source_ip"] for r in down}, {"127.0.0.3"})
         self.assertEqual({r["source_ip"] for r in up}, {"127.0.0.2", "127.0.0.3"})
         shaping = [e["event"] for e in self.dump("events", 0, 3000)
                    if e.get("event", {}).get("type") == "SHAPING"]
         self.assertTrue(any("destination down until" in e.get("reason", "") and
                             e.get("source_ip") == "127.0.0.2" for e in shaping), shaping)
-        self.assertLess(sent_at - t0, down_ms / 1000.0 + 2 - 0.5,
-                        "the suspension ended before the jobs were checked: a slow machine")
         # When it ends, dispatching to the pair resumes: the probe.
         wait_for(lambda: 'sluice_shape_state{site="down.test",source="127.0.0.2",'
                  'state="normal"} 1' in self.metrics(), 30, "suspension over")
