@@ -1008,7 +1008,8 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
     sl_metric_help("sluice_shape_pairs", SL_METRIC_GAUGE,
                    "(site, source IP) pairs whose state shape holds (idle ones are freed)");
     sl_metric_help("sluice_shape_idle_freed_total", SL_METRIC_COUNTER,
-                   "Sites and (site, source IP) pairs freed after scheduler.idle_state_timeout");
+                   "Sites, (site, source IP) pairs and limit buckets freed after "
+                   "scheduler.idle_state_timeout, by kind");
     sl_metric_help("sluice_shape_suspended_until_seconds", SL_METRIC_GAUGE,
                    "When a suspended or disabled (site, source IP) pair may send again (Unix "
                    "time), by cause: destination-down or backoff-rule");

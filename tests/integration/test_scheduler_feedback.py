@@ -141,5 +141,30 @@ class TestFeedback(SchedCase):
             self.assertGreaterEqual(r["ts"], min(untils) * 1000 - 1, r)
 
 
+class TestDownParking(SchedCase):
+    extra = """
+scheduler: { max_buffered: 10 }
+"""
+
+    def test_excess_of_a_down_site_parks_for_the_outage_not_the_longest_delay(self):
+        self.start_scheduler()
+        for ip in ("127.0.0.2", "127.0.0.3"):
+            r = self.tool("event", "-c", self.cfg, "--type", "deferred", "--site", "dead.test",
+                          "--source-ip", ip, "--to", "a@dead.test", "--down-for-ms", 20000,
+                          "--reply", "connection refused")
+            self.assertEqual(r.returncode, 0, r.stderr)
+        for ip in ("127.0.0.2", "127.0.0.3"):
+            wait_for(lambda: 'sluice_shape_state{site="dead.test",source="%s",'
+                     'state="suspended"} 1' % ip in self.metrics(), 20, "suspended " + ip)
+        self.produce("--to", "a@dead.test", "--count", 30, "--id", "dead")
+        # Shape holds max_buffered; the rest waits in Kafka on the shortest
+        # retry topic that covers the outage (1m), not the longest (30m).
+        parked = wait_for(lambda: (lambda r: len(r) >= 20 and r)(
+            self.dump("retry.1m", 0, 2000)), 30, "20 parked on retry.1m")
+        self.assertEqual(len(parked), 20)
+        self.assertEqual(self.dump("retry.30m", 0, 1000), [])
+        self.assertEqual(self.dump("dispatch", 0, 1000), [])
+
+
 if __name__ == "__main__":
     unittest.main()
