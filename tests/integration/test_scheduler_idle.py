@@ -4,6 +4,7 @@ scheduler.idle_state_timeout, so its memory follows the sites in use, but
 keeps what still matters (here a suspension) until it is over."""
 
 import re
+import time
 import unittest
 
 from sluicetest import wait_for
@@ -60,6 +61,42 @@ limits:
         self.produce("--to", "u@x.test", "--domains", 1, "--count", 2, "--id", "again")
         again = [r for r in self.dump("dispatch", 63) if r["job_id"].startswith("again-")]
         self.assertEqual(len(again), 2)
+
+
+class TestIdleWarmup(SchedCase):
+    extra = """
+scheduler: { idle_state_timeout: 2s }
+"""
+
+    def setUp(self):
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        self.pools = ("  warm:\n    - { ip: 127.0.0.4, ehlo: a.example.net }\n"
+                      "    - { ip: 127.0.0.5, ehlo: b.example.net,\n"
+                      "        warmup: { start: %s, per_day: [3, 10] } }\n" % today)
+        super().setUp()
+
+    def test_a_warming_ips_count_of_today_is_kept(self):
+        self.start_scheduler()
+        self.produce("--to", "a@fast.test", "--count", 4, "--pool", "warm", "--id", "a")
+        first = self.dump("dispatch", 4)
+        self.assertEqual(sorted(r["source_ip"] for r in first),
+                         ["127.0.0.4", "127.0.0.4", "127.0.0.5", "127.0.0.5"])
+        # Quiet: the plain IP's pair goes, the warming one (2 of 3 sent
+        # today) stays, and with it the site.
+        cold = 'sluice_shape_state{site="fast.test",source="127.0.0.4",state="normal"}'
+        warm = 'sluice_shape_state{site="fast.test",source="127.0.0.5",state="normal"} 1'
+        text = wait_for(lambda: (lambda t: cold not in t and t)(self.metrics()), 20,
+                        "the plain pair freed")
+        self.assertIn(warm, text)
+        self.assertEqual(gauge(text, "sluice_shape_sites"), 1)
+        self.assertEqual(gauge(text, "sluice_shape_pairs"), 1)
+        # The cap still counts what was sent: one more, the rest elsewhere.
+        self.produce("--to", "a@fast.test", "--count", 12, "--pool", "warm", "--id", "b")
+        later = [r for r in self.dump("dispatch", 16) if r["job_id"].startswith("b-")]
+        by_ip = {}
+        for r in later:
+            by_ip[r["source_ip"]] = by_ip.get(r["source_ip"], 0) + 1
+        self.assertEqual(by_ip, {"127.0.0.4": 11, "127.0.0.5": 1})
 
 
 if __name__ == "__main__":
