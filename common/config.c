@@ -899,6 +899,7 @@ static sl_config *config_base(const char *path)
     cfg->scheduler.max_job_bytes = 1024 * 1024;
     cfg->scheduler.default_pool = xstrdup("default");
     cfg->scheduler.default_tenant = xstrdup("default");
+    cfg->scheduler.idle_state_timeout_ms = 600000;
     return cfg;
 }
 
@@ -1576,13 +1577,15 @@ static int walk_sender(cfg_ctx *c, const cfg_node *m)
 static int walk_scheduler(cfg_ctx *c, const cfg_node *m)
 {
     static const char *const keys[] = {"max_buffered", "max_job_bytes", "default_pool",
-                                       "default_tenant"};
+                                       "default_tenant", "idle_state_timeout"};
     sl_config *cfg = c->cfg;
     TRY(map_check(c, m, "scheduler", keys, NELEM(keys)));
     OPT_INT(m, "scheduler", "max_buffered", 1, 100000000, cfg->scheduler.max_buffered);
     TRY(opt_size(c, m, "scheduler", "max_job_bytes", &cfg->scheduler.max_job_bytes));
     TRY(opt_str(c, m, "scheduler", "default_pool", &cfg->scheduler.default_pool));
     TRY(opt_str(c, m, "scheduler", "default_tenant", &cfg->scheduler.default_tenant));
+    TRY(opt_duration(c, m, "scheduler", "idle_state_timeout", false,
+                     &cfg->scheduler.idle_state_timeout_ms));
     return 0;
 }
 

@@ -203,6 +203,7 @@ typedef struct sl_config {
         uint64_t max_job_bytes;     /* classify rejects larger jobs */
         char *default_pool;
         char *default_tenant;
+        int64_t idle_state_timeout_ms; /* shape frees a quiet site's state after it */
     } scheduler;
 
     struct {

@@ -24,7 +24,7 @@ typedef struct sl_series {
     double value;
     double sum;
     uint64_t count;
-    uint64_t buckets[N_BUCKETS];
+    uint64_t *buckets; /* histograms only: N_BUCKETS */
     struct sl_series *next;
 } series;
 
@@ -35,8 +35,11 @@ typedef struct help {
     struct help *next;
 } help;
 
-#define TABLE_SIZE 1024
-static series *table[TABLE_SIZE];
+/* The table grows with the series and shrinks again when they are dropped
+ * (a scheduler that saw 100,000 sites and forgot them). */
+#define TABLE_MIN 1024
+static series **table;
+static size_t n_slots;
 static help *helps;
 static size_t n_series;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -53,16 +56,40 @@ static uint32_t hash2(const char *a, const char *b)
 }
 
 /* Under mu. */
+static void rehash(size_t n)
+{
+    series **t = xcalloc(n, sizeof *t);
+    for (size_t i = 0; i < n_slots; i++)
+        for (series *s = table[i], *next; s; s = next) {
+            next = s->next;
+            uint32_t h = hash2(s->name, s->labels) % n;
+            s->next = t[h];
+            t[h] = s;
+        }
+    free(table);
+    table = t;
+    n_slots = n;
+}
+
+/* Under mu. */
 static series *get(const char *name, const char *labels, sl_metric_type type)
 {
-    uint32_t h = hash2(name, labels) % TABLE_SIZE;
+    if (!table)
+        rehash(TABLE_MIN);
+    uint32_t h = hash2(name, labels) % n_slots;
     for (series *s = table[h]; s; s = s->next)
         if (!strcmp(s->name, name) && !strcmp(s->labels, labels ? labels : ""))
             return s;
+    if (n_series >= n_slots * 2) {
+        rehash(n_slots * 4);
+        h = hash2(name, labels) % n_slots;
+    }
     series *s = xcalloc(1, sizeof *s);
     s->name = xstrdup(name);
     s->labels = xstrdup(labels ? labels : "");
     s->type = type;
+    if (type == SL_METRIC_HISTOGRAM)
+        s->buckets = xcalloc(N_BUCKETS, sizeof *s->buckets);
     s->next = table[h];
     table[h] = s;
     n_series++;
@@ -133,11 +160,36 @@ void sl_metric_observe(const char *name, const char *labels, double v)
 {
     pthread_mutex_lock(&mu);
     series *s = get(name, labels, SL_METRIC_HISTOGRAM);
+    if (s->type != SL_METRIC_HISTOGRAM)
+        goto out; /* the name is a counter or gauge elsewhere: a bug, not a crash */
     s->sum += v;
     s->count++;
     for (size_t i = 0; i < N_BUCKETS; i++)
         if (v <= bucket_bounds[i])
             s->buckets[i]++;
+out:
+    pthread_mutex_unlock(&mu);
+}
+
+void sl_metric_drop(const char *name, const char *labels)
+{
+    pthread_mutex_lock(&mu);
+    if (table) {
+        series **pp = &table[hash2(name, labels) % n_slots];
+        for (; *pp; pp = &(*pp)->next)
+            if (!strcmp((*pp)->name, name) && !strcmp((*pp)->labels, labels ? labels : "")) {
+                series *s = *pp;
+                *pp = s->next;
+                free(s->name);
+                free(s->labels);
+                free(s->buckets);
+                free(s);
+                n_series--;
+                break;
+            }
+        if (n_slots > TABLE_MIN && n_series < n_slots / 8)
+            rehash(n_slots / 4 > TABLE_MIN ? n_slots / 4 : TABLE_MIN);
+    }
     pthread_mutex_unlock(&mu);
 }
 
@@ -145,8 +197,8 @@ double sl_metric_get(const char *name, const char *labels)
 {
     double v = 0;
     pthread_mutex_lock(&mu);
-    uint32_t h = hash2(name, labels) % TABLE_SIZE;
-    for (series *s = table[h]; s; s = s->next)
+    uint32_t h = table ? hash2(name, labels) % n_slots : 0;
+    for (series *s = table ? table[h] : NULL; s; s = s->next)
         if (!strcmp(s->name, name) && !strcmp(s->labels, labels ? labels : ""))
             v = s->type == SL_METRIC_HISTOGRAM ? (double)s->count : s->value;
     pthread_mutex_unlock(&mu);
@@ -184,7 +236,7 @@ void sl_metrics_render(sl_buf *out)
     pthread_mutex_lock(&mu);
     series **all = xcalloc(n_series ? n_series : 1, sizeof *all);
     size_t n = 0;
-    for (size_t i = 0; i < TABLE_SIZE; i++)
+    for (size_t i = 0; i < n_slots; i++)
         for (series *s = table[i]; s; s = s->next)
             all[n++] = s;
     qsort(all, n, sizeof *all, cmp_series);

@@ -29,13 +29,17 @@ void sl_metric_inc(const char *name, const char *labels, double v);
 void sl_metric_set(const char *name, const char *labels, double v);
 void sl_metric_add(const char *name, const char *labels, double v); /* gauge += v */
 /* A counter or gauge series looked up once, for paths that update it for
- * every record: the registry owns it and it lives as long as the process
- * (series are never removed). sl_series_add() adds to a counter or gauge,
- * sl_series_set() sets a gauge. */
+ * every record: the registry owns it and it lives until sl_metric_drop()
+ * of its name and labels (never, for most). sl_series_add() adds to a
+ * counter or gauge, sl_series_set() sets a gauge. */
 typedef struct sl_series sl_series;
 sl_series *sl_metric_series(const char *name, const char *labels, sl_metric_type type);
 void sl_series_add(sl_series *s, double v);
 void sl_series_set(sl_series *s, double v);
+/* Remove a series (a gauge or counter of state that was freed: a site the
+ * scheduler forgot); a pointer from sl_metric_series() to it is invalid
+ * afterwards. Absent: nothing happens. */
+void sl_metric_drop(const char *name, const char *labels);
 /* Histogram with buckets for seconds: 1ms .. 60s. */
 void sl_metric_observe(const char *name, const char *labels, double v);
 double sl_metric_get(const char *name, const char *labels); /* tests; 0 if absent */

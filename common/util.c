@@ -256,6 +256,15 @@ void sl_buf_json_str(sl_buf *b, const char *s, size_t n)
     sl_buf_putc(b, '"');
 }
 
+void sl_fmt_time(int64_t ms, char *buf, size_t n)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    if (!strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm) && n)
+        buf[0] = 0;
+}
+
 int64_t sl_now_ms(void)
 {
     struct timespec ts;

@@ -93,6 +93,8 @@ void sl_buf_json_str(sl_buf *b, const char *s, size_t n);
 /* Clocks in milliseconds: wall (for records) and monotonic (for timers). */
 int64_t sl_now_ms(void);
 int64_t sl_mono_ms(void);
+/* Wall ms as "2026-12-04T20:40:05Z" (UTC, ISO 8601) into buf. */
+void sl_fmt_time(int64_t ms, char *buf, size_t n);
 
 /* Parse "30s", "5m", "2h", "3d", "250ms", or a bare number of seconds into
  * milliseconds. Returns 0 or SL_EPARSE. */

@@ -5,10 +5,13 @@
  *   sluice shaping [-c FILE] show [--metrics HOST:PORT] [--json]
  *
  * The scheduler exposes its state as Prometheus gauges
- * (sluice_shape_rate_per_second{site,source} and
- * sluice_shape_state{site,source,state}); this command fetches /metrics
- * from HOST:PORT (default: metrics.listen of the config) and prints one
- * row per pair: SITE SOURCE STATE RATE. Rate 0 means unlimited. With
+ * (sluice_shape_rate_per_second{site,source},
+ * sluice_shape_state{site,source,state} and, while a pair may not send,
+ * sluice_shape_suspended_until_seconds{site,source,cause}); this command
+ * fetches /metrics from HOST:PORT (default: metrics.listen of the config)
+ * and prints one row per pair: SITE SOURCE STATE RATE DETAIL, DETAIL
+ * saying why and until when a suspended or disabled pair waits
+ * ("destination down until 2026-12-04T20:40:05Z"). Rate 0 means unlimited. With
  * several schedulers, ask each (each owns a share of the sites). A
  * command-line tool, so a plain blocking socket with a timeout is fine.
  */
@@ -27,7 +30,9 @@
 
 typedef struct shp_row {
     char *site, *source, *state;
+    char *cause;      /* of a suspension; NULL: none */
     double rate;
+    double until;     /* Unix seconds */
 } shp_row;
 
 static void shaping_usage(FILE *f)
@@ -129,7 +134,9 @@ static shp_row *shaping_row(shp_row **rows, size_t *n, const char *site, const c
     r->site = xstrdup(site);
     r->source = xstrdup(source);
     r->state = xstrdup("normal");
+    r->cause = NULL;
     r->rate = 0;
+    r->until = 0;
     return r;
 }
 
@@ -186,7 +193,8 @@ int cli_shaping(int argc, char **argv)
     for (char *line = strtok_r(body, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         bool is_rate = !strncmp(line, "sluice_shape_rate_per_second{", 29);
         bool is_state = !strncmp(line, "sluice_shape_state{", 19);
-        if (!is_rate && !is_state)
+        bool is_until = !strncmp(line, "sluice_shape_suspended_until_seconds{", 37);
+        if (!is_rate && !is_state && !is_until)
             continue;
         char *close = strrchr(line, '}');
         if (!close)
@@ -196,6 +204,11 @@ int cli_shaping(int argc, char **argv)
         if (site && source) {
             if (is_rate) {
                 shaping_row(&rows, &n, site, source)->rate = v;
+            } else if (is_until) {
+                shp_row *r = shaping_row(&rows, &n, site, source);
+                free(r->cause);
+                r->cause = shaping_label(line, "cause");
+                r->until = v;
             } else if (v == 1) {
                 char *st = shaping_label(line, "state");
                 shp_row *r = shaping_row(&rows, &n, site, source);
@@ -211,8 +224,18 @@ int cli_shaping(int argc, char **argv)
     free(body);
     qsort(rows, n, sizeof *rows, shaping_cmp);
     if (!json)
-        printf("%-32s %-16s %-10s %s\n", "SITE", "SOURCE", "STATE", "RATE");
+        printf("%-32s %-16s %-10s %-10s %s\n", "SITE", "SOURCE", "STATE", "RATE", "DETAIL");
     for (size_t i = 0; i < n; i++) {
+        char detail[128] = "";
+        bool held = strcmp(rows[i].state, "suspended") == 0 || strcmp(rows[i].state, "disabled") == 0;
+        if (held && rows[i].cause && rows[i].until > 0) {
+            char at[40];
+            sl_fmt_time((int64_t)(rows[i].until * 1000), at, sizeof at);
+            snprintf(detail, sizeof detail, "%s until %s",
+                     !strcmp(rows[i].cause, "destination-down") ? "destination down"
+                                                                : "backoff rule",
+                     at);
+        }
         if (json) {
             sl_buf b = SL_BUF_INIT;
             sl_buf_puts(&b, "{\"site\":");
@@ -221,7 +244,13 @@ int cli_shaping(int argc, char **argv)
             sl_buf_json_str(&b, rows[i].source, strlen(rows[i].source));
             sl_buf_puts(&b, ",\"state\":");
             sl_buf_json_str(&b, rows[i].state, strlen(rows[i].state));
-            sl_buf_printf(&b, ",\"rate_per_sec\":%g}", rows[i].rate);
+            sl_buf_printf(&b, ",\"rate_per_sec\":%g", rows[i].rate);
+            if (held && rows[i].cause) {
+                sl_buf_puts(&b, ",\"cause\":");
+                sl_buf_json_str(&b, rows[i].cause, strlen(rows[i].cause));
+                sl_buf_printf(&b, ",\"until_ms\":%lld", (long long)(rows[i].until * 1000));
+            }
+            sl_buf_putc(&b, '}');
             puts(b.data);
             sl_buf_free(&b);
         } else {
@@ -230,11 +259,13 @@ int cli_shaping(int argc, char **argv)
                 snprintf(rate, sizeof rate, "%g/s", rows[i].rate);
             else
                 snprintf(rate, sizeof rate, "unlimited");
-            printf("%-32s %-16s %-10s %s\n", rows[i].site, rows[i].source, rows[i].state, rate);
+            printf("%-32s %-16s %-10s %-10s %s\n", rows[i].site, rows[i].source, rows[i].state,
+                   rate, detail);
         }
         free(rows[i].site);
         free(rows[i].source);
         free(rows[i].state);
+        free(rows[i].cause);
     }
     free(rows);
     sl_config_free(cfg);

@@ -51,6 +51,28 @@ static int64_t step_interval(const sched_backoff *b)
     return i < 1000 ? 1000 : i;
 }
 
+/* SUSPENDED or DISABLED (st) until `until`; down: the end comes from a
+ * destination-down report. */
+static bool hold_until(sched_backoff *b, sched_bo_state st, int64_t until, bool down)
+{
+    if (b->state == st && until <= b->until_ms)
+        return false;
+    if (b->state != SCHED_BO_SUSPENDED && b->state != SCHED_BO_DISABLED)
+        b->resume_state = b->state;
+    /* DISABLED outranks SUSPENDED: a suspension never shortens it. */
+    if (b->state == SCHED_BO_DISABLED && st == SCHED_BO_SUSPENDED) {
+        if (until <= b->until_ms)
+            return false;
+        st = SCHED_BO_DISABLED;
+    }
+    if (until > b->until_ms || b->state != st)
+        b->down = down && st == SCHED_BO_SUSPENDED;
+    b->state = st;
+    if (until > b->until_ms)
+        b->until_ms = until;
+    return true;
+}
+
 bool sched_backoff_apply(sched_backoff *b, const sl_backoff_rule *rule, int64_t now_ms)
 {
     switch (rule->action) {
@@ -79,23 +101,22 @@ bool sched_backoff_apply(sched_backoff *b, const sl_backoff_rule *rule, int64_t 
         sched_bo_state st =
             rule->action == SL_BACKOFF_SUSPEND ? SCHED_BO_SUSPENDED : SCHED_BO_DISABLED;
         int64_t until = now_ms + (rule->duration_ms > 0 ? rule->duration_ms : 600000);
-        if (b->state == st && until <= b->until_ms)
-            return false;
-        if (b->state != SCHED_BO_SUSPENDED && b->state != SCHED_BO_DISABLED)
-            b->resume_state = b->state;
-        /* DISABLED outranks SUSPENDED: a suspension never shortens it. */
-        if (b->state == SCHED_BO_DISABLED && st == SCHED_BO_SUSPENDED) {
-            if (until <= b->until_ms)
-                return false;
-            st = SCHED_BO_DISABLED;
-        }
-        b->state = st;
-        if (until > b->until_ms)
-            b->until_ms = until;
-        return true;
+        return hold_until(b, st, until, false);
     }
     }
     return false;
+}
+
+bool sched_backoff_down(sched_backoff *b, int64_t until_ms, int64_t now_ms)
+{
+    if (until_ms <= now_ms)
+        return false;
+    return hold_until(b, SCHED_BO_SUSPENDED, until_ms, true);
+}
+
+bool sched_backoff_idle(const sched_backoff *b)
+{
+    return b->state == SCHED_BO_NORMAL && b->rate == b->base;
 }
 
 bool sched_backoff_tick(sched_backoff *b, int64_t now_ms)
@@ -105,6 +126,7 @@ bool sched_backoff_tick(sched_backoff *b, int64_t now_ms)
         now_ms >= b->until_ms) {
         b->state = b->resume_state;
         b->until_ms = 0;
+        b->down = false;
         changed = true;
     }
     if (b->state == SCHED_BO_THROTTLED && now_ms - b->last_halve_ms >= b->recover_after_ms) {

@@ -13,6 +13,11 @@
  *   suspend:    SUSPENDED until now + duration, then back to the state
  *               (and rate) it had.
  *   disable_ip: DISABLED until now + duration, likewise.
+ *   down:       a sender reported that every MX address of the site is
+ *               down from this IP until a time (its next probe):
+ *               SUSPENDED until then, marked `down` so operators see why.
+ *               A later report extends it; an earlier one changes
+ *               nothing; DISABLED outranks it as it outranks a suspension.
  * sched_backoff_tick() applies the passage of time; every function that
  * changes something returns true so the caller can publish a SHAPING event
  * and update the metrics.
@@ -52,6 +57,7 @@ typedef struct sched_backoff {
     int64_t last_halve_ms;
     int64_t last_step_ms;
     int64_t until_ms;            /* SUSPENDED / DISABLED end */
+    bool down;                   /* SUSPENDED's end is a destination-down report's */
 } sched_backoff;
 
 /* The rate halving starts from when the configured rate is unlimited. */
@@ -60,6 +66,11 @@ typedef struct sched_backoff {
 void sched_backoff_init(sched_backoff *b, double base_rate);
 bool sched_backoff_apply(sched_backoff *b, const sl_backoff_rule *rule, int64_t now_ms);
 bool sched_backoff_tick(sched_backoff *b, int64_t now_ms);
+/* The destination is down until until_ms (see "down" above). */
+bool sched_backoff_down(sched_backoff *b, int64_t until_ms, int64_t now_ms);
+/* Back at the defaults (NORMAL at the configured rate): nothing to
+ * remember, the state may be freed and made again by init. */
+bool sched_backoff_idle(const sched_backoff *b);
 /* May this pair send at now? (not SUSPENDED or DISABLED) */
 bool sched_backoff_usable(const sched_backoff *b);
 /* When tick next has something to do; INT64_MAX: nothing pending. */

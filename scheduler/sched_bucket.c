@@ -57,3 +57,9 @@ void sched_bucket_refund(sched_bucket *b)
     if (b->rate > 0)
         b->tokens += 1.0;
 }
+
+bool sched_bucket_full(sched_bucket *b, int64_t now_ms)
+{
+    refill(b, now_ms);
+    return b->rate <= 0 || b->tokens >= b->burst;
+}

@@ -15,6 +15,7 @@
 #ifndef SLUICE_SCHED_BUCKET_H
 #define SLUICE_SCHED_BUCKET_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct sched_bucket {
@@ -36,5 +37,8 @@ int64_t sched_bucket_available_at(sched_bucket *b, int64_t now_ms);
 int64_t sched_bucket_take(sched_bucket *b, int64_t now_ms);
 /* Give back a token taken but not used. */
 void sched_bucket_refund(sched_bucket *b);
+/* Full at now_ms (no token taken or reserved that has not come back):
+ * the bucket is as sched_bucket_init() makes it. Unlimited: always. */
+bool sched_bucket_full(sched_bucket *b, int64_t now_ms);
 
 #endif

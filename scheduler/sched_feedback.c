@@ -53,6 +53,11 @@ void sched_feedback_event(sched_feedback *f, const sl_event *e, sched_op *op)
             sched_backoff_match(&f->rules, e->site, e->smtp_code, e->enhanced_code, e->reply);
         if (rule)
             sched_shape_feedback(ctx->shape, e->site, e->source_ip, rule, e->reply);
+        /* Every MX of the site is down from that IP: dispatching more only
+         * fills the sender with jobs it must defer. */
+        if (e->type == SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED && e->destination_down_until_ms > 0)
+            sched_shape_down(ctx->shape, e->site, e->source_ip, e->destination_down_until_ms,
+                             e->reply && *e->reply ? e->reply : e->reason);
     }
     if (e->type == SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED && e->bounce_hard &&
         e->bounce_class == SLUICE__V1__BOUNCE_CLASS__BOUNCE_INVALID_RECIPIENT)

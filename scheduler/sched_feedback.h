@@ -4,7 +4,9 @@
  * A consumer group per scheduler instance (sluice-feedback-<instance id>,
  * starting at the end when new) reads every event: a DEFERRED or BOUNCED
  * reply that matches a backoff rule (configured, then shipped defaults)
- * adapts the (site, source IP) pair in shape; a hard BOUNCED of class
+ * adapts the (site, source IP) pair in shape; a DEFERRED event with
+ * destination_down_until_ms (every MX of the site down from that IP)
+ * suspends the pair in shape until then (sched_shape_down()); a hard BOUNCED of class
  * invalid-recipient (reason "hard-bounce") and a COMPLAINED event (reason
  * "complaint", counted in sluice_complaints_total{site}) add the recipient
  * to the tenant's suppression list, once.

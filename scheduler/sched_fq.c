@@ -13,12 +13,19 @@ void sched_fq_init(sched_fq *q)
     sched_map_init(&q->flows);
 }
 
+static void data_free(sched_fq *q, sched_fq_flow *f)
+{
+    if (f->data && q->free_data)
+        q->free_data(q->free_arg, f->data);
+    else
+        free(f->data);
+}
+
 static int flow_free_cb(void *arg, const char *key, void *val)
 {
-    (void)arg;
     (void)key;
     sched_fq_flow *f = val;
-    free(f->data);
+    data_free(arg, f);
     free(f->key);
     free(f);
     return 0;
@@ -27,7 +34,7 @@ static int flow_free_cb(void *arg, const char *key, void *val)
 void sched_fq_free(sched_fq *q)
 {
     SL_ASSERT(q->n == 0);
-    sched_map_each(&q->flows, flow_free_cb, NULL);
+    sched_map_each(&q->flows, flow_free_cb, q);
     sched_map_free(&q->flows);
     q->cursor = NULL;
 }
@@ -135,7 +142,7 @@ static void unlink_item(sched_fq *q, sched_fq_item *it, bool advance)
             q->cursor = f->next;
     }
     sched_map_del(&q->flows, f->key);
-    free(f->data);
+    data_free(q, f);
     free(f->key);
     free(f);
 }

@@ -11,7 +11,8 @@
  * the site's sends in turn.
  *
  * Items are embedded in the caller's structs; the fq owns its flows (freed
- * when they empty) and a flow's `data` (freed with free() then).
+ * when they empty) and a flow's `data` (freed then with the queue's
+ * free_data callback when set, else free()).
  *
  * Pure; unit tested in tests/unit/test_sched_fq.c. One thread.
  */
@@ -46,6 +47,8 @@ typedef struct sched_fq {
     sched_fq_flow *cursor;          /* next flow to try first; NULL: empty */
     size_t n;
     size_t n_prio[SCHED_FQ_NPRIO];
+    void (*free_data)(void *arg, void *data); /* NULL: free() */
+    void *free_arg;
 } sched_fq;
 
 typedef bool (*sched_fq_ok)(void *arg, sched_fq_flow *f);

@@ -6,6 +6,14 @@
 
 #include <stdlib.h>
 
+/* A bucket and its holds; the bucket first, so a bucket pointer is its
+ * entry's. */
+typedef struct lim_ent {
+    sched_bucket b;
+    uint32_t refs;
+    int64_t idle_since; /* when refs last fell to 0 */
+} lim_ent;
+
 void sched_limits_init(sched_limits *l, const sl_config *cfg)
 {
     l->cfg = cfg;
@@ -41,14 +49,15 @@ size_t sched_limits_resolve(sched_limits *l, const char *tenant, const char *cam
             continue;
         char *key = xasprintf("%zu\x1f%s\x1f%s", i, lim->tenant ? tenant : "",
                               lim->campaign ? campaign : "");
-        sched_bucket *b = sched_map_get(&l->buckets, key);
-        if (!b) {
-            b = xcalloc(1, sizeof *b);
-            sched_bucket_init(b, lim->max_message_rate, lim->burst, now_ms);
-            sched_map_put(&l->buckets, key, b);
+        lim_ent *e = sched_map_get(&l->buckets, key);
+        if (!e) {
+            e = xcalloc(1, sizeof *e);
+            sched_bucket_init(&e->b, lim->max_message_rate, lim->burst, now_ms);
+            sched_map_put(&l->buckets, key, e);
         }
         free(key);
-        out[n++] = b;
+        e->refs++;
+        out[n++] = &e->b;
     }
     return n;
 }
@@ -73,4 +82,46 @@ int64_t sched_limits_take(sched_bucket *const *b, size_t n, int64_t now_ms)
             at = t;
     }
     return at;
+}
+
+void sched_limits_release(sched_limits *l, sched_bucket *const *b, size_t n, int64_t now_ms)
+{
+    (void)l;
+    for (size_t i = 0; i < n; i++) {
+        lim_ent *e = (lim_ent *)b[i];
+        SL_ASSERT(e->refs > 0);
+        if (--e->refs == 0)
+            e->idle_since = now_ms;
+    }
+}
+
+typedef struct sweep_ctx {
+    sched_limits *l;
+    int64_t now, idle;
+    size_t freed;
+} sweep_ctx;
+
+static int sweep_cb(void *arg, const char *key, void *val)
+{
+    sweep_ctx *c = arg;
+    lim_ent *e = val;
+    if (e->refs || c->now - e->idle_since < c->idle || !sched_bucket_full(&e->b, c->now))
+        return 0;
+    sched_map_del(&c->l->buckets, key); /* the entry being visited: allowed */
+    free(e);
+    c->freed++;
+    return 0;
+}
+
+size_t sched_limits_sweep(sched_limits *l, int64_t now_ms, int64_t idle_ms)
+{
+    sweep_ctx c = {l, now_ms, idle_ms, 0};
+    sched_map_each(&l->buckets, sweep_cb, &c);
+    sched_map_shrink(&l->buckets);
+    return c.freed;
+}
+
+size_t sched_limits_count(const sched_limits *l)
+{
+    return l->buckets.count;
 }

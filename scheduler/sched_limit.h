@@ -12,8 +12,10 @@
  * sched_limits_free(). sched_limits_available_at() is when every one of
  * them has a token, sched_limits_take() takes one from each and returns
  * the latest of their times (the job may not be sent before any of them).
- * Buckets are never dropped while the shaper lives: memory grows with the
- * number of distinct tenant/campaign values that some limit names.
+ * Each resolve holds the buckets until sched_limits_release();
+ * sched_limits_sweep() frees the buckets no one holds that have been
+ * released for idle_ms and are full again (as a new one would be), so
+ * memory follows the tenants and campaigns in use.
  *
  * Pure (times passed in); unit tested in tests/unit/test_sched_limit.c.
  * One thread.
@@ -39,5 +41,11 @@ size_t sched_limits_resolve(sched_limits *l, const char *tenant, const char *cam
                             sched_bucket **out, size_t max, int64_t now_ms);
 int64_t sched_limits_available_at(sched_bucket *const *b, size_t n, int64_t now_ms);
 int64_t sched_limits_take(sched_bucket *const *b, size_t n, int64_t now_ms);
+/* Drop the hold of one resolve on its n buckets. */
+void sched_limits_release(sched_limits *l, sched_bucket *const *b, size_t n, int64_t now_ms);
+/* Free idle buckets (see above); returns how many. */
+size_t sched_limits_sweep(sched_limits *l, int64_t now_ms, int64_t idle_ms);
+/* Buckets held now (tests, metrics). */
+size_t sched_limits_count(const sched_limits *l);
 
 #endif

@@ -20,7 +20,7 @@ static uint64_t hash(const char *s)
 
 void sched_map_init(sched_map *m)
 {
-    m->n_slots = 64;
+    m->n_slots = 8; /* most maps are small: a site's pairs, its flows */
     m->slots = xcalloc(m->n_slots, sizeof *m->slots);
     m->count = 0;
 }
@@ -39,9 +39,8 @@ void *sched_map_get(const sched_map *m, const char *key)
     return e ? e->val : NULL;
 }
 
-static void grow(sched_map *m)
+static void resize(sched_map *m, size_t n)
 {
-    size_t n = m->n_slots * 2;
     sched_map_ent **s = xcalloc(n, sizeof *s);
     for (size_t i = 0; i < m->n_slots; i++) {
         sched_map_ent *e = m->slots[i];
@@ -71,7 +70,7 @@ void *sched_map_put(sched_map *m, const char *key, void *val)
     e->val = val;
     *pp = e;
     if (++m->count > m->n_slots)
-        grow(m);
+        resize(m, m->n_slots * 2);
     return NULL;
 }
 
@@ -87,6 +86,15 @@ void *sched_map_del(sched_map *m, const char *key)
     free(e);
     m->count--;
     return v;
+}
+
+void sched_map_shrink(sched_map *m)
+{
+    size_t n = m->n_slots;
+    while (n > 8 && m->count < n / 4)
+        n /= 2;
+    if (n != m->n_slots)
+        resize(m, n);
 }
 
 void sched_map_each(sched_map *m, int (*cb)(void *arg, const char *key, void *val), void *arg)

@@ -30,6 +30,9 @@ void *sched_map_put(sched_map *m, const char *key, void *val);
 void *sched_map_del(sched_map *m, const char *key);
 /* cb returns nonzero to stop. */
 void sched_map_each(sched_map *m, int (*cb)(void *arg, const char *key, void *val), void *arg);
+/* After many deletions: a smaller table for what is left (not during
+ * iteration). */
+void sched_map_shrink(sched_map *m);
 /* Frees the table and keys, not the values. */
 void sched_map_free(sched_map *m);
 

@@ -34,11 +34,14 @@ typedef struct spair {
     int64_t day;
     uint32_t sent_today;
     int64_t swrr;
-    char labels[512];
+    char *labels;          /* site="...",source="..." */
     sl_series *dispatched; /* sluice_shape_dispatched_total{labels} */
     char *key;             /* "ip/site": the dispatch key */
     sl_buf head;           /* the pair's own Dispatch fields, encoded (pair_head()) */
     const sl_source *head_src; /* the source head was encoded for */
+    int64_t used_ms;       /* last looked at by a job, a pump or feedback */
+    int64_t shown_until;   /* the suspension end last logged and published */
+    const char *cause;     /* of the sluice_shape_suspended_until_seconds series set */
 } spair;
 
 /* A held job. A million of them can wait behind one slow site, so it is
@@ -82,6 +85,7 @@ typedef struct ssite {
     sched_map pairs;
     uv_timer_t timer;
     int64_t timer_at;  /* wall ms the timer fires; 0: not armed */
+    int64_t used_ms;   /* last job or feedback */
 } ssite;
 
 struct sched_shape {
@@ -98,6 +102,10 @@ struct sched_shape {
     char **routes;            /* cfg->routes as a Dispatch names them, "host:port" */
     sl_buf out;               /* the Dispatch being encoded */
     sl_series *m_buffered;    /* sluice_shape_buffered */
+    sl_series *m_sites;       /* sluice_shape_sites */
+    sl_series *m_pairs;       /* sluice_shape_pairs */
+    size_t n_pairs;           /* (site, IP) pairs held */
+    int64_t next_sweep;       /* when idle state is next looked for */
 };
 
 static void pump(ssite *site, bool force);
@@ -112,6 +120,21 @@ static void pair_publish(sched_shape *s, spair *p, const char *why)
         char l[600];
         snprintf(l, sizeof l, "%s,state=\"%s\"", p->labels, sched_backoff_state_name(i));
         sl_metric_set("sluice_shape_state", l, p->bo.state == (sched_bo_state)i ? 1 : 0);
+    }
+    /* While the pair may not send: until when, and why (one series; its
+     * cause label changes, so the old one goes). */
+    const char *cause = sched_backoff_usable(&p->bo) ? NULL
+                        : p->bo.down                 ? "destination-down"
+                                                     : "backoff-rule";
+    char ul[600];
+    if (p->cause && p->cause != cause) {
+        snprintf(ul, sizeof ul, "%s,cause=\"%s\"", p->labels, p->cause);
+        sl_metric_drop("sluice_shape_suspended_until_seconds", ul);
+    }
+    p->cause = cause;
+    if (cause) {
+        snprintf(ul, sizeof ul, "%s,cause=\"%s\"", p->labels, cause);
+        sl_metric_set("sluice_shape_suspended_until_seconds", ul, (double)p->bo.until_ms / 1000.0);
     }
     if (!why)
         return;
@@ -163,12 +186,53 @@ static spair *pair_get(ssite *site, const char *ip, const sl_source *src)
     sched_bucket_init(&p->bucket, p->cfg_rate, p->cfg_burst, now);
     sched_backoff_init(&p->bo, p->cfg_rate);
     p->day = sched_day_of(now);
-    snprintf(p->labels, sizeof p->labels, "site=\"%s\",source=\"%s\"", site->name, ip);
+    p->labels = xasprintf("site=\"%.400s\",source=\"%.64s\"", site->name, ip);
     p->dispatched = sl_metric_series("sluice_shape_dispatched_total", p->labels, SL_METRIC_COUNTER);
     p->key = xasprintf("%s/%s", ip, site->name);
+    p->used_ms = now;
     sched_map_put(&site->pairs, ip, p);
+    site->s->n_pairs++;
     pair_publish(site->s, p, NULL);
     return p;
+}
+
+/* Nothing of the pair differs from a new one's: its backoff is back at the
+ * configured rate, its bucket is full, no warm-up count of today would be
+ * lost, and nothing used it for idle_ms. */
+static bool pair_idle(spair *p, int64_t now, int64_t idle_ms)
+{
+    if (now - p->used_ms < idle_ms || !sched_backoff_idle(&p->bo))
+        return false;
+    if (!sched_bucket_full(&p->bucket, now))
+        return false;
+    if (p->src && p->src->has_warmup && p->sent_today && p->day == sched_day_of(now))
+        return false;
+    return true;
+}
+
+/* Forget the pair and its metric series (its counter restarts at 0 if the
+ * pair comes back: Prometheus reads that as a reset). */
+static void pair_free(ssite *site, spair *p)
+{
+    char l[600];
+    sl_metric_drop("sluice_shape_rate_per_second", p->labels);
+    sl_metric_drop("sluice_shape_dispatched_total", p->labels);
+    for (int i = 0; i < SCHED_BO_NSTATES; i++) {
+        snprintf(l, sizeof l, "%s,state=\"%s\"", p->labels, sched_backoff_state_name(i));
+        sl_metric_drop("sluice_shape_state", l);
+        sl_metric_drop("sluice_shape_changes_total", l);
+    }
+    if (p->cause) {
+        snprintf(l, sizeof l, "%s,cause=\"%s\"", p->labels, p->cause);
+        sl_metric_drop("sluice_shape_suspended_until_seconds", l);
+    }
+    sched_map_del(&site->pairs, p->ip);
+    site->s->n_pairs--;
+    free(p->labels);
+    free(p->ip);
+    free(p->key);
+    sl_buf_free(&p->head);
+    free(p);
 }
 
 static void pair_tick(sched_shape *s, spair *p, int64_t now)
@@ -182,19 +246,33 @@ static void pair_tick(sched_shape *s, spair *p, int64_t now)
 
 /* ---- sites ---- */
 
+/* A flow emptied: its hold on its limit buckets goes with it. */
+static void flow_data_free(void *arg, void *data)
+{
+    sched_shape *s = arg;
+    sflow_limits *fl = data;
+    sched_limits_release(&s->limits, fl->b, fl->n, sl_now_ms());
+    free(fl);
+}
+
 static ssite *site_get(sched_shape *s, const char *name)
 {
     ssite *site = sched_map_get(&s->sites, name);
-    if (site)
+    if (site) {
+        site->used_ms = sl_now_ms();
         return site;
+    }
     site = xcalloc(1, sizeof *site);
     site->s = s;
     site->name = xstrdup(name);
     site->shp = sl_config_shaping(s->ctx->cfg, name);
     sched_map_init(&site->pairs);
     sched_fq_init(&site->fq);
+    site->fq.free_data = flow_data_free;
+    site->fq.free_arg = s;
     uv_timer_init(s->ctx->loop, &site->timer);
     site->timer.data = site;
+    site->used_ms = sl_now_ms();
     sched_map_put(&s->sites, name, site);
     return site;
 }
@@ -364,25 +442,42 @@ static void park(ssite *site, sjob *j, int64_t wait_ms)
     sched_op_release(op); /* frees j once the park is acknowledged */
 }
 
-/* How long the site's queue needs at its current rates. */
+/* How long the site's queue needs at its current rates. When every pair
+ * is suspended (a destination down) or disabled, from the end of the
+ * first suspension at the rates of the pairs it frees: a short outage
+ * parks the excess on a short retry topic, not the longest. */
 static int64_t site_drain_ms(ssite *site)
 {
-    double rate = 0;
-    bool unlimited = false;
+    double rate = 0, later_rate = 0;
+    bool unlimited = false, later_unlimited = false;
+    int64_t first_until = INT64_MAX;
     for (size_t i = 0; i < site->pairs.n_slots; i++)
         for (sched_map_ent *e = site->pairs.slots[i]; e; e = e->next) {
             spair *p = e->val;
-            if (!sched_backoff_usable(&p->bo))
+            if (!sched_backoff_usable(&p->bo)) {
+                if (p->bo.until_ms < first_until)
+                    first_until = p->bo.until_ms;
+                if (p->bo.rate <= 0)
+                    later_unlimited = true;
+                later_rate += p->bo.rate;
                 continue;
+            }
             if (p->bo.rate <= 0)
                 unlimited = true;
             rate += p->bo.rate;
         }
     if (unlimited)
         return 0;
-    if (rate <= 0)
+    if (rate > 0)
+        return (int64_t)((double)site->queued * 1000.0 / rate);
+    if (first_until == INT64_MAX)
         return INT64_MAX / 4;
-    return (int64_t)((double)site->queued * 1000.0 / rate);
+    int64_t wait = first_until - sl_now_ms();
+    if (wait < 0)
+        wait = 0;
+    if (!later_unlimited && later_rate > 0)
+        wait += (int64_t)((double)site->queued * 1000.0 / later_rate);
+    return wait;
 }
 
 /* ---- pumping ---- */
@@ -443,6 +538,7 @@ static void pump(ssite *site, bool force)
         for (size_t i = 0; i < n; i++) {
             const sl_source *src = &pool->sources[i];
             spair *p = pairs[i] = pair_get(site, src->ip, src);
+            p->used_ms = now;
             pair_tick(s, p, now);
             c[i].weight = src->weight;
             c[i].current = p->swrr;
@@ -595,6 +691,61 @@ static void on_record(void *arg, sl_record *rec)
         free(buf);
 }
 
+static void site_close_cb(uv_handle_t *h);
+
+/* Forget a site that holds nothing: no job, no pair, no timer armed. */
+static void site_free(sched_shape *s, ssite *site)
+{
+    char labels[300];
+    snprintf(labels, sizeof labels, "site=\"%s\"", site->name);
+    sl_metric_drop("sluice_shape_parked_total", labels);
+    sched_map_del(&s->sites, site->name);
+    sched_map_free(&site->pairs);
+    sched_fq_free(&site->fq);
+    s->closing++;
+    uv_close((uv_handle_t *)&site->timer, site_close_cb);
+}
+
+/* Free what has been idle for scheduler.idle_state_timeout and is back at
+ * its defaults: pairs (pair_idle()), then sites left with no pair, no
+ * queued job and no timer, and limit buckets no flow holds. State that
+ * still matters (a suspension, a lowered rate, a warm-up count of today, a
+ * bucket not yet full) stays. */
+static void sweep(sched_shape *s, int64_t now)
+{
+    int64_t idle = s->ctx->cfg->scheduler.idle_state_timeout_ms;
+    size_t sites = 0, pairs = 0;
+    for (size_t i = 0; i < s->sites.n_slots; i++)
+        for (sched_map_ent *e = s->sites.slots[i], *next; e; e = next) {
+            next = e->next; /* e may go */
+            ssite *site = e->val;
+            for (size_t k = 0; k < site->pairs.n_slots; k++)
+                for (sched_map_ent *pe = site->pairs.slots[k], *pnext; pe; pe = pnext) {
+                    pnext = pe->next;
+                    if (pair_idle(pe->val, now, idle)) {
+                        pair_free(site, pe->val);
+                        pairs++;
+                    }
+                }
+            if (!site->queued && !site->pairs.count && !site->timer_at &&
+                !uv_is_active((uv_handle_t *)&site->timer) && now - site->used_ms >= idle) {
+                site_free(s, site);
+                sites++;
+            }
+        }
+    sched_map_shrink(&s->sites);
+    size_t limits = sched_limits_sweep(&s->limits, now, idle);
+    if (limits)
+        sl_metric_inc("sluice_shape_idle_freed_total", "kind=\"limit\"", (double)limits);
+    if (pairs)
+        sl_metric_inc("sluice_shape_idle_freed_total", "kind=\"pair\"", (double)pairs);
+    if (sites)
+        sl_metric_inc("sluice_shape_idle_freed_total", "kind=\"site\"", (double)sites);
+    if (pairs || sites)
+        sl_debug("shape: freed %zu idle sites and %zu idle (site, IP) pairs; %zu and %zu left",
+                 sites, pairs, s->sites.count, s->n_pairs);
+}
+
 static void tick_cb(uv_timer_t *t)
 {
     sched_shape *s = t->data;
@@ -606,7 +757,15 @@ static void tick_cb(uv_timer_t *t)
                 for (sched_map_ent *pe = site->pairs.slots[k]; pe; pe = pe->next)
                     pair_tick(s, pe->val, now);
         }
+    if (now >= s->next_sweep && !s->stopping && !s->restore) {
+        int64_t idle = s->ctx->cfg->scheduler.idle_state_timeout_ms;
+        int64_t every = idle / 4 < 1000 ? 1000 : idle / 4 > 60000 ? 60000 : idle / 4;
+        s->next_sweep = now + every;
+        sweep(s, now);
+    }
     sl_series_set(s->m_buffered, (double)s->buffered);
+    sl_series_set(s->m_sites, (double)s->sites.count);
+    sl_series_set(s->m_pairs, (double)s->n_pairs);
 }
 
 /* ---- warm-up counts after a restart ----
@@ -833,6 +992,8 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
                                             : xasprintf("%s:%u", r->host, r->port);
     }
     s->m_buffered = sl_metric_series("sluice_shape_buffered", NULL, SL_METRIC_GAUGE);
+    s->m_sites = sl_metric_series("sluice_shape_sites", NULL, SL_METRIC_GAUGE);
+    s->m_pairs = sl_metric_series("sluice_shape_pairs", NULL, SL_METRIC_GAUGE);
     uv_timer_init(ctx->loop, &s->tick);
     s->tick.data = s;
     uv_timer_start(&s->tick, tick_cb, 1000, 1000);
@@ -842,6 +1003,18 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
     sl_metric_help("sluice_shape_state", SL_METRIC_GAUGE,
                    "Backoff state of a (site, source IP) pair (1 for the current state)");
     sl_metric_help("sluice_shape_buffered", SL_METRIC_GAUGE, "Jobs waiting in shape");
+    sl_metric_help("sluice_shape_sites", SL_METRIC_GAUGE,
+                   "Sites whose state shape holds (idle ones are freed)");
+    sl_metric_help("sluice_shape_pairs", SL_METRIC_GAUGE,
+                   "(site, source IP) pairs whose state shape holds (idle ones are freed)");
+    sl_metric_help("sluice_shape_idle_freed_total", SL_METRIC_COUNTER,
+                   "Sites, (site, source IP) pairs and limit buckets freed after "
+                   "scheduler.idle_state_timeout, by kind");
+    sl_metric_help("sluice_shape_suspended_until_seconds", SL_METRIC_GAUGE,
+                   "When a suspended or disabled (site, source IP) pair may send again (Unix "
+                   "time), by cause: destination-down or backoff-rule");
+    sl_metric_help("sluice_shape_destination_down_total", SL_METRIC_COUNTER,
+                   "DEFERRED events saying every MX of a site is down from a source IP");
     return s;
 }
 
@@ -877,6 +1050,7 @@ void sched_shape_feedback(sched_shape *s, const char *site_name, const char *ip,
     ssite *site = site_get(s, site_name);
     spair *p = pair_get(site, ip, sl_config_source(s->ctx->cfg, ip));
     int64_t now = sl_now_ms();
+    p->used_ms = now;
     pair_tick(s, p, now);
     if (sched_backoff_apply(&p->bo, rule, now)) {
         pair_apply_rate(p, now);
@@ -890,20 +1064,53 @@ void sched_shape_feedback(sched_shape *s, const char *site_name, const char *ip,
         pump(site, false);
 }
 
+void sched_shape_down(sched_shape *s, const char *site_name, const char *ip, int64_t until_ms,
+                      const char *reply)
+{
+    int64_t now = sl_now_ms();
+    if (until_ms <= now)
+        return;
+    sl_metric_inc("sluice_shape_destination_down_total", NULL, 1);
+    ssite *site = site_get(s, site_name);
+    spair *p = pair_get(site, ip, sl_config_source(s->ctx->cfg, ip));
+    p->used_ms = now;
+    pair_tick(s, p, now);
+    sched_bo_state before = p->bo.state;
+    if (!sched_backoff_down(&p->bo, until_ms, now))
+        return;
+    /* Every deferral of the outage says so, each a little later: log and
+     * publish a SHAPING event when the pair stops, and when its end moves
+     * by a second or more, not for each of them. */
+    if (before != p->bo.state || p->bo.until_ms - p->shown_until >= 1000) {
+        p->shown_until = p->bo.until_ms;
+        char at[40];
+        sl_fmt_time(p->bo.until_ms, at, sizeof at);
+        char *why = xasprintf("destination down until %s (%.200s)", at, reply ? reply : "");
+        pair_publish(s, p, why);
+        free(why);
+    } else {
+        pair_publish(s, p, NULL);
+    }
+    /* The site's timer is armed for the old end, or not at all: re-plan. */
+    if (site->queued && !s->stopping)
+        pump(site, false);
+}
+
 static void site_close_cb(uv_handle_t *h)
 {
     ssite *site = h->data;
     sched_shape *s = site->s;
     free(site->name);
     free(site);
-    if (--s->closing == 0)
+    /* Idle sites close while the shaper lives: only its free ends it. */
+    if (--s->closing == 0 && s->freeing)
         free(s);
 }
 
 static void tick_close_cb(uv_handle_t *h)
 {
     sched_shape *s = h->data;
-    if (--s->closing == 0)
+    if (--s->closing == 0 && s->freeing)
         free(s);
 }
 
@@ -925,6 +1132,7 @@ void sched_shape_free(sched_shape *s)
             for (size_t k = 0; k < site->pairs.n_slots; k++)
                 for (sched_map_ent *pe = site->pairs.slots[k]; pe; pe = pe->next) {
                     spair *p = pe->val;
+                    free(p->labels);
                     free(p->ip);
                     free(p->key);
                     sl_buf_free(&p->head);

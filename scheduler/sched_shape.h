@@ -26,7 +26,20 @@
  * Adaptive backoff: sched_shape_feedback() applies a matched backoff rule
  * to a (site, IP) pair; every state change publishes a SHAPING event and
  * sets the gauges sluice_shape_rate_per_second{site,source} and
- * sluice_shape_state{site,source,state}.
+ * sluice_shape_state{site,source,state}; while a pair may not send,
+ * sluice_shape_suspended_until_seconds{site,source,cause} says until when
+ * and why. sched_shape_down() suspends a pair whose destination a sender
+ * reported down (cause "destination-down") until the sender's next probe:
+ * when it ends, the next dispatch is that probe.
+ *
+ * Idle state: every scheduler.idle_state_timeout / 4 (1 s .. 1 min) the
+ * tick frees each pair unused for the timeout and back at its defaults
+ * (backoff normal at the configured rate, bucket full, no warm-up count of
+ * today), with its metric series, then each site left with no pair, no
+ * queued job and no armed timer, and the tenant / campaign limit buckets
+ * no flow holds (sched_limits_sweep()); gauges sluice_shape_sites and
+ * sluice_shape_pairs count what is held. So memory follows the sites in
+ * use, not every site ever seen.
  *
  * On stop, queued jobs are dispatched at once with their reserved send
  * times when an IP can take them, else parked, so the consumer drains.
@@ -50,5 +63,10 @@ size_t sched_shape_buffered(const sched_shape *s);
  * pair's state is created, so the next job already sees it. */
 void sched_shape_feedback(sched_shape *s, const char *site, const char *ip,
                           const sl_backoff_rule *rule, const char *reply);
+/* A sender reported every MX of site down from ip until until_ms (its next
+ * probe): the pair is suspended until then (sched_backoff_down()); a
+ * later report extends it. At or before now: nothing. */
+void sched_shape_down(sched_shape *s, const char *site, const char *ip, int64_t until_ms,
+                      const char *reply);
 
 #endif

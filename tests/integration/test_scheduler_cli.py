@@ -52,7 +52,7 @@ class TestCli(SchedCase):
 
         out = wait_for(show, 20, "throttled pair in shaping show")
         rows = [line.split() for line in out.splitlines()]
-        self.assertEqual(rows[0], ["SITE", "SOURCE", "STATE", "RATE"])
+        self.assertEqual(rows[0], ["SITE", "SOURCE", "STATE", "RATE", "DETAIL"])
         self.assertIn(["google", "127.0.0.2", "normal", "5/s"], rows)
         self.assertIn(["google", "127.0.0.3", "throttled", "2.5/s"], rows)
 

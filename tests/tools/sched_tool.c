@@ -10,7 +10,7 @@
  *   sched_tool dump -c CFG --topic SUFFIX [--count N] [--timeout MS]
  *   sched_tool event -c CFG --type deferred|bounced|delivered|complained --site S --source-ip IP
  *                    --code N --enh X.Y.Z --reply TEXT [--to A] [--tenant T]
- *                    [--bounce-class NAME] [--hard]
+ *                    [--bounce-class NAME] [--hard] [--down-for-ms MS]
  *   sched_tool suppress -c CFG --tenant T --to A [--remove]
  *
  * produce sends N jobs (ids PREFIX-0..N-1) to the topic (default jobs),
@@ -20,6 +20,8 @@
  * --sites, default 1), for benchmarks with many domains and sites. --tiny
  * makes the smallest valid job (null sender, one-byte content), for
  * benchmarks that hold a million jobs in the dev broker.
+ * event --down-for-ms MS sets destination_down_until_ms to now + MS (a
+ * sender's "every MX of the site is down from this IP" deferral).
  * --garbage sends bytes that are not a protobuf. dump reads the topic from
  * the beginning until N records (or the end after timeout) and prints one
  * JSON object per record: the Dispatch, Job or Event fields the tests
@@ -177,7 +179,7 @@ int main(int argc, char **argv)
     int count = 1, timeout = 20000, prio = 0, version = SLUICE_WIRE_VERSION;
     int ndomains = 0, nsites = 1;
     bool tiny = false;
-    long long not_before = 0, expires = 0, created = 0;
+    long long not_before = 0, expires = 0, created = 0, down_for = 0;
     bool garbage = false, hard = false, remove_ = false;
     const char *etype = "deferred", *site = "", *sip = "", *enh = "", *reply = "", *bclass = NULL;
     int code = 0;
@@ -191,7 +193,7 @@ int main(int argc, char **argv)
         {"code", 1, 0, 'd'},   {"enh", 1, 0, 'E'},    {"reply", 1, 0, 'r'},
         {"bounce-class", 1, 0, 'B'}, {"hard", 0, 0, 'H'}, {"remove", 0, 0, 'R'},
         {"campaign", 1, 0, 'M'}, {"domains", 1, 0, 'D'}, {"sites", 1, 0, 'S'},
-        {"tiny", 0, 0, 'Y'},
+        {"tiny", 0, 0, 'Y'},   {"down-for-ms", 1, 0, 'W'},
         {0, 0, 0, 0}};
     int o;
     optind = 2;
@@ -227,6 +229,7 @@ int main(int argc, char **argv)
         case 'D': ndomains = atoi(optarg); break;
         case 'S': nsites = atoi(optarg) > 0 ? atoi(optarg) : 1; break;
         case 'Y': tiny = true; break;
+        case 'W': down_for = atoll(optarg); break;
         default: return 2;
         }
     }
@@ -263,6 +266,8 @@ int main(int argc, char **argv)
             e.reply = (char *)reply;
             e.timestamp_ms = sl_now_ms();
             e.bounce_hard = hard;
+            if (down_for > 0)
+                e.destination_down_until_ms = e.timestamp_ms + down_for;
             if (bclass)
                 sl_bounce_class_from_name(bclass, &e.bounce_class);
             rc = sl_event_publish(p, cfg, &e, ack_cb, NULL);

@@ -83,6 +83,63 @@ static void test_suspend_and_disable(void **state)
     assert_true(b.rate == 10);
 }
 
+static void test_destination_down(void **state)
+{
+    (void)state;
+    sched_backoff b;
+    sched_backoff_init(&b, 20);
+    /* A report for a time already past changes nothing. */
+    assert_false(sched_backoff_down(&b, 100, 100));
+    assert_true(sched_backoff_usable(&b));
+    sched_backoff_apply(&b, &halve, 0);
+    assert_true(sched_backoff_down(&b, 3000, 1000));
+    assert_int_equal(b.state, SCHED_BO_SUSPENDED);
+    assert_true(b.down);
+    assert_false(sched_backoff_usable(&b));
+    assert_int_equal(sched_backoff_next_ms(&b), 3000);
+    /* An earlier probe time changes nothing; a later one extends. */
+    assert_false(sched_backoff_down(&b, 2500, 1100));
+    assert_false(sched_backoff_down(&b, 3000, 1100));
+    assert_true(sched_backoff_down(&b, 4000, 1200));
+    assert_int_equal(b.until_ms, 4000);
+    /* A rule's longer suspension takes over the end, and the cause. */
+    assert_true(sched_backoff_apply(&b, &suspend, 1300)); /* until 6300 */
+    assert_false(b.down);
+    assert_int_equal(b.until_ms, 6300);
+    assert_true(sched_backoff_down(&b, 7000, 1400));
+    assert_true(b.down);
+    /* It ends at the probe time, back to the state it had. */
+    assert_false(sched_backoff_tick(&b, 6999));
+    assert_true(sched_backoff_tick(&b, 7000));
+    assert_int_equal(b.state, SCHED_BO_THROTTLED);
+    assert_false(b.down);
+    assert_true(sched_backoff_usable(&b));
+    /* DISABLED outranks it: a down report only ever lengthens it. */
+    assert_true(sched_backoff_apply(&b, &disable, 8000)); /* until 17000 */
+    assert_false(sched_backoff_down(&b, 9000, 8100));
+    assert_int_equal(b.state, SCHED_BO_DISABLED);
+    assert_true(sched_backoff_down(&b, 20000, 8200));
+    assert_int_equal(b.state, SCHED_BO_DISABLED);
+    assert_false(b.down);
+    assert_int_equal(b.until_ms, 20000);
+}
+
+static void test_idle(void **state)
+{
+    (void)state;
+    sched_backoff b;
+    sched_backoff_init(&b, 20);
+    assert_true(sched_backoff_idle(&b));
+    sched_backoff_apply(&b, &halve, 0);
+    assert_false(sched_backoff_idle(&b)); /* a halved rate not yet recovered */
+    sched_backoff_tick(&b, 1000000);
+    assert_true(sched_backoff_idle(&b));
+    sched_backoff_down(&b, 1005000, 1000000);
+    assert_false(sched_backoff_idle(&b)); /* an active suspension */
+    sched_backoff_tick(&b, 1005000);
+    assert_true(sched_backoff_idle(&b));
+}
+
 static void test_unlimited_base(void **state)
 {
     (void)state;
@@ -156,7 +213,8 @@ int main(void)
         cmocka_unit_test(test_halve_to_floor),       cmocka_unit_test(test_additive_recovery),
         cmocka_unit_test(test_halving_restarts_quiet_period),
         cmocka_unit_test(test_suspend_and_disable), cmocka_unit_test(test_unlimited_base),
-        cmocka_unit_test(test_rules_match),
+        cmocka_unit_test(test_rules_match),         cmocka_unit_test(test_destination_down),
+        cmocka_unit_test(test_idle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

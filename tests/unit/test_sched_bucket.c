@@ -67,6 +67,23 @@ static void test_default_burst(void **state)
     assert_int_equal(sched_bucket_take(&b, 0), 2000);
 }
 
+/* Shape frees an idle pair only when its bucket is as a new one would be. */
+static void test_full_again_once_refilled(void **state)
+{
+    (void)state;
+    sched_bucket b;
+    sched_bucket_init(&b, 2, 4, 0);
+    assert_true(sched_bucket_full(&b, 0));
+    for (int i = 0; i < 6; i++)
+        sched_bucket_take(&b, 0); /* two reserved ahead: tokens -2 */
+    assert_false(sched_bucket_full(&b, 2000));  /* back to 2 */
+    assert_false(sched_bucket_full(&b, 2999));
+    assert_true(sched_bucket_full(&b, 3000));   /* 4 of 4 */
+    sched_bucket_init(&b, 0, 0, 0);             /* unlimited */
+    sched_bucket_take(&b, 0);
+    assert_true(sched_bucket_full(&b, 0));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -75,6 +92,7 @@ int main(void)
         cmocka_unit_test(test_unlimited),
         cmocka_unit_test(test_set_rate_halves_and_caps_burst),
         cmocka_unit_test(test_default_burst),
+        cmocka_unit_test(test_full_again_once_refilled),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -65,11 +65,46 @@ static void test_take_waits_for_the_slowest(void **state)
     sched_limits_free(&l);
 }
 
+/* Buckets go once nothing holds them, they have been idle long enough and
+ * are full again; a held or recently used one stays. */
+static void test_idle_buckets_are_freed(void **state)
+{
+    (void)state;
+    sl_limit lim[] = {{(char *)"*", NULL, 1, 1, 1}}; /* each tenant: 1/s, burst 1 */
+    sl_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.limits = lim;
+    cfg.n_limits = 1;
+    sched_limits l;
+    sched_limits_init(&l, &cfg);
+    sched_bucket *a[1], *a2[1], *b[1];
+    sched_limits_resolve(&l, "acme", "", a, 1, 0);
+    sched_limits_resolve(&l, "acme", "", a2, 1, 0); /* a second flow of acme */
+    sched_limits_resolve(&l, "beta", "", b, 1, 0);
+    assert_int_equal(sched_limits_count(&l), 2);
+    sched_limits_take(a, 1, 0);
+    sched_limits_take(a, 1, 0); /* one reserved ahead: full again at 2000 */
+    sched_limits_release(&l, a, 1, 100);
+    sched_limits_release(&l, b, 1, 100);
+    assert_int_equal(sched_limits_sweep(&l, 100000, 1000), 1); /* beta; acme is held */
+    assert_int_equal(sched_limits_count(&l), 1);
+    sched_limits_release(&l, a2, 1, 1500);
+    assert_int_equal(sched_limits_sweep(&l, 2000, 1000), 0); /* released 500 ms ago */
+    assert_int_equal(sched_limits_sweep(&l, 2499, 1000), 0);
+    assert_int_equal(sched_limits_sweep(&l, 2500, 1000), 1);
+    assert_int_equal(sched_limits_count(&l), 0);
+    /* A tenant that comes back gets a new, full bucket. */
+    assert_int_equal(sched_limits_resolve(&l, "acme", "", a, 1, 3000), 1);
+    assert_int_equal(sched_limits_take(a, 1, 3000), 3000);
+    sched_limits_free(&l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resolve_and_share),
         cmocka_unit_test(test_take_waits_for_the_slowest),
+        cmocka_unit_test(test_idle_buckets_are_freed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
