@@ -67,6 +67,19 @@ static void test_default_burst(void **state)
     assert_int_equal(sched_bucket_take(&b, 0), 2000);
 }
 
+/* A rate too small to give a token within int64 milliseconds must never
+ * wrap into "available now". */
+static void test_tiny_rate_never_free(void **state)
+{
+    sched_bucket b;
+    sched_bucket_init(&b, 1e-300, 1, 1000);
+    assert_int_equal(sched_bucket_take(&b, 1000), 1000); /* the burst */
+    int64_t at = sched_bucket_take(&b, 1000);
+    assert_true(at > 1000 + 86400000LL * 365);
+    at = sched_bucket_take(&b, 1000);
+    assert_true(at > 1000 + 86400000LL * 365);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -75,6 +88,7 @@ int main(void)
         cmocka_unit_test(test_unlimited),
         cmocka_unit_test(test_set_rate_halves_and_caps_burst),
         cmocka_unit_test(test_default_burst),
+        cmocka_unit_test(test_tiny_rate_never_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
