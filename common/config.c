@@ -930,6 +930,8 @@ static sl_config *config_base(const char *path)
     cfg->submit.max_connections = 20000;
     cfg->submit.max_connections_per_ip = 20;
     cfg->submit.idle_timeout_ms = 300000;
+    cfg->submit.command_timeout_ms = 60000;
+    cfg->submit.data_timeout_ms = 600000;
     cfg->sender.workers = 0;
     cfg->sender.max_inflight = 5000;
     cfg->sender.drain_timeout_ms = 30000;
@@ -1534,7 +1536,9 @@ static int walk_submit(cfg_ctx *c, const cfg_node *m)
                                        "max_recipients",
                                        "max_connections",
                                        "max_connections_per_ip",
-                                       "idle_timeout"};
+                                       "idle_timeout",
+                                       "command_timeout",
+                                       "data_timeout"};
     sl_config *cfg = c->cfg;
     TRY(map_check(c, m, "submit", keys, NELEM(keys)));
     int r = opt_str_list(c, m, "submit", "listen", &cfg->submit.listen, &cfg->submit.n_listen);
@@ -1580,6 +1584,8 @@ static int walk_submit(cfg_ctx *c, const cfg_node *m)
     OPT_INT(m, "submit", "max_connections", 1, 1000000, cfg->submit.max_connections);
     OPT_INT(m, "submit", "max_connections_per_ip", 1, 1000000, cfg->submit.max_connections_per_ip);
     TRY(opt_duration(c, m, "submit", "idle_timeout", false, &cfg->submit.idle_timeout_ms));
+    TRY(opt_duration(c, m, "submit", "command_timeout", false, &cfg->submit.command_timeout_ms));
+    TRY(opt_duration(c, m, "submit", "data_timeout", false, &cfg->submit.data_timeout_ms));
     return 0;
 }
 

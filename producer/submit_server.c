@@ -608,6 +608,8 @@ sub_server *sub_server_new(uv_loop_t *loop, const sub_opts *o, char **err)
         .max_conn = o->cfg->submit.max_connections,
         .max_conn_per_ip = o->cfg->submit.max_connections_per_ip,
         .idle_timeout_ms = (uint64_t)o->cfg->submit.idle_timeout_ms,
+        .command_timeout_ms = (uint64_t)o->cfg->submit.command_timeout_ms,
+        .data_timeout_ms = (uint64_t)o->cfg->submit.data_timeout_ms,
         .require_tls = true,
         .require_auth = true,
         .tls_ctx = o->tls_ctx,

@@ -1,0 +1,182 @@
+"""Resource limits of sluice-submit against hostile clients: a client that
+pipelines commands and never reads its replies (back-pressure keeps memory
+bounded), clients that trickle a command or a message an octet at a time
+(command_timeout, data_timeout), a crowd of idle connections to the metrics
+listener (capped, so descriptors last and /healthz answers), and a storm of
+failing AUTH attempts (a bounded pool of password checks, 454 beyond it).
+
+Each test runs sluice-submit against its own dev broker (test_submit's
+SubmitCase) and reads the process's memory from /proc."""
+
+import os
+import shutil
+import socket
+import ssl
+import threading
+import time
+import unittest
+import urllib.request
+
+from sluicetest import Proc, bin_path, wait_for
+from test_submit import SubmitCase, message, tls_ctx
+from test_submit_security import AUTH_PLAIN_ALICE, raise_nofile, read_reply
+
+
+def proc_status_kb(pid, field):
+    """A memory figure (VmRSS, VmHWM) of a process, in kB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("%s not in /proc/%d/status" % (field, pid))
+
+
+def set_submit_keys(case, text):
+    """Add keys to the submit: section of the test's config."""
+    with open(case.cfg) as f:
+        cfg = f.read()
+    cfg = cfg.replace("  idle_timeout: 30s\n", "  idle_timeout: 30s\n" + text)
+    with open(case.cfg, "w") as f:
+        f.write(cfg)
+
+
+class LimitsCase(SubmitCase):
+    submit_keys = ""
+
+    def setUp(self):
+        super().setUp()
+        if self.submit_keys:
+            # The default config is running: restart with the extra keys.
+            self.assertEqual(self.submit.stop(timeout=20), 0, self.submit.output())
+            set_submit_keys(self, self.submit_keys)
+            self.submit = self.start_submit()
+
+    def healthz(self):
+        return urllib.request.urlopen("http://127.0.0.1:%d/healthz" % self.pmetrics,
+                                      timeout=10).status
+
+    def normal_session(self):
+        """A complete authenticated submission; DATA's (code, text)."""
+        c = self.smtp_587(login="alice")
+        code, resp = self.send(c, "alice@example.net", ["ok@example.com"], message())
+        c.quit()
+        return code, resp
+
+
+class TestPipeliningBackpressure(LimitsCase):
+    INPUT = 50 << 20           # octets the client tries to pipeline
+    BOUND_KB = 8 << 10          # RSS growth allowed for the one connection
+
+    def test_client_that_never_reads_keeps_memory_bounded(self):
+        base = proc_status_kb(self.submit.pid, "VmRSS")
+        sk = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(sk.close)
+        # A small receive window makes the replies back up at once.
+        sk.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sk.connect(("127.0.0.1", self.p587))
+        sk.settimeout(10)
+        self.assertTrue(sk.recv(512).startswith(b"220 "))
+        chunk = b"NOOP\r\n" * 10000
+        sent = 0
+        # The server stops reading once its replies pile up: a send that
+        # cannot proceed for two seconds means the windows are full.
+        sk.settimeout(2)
+        try:
+            while sent < self.INPUT:
+                sent += sk.send(chunk)
+        except socket.timeout:
+            pass
+        self.assertTrue(self.submit.alive(), self.submit.output())
+        grew = proc_status_kb(self.submit.pid, "VmRSS") - base
+        # Meanwhile another client is served normally.
+        code, resp = self.normal_session()
+        print("\npipelining: sent %.1f MB of NOOPs without reading; RSS grew %d kB"
+              % (sent / 1e6, grew), flush=True)
+        self.assertEqual(code, 250, resp)
+        self.assertLess(sent, self.INPUT, "the server read everything")
+        self.assertLess(grew, self.BOUND_KB, "RSS grew by %d kB" % grew)
+        # Once the client reads, the session goes on where it stopped: every
+        # NOOP is answered, then the QUIT.
+        sk.settimeout(60)
+        seen = {"tail": b"", "replies": 0}
+
+        def drain():
+            while not seen["tail"].endswith(b"221 2.0.0 Bye\r\n"):
+                data = sk.recv(1 << 16)
+                if not data:
+                    return
+                seen["replies"] += data.count(b"\r\n")
+                seen["tail"] = seen["tail"][-64:] + data
+        reader = threading.Thread(target=drain)
+        reader.start()
+        rest = b"NOOP\r\n"[sent % 6:] if sent % 6 else b""  # finish the cut command
+        sk.sendall(rest + b"QUIT\r\n")
+        reader.join(120)
+        self.assertTrue(seen["tail"].endswith(b"221 2.0.0 Bye\r\n"), seen["tail"])
+        self.assertEqual(seen["replies"], (sent + len(rest)) // 6 + 1)
+
+
+class TestTrickle(LimitsCase):
+    submit_keys = "  command_timeout: 1s\n  data_timeout: 2s\n"
+
+    def trickle(self, sk, octet, limit=15.0):
+        """Send one octet every 0.2 s (the client's pace, not a wait) until
+        the server answers; returns (reply, seconds)."""
+        t0 = time.monotonic()
+        sk.settimeout(0.2)
+        got = b""
+        while time.monotonic() - t0 < limit and not got.endswith(b"\r\n"):
+            try:
+                sk.send(octet)
+            except OSError:
+                break
+            try:
+                data = sk.recv(512)
+            except (socket.timeout, ssl.SSLWantReadError):
+                continue
+            if not data:
+                break
+            got += data
+        return (got.decode(errors="replace") or None), time.monotonic() - t0
+
+    def test_command_line_deadline(self):
+        sk = socket.create_connection(("127.0.0.1", self.p587), timeout=10)
+        self.addCleanup(sk.close)
+        f = sk.makefile("rb")
+        self.assertEqual(read_reply(f)[0], 220)
+        sk.sendall(b"EHLO trickle.test\r\n")
+        self.assertEqual(read_reply(f)[0], 250)
+        # A whole command at once is fine however long the pause before it.
+        sk.sendall(b"NOOP\r\n")
+        self.assertEqual(read_reply(f)[0], 250)
+        reply, took = self.trickle(sk, b"N")
+        # idle_timeout is 30 s: only the command deadline answers this soon.
+        self.assertIsNotNone(reply, "no answer to a trickled command after %.1fs" % took)
+        self.assertTrue(reply.startswith("421 4.4.2 "), reply)
+        self.assertIn("command timeout", reply)
+
+    def test_data_deadline(self):
+        raw = socket.create_connection(("127.0.0.1", self.p465), timeout=10)
+        s = tls_ctx().wrap_socket(raw)
+        self.addCleanup(s.close)
+        f = s.makefile("rb")
+        self.assertEqual(read_reply(f)[0], 220)
+        s.sendall(b"EHLO trickle.test\r\n")
+        self.assertEqual(read_reply(f)[0], 250)
+        s.sendall(b"AUTH PLAIN " + AUTH_PLAIN_ALICE.encode() + b"\r\n")
+        self.assertEqual(read_reply(f)[0], 235)
+        s.sendall(b"MAIL FROM:<alice@example.net>\r\nRCPT TO:<a@example.com>\r\nDATA\r\n")
+        self.assertEqual(read_reply(f)[0], 250)
+        self.assertEqual(read_reply(f)[0], 250)
+        self.assertEqual(read_reply(f)[0], 354)
+        # Whole lines, each well inside command_timeout: only the deadline
+        # of the DATA phase as a whole can end this.
+        reply, took = self.trickle(s, b"x\r\n")
+        self.assertIsNotNone(reply, "no answer to a trickled message after %.1fs" % took)
+        self.assertTrue(reply.startswith("421 4.4.2 "), reply)
+        self.assertIn("data timeout", reply)
+        self.assertEqual(self.jobs(), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
