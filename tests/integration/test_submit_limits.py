@@ -178,5 +178,52 @@ class TestTrickle(LimitsCase):
         self.assertEqual(self.jobs(), [])
 
 
+class TestMetricsCrowd(LimitsCase):
+    CROWD = 2000
+    NOFILE = 512  # sluice-submit's own limit (soft and hard), below the crowd
+
+    def start_submit(self, *extra):
+        # sluice-submit lifts its soft limit to the hard one: set both.
+        prlimit = shutil.which("prlimit")
+        if not prlimit:
+            self.skipTest("prlimit not installed")
+        real = Proc
+
+        def limited(name, args=(), **kw):
+            return real(prlimit, ["--nofile=%d:%d" % (self.NOFILE, self.NOFILE),
+                                  bin_path(name)] + list(args), **kw)
+        import test_submit
+        test_submit.Proc = limited
+        try:
+            return super().start_submit(*extra)
+        finally:
+            test_submit.Proc = real
+
+    def test_idle_metrics_connections_do_not_exhaust_descriptors(self):
+        if raise_nofile(self.CROWD + 500) < self.CROWD + 500:
+            self.skipTest("our RLIMIT_NOFILE is too low for the crowd")
+        socks = []
+        self.addCleanup(lambda: [x.close() for x in socks])
+        failed = 0
+        for i in range(self.CROWD):
+            sk = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sk.settimeout(10)
+            try:
+                sk.connect(("127.0.0.1", self.pmetrics))
+            except OSError:
+                failed += 1
+                sk.close()
+                continue
+            socks.append(sk)
+        fds = len(os.listdir("/proc/%d/fd" % self.submit.pid))
+        self.assertTrue(self.submit.alive(), self.submit.output())
+        self.assertEqual(self.healthz(), 200)
+        code, resp = self.normal_session()
+        print("\nmetrics crowd: %d idle connections (%d failed to connect); sluice-submit "
+              "holds %d descriptors" % (self.CROWD, failed, fds), flush=True)
+        self.assertEqual(code, 250, resp)
+        self.assertLess(fds, self.NOFILE // 2)
+
+
 if __name__ == "__main__":
     unittest.main()
