@@ -932,6 +932,8 @@ static sl_config *config_base(const char *path)
     cfg->submit.idle_timeout_ms = 300000;
     cfg->submit.command_timeout_ms = 60000;
     cfg->submit.data_timeout_ms = 600000;
+    cfg->submit.auth_workers = 2;
+    cfg->submit.auth_queue = 32;
     cfg->sender.workers = 0;
     cfg->sender.max_inflight = 5000;
     cfg->sender.drain_timeout_ms = 30000;
@@ -1538,7 +1540,9 @@ static int walk_submit(cfg_ctx *c, const cfg_node *m)
                                        "max_connections_per_ip",
                                        "idle_timeout",
                                        "command_timeout",
-                                       "data_timeout"};
+                                       "data_timeout",
+                                       "auth_workers",
+                                       "auth_queue"};
     sl_config *cfg = c->cfg;
     TRY(map_check(c, m, "submit", keys, NELEM(keys)));
     int r = opt_str_list(c, m, "submit", "listen", &cfg->submit.listen, &cfg->submit.n_listen);
@@ -1586,6 +1590,8 @@ static int walk_submit(cfg_ctx *c, const cfg_node *m)
     TRY(opt_duration(c, m, "submit", "idle_timeout", false, &cfg->submit.idle_timeout_ms));
     TRY(opt_duration(c, m, "submit", "command_timeout", false, &cfg->submit.command_timeout_ms));
     TRY(opt_duration(c, m, "submit", "data_timeout", false, &cfg->submit.data_timeout_ms));
+    OPT_INT(m, "submit", "auth_workers", 1, 64, cfg->submit.auth_workers);
+    OPT_INT(m, "submit", "auth_queue", 0, 100000, cfg->submit.auth_queue);
     return 0;
 }
 

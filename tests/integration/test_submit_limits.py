@@ -225,5 +225,67 @@ class TestMetricsCrowd(LimitsCase):
         self.assertLess(fds, self.NOFILE // 2)
 
 
+class TestAuthStorm(LimitsCase):
+    submit_keys = "  auth_workers: 1\n  auth_queue: 4\n"
+    SOURCES = 20
+    PER_SOURCE = 2
+    # One argon2 check holds 64 MiB; a second running at once would add as
+    # much again (the libuv pool runs four).
+    BOUND_KB = 40 << 10
+
+    def failing_auth(self, src, out):
+        try:
+            raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            raw.bind((src, 0))
+            raw.settimeout(60)
+            raw.connect(("127.0.0.1", self.p465))
+            s = tls_ctx().wrap_socket(raw)
+            f = s.makefile("rb")
+            read_reply(f)
+            s.sendall(b"EHLO storm.test\r\n")
+            read_reply(f)
+            codes = []
+            for _ in range(3):
+                # \0alice\0wrong
+                s.sendall(b"AUTH PLAIN AGFsaWNlAHdyb25n\r\n")
+                code, _ = read_reply(f)
+                codes.append(code)
+                if code == 421:
+                    break
+            s.close()
+            out.append(codes)
+        except (OSError, ConnectionError) as e:
+            out.append(repr(e))
+
+    def test_concurrent_failing_auth_bounded(self):
+        # The start-up dummy hash ran on the main thread: its 64 MiB is in
+        # the high-water mark already.
+        base = proc_status_kb(self.submit.pid, "VmHWM")
+        out = []
+        threads = [threading.Thread(target=self.failing_auth, args=("127.0.0.%d" % (2 + i), out))
+                   for i in range(self.SOURCES) for _ in range(self.PER_SOURCE)]
+        for t in threads:
+            t.start()
+        # A session that does not authenticate is served meanwhile.
+        c = self.smtp_587()
+        self.assertEqual(c.noop()[0], 250)
+        c.quit()
+        for t in threads:
+            t.join(120)
+        grew = proc_status_kb(self.submit.pid, "VmHWM") - base
+        codes = [c for r in out if isinstance(r, list) for c in r]
+        print("\nauth storm: %d sessions from %d sources; replies %s; peak RSS grew %d kB"
+              % (len(threads), self.SOURCES, {c: codes.count(c) for c in sorted(set(codes))},
+                 grew), flush=True)
+        self.assertEqual(len(out), len(threads))
+        self.assertEqual([r for r in out if not isinstance(r, list)], [])
+        self.assertTrue(set(codes) <= {535, 454, 421}, codes)
+        self.assertLess(grew, self.BOUND_KB)
+        self.assertIn(454, codes, "no check was refused for want of a worker")
+        # The per-IP lockout still holds, and a correct password still works.
+        code, resp = self.normal_session()
+        self.assertEqual(code, 250, resp)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -284,6 +284,8 @@ static const struct err_case {
      "t.yaml:2: key 'backoff[0].floor': '1e-9/s' is out of range"},
     {"submit command_timeout 0", "submit:\n  command_timeout: 0\n",
      "t.yaml:2: key 'submit.command_timeout': must be longer than zero"},
+    {"submit auth_workers 0", "submit:\n  auth_workers: 0\n",
+     "t.yaml:2: key 'submit.auth_workers': 0 is out of range"},
     {"bad timeout", "shaping:\n  default:\n    timeouts: { connect: 0 }\n",
      "t.yaml:3: key 'shaping.default.timeouts.connect': must be longer than zero"},
     {"unknown timeout", "shaping:\n  default:\n    timeouts:\n      conect: 5s\n",
