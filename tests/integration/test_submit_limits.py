@@ -9,9 +9,12 @@ Each test runs sluice-submit against its own dev broker (test_submit's
 SubmitCase) and reads the process's memory from /proc."""
 
 import os
+import re
 import shutil
 import socket
 import ssl
+import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -247,6 +250,52 @@ class TestMetricsCrowd(LimitsCase):
               "holds %d descriptors" % (self.CROWD, failed, fds), flush=True)
         self.assertEqual(code, 250, resp)
         self.assertLess(fds, self.NOFILE // 2)
+        self.assertGreater(self.dropped("cap"), 0)
+
+    def dropped(self, reason):
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.pmetrics,
+                                      timeout=10).read().decode()
+        m = re.search(r'^sluice_metrics_connections_dropped_total\{reason="%s"\} (\S+)$'
+                      % reason, text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    def test_idle_metrics_connection_closed(self):
+        sk = socket.create_connection(("127.0.0.1", self.pmetrics), timeout=30)
+        self.addCleanup(sk.close)
+        sk.sendall(b"GET /metr")  # and never the rest
+        self.assertEqual(sk.recv(512), b"", "the server answered a partial request")
+        self.assertEqual(self.dropped("timeout"), 1)
+
+
+class TestConfigBounds(unittest.TestCase):
+    """A config that would cost minutes to load, or that sets a rate the
+    token bucket cannot honour, stops the daemon at once: exit 2 and
+    FILE:LINE."""
+
+    def run_submit(self, text):
+        with tempfile.TemporaryDirectory(prefix="sluice-limits-") as d:
+            path = os.path.join(d, "bad.yaml")
+            with open(path, "w") as f:
+                f.write(text)
+            r = subprocess.run([bin_path("sluice-submit"), "-c", path], capture_output=True,
+                               text=True, timeout=60)
+            return r.returncode, r.stderr.replace(path, "bad.yaml")
+
+    def test_alias_bomb(self):
+        text = "".join("x%d: &a%d v\n" % (i, i) for i in range(60000))
+        text += "".join("y%d: *a0\n" % i for i in range(40000))
+        rc, err = self.run_submit(text)
+        self.assertEqual(rc, 2, err)
+        self.assertIn("bad.yaml:1001: more than 1000 anchors", err)
+
+    def test_rates_out_of_range(self):
+        for value, line in (("max_message_rate: 1e-300/s", 3), ("max_message_rate: 1e308/s", 3),
+                            ("burst: 1e30", 3)):
+            rc, err = self.run_submit("shaping:\n  default:\n    %s\n" % value)
+            self.assertEqual(rc, 2, err)
+            self.assertIn("bad.yaml:%d: key 'shaping.default.%s'" % (line, value.split(":")[0]),
+                          err)
+            self.assertIn("out of range", err)
 
 
 class TestAuthStorm(LimitsCase):
