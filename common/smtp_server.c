@@ -1157,10 +1157,12 @@ static bool data_consume(smtpd_session *s)
 
 /*
  * The deadline of the command under way: a command line must be complete
- * within command_timeout_ms of its first octet, and the message within
- * data_timeout_ms of the 354. The idle timer alone restarts on every read,
- * so a client trickling one octet at a time would hold the session for
- * ever.
+ * within command_timeout_ms of the read that brought its first octet (or
+ * the first octet of a TLS record or handshake, which may hold no line
+ * yet), and the message within data_timeout_ms of the 354. The idle timer
+ * alone restarts on every read, so a client trickling one octet at a time
+ * would hold the session for ever. The command deadline stops when a line
+ * is complete; one arrives without further input only with a new read.
  */
 static void deadline_stop(smtpd_session *s)
 {
@@ -1192,21 +1194,21 @@ static void deadline_cb(uv_timer_t *t)
     session_flush(s);
 }
 
-static void deadline_update(smtpd_session *s)
+static void deadline_arm(smtpd_session *s, uint64_t ms)
 {
-    uint64_t ms = 0;
-    if (s->state == S_DATA)
-        ms = s->srv->cfg.data_timeout_ms; /* armed once, when DATA starts */
-    else if (s->state == S_INIT || s->state == S_CLOSING || s->state == S_CLOSED)
+    if (s->deadline_armed || s->detached)
         return;
-    else if (s->in.len == 0)
-        deadline_stop(s);
-    else if (s->q == Q_NONE && !s->out_blocked)
-        ms = s->srv->cfg.command_timeout_ms; /* a partial line waits for its end */
-    if (ms && !s->deadline_armed) {
-        s->deadline_armed = true;
-        uv_timer_start(&s->deadline, deadline_cb, ms, 0);
-    }
+    s->deadline_armed = true;
+    uv_timer_start(&s->deadline, deadline_cb, ms, 0);
+}
+
+/* Octets arrived: in a command state with nothing asked of the program,
+ * they start a command line. */
+static void deadline_read(smtpd_session *s)
+{
+    if (s->q == Q_NONE && s->state != S_INIT && s->state != S_DATA && s->state != S_CLOSING &&
+        s->state != S_CLOSED)
+        deadline_arm(s, s->srv->cfg.command_timeout_ms);
 }
 
 /* Output queued for the client: replies being written and those not yet
@@ -1240,7 +1242,8 @@ static void session_process(smtpd_session *s)
     session_flush(s);
     if (s->detached || s->state == S_CLOSED)
         return;
-    deadline_update(s);
+    if (s->state == S_DATA)
+        deadline_arm(s, s->srv->cfg.data_timeout_ms); /* once, when DATA starts */
     bool want = (s->q == Q_NONE || s->in.len < SMTPD_READ_HIGH) && !s->out_blocked;
     if (want && !s->reading) {
         session_read_start(s);
@@ -1271,6 +1274,7 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (s->state == S_CLOSING || s->state == S_CLOSED)
         return;
     uv_timer_again(&s->idle);
+    deadline_read(s);
     if (s->tls) {
         sl_tls_feed(s->tls, buf->base, (size_t)nread);
         int rc = sl_tls_read(s->tls, &s->in);

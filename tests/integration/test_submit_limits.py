@@ -182,6 +182,33 @@ class TestTrickle(LimitsCase):
         self.assertTrue(reply.startswith("421 4.4.2 "), reply)
         self.assertIn("command timeout", reply)
 
+    def test_tls_handshake_deadline(self):
+        # A ClientHello trickled an octet at a time never puts a line in
+        # the engine's input, so the deadline must start with the octets
+        # themselves.
+        out = ssl.MemoryBIO()
+        obj = tls_ctx().wrap_bio(ssl.MemoryBIO(), out)
+        with self.assertRaises(ssl.SSLWantReadError):
+            obj.do_handshake()
+        hello = out.read()
+        sk = socket.create_connection(("127.0.0.1", self.p465), timeout=10)
+        self.addCleanup(sk.close)
+        t0 = time.monotonic()
+        sk.settimeout(0.2)
+        closed = False
+        for octet in hello[:-1]:  # never the whole ClientHello
+            try:
+                sk.send(bytes([octet]))
+                closed = sk.recv(512) == b""
+            except socket.timeout:
+                continue
+            except OSError:
+                closed = True
+            if closed:
+                break
+        took = time.monotonic() - t0
+        self.assertTrue(closed, "a trickled handshake still open after %.1fs" % took)
+
     def test_data_deadline(self):
         raw = socket.create_connection(("127.0.0.1", self.p465), timeout=10)
         s = tls_ctx().wrap_socket(raw)
