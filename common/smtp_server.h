@@ -22,8 +22,9 @@
  *   - resources: while more than 64 KiB of replies wait for a client that
  *     does not read them, its input is neither processed nor read (so a
  *     pipelining client cannot make replies pile up in memory); a command
- *     line must arrive whole within command_timeout_ms of its first octet
- *     and a message within data_timeout_ms of the 354 (421 4.4.2: the idle
+ *     line (or a TLS handshake and the line after it) must arrive whole
+ *     within command_timeout_ms of its first octet and a message within
+ *     data_timeout_ms of the 354 (421 4.4.2: the idle
  *     timer restarts on every octet, so alone it cannot stop a client that
  *     trickles); a client that does not take its final reply within an
  *     idle timeout is disconnected.
