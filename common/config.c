@@ -51,9 +51,14 @@ typedef struct cfg_node {
 } cfg_node;
 
 /* A YAML alias is expanded by copying the anchored node; the node budget
- * keeps a "billion laughs" document from eating the machine. */
+ * keeps a "billion laughs" document from eating the machine. An alias is
+ * looked up among the anchors defined so far, so their counts are bounded
+ * too: without that, tens of thousands of each cost minutes of CPU before
+ * the first error. A real configuration uses a handful of each. */
 #define CFG_MAX_NODES 200000
 #define CFG_MAX_DEPTH 64
+#define CFG_MAX_ANCHORS 1000
+#define CFG_MAX_ALIASES 10000
 
 typedef struct cfg_anchor {
     char *name;
@@ -67,6 +72,7 @@ typedef struct cfg_ctx {
     size_t n_nodes;
     cfg_anchor *anchors;
     size_t n_anchors;
+    size_t n_aliases;
 } cfg_ctx;
 
 static int cfg_fail(cfg_ctx *c, int line, const char *fmt, ...)
@@ -100,10 +106,12 @@ static void cfg_node_free(cfg_node *n)
     free(n);
 }
 
-static cfg_node *cfg_node_new(cfg_ctx *c, cfg_node_type type, int line)
+/* A node of the given line; an error is reported at err_line (where the
+ * alias being expanded is, for a copy). */
+static cfg_node *cfg_node_new_at(cfg_ctx *c, cfg_node_type type, int line, int err_line)
 {
     if (++c->n_nodes > CFG_MAX_NODES) {
-        cfg_fail(c, line, "document too large (aliases expand to more than %d nodes)",
+        cfg_fail(c, err_line, "document too large (aliases expand to more than %d nodes)",
                  CFG_MAX_NODES);
         return NULL;
     }
@@ -111,6 +119,11 @@ static cfg_node *cfg_node_new(cfg_ctx *c, cfg_node_type type, int line)
     n->type = type;
     n->line = line;
     return n;
+}
+
+static cfg_node *cfg_node_new(cfg_ctx *c, cfg_node_type type, int line)
+{
+    return cfg_node_new_at(c, type, line, line);
 }
 
 static void cfg_node_add(cfg_node *parent, cfg_node *kid)
@@ -122,15 +135,15 @@ static void cfg_node_add(cfg_node *parent, cfg_node *kid)
     parent->kids[parent->n++] = kid;
 }
 
-static cfg_node *cfg_node_clone(cfg_ctx *c, const cfg_node *src)
+static cfg_node *cfg_node_clone(cfg_ctx *c, const cfg_node *src, int alias_line)
 {
-    cfg_node *n = cfg_node_new(c, src->type, src->line);
+    cfg_node *n = cfg_node_new_at(c, src->type, src->line, alias_line);
     if (!n)
         return NULL;
     n->plain = src->plain;
     n->s = src->s ? xstrdup(src->s) : NULL;
     for (size_t i = 0; i < src->n; i++) {
-        cfg_node *k = cfg_node_clone(c, src->kids[i]);
+        cfg_node *k = cfg_node_clone(c, src->kids[i], alias_line);
         if (!k) {
             cfg_node_free(n);
             return NULL;
@@ -157,14 +170,17 @@ static int yaml_next(cfg_ctx *c, yaml_parser_t *p, yaml_event_t *ev)
     return cfg_fail(c, line, "YAML syntax error: %s", p->problem ? p->problem : "invalid document");
 }
 
-static void cfg_anchor_add(cfg_ctx *c, const yaml_char_t *name, cfg_node *n)
+static int cfg_anchor_add(cfg_ctx *c, const yaml_char_t *name, cfg_node *n)
 {
     if (!name)
-        return;
+        return 0;
+    if (c->n_anchors >= CFG_MAX_ANCHORS)
+        return cfg_fail(c, n->line, "more than %d anchors (&name)", CFG_MAX_ANCHORS);
     c->anchors = xrealloc(c->anchors, (c->n_anchors + 1) * sizeof(*c->anchors));
     c->anchors[c->n_anchors].name = xstrdup((const char *)name);
     c->anchors[c->n_anchors].node = n;
     c->n_anchors++;
+    return 0;
 }
 
 /* Builds the node that starts with *ev (which it deletes). NULL on error. */
@@ -184,15 +200,23 @@ static cfg_node *yaml_build(cfg_ctx *c, yaml_parser_t *p, yaml_event_t *ev, int 
         if (n) {
             n->s = xstrndup((const char *)ev->data.scalar.value, ev->data.scalar.length);
             n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-            cfg_anchor_add(c, ev->data.scalar.anchor, n);
+            if (cfg_anchor_add(c, ev->data.scalar.anchor, n) < 0) {
+                cfg_node_free(n);
+                n = NULL;
+            }
         }
         yaml_event_delete(ev);
         return n;
     case YAML_ALIAS_EVENT: {
         const char *name = (const char *)ev->data.alias.anchor;
+        if (++c->n_aliases > CFG_MAX_ALIASES) {
+            cfg_fail(c, line, "more than %d aliases (*name)", CFG_MAX_ALIASES);
+            yaml_event_delete(ev);
+            return NULL;
+        }
         for (size_t i = c->n_anchors; i-- > 0;) {
             if (!strcmp(c->anchors[i].name, name)) {
-                n = cfg_node_clone(c, c->anchors[i].node);
+                n = cfg_node_clone(c, c->anchors[i].node, line);
                 yaml_event_delete(ev);
                 return n;
             }
@@ -210,8 +234,10 @@ static cfg_node *yaml_build(cfg_ctx *c, yaml_parser_t *p, yaml_event_t *ev, int 
             is_map ? ev->data.mapping_start.anchor : ev->data.sequence_start.anchor;
         /* The anchor refers to a node still under construction; an alias to it
          * inside itself would copy a partial node, which is harmless. */
-        if (n)
-            cfg_anchor_add(c, anchor, n);
+        if (n && cfg_anchor_add(c, anchor, n) < 0) {
+            cfg_node_free(n);
+            n = NULL;
+        }
         yaml_event_delete(ev);
         if (!n)
             return NULL;
@@ -550,7 +576,15 @@ static int opt_duration(cfg_ctx *c, const cfg_node *m, const char *path, const c
     return 1;
 }
 
-/* A rate "50/s", "3000/min"; "0" and "unlimited" mean no limit (0). */
+/* A rate "50/s", "3000/min"; "0" and "unlimited" mean no limit (0).
+ * Rates and bursts are bounded: a rate so small that its next token lies
+ * beyond any clock, or so large that it means nothing but overflow, is a
+ * mistake (a tiny rate once wrapped around in the bucket and sent almost
+ * freely). */
+#define CFG_RATE_MIN (1.0 / 86400) /* one a day */
+#define CFG_RATE_MAX 1e6           /* per second */
+#define CFG_BURST_MAX 1e6
+
 static int opt_rate(cfg_ctx *c, const cfg_node *m, const char *path, const char *key,
                     bool allow_unlimited, double *out)
 {
@@ -572,11 +606,14 @@ static int opt_rate(cfg_ctx *c, const cfg_node *m, const char *path, const char 
     if (r <= 0)
         return cfg_fail(c, v->line, "key '%s': rate must be above zero%s", kp,
                         allow_unlimited ? " (write 'unlimited' for no limit)" : "");
+    if (r < CFG_RATE_MIN || r > CFG_RATE_MAX)
+        return cfg_fail(c, v->line, "key '%s': '%s' is out of range (1/d to 1000000/s)", kp, v->s);
     *out = r;
     return 1;
 }
 
-static int opt_number(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, double *out)
+/* A burst: how many messages a full bucket sends at once, 1 to 1000000. */
+static int opt_burst(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, double *out)
 {
     const cfg_node *v = map_get(m, key);
     char kp[PATH_MAX_LEN];
@@ -590,6 +627,8 @@ static int opt_number(cfg_ctx *c, const cfg_node *m, const char *path, const cha
     double d = strtod(v->s, &end);
     if (end == v->s || *end || errno || !isfinite(d) || d <= 0)
         return cfg_fail(c, v->line, "key '%s': '%s' is not a number above zero", kp, v->s);
+    if (d < 1 || d > CFG_BURST_MAX)
+        return cfg_fail(c, v->line, "key '%s': '%s' is out of range (1 to 1000000)", kp, v->s);
     *out = d;
     return 1;
 }
@@ -891,6 +930,10 @@ static sl_config *config_base(const char *path)
     cfg->submit.max_connections = 20000;
     cfg->submit.max_connections_per_ip = 20;
     cfg->submit.idle_timeout_ms = 300000;
+    cfg->submit.command_timeout_ms = 60000;
+    cfg->submit.data_timeout_ms = 600000;
+    cfg->submit.auth_workers = 2;
+    cfg->submit.auth_queue = 32;
     cfg->sender.workers = 0;
     cfg->sender.max_inflight = 5000;
     cfg->sender.drain_timeout_ms = 30000;
@@ -1199,7 +1242,7 @@ static int walk_shaping_entry(cfg_ctx *c, const cfg_node *m, const char *sp, sl_
     TRY(map_check(c, m, sp, keys, NELEM(keys)));
     int rate_set = opt_rate(c, m, sp, "max_message_rate", true, &s->max_message_rate);
     TRY(rate_set);
-    int burst_set = opt_number(c, m, sp, "burst", &s->burst);
+    int burst_set = opt_burst(c, m, sp, "burst", &s->burst);
     TRY(burst_set);
     /* Without an explicit burst, the bucket holds one second of the rate this
      * entry sets; an entry that sets no rate keeps the default's burst. */
@@ -1361,7 +1404,7 @@ static int walk_limits(cfg_ctx *c, const cfg_node *v)
         TRY(rr);
         if (!rr)
             return cfg_fail(c, e->line, "key '%s.max_message_rate': required", bp);
-        int rb = opt_number(c, e, bp, "burst", &lim->burst);
+        int rb = opt_burst(c, e, bp, "burst", &lim->burst);
         TRY(rb);
         if (!rb)
             lim->burst = lim->max_message_rate > 1 ? lim->max_message_rate : 1;
@@ -1496,7 +1539,11 @@ static int walk_submit(cfg_ctx *c, const cfg_node *m)
                                        "max_recipients",
                                        "max_connections",
                                        "max_connections_per_ip",
-                                       "idle_timeout"};
+                                       "idle_timeout",
+                                       "command_timeout",
+                                       "data_timeout",
+                                       "auth_workers",
+                                       "auth_queue"};
     sl_config *cfg = c->cfg;
     TRY(map_check(c, m, "submit", keys, NELEM(keys)));
     int r = opt_str_list(c, m, "submit", "listen", &cfg->submit.listen, &cfg->submit.n_listen);
@@ -1542,6 +1589,10 @@ static int walk_submit(cfg_ctx *c, const cfg_node *m)
     OPT_INT(m, "submit", "max_connections", 1, 1000000, cfg->submit.max_connections);
     OPT_INT(m, "submit", "max_connections_per_ip", 1, 1000000, cfg->submit.max_connections_per_ip);
     TRY(opt_duration(c, m, "submit", "idle_timeout", false, &cfg->submit.idle_timeout_ms));
+    TRY(opt_duration(c, m, "submit", "command_timeout", false, &cfg->submit.command_timeout_ms));
+    TRY(opt_duration(c, m, "submit", "data_timeout", false, &cfg->submit.data_timeout_ms));
+    OPT_INT(m, "submit", "auth_workers", 1, 64, cfg->submit.auth_workers);
+    OPT_INT(m, "submit", "auth_queue", 0, 100000, cfg->submit.auth_queue);
     return 0;
 }
 

@@ -185,6 +185,10 @@ typedef struct sl_config {
         uint32_t max_connections;   /* sessions in all */
         uint32_t max_connections_per_ip;
         int64_t idle_timeout_ms;
+        int64_t command_timeout_ms; /* a command line must arrive whole */
+        int64_t data_timeout_ms;    /* the message must arrive whole */
+        uint32_t auth_workers;      /* password checks running at once */
+        uint32_t auth_queue;        /* password checks waiting; then 454 */
     } submit;
 
     struct {

@@ -283,12 +283,30 @@ static uv_loop_t http_loop;
 static uv_tcp_t http_server;
 static pthread_t http_thread;
 
+/*
+ * Connections are few and short: a scraper or a health check sends one
+ * request and reads one answer. Each must send its whole request within
+ * HTTP_REQUEST_MS of connecting, and at most HTTP_MAX_CONNS are open at
+ * once: a new connection beyond them closes the oldest. Idle connections
+ * can then neither use up the process's descriptors (which the daemon's
+ * own sessions need) nor lock a health check out.
+ */
+#define HTTP_MAX_CONNS 64
+#define HTTP_REQUEST_MS 10000
+
 typedef struct http_conn {
     uv_tcp_t tcp;
+    uv_timer_t timer;
+    int handles; /* open libuv handles; freed at 0 */
+    bool closing;
     http_parser parser;
     sl_buf url;
     bool responded;
+    struct http_conn *prev, *next; /* open connections, oldest first */
 } http_conn;
+
+static http_conn *conns_head, *conns_tail; /* the HTTP thread's only */
+static size_t n_conns;
 
 void sl_http_set_ready(bool r)
 {
@@ -298,16 +316,43 @@ void sl_http_set_ready(bool r)
 static void conn_close_cb(uv_handle_t *h)
 {
     http_conn *c = h->data;
+    if (--c->handles > 0)
+        return;
     sl_buf_free(&c->url);
     free(c);
+}
+
+static void conn_close(http_conn *c, const char *dropped)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    if (dropped)
+        sl_metric_inc("sluice_metrics_connections_dropped_total", dropped, 1);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        conns_head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        conns_tail = c->prev;
+    n_conns--;
+    uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
+    uv_close((uv_handle_t *)&c->timer, conn_close_cb);
 }
 
 static void write_cb(uv_write_t *w, int status)
 {
     (void)status;
     free(w->data);
-    uv_close((uv_handle_t *)w->handle, conn_close_cb);
+    conn_close(w->handle->data, NULL);
     free(w);
+}
+
+static void conn_timer_cb(uv_timer_t *t)
+{
+    conn_close(t->data, "reason=\"timeout\"");
 }
 
 static void respond(http_conn *c, int code, const char *ctype, sl_buf *body)
@@ -329,7 +374,7 @@ static void respond(http_conn *c, int code, const char *ctype, sl_buf *body)
     if (uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, write_cb)) {
         free(data);
         free(w);
-        uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
+        conn_close(c, NULL);
     }
 }
 
@@ -378,28 +423,40 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     http_conn *c = s->data;
     if (n < 0) {
         if (!c->responded)
-            uv_close((uv_handle_t *)s, conn_close_cb);
+            conn_close(c, NULL);
         return;
     }
     http_parser_execute(&c->parser, &settings, b->base, (size_t)n);
     if (!c->responded && c->parser.http_errno != HPE_OK &&
         c->parser.http_errno != HPE_CB_message_complete)
-        uv_close((uv_handle_t *)s, conn_close_cb);
+        conn_close(c, NULL);
 }
 
 static void on_connection(uv_stream_t *server, int status)
 {
     if (status < 0)
         return;
+    if (n_conns >= HTTP_MAX_CONNS)
+        conn_close(conns_head, "reason=\"cap\"");
     http_conn *c = xcalloc(1, sizeof *c);
     uv_tcp_init(&http_loop, &c->tcp);
-    c->tcp.data = c;
+    uv_timer_init(&http_loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->handles = 2;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
+    c->prev = conns_tail;
+    if (conns_tail)
+        conns_tail->next = c;
+    else
+        conns_head = c;
+    conns_tail = c;
+    n_conns++;
     if (uv_accept(server, (uv_stream_t *)&c->tcp)) {
-        uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
+        conn_close(c, NULL);
         return;
     }
+    uv_timer_start(&c->timer, conn_timer_cb, HTTP_REQUEST_MS, 0);
     uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
 }
 
@@ -428,6 +485,8 @@ int sl_http_start(const char *listen, int *port_out, char **err)
         *err = xasprintf("metrics listen '%s': bad address", listen);
         return SL_EINVAL;
     }
+    sl_metric_help("sluice_metrics_connections_dropped_total", SL_METRIC_COUNTER,
+                   "Connections to the metrics listener closed unanswered, by reason");
     uv_loop_init(&http_loop);
     uv_tcp_init(&http_loop, &http_server);
     int rc = uv_tcp_bind(&http_server, (struct sockaddr *)&ss, 0);

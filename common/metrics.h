@@ -15,6 +15,10 @@
  * (200 while the process loop runs) and /readyz (200 once the daemon
  * called sl_http_set_ready(true), 503 otherwise) from a thread of its own
  * with its own libuv loop, so a busy daemon loop never delays a scrape.
+ * A connection must send its request within 10 s and at most 64 are open
+ * at once (the 65th closes the oldest), so idle connections cannot use up
+ * the process's descriptors or lock out a health check; both count in
+ * sluice_metrics_connections_dropped_total{reason="timeout"|"cap"}.
  */
 #ifndef SLUICE_METRICS_H
 #define SLUICE_METRICS_H

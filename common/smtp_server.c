@@ -31,6 +31,12 @@
 #define SMTPD_TEXT_MAX 1000   /* text line incl. CRLF (RFC 5321 4.5.3.1.6) */
 #define SMTPD_PATH_MAX 256    /* path incl. <> (RFC 5321 4.5.3.1.3) */
 #define SMTPD_READ_HIGH 65536 /* stop reading while a question waits */
+/* Stop processing input, and reading, while this much output is queued
+ * for a client that does not read its replies; resume once it is half
+ * drained. Without it a client pipelining commands makes replies pile up
+ * in memory without bound. */
+#define SMTPD_OUT_HIGH 65536
+#define SMTPD_OUT_LOW (SMTPD_OUT_HIGH / 2)
 
 typedef enum {
     S_INIT,       /* connected, on_connect not answered yet */
@@ -88,12 +94,15 @@ struct smtpd_session {
     uv_tcp_t tcp;
     uv_timer_t idle;
     uv_timer_t delay;
+    uv_timer_t deadline; /* the command line or DATA phase under way */
     int handles_open;
     int refs;
     bool detached;
     bool processing;
     bool reading;
     bool delay_armed;
+    bool deadline_armed;
+    bool out_blocked; /* input waits until the client reads its replies */
     smtpd_state state;
     smtpd_state auth_return;
     smtpd_question q;
@@ -103,6 +112,7 @@ struct smtpd_session {
     unsigned errors;
     bool skip_line; /* discarding the rest of an overlong command line */
     int writes_pending;
+    size_t write_bytes; /* octets handed to uv_write and not yet written */
 
     sl_tls *tls;
     sl_buf in;   /* plaintext input not yet processed */
@@ -131,6 +141,7 @@ static void session_process(smtpd_session *s);
 static void session_close(smtpd_session *s);
 static void session_flush(smtpd_session *s);
 static void session_read_start(smtpd_session *s);
+static void deadline_stop(smtpd_session *s);
 
 /* ---------------------------------------------------------------- state */
 
@@ -210,14 +221,22 @@ static void write_cb(uv_write_t *req, int status)
 {
     wreq *w = (wreq *)req;
     smtpd_session *s = w->s;
+    s->write_bytes -= w->len;
     free(w);
     s->writes_pending--;
     if (status < 0 && status != UV_ECANCELED) {
         session_close(s);
         return;
     }
-    if (s->state == S_CLOSING && s->writes_pending == 0)
+    if (s->state == S_CLOSING && s->writes_pending == 0) {
         session_close(s);
+        return;
+    }
+    /* The client read its replies: take up its input again. */
+    if (s->out_blocked && s->write_bytes <= SMTPD_OUT_LOW) {
+        s->out_blocked = false;
+        session_process(s);
+    }
 }
 
 static void raw_write(smtpd_session *s, const char *p, size_t n)
@@ -240,6 +259,7 @@ static void raw_write(smtpd_session *s, const char *p, size_t n)
         return;
     }
     s->writes_pending++;
+    s->write_bytes += n;
 }
 
 static void tls_pump(smtpd_session *s)
@@ -412,7 +432,7 @@ void smtpd_reply(smtpd_session *s, int code, const char *text)
     if (code == 421)
         smtpd_enter_state(s, S_CLOSING);
     env_sync(s);
-    if (!s->detached && s->state != S_CLOSED && s->state != S_CLOSING)
+    if (!s->detached && s->state != S_CLOSED)
         uv_timer_again(&s->idle);
     s->refs--;
     if (!s->processing)
@@ -993,6 +1013,7 @@ static bool line_consume(smtpd_session *s)
             if (b[i] == '\r' && b[i + 1] == '\n') {
                 sl_buf_consume(&s->in, i + 2);
                 s->skip_line = false;
+                deadline_stop(s);
                 return true;
             }
         size_t keep = (n > 0 && b[n - 1] == '\r') ? 1 : 0;
@@ -1020,6 +1041,7 @@ static bool line_consume(smtpd_session *s)
     }
     char *line = xstrndup(b, p);
     sl_buf_consume(&s->in, p + 2);
+    deadline_stop(s);
     if (memchr(line, 0, p)) {
         reply_error(s, 500, "5.5.2 Error: NUL in command");
     } else {
@@ -1126,10 +1148,74 @@ static bool data_consume(smtpd_session *s)
     }
     sl_buf_consume(&s->in, off);
     if (ended) {
+        deadline_stop(s);
         smtpd_enter_state(s, S_HELO);
         data_done(s);
     }
     return off > 0;
+}
+
+/*
+ * The deadline of the command under way: a command line must be complete
+ * within command_timeout_ms of the read that brought its first octet (or
+ * the first octet of a TLS record or handshake, which may hold no line
+ * yet), and the message within data_timeout_ms of the 354. The idle timer
+ * alone restarts on every read, so a client trickling one octet at a time
+ * would hold the session for ever. The command deadline stops when a line
+ * is complete; one arrives without further input only with a new read.
+ */
+static void deadline_stop(smtpd_session *s)
+{
+    if (!s->deadline_armed)
+        return;
+    s->deadline_armed = false;
+    if (!s->detached && s->state != S_CLOSED)
+        uv_timer_stop(&s->deadline);
+}
+
+static void deadline_cb(uv_timer_t *t)
+{
+    smtpd_session *s = t->data;
+    s->deadline_armed = false;
+    if (s->state == S_CLOSING) {
+        session_close(s); /* the client does not even take the final reply */
+        return;
+    }
+    if (s->q != Q_NONE || s->state == S_CLOSED)
+        return;
+    char *text = xasprintf("4.4.2 %s Error: %s timeout exceeded", s->srv->hostname,
+                           s->state == S_DATA ? "data" : "command");
+    sl_info("smtpd %s: %s timeout in state %s", s->peer, s->state == S_DATA ? "data" : "command",
+            state_names[s->state]);
+    reply(s, 421, text);
+    free(text);
+    smtpd_enter_state(s, S_CLOSING);
+    sl_buf_reset(&s->in);
+    session_flush(s);
+}
+
+static void deadline_arm(smtpd_session *s, uint64_t ms)
+{
+    if (s->deadline_armed || s->detached)
+        return;
+    s->deadline_armed = true;
+    uv_timer_start(&s->deadline, deadline_cb, ms, 0);
+}
+
+/* Octets arrived: in a command state with nothing asked of the program,
+ * they start a command line. */
+static void deadline_read(smtpd_session *s)
+{
+    if (s->q == Q_NONE && s->state != S_INIT && s->state != S_DATA && s->state != S_CLOSING &&
+        s->state != S_CLOSED)
+        deadline_arm(s, s->srv->cfg.command_timeout_ms);
+}
+
+/* Output queued for the client: replies being written and those not yet
+ * flushed. Detached sessions "send" into a buffer and never block. */
+static bool out_high(const smtpd_session *s)
+{
+    return !s->detached && s->write_bytes + s->out.len > SMTPD_OUT_HIGH;
 }
 
 static void session_process(smtpd_session *s)
@@ -1139,6 +1225,13 @@ static void session_process(smtpd_session *s)
     s->processing = true;
     while (s->q == Q_NONE && s->state != S_INIT && s->state != S_CLOSING && s->state != S_CLOSED &&
            s->in.len > 0) {
+        if (out_high(s)) {
+            session_flush(s);
+            if (s->state == S_CLOSED || out_high(s)) {
+                s->out_blocked = true;
+                break;
+            }
+        }
         bool progress = s->state == S_DATA ? data_consume(s) : line_consume(s);
         if (!progress)
             break;
@@ -1149,7 +1242,9 @@ static void session_process(smtpd_session *s)
     session_flush(s);
     if (s->detached || s->state == S_CLOSED)
         return;
-    bool want = s->q == Q_NONE || s->in.len < SMTPD_READ_HIGH;
+    if (s->state == S_DATA)
+        deadline_arm(s, s->srv->cfg.data_timeout_ms); /* once, when DATA starts */
+    bool want = (s->q == Q_NONE || s->in.len < SMTPD_READ_HIGH) && !s->out_blocked;
     if (want && !s->reading) {
         session_read_start(s);
     } else if (!want && s->reading) {
@@ -1179,6 +1274,7 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (s->state == S_CLOSING || s->state == S_CLOSED)
         return;
     uv_timer_again(&s->idle);
+    deadline_read(s);
     if (s->tls) {
         sl_tls_feed(s->tls, buf->base, (size_t)nread);
         int rc = sl_tls_read(s->tls, &s->in);
@@ -1205,7 +1301,13 @@ static void session_read_start(smtpd_session *s)
 static void idle_cb(uv_timer_t *t)
 {
     smtpd_session *s = t->data;
-    if (s->q != Q_NONE || s->state == S_CLOSING || s->state == S_CLOSED)
+    if (s->state == S_CLOSING) {
+        /* A whole idle period since the final reply was queued: the client
+         * does not read it (the timer repeats). */
+        session_close(s);
+        return;
+    }
+    if (s->q != Q_NONE || s->state == S_CLOSED)
         return;
     char *text = xasprintf("4.4.2 %s Error: timeout exceeded", s->srv->hostname);
     reply(s, 421, text);
@@ -1292,6 +1394,7 @@ static void session_close(smtpd_session *s)
     uv_close((uv_handle_t *)&s->tcp, handle_closed_cb);
     uv_close((uv_handle_t *)&s->idle, handle_closed_cb);
     uv_close((uv_handle_t *)&s->delay, handle_closed_cb);
+    uv_close((uv_handle_t *)&s->deadline, handle_closed_cb);
 }
 
 void smtpd_session_drop(smtpd_session *s)
@@ -1399,8 +1502,9 @@ static void accept_cb(uv_stream_t *server, int status)
     uv_tcp_init(srv->loop, &s->tcp);
     uv_timer_init(srv->loop, &s->idle);
     uv_timer_init(srv->loop, &s->delay);
-    s->tcp.data = s->idle.data = s->delay.data = s;
-    s->handles_open = 3;
+    uv_timer_init(srv->loop, &s->deadline);
+    s->tcp.data = s->idle.data = s->delay.data = s->deadline.data = s;
+    s->handles_open = 4;
     if (uv_accept(server, (uv_stream_t *)&s->tcp) < 0) {
         session_close(s);
         return;
@@ -1448,6 +1552,10 @@ smtpd_server *smtpd_server_new(uv_loop_t *loop, const smtpd_config *cfg, const s
         srv->cfg.max_errors = 10;
     if (!srv->cfg.idle_timeout_ms)
         srv->cfg.idle_timeout_ms = 300000;
+    if (!srv->cfg.command_timeout_ms)
+        srv->cfg.command_timeout_ms = 60000;
+    if (!srv->cfg.data_timeout_ms)
+        srv->cfg.data_timeout_ms = 600000;
     if (hooks)
         srv->hooks = *hooks;
     return srv;

@@ -18,7 +18,16 @@
  *     runs dry or a reply must wait; bytes pipelined after STARTTLS are
  *     discarded (CVE-2011-0411); an idle timeout (421 4.4.2) and a limit of
  *     connections per client IP (421 4.7.0); every reply after the greeting
- *     carries an enhanced status code.
+ *     carries an enhanced status code;
+ *   - resources: while more than 64 KiB of replies wait for a client that
+ *     does not read them, its input is neither processed nor read (so a
+ *     pipelining client cannot make replies pile up in memory); a command
+ *     line (or a TLS handshake and the line after it) must arrive whole
+ *     within command_timeout_ms of its first octet and a message within
+ *     data_timeout_ms of the 354 (421 4.4.2: the idle
+ *     timer restarts on every octet, so alone it cannot stop a client that
+ *     trickles); a client that does not take its final reply within an
+ *     idle timeout is disconnected.
  *
  * Hooks and replies. Each hook asks a question that the program answers
  * by calling smtpd_reply() exactly once, either before the hook returns or
@@ -104,6 +113,8 @@ typedef struct smtpd_config {
     unsigned max_conn_per_ip; /* connections per client IP [20] */
     unsigned max_errors;      /* bad commands before 421 [10] */
     uint64_t idle_timeout_ms; /* idle time before 421 4.4.2 [300000] */
+    uint64_t command_timeout_ms; /* a command line, from its first octet [60000] */
+    uint64_t data_timeout_ms;    /* the message, from the 354 [600000] */
     bool no_pipelining;       /* do not advertise PIPELINING */
     bool no_smtputf8;         /* do not advertise or accept SMTPUTF8 */
     bool require_tls;         /* MAIL/AUTH only after TLS (530 5.7.0) */

@@ -74,7 +74,11 @@ struct sub_server {
     char *dummy_hash;
     sub_trx *trxs;
     size_t waiting; /* transactions not yet answered */
-    size_t auth_busy;
+    size_t auth_busy;    /* password checks owed: running or queued */
+    size_t auth_running; /* in the thread pool, at most auth_workers */
+    size_t auth_queued;  /* waiting for a worker, at most auth_queue */
+    struct auth_work *auth_head, *auth_tail;
+    unsigned auth_workers, auth_queue;
     size_t nsess;
     sub_stats stats;
     bool closing;
@@ -102,6 +106,8 @@ static void metrics_help(void)
     sl_metric_help("sluice_submit_jobs_total", SL_METRIC_COUNTER,
                    "Jobs acknowledged by Kafka for submitted messages");
     sl_metric_help("sluice_submit_auth_total", SL_METRIC_COUNTER, "AUTH attempts by result");
+    sl_metric_help("sluice_submit_auth_queued", SL_METRIC_GAUGE,
+                   "Password checks waiting for a worker");
     sl_metric_help("sluice_submit_rejected_total", SL_METRIC_COUNTER,
                    "Envelopes or messages refused by policy, by reason");
     sl_metric_help("sluice_submit_ack_seconds", SL_METRIC_HISTOGRAM,
@@ -150,8 +156,17 @@ static void on_close(void *arg, smtpd_session *s)
 
 /* ---- AUTH ---- */
 
+/*
+ * Password checks. Each argon2 check takes 64 MiB and tens of milliseconds
+ * of a core, so at most auth_workers run at once (in the libuv pool, off
+ * the loop) and at most auth_queue wait for one, in arrival order; an AUTH
+ * beyond that is answered 454 4.7.0 at once, without a check, and does not
+ * count as a failure of its IP. A queued check whose session closed is
+ * dropped unrun.
+ */
 typedef struct auth_work {
     uv_work_t req;
+    struct auth_work *next; /* in the queue */
     sess *se;
     char *hash;
     char *user;
@@ -167,14 +182,59 @@ static void auth_work_cb(uv_work_t *req)
     w->rc = sub_password_verify(w->hash, w->pass, w->plen);
 }
 
+static void auth_work_free(auth_work *w)
+{
+    OPENSSL_cleanse(w->pass, w->plen);
+    free(w->pass);
+    free(w->hash);
+    free(w->user);
+    free(w);
+}
+
+/* The check owed to w's session ends without running: 454. */
+static void auth_refuse(sub_server *srv, auth_work *w)
+{
+    sess *se = w->se;
+    auth_work_free(w);
+    srv->auth_busy--;
+    se->auth_busy = false;
+    COUNT(srv, auth_busy, "sluice_submit_auth_total", "result=\"busy\"");
+    smtpd_reply(se->s, 454, "4.7.0 Too many authentication attempts in progress, try again later");
+    sess_maybe_free(se);
+}
+
+static void auth_after_cb(uv_work_t *req, int status);
+
+/* Start queued checks while workers are free. */
+static void auth_next(sub_server *srv)
+{
+    while (srv->auth_head && srv->auth_running < srv->auth_workers) {
+        auth_work *w = srv->auth_head;
+        srv->auth_head = w->next;
+        if (!srv->auth_head)
+            srv->auth_tail = NULL;
+        srv->auth_queued--;
+        sl_metric_add("sluice_submit_auth_queued", NULL, -1);
+        if (w->se->closed) {
+            auth_refuse(srv, w); /* the answer is discarded */
+            continue;
+        }
+        srv->auth_running++;
+        int rc = uv_queue_work(srv->loop, &w->req, auth_work_cb, auth_after_cb);
+        if (rc != 0) {
+            sl_error("submit: uv_queue_work: %s", uv_strerror(rc));
+            srv->auth_running--;
+            auth_refuse(srv, w);
+        }
+    }
+}
+
 static void auth_after_cb(uv_work_t *req, int status)
 {
     auth_work *w = req->data;
     sess *se = w->se;
     sub_server *srv = se->srv;
-    OPENSSL_cleanse(w->pass, w->plen);
-    free(w->pass);
-    free(w->hash);
+    srv->auth_running--;
     srv->auth_busy--;
     se->auth_busy = false;
     const smtpd_envelope *e = smtpd_session_envelope(se->s);
@@ -199,9 +259,9 @@ static void auth_after_cb(uv_work_t *req, int status)
         else
             smtpd_reply(se->s, 535, "5.7.8 Authentication credentials invalid");
     }
-    free(w->user);
-    free(w);
+    auth_work_free(w);
     sess_maybe_free(se);
+    auth_next(srv);
     close_maybe_done(srv);
 }
 
@@ -232,18 +292,20 @@ static void on_auth(void *arg, smtpd_session *s, const char *user, const char *p
     w->pass = xstrndup(pass, w->plen);
     se->auth_busy = true;
     srv->auth_busy++;
-    int rc = uv_queue_work(srv->loop, &w->req, auth_work_cb, auth_after_cb);
-    if (rc != 0) {
-        sl_error("submit: uv_queue_work: %s", uv_strerror(rc));
-        OPENSSL_cleanse(w->pass, w->plen);
-        free(w->pass);
-        free(w->hash);
-        free(w->user);
-        free(w);
-        se->auth_busy = false;
-        srv->auth_busy--;
-        smtpd_reply(s, 454, "4.7.0 Temporary authentication failure");
+    if (srv->auth_running >= srv->auth_workers && srv->auth_queued >= srv->auth_queue) {
+        sl_warn("submit: %s: AUTH refused, %zu password checks running and %zu waiting",
+                e->peer, srv->auth_running, srv->auth_queued);
+        auth_refuse(srv, w);
+        return;
     }
+    if (srv->auth_tail)
+        srv->auth_tail->next = w;
+    else
+        srv->auth_head = w;
+    srv->auth_tail = w;
+    srv->auth_queued++;
+    sl_metric_add("sluice_submit_auth_queued", NULL, 1);
+    auth_next(srv);
 }
 
 /* ---- MAIL, RCPT ---- */
@@ -604,6 +666,8 @@ sub_server *sub_server_new(uv_loop_t *loop, const sub_opts *o, char **err)
         srv->o.auth_fail_delay_ms = 1000;
     if (!srv->o.flush_ms)
         srv->o.flush_ms = 5000;
+    srv->auth_workers = o->cfg->submit.auth_workers ? o->cfg->submit.auth_workers : 2;
+    srv->auth_queue = o->cfg->submit.auth_queue;
     char host[256] = "localhost";
     if (o->hostname && *o->hostname)
         snprintf(host, sizeof host, "%s", o->hostname);
@@ -634,6 +698,8 @@ sub_server *sub_server_new(uv_loop_t *loop, const sub_opts *o, char **err)
         .max_conn = o->cfg->submit.max_connections,
         .max_conn_per_ip = o->cfg->submit.max_connections_per_ip,
         .idle_timeout_ms = (uint64_t)o->cfg->submit.idle_timeout_ms,
+        .command_timeout_ms = (uint64_t)o->cfg->submit.command_timeout_ms,
+        .data_timeout_ms = (uint64_t)o->cfg->submit.data_timeout_ms,
         .require_tls = true,
         .require_auth = true,
         .tls_ctx = o->tls_ctx,

@@ -6,7 +6,10 @@
  *   - AUTH PLAIN/LOGIN only over TLS (the engine offers it only there);
  *     MAIL before AUTH is 530 5.7.0: never an open relay. Passwords are
  *     checked against the users file (submit_users.h) in the libuv thread
- *     pool, so one slow argon2 hash never stalls other sessions; an unknown
+ *     pool, so one slow argon2 hash never stalls other sessions, at most
+ *     submit.auth_workers at once with submit.auth_queue waiting (an AUTH
+ *     beyond them gets 454 4.7.0 at once: each check holds 64 MiB and a
+ *     core, so a crowd of guessers must not multiply them); an unknown
  *     user is checked against a dummy hash so timing does not tell names
  *     apart. A failure answers 535 5.7.8 after auth_fail_delay_ms; the
  *     auth_max_failures-th failure in a session, or any AUTH from an IP
@@ -74,6 +77,7 @@ typedef struct sub_stats {
     uint64_t jobs;           /* jobs acknowledged */
     uint64_t kafka_timeouts; /* messages answered 451 for Kafka */
     uint64_t auth_ok, auth_failed;
+    uint64_t auth_busy; /* AUTH answered 454: no worker free, queue full */
     uint64_t rate_limited;
     uint64_t policy_rejected; /* 550 5.7.1 for domains */
     uint64_t too_big;         /* 552 5.3.4 after Kafka refused a job's size */

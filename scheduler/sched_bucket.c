@@ -5,6 +5,8 @@
 
 #include <math.h>
 
+#define SCHED_BUCKET_WAIT_MAX 3.2e13 /* ms, about a thousand years */
+
 void sched_bucket_init(sched_bucket *b, double rate, double burst, int64_t now_ms)
 {
     b->rate = rate > 0 ? rate : 0;
@@ -41,7 +43,12 @@ int64_t sched_bucket_available_at(sched_bucket *b, int64_t now_ms)
     refill(b, now_ms);
     if (b->rate <= 0 || b->tokens >= 1.0)
         return now_ms;
-    return now_ms + (int64_t)ceil((1.0 - b->tokens) * 1000.0 / b->rate);
+    /* The config bounds rates, but a wait beyond int64 milliseconds must
+     * still not wrap into the past: cap it at about a thousand years. */
+    double wait = ceil((1.0 - b->tokens) * 1000.0 / b->rate);
+    if (!(wait < SCHED_BUCKET_WAIT_MAX))
+        wait = SCHED_BUCKET_WAIT_MAX;
+    return now_ms + (int64_t)wait;
 }
 
 int64_t sched_bucket_take(sched_bucket *b, int64_t now_ms)

@@ -18,6 +18,7 @@ Small and stable on purpose: every tests/integration/test_*.py may import it.
                           and .messages() (the parsed JSON log lines)
 """
 
+import collections
 import json
 import os
 import signal
@@ -41,12 +42,23 @@ def bin_path(name):
     return os.path.abspath(path)
 
 
+_recent_ports = collections.deque(maxlen=256)
+
+
 def free_port(host="127.0.0.1"):
     """A port that the kernel just reported free on host. Racy by nature;
-    prefer letting a binary bind port 0 and report its port when it can."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    prefer letting a binary bind port 0 and report its port when it can.
+    Never one of the last ports it returned: on a busy machine the kernel
+    hands the same free port out again at once, and a test asking for
+    three ports must get three."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _recent_ports:
+            break
+    _recent_ports.append(port)
+    return port
 
 
 def wait_for(predicate, timeout=10.0, what="condition", interval=0.02):

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -265,6 +266,26 @@ static const struct err_case {
      "t.yaml:2: key 'retry.delays[1]': 60s is listed twice"},
     {"bad rate", "shaping:\n  default:\n    max_message_rate: fast\n",
      "t.yaml:3: key 'shaping.default.max_message_rate': 'fast' is not a rate"},
+    {"rate too small", "shaping:\n  default:\n    max_message_rate: 1e-300/s\n",
+     "t.yaml:3: key 'shaping.default.max_message_rate': '1e-300/s' is out of range"},
+    {"rate too large", "shaping:\n  default:\n    max_message_rate: 1e308/s\n",
+     "t.yaml:3: key 'shaping.default.max_message_rate': '1e308/s' is out of range"},
+    {"burst too large", "shaping:\n  default:\n    max_message_rate: 10/s\n    burst: 1e30\n",
+     "t.yaml:4: key 'shaping.default.burst': '1e30' is out of range"},
+    {"burst below one", "shaping:\n  default:\n    burst: 0.001\n",
+     "t.yaml:3: key 'shaping.default.burst': '0.001' is out of range"},
+    {"limit rate too small",
+     "limits:\n  - { tenant: t, max_message_rate: 1/year }\n",
+     "t.yaml:2: key 'limits[0].max_message_rate': '1/year' is not a rate"},
+    {"limit rate out of range",
+     "limits:\n  - { tenant: t, max_message_rate: 0.5/d }\n",
+     "t.yaml:2: key 'limits[0].max_message_rate': '0.5/d' is out of range"},
+    {"backoff floor out of range", "backoff:\n  - { match: x, floor: 1e-9/s }\n",
+     "t.yaml:2: key 'backoff[0].floor': '1e-9/s' is out of range"},
+    {"submit command_timeout 0", "submit:\n  command_timeout: 0\n",
+     "t.yaml:2: key 'submit.command_timeout': must be longer than zero"},
+    {"submit auth_workers 0", "submit:\n  auth_workers: 0\n",
+     "t.yaml:2: key 'submit.auth_workers': 0 is out of range"},
     {"bad timeout", "shaping:\n  default:\n    timeouts: { connect: 0 }\n",
      "t.yaml:3: key 'shaping.default.timeouts.connect': must be longer than zero"},
     {"unknown timeout", "shaping:\n  default:\n    timeouts:\n      conect: 5s\n",
@@ -785,6 +806,43 @@ static void test_load_or_exit(void **state)
     free(path);
 }
 
+/* YAML anchors and aliases: a document that makes the loader compare or
+ * copy without bound ("billion laughs", or many aliases each looked up
+ * among many anchors) is refused early, at the line where it goes over. */
+static void test_alias_bomb(void **state)
+{
+    sl_buf y = SL_BUF_INIT;
+    for (int i = 0; i < 60000; i++)
+        sl_buf_printf(&y, "x%d: &a%d v\n", i, i);
+    for (int i = 0; i < 40000; i++)
+        sl_buf_printf(&y, "y%d: *a0\n", i);
+    sl_config *cfg = NULL;
+    char *err = NULL;
+    clock_t t0 = clock();
+    int rc = sl_config_parse("t.yaml", y.data, y.len, &cfg, &err);
+    double cpu = (double)(clock() - t0) / CLOCKS_PER_SEC;
+    assert_int_equal(rc, SL_ECONFIG);
+    assert_null(cfg);
+    if (!err || !strstr(err, "t.yaml:1001: more than 1000 anchors"))
+        fail_msg("got: %s", err ? err : "(null)");
+    free(err);
+    /* The brief's bound: it must fail within a few seconds, not minutes. */
+    assert_true(cpu < 5.0);
+    sl_buf_free(&y);
+
+    /* Many aliases of one anchor. */
+    sl_buf_printf(&y, "a: &a [1, 2]\nb: [");
+    for (int i = 0; i < 20000; i++)
+        sl_buf_puts(&y, "*a, ");
+    sl_buf_puts(&y, "*a]\n");
+    rc = sl_config_parse("t.yaml", y.data, y.len, &cfg, &err);
+    assert_int_equal(rc, SL_ECONFIG);
+    if (!err || !strstr(err, "t.yaml:2: more than 10000 aliases"))
+        fail_msg("got: %s", err ? err : "(null)");
+    free(err);
+    sl_buf_free(&y);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -803,6 +861,7 @@ int main(void)
         cmocka_unit_test(test_load_or_exit),
         cmocka_unit_test(test_webhook),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_alias_bomb),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

@@ -84,6 +84,20 @@ static void test_full_again_once_refilled(void **state)
     assert_true(sched_bucket_full(&b, 0));
 }
 
+/* A rate too small to give a token within int64 milliseconds must never
+ * wrap into "available now". */
+static void test_tiny_rate_never_free(void **state)
+{
+    (void)state;
+    sched_bucket b;
+    sched_bucket_init(&b, 1e-300, 1, 1000);
+    assert_int_equal(sched_bucket_take(&b, 1000), 1000); /* the burst */
+    int64_t at = sched_bucket_take(&b, 1000);
+    assert_true(at > 1000 + 86400000LL * 365);
+    at = sched_bucket_take(&b, 1000);
+    assert_true(at > 1000 + 86400000LL * 365);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -93,6 +107,7 @@ int main(void)
         cmocka_unit_test(test_set_rate_halves_and_caps_burst),
         cmocka_unit_test(test_default_burst),
         cmocka_unit_test(test_full_again_once_refilled),
+        cmocka_unit_test(test_tiny_rate_never_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
