@@ -10,6 +10,7 @@
  * or hand back what is in memory, commit, exit 0.
  */
 #include "sched_classify.h"
+#include "cmdline.h"
 #include "dns.h"
 #include "sched_feedback.h"
 #include "log.h"
@@ -36,10 +37,19 @@ static struct {
     bool ready;
 } g;
 
-static void usage(FILE *f)
-{
-    fputs("usage: sluice-scheduler -c FILE [--stages classify,shape,retry]\n", f);
-}
+static const sl_cmd_help help = {
+    .prog = "sluice-scheduler",
+    .synopsis = "-c FILE [--stages classify,shape,retry]",
+    .about = "Classifies jobs by receiving site, shapes them per site and source IP and\n"
+             "runs the retry topics; see docs/scheduler.md.\n",
+    .options = "  -c, --config FILE     the configuration\n"
+               "  -s, --stages LIST     run only these stages (default: all three)\n",
+    .config = "  kafka.*               brokers, security, topic names, consumer timeouts\n"
+              "  scheduler.max_buffered, scheduler.max_job_bytes, scheduler.default_pool,\n"
+              "  scheduler.default_tenant\n"
+              "  pools, sites, shaping, backoff, limits, retry.delays, retry.expiry, dns\n"
+              "  metrics.listen, metrics.health_timeout\n",
+};
 
 static void die(const char *what, char *err)
 {
@@ -167,7 +177,9 @@ int main(int argc, char **argv)
                                          {"stages", required_argument, NULL, 's'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    int o;
+    int o = sl_cmd_std(argc, argv, &help);
+    if (o >= 0)
+        return o;
     while ((o = getopt_long(argc, argv, "c:s:h", opts, NULL)) != -1) {
         switch (o) {
         case 'c': cfg_path = optarg; break;
@@ -175,12 +187,12 @@ int main(int argc, char **argv)
             if (parse_stages(optarg))
                 return 2;
             break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h': sl_cmd_usage(&help, stdout); return 0;
+        default: sl_cmd_usage(&help, stderr); return 2;
         }
     }
     if (optind < argc) {
-        usage(stderr);
+        sl_cmd_usage(&help, stderr);
         return 2;
     }
     sl_log_init("scheduler", SL_LOG_INFO);

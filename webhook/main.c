@@ -15,6 +15,7 @@
  */
 #include "whk.h"
 
+#include "cmdline.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -33,10 +34,18 @@ static struct {
     bool draining, ready, done;
 } g;
 
-static void usage(FILE *f)
-{
-    fputs("usage: sluice-webhook -c FILE [--check]\n", f);
-}
+static const sl_cmd_help help = {
+    .prog = "sluice-webhook",
+    .synopsis = "-c FILE [--check]",
+    .about = "Posts every event to the configured HTTP(S) endpoints, signed, at least\n"
+             "once; see docs/webhook.md.\n",
+    .options = "  -c, --config FILE     the configuration\n"
+               "      --check           validate the configuration, print \"ok FILE\", exit 0\n",
+    .config = "  kafka.*               brokers, security, topic names, consumer timeouts\n"
+              "  webhook.endpoints[].url, .secret | .secret_file, .batch_size, .timeout\n"
+              "  webhook.max_attempts\n"
+              "  sender.drain_timeout, metrics.listen, metrics.health_timeout\n",
+};
 
 static void ready_cb(uv_timer_t *t)
 {
@@ -109,17 +118,19 @@ int main(int argc, char **argv)
                                          {"check", no_argument, NULL, 'k'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    int o;
+    int o = sl_cmd_std(argc, argv, &help);
+    if (o >= 0)
+        return o;
     while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
         switch (o) {
         case 'c': cfg_path = optarg; break;
         case 'k': check = true; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h': sl_cmd_usage(&help, stdout); return 0;
+        default: sl_cmd_usage(&help, stderr); return 2;
         }
     }
     if (optind < argc || !cfg_path) {
-        usage(stderr);
+        sl_cmd_usage(&help, stderr);
         return 2;
     }
     sl_log_init("webhook", SL_LOG_INFO);
