@@ -891,6 +891,7 @@ static sl_config *config_base(const char *path)
     cfg->submit.max_connections = 20000;
     cfg->submit.max_connections_per_ip = 20;
     cfg->submit.idle_timeout_ms = 300000;
+    cfg->metrics.health_timeout_ms = 60000; /* SL_HEALTH_TIMEOUT_MS */
     cfg->sender.workers = 0;
     cfg->sender.max_inflight = 5000;
     cfg->sender.drain_timeout_ms = 30000;
@@ -1546,9 +1547,10 @@ static int walk_submit(cfg_ctx *c, const cfg_node *m)
 
 static int walk_metrics(cfg_ctx *c, const cfg_node *m)
 {
-    static const char *const keys[] = {"listen"};
+    static const char *const keys[] = {"listen", "health_timeout"};
     sl_config *cfg = c->cfg;
     TRY(map_check(c, m, "metrics", keys, NELEM(keys)));
+    TRY(opt_duration(c, m, "metrics", "health_timeout", false, &cfg->metrics.health_timeout_ms));
     int r = opt_str(c, m, "metrics", "listen", &cfg->metrics.listen);
     TRY(r);
     uint16_t port;

@@ -189,6 +189,7 @@ typedef struct sl_config {
 
     struct {
         char *listen;               /* "127.0.0.1:9100"; NULL: no metrics server */
+        int64_t health_timeout_ms;  /* /healthz is 503 once a heartbeat is older */
     } metrics;
 
     struct {

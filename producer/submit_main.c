@@ -14,6 +14,7 @@
  */
 #include "cmdline.h"
 #include "config.h"
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "submit_server.h"
@@ -310,9 +311,11 @@ int main(int argc, char **argv)
     uv_signal_start(&a.sigterm, signal_cb, SIGTERM);
     uv_signal_start(&a.sigint, signal_cb, SIGINT);
     uv_signal_start(&a.sighup, signal_cb, SIGHUP);
+    sl_beat *beat = sl_health_loop(&loop, "main loop", a.cfg->metrics.health_timeout_ms);
     uv_run(&loop, UV_RUN_DEFAULT);
     if (!a.stopped)
         sl_fatal(1, "submit: exited event loop");
+    sl_health_loop_stop(beat);
     sub_stats st;
     sub_server_stats(a.srv, &st);
     sl_info("submit: stopped: %llu messages accepted, %llu jobs, %llu answered 451 for Kafka",

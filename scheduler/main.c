@@ -12,6 +12,7 @@
 #include "sched_classify.h"
 #include "cmdline.h"
 #include "dns.h"
+#include "health.h"
 #include "sched_feedback.h"
 #include "log.h"
 #include "metrics.h"
@@ -251,9 +252,11 @@ int main(int argc, char **argv)
     sl_info("scheduler started (stages:%s%s%s)", g.want_classify ? " classify" : "",
             g.want_shape ? " shape" : "", g.want_retry ? " retry" : "");
 
+    sl_beat *beat = sl_health_loop(loop, "main loop", cfg->metrics.health_timeout_ms);
     uv_run(loop, UV_RUN_DEFAULT);
     if (!ctx->draining)
         sl_fatal(1, "scheduler: exited event loop unexpectedly");
+    sl_health_loop_stop(beat);
     uv_walk(loop, close_walk, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);

@@ -17,6 +17,7 @@
 #include "cmdline.h"
 #include "config.h"
 #include "dkim.h"
+#include "health.h"
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
@@ -264,9 +265,11 @@ int main(int argc, char **argv)
     sl_http_set_ready(true);
     sl_info("sender %s: %d workers consuming %s", cfg->sender.instance_id, s.n_workers, topic);
 
+    sl_beat *beat = sl_health_loop(s.loop, "main loop", cfg->metrics.health_timeout_ms);
     uv_run(s.loop, UV_RUN_DEFAULT);
     if (!s.finished)
         sl_fatal(1, "exited event loop");
+    sl_health_loop_stop(beat);
 
     if (s.drained)
         sl_consumer_free(s.consumer);

@@ -16,6 +16,7 @@
 #include "whk.h"
 
 #include "cmdline.h"
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -164,9 +165,11 @@ int main(int argc, char **argv)
     uv_signal_init(loop, &g.sigint);
     uv_signal_start(&g.sigint, signal_cb, SIGINT);
 
+    sl_beat *beat = sl_health_loop(loop, "main loop", cfg->metrics.health_timeout_ms);
     uv_run(loop, UV_RUN_DEFAULT);
     if (!g.done)
         sl_fatal(1, "webhook: exited event loop unexpectedly");
+    sl_health_loop_stop(beat);
     uv_walk(loop, close_walk, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
