@@ -209,6 +209,7 @@ typedef struct sl_config {
     struct {
         sl_webhook_endpoint *endpoints;  /* sluice-webhook posts events to each */
         size_t n_endpoints;
+        uint32_t max_attempts;      /* a batch rejected (4xx but 408/429) this often is dead-lettered */
     } webhook;
 } sl_config;
 

@@ -368,15 +368,26 @@ int sl_dlq_publish(sl_producer *p, const sl_config *cfg, const void *raw, size_t
                    const char *reason, const char *topic, int32_t partition, int64_t offset,
                    sl_produce_cb cb, void *arg)
 {
+    return sl_dlq_publish_hdrs(p, cfg, raw, len, reason, topic, partition, offset, NULL, 0, cb,
+                               arg);
+}
+
+int sl_dlq_publish_hdrs(sl_producer *p, const sl_config *cfg, const void *raw, size_t len,
+                        const char *reason, const char *topic, int32_t partition, int64_t offset,
+                        const sl_header *extra, size_t n_extra, sl_produce_cb cb, void *arg)
+{
+    SL_ASSERT(n_extra <= 4);
     char *dlq = sl_config_topic(cfg, "dlq");
     char part[16], off[24];
     snprintf(part, sizeof part, "%d", partition);
     snprintf(off, sizeof off, "%lld", (long long)offset);
-    sl_header h[] = {{"reason", reason},
-                     {"source-topic", topic ? topic : ""},
-                     {"source-partition", part},
-                     {"source-offset", off}};
-    int rc = sl_producer_send(p, dlq, NULL, 0, raw ? raw : "", len, h, 4, cb, arg);
+    sl_header h[8] = {{"reason", reason},
+                      {"source-topic", topic ? topic : ""},
+                      {"source-partition", part},
+                      {"source-offset", off}};
+    for (size_t i = 0; i < n_extra; i++)
+        h[4 + i] = extra[i];
+    int rc = sl_producer_send(p, dlq, NULL, 0, raw ? raw : "", len, h, 4 + n_extra, cb, arg);
     free(dlq);
     return rc;
 }

@@ -108,6 +108,11 @@ int sl_event_publish(sl_producer *p, const sl_config *cfg, const sl_event *e, sl
 int sl_dlq_publish(sl_producer *p, const sl_config *cfg, const void *raw, size_t len,
                    const char *reason, const char *topic, int32_t partition, int64_t offset,
                    sl_produce_cb cb, void *arg);
+/* The same with up to 4 more headers (e.g. which webhook endpoint
+ * rejected the record, so that a replay can post it there again). */
+int sl_dlq_publish_hdrs(sl_producer *p, const sl_config *cfg, const void *raw, size_t len,
+                        const char *reason, const char *topic, int32_t partition, int64_t offset,
+                        const sl_header *extra, size_t n_extra, sl_produce_cb cb, void *arg);
 
 /* Render one event as a JSON object (field names as in event.proto, enum
  * names as strings) appended to b. */

@@ -2,7 +2,10 @@
  * sluice-webhook - post every event to HTTP(S) endpoints, signed, at least
  * once (see whk.h).
  *
- *   sluice-webhook -c FILE [--check]
+ *   sluice-webhook -c FILE [--check | --replay]
+ *
+ * --replay posts the events endpoints refused (dead letters in the DLQ,
+ * see whk.h) again, each to the endpoint that refused it.
  *
  * --check loads and validates the configuration, prints "ok FILE" and exits
  * 0 (exit 2 with file:line on a bad one): what deploy checks use to prove a
@@ -37,11 +40,13 @@ static struct {
 
 static const sl_cmd_help help = {
     .prog = "sluice-webhook",
-    .synopsis = "-c FILE [--check]",
+    .synopsis = "-c FILE [--check | --replay]",
     .about = "Posts every event to the configured HTTP(S) endpoints, signed, at least\n"
              "once; see docs/webhook.md.\n",
     .options = "  -c, --config FILE     the configuration\n"
-               "      --check           validate the configuration, print \"ok FILE\", exit 0\n",
+               "      --check           validate the configuration, print \"ok FILE\", exit 0\n"
+               "      --replay          post the dead letters in the DLQ again, each to the\n"
+               "                        endpoint that refused it (group sluice-webhook-replay)\n",
     .config = "  kafka.*               brokers, security, topic names, consumer timeouts\n"
               "  webhook.endpoints[].url, .secret | .secret_file, .batch_size, .timeout\n"
               "  webhook.max_attempts\n"
@@ -114,9 +119,10 @@ static void close_walk(uv_handle_t *h, void *arg)
 int main(int argc, char **argv)
 {
     const char *cfg_path = NULL;
-    bool check = false;
+    bool check = false, replay = false;
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"check", no_argument, NULL, 'k'},
+                                         {"replay", no_argument, NULL, 'r'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     int o = sl_cmd_std(argc, argv, &help);
@@ -126,6 +132,7 @@ int main(int argc, char **argv)
         switch (o) {
         case 'c': cfg_path = optarg; break;
         case 'k': check = true; break;
+        case 'r': replay = true; break;
         case 'h': sl_cmd_usage(&help, stdout); return 0;
         default: sl_cmd_usage(&help, stderr); return 2;
         }
@@ -154,7 +161,7 @@ int main(int argc, char **argv)
             sl_fatal(1, "metrics: %s", err ? err : "failed");
         sl_info("metrics on %s (port %d)", cfg->metrics.listen, port);
     }
-    g.w = whk_new(cfg, loop, &err);
+    g.w = whk_new(cfg, loop, replay, &err);
     if (!g.w)
         sl_fatal(1, "webhook: %s", err ? err : "failed");
     uv_timer_init(loop, &g.ready_timer);
