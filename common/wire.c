@@ -242,6 +242,21 @@ void sl_wire_put_bytes(sl_buf *b, uint32_t field, const void *v, size_t len)
 
 static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
+const char *sl_job_id_check(const char *id)
+{
+    if (!id || !*id)
+        return "no job id";
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++, n++)
+        if (*p < 0x21 || *p > 0x7e)
+            return *p == '\r' || *p == '\n'
+                       ? "job id contains CR or LF"
+                       : "job id contains a space, a control character or non-ASCII";
+    if (n > SL_JOB_ID_MAX)
+        return "job id longer than 255 octets";
+    return NULL;
+}
+
 void sl_job_id_new(char out[27])
 {
     /* 48-bit millisecond clock then 80 random bits; within one

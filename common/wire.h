@@ -87,6 +87,12 @@ void sl_wire_put_double(sl_buf *b, uint32_t field, double v);
 /* A new job id: 26 characters, time-sortable (48-bit ms clock, 80 random
  * bits, Crockford base32, like a ULID). Writes into out[27]. Thread safe. */
 void sl_job_id_new(char out[27]);
+/* Whether a job id from a producer can be used: 1..SL_JOB_ID_MAX bytes of
+ * printable ASCII. It becomes part of the Message-ID header and of log
+ * lines, so CR, LF or any other control character must never get in.
+ * NULL when valid, else the reason for the REJECTED event. */
+#define SL_JOB_ID_MAX 255
+const char *sl_job_id_check(const char *id);
 /* "<JOBID.ATTEMPTLESS@domain>": stable across retries of one job, so a
  * repeat is recognisable at the receiver. Caller frees. */
 char *sl_message_id(const char *job_id, const char *domain);

@@ -40,8 +40,9 @@ const char *sched_classify_validate(const sl_config *cfg, sl_job *job)
     (void)cfg;
     if (!job->n_recipients)
         return "no recipients";
-    if (!job->job_id || !*job->job_id)
-        return "no job id";
+    const char *bad_id = sl_job_id_check(job->job_id);
+    if (bad_id)
+        return bad_id;
     for (size_t i = 0; i < job->n_recipients; i++)
         if (!sched_addr_valid(job->recipients[i]))
             return "invalid recipient address";
