@@ -79,6 +79,15 @@ class HelpVersion(unittest.TestCase):
             for k in want:
                 self.assertIn(k, out, "%s --help does not name %s" % (name, k))
 
+    def test_events_help_lists_every_type(self):
+        # Every event type the wire defines, COMPLAINED included.
+        out = run("sluice", "events", "--help").stdout
+        types = re.search(r"^TYPE:(.*)$", out, re.M).group(1).split()
+        with open(os.path.join(SRC, "proto", "sluice", "v1", "event.proto")) as f:
+            want = re.findall(r"^\s*EVENT_([A-Z_]+) = [1-9]", f.read(), re.M)
+        self.assertIn("COMPLAINED", want)
+        self.assertEqual(types, want)
+
     def test_usage_error_still_exits_2(self):
         for name in BINARIES:
             with self.subTest(binary=name):
