@@ -266,11 +266,11 @@ static void *whk_worker(void *arg)
             sl_metric_inc("sluice_webhook_requests_total", l, 1);
             if (whk_status_refuses(status) && ++refusals >= w->cfg->webhook.max_attempts) {
                 refused = status;
+                sl_metric_inc("sluice_webhook_dead_lettered_total", ep->label, (double)n);
                 sl_error("webhook %d: HTTP %ld %u times for a batch of %zu events: the "
                          "endpoint refuses it; dead-lettering them (replay with "
                          "sluice-webhook --replay)",
                          ep->index, status, refusals, n);
-                sl_metric_inc("sluice_webhook_dead_lettered_total", ep->label, (double)n);
                 break;
             }
             int64_t delay = whk_backoff_ms(failures);

@@ -24,8 +24,9 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 
-from sluicetest import Proc, bin_path, wait_for
+from sluicetest import Proc, bin_path, free_port, wait_for
 
 SECRET = b"s3cret-key"
 TOLERANCE = 300  # seconds; what docs/operations.md tells receivers to accept
@@ -216,6 +217,9 @@ class WebhookTest(unittest.TestCase):
         ep.reject = True
         self.addCleanup(ep.close)
         cfg = self.config([(ep.url, 100)], extra="  max_attempts: 3\n")
+        mport = free_port()
+        with open(cfg, "a") as f:
+            f.write("metrics:\n  listen: 127.0.0.1:%d\n" % mport)
         self.publish(cfg, 5, "r")
         wh = self.start_webhook(cfg)
         def dead():
@@ -227,6 +231,9 @@ class WebhookTest(unittest.TestCase):
         with ep.lock:
             self.assertEqual(ep.requests, 3 * len(set(ep.bodies)), ep.requests)
         self.assertEqual(ep.job_ids(), set())
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=5) as r:
+            metrics = r.read().decode()
+        self.assertIn('sluice_webhook_dead_lettered_total{endpoint="0"} 5\n', metrics)
         # The stream goes on: later events reach the endpoint once it accepts.
         ep.reject = False
         self.publish(cfg, 4, "s")
