@@ -646,9 +646,9 @@ static void append_qp(sl_buf *out, const char *p, size_t n)
  * Content-Type text/plain; charset=utf-8 to a part that has none and
  * carries 8-bit text. Everything else is copied byte for byte. This runs
  * before the sender signs, so the DKIM signature covers the encoded form.
- * A header line that is still too long is an error: folding needs white
- * space the value may not have, and encoded-words are not allowed in
- * every field. */
+ * A header line that long is folded (CRLF inserted before white space,
+ * which unfolding removes again); one without white space to fold at is an
+ * error: encoded-words are not allowed in every field. */
 #define SL_LINE_MAX 998
 #define FOLD_MAX_DEPTH 8
 
@@ -848,6 +848,47 @@ static void fold_entity(const char *p, size_t n, bool top, int depth, sl_buf *ou
     sl_buf_free(&cte);
 }
 
+/* Copy the header section [h, h+hn), folding every line over 998 octets
+ * before white space. Returns false when a line has no white space to
+ * fold at in its first 998 octets. */
+static bool fold_header_lines(const char *h, size_t hn, sl_buf *out)
+{
+    size_t ls = 0;     /* start of the current output line, in h */
+    size_t ws = 0;     /* white space to fold at: after text on the line; 0: none */
+    bool text = false; /* the line has an octet other than white space */
+    for (size_t i = 0; i < hn; i++) {
+        if (h[i] == '\r' && i + 1 < hn && h[i + 1] == '\n') {
+            sl_buf_append(out, h + ls, i + 2 - ls);
+            ls = i + 2;
+            ws = 0;
+            text = false;
+            i++;
+            continue;
+        }
+        bool sp = h[i] == ' ' || h[i] == '\t';
+        if (sp && text)
+            ws = i;
+        text |= !sp;
+        if (i - ls + 1 > SL_LINE_MAX) {
+            if (!ws)
+                return false;
+            sl_buf_append(out, h + ls, ws - ls);
+            sl_buf_append(out, "\r\n", 2);
+            ls = ws; /* the white space starts the continuation line */
+            ws = 0;
+            text = false;
+            for (size_t k = ls; k <= i; k++) {
+                bool ksp = h[k] == ' ' || h[k] == '\t';
+                if (ksp && text)
+                    ws = k;
+                text |= !ksp;
+            }
+        }
+    }
+    sl_buf_append(out, h + ls, hn - ls);
+    return true;
+}
+
 static int fold_long_lines(sl_buf *out, size_t start, char **err)
 {
     const char *m = out->data + start;
@@ -855,12 +896,19 @@ static int fold_long_lines(sl_buf *out, size_t start, char **err)
     if (!has_long_line(m, n))
         return 0;
     size_t hend = header_end(m, n);
-    if (has_long_line(m, hend))
-        return fail(err, "a header line is longer than %d octets after rendering "
-                         "(RFC 5322 section 2.1.1): a variable value in it is too long",
-                    SL_LINE_MAX);
     sl_buf folded = SL_BUF_INIT;
-    fold_entity(m, n, true, 0, &folded);
+    if (!fold_header_lines(m, hend, &folded)) {
+        sl_buf_free(&folded);
+        return fail(err, "a header line is longer than %d octets after rendering and has no "
+                         "white space to fold at (RFC 5322 section 2.1.1): a variable value "
+                         "in it is too long",
+                    SL_LINE_MAX);
+    }
+    sl_buf hdr = folded;
+    folded = (sl_buf)SL_BUF_INIT;
+    sl_buf_append(&hdr, m + hend, n - hend);
+    fold_entity(hdr.data, hdr.len, true, 0, &folded);
+    sl_buf_free(&hdr);
     out->len = start;
     sl_buf_append(out, folded.data, folded.len);
     sl_buf_free(&folded);

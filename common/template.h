@@ -32,7 +32,7 @@
  *     7bit/8bit/binary or no transfer encoding is re-encoded as
  *     quoted-printable, with Content-Transfer-Encoding replaced (and
  *     MIME-Version added to the message when missing); a header line that
- *     long is an error.
+ *     long is folded before white space, and is an error when it has none.
  * The output always uses CRLF and ends with CRLF. On error it returns
  * SL_ETEMPLATE with *err set (caller frees) and out holds garbage.
  *

@@ -475,7 +475,48 @@ static void test_long_line_multipart(void **state)
     sl_tmpl_free(t);
 }
 
-/* A header line cannot be re-encoded: a clear error, not a broken message. */
+/* Remove every CRLF followed by white space (RFC 5322 unfolding). */
+static void unfold(const char *p, size_t n, sl_buf *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\r' && i + 2 < n && p[i + 1] == '\n' && (p[i + 2] == ' ' || p[i + 2] == '\t'))
+            i++;
+        else
+            sl_buf_putc(out, p[i]);
+    }
+}
+
+/* A long header value with white space is folded; unfolding gives it back. */
+static void test_long_header_folded(void **state)
+{
+    (void)state;
+    const char *src = "From: a@b\nSubject: Re: {{name}}\nX-After: 1\n\nbody\n";
+    sl_tmpl *t = NULL;
+    char *err = NULL;
+    assert_int_equal(sl_tmpl_compile(src, strlen(src), &t, &err), 0);
+    char *v = long_value(2600); /* a space every 13 octets */
+    const char *names[] = {"name"}, *values[] = {v};
+    sl_buf out = SL_BUF_INIT;
+    assert_int_equal(sl_tmpl_render_arrays(t, names, values, 1, &out, &err), 0);
+    assert_true(lines_ok(out.data, out.len));
+    sl_buf un = SL_BUF_INIT, want = SL_BUF_INIT;
+    unfold(out.data, out.len, &un);
+    sl_buf_printf(&want, "From: a@b\r\nSubject: Re: %s\r\nX-After: 1\r\n\r\nbody\r\n", v);
+    assert_int_equal(un.len, want.len);
+    assert_memory_equal(un.data, want.data, want.len);
+    /* No line of only white space, which would end the header section. */
+    sl_buf_putc(&out, 0);
+    assert_null(strstr(out.data, "\r\n \r\n"));
+    assert_int_equal(strstr(out.data, "\r\n\r\n") - out.data, (long)(out.len - 1 - 10));
+    sl_buf_free(&un);
+    sl_buf_free(&want);
+    sl_buf_free(&out);
+    free(v);
+    sl_tmpl_free(t);
+}
+
+/* A header line without white space to fold at: a clear error, not a
+ * message receivers refuse. */
 static void test_long_header_line(void **state)
 {
     (void)state;
@@ -491,6 +532,7 @@ static void test_long_header_line(void **state)
     sl_buf out = SL_BUF_INIT;
     assert_int_equal(sl_tmpl_render_arrays(t, names, values, 1, &out, &err), SL_ETEMPLATE);
     assert_non_null(strstr(err, "header line is longer than 998 octets"));
+    assert_non_null(strstr(err, "no white space to fold at"));
     free(err);
     sl_buf_free(&out);
     free(v);
@@ -554,6 +596,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_many_vars),
         cmocka_unit_test(test_long_line_single_part),
         cmocka_unit_test(test_long_line_multipart),
+        cmocka_unit_test(test_long_header_folded),
         cmocka_unit_test(test_long_header_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
