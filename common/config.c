@@ -934,6 +934,8 @@ static sl_config *config_base(const char *path)
     cfg->submit.data_timeout_ms = 600000;
     cfg->submit.auth_workers = 2;
     cfg->submit.auth_queue = 32;
+    cfg->metrics.health_timeout_ms = 60000; /* SL_HEALTH_TIMEOUT_MS */
+    cfg->webhook.max_attempts = 5;
     cfg->sender.workers = 0;
     cfg->sender.max_inflight = 5000;
     cfg->sender.drain_timeout_ms = 30000;
@@ -1598,9 +1600,10 @@ static int walk_submit(cfg_ctx *c, const cfg_node *m)
 
 static int walk_metrics(cfg_ctx *c, const cfg_node *m)
 {
-    static const char *const keys[] = {"listen"};
+    static const char *const keys[] = {"listen", "health_timeout"};
     sl_config *cfg = c->cfg;
     TRY(map_check(c, m, "metrics", keys, NELEM(keys)));
+    TRY(opt_duration(c, m, "metrics", "health_timeout", false, &cfg->metrics.health_timeout_ms));
     int r = opt_str(c, m, "metrics", "listen", &cfg->metrics.listen);
     TRY(r);
     uint16_t port;
@@ -1645,10 +1648,11 @@ static int walk_scheduler(cfg_ctx *c, const cfg_node *m)
  * receiver; the secret itself never appears in a message. */
 static int walk_webhook(cfg_ctx *c, const cfg_node *m)
 {
-    static const char *const keys[] = {"endpoints"};
+    static const char *const keys[] = {"endpoints", "max_attempts"};
     static const char *const ekeys[] = {"url", "secret", "secret_file", "batch_size", "timeout"};
     sl_config *cfg = c->cfg;
     TRY(map_check(c, m, "webhook", keys, NELEM(keys)));
+    OPT_INT(m, "webhook", "max_attempts", 1, 1000, cfg->webhook.max_attempts);
     bool failed;
     const cfg_node *l = need_seq(c, map_get(m, "endpoints"), "webhook.endpoints", &failed);
     if (failed)

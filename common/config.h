@@ -193,6 +193,7 @@ typedef struct sl_config {
 
     struct {
         char *listen;               /* "127.0.0.1:9100"; NULL: no metrics server */
+        int64_t health_timeout_ms;  /* /healthz is 503 once a heartbeat is older */
     } metrics;
 
     struct {
@@ -213,6 +214,7 @@ typedef struct sl_config {
     struct {
         sl_webhook_endpoint *endpoints;  /* sluice-webhook posts events to each */
         size_t n_endpoints;
+        uint32_t max_attempts;      /* a batch rejected (4xx but 408/429) this often is dead-lettered */
     } webhook;
 } sl_config;
 

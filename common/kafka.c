@@ -15,6 +15,7 @@
  */
 #include "kafka.h"
 #include "budget.h"
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "offsets.h"
@@ -559,6 +560,7 @@ struct sl_consumer {
 
     /* consumer thread only */
     bool paused_all;
+    sl_beat *beat;               /* polling is happening (health.h) */
 
     sl_drained_cb drained_cb;
     void *drained_arg;
@@ -787,6 +789,7 @@ static void *consumer_thread(void *arg)
             int64_t until = sl_mono_ms() + SL_HOLD_MS;
             while (!c->stopping && !c->pause_dirty && c->inflight > max / 2 &&
                    sl_mono_ms() < until) {
+                sl_health_beat(c->beat); /* a deliberate wait, bounded by SL_HOLD_MS */
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
                 ts.tv_sec += 1;
@@ -811,6 +814,7 @@ static void *consumer_thread(void *arg)
             apply_pauses(c);
         if (stopping && inflight == 0)
             break;
+        sl_health_beat(c->beat);
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 100);
         if (!m)
             continue;
@@ -849,6 +853,7 @@ static void *consumer_thread(void *arg)
         uv_async_send(&c->async);
     }
     /* Drained: commit what is stored, leave the group. */
+    sl_health_unregister(c->beat);
     consumer_commit(c, "stop");
     rd_kafka_consumer_close(c->rk);
     pthread_mutex_lock(&c->mu);
@@ -953,6 +958,9 @@ sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_con
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     c->wake_at = SIZE_MAX;
+    char *beat_name = xasprintf("consumer %s", o->group);
+    c->beat = sl_health_register(beat_name, cfg->metrics.health_timeout_ms);
+    free(beat_name);
     uv_async_init(loop, &c->async, consumer_async_cb);
     c->async.data = c;
     uv_check_init(loop, &c->check);

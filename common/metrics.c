@@ -3,6 +3,7 @@
  * sorts by name so each metric family is contiguous in the output.
  */
 #include "metrics.h"
+#include "health.h"
 #include "log.h"
 
 #include <http_parser.h>
@@ -394,8 +395,9 @@ static int on_complete(http_parser *p)
         sl_metrics_render(&body);
         respond(c, 200, "text/plain; version=0.0.4", &body);
     } else if (!strcmp(u, "/healthz")) {
-        sl_buf_puts(&body, "ok\n");
-        respond(c, 200, "text/plain", &body);
+        /* Not "this thread answers": the daemon's own threads beat (health.h). */
+        bool ok = sl_health_report(&body);
+        respond(c, ok ? 200 : 503, "text/plain", &body);
     } else if (!strcmp(u, "/readyz")) {
         bool r = atomic_load(&ready);
         sl_buf_puts(&body, r ? "ready\n" : "not ready\n");

@@ -12,7 +12,8 @@
  * without it is rendered as untyped.
  *
  * sl_http_start() serves GET /metrics (Prometheus text 0.0.4), /healthz
- * (200 while the process loop runs) and /readyz (200 once the daemon
+ * (200 while every heartbeat of health.h is fresh, 503 naming the stalled
+ * one otherwise) and /readyz (200 once the daemon
  * called sl_http_set_ready(true), 503 otherwise) from a thread of its own
  * with its own libuv loop, so a busy daemon loop never delays a scrape.
  * A connection must send its request within 10 s and at most 64 are open

@@ -444,9 +444,12 @@ static int render_vals(const sl_tmpl *t, tmpl_val *vals, sl_buf *out, char **err
     return 0;
 }
 
+static int fold_long_lines(sl_buf *out, size_t start, char **err);
+
 int sl_tmpl_render(const sl_tmpl *t, sl_tmpl_lookup_fn lookup, void *ctx, sl_buf *out,
                    char **err)
 {
+    size_t start = out->len;
     tmpl_val stack[TMPL_STACK_VARS];
     tmpl_val *vals = t->n_vars <= TMPL_STACK_VARS ? stack : xmalloc(t->n_vars * sizeof(*vals));
     int rc = 0;
@@ -460,6 +463,8 @@ int sl_tmpl_render(const sl_tmpl *t, sl_tmpl_lookup_fn lookup, void *ctx, sl_buf
         }
     }
     rc = render_vals(t, vals, out, err);
+    if (rc == 0)
+        rc = fold_long_lines(out, start, err);
 out:
     if (vals != stack)
         free(vals);
@@ -629,6 +634,285 @@ static void append_qp(sl_buf *out, const char *p, size_t n)
         }
         col += w;
     }
+}
+
+/* ---- lines over 998 octets (RFC 5322 section 2.1.1) ----
+ *
+ * A long variable value can make a rendered line longer than receivers
+ * accept. Every leaf MIME part (or the whole message when it is not
+ * multipart) that has such a line and a 7bit/8bit/binary (or no) transfer
+ * encoding is re-encoded as quoted-printable, its Content-Transfer-Encoding
+ * replaced; MIME-Version is added to the message when missing, and
+ * Content-Type text/plain; charset=utf-8 to a part that has none and
+ * carries 8-bit text. Everything else is copied byte for byte. This runs
+ * before the sender signs, so the DKIM signature covers the encoded form.
+ * A header line that long is folded (CRLF inserted before white space,
+ * which unfolding removes again); one without white space to fold at is an
+ * error: encoded-words are not allowed in every field. */
+#define SL_LINE_MAX 998
+#define FOLD_MAX_DEPTH 8
+
+static bool has_long_line(const char *p, size_t n)
+{
+    size_t col = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\r' && i + 1 < n && p[i + 1] == '\n') {
+            col = 0;
+            i++;
+        } else if (++col > SL_LINE_MAX) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The unfolded value of the first field called name in the header section
+ * [h, h+hn), into v (reset first); false when there is none. */
+static bool field_value(const char *h, size_t hn, const char *name, sl_buf *v)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < hn;) {
+        const char *eol = memchr(h + i, '\n', hn - i);
+        size_t end = eol ? (size_t)(eol - h) + 1 : hn;
+        size_t j = i + nl;
+        if (end - i > nl && strncasecmp(h + i, name, nl) == 0) {
+            while (j < end && (h[j] == ' ' || h[j] == '\t'))
+                j++;
+            if (j < end && h[j] == ':') {
+                sl_buf_reset(v);
+                for (size_t k = j + 1;;) {
+                    const char *e = memchr(h + k, '\n', hn - k);
+                    size_t le = e ? (size_t)(e - h) : hn;
+                    size_t ce = le > k && h[le - 1] == '\r' ? le - 1 : le;
+                    sl_buf_append(v, h + k, ce - k);
+                    k = e ? le + 1 : hn;
+                    if (k >= hn || (h[k] != ' ' && h[k] != '\t'))
+                        break;
+                }
+                sl_buf_putc(v, 0);
+                v->len--;
+                return true;
+            }
+        }
+        i = end;
+    }
+    return false;
+}
+
+/* Copy the header section [h, h+hn) but for the fields called name. */
+static void copy_fields_except(const char *h, size_t hn, const char *name, sl_buf *out)
+{
+    size_t nl = strlen(name);
+    bool skip = false;
+    for (size_t i = 0; i < hn;) {
+        const char *eol = memchr(h + i, '\n', hn - i);
+        size_t end = eol ? (size_t)(eol - h) + 1 : hn;
+        if (h[i] != ' ' && h[i] != '\t') {
+            size_t j = i + nl;
+            skip = end - i > nl && strncasecmp(h + i, name, nl) == 0;
+            while (skip && j < end && (h[j] == ' ' || h[j] == '\t'))
+                j++;
+            skip = skip && j < end && h[j] == ':';
+        }
+        if (!skip)
+            sl_buf_append(out, h + i, end - i);
+        i = end;
+    }
+}
+
+/* The boundary parameter of a Content-Type value, into b[201]. */
+static bool ct_boundary(const char *ct, char b[201])
+{
+    for (const char *p = ct; (p = strchr(p, ';')); ) {
+        p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (strncasecmp(p, "boundary", 8))
+            continue;
+        const char *q = p + 8;
+        while (*q == ' ' || *q == '\t')
+            q++;
+        if (*q != '=')
+            continue;
+        q++;
+        while (*q == ' ' || *q == '\t')
+            q++;
+        size_t n = 0;
+        if (*q == '"') {
+            q++;
+            while (q[n] && q[n] != '"')
+                n++;
+        } else {
+            while (q[n] && q[n] != ';' && q[n] != ' ' && q[n] != '\t')
+                n++;
+        }
+        if (n == 0 || n > 200)
+            return false;
+        memcpy(b, q, n);
+        b[n] = 0;
+        return true;
+    }
+    return false;
+}
+
+/* Whether a delimiter line "--boundary" starts at p[i] (at a line start). */
+static bool is_delimiter(const char *p, size_t n, size_t i, const char *b, size_t bl)
+{
+    if (n - i < bl + 2 || p[i] != '-' || p[i + 1] != '-' || memcmp(p + i + 2, b, bl))
+        return false;
+    size_t k = i + 2 + bl;
+    return k == n || p[k] == '\r' || p[k] == '-' || p[k] == ' ' || p[k] == '\t';
+}
+
+static void fold_entity(const char *p, size_t n, bool top, int depth, sl_buf *out);
+
+/* The body of a multipart entity: preamble and epilogue as they are, each
+ * part through fold_entity(). Anything malformed is copied unchanged. */
+static void fold_multipart(const char *p, size_t n, const char *b, int depth, sl_buf *out)
+{
+    size_t bl = strlen(b), d = SIZE_MAX;
+    if (is_delimiter(p, n, 0, b, bl))
+        d = 0;
+    for (size_t i = 0; d == SIZE_MAX && i + 2 < n; i++)
+        if (p[i] == '\r' && p[i + 1] == '\n' && is_delimiter(p, n, i + 2, b, bl))
+            d = i + 2;
+    if (d == SIZE_MAX) {
+        sl_buf_append(out, p, n);
+        return;
+    }
+    sl_buf_append(out, p, d); /* preamble */
+    while (d < n) {
+        const char *eol = memchr(p + d, '\n', n - d);
+        size_t s = eol ? (size_t)(eol - p) + 1 : n;
+        sl_buf_append(out, p + d, s - d); /* the delimiter line */
+        if (n - d >= bl + 4 && p[d + 2 + bl] == '-' && p[d + 3 + bl] == '-') {
+            sl_buf_append(out, p + s, n - s); /* close delimiter: the epilogue */
+            return;
+        }
+        size_t e = SIZE_MAX;
+        for (size_t i = s; i + 2 < n; i++)
+            if (p[i] == '\r' && p[i + 1] == '\n' && is_delimiter(p, n, i + 2, b, bl)) {
+                e = i;
+                break;
+            }
+        if (e == SIZE_MAX) {
+            sl_buf_append(out, p + s, n - s);
+            return;
+        }
+        fold_entity(p + s, e - s, false, depth + 1, out);
+        sl_buf_append(out, "\r\n", 2);
+        d = e + 2;
+    }
+}
+
+static bool cte_is_identity(const char *v)
+{
+    while (*v == ' ' || *v == '\t')
+        v++;
+    size_t n = strcspn(v, " \t;(");
+    return (n == 4 && !strncasecmp(v, "7bit", 4)) || (n == 4 && !strncasecmp(v, "8bit", 4)) ||
+           (n == 6 && !strncasecmp(v, "binary", 6));
+}
+
+static void fold_entity(const char *p, size_t n, bool top, int depth, sl_buf *out)
+{
+    size_t hend = header_end(p, n);
+    if (hend + 2 > n) { /* no body */
+        sl_buf_append(out, p, n);
+        return;
+    }
+    size_t bstart = hend + 2;
+    const char *body = p + bstart;
+    size_t bn = n - bstart;
+    sl_buf ct = SL_BUF_INIT, cte = SL_BUF_INIT;
+    bool has_ct = field_value(p, hend, "Content-Type", &ct);
+    bool has_cte = field_value(p, hend, "Content-Transfer-Encoding", &cte);
+    char boundary[201];
+    const char *t = has_ct ? ct.data + strspn(ct.data, " \t") : "";
+    if (has_ct && depth < FOLD_MAX_DEPTH && !strncasecmp(t, "multipart/", 10) &&
+        ct_boundary(ct.data, boundary)) {
+        sl_buf_append(out, p, bstart);
+        fold_multipart(body, bn, boundary, depth, out);
+    } else if (!has_long_line(body, bn) || (has_cte && !cte_is_identity(cte.data))) {
+        sl_buf_append(out, p, n);
+    } else {
+        copy_fields_except(p, hend, "Content-Transfer-Encoding", out);
+        if (top && !has_field(p, hend, "MIME-Version"))
+            sl_buf_puts(out, "MIME-Version: 1.0\r\n");
+        if (!has_ct && !is_ascii(body, bn))
+            sl_buf_puts(out, "Content-Type: text/plain; charset=utf-8\r\n");
+        sl_buf_puts(out, "Content-Transfer-Encoding: quoted-printable\r\n\r\n");
+        append_qp(out, body, bn);
+    }
+    sl_buf_free(&ct);
+    sl_buf_free(&cte);
+}
+
+/* Copy the header section [h, h+hn), folding every line over 998 octets
+ * before white space. Returns false when a line has no white space to
+ * fold at in its first 998 octets. */
+static bool fold_header_lines(const char *h, size_t hn, sl_buf *out)
+{
+    size_t ls = 0;     /* start of the current output line, in h */
+    size_t ws = 0;     /* white space to fold at: after text on the line; 0: none */
+    bool text = false; /* the line has an octet other than white space */
+    for (size_t i = 0; i < hn; i++) {
+        if (h[i] == '\r' && i + 1 < hn && h[i + 1] == '\n') {
+            sl_buf_append(out, h + ls, i + 2 - ls);
+            ls = i + 2;
+            ws = 0;
+            text = false;
+            i++;
+            continue;
+        }
+        bool sp = h[i] == ' ' || h[i] == '\t';
+        if (sp && text)
+            ws = i;
+        text |= !sp;
+        if (i - ls + 1 > SL_LINE_MAX) {
+            if (!ws)
+                return false;
+            sl_buf_append(out, h + ls, ws - ls);
+            sl_buf_append(out, "\r\n", 2);
+            ls = ws; /* the white space starts the continuation line */
+            ws = 0;
+            text = false;
+            for (size_t k = ls; k <= i; k++) {
+                bool ksp = h[k] == ' ' || h[k] == '\t';
+                if (ksp && text)
+                    ws = k;
+                text |= !ksp;
+            }
+        }
+    }
+    sl_buf_append(out, h + ls, hn - ls);
+    return true;
+}
+
+static int fold_long_lines(sl_buf *out, size_t start, char **err)
+{
+    const char *m = out->data + start;
+    size_t n = out->len - start;
+    if (!has_long_line(m, n))
+        return 0;
+    size_t hend = header_end(m, n);
+    sl_buf folded = SL_BUF_INIT;
+    if (!fold_header_lines(m, hend, &folded)) {
+        sl_buf_free(&folded);
+        return fail(err, "a header line is longer than %d octets after rendering and has no "
+                         "white space to fold at (RFC 5322 section 2.1.1): a variable value "
+                         "in it is too long",
+                    SL_LINE_MAX);
+    }
+    sl_buf hdr = folded;
+    folded = (sl_buf)SL_BUF_INIT;
+    sl_buf_append(&hdr, m + hend, n - hend);
+    fold_entity(hdr.data, hdr.len, true, 0, &folded);
+    sl_buf_free(&hdr);
+    out->len = start;
+    sl_buf_append(out, folded.data, folded.len);
+    sl_buf_free(&folded);
+    return 0;
 }
 
 int sl_msg_build_simple(const char *from, const char *const *to, size_t n_to,

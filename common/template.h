@@ -26,7 +26,13 @@
  *     quotes;
  *   - in the body values go in as they are, except that bare CR and bare
  *     LF become CRLF and NUL is refused. Lines starting with "." are left
- *     alone: the SMTP layer dot-stuffs.
+ *     alone: the SMTP layer dot-stuffs;
+ *   - no line may exceed 998 octets (RFC 5322 section 2.1.1): a leaf MIME
+ *     part (or a non-multipart body) that has a longer line and a
+ *     7bit/8bit/binary or no transfer encoding is re-encoded as
+ *     quoted-printable, with Content-Transfer-Encoding replaced (and
+ *     MIME-Version added to the message when missing); a header line that
+ *     long is folded before white space, and is an error when it has none.
  * The output always uses CRLF and ends with CRLF. On error it returns
  * SL_ETEMPLATE with *err set (caller frees) and out holds garbage.
  *

@@ -313,6 +313,21 @@ void sl_wire_put_bytes(sl_buf *b, uint32_t field, const void *v, size_t len)
 
 static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
+const char *sl_job_id_check(const char *id)
+{
+    if (!id || !*id)
+        return "no job id";
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++, n++)
+        if (*p < 0x21 || *p > 0x7e)
+            return *p == '\r' || *p == '\n'
+                       ? "job id contains CR or LF"
+                       : "job id contains a space, a control character or non-ASCII";
+    if (n > SL_BUDGET_JOB_ID_MAX)
+        return "job id longer than 255 octets";
+    return NULL;
+}
+
 void sl_job_id_new(char out[27])
 {
     /* 48-bit millisecond clock then 80 random bits; within one
@@ -439,6 +454,15 @@ int sl_dlq_publish(sl_producer *p, const sl_config *cfg, const void *raw, size_t
                    const char *reason, const char *topic, int32_t partition, int64_t offset,
                    sl_produce_cb cb, void *arg)
 {
+    return sl_dlq_publish_hdrs(p, cfg, raw, len, reason, topic, partition, offset, NULL, 0, cb,
+                               arg);
+}
+
+int sl_dlq_publish_hdrs(sl_producer *p, const sl_config *cfg, const void *raw, size_t len,
+                        const char *reason, const char *topic, int32_t partition, int64_t offset,
+                        const sl_header *extra, size_t n_extra, sl_produce_cb cb, void *arg)
+{
+    SL_ASSERT(n_extra <= 4);
     char *dlq = sl_config_topic(cfg, "dlq");
     char part[16], off[24], orig[24];
     snprintf(part, sizeof part, "%d", partition);
@@ -452,11 +476,13 @@ int sl_dlq_publish(sl_producer *p, const sl_config *cfg, const void *raw, size_t
     char *why = NULL;
     if (reason && strlen(reason) > SL_BUDGET_REASON_MAX)
         reason = why = xstrndup(reason, SL_BUDGET_REASON_MAX);
-    sl_header h[6] = {{"reason", reason ? reason : ""},
-                      {"source-topic", topic ? topic : ""},
-                      {"source-partition", part},
-                      {"source-offset", off}};
+    sl_header h[10] = {{"reason", reason ? reason : ""},
+                       {"source-topic", topic ? topic : ""},
+                       {"source-partition", part},
+                       {"source-offset", off}};
     size_t nh = 4;
+    for (size_t i = 0; i < n_extra; i++)
+        h[nh++] = extra[i];
     if (keep < len) {
         snprintf(orig, sizeof orig, "%zu", len);
         h[nh++] = (sl_header){"truncated", "true"};

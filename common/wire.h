@@ -95,6 +95,11 @@ void sl_wire_put_double(sl_buf *b, uint32_t field, double v);
 /* A new job id: 26 characters, time-sortable (48-bit ms clock, 80 random
  * bits, Crockford base32, like a ULID). Writes into out[27]. Thread safe. */
 void sl_job_id_new(char out[27]);
+/* Whether a job id from a producer can be used: 1..SL_BUDGET_JOB_ID_MAX bytes of
+ * printable ASCII. It becomes part of the Message-ID header and of log
+ * lines, so CR, LF or any other control character must never get in.
+ * NULL when valid, else the reason for the REJECTED event. */
+const char *sl_job_id_check(const char *id);
 /* "<JOBID.ATTEMPTLESS@domain>": stable across retries of one job, so a
  * repeat is recognisable at the receiver. Caller frees. */
 char *sl_message_id(const char *job_id, const char *domain);
@@ -119,6 +124,11 @@ int sl_event_publish(sl_producer *p, const sl_config *cfg, const sl_event *e, sl
 int sl_dlq_publish(sl_producer *p, const sl_config *cfg, const void *raw, size_t len,
                    const char *reason, const char *topic, int32_t partition, int64_t offset,
                    sl_produce_cb cb, void *arg);
+/* The same with up to 4 more headers (e.g. which webhook endpoint
+ * rejected the record, so that a replay can post it there again). */
+int sl_dlq_publish_hdrs(sl_producer *p, const sl_config *cfg, const void *raw, size_t len,
+                        const char *reason, const char *topic, int32_t partition, int64_t offset,
+                        const sl_header *extra, size_t n_extra, sl_produce_cb cb, void *arg);
 
 /* Render one event as a JSON object (field names as in event.proto, enum
  * names as strings) appended to b. */

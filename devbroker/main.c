@@ -37,6 +37,7 @@
  * only the newest few MB per partition, neither compacts nor honours
  * retention, and topics created later by clients get the mock's defaults.
  */
+#include "cmdline.h"
 #include "config.h"
 #include "kafka.h"
 #include "log.h"
@@ -475,14 +476,20 @@ static void broker_kafka_log(const rd_kafka_t *rk, int level, const char *fac, c
            "kafka %s: %s", fac, buf);
 }
 
-static void broker_usage(FILE *f)
-{
-    fputs("usage: sluice-devbroker [-c FILE] [--brokers N] [--port-file F]\n"
-          "                        [--control HOST:PORT] [--control-file F]\n"
-          "An in-memory Kafka (librdkafka's mock cluster) with every sluice topic,\n"
-          "for development and tests only. Prints the bootstrap list on stdout.\n",
-          f);
-}
+static const sl_cmd_help help = {
+    .prog = "sluice-devbroker",
+    .synopsis = "[-c FILE] [--brokers N] [--port-file F]\n"
+                "                        [--control HOST:PORT] [--control-file F]",
+    .about = "An in-memory Kafka (librdkafka's mock cluster) with every sluice topic,\n"
+             "for development and tests only. Prints the bootstrap list on stdout;\n"
+             "see docs/devbroker.md.\n",
+    .options = "  -c, --config FILE     the configuration (default: the built-in one)\n"
+               "      --brokers N       brokers in the cluster, 1..32 (default 3)\n"
+               "      --port-file F     write the bootstrap list to F once it is up\n"
+               "      --control HOST:PORT  the fault-injection control listener\n"
+               "      --control-file F  write the control address to F\n",
+    .config = "  kafka.topic_prefix, kafka.partitions, retry.delays (the topics created)\n",
+};
 
 int main(int argc, char **argv)
 {
@@ -497,7 +504,9 @@ int main(int argc, char **argv)
     };
     const char *cfg_path = NULL, *port_file = NULL, *control = NULL, *control_file = NULL;
     long n_brokers = 3;
-    int o;
+    int o = sl_cmd_std(argc, argv, &help);
+    if (o >= 0)
+        return o;
     while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
         switch (o) {
         case 'c':
@@ -519,15 +528,15 @@ int main(int argc, char **argv)
             control_file = optarg;
             break;
         case 'h':
-            broker_usage(stdout);
+            sl_cmd_usage(&help, stdout);
             return 0;
         default:
-            broker_usage(stderr);
+            sl_cmd_usage(&help, stderr);
             return 2;
         }
     }
     if (optind < argc) {
-        broker_usage(stderr);
+        sl_cmd_usage(&help, stderr);
         return 2;
     }
     sl_log_init("devbroker", SL_LOG_INFO);

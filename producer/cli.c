@@ -3,6 +3,7 @@
  * lives in cli_<name>.c (see cli.h).
  */
 #include "cli.h"
+#include "cmdline.h"
 #include "config.h"
 #include "log.h"
 #include "util.h"
@@ -73,7 +74,13 @@ static void usage(FILE *f)
     fputs("usage: sluice COMMAND [-c FILE] [options]\n\ncommands:\n", f);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %s\n", commands[i].usage);
-    fputs("\n`sluice COMMAND --help` describes a command's options.\n", f);
+    fputs("\noptions:\n"
+          "  -h, --help            print this help on stdout and exit 0\n"
+          "      --version         print the version on stdout and exit 0\n"
+          "\nEvery command takes -c FILE, the configuration (default: the built-in one),\n"
+          "and reads its kafka.* keys; `sluice COMMAND --help` describes a command's\n"
+          "options and the other keys it reads.\n",
+          f);
 }
 
 int main(int argc, char **argv)
@@ -87,7 +94,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(argv[1], "--version")) {
-        puts("sluice " SLUICE_VERSION);
+        sl_cmd_version("sluice", stdout);
         return 0;
     }
     /* Human lines on a terminal; JSON when a program reads stderr. */

@@ -50,8 +50,12 @@ static void events_usage(FILE *f)
     fputs("usage: sluice events [-c FILE] [--follow] [--json] [--campaign C] [--tenant T]\n"
           "                     [--job ID[,ID]] [--recipient ADDR] [--type TYPE[,TYPE]]\n"
           "                     [--since T] [--count N] [--timeout DURATION] [--jobs]\n"
-          "TYPE: ACCEPTED DELIVERED DEFERRED BOUNCED EXPIRED SUPPRESSED REJECTED SHAPING\n"
-          "T: a duration back from now (10m), epoch milliseconds, or 2026-05-01[T12:00:00Z]\n",
+          "TYPE:",
+          f);
+    /* From the wire's own names, so a new event type is never missing here. */
+    for (int t = 1; strcmp(sl_event_type_name((Sluice__V1__EventType)t), "UNKNOWN"); t++)
+        fprintf(f, " %s", sl_event_type_name((Sluice__V1__EventType)t));
+    fputs("\nT: a duration back from now (10m), epoch milliseconds, or 2026-05-01[T12:00:00Z]\n",
           f);
 }
 

@@ -37,6 +37,7 @@ bool sluice__template_id_ok(const char *id);
 typedef struct sluice_stats_group {
     char *name;
     uint64_t accepted, delivered, deferred, bounced, hard, soft, expired, suppressed, rejected;
+    uint64_t complained;  /* feedback-loop reports (ARF) against the group's mail */
     uint64_t by_class[SLUICE_STATS_CLASSES];
     int64_t *lat;
     size_t n_lat, cap_lat;

@@ -12,7 +12,9 @@
  * drain (stop listening, answer what is owed, flush Kafka) and exit 0. Bad
  * config or usage exits 2.
  */
+#include "cmdline.h"
 #include "config.h"
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "submit_server.h"
@@ -38,14 +40,28 @@ typedef struct app {
     bool stopped;
 } app;
 
-static void usage(FILE *f)
-{
-    fputs("usage: sluice-submit -c CONFIG [--hostname NAME] [--ack-timeout DUR]\n"
-          "                     [--auth-max-failures N] [--auth-ip-failures N]\n"
-          "                     [--auth-ip-window DUR] [--auth-fail-delay DUR]\n"
-          "       sluice-submit --hash-password   (reads the password on stdin)\n",
-          f);
-}
+static const sl_cmd_help help = {
+    .prog = "sluice-submit",
+    .synopsis = "-c CONFIG [--hostname NAME] [--ack-timeout DUR]\n"
+                "                     [--auth-max-failures N] [--auth-ip-failures N]\n"
+                "                     [--auth-ip-window DUR] [--auth-fail-delay DUR]\n"
+                "       sluice-submit --hash-password   (reads the password on stdin)",
+    .about = "SMTP submission (587 STARTTLS, 465 implicit TLS) into Kafka: answers 250\n"
+             "only once Kafka has the job; see docs/submit.md.\n",
+    .options = "  -c, --config FILE     the configuration\n"
+               "      --hostname NAME   the name in the greeting and Received header\n"
+               "      --ack-timeout DUR how long to wait for Kafka before answering 451\n"
+               "      --auth-max-failures N  failed AUTHs before a session is closed\n"
+               "      --auth-ip-failures N   failed AUTHs per client IP per window\n"
+               "      --auth-ip-window DUR   the window of --auth-ip-failures\n"
+               "      --auth-fail-delay DUR  the pause after a failed AUTH\n"
+               "      --hash-password   print an argon2id hash of the password on stdin\n",
+    .config = "  kafka.*               brokers, security, topic names\n"
+              "  submit.listen, submit.cert, submit.key, submit.users,\n"
+              "  submit.max_message_size, submit.max_recipients, submit.max_connections,\n"
+              "  submit.max_connections_per_ip, submit.idle_timeout\n"
+              "  metrics.listen, metrics.health_timeout\n",
+};
 
 static int hash_password(void)
 {
@@ -180,7 +196,9 @@ int main(int argc, char **argv)
                                          {NULL, 0, NULL, 0}};
     const char *cfg_path = NULL;
     sub_opts o = {0};
-    int c;
+    int c = sl_cmd_std(argc, argv, &help);
+    if (c >= 0)
+        return c;
     while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
@@ -211,15 +229,15 @@ int main(int argc, char **argv)
         case 'P':
             return hash_password();
         case 'h':
-            usage(stdout);
+            sl_cmd_usage(&help, stdout);
             return 0;
         default:
-            usage(stderr);
+            sl_cmd_usage(&help, stderr);
             return 2;
         }
     }
     if (optind < argc || !cfg_path) {
-        usage(stderr);
+        sl_cmd_usage(&help, stderr);
         return 2;
     }
     sl_log_init("submit", SL_LOG_INFO);
@@ -293,9 +311,11 @@ int main(int argc, char **argv)
     uv_signal_start(&a.sigterm, signal_cb, SIGTERM);
     uv_signal_start(&a.sigint, signal_cb, SIGINT);
     uv_signal_start(&a.sighup, signal_cb, SIGHUP);
+    sl_beat *beat = sl_health_loop(&loop, "main loop", a.cfg->metrics.health_timeout_ms);
     uv_run(&loop, UV_RUN_DEFAULT);
     if (!a.stopped)
         sl_fatal(1, "submit: exited event loop");
+    sl_health_loop_stop(beat);
     sub_stats st;
     sub_server_stats(a.srv, &st);
     sl_info("submit: stopped: %llu messages accepted, %llu jobs, %llu answered 451 for Kafka",

@@ -10,7 +10,9 @@
  * or hand back what is in memory, commit, exit 0.
  */
 #include "sched_classify.h"
+#include "cmdline.h"
 #include "dns.h"
+#include "health.h"
 #include "sched_feedback.h"
 #include "log.h"
 #include "metrics.h"
@@ -44,10 +46,19 @@ static struct {
     bool ready;
 } g;
 
-static void usage(FILE *f)
-{
-    fputs("usage: sluice-scheduler -c FILE [--stages classify,shape,retry]\n", f);
-}
+static const sl_cmd_help help = {
+    .prog = "sluice-scheduler",
+    .synopsis = "-c FILE [--stages classify,shape,retry]",
+    .about = "Classifies jobs by receiving site, shapes them per site and source IP and\n"
+             "runs the retry topics; see docs/scheduler.md.\n",
+    .options = "  -c, --config FILE     the configuration\n"
+               "  -s, --stages LIST     run only these stages (default: all three)\n",
+    .config = "  kafka.*               brokers, security, topic names, consumer timeouts\n"
+              "  scheduler.max_buffered, scheduler.max_job_bytes, scheduler.default_pool,\n"
+              "  scheduler.default_tenant\n"
+              "  pools, sites, shaping, backoff, limits, retry.delays, retry.expiry, dns\n"
+              "  metrics.listen, metrics.health_timeout\n",
+};
 
 static void die(const char *what, char *err)
 {
@@ -175,7 +186,9 @@ int main(int argc, char **argv)
                                          {"stages", required_argument, NULL, 's'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    int o;
+    int o = sl_cmd_std(argc, argv, &help);
+    if (o >= 0)
+        return o;
     while ((o = getopt_long(argc, argv, "c:s:h", opts, NULL)) != -1) {
         switch (o) {
         case 'c': cfg_path = optarg; break;
@@ -183,12 +196,12 @@ int main(int argc, char **argv)
             if (parse_stages(optarg))
                 return 2;
             break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h': sl_cmd_usage(&help, stdout); return 0;
+        default: sl_cmd_usage(&help, stderr); return 2;
         }
     }
     if (optind < argc) {
-        usage(stderr);
+        sl_cmd_usage(&help, stderr);
         return 2;
     }
     sl_log_init("scheduler", SL_LOG_INFO);
@@ -247,9 +260,11 @@ int main(int argc, char **argv)
     sl_info("scheduler started (stages:%s%s%s)", g.want_classify ? " classify" : "",
             g.want_shape ? " shape" : "", g.want_retry ? " retry" : "");
 
+    sl_beat *beat = sl_health_loop(loop, "main loop", cfg->metrics.health_timeout_ms);
     uv_run(loop, UV_RUN_DEFAULT);
     if (!ctx->draining)
         sl_fatal(1, "scheduler: exited event loop unexpectedly");
+    sl_health_loop_stop(beat);
     uv_walk(loop, close_walk, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);

@@ -43,16 +43,11 @@ const char *sched_classify_validate(const sl_config *cfg, sl_job *job)
         return "no recipients";
     if (job->n_recipients > SL_BUDGET_JOB_RCPTS_MAX)
         return "more than 100 recipients in one job";
-    if (!job->job_id || !*job->job_id)
-        return "no job id";
     /* The Message-ID derives from the job id: nothing in it may break a
      * header line. */
-    if (strlen(job->job_id) > SL_BUDGET_JOB_ID_MAX)
-        return "job_id longer than 255 octets";
-    for (const unsigned char *p = (const unsigned char *)job->job_id; *p; p++)
-        if (*p < 32 || *p == 127)
-            return *p == '\r' || *p == '\n' ? "job_id contains a line break"
-                                             : "job_id contains a control character";
+    const char *bad_id = sl_job_id_check(job->job_id);
+    if (bad_id)
+        return bad_id;
     for (size_t i = 0; i < job->n_recipients; i++)
         if (!sched_addr_valid(job->recipients[i]))
             return "invalid recipient address";

@@ -10,7 +10,9 @@ No cluster and no Docker engine are needed. It checks:
     labels; every container has an image, readiness and liveness probes
     and resource requests; named probe ports exist; config volumes and
     mounts agree; terminationGracePeriodSeconds of the sender exceeds
-    sender.drain_timeout from the ConfigMap;
+    sender.drain_timeout from the ConfigMap; the Kafka consumers' rolling
+    update strategy is the one docs/reliability.md promises is
+    duplicate-free;
   - Services: each targetPort names (or numbers) a port of a container
     the selector picks; PodDisruptionBudgets and autoscalers point at a
     Deployment that exists;
@@ -82,7 +84,43 @@ def check_object(where, o):
         fail(where, "%s without metadata.name" % o.get("kind"))
 
 
-def check_deployment(where, d, objects):
+# The daemons that consume Kafka: a rolling update that surges turns their
+# replacement into a rebalance, which repeats work.
+CONSUMERS = ("sluice-scheduler", "sluice-sender", "sluice-webhook")
+
+
+def documented_rollout(root):
+    """(maxUnavailable, maxSurge) that docs/reliability.md promises sends
+    every message exactly once, or None (then it is reported)."""
+    path = os.path.join(root, "docs", "reliability.md")
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        fail("docs/reliability.md", "missing: the rolling update strategy cannot be checked")
+        return None
+    m = re.search(r"\(Kubernetes `maxUnavailable: (\d+), maxSurge: (\d+)`\) sends every "
+                  r"message exactly\s+once", text)
+    if not m:
+        fail("docs/reliability.md", "no duplicate-free rolling update strategy "
+             "(\"(Kubernetes `maxUnavailable: N, maxSurge: M`) sends every message exactly once\")")
+        return None
+    return int(m.group(1)), int(m.group(2))
+
+
+def check_rollout(w, spec, binary, rollout):
+    if binary not in CONSUMERS or rollout is None:
+        return
+    strat = spec.get("strategy") or {}
+    ru = strat.get("rollingUpdate") or {}
+    have = (ru.get("maxUnavailable"), ru.get("maxSurge"))
+    if strat.get("type", "RollingUpdate") != "RollingUpdate" or have != rollout:
+        fail(w, "%s consumes Kafka: strategy.rollingUpdate must be maxUnavailable: %d, "
+             "maxSurge: %d as docs/reliability.md says (has maxUnavailable: %s, maxSurge: %s)"
+             % ((binary,) + rollout + have))
+
+
+def check_deployment(where, d, objects, rollout=None):
     name = d["metadata"]["name"]
     w = "%s Deployment/%s" % (where, name)
     spec = d.get("spec") or {}
@@ -122,6 +160,8 @@ def check_deployment(where, d, objects):
         for m in c.get("volumeMounts") or []:
             if m.get("name") not in volumes:
                 fail(cw, "volumeMount '%s' has no volume" % m.get("name"))
+    args = (containers[0].get("args") or containers[0].get("command") or [""]) if containers else [""]
+    check_rollout(w, spec, os.path.basename(str(args[0])), rollout)
     return {"name": name, "labels": labels, "containers": containers, "pod": pod}
 
 
@@ -148,9 +188,10 @@ def check_k8s(root):
     # Patches are partial objects: check full Deployments only (those with
     # a selector), and remember patch files so kustomization checks accept them.
     deployments = {}
+    rollout = documented_rollout(root)
     for where, d in by_kind.get("Deployment", []):
         if (d.get("spec") or {}).get("selector"):
-            deployments[d["metadata"]["name"]] = check_deployment(where, d, by_kind)
+            deployments[d["metadata"]["name"]] = check_deployment(where, d, by_kind, rollout)
     for want in ("sluice-scheduler", "sluice-sender", "sluice-submit"):
         if want not in deployments:
             fail("deploy/k8s", "no Deployment %s" % want)

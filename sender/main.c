@@ -14,8 +14,10 @@
  * committed stay below them and the next owner of the partition repeats
  * them; then the process exits 0.
  */
+#include "cmdline.h"
 #include "config.h"
 #include "dkim.h"
+#include "health.h"
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
@@ -24,6 +26,7 @@
 #include "trouble.h"
 #include "worker.h"
 
+#include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -145,23 +148,38 @@ static void on_signal(uv_signal_t *h, int signum)
     uv_timer_start(&s->drain_timer, on_drain_timeout, (uint64_t)s->cfg->sender.drain_timeout_ms, 0);
 }
 
-static void usage(void)
-{
-    fputs("usage: sluice-sender [-c sluice.yaml]\n"
-          "Consumes the dispatch topic and delivers over SMTP; see docs/sender.md.\n",
-          stderr);
-}
+static const sl_cmd_help help = {
+    .prog = "sluice-sender",
+    .synopsis = "[-c FILE]",
+    .about = "Consumes the dispatch topic and delivers each message over SMTP, publishing\n"
+             "every outcome to the events topic; see docs/sender.md.\n",
+    .options = "  -c, --config FILE     the configuration (default: the built-in one)\n",
+    .config = "  kafka.*               brokers, security, topic names, consumer timeouts\n"
+              "  sender.workers, sender.max_inflight, sender.drain_timeout, sender.instance_id\n"
+              "  pools, routes, shaping (tls, timeouts), dns, dkim, bounce_rules\n"
+              "  metrics.listen, metrics.health_timeout\n",
+};
 
 int main(int argc, char **argv)
 {
     const char *path = NULL;
+    int rc = sl_cmd_std(argc, argv, &help);
+    if (rc >= 0)
+        return rc;
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     int opt;
-    while ((opt = getopt(argc, argv, "c:h")) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
         switch (opt) {
         case 'c': path = optarg; break;
-        case 'h': usage(); return 0;
-        default: usage(); return 2;
+        case 'h': sl_cmd_usage(&help, stdout); return 0;
+        default: sl_cmd_usage(&help, stderr); return 2;
         }
+    }
+    if (optind < argc) {
+        sl_cmd_usage(&help, stderr);
+        return 2;
     }
     sl_log_init("sender", SL_LOG_INFO);
     signal(SIGPIPE, SIG_IGN);
@@ -247,9 +265,11 @@ int main(int argc, char **argv)
     sl_http_set_ready(true);
     sl_info("sender %s: %d workers consuming %s", cfg->sender.instance_id, s.n_workers, topic);
 
+    sl_beat *beat = sl_health_loop(s.loop, "main loop", cfg->metrics.health_timeout_ms);
     uv_run(s.loop, UV_RUN_DEFAULT);
     if (!s.finished)
         sl_fatal(1, "exited event loop");
+    sl_health_loop_stop(beat);
 
     if (s.drained)
         sl_consumer_free(s.consumer);

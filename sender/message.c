@@ -90,6 +90,13 @@ static void append_crlf(sl_buf *out, const char *p, size_t n)
 int snd_msg_build(const sl_job *job, const sl_tmpl *tmpl, int64_t now_ms, sl_buf *out, char **err)
 {
     sl_buf_reset(out);
+    /* Classify rejects these; a dispatch written by other means must not
+     * fail further down as a confusing "no header section". */
+    const char *bad_id = sl_job_id_check(job->job_id);
+    if (bad_id) {
+        *err = xstrdup(bad_id);
+        return SL_EINVAL;
+    }
     if (tmpl) {
         const char **names = xcalloc(job->n_vars + 1, sizeof *names);
         const char **values = xcalloc(job->n_vars + 1, sizeof *values);

@@ -2,7 +2,10 @@
  * sluice-webhook - post every event to HTTP(S) endpoints, signed, at least
  * once (see whk.h).
  *
- *   sluice-webhook -c FILE [--check]
+ *   sluice-webhook -c FILE [--check | --replay]
+ *
+ * --replay posts the events endpoints refused (dead letters in the DLQ,
+ * see whk.h) again, each to the endpoint that refused it.
  *
  * --check loads and validates the configuration, prints "ok FILE" and exits
  * 0 (exit 2 with file:line on a bad one): what deploy checks use to prove a
@@ -15,6 +18,8 @@
  */
 #include "whk.h"
 
+#include "cmdline.h"
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -33,10 +38,20 @@ static struct {
     bool draining, ready, done;
 } g;
 
-static void usage(FILE *f)
-{
-    fputs("usage: sluice-webhook -c FILE [--check]\n", f);
-}
+static const sl_cmd_help help = {
+    .prog = "sluice-webhook",
+    .synopsis = "-c FILE [--check | --replay]",
+    .about = "Posts every event to the configured HTTP(S) endpoints, signed, at least\n"
+             "once; see docs/webhook.md.\n",
+    .options = "  -c, --config FILE     the configuration\n"
+               "      --check           validate the configuration, print \"ok FILE\", exit 0\n"
+               "      --replay          post the dead letters in the DLQ again, each to the\n"
+               "                        endpoint that refused it (group sluice-webhook-replay)\n",
+    .config = "  kafka.*               brokers, security, topic names, consumer timeouts\n"
+              "  webhook.endpoints[].url, .secret | .secret_file, .batch_size, .timeout\n"
+              "  webhook.max_attempts\n"
+              "  sender.drain_timeout, metrics.listen, metrics.health_timeout\n",
+};
 
 static void ready_cb(uv_timer_t *t)
 {
@@ -104,22 +119,26 @@ static void close_walk(uv_handle_t *h, void *arg)
 int main(int argc, char **argv)
 {
     const char *cfg_path = NULL;
-    bool check = false;
+    bool check = false, replay = false;
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"check", no_argument, NULL, 'k'},
+                                         {"replay", no_argument, NULL, 'r'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    int o;
+    int o = sl_cmd_std(argc, argv, &help);
+    if (o >= 0)
+        return o;
     while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
         switch (o) {
         case 'c': cfg_path = optarg; break;
         case 'k': check = true; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'r': replay = true; break;
+        case 'h': sl_cmd_usage(&help, stdout); return 0;
+        default: sl_cmd_usage(&help, stderr); return 2;
         }
     }
     if (optind < argc || !cfg_path) {
-        usage(stderr);
+        sl_cmd_usage(&help, stderr);
         return 2;
     }
     sl_log_init("webhook", SL_LOG_INFO);
@@ -142,7 +161,7 @@ int main(int argc, char **argv)
             sl_fatal(1, "metrics: %s", err ? err : "failed");
         sl_info("metrics on %s (port %d)", cfg->metrics.listen, port);
     }
-    g.w = whk_new(cfg, loop, &err);
+    g.w = whk_new(cfg, loop, replay, &err);
     if (!g.w)
         sl_fatal(1, "webhook: %s", err ? err : "failed");
     uv_timer_init(loop, &g.ready_timer);
@@ -153,9 +172,11 @@ int main(int argc, char **argv)
     uv_signal_init(loop, &g.sigint);
     uv_signal_start(&g.sigint, signal_cb, SIGINT);
 
+    sl_beat *beat = sl_health_loop(loop, "main loop", cfg->metrics.health_timeout_ms);
     uv_run(loop, UV_RUN_DEFAULT);
     if (!g.done)
         sl_fatal(1, "webhook: exited event loop unexpectedly");
+    sl_health_loop_stop(beat);
     uv_walk(loop, close_walk, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);

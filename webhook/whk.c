@@ -40,6 +40,9 @@ typedef struct whk_item {
  * hands back its own node: the item itself is shared. */
 typedef struct whk_done {
     whk_item *item;
+    int ep;                 /* which endpoint finished it */
+    long dead_status;       /* 0: accepted; else refused with this status: dead-letter it */
+    unsigned attempts;
     struct whk_done *next;
 } whk_done;
 
@@ -61,8 +64,9 @@ struct whk {
     const sl_config *cfg;
     uv_loop_t *loop;
     sl_consumer *cons;
-    sl_producer *prod;      /* the DLQ, for records that do not decode */
+    sl_producer *prod;      /* the DLQ: records that do not decode, dead letters */
     char *topic;
+    bool replay;            /* consuming the DLQ (whk.h) */
     whk_ep *eps;
     size_t n_eps;
 
@@ -82,12 +86,17 @@ struct whk {
     void *drained_arg;
 };
 
-void whk_sign(const void *key, size_t klen, const void *body, size_t len, char out[72])
+void whk_sign(const void *key, size_t klen, long long ts, const void *body, size_t len,
+              char out[72])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    if (!HMAC(EVP_sha256(), key, (int)klen, body, len, md, &mdlen))
+    sl_buf msg = SL_BUF_INIT;
+    sl_buf_printf(&msg, "%lld.", ts);
+    sl_buf_append(&msg, body, len);
+    if (!HMAC(EVP_sha256(), key, (int)klen, (const unsigned char *)msg.data, msg.len, md, &mdlen))
         sl_panic("HMAC-SHA256 failed");
+    sl_buf_free(&msg);
     static const char hex[] = "0123456789abcdef";
     memcpy(out, "sha256=", 7);
     for (unsigned i = 0; i < mdlen && i < 32; i++) {
@@ -95,6 +104,11 @@ void whk_sign(const void *key, size_t klen, const void *body, size_t len, char o
         out[8 + 2 * i] = hex[md[i] & 15];
     }
     out[7 + 64] = 0;
+}
+
+bool whk_status_refuses(long status)
+{
+    return status >= 400 && status < 500 && status != 408 && status != 429;
 }
 
 int64_t whk_backoff_ms(unsigned failures)
@@ -127,11 +141,14 @@ static int whk_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, 
 /* One POST; returns the HTTP status, or 0 with errbuf set. */
 static long whk_post(whk_ep *ep, CURL *h, const sl_buf *body, char *errbuf)
 {
-    char sig[72], hdr_sig[96];
-    whk_sign(ep->secret, ep->secret_len, body->data, body->len, sig);
+    char sig[72], hdr_sig[96], hdr_ts[64];
+    long long ts = (long long)time(NULL);
+    whk_sign(ep->secret, ep->secret_len, ts, body->data, body->len, sig);
     snprintf(hdr_sig, sizeof hdr_sig, "X-Sluice-Signature: %s", sig);
+    snprintf(hdr_ts, sizeof hdr_ts, "X-Sluice-Timestamp: %lld", ts);
     struct curl_slist *hdrs = NULL;
     hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+    hdrs = curl_slist_append(hdrs, hdr_ts);
     hdrs = curl_slist_append(hdrs, hdr_sig);
     hdrs = curl_slist_append(hdrs, "Expect:"); /* no 100-continue round trip */
     curl_easy_setopt(h, CURLOPT_URL, ep->conf->url);
@@ -227,7 +244,8 @@ static void *whk_worker(void *arg)
         }
         sl_buf_putc(&body, ']');
 
-        unsigned failures = 0;
+        unsigned failures = 0, refusals = 0;
+        long refused = 0;
         bool ok = false;
         for (;;) {
             long status = whk_post(ep, h, &body, errbuf);
@@ -246,6 +264,15 @@ static void *whk_worker(void *arg)
             char l[64];
             snprintf(l, sizeof l, "%s,result=\"error\"", ep->label);
             sl_metric_inc("sluice_webhook_requests_total", l, 1);
+            if (whk_status_refuses(status) && ++refusals >= w->cfg->webhook.max_attempts) {
+                refused = status;
+                sl_metric_inc("sluice_webhook_dead_lettered_total", ep->label, (double)n);
+                sl_error("webhook %d: HTTP %ld %u times for a batch of %zu events: the "
+                         "endpoint refuses it; dead-lettering them (replay with "
+                         "sluice-webhook --replay)",
+                         ep->index, status, refusals, n);
+                break;
+            }
             int64_t delay = whk_backoff_ms(failures);
             /* Log the first failure and then only every 10th, so an hour
              * of outage is a handful of lines, not thousands. */
@@ -261,12 +288,15 @@ static void *whk_worker(void *arg)
             if (!whk_sleep(w, delay))
                 break;
         }
-        if (!ok)
+        if (!ok && !refused)
             break; /* abandoning: these items are never done; Kafka repeats them */
         pthread_mutex_lock(&w->mu);
         for (size_t i = 0; i < n; i++) {
-            whk_done *node = xmalloc(sizeof *node);
+            whk_done *node = xcalloc(1, sizeof *node);
             node->item = batch[i];
+            node->ep = ep->index;
+            node->dead_status = refused;
+            node->attempts = refusals;
             node->next = NULL;
             *w->done_tail = node;
             w->done_tail = &node->next;
@@ -313,6 +343,41 @@ static void whk_item_release(whk *w, whk_item *it)
     w->pending--;
 }
 
+typedef struct whk_dead_ctx {
+    whk *w;
+    whk_item *item;
+} whk_dead_ctx;
+
+/* The DLQ has a dead letter: the endpoint is done with the item. */
+static void whk_dead_done(void *arg, int err)
+{
+    whk_dead_ctx *d = arg;
+    whk *w = d->w;
+    if (err)
+        sl_panic("webhook: DLQ write of a dead letter failed for good: %s", sl_strerror(err));
+    whk_item_release(w, d->item);
+    free(d);
+    whk_maybe_drained(w);
+}
+
+static void whk_dead_letter(whk *w, const whk_done *n)
+{
+    sl_record *rec = n->item->rec;
+    rd_kafka_message_t *m = rec->msg;
+    char reason[160], idx[16];
+    snprintf(reason, sizeof reason, "webhook endpoint %d refused it: HTTP %ld, %u times", n->ep,
+             n->dead_status, n->attempts);
+    snprintf(idx, sizeof idx, "%d", n->ep);
+    const sl_header extra[] = {{"webhook-endpoint", idx}};
+    whk_dead_ctx *d = xmalloc(sizeof *d);
+    d->w = w;
+    d->item = n->item;
+    int r = sl_dlq_publish_hdrs(w->prod, w->cfg, m->payload, m->len, reason, rec->topic,
+                                rec->partition, rec->offset, extra, 1, whk_dead_done, d);
+    if (r != 0)
+        sl_panic("webhook: cannot write to the DLQ: %s", sl_strerror(r));
+}
+
 static void whk_done_cb(uv_async_t *a)
 {
     whk *w = a->data;
@@ -323,7 +388,10 @@ static void whk_done_cb(uv_async_t *a)
     pthread_mutex_unlock(&w->mu);
     while (n) {
         whk_done *next = n->next;
-        whk_item_release(w, n->item);
+        if (n->dead_status)
+            whk_dead_letter(w, n);
+        else
+            whk_item_release(w, n->item);
         free(n);
         n = next;
     }
@@ -371,10 +439,40 @@ static void whk_dlq_done(void *arg, int err)
     whk_maybe_drained(w);
 }
 
+/* Replay: the endpoint a DLQ record was refused by, or -1 when it is not
+ * a webhook dead letter (or names an endpoint no longer configured). */
+static int whk_replay_target(whk *w, rd_kafka_message_t *m)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    const void *v = NULL;
+    size_t vlen = 0;
+    if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(hdrs, "webhook-endpoint", &v, &vlen) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        !v || !vlen || vlen > 9)
+        return -1;
+    char idx[10];
+    memcpy(idx, v, vlen);
+    idx[vlen] = 0;
+    char *end;
+    long i = strtol(idx, &end, 10);
+    if (*end || i < 0 || (size_t)i >= w->n_eps) {
+        sl_warn("webhook replay: offset %lld names endpoint '%s', which is not configured; "
+                "skipped",
+                (long long)m->offset, idx);
+        return -1;
+    }
+    return (int)i;
+}
+
 static void whk_on_record(void *arg, sl_record *rec)
 {
     whk *w = arg;
     rd_kafka_message_t *m = rec->msg;
+    int target = -1; /* every endpoint */
+    if (w->replay && (target = whk_replay_target(w, m)) < 0) {
+        sl_record_done(rec); /* not a webhook dead letter */
+        return;
+    }
     w->pending++;
     sl_event *e = NULL;
     const char *why = NULL;
@@ -399,14 +497,15 @@ static void whk_on_record(void *arg, sl_record *rec)
     sl_event_free(e);
     it->json = sl_buf_steal(&b, &it->len);
     it->rec = rec;
-    it->refs = w->n_eps;
+    it->refs = target >= 0 ? 1 : w->n_eps;
     it->next = w->live;
     if (w->live)
         w->live->prev = it;
     w->live = it;
     pthread_mutex_lock(&w->mu);
     for (size_t i = 0; i < w->n_eps; i++)
-        whk_ep_push(w, &w->eps[i], it);
+        if (target < 0 || (size_t)target == i)
+            whk_ep_push(w, &w->eps[i], it);
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }
@@ -443,7 +542,7 @@ static char *whk_read_secret(const char *path, size_t *len, char **err)
     return sl_buf_steal(&b, len);
 }
 
-whk *whk_new(const sl_config *cfg, uv_loop_t *loop, char **err)
+whk *whk_new(const sl_config *cfg, uv_loop_t *loop, bool replay, char **err)
 {
     if (!cfg->webhook.n_endpoints) {
         *err = xstrdup("no webhook.endpoints configured");
@@ -452,6 +551,7 @@ whk *whk_new(const sl_config *cfg, uv_loop_t *loop, char **err)
     whk *w = xcalloc(1, sizeof *w);
     w->cfg = cfg;
     w->loop = loop;
+    w->replay = replay;
     w->done_tail = &w->done_head;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
@@ -480,15 +580,18 @@ whk *whk_new(const sl_config *cfg, uv_loop_t *loop, char **err)
                    "Events waiting for an endpoint, by endpoint index.");
     sl_metric_help("sluice_webhook_malformed_total", SL_METRIC_COUNTER,
                    "Records of the events topic that did not decode (sent to the DLQ).");
+    sl_metric_help("sluice_webhook_dead_lettered_total", SL_METRIC_COUNTER,
+                   "Events an endpoint refused (4xx but 408/429) webhook.max_attempts times, "
+                   "sent to the DLQ for replay, by endpoint index.");
     w->prod = sl_producer_new(cfg, loop, err);
     if (!w->prod)
         goto fail;
     uv_async_init(loop, &w->done_async, whk_done_cb);
     w->done_async.data = w;
-    w->topic = sl_config_topic(cfg, "events");
+    w->topic = sl_config_topic(cfg, replay ? "dlq" : "events");
     const char *topics[] = {w->topic};
     sl_consumer_opts o = {
-        .group = "sluice-webhook",
+        .group = replay ? "sluice-webhook-replay" : "sluice-webhook",
         .topics = topics,
         .n_topics = 1,
         .on_record = whk_on_record,
@@ -559,8 +662,13 @@ void whk_abandon(whk *w)
     whk_join(w, true);
     /* Batches finished before the workers stopped are done; hand the rest
      * back undone so their offsets stay uncommitted and the consumer can
-     * still drain, commit what is done and leave the group cleanly. */
+     * still drain, commit what is done and leave the group cleanly. Dead
+     * letters on their way to the DLQ are waited for first: their
+     * callbacks hold items the loop below would free. */
     whk_done_cb(&w->done_async);
+    if (sl_producer_flush(w->prod, 10000) != 0)
+        sl_fatal(1, "webhook: dead letters unacknowledged by the DLQ at the drain deadline; "
+                    "exiting without a commit, the next sluice-webhook posts them again");
     size_t n = 0;
     while (w->live) {
         whk_item *it = w->live;

@@ -13,13 +13,30 @@
  *
  * A worker takes up to batch_size queued events, POSTs them as a JSON
  * array with libcurl's easy interface (a worker thread may block; the loop
- * never does) and the header
- *     X-Sluice-Signature: sha256=<hex HMAC-SHA256(body, endpoint secret)>
+ * never does) and the headers
+ *     X-Sluice-Timestamp: <unix seconds when this attempt was signed>
+ *     X-Sluice-Signature: sha256=<hex HMAC-SHA256(timestamp "." body, secret)>
+ * (each attempt is signed afresh, so a receiver can refuse a request
+ * older than its tolerance: a captured request cannot be replayed later)
  * and retries the same batch with exponential backoff (0.5 s doubling, cap
  * 5 min) until it gets a 2xx. An endpoint that is down for an hour thus
  * holds its events in memory up to the consumer's max_inflight, after
  * which the consumer pauses: nothing is skipped, nothing is committed past
  * an event some endpoint has not accepted.
+ *
+ * A receiver that answers 4xx (other than 408 Request Timeout and 429 Too
+ * Many Requests, which are retried like a 5xx) has refused the batch
+ * itself, and retrying it forever would stop that endpoint for good. After
+ * webhook.max_attempts such answers the batch is dead-lettered: each event
+ * goes to the DLQ topic with its reason and the header webhook-endpoint=N,
+ * is counted (sluice_webhook_dead_lettered_total) and logged, and is done
+ * for that endpoint once the DLQ has it.
+ *
+ * Replay (whk_new with replay set, `sluice-webhook --replay`): consume the
+ * DLQ in group sluice-webhook-replay and post each record that carries a
+ * webhook-endpoint header to that endpoint only, the same way; every
+ * other DLQ record is skipped. A replayed event refused again is
+ * dead-lettered again.
  *
  * whk_stop() stops fetching and lets the workers finish what is in memory;
  * cb fires on the loop thread once every handed-out record is done.
@@ -31,7 +48,8 @@
  *
  * Metrics: sluice_webhook_events_total{endpoint}, sluice_webhook_requests_total
  * {endpoint,result}, sluice_webhook_request_seconds{endpoint},
- * sluice_webhook_queued{endpoint}, sluice_webhook_malformed_total. The endpoint
+ * sluice_webhook_queued{endpoint}, sluice_webhook_malformed_total,
+ * sluice_webhook_dead_lettered_total{endpoint}. The endpoint
  * label is its index in webhook.endpoints (a URL may carry a token).
  *
  * Ownership: the whk borrows cfg and loop (both outlive it). One owner
@@ -40,6 +58,7 @@
 #ifndef SLUICE_WHK_H
 #define SLUICE_WHK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -51,7 +70,7 @@ typedef void (*whk_drained_cb)(void *arg);
 
 /* NULL and *err (malloc'd) on failure: no endpoint, unreadable secret,
  * Kafka set-up errors. */
-whk *whk_new(const sl_config *cfg, uv_loop_t *loop, char **err);
+whk *whk_new(const sl_config *cfg, uv_loop_t *loop, bool replay, char **err);
 bool whk_ready(const whk *w);
 void whk_stop(whk *w, whk_drained_cb cb, void *arg);
 void whk_abandon(whk *w);
@@ -60,8 +79,12 @@ size_t whk_pending(const whk *w);
  * handles; run the loop once more afterwards. */
 void whk_free(whk *w);
 
-/* "sha256=<64 hex>" of body under key, into out[72]. */
-void whk_sign(const void *key, size_t klen, const void *body, size_t len, char out[72]);
+/* "sha256=<64 hex>" of "<ts>.<body>" under key, into out[72]. */
+void whk_sign(const void *key, size_t klen, long long ts, const void *body, size_t len,
+              char out[72]);
+/* Whether an HTTP status refuses the batch itself (dead-letter after
+ * max_attempts) rather than a moment's trouble (retry until accepted). */
+bool whk_status_refuses(long status);
 /* Retry delay after `failures` consecutive failures (>= 1): 500 ms
  * doubling, capped at 5 minutes. */
 int64_t whk_backoff_ms(unsigned failures);

@@ -41,7 +41,7 @@ class DeployTest(unittest.TestCase):
         self.tmp = tempfile.TemporaryDirectory(prefix="sluice-deploy-test-")
         self.root = self.tmp.name
         shutil.copytree(os.path.join(SRC, "deploy"), os.path.join(self.root, "deploy"))
-        for d in ("common", "producer", "scheduler", "sender", "webhook"):
+        for d in ("common", "producer", "scheduler", "sender", "webhook", "docs"):
             src = os.path.join(SRC, d)
             if os.path.isdir(src):
                 shutil.copytree(src, os.path.join(self.root, d),
@@ -91,6 +91,23 @@ class DeployTest(unittest.TestCase):
     def test_grace_period_below_drain(self):
         edit(self.p("k8s", "base", "configmap.yaml"), "drain_timeout: 30s", "drain_timeout: 2m")
         self.assertFlags(r"terminationGracePeriodSeconds 45 must exceed sender.drain_timeout")
+
+    def test_rolling_update_strategy(self):
+        # A surge on a consumer contradicts the duplicate-free promise.
+        edit(self.p("k8s", "base", "sender.yaml"), "rollingUpdate: { maxUnavailable: 1, maxSurge: 0 }",
+             "rollingUpdate: { maxUnavailable: 0, maxSurge: 1 }")
+        self.assertFlags(r"Deployment/sluice-sender: sluice-sender consumes Kafka: "
+                         r"strategy.rollingUpdate must be maxUnavailable: 1, maxSurge: 0")
+        # The docs are the other half: changing them alone is caught too.
+        shutil.copy(os.path.join(SRC, "deploy", "k8s", "base", "sender.yaml"),
+                    self.p("k8s", "base", "sender.yaml"))
+        edit(os.path.join(self.root, "docs", "reliability.md"),
+             "(Kubernetes `maxUnavailable: 1, maxSurge: 0`)",
+             "(Kubernetes `maxUnavailable: 0, maxSurge: 1`)")
+        self.assertFlags(r"Deployment/sluice-scheduler: .*must be maxUnavailable: 0, maxSurge: 1")
+        # sluice-submit consumes nothing: its surge is fine.
+        rc, out = run(SRC, self.bindir)
+        self.assertNotIn("sluice-submit consumes", out)
 
     def test_missing_kustomize_resource(self):
         edit(self.p("k8s", "base", "kustomization.yaml"), "  - submit.yaml\n",

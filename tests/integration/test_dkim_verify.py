@@ -183,6 +183,37 @@ class DkimVerifyTest(unittest.TestCase):
     def test_empty_body(self):
         self.check(EMPTY_BODY)
 
+    def test_rendered_long_line(self):
+        # A long variable value in a template's body: rendering re-encodes
+        # the part as quoted-printable (no line over 998 octets, RFC 5322
+        # section 2.1.1), and folds a long header line; the signature made
+        # over that form verifies, and a MIME parser gets the values back.
+        import email
+        import email.policy
+        tmpl = os.path.join(self.tmp.name, "long.tmpl")
+        with open(tmpl, "wb") as f:
+            f.write(b"From: news@example.net\nTo: rcpt@example.org\nSubject: {{subject}}\n"
+                    b"MIME-Version: 1.0\n"
+                    b"Content-Type: multipart/alternative; boundary=\"b1\"\n\n"
+                    b"--b1\nContent-Type: text/plain; charset=utf-8\n"
+                    b"Content-Transfer-Encoding: 8bit\n\nToken: {{token}}\n"
+                    b"--b1\nContent-Type: text/html\n\n<p>short</p>\n--b1--\n")
+        value = ("Grüße=%d " % 7) * 400  # 4,400 octets, '=' and UTF-8 included
+        subject = "a rather long subject " * 60  # 1,320 octets: folded
+        r = subprocess.run([bin_path("test_template"), "render", tmpl, "token=" + value,
+                            "subject=" + subject],
+                           capture_output=True, timeout=DEADLINE)
+        self.assertEqual(r.returncode, 0, r.stderr.decode(errors="replace"))
+        msg = r.stdout
+        self.assertLessEqual(max(len(line) for line in msg.split(b"\r\n")), 998)
+        self.assertIn(b"Content-Transfer-Encoding: quoted-printable", msg)
+        self.check(msg)
+        parsed = email.message_from_bytes(msg, policy=email.policy.default)
+        self.assertEqual(parsed["Subject"], subject)
+        plain = parsed.get_body(preferencelist=("plain",)).get_content()
+        # The CRLF before a boundary belongs to the boundary (RFC 2046).
+        self.assertEqual(plain, "Token: %s" % value)
+
     def test_tampering_detected(self):
         # The verifier really checks: changed body, changed signed header,
         # an added From (over-signing) all fail; an unsigned header may

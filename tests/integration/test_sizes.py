@@ -399,7 +399,7 @@ class TestJobContract(Pipeline):
                              "control character"),
             "c-crlf-id\r\nX-Evil: 1": (
                 encode_job("c-crlf-id\r\nX-Evil: 1", ["i@id.test"], "id.test", raw=b"x\r\n"),
-                "line break"),
+                "CR or LF"),
             "c-long-" + "i" * 250: (
                 encode_job("c-long-" + "i" * 250, ["i@id.test"], "id.test", raw=b"x\r\n"),
                 "longer than 255"),

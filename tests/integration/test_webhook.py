@@ -3,7 +3,10 @@
 The endpoint is a Python http.server that fails with 500 for the first N
 requests (or while told to), then accepts. We assert that every published
 event arrives at least once, that every request's X-Sluice-Signature is the
-HMAC-SHA256 of its body, that nothing is skipped after the endpoint
+HMAC-SHA256 of "X-Sluice-Timestamp.body" with a fresh timestamp (the
+receiver-side check docs/operations.md shows), that a batch the endpoint
+refuses with 400 is tried webhook.max_attempts times, dead-lettered and
+replayed by `sluice-webhook --replay`, that nothing is skipped after the endpoint
 recovers, that a malformed record goes to the DLQ instead of stopping the
 stream, and that events held back by a down endpoint survive a restart of
 sluice-webhook (nothing is committed before a 2xx).
@@ -14,15 +17,30 @@ import hmac
 import http.server
 import json
 import os
+import re
 import ssl
 import subprocess
 import tempfile
 import threading
+import time
 import unittest
+import urllib.request
 
-from sluicetest import Proc, bin_path, wait_for
+from sluicetest import Proc, bin_path, free_port, wait_for
 
 SECRET = b"s3cret-key"
+TOLERANCE = 300  # seconds; what docs/operations.md tells receivers to accept
+
+
+def verify(secret, headers, body, now=None):
+    """The receiver-side check of docs/operations.md: a fresh timestamp,
+    and the HMAC of "timestamp.body"."""
+    ts = headers.get("X-Sluice-Timestamp", "")
+    sig = headers.get("X-Sluice-Signature", "")
+    if not ts.isdigit() or abs((now or time.time()) - int(ts)) > TOLERANCE:
+        return False
+    want = "sha256=" + hmac.new(secret, ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(sig, want)
 
 
 class Endpoint:
@@ -31,6 +49,8 @@ class Endpoint:
 
     def __init__(self, fail_first=0, tls=None):
         self.lock = threading.Lock()
+        self.reject = False  # answer 400: the batch itself is refused
+        self.bodies = []  # every request body, in order
         self.tls = tls
         self.log = []  # (accepted, [(job_id, attempt, type)...]) per request, in order
         self.fail_left = fail_first
@@ -47,13 +67,12 @@ class Endpoint:
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(n)
-                sig = self.headers.get("X-Sluice-Signature", "")
-                want = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
                 with outer.lock:
                     outer.requests += 1
-                    if not hmac.compare_digest(sig, want):
+                    outer.bodies.append(body)
+                    if not verify(SECRET, self.headers, body):
                         outer.bad_signatures += 1
-                    fail = outer.down or outer.fail_left > 0
+                    fail = outer.down or outer.reject or outer.fail_left > 0
                     if outer.fail_left > 0:
                         outer.fail_left -= 1
                     batch = json.loads(body)
@@ -63,7 +82,7 @@ class Endpoint:
                         outer.failed += 1
                     else:
                         outer.events.extend(batch)
-                code = 500 if fail else 204
+                code = (400 if outer.reject else 500) if fail else 204
                 self.send_response(code)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -118,7 +137,7 @@ class WebhookTest(unittest.TestCase):
             return None
         return text.splitlines()[0].strip() if text.endswith("\n") else None
 
-    def config(self, endpoints):
+    def config(self, endpoints, extra=""):
         path = os.path.join(self.dir, "sluice.yaml")
         eps = "".join("    - { url: \"%s\", secret: \"%s\", batch_size: %d, timeout: 5s }\n"
                       % (url, SECRET.decode(), batch) for url, batch in endpoints)
@@ -131,8 +150,8 @@ class WebhookTest(unittest.TestCase):
                     "  commit_interval_ms: 200\n"
                     "sender:\n"
                     "  drain_timeout: 3s\n"
-                    "webhook:\n"
-                    "  endpoints:\n%s" % (self.bootstrap, eps))
+                    "webhook:\n%s"
+                    "  endpoints:\n%s" % (self.bootstrap, extra, eps))
         return path
 
     def publish(self, cfg, count, prefix, garbage=0):
@@ -142,8 +161,8 @@ class WebhookTest(unittest.TestCase):
         self.assertEqual(rc, 0, p.output())
         p.stop()
 
-    def start_webhook(self, cfg, env=None):
-        p = Proc("sluice-webhook", ["-c", cfg], tmpdir=self.dir, env=env)
+    def start_webhook(self, cfg, env=None, args=()):
+        p = Proc("sluice-webhook", ["-c", cfg, *args], tmpdir=self.dir, env=env)
         self.procs.append(p)
         return p
 
@@ -180,6 +199,54 @@ class WebhookTest(unittest.TestCase):
         wait_for(lambda: {"b-%d" % i for i in range(10)} <= ep.job_ids(), 30, "b events")
         self.assertEqual(wh.stop(20), 0, wh.output())
         self.assertIn("DLQ", wh.output())
+
+    def test_signature_covers_timestamp(self):
+        # The receiver-side check refuses a captured request replayed later,
+        # and one whose timestamp was changed to look fresh.
+        body = b'[{"type":"DELIVERED"}]'
+        ts = str(int(time.time()))
+        sig = "sha256=" + hmac.new(SECRET, ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+        good = {"X-Sluice-Timestamp": ts, "X-Sluice-Signature": sig}
+        self.assertTrue(verify(SECRET, good, body))
+        self.assertFalse(verify(SECRET, good, body, now=int(ts) + TOLERANCE + 1))
+        forged = dict(good, **{"X-Sluice-Timestamp": str(int(ts) + 600)})
+        self.assertFalse(verify(SECRET, forged, body, now=int(ts) + 600))
+
+    def test_refused_batch_is_dead_lettered_then_replayed(self):
+        ep = Endpoint()
+        ep.reject = True
+        self.addCleanup(ep.close)
+        cfg = self.config([(ep.url, 100)], extra="  max_attempts: 3\n")
+        mport = free_port()
+        with open(cfg, "a") as f:
+            f.write("metrics:\n  listen: 127.0.0.1:%d\n" % mport)
+        self.publish(cfg, 5, "r")
+        wh = self.start_webhook(cfg)
+        def dead():
+            return sum(int(n) for n in re.findall(r"HTTP 400 3 times for a batch of (\d+) events",
+                                                  wh.stderr()))
+        wait_for(lambda: dead() == 5, 60, "all 5 refused events dead-lettered\n" + wh.output())
+        # Bounded: each distinct batch was tried exactly max_attempts times,
+        # and nothing was accepted.
+        with ep.lock:
+            self.assertEqual(ep.requests, 3 * len(set(ep.bodies)), ep.requests)
+        self.assertEqual(ep.job_ids(), set())
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=5) as r:
+            metrics = r.read().decode()
+        self.assertIn('sluice_webhook_dead_lettered_total{endpoint="0"} 5\n', metrics)
+        # The stream goes on: later events reach the endpoint once it accepts.
+        ep.reject = False
+        self.publish(cfg, 4, "s")
+        wait_for(lambda: {"s-%d" % i for i in range(4)} <= ep.job_ids(), 60,
+                 "events after the dead letters\n" + wh.output())
+        self.assertFalse({"r-%d" % i for i in range(5)} & ep.job_ids())
+        self.assertEqual(wh.stop(20), 0, wh.output())
+        # Replay: the dead letters go to the endpoint that refused them.
+        rp = self.start_webhook(cfg, args=["--replay"])
+        wait_for(lambda: {"r-%d" % i for i in range(5)} <= ep.job_ids(), 60,
+                 "replayed dead letters\n" + rp.output())
+        self.assertEqual(ep.bad_signatures, 0)
+        self.assertEqual(rp.stop(20), 0, rp.output())
 
     def test_down_endpoint_loses_nothing_across_restart(self):
         ok = Endpoint()

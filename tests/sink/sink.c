@@ -22,6 +22,7 @@
 
 #include <uv.h>
 
+#include "cmdline.h"
 #include "log.h"
 #include "smtp_server.h"
 #include "tls.h"
@@ -362,14 +363,24 @@ static int load_rules(sink *k, const char *path)
     return 0;
 }
 
+static const sl_cmd_help help = {
+    .prog = "sluice-testsink",
+    .synopsis = "[--listen HOST:PORT] [--port-file F] [--dir D] [--log F]\n"
+                "         [--tls-cert C --tls-key K [--implicit-tls]] [--no-pipelining] [--no-smtputf8]\n"
+                "         [--max-rcpt N] [--max-size BYTES] [--max-conn-per-ip N] [--idle-timeout DUR]\n"
+                "         [--greeting CODE] [--rules FILE] [--hostname NAME]",
+    .about = "A recording SMTP sink with fault rules, for tests and benchmarks; see\n"
+             "tests/sink/README.md for every option and the fault rules.\n",
+    .options = "  --listen HOST:PORT (default 127.0.0.1:2525), --port-file F, --dir D,\n"
+               "  --log F, --tls-cert C, --tls-key K, --implicit-tls, --no-pipelining,\n"
+               "  --no-smtputf8, --max-rcpt N, --max-size BYTES, --max-conn-per-ip N,\n"
+               "  --idle-timeout DUR, --greeting CODE, --rules FILE, --hostname NAME\n",
+    .config = NULL, /* it reads no sluice configuration */
+};
+
 static void usage(FILE *f)
 {
-    fputs("usage: sluice-testsink [--listen HOST:PORT] [--port-file F] [--dir D] [--log F]\n"
-          "         [--tls-cert C --tls-key K [--implicit-tls]] [--no-pipelining] [--no-smtputf8]\n"
-          "         [--max-rcpt N] [--max-size BYTES] [--max-conn-per-ip N] [--idle-timeout DUR]\n"
-          "         [--greeting CODE] [--rules FILE] [--hostname NAME]\n"
-          "see tests/sink/README.md for the fault rules\n",
-          f);
+    sl_cmd_usage(&help, f);
 }
 
 int main(int argc, char **argv)
@@ -401,7 +412,9 @@ int main(int argc, char **argv)
                         .max_conn_per_ip = 100000,
                         .max_message_size = 100u << 20};
     sl_log_init("testsink", SL_LOG_WARN);
-    int c;
+    int c = sl_cmd_std(argc, argv, &help);
+    if (c >= 0)
+        return c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'l':

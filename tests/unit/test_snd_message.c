@@ -99,6 +99,25 @@ static void test_build_raw(void **state)
     sl_buf_free(&out);
 }
 
+/* A job id with CR/LF used to fail as "message has no header section"
+ * (the Message-ID built from it broke the header); it is named now. */
+static void test_build_bad_job_id(void **state)
+{
+    (void)state;
+    sl_job job;
+    sluice__v1__job__init(&job);
+    job.job_id = "J1\r\nBcc: x@evil.test";
+    const char *raw = "From: x@from.test\n\nbody\n";
+    job.raw.data = (uint8_t *)raw;
+    job.raw.len = strlen(raw);
+    sl_buf out = SL_BUF_INIT;
+    char *err = NULL;
+    assert_int_equal(snd_msg_build(&job, NULL, 0, &out, &err), SL_EINVAL);
+    assert_string_equal(err, "job id contains CR or LF");
+    free(err);
+    sl_buf_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -106,6 +125,7 @@ int main(void)
         cmocka_unit_test(test_from_domain),
         cmocka_unit_test(test_8bit_and_smtputf8),
         cmocka_unit_test(test_build_raw),
+        cmocka_unit_test(test_build_bad_job_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

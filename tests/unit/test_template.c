@@ -1,5 +1,9 @@
 /* Unit tests for common/template: compile errors, rendering rules, the
- * message helpers. Table-driven where the cases are many. */
+ * message helpers. Table-driven where the cases are many.
+ *
+ * Tool mode, for tests/integration/test_dkim_verify.py:
+ *   test_template render TEMPLATE_FILE NAME=VALUE... >message
+ * renders a template file with the given variables onto stdout. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -353,14 +357,247 @@ static void test_many_vars(void **state)
     sl_tmpl_free(t);
 }
 
-int main(void)
+/* Every line of [p, p+n) at most 998 octets before its CRLF. */
+static bool lines_ok(const char *p, size_t n)
 {
+    size_t col = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\r' && i + 1 < n && p[i + 1] == '\n') {
+            col = 0;
+            i++;
+        } else if (++col > 998) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Quoted-printable decoding of [p, p+n), enough for the tests: soft breaks
+ * and =XX escapes. */
+static void qp_decode(const char *p, size_t n, sl_buf *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '=' && i + 2 < n && p[i + 1] == '\r' && p[i + 2] == '\n') {
+            i += 2;
+        } else if (p[i] == '=' && i + 2 < n) {
+            char hex[3] = {p[i + 1], p[i + 2], 0};
+            sl_buf_putc(out, (char)strtol(hex, NULL, 16));
+            i += 2;
+        } else {
+            sl_buf_putc(out, p[i]);
+        }
+    }
+}
+
+static char *long_value(size_t n)
+{
+    char *v = malloc(n + 1);
+    for (size_t i = 0; i < n; i++)
+        v[i] = "abcdefghij=. "[i % 13];
+    v[n] = 0;
+    return v;
+}
+
+/* A long variable value used to produce a body line over 998 octets, which
+ * receivers refuse (RFC 5322 section 2.1.1): the part is re-encoded as
+ * quoted-printable, its old transfer encoding replaced, and decoding gives
+ * the value back. */
+static void test_long_line_single_part(void **state)
+{
+    (void)state;
+    const char *src = "From: a@b\nSubject: s\nContent-Transfer-Encoding: 8bit\n\n"
+                      "Hi {{name}}\n.line two\n";
+    sl_tmpl *t = NULL;
+    char *err = NULL;
+    assert_int_equal(sl_tmpl_compile(src, strlen(src), &t, &err), 0);
+    char *v = long_value(3000);
+    const char *names[] = {"name"}, *values[] = {v};
+    sl_buf out = SL_BUF_INIT;
+    sl_buf_puts(&out, "PRE"); /* render appends: what was there stays */
+    assert_int_equal(sl_tmpl_render_arrays(t, names, values, 1, &out, &err), 0);
+    assert_memory_equal(out.data, "PRE", 3);
+    sl_buf_putc(&out, 0);
+    const char *m = out.data + 3;
+    assert_true(lines_ok(m, strlen(m)));
+    assert_non_null(strstr(m, "Content-Transfer-Encoding: quoted-printable\r\n"));
+    assert_null(strstr(m, "8bit"));
+    assert_non_null(strstr(m, "MIME-Version: 1.0\r\n"));
+    const char *body = strstr(m, "\r\n\r\n") + 4;
+    sl_buf dec = SL_BUF_INIT;
+    qp_decode(body, strlen(body), &dec);
+    sl_buf want = SL_BUF_INIT;
+    sl_buf_printf(&want, "Hi %s\r\n.line two\r\n", v);
+    assert_int_equal(dec.len, want.len);
+    assert_memory_equal(dec.data, want.data, want.len);
+    /* A short value leaves the message exactly as rendered before. */
+    values[0] = "Bob";
+    sl_buf_reset(&out);
+    assert_int_equal(sl_tmpl_render_arrays(t, names, values, 1, &out, &err), 0);
+    sl_buf_putc(&out, 0);
+    assert_string_equal(out.data, "From: a@b\r\nSubject: s\r\nContent-Transfer-Encoding: 8bit"
+                                  "\r\n\r\nHi Bob\r\n.line two\r\n");
+    sl_buf_free(&dec);
+    sl_buf_free(&want);
+    sl_buf_free(&out);
+    free(v);
+    sl_tmpl_free(t);
+}
+
+static void test_long_line_multipart(void **state)
+{
+    (void)state;
+    const char *src = "From: a@b\nMIME-Version: 1.0\n"
+                      "Content-Type: multipart/alternative; boundary=\"b1\"\n\n"
+                      "preamble\n"
+                      "--b1\nContent-Type: text/plain; charset=utf-8\n\nText {{name}}\n"
+                      "--b1\nContent-Type: text/html\n\n<p>short</p>\n"
+                      "--b1--\nepilogue\n";
+    sl_tmpl *t = NULL;
+    char *err = NULL;
+    assert_int_equal(sl_tmpl_compile(src, strlen(src), &t, &err), 0);
+    char *v = long_value(2500);
+    const char *names[] = {"name"}, *values[] = {v};
+    sl_buf out = SL_BUF_INIT;
+    assert_int_equal(sl_tmpl_render_arrays(t, names, values, 1, &out, &err), 0);
+    sl_buf_putc(&out, 0);
+    const char *m = out.data;
+    assert_true(lines_ok(m, strlen(m)));
+    /* Only the long part changed; structure, preamble and epilogue kept. */
+    assert_non_null(strstr(m, "\r\n\r\npreamble\r\n--b1\r\nContent-Type: text/plain; "
+                              "charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable"
+                              "\r\n\r\nText abcdefghij=3D. abc"));
+    assert_non_null(strstr(m, "\r\n--b1\r\nContent-Type: text/html\r\n\r\n<p>short</p>\r\n"
+                              "--b1--\r\nepilogue\r\n"));
+    const char *first = strstr(m, "MIME-Version");
+    assert_null(strstr(first + 1, "MIME-Version"));
+    sl_buf_free(&out);
+    free(v);
+    sl_tmpl_free(t);
+}
+
+/* Remove every CRLF followed by white space (RFC 5322 unfolding). */
+static void unfold(const char *p, size_t n, sl_buf *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\r' && i + 2 < n && p[i + 1] == '\n' && (p[i + 2] == ' ' || p[i + 2] == '\t'))
+            i++;
+        else
+            sl_buf_putc(out, p[i]);
+    }
+}
+
+/* A long header value with white space is folded; unfolding gives it back. */
+static void test_long_header_folded(void **state)
+{
+    (void)state;
+    const char *src = "From: a@b\nSubject: Re: {{name}}\nX-After: 1\n\nbody\n";
+    sl_tmpl *t = NULL;
+    char *err = NULL;
+    assert_int_equal(sl_tmpl_compile(src, strlen(src), &t, &err), 0);
+    char *v = long_value(2600); /* a space every 13 octets */
+    const char *names[] = {"name"}, *values[] = {v};
+    sl_buf out = SL_BUF_INIT;
+    assert_int_equal(sl_tmpl_render_arrays(t, names, values, 1, &out, &err), 0);
+    assert_true(lines_ok(out.data, out.len));
+    sl_buf un = SL_BUF_INIT, want = SL_BUF_INIT;
+    unfold(out.data, out.len, &un);
+    sl_buf_printf(&want, "From: a@b\r\nSubject: Re: %s\r\nX-After: 1\r\n\r\nbody\r\n", v);
+    assert_int_equal(un.len, want.len);
+    assert_memory_equal(un.data, want.data, want.len);
+    /* No line of only white space, which would end the header section. */
+    sl_buf_putc(&out, 0);
+    assert_null(strstr(out.data, "\r\n \r\n"));
+    assert_int_equal(strstr(out.data, "\r\n\r\n") - out.data, (long)(out.len - 1 - 10));
+    sl_buf_free(&un);
+    sl_buf_free(&want);
+    sl_buf_free(&out);
+    free(v);
+    sl_tmpl_free(t);
+}
+
+/* A header line without white space to fold at: a clear error, not a
+ * message receivers refuse. */
+static void test_long_header_line(void **state)
+{
+    (void)state;
+    const char *src = "From: a@b\nX-Ref: {{name}}\n\nbody\n";
+    sl_tmpl *t = NULL;
+    char *err = NULL;
+    assert_int_equal(sl_tmpl_compile(src, strlen(src), &t, &err), 0);
+    char *v = long_value(1200);
+    for (char *p = v; *p; p++)
+        if (*p == ' ')
+            *p = '_';
+    const char *names[] = {"name"}, *values[] = {v};
+    sl_buf out = SL_BUF_INIT;
+    assert_int_equal(sl_tmpl_render_arrays(t, names, values, 1, &out, &err), SL_ETEMPLATE);
+    assert_non_null(strstr(err, "header line is longer than 998 octets"));
+    assert_non_null(strstr(err, "no white space to fold at"));
+    free(err);
+    sl_buf_free(&out);
+    free(v);
+    sl_tmpl_free(t);
+}
+
+static int render_tool(int argc, char **argv)
+{
+    FILE *f = fopen(argv[2], "rb");
+    if (!f) {
+        perror(argv[2]);
+        return 2;
+    }
+    sl_buf src = SL_BUF_INIT;
+    char tmp[4096];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
+        sl_buf_append(&src, tmp, n);
+    fclose(f);
+    sl_tmpl *t = NULL;
+    char *err = NULL;
+    if (sl_tmpl_compile(src.data, src.len, &t, &err) != 0) {
+        fprintf(stderr, "compile: %s\n", err);
+        return 1;
+    }
+    size_t nv = (size_t)(argc - 3);
+    const char **names = calloc(nv + 1, sizeof *names), **values = calloc(nv + 1, sizeof *values);
+    for (size_t i = 0; i < nv; i++) {
+        char *eq = strchr(argv[3 + i], '=');
+        if (!eq) {
+            fprintf(stderr, "expected NAME=VALUE: %s\n", argv[3 + i]);
+            return 2;
+        }
+        *eq = 0;
+        names[i] = argv[3 + i];
+        values[i] = eq + 1;
+    }
+    sl_buf out = SL_BUF_INIT;
+    if (sl_tmpl_render_arrays(t, names, values, nv, &out, &err) != 0) {
+        fprintf(stderr, "render: %s\n", err);
+        return 1;
+    }
+    fwrite(out.data, 1, out.len, stdout);
+    free(names);
+    free(values);
+    sl_buf_free(&out);
+    sl_buf_free(&src);
+    sl_tmpl_free(t);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 2 && strcmp(argv[1], "render") == 0)
+        return render_tool(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_compile_table),   cmocka_unit_test(test_vars_and_sections),
         cmocka_unit_test(test_render_table),    cmocka_unit_test(test_nul_in_body_value),
         cmocka_unit_test(test_rfc2047_long),    cmocka_unit_test(test_utf8_valid),
         cmocka_unit_test(test_ensure_headers),  cmocka_unit_test(test_build_simple),
         cmocka_unit_test(test_many_vars),
+        cmocka_unit_test(test_long_line_single_part),
+        cmocka_unit_test(test_long_line_multipart),
+        cmocka_unit_test(test_long_header_folded),
+        cmocka_unit_test(test_long_header_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -314,6 +314,39 @@ static void size_budget(void **state)
     sl_config_free(cfg);
 }
 
+static void job_id_check(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *id;
+        const char *why; /* NULL: valid */
+    } cases[] = {
+        {"01JABCDEFGHJKMNPQRSTVWXYZ0", NULL},
+        {"order-42.a_b:c", NULL},
+        {"", "no job id"},
+        {"a\r\nb", "job id contains CR or LF"},
+        {"a\nb", "job id contains CR or LF"},
+        {"a\rb", "job id contains CR or LF"},
+        {"a b", "job id contains a space, a control character or non-ASCII"},
+        {"a\tb", "job id contains a space, a control character or non-ASCII"},
+        {"caf\xc3\xa9", "job id contains a space, a control character or non-ASCII"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *got = sl_job_id_check(cases[i].id);
+        if (cases[i].why)
+            assert_string_equal(got, cases[i].why);
+        else
+            assert_null(got);
+    }
+    assert_string_equal(sl_job_id_check(NULL), "no job id");
+    char longid[SL_BUDGET_JOB_ID_MAX + 2];
+    memset(longid, 'a', sizeof longid - 1);
+    longid[sizeof longid - 1] = 0;
+    assert_non_null(sl_job_id_check(longid));
+    longid[SL_BUDGET_JOB_ID_MAX] = 0;
+    assert_null(sl_job_id_check(longid));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -323,7 +356,7 @@ int main(void)
         cmocka_unit_test(field_number_zero_refused),
         cmocka_unit_test(job_ids_unique_and_sortable), cmocka_unit_test(event_json),
         cmocka_unit_test(metrics_render), cmocka_unit_test(nul_fields_found),
-        cmocka_unit_test(size_budget),
+        cmocka_unit_test(size_budget), cmocka_unit_test(job_id_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,59 @@
+/*
+ * cmdline - see cmdline.h.
+ */
+#include "cmdline.h"
+
+#include <string.h>
+
+#ifndef SLUICE_VERSION
+#error "SLUICE_VERSION is defined by common/CMakeLists.txt from the project version"
+#endif
+
+/* The two options every program has are added here, so that no help text
+ * can forget them. */
+static const char std_options[] = "  -h, --help            print this help on stdout and exit 0\n"
+                                  "      --version         print the version on stdout and exit 0\n";
+
+const char *sl_version(void)
+{
+    return SLUICE_VERSION;
+}
+
+void sl_cmd_version(const char *prog, FILE *f)
+{
+    fprintf(f, "%s %s\n", prog, SLUICE_VERSION);
+}
+
+void sl_cmd_usage(const sl_cmd_help *h, FILE *f)
+{
+    fprintf(f, "usage: %s %s\n", h->prog, h->synopsis);
+    if (h->about)
+        fprintf(f, "\n%s", h->about);
+    fputs("\noptions:\n", f);
+    if (h->options)
+        fputs(h->options, f);
+    fputs(std_options, f);
+    if (h->config) {
+        fputs("\nconfiguration keys read (docs/configuration.md; SLUICE_* environment\n"
+              "variables override some of them):\n",
+              f);
+        fputs(h->config, f);
+    }
+}
+
+int sl_cmd_std(int argc, char **argv, const sl_cmd_help *h)
+{
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--"))
+            break;
+        if (!strcmp(argv[i], "--help")) {
+            sl_cmd_usage(h, stdout);
+            return fflush(stdout) ? 1 : 0;
+        }
+        if (!strcmp(argv[i], "--version")) {
+            sl_cmd_version(h->prog, stdout);
+            return fflush(stdout) ? 1 : 0;
+        }
+    }
+    return -1;
+}

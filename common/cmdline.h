@@ -1,0 +1,38 @@
+/*
+ * cmdline - what every sluice program answers to --help and --version.
+ *
+ * Each program describes itself once in an sl_cmd_help (its synopsis, its
+ * options and the configuration keys it reads) and calls sl_cmd_std()
+ * before its own option parsing; `-h` in its getopt loop prints the same
+ * text with sl_cmd_usage(). Help and version go to standard output with
+ * exit 0, as GNU and BSD tools do, so `prog --help | less` works; a usage
+ * error prints the help on standard error and exits 2.
+ *
+ * The strings are the caller's (static, in practice); nothing here
+ * allocates. Main thread, before anything else starts.
+ */
+#ifndef SLUICE_CMDLINE_H
+#define SLUICE_CMDLINE_H
+
+#include <stdio.h>
+
+typedef struct sl_cmd_help {
+    const char *prog;     /* "sluice-sender" */
+    const char *synopsis; /* after "usage: PROG ", may hold further lines */
+    const char *about;    /* what the program does, one short paragraph */
+    const char *options;  /* one line per option, indented two spaces */
+    const char *config;   /* the config keys read, one line each; NULL: none */
+} sl_cmd_help;
+
+/* The version of this build ("0.1.0"). */
+const char *sl_version(void);
+/* Prints "PROG VERSION" on f. */
+void sl_cmd_version(const char *prog, FILE *f);
+/* Prints the whole help text on f. */
+void sl_cmd_usage(const sl_cmd_help *h, FILE *f);
+/* Looks for --help or --version among the arguments before "--": prints
+ * the answer on stdout and returns 0 (the exit status); otherwise returns
+ * -1 and the caller parses its options as usual. */
+int sl_cmd_std(int argc, char **argv, const sl_cmd_help *h);
+
+#endif
