@@ -1,10 +1,14 @@
 """Fault scenario: broker faults during `sluice bulk` of 100,000 recipients.
 
 The recipients reach the CLI through a FIFO at a steady pace, so that the
-send lasts long enough for the faults to land in the middle of it:
-injected Produce errors (NOT_LEADER_FOR_PARTITION and REQUEST_TIMED_OUT),
-a broker taken down (its connections closed) with the leaders of its
-partitions moved to the others, then 5 s of added round-trip time. The
+send lasts long enough for the faults to land in the middle of it. On the
+dev broker: injected Produce errors (NOT_LEADER_FOR_PARTITION and
+REQUEST_TIMED_OUT), a broker taken down for 4 s (its connections closed,
+its partitions waiting for it), then 5 s of added round-trip time. The
+dev broker's partition leaders are not moved here: librdkafka 2.0.2's mock
+acknowledges a batch it never stored when a leader moves under an
+idempotent producer (docs/devbroker.md, docs/reliability.md), so leader
+moves are proven on real Kafka. The
 CLI must exit 0 and report every row published, and the jobs topic must
 hold every recipient exactly once: the idempotent producer's retries
 write nothing twice, and what failed is produced again, not dropped.
@@ -113,6 +117,11 @@ class BulkBrokerFaultTest(unittest.TestCase):
                 wait_for(lambda: bulk.poll() is not None or time.monotonic() - t0 >= seconds,
                          seconds + 30, what, interval=0.2)
 
+            if REAL:
+                # acks=all is only as good as the replicas behind it.
+                md = c.real.leaders("fault.jobs")
+                self.assertEqual(sorted(md), list(range(8)), md)
+                self.assertTrue(all(len(v["replicas"]) == 3 for v in md.values()), md)
             wait_for(fed(0.1), 60, "10% of the rows fed")
             if REAL:
                 mark("leaders of jobs partitions 0-3 moved to node 3")
@@ -125,14 +134,19 @@ class BulkBrokerFaultTest(unittest.TestCase):
 
             wait_for(fed(0.25), 60, "25% of the rows fed")
             if REAL:
-                mark("node 1 SIGKILLed")
+                mark("node 1 SIGKILLed; jobs leaders were %s"
+                     % {p: v["leader"] for p, v in sorted(c.real.leaders("fault.jobs").items())})
                 c.real.kill(1)
                 hold(4, "a 4 s outage")
                 mark("node 1 restarting")
                 starter = c.real.restart(1)
             else:
-                mark("broker 1 down, leaders moved to 2 and 3")
-                c.broker_down()
+                # Broker 1's partitions wait for it; their leaders stay put:
+                # the mock acknowledges batches it never stores when a
+                # leader moves under the producer (docs/devbroker.md), so
+                # leader moves are exercised on real Kafka only.
+                mark("broker 1 down")
+                c.broker_down(move_leaders=False)
                 hold(4, "a 4 s outage")
                 c.broker_up()
                 mark("broker 1 up")
@@ -198,6 +212,7 @@ class BulkBrokerFaultTest(unittest.TestCase):
                                            sum(n - 1 for n in twice.values()),
                                            summary["seconds"]))
             log(line)
+            log("faults (seconds into the feed): %s" % faults)
             if os.environ.get("SLUICE_FAULT_REPORT"):
                 with open(os.environ["SLUICE_FAULT_REPORT"], "a") as f:
                     f.write(line + "\n")
@@ -206,8 +221,8 @@ class BulkBrokerFaultTest(unittest.TestCase):
                 # them, and what the faults were doing at the time.
                 parts = collections.Counter(domain_part.get(a.split("@")[1], -1) for a in missing)
                 rows = sorted(int(a[1:].split("@")[0]) for a in missing)
-                log("missing by partition %s; rows %d..%d; feed rate %.0f rows/s; faults %s"
-                    % (dict(parts), rows[0], rows[-1], ROWS / PACE_S, faults))
+                log("missing by partition %s; rows %d..%d; feed rate %.0f rows/s"
+                    % (dict(parts), rows[0], rows[-1], ROWS / PACE_S))
             self.assertEqual(len(missing), 0, sorted(missing)[:10])
             self.assertEqual(twice, {}, list(twice.items())[:10])
             self.assertEqual(set(seen) - want, set())
