@@ -55,14 +55,31 @@ java_run() {  # java_run CLASS ARGS... (foreground)
 }
 
 free_ports() {  # free_ports N: N distinct free loopback ports
+  # Below the kernel's ephemeral range, so that no outgoing connection (the
+  # nodes' own, or anything else on the machine) takes a port between now
+  # and the moment the node binds it; a clash is still retried by start.
   python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
+import random, socket, sys
+try:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        eph_lo = int(f.read().split()[0])
+except OSError:
+    eph_lo = 32768
+lo, hi = (10000, eph_lo) if eph_lo > 12000 else (eph_lo, 65535)
+ports = []
+while len(ports) < int(sys.argv[1]):
+    p = random.randrange(lo, hi)
+    if p in ports:
+        continue
     s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
+    try:
+        s.bind(("127.0.0.1", p))
+        ports.append(p)
+    except OSError:
+        pass
+    finally:
+        s.close()
+print(" ".join(map(str, ports)))
 EOF
 }
 
@@ -169,18 +186,11 @@ $(tail -n 20 "$DIR/node$i/stdout.log" 2>/dev/null)"
   done
 }
 
-cmd_start() {
-  fetch
-  command -v java >/dev/null || die "java is needed: apt-get install openjdk-17-jre-headless"
-  case "$NODES" in 1|3) ;; *) die "--nodes must be 1 or 3" ;; esac
-  if [ -f "$DIR/cluster.env" ]; then
-    local i
-    for i in 1 2 3; do alive "$i" && die "a cluster already runs in $DIR (scripts/kafka.sh stop --dir $DIR)"; done
-    rm -rf "$DIR"
-  fi
+start_once() {  # start_once: one attempt; on failure its nodes are stopped
+  local ports i uuid
+  rm -rf "$DIR"
   mkdir -p "$DIR"
   write_logging
-  local ports i uuid
   ports=($(free_ports $(( 2 * NODES ))))
   {
     echo "NODES=$NODES"
@@ -203,9 +213,35 @@ cmd_start() {
   done
   wait || die "formatting the storage failed: $(cat "$DIR"/node*/format.log)"
   for i in $(seq 1 "$NODES"); do start_node "$i"; done
-  wait_ready "${SLUICE_KAFKA_START_TIMEOUT:-120}"
-  echo "$BOOTSTRAP" > "$DIR/bootstrap"
-  echo "$BOOTSTRAP"
+  ( wait_ready "${SLUICE_KAFKA_START_TIMEOUT:-120}" ) && return 0
+  SLUICE_KAFKA_STOP_TIMEOUT=0 cmd_stop >/dev/null
+  return 1
+}
+
+cmd_start() {
+  fetch
+  command -v java >/dev/null || die "java is needed: apt-get install openjdk-17-jre-headless"
+  case "$NODES" in 1|3) ;; *) die "--nodes must be 1 or 3" ;; esac
+  if [ -f "$DIR/cluster.env" ]; then
+    local i
+    for i in 1 2 3; do alive "$i" && die "a cluster already runs in $DIR (scripts/kafka.sh stop --dir $DIR)"; done
+  elif [ -d "$DIR" ] && [ -n "$(ls -A "$DIR")" ]; then
+    # start wipes DIR: never a directory it did not make.
+    die "$DIR is not empty and holds no cluster of kafka.sh; choose another --dir"
+  fi
+  local attempt
+  for attempt in 1 2 3; do
+    if start_once; then
+      echo "$BOOTSTRAP" > "$DIR/bootstrap"
+      echo "$BOOTSTRAP"
+      return 0
+    fi
+    # A port taken between choosing it and binding it is worth another
+    # try on other ports; anything else is reported as it is.
+    grep -qs "Address already in use" "$DIR"/node*/server.log "$DIR"/node*/stdout.log || break
+    echo "kafka.sh: a port was taken meanwhile (attempt $attempt); starting again on other ports" >&2
+  done
+  die "the cluster did not start; logs in $DIR/node*/server.log"
 }
 
 load_env() {

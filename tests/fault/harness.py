@@ -283,7 +283,11 @@ class Cluster:
             f.write(extra_yaml)
         self.broker = self.real = self.ctl = None
         if REAL:
-            self.real = RealKafka(os.path.join(self.tmp, "kafka"))
+            try:
+                self.real = RealKafka(os.path.join(self.tmp, "kafka"))
+            except BaseException:
+                self.sink.stop()
+                raise
             self.bootstrap = self.real.bootstrap
             self.env = dict(os.environ, SLUICE_KAFKA_BOOTSTRAP=self.bootstrap,
                             SLUICE_LOG_FORMAT="json")
