@@ -286,8 +286,11 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "dump"))
         return dump(cfg, suffix ? suffix : "dispatch", count, timeout);
-    if (!strcmp(cmd, "watermarks"))
-        return watermarks(cfg, suffix ? suffix : "jobs", timeout);
+    if (!strcmp(cmd, "watermarks")) {
+        int rc = watermarks(cfg, suffix ? suffix : "jobs", timeout);
+        sl_config_free(cfg);
+        return rc;
+    }
     sl_producer *p = sl_producer_new(cfg, NULL, &err);
     if (!p) {
         fprintf(stderr, "sched_tool: %s\n", err);
