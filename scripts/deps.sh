@@ -18,3 +18,6 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   python3 python3-dkim python3-yaml libcurl4-openssl-dev postfix swaks libnet-ssleay-perl libio-socket-ssl-perl dnsmasq-base procps \
   clang libclang-rt-14-dev testssl.sh >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends tmux >/dev/null  # sluice top's terminal test
+# The real-Kafka test tier (scripts/kafka.sh): Apache Kafka runs on Java 17
+# and is fetched from Maven Central with Maven.
+$SUDO apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless maven >/dev/null

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # From a fresh Debian bookworm machine: install, build, run every test
-# (unit, integration, fault), then the unit and integration tests again
+# (unit, integration, fault, and the real-Kafka tier on a 3-node Apache Kafka
+# that scripts/kafka.sh fetches and starts), then the unit and integration tests again
 # under AddressSanitizer and UndefinedBehaviorSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."

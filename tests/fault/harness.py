@@ -22,6 +22,14 @@ with a deadline; a fault that must last a given time is held that long.
 Importable by any tests/fault/test_*.py; the integration helpers
 (sluicetest: Proc, wait_for, start_sink) are reused from
 tests/integration.
+
+SLUICE_KAFKA=real runs a scenario that supports it on a real Apache Kafka
+instead: a 3-node KRaft cluster started with scripts/kafka.sh in the
+scenario's temp dir (replication factor 3, min.insync.replicas 2), the
+topics created with `sluice topics ensure`. Cluster.real is then a
+RealKafka (kill, pause, restart a node, move partition leaders) and
+Cluster.ctl is None: the devbroker's injected request errors and latency
+do not exist there.
 """
 
 import collections
@@ -43,6 +51,11 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 from sluicetest import Proc, bin_path, free_port, start_sink, wait_for  # noqa: E402
 
 JOBS = int(os.environ.get("SLUICE_FAULT_JOBS", "2000"))
+REAL = os.environ.get("SLUICE_KAFKA", "dev") == "real"
+KAFKA_SH = os.path.join(HERE, "..", "..", "scripts", "kafka.sh")
+sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts", "kafka"))
+
+import kafka_meta  # noqa: E402
 FINAL = ("DELIVERED", "BOUNCED", "EXPIRED", "SUPPRESSED", "REJECTED")
 KEEP = os.environ.get("SLUICE_FAULT_KEEP")  # keep the temp dir for post-mortems
 
@@ -80,6 +93,102 @@ class Control:
     def close(self):
         self.rf.close()
         self.sock.close()
+
+
+class RealKafka:
+    """A 3-node Apache Kafka cluster of scripts/kafka.sh in dir, for one
+    scenario. Nodes are 1..3; faults act on a node's process id."""
+
+    def __init__(self, dir, nodes=3):
+        self.dir = dir
+        self.nodes = nodes
+        r = subprocess.run(["bash", KAFKA_SH, "start", "--nodes", str(nodes), "--dir", dir],
+                           capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise AssertionError("scripts/kafka.sh start failed:\n%s\n%s" % (r.stdout, r.stderr))
+        self.bootstrap = r.stdout.strip().splitlines()[-1]
+
+    def pid(self, node):
+        with open(os.path.join(self.dir, "node%d" % node, "pid")) as f:
+            return int(f.read())
+
+    def alive(self, node):
+        try:
+            os.kill(self.pid(node), 0)
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def signal(self, node, sig):
+        log("kafka node %d (pid %d): %s" % (node, self.pid(node), signal.Signals(sig).name))
+        os.kill(self.pid(node), sig)
+
+    def kill(self, node):
+        """SIGKILL a node and wait until it is gone."""
+        self.signal(node, signal.SIGKILL)
+        wait_for(lambda: not self.alive(node), 30, "kafka node %d gone" % node, interval=0.1)
+
+    def restart(self, node):
+        """Start a stopped node again on its data, in the background: the
+        JVM takes seconds to start, and the scenario goes on meanwhile.
+        Returns the starter; wait_back() waits for it."""
+        log("kafka node %d: start" % node)
+        return subprocess.Popen(["bash", KAFKA_SH, "start-node", str(node), "--dir", self.dir],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def wait_back(self, starter, timeout=180):
+        out, _ = starter.communicate(timeout=timeout)
+        if starter.returncode != 0:
+            raise AssertionError("kafka.sh start-node: %s" % out)
+
+    def leaders(self, topic):
+        """partition -> {"leader", "replicas", "isr"} as the cluster says."""
+        md = kafka_meta.metadata(self.bootstrap, [topic])
+        return md["topics"][topic]["partitions"]
+
+    def tool(self, *args, timeout=120):
+        r = subprocess.run(["bash", KAFKA_SH, "tool"] + list(args), capture_output=True,
+                           text=True, timeout=timeout, env=dict(os.environ, SLUICE_KAFKA_DIR=self.dir))
+        log("kafka tool %s -> %d %s" % (args[0], r.returncode, (r.stdout + r.stderr).strip()[-300:]))
+        return r
+
+    def move_leaders(self, topic, partitions, node):
+        """Make node the preferred (first) replica of each partition and
+        elect it: leadership moves while the replicas stay the same."""
+        cur = self.leaders(topic)
+        plan = {"version": 1, "partitions": []}
+        for p in partitions:
+            reps = [node] + [b for b in cur[p]["replicas"] if b != node]
+            plan["partitions"].append({"topic": topic, "partition": p, "replicas": reps})
+        path = os.path.join(self.dir, "reassign-%d.json" % int(time.monotonic() * 1000))
+        with open(path, "w") as f:
+            json.dump(plan, f)
+        r = self.tool("reassign", "--bootstrap-server", self.bootstrap, "--execute",
+                      "--reassignment-json-file", path)
+        if r.returncode != 0:
+            raise AssertionError("reassignment failed: %s %s" % (r.stdout, r.stderr))
+        self.elect_preferred(topic, partitions)
+        wait_for(lambda: all(self.leaders(topic)[p]["leader"] == node for p in partitions), 60,
+                 "%s partitions %s led by node %d" % (topic, partitions, node), interval=0.2)
+
+    def elect_preferred(self, topic=None, partitions=()):
+        """A preferred leader election: of the given partitions, or of all.
+        Returns the tool's result (it fails when no election was needed)."""
+        args = ["leader-election", "--bootstrap-server", self.bootstrap,
+                "--election-type", "PREFERRED"]
+        if topic:
+            path = os.path.join(self.dir, "elect-%d.json" % int(time.monotonic() * 1000))
+            with open(path, "w") as f:
+                json.dump({"partitions": [{"topic": topic, "partition": p}
+                                          for p in partitions]}, f)
+            args += ["--path-to-json-file", path]
+        else:
+            args += ["--all-topic-partitions"]
+        return self.tool(*args)
+
+    def close(self):
+        subprocess.run(["bash", KAFKA_SH, "stop", "--dir", self.dir], capture_output=True,
+                       timeout=120, env=dict(os.environ, SLUICE_KAFKA_STOP_TIMEOUT="5"))
 
 
 class EventTail:
@@ -172,19 +281,35 @@ class Cluster:
                     % (partitions, commit_interval_ms, kafka_yaml, self.sink.address, pool,
                        shaping, retry, sender_yaml))
             f.write(extra_yaml)
-        port_file = os.path.join(self.tmp, "broker.port")
-        ctl_file = os.path.join(self.tmp, "broker.ctl")
-        self.broker = Proc("sluice-devbroker", ["-c", self.cfg, "--port-file", port_file,
-                                                "--control-file", ctl_file], tmpdir=self.tmp)
+        self.broker = self.real = self.ctl = None
+        if REAL:
+            try:
+                self.real = RealKafka(os.path.join(self.tmp, "kafka"))
+            except BaseException:
+                self.sink.stop()
+                raise
+            self.bootstrap = self.real.bootstrap
+            self.env = dict(os.environ, SLUICE_KAFKA_BOOTSTRAP=self.bootstrap,
+                            SLUICE_LOG_FORMAT="json")
+            r = subprocess.run([bin_path("sluice"), "topics", "ensure", "-c", self.cfg],
+                               capture_output=True, text=True, timeout=120, env=self.env)
+            if r.returncode != 0:
+                self.real.close()
+                raise AssertionError("sluice topics ensure: %s %s" % (r.stdout, r.stderr))
+        else:
+            port_file = os.path.join(self.tmp, "broker.port")
+            ctl_file = os.path.join(self.tmp, "broker.ctl")
+            self.broker = Proc("sluice-devbroker", ["-c", self.cfg, "--port-file", port_file,
+                                                    "--control-file", ctl_file], tmpdir=self.tmp)
 
-        def ready():
-            if not self.broker.alive():
-                raise AssertionError("devbroker exited\n" + self.broker.output())
-            return read_complete(port_file)
-        self.bootstrap = wait_for(ready, 30, "devbroker port file").strip().splitlines()[0]
-        self.ctl = Control(read_complete(ctl_file).strip())
-        self.env = dict(os.environ, SLUICE_KAFKA_BOOTSTRAP=self.bootstrap,
-                        SLUICE_LOG_FORMAT="json")
+            def ready():
+                if not self.broker.alive():
+                    raise AssertionError("devbroker exited\n" + self.broker.output())
+                return read_complete(port_file)
+            self.bootstrap = wait_for(ready, 30, "devbroker port file").strip().splitlines()[0]
+            self.ctl = Control(read_complete(ctl_file).strip())
+            self.env = dict(os.environ, SLUICE_KAFKA_BOOTSTRAP=self.bootstrap,
+                            SLUICE_LOG_FORMAT="json")
         self.tail = None
         self.dead = []  # incarnations that were stopped or killed, for post-mortems
 
@@ -411,12 +536,17 @@ class Cluster:
                 f.write(line + "\n")
         return r
 
-    def broker_down(self):
-        """Take broker 1 down (its connections close) and move the leader of
-        every partition of every topic to broker 2 or 3. broker_up() ends
-        it."""
+    def broker_down(self, move_leaders=True):
+        """Take broker 1 down (its connections close) and, with
+        move_leaders, move the leader of every partition of every topic to
+        broker 2 or 3. broker_up() ends it. The mock can acknowledge a
+        batch it never stored when a leader moves under a producer
+        (docs/devbroker.md): a scenario that asserts exactly-once storage
+        keeps the leaders where they are."""
         topics = self.ctl.command("topics").split()[1:]
         self.ctl.command("broker down 1")
+        if not move_leaders:
+            return
         for t in topics:
             name, parts = t.rsplit("/", 1)
             for p in range(int(parts)):
@@ -425,11 +555,34 @@ class Cluster:
     def broker_up(self):
         self.ctl.command("broker up 1")
 
-    def dump(self, topic, timeout_ms=3000):
-        """Every record on topic (suffix) as sched_tool prints it."""
+    def watermarks(self, topic, timeout=60):
+        """partition -> (low, high) as the partition leaders report them
+        (asked again while a leader has just moved and answers NOT_LEADER)."""
+        def ask():
+            r = subprocess.run([bin_path("sched_tool"), "watermarks", "-c", self.cfg, "--topic",
+                                topic, "--timeout", "10000"],
+                               capture_output=True, text=True, timeout=60, env=self.env)
+            ask.err = r.stderr
+            return r if r.returncode == 0 else None
+        ask.err = ""
+        try:
+            r = wait_for(ask, timeout, "the watermarks of %s" % topic, interval=0.5)
+        except AssertionError:
+            raise AssertionError("sched_tool watermarks: %s" % ask.err)
+        out = {}
+        for line in r.stdout.splitlines():
+            p, lo, hi = (int(x) for x in line.split())
+            out[p] = (lo, hi)
+        return out
+
+    def dump(self, topic, timeout_ms=3000, count=0):
+        """Every record on topic (suffix) as sched_tool prints it: up to the
+        end of every partition (count 0), or exactly count records, within
+        timeout_ms."""
         r = subprocess.run([bin_path("sched_tool"), "dump", "-c", self.cfg, "--topic", topic,
-                            "--count", "0", "--timeout", str(timeout_ms)],
-                           capture_output=True, text=True, timeout=120, env=self.env)
+                            "--count", str(count), "--timeout", str(timeout_ms)],
+                           capture_output=True, text=True, timeout=timeout_ms / 1000 + 60,
+                           env=self.env)
         return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
 
     def output(self):
@@ -444,11 +597,15 @@ class Cluster:
             self.tail.stop()
         for p in self.procs.values():
             p.stop(timeout=20)
-        try:
-            self.ctl.close()
-        except Exception:
-            pass
-        self.broker.stop()
+        if self.ctl:
+            try:
+                self.ctl.close()
+            except Exception:
+                pass
+        if self.broker:
+            self.broker.stop()
+        if self.real:
+            self.real.close()
         self.sink.stop()
         if KEEP:
             log("kept %s" % self.tmp)

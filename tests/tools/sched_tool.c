@@ -8,6 +8,7 @@
  *                      [--created-at-ms MS] [--garbage] [--version N] [--id PREFIX]
  *                      [--domains N [--sites M]] [--tiny]
  *   sched_tool dump -c CFG --topic SUFFIX [--count N] [--timeout MS]
+ *   sched_tool watermarks -c CFG --topic SUFFIX
  *   sched_tool event -c CFG --type deferred|bounced|delivered|complained --site S --source-ip IP
  *                    --code N --enh X.Y.Z --reply TEXT [--to A] [--tenant T]
  *                    [--bounce-class NAME] [--hard] [--down-for-ms MS]
@@ -26,6 +27,10 @@
  * the beginning until N records (or the end after timeout) and prints one
  * JSON object per record: the Dispatch, Job or Event fields the tests
  * assert on, plus the key, the record timestamp and any headers.
+ * watermarks prints "PARTITION LOW HIGH" per partition, as the partition
+ * leaders report them: a test that read a topic back checks with it that
+ * it read every offset up to the high watermark (nothing pruned, nothing
+ * left unread).
  */
 #include "config.h"
 #include "kafka.h"
@@ -73,6 +78,49 @@ static void json_job(sl_buf *b, const sl_job *j)
         sl_buf_json_str(b, j->mx[i]->host, strlen(j->mx[i]->host));
     }
     sl_buf_putc(b, ']');
+}
+
+static int watermarks(const sl_config *cfg, const char *suffix, int timeout_ms)
+{
+    char *topic = sl_config_topic(cfg, suffix);
+    char errstr[512];
+    rd_kafka_conf_t *c = sl_kafka_conf(cfg, "watermarks");
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, errstr, sizeof errstr);
+    if (!rk) {
+        rd_kafka_conf_destroy(c);
+        fprintf(stderr, "sched_tool: %s\n", errstr);
+        free(topic);
+        return 1;
+    }
+    int rc = 1;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+    if (e || md->topic_cnt != 1 || md->topics[0].err) {
+        fprintf(stderr, "sched_tool: metadata for %s: %s\n", topic,
+                rd_kafka_err2str(e ? e : md->topic_cnt ? md->topics[0].err
+                                                       : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART));
+        goto out;
+    }
+    for (int i = 0; i < md->topics[0].partition_cnt; i++) {
+        int32_t part = md->topics[0].partitions[i].id;
+        int64_t lo = -1, hi = -1;
+        e = rd_kafka_query_watermark_offsets(rk, topic, part, &lo, &hi, timeout_ms);
+        if (e) {
+            fprintf(stderr, "sched_tool: watermarks of %s [%d]: %s\n", topic, part,
+                    rd_kafka_err2str(e));
+            goto out;
+        }
+        printf("%d %lld %lld\n", part, (long long)lo, (long long)hi);
+    }
+    rc = 0;
+out:
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    rd_kafka_destroy(rk);
+    free(topic);
+    return rc;
 }
 
 static int dump(const sl_config *cfg, const char *suffix, int count, int timeout_ms)
@@ -170,7 +218,7 @@ static int dump(const sl_config *cfg, const char *suffix, int count, int timeout
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fputs("usage: sched_tool produce|dump -c CFG ...\n", stderr);
+        fputs("usage: sched_tool produce|dump|watermarks|event|suppress -c CFG ...\n", stderr);
         return 2;
     }
     const char *cmd = argv[1];
@@ -241,6 +289,11 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "dump"))
         return dump(cfg, suffix ? suffix : "dispatch", count, timeout);
+    if (!strcmp(cmd, "watermarks")) {
+        int rc = watermarks(cfg, suffix ? suffix : "jobs", timeout);
+        sl_config_free(cfg);
+        return rc;
+    }
     sl_producer *p = sl_producer_new(cfg, NULL, &err);
     if (!p) {
         fprintf(stderr, "sched_tool: %s\n", err);
