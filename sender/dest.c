@@ -17,9 +17,15 @@ typedef struct dest {
     int64_t last_used;
     uint32_t failures;      /* consecutive */
     size_t held;
+    /* Transactions completed, in two buckets of RATE_BUCKET_MS: the rate
+     * says how fast what it holds drains. */
+    int64_t bucket_start;
+    uint32_t bucket_done, prev_done;
     snd_reply why;          /* what marked it down */
     struct dest *next;
 } dest;
+
+#define RATE_BUCKET_MS 5000
 
 struct snd_dests {
     snd_dest_opts o;
@@ -255,6 +261,32 @@ void snd_dest_unhold(snd_dests *ds, const char *key, int64_t now)
     SL_ASSERT(d && d->held > 0);
     d->held--;
     d->last_used = now;
+}
+
+static void roll(dest *d, int64_t now)
+{
+    if (now - d->bucket_start < RATE_BUCKET_MS)
+        return;
+    d->prev_done = now - d->bucket_start < 2 * RATE_BUCKET_MS ? d->bucket_done : 0;
+    d->bucket_done = 0;
+    d->bucket_start = now - (now - d->bucket_start) % RATE_BUCKET_MS;
+}
+
+void snd_dest_done(snd_dests *ds, const char *key, int64_t now)
+{
+    dest *d = find(ds, key, true, now);
+    roll(d, now);
+    d->bucket_done++;
+}
+
+double snd_dest_rate(snd_dests *ds, const char *key, int64_t now)
+{
+    dest *d = find(ds, key, false, now);
+    if (!d)
+        return 0;
+    roll(d, now);
+    int64_t span = RATE_BUCKET_MS + (now - d->bucket_start);
+    return (double)(d->prev_done + d->bucket_done) * 1000.0 / (double)span;
 }
 
 size_t snd_dest_held(snd_dests *ds, const char *key)

@@ -30,6 +30,9 @@
  * snd_dest_hold() / snd_dest_unhold() count the deliveries queued on or
  * talking to a destination (snd_dest_held()), which the worker caps per
  * destination so that one stuck site cannot fill the sender's window.
+ * snd_dest_done() counts a completed transaction; snd_dest_rate() is the
+ * completions per second over the last 5 to 10 s, so the worker can tell
+ * a destination that drains what it holds quickly from a stuck one.
  *
  * snd_dests_sweep() frees entries that are UP, hold nothing and have not
  * been used for idle_ms; a DOWN entry is kept while its backoff matters
@@ -86,6 +89,8 @@ int64_t snd_dest_down_until(snd_dests *ds, const char *key);
 void snd_dest_hold(snd_dests *ds, const char *key, int64_t now_ms);
 void snd_dest_unhold(snd_dests *ds, const char *key, int64_t now_ms);
 size_t snd_dest_held(snd_dests *ds, const char *key);
+void snd_dest_done(snd_dests *ds, const char *key, int64_t now_ms);
+double snd_dest_rate(snd_dests *ds, const char *key, int64_t now_ms);
 
 /* Entries known, and of them DOWN or PROBING. */
 size_t snd_dests_count(const snd_dests *ds);

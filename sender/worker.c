@@ -25,6 +25,10 @@
  * smtp_mx_address_limit is 5 too). */
 #define SND_MX_ADDR_MAX 5
 
+/* A destination past sender.max_inflight_per_destination may hold as many
+ * deliveries as it completes in this many seconds. */
+#define SND_DEST_DRAIN_S 10.0
+
 typedef struct cand {
     char *host;
     uint16_t port;
@@ -349,6 +353,8 @@ static void txn_done(snd_txn *t)
     delivery *dl = t->arg;
     const sl_trouble *tr = dl->w->sh.trouble;
     if (dl->held_key) {
+        if (!t->session_failed)
+            snd_dest_done(dl->w->dests, dl->held_key, sl_mono_ms());
         snd_dest_unhold(dl->w->dests, dl->held_key, sl_mono_ms());
         free(dl->held_key);
         dl->held_key = NULL;
@@ -473,8 +479,12 @@ static void start_txn(delivery *dl)
         snd_reply_clear(&r);
         return;
     }
+    /* Past its share, a destination keeps taking deliveries only while it
+     * drains what it holds within SND_DEST_DRAIN_S at its recent rate: a
+     * fast one may use the whole window, a stuck or slow one may not. */
     size_t held = snd_dest_held(w->dests, dkey);
-    if (held >= w->dest_cap) {
+    if (held >= w->dest_cap &&
+        (double)held >= snd_dest_rate(w->dests, dkey, mono) * SND_DEST_DRAIN_S) {
         free(dkey);
         sl_metric_inc("sluice_sender_destination_skips_total", "reason=\"busy\"", 1);
         char text[400];

@@ -151,12 +151,37 @@ static void test_hold_and_sweep(void **state)
     snd_dests_free(ds);
 }
 
+static void test_rate(void **state)
+{
+    (void)state;
+    snd_dest_opts o = {.backoff_initial_ms = 1000, .backoff_max_ms = 2000, .idle_ms = 60000};
+    snd_dests *ds = snd_dests_new(&o);
+    const char *k = "127.0.0.1||127.0.0.1|25";
+    /* Unknown or silent: no rate. */
+    assert_true(snd_dest_rate(ds, k, 0) == 0);
+    snd_dest_hold(ds, k, 0);
+    assert_true(snd_dest_rate(ds, k, 1000) == 0);
+    /* 100 completions in the first second: 100 per (5 + 1) s. */
+    for (int i = 0; i < 100; i++)
+        snd_dest_done(ds, k, 1000);
+    double r = snd_dest_rate(ds, k, 1000);
+    assert_true(r > 15 && r < 20);
+    /* In the next bucket they still count (100 per 6 s), then age out. */
+    r = snd_dest_rate(ds, k, 6000);
+    assert_true(r > 15 && r < 20);
+    assert_true(snd_dest_rate(ds, k, 11000) == 0);
+    assert_true(snd_dest_rate(ds, k, 20000) == 0);
+    snd_dest_unhold(ds, k, 20000);
+    snd_dests_free(ds);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_down_probe_up),
         cmocka_unit_test(test_jitter_spreads),
         cmocka_unit_test(test_hold_and_sweep),
+        cmocka_unit_test(test_rate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
