@@ -42,12 +42,42 @@ typedef struct snd_pool {
     struct snd_pool *next;
 } snd_pool;
 
+/* Pools are found by key in a hash table (chained through ->next) that
+ * doubles as the list of all pools: a sender may talk to 100,000
+ * destinations, so a linear search per submit would be quadratic. */
 struct snd_pools {
     uv_loop_t *loop;
     snd_dests *dests;
-    snd_pool *pools;
-    size_t n_pools, n_conn;
+    snd_pool **b;
+    size_t n_buckets, n_pools, n_conn;
 };
+
+static uint32_t key_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+static void pools_grow(snd_pools *ps)
+{
+    size_t nb = ps->n_buckets * 2;
+    snd_pool **b = xcalloc(nb, sizeof *b);
+    for (size_t i = 0; i < ps->n_buckets; i++) {
+        snd_pool *p = ps->b[i];
+        while (p) {
+            snd_pool *n = p->next;
+            size_t k = key_hash(p->key) % nb;
+            p->next = b[k];
+            b[k] = p;
+            p = n;
+        }
+    }
+    free(ps->b);
+    ps->b = b;
+    ps->n_buckets = nb;
+}
 
 static void pool_kick(snd_pool *p);
 
@@ -256,6 +286,8 @@ snd_pools *snd_pools_new(uv_loop_t *loop, snd_dests *dests)
     snd_pools *ps = xcalloc(1, sizeof *ps);
     ps->loop = loop;
     ps->dests = dests;
+    ps->n_buckets = 64;
+    ps->b = xcalloc(ps->n_buckets, sizeof *ps->b);
     return ps;
 }
 
@@ -270,10 +302,13 @@ void snd_pools_submit(snd_pools *ps, const snd_target *tg, uint32_t max_conn, ui
     char *key = xasprintf("%s|%s|%s|%u|%d", tg->source_ip ? tg->source_ip : "",
                           tg->socks5 ? tg->socks5 : "", tg->ip, tg->port, (int)tg->tls);
     snd_pool *p;
-    for (p = ps->pools; p; p = p->next)
+    for (p = ps->b[key_hash(key) % ps->n_buckets]; p; p = p->next)
         if (!strcmp(p->key, key))
             break;
     if (!p) {
+        if (ps->n_pools >= ps->n_buckets * 2)
+            pools_grow(ps);
+        snd_pool **bp = &ps->b[key_hash(key) % ps->n_buckets];
         p = xcalloc(1, sizeof *p);
         p->key = key;
         key = NULL;
@@ -285,8 +320,8 @@ void snd_pools_submit(snd_pools *ps, const snd_target *tg, uint32_t max_conn, ui
         p->tg.ehlo = p->ehlo = dupnull(tg->ehlo);
         p->tg.socks5 = p->socks5 = dupnull(tg->socks5);
         p->dest_key = snd_dest_key(p->source_ip, p->socks5, p->ip, p->tg.port);
-        p->next = ps->pools;
-        ps->pools = p;
+        p->next = *bp;
+        *bp = p;
         ps->n_pools++;
     }
     free(key);
@@ -314,14 +349,15 @@ size_t snd_pools_connections(const snd_pools *ps)
 
 void snd_pools_quit_idle(snd_pools *ps)
 {
-    for (snd_pool *p = ps->pools; p; p = p->next) {
-        p->max_msgs = 0; /* busy ones QUIT after their transaction */
-        for (size_t i = 0; i < p->n_sess; i++)
-            if (p->sess[i]->idle) {
-                p->sess[i]->idle = false;
-                snd_session_quit(p->sess[i]->s);
-            }
-    }
+    for (size_t b = 0; b < ps->n_buckets; b++)
+        for (snd_pool *p = ps->b[b]; p; p = p->next) {
+            p->max_msgs = 0; /* busy ones QUIT after their transaction */
+            for (size_t i = 0; i < p->n_sess; i++)
+                if (p->sess[i]->idle) {
+                    p->sess[i]->idle = false;
+                    snd_session_quit(p->sess[i]->s);
+                }
+        }
 }
 
 static void pool_free(snd_pool *p)
@@ -345,17 +381,19 @@ size_t snd_pools_count(const snd_pools *ps)
 size_t snd_pools_sweep(snd_pools *ps, int64_t idle_ms, int64_t now_ms)
 {
     size_t freed = 0;
-    snd_pool **pp = &ps->pools;
-    while (*pp) {
-        snd_pool *p = *pp;
-        if (p->n_sess == 0 && !p->head && now_ms - p->last_used >= idle_ms) {
-            *pp = p->next;
-            pool_free(p);
-            ps->n_pools--;
-            freed++;
-            continue;
+    for (size_t i = 0; i < ps->n_buckets; i++) {
+        snd_pool **pp = &ps->b[i];
+        while (*pp) {
+            snd_pool *p = *pp;
+            if (p->n_sess == 0 && !p->head && now_ms - p->last_used >= idle_ms) {
+                *pp = p->next;
+                pool_free(p);
+                ps->n_pools--;
+                freed++;
+                continue;
+            }
+            pp = &p->next;
         }
-        pp = &p->next;
     }
     return freed;
 }
@@ -365,13 +403,16 @@ void snd_pools_free(snd_pools *ps)
     if (!ps)
         return;
     SL_ASSERT(ps->n_conn == 0);
-    snd_pool *p = ps->pools;
-    while (p) {
-        snd_pool *n = p->next;
-        SL_ASSERT(!p->head);
-        pool_free(p);
-        p = n;
+    for (size_t i = 0; i < ps->n_buckets; i++) {
+        snd_pool *p = ps->b[i];
+        while (p) {
+            snd_pool *n = p->next;
+            SL_ASSERT(!p->head);
+            pool_free(p);
+            p = n;
+        }
     }
+    free(ps->b);
     free(ps);
 }
 
