@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 from sluicetest import Proc, bin_path, free_port, start_sink, wait_for
@@ -174,7 +175,6 @@ class DevTest(unittest.TestCase):
                     return False
             wait_for(refused, 60, "the sender to meet the dead route\n" + dev.output())
             # A measuring window: the outage goes on for a few seconds.
-            import time
             time.sleep(3)
             pids = []
             for n in ("devbroker", "capture", "scheduler", "sender"):
@@ -187,8 +187,9 @@ class DevTest(unittest.TestCase):
                 self.assertFalse(os.path.exists("/proc/%d/stat" % pid) and
                                  open("/proc/%d/stat" % pid).read().split()[2] != "Z",
                                  "child %d still running" % pid)
-            size = os.path.getsize(log)
-            self.assertLess(size, 20000, open(log).read()[-3000:])
+            with open(log) as f:
+                text = f.read()
+            self.assertLess(len(text), 20000, text[-3000:])
         finally:
             dev.stop(timeout=30)
 
