@@ -20,7 +20,8 @@ sluice-testsink. The faults:
 Each asserts DEFERRED events with the reason within seconds, the sender's
 CPU time during the outage (from /proc/PID/stat) and its log bytes under a
 bound, and, once a sink listens on the port again, every job delivered
-exactly once. A last test keeps a tarpit busy with several times
+exactly once; after the greylisting run, the sender forgets its idle
+destinations (sender.idle_state_timeout). A last test keeps a tarpit busy with several times
 sender.max_inflight jobs while 200 jobs for another site go through.
 SMTP timeouts are cut to a second and the destination backoff to 500 ms
 (at most 2 s), so every phase takes seconds.
@@ -35,11 +36,12 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 
 from sluicetest import Proc, bin_path, free_port, start_sink, wait_for
 
 TIMEOUTS = ("{ connect: 1s, greeting: 1s, ehlo: 1s, mail: 1s, rcpt: 1s, data: 1s, "
-            "data_block: 2s, dot: 2s, quit: 1s }")
+            "data_block: 2s, dot: 2s, quit: 1s, idle: 1s }")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -130,7 +132,19 @@ class Pipeline:
                            tmpdir=tmp)
         self.bootstrap = wait_for(lambda: self._read(port_file), 20, "dev broker port file")
         self.cfg = os.path.join(tmp, "sluice.yaml")
-        with open(self.cfg, "w") as f:
+        self.sender_cfg = os.path.join(tmp, "sender.yaml")
+        self.metrics_port = free_port()
+        self._write(self.cfg, down_port, sink, sender_extra, timeouts, "")
+        self._write(self.sender_cfg, down_port, sink, sender_extra, timeouts,
+                    "metrics: { listen: \"127.0.0.1:%d\" }\n" % self.metrics_port)
+        self.env = dict(os.environ, SLUICE_LOG_FORMAT="json")
+        self.env.pop("SLUICE_KAFKA_BOOTSTRAP", None)
+        self.env.pop("SLUICE_LOG_LEVEL", None)
+        self.sched = Proc("sluice-scheduler", ["-c", self.cfg], tmpdir=tmp, env=self.env)
+        self.sender = Proc("sluice-sender", ["-c", self.sender_cfg], tmpdir=tmp, env=self.env)
+
+    def _write(self, path, down_port, sink, sender_extra, timeouts, more):
+        with open(path, "w") as f:
             f.write("kafka:\n"
                     "  bootstrap: \"%s\"\n"
                     "  session_timeout_ms: 6000\n"
@@ -152,13 +166,19 @@ class Pipeline:
                     "  drain_timeout: 3s\n"
                     "  destination_backoff_initial: 500ms\n"
                     "  destination_backoff_max: 2s\n"
-                    "%s"
-                    % (self.bootstrap, down_port, sink.address, timeouts, sender_extra))
-        self.env = dict(os.environ, SLUICE_LOG_FORMAT="json")
-        self.env.pop("SLUICE_KAFKA_BOOTSTRAP", None)
-        self.env.pop("SLUICE_LOG_LEVEL", None)
-        self.sched = Proc("sluice-scheduler", ["-c", self.cfg], tmpdir=tmp, env=self.env)
-        self.sender = Proc("sluice-sender", ["-c", self.cfg], tmpdir=tmp, env=self.env)
+                    "%s%s"
+                    % (self.bootstrap, down_port, sink.address, timeouts, sender_extra, more))
+
+    def metric(self, name):
+        """The sum of a metric's samples on the sender's /metrics."""
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port,
+                                        timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+                   if l.startswith(name + "{") or l.startswith(name + " "))
 
     @staticmethod
     def _read(path):
@@ -290,10 +310,12 @@ class DestCase(unittest.TestCase):
 class TestOutages(DestCase):
     # The cap (TestNoHeadOfLineBlocking) would defer some of the first burst
     # as busy; here every deferral must carry the destination's own reason.
-    sender_extra = "  max_inflight_per_destination: 20\n"
+    sender_extra = "  max_inflight_per_destination: 20\n  idle_state_timeout: 3s\n"
 
     def test_refused(self):
         log = self.outage("refuse", "connection refused")
+        self.assertGreaterEqual(self.p.metric("sluice_sender_destination_skips_total"), 1)
+        self.assertGreaterEqual(self.p.metric("sluice_sender_destination_state_changes_total"), 2)
         self.assertEqual(log.count("connection refused\""), 1, log[-3000:])
 
     def test_blackhole(self):
@@ -307,6 +329,12 @@ class TestOutages(DestCase):
 
     def test_greylisting(self):
         self.outage("greylist", "greylisted")
+        # Quiet for sender.idle_state_timeout: the destinations it knew
+        # (the greylisting host, the sink) are forgotten.
+        wait_for(lambda: (self.p.metric("sluice_sender_destinations_known") or 0) >= 1, 2,
+                 "the destinations just used to be known")
+        wait_for(lambda: self.p.metric("sluice_sender_destinations_known") == 0, 30,
+                 "idle destination state freed")
 
 
 class TestNoHeadOfLineBlocking(DestCase):
