@@ -33,6 +33,11 @@ typedef struct snd_pool {
     snd_target tg;
     char *mx_host, *ip, *source_ip, *ehlo, *socks5;
     uint32_t max_conn, max_msgs;
+    /* A greeting refused while other connections of the pool work (a
+     * receiver limiting connections per client): no more connections than
+     * it had then, until limit_until. */
+    uint32_t conn_limit;
+    int64_t limit_until;
     qent *head, *tail;
     size_t n_queued;
     psess **sess;
@@ -80,6 +85,9 @@ static void pools_grow(snd_pools *ps)
 }
 
 static void pool_kick(snd_pool *p);
+
+/* How long a pool keeps to the connection count a receiver accepted. */
+#define CONN_LIMIT_MS 60000
 
 static void labels_source(const snd_pool *p, char *out, size_t n)
 {
@@ -203,11 +211,24 @@ static void on_closed(void *arg, snd_session *s, const snd_reply *why, bool esta
         char fl[160];
         snprintf(fl, sizeof fl, "source=\"%s\",result=\"failed\"",
                  p->source_ip ? p->source_ip : "");
+        if (dest_failure(why) && p->n_sess > 0) {
+            /* Other connections of the pool work or are still opening: the
+             * host may only limit connections per client (a 421 greeting
+             * beyond N), or be dead - the last of them decides. Meanwhile
+             * the pool opens no more than it has, so failures never
+             * reopen connections in a loop. */
+            sl_metric_inc("sluice_sender_connections_total", fl, 1);
+            p->conn_limit = (uint32_t)p->n_sess;
+            p->limit_until = now + CONN_LIMIT_MS;
+            pool_kick(p);
+            return;
+        }
         if (dest_failure(why)) {
             /* The destination is down: nothing else connects to it until
              * its probe, and what waits here is answered now, so that it
              * can go to the next MX or be deferred with this reason. */
             sl_metric_inc("sluice_sender_connections_total", fl, 1);
+            p->limit_until = 0; /* the probe starts afresh */
             snd_dest_failed(ds, p->dest_key, why, now);
             fail_queue(p, why);
             pool_kick(p);
@@ -238,7 +259,10 @@ static void pool_kick(snd_pool *p)
             opening++;
     snd_dests *ds = p->owner->dests;
     int64_t now = sl_mono_ms();
-    while (p->n_queued > opening && p->n_sess < p->max_conn) {
+    uint32_t max_conn = p->max_conn;
+    if (now < p->limit_until && p->conn_limit < max_conn)
+        max_conn = p->conn_limit;
+    while (p->n_queued > opening && p->n_sess < max_conn) {
         /* While a probe runs (this pool's or another's) nothing else
          * connects; a destination down and not yet due, neither. */
         if (snd_dest_state_of(ds, p->dest_key) == SND_DEST_PROBING ||

@@ -4,10 +4,13 @@
  *
  * snd_pools_new() takes the worker's destination table (dest.h), which
  * it consults and updates: a pool opens no connection to a destination that
- * is down (only its one probe when due), a connection that fails before it
- * is established at the connect or greeting stage marks the destination
- * down and completes every queued transaction at once with that failure,
- * and a session that gets as far as the greeting marks it up.
+ * is down (only its one probe when due). A connection that fails before it
+ * is established at the connect or greeting stage, while other connections
+ * of the pool work or are still opening, caps the pool at the connections
+ * it has for a minute (a receiver that limits connections per client);
+ * when it was the pool's last, it marks the destination down and completes
+ * every queued transaction at once with that failure. A session that gets
+ * as far as the greeting marks the destination up.
  *
  * snd_pools_submit() queues a transaction for the destination described by
  * the target (source IP or SOCKS5 proxy, MX address and port). Idle
