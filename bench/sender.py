@@ -90,7 +90,9 @@ class Cluster:
                     "routes: { \"*\": 127.0.0.1:%d }\n"
                     "pools: { default: [ { ip: 127.0.0.1, ehlo: bench.localdomain } ] }\n"
                     "metrics: { listen: 127.0.0.1:%d }\n"
-                    "sender: { max_inflight: 20000 }\n%s" % (boot, sink_port, self.metrics_port, dkim))
+                    # One sink is one destination: let it have the whole window.
+                    "sender: { max_inflight: 20000, max_inflight_per_destination: 20000 }\n%s"
+                    % (boot, sink_port, self.metrics_port, dkim))
         self.max_conn = max_conn
         self.rate = rate
         self.sender = None

@@ -939,6 +939,10 @@ static sl_config *config_base(const char *path)
     cfg->sender.workers = 0;
     cfg->sender.max_inflight = 5000;
     cfg->sender.drain_timeout_ms = 30000;
+    cfg->sender.destination_backoff_initial_ms = 1000;
+    cfg->sender.destination_backoff_max_ms = 300000;
+    cfg->sender.max_inflight_per_destination = 0;
+    cfg->sender.idle_state_timeout_ms = 600000;
     cfg->sender.instance_id = hostname_or("sluice");
     cfg->scheduler.max_buffered = 100000;
     cfg->scheduler.max_job_bytes = 1024 * 1024;
@@ -1615,12 +1619,38 @@ static int walk_metrics(cfg_ctx *c, const cfg_node *m)
 
 static int walk_sender(cfg_ctx *c, const cfg_node *m)
 {
-    static const char *const keys[] = {"workers", "max_inflight", "drain_timeout", "instance_id"};
+    static const char *const keys[] = {"workers",
+                                       "max_inflight",
+                                       "drain_timeout",
+                                       "instance_id",
+                                       "destination_backoff_initial",
+                                       "destination_backoff_max",
+                                       "max_inflight_per_destination",
+                                       "idle_state_timeout"};
     sl_config *cfg = c->cfg;
     TRY(map_check(c, m, "sender", keys, NELEM(keys)));
     OPT_INT(m, "sender", "workers", 0, 1024, cfg->sender.workers);
     OPT_INT(m, "sender", "max_inflight", 1, 10000000, cfg->sender.max_inflight);
     TRY(opt_duration(c, m, "sender", "drain_timeout", true, &cfg->sender.drain_timeout_ms));
+    TRY(opt_duration(c, m, "sender", "destination_backoff_initial", false,
+                     &cfg->sender.destination_backoff_initial_ms));
+    TRY(opt_duration(c, m, "sender", "destination_backoff_max", false,
+                     &cfg->sender.destination_backoff_max_ms));
+    if (cfg->sender.destination_backoff_max_ms < cfg->sender.destination_backoff_initial_ms)
+        return cfg_fail(c, map_line(m, map_get(m, "destination_backoff_max")
+                                            ? "destination_backoff_max"
+                                            : "destination_backoff_initial"),
+                        "key 'sender.destination_backoff_max': must not be shorter than "
+                        "sender.destination_backoff_initial");
+    OPT_INT(m, "sender", "max_inflight_per_destination", 1, 10000000,
+            cfg->sender.max_inflight_per_destination);
+    if (cfg->sender.max_inflight_per_destination > cfg->sender.max_inflight)
+        return cfg_fail(c, map_line(m, "max_inflight_per_destination"),
+                        "key 'sender.max_inflight_per_destination': must not exceed "
+                        "sender.max_inflight (%u)",
+                        (unsigned)cfg->sender.max_inflight);
+    TRY(opt_duration(c, m, "sender", "idle_state_timeout", false,
+                     &cfg->sender.idle_state_timeout_ms));
     TRY(opt_str(c, m, "sender", "instance_id", &cfg->sender.instance_id));
     if (!cfg->sender.instance_id[0])
         return cfg_fail(c, map_line(m, "instance_id"),

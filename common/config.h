@@ -201,6 +201,10 @@ typedef struct sl_config {
         uint32_t max_inflight;      /* dispatches in memory per process */
         int64_t drain_timeout_ms;
         char *instance_id;
+        int64_t destination_backoff_initial_ms; /* a destination down: first backoff */
+        int64_t destination_backoff_max_ms;     /* ... doubling up to this */
+        uint32_t max_inflight_per_destination;  /* 0: max_inflight / 4 (at least 1) */
+        int64_t idle_state_timeout_ms;          /* per-destination state freed after */
     } sender;
 
     struct {

@@ -543,6 +543,7 @@ void sl_event_json(const sl_event *e, sl_buf *b)
     json_kv_str(b, &first, "stage", e->stage);
     json_kv_str(b, &first, "retry_topic", e->retry_topic);
     json_kv_int(b, &first, "next_attempt_ms", e->next_attempt_ms);
+    json_kv_int(b, &first, "destination_down_until_ms", e->destination_down_until_ms);
     if (e->possible_duplicate)
         sl_buf_puts(b, ",\"possible_duplicate\":true");
     json_kv_int(b, &first, "queue_ms", e->queue_ms);

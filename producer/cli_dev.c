@@ -168,23 +168,49 @@ static void argv_free(char **v)
     free(v);
 }
 
-static void stop_child(dev_child *c, int timeout_ms)
+/* SIGTERM every child in `which` at once, wait at most grace_ms for all of
+ * them, then SIGKILL whoever is left: whatever state a child is in (a
+ * sender draining toward a dead destination, a scheduler waiting on
+ * Kafka), dev stops within the grace. Each child's drain is bounded by its
+ * own config, and the dev broker holds everything in memory anyway. */
+static void stop_children(dev_state *st, const int *which, int n, int grace_ms)
 {
-    if (c->pid <= 0)
-        return;
-    kill(c->pid, SIGTERM);
-    int64_t deadline = sl_mono_ms() + timeout_ms;
-    int status;
-    while (waitpid(c->pid, &status, WNOHANG) == 0) {
-        if (sl_mono_ms() > deadline) {
-            kill(c->pid, SIGKILL);
-            waitpid(c->pid, &status, 0);
-            break;
+    for (int i = 0; i < n; i++)
+        if (st->ch[which[i]].pid > 0)
+            kill(st->ch[which[i]].pid, SIGTERM);
+    int64_t deadline = sl_mono_ms() + grace_ms;
+    for (;;) {
+        int left = 0;
+        for (int i = 0; i < n; i++) {
+            dev_child *c = &st->ch[which[i]];
+            int status;
+            if (c->pid > 0 && waitpid(c->pid, &status, WNOHANG) == 0)
+                left++;
+            else
+                c->pid = 0;
         }
+        if (!left)
+            return;
+        if (sl_mono_ms() > deadline)
+            break;
         struct timespec ts = {0, 20 * 1000000};
         nanosleep(&ts, NULL);
     }
-    c->pid = 0;
+    for (int i = 0; i < n; i++) {
+        dev_child *c = &st->ch[which[i]];
+        if (c->pid <= 0)
+            continue;
+        sl_warn("dev: %s did not stop within %d ms of SIGTERM; killing it", child_names[which[i]],
+                grace_ms);
+        kill(c->pid, SIGKILL);
+        waitpid(c->pid, NULL, 0);
+        c->pid = 0;
+    }
+}
+
+static void stop_child(dev_state *st, int which, int grace_ms)
+{
+    stop_children(st, &which, 1, grace_ms);
 }
 
 /* Restart children that died. Returns false when the broker died. */
@@ -592,7 +618,7 @@ int cli_dev(int argc, char **argv)
     if (!st.bootstrap) {
         fprintf(stderr, "sluice dev: the dev broker did not start (see %s/logs/devbroker.log)\n",
                 st.dir);
-        stop_child(&st.ch[CH_BROKER], 1000);
+        stop_child(&st, CH_BROKER, 1000);
         return 1;
     }
     /* 2. the capture server */
@@ -608,7 +634,7 @@ int cli_dev(int argc, char **argv)
     if (!cport) {
         fprintf(stderr, "sluice dev: the capture server did not start (see %s/logs/capture.log)\n",
                 st.dir);
-        stop_child(&st.ch[CH_BROKER], 1000);
+        stop_child(&st, CH_BROKER, 1000);
         return 1;
     }
     /* Later restarts of the capture server keep its port. */
@@ -640,7 +666,11 @@ int cli_dev(int argc, char **argv)
             "shaping:\n"
             "  default: { max_message_rate: 100000/s, max_connections: 20, "
             "max_messages_per_connection: 1000 }\n"
-            "retry: { delays: [1s, 5s, 30s], expiry: 1h }\n",
+            "retry: { delays: [1s, 5s, 30s], expiry: 1h }\n"
+            "sender:\n"
+            "  drain_timeout: 3s\n"
+            "  # One destination (the capture server or --route) takes all.\n"
+            "  max_inflight_per_destination: 5000\n",
             route ? "the --route server" : "the capture server", st.bootstrap,
             route ? route : st.capture_addr);
         write_file(path, yaml);
@@ -673,11 +703,12 @@ int cli_dev(int argc, char **argv)
             nanosleep(&ts, NULL);
         }
     }
-    /* Stop in dependency order: senders drain into Kafka before it goes. */
-    stop_child(&st.ch[CH_SENDER], 35000);
-    stop_child(&st.ch[CH_SCHEDULER], 35000);
-    stop_child(&st.ch[CH_CAPTURE], 5000);
-    stop_child(&st.ch[CH_BROKER], 5000);
+    /* Stop in dependency order (the daemons drain into Kafka before it
+     * goes), each step bounded: a few seconds in all, whatever they do. */
+    const int daemons[] = {CH_SENDER, CH_SCHEDULER};
+    stop_children(&st, daemons, 2, 4000);
+    const int rest[] = {CH_CAPTURE, CH_BROKER};
+    stop_children(&st, rest, 2, 2000);
     sl_config_free(cfg);
     for (int i = 0; i < CH_MAX; i++)
         argv_free(st.ch[i].argv);

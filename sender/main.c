@@ -260,6 +260,14 @@ int main(int argc, char **argv)
     sl_metric_help("sluice_sender_deferred_total", SL_METRIC_COUNTER, "Recipients deferred");
     sl_metric_help("sluice_sender_bounced_total", SL_METRIC_COUNTER, "Recipients bounced");
     sl_metric_help("sluice_sender_connections_open", SL_METRIC_GAUGE, "SMTP connections open");
+    sl_metric_help("sluice_sender_destinations_down", SL_METRIC_GAUGE,
+                   "Destinations (MX address, port, source IP) down or being probed");
+    sl_metric_help("sluice_sender_destination_state_changes_total", SL_METRIC_COUNTER,
+                   "Destination state changes, by the state entered");
+    sl_metric_help("sluice_sender_destination_skips_total", SL_METRIC_COUNTER,
+                   "Deliveries that moved on or were deferred without connecting");
+    sl_metric_help("sluice_sender_destinations_known", SL_METRIC_GAUGE,
+                   "Destination entries held, per worker");
     sl_metric_help("sluice_sender_queue_wait_seconds", SL_METRIC_HISTOGRAM,
                    "From send_at to the start of the SMTP transaction");
     sl_http_set_ready(true);

@@ -120,6 +120,7 @@ int snd_outcome_publish(sl_producer *p, const sl_config *cfg, const sl_dispatch 
         if (type == SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED) {
             e.retry_topic = retry_topic;
             e.next_attempt_ms = now + delay;
+            e.destination_down_until_ms = info->destination_down_until_ms;
         }
         if (type == SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED)
             e.reason = (char *)"expired: the next attempt would fall after the job's expiry";
@@ -141,7 +142,8 @@ int snd_outcome_publish(sl_producer *p, const sl_config *cfg, const sl_dispatch 
                      r[i].reply->code);
             sl_metric_inc("sluice_sender_replies_total", l, 1);
         }
-        sl_log_job(SL_LOG_INFO, job->job_id, "%s %s attempt %u worker=%d key=%s/%s: %s",
+        /* Per-message detail is the event's; the log line is for debugging. */
+        sl_log_job(SL_LOG_DEBUG, job->job_id, "%s %s attempt %u worker=%d key=%s/%s: %s",
                    sl_event_type_name(type), r[i].rcpt, job->attempt, info->worker,
                    d->source_ip ? d->source_ip : "", d->site ? d->site : "",
                    r[i].reply && r[i].reply->text ? r[i].reply->text : e.reason);

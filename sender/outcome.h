@@ -44,6 +44,7 @@ typedef struct snd_outcome_info {
     const char *message_id;
     int64_t queue_ms, smtp_ms;
     int worker;                     /* the worker loop's index, for the log */
+    int64_t destination_down_until_ms; /* every MX down: their next probe (wall ms), else 0 */
 } snd_outcome_info;
 
 typedef void (*snd_outcome_cb)(void *arg, int err);

@@ -2,6 +2,7 @@
  * pool - see pool.h.
  */
 #include "pool.h"
+#include "dest.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -26,26 +27,67 @@ typedef struct psess {
 
 typedef struct snd_pool {
     char *key;
+    char *dest_key;     /* snd_dest_key() of the target */
     snd_pools *owner;
     /* the target, with owned strings */
     snd_target tg;
     char *mx_host, *ip, *source_ip, *ehlo, *socks5;
     uint32_t max_conn, max_msgs;
+    /* A greeting refused while other connections of the pool work (a
+     * receiver limiting connections per client): no more connections than
+     * it had then, until limit_until. */
+    uint32_t conn_limit;
+    int64_t limit_until;
     qent *head, *tail;
     size_t n_queued;
     psess **sess;
     size_t n_sess, cap_sess;
     bool no_tls;        /* the opportunistic handshake failed here once */
+    int64_t last_used;  /* monotonic ms: submit or a session's end */
     struct snd_pool *next;
 } snd_pool;
 
+/* Pools are found by key in a hash table (chained through ->next) that
+ * doubles as the list of all pools: a sender may talk to 100,000
+ * destinations, so a linear search per submit would be quadratic. */
 struct snd_pools {
     uv_loop_t *loop;
-    snd_pool *pools;
-    size_t n_conn;
+    snd_dests *dests;
+    snd_pool **b;
+    size_t n_buckets, n_pools, n_conn;
 };
 
+static uint32_t key_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+static void pools_grow(snd_pools *ps)
+{
+    size_t nb = ps->n_buckets * 2;
+    snd_pool **b = xcalloc(nb, sizeof *b);
+    for (size_t i = 0; i < ps->n_buckets; i++) {
+        snd_pool *p = ps->b[i];
+        while (p) {
+            snd_pool *n = p->next;
+            size_t k = key_hash(p->key) % nb;
+            p->next = b[k];
+            b[k] = p;
+            p = n;
+        }
+    }
+    free(ps->b);
+    ps->b = b;
+    ps->n_buckets = nb;
+}
+
 static void pool_kick(snd_pool *p);
+
+/* How long a pool keeps to the connection count a receiver accepted. */
+#define CONN_LIMIT_MS 60000
 
 static void labels_source(const snd_pool *p, char *out, size_t n)
 {
@@ -87,6 +129,7 @@ static void on_ready(void *arg, snd_session *s)
     (void)arg;
     if (!ps->ready_once) {
         ps->ready_once = true;
+        snd_dest_ok(ps->pool->owner->dests, ps->pool->dest_key, sl_mono_ms());
         char l[128];
         labels_source(ps->pool, l, sizeof l);
         sl_metric_inc("sluice_sender_connections_total", l, 1);
@@ -121,6 +164,16 @@ static void fail_queue(snd_pool *p, const snd_reply *why)
     }
 }
 
+/* A failure before the session was established that says the destination
+ * itself is unreachable or unwilling: the connection failed or timed out,
+ * or the greeting was not 220 or never came. Later failures (EHLO, TLS)
+ * mean the host is there and talking. */
+static bool dest_failure(const snd_reply *why)
+{
+    return why->cond != SL_COND_TLS &&
+           (why->stage == SL_STAGE_CONNECT || why->stage == SL_STAGE_GREETING);
+}
+
 static void on_closed(void *arg, snd_session *s, const snd_reply *why, bool established)
 {
     psess *ps = snd_session_data(s);
@@ -132,24 +185,57 @@ static void on_closed(void *arg, snd_session *s, const snd_reply *why, bool esta
             break;
         }
     p->owner->n_conn--;
+    int64_t now = sl_mono_ms();
+    p->last_used = now;
     char l[128];
     labels_source(p, l, sizeof l);
     sl_metric_add("sluice_sender_connections_open", l, -1);
     bool tls_failed = snd_session_tls_failed(s);
     free(ps);
-    if (why)
-        sl_info("smtp session %s:%u from %s ended: %s", p->ip, p->tg.port,
-                p->source_ip ? p->source_ip : "-", why->text);
+    if (why) {
+        /* One line per condition and interval, whatever the traffic; each
+         * message's own outcome is in its event. */
+        char key[512];
+        snprintf(key, sizeof key, "smtp-session|%s|%s", p->dest_key, why->text);
+        sl_log_every(SL_LOG_INFO, key, "smtp session %s:%u from %s ended: %s", p->ip, p->tg.port,
+                     p->source_ip ? p->source_ip : "-", why->text);
+    }
     if (!established && why) {
+        snd_dests *ds = p->owner->dests;
         if (tls_failed && p->tg.tls == SL_TLS_OPPORTUNISTIC && !p->no_tls) {
+            snd_dest_ok(ds, p->dest_key, now); /* it greeted us */
             p->no_tls = true;
             pool_kick(p);
             return;
         }
+        char fl[160];
+        snprintf(fl, sizeof fl, "source=\"%s\",result=\"failed\"",
+                 p->source_ip ? p->source_ip : "");
+        if (dest_failure(why) && p->n_sess > 0) {
+            /* Other connections of the pool work or are still opening: the
+             * host may only limit connections per client (a 421 greeting
+             * beyond N), or be dead - the last of them decides. Meanwhile
+             * the pool opens no more than it has, so failures never
+             * reopen connections in a loop. */
+            sl_metric_inc("sluice_sender_connections_total", fl, 1);
+            p->conn_limit = (uint32_t)p->n_sess;
+            p->limit_until = now + CONN_LIMIT_MS;
+            pool_kick(p);
+            return;
+        }
+        if (dest_failure(why)) {
+            /* The destination is down: nothing else connects to it until
+             * its probe, and what waits here is answered now, so that it
+             * can go to the next MX or be deferred with this reason. */
+            sl_metric_inc("sluice_sender_connections_total", fl, 1);
+            p->limit_until = 0; /* the probe starts afresh */
+            snd_dest_failed(ds, p->dest_key, why, now);
+            fail_queue(p, why);
+            pool_kick(p);
+            return;
+        }
+        snd_dest_ok(ds, p->dest_key, now);
         if (p->n_sess == 0) {
-            char fl[160];
-            snprintf(fl, sizeof fl, "source=\"%s\",result=\"failed\"",
-                     p->source_ip ? p->source_ip : "");
             sl_metric_inc("sluice_sender_connections_total", fl, 1);
             fail_queue(p, why);
             return;
@@ -171,7 +257,17 @@ static void pool_kick(snd_pool *p)
     for (size_t i = 0; i < p->n_sess; i++)
         if (!p->sess[i]->ready_once)
             opening++;
-    while (p->n_queued > opening && p->n_sess < p->max_conn) {
+    snd_dests *ds = p->owner->dests;
+    int64_t now = sl_mono_ms();
+    uint32_t max_conn = p->max_conn;
+    if (now < p->limit_until && p->conn_limit < max_conn)
+        max_conn = p->conn_limit;
+    while (p->n_queued > opening && p->n_sess < max_conn) {
+        /* While a probe runs (this pool's or another's) nothing else
+         * connects; a destination down and not yet due, neither. */
+        if (snd_dest_state_of(ds, p->dest_key) == SND_DEST_PROBING ||
+            !snd_dest_may_connect(ds, p->dest_key, now))
+            break;
         psess *ps = xcalloc(1, sizeof *ps);
         ps->pool = p;
         if (p->n_sess == p->cap_sess) {
@@ -193,12 +289,29 @@ static void pool_kick(snd_pool *p)
         ps->s = s;
         snd_session_set_data(s, ps);
     }
+    if (p->n_sess == 0 && p->head) {
+        /* No connection will come to take what waits: answer it with the
+         * reason the destination is down. */
+        const snd_reply *why = snd_dest_why(ds, p->dest_key);
+        snd_reply r = {0};
+        if (!why) {
+            snd_reply_set(&r, 451, "4.4.1", "451 4.4.1 destination is down", true);
+            r.stage = SL_STAGE_CONNECT;
+            r.cond = SL_COND_NETWORK;
+            why = &r;
+        }
+        fail_queue(p, why);
+        snd_reply_clear(&r);
+    }
 }
 
-snd_pools *snd_pools_new(uv_loop_t *loop)
+snd_pools *snd_pools_new(uv_loop_t *loop, snd_dests *dests)
 {
     snd_pools *ps = xcalloc(1, sizeof *ps);
     ps->loop = loop;
+    ps->dests = dests;
+    ps->n_buckets = 64;
+    ps->b = xcalloc(ps->n_buckets, sizeof *ps->b);
     return ps;
 }
 
@@ -213,10 +326,13 @@ void snd_pools_submit(snd_pools *ps, const snd_target *tg, uint32_t max_conn, ui
     char *key = xasprintf("%s|%s|%s|%u|%d", tg->source_ip ? tg->source_ip : "",
                           tg->socks5 ? tg->socks5 : "", tg->ip, tg->port, (int)tg->tls);
     snd_pool *p;
-    for (p = ps->pools; p; p = p->next)
+    for (p = ps->b[key_hash(key) % ps->n_buckets]; p; p = p->next)
         if (!strcmp(p->key, key))
             break;
     if (!p) {
+        if (ps->n_pools >= ps->n_buckets * 2)
+            pools_grow(ps);
+        snd_pool **bp = &ps->b[key_hash(key) % ps->n_buckets];
         p = xcalloc(1, sizeof *p);
         p->key = key;
         key = NULL;
@@ -227,10 +343,13 @@ void snd_pools_submit(snd_pools *ps, const snd_target *tg, uint32_t max_conn, ui
         p->tg.source_ip = p->source_ip = dupnull(tg->source_ip);
         p->tg.ehlo = p->ehlo = dupnull(tg->ehlo);
         p->tg.socks5 = p->socks5 = dupnull(tg->socks5);
-        p->next = ps->pools;
-        ps->pools = p;
+        p->dest_key = snd_dest_key(p->source_ip, p->socks5, p->ip, p->tg.port);
+        p->next = *bp;
+        *bp = p;
+        ps->n_pools++;
     }
     free(key);
+    p->last_used = sl_mono_ms();
     /* The latest Dispatch carries the current limits. */
     p->max_conn = max_conn ? max_conn : 1;
     p->max_msgs = max_msgs ? max_msgs : 100;
@@ -254,14 +373,53 @@ size_t snd_pools_connections(const snd_pools *ps)
 
 void snd_pools_quit_idle(snd_pools *ps)
 {
-    for (snd_pool *p = ps->pools; p; p = p->next) {
-        p->max_msgs = 0; /* busy ones QUIT after their transaction */
-        for (size_t i = 0; i < p->n_sess; i++)
-            if (p->sess[i]->idle) {
-                p->sess[i]->idle = false;
-                snd_session_quit(p->sess[i]->s);
+    for (size_t b = 0; b < ps->n_buckets; b++)
+        for (snd_pool *p = ps->b[b]; p; p = p->next) {
+            p->max_msgs = 0; /* busy ones QUIT after their transaction */
+            for (size_t i = 0; i < p->n_sess; i++)
+                if (p->sess[i]->idle) {
+                    p->sess[i]->idle = false;
+                    snd_session_quit(p->sess[i]->s);
+                }
+        }
+}
+
+static void pool_free(snd_pool *p)
+{
+    free(p->key);
+    free(p->dest_key);
+    free(p->mx_host);
+    free(p->ip);
+    free(p->source_ip);
+    free(p->ehlo);
+    free(p->socks5);
+    free(p->sess);
+    free(p);
+}
+
+size_t snd_pools_count(const snd_pools *ps)
+{
+    return ps->n_pools;
+}
+
+size_t snd_pools_sweep(snd_pools *ps, int64_t idle_ms, int64_t now_ms)
+{
+    size_t freed = 0;
+    for (size_t i = 0; i < ps->n_buckets; i++) {
+        snd_pool **pp = &ps->b[i];
+        while (*pp) {
+            snd_pool *p = *pp;
+            if (p->n_sess == 0 && !p->head && now_ms - p->last_used >= idle_ms) {
+                *pp = p->next;
+                pool_free(p);
+                ps->n_pools--;
+                freed++;
+                continue;
             }
+            pp = &p->next;
+        }
     }
+    return freed;
 }
 
 void snd_pools_free(snd_pools *ps)
@@ -269,20 +427,16 @@ void snd_pools_free(snd_pools *ps)
     if (!ps)
         return;
     SL_ASSERT(ps->n_conn == 0);
-    snd_pool *p = ps->pools;
-    while (p) {
-        snd_pool *n = p->next;
-        SL_ASSERT(!p->head);
-        free(p->key);
-        free(p->mx_host);
-        free(p->ip);
-        free(p->source_ip);
-        free(p->ehlo);
-        free(p->socks5);
-        free(p->sess);
-        free(p);
-        p = n;
+    for (size_t i = 0; i < ps->n_buckets; i++) {
+        snd_pool *p = ps->b[i];
+        while (p) {
+            snd_pool *n = p->next;
+            SL_ASSERT(!p->head);
+            pool_free(p);
+            p = n;
+        }
     }
+    free(ps->b);
     free(ps);
 }
 
@@ -298,6 +452,7 @@ typedef struct pace {
 
 struct snd_pacer {
     pace *b[PACER_BUCKETS];
+    size_t n;
 };
 
 snd_pacer *snd_pacer_new(void)
@@ -325,6 +480,7 @@ int64_t snd_pacer_slot(snd_pacer *p, const char *key, int64_t send_at_ms, double
         e->last = INT64_MIN / 2;
         e->next = *bp;
         *bp = e;
+        p->n++;
     }
     int64_t slot = send_at_ms > now ? send_at_ms : now;
     if (rate > 0) {
@@ -334,6 +490,35 @@ int64_t snd_pacer_slot(snd_pacer *p, const char *key, int64_t send_at_ms, double
     }
     e->last = slot;
     return slot;
+}
+
+size_t snd_pacer_sweep(snd_pacer *p, int64_t idle_ms, int64_t now_ms)
+{
+    size_t freed = 0;
+    for (size_t i = 0; i < PACER_BUCKETS; i++) {
+        pace **ep = &p->b[i];
+        while (*ep) {
+            pace *e = *ep;
+            /* Slots are booked in the future at most by the carried rate:
+             * a pair whose last slot is long past has no effect on the
+             * next one and can be forgotten. */
+            if (now_ms - e->last >= idle_ms) {
+                *ep = e->next;
+                free(e->key);
+                free(e);
+                p->n--;
+                freed++;
+                continue;
+            }
+            ep = &e->next;
+        }
+    }
+    return freed;
+}
+
+size_t snd_pacer_count(const snd_pacer *p)
+{
+    return p->n;
 }
 
 void snd_pacer_free(snd_pacer *p)

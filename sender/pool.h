@@ -2,19 +2,36 @@
  * pool - connection pools per (source IP, MX address) and the pacing of
  * (site, source IP) pairs, for one worker loop.
  *
+ * snd_pools_new() takes the worker's destination table (dest.h), which
+ * it consults and updates: a pool opens no connection to a destination that
+ * is down (only its one probe when due). A connection that fails before it
+ * is established at the connect or greeting stage, while other connections
+ * of the pool work or are still opening, caps the pool at the connections
+ * it has for a minute (a receiver that limits connections per client);
+ * when it was the pool's last, it marks the destination down and completes
+ * every queued transaction at once with that failure. A session that gets
+ * as far as the greeting marks the destination up.
+ *
  * snd_pools_submit() queues a transaction for the destination described by
  * the target (source IP or SOCKS5 proxy, MX address and port). Idle
  * connections of that pool take it at once; otherwise a new connection is
- * opened while the pool has fewer than max_conn (from the Dispatch). A
- * connection carries at most max_msgs transactions, then QUITs; idle
- * connections QUIT after target->timeouts.idle. The done callback fires
- * exactly once per submitted transaction (never inside submit), with the
+ * opened while the pool has fewer than max_conn (from the Dispatch) - and
+ * so at most max_conn attempts are in flight per destination. A connection
+ * carries at most max_msgs transactions, then QUITs; idle connections QUIT
+ * after target->timeouts.idle. The done callback fires exactly once per
+ * submitted transaction - inside submit when the destination is down and
+ * no connection may be opened, so the caller must make submit its last
+ * action on the txn - with the
  * per-recipient results in the txn. When a pool's last connection fails
  * before it was established (connect refused, greeting not 220, TLS
  * required but unavailable), every queued transaction completes with
  * txn->session_failed and txn->session_reply set, so the caller can move on
  * to the next MX. A failed opportunistic TLS handshake makes the pool try
  * again in plain text (and remember that for that destination).
+ *
+ * snd_pools_sweep() frees pools without connections or queue that have not
+ * been used for idle_ms; snd_pacer_sweep() frees pacing entries whose last
+ * slot is idle_ms in the past (memory bounded by the destinations in use).
  *
  * snd_pacer_slot() returns when a message of the (site, source IP) pair
  * keyed `key` may go: never before send_at_ms and, at rate_per_sec > 0, at
@@ -31,18 +48,21 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "dest.h"
 #include "session.h"
 
 typedef struct snd_pools snd_pools;
 typedef void (*snd_txn_cb)(snd_txn *t);
 
-snd_pools *snd_pools_new(uv_loop_t *loop);
+snd_pools *snd_pools_new(uv_loop_t *loop, snd_dests *dests);
 void snd_pools_submit(snd_pools *ps, const snd_target *tg, uint32_t max_conn, uint32_t max_msgs,
                       snd_txn *t, snd_txn_cb done);
 /* Connections open (or opening) now. */
 size_t snd_pools_connections(const snd_pools *ps);
 /* QUIT every idle connection (shutdown); busy ones QUIT when done. */
 void snd_pools_quit_idle(snd_pools *ps);
+size_t snd_pools_count(const snd_pools *ps);
+size_t snd_pools_sweep(snd_pools *ps, int64_t idle_ms, int64_t now_ms);
 /* Only once snd_pools_connections() is 0. */
 void snd_pools_free(snd_pools *ps);
 
@@ -50,6 +70,8 @@ typedef struct snd_pacer snd_pacer;
 snd_pacer *snd_pacer_new(void);
 int64_t snd_pacer_slot(snd_pacer *p, const char *key, int64_t send_at_ms, double rate_per_sec,
                        int64_t now_ms);
+size_t snd_pacer_sweep(snd_pacer *p, int64_t idle_ms, int64_t now_ms);
+size_t snd_pacer_count(const snd_pacer *p);
 void snd_pacer_free(snd_pacer *p);
 
 #endif

@@ -4,6 +4,7 @@
  *          -> [next MX | 452 resend | finish] -> outcome -> record_done.
  */
 #include "worker.h"
+#include "dest.h"
 #include "dns.h"
 #include "log.h"
 #include "message.h"
@@ -23,6 +24,10 @@
 /* Addresses tried per MX host before the next host (Postfix's
  * smtp_mx_address_limit is 5 too). */
 #define SND_MX_ADDR_MAX 5
+
+/* A destination past sender.max_inflight_per_destination may hold as many
+ * deliveries as it completes in this many seconds. */
+#define SND_DEST_DRAIN_S 10.0
 
 typedef struct cand {
     char *host;
@@ -60,6 +65,7 @@ typedef struct delivery {
     int64_t first_try_ms;
     int64_t intake_ms;      /* wall clock when the record reached the worker */   /* first attempt to find the template */
     int64_t queue_ms, smtp_ms;
+    char *held_key;         /* the destination this delivery counts against */
     char tls_protocol[16], tls_cipher[64];
     struct delivery *next, *prev;
 } delivery;
@@ -77,10 +83,13 @@ struct snd_worker {
     atomic_size_t busy;
     sl_producer *prod;
     sl_dns *dns;
+    snd_dests *dests;
     snd_pools *pools;
     snd_pacer *pacer;
+    uint32_t dest_cap;      /* deliveries in flight per destination */
     delivery *active;
     uv_timer_t stop_timer;
+    uv_timer_t sweep_timer;
     uint16_t mx_port;
 };
 
@@ -208,6 +217,9 @@ static void delivery_free(delivery *dl)
         free(dl->cands[i].ip);
     }
     free(dl->cands);
+    if (dl->held_key)
+        snd_dest_unhold(w->dests, dl->held_key, sl_mono_ms());
+    free(dl->held_key);
     free(dl->rs);
     free(dl->pending);
     free(dl->pending_idx);
@@ -265,6 +277,27 @@ static void delivery_finish(delivery *dl)
         o[i].reason = s->reason;
     }
     cand *c = dl->cur < dl->n_cands ? &dl->cands[dl->cur] : NULL;
+    /* Every candidate down: the event says when the first will be probed,
+     * so that the scheduler can hold the site back until then. */
+    int64_t down_until = 0;
+    int64_t mono = sl_mono_ms();
+    for (size_t i = 0; i < dl->n_cands; i++) {
+        const cand *k = &dl->cands[i];
+        int64_t u = 0;
+        if (k->ip) {
+            char *key = snd_dest_key(dl->d->source_ip, dl->d->socks5, k->ip, k->port);
+            u = snd_dest_down_until(dl->w->dests, key);
+            free(key);
+        }
+        if (!u) {
+            down_until = 0;
+            break;
+        }
+        if (!down_until || u < down_until)
+            down_until = u;
+    }
+    if (down_until)
+        down_until = sl_now_ms() + (down_until > mono ? down_until - mono : 0);
     snd_outcome_info info = {
         .sender_id = dl->w->sh.sender_id,
         .mx_host = c ? c->host : NULL,
@@ -275,6 +308,7 @@ static void delivery_finish(delivery *dl)
         .queue_ms = dl->queue_ms,
         .smtp_ms = dl->smtp_ms,
         .worker = dl->w->index,
+        .destination_down_until_ms = down_until,
     };
     int rc = snd_outcome_publish(dl->w->prod, dl->w->sh.cfg, dl->d, &info, o, n, on_published, dl);
     free(o);
@@ -286,10 +320,45 @@ static void delivery_finish(delivery *dl)
 
 static void start_txn(delivery *dl);
 
+/* The transaction could not start on the current candidate (the
+ * connection failed, the destination is down or busy): the next MX when
+ * policy says so, else every recipient gets r. */
+static void candidate_failed(delivery *dl, const snd_reply *r)
+{
+    sl_reply sr;
+    to_sl_reply(r, &sr);
+    sl_trouble_verdict v;
+    sl_trouble_decide(dl->w->sh.trouble, r->stage, r->cond, r->cond == SL_COND_REPLY ? &sr : NULL,
+                      &v);
+    sl_reply_free(&sr);
+    if (v.action == SL_ACT_NEXT_MX && dl->cur + 1 < dl->n_cands && !dl->w->draining) {
+        const cand *c = &dl->cands[dl->cur];
+        char key[600];
+        snprintf(key, sizeof key, "next-mx|%s|%s|%s", c->host, c->ip ? c->ip : "-", r->text);
+        sl_log_every(SL_LOG_INFO, key, "%s [%s] failed (%s), trying the next %s", c->host,
+                     c->ip ? c->ip : "-", r->text,
+                     !strcmp(c->host, dl->cands[dl->cur + 1].host) ? "address" : "MX");
+        dl->cur++;
+        next_target(dl);
+        return;
+    }
+    sl_trouble_action a = v.action == SL_ACT_NEXT_MX ? v.last_mx_action : v.action;
+    if (a == SL_ACT_OK)
+        a = SL_ACT_DEFER;
+    finish_all(dl, type_of(a), r, &v, NULL);
+}
+
 static void txn_done(snd_txn *t)
 {
     delivery *dl = t->arg;
     const sl_trouble *tr = dl->w->sh.trouble;
+    if (dl->held_key) {
+        if (!t->session_failed)
+            snd_dest_done(dl->w->dests, dl->held_key, sl_mono_ms());
+        snd_dest_unhold(dl->w->dests, dl->held_key, sl_mono_ms());
+        free(dl->held_key);
+        dl->held_key = NULL;
+    }
     snprintf(dl->tls_protocol, sizeof dl->tls_protocol, "%s", t->tls_protocol);
     snprintf(dl->tls_cipher, sizeof dl->tls_cipher, "%s", t->tls_cipher);
     dl->smtp_ms += t->smtp_ms;
@@ -303,25 +372,7 @@ static void txn_done(snd_txn *t)
     }
 
     if (t->session_failed) {
-        const snd_reply *r = &t->session_reply;
-        sl_reply sr;
-        to_sl_reply(r, &sr);
-        sl_trouble_verdict v;
-        sl_trouble_decide(tr, r->stage, r->cond, r->cond == SL_COND_REPLY ? &sr : NULL, &v);
-        sl_reply_free(&sr);
-        if (v.action == SL_ACT_NEXT_MX && dl->cur + 1 < dl->n_cands && !dl->w->draining) {
-            const cand *c = &dl->cands[dl->cur];
-            sl_log_job(SL_LOG_INFO, job_id(dl), "%s [%s] failed (%s), trying the next %s",
-                       c->host, c->ip ? c->ip : "-", r->text,
-                       !strcmp(c->host, dl->cands[dl->cur + 1].host) ? "address" : "MX");
-            dl->cur++;
-            next_target(dl);
-            return;
-        }
-        sl_trouble_action a = v.action == SL_ACT_NEXT_MX ? v.last_mx_action : v.action;
-        if (a == SL_ACT_OK)
-            a = SL_ACT_DEFER;
-        finish_all(dl, type_of(a), r, &v, NULL);
+        candidate_failed(dl, &t->session_reply);
         return;
     }
 
@@ -411,6 +462,52 @@ static void start_txn(delivery *dl)
         sl_metric_inc("sluice_sender_attempts_total", l, 1);
         sl_metric_observe("sluice_sender_queue_wait_seconds", l, (double)dl->queue_ms / 1000.0);
     }
+    /* A destination that is down is not tried (its probe is the pools'
+     * business), and one that already holds its share of the window takes
+     * no more: either way the delivery moves on at once, to the next MX or
+     * to a deferral with the reason, without a connection. */
+    char *dkey = snd_dest_key(d->source_ip, d->socks5, c->ip, c->port);
+    int64_t mono = sl_mono_ms();
+    const snd_reply *down_why = NULL;
+    int64_t until = 0;
+    if (snd_dest_blocked(w->dests, dkey, mono, &down_why, &until)) {
+        free(dkey);
+        sl_metric_inc("sluice_sender_destination_skips_total", "reason=\"down\"", 1);
+        snd_reply r = {0};
+        snd_reply_copy(&r, down_why);
+        candidate_failed(dl, &r);
+        snd_reply_clear(&r);
+        return;
+    }
+    /* Past its share, a destination keeps taking deliveries only while it
+     * drains what it holds within SND_DEST_DRAIN_S at its recent rate: a
+     * fast one may use the whole window, a stuck or slow one may not. */
+    size_t held = snd_dest_held(w->dests, dkey);
+    if (held >= w->dest_cap &&
+        (double)held >= snd_dest_rate(w->dests, dkey, mono) * SND_DEST_DRAIN_S) {
+        free(dkey);
+        sl_metric_inc("sluice_sender_destination_skips_total", "reason=\"busy\"", 1);
+        char text[400];
+        snprintf(text, sizeof text,
+                 "451 4.4.5 destination %s:%u busy: %zu deliveries in flight from this sender "
+                 "(sender.max_inflight_per_destination)",
+                 c->ip, c->port, held);
+        char key[300];
+        snprintf(key, sizeof key, "busy|%s|%u|%s", c->ip, c->port, d->source_ip);
+        sl_log_every(SL_LOG_WARN, key,
+                     "destination %s:%u from %s holds %zu deliveries "
+                     "(sender.max_inflight_per_destination): deferring the rest",
+                     c->ip, c->port, d->source_ip, held);
+        snd_reply r = {0};
+        snd_reply_set(&r, 451, "4.4.5", text, true);
+        r.stage = SL_STAGE_CONNECT;
+        r.cond = SL_COND_TIMEOUT;
+        candidate_failed(dl, &r);
+        snd_reply_clear(&r);
+        return;
+    }
+    snd_dest_hold(w->dests, dkey, mono);
+    dl->held_key = dkey;
     snd_pools_submit(w->pools, &tg, d->max_connections ? d->max_connections : sh->max_connections,
                      d->max_messages_per_connection ? d->max_messages_per_connection
                                                     : sh->max_messages_per_connection,
@@ -795,6 +892,21 @@ static void on_async(uv_async_t *h)
     }
 }
 
+/* Once a second: print log summaries whose interval is over, and free the
+ * per-destination state that has been idle for sender.idle_state_timeout. */
+static void on_sweep(uv_timer_t *t)
+{
+    snd_worker *w = t->data;
+    int64_t idle = w->sh.cfg->sender.idle_state_timeout_ms;
+    sl_log_every_flush();
+    snd_dests_sweep(w->dests, sl_mono_ms());
+    snd_pools_sweep(w->pools, idle, sl_mono_ms());
+    snd_pacer_sweep(w->pacer, idle, sl_now_ms());
+    char l[32];
+    snprintf(l, sizeof l, "worker=\"%d\"", w->index);
+    sl_metric_set("sluice_sender_destinations_known", l, (double)snd_dests_count(w->dests));
+}
+
 static void walk_close(uv_handle_t *h, void *arg)
 {
     (void)arg;
@@ -838,8 +950,23 @@ snd_worker *snd_worker_start(const snd_shared *sh, int index, char **err)
     }
     const char *mp = getenv("SLUICE_SENDER_MX_PORT"); /* tests: MX on a high port */
     w->mx_port = mp && atoi(mp) > 0 ? (uint16_t)atoi(mp) : 25;
-    w->pools = snd_pools_new(&w->loop);
+    const sl_config *cfg = sh->cfg;
+    snd_dest_opts dopt = {
+        .backoff_initial_ms = cfg->sender.destination_backoff_initial_ms,
+        .backoff_max_ms = cfg->sender.destination_backoff_max_ms,
+        .idle_ms = cfg->sender.idle_state_timeout_ms,
+        .seed = (uint64_t)sl_now_ms() * 2654435761u + (uint64_t)index + 1,
+    };
+    w->dests = snd_dests_new(&dopt);
+    w->dest_cap = cfg->sender.max_inflight_per_destination;
+    if (!w->dest_cap)
+        w->dest_cap = cfg->sender.max_inflight / 4 ? cfg->sender.max_inflight / 4 : 1;
+    w->pools = snd_pools_new(&w->loop, w->dests);
     w->pacer = snd_pacer_new();
+    uv_timer_init(&w->loop, &w->sweep_timer);
+    w->sweep_timer.data = w;
+    uv_timer_start(&w->sweep_timer, on_sweep, 1000, 1000);
+    uv_unref((uv_handle_t *)&w->sweep_timer);
     pthread_mutex_init(&w->mu, NULL);
     uv_async_init(&w->loop, &w->async, on_async);
     w->async.data = w;
@@ -886,8 +1013,12 @@ void snd_worker_stop(snd_worker *w)
     /* Deliveries still listed were abandoned by the stop; their records
      * stay undone on purpose. */
     snd_pacer_free(w->pacer);
-    if (snd_pools_connections(w->pools) == 0)
+    if (snd_pools_connections(w->pools) == 0) {
         snd_pools_free(w->pools);
+        /* Abandoned deliveries may still hold entries: only then free. */
+        if (!w->active)
+            snd_dests_free(w->dests);
+    }
     pthread_mutex_destroy(&w->mu);
     uv_loop_close(&w->loop);
     free(w);

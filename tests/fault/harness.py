@@ -262,7 +262,10 @@ class Cluster:
         pool = "".join("    - { ip: 127.0.0.%d, ehlo: mta%d.example.net }\n" % (i + 1, i + 1)
                        for i in range(ips))
         if sender_yaml is None:
-            sender_yaml = "{ workers: 2, drain_timeout: 15s, max_inflight: 400 }"
+            # Every domain goes to one sink, one destination: it may hold the
+            # whole window (sender.max_inflight_per_destination).
+            sender_yaml = ("{ workers: 2, drain_timeout: 15s, max_inflight: 400, "
+                           "max_inflight_per_destination: 400 }")
         if shaping is None:
             shaping = ("{ max_message_rate: 100000/s, max_connections: 10, "
                        "max_messages_per_connection: 200, timeouts: { connect: 5s, greeting: 10s, "

@@ -28,8 +28,9 @@ def load_seconds(n):
 class KillTest(unittest.TestCase):
     def setUp(self):
         self.c = Cluster(self._testMethodName,
-                         sender_yaml="{ workers: 2, drain_timeout: 20s, max_inflight: %d }"
-                         % SENDER_INFLIGHT,
+                         sender_yaml="{ workers: 2, drain_timeout: 20s, max_inflight: %d, "
+                         "max_inflight_per_destination: %d }"
+                         % (SENDER_INFLIGHT, SENDER_INFLIGHT),
                          extra_yaml="scheduler: { max_buffered: %d }\n" % SCHED_BUFFERED)
 
     def tearDown(self):

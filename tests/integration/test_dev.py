@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 from sluicetest import Proc, bin_path, free_port, start_sink, wait_for
@@ -153,6 +154,44 @@ class DevTest(unittest.TestCase):
         finally:
             dev.stop(timeout=60)
             sink.proc.stop()
+
+    def test_dead_route_defers_quietly_and_interrupt_stops_every_child(self):
+        # Nothing listens on the route: the sender marks it down and defers
+        # with the reason instead of reconnecting in a loop; its log names
+        # the condition once or in summaries. An interrupt then stops dev and
+        # every child within seconds, whatever they are doing.
+        d = os.path.join(self.tmp, "dev")
+        dead = free_port()
+        dev = Proc(bin_path("sluice"), ["dev", "--demo", "100", "--dir", d,
+                                        "--route", "127.0.0.1:%d" % dead], tmpdir=self.tmp)
+        try:
+            log = os.path.join(d, "logs", "sender.log")
+
+            def refused():
+                try:
+                    with open(log) as f:
+                        return "connection refused" in f.read()
+                except FileNotFoundError:
+                    return False
+            wait_for(refused, 60, "the sender to meet the dead route\n" + dev.output())
+            # A measuring window: the outage goes on for a few seconds.
+            time.sleep(3)
+            pids = []
+            for n in ("devbroker", "capture", "scheduler", "sender"):
+                with open(os.path.join(d, "pids", n + ".pid")) as f:
+                    pids.append(int(f.read()))
+            dev.send_signal(signal.SIGINT)
+            rc = dev.wait(timeout=15)
+            self.assertNotEqual(rc, None)
+            for pid in pids:
+                self.assertFalse(os.path.exists("/proc/%d/stat" % pid) and
+                                 open("/proc/%d/stat" % pid).read().split()[2] != "Z",
+                                 "child %d still running" % pid)
+            with open(log) as f:
+                text = f.read()
+            self.assertLess(len(text), 20000, text[-3000:])
+        finally:
+            dev.stop(timeout=30)
 
     def test_config_typo_exits_2_with_file_line_key(self):
         cfg = os.path.join(self.tmp, "bad.yaml")

@@ -173,7 +173,9 @@ class TestSenderFaults(unittest.TestCase):
                  "shaping:\n  default: { max_message_rate: 0, timeouts: %s }\n"
                  % (dport, TIMEOUTS))
         cls.e = SenderEnv(tmp, extra_yaml=extra, workers=2)
-        cls.e.start_sender(env={"SLUICE_SENDER_MX_PORT": str(port)})
+        # Debug level: test_one_key_one_worker reads the per-message outcome
+        # lines, which are debug lines (the events carry the detail).
+        cls.e.start_sender(env={"SLUICE_SENDER_MX_PORT": str(port), "SLUICE_LOG_LEVEL": "debug"})
 
     @classmethod
     def tearDownClass(cls):

@@ -41,8 +41,16 @@ typedef struct rule {
     struct rule *next;
 } rule;
 
+/* A (sender, recipient) pair seen by --greylist. */
+typedef struct grey {
+    char *pair;
+    struct grey *next;
+} grey;
+
 typedef struct sink {
     uv_loop_t *loop;
+    bool greylist;      /* 450 4.7.1 to the first RCPT of each (sender, rcpt) */
+    grey *grey_seen;
     smtpd_server *srv;
     const char *dir;
     FILE *log;
@@ -109,10 +117,32 @@ static bool prefix(const char *local, size_t n, const char *p)
     return n >= pl && strncasecmp(local, p, pl) == 0;
 }
 
+/* True the first time the (sender, recipient) pair is seen: like a
+ * greylisting receiver, which refuses a new triplet for a while. */
+static bool grey_first(sink *k, smtpd_session *s, const char *rcpt)
+{
+    const smtpd_envelope *e = smtpd_session_envelope(s);
+    char *pair = xasprintf("%s %s", e->from ? e->from : "", rcpt);
+    for (grey *g = k->grey_seen; g; g = g->next)
+        if (!strcasecmp(g->pair, pair)) {
+            free(pair);
+            return false;
+        }
+    grey *g = xcalloc(1, sizeof *g);
+    g->pair = pair;
+    g->next = k->grey_seen;
+    k->grey_seen = g;
+    return true;
+}
+
 static void on_rcpt(void *arg, smtpd_session *s, const char *rcpt)
 {
     sink *k = arg;
     sink_sess *ss = smtpd_session_data(s);
+    if (k->greylist && grey_first(k, s, rcpt)) {
+        smtpd_reply_after(s, ss->slow_ms, 450, "4.7.1 greylisted, try again later");
+        return;
+    }
     for (rule *r = k->rules; r; r = r->next) {
         if (!sl_glob_match(r->glob, rcpt))
             continue;
@@ -368,13 +398,14 @@ static const sl_cmd_help help = {
     .synopsis = "[--listen HOST:PORT] [--port-file F] [--dir D] [--log F]\n"
                 "         [--tls-cert C --tls-key K [--implicit-tls]] [--no-pipelining] [--no-smtputf8]\n"
                 "         [--max-rcpt N] [--max-size BYTES] [--max-conn-per-ip N] [--idle-timeout DUR]\n"
-                "         [--greeting CODE] [--rules FILE] [--hostname NAME]",
+                "         [--greeting CODE] [--rules FILE] [--hostname NAME] [--greylist]",
     .about = "A recording SMTP sink with fault rules, for tests and benchmarks; see\n"
              "tests/sink/README.md for every option and the fault rules.\n",
     .options = "  --listen HOST:PORT (default 127.0.0.1:2525), --port-file F, --dir D,\n"
                "  --log F, --tls-cert C, --tls-key K, --implicit-tls, --no-pipelining,\n"
                "  --no-smtputf8, --max-rcpt N, --max-size BYTES, --max-conn-per-ip N,\n"
-               "  --idle-timeout DUR, --greeting CODE, --rules FILE, --hostname NAME\n",
+               "  --idle-timeout DUR, --greeting CODE, --rules FILE, --hostname NAME,\n"
+               "  --greylist\n",
     .config = NULL, /* it reads no sluice configuration */
 };
 
@@ -401,6 +432,7 @@ int main(int argc, char **argv)
                                          {"greeting", required_argument, 0, 'g'},
                                          {"rules", required_argument, 0, 'R'},
                                          {"hostname", required_argument, 0, 'H'},
+                                         {"greylist", no_argument, 0, 'G'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *listen = "127.0.0.1:2525", *port_file = NULL, *log_path = NULL;
@@ -470,6 +502,9 @@ int main(int argc, char **argv)
             break;
         case 'H':
             cfg.hostname = optarg;
+            break;
+        case 'G':
+            k.greylist = true;
             break;
         case 'h':
             usage(stdout);
@@ -550,6 +585,11 @@ int main(int argc, char **argv)
     if (k.log)
         fclose(k.log);
     SSL_CTX_free(ctx);
+    for (grey *g = k.grey_seen, *n; g; g = n) {
+        n = g->next;
+        free(g->pair);
+        free(g);
+    }
     for (rule *r = k.rules, *n; r; r = n) {
         n = r->next;
         free(r->glob);

@@ -489,6 +489,10 @@ static void test_shaping_inheritance(void **state)
     assert_int_equal(cfg->submit.idle_timeout_ms, 300000);
     assert_null(cfg->metrics.listen);
     assert_int_equal(cfg->sender.drain_timeout_ms, 30000);
+    assert_int_equal(cfg->sender.destination_backoff_initial_ms, 1000);
+    assert_int_equal(cfg->sender.destination_backoff_max_ms, 300000);
+    assert_int_equal(cfg->sender.max_inflight_per_destination, 0);
+    assert_int_equal(cfg->sender.idle_state_timeout_ms, 600000);
     assert_int_equal(cfg->scheduler.max_buffered, 100000);
     assert_string_equal(cfg->scheduler.default_tenant, "default");
     assert_int_equal(cfg->n_pools, 0);
@@ -843,6 +847,40 @@ static void test_alias_bomb(void **state)
     sl_buf_free(&y);
 }
 
+static void test_sender_destinations(void **state)
+{
+    (void)state;
+    sl_config *cfg = parse_ok("sender:\n  max_inflight: 100\n  destination_backoff_initial: 250ms\n"
+                              "  destination_backoff_max: 1m\n  max_inflight_per_destination: 10\n"
+                              "  idle_state_timeout: 30s\n");
+    assert_int_equal(cfg->sender.destination_backoff_initial_ms, 250);
+    assert_int_equal(cfg->sender.destination_backoff_max_ms, 60000);
+    assert_int_equal(cfg->sender.max_inflight_per_destination, 10);
+    assert_int_equal(cfg->sender.idle_state_timeout_ms, 30000);
+    sl_config_free(cfg);
+    static const struct {
+        const char *yaml, *want;
+    } bad[] = {
+        {"sender:\n  destination_backoff_initial: 10s\n  destination_backoff_max: 1s\n",
+         ":3: key 'sender.destination_backoff_max': must not be shorter than"},
+        {"sender:\n  destination_backoff_initial: 0s\n",
+         "key 'sender.destination_backoff_initial': must be longer than zero"},
+        {"sender:\n  destination_backoff_max: soon\n",
+         "key 'sender.destination_backoff_max': 'soon' is not a duration"},
+        {"sender:\n  max_inflight: 10\n  max_inflight_per_destination: 11\n",
+         ":3: key 'sender.max_inflight_per_destination': must not exceed sender.max_inflight (10)"},
+        {"sender:\n  max_inflight_per_destination: 0\n", "max_inflight_per_destination"},
+        {"sender:\n  idle_state_timeout: 0s\n",
+         "key 'sender.idle_state_timeout': must be longer than zero"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *err = parse_err(bad[i].yaml);
+        if (!strstr(err, bad[i].want))
+            fail_msg("case %zu: got \"%s\", want \"%s\"", i, err, bad[i].want);
+        free(err);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -857,6 +895,7 @@ int main(void)
         cmocka_unit_test(test_env_override),
         cmocka_unit_test(test_retry_suffix),
         cmocka_unit_test(test_default_config),
+        cmocka_unit_test(test_sender_destinations),
         cmocka_unit_test(test_routes_first_match),
         cmocka_unit_test(test_load_or_exit),
         cmocka_unit_test(test_webhook),
