@@ -155,8 +155,14 @@ static int parse_field(api_key *k, char *f, char *why, size_t whylen)
             snprintf(why, whylen, "rate '%s' is not N, N/s, N/min or N/h", v);
             return -1;
         }
+    } else if (!strcmp(f, "admin")) {
+        if (strcmp(v, "yes") && strcmp(v, "no")) {
+            snprintf(why, whylen, "admin '%s' is not yes or no", v);
+            return -1;
+        }
+        k->admin = v[0] == 'y';
     } else {
-        snprintf(why, whylen, "unknown field '%s' (tenant, domains, pool, rate)", f);
+        snprintf(why, whylen, "unknown field '%s' (tenant, domains, pool, rate, admin)", f);
         return -1;
     }
     return 0;

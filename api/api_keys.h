@@ -15,7 +15,8 @@
  * envelope sender domains the key may use ("*.example.com" globs; none:
  * the key may not send, only control and suppress); pool the IP pool of its
  * jobs; rate recipients per minute ("N", "N/min", "N/s", "N/h"; 0 or
- * absent: unlimited). An unknown field, a duplicate hash or a malformed
+ * absent: unlimited); admin=yes lets the key suspend and resume sites,
+ * which every tenant shares (default no). An unknown field, a duplicate hash or a malformed
  * one is an error "FILE:LINE: what".
  *
  * api_keys_parse()/api_keys_load() build a table the caller owns
@@ -42,6 +43,7 @@ typedef struct api_key {
     char **domains;
     size_t n_domains;
     double rate_per_min; /* 0: unlimited */
+    bool admin;          /* may suspend and resume sites (every tenant's) */
     double tokens;
     int64_t refilled_ms;
     int line;

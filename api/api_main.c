@@ -18,6 +18,7 @@
 #include "api.h"
 #include "cmdline.h"
 #include "health.h"
+#include "kafka.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -39,7 +40,8 @@ static const sl_cmd_help help = {
                 "       sluice-api --hash-key   (reads the key on stdin)\n"
                 "       sluice-api --new-key",
     .about = "HTTPS API: POST /v1/messages publishes one job per recipient and answers\n"
-             "202 only once Kafka has them; see docs/api.md.\n",
+             "202 only once Kafka has them; campaign and site control, suppressions;\n"
+             "see docs/api.md.\n",
     .options = "  -c, --config FILE     the configuration\n"
                "      --hash-key        print the keys-file hash of the key on stdin\n"
                "      --new-key         print a new random key and its hash\n",
@@ -111,6 +113,27 @@ static enum MHD_Result send_reply(struct MHD_Connection *con, api_reply *r)
     return ret;
 }
 
+/* Splits "/v1/KIND/NAME[/ACTION]" into its parts (pointers into buf). */
+static int split_path(char *buf, const char **kind, const char **name, const char **action)
+{
+    if (strncmp(buf, "/v1/", 4) != 0)
+        return -1;
+    char *p = buf + 4;
+    *kind = p;
+    *name = *action = NULL;
+    char *s = strchr(p, '/');
+    if (!s)
+        return 0;
+    *s = 0;
+    *name = s + 1;
+    s = strrchr(s + 1, '/');
+    if (s && strcmp(*kind, "suppressions") != 0) {
+        *s = 0;
+        *action = s + 1;
+    }
+    return 0;
+}
+
 static void route(struct MHD_Connection *con, const char *url, const char *method, conn_req *cr,
                   api_reply *r)
 {
@@ -119,8 +142,11 @@ static void route(struct MHD_Connection *con, const char *url, const char *metho
                     (unsigned long long)g.cfg->api.max_body);
         return;
     }
-    if (strcmp(url, "/v1/messages") != 0) {
-        api_problem(r, 404, NULL, "no such resource: %s", url);
+    char path[1024];
+    const char *kind, *name, *action;
+    if (strlen(url) >= sizeof path || (snprintf(path, sizeof path, "%s", url),
+                                       split_path(path, &kind, &name, &action) != 0)) {
+        api_problem(r, 404, NULL, "no such resource");
         return;
     }
     const char *auth = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Authorization");
@@ -136,23 +162,35 @@ static void route(struct MHD_Connection *con, const char *url, const char *metho
         api_problem(r, 401, NULL, "unknown API key");
         return;
     }
-    if (strcmp(method, "POST") != 0) {
-        pthread_rwlock_unlock(&keys_mu);
-        api_problem(r, 405, NULL, "%s: only POST", url);
-        return;
+    const char *body = cr->body.data ? cr->body.data : "";
+    bool post = !strcmp(method, "POST");
+    if (!strcmp(kind, "messages") && !name) {
+        if (!post) {
+            api_problem(r, 405, NULL, "/v1/messages: only POST");
+        } else {
+            const char *idem =
+                MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Idempotency-Key");
+            if (idem && (!*idem || strlen(idem) > 255)) {
+                api_problem(r, 400, "Idempotency-Key", "Idempotency-Key: 1 to 255 characters");
+            } else {
+                int64_t t0 = sl_mono_ms();
+                api_messages_post(&g, key, body, cr->body.len, idem, r);
+                sl_metric_observe("sluice_api_message_request_seconds", NULL,
+                                  (double)(sl_mono_ms() - t0) / 1000.0);
+            }
+        }
+    } else if ((!strcmp(kind, "campaigns") || !strcmp(kind, "sites")) && name && action) {
+        if (!post)
+            api_problem(r, 405, NULL, "only POST");
+        else
+            api_control_post(&g, key, kind[0] == 's', name, action, body, cr->body.len, r);
+    } else if (!strcmp(kind, "suppressions") && name && *name) {
+        api_suppression(&g, key, method, name, body, cr->body.len, r);
+    } else {
+        api_problem(r, 404, NULL, "no such resource: %s", url);
     }
-    const char *idem = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Idempotency-Key");
-    if (idem && (!*idem || strlen(idem) > 255)) {
-        pthread_rwlock_unlock(&keys_mu);
-        api_problem(r, 400, "Idempotency-Key", "Idempotency-Key: 1 to 255 characters");
-        return;
-    }
-    int64_t t0 = sl_mono_ms();
-    api_messages_post(&g, key, cr->body.data ? cr->body.data : "", cr->body.len, idem, r);
     pthread_rwlock_unlock(&keys_mu);
-    sl_metric_observe("sluice_api_message_request_seconds", NULL,
-                      (double)(sl_mono_ms() - t0) / 1000.0);
-    if (r->status == 202) {
+    if (r->status == 202 && r->body && json_object_get(r->body, "accepted")) {
         sl_metric_inc("sluice_api_recipients_accepted_total", NULL,
                       (double)json_integer_value(json_object_get(r->body, "accepted")));
         sl_metric_inc("sluice_api_recipients_rejected_total", NULL,
@@ -337,6 +375,10 @@ int main(int argc, char **argv)
     if (!g.client)
         sl_fatal(1, "api: kafka: %s", err);
     pthread_mutex_init(&g.mu, NULL);
+    g.prod = sl_producer_new(cfg, NULL, &err);
+    if (!g.prod)
+        sl_fatal(1, "api: kafka: %s", err);
+    pthread_mutex_init(&g.prod_mu, NULL);
 
     sl_metric_help("sluice_api_requests_total", SL_METRIC_COUNTER,
                    "HTTP requests answered, by status code");
@@ -346,6 +388,8 @@ int main(int argc, char **argv)
                    "Recipients whose job Kafka acknowledged");
     sl_metric_help("sluice_api_recipients_rejected_total", SL_METRIC_COUNTER,
                    "Recipients refused one by one (bad address, bad substitutions)");
+    sl_metric_help("sluice_api_control_total", SL_METRIC_COUNTER,
+                   "Control records published, by scope and action");
     sl_metric_help("sluice_api_message_request_seconds", SL_METRIC_HISTOGRAM,
                    "Time to answer POST /v1/messages, Kafka acknowledgement included");
     if (cfg->metrics.listen) {
@@ -423,6 +467,8 @@ int main(int argc, char **argv)
     if (sluice_flush(g.client, 30000) != 0)
         sl_warn("api: %zu jobs not acknowledged at exit", sluice_outstanding(g.client));
     sluice_client_free(g.client);
+    sl_producer_flush(g.prod, 30000);
+    sl_producer_free(g.prod);
     api_keys_free(g.keys);
     free(cert);
     free(pkey);

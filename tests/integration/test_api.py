@@ -21,6 +21,7 @@ from test_submit import make_cert, start_devbroker, tls_ctx
 DEADLINE = 30
 KEY = "sk_test_acme_0123456789abcdef0123456789abcdef"
 SLOW_KEY = "sk_test_slow_0123456789abcdef0123456789abcdef"
+ADMIN_KEY = "sk_test_ops_0123456789abcdef0123456789abcdef0"
 
 
 def key_hash(key):
@@ -42,6 +43,7 @@ class ApiCase(unittest.TestCase):
             "# test keys",
             "%s tenant=acme domains=example.net,*.example.net" % key_hash(KEY),
             "%s tenant=slow domains=example.org rate=3" % key_hash(SLOW_KEY),
+            "%s tenant=ops admin=yes" % key_hash(ADMIN_KEY),
             ""]))
         self.port, self.pmetrics = free_port(), free_port()
         self.cfg = self.write("sluice.yaml", (
@@ -75,7 +77,7 @@ class ApiCase(unittest.TestCase):
             f.write(text)
         return path
 
-    def post(self, body, key=KEY, headers=None, path="/v1/messages"):
+    def post(self, body, key=KEY, headers=None, path="/v1/messages", method="POST"):
         c = http.client.HTTPSConnection("127.0.0.1", self.port, context=tls_ctx(),
                                         timeout=DEADLINE)
         h = {"Content-Type": "application/json"}
@@ -83,7 +85,9 @@ class ApiCase(unittest.TestCase):
             h["Authorization"] = "Bearer " + key
         h.update(headers or {})
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        c.request("POST", path, body=data, headers=h)
+        if body is None:
+            data = None
+        c.request(method, path, body=data, headers=h)
         r = c.getresponse()
         text = r.read()
         c.close()
@@ -94,6 +98,13 @@ class ApiCase(unittest.TestCase):
         env.pop("SLUICE_CONFIG", None)
         r = subprocess.run([bin_path("sluice"), "events", "-c", self.cfg, "--jobs"],
                            capture_output=True, text=True, timeout=DEADLINE, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return [json.loads(line) for line in r.stdout.splitlines()]
+
+    def dump(self, topic):
+        r = subprocess.run([bin_path("sched_tool"), "dump", "-c", self.cfg, "--topic", topic,
+                            "--count", "0", "--timeout", "20000"],
+                           capture_output=True, text=True, timeout=DEADLINE)
         self.assertEqual(r.returncode, 0, r.stderr)
         return [json.loads(line) for line in r.stdout.splitlines()]
 
@@ -241,6 +252,63 @@ class TestApi(ApiCase):
         self.assertEqual(status, 202, body)
         self.assertEqual(self.metric("sluice_api_recipients_accepted_total"), 1)
         self.assertGreaterEqual(self.metric('sluice_api_requests_total{code="202"}'), 1)
+
+    def test_campaign_and_site_control_records(self):
+        for action in ("suspend", "resume", "cancel"):
+            status, _, body = self.post({"reason": "wrong list"} if action == "suspend" else b"",
+                                        path="/v1/campaigns/spring/" + action)
+            self.assertEqual(status, 202, body)
+            self.assertEqual(body["action"], action)
+        status, _, body = self.post(b"", path="/v1/sites/gmail/suspend")
+        self.assertEqual(status, 403, body)  # a tenant's key may not stop a shared site
+        status, _, body = self.post(b"", key=ADMIN_KEY, path="/v1/sites/gmail/suspend")
+        self.assertEqual(status, 202, body)
+        status, _, body = self.post(b"", key=ADMIN_KEY, path="/v1/sites/gmail/cancel")
+        self.assertEqual(status, 404, body)
+        status, _, body = self.post(b"", key="sk_wrong", path="/v1/campaigns/spring/cancel")
+        self.assertEqual(status, 401, body)
+        # One key's records keep their order (one partition); keys do not.
+        recs = sorted(self.dump("control"), key=lambda r: r["key"])
+        self.assertEqual([(r["key"], r["scope"], r["action"], r["tenant"], r["target"])
+                          for r in recs],
+                         [("campaign/acme/spring", 1, 1, "acme", "spring"),
+                          ("campaign/acme/spring", 1, 2, "acme", "spring"),
+                          ("campaign/acme/spring", 1, 3, "acme", "spring"),
+                          ("site/gmail", 2, 1, "ops", "gmail")])
+        self.assertEqual(recs[0]["reason"], "wrong list")
+        self.assertEqual({r["origin"] for r in recs}, {"api"})
+
+    def test_suppressions(self):
+        path = "/v1/suppressions/Ann%40Example.COM"
+        status, _, body = self.post(None, path=path, method="GET")
+        self.assertEqual(status, 404, body)
+        status, _, body = self.post({"reason": "asked by phone"}, path=path, method="PUT")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["address"], "ann@example.com")
+        status, _, body = self.post(None, path=path, method="GET")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["reason"], "asked by phone")
+        # Another tenant's list is another list.
+        status, _, _ = self.post(None, key=SLOW_KEY, path=path, method="GET")
+        self.assertEqual(status, 404)
+        status, _, body = self.post(None, path=path, method="DELETE")
+        self.assertEqual(status, 204, body)
+        status, _, _ = self.post(None, path=path, method="GET")
+        self.assertEqual(status, 404)
+        recs = self.dump("suppressions")
+        self.assertEqual([r["key"] for r in recs], ["acme/ann@example.com"] * 2)
+        self.assertEqual(recs[0]["reason"], "asked by phone")
+        self.assertTrue(recs[1].get("tombstone"))
+        status, _, body = self.post(None, path="/v1/suppressions/not-an-address", method="PUT")
+        self.assertEqual(status, 400, body)
+        # The record is the one `sluice suppress list` reads.
+        env = dict(os.environ)
+        env.pop("SLUICE_CONFIG", None)
+        self.post({"reason": "x"}, path=path, method="PUT")
+        r = subprocess.run([bin_path("sluice"), "suppress", "-c", self.cfg, "--tenant", "acme",
+                            "list"], capture_output=True, text=True, timeout=DEADLINE, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("acme/ann@example.com x", r.stdout)
 
 
 class TestApiCommandLine(unittest.TestCase):
