@@ -167,6 +167,18 @@ class TestApi(ApiCase):
         self.assertEqual(s3, 202, b3)
         self.assertTrue(set(ids).isdisjoint(r["job_id"] for r in b3["recipients"]))
 
+    def test_ten_thousand_recipients(self):
+        rcpts = ["user%d@d%d.example.com" % (i, i % 50) for i in range(10000)]
+        status, _, body = self.post(simple(rcpts))
+        self.assertEqual(status, 202, body)
+        self.assertEqual(body["accepted"], 10000)
+        ids = [r["job_id"] for r in body["recipients"]]
+        self.assertEqual(len(set(ids)), 10000)
+        self.assertEqual({j["job_id"] for j in self.jobs()}, set(ids))
+        status, _, body = self.post(simple(rcpts + ["one.more@example.com"]))
+        self.assertEqual(status, 400, body)
+        self.assertEqual(body["field"], "recipients")
+
     def test_per_recipient_errors(self):
         status, _, body = self.post(simple(["good@example.com", "bad@exa mple.com",
                                             "also@example.com"]))
