@@ -10,6 +10,7 @@ import email.policy
 import http.client
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import unittest
@@ -39,7 +40,7 @@ class ApiCase(unittest.TestCase):
         self.broker, self.bootstrap = start_devbroker(self.tmp)
         self.addCleanup(self.broker.stop)
         cert, key = make_cert(self.tmp)
-        keys = self.write("keys", "\n".join([
+        self.keys = keys = self.write("keys", "\n".join([
             "# test keys",
             "%s tenant=acme domains=example.net,*.example.net" % key_hash(KEY),
             "%s tenant=slow domains=example.org rate=3" % key_hash(SLOW_KEY),
@@ -258,6 +259,22 @@ class TestApi(ApiCase):
         self.assertEqual(status, 429, body)
         self.assertGreaterEqual(int(hdrs["Retry-After"]), 1)
         self.assertEqual(len(self.jobs()), 2)
+
+    def test_sighup_reloads_keys(self):
+        new = "sk_test_new_0123456789abcdef0123456789abcdef00"
+        self.assertEqual(self.post(simple(["a@example.com"]), key=new)[0], 401)
+        with open(self.keys, "a") as f:
+            f.write("%s tenant=newco domains=example.net\n" % key_hash(new))
+        self.api.send_signal(signal.SIGHUP)
+        wait_for(lambda: self.post(simple(["a@example.com"]), key=new)[0] == 202, 10,
+                 "the new key accepted")
+        # A broken file keeps the keys in force.
+        with open(self.keys, "a") as f:
+            f.write("garbage\n")
+        self.api.send_signal(signal.SIGHUP)
+        wait_for(lambda: "keys file not reloaded" in self.api.output(), 10, "the reload refused")
+        self.assertEqual(self.post(simple(["b@example.com"]), key=new)[0], 202)
+        self.assertEqual({j["tenant"] for j in self.jobs()}, {"newco"})
 
     def test_metrics(self):
         status, _, body = self.post(simple(["a@example.com"]))
