@@ -375,7 +375,8 @@ void api_messages_post(api_ctx *a, api_key *key, const char *body, size_t len, c
     b->n = n;
     b->res = xcalloc(n, sizeof *b->res);
     sl_buf raw = SL_BUF_INIT;
-    pthread_mutex_lock(&a->mu);
+    /* Validation and rendering run unlocked; only the send takes the
+     * client's lock, so a large request does not stall the others. */
     for (size_t i = 0; i < n; i++) {
         json_t *o = json_array_get(rcpts, i);
         rcpt_result *res = &b->res[i];
@@ -436,6 +437,7 @@ void api_messages_post(api_ctx *a, api_key *key, const char *body, size_t len, c
         job_arg *ja = xmalloc(sizeof *ja);
         ja->b = b;
         ja->i = i;
+        pthread_mutex_lock(&a->mu);
         res->done = false;
         b->pending++;
         if (sluice_send(a->client, &m, on_result, ja) != 0) {
@@ -444,10 +446,12 @@ void api_messages_post(api_ctx *a, api_key *key, const char *body, size_t len, c
             res->error = xstrdup(sluice_errmsg(a->client));
             free(ja);
         }
+        pthread_mutex_unlock(&a->mu);
         free(vars);
         free(meta);
     }
     sl_buf_free(&raw);
+    pthread_mutex_lock(&a->mu);
     /* Wait for Kafka: poll in short slices so other requests can publish
      * in between. */
     int64_t deadline = sl_mono_ms() + a->cfg->api.ack_timeout_ms;
