@@ -263,8 +263,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "sched_tool: %s\n", err);
         return 2;
     }
-    if (!strcmp(cmd, "dump"))
-        return dump(cfg, suffix ? suffix : "dispatch", count, timeout);
+    if (!strcmp(cmd, "dump")) {
+        int rc = dump(cfg, suffix ? suffix : "dispatch", count, timeout);
+        sl_config_free(cfg);
+        return rc;
+    }
     sl_producer *p = sl_producer_new(cfg, NULL, &err);
     if (!p) {
         fprintf(stderr, "sched_tool: %s\n", err);
