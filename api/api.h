@@ -61,5 +61,9 @@ void api_control_post(api_ctx *a, api_key *key, bool site, const char *target,
  * /v1/suppressions/{address} for the key's tenant. */
 void api_suppression(api_ctx *a, api_key *key, const char *method, const char *address,
                      const char *body, size_t len, api_reply *r);
+/* POST /v1/suppressions: {"addresses": [...], "reason": "..."}, every
+ * address checked before any is published. */
+void api_suppressions_import(api_ctx *a, api_key *key, const char *body, size_t len,
+                             api_reply *r);
 
 #endif

@@ -6,7 +6,7 @@
  * "campaign/TENANT/ID" or "site/NAME"), or a Suppression (or its
  * tombstone) on the compacted suppressions topic under "TENANT/ADDRESS",
  * the key `sluice suppress` uses and the scheduler's classify stage looks
- * up. Every answer waits for Kafka's acknowledgement. GET of a
+ * up; POST /v1/suppressions imports a list at once. Every answer waits for Kafka's acknowledgement. GET of a
  * suppression reads the suppressions topic to its end (the newest record
  * of the key wins), as `sluice suppress list` does: fine for an operator's
  * question, not for a hot path.
@@ -161,6 +161,117 @@ void api_control_post(api_ctx *a, api_key *key, bool site, const char *target,
     free(k);
     free(reason);
     sl_buf_free(&b);
+}
+
+typedef struct acks {
+    size_t pending, failed;
+} acks;
+
+static void on_bulk_ack(void *arg, int err)
+{
+    acks *k = arg;
+    k->pending--;
+    if (err)
+        k->failed++;
+}
+
+void api_suppressions_import(api_ctx *a, api_key *key, const char *body, size_t len,
+                             api_reply *r)
+{
+    json_error_t e;
+    json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &e);
+    json_t *list = j ? json_object_get(j, "addresses") : NULL;
+    const char *reason = "import";
+    const char *k;
+    json_t *v;
+    if (!j || !json_is_object(j)) {
+        api_problem(r, 400, NULL, "the body is not a JSON object");
+        goto out;
+    }
+    json_object_foreach(j, k, v)
+    {
+        if (strcmp(k, "addresses") && strcmp(k, "reason")) {
+            api_problem(r, 400, k, "%s: unknown field", k);
+            goto out;
+        }
+    }
+    json_t *jr = json_object_get(j, "reason");
+    if (jr) {
+        if (!json_is_string(jr) || strpbrk(json_string_value(jr), "\r\n") ||
+            strlen(json_string_value(jr)) != json_string_length(jr) || json_string_length(jr) > 256) {
+            api_problem(r, 400, "reason", "reason: a line of at most 256 characters");
+            goto out;
+        }
+        reason = json_string_value(jr);
+    }
+    size_t n = json_is_array(list) ? json_array_size(list) : 0;
+    if (n == 0 || n > 100000) {
+        api_problem(r, 400, "addresses", "addresses: an array of 1 to 100000 addresses");
+        goto out;
+    }
+    /* Every address is checked before anything is published. */
+    char **keys = xcalloc(n, sizeof *keys);
+    char **addrs = xcalloc(n, sizeof *addrs);
+    size_t bad = n;
+    for (size_t i = 0; i < n && bad == n; i++) {
+        json_t *x = json_array_get(list, i);
+        char norm[SLUICE_ADDRESS_MAX + 1], why[256];
+        if (!json_is_string(x) ||
+            sluice_address_normalize(json_string_value(x), norm, why, sizeof why)) {
+            api_problem(r, 400, "addresses", "addresses[%zu]: %s", i,
+                        json_is_string(x) ? why : "not a string");
+            bad = i;
+            break;
+        }
+        sl_lower(norm);
+        addrs[i] = xstrdup(norm);
+        keys[i] = xasprintf("%s/%s", key->tenant, norm);
+    }
+    if (bad == n) {
+        char *topic = sl_config_topic(a->cfg, "suppressions");
+        acks ak = {0};
+        sl_buf b = SL_BUF_INIT;
+        int64_t now = sl_now_ms();
+        pthread_mutex_lock(&a->prod_mu);
+        for (size_t i = 0; i < n; i++) {
+            sl_suppression s = SLUICE__V1__SUPPRESSION__INIT;
+            s.version = SLUICE_WIRE_VERSION;
+            s.tenant = key->tenant;
+            s.address = addrs[i];
+            s.reason = (char *)reason;
+            s.created_at_ms = now;
+            sl_pack(&s.base, &b);
+            ak.pending++;
+            if (sl_producer_send(a->prod, topic, keys[i], strlen(keys[i]), b.data, b.len, NULL,
+                                 0, on_bulk_ack, &ak) != 0) {
+                ak.pending--;
+                ak.failed++;
+            }
+        }
+        /* The callbacks point at ak: wait for every one of them. */
+        while (ak.pending)
+            sl_producer_poll(a->prod, 10);
+        pthread_mutex_unlock(&a->prod_mu);
+        sl_buf_free(&b);
+        free(topic);
+        if (ak.failed) {
+            api_problem(r, 503, NULL, "Kafka did not take %zu of %zu records: retry the import",
+                        ak.failed, n);
+            r->retry_after = 1;
+        } else {
+            r->status = 200;
+            r->body = json_pack("{s:s, s:I, s:s}", "tenant", key->tenant, "suppressed",
+                                (json_int_t)n, "reason", reason);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(keys[i]);
+        free(addrs[i]);
+    }
+    free(keys);
+    free(addrs);
+out:
+    json_decref(j);
 }
 
 /* The suppression of key, read from the topic: 1 found (reason in *out),

@@ -184,6 +184,11 @@ static void route(struct MHD_Connection *con, const char *url, const char *metho
             api_problem(r, 405, NULL, "only POST");
         else
             api_control_post(&g, key, kind[0] == 's', name, action, body, cr->body.len, r);
+    } else if (!strcmp(kind, "suppressions") && !name) {
+        if (!post)
+            api_problem(r, 405, NULL, "/v1/suppressions: only POST (an import)");
+        else
+            api_suppressions_import(&g, key, body, cr->body.len, r);
     } else if (!strcmp(kind, "suppressions") && name && *name) {
         api_suppression(&g, key, method, name, body, cr->body.len, r);
     } else {

@@ -339,6 +339,21 @@ class TestApi(ApiCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("acme/ann@example.com x", r.stdout)
 
+    def test_suppression_import(self):
+        addrs = ["u%d@example.com" % i for i in range(500)]
+        status, _, body = self.post({"addresses": addrs + ["bad@exa mple.com"]},
+                                    path="/v1/suppressions")
+        self.assertEqual(status, 400, body)
+        self.assertIn("addresses[500]", body["detail"])
+        self.assertEqual(self.dump("suppressions"), [])
+        status, _, body = self.post({"addresses": addrs, "reason": "old list"},
+                                    path="/v1/suppressions")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["suppressed"], 500)
+        recs = self.dump("suppressions")
+        self.assertEqual(sorted(r["key"] for r in recs), sorted("acme/" + a for a in addrs))
+        self.assertEqual({r["reason"] for r in recs}, {"old list"})
+
 
 class TestApiCommandLine(unittest.TestCase):
     def test_new_key_hash_round_trip(self):
