@@ -17,7 +17,8 @@ import unittest
 import urllib.request
 
 from sluicetest import Proc, bin_path, free_port, wait_for
-from test_submit import make_cert, start_devbroker, tls_ctx
+from test_devbroker import DevBroker
+from test_submit import make_cert, tls_ctx
 
 DEADLINE = 30
 KEY = "sk_test_acme_0123456789abcdef0123456789abcdef"
@@ -33,12 +34,16 @@ def key_hash(key):
 
 
 class ApiCase(unittest.TestCase):
+    broker_args = ()
+    ack_timeout = "10s"
+
     def setUp(self):
         self._tmp = tempfile.TemporaryDirectory(prefix="sluice-api-")
         self.tmp = self._tmp.name
         self.addCleanup(self._tmp.cleanup)
-        self.broker, self.bootstrap = start_devbroker(self.tmp)
+        self.broker = DevBroker(self.tmp, self.broker_args)
         self.addCleanup(self.broker.stop)
+        self.bootstrap = self.broker.bootstrap
         cert, key = make_cert(self.tmp)
         self.keys = keys = self.write("keys", "\n".join([
             "# test keys",
@@ -50,9 +55,9 @@ class ApiCase(unittest.TestCase):
         self.cfg = self.write("sluice.yaml", (
             "kafka:\n  bootstrap: %s\n"
             "api:\n  listen: 127.0.0.1:%d\n  cert: %s\n  key: %s\n  keys: %s\n"
-            "  max_body: 4MB\n  ack_timeout: 10s\n"
+            "  max_body: 4MB\n  ack_timeout: %s\n"
             "metrics: { listen: 127.0.0.1:%d }\n")
-            % (self.bootstrap, self.port, cert, key, keys, self.pmetrics))
+            % (self.bootstrap, self.port, cert, key, keys, self.ack_timeout, self.pmetrics))
         self.api = Proc("sluice-api", ["-c", self.cfg], tmpdir=self.tmp)
         self.addCleanup(self.api.stop)
 
@@ -353,6 +358,28 @@ class TestApi(ApiCase):
         recs = self.dump("suppressions")
         self.assertEqual(sorted(r["key"] for r in recs), sorted("acme/" + a for a in addrs))
         self.assertEqual({r["reason"] for r in recs}, {"old list"})
+
+
+class TestApiKafkaDown(ApiCase):
+    broker_args = ("--brokers", "1")
+    ack_timeout = "2s"
+
+    def test_503_then_an_idempotent_retry_gets_the_same_ids(self):
+        req = simple(["a@example.com", "b@example.org"])
+        hdr = {"Idempotency-Key": "batch-7"}
+        self.assertEqual(self.broker.command("broker down 1"), "ok broker 1 down")
+        status, hdrs, body = self.post(req, headers=hdr)
+        self.assertEqual(status, 503, body)
+        self.assertEqual(hdrs["Retry-After"], "1")
+        self.assertEqual(self.broker.command("broker up 1"), "ok broker 1 up")
+        status, _, body = wait_for(
+            lambda: (lambda r: r if r[0] == 202 else None)(self.post(req, headers=hdr)),
+            DEADLINE, "202 once Kafka is back")
+        ids = {r["job_id"] for r in body["recipients"]}
+        self.assertEqual(len(ids), 2)
+        # Whatever the first attempt left in flight carries the same ids.
+        wait_for(lambda: {j["job_id"] for j in self.jobs()} == ids, DEADLINE,
+                 "only the answered job ids on the jobs topic")
 
 
 class TestApiCommandLine(unittest.TestCase):
