@@ -10,9 +10,9 @@
  * One sluice_client publishes for every connection thread; libsluice is
  * not thread safe, so every call on it (send, poll) and every result
  * callback runs under api_ctx.mu. A request waits for its jobs by polling
- * the client in short slices under the lock; whichever thread polls runs
- * the callbacks of every request, which is why callbacks only touch state
- * under the lock.
+ * the client in short slices under the lock, and the main thread polls
+ * every 100 ms; whichever thread polls runs the callbacks of every
+ * request, which is why callbacks only touch state under the lock.
  */
 #ifndef SLUICE_API_H
 #define SLUICE_API_H

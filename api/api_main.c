@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 static const sl_cmd_help help = {
     .prog = "sluice-api",
@@ -445,10 +446,26 @@ int main(int argc, char **argv)
             di ? (unsigned)di->port : 0u, cert ? "https" : "http", g.keys->n);
     sl_http_set_ready(true);
 
+    /* The main thread serves Kafka's delivery reports every 100 ms, so
+     * that the jobs of a request that gave up waiting (503) and the
+     * ACCEPTED events are completed even when no other request polls, and
+     * beats for /healthz: a request stuck holding the client's lock stops
+     * the beat. */
+    sl_beat *beat = sl_health_register("api kafka poll", cfg->metrics.health_timeout_ms);
+    const struct timespec tick = {0, 100 * 1000 * 1000};
     for (;;) {
-        int sig = 0;
-        if (sigwait(&set, &sig) != 0)
+        siginfo_t si;
+        int sig = sigtimedwait(&set, &si, &tick);
+        if (sig < 0) {
+            pthread_mutex_lock(&g.mu);
+            sluice_poll(g.client, 0);
+            pthread_mutex_unlock(&g.mu);
+            pthread_mutex_lock(&g.prod_mu);
+            sl_producer_poll(g.prod, 0);
+            pthread_mutex_unlock(&g.prod_mu);
+            sl_health_beat(beat);
             continue;
+        }
         if (sig == SIGHUP) {
             api_keys *nk = NULL;
             if (api_keys_load(cfg->api.keys, &nk, &err) != 0) {
@@ -467,6 +484,7 @@ int main(int argc, char **argv)
         sl_info("api: %s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
         break;
     }
+    sl_health_unregister(beat);
     sl_http_set_ready(false);
     MHD_stop_daemon(d); /* joins every connection thread */
     if (sluice_flush(g.client, 30000) != 0)

@@ -286,6 +286,10 @@ class TestApi(ApiCase):
         self.assertEqual(status, 202, body)
         self.assertEqual(self.metric("sluice_api_recipients_accepted_total"), 1)
         self.assertGreaterEqual(self.metric('sluice_api_requests_total{code="202"}'), 1)
+        with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % self.pmetrics,
+                                    timeout=5) as r:
+            self.assertEqual(r.status, 200)
+            self.assertIn("api kafka poll", r.read().decode())
 
     def test_campaign_and_site_control_records(self):
         for action in ("suspend", "resume", "cancel"):
