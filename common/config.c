@@ -934,6 +934,9 @@ static sl_config *config_base(const char *path)
     cfg->submit.data_timeout_ms = 600000;
     cfg->submit.auth_workers = 2;
     cfg->submit.auth_queue = 32;
+    cfg->api.max_body = 64 * 1024 * 1024;
+    cfg->api.max_connections = 1000;
+    cfg->api.ack_timeout_ms = 30000;
     cfg->metrics.health_timeout_ms = 60000; /* SL_HEALTH_TIMEOUT_MS */
     cfg->webhook.max_attempts = 5;
     cfg->sender.workers = 0;
@@ -1602,6 +1605,26 @@ static int walk_submit(cfg_ctx *c, const cfg_node *m)
     return 0;
 }
 
+static int walk_api(cfg_ctx *c, const cfg_node *m)
+{
+    static const char *const keys[] = {"listen",   "cert",            "key",        "keys",
+                                       "allow_plain", "max_body", "max_connections", "ack_timeout"};
+    sl_config *cfg = c->cfg;
+    TRY(map_check(c, m, "api", keys, NELEM(keys)));
+    TRY(opt_str(c, m, "api", "listen", &cfg->api.listen));
+    TRY(opt_str(c, m, "api", "cert", &cfg->api.cert));
+    TRY(opt_str(c, m, "api", "key", &cfg->api.key));
+    TRY(opt_str(c, m, "api", "keys", &cfg->api.keys));
+    TRY(opt_bool(c, m, "api", "allow_plain", &cfg->api.allow_plain));
+    if (!cfg->api.cert != !cfg->api.key)
+        return cfg_fail(c, map_line(m, cfg->api.cert ? "cert" : "key"),
+                        "key 'api.%s': cert and key go together", cfg->api.cert ? "key" : "cert");
+    TRY(opt_size(c, m, "api", "max_body", &cfg->api.max_body));
+    OPT_INT(m, "api", "max_connections", 1, 100000, cfg->api.max_connections);
+    TRY(opt_duration(c, m, "api", "ack_timeout", false, &cfg->api.ack_timeout_ms));
+    return 0;
+}
+
 static int walk_metrics(cfg_ctx *c, const cfg_node *m)
 {
     static const char *const keys[] = {"listen", "health_timeout"};
@@ -1728,7 +1751,7 @@ static int walk_webhook(cfg_ctx *c, const cfg_node *m)
 static const char *const top_keys[] = {"kafka",   "dns",     "routes",       "pools",    "sites",
                                        "shaping", "backoff", "bounce_rules", "retry",    "dkim",
                                        "submit",  "metrics", "sender",       "scheduler", "webhook",
-                                       "limits"};
+                                       "limits",  "api"};
 
 static int walk_root(cfg_ctx *c, const cfg_node *root)
 {
@@ -1752,6 +1775,7 @@ static int walk_root(cfg_ctx *c, const cfg_node *root)
     TRY(walk_retry(c, map_get(root, "retry")));
     TRY(walk_dkim(c, map_get(root, "dkim")));
     TRY(walk_submit(c, map_get(root, "submit")));
+    TRY(walk_api(c, map_get(root, "api")));
     TRY(walk_metrics(c, map_get(root, "metrics")));
     TRY(walk_sender(c, map_get(root, "sender")));
     TRY(walk_scheduler(c, map_get(root, "scheduler")));
@@ -2077,6 +2101,10 @@ void sl_config_free(sl_config *cfg)
     free(cfg->submit.cert);
     free(cfg->submit.key);
     free(cfg->submit.users);
+    free(cfg->api.listen);
+    free(cfg->api.cert);
+    free(cfg->api.key);
+    free(cfg->api.keys);
     free(cfg->metrics.listen);
     free(cfg->sender.instance_id);
     free(cfg->scheduler.default_pool);

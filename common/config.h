@@ -191,6 +191,16 @@ typedef struct sl_config {
         uint32_t auth_queue;        /* password checks waiting; then 454 */
     } submit;
 
+    struct {                        /* sluice-api (api/, docs/api.md) */
+        char *listen;               /* "0.0.0.0:8443" */
+        char *cert, *key;           /* HTTPS; both or neither */
+        char *keys;                 /* the API keys file */
+        bool allow_plain;           /* serve plain HTTP without cert/key */
+        uint64_t max_body;          /* request body octets; 413 beyond */
+        uint32_t max_connections;
+        int64_t ack_timeout_ms;     /* wait for Kafka before answering 503 */
+    } api;
+
     struct {
         char *listen;               /* "127.0.0.1:9100"; NULL: no metrics server */
         int64_t health_timeout_ms;  /* /healthz is 503 once a heartbeat is older */

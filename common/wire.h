@@ -21,6 +21,7 @@
 #include "sluice/v1/event.pb-c.h"
 #include "sluice/v1/suppression.pb-c.h"
 #include "sluice/v1/template.pb-c.h"
+#include "sluice/v1/control.pb-c.h"
 
 #include "config.h"
 #include "kafka.h"

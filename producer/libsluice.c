@@ -75,7 +75,7 @@ typedef struct job_ctx {
     sluice_result_cb cb;
     void *arg;
     size_t bytes;
-    char job_id[27];
+    char job_id[65];
     char *domain;
     uint8_t *packed; /* the job as published, for ACCEPTED events; or NULL */
     size_t n;
@@ -332,7 +332,7 @@ static job_ctx *job_ctx_new(sluice_client *c, const rcpt *rc, const size_t *idx,
     j->arg = arg;
     j->n = n;
     j->bytes = packed->len;
-    memcpy(j->job_id, job_id, 27);
+    memcpy(j->job_id, job_id, strlen(job_id) + 1);
     char *s = (char *)&j->rcpts[n];
     for (size_t i = 0; i < n; i++) {
         size_t l = strlen(rc[idx[i]].addr) + 1;
@@ -502,8 +502,17 @@ int sluice_send(sluice_client *c, const sluice_message *m, sluice_result_cb cb, 
      * cut every SLUICE_MAX_RCPTS_PER_JOB recipients. A message of one
      * recipient (the bulk path) is one group: its size is checked once
      * packed, before anything is sent. */
-    char job_id[27];
-    sl_job_id_new(job_id);
+    char job_id[65];
+    if (m->job_id) {
+        if (m->n_to != 1)
+            return seterr(c, SLUICE_EINVAL, "job_id: only for a message of one recipient");
+        size_t jl = strlen(m->job_id);
+        if (jl == 0 || jl >= sizeof job_id || sl_job_id_check(m->job_id))
+            return seterr(c, SLUICE_EINVAL, "job_id: 1-64 octets of printable ASCII");
+        memcpy(job_id, m->job_id, jl + 1);
+    } else {
+        sl_job_id_new(job_id);
+    }
     job.job_id = job_id;
     for (size_t i = n == 1 ? n : 0; i < n;) {
         const char *dom = c->rc[c->order[i]].addr + c->rc[c->order[i]].at + 1;

@@ -116,6 +116,11 @@ typedef struct sluice_message {
     const sluice_kv *meta; /* opaque, copied into every event */
     size_t n_meta;
     int64_t expires_at_ms; /* absolute (ms since epoch); 0: default */
+    /* Optional: the job id to publish under instead of a fresh one, for a
+     * caller that must republish a job identically (an idempotent retry):
+     * printable ASCII, at most 64 octets, and only for a message of one
+     * recipient (one job). The caller answers for its uniqueness. */
+    const char *job_id;
 } sluice_message;
 
 #define SLUICE_MESSAGE_INIT                                                                        \

@@ -19,7 +19,7 @@ No cluster and no Docker engine are needed. It checks:
   - kustomizations: every resource, component and patch path exists, and
     no overlay applies both the KEDA and the HPA component;
   - KafkaTopics: every topic the configuration implies exists with the
-    right cleanup policy (compaction for suppressions and templates);
+    right cleanup policy (compaction for suppressions, templates and control);
   - the ConfigMap's sluice.yaml and the compose sluice.yaml load with the
     real config loader (sluice-webhook --check; files the config names
     under /etc/sluice/ are stubbed in a temporary directory);
@@ -347,7 +347,8 @@ def check_config(root, by_kind, deployments, bindir):
         job_max = 1024 * 1024  # a size with a unit: the budget test below uses the default
     budget = job_max + 84 * 1024
     want.update({prefix + "retry." + str(d): False for d in delays})
-    want.update({prefix + "suppressions": True, prefix + "templates": True})
+    want.update({prefix + "suppressions": True, prefix + "templates": True,
+                 prefix + "control": True})
     have = {}
     for w, t in by_kind.get("KafkaTopic", []):
         spec = t.get("spec") or {}

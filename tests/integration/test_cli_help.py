@@ -22,6 +22,7 @@ BINARIES = {
     "sluice-sender": ("sender/main.c", True),
     "sluice-scheduler": ("scheduler/main.c", True),
     "sluice-submit": ("producer/submit_main.c", True),
+    "sluice-api": ("api/api_main.c", True),
     "sluice-webhook": ("webhook/main.c", True),
     "sluice-devbroker": ("devbroker/main.c", True),
     "sluice-testsink": ("tests/sink/sink.c", False),
@@ -71,6 +72,7 @@ class HelpVersion(unittest.TestCase):
             "sluice-sender": ["sender.drain_timeout", "metrics.listen", "metrics.health_timeout"],
             "sluice-scheduler": ["scheduler.max_buffered", "metrics.health_timeout"],
             "sluice-submit": ["submit.listen", "submit.users", "metrics.health_timeout"],
+            "sluice-api": ["api.listen", "api.keys", "metrics.listen"],
             "sluice-webhook": ["webhook.endpoints", "webhook.max_attempts"],
             "sluice-devbroker": ["kafka.partitions"],
         }

@@ -195,6 +195,30 @@ static int dump(const sl_config *cfg, const char *suffix, int count, int timeout
                 sl_event_json(e, &b);
                 sl_event_free(e);
             }
+        } else if (!strcmp(suffix, "control")) {
+            Sluice__V1__Control *c =
+                m->payload ? sluice__v1__control__unpack(NULL, m->len, m->payload) : NULL;
+            if (c) {
+                sl_buf_printf(&b, ",\"scope\":%d,\"action\":%d,\"at_ms\":%lld,\"tenant\":",
+                              (int)c->scope, (int)c->action, (long long)c->at_ms);
+                sl_buf_json_str(&b, c->tenant, strlen(c->tenant));
+                sl_buf_puts(&b, ",\"target\":");
+                sl_buf_json_str(&b, c->target, strlen(c->target));
+                sl_buf_puts(&b, ",\"reason\":");
+                sl_buf_json_str(&b, c->reason, strlen(c->reason));
+                sl_buf_puts(&b, ",\"origin\":");
+                sl_buf_json_str(&b, c->origin, strlen(c->origin));
+                sluice__v1__control__free_unpacked(c, NULL);
+            }
+        } else if (!strcmp(suffix, "suppressions")) {
+            sl_suppression *s = NULL;
+            if (m->payload && sl_suppression_decode(m->payload, m->len, &s, &why) == 0) {
+                sl_buf_puts(&b, ",\"reason\":");
+                sl_buf_json_str(&b, s->reason, strlen(s->reason));
+                sl_suppression_free(s);
+            } else if (!m->payload) {
+                sl_buf_puts(&b, ",\"tombstone\":true");
+            }
         } else if (strcmp(suffix, "dlq")) {
             sl_job *j = NULL;
             if (m->payload && sl_job_decode(m->payload, m->len, &j, &why) == 0) {
@@ -287,8 +311,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "sched_tool: %s\n", err);
         return 2;
     }
-    if (!strcmp(cmd, "dump"))
-        return dump(cfg, suffix ? suffix : "dispatch", count, timeout);
+    if (!strcmp(cmd, "dump")) {
+        int rc = dump(cfg, suffix ? suffix : "dispatch", count, timeout);
+        sl_config_free(cfg);
+        return rc;
+    }
     if (!strcmp(cmd, "watermarks")) {
         int rc = watermarks(cfg, suffix ? suffix : "jobs", timeout);
         sl_config_free(cfg);

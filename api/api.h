@@ -1,0 +1,69 @@
+/*
+ * api - what the modules of sluice-api share (internal header).
+ *
+ * api_main.c runs the daemon: config, the libmicrohttpd server (one
+ * thread per connection, so a request may block on Kafka's
+ * acknowledgement without holding up others), authentication and routing.
+ * api_messages.c answers POST /v1/messages; api_control.c the campaign
+ * and site control and the suppression endpoints.
+ *
+ * One sluice_client publishes for every connection thread; libsluice is
+ * not thread safe, so every call on it (send, poll) and every result
+ * callback runs under api_ctx.mu. A request waits for its jobs by polling
+ * the client in short slices under the lock, and the main thread polls
+ * every 100 ms; whichever thread polls runs the callbacks of every
+ * request, which is why callbacks only touch state under the lock.
+ */
+#ifndef SLUICE_API_H
+#define SLUICE_API_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "api_keys.h"
+#include "config.h"
+#include "sluice.h"
+#include "util.h"
+
+typedef struct api_ctx {
+    const sl_config *cfg;
+    api_keys *keys;
+    sluice_client *client; /* under mu */
+    pthread_mutex_t mu;
+    struct sl_producer *prod; /* control and suppression records; under prod_mu */
+    pthread_mutex_t prod_mu;
+} api_ctx;
+
+/* An answer: HTTP status, JSON body (owned; NULL: none), and Retry-After
+ * seconds when > 0. */
+typedef struct api_reply {
+    int status;
+    json_t *body;
+    int retry_after;
+} api_reply;
+
+/* RFC 9457 problem details naming the offending field (may be NULL). */
+void api_problem(api_reply *r, int status, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* POST /v1/messages. body is the request body (NUL-terminated), idem the
+ * Idempotency-Key header or NULL. Fills r. Connection thread. */
+void api_messages_post(api_ctx *a, api_key *key, const char *body, size_t len, const char *idem,
+                       api_reply *r);
+
+/* POST /v1/campaigns/{id}/{suspend|resume|cancel} (site false) or
+ * /v1/sites/{name}/{suspend|resume} (site true): one Control record on
+ * the control topic, answered 202 once Kafka has it. */
+void api_control_post(api_ctx *a, api_key *key, bool site, const char *target,
+                      const char *action, const char *body, size_t len, api_reply *r);
+/* GET, PUT (body: optional {"reason": "..."}) and DELETE of
+ * /v1/suppressions/{address} for the key's tenant. */
+void api_suppression(api_ctx *a, api_key *key, const char *method, const char *address,
+                     const char *body, size_t len, api_reply *r);
+/* POST /v1/suppressions: {"addresses": [...], "reason": "..."}, every
+ * address checked before any is published. */
+void api_suppressions_import(api_ctx *a, api_key *key, const char *body, size_t len,
+                             api_reply *r);
+
+#endif

@@ -1,0 +1,379 @@
+/*
+ * api_control - campaign and site control and the suppression endpoints
+ * of sluice-api (see api.h and docs/api.md).
+ *
+ * Both only publish: a Control record on the compacted control topic (key
+ * "campaign/TENANT/ID" or "site/NAME"), or a Suppression (or its
+ * tombstone) on the compacted suppressions topic under "TENANT/ADDRESS",
+ * the key `sluice suppress` uses and the scheduler's classify stage looks
+ * up; POST /v1/suppressions imports a list at once. Every answer waits for Kafka's acknowledgement. GET of a
+ * suppression reads the suppressions topic to its end (the newest record
+ * of the key wins), as `sluice suppress list` does: fine for an operator's
+ * question, not for a hot path.
+ */
+#include "api.h"
+#include "kafka.h"
+#include "metrics.h"
+#include "reader.h"
+#include "wire.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct ack {
+    bool done;
+    int err;
+} ack;
+
+static void on_ack(void *arg, int err)
+{
+    ack *k = arg;
+    k->err = err;
+    k->done = true;
+}
+
+/* Publish one record and wait for its acknowledgement (or the deadline).
+ * Returns 0, or a negative error. */
+static int publish(api_ctx *a, const char *suffix, const char *key, const sl_buf *val)
+{
+    char *topic = sl_config_topic(a->cfg, suffix);
+    ack k = {0};
+    pthread_mutex_lock(&a->prod_mu);
+    int rc = sl_producer_send(a->prod, topic, key, strlen(key), val ? val->data : NULL,
+                              val ? val->len : 0, NULL, 0, on_ack, &k);
+    int64_t deadline = sl_mono_ms() + a->cfg->api.ack_timeout_ms;
+    while (!rc && !k.done && sl_mono_ms() < deadline)
+        sl_producer_poll(a->prod, 10);
+    if (!rc && !k.done) {
+        /* The callback still points at k: wait it out rather than return
+         * (the producer retries until its own message timeout). */
+        while (!k.done)
+            sl_producer_poll(a->prod, 100);
+        rc = SL_ETIMEOUT;
+    } else if (!rc) {
+        rc = k.err;
+    }
+    pthread_mutex_unlock(&a->prod_mu);
+    free(topic);
+    return rc;
+}
+
+/* The reason from an optional {"reason": "..."} body. */
+static int reason_of(const char *body, size_t len, char **out, api_reply *r)
+{
+    *out = NULL;
+    if (len == 0)
+        return 0;
+    json_error_t e;
+    json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &e);
+    if (!j || !json_is_object(j)) {
+        api_problem(r, 400, NULL, "the body is not a JSON object");
+        json_decref(j);
+        return -1;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(j, k, v)
+    {
+        if (strcmp(k, "reason") != 0) {
+            api_problem(r, 400, k, "%s: unknown field", k);
+            json_decref(j);
+            return -1;
+        }
+        if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v) ||
+            strpbrk(json_string_value(v), "\r\n") || json_string_length(v) > 256) {
+            api_problem(r, 400, "reason", "reason: a line of at most 256 characters");
+            json_decref(j);
+            return -1;
+        }
+        *out = xstrdup(json_string_value(v));
+    }
+    json_decref(j);
+    return 0;
+}
+
+static bool valid_name(const char *s)
+{
+    if (!*s || strlen(s) > 255)
+        return false;
+    for (; *s; s++)
+        if ((unsigned char)*s <= 32 || *s == 127 || *s == '/')
+            return false;
+    return true;
+}
+
+void api_control_post(api_ctx *a, api_key *key, bool site, const char *target,
+                      const char *action, const char *body, size_t len, api_reply *r)
+{
+    Sluice__V1__ControlAction act;
+    if (!strcmp(action, "suspend"))
+        act = SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_SUSPEND;
+    else if (!strcmp(action, "resume"))
+        act = SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_RESUME;
+    else if (!strcmp(action, "cancel") && !site)
+        act = SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_CANCEL;
+    else {
+        api_problem(r, 404, NULL, "no such action: %s (%s)", action,
+                    site ? "suspend, resume" : "suspend, resume, cancel");
+        return;
+    }
+    if (!valid_name(target)) {
+        api_problem(r, 400, site ? "site" : "campaign", "%s: 1-255 printable characters",
+                    site ? "site" : "campaign");
+        return;
+    }
+    if (site && !key->admin) {
+        api_problem(r, 403, NULL, "sites are shared by every tenant: this key may not control "
+                                  "them (admin=yes in the keys file)");
+        return;
+    }
+    char *reason = NULL;
+    if (reason_of(body, len, &reason, r))
+        return;
+    Sluice__V1__Control c = SLUICE__V1__CONTROL__INIT;
+    c.version = SLUICE_WIRE_VERSION;
+    c.scope = site ? SLUICE__V1__CONTROL_SCOPE__CONTROL_SCOPE_SITE
+                   : SLUICE__V1__CONTROL_SCOPE__CONTROL_SCOPE_CAMPAIGN;
+    c.tenant = key->tenant;
+    c.target = (char *)target;
+    c.action = act;
+    c.at_ms = sl_now_ms();
+    c.reason = reason ? reason : "";
+    c.origin = "api";
+    sl_buf b = SL_BUF_INIT;
+    sl_pack(&c.base, &b);
+    char *k = site ? xasprintf("site/%s", target) : xasprintf("campaign/%s/%s", key->tenant, target);
+    int rc = publish(a, "control", k, &b);
+    if (rc) {
+        api_problem(r, 503, NULL, "Kafka did not take the control record: %s", sl_strerror(rc));
+        r->retry_after = 1;
+    } else {
+        r->status = 202;
+        r->body = json_pack("{s:s, s:s, s:s, s:s, s:I}", "scope", site ? "site" : "campaign",
+                            "target", target, "action", action, "tenant", key->tenant, "at_ms",
+                            (json_int_t)c.at_ms);
+        char labels[64];
+        snprintf(labels, sizeof labels, "scope=\"%s\",action=\"%s\"", site ? "site" : "campaign",
+                 action);
+        sl_metric_inc("sluice_api_control_total", labels, 1);
+    }
+    free(k);
+    free(reason);
+    sl_buf_free(&b);
+}
+
+typedef struct acks {
+    size_t pending, failed;
+} acks;
+
+static void on_bulk_ack(void *arg, int err)
+{
+    acks *k = arg;
+    k->pending--;
+    if (err)
+        k->failed++;
+}
+
+void api_suppressions_import(api_ctx *a, api_key *key, const char *body, size_t len,
+                             api_reply *r)
+{
+    json_error_t e;
+    json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &e);
+    json_t *list = j ? json_object_get(j, "addresses") : NULL;
+    const char *reason = "import";
+    const char *k;
+    json_t *v;
+    if (!j || !json_is_object(j)) {
+        api_problem(r, 400, NULL, "the body is not a JSON object");
+        goto out;
+    }
+    json_object_foreach(j, k, v)
+    {
+        if (strcmp(k, "addresses") && strcmp(k, "reason")) {
+            api_problem(r, 400, k, "%s: unknown field", k);
+            goto out;
+        }
+    }
+    json_t *jr = json_object_get(j, "reason");
+    if (jr) {
+        if (!json_is_string(jr) || strpbrk(json_string_value(jr), "\r\n") ||
+            strlen(json_string_value(jr)) != json_string_length(jr) || json_string_length(jr) > 256) {
+            api_problem(r, 400, "reason", "reason: a line of at most 256 characters");
+            goto out;
+        }
+        reason = json_string_value(jr);
+    }
+    size_t n = json_is_array(list) ? json_array_size(list) : 0;
+    if (n == 0 || n > 100000) {
+        api_problem(r, 400, "addresses", "addresses: an array of 1 to 100000 addresses");
+        goto out;
+    }
+    /* Every address is checked before anything is published. */
+    char **keys = xcalloc(n, sizeof *keys);
+    char **addrs = xcalloc(n, sizeof *addrs);
+    size_t bad = n;
+    for (size_t i = 0; i < n && bad == n; i++) {
+        json_t *x = json_array_get(list, i);
+        char norm[SLUICE_ADDRESS_MAX + 1], why[256];
+        if (!json_is_string(x) ||
+            sluice_address_normalize(json_string_value(x), norm, why, sizeof why)) {
+            api_problem(r, 400, "addresses", "addresses[%zu]: %s", i,
+                        json_is_string(x) ? why : "not a string");
+            bad = i;
+            break;
+        }
+        sl_lower(norm);
+        addrs[i] = xstrdup(norm);
+        keys[i] = xasprintf("%s/%s", key->tenant, norm);
+    }
+    if (bad == n) {
+        char *topic = sl_config_topic(a->cfg, "suppressions");
+        acks ak = {0};
+        sl_buf b = SL_BUF_INIT;
+        int64_t now = sl_now_ms();
+        pthread_mutex_lock(&a->prod_mu);
+        for (size_t i = 0; i < n; i++) {
+            sl_suppression s = SLUICE__V1__SUPPRESSION__INIT;
+            s.version = SLUICE_WIRE_VERSION;
+            s.tenant = key->tenant;
+            s.address = addrs[i];
+            s.reason = (char *)reason;
+            s.created_at_ms = now;
+            sl_pack(&s.base, &b);
+            ak.pending++;
+            if (sl_producer_send(a->prod, topic, keys[i], strlen(keys[i]), b.data, b.len, NULL,
+                                 0, on_bulk_ack, &ak) != 0) {
+                ak.pending--;
+                ak.failed++;
+            }
+        }
+        /* The callbacks point at ak: wait for every one of them. */
+        while (ak.pending)
+            sl_producer_poll(a->prod, 10);
+        pthread_mutex_unlock(&a->prod_mu);
+        sl_buf_free(&b);
+        free(topic);
+        if (ak.failed) {
+            api_problem(r, 503, NULL, "Kafka did not take %zu of %zu records: retry the import",
+                        ak.failed, n);
+            r->retry_after = 1;
+        } else {
+            r->status = 200;
+            r->body = json_pack("{s:s, s:I, s:s}", "tenant", key->tenant, "suppressed",
+                                (json_int_t)n, "reason", reason);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(keys[i]);
+        free(addrs[i]);
+    }
+    free(keys);
+    free(addrs);
+out:
+    json_decref(j);
+}
+
+/* The suppression of key, read from the topic: 1 found (reason in *out),
+ * 0 not, or a negative error. */
+static int suppression_lookup(api_ctx *a, const char *key, char **out)
+{
+    char *topic = sl_config_topic(a->cfg, "suppressions");
+    char *err = NULL;
+    sl_reader *rd = sl_reader_new(a->cfg, topic, 0, &err);
+    free(topic);
+    if (!rd) {
+        free(err);
+        return SL_EKAFKA;
+    }
+    *out = NULL;
+    int found = 0;
+    int64_t deadline = sl_mono_ms() + a->cfg->api.ack_timeout_ms;
+    while (!sl_reader_at_end(rd) && sl_mono_ms() < deadline) {
+        rd_kafka_message_t *m = sl_reader_next(rd, 100);
+        if (!m)
+            continue;
+        if (m->key && m->key_len == strlen(key) && !memcmp(m->key, key, m->key_len)) {
+            free(*out);
+            *out = NULL;
+            found = 0;
+            sl_suppression *s = NULL;
+            const char *why;
+            if (m->payload && sl_suppression_decode(m->payload, m->len, &s, &why) == 0) {
+                *out = xstrdup(s->reason ? s->reason : "");
+                found = 1;
+                sl_suppression_free(s);
+            }
+        }
+        rd_kafka_message_destroy(m);
+    }
+    bool complete = sl_reader_at_end(rd);
+    sl_reader_free(rd);
+    if (!complete) {
+        free(*out);
+        *out = NULL;
+        return SL_ETIMEOUT;
+    }
+    return found;
+}
+
+void api_suppression(api_ctx *a, api_key *key, const char *method, const char *address,
+                     const char *body, size_t len, api_reply *r)
+{
+    char norm[SLUICE_ADDRESS_MAX + 1], why[256];
+    if (sluice_address_normalize(address, norm, why, sizeof why)) {
+        api_problem(r, 400, "address", "address \"%s\": %s", address, why);
+        return;
+    }
+    /* The key of `sluice suppress`: the whole address lower-cased. */
+    sl_lower(norm);
+    char *k = xasprintf("%s/%s", key->tenant, norm);
+    if (!strcmp(method, "GET")) {
+        char *reason = NULL;
+        int rc = suppression_lookup(a, k, &reason);
+        if (rc < 0) {
+            api_problem(r, 503, NULL, "could not read the suppressions: %s", sl_strerror(rc));
+            r->retry_after = 1;
+        } else if (rc == 0) {
+            api_problem(r, 404, NULL, "%s is not suppressed for tenant %s", norm, key->tenant);
+        } else {
+            r->status = 200;
+            r->body = json_pack("{s:s, s:s, s:s}", "tenant", key->tenant, "address", norm,
+                                "reason", reason);
+        }
+        free(reason);
+    } else if (!strcmp(method, "PUT") || !strcmp(method, "DELETE")) {
+        bool put = method[0] == 'P';
+        char *reason = NULL;
+        if (put && reason_of(body, len, &reason, r)) {
+            free(k);
+            return;
+        }
+        sl_buf b = SL_BUF_INIT;
+        sl_suppression s = SLUICE__V1__SUPPRESSION__INIT;
+        if (put) {
+            s.version = SLUICE_WIRE_VERSION;
+            s.tenant = key->tenant;
+            s.address = norm;
+            s.reason = reason ? reason : "manual";
+            s.created_at_ms = sl_now_ms();
+            sl_pack(&s.base, &b);
+        }
+        int rc = publish(a, "suppressions", k, put ? &b : NULL);
+        if (rc) {
+            api_problem(r, 503, NULL, "Kafka did not take the record: %s", sl_strerror(rc));
+            r->retry_after = 1;
+        } else if (put) {
+            r->status = 200;
+            r->body = json_pack("{s:s, s:s, s:s}", "tenant", key->tenant, "address", norm,
+                                "reason", s.reason);
+        } else {
+            r->status = 204;
+        }
+        free(reason);
+        sl_buf_free(&b);
+    } else {
+        api_problem(r, 405, NULL, "/v1/suppressions/ADDRESS: GET, PUT or DELETE");
+    }
+    free(k);
+}
