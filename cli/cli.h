@@ -1,37 +1,22 @@
 /*
- * cli - the `sluice` command line. cli.c holds main() and the command
- * table; each command lives in its own cli_<name>.c and has the signature
- * below: argv[0] is the command name, the return value is the exit status
- * (0 ok, 1 failure, 2 bad usage or config). Every command takes -c FILE.
+ * cli - the operations commands of `sluice` (cli_<name>.c each; main() and
+ * the command table are in cli.c). A command has the signature below:
+ * argv[0] is the command name, the return value is the exit status (0 ok,
+ * 1 failure, 2 bad usage or config). Every command takes -c FILE; the
+ * helpers the commands share (cli_config, cli_read_file) are in cmdline.h.
  */
 #ifndef SLUICE_CLI_H
 #define SLUICE_CLI_H
 
-int cli_send(int argc, char **argv);       /* sluice send --from A --to B,C ... */
+#include "cmdline.h"
+
 int cli_dev(int argc, char **argv);        /* sluice dev [--demo N] */
 int cli_topics(int argc, char **argv);     /* sluice topics ensure|list */
 int cli_capture(int argc, char **argv);    /* sluice capture --listen A --dir D */
-int cli_template(int argc, char **argv);   /* sluice template put ID FILE */
-int cli_bulk(int argc, char **argv);       /* sluice bulk --template ID --recipients F */
 int cli_events(int argc, char **argv);     /* sluice events [--follow] [--json] */
 int cli_stats(int argc, char **argv);      /* sluice stats [--by site] */
 int cli_suppress(int argc, char **argv);   /* sluice suppress add|remove|list|import */
 int cli_shaping(int argc, char **argv);    /* sluice shaping show */
 int cli_top(int argc, char **argv);        /* sluice top: live per-site view */
-
-#include <stddef.h>
-
-struct sl_buf;
-struct sl_config;
-
-/* Shared by the commands (cli.c). */
-
-/* The config in path, or the built-in default when path is NULL. A bad
- * file is reported as "sluice CMD: file:line: ..." on stderr and NULL is
- * returned: the command exits 2. The caller frees it (sl_config_free). */
-struct sl_config *cli_config(const char *cmd, const char *path);
-/* Append the whole of path ("-": stdin), at most max octets, to out.
- * Returns 0, -errno, or SL_ETOOBIG when the file is larger. */
-int cli_read_file(const char *path, size_t max, struct sl_buf *out);
 
 #endif
