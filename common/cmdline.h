@@ -10,11 +10,18 @@
  *
  * The strings are the caller's (static, in practice); nothing here
  * allocates. Main thread, before anything else starts.
+ *
+ * cli_config() and cli_read_file() are shared by the commands of `sluice`,
+ * the publishing ones (producer/) and the operations ones (cli/).
  */
 #ifndef SLUICE_CMDLINE_H
 #define SLUICE_CMDLINE_H
 
+#include <stddef.h>
 #include <stdio.h>
+
+struct sl_buf;
+struct sl_config;
 
 typedef struct sl_cmd_help {
     const char *prog;     /* "sluice-sender" */
@@ -34,5 +41,13 @@ void sl_cmd_usage(const sl_cmd_help *h, FILE *f);
  * the answer on stdout and returns 0 (the exit status); otherwise returns
  * -1 and the caller parses its options as usual. */
 int sl_cmd_std(int argc, char **argv, const sl_cmd_help *h);
+
+/* The config in path, or the built-in default when path is NULL. A bad
+ * file is reported as "sluice CMD: file:line: ..." on stderr and NULL is
+ * returned: the command exits 2. The caller frees it (sl_config_free). */
+struct sl_config *cli_config(const char *cmd, const char *path);
+/* Append the whole of path ("-": stdin), at most max octets, to out.
+ * Returns 0, -errno, or SL_ETOOBIG when the file is larger. */
+int cli_read_file(const char *path, size_t max, struct sl_buf *out);
 
 #endif

@@ -546,8 +546,11 @@ static int opt_bool(cfg_ctx *c, const cfg_node *m, const char *path, const char 
     return cfg_fail(c, v->line, "key '%s': '%s' is not true or false", kp, v->s);
 }
 
+/* *out is 0 when the value is refused: callers test the return value, but
+ * the compiler cannot see that cfg_fail() always returns -1. */
 static int check_duration(cfg_ctx *c, const cfg_node *v, const char *kp, int64_t *out)
 {
+    *out = 0;
     if (need_scalar(c, v, kp, "a duration") < 0)
         return -1;
     int64_t ms;

@@ -33,7 +33,7 @@
  * failed or did not acknowledge some jobs, 2 on bad usage, configuration,
  * template, sender address or CSV header.
  */
-#include "cli.h"
+#include "publish.h"
 #include "sluice.h"
 #include "config.h"
 #include "libsluice_int.h"

@@ -19,7 +19,7 @@
  * was acknowledged, 1 otherwise, 2 on bad usage, configuration, addresses
  * or content (with the reason on stderr; nothing is published then).
  */
-#include "cli.h"
+#include "publish.h"
 #include "sluice.h"
 #include "config.h"
 #include "template.h"

@@ -16,7 +16,7 @@
  * Exit status: 0 ok, 1 Kafka failure or (get) no such template, 2 bad
  * usage, configuration or template (with the line and reason).
  */
-#include "cli.h"
+#include "publish.h"
 #include "config.h"
 #include "kafka.h"
 #include "libsluice_int.h"

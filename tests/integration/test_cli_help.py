@@ -18,10 +18,10 @@ SRC = os.environ.get("SLUICE_SRC") or os.path.join(os.path.dirname(__file__), ".
 
 # binary -> (source of its main(), whether it reads the sluice configuration)
 BINARIES = {
-    "sluice": ("producer/cli.c", True),
+    "sluice": ("cli/cli.c", True),
     "sluice-sender": ("sender/main.c", True),
     "sluice-scheduler": ("scheduler/main.c", True),
-    "sluice-submit": ("producer/submit_main.c", True),
+    "sluice-submit": ("submit/submit_main.c", True),
     "sluice-api": ("api/api_main.c", True),
     "sluice-webhook": ("webhook/main.c", True),
     "sluice-devbroker": ("devbroker/main.c", True),

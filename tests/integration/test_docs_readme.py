@@ -40,7 +40,7 @@ class TestReadme(unittest.TestCase):
         self.assertEqual(sorted(daemons - rows), [], "binaries missing from the parts table")
 
     def test_every_command_in_parts_table(self):
-        commands = re.findall(r'^\s*\{"([a-z]+)", cli_[a-z]+,', read("producer", "cli.c"), re.M)
+        commands = re.findall(r'^\s*\{"([a-z]+)", cli_[a-z]+,', read("cli", "cli.c"), re.M)
         self.assertIn("top", commands)
         row = re.search(r"^\| `sluice` \|(.*)$", self.parts, re.M).group(1)
         listed = set(re.findall(r"`([a-z]+)`", row))

@@ -1,6 +1,6 @@
 """Integration tests of `sluice stats` on a dev broker. The events are the
 producer's ACCEPTED events (the other outcomes are covered by the unit test
-of the counting, test_libsluice_stats)."""
+of the counting, test_stats_count)."""
 
 import json
 import unittest

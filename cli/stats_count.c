@@ -1,8 +1,7 @@
 /*
- * libsluice_stats - the counting behind `sluice stats` (see
- * libsluice_int.h), apart from Kafka so that unit tests can feed it events.
+ * stats_count - the counting behind `sluice stats` (see stats_count.h).
  */
-#include "libsluice_int.h"
+#include "stats_count.h"
 #include "util.h"
 
 #include <stdio.h>

@@ -24,7 +24,7 @@
  * topic, 2 on bad usage or configuration.
  */
 #include "cli.h"
-#include "libsluice_int.h"
+#include "stats_count.h"
 #include "config.h"
 #include "reader.h"
 #include "wire.h"

@@ -20,8 +20,7 @@
 #include "config.h"
 #include "kafka.h"
 #include "reader.h"
-#include "sched_addr.h"
-#include "sched_map.h"
+#include "sluice.h"
 #include "util.h"
 #include "wire.h"
 
@@ -102,6 +101,20 @@ static int suppress_read_file(const char *path, char ***out, size_t *n)
     return 0;
 }
 
+/* One record of the suppressions topic, for suppress_list(). */
+typedef struct supp_rec {
+    char *key;
+    char *reason; /* NULL: a tombstone */
+    size_t seq;   /* position in the topic */
+} supp_rec;
+
+static int supp_rec_cmp(const void *a, const void *b)
+{
+    const supp_rec *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
+}
+
 static int suppress_list(const sl_config *cfg, const char *topic, const char *tenant)
 {
     char *err = NULL;
@@ -111,55 +124,56 @@ static int suppress_list(const sl_config *cfg, const char *topic, const char *te
         free(err);
         return 1;
     }
-    /* The mock broker never compacts: the last record per key wins. */
-    sched_map m;
-    sched_map_init(&m);
+    /* The dev broker never compacts: the records are kept in topic order
+     * (reason NULL for a tombstone), sorted by key and then by that order,
+     * and the last record per key wins. */
+    supp_rec *recs = NULL;
+    size_t n = 0, cap = 0;
     int64_t deadline = sl_mono_ms() + 30000;
     while (!sl_reader_at_end(r) && sl_mono_ms() < deadline) {
         rd_kafka_message_t *msg = sl_reader_next(r, 200);
         if (!msg)
             continue;
         if (msg->key) {
-            char *key = xstrndup(msg->key, msg->key_len);
-            char *old = NULL;
-            if (!msg->payload) {
-                old = sched_map_del(&m, key);
-            } else {
+            char *reason = NULL;
+            bool keep = true;
+            if (msg->payload) {
                 sl_suppression *s = NULL;
                 const char *why;
-                if (sl_suppression_decode(msg->payload, msg->len, &s, &why) == 0) {
-                    old = sched_map_put(&m, key, xstrdup(s->reason ? s->reason : ""));
+                keep = sl_suppression_decode(msg->payload, msg->len, &s, &why) == 0;
+                if (keep) {
+                    reason = xstrdup(s->reason ? s->reason : "");
                     sl_suppression_free(s);
                 }
             }
-            free(old);
-            free(key);
+            if (keep) {
+                if (n == cap) {
+                    cap = cap ? cap * 2 : 64;
+                    recs = xrealloc(recs, cap * sizeof *recs);
+                }
+                recs[n] = (supp_rec){xstrndup(msg->key, msg->key_len), reason, n};
+                n++;
+            }
         }
         rd_kafka_message_destroy(msg);
     }
     bool complete = sl_reader_at_end(r);
     sl_reader_free(r);
     /* Sorted output for people and diffs. */
-    char **keys = xcalloc(m.count ? m.count : 1, sizeof *keys);
-    size_t n = 0;
-    for (size_t i = 0; i < m.n_slots; i++)
-        for (sched_map_ent *e = m.slots[i]; e; e = e->next)
-            keys[n++] = e->key;
-    for (size_t i = 1; i < n; i++)
-        for (size_t k = i; k > 0 && strcmp(keys[k - 1], keys[k]) > 0; k--) {
-            char *t = keys[k];
-            keys[k] = keys[k - 1];
-            keys[k - 1] = t;
-        }
+    if (n)
+        qsort(recs, n, sizeof *recs, supp_rec_cmp);
     size_t tl = tenant ? strlen(tenant) : 0;
-    for (size_t i = 0; i < n; i++)
-        if (!tenant || (!strncmp(keys[i], tenant, tl) && keys[i][tl] == '/'))
-            printf("%s %s\n", keys[i], (char *)sched_map_get(&m, keys[i]));
-    free(keys);
-    for (size_t i = 0; i < m.n_slots; i++)
-        for (sched_map_ent *e = m.slots[i]; e; e = e->next)
-            free(e->val);
-    sched_map_free(&m);
+    for (size_t i = 0; i < n; i++) {
+        const supp_rec *e = &recs[i];
+        bool last = i + 1 == n || strcmp(e->key, recs[i + 1].key) != 0;
+        if (last && e->reason && (!tenant || (!strncmp(e->key, tenant, tl) && e->key[tl] == '/')))
+            printf("%s %s\n", e->key, e->reason);
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(recs[i].key);
+        free(recs[i].reason);
+    }
+    free(recs);
     if (!complete) {
         fprintf(stderr, "sluice suppress: the topic was not read to its end within 30s\n");
         return 1;
@@ -230,9 +244,10 @@ int cli_suppress(int argc, char **argv)
             addrs[n++] = xstrdup(argv[i]);
         }
     }
+    char norm[SLUICE_ADDRESS_MAX + 1], why[160];
     for (size_t i = 0; i < n; i++)
-        if (!sched_addr_valid(addrs[i])) {
-            fprintf(stderr, "sluice suppress: invalid address '%s'\n", addrs[i]);
+        if (sluice_address_normalize(addrs[i], norm, why, sizeof why) != 0) {
+            fprintf(stderr, "sluice suppress: invalid address '%s': %s\n", addrs[i], why);
             status = 2;
         }
     if (!status) {

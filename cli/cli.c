@@ -1,53 +1,16 @@
 /*
- * cli - main() of the `sluice` command and its command table. Each command
- * lives in cli_<name>.c (see cli.h).
+ * cli - main() of the `sluice` command and its command table. Each
+ * operations command lives in cli_<name>.c here (see cli.h); the publishing
+ * commands (bulk, send, template) live with libsluice in producer/
+ * (publish.h). This table is the one place that knows both.
  */
 #include "cli.h"
+#include "publish.h"
 #include "cmdline.h"
-#include "config.h"
 #include "log.h"
-#include "util.h"
 
-#include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-
-struct sl_config *cli_config(const char *cmd, const char *path)
-{
-    if (!path)
-        return sl_config_default();
-    sl_config *cfg = NULL;
-    char *err = NULL;
-    if (sl_config_load(path, &cfg, &err) != 0) {
-        fprintf(stderr, "sluice %s: %s\n", cmd, err ? err : "invalid configuration");
-        free(err);
-        return NULL;
-    }
-    return cfg;
-}
-
-int cli_read_file(const char *path, size_t max, sl_buf *out)
-{
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f)
-        return -errno;
-    char buf[65536];
-    size_t n;
-    int rc = 0;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
-        if (out->len + n > max) {
-            rc = SL_ETOOBIG;
-            break;
-        }
-        sl_buf_append(out, buf, n);
-    }
-    if (!rc && ferror(f))
-        rc = -EIO;
-    if (f != stdin)
-        fclose(f);
-    return rc;
-}
 
 typedef struct cli_cmd {
     const char *name;

@@ -1,5 +1,5 @@
 /*
- * test_libsluice_stats - the counting behind `sluice stats`: every outcome
+ * test_stats_count - the counting behind `sluice stats`: every outcome
  * type, bounce classes, repeats dropped, latency percentiles, JSON.
  */
 #include <setjmp.h>
@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "libsluice_int.h"
+#include "stats_count.h"
 
 typedef struct {
     Sluice__V1__EventType type;

@@ -1,0 +1,22 @@
+/*
+ * cli - the operations commands of `sluice` (cli_<name>.c each; main() and
+ * the command table are in cli.c). A command has the signature below:
+ * argv[0] is the command name, the return value is the exit status (0 ok,
+ * 1 failure, 2 bad usage or config). Every command takes -c FILE; the
+ * helpers the commands share (cli_config, cli_read_file) are in cmdline.h.
+ */
+#ifndef SLUICE_CLI_H
+#define SLUICE_CLI_H
+
+#include "cmdline.h"
+
+int cli_dev(int argc, char **argv);        /* sluice dev [--demo N] */
+int cli_topics(int argc, char **argv);     /* sluice topics ensure|list */
+int cli_capture(int argc, char **argv);    /* sluice capture --listen A --dir D */
+int cli_events(int argc, char **argv);     /* sluice events [--follow] [--json] */
+int cli_stats(int argc, char **argv);      /* sluice stats [--by site] */
+int cli_suppress(int argc, char **argv);   /* sluice suppress add|remove|list|import */
+int cli_shaping(int argc, char **argv);    /* sluice shaping show */
+int cli_top(int argc, char **argv);        /* sluice top: live per-site view */
+
+#endif
