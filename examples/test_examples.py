@@ -9,7 +9,10 @@ domains (among them an IDN and a mixed-case domain, which every producer
 must key as lower-case A-label), and libsluice's own producer
 (fault_publish) publishes one job per domain. The test checks:
 
-  - every job of every producer is DELIVERED and at the sink, nothing lost;
+  - every job of every producer is DELIVERED and at the sink, nothing lost
+    (the sink greylists: each recipient is DEFERRED once first; two libsluice
+    jobs to "permfail" recipients are BOUNCED, so that every count the
+    analytics compare is non-zero somewhere);
   - partition by partition: every record on the jobs topic is keyed by its
     job's domain, sits on the partition Kafka's murmur2 (Java's default
     partitioner, as librdkafka's murmur2_random computes it) gives for the
@@ -98,7 +101,8 @@ while todo:
         del todo[m.partition()]
     j = job_pb2.Job.FromString(m.value())
     print(json.dumps({"job_id": j.job_id, "domain": j.domain, "key": m.key().decode(),
-                      "partition": m.partition(), "recipients": list(j.recipients)}))
+                      "partition": m.partition(), "recipients": list(j.recipients),
+                      "attempt": j.attempt}))
 c.close()
 """
 
@@ -127,7 +131,7 @@ class ExamplesTest(unittest.TestCase):
         return reported
 
     def test_examples_deliver_and_partition_like_libsluice(self):
-        c = Cluster("examples", partitions=PARTITIONS)
+        c = Cluster("examples", partitions=PARTITIONS, sink_args=["--greylist"])
         self.addCleanup(c.close)
         c.start_scheduler()
         c.start_sender()
@@ -139,7 +143,11 @@ class ExamplesTest(unittest.TestCase):
                 "domain": a_label(d), "campaign": "c-example",
                 "raw": "From: C <c@example.net>\r\nSubject: c\r\n\r\nc %d\r\n" % i}
                for i, d in enumerate(DOMAINS)]
-        c.publish(ref)
+        bounce = [{"job_id": "c-bounce-%d" % i, "to": ["permfail%d@%s" % (i, a_label(d))],
+                   "domain": a_label(d), "campaign": "c-example",
+                   "raw": "From: C <c@example.net>\r\nSubject: c\r\n\r\nbounce\r\n"}
+                  for i, d in enumerate(DOMAINS[4:6])]
+        c.publish(ref + bounce)
 
         reported = {}
         reported["python"] = self.run_producer("python", [
@@ -160,22 +168,30 @@ class ExamplesTest(unittest.TestCase):
             self.assertEqual(len(rep), JOBS, "%s reported %d accepted jobs" % (name, len(rep)))
 
         # Every job delivered, at the sink, nothing lost.
-        ids = [s["job_id"] for s in ref] + [j for rep in reported.values() for j in rep]
+        bounce_ids = {s["job_id"] for s in bounce}
+        ids = ([s["job_id"] for s in ref + bounce]
+               + [j for rep in reported.values() for j in rep])
         c.wait_final(ids, 300, check_alive=("sched-1", "sender-1"))
         c.wait_quiet()
-        books = c.reconcile(ids, "examples")
+        books = c.reconcile(ids, "examples", expect_final=lambda i: (
+            "BOUNCED" if i in bounce_ids else "DELIVERED"))
         self.assertEqual(books["lost"], 0, books["lost_ids"])
-        self.assertEqual(books["final"], {"DELIVERED": len(ids)}, books["line"])
+        self.assertEqual(books["wrong"], [], books["line"])
+        self.assertEqual(books["final"], {"DELIVERED": len(ids) - len(bounce),
+                                          "BOUNCED": len(bounce)}, books["line"])
         self.assertEqual(books["phantom"], [], books["line"])
 
         # Partition by partition.
         r = subprocess.run([self.python, "-c", READ_JOBS, c.bootstrap, topic], capture_output=True,
                            text=True, timeout=120, env=self.pyenv)
         self.assertEqual(r.returncode, 0, r.stderr)
-        records = [json.loads(line) for line in r.stdout.splitlines()]
+        # The producers' records: the retry stage republishes greylisted
+        # jobs to the same topic with attempt > 0.
+        records = [rec for rec in map(json.loads, r.stdout.splitlines()) if rec["attempt"] == 0]
         self.assertEqual(len(records), len(ids), "records on %s" % topic)
         by_id = {rec["job_id"]: rec for rec in records}
         libsluice_part = {by_id[s["job_id"]]["key"]: by_id[s["job_id"]]["partition"] for s in ref}
+        delivered = len(ids) - len(bounce)
         self.assertEqual(sorted(libsluice_part), sorted(a_label(d) for d in DOMAINS))
         self.assertIn("xn--bcher-kva.example", libsluice_part)
         # Six partitions and eight domains: the keys do not all land on one.
@@ -220,8 +236,13 @@ class ExamplesTest(unittest.TestCase):
         log("analytics total: %s" % json.dumps(mine["total"]))
         self.assertEqual(comparable(mine["total"]), comparable(theirs["total"]))
         self.assertEqual(mine["duplicates"], theirs["duplicates"])
-        self.assertEqual(mine["total"]["delivered"], len(ids))
-        self.assertEqual(mine["total"]["latency_ms"]["count"], len(ids))
+        self.assertEqual(mine["total"]["delivered"], delivered)
+        self.assertEqual(mine["total"]["bounced"], len(bounce))
+        # The sink greylists each (sender, recipient) once; the three
+        # producers share their recipients.
+        recipients = {r for rec in records for r in rec["recipients"]}
+        self.assertGreaterEqual(mine["total"]["deferred"], len(recipients))
+        self.assertEqual(mine["total"]["latency_ms"]["count"], delivered)
         for by, key in (("campaign", "campaigns"), ("site", "sites")):
             theirs = stats("--by", by)
             self.assertEqual(sorted((comparable(g) for g in mine[key]), key=lambda g: g["group"]),
