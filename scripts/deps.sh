@@ -22,3 +22,10 @@ $SUDO apt-get install -y -qq --no-install-recommends tmux >/dev/null  # sluice t
 # The real-Kafka test tier (scripts/kafka.sh): Apache Kafka runs on Java 17
 # and is fetched from Maven Central with Maven.
 $SUDO apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless maven >/dev/null
+# The example producers and analytics consumer (examples/build.sh, the
+# kafka/test_examples test): protoc generates their sluice.v1 code, a
+# Python venv takes confluent-kafka and protobuf from PyPI, Maven compiles
+# the Java one (a JDK, not only the JRE), and Go builds the Go one (bookworm's
+# Go 1.19 suffices; a newer Go on the PATH is used first).
+$SUDO apt-get install -y -qq --no-install-recommends protobuf-compiler python3-venv \
+  openjdk-17-jdk-headless golang-go >/dev/null
