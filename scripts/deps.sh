@@ -9,7 +9,38 @@ export DEBIAN_FRONTEND=noninteractive
 # smtp-source and a local relay for benchmarks.
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
 echo "postfix postfix/mailname string sluice.localdomain" | $SUDO debconf-set-selections
+# The CA bundle as the machine has it before ca-certificates is (re)installed:
+# a machine may trust a local CA (an egress proxy's, a company's) that is
+# not among Debian's; keep_local_cas puts those back afterwards, so that
+# curl, pip, Go and Java (Maven) keep reaching the registries.
+bundle=/etc/ssl/certs/ca-certificates.crt
+before=""
+if [ -s "$bundle" ]; then before=$(mktemp); cp "$bundle" "$before"; fi
+keep_local_cas() {
+  [ -n "$before" ] || return 0
+  local d n=0 fp
+  d=$(mktemp -d)
+  awk -v d="$d" '/BEGIN CERTIFICATE/{i++; f=sprintf("%s/c%04d.pem", d, i)} f{print > f} /END CERTIFICATE/{close(f); f=""}' "$before"
+  local have
+  have=$(awk '/BEGIN CERTIFICATE/{c=""} {c=c $0 "\n"} /END CERTIFICATE/{print c | "openssl x509 -noout -fingerprint -sha256 2>/dev/null"; close("openssl x509 -noout -fingerprint -sha256 2>/dev/null")}' "$bundle")
+  for c in "$d"/*.pem; do
+    fp=$(openssl x509 -noout -fingerprint -sha256 -in "$c" 2>/dev/null) || continue
+    if ! grep -qxF "$fp" <<<"$have"; then
+      $SUDO mkdir -p /usr/local/share/ca-certificates
+      $SUDO cp "$c" "/usr/local/share/ca-certificates/kept-$(basename "$c" .pem).crt"
+      n=$((n + 1))
+    fi
+  done
+  rm -rf "$d" "$before"
+  before=""
+  if [ "$n" -gt 0 ]; then
+    echo "deps.sh: keeping $n CA certificate(s) the machine trusted before ca-certificates was installed"
+    $SUDO update-ca-certificates >/dev/null
+  fi
+}
 $SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends ca-certificates openssl >/dev/null
+keep_local_cas
 $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake ninja-build pkg-config git ca-certificates \
   librdkafka-dev libuv1-dev libc-ares-dev libssl-dev openssl \
