@@ -16,6 +16,7 @@
 #include "sched_pick.h"
 #include "sched_fq.h"
 #include "sched_limit.h"
+#include "sched_retry.h"
 #include "reader.h"
 
 #include <stdatomic.h>
@@ -45,13 +46,15 @@ typedef struct spair {
 } spair;
 
 /* A held job. A million of them can wait behind one slow site, so it is
- * kept compact (64 octets and the job, one allocation): the Job as
+ * kept compact (72 octets and the job, one allocation): the Job as
  * encoded on sited (it goes into the Dispatch as it is, never decoded
  * again), what was looked up for it in the config when it arrived (the
- * config does not change), and the record reduced to its mark. */
+ * config does not change), its expiry, and the record reduced to its
+ * mark. */
 typedef struct sjob {
     sched_fq_item it; /* first: an item is its sjob */
     sl_mark mark;
+    int64_t expires_ms; /* wall ms (sched_retry_expiry()); 0: never */
     uint32_t len;     /* the encoded Job: data[0 .. len) */
     uint32_t pool;    /* index in cfg->pools */
     uint32_t route;   /* index in cfg->routes + 1; 0: none */
@@ -70,8 +73,10 @@ static char *sjob_id(const sjob *j)
     return id;
 }
 
-/* A flow's data: the tenant/campaign limit buckets its jobs are under. */
+/* A flow's data: the pool its jobs draw their IPs from, and the
+ * tenant/campaign limit buckets they are under. */
 typedef struct sflow_limits {
+    uint32_t pool; /* index in cfg->pools */
     size_t n;
     sched_bucket *b[SCHED_LIMITS_MAX];
 } sflow_limits;
@@ -286,21 +291,29 @@ static int prio_of(int32_t priority)
     }
 }
 
-/* tenant: the job's or the default one; campaign: the job's or "". */
+/* tenant: the job's or the default one; campaign: the job's or "".
+ *
+ * A flow is the jobs of one (tenant, campaign, pool): the pool is part of
+ * its key so that a pool that cannot send to the site (its IPs disabled,
+ * suspended or at their warm-up cap) holds back only its own flows; pump()
+ * passes over them to the flows of the other pools. */
 static void q_push(ssite *site, sjob *j, const char *tenant, const char *campaign, int prio)
 {
-    /* The flow key "tenant\x1fcampaign" (sched_fq copies it). */
+    /* The flow key "tenant\x1fcampaign\x1fpool" (sched_fq copies it). */
     size_t tl = strlen(tenant), cl = strlen(campaign);
     char stack[256];
-    char *key = tl + cl + 2 <= sizeof stack ? stack : xmalloc(tl + cl + 2);
+    size_t need = tl + cl + 2 + 12;
+    char *key = need <= sizeof stack ? stack : xmalloc(need);
     memcpy(key, tenant, tl);
     key[tl] = '\x1f';
-    memcpy(key + tl + 1, campaign, cl + 1);
+    memcpy(key + tl + 1, campaign, cl);
+    snprintf(key + tl + 1 + cl, 12, "\x1f%u", j->pool);
     sched_fq_flow *f = sched_fq_push(&site->fq, key, &j->it, prio);
     if (key != stack)
         free(key);
     if (!f->data) {
         sflow_limits *fl = xcalloc(1, sizeof *fl);
+        fl->pool = j->pool;
         fl->n = sched_limits_resolve(&site->s->limits, tenant, campaign, fl->b, SCHED_LIMITS_MAX,
                                      sl_now_ms());
         f->data = fl;
@@ -324,14 +337,17 @@ typedef struct flow_check {
     int64_t now;
     bool force;
     int64_t earliest; /* when a refused flow's limits allow it; INT64_MAX: none */
+    const unsigned char *blocked; /* per pool: none of its IPs can send now */
 } flow_check;
 
-/* May the flow send now (its tenant / campaign limits have a token within
- * the look-ahead)? */
+/* May the flow send now (its pool is not known to be blocked in this pump,
+ * and its tenant / campaign limits have a token within the look-ahead)? */
 static bool flow_ok(void *arg, sched_fq_flow *f)
 {
     flow_check *fc = arg;
     const sflow_limits *fl = f->data;
+    if (fl && fc->blocked[fl->pool])
+        return false;
     if (fc->force || !fl || !fl->n)
         return true;
     int64_t at = sched_limits_available_at(fl->b, fl->n, fc->now);
@@ -416,8 +432,12 @@ static void dispatch(ssite *site, sjob *j, spair *p, const char *pool, int64_t s
     sl_series_add(p->dispatched, 1);
 }
 
+/* Why a job is parked: the reason label of sluice_shape_parked_total. */
+static const char *const park_reasons[] = {"over-bound", "pool-unusable", "stopping"};
+enum { PARK_OVER_BOUND, PARK_POOL_UNUSABLE, PARK_STOPPING };
+
 /* Park j (already unlinked) on the retry topic whose delay fits wait_ms. */
-static void park(ssite *site, sjob *j, int64_t wait_ms)
+static void park(ssite *site, sjob *j, int64_t wait_ms, int reason)
 {
     sched_shape *s = site->s;
     int64_t delay = 0;
@@ -434,12 +454,47 @@ static void park(ssite *site, sjob *j, int64_t wait_ms)
     sched_op *op = sched_op_new_mark(s->ctx, "shape", &j->mark, j, j->data, j->len);
     sched_op_send(op, topic, site->name, b.data, b.len, NULL, 0);
     sl_buf_free(&b);
-    char labels[300];
-    snprintf(labels, sizeof labels, "site=\"%s\"", site->name);
+    char labels[340];
+    snprintf(labels, sizeof labels, "site=\"%.300s\",reason=\"%s\"", site->name,
+             park_reasons[reason]);
     sl_metric_inc("sluice_shape_parked_total", labels, 1);
-    sl_log_job(SL_LOG_DEBUG, job->job_id, "shape: %s parked on %s", site->name, topic);
+    sl_log_job(SL_LOG_DEBUG, job->job_id, "shape: %s parked on %s (%s)", site->name, topic,
+               park_reasons[reason]);
     sl_job_free(job);
     sched_op_release(op); /* frees j once the park is acknowledged */
+}
+
+/* j (already unlinked) expired while shape held it, or would be sent after
+ * its expiry: it becomes an EXPIRED event and is never dispatched. */
+static void expire(ssite *site, sjob *j, int64_t now)
+{
+    sched_shape *s = site->s;
+    if (sl_mark_revoked(&j->mark)) {
+        /* The partition's new owner reads it again and judges it. */
+        sl_mark_release(&j->mark);
+        sjob_free(j);
+        return;
+    }
+    sl_job *job = NULL;
+    const char *why = NULL;
+    int rc = sl_job_decode(j->data, j->len, &job, &why);
+    SL_ASSERT(rc == 0); /* it decoded when it arrived */
+    sl_event e;
+    sl_event_from_job(&e, SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED, job, "shape");
+    e.site = site->name;
+    char *reason = now >= j->expires_ms
+                       ? xasprintf("expired while held for %s, %lld s ago", site->name,
+                                   (long long)((now - j->expires_ms) / 1000))
+                       : xasprintf("expired while held for %s: its next send time falls "
+                                   "after its expiry", site->name);
+    e.reason = reason;
+    sched_op *op = sched_op_new_mark(s->ctx, "shape", &j->mark, j, j->data, j->len);
+    sched_op_event(op, s->ctx, &e);
+    free(reason);
+    sl_log_job(SL_LOG_INFO, job->job_id, "shape: expired while held for %s", site->name);
+    sl_metric_inc("sluice_shape_expired_total", NULL, 1);
+    sl_job_free(job);
+    sched_op_release(op); /* frees j once the event is acknowledged */
 }
 
 /* How long the site's queue needs at its current rates. When every pair
@@ -510,6 +565,15 @@ static const sl_pool *pool_of(const sl_config *cfg, const char *name)
     return pool;
 }
 
+/* Send what the site's pairs and limits allow now, in fair order.
+ *
+ * A job whose pool has no IP that can send now does not hold back the
+ * site: its pool is marked blocked for the rest of this pump and the flows
+ * of that pool are passed over (flow_ok()). When no IP of the pool can
+ * send for at least the shortest retry delay (disabled, suspended or at
+ * its warm-up cap, not merely out of tokens), the job is parked on the
+ * shortest retry topic that covers the wait rather than held. A job that
+ * would be sent after its expiry becomes EXPIRED instead. */
 static void pump(ssite *site, bool force)
 {
     sched_shape *s = site->s;
@@ -519,21 +583,35 @@ static void pump(ssite *site, bool force)
      * past its cap: hold everything (stop() forces it out regardless). */
     if (s->restore && !force)
         return;
+    unsigned char bstack[16] = {0};
+    unsigned char *blocked = cfg->n_pools <= sizeof bstack ? bstack : xcalloc(cfg->n_pools, 1);
+    int64_t shortest_retry = 0;
+    sched_ctx_retry_topic(s->ctx, 0, &shortest_retry);
+    int64_t pools_at = INT64_MAX; /* when the first blocked pool can send */
     while (site->queued) {
         int64_t now = sl_now_ms();
-        flow_check fc = {now, force, INT64_MAX};
+        flow_check fc = {now, force, INT64_MAX, blocked};
         sjob *j = (sjob *)sched_fq_next(&site->fq, flow_ok, &fc);
         if (!j) {
-            /* Every flow with work is over a tenant / campaign limit. */
+            /* Every flow with work is over a tenant / campaign limit, or
+             * its pool cannot send yet. */
             if (fc.earliest != INT64_MAX)
                 arm(site, fc.earliest, now);
-            return;
+            if (pools_at != INT64_MAX)
+                arm(site, pools_at, now);
+            break;
+        }
+        if (j->expires_ms && now >= j->expires_ms) {
+            q_unlink(site, j, false);
+            expire(site, j, now);
+            continue;
         }
         const sl_pool *pool = &cfg->pools[j->pool];
         size_t n = pool->n_sources;
         sched_pick_cand *c = n <= 16 ? stack : xcalloc(n, sizeof *c);
         spair **pairs = xcalloc(n, sizeof *pairs);
         int64_t earliest = INT64_MAX;
+        bool tokens_only = false; /* some IP waits only for its bucket */
         int64_t day = sched_day_of(now);
         for (size_t i = 0; i < n; i++) {
             const sl_source *src = &pool->sources[i];
@@ -559,6 +637,7 @@ static void pump(ssite *site, bool force)
                     earliest = tomorrow;
                 continue;
             }
+            tokens_only = true;
             int64_t at = sched_bucket_available_at(&p->bucket, now);
             if (force || at <= now + SCHED_SHAPE_LOOKAHEAD_MS)
                 c[i].eligible = true;
@@ -573,29 +652,43 @@ static void pump(ssite *site, bool force)
         if (c != stack)
             free(c);
         if (!p) {
-            if (force) {
+            int64_t wait = earliest == INT64_MAX ? INT64_MAX / 4 : earliest - now;
+            if (force || (!tokens_only && wait >= shortest_retry)) {
                 q_unlink(site, j, false);
-                park(site, j, earliest == INT64_MAX ? 0 : earliest - now);
+                park(site, j, wait, force ? PARK_STOPPING : PARK_POOL_UNUSABLE);
                 continue;
             }
-            if (earliest != INT64_MAX)
-                arm(site, earliest, now);
-            if (fc.earliest != INT64_MAX)
-                arm(site, fc.earliest, now);
-            return;
+            /* A short wait: hold the pool's jobs and go on with the
+             * other pools'. */
+            blocked[j->pool] = 1;
+            if (earliest < pools_at)
+                pools_at = earliest;
+            continue;
         }
         /* The flow (and its data) goes when its last job leaves: take the
          * limit tokens first. The job goes when both the pair's and every
          * limit's token are there. */
         const sflow_limits *fl = j->it.flow->data;
-        int64_t lim_at = fl ? sched_limits_take(fl->b, fl->n, now) : now;
+        int64_t send_at = sched_bucket_available_at(&p->bucket, now);
+        int64_t lim_at = fl && fl->n ? sched_limits_available_at(fl->b, fl->n, now) : now;
+        if (lim_at > send_at)
+            send_at = lim_at;
+        if (j->expires_ms && send_at >= j->expires_ms) {
+            /* Its turn comes too late: no token is spent on it. */
+            q_unlink(site, j, false);
+            expire(site, j, now);
+            continue;
+        }
+        lim_at = fl ? sched_limits_take(fl->b, fl->n, now) : now;
         q_unlink(site, j, true);
-        int64_t send_at = sched_bucket_take(&p->bucket, now);
+        send_at = sched_bucket_take(&p->bucket, now);
         if (lim_at > send_at)
             send_at = lim_at;
         p->sent_today++;
         dispatch(site, j, p, pool->name, send_at);
     }
+    if (blocked != bstack)
+        free(blocked);
 }
 
 /* Beyond max_buffered: park the tail of the longest queue. */
@@ -616,7 +709,7 @@ static void enforce_bound(sched_shape *s)
             return;
         sjob *j = q_last(worst);
         q_unlink(worst, j, false);
-        park(worst, j, site_drain_ms(worst));
+        park(worst, j, site_drain_ms(worst), PARK_OVER_BOUND);
     }
 }
 
@@ -678,6 +771,7 @@ static void on_record(void *arg, sl_record *rec)
         j->len = (uint32_t)m->len;
         j->pool = (uint32_t)(pool - cfg->pools);
         j->route = r ? (uint32_t)(r - cfg->routes + 1) : 0;
+        j->expires_ms = sched_retry_expiry(cfg, f.created_at_ms, f.expires_at_ms);
         memcpy(j->data, m->payload, m->len);
         if (!*tenant && cfg->scheduler.default_tenant)
             tenant = cfg->scheduler.default_tenant;
@@ -696,9 +790,12 @@ static void site_close_cb(uv_handle_t *h);
 /* Forget a site that holds nothing: no job, no pair, no timer armed. */
 static void site_free(sched_shape *s, ssite *site)
 {
-    char labels[300];
-    snprintf(labels, sizeof labels, "site=\"%s\"", site->name);
-    sl_metric_drop("sluice_shape_parked_total", labels);
+    char labels[340];
+    for (size_t i = 0; i < sizeof park_reasons / sizeof park_reasons[0]; i++) {
+        snprintf(labels, sizeof labels, "site=\"%.300s\",reason=\"%s\"", site->name,
+                 park_reasons[i]);
+        sl_metric_drop("sluice_shape_parked_total", labels);
+    }
     sched_map_del(&s->sites, site->name);
     sched_map_free(&site->pairs);
     sched_fq_free(&site->fq);

@@ -2,7 +2,7 @@
  * shape - the second scheduler stage: sited -> dispatch.
  *
  * Each record of the sited topic (consumer group sluice-shape) joins its
- * site's queue (sched_fq: a flow per (tenant, campaign), one FIFO per
+ * site's queue (sched_fq: a flow per (tenant, campaign, pool), one FIFO per
  * priority in each: transactional, then normal, then bulk). A site is
  * pumped on arrival and by its own timer: the next job is the oldest of
  * the highest priority among the flows whose tenant / campaign limits
@@ -15,6 +15,11 @@
  * (when all those tokens are available), the pair's current rate and the
  * site's connection limits, TLS policy, route and SOCKS5 proxy. A site waiting for tokens only arms
  * its own timer: it never delays another site.
+ * A pool none of whose IPs can send holds back only its own flows: pump
+ * passes over them, and parks the job on a retry topic when the pool
+ * cannot send for at least the shortest retry delay. A held job past its
+ * expiry, or whose send time would fall after it, becomes an EXPIRED event
+ * instead of a Dispatch.
  *
  * Memory: at most scheduler.max_buffered jobs wait in shape. Beyond it the
  * tail of the longest queue is parked on the retry topic whose delay fits
