@@ -610,6 +610,8 @@ static void stores_flush(sl_consumer *c)
 
 static void consumer_commit(sl_consumer *c, const char *why)
 {
+    if (c->o.no_commit)
+        return;
     pthread_mutex_lock(&c->mu);
     stores_flush(c);
     pthread_mutex_unlock(&c->mu);
@@ -903,7 +905,7 @@ sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_con
     rd_kafka_conf_t *kc = sl_kafka_conf(cfg, "consumer");
     char tmp[32];
     conf_set(kc, "group.id", o->group);
-    conf_set(kc, "enable.auto.commit", "true");
+    conf_set(kc, "enable.auto.commit", o->no_commit ? "false" : "true");
     conf_set(kc, "enable.auto.offset.store", "false");
     snprintf(tmp, sizeof tmp, "%d", cfg->kafka.commit_interval_ms);
     conf_set(kc, "auto.commit.interval.ms", tmp);
