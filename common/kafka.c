@@ -39,7 +39,7 @@ sl_topic_spec *sl_topics(const sl_config *cfg, size_t *n)
         bool compacted;
     } fixed[] = {{"jobs", false},         {"sited", false},     {"dispatch", false},
                  {"events", false},       {"suppressions", true}, {"templates", true},
-                 {"dlq", false}};
+                 {"dlq", false},          {"state", true}};
     size_t nf = sizeof fixed / sizeof fixed[0];
     size_t total = nf + cfg->retry.n_delays;
     sl_topic_spec *t = xcalloc(total, sizeof *t);

@@ -18,6 +18,7 @@
 #include "sched_limit.h"
 #include "sched_retry.h"
 #include "reader.h"
+#include "sluice/v1/state.pb-c.h"
 
 #include <stdatomic.h>
 
@@ -91,6 +92,7 @@ typedef struct ssite {
     uv_timer_t timer;
     int64_t timer_at;  /* wall ms the timer fires; 0: not armed */
     int64_t used_ms;   /* last job or feedback */
+    bool dirty;        /* its state changed since it was last written */
 } ssite;
 
 struct sched_shape {
@@ -109,11 +111,14 @@ struct sched_shape {
     sl_series *m_buffered;    /* sluice_shape_buffered */
     sl_series *m_sites;       /* sluice_shape_sites */
     sl_series *m_pairs;       /* sluice_shape_pairs */
+    uv_timer_t flush;         /* writes the dirty sites' state every 100 ms */
+    sl_buf state;             /* the SiteState being encoded */
     size_t n_pairs;           /* (site, IP) pairs held */
     int64_t next_sweep;       /* when idle state is next looked for */
 };
 
 static void pump(ssite *site, bool force);
+static void site_write(sched_shape *s, ssite *site);
 
 /* ---- pairs and their visible state ---- */
 
@@ -143,6 +148,10 @@ static void pair_publish(sched_shape *s, spair *p, const char *why)
     }
     if (!why)
         return;
+    /* A backoff change is written at once, not coalesced. */
+    ssite *site = sched_map_get(&s->sites, p->site);
+    if (site)
+        site_write(s, site);
     char lab[600];
     snprintf(lab, sizeof lab, "%s,state=\"%s\"", p->labels, st);
     sl_metric_inc("sluice_shape_changes_total", lab, 1);
@@ -685,6 +694,7 @@ static void pump(ssite *site, bool force)
         if (lim_at > send_at)
             send_at = lim_at;
         p->sent_today++;
+        site->dirty = true;
         dispatch(site, j, p, pool->name, send_at);
     }
     if (blocked != bstack)
@@ -790,6 +800,8 @@ static void site_close_cb(uv_handle_t *h);
 /* Forget a site that holds nothing: no job, no pair, no timer armed. */
 static void site_free(sched_shape *s, ssite *site)
 {
+    if (site->dirty)
+        site_write(s, site);
     char labels[340];
     for (size_t i = 0; i < sizeof park_reasons / sizeof park_reasons[0]; i++) {
         snprintf(labels, sizeof labels, "site=\"%.300s\",reason=\"%s\"", site->name,
@@ -865,6 +877,113 @@ static void tick_cb(uv_timer_t *t)
     sl_series_set(s->m_pairs, (double)s->n_pairs);
 }
 
+/* ---- the site's state on the state topic ----
+ *
+ * The owner of a site writes its pairs' warm-up counts and backoff to the
+ * compacted state topic, keyed by site (so co-partitioned with sited): at
+ * once on every backoff change (pair_publish()), and at most every 100 ms
+ * for the counts (the dirty flag, flush_cb()). A starting shaper reads the
+ * topic to its end before it shapes anything (restore_work()). */
+
+#define STATE_FLUSH_MS 100
+
+static void site_write(sched_shape *s, ssite *site)
+{
+    site->dirty = false;
+    size_t n = site->pairs.count, i = 0;
+    Sluice__V1__PairState *ps = xcalloc(n ? n : 1, sizeof *ps);
+    Sluice__V1__PairState **pp = xcalloc(n ? n : 1, sizeof *pp);
+    for (size_t k = 0; k < site->pairs.n_slots; k++)
+        for (sched_map_ent *e = site->pairs.slots[k]; e; e = e->next) {
+            const spair *p = e->val;
+            Sluice__V1__PairState *q = &ps[i];
+            sluice__v1__pair_state__init(q);
+            q->source_ip = p->ip;
+            q->day = p->day;
+            q->sent_today = p->sent_today;
+            q->state = (int32_t)p->bo.state;
+            q->resume_state = (int32_t)p->bo.resume_state;
+            q->rate = p->bo.rate;
+            q->floor = p->bo.floor;
+            q->recover_after_ms = p->bo.recover_after_ms;
+            q->last_halve_ms = p->bo.last_halve_ms;
+            q->last_step_ms = p->bo.last_step_ms;
+            q->until_ms = p->bo.until_ms;
+            q->down = p->bo.down;
+            pp[i] = q;
+            i++;
+        }
+    Sluice__V1__SiteState st = SLUICE__V1__SITE_STATE__INIT;
+    st.version = SLUICE_WIRE_VERSION;
+    st.site = site->name;
+    st.updated_at_ms = sl_now_ms();
+    st.n_pairs = i;
+    st.pairs = pp;
+    sl_pack(&st.base, &s->state);
+    /* Losing one write costs little: the next change writes it all again. */
+    int rc = sl_producer_send(s->ctx->prod, s->ctx->t_state, site->name, strlen(site->name),
+                              s->state.data, s->state.len, NULL, 0, NULL, NULL);
+    if (rc)
+        sl_warn("shape: state of %s not written: %s", site->name, sl_strerror(rc));
+    else
+        sl_metric_inc("sluice_shape_state_writes_total", NULL, 1);
+    free(pp);
+    free(ps);
+}
+
+static void flush_cb(uv_timer_t *t)
+{
+    sched_shape *s = t->data;
+    for (size_t i = 0; i < s->sites.n_slots; i++)
+        for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
+            ssite *site = e->val;
+            if (site->dirty)
+                site_write(s, site);
+        }
+}
+
+/* Apply a site's state read back from the topic: the backoff as written
+ * (its times are wall clock, so a suspension ends and a throttled rate
+ * recovers as if nothing had happened), and today's warm-up count when it
+ * is higher than the one the events gave. */
+static void state_apply(sched_shape *s, const Sluice__V1__SiteState *st, int64_t now)
+{
+    if (!st->site || !*st->site)
+        return;
+    ssite *site = site_get(s, st->site);
+    int64_t day = sched_day_of(now);
+    for (size_t i = 0; i < st->n_pairs; i++) {
+        const Sluice__V1__PairState *q = st->pairs[i];
+        if (!q->source_ip || !*q->source_ip)
+            continue;
+        const sl_source *src = sl_config_source(s->ctx->cfg, q->source_ip);
+        if (!src)
+            continue; /* an IP no longer configured */
+        spair *p = pair_get(site, q->source_ip, src);
+        if (q->day == day && q->sent_today > p->sent_today) {
+            p->day = day;
+            p->sent_today = q->sent_today;
+        }
+        if (q->state < 0 || q->state >= SCHED_BO_NSTATES || q->resume_state < 0 ||
+            q->resume_state >= SCHED_BO_NSTATES)
+            continue;
+        p->bo.state = (sched_bo_state)q->state;
+        p->bo.resume_state = (sched_bo_state)q->resume_state;
+        /* A rate above the configured one (the config changed) is capped. */
+        p->bo.rate = p->bo.base > 0 && (q->rate <= 0 || q->rate > p->bo.base) ? p->bo.base
+                                                                               : q->rate;
+        p->bo.floor = q->floor;
+        p->bo.recover_after_ms = q->recover_after_ms;
+        p->bo.last_halve_ms = q->last_halve_ms;
+        p->bo.last_step_ms = q->last_step_ms;
+        p->bo.until_ms = q->until_ms;
+        p->bo.down = q->down;
+        pair_tick(s, p, now);
+        pair_apply_rate(p, now);
+        pair_publish(s, p, NULL);
+    }
+}
+
 /* ---- warm-up counts after a restart ----
  *
  * The count of a warming IP lives in memory, so on start shape reads the
@@ -885,6 +1004,9 @@ typedef struct wrestore {
     sched_map warm;         /* ip -> (void *)1 */
     sched_map counts;       /* "site\x1fip" -> (uintptr_t) count */
     sched_map seen;         /* "job\x1fattempt\x1fsite\x1fip" */
+    char *state_topic;
+    sched_map states;       /* site -> Sluice__V1__SiteState *, the latest */
+    size_t n_states;        /* records read */
     int64_t since_ms;
     size_t events;
     atomic_bool cancel;
@@ -945,9 +1067,54 @@ static size_t restore_read(wrestore *w, int64_t since_ms, int64_t limit_ms)
     return n;
 }
 
+/* Read the state topic to its end, keeping each site's latest record. */
+static void restore_states(wrestore *w)
+{
+    char *err = NULL;
+    sl_reader *r = sl_reader_new(w->cfg, w->state_topic, 0, &err);
+    if (!r) {
+        sl_warn("shape: site state not restored: %s", err ? err : "?");
+        free(err);
+        return;
+    }
+    int64_t deadline = sl_now_ms() + RESTORE_DEADLINE_MS;
+    while (!atomic_load(&w->cancel)) {
+        if (sl_now_ms() > deadline) {
+            sl_warn("shape: site state: %s not read to the end in %llds; going on with what "
+                    "was read", w->state_topic, (long long)(RESTORE_DEADLINE_MS / 1000));
+            break;
+        }
+        rd_kafka_message_t *m = sl_reader_next(r, 200);
+        if (!m) {
+            if (sl_reader_at_end(r))
+                break;
+            continue;
+        }
+        w->n_states++;
+        if (m->key && m->key_len) {
+            char *site = xstrndup(m->key, m->key_len);
+            Sluice__V1__SiteState *st =
+                m->payload ? sluice__v1__site_state__unpack(NULL, m->len, m->payload) : NULL;
+            /* A tombstone or an undecodable record forgets what came before. */
+            Sluice__V1__SiteState *old = st ? sched_map_put(&w->states, site, st)
+                                            : sched_map_get(&w->states, site);
+            if (!st && old)
+                sched_map_del(&w->states, site);
+            if (old)
+                sluice__v1__site_state__free_unpacked(old, NULL);
+            free(site);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    sl_reader_free(r);
+}
+
 static void restore_work(uv_work_t *req)
 {
     wrestore *w = req->data;
+    restore_states(w);
+    if (!w->warm.count || atomic_load(&w->cancel))
+        return;
     if (restore_read(w, w->since_ms, RESTORE_DEADLINE_MS) == 0 && !atomic_load(&w->cancel))
         /* Nothing at or after 00:00 by offset-for-time: either no event
          * today, or a broker that cannot look offsets up by time (the dev
@@ -993,8 +1160,32 @@ static int pump_site_cb(void *arg, const char *key, void *val)
     return 0;
 }
 
+static int state_free_cb(void *arg, const char *key, void *val)
+{
+    (void)arg;
+    (void)key;
+    sluice__v1__site_state__free_unpacked(val, NULL);
+    return 0;
+}
+
+typedef struct state_apply_arg {
+    sched_shape *s;
+    int64_t now;
+} state_apply_arg;
+
+static int state_apply_cb(void *arg, const char *key, void *val)
+{
+    (void)key;
+    state_apply_arg *a = arg;
+    state_apply(a->s, val, a->now);
+    return 0;
+}
+
 static void restore_free(wrestore *w)
 {
+    sched_map_each(&w->states, state_free_cb, NULL);
+    sched_map_free(&w->states);
+    free(w->state_topic);
     sched_map_free(&w->warm);
     sched_map_free(&w->counts);
     sched_map_free(&w->seen);
@@ -1013,6 +1204,10 @@ static void restore_done(uv_work_t *req, int status)
     }
     s->restore = NULL;
     if (!atomic_load(&w->cancel)) {
+        state_apply_arg sa = {s, sl_now_ms()};
+        sched_map_each(&w->states, state_apply_cb, &sa);
+        sl_info("shape: state restored for %zu sites from %zu records of %s", w->states.count,
+                w->n_states, w->state_topic);
         restore_apply ra = {s, sched_day_of(sl_now_ms()), 0};
         if (ra.day == sched_day_of(w->since_ms))
             sched_map_each(&w->counts, restore_apply_cb, &ra);
@@ -1035,14 +1230,12 @@ static void restore_start(sched_shape *s)
     sched_map_init(&w->warm);
     sched_map_init(&w->counts);
     sched_map_init(&w->seen);
+    sched_map_init(&w->states);
+    w->state_topic = xstrdup(s->ctx->t_state);
     for (size_t i = 0; i < cfg->n_pools; i++)
         for (size_t k = 0; k < cfg->pools[i].n_sources; k++)
             if (cfg->pools[i].sources[k].has_warmup)
                 sched_map_put(&w->warm, cfg->pools[i].sources[k].ip, (void *)1);
-    if (!w->warm.count) {
-        restore_free(w); /* nothing warming: nothing to restore */
-        return;
-    }
     w->s = s;
     w->cfg = cfg;
     w->topic = xstrdup(s->ctx->t_events);
@@ -1052,7 +1245,7 @@ static void restore_start(sched_shape *s)
     s->restore = w;
     s->closing++; /* the shaper is freed only after restore_done */
     if (uv_queue_work(s->ctx->loop, &w->req, restore_work, restore_done) != 0) {
-        sl_warn("shape: warm-up counts not restored: no worker thread");
+        sl_warn("shape: state and warm-up counts not restored: no worker thread");
         s->restore = NULL;
         s->closing--;
         restore_free(w);
@@ -1094,6 +1287,9 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
     uv_timer_init(ctx->loop, &s->tick);
     s->tick.data = s;
     uv_timer_start(&s->tick, tick_cb, 1000, 1000);
+    uv_timer_init(ctx->loop, &s->flush);
+    s->flush.data = s;
+    uv_timer_start(&s->flush, flush_cb, STATE_FLUSH_MS, STATE_FLUSH_MS);
     restore_start(s);
     sl_metric_help("sluice_shape_rate_per_second", SL_METRIC_GAUGE,
                    "Current message rate of a (site, source IP) pair; 0: unlimited");
@@ -1110,6 +1306,10 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
     sl_metric_help("sluice_shape_suspended_until_seconds", SL_METRIC_GAUGE,
                    "When a suspended or disabled (site, source IP) pair may send again (Unix "
                    "time), by cause: destination-down or backoff-rule");
+    sl_metric_help("sluice_shape_state_writes_total", SL_METRIC_COUNTER,
+                   "Site state records written to the state topic");
+    sl_metric_help("sluice_shape_expired_total", SL_METRIC_COUNTER,
+                   "Held jobs that expired before shape dispatched them (EXPIRED events)");
     sl_metric_help("sluice_shape_destination_down_total", SL_METRIC_COUNTER,
                    "DEFERRED events saying every MX of a site is down from a source IP");
     return s;
@@ -1131,12 +1331,15 @@ void sched_shape_stop(sched_shape *s, sl_drained_cb cb, void *arg)
     if (s->restore)
         atomic_store(&s->restore->cancel, true);
     uv_timer_stop(&s->tick);
+    uv_timer_stop(&s->flush);
     for (size_t i = 0; i < s->sites.n_slots; i++)
         for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
             ssite *site = e->val;
             uv_timer_stop(&site->timer);
             site->timer_at = 0;
             pump(site, true);
+            if (site->dirty)
+                site_write(s, site);
         }
     sl_consumer_stop(s->cons, cb, arg);
 }
@@ -1246,5 +1449,8 @@ void sched_shape_free(sched_shape *s)
         free(s->routes[i]);
     free(s->routes);
     sl_buf_free(&s->out);
+    sl_buf_free(&s->state);
+    s->closing++;
+    uv_close((uv_handle_t *)&s->flush, tick_close_cb);
     uv_close((uv_handle_t *)&s->tick, tick_close_cb);
 }

@@ -16,7 +16,8 @@ import unittest
 
 from sluicetest import Proc, bin_path, wait_for
 
-DEFAULT_FIXED = ["jobs", "sited", "dispatch", "events", "suppressions", "templates", "dlq"]
+DEFAULT_FIXED = ["jobs", "sited", "dispatch", "events", "suppressions", "templates", "dlq",
+                 "state"]
 
 
 def read_complete(path):
