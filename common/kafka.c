@@ -651,6 +651,13 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         c->assigned = true;
         pthread_mutex_unlock(&c->mu);
         sl_info("kafka: assigned %d partitions", parts->cnt);
+        if (c->o.on_assign) {
+            int32_t *nums = xcalloc(parts->cnt ? (size_t)parts->cnt : 1, sizeof *nums);
+            for (int i = 0; i < parts->cnt; i++)
+                nums[i] = parts->elems[i].partition;
+            c->o.on_assign(c->o.arg, nums, (size_t)parts->cnt);
+            free(nums);
+        }
         rd_kafka_assign(rk, parts);
         c->paused_all = false;
         c->pause_dirty = true;

@@ -20,6 +20,7 @@
 #include "reader.h"
 #include "sluice/v1/state.pb-c.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include <math.h>
@@ -113,12 +114,25 @@ struct sched_shape {
     sl_series *m_pairs;       /* sluice_shape_pairs */
     uv_timer_t flush;         /* writes the dirty sites' state every 100 ms */
     sl_buf state;             /* the SiteState being encoded */
+    /* Site states read for a new assignment on the consumer thread
+     * (on_assign()), applied on the loop before any of its records. */
+    pthread_mutex_t pend_mu;
+    atomic_bool has_pend;
+    sched_map pend;           /* site -> Sluice__V1__SiteState *; under pend_mu */
+    unsigned char *pend_parts; /* the new assignment (1 per partition); under pend_mu */
+    int32_t pend_n_parts;
+    /* The sited partitions this shaper owns, as of the last assignment
+     * taken: only the owner of a site writes its state (every scheduler
+     * hears every site's feedback). n_parts 0: not known, write. */
+    unsigned char *parts;
+    int32_t n_parts;
     size_t n_pairs;           /* (site, IP) pairs held */
     int64_t next_sweep;       /* when idle state is next looked for */
 };
 
 static void pump(ssite *site, bool force);
 static void site_write(sched_shape *s, ssite *site);
+static void state_take_pending(sched_shape *s);
 
 /* ---- pairs and their visible state ---- */
 
@@ -751,6 +765,7 @@ static const char *span_str(char **at, sl_span v)
 static void on_record(void *arg, sl_record *rec)
 {
     sched_shape *s = arg;
+    state_take_pending(s); /* a new assignment's state, before its records */
     const sl_config *cfg = s->ctx->cfg;
     rd_kafka_message_t *m = rec->msg;
     /* Shape reads only what it routes by; the job's bytes go into the
@@ -858,6 +873,7 @@ static void sweep(sched_shape *s, int64_t now)
 static void tick_cb(uv_timer_t *t)
 {
     sched_shape *s = t->data;
+    state_take_pending(s);
     int64_t now = sl_now_ms();
     for (size_t i = 0; i < s->sites.n_slots; i++)
         for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
@@ -887,9 +903,21 @@ static void tick_cb(uv_timer_t *t)
 
 #define STATE_FLUSH_MS 100
 
+/* Is the site's sited partition ours (murmur2, as the producers key it)? */
+static bool site_owned(const sched_shape *s, const char *name)
+{
+    if (s->n_parts <= 0)
+        return true;
+    int32_t p = rd_kafka_msg_partitioner_murmur2(NULL, name, strlen(name), s->n_parts, NULL,
+                                                 NULL);
+    return p >= 0 && p < s->n_parts && s->parts[p];
+}
+
 static void site_write(sched_shape *s, ssite *site)
 {
     site->dirty = false;
+    if (!site_owned(s, site->name))
+        return; /* its owner writes it */
     size_t n = site->pairs.count, i = 0;
     Sluice__V1__PairState *ps = xcalloc(n ? n : 1, sizeof *ps);
     Sluice__V1__PairState **pp = xcalloc(n ? n : 1, sizeof *pp);
@@ -1067,21 +1095,28 @@ static size_t restore_read(wrestore *w, int64_t since_ms, int64_t limit_ms)
     return n;
 }
 
-/* Read the state topic to its end, keeping each site's latest record. */
-static void restore_states(wrestore *w)
+/* Read the state topic to its end, keeping in states each site's latest
+ * record of the given partitions (parts NULL: of all). Returns the number of
+ * records read. Any thread. */
+static size_t state_read(const sl_config *cfg, const char *topic, const int32_t *parts,
+                         size_t n_parts, sched_map *states, atomic_bool *cancel,
+                         int32_t *topic_parts)
 {
     char *err = NULL;
-    sl_reader *r = sl_reader_new(w->cfg, w->state_topic, 0, &err);
+    sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
     if (!r) {
         sl_warn("shape: site state not restored: %s", err ? err : "?");
         free(err);
-        return;
+        return 0;
     }
+    size_t n = 0;
+    if (topic_parts)
+        *topic_parts = sl_reader_partitions(r);
     int64_t deadline = sl_now_ms() + RESTORE_DEADLINE_MS;
-    while (!atomic_load(&w->cancel)) {
+    while (!cancel || !atomic_load(cancel)) {
         if (sl_now_ms() > deadline) {
             sl_warn("shape: site state: %s not read to the end in %llds; going on with what "
-                    "was read", w->state_topic, (long long)(RESTORE_DEADLINE_MS / 1000));
+                    "was read", topic, (long long)(RESTORE_DEADLINE_MS / 1000));
             break;
         }
         rd_kafka_message_t *m = sl_reader_next(r, 200);
@@ -1090,16 +1125,17 @@ static void restore_states(wrestore *w)
                 break;
             continue;
         }
-        w->n_states++;
-        if (m->key && m->key_len) {
+        n++;
+        bool mine = !parts;
+        for (size_t i = 0; i < n_parts && !mine; i++)
+            mine = parts[i] == m->partition;
+        if (mine && m->key && m->key_len) {
             char *site = xstrndup(m->key, m->key_len);
             Sluice__V1__SiteState *st =
                 m->payload ? sluice__v1__site_state__unpack(NULL, m->len, m->payload) : NULL;
             /* A tombstone or an undecodable record forgets what came before. */
-            Sluice__V1__SiteState *old = st ? sched_map_put(&w->states, site, st)
-                                            : sched_map_get(&w->states, site);
-            if (!st && old)
-                sched_map_del(&w->states, site);
+            Sluice__V1__SiteState *old = st ? sched_map_put(states, site, st)
+                                            : sched_map_del(states, site);
             if (old)
                 sluice__v1__site_state__free_unpacked(old, NULL);
             free(site);
@@ -1107,6 +1143,97 @@ static void restore_states(wrestore *w)
         rd_kafka_message_destroy(m);
     }
     sl_reader_free(r);
+    return n;
+}
+
+static int state_free_cb(void *arg, const char *key, void *val)
+{
+    (void)arg;
+    (void)key;
+    sluice__v1__site_state__free_unpacked(val, NULL);
+    return 0;
+}
+
+/* The sited consumer's hook, on its thread: read the state of the newly
+ * assigned partitions' sites before their records come (so a site moving
+ * here from another running scheduler keeps its counts and backoff). */
+static void on_assign(void *arg, const int32_t *parts, size_t n)
+{
+    sched_shape *s = arg;
+    static const int32_t none = -1; /* no partition: read for the count only */
+    if (!n)
+        parts = &none;
+    sched_map got;
+    sched_map_init(&got);
+    int64_t t0 = sl_now_ms();
+    int32_t total = 0;
+    size_t recs = state_read(s->ctx->cfg, s->ctx->t_state, parts, n, &got, NULL, &total);
+    pthread_mutex_lock(&s->pend_mu);
+    free(s->pend_parts);
+    s->pend_parts = NULL;
+    s->pend_n_parts = 0;
+    if (total > 0) {
+        /* The state topic has as many partitions as sited (co-partitioned). */
+        s->pend_parts = xcalloc((size_t)total, 1);
+        s->pend_n_parts = total;
+        for (size_t i = 0; i < n; i++)
+            if (parts[i] >= 0 && parts[i] < total)
+                s->pend_parts[parts[i]] = 1;
+    }
+    for (size_t i = 0; i < got.n_slots; i++)
+        for (sched_map_ent *e = got.slots[i]; e; e = e->next) {
+            Sluice__V1__SiteState *old = sched_map_put(&s->pend, e->key, e->val);
+            if (old)
+                sluice__v1__site_state__free_unpacked(old, NULL);
+        }
+    atomic_store(&s->has_pend, true);
+    pthread_mutex_unlock(&s->pend_mu);
+    sl_info("shape: state of %zu sites of %zu assigned partitions read (%zu records, %lld ms)",
+            got.count, n, recs, (long long)(sl_now_ms() - t0));
+    sched_map_free(&got);
+}
+
+typedef struct state_apply_arg {
+    sched_shape *s;
+    int64_t now;
+} state_apply_arg;
+
+static int state_apply_cb(void *arg, const char *key, void *val)
+{
+    (void)key;
+    state_apply_arg *a = arg;
+    state_apply(a->s, val, a->now);
+    return 0;
+}
+
+/* Apply what on_assign() read. Loop thread. */
+static void state_take_pending(sched_shape *s)
+{
+    if (!atomic_load(&s->has_pend))
+        return;
+    sched_map got;
+    pthread_mutex_lock(&s->pend_mu);
+    got = s->pend;
+    sched_map_init(&s->pend);
+    if (s->pend_n_parts) {
+        free(s->parts);
+        s->parts = s->pend_parts;
+        s->n_parts = s->pend_n_parts;
+        s->pend_parts = NULL;
+        s->pend_n_parts = 0;
+    }
+    atomic_store(&s->has_pend, false);
+    pthread_mutex_unlock(&s->pend_mu);
+    state_apply_arg sa = {s, sl_now_ms()};
+    sched_map_each(&got, state_apply_cb, &sa);
+    sched_map_each(&got, state_free_cb, NULL);
+    sched_map_free(&got);
+    sl_metric_inc("sluice_shape_state_restores_total", NULL, 1);
+}
+
+static void restore_states(wrestore *w)
+{
+    w->n_states = state_read(w->cfg, w->state_topic, NULL, 0, &w->states, &w->cancel, NULL);
 }
 
 static void restore_work(uv_work_t *req)
@@ -1157,27 +1284,6 @@ static int pump_site_cb(void *arg, const char *key, void *val)
     (void)key;
     ssite *site = val;
     pump(site, site->s->stopping);
-    return 0;
-}
-
-static int state_free_cb(void *arg, const char *key, void *val)
-{
-    (void)arg;
-    (void)key;
-    sluice__v1__site_state__free_unpacked(val, NULL);
-    return 0;
-}
-
-typedef struct state_apply_arg {
-    sched_shape *s;
-    int64_t now;
-} state_apply_arg;
-
-static int state_apply_cb(void *arg, const char *key, void *val)
-{
-    (void)key;
-    state_apply_arg *a = arg;
-    state_apply(a->s, val, a->now);
     return 0;
 }
 
@@ -1257,6 +1363,9 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
     sched_shape *s = xcalloc(1, sizeof *s);
     s->ctx = ctx;
     sched_map_init(&s->sites);
+    sched_map_init(&s->pend);
+    pthread_mutex_init(&s->pend_mu, NULL);
+    atomic_init(&s->has_pend, false);
     sched_limits_init(&s->limits, ctx->cfg);
     uint32_t max = ctx->cfg->scheduler.max_buffered;
     const char *topics[] = {ctx->t_sited};
@@ -1267,11 +1376,14 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
                            * the consumer's pause (every site) bounds memory. */
                           .max_inflight = max ? max * 2 + 1000 : 0,
                           .on_record = on_record,
+                          .on_assign = on_assign,
                           .arg = s};
     s->cons = sl_consumer_new(ctx->cfg, ctx->loop, &o, err);
     if (!s->cons) {
         sched_limits_free(&s->limits);
         sched_map_free(&s->sites);
+        sched_map_free(&s->pend);
+        pthread_mutex_destroy(&s->pend_mu);
         free(s);
         return NULL;
     }
@@ -1308,6 +1420,9 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
                    "time), by cause: destination-down or backoff-rule");
     sl_metric_help("sluice_shape_state_writes_total", SL_METRIC_COUNTER,
                    "Site state records written to the state topic");
+    sl_metric_help("sluice_shape_state_restores_total", SL_METRIC_COUNTER,
+                   "Assignments of sited partitions whose sites' state was read back from the "
+                   "state topic");
     sl_metric_help("sluice_shape_expired_total", SL_METRIC_COUNTER,
                    "Held jobs that expired before shape dispatched them (EXPIRED events)");
     sl_metric_help("sluice_shape_destination_down_total", SL_METRIC_COUNTER,
@@ -1419,6 +1534,12 @@ void sched_shape_free(sched_shape *s)
     if (!s)
         return;
     sl_consumer_free(s->cons);
+    /* The consumer thread is gone: no on_assign() any more. */
+    sched_map_each(&s->pend, state_free_cb, NULL);
+    sched_map_free(&s->pend);
+    free(s->pend_parts);
+    free(s->parts);
+    pthread_mutex_destroy(&s->pend_mu);
     /* A restore still reading is told to stop; its completion drops the
      * hold it has on the shaper. */
     if (s->restore)
