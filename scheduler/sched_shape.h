@@ -46,9 +46,20 @@
  * sluice_shape_pairs count what is held. So memory follows the sites in
  * use, not every site ever seen.
  *
+ * Site state: the owner of a site (its sited partition is assigned here;
+ * murmur2 of the site name) writes the site's pairs (warm-up count of the
+ * day, backoff) to the compacted state topic keyed by site: at once on a
+ * backoff change, at most every 100 ms for counts. Before shaping, a
+ * starting shaper reads the whole topic on a pool thread (not ready until
+ * then), and each new assignment reads its partitions' sites on the
+ * consumer thread (the consumer's on_assign hook) for the loop to apply
+ * before the next record.
+ *
  * On stop, queued jobs are dispatched at once with their reserved send
- * times when an IP can take them, else parked, so the consumer drains.
- * Loop thread only.
+ * times when an IP can take them, else parked, so the consumer drains;
+ * dirty site state is written.
+ * Loop thread only, except the on_assign hook (consumer thread; it hands
+ * its result over under a mutex).
  */
 #ifndef SLUICE_SCHED_SHAPE_H
 #define SLUICE_SCHED_SHAPE_H
