@@ -4,10 +4,17 @@ a site's shaping state follows the site when its owner is SIGKILLed and
 its partition moves to another running scheduler. Measured at the sink."""
 
 import collections
+import subprocess
 import time
 import unittest
 
-from harness import REAL, Cluster, log, wait_for
+from harness import REAL, Cluster, bin_path, log, wait_for
+
+
+def topics_ready(c):
+    """Just created topics take a moment to be known to every broker."""
+    for t in ("suppressions", "sited", "state", "events"):
+        c.watermarks("fault." + t)
 
 
 @unittest.skipUnless(REAL, "needs SLUICE_KAFKA=real (a real Kafka cluster)")
@@ -23,6 +30,7 @@ class TestSiteStateFollowsTheSite(unittest.TestCase):
                     shaping="{ max_message_rate: 20/s, max_connections: 4 }",
                     retry="{ delays: [1s, 2s, 5s], expiry: 10m }")
         self.addCleanup(c.close)
+        topics_ready(c)
         names = ["sched-1", "sched-2", "sched-3"]
         for n in names:
             c.start_scheduler(n)
@@ -55,6 +63,47 @@ class TestSiteStateFollowsTheSite(unittest.TestCase):
             {n: c.metric(n, series) for n in names}, len(got), len(ids)))
         self.assertLessEqual(len(got), 300)
         self.assertGreaterEqual(len(ids), 200)
+    def test_halved_rate_follows_the_site_to_a_scheduler_that_missed_the_reply(self):
+        c = Cluster("sched-backoff", partitions=4, domains=1, ips=1,
+                    shaping="{ max_message_rate: 20/s, max_connections: 4 }")
+        self.addCleanup(c.close)
+        topics_ready(c)
+        c.start_scheduler("sched-1")
+        rate = 'sluice_shape_rate_per_second{site="d0.test",source="127.0.0.1"}'
+
+        def reply_421():
+            # The live feedback tail starts at the end once assigned, a
+            # moment after /readyz: say it again until it is heard.
+            r = subprocess.run([bin_path("sched_tool"), "event", "-c", c.cfg, "--type",
+                                "deferred", "--site", "d0.test", "--source-ip", "127.0.0.1",
+                                "--code", "421", "--enh", "4.7.28", "--to", "a@d0.test",
+                                "--reply", "421-4.7.28 Our system has detected an unusual rate"],
+                               capture_output=True, text=True, timeout=60, env=c.env)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            try:
+                return wait_for(lambda: 0 < c.metric("sched-1", rate) < 20 and
+                                c.metric("sched-1", rate), 3, "halved on sched-1")
+            except AssertionError:
+                return None
+        halved = wait_for(reply_421, 60, "a 421 heard by sched-1")
+        log("sched-1 halved to %g/s" % halved)
+        # Two schedulers that start now never see that reply (their live
+        # feedback starts at the end); the site moves to one of them when
+        # sched-1 is killed, and its state comes along.
+        c.start_scheduler("sched-2")
+        c.start_scheduler("sched-3")
+        c.kill("sched-1")
+
+        def halved_elsewhere():
+            for n in ("sched-2", "sched-3"):
+                m = c.metrics(n)
+                if (rate + " %g" % halved) in m and ('sluice_shape_state{site="d0.test",'
+                                             'source="127.0.0.1",state="throttled"} 1') in m:
+                    return n
+            return None
+        owner = wait_for(halved_elsewhere, 60, "the halved rate on the new owner")
+        log("%s, which never heard the reply, owns the site with the halved rate" % owner)
+
 
 if __name__ == "__main__":
     unittest.main()
