@@ -39,7 +39,7 @@ sl_topic_spec *sl_topics(const sl_config *cfg, size_t *n)
         bool compacted;
     } fixed[] = {{"jobs", false},         {"sited", false},     {"dispatch", false},
                  {"events", false},       {"suppressions", true}, {"templates", true},
-                 {"dlq", false},          {"control", true}};
+                 {"dlq", false},          {"control", true},     {"state", true}};
     size_t nf = sizeof fixed / sizeof fixed[0];
     size_t total = nf + cfg->retry.n_delays;
     sl_topic_spec *t = xcalloc(total, sizeof *t);
@@ -610,6 +610,8 @@ static void stores_flush(sl_consumer *c)
 
 static void consumer_commit(sl_consumer *c, const char *why)
 {
+    if (c->o.no_commit)
+        return;
     pthread_mutex_lock(&c->mu);
     stores_flush(c);
     pthread_mutex_unlock(&c->mu);
@@ -649,6 +651,13 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         c->assigned = true;
         pthread_mutex_unlock(&c->mu);
         sl_info("kafka: assigned %d partitions", parts->cnt);
+        if (c->o.on_assign) {
+            int32_t *nums = xcalloc(parts->cnt ? (size_t)parts->cnt : 1, sizeof *nums);
+            for (int i = 0; i < parts->cnt; i++)
+                nums[i] = parts->elems[i].partition;
+            c->o.on_assign(c->o.arg, nums, (size_t)parts->cnt);
+            free(nums);
+        }
         rd_kafka_assign(rk, parts);
         c->paused_all = false;
         c->pause_dirty = true;
@@ -903,7 +912,7 @@ sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_con
     rd_kafka_conf_t *kc = sl_kafka_conf(cfg, "consumer");
     char tmp[32];
     conf_set(kc, "group.id", o->group);
-    conf_set(kc, "enable.auto.commit", "true");
+    conf_set(kc, "enable.auto.commit", o->no_commit ? "false" : "true");
     conf_set(kc, "enable.auto.offset.store", "false");
     snprintf(tmp, sizeof tmp, "%d", cfg->kafka.commit_interval_ms);
     conf_set(kc, "auto.commit.interval.ms", tmp);

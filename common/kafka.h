@@ -114,6 +114,14 @@ typedef struct sl_consumer_opts {
     sl_record_cb on_record;     /* loop thread */
     void *arg;
     bool from_end;              /* a new group starts at the end (analytics tails) */
+    /* When set, called on the consumer thread with each new assignment's
+     * partition numbers before any record of them is fetched (they are
+     * assigned when it returns): a stage restores what it keeps about
+     * them. It may block, briefly: the group's rebalance waits for it. */
+    void (*on_assign)(void *arg, const int32_t *partitions, size_t n);
+    bool no_commit;             /* never commit: a live tail whose group keeps no
+                                 * offsets, so it leaves nothing behind (no lag
+                                 * to alert on) once its member is gone */
 } sl_consumer_opts;
 
 sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_consumer_opts *o,

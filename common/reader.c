@@ -126,3 +126,8 @@ void sl_reader_free(sl_reader *r)
     free(r->eof);
     free(r);
 }
+
+int sl_reader_partitions(const sl_reader *r)
+{
+    return r->n_parts;
+}

@@ -21,6 +21,8 @@ typedef struct sl_reader sl_reader;
 sl_reader *sl_reader_new(const sl_config *cfg, const char *topic, int64_t since_ms, char **err);
 rd_kafka_message_t *sl_reader_next(sl_reader *r, int timeout_ms);
 bool sl_reader_at_end(const sl_reader *r);
+/* The topic's partition count as seen at open. */
+int sl_reader_partitions(const sl_reader *r);
 void sl_reader_free(sl_reader *r);
 
 #endif

@@ -151,7 +151,7 @@ int sl_job_peek(const void *buf, size_t n, sl_job_fields *out, const char **why)
         sl_span *s = NULL;
         unsigned want = 2;
         switch (field) {
-        case 1: case 6: want = 0; break;
+        case 1: case 6: case 14: case 15: want = 0; break;
         case 3: s = &out->tenant; break;
         case 4: s = &out->campaign; break;
         case 5: s = &out->pool; break;
@@ -169,6 +169,10 @@ int sl_job_peek(const void *buf, size_t n, sl_job_fields *out, const char **why)
                 version = (uint32_t)v;
             else if (field == 6)
                 out->priority = (int32_t)v;
+            else if (field == 14)
+                out->created_at_ms = (int64_t)v;
+            else if (field == 15)
+                out->expires_at_ms = (int64_t)v;
             break;
         case 1:
             if (end - p < 8)

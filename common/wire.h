@@ -57,6 +57,7 @@ typedef struct sl_span {
 typedef struct sl_job_fields {
     sl_span tenant, campaign, pool, domain, site;
     int32_t priority;
+    int64_t created_at_ms, expires_at_ms;
 } sl_job_fields;
 int sl_job_peek(const void *p, size_t n, sl_job_fields *out, const char **why);
 /* protobuf strings may hold NUL, C strings may not: decoding cuts a string

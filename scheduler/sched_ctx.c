@@ -22,6 +22,7 @@ void sched_ctx_init(sched_ctx *ctx, const sl_config *cfg, uv_loop_t *loop, sl_pr
     ctx->t_events = sl_config_topic(cfg, "events");
     ctx->t_suppressions = sl_config_topic(cfg, "suppressions");
     ctx->t_dlq = sl_config_topic(cfg, "dlq");
+    ctx->t_state = sl_config_topic(cfg, "state");
     ctx->n_retry = cfg->retry.n_delays;
     ctx->t_retry = xcalloc(ctx->n_retry ? ctx->n_retry : 1, sizeof *ctx->t_retry);
     for (size_t i = 0; i < ctx->n_retry; i++) {
@@ -40,6 +41,7 @@ void sched_ctx_free(sched_ctx *ctx)
     free(ctx->t_events);
     free(ctx->t_suppressions);
     free(ctx->t_dlq);
+    free(ctx->t_state);
     for (size_t i = 0; i < ctx->n_retry; i++)
         free(ctx->t_retry[i]);
     free(ctx->t_retry);

@@ -37,7 +37,7 @@ typedef struct sched_ctx {
     sl_producer *prod;
     sl_dns *dns;                 /* NULL: no MX lookups (sites by domain) */
     sched_sites *sites;          /* the config's site patterns, indexed */
-    char *t_jobs, *t_sited, *t_dispatch, *t_events, *t_suppressions, *t_dlq;
+    char *t_jobs, *t_sited, *t_dispatch, *t_events, *t_suppressions, *t_dlq, *t_state;
     char **t_retry;              /* one per cfg->retry.delays_ms */
     size_t n_retry;
     sched_suppress *supp;        /* NULL when classify is not run */

@@ -9,12 +9,20 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct sched_feedback {
     sched_ctx *ctx;
-    sl_consumer *cons;
+    sl_consumer *durable; /* sluice-feedback: suppressions; NULL without classify */
+    sl_consumer *live;    /* a tail of this process: backoff; NULL without shape */
     sched_backoff_rules rules;
+    int stopping;         /* consumers still draining */
+    sl_drained_cb stop_cb;
+    void *stop_arg;
 };
+
+/* What a consumer of feedback acts on. */
+enum { FB_BACKOFF = 1, FB_SUPPRESS = 2, FB_ALL = 3 };
 
 /* Add e's recipient to its tenant's suppression list (once), holding op
  * until the entry is acknowledged. */
@@ -40,13 +48,14 @@ static void suppress_recipient(sched_feedback *f, const sl_event *e, sched_op *o
     sl_metric_inc("sluice_suppressions_added_total", labels, 1);
 }
 
-void sched_feedback_event(sched_feedback *f, const sl_event *e, sched_op *op)
+static void feedback_event(sched_feedback *f, const sl_event *e, sched_op *op, int what)
 {
     sched_ctx *ctx = f->ctx;
     /* Backoff rules see deferrals and bounces alike: a rate-limit reply is
      * usually a 4xx, but a block list hit such as Microsoft's 5.7.606
      * bounces every message and must take the IP out of rotation. */
-    if ((e->type == SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED ||
+    if ((what & FB_BACKOFF) &&
+        (e->type == SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED ||
          e->type == SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED) &&
         ctx->shape && e->site && *e->site && e->source_ip && *e->source_ip) {
         const sl_backoff_rule *rule =
@@ -59,6 +68,8 @@ void sched_feedback_event(sched_feedback *f, const sl_event *e, sched_op *op)
             sched_shape_down(ctx->shape, e->site, e->source_ip, e->destination_down_until_ms,
                              e->reply && *e->reply ? e->reply : e->reason);
     }
+    if (!(what & FB_SUPPRESS))
+        return;
     if (e->type == SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED && e->bounce_hard &&
         e->bounce_class == SLUICE__V1__BOUNCE_CLASS__BOUNCE_INVALID_RECIPIENT)
         suppress_recipient(f, e, op, "hard-bounce", "a hard bounce");
@@ -70,18 +81,32 @@ void sched_feedback_event(sched_feedback *f, const sl_event *e, sched_op *op)
     }
 }
 
-static void on_record(void *arg, sl_record *rec)
+void sched_feedback_event(sched_feedback *f, const sl_event *e, sched_op *op)
 {
-    sched_feedback *f = arg;
+    feedback_event(f, e, op, FB_ALL);
+}
+
+static void on_record(sched_feedback *f, sl_record *rec, int what)
+{
     sched_op *op = sched_op_new(f->ctx, "feedback", rec);
     sl_event *e = NULL;
     const char *why = NULL;
     if (rec->msg->payload && sl_event_decode(rec->msg->payload, rec->msg->len, &e, &why) == 0) {
-        sched_feedback_event(f, e, op);
+        feedback_event(f, e, op, what);
         sl_event_free(e);
     }
     /* An undecodable event is not ours to DLQ: analytics reads it too. */
     sched_op_release(op);
+}
+
+static void on_durable(void *arg, sl_record *rec)
+{
+    on_record(arg, rec, FB_SUPPRESS);
+}
+
+static void on_live(void *arg, sl_record *rec)
+{
+    on_record(arg, rec, FB_BACKOFF);
 }
 
 sched_feedback *sched_feedback_new(sched_ctx *ctx, char **err)
@@ -96,36 +121,77 @@ sched_feedback *sched_feedback_new(sched_ctx *ctx, char **err)
     }
     if (!ctx->loop)
         return f; /* tests */
-    char *group = xasprintf("sluice-feedback-%s",
-                            ctx->cfg->sender.instance_id ? ctx->cfg->sender.instance_id : "0");
     const char *topics[] = {ctx->t_events};
-    sl_consumer_opts o = {.group = group,
-                          .topics = topics,
-                          .n_topics = 1,
-                          .from_end = true,
-                          .on_record = on_record,
-                          .arg = f};
-    f->cons = sl_consumer_new(ctx->cfg, ctx->loop, &o, err);
-    free(group);
-    if (!f->cons) {
-        sched_backoff_rules_free(&f->rules);
-        free(f);
-        return NULL;
+    if (ctx->supp) {
+        /* One group for the fleet, committed, from the beginning when new:
+         * what arrives while no scheduler runs is read when one starts. */
+        sl_consumer_opts o = {.group = SCHED_FEEDBACK_GROUP,
+                              .topics = topics,
+                              .n_topics = 1,
+                              .on_record = on_durable,
+                              .arg = f};
+        f->durable = sl_consumer_new(ctx->cfg, ctx->loop, &o, err);
+        if (!f->durable)
+            goto fail;
+    }
+    if (ctx->shape) {
+        /* A group of its own per process, so that every scheduler sees
+         * every site's replies (whichever it owns), from the end and never
+         * committed: when the process goes, its group goes with it. */
+        char *group = xasprintf("sluice-feedback-live-%s-%ld", ctx->cfg->sender.instance_id,
+                                (long)getpid());
+        sl_consumer_opts o = {.group = group,
+                              .topics = topics,
+                              .n_topics = 1,
+                              .from_end = true,
+                              .no_commit = true,
+                              .on_record = on_live,
+                              .arg = f};
+        f->live = sl_consumer_new(ctx->cfg, ctx->loop, &o, err);
+        free(group);
+        if (!f->live)
+            goto fail;
     }
     return f;
+fail:
+    if (f->durable)
+        sl_consumer_free(f->durable);
+    sched_backoff_rules_free(&f->rules);
+    free(f);
+    return NULL;
+}
+
+static void drained_cb(void *arg)
+{
+    sched_feedback *f = arg;
+    if (--f->stopping == 0 && f->stop_cb)
+        f->stop_cb(f->stop_arg);
 }
 
 void sched_feedback_stop(sched_feedback *f, sl_drained_cb cb, void *arg)
 {
-    sl_consumer_stop(f->cons, cb, arg);
+    f->stop_cb = cb;
+    f->stop_arg = arg;
+    f->stopping = 1; /* held until both are asked */
+    if (f->durable) {
+        f->stopping++;
+        sl_consumer_stop(f->durable, drained_cb, f);
+    }
+    if (f->live) {
+        f->stopping++;
+        sl_consumer_stop(f->live, drained_cb, f);
+    }
+    drained_cb(f);
 }
 
 void sched_feedback_free(sched_feedback *f)
 {
     if (!f)
         return;
-    if (f->cons)
-        sl_consumer_free(f->cons);
+    if (f->durable)
+        sl_consumer_free(f->durable);
+    if (f->live)
+        sl_consumer_free(f->live);
     sched_backoff_rules_free(&f->rules);
     free(f);
 }

@@ -34,12 +34,12 @@ struct sched_retry {
     int closing;
 };
 
-int64_t sched_retry_expiry(const sl_config *cfg, const sl_job *job)
+int64_t sched_retry_expiry(const sl_config *cfg, int64_t created_at_ms, int64_t expires_at_ms)
 {
-    if (job->expires_at_ms)
-        return job->expires_at_ms;
-    if (job->created_at_ms && cfg->retry.expiry_ms)
-        return job->created_at_ms + cfg->retry.expiry_ms;
+    if (expires_at_ms)
+        return expires_at_ms;
+    if (created_at_ms && cfg->retry.expiry_ms)
+        return created_at_ms + cfg->retry.expiry_ms;
     return 0;
 }
 
@@ -56,7 +56,7 @@ static void release(sched_retry *r, sl_record *rec, sl_job *job, int64_t now)
 {
     sched_ctx *ctx = r->ctx;
     sched_op *op = sched_op_new(ctx, "retry", rec);
-    int64_t exp = sched_retry_expiry(ctx->cfg, job);
+    int64_t exp = sched_retry_expiry(ctx->cfg, job->created_at_ms, job->expires_at_ms);
     if (exp && now >= exp) {
         sl_event e;
         sl_event_from_job(&e, SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED, job, "retry");

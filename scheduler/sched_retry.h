@@ -24,7 +24,9 @@ void sched_retry_stop(sched_retry *r, sl_drained_cb cb, void *arg);
 void sched_retry_free(sched_retry *r);
 size_t sched_retry_held(const sched_retry *r);
 
-/* The job's expiry time in wall ms; 0: never. */
-int64_t sched_retry_expiry(const sl_config *cfg, const sl_job *job);
+/* The expiry time in wall ms of a job with these fields: its own, else
+ * created + retry.expiry; 0: never. Retry and shape (for the jobs it holds)
+ * both judge by it. */
+int64_t sched_retry_expiry(const sl_config *cfg, int64_t created_at_ms, int64_t expires_at_ms);
 
 #endif

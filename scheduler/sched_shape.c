@@ -16,8 +16,11 @@
 #include "sched_pick.h"
 #include "sched_fq.h"
 #include "sched_limit.h"
+#include "sched_retry.h"
 #include "reader.h"
+#include "sluice/v1/state.pb-c.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include <math.h>
@@ -45,13 +48,15 @@ typedef struct spair {
 } spair;
 
 /* A held job. A million of them can wait behind one slow site, so it is
- * kept compact (64 octets and the job, one allocation): the Job as
+ * kept compact (72 octets and the job, one allocation): the Job as
  * encoded on sited (it goes into the Dispatch as it is, never decoded
  * again), what was looked up for it in the config when it arrived (the
- * config does not change), and the record reduced to its mark. */
+ * config does not change), its expiry, and the record reduced to its
+ * mark. */
 typedef struct sjob {
     sched_fq_item it; /* first: an item is its sjob */
     sl_mark mark;
+    int64_t expires_ms; /* wall ms (sched_retry_expiry()); 0: never */
     uint32_t len;     /* the encoded Job: data[0 .. len) */
     uint32_t pool;    /* index in cfg->pools */
     uint32_t route;   /* index in cfg->routes + 1; 0: none */
@@ -70,8 +75,10 @@ static char *sjob_id(const sjob *j)
     return id;
 }
 
-/* A flow's data: the tenant/campaign limit buckets its jobs are under. */
+/* A flow's data: the pool its jobs draw their IPs from, and the
+ * tenant/campaign limit buckets they are under. */
 typedef struct sflow_limits {
+    uint32_t pool; /* index in cfg->pools */
     size_t n;
     sched_bucket *b[SCHED_LIMITS_MAX];
 } sflow_limits;
@@ -86,6 +93,7 @@ typedef struct ssite {
     uv_timer_t timer;
     int64_t timer_at;  /* wall ms the timer fires; 0: not armed */
     int64_t used_ms;   /* last job or feedback */
+    bool dirty;        /* its state changed since it was last written */
 } ssite;
 
 struct sched_shape {
@@ -104,11 +112,27 @@ struct sched_shape {
     sl_series *m_buffered;    /* sluice_shape_buffered */
     sl_series *m_sites;       /* sluice_shape_sites */
     sl_series *m_pairs;       /* sluice_shape_pairs */
+    uv_timer_t flush;         /* writes the dirty sites' state every 100 ms */
+    sl_buf state;             /* the SiteState being encoded */
+    /* Site states read for a new assignment on the consumer thread
+     * (on_assign()), applied on the loop before any of its records. */
+    pthread_mutex_t pend_mu;
+    atomic_bool has_pend;
+    sched_map pend;           /* site -> Sluice__V1__SiteState *; under pend_mu */
+    unsigned char *pend_parts; /* the new assignment (1 per partition); under pend_mu */
+    int32_t pend_n_parts;
+    /* The sited partitions this shaper owns, as of the last assignment
+     * taken: only the owner of a site writes its state (every scheduler
+     * hears every site's feedback). n_parts 0: not known, write. */
+    unsigned char *parts;
+    int32_t n_parts;
     size_t n_pairs;           /* (site, IP) pairs held */
     int64_t next_sweep;       /* when idle state is next looked for */
 };
 
 static void pump(ssite *site, bool force);
+static void site_write(sched_shape *s, ssite *site);
+static void state_take_pending(sched_shape *s);
 
 /* ---- pairs and their visible state ---- */
 
@@ -138,6 +162,10 @@ static void pair_publish(sched_shape *s, spair *p, const char *why)
     }
     if (!why)
         return;
+    /* A backoff change is written at once, not coalesced. */
+    ssite *site = sched_map_get(&s->sites, p->site);
+    if (site)
+        site_write(s, site);
     char lab[600];
     snprintf(lab, sizeof lab, "%s,state=\"%s\"", p->labels, st);
     sl_metric_inc("sluice_shape_changes_total", lab, 1);
@@ -286,21 +314,29 @@ static int prio_of(int32_t priority)
     }
 }
 
-/* tenant: the job's or the default one; campaign: the job's or "". */
+/* tenant: the job's or the default one; campaign: the job's or "".
+ *
+ * A flow is the jobs of one (tenant, campaign, pool): the pool is part of
+ * its key so that a pool that cannot send to the site (its IPs disabled,
+ * suspended or at their warm-up cap) holds back only its own flows; pump()
+ * passes over them to the flows of the other pools. */
 static void q_push(ssite *site, sjob *j, const char *tenant, const char *campaign, int prio)
 {
-    /* The flow key "tenant\x1fcampaign" (sched_fq copies it). */
+    /* The flow key "tenant\x1fcampaign\x1fpool" (sched_fq copies it). */
     size_t tl = strlen(tenant), cl = strlen(campaign);
     char stack[256];
-    char *key = tl + cl + 2 <= sizeof stack ? stack : xmalloc(tl + cl + 2);
+    size_t need = tl + cl + 2 + 12;
+    char *key = need <= sizeof stack ? stack : xmalloc(need);
     memcpy(key, tenant, tl);
     key[tl] = '\x1f';
-    memcpy(key + tl + 1, campaign, cl + 1);
+    memcpy(key + tl + 1, campaign, cl);
+    snprintf(key + tl + 1 + cl, 12, "\x1f%u", j->pool);
     sched_fq_flow *f = sched_fq_push(&site->fq, key, &j->it, prio);
     if (key != stack)
         free(key);
     if (!f->data) {
         sflow_limits *fl = xcalloc(1, sizeof *fl);
+        fl->pool = j->pool;
         fl->n = sched_limits_resolve(&site->s->limits, tenant, campaign, fl->b, SCHED_LIMITS_MAX,
                                      sl_now_ms());
         f->data = fl;
@@ -324,14 +360,17 @@ typedef struct flow_check {
     int64_t now;
     bool force;
     int64_t earliest; /* when a refused flow's limits allow it; INT64_MAX: none */
+    const unsigned char *blocked; /* per pool: none of its IPs can send now */
 } flow_check;
 
-/* May the flow send now (its tenant / campaign limits have a token within
- * the look-ahead)? */
+/* May the flow send now (its pool is not known to be blocked in this pump,
+ * and its tenant / campaign limits have a token within the look-ahead)? */
 static bool flow_ok(void *arg, sched_fq_flow *f)
 {
     flow_check *fc = arg;
     const sflow_limits *fl = f->data;
+    if (fl && fc->blocked[fl->pool])
+        return false;
     if (fc->force || !fl || !fl->n)
         return true;
     int64_t at = sched_limits_available_at(fl->b, fl->n, fc->now);
@@ -416,8 +455,12 @@ static void dispatch(ssite *site, sjob *j, spair *p, const char *pool, int64_t s
     sl_series_add(p->dispatched, 1);
 }
 
+/* Why a job is parked: the reason label of sluice_shape_parked_total. */
+static const char *const park_reasons[] = {"over-bound", "pool-unusable", "stopping"};
+enum { PARK_OVER_BOUND, PARK_POOL_UNUSABLE, PARK_STOPPING };
+
 /* Park j (already unlinked) on the retry topic whose delay fits wait_ms. */
-static void park(ssite *site, sjob *j, int64_t wait_ms)
+static void park(ssite *site, sjob *j, int64_t wait_ms, int reason)
 {
     sched_shape *s = site->s;
     int64_t delay = 0;
@@ -434,12 +477,47 @@ static void park(ssite *site, sjob *j, int64_t wait_ms)
     sched_op *op = sched_op_new_mark(s->ctx, "shape", &j->mark, j, j->data, j->len);
     sched_op_send(op, topic, site->name, b.data, b.len, NULL, 0);
     sl_buf_free(&b);
-    char labels[300];
-    snprintf(labels, sizeof labels, "site=\"%s\"", site->name);
+    char labels[340];
+    snprintf(labels, sizeof labels, "site=\"%.300s\",reason=\"%s\"", site->name,
+             park_reasons[reason]);
     sl_metric_inc("sluice_shape_parked_total", labels, 1);
-    sl_log_job(SL_LOG_DEBUG, job->job_id, "shape: %s parked on %s", site->name, topic);
+    sl_log_job(SL_LOG_DEBUG, job->job_id, "shape: %s parked on %s (%s)", site->name, topic,
+               park_reasons[reason]);
     sl_job_free(job);
     sched_op_release(op); /* frees j once the park is acknowledged */
+}
+
+/* j (already unlinked) expired while shape held it, or would be sent after
+ * its expiry: it becomes an EXPIRED event and is never dispatched. */
+static void expire(ssite *site, sjob *j, int64_t now)
+{
+    sched_shape *s = site->s;
+    if (sl_mark_revoked(&j->mark)) {
+        /* The partition's new owner reads it again and judges it. */
+        sl_mark_release(&j->mark);
+        sjob_free(j);
+        return;
+    }
+    sl_job *job = NULL;
+    const char *why = NULL;
+    int rc = sl_job_decode(j->data, j->len, &job, &why);
+    SL_ASSERT(rc == 0); /* it decoded when it arrived */
+    sl_event e;
+    sl_event_from_job(&e, SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED, job, "shape");
+    e.site = site->name;
+    char *reason = now >= j->expires_ms
+                       ? xasprintf("expired while held for %s, %lld s ago", site->name,
+                                   (long long)((now - j->expires_ms) / 1000))
+                       : xasprintf("expired while held for %s: its next send time falls "
+                                   "after its expiry", site->name);
+    e.reason = reason;
+    sched_op *op = sched_op_new_mark(s->ctx, "shape", &j->mark, j, j->data, j->len);
+    sched_op_event(op, s->ctx, &e);
+    free(reason);
+    sl_log_job(SL_LOG_INFO, job->job_id, "shape: expired while held for %s", site->name);
+    sl_metric_inc("sluice_shape_expired_total", NULL, 1);
+    sl_job_free(job);
+    sched_op_release(op); /* frees j once the event is acknowledged */
 }
 
 /* How long the site's queue needs at its current rates. When every pair
@@ -510,6 +588,15 @@ static const sl_pool *pool_of(const sl_config *cfg, const char *name)
     return pool;
 }
 
+/* Send what the site's pairs and limits allow now, in fair order.
+ *
+ * A job whose pool has no IP that can send now does not hold back the
+ * site: its pool is marked blocked for the rest of this pump and the flows
+ * of that pool are passed over (flow_ok()). When no IP of the pool can
+ * send for at least the shortest retry delay (disabled, suspended or at
+ * its warm-up cap, not merely out of tokens), the job is parked on the
+ * shortest retry topic that covers the wait rather than held. A job that
+ * would be sent after its expiry becomes EXPIRED instead. */
 static void pump(ssite *site, bool force)
 {
     sched_shape *s = site->s;
@@ -519,21 +606,35 @@ static void pump(ssite *site, bool force)
      * past its cap: hold everything (stop() forces it out regardless). */
     if (s->restore && !force)
         return;
+    unsigned char bstack[16] = {0};
+    unsigned char *blocked = cfg->n_pools <= sizeof bstack ? bstack : xcalloc(cfg->n_pools, 1);
+    int64_t shortest_retry = 0;
+    sched_ctx_retry_topic(s->ctx, 0, &shortest_retry);
+    int64_t pools_at = INT64_MAX; /* when the first blocked pool can send */
     while (site->queued) {
         int64_t now = sl_now_ms();
-        flow_check fc = {now, force, INT64_MAX};
+        flow_check fc = {now, force, INT64_MAX, blocked};
         sjob *j = (sjob *)sched_fq_next(&site->fq, flow_ok, &fc);
         if (!j) {
-            /* Every flow with work is over a tenant / campaign limit. */
+            /* Every flow with work is over a tenant / campaign limit, or
+             * its pool cannot send yet. */
             if (fc.earliest != INT64_MAX)
                 arm(site, fc.earliest, now);
-            return;
+            if (pools_at != INT64_MAX)
+                arm(site, pools_at, now);
+            break;
+        }
+        if (j->expires_ms && now >= j->expires_ms) {
+            q_unlink(site, j, false);
+            expire(site, j, now);
+            continue;
         }
         const sl_pool *pool = &cfg->pools[j->pool];
         size_t n = pool->n_sources;
         sched_pick_cand *c = n <= 16 ? stack : xcalloc(n, sizeof *c);
         spair **pairs = xcalloc(n, sizeof *pairs);
         int64_t earliest = INT64_MAX;
+        bool tokens_only = false; /* some IP waits only for its bucket */
         int64_t day = sched_day_of(now);
         for (size_t i = 0; i < n; i++) {
             const sl_source *src = &pool->sources[i];
@@ -559,6 +660,7 @@ static void pump(ssite *site, bool force)
                     earliest = tomorrow;
                 continue;
             }
+            tokens_only = true;
             int64_t at = sched_bucket_available_at(&p->bucket, now);
             if (force || at <= now + SCHED_SHAPE_LOOKAHEAD_MS)
                 c[i].eligible = true;
@@ -573,29 +675,44 @@ static void pump(ssite *site, bool force)
         if (c != stack)
             free(c);
         if (!p) {
-            if (force) {
+            int64_t wait = earliest == INT64_MAX ? INT64_MAX / 4 : earliest - now;
+            if (force || (!tokens_only && wait >= shortest_retry)) {
                 q_unlink(site, j, false);
-                park(site, j, earliest == INT64_MAX ? 0 : earliest - now);
+                park(site, j, wait, force ? PARK_STOPPING : PARK_POOL_UNUSABLE);
                 continue;
             }
-            if (earliest != INT64_MAX)
-                arm(site, earliest, now);
-            if (fc.earliest != INT64_MAX)
-                arm(site, fc.earliest, now);
-            return;
+            /* A short wait: hold the pool's jobs and go on with the
+             * other pools'. */
+            blocked[j->pool] = 1;
+            if (earliest < pools_at)
+                pools_at = earliest;
+            continue;
         }
         /* The flow (and its data) goes when its last job leaves: take the
          * limit tokens first. The job goes when both the pair's and every
          * limit's token are there. */
         const sflow_limits *fl = j->it.flow->data;
-        int64_t lim_at = fl ? sched_limits_take(fl->b, fl->n, now) : now;
+        int64_t send_at = sched_bucket_available_at(&p->bucket, now);
+        int64_t lim_at = fl && fl->n ? sched_limits_available_at(fl->b, fl->n, now) : now;
+        if (lim_at > send_at)
+            send_at = lim_at;
+        if (j->expires_ms && send_at >= j->expires_ms) {
+            /* Its turn comes too late: no token is spent on it. */
+            q_unlink(site, j, false);
+            expire(site, j, now);
+            continue;
+        }
+        lim_at = fl ? sched_limits_take(fl->b, fl->n, now) : now;
         q_unlink(site, j, true);
-        int64_t send_at = sched_bucket_take(&p->bucket, now);
+        send_at = sched_bucket_take(&p->bucket, now);
         if (lim_at > send_at)
             send_at = lim_at;
         p->sent_today++;
+        site->dirty = true;
         dispatch(site, j, p, pool->name, send_at);
     }
+    if (blocked != bstack)
+        free(blocked);
 }
 
 /* Beyond max_buffered: park the tail of the longest queue. */
@@ -616,7 +733,7 @@ static void enforce_bound(sched_shape *s)
             return;
         sjob *j = q_last(worst);
         q_unlink(worst, j, false);
-        park(worst, j, site_drain_ms(worst));
+        park(worst, j, site_drain_ms(worst), PARK_OVER_BOUND);
     }
 }
 
@@ -648,6 +765,7 @@ static const char *span_str(char **at, sl_span v)
 static void on_record(void *arg, sl_record *rec)
 {
     sched_shape *s = arg;
+    state_take_pending(s); /* a new assignment's state, before its records */
     const sl_config *cfg = s->ctx->cfg;
     rd_kafka_message_t *m = rec->msg;
     /* Shape reads only what it routes by; the job's bytes go into the
@@ -678,6 +796,7 @@ static void on_record(void *arg, sl_record *rec)
         j->len = (uint32_t)m->len;
         j->pool = (uint32_t)(pool - cfg->pools);
         j->route = r ? (uint32_t)(r - cfg->routes + 1) : 0;
+        j->expires_ms = sched_retry_expiry(cfg, f.created_at_ms, f.expires_at_ms);
         memcpy(j->data, m->payload, m->len);
         if (!*tenant && cfg->scheduler.default_tenant)
             tenant = cfg->scheduler.default_tenant;
@@ -696,9 +815,14 @@ static void site_close_cb(uv_handle_t *h);
 /* Forget a site that holds nothing: no job, no pair, no timer armed. */
 static void site_free(sched_shape *s, ssite *site)
 {
-    char labels[300];
-    snprintf(labels, sizeof labels, "site=\"%s\"", site->name);
-    sl_metric_drop("sluice_shape_parked_total", labels);
+    if (site->dirty)
+        site_write(s, site);
+    char labels[340];
+    for (size_t i = 0; i < sizeof park_reasons / sizeof park_reasons[0]; i++) {
+        snprintf(labels, sizeof labels, "site=\"%.300s\",reason=\"%s\"", site->name,
+                 park_reasons[i]);
+        sl_metric_drop("sluice_shape_parked_total", labels);
+    }
     sched_map_del(&s->sites, site->name);
     sched_map_free(&site->pairs);
     sched_fq_free(&site->fq);
@@ -749,6 +873,7 @@ static void sweep(sched_shape *s, int64_t now)
 static void tick_cb(uv_timer_t *t)
 {
     sched_shape *s = t->data;
+    state_take_pending(s);
     int64_t now = sl_now_ms();
     for (size_t i = 0; i < s->sites.n_slots; i++)
         for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
@@ -766,6 +891,125 @@ static void tick_cb(uv_timer_t *t)
     sl_series_set(s->m_buffered, (double)s->buffered);
     sl_series_set(s->m_sites, (double)s->sites.count);
     sl_series_set(s->m_pairs, (double)s->n_pairs);
+}
+
+/* ---- the site's state on the state topic ----
+ *
+ * The owner of a site writes its pairs' warm-up counts and backoff to the
+ * compacted state topic, keyed by site (so co-partitioned with sited): at
+ * once on every backoff change (pair_publish()), and at most every 100 ms
+ * for the counts (the dirty flag, flush_cb()). A starting shaper reads the
+ * topic to its end before it shapes anything (restore_work()). */
+
+#define STATE_FLUSH_MS 100
+
+/* Is the site's sited partition ours (murmur2, as the producers key it)? */
+static bool site_owned(const sched_shape *s, const char *name)
+{
+    if (s->n_parts <= 0)
+        return true;
+    int32_t p = rd_kafka_msg_partitioner_murmur2(NULL, name, strlen(name), s->n_parts, NULL,
+                                                 NULL);
+    return p >= 0 && p < s->n_parts && s->parts[p];
+}
+
+static void site_write(sched_shape *s, ssite *site)
+{
+    site->dirty = false;
+    if (!site_owned(s, site->name))
+        return; /* its owner writes it */
+    size_t n = site->pairs.count, i = 0;
+    Sluice__V1__PairState *ps = xcalloc(n ? n : 1, sizeof *ps);
+    Sluice__V1__PairState **pp = xcalloc(n ? n : 1, sizeof *pp);
+    for (size_t k = 0; k < site->pairs.n_slots; k++)
+        for (sched_map_ent *e = site->pairs.slots[k]; e; e = e->next) {
+            const spair *p = e->val;
+            Sluice__V1__PairState *q = &ps[i];
+            sluice__v1__pair_state__init(q);
+            q->source_ip = p->ip;
+            q->day = p->day;
+            q->sent_today = p->sent_today;
+            q->state = (int32_t)p->bo.state;
+            q->resume_state = (int32_t)p->bo.resume_state;
+            q->rate = p->bo.rate;
+            q->floor = p->bo.floor;
+            q->recover_after_ms = p->bo.recover_after_ms;
+            q->last_halve_ms = p->bo.last_halve_ms;
+            q->last_step_ms = p->bo.last_step_ms;
+            q->until_ms = p->bo.until_ms;
+            q->down = p->bo.down;
+            pp[i] = q;
+            i++;
+        }
+    Sluice__V1__SiteState st = SLUICE__V1__SITE_STATE__INIT;
+    st.version = SLUICE_WIRE_VERSION;
+    st.site = site->name;
+    st.updated_at_ms = sl_now_ms();
+    st.n_pairs = i;
+    st.pairs = pp;
+    sl_pack(&st.base, &s->state);
+    /* Losing one write costs little: the next change writes it all again. */
+    int rc = sl_producer_send(s->ctx->prod, s->ctx->t_state, site->name, strlen(site->name),
+                              s->state.data, s->state.len, NULL, 0, NULL, NULL);
+    if (rc)
+        sl_warn("shape: state of %s not written: %s", site->name, sl_strerror(rc));
+    else
+        sl_metric_inc("sluice_shape_state_writes_total", NULL, 1);
+    free(pp);
+    free(ps);
+}
+
+static void flush_cb(uv_timer_t *t)
+{
+    sched_shape *s = t->data;
+    for (size_t i = 0; i < s->sites.n_slots; i++)
+        for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
+            ssite *site = e->val;
+            if (site->dirty)
+                site_write(s, site);
+        }
+}
+
+/* Apply a site's state read back from the topic: the backoff as written
+ * (its times are wall clock, so a suspension ends and a throttled rate
+ * recovers as if nothing had happened), and today's warm-up count when it
+ * is higher than the one the events gave. */
+static void state_apply(sched_shape *s, const Sluice__V1__SiteState *st, int64_t now)
+{
+    if (!st->site || !*st->site)
+        return;
+    ssite *site = site_get(s, st->site);
+    int64_t day = sched_day_of(now);
+    for (size_t i = 0; i < st->n_pairs; i++) {
+        const Sluice__V1__PairState *q = st->pairs[i];
+        if (!q->source_ip || !*q->source_ip)
+            continue;
+        const sl_source *src = sl_config_source(s->ctx->cfg, q->source_ip);
+        if (!src)
+            continue; /* an IP no longer configured */
+        spair *p = pair_get(site, q->source_ip, src);
+        if (q->day == day && q->sent_today > p->sent_today) {
+            p->day = day;
+            p->sent_today = q->sent_today;
+        }
+        if (q->state < 0 || q->state >= SCHED_BO_NSTATES || q->resume_state < 0 ||
+            q->resume_state >= SCHED_BO_NSTATES)
+            continue;
+        p->bo.state = (sched_bo_state)q->state;
+        p->bo.resume_state = (sched_bo_state)q->resume_state;
+        /* A rate above the configured one (the config changed) is capped. */
+        p->bo.rate = p->bo.base > 0 && (q->rate <= 0 || q->rate > p->bo.base) ? p->bo.base
+                                                                               : q->rate;
+        p->bo.floor = q->floor;
+        p->bo.recover_after_ms = q->recover_after_ms;
+        p->bo.last_halve_ms = q->last_halve_ms;
+        p->bo.last_step_ms = q->last_step_ms;
+        p->bo.until_ms = q->until_ms;
+        p->bo.down = q->down;
+        pair_tick(s, p, now);
+        pair_apply_rate(p, now);
+        pair_publish(s, p, NULL);
+    }
 }
 
 /* ---- warm-up counts after a restart ----
@@ -788,6 +1032,9 @@ typedef struct wrestore {
     sched_map warm;         /* ip -> (void *)1 */
     sched_map counts;       /* "site\x1fip" -> (uintptr_t) count */
     sched_map seen;         /* "job\x1fattempt\x1fsite\x1fip" */
+    char *state_topic;
+    sched_map states;       /* site -> Sluice__V1__SiteState *, the latest */
+    size_t n_states;        /* records read */
     int64_t since_ms;
     size_t events;
     atomic_bool cancel;
@@ -848,9 +1095,153 @@ static size_t restore_read(wrestore *w, int64_t since_ms, int64_t limit_ms)
     return n;
 }
 
+/* Read the state topic to its end, keeping in states each site's latest
+ * record of the given partitions (parts NULL: of all). Returns the number of
+ * records read. Any thread. */
+static size_t state_read(const sl_config *cfg, const char *topic, const int32_t *parts,
+                         size_t n_parts, sched_map *states, atomic_bool *cancel,
+                         int32_t *topic_parts)
+{
+    char *err = NULL;
+    sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
+    if (!r) {
+        sl_warn("shape: site state not restored: %s", err ? err : "?");
+        free(err);
+        return 0;
+    }
+    size_t n = 0;
+    if (topic_parts)
+        *topic_parts = sl_reader_partitions(r);
+    int64_t deadline = sl_now_ms() + RESTORE_DEADLINE_MS;
+    while (!cancel || !atomic_load(cancel)) {
+        if (sl_now_ms() > deadline) {
+            sl_warn("shape: site state: %s not read to the end in %llds; going on with what "
+                    "was read", topic, (long long)(RESTORE_DEADLINE_MS / 1000));
+            break;
+        }
+        rd_kafka_message_t *m = sl_reader_next(r, 200);
+        if (!m) {
+            if (sl_reader_at_end(r))
+                break;
+            continue;
+        }
+        n++;
+        bool mine = !parts;
+        for (size_t i = 0; i < n_parts && !mine; i++)
+            mine = parts[i] == m->partition;
+        if (mine && m->key && m->key_len) {
+            char *site = xstrndup(m->key, m->key_len);
+            Sluice__V1__SiteState *st =
+                m->payload ? sluice__v1__site_state__unpack(NULL, m->len, m->payload) : NULL;
+            /* A tombstone or an undecodable record forgets what came before. */
+            Sluice__V1__SiteState *old = st ? sched_map_put(states, site, st)
+                                            : sched_map_del(states, site);
+            if (old)
+                sluice__v1__site_state__free_unpacked(old, NULL);
+            free(site);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    sl_reader_free(r);
+    return n;
+}
+
+static int state_free_cb(void *arg, const char *key, void *val)
+{
+    (void)arg;
+    (void)key;
+    sluice__v1__site_state__free_unpacked(val, NULL);
+    return 0;
+}
+
+/* The sited consumer's hook, on its thread: read the state of the newly
+ * assigned partitions' sites before their records come (so a site moving
+ * here from another running scheduler keeps its counts and backoff). */
+static void on_assign(void *arg, const int32_t *parts, size_t n)
+{
+    sched_shape *s = arg;
+    static const int32_t none = -1; /* no partition: read for the count only */
+    if (!n)
+        parts = &none;
+    sched_map got;
+    sched_map_init(&got);
+    int64_t t0 = sl_now_ms();
+    int32_t total = 0;
+    size_t recs = state_read(s->ctx->cfg, s->ctx->t_state, parts, n, &got, NULL, &total);
+    pthread_mutex_lock(&s->pend_mu);
+    free(s->pend_parts);
+    s->pend_parts = NULL;
+    s->pend_n_parts = 0;
+    if (total > 0) {
+        /* The state topic has as many partitions as sited (co-partitioned). */
+        s->pend_parts = xcalloc((size_t)total, 1);
+        s->pend_n_parts = total;
+        for (size_t i = 0; i < n; i++)
+            if (parts[i] >= 0 && parts[i] < total)
+                s->pend_parts[parts[i]] = 1;
+    }
+    for (size_t i = 0; i < got.n_slots; i++)
+        for (sched_map_ent *e = got.slots[i]; e; e = e->next) {
+            Sluice__V1__SiteState *old = sched_map_put(&s->pend, e->key, e->val);
+            if (old)
+                sluice__v1__site_state__free_unpacked(old, NULL);
+        }
+    atomic_store(&s->has_pend, true);
+    pthread_mutex_unlock(&s->pend_mu);
+    sl_info("shape: state of %zu sites of %zu assigned partitions read (%zu records, %lld ms)",
+            got.count, n, recs, (long long)(sl_now_ms() - t0));
+    sched_map_free(&got);
+}
+
+typedef struct state_apply_arg {
+    sched_shape *s;
+    int64_t now;
+} state_apply_arg;
+
+static int state_apply_cb(void *arg, const char *key, void *val)
+{
+    (void)key;
+    state_apply_arg *a = arg;
+    state_apply(a->s, val, a->now);
+    return 0;
+}
+
+/* Apply what on_assign() read. Loop thread. */
+static void state_take_pending(sched_shape *s)
+{
+    if (!atomic_load(&s->has_pend))
+        return;
+    sched_map got;
+    pthread_mutex_lock(&s->pend_mu);
+    got = s->pend;
+    sched_map_init(&s->pend);
+    if (s->pend_n_parts) {
+        free(s->parts);
+        s->parts = s->pend_parts;
+        s->n_parts = s->pend_n_parts;
+        s->pend_parts = NULL;
+        s->pend_n_parts = 0;
+    }
+    atomic_store(&s->has_pend, false);
+    pthread_mutex_unlock(&s->pend_mu);
+    state_apply_arg sa = {s, sl_now_ms()};
+    sched_map_each(&got, state_apply_cb, &sa);
+    sched_map_each(&got, state_free_cb, NULL);
+    sched_map_free(&got);
+    sl_metric_inc("sluice_shape_state_restores_total", NULL, 1);
+}
+
+static void restore_states(wrestore *w)
+{
+    w->n_states = state_read(w->cfg, w->state_topic, NULL, 0, &w->states, &w->cancel, NULL);
+}
+
 static void restore_work(uv_work_t *req)
 {
     wrestore *w = req->data;
+    restore_states(w);
+    if (!w->warm.count || atomic_load(&w->cancel))
+        return;
     if (restore_read(w, w->since_ms, RESTORE_DEADLINE_MS) == 0 && !atomic_load(&w->cancel))
         /* Nothing at or after 00:00 by offset-for-time: either no event
          * today, or a broker that cannot look offsets up by time (the dev
@@ -898,6 +1289,9 @@ static int pump_site_cb(void *arg, const char *key, void *val)
 
 static void restore_free(wrestore *w)
 {
+    sched_map_each(&w->states, state_free_cb, NULL);
+    sched_map_free(&w->states);
+    free(w->state_topic);
     sched_map_free(&w->warm);
     sched_map_free(&w->counts);
     sched_map_free(&w->seen);
@@ -916,6 +1310,10 @@ static void restore_done(uv_work_t *req, int status)
     }
     s->restore = NULL;
     if (!atomic_load(&w->cancel)) {
+        state_apply_arg sa = {s, sl_now_ms()};
+        sched_map_each(&w->states, state_apply_cb, &sa);
+        sl_info("shape: state restored for %zu sites from %zu records of %s", w->states.count,
+                w->n_states, w->state_topic);
         restore_apply ra = {s, sched_day_of(sl_now_ms()), 0};
         if (ra.day == sched_day_of(w->since_ms))
             sched_map_each(&w->counts, restore_apply_cb, &ra);
@@ -938,14 +1336,12 @@ static void restore_start(sched_shape *s)
     sched_map_init(&w->warm);
     sched_map_init(&w->counts);
     sched_map_init(&w->seen);
+    sched_map_init(&w->states);
+    w->state_topic = xstrdup(s->ctx->t_state);
     for (size_t i = 0; i < cfg->n_pools; i++)
         for (size_t k = 0; k < cfg->pools[i].n_sources; k++)
             if (cfg->pools[i].sources[k].has_warmup)
                 sched_map_put(&w->warm, cfg->pools[i].sources[k].ip, (void *)1);
-    if (!w->warm.count) {
-        restore_free(w); /* nothing warming: nothing to restore */
-        return;
-    }
     w->s = s;
     w->cfg = cfg;
     w->topic = xstrdup(s->ctx->t_events);
@@ -955,7 +1351,7 @@ static void restore_start(sched_shape *s)
     s->restore = w;
     s->closing++; /* the shaper is freed only after restore_done */
     if (uv_queue_work(s->ctx->loop, &w->req, restore_work, restore_done) != 0) {
-        sl_warn("shape: warm-up counts not restored: no worker thread");
+        sl_warn("shape: state and warm-up counts not restored: no worker thread");
         s->restore = NULL;
         s->closing--;
         restore_free(w);
@@ -967,6 +1363,9 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
     sched_shape *s = xcalloc(1, sizeof *s);
     s->ctx = ctx;
     sched_map_init(&s->sites);
+    sched_map_init(&s->pend);
+    pthread_mutex_init(&s->pend_mu, NULL);
+    atomic_init(&s->has_pend, false);
     sched_limits_init(&s->limits, ctx->cfg);
     uint32_t max = ctx->cfg->scheduler.max_buffered;
     const char *topics[] = {ctx->t_sited};
@@ -977,11 +1376,14 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
                            * the consumer's pause (every site) bounds memory. */
                           .max_inflight = max ? max * 2 + 1000 : 0,
                           .on_record = on_record,
+                          .on_assign = on_assign,
                           .arg = s};
     s->cons = sl_consumer_new(ctx->cfg, ctx->loop, &o, err);
     if (!s->cons) {
         sched_limits_free(&s->limits);
         sched_map_free(&s->sites);
+        sched_map_free(&s->pend);
+        pthread_mutex_destroy(&s->pend_mu);
         free(s);
         return NULL;
     }
@@ -997,6 +1399,9 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
     uv_timer_init(ctx->loop, &s->tick);
     s->tick.data = s;
     uv_timer_start(&s->tick, tick_cb, 1000, 1000);
+    uv_timer_init(ctx->loop, &s->flush);
+    s->flush.data = s;
+    uv_timer_start(&s->flush, flush_cb, STATE_FLUSH_MS, STATE_FLUSH_MS);
     restore_start(s);
     sl_metric_help("sluice_shape_rate_per_second", SL_METRIC_GAUGE,
                    "Current message rate of a (site, source IP) pair; 0: unlimited");
@@ -1013,6 +1418,13 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
     sl_metric_help("sluice_shape_suspended_until_seconds", SL_METRIC_GAUGE,
                    "When a suspended or disabled (site, source IP) pair may send again (Unix "
                    "time), by cause: destination-down or backoff-rule");
+    sl_metric_help("sluice_shape_state_writes_total", SL_METRIC_COUNTER,
+                   "Site state records written to the state topic");
+    sl_metric_help("sluice_shape_state_restores_total", SL_METRIC_COUNTER,
+                   "Assignments of sited partitions whose sites' state was read back from the "
+                   "state topic");
+    sl_metric_help("sluice_shape_expired_total", SL_METRIC_COUNTER,
+                   "Held jobs that expired before shape dispatched them (EXPIRED events)");
     sl_metric_help("sluice_shape_destination_down_total", SL_METRIC_COUNTER,
                    "DEFERRED events saying every MX of a site is down from a source IP");
     return s;
@@ -1034,12 +1446,15 @@ void sched_shape_stop(sched_shape *s, sl_drained_cb cb, void *arg)
     if (s->restore)
         atomic_store(&s->restore->cancel, true);
     uv_timer_stop(&s->tick);
+    uv_timer_stop(&s->flush);
     for (size_t i = 0; i < s->sites.n_slots; i++)
         for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
             ssite *site = e->val;
             uv_timer_stop(&site->timer);
             site->timer_at = 0;
             pump(site, true);
+            if (site->dirty)
+                site_write(s, site);
         }
     sl_consumer_stop(s->cons, cb, arg);
 }
@@ -1119,6 +1534,12 @@ void sched_shape_free(sched_shape *s)
     if (!s)
         return;
     sl_consumer_free(s->cons);
+    /* The consumer thread is gone: no on_assign() any more. */
+    sched_map_each(&s->pend, state_free_cb, NULL);
+    sched_map_free(&s->pend);
+    free(s->pend_parts);
+    free(s->parts);
+    pthread_mutex_destroy(&s->pend_mu);
     /* A restore still reading is told to stop; its completion drops the
      * hold it has on the shaper. */
     if (s->restore)
@@ -1149,5 +1570,8 @@ void sched_shape_free(sched_shape *s)
         free(s->routes[i]);
     free(s->routes);
     sl_buf_free(&s->out);
+    sl_buf_free(&s->state);
+    s->closing++;
+    uv_close((uv_handle_t *)&s->flush, tick_close_cb);
     uv_close((uv_handle_t *)&s->tick, tick_close_cb);
 }

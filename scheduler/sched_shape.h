@@ -2,7 +2,7 @@
  * shape - the second scheduler stage: sited -> dispatch.
  *
  * Each record of the sited topic (consumer group sluice-shape) joins its
- * site's queue (sched_fq: a flow per (tenant, campaign), one FIFO per
+ * site's queue (sched_fq: a flow per (tenant, campaign, pool), one FIFO per
  * priority in each: transactional, then normal, then bulk). A site is
  * pumped on arrival and by its own timer: the next job is the oldest of
  * the highest priority among the flows whose tenant / campaign limits
@@ -15,6 +15,11 @@
  * (when all those tokens are available), the pair's current rate and the
  * site's connection limits, TLS policy, route and SOCKS5 proxy. A site waiting for tokens only arms
  * its own timer: it never delays another site.
+ * A pool none of whose IPs can send holds back only its own flows: pump
+ * passes over them, and parks the job on a retry topic when the pool
+ * cannot send for at least the shortest retry delay. A held job past its
+ * expiry, or whose send time would fall after it, becomes an EXPIRED event
+ * instead of a Dispatch.
  *
  * Memory: at most scheduler.max_buffered jobs wait in shape. Beyond it the
  * tail of the longest queue is parked on the retry topic whose delay fits
@@ -41,9 +46,20 @@
  * sluice_shape_pairs count what is held. So memory follows the sites in
  * use, not every site ever seen.
  *
+ * Site state: the owner of a site (its sited partition is assigned here;
+ * murmur2 of the site name) writes the site's pairs (warm-up count of the
+ * day, backoff) to the compacted state topic keyed by site: at once on a
+ * backoff change, at most every 100 ms for counts. Before shaping, a
+ * starting shaper reads the whole topic on a pool thread (not ready until
+ * then), and each new assignment reads its partitions' sites on the
+ * consumer thread (the consumer's on_assign hook) for the loop to apply
+ * before the next record.
+ *
  * On stop, queued jobs are dispatched at once with their reserved send
- * times when an IP can take them, else parked, so the consumer drains.
- * Loop thread only.
+ * times when an IP can take them, else parked, so the consumer drains;
+ * dirty site state is written.
+ * Loop thread only, except the on_assign hook (consumer thread; it hands
+ * its result over under a mutex).
  */
 #ifndef SLUICE_SCHED_SHAPE_H
 #define SLUICE_SCHED_SHAPE_H

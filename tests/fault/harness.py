@@ -246,11 +246,13 @@ class Cluster:
     sender_yaml    the sender: section body
     retry          the retry: section (short delays and expiry)
     shaping        the shaping default entry
+    pools_yaml     more pools (lines under pools:, after default)
     """
 
     def __init__(self, name, partitions=4, domains=8, ips=2, sink_args=(), extra_yaml="",
                  sender_yaml=None, retry="{ delays: [1s, 2s, 5s], expiry: 3m }",
-                 shaping=None, commit_interval_ms=200, kafka_yaml="", store=False):
+                 shaping=None, commit_interval_ms=200, kafka_yaml="", store=False,
+                 pools_yaml=""):
         self.name = name
         self.tmp = tempfile.mkdtemp(prefix="sluice-fault-%s-" % name)
         self.domains = domains
@@ -260,7 +262,7 @@ class Cluster:
         self.commit_interval_ms = commit_interval_ms
         self.sink = start_sink(self.tmp, list(sink_args), store=store)
         pool = "".join("    - { ip: 127.0.0.%d, ehlo: mta%d.example.net }\n" % (i + 1, i + 1)
-                       for i in range(ips))
+                       for i in range(ips)) + pools_yaml
         if sender_yaml is None:
             # Every domain goes to one sink, one destination: it may hold the
             # whole window (sender.max_inflight_per_destination).

@@ -227,7 +227,7 @@ scheduler: { max_buffered: 10 }
             self.assertGreater(r["not_before_ms"], now + 30000)
         m = wait_for(lambda: "sluice_shape_parked_total" in self.metrics() and self.metrics(),
                      10, "parked metric")
-        self.assertIn('sluice_shape_parked_total{site="slow"}', m)
+        self.assertIn('sluice_shape_parked_total{site="slow",reason="over-bound"}', m)
 
     def test_backoff_halves_on_rate_limit_reply(self):
         self.start_scheduler()

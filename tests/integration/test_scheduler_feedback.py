@@ -35,6 +35,31 @@ class TestFeedback(SchedCase):
                              e["event"]["type"] == "SUPPRESSED"
                              for e in self.dump("events", 0, 2000)), 20, "SUPPRESSED again-0")
 
+    def test_complaint_while_no_scheduler_runs_suppresses_once_one_starts(self):
+        # The fleet's feedback group is committed and starts at the
+        # beginning: a complaint published while every scheduler is down is
+        # read by the first one to start.
+        self.event("--type", "complained", "--tenant", "acme", "--to", "early@x.test",
+                   "--site", "microsoft", "--id", "early")
+        self.start_scheduler()
+        wait_for(lambda: [s for s in self.dump("suppressions", 0, 2000)
+                          if s["key"] == "acme/early@x.test"], 20, "suppression")
+        # A restart does not read it again (the group's offset is
+        # committed), and a complaint that arrives while it is down is
+        # read after it.
+        self.sched.stop()
+        self.event("--type", "complained", "--tenant", "acme", "--to", "late@x.test",
+                   "--site", "microsoft", "--id", "late")
+        self.start_scheduler()
+        wait_for(lambda: [s for s in self.dump("suppressions", 0, 2000)
+                          if s["key"] == "acme/late@x.test"], 20, "second suppression")
+        wait_for(lambda: 'sluice_complaints_total{site="microsoft"} 1' in self.metrics(), 10,
+                 "one complaint counted by the restarted scheduler")
+        self.produce("--to", "early@x.test", "--tenant", "acme", "--id", "again")
+        wait_for(lambda: any(e.get("event", {}).get("job_id") == "again-0" and
+                             e["event"]["type"] == "SUPPRESSED"
+                             for e in self.dump("events", 0, 2000)), 20, "SUPPRESSED again-0")
+
     def test_banned_ip_bounce_disables_the_ip(self):
         self.start_scheduler()
         self.event("--type", "bounced", "--site", "microsoft", "--source-ip", "127.0.0.2",

@@ -37,6 +37,7 @@
 #include "reader.h"
 #include "util.h"
 #include "wire.h"
+#include "sluice/v1/state.pb-c.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -218,6 +219,27 @@ static int dump(const sl_config *cfg, const char *suffix, int count, int timeout
                 sl_suppression_free(s);
             } else if (!m->payload) {
                 sl_buf_puts(&b, ",\"tombstone\":true");
+            }
+        } else if (!strcmp(suffix, "state")) {
+            Sluice__V1__SiteState *st =
+                m->payload ? sluice__v1__site_state__unpack(NULL, m->len, m->payload) : NULL;
+            if (st) {
+                sl_buf_printf(&b, ",\"site\":");
+                sl_buf_json_str(&b, st->site, strlen(st->site));
+                sl_buf_puts(&b, ",\"pairs\":{");
+                for (size_t i = 0; i < st->n_pairs; i++) {
+                    const Sluice__V1__PairState *q = st->pairs[i];
+                    if (i)
+                        sl_buf_putc(&b, ',');
+                    sl_buf_json_str(&b, q->source_ip, strlen(q->source_ip));
+                    sl_buf_printf(&b,
+                                  ":{\"day\":%lld,\"sent_today\":%u,\"state\":%d,"
+                                  "\"rate\":%g,\"until_ms\":%lld}",
+                                  (long long)q->day, q->sent_today, (int)q->state, q->rate,
+                                  (long long)q->until_ms);
+                }
+                sl_buf_putc(&b, '}');
+                sluice__v1__site_state__free_unpacked(st, NULL);
             }
         } else if (strcmp(suffix, "dlq")) {
             sl_job *j = NULL;

@@ -1,0 +1,80 @@
+"""Integration tests of the site state shape keeps on the state topic: a
+scheduler SIGKILLed and started again goes on with the warm-up counts and
+the backoff its predecessor had, instead of starting afresh."""
+
+import signal
+import time
+import unittest
+
+from sluicetest import wait_for
+from test_scheduler import SchedCase
+
+
+class TestStateAcrossRestart(SchedCase):
+    extra = """
+backoff:
+  - { match: "^421 4\\\\.7\\\\.28", site: google, action: halve, floor: 1/s, recover_after: 30s }
+"""
+
+    def setUp(self):
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        self.pools = ("  warm:\n    - { ip: 127.0.0.5, ehlo: b.example.net,\n"
+                      "        warmup: { start: %s, per_day: [3, 10] } }\n" % today)
+        super().setUp()
+
+    def state(self, site):
+        recs = [r for r in self.dump("state", 0, 1000) if r.get("site") == site]
+        return recs[-1]["pairs"] if recs else {}
+
+    def kill_and_restart(self):
+        self.sched.stop(sig=signal.SIGKILL)
+        self.start_scheduler()
+
+    def test_warmup_cap_holds_across_a_sigkill(self):
+        self.start_scheduler()
+        self.produce("--to", "a@warm.test", "--pool", "warm", "--count", 3, "--id", "w")
+        self.assertEqual({r["source_ip"] for r in self.dump("dispatch", 3)}, {"127.0.0.5"})
+        # The count reaches the state topic within 100 ms of the dispatches.
+        wait_for(lambda: self.state("warm.test").get("127.0.0.5", {}).get("sent_today") == 3,
+                 10, "warm-up count written")
+        self.kill_and_restart()
+        # No sender ran, so no event tells the new process what was sent:
+        # only the state topic does. The cap of 3 is spent for today.
+        self.produce("--to", "a@warm.test", "--pool", "warm", "--count", 3, "--id", "x")
+        parked = wait_for(lambda: (lambda r: len(r) >= 3 and r)(
+            [r for r in self.dump("retry.30m", 0, 2000) if r["job_id"].startswith("x-")]),
+            30, "3 parked")
+        self.assertEqual(len(parked), 3)
+        sent = [r for r in self.dump("dispatch", 0, 1000) if r["source_ip"] == "127.0.0.5"]
+        self.assertFalse([r for r in sent if r["job_id"].startswith("x-")], sent)
+
+    def test_halved_rate_stays_halved_across_a_sigkill_then_recovers(self):
+        self.start_scheduler()
+        halved_at = time.time()
+        r = self.tool("event", "-c", self.cfg, "--type", "deferred", "--site", "google",
+                      "--source-ip", "127.0.0.2", "--code", 421, "--enh", "4.7.28",
+                      "--reply", "421-4.7.28 Our system has detected an unusual rate")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        halved = 'sluice_shape_rate_per_second{site="google",source="127.0.0.2"} 2.5'
+        wait_for(lambda: halved in self.metrics(), 20, "halved rate")
+        self.assertEqual(self.state("google").get("127.0.0.2", {}).get("rate"), 2.5)
+        self.kill_and_restart()
+        m = self.metrics()
+        self.assertIn(halved, m)
+        self.assertIn('sluice_shape_state{site="google",source="127.0.0.2",state="throttled"} 1', m)
+        # Dispatches carry the halved rate.
+        self.produce("--to", "a@gmail.com", "--count", 4, "--id", "g")
+        recs = self.dump("dispatch", 4)
+        self.assertEqual({r["rate_per_sec"] for r in recs if r["source_ip"] == "127.0.0.2"}
+                         or {2.5}, {2.5})
+        # And it recovers as configured: 30 s after the halving, a tenth of
+        # the rate every 3 s, back to 5/s.
+        normal = 'sluice_shape_state{site="google",source="127.0.0.2",state="normal"} 1'
+        wait_for(lambda: normal in self.metrics(), 60, "recovered")
+        self.assertGreaterEqual(time.time() - halved_at, 30)
+        self.assertIn('sluice_shape_rate_per_second{site="google",source="127.0.0.2"} 5',
+                      self.metrics())
+
+
+if __name__ == "__main__":
+    unittest.main()
