@@ -1518,7 +1518,7 @@ static int walk_submit(cfg_ctx *c, const cfg_node *m)
             while (*mode == ' ')
                 mode++;
             uint16_t port;
-            int bad = sl_hostport_parse(addr, SL_HP_NEED_PORT, 0, NULL, &port);
+            int bad = sl_hostport_parse(addr, SL_HP_LISTEN, 0, NULL, &port);
             free(addr);
             if (bad < 0)
                 return cfg_fail(c, line, "key 'submit.listen[%zu]': '%s' is not host:port [mode]",
@@ -1563,7 +1563,7 @@ static int walk_metrics(cfg_ctx *c, const cfg_node *m)
     int r = opt_str(c, m, "metrics", "listen", &cfg->metrics.listen);
     TRY(r);
     uint16_t port;
-    if (r && sl_hostport_parse(cfg->metrics.listen, SL_HP_NEED_PORT, 0, NULL, &port) < 0)
+    if (r && sl_hostport_parse(cfg->metrics.listen, SL_HP_LISTEN, 0, NULL, &port) < 0)
         return cfg_fail(c, map_get(m, "listen")->line,
                         "key 'metrics.listen': '%s' is not host:port", cfg->metrics.listen);
     return 0;
@@ -1742,7 +1742,7 @@ static int env_apply_vars(cfg_ctx *c, bool strict)
     }
     if ((v = env_get("SLUICE_METRICS_LISTEN"))) {
         uint16_t port;
-        if (sl_hostport_parse(v, SL_HP_NEED_PORT, 0, NULL, &port) == 0) {
+        if (sl_hostport_parse(v, SL_HP_LISTEN, 0, NULL, &port) == 0) {
             free(cfg->metrics.listen);
             cfg->metrics.listen = xstrdup(v);
         } else if (strict) {

@@ -8,6 +8,7 @@
  * `expect` queue, so the same code serves PIPELINING and lock-step servers.
  */
 #include "session.h"
+#include "hostport.h"
 #include "message.h"
 #include "log.h"
 #include "tls.h"
@@ -852,28 +853,6 @@ static void on_connect(uv_connect_t *req, int status)
     }
 }
 
-static int parse_hostport(const char *hp, struct sockaddr_storage *ss)
-{
-    char host[128];
-    const char *colon = strrchr(hp, ':');
-    if (!colon || (size_t)(colon - hp) >= sizeof host)
-        return SL_EINVAL;
-    size_t n = (size_t)(colon - hp);
-    if (hp[0] == '[' && n > 2 && hp[n - 1] == ']') {
-        memcpy(host, hp + 1, n - 2);
-        host[n - 2] = 0;
-    } else {
-        memcpy(host, hp, n);
-        host[n] = 0;
-    }
-    int port = atoi(colon + 1);
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
-        return 0;
-    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
-        return 0;
-    return SL_EINVAL;
-}
-
 static void start_connect(snd_session *s)
 {
     struct sockaddr_storage dst;
@@ -882,7 +861,7 @@ static void start_connect(snd_session *s)
         snprintf(hp, sizeof hp, "%s", s->socks5);
     else
         snprintf(hp, sizeof hp, strchr(s->ip, ':') ? "[%s]:%u" : "%s:%u", s->ip, s->port);
-    if (parse_hostport(hp, &dst) < 0) {
+    if (sl_hostport_addr(hp, 0, &dst) < 0) {
         session_close(s, SL_COND_NETWORK, 451, "4.4.1", "cannot connect to '%s': not an IP address and port", hp);
         return;
     }
@@ -890,12 +869,12 @@ static void start_connect(snd_session *s)
         struct sockaddr_storage src;
         char shp[80];
         snprintf(shp, sizeof shp, strchr(s->source_ip, ':') ? "[%s]:0" : "%s:0", s->source_ip);
-        int rc = parse_hostport(shp, &src);
+        int rc = sl_hostport_addr(shp, SL_HP_ANY_PORT, &src);
         if (rc == 0)
             rc = uv_tcp_bind(&s->tcp, (struct sockaddr *)&src, 0);
         if (rc < 0) {
             session_close(s, SL_COND_NETWORK, 451, "4.4.1", "cannot bind source address %s: %s", s->source_ip,
-                          rc == SL_EINVAL ? "not an IP address" : uv_strerror(rc));
+                          rc == SL_EADDRESS ? "not an IP address" : uv_strerror(rc));
             return;
         }
     }
