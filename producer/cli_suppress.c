@@ -21,7 +21,7 @@
 #include "kafka.h"
 #include "reader.h"
 #include "sched_addr.h"
-#include "sched_map.h"
+#include "map.h"
 #include "util.h"
 #include "wire.h"
 
@@ -112,8 +112,8 @@ static int suppress_list(const sl_config *cfg, const char *topic, const char *te
         return 1;
     }
     /* The mock broker never compacts: the last record per key wins. */
-    sched_map m;
-    sched_map_init(&m);
+    sl_map m;
+    sl_map_init(&m);
     int64_t deadline = sl_mono_ms() + 30000;
     while (!sl_reader_at_end(r) && sl_mono_ms() < deadline) {
         rd_kafka_message_t *msg = sl_reader_next(r, 200);
@@ -123,12 +123,12 @@ static int suppress_list(const sl_config *cfg, const char *topic, const char *te
             char *key = xstrndup(msg->key, msg->key_len);
             char *old = NULL;
             if (!msg->payload) {
-                old = sched_map_del(&m, key);
+                old = sl_map_del(&m, key);
             } else {
                 sl_suppression *s = NULL;
                 const char *why;
                 if (sl_suppression_decode(msg->payload, msg->len, &s, &why) == 0) {
-                    old = sched_map_put(&m, key, xstrdup(s->reason ? s->reason : ""));
+                    old = sl_map_put(&m, key, xstrdup(s->reason ? s->reason : ""));
                     sl_suppression_free(s);
                 }
             }
@@ -143,7 +143,7 @@ static int suppress_list(const sl_config *cfg, const char *topic, const char *te
     char **keys = xcalloc(m.count ? m.count : 1, sizeof *keys);
     size_t n = 0;
     for (size_t i = 0; i < m.n_slots; i++)
-        for (sched_map_ent *e = m.slots[i]; e; e = e->next)
+        for (sl_map_ent *e = m.slots[i]; e; e = e->next)
             keys[n++] = e->key;
     for (size_t i = 1; i < n; i++)
         for (size_t k = i; k > 0 && strcmp(keys[k - 1], keys[k]) > 0; k--) {
@@ -154,12 +154,12 @@ static int suppress_list(const sl_config *cfg, const char *topic, const char *te
     size_t tl = tenant ? strlen(tenant) : 0;
     for (size_t i = 0; i < n; i++)
         if (!tenant || (!strncmp(keys[i], tenant, tl) && keys[i][tl] == '/'))
-            printf("%s %s\n", keys[i], (char *)sched_map_get(&m, keys[i]));
+            printf("%s %s\n", keys[i], (char *)sl_map_get(&m, keys[i]));
     free(keys);
     for (size_t i = 0; i < m.n_slots; i++)
-        for (sched_map_ent *e = m.slots[i]; e; e = e->next)
+        for (sl_map_ent *e = m.slots[i]; e; e = e->next)
             free(e->val);
-    sched_map_free(&m);
+    sl_map_free(&m);
     if (!complete) {
         fprintf(stderr, "sluice suppress: the topic was not read to its end within 30s\n");
         return 1;

@@ -11,7 +11,7 @@
 #include "sched_backoff.h"
 #include "sched_bucket.h"
 #include "log.h"
-#include "sched_map.h"
+#include "map.h"
 #include "metrics.h"
 #include "sched_pick.h"
 #include "sched_fq.h"
@@ -82,7 +82,7 @@ typedef struct ssite {
     const sl_shaping *shp;
     sched_fq fq;       /* per (tenant, campaign) flow, per priority */
     size_t queued;
-    sched_map pairs;
+    sl_map pairs;
     uv_timer_t timer;
     int64_t timer_at;  /* wall ms the timer fires; 0: not armed */
     int64_t used_ms;   /* last job or feedback */
@@ -91,7 +91,7 @@ typedef struct ssite {
 struct sched_shape {
     sched_ctx *ctx;
     sl_consumer *cons;
-    sched_map sites;
+    sl_map sites;
     sched_limits limits;
     size_t buffered;
     uv_timer_t tick;
@@ -168,7 +168,7 @@ static void pair_apply_rate(spair *p, int64_t now)
 
 static spair *pair_get(ssite *site, const char *ip, const sl_source *src)
 {
-    spair *p = sched_map_get(&site->pairs, ip);
+    spair *p = sl_map_get(&site->pairs, ip);
     if (p) {
         if (src)
             p->src = src;
@@ -190,7 +190,7 @@ static spair *pair_get(ssite *site, const char *ip, const sl_source *src)
     p->dispatched = sl_metric_series("sluice_shape_dispatched_total", p->labels, SL_METRIC_COUNTER);
     p->key = xasprintf("%s/%s", ip, site->name);
     p->used_ms = now;
-    sched_map_put(&site->pairs, ip, p);
+    sl_map_put(&site->pairs, ip, p);
     site->s->n_pairs++;
     pair_publish(site->s, p, NULL);
     return p;
@@ -226,7 +226,7 @@ static void pair_free(ssite *site, spair *p)
         snprintf(l, sizeof l, "%s,cause=\"%s\"", p->labels, p->cause);
         sl_metric_drop("sluice_shape_suspended_until_seconds", l);
     }
-    sched_map_del(&site->pairs, p->ip);
+    sl_map_del(&site->pairs, p->ip);
     site->s->n_pairs--;
     free(p->labels);
     free(p->ip);
@@ -257,7 +257,7 @@ static void flow_data_free(void *arg, void *data)
 
 static ssite *site_get(sched_shape *s, const char *name)
 {
-    ssite *site = sched_map_get(&s->sites, name);
+    ssite *site = sl_map_get(&s->sites, name);
     if (site) {
         site->used_ms = sl_now_ms();
         return site;
@@ -266,14 +266,14 @@ static ssite *site_get(sched_shape *s, const char *name)
     site->s = s;
     site->name = xstrdup(name);
     site->shp = sl_config_shaping(s->ctx->cfg, name);
-    sched_map_init(&site->pairs);
+    sl_map_init(&site->pairs);
     sched_fq_init(&site->fq);
     site->fq.free_data = flow_data_free;
     site->fq.free_arg = s;
     uv_timer_init(s->ctx->loop, &site->timer);
     site->timer.data = site;
     site->used_ms = sl_now_ms();
-    sched_map_put(&s->sites, name, site);
+    sl_map_put(&s->sites, name, site);
     return site;
 }
 
@@ -452,7 +452,7 @@ static int64_t site_drain_ms(ssite *site)
     bool unlimited = false, later_unlimited = false;
     int64_t first_until = INT64_MAX;
     for (size_t i = 0; i < site->pairs.n_slots; i++)
-        for (sched_map_ent *e = site->pairs.slots[i]; e; e = e->next) {
+        for (sl_map_ent *e = site->pairs.slots[i]; e; e = e->next) {
             spair *p = e->val;
             if (!sched_backoff_usable(&p->bo)) {
                 if (p->bo.until_ms < first_until)
@@ -607,7 +607,7 @@ static void enforce_bound(sched_shape *s)
     while (s->buffered > max) {
         ssite *worst = NULL;
         for (size_t i = 0; i < s->sites.n_slots; i++)
-            for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
+            for (sl_map_ent *e = s->sites.slots[i]; e; e = e->next) {
                 ssite *site = e->val;
                 if (!worst || site->queued > worst->queued)
                     worst = site;
@@ -699,8 +699,8 @@ static void site_free(sched_shape *s, ssite *site)
     char labels[300];
     snprintf(labels, sizeof labels, "site=\"%s\"", site->name);
     sl_metric_drop("sluice_shape_parked_total", labels);
-    sched_map_del(&s->sites, site->name);
-    sched_map_free(&site->pairs);
+    sl_map_del(&s->sites, site->name);
+    sl_map_free(&site->pairs);
     sched_fq_free(&site->fq);
     s->closing++;
     uv_close((uv_handle_t *)&site->timer, site_close_cb);
@@ -716,11 +716,11 @@ static void sweep(sched_shape *s, int64_t now)
     int64_t idle = s->ctx->cfg->scheduler.idle_state_timeout_ms;
     size_t sites = 0, pairs = 0;
     for (size_t i = 0; i < s->sites.n_slots; i++)
-        for (sched_map_ent *e = s->sites.slots[i], *next; e; e = next) {
+        for (sl_map_ent *e = s->sites.slots[i], *next; e; e = next) {
             next = e->next; /* e may go */
             ssite *site = e->val;
             for (size_t k = 0; k < site->pairs.n_slots; k++)
-                for (sched_map_ent *pe = site->pairs.slots[k], *pnext; pe; pe = pnext) {
+                for (sl_map_ent *pe = site->pairs.slots[k], *pnext; pe; pe = pnext) {
                     pnext = pe->next;
                     if (pair_idle(pe->val, now, idle)) {
                         pair_free(site, pe->val);
@@ -733,7 +733,7 @@ static void sweep(sched_shape *s, int64_t now)
                 sites++;
             }
         }
-    sched_map_shrink(&s->sites);
+    sl_map_shrink(&s->sites);
     size_t limits = sched_limits_sweep(&s->limits, now, idle);
     if (limits)
         sl_metric_inc("sluice_shape_idle_freed_total", "kind=\"limit\"", (double)limits);
@@ -751,10 +751,10 @@ static void tick_cb(uv_timer_t *t)
     sched_shape *s = t->data;
     int64_t now = sl_now_ms();
     for (size_t i = 0; i < s->sites.n_slots; i++)
-        for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
+        for (sl_map_ent *e = s->sites.slots[i]; e; e = e->next) {
             ssite *site = e->val;
             for (size_t k = 0; k < site->pairs.n_slots; k++)
-                for (sched_map_ent *pe = site->pairs.slots[k]; pe; pe = pe->next)
+                for (sl_map_ent *pe = site->pairs.slots[k]; pe; pe = pe->next)
                     pair_tick(s, pe->val, now);
         }
     if (now >= s->next_sweep && !s->stopping && !s->restore) {
@@ -785,9 +785,9 @@ typedef struct wrestore {
     sched_shape *s;         /* NULL: the shaper was freed meanwhile */
     const sl_config *cfg;
     char *topic;
-    sched_map warm;         /* ip -> (void *)1 */
-    sched_map counts;       /* "site\x1fip" -> (uintptr_t) count */
-    sched_map seen;         /* "job\x1fattempt\x1fsite\x1fip" */
+    sl_map warm;         /* ip -> (void *)1 */
+    sl_map counts;       /* "site\x1fip" -> (uintptr_t) count */
+    sl_map seen;         /* "job\x1fattempt\x1fsite\x1fip" */
     int64_t since_ms;
     size_t events;
     atomic_bool cancel;
@@ -826,15 +826,15 @@ static size_t restore_read(wrestore *w, int64_t since_ms, int64_t limit_ms)
                            e->type == SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED ||
                            e->type == SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED;
             if (attempt && e->site && *e->site && e->source_ip &&
-                sched_map_get(&w->warm, e->source_ip) && e->timestamp_ms >= w->since_ms) {
+                sl_map_get(&w->warm, e->source_ip) && e->timestamp_ms >= w->since_ms) {
                 /* One event per recipient: count the dispatch once. */
                 char *seen = xasprintf("%s\x1f%u\x1f%s\x1f%s", e->job_id ? e->job_id : "",
                                        e->attempt, e->site, e->source_ip);
-                if (!sched_map_get(&w->seen, seen)) {
-                    sched_map_put(&w->seen, seen, (void *)1);
+                if (!sl_map_get(&w->seen, seen)) {
+                    sl_map_put(&w->seen, seen, (void *)1);
                     char *k = xasprintf("%s\x1f%s", e->site, e->source_ip);
-                    uintptr_t c = (uintptr_t)sched_map_get(&w->counts, k);
-                    sched_map_put(&w->counts, k, (void *)(c + 1));
+                    uintptr_t c = (uintptr_t)sl_map_get(&w->counts, k);
+                    sl_map_put(&w->counts, k, (void *)(c + 1));
                     free(k);
                     w->events++;
                 }
@@ -898,9 +898,9 @@ static int pump_site_cb(void *arg, const char *key, void *val)
 
 static void restore_free(wrestore *w)
 {
-    sched_map_free(&w->warm);
-    sched_map_free(&w->counts);
-    sched_map_free(&w->seen);
+    sl_map_free(&w->warm);
+    sl_map_free(&w->counts);
+    sl_map_free(&w->seen);
     free(w->topic);
     free(w);
 }
@@ -918,14 +918,14 @@ static void restore_done(uv_work_t *req, int status)
     if (!atomic_load(&w->cancel)) {
         restore_apply ra = {s, sched_day_of(sl_now_ms()), 0};
         if (ra.day == sched_day_of(w->since_ms))
-            sched_map_each(&w->counts, restore_apply_cb, &ra);
+            sl_map_each(&w->counts, restore_apply_cb, &ra);
         sl_info("shape: today's warm-up counts restored for %zu (site, IP) pairs from %zu "
                 "dispatches", ra.pairs, w->events);
     }
     bool cancelled = atomic_load(&w->cancel);
     restore_free(w);
     if (!cancelled)
-        sched_map_each(&s->sites, pump_site_cb, NULL);
+        sl_map_each(&s->sites, pump_site_cb, NULL);
     /* While the shaper lives, closing only counts this hold. */
     if (--s->closing == 0 && s->freeing)
         free(s);
@@ -935,13 +935,13 @@ static void restore_start(sched_shape *s)
 {
     const sl_config *cfg = s->ctx->cfg;
     wrestore *w = xcalloc(1, sizeof *w);
-    sched_map_init(&w->warm);
-    sched_map_init(&w->counts);
-    sched_map_init(&w->seen);
+    sl_map_init(&w->warm);
+    sl_map_init(&w->counts);
+    sl_map_init(&w->seen);
     for (size_t i = 0; i < cfg->n_pools; i++)
         for (size_t k = 0; k < cfg->pools[i].n_sources; k++)
             if (cfg->pools[i].sources[k].has_warmup)
-                sched_map_put(&w->warm, cfg->pools[i].sources[k].ip, (void *)1);
+                sl_map_put(&w->warm, cfg->pools[i].sources[k].ip, (void *)1);
     if (!w->warm.count) {
         restore_free(w); /* nothing warming: nothing to restore */
         return;
@@ -966,7 +966,7 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
 {
     sched_shape *s = xcalloc(1, sizeof *s);
     s->ctx = ctx;
-    sched_map_init(&s->sites);
+    sl_map_init(&s->sites);
     sched_limits_init(&s->limits, ctx->cfg);
     uint32_t max = ctx->cfg->scheduler.max_buffered;
     const char *topics[] = {ctx->t_sited};
@@ -981,7 +981,7 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
     s->cons = sl_consumer_new(ctx->cfg, ctx->loop, &o, err);
     if (!s->cons) {
         sched_limits_free(&s->limits);
-        sched_map_free(&s->sites);
+        sl_map_free(&s->sites);
         free(s);
         return NULL;
     }
@@ -1035,7 +1035,7 @@ void sched_shape_stop(sched_shape *s, sl_drained_cb cb, void *arg)
         atomic_store(&s->restore->cancel, true);
     uv_timer_stop(&s->tick);
     for (size_t i = 0; i < s->sites.n_slots; i++)
-        for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
+        for (sl_map_ent *e = s->sites.slots[i]; e; e = e->next) {
             ssite *site = e->val;
             uv_timer_stop(&site->timer);
             site->timer_at = 0;
@@ -1126,11 +1126,11 @@ void sched_shape_free(sched_shape *s)
     s->freeing = true;
     s->closing += 1;
     for (size_t i = 0; i < s->sites.n_slots; i++)
-        for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
+        for (sl_map_ent *e = s->sites.slots[i]; e; e = e->next) {
             ssite *site = e->val;
             SL_ASSERT(site->queued == 0);
             for (size_t k = 0; k < site->pairs.n_slots; k++)
-                for (sched_map_ent *pe = site->pairs.slots[k]; pe; pe = pe->next) {
+                for (sl_map_ent *pe = site->pairs.slots[k]; pe; pe = pe->next) {
                     spair *p = pe->val;
                     free(p->labels);
                     free(p->ip);
@@ -1138,12 +1138,12 @@ void sched_shape_free(sched_shape *s)
                     sl_buf_free(&p->head);
                     free(p);
                 }
-            sched_map_free(&site->pairs);
+            sl_map_free(&site->pairs);
             sched_fq_free(&site->fq);
             s->closing++;
             uv_close((uv_handle_t *)&site->timer, site_close_cb);
         }
-    sched_map_free(&s->sites);
+    sl_map_free(&s->sites);
     sched_limits_free(&s->limits);
     for (size_t i = 0; i < s->ctx->cfg->n_routes; i++)
         free(s->routes[i]);

@@ -1,4 +1,4 @@
-/* Unit tests of scheduler/sched_map: the string-keyed hash table, and its
+/* Unit tests of common/map: the string-keyed hash table, and its
  * shrinking after many deletions (shape forgetting idle sites). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -7,47 +7,47 @@
 #include <stdio.h>
 #include <cmocka.h>
 
-#include "sched_map.h"
+#include "map.h"
 
 static void test_put_get_del_shrink(void **state)
 {
     (void)state;
-    sched_map m;
-    sched_map_init(&m);
+    sl_map m;
+    sl_map_init(&m);
     char k[32];
     for (intptr_t i = 0; i < 10000; i++) {
         snprintf(k, sizeof k, "site%ld", (long)i);
-        assert_null(sched_map_put(&m, k, (void *)(i + 1)));
+        assert_null(sl_map_put(&m, k, (void *)(i + 1)));
     }
     assert_int_equal(m.count, 10000);
     size_t grown = m.n_slots;
     assert_true(grown >= 8192);
     for (intptr_t i = 0; i < 10000; i += 2) {
         snprintf(k, sizeof k, "site%ld", (long)i);
-        assert_ptr_equal(sched_map_del(&m, k), (void *)(i + 1));
+        assert_ptr_equal(sl_map_del(&m, k), (void *)(i + 1));
     }
-    sched_map_shrink(&m); /* half left: nothing to gain */
+    sl_map_shrink(&m); /* half left: nothing to gain */
     assert_int_equal(m.n_slots, grown);
     for (intptr_t i = 1; i < 9990; i += 2) {
         snprintf(k, sizeof k, "site%ld", (long)i);
-        sched_map_del(&m, k);
+        sl_map_del(&m, k);
     }
-    sched_map_shrink(&m);
+    sl_map_shrink(&m);
     assert_int_equal(m.count, 5);
     assert_true(m.n_slots <= 16); /* 5 entries: at most 4 slots each */
     /* What is left is still found, and the map grows again. */
     for (intptr_t i = 9991; i < 10000; i += 2) {
         snprintf(k, sizeof k, "site%ld", (long)i);
-        assert_ptr_equal(sched_map_get(&m, k), (void *)(i + 1));
+        assert_ptr_equal(sl_map_get(&m, k), (void *)(i + 1));
     }
-    assert_null(sched_map_get(&m, "site0"));
+    assert_null(sl_map_get(&m, "site0"));
     for (intptr_t i = 0; i < 1000; i++) {
         snprintf(k, sizeof k, "again%ld", (long)i);
-        sched_map_put(&m, k, (void *)1);
+        sl_map_put(&m, k, (void *)1);
     }
     assert_int_equal(m.count, 1005);
     assert_true(m.n_slots >= 1024);
-    sched_map_free(&m);
+    sl_map_free(&m);
 }
 
 int main(void)
