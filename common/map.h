@@ -1,7 +1,8 @@
 /*
  * map - the one string-keyed hash table in sluice (chained, FNV-1a, grows
  * at load 1, shrinks on request): the scheduler's sites, suppressions and
- * held retry topics, the sender's pools, the CLI's and libsluice's tallies.
+ * held retry topics, the sender's pools and pacer, the resolver's cache,
+ * the demo's job ids.
  *
  * The map copies keys and owns the copies; values are the caller's (the
  * map never frees them). sl_map_put() replaces and returns the old
