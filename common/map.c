@@ -110,6 +110,29 @@ void sl_map_each(sl_map *m, int (*cb)(void *arg, const char *key, void *val), vo
     }
 }
 
+size_t sl_map_sweep(sl_map *m, bool (*drop)(void *arg, void *val), void *arg)
+{
+    size_t freed = 0;
+    for (size_t i = 0; i < m->n_slots; i++) {
+        sl_map_ent **pp = &m->slots[i];
+        while (*pp) {
+            sl_map_ent *e = *pp;
+            if (drop(arg, e->val)) {
+                *pp = e->next;
+                free(e->key);
+                free(e);
+                m->count--;
+                freed++;
+                continue;
+            }
+            pp = &e->next;
+        }
+    }
+    if (freed)
+        sl_map_shrink(m);
+    return freed;
+}
+
 void sl_map_free(sl_map *m)
 {
     for (size_t i = 0; m->slots && i < m->n_slots; i++) {

@@ -12,6 +12,7 @@
 #ifndef SLUICE_MAP_H
 #define SLUICE_MAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct sl_map_ent {
@@ -32,6 +33,9 @@ void *sl_map_put(sl_map *m, const char *key, void *val);
 void *sl_map_del(sl_map *m, const char *key);
 /* cb returns nonzero to stop. */
 void sl_map_each(sl_map *m, int (*cb)(void *arg, const char *key, void *val), void *arg);
+/* Deletes (and lets drop free) every entry for which drop returns true,
+ * then shrinks the table if it freed any; returns how many it deleted. */
+size_t sl_map_sweep(sl_map *m, bool (*drop)(void *arg, void *val), void *arg);
 /* After many deletions: a smaller table for what is left (not during
  * iteration). */
 void sl_map_shrink(sl_map *m);

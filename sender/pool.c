@@ -371,30 +371,23 @@ size_t snd_pools_count(const snd_pools *ps)
 }
 
 typedef struct sweep {
-    sl_map *map;
     int64_t idle_ms, now_ms;
-    size_t freed;
 } sweep;
 
-static int sweep_pool(void *arg, const char *key, void *val)
+static bool sweep_pool(void *arg, void *val)
 {
-    sweep *sw = arg;
+    const sweep *sw = arg;
     snd_pool *p = val;
-    if (p->n_sess == 0 && !p->head && sw->now_ms - p->last_used >= sw->idle_ms) {
-        sl_map_del(sw->map, key);
-        pool_free(p);
-        sw->freed++;
-    }
-    return 0;
+    if (p->n_sess || p->head || sw->now_ms - p->last_used < sw->idle_ms)
+        return false;
+    pool_free(p);
+    return true;
 }
 
 size_t snd_pools_sweep(snd_pools *ps, int64_t idle_ms, int64_t now_ms)
 {
-    sweep sw = {&ps->pools, idle_ms, now_ms, 0};
-    sl_map_each(&ps->pools, sweep_pool, &sw);
-    if (sw.freed)
-        sl_map_shrink(&ps->pools);
-    return sw.freed;
+    sweep sw = {idle_ms, now_ms};
+    return sl_map_sweep(&ps->pools, sweep_pool, &sw);
 }
 
 static int free_pool(void *arg, const char *key, void *val)
@@ -451,28 +444,23 @@ int64_t snd_pacer_slot(snd_pacer *p, const char *key, int64_t send_at_ms, double
     return slot;
 }
 
-static int sweep_pace(void *arg, const char *key, void *val)
+static bool sweep_pace(void *arg, void *val)
 {
-    sweep *sw = arg;
+    const sweep *sw = arg;
     pace *e = val;
     /* Slots are booked in the future at most by the carried rate: a pair
      * whose last slot is long past has no effect on the next one and can
      * be forgotten. */
-    if (sw->now_ms - e->last >= sw->idle_ms) {
-        sl_map_del(sw->map, key);
-        free(e);
-        sw->freed++;
-    }
-    return 0;
+    if (sw->now_ms - e->last < sw->idle_ms)
+        return false;
+    free(e);
+    return true;
 }
 
 size_t snd_pacer_sweep(snd_pacer *p, int64_t idle_ms, int64_t now_ms)
 {
-    sweep sw = {&p->m, idle_ms, now_ms, 0};
-    sl_map_each(&p->m, sweep_pace, &sw);
-    if (sw.freed)
-        sl_map_shrink(&p->m);
-    return sw.freed;
+    sweep sw = {idle_ms, now_ms};
+    return sl_map_sweep(&p->m, sweep_pace, &sw);
 }
 
 size_t snd_pacer_count(const snd_pacer *p)

@@ -50,10 +50,48 @@ static void test_put_get_del_shrink(void **state)
     sl_map_free(&m);
 }
 
+static bool drop_odd(void *arg, void *val)
+{
+    (void)arg;
+    return ((intptr_t)val & 1) != 0;
+}
+
+/* Sweeping deletes exactly what the predicate drops and shrinks after. */
+static void test_sweep(void **state)
+{
+    (void)state;
+    sl_map m;
+    sl_map_init(&m);
+    char k[32];
+    for (intptr_t i = 1; i <= 1000; i++) {
+        snprintf(k, sizeof k, "k%ld", (long)i);
+        sl_map_put(&m, k, (void *)i);
+    }
+    size_t slots = m.n_slots;
+    assert_int_equal(sl_map_sweep(&m, drop_odd, NULL), 500);
+    assert_int_equal(m.count, 500);
+    assert_null(sl_map_get(&m, "k1"));
+    assert_true(sl_map_get(&m, "k2") == (void *)2);
+    assert_int_equal(sl_map_sweep(&m, drop_odd, NULL), 0);
+    for (intptr_t i = 2; i <= 1000; i += 2) {
+        snprintf(k, sizeof k, "k%ld", (long)i);
+        if (i > 20)
+            sl_map_del(&m, k);
+    }
+    assert_int_equal(sl_map_sweep(&m, drop_odd, NULL), 0);
+    assert_true(m.n_slots == slots); /* nothing swept: no shrink */
+    sl_map_put(&m, "k1", (void *)1);
+    assert_int_equal(sl_map_sweep(&m, drop_odd, NULL), 1);
+    assert_true(m.n_slots < slots);
+    assert_true(sl_map_get(&m, "k20") == (void *)20);
+    sl_map_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_get_del_shrink),
+        cmocka_unit_test(test_sweep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
