@@ -12,9 +12,9 @@
 #include "template.h" /* sl_utf8_valid(), the one UTF-8 check */
 #include "util.h"
 
-static int fail(char *why, size_t wl, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define fail sl_mailbox_why
 
-static int fail(char *why, size_t wl, const char *fmt, ...)
+int sl_mailbox_why(char *why, size_t wl, const char *fmt, ...)
 {
     if (why && wl) {
         va_list ap;

@@ -35,6 +35,9 @@ enum {
     SL_MBOX_FQDN = 1 << 2,
 };
 
+/* Writes the reason (when why is not NULL) and returns SL_EADDRESS: for
+ * callers that add checks of their own, with the same kind of message. */
+int sl_mailbox_why(char *why, size_t wl, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int sl_mailbox_check(const char *addr, unsigned flags, char *why, size_t wl);
 int sl_mailbox_split(const char *addr, size_t *local_len, char *why, size_t wl);
 int sl_mailbox_local_check(const char *p, size_t n, char *why, size_t wl);

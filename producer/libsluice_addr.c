@@ -17,23 +17,12 @@
 #include "util.h"
 
 #include <idn2.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int fail(char *why, size_t wl, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static int fail(char *why, size_t wl, const char *fmt, ...)
-{
-    if (why && wl) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, wl, fmt, ap);
-        va_end(ap);
-    }
-    return SLUICE_EADDRESS;
-}
+_Static_assert(SLUICE_EADDRESS == SL_EADDRESS, "libsluice reports the common address error");
+#define fail sl_mailbox_why
 
 int sluice_address_normalize(const char *addr, char out[SLUICE_ADDRESS_MAX + 1], char *why,
                              size_t whylen)
