@@ -101,6 +101,8 @@ void snd_reply_set(snd_reply *r, int code, const char *enh, const char *text, bo
     r->code = code;
     snprintf(r->enh, sizeof r->enh, "%s", enh ? enh : "");
     r->text = xstrdup(text ? text : "");
+    sl_reply_free(&r->said);
+    sl_reply_of(code, enh, r->text, &r->said);
     r->local = local;
     r->stage = SL_STAGE_MAIL;
     r->cond = SL_COND_REPLY;
@@ -108,14 +110,18 @@ void snd_reply_set(snd_reply *r, int code, const char *enh, const char *text, bo
 
 void snd_reply_copy(snd_reply *dst, const snd_reply *src)
 {
-    snd_reply_set(dst, src->code, src->enh, src->text, src->local);
-    dst->stage = src->stage;
-    dst->cond = src->cond;
+    if (dst == src)
+        return;
+    snd_reply_clear(dst);
+    *dst = *src;
+    dst->text = xstrdup(src->text ? src->text : "");
+    dst->said.text = src->said.text ? xstrndup(src->said.text, src->said.text_len) : NULL;
 }
 
 void snd_reply_clear(snd_reply *r)
 {
     free(r->text);
+    sl_reply_free(&r->said);
     memset(r, 0, sizeof *r);
 }
 
@@ -141,7 +147,8 @@ int snd_reply_read(const char *p, size_t n, snd_reply *out, size_t *used)
     snprintf(out->enh, sizeof out->enh, "%s", said.enh);
     out->text = text.data ? sl_buf_steal(&text, NULL) : xstrdup("");
     out->local = false;
-    sl_reply_free(&said);
+    sl_reply_free(&out->said);
+    out->said = said; /* now owned by out */
     return 0;
 }
 

@@ -149,12 +149,9 @@ static void finish_local(delivery *dl, sl_smtp_cond cond, int code, const char *
     free(t);
     r.stage = SL_STAGE_RCPT;
     r.cond = cond;
-    sl_reply sr;
-    sl_reply_of(r.code, r.enh, r.text, &sr);
     sl_trouble_verdict v;
-    sl_trouble_decide(dl->w->sh.trouble, SL_STAGE_RCPT, cond, cond == SL_COND_REPLY ? &sr : NULL,
-                      &v);
-    sl_reply_free(&sr);
+    sl_trouble_decide(dl->w->sh.trouble, SL_STAGE_RCPT, cond,
+                      cond == SL_COND_REPLY ? &r.said : NULL, &v);
     finish_all(dl, type_of(v.action == SL_ACT_NEXT_MX ? v.last_mx_action : v.action), &r, &v,
                reason);
     snd_reply_clear(&r);
@@ -289,12 +286,9 @@ static void start_txn(delivery *dl);
  * policy says so, else every recipient gets r. */
 static void candidate_failed(delivery *dl, const snd_reply *r)
 {
-    sl_reply sr;
-    sl_reply_of(r->code, r->enh, r->text, &sr);
     sl_trouble_verdict v;
-    sl_trouble_decide(dl->w->sh.trouble, r->stage, r->cond, r->cond == SL_COND_REPLY ? &sr : NULL,
-                      &v);
-    sl_reply_free(&sr);
+    sl_trouble_decide(dl->w->sh.trouble, r->stage, r->cond,
+                      r->cond == SL_COND_REPLY ? &r->said : NULL, &v);
     if (v.action == SL_ACT_NEXT_MX && dl->cur + 1 < dl->n_cands && !dl->w->draining) {
         const cand *c = &dl->cands[dl->cur];
         char key[600];
@@ -360,11 +354,8 @@ static void txn_done(snd_txn *t)
             dl->pending_idx[keep++] = i;
             continue;
         }
-        sl_reply sr;
-        sl_reply_of(r->code, r->enh, r->text, &sr);
         sl_trouble_verdict v;
-        sl_trouble_decide(tr, r->stage, r->cond, r->cond == SL_COND_REPLY ? &sr : NULL, &v);
-        sl_reply_free(&sr);
+        sl_trouble_decide(tr, r->stage, r->cond, r->cond == SL_COND_REPLY ? &r->said : NULL, &v);
         sl_trouble_action a = v.action;
         if (a == SL_ACT_NEXT_MX)
             a = SL_ACT_DEFER;
