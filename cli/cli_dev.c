@@ -24,6 +24,7 @@
 #include "config.h"
 #include "kafka.h"
 #include "log.h"
+#include "map.h"
 #include "reader.h"
 #include "util.h"
 #include "wire.h"
@@ -279,34 +280,22 @@ static void demo_ack_cb(void *arg, int err)
         a->acked++;
 }
 
-/* Job ids of this demo, in an open-addressing set with per-job counters. */
+/* Job ids of this demo (common/map.h), each with its counters. */
+typedef struct demo_job {
+    uint8_t final; /* 0 none, else EventType of the first final event */
+    uint16_t delivered;
+} demo_job;
+
 typedef struct demo_set {
-    char (*ids)[27];
-    uint8_t *final;     /* 0 none, else EventType of the first final event */
-    uint16_t *delivered;
-    size_t cap;
+    sl_map ids;      /* job id -> demo_job in jobs[] */
+    demo_job *jobs;  /* one per published message, owned */
+    size_t n;
 } demo_set;
 
-static uint64_t id_hash(const char *s)
+static void set_free(demo_set *s)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
-static ssize_t set_find(demo_set *s, const char *id, bool insert)
-{
-    size_t i = id_hash(id) & (s->cap - 1);
-    while (s->ids[i][0]) {
-        if (!strcmp(s->ids[i], id))
-            return (ssize_t)i;
-        i = (i + 1) & (s->cap - 1);
-    }
-    if (!insert)
-        return -1;
-    memcpy(s->ids[i], id, 27);
-    return (ssize_t)i;
+    sl_map_free(&s->ids);
+    free(s->jobs);
 }
 
 static int publish_demo(const sl_config *cfg, long n, demo_set *set)
@@ -349,7 +338,7 @@ static int publish_demo(const sl_config *cfg, long n, demo_set *set)
         sl_job_id_new(id);
         snprintf(rcpt, sizeof rcpt, "user%ld@%s", i, domain);
         snprintf(num, sizeof num, "%ld", i + 1);
-        set_find(set, id, true);
+        sl_map_put(&set->ids, id, &set->jobs[set->n++]);
         sl_job j = SLUICE__V1__JOB__INIT;
         j.version = SLUICE_WIRE_VERSION;
         j.job_id = id;
@@ -411,19 +400,14 @@ static void progress(long done, long total, int64_t start_ms, bool tty)
 
 static int run_demo(dev_state *st, const sl_config *cfg, long n, int timeout_s)
 {
-    demo_set set = {0};
-    set.cap = 1;
-    while (set.cap < (size_t)n * 2 + 16)
-        set.cap <<= 1;
-    set.ids = xcalloc(set.cap, sizeof *set.ids);
-    set.final = xcalloc(set.cap, 1);
-    set.delivered = xcalloc(set.cap, sizeof *set.delivered);
+    demo_set set = {.jobs = xcalloc((size_t)n + 1, sizeof(demo_job))};
+    sl_map_init(&set.ids);
     int64_t start = sl_mono_ms();
     bool tty = isatty(STDERR_FILENO);
     if (!st->json)
         fprintf(stderr, "sluice dev: publishing %ld demo messages\n", n);
     if (publish_demo(cfg, n, &set)) {
-        free(set.ids), free(set.final), free(set.delivered);
+        set_free(&set);
         return 1;
     }
     char *err = NULL;
@@ -458,22 +442,22 @@ static int run_demo(dev_state *st, const sl_config *cfg, long n, int timeout_s)
             sl_event *e = NULL;
             const char *why;
             if (!sl_event_decode(m->payload, m->len, &e, &why) && e->job_id) {
-                ssize_t i = set_find(&set, e->job_id, false);
-                if (i >= 0) {
+                demo_job *job = sl_map_get(&set.ids, e->job_id);
+                if (job) {
                     switch (e->type) {
                     case SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED:
                         deferred++;
                         break;
                     case SLUICE__V1__EVENT_TYPE__EVENT_DELIVERED:
-                        if (++set.delivered[i] > 1)
+                        if (++job->delivered > 1)
                             duplicates++;
                         /* fall through */
                     case SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED:
                     case SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED:
                     case SLUICE__V1__EVENT_TYPE__EVENT_SUPPRESSED:
                     case SLUICE__V1__EVENT_TYPE__EVENT_REJECTED:
-                        if (!set.final[i]) {
-                            set.final[i] = (uint8_t)e->type;
+                        if (!job->final) {
+                            job->final = (uint8_t)e->type;
                             counts[e->type]++;
                             finals++;
                         }
@@ -536,7 +520,7 @@ static int run_demo(dev_state *st, const sl_config *cfg, long n, int timeout_s)
                el > 0 ? finals / el : 0, st->dir);
     }
     fflush(stdout);
-    free(set.ids), free(set.final), free(set.delivered);
+    set_free(&set);
     return rc ? rc : (delivered + bounced + other == n ? 0 : 1);
 }
 

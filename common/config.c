@@ -22,6 +22,7 @@
  * Secrets (kafka.sasl_password) are never put into a message.
  */
 #include "config.h"
+#include "hostport.h"
 #include "util.h"
 
 #include <arpa/inet.h>
@@ -690,55 +691,6 @@ static int opt_size(cfg_ctx *c, const cfg_node *m, const char *path, const char 
     return 1;
 }
 
-/* "host:port", "[v6]:port", or (when the port is optional) "host" or a
- * bare IPv6 literal, then *port = dflt. *host (when host is not NULL) is
- * malloc'd. */
-static int parse_hostport(const char *s, bool need_port, uint16_t dflt, char **host, uint16_t *port)
-{
-    const char *h = s, *portstr = NULL;
-    size_t hl;
-    const char *first = strchr(s, ':'), *last = strrchr(s, ':');
-    if (*s == '[') {
-        const char *close = strchr(s, ']');
-        if (!close)
-            return -1;
-        h = s + 1;
-        hl = (size_t)(close - h);
-        if (close[1] == ':')
-            portstr = close + 2;
-        else if (close[1])
-            return -1;
-    } else if (first && first != last) {
-        struct in6_addr a6;
-        if (inet_pton(AF_INET6, s, &a6) != 1)
-            return -1;
-        hl = strlen(s);
-    } else if (first) {
-        hl = (size_t)(first - s);
-        portstr = first + 1;
-    } else {
-        hl = strlen(s);
-    }
-    if (hl == 0)
-        return -1;
-    for (size_t i = 0; i < hl; i++)
-        if (h[i] == ' ' || h[i] == '\t' || h[i] == '/' || h[i] == '[' || h[i] == ']')
-            return -1;
-    if (portstr) {
-        int64_t p;
-        if (*portstr < '0' || *portstr > '9' || parse_int(portstr, &p) < 0 || p < 1 || p > 65535)
-            return -1;
-        *port = (uint16_t)p;
-    } else {
-        if (need_port)
-            return -1;
-        *port = dflt;
-    }
-    if (host)
-        *host = xstrndup(h, hl);
-    return 0;
-}
-
 /* Canonical text of an IPv4/IPv6 address, or NULL when s is not one. */
 static char *ip_canon(const char *s)
 {
@@ -756,7 +708,7 @@ static bool dns_server_ok(const char *s)
 {
     char *host = NULL;
     uint16_t port;
-    if (parse_hostport(s, false, 53, &host, &port) < 0)
+    if (sl_hostport_parse(s, 0, 53, &host, &port) < 0)
         return false;
     char *ip = ip_canon(host);
     free(host);
@@ -1056,7 +1008,7 @@ static int walk_routes(cfg_ctx *c, const cfg_node *m)
             return cfg_fail(c, k->line, "key '%s': needs a host:port", kp);
         TRY(need_scalar(c, v, kp, "host:port"));
         sl_route *r = &cfg->routes[cfg->n_routes];
-        if (parse_hostport(v->s, false, 25, &r->host, &r->port) < 0)
+        if (sl_hostport_parse(v->s, 0, 25, &r->host, &r->port) < 0)
             return cfg_fail(c, v->line, "key '%s': '%s' is not host:port", kp, v->s);
         r->pattern = xstrdup(k->s);
         sl_lower(r->pattern);
@@ -1174,7 +1126,7 @@ static int walk_pools(cfg_ctx *c, const cfg_node *m)
             if (src->socks5) {
                 uint16_t port;
                 key_path(kp, sizeof(kp), sp, "socks5");
-                if (parse_hostport(src->socks5, true, 0, NULL, &port) < 0)
+                if (sl_hostport_parse(src->socks5, SL_HP_NEED_PORT, 0, NULL, &port) < 0)
                     return cfg_fail(c, map_get(e, "socks5")->line,
                                     "key '%s': '%s' is not host:port", kp, src->socks5);
             }
@@ -1572,7 +1524,7 @@ static int walk_submit(cfg_ctx *c, const cfg_node *m)
             while (*mode == ' ')
                 mode++;
             uint16_t port;
-            int bad = parse_hostport(addr, true, 0, NULL, &port);
+            int bad = sl_hostport_parse(addr, SL_HP_LISTEN, 0, NULL, &port);
             free(addr);
             if (bad < 0)
                 return cfg_fail(c, line, "key 'submit.listen[%zu]': '%s' is not host:port [mode]",
@@ -1637,7 +1589,7 @@ static int walk_metrics(cfg_ctx *c, const cfg_node *m)
     int r = opt_str(c, m, "metrics", "listen", &cfg->metrics.listen);
     TRY(r);
     uint16_t port;
-    if (r && parse_hostport(cfg->metrics.listen, true, 0, NULL, &port) < 0)
+    if (r && sl_hostport_parse(cfg->metrics.listen, SL_HP_LISTEN, 0, NULL, &port) < 0)
         return cfg_fail(c, map_get(m, "listen")->line,
                         "key 'metrics.listen': '%s' is not host:port", cfg->metrics.listen);
     return 0;
@@ -1817,7 +1769,7 @@ static int env_apply_vars(cfg_ctx *c, bool strict)
     }
     if ((v = env_get("SLUICE_METRICS_LISTEN"))) {
         uint16_t port;
-        if (parse_hostport(v, true, 0, NULL, &port) == 0) {
+        if (sl_hostport_parse(v, SL_HP_LISTEN, 0, NULL, &port) == 0) {
             free(cfg->metrics.listen);
             cfg->metrics.listen = xstrdup(v);
         } else if (strict) {

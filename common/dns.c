@@ -4,7 +4,7 @@
  * The contract is in dns.h. How it works:
  *
  * Every name being resolved or cached is one dns_entry, found by
- * (type, name) in a chained hash table. A lookup either finds a finished
+ * (type, name) in the string hash map (map.h). A lookup either finds a finished
  * entry that has not expired (a cache hit: the waiter is queued and
  * delivered from a zero-delay timer, so no callback ever runs inside
  * sl_dns_mx()/sl_dns_addr()), finds a pending entry (the waiter joins it:
@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "map.h"
 #include "metrics.h"
 #include "util.h"
 
@@ -80,12 +81,11 @@ struct dns_entry {
     sl_dns *dns;
     int type;
     char *name;
-    unsigned hash;
+    char *key; /* "type/name", the table's key */
     int refs;
     bool pending; /* queries outstanding */
     bool in_table;
     int outstanding;
-    dns_entry *hnext;
     dns_entry *lru_prev, *lru_next; /* cached (finished) entries only */
     dns_waiter *waiters, **waiters_tail;
 
@@ -115,9 +115,7 @@ struct sl_dns {
     int open_handles;
     dns_sock *socks;
 
-    dns_entry **buckets;
-    size_t n_buckets;
-    size_t n_entries; /* in the table, pending or not */
+    sl_map table; /* entry key -> dns_entry, pending or not; holds a reference */
     size_t n_cached;  /* on the LRU list */
     size_t cache_max;
     dns_entry *lru_head, *lru_tail; /* head: most recently used */
@@ -193,14 +191,6 @@ static uint64_t dns_rand(sl_dns *dns)
     x ^= x >> 27;
     dns->rng = x;
     return x * 0x2545F4914F6CDD1DULL;
-}
-
-static unsigned dns_hash(int type, const char *name)
-{
-    unsigned h = 2166136261u ^ (unsigned)type;
-    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return h;
 }
 
 /* Lower-case, drop one trailing dot, check the shape. NULL if unusable. */
@@ -322,6 +312,7 @@ static void entry_unref(dns_entry *e)
     free(e->part4.ips);
     free(e->part6.ips);
     free(e->name);
+    free(e->key);
     free(e);
 }
 
@@ -360,54 +351,24 @@ static void table_remove(sl_dns *dns, dns_entry *e)
 {
     if (!e->in_table)
         return;
-    dns_entry **pp = &dns->buckets[e->hash & (dns->n_buckets - 1)];
-    while (*pp != e)
-        pp = &(*pp)->hnext;
-    *pp = e->hnext;
-    e->hnext = NULL;
+    sl_map_del(&dns->table, e->key);
     e->in_table = false;
-    dns->n_entries--;
     if (on_lru(dns, e))
         lru_unlink(dns, e);
     entry_unref(e);
 }
 
-static void table_grow(sl_dns *dns)
-{
-    size_t n = dns->n_buckets * 2;
-    dns_entry **b = xcalloc(n, sizeof *b);
-    for (size_t i = 0; i < dns->n_buckets; i++) {
-        dns_entry *e = dns->buckets[i];
-        while (e) {
-            dns_entry *next = e->hnext;
-            e->hnext = b[e->hash & (n - 1)];
-            b[e->hash & (n - 1)] = e;
-            e = next;
-        }
-    }
-    free(dns->buckets);
-    dns->buckets = b;
-    dns->n_buckets = n;
-}
-
-static dns_entry *table_find(sl_dns *dns, int type, const char *name, unsigned hash)
-{
-    for (dns_entry *e = dns->buckets[hash & (dns->n_buckets - 1)]; e; e = e->hnext)
-        if (e->hash == hash && e->type == type && !strcmp(e->name, name))
-            return e;
-    return NULL;
-}
-
 static void table_insert(sl_dns *dns, dns_entry *e)
 {
-    if (dns->n_entries >= dns->n_buckets)
-        table_grow(dns);
-    size_t b = e->hash & (dns->n_buckets - 1);
-    e->hnext = dns->buckets[b];
-    dns->buckets[b] = e;
+    sl_map_put(&dns->table, e->key, e);
     e->in_table = true;
     e->refs++;
-    dns->n_entries++;
+}
+
+static int table_remove_each(void *arg, const char *key, void *val)
+{
+    table_remove(arg, val);
+    return 0;
 }
 
 static void cache_trim(sl_dns *dns)
@@ -743,7 +704,7 @@ static void on_handle_closed(uv_handle_t *h)
         free(DNS_CONTAINER_OF((uv_poll_t *)h, dns_sock, poll));
     dns->open_handles--;
     if (dns->open_handles == 0 && dns->closing) {
-        free(dns->buckets);
+        sl_map_free(&dns->table);
         free(dns);
     }
 }
@@ -860,8 +821,7 @@ sl_dns *sl_dns_new(uv_loop_t *loop, const sl_config *cfg, char **err)
 
     sl_dns *dns = xcalloc(1, sizeof *dns);
     dns->loop = loop;
-    dns->n_buckets = 64;
-    dns->buckets = xcalloc(dns->n_buckets, sizeof *dns->buckets);
+    sl_map_init(&dns->table);
     dns->cache_max = DNS_DEFAULT_CACHE_MAX;
     dns->ready_tail = &dns->ready;
     dns->ipv6 = true;
@@ -884,7 +844,7 @@ sl_dns *sl_dns_new(uv_loop_t *loop, const sl_config *cfg, char **err)
     if (rc != ARES_SUCCESS) {
         if (err)
             *err = xasprintf("dns: cannot initialise c-ares: %s", ares_strerror(rc));
-        free(dns->buckets);
+        sl_map_free(&dns->table);
         free(dns);
         return NULL;
     }
@@ -897,7 +857,7 @@ sl_dns *sl_dns_new(uv_loop_t *loop, const sl_config *cfg, char **err)
                 *err = xasprintf("dns: bad dns.servers '%s': %s", csv, ares_strerror(rc));
             free(csv);
             ares_destroy(dns->channel);
-            free(dns->buckets);
+            sl_map_free(&dns->table);
             free(dns);
             return NULL;
         }
@@ -936,9 +896,7 @@ static void dns_teardown(sl_dns *dns)
     }
     drain_ready(dns, SL_DNS_CANCELLED);
     dns->busy--;
-    for (size_t i = 0; i < dns->n_buckets; i++)
-        while (dns->buckets[i])
-            table_remove(dns, dns->buckets[i]);
+    sl_map_each(&dns->table, table_remove_each, dns);
     while (dns->socks) {
         dns_sock *s = dns->socks;
         dns->socks = s->next;
@@ -982,14 +940,15 @@ static int dns_lookup(sl_dns *dns, int type, const char *name, dns_waiter *w)
         return SL_EINVAL;
     }
     const char *tname = type == DNS_T_MX ? "type=\"mx\"" : "type=\"addr\"";
-    unsigned hash = dns_hash(type, norm);
-    dns_entry *e = table_find(dns, type, norm, hash);
+    char *key = xasprintf("%d/%s", type, norm);
+    dns_entry *e = sl_map_get(&dns->table, key);
     if (e && !e->pending && e->expires_ms <= sl_mono_ms()) {
         table_remove(dns, e);
         e = NULL;
     }
     if (e && !e->pending) {
         free(norm);
+        free(key);
         lru_unlink(dns, e);
         lru_push_front(dns, e);
         sl_metric_inc("sluice_dns_cache_hits_total", tname, 1);
@@ -998,6 +957,7 @@ static int dns_lookup(sl_dns *dns, int type, const char *name, dns_waiter *w)
     }
     if (e) { /* in flight: coalesce */
         free(norm);
+        free(key);
         *e->waiters_tail = w;
         e->waiters_tail = &w->next;
         sl_metric_inc("sluice_dns_cache_hits_total", tname, 1);
@@ -1007,7 +967,7 @@ static int dns_lookup(sl_dns *dns, int type, const char *name, dns_waiter *w)
     e->dns = dns;
     e->type = type;
     e->name = norm;
-    e->hash = hash;
+    e->key = key;
     e->pending = true;
     e->waiters = w;
     e->waiters_tail = &w->next;

@@ -3,6 +3,7 @@
  * sorts by name so each metric family is contiguous in the output.
  */
 #include "metrics.h"
+#include "hostport.h"
 #include "health.h"
 #include "log.h"
 
@@ -472,19 +473,9 @@ static void *http_main(void *arg)
 
 int sl_http_start(const char *listen, int *port_out, char **err)
 {
-    char host[256];
-    const char *colon = strrchr(listen, ':');
-    if (!colon || (size_t)(colon - listen) >= sizeof host) {
-        *err = xasprintf("metrics listen '%s': expected HOST:PORT", listen);
-        return SL_EINVAL;
-    }
-    memcpy(host, listen, (size_t)(colon - listen));
-    host[colon - listen] = 0;
-    int port = atoi(colon + 1);
     struct sockaddr_storage ss;
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) &&
-        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss)) {
-        *err = xasprintf("metrics listen '%s': bad address", listen);
+    if (sl_hostport_addr(listen, SL_HP_LISTEN | SL_HP_RESOLVE, &ss) < 0) {
+        *err = xasprintf("metrics listen '%s': not host:port, or the host is unknown", listen);
         return SL_EINVAL;
     }
     sl_metric_help("sluice_metrics_connections_dropped_total", SL_METRIC_COUNTER,
@@ -502,7 +493,8 @@ int sl_http_start(const char *listen, int *port_out, char **err)
         struct sockaddr_storage name;
         int len = sizeof name;
         uv_tcp_getsockname(&http_server, (struct sockaddr *)&name, &len);
-        *port_out = ntohs(((struct sockaddr_in *)&name)->sin_port);
+        *port_out = name.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&name)->sin6_port)
+                                               : ntohs(((struct sockaddr_in *)&name)->sin_port);
     }
     pthread_create(&http_thread, NULL, http_main, NULL);
     pthread_detach(http_thread);

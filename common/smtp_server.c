@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE /* strcasestr */
 #include "smtp_server.h"
+#include "hostport.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -1561,37 +1562,6 @@ smtpd_server *smtpd_server_new(uv_loop_t *loop, const smtpd_config *cfg, const s
     return srv;
 }
 
-static int parse_hostport(const char *hp, struct sockaddr_storage *ss)
-{
-    const char *colon = strrchr(hp, ':');
-    if (!colon || !colon[1])
-        return SL_EADDRESS;
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port < 0 || port > 65535)
-        return SL_EADDRESS;
-    char host[64];
-    size_t hl = (size_t)(colon - hp);
-    if (hl >= sizeof(host))
-        return SL_EADDRESS;
-    memcpy(host, hp, hl);
-    host[hl] = 0;
-    memset(ss, 0, sizeof(*ss));
-    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
-        host[hl - 1] = 0;
-        if (uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)ss) != 0)
-            return SL_EADDRESS;
-        return 0;
-    }
-    if (hl == 0 || strcmp(host, "*") == 0)
-        snprintf(host, sizeof(host), "0.0.0.0");
-    if (strcmp(host, "localhost") == 0)
-        snprintf(host, sizeof(host), "127.0.0.1");
-    if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) != 0)
-        return SL_EADDRESS;
-    return 0;
-}
-
 static void listener_closed_cb(uv_handle_t *h)
 {
     smtpd_listener *l = h->data;
@@ -1607,7 +1577,7 @@ int smtpd_server_listen(smtpd_server *srv, const char *hostport, smtpd_tls_mode 
     if (mode != SMTPD_PLAIN && !srv->cfg.tls_ctx)
         return SL_EINVAL;
     struct sockaddr_storage ss;
-    int rc = parse_hostport(hostport, &ss);
+    int rc = sl_hostport_addr(hostport, SL_HP_LISTEN | SL_HP_RESOLVE, &ss);
     if (rc)
         return rc;
     smtpd_listener *l = xcalloc(1, sizeof(*l));

@@ -2,6 +2,7 @@
  * sched_backoff - see sched_backoff.h.
  */
 #include "sched_backoff.h"
+#include "smtp_reply.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -208,39 +209,16 @@ void sched_backoff_rules_free(sched_backoff_rules *r)
     memset(r, 0, sizeof *r);
 }
 
-/* "CODE ENH TEXT" with TEXT the reply lines joined by one space, each
- * line's own "421-" / "421 " and repeated enhanced code removed, so that
- * rules see "421 4.7.0 [TSS04] Messages ..." whether or not the sender kept
- * the reply's prefixes. */
-static void reply_line(sl_buf *b, unsigned code, const char *enh, const char *text)
-{
-    sl_buf_printf(b, "%u %s", code, enh ? enh : "");
-    size_t elen = enh ? strlen(enh) : 0;
-    const char *p = text ? text : "";
-    while (*p) {
-        const char *eol = p + strcspn(p, "\r\n");
-        const char *s = p;
-        if (eol - s >= 4 && s[0] >= '0' && s[0] <= '9' && s[1] >= '0' && s[1] <= '9' &&
-            s[2] >= '0' && s[2] <= '9' && (s[3] == '-' || s[3] == ' '))
-            s += 4;
-        if (elen && (size_t)(eol - s) >= elen && !strncmp(s, enh, elen) &&
-            (s + elen == eol || s[elen] == ' '))
-            s += elen + (s + elen < eol);
-        if (eol > s) {
-            sl_buf_putc(b, ' ');
-            sl_buf_append(b, s, (size_t)(eol - s));
-        }
-        p = eol;
-        while (*p == '\r' || *p == '\n')
-            p++;
-    }
-}
-
 const sl_backoff_rule *sched_backoff_match(const sched_backoff_rules *r, const char *site,
                                            unsigned code, const char *enh, const char *text)
 {
+    /* Rules see "421 4.7.0 [TSS04] Messages ..." whether or not the sender
+     * kept the reply's prefixes. */
+    sl_reply rep;
+    sl_reply_of((int)code, enh, text, &rep);
     sl_buf b = SL_BUF_INIT;
-    reply_line(&b, code, enh, text);
+    sl_reply_rule_text(&rep, &b);
+    sl_reply_free(&rep);
     const sl_backoff_rule *hit = NULL;
     for (size_t i = 0; i < r->n && !hit; i++) {
         if (r->rules[i].site && (!site || !sl_glob_match(r->rules[i].site, site)))

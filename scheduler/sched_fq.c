@@ -10,7 +10,7 @@
 void sched_fq_init(sched_fq *q)
 {
     memset(q, 0, sizeof *q);
-    sched_map_init(&q->flows);
+    sl_map_init(&q->flows);
 }
 
 static void data_free(sched_fq *q, sched_fq_flow *f)
@@ -34,18 +34,18 @@ static int flow_free_cb(void *arg, const char *key, void *val)
 void sched_fq_free(sched_fq *q)
 {
     SL_ASSERT(q->n == 0);
-    sched_map_each(&q->flows, flow_free_cb, q);
-    sched_map_free(&q->flows);
+    sl_map_each(&q->flows, flow_free_cb, q);
+    sl_map_free(&q->flows);
     q->cursor = NULL;
 }
 
 sched_fq_flow *sched_fq_push(sched_fq *q, const char *key, sched_fq_item *it, int prio)
 {
-    sched_fq_flow *f = sched_map_get(&q->flows, key);
+    sched_fq_flow *f = sl_map_get(&q->flows, key);
     if (!f) {
         f = xcalloc(1, sizeof *f);
         f->key = xstrdup(key);
-        sched_map_put(&q->flows, key, f);
+        sl_map_put(&q->flows, key, f);
         /* A new flow joins the ring just before the cursor: it is served
          * after every flow already waiting has had its turn. */
         if (!q->cursor) {
@@ -141,7 +141,7 @@ static void unlink_item(sched_fq *q, sched_fq_item *it, bool advance)
         if (q->cursor == f)
             q->cursor = f->next;
     }
-    sched_map_del(&q->flows, f->key);
+    sl_map_del(&q->flows, f->key);
     data_free(q, f);
     free(f->key);
     free(f);

@@ -22,7 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "sched_map.h"
+#include "map.h"
 
 #define SCHED_FQ_NPRIO 3
 
@@ -43,7 +43,7 @@ struct sched_fq_flow {
 };
 
 typedef struct sched_fq {
-    sched_map flows;                /* key -> sched_fq_flow */
+    sl_map flows;                /* key -> sched_fq_flow */
     sched_fq_flow *cursor;          /* next flow to try first; NULL: empty */
     size_t n;
     size_t n_prio[SCHED_FQ_NPRIO];

@@ -17,7 +17,7 @@ typedef struct lim_ent {
 void sched_limits_init(sched_limits *l, const sl_config *cfg)
 {
     l->cfg = cfg;
-    sched_map_init(&l->buckets);
+    sl_map_init(&l->buckets);
 }
 
 static int free_bucket(void *arg, const char *key, void *val)
@@ -30,8 +30,8 @@ static int free_bucket(void *arg, const char *key, void *val)
 
 void sched_limits_free(sched_limits *l)
 {
-    sched_map_each(&l->buckets, free_bucket, NULL);
-    sched_map_free(&l->buckets);
+    sl_map_each(&l->buckets, free_bucket, NULL);
+    sl_map_free(&l->buckets);
 }
 
 size_t sched_limits_resolve(sched_limits *l, const char *tenant, const char *campaign,
@@ -49,11 +49,11 @@ size_t sched_limits_resolve(sched_limits *l, const char *tenant, const char *cam
             continue;
         char *key = xasprintf("%zu\x1f%s\x1f%s", i, lim->tenant ? tenant : "",
                               lim->campaign ? campaign : "");
-        lim_ent *e = sched_map_get(&l->buckets, key);
+        lim_ent *e = sl_map_get(&l->buckets, key);
         if (!e) {
             e = xcalloc(1, sizeof *e);
             sched_bucket_init(&e->b, lim->max_message_rate, lim->burst, now_ms);
-            sched_map_put(&l->buckets, key, e);
+            sl_map_put(&l->buckets, key, e);
         }
         free(key);
         e->refs++;
@@ -107,7 +107,7 @@ static int sweep_cb(void *arg, const char *key, void *val)
     lim_ent *e = val;
     if (e->refs || c->now - e->idle_since < c->idle || !sched_bucket_full(&e->b, c->now))
         return 0;
-    sched_map_del(&c->l->buckets, key); /* the entry being visited: allowed */
+    sl_map_del(&c->l->buckets, key); /* the entry being visited: allowed */
     free(e);
     c->freed++;
     return 0;
@@ -116,8 +116,8 @@ static int sweep_cb(void *arg, const char *key, void *val)
 size_t sched_limits_sweep(sched_limits *l, int64_t now_ms, int64_t idle_ms)
 {
     sweep_ctx c = {l, now_ms, idle_ms, 0};
-    sched_map_each(&l->buckets, sweep_cb, &c);
-    sched_map_shrink(&l->buckets);
+    sl_map_each(&l->buckets, sweep_cb, &c);
+    sl_map_shrink(&l->buckets);
     return c.freed;
 }
 

@@ -25,13 +25,13 @@
 
 #include "config.h"
 #include "sched_bucket.h"
-#include "sched_map.h"
+#include "map.h"
 
 #define SCHED_LIMITS_MAX 8 /* limits applied to one job; more are ignored */
 
 typedef struct sched_limits {
     const sl_config *cfg;
-    sched_map buckets; /* "index\x1ftenant\x1fcampaign" -> sched_bucket* */
+    sl_map buckets; /* "index\x1ftenant\x1fcampaign" -> sched_bucket* */
 } sched_limits;
 
 void sched_limits_init(sched_limits *l, const sl_config *cfg);

@@ -11,7 +11,7 @@
 #include "sched_backoff.h"
 #include "sched_bucket.h"
 #include "log.h"
-#include "sched_map.h"
+#include "map.h"
 #include "metrics.h"
 #include "sched_pick.h"
 #include "sched_fq.h"
@@ -89,7 +89,7 @@ typedef struct ssite {
     const sl_shaping *shp;
     sched_fq fq;       /* per (tenant, campaign) flow, per priority */
     size_t queued;
-    sched_map pairs;
+    sl_map pairs;
     uv_timer_t timer;
     int64_t timer_at;  /* wall ms the timer fires; 0: not armed */
     int64_t used_ms;   /* last job or feedback */
@@ -99,7 +99,7 @@ typedef struct ssite {
 struct sched_shape {
     sched_ctx *ctx;
     sl_consumer *cons;
-    sched_map sites;
+    sl_map sites;
     sched_limits limits;
     size_t buffered;
     uv_timer_t tick;
@@ -118,7 +118,7 @@ struct sched_shape {
      * (on_assign()), applied on the loop before any of its records. */
     pthread_mutex_t pend_mu;
     atomic_bool has_pend;
-    sched_map pend;           /* site -> Sluice__V1__SiteState *; under pend_mu */
+    sl_map pend;           /* site -> Sluice__V1__SiteState *; under pend_mu */
     unsigned char *pend_parts; /* the new assignment (1 per partition); under pend_mu */
     int32_t pend_n_parts;
     /* The sited partitions this shaper owns, as of the last assignment
@@ -163,7 +163,7 @@ static void pair_publish(sched_shape *s, spair *p, const char *why)
     if (!why)
         return;
     /* A backoff change is written at once, not coalesced. */
-    ssite *site = sched_map_get(&s->sites, p->site);
+    ssite *site = sl_map_get(&s->sites, p->site);
     if (site)
         site_write(s, site);
     char lab[600];
@@ -196,7 +196,7 @@ static void pair_apply_rate(spair *p, int64_t now)
 
 static spair *pair_get(ssite *site, const char *ip, const sl_source *src)
 {
-    spair *p = sched_map_get(&site->pairs, ip);
+    spair *p = sl_map_get(&site->pairs, ip);
     if (p) {
         if (src)
             p->src = src;
@@ -218,7 +218,7 @@ static spair *pair_get(ssite *site, const char *ip, const sl_source *src)
     p->dispatched = sl_metric_series("sluice_shape_dispatched_total", p->labels, SL_METRIC_COUNTER);
     p->key = xasprintf("%s/%s", ip, site->name);
     p->used_ms = now;
-    sched_map_put(&site->pairs, ip, p);
+    sl_map_put(&site->pairs, ip, p);
     site->s->n_pairs++;
     pair_publish(site->s, p, NULL);
     return p;
@@ -254,7 +254,7 @@ static void pair_free(ssite *site, spair *p)
         snprintf(l, sizeof l, "%s,cause=\"%s\"", p->labels, p->cause);
         sl_metric_drop("sluice_shape_suspended_until_seconds", l);
     }
-    sched_map_del(&site->pairs, p->ip);
+    sl_map_del(&site->pairs, p->ip);
     site->s->n_pairs--;
     free(p->labels);
     free(p->ip);
@@ -285,7 +285,7 @@ static void flow_data_free(void *arg, void *data)
 
 static ssite *site_get(sched_shape *s, const char *name)
 {
-    ssite *site = sched_map_get(&s->sites, name);
+    ssite *site = sl_map_get(&s->sites, name);
     if (site) {
         site->used_ms = sl_now_ms();
         return site;
@@ -294,14 +294,14 @@ static ssite *site_get(sched_shape *s, const char *name)
     site->s = s;
     site->name = xstrdup(name);
     site->shp = sl_config_shaping(s->ctx->cfg, name);
-    sched_map_init(&site->pairs);
+    sl_map_init(&site->pairs);
     sched_fq_init(&site->fq);
     site->fq.free_data = flow_data_free;
     site->fq.free_arg = s;
     uv_timer_init(s->ctx->loop, &site->timer);
     site->timer.data = site;
     site->used_ms = sl_now_ms();
-    sched_map_put(&s->sites, name, site);
+    sl_map_put(&s->sites, name, site);
     return site;
 }
 
@@ -530,7 +530,7 @@ static int64_t site_drain_ms(ssite *site)
     bool unlimited = false, later_unlimited = false;
     int64_t first_until = INT64_MAX;
     for (size_t i = 0; i < site->pairs.n_slots; i++)
-        for (sched_map_ent *e = site->pairs.slots[i]; e; e = e->next) {
+        for (sl_map_ent *e = site->pairs.slots[i]; e; e = e->next) {
             spair *p = e->val;
             if (!sched_backoff_usable(&p->bo)) {
                 if (p->bo.until_ms < first_until)
@@ -724,7 +724,7 @@ static void enforce_bound(sched_shape *s)
     while (s->buffered > max) {
         ssite *worst = NULL;
         for (size_t i = 0; i < s->sites.n_slots; i++)
-            for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
+            for (sl_map_ent *e = s->sites.slots[i]; e; e = e->next) {
                 ssite *site = e->val;
                 if (!worst || site->queued > worst->queued)
                     worst = site;
@@ -823,8 +823,8 @@ static void site_free(sched_shape *s, ssite *site)
                  park_reasons[i]);
         sl_metric_drop("sluice_shape_parked_total", labels);
     }
-    sched_map_del(&s->sites, site->name);
-    sched_map_free(&site->pairs);
+    sl_map_del(&s->sites, site->name);
+    sl_map_free(&site->pairs);
     sched_fq_free(&site->fq);
     s->closing++;
     uv_close((uv_handle_t *)&site->timer, site_close_cb);
@@ -840,11 +840,11 @@ static void sweep(sched_shape *s, int64_t now)
     int64_t idle = s->ctx->cfg->scheduler.idle_state_timeout_ms;
     size_t sites = 0, pairs = 0;
     for (size_t i = 0; i < s->sites.n_slots; i++)
-        for (sched_map_ent *e = s->sites.slots[i], *next; e; e = next) {
+        for (sl_map_ent *e = s->sites.slots[i], *next; e; e = next) {
             next = e->next; /* e may go */
             ssite *site = e->val;
             for (size_t k = 0; k < site->pairs.n_slots; k++)
-                for (sched_map_ent *pe = site->pairs.slots[k], *pnext; pe; pe = pnext) {
+                for (sl_map_ent *pe = site->pairs.slots[k], *pnext; pe; pe = pnext) {
                     pnext = pe->next;
                     if (pair_idle(pe->val, now, idle)) {
                         pair_free(site, pe->val);
@@ -857,7 +857,7 @@ static void sweep(sched_shape *s, int64_t now)
                 sites++;
             }
         }
-    sched_map_shrink(&s->sites);
+    sl_map_shrink(&s->sites);
     size_t limits = sched_limits_sweep(&s->limits, now, idle);
     if (limits)
         sl_metric_inc("sluice_shape_idle_freed_total", "kind=\"limit\"", (double)limits);
@@ -876,10 +876,10 @@ static void tick_cb(uv_timer_t *t)
     state_take_pending(s);
     int64_t now = sl_now_ms();
     for (size_t i = 0; i < s->sites.n_slots; i++)
-        for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
+        for (sl_map_ent *e = s->sites.slots[i]; e; e = e->next) {
             ssite *site = e->val;
             for (size_t k = 0; k < site->pairs.n_slots; k++)
-                for (sched_map_ent *pe = site->pairs.slots[k]; pe; pe = pe->next)
+                for (sl_map_ent *pe = site->pairs.slots[k]; pe; pe = pe->next)
                     pair_tick(s, pe->val, now);
         }
     if (now >= s->next_sweep && !s->stopping && !s->restore) {
@@ -922,7 +922,7 @@ static void site_write(sched_shape *s, ssite *site)
     Sluice__V1__PairState *ps = xcalloc(n ? n : 1, sizeof *ps);
     Sluice__V1__PairState **pp = xcalloc(n ? n : 1, sizeof *pp);
     for (size_t k = 0; k < site->pairs.n_slots; k++)
-        for (sched_map_ent *e = site->pairs.slots[k]; e; e = e->next) {
+        for (sl_map_ent *e = site->pairs.slots[k]; e; e = e->next) {
             const spair *p = e->val;
             Sluice__V1__PairState *q = &ps[i];
             sluice__v1__pair_state__init(q);
@@ -963,7 +963,7 @@ static void flush_cb(uv_timer_t *t)
 {
     sched_shape *s = t->data;
     for (size_t i = 0; i < s->sites.n_slots; i++)
-        for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
+        for (sl_map_ent *e = s->sites.slots[i]; e; e = e->next) {
             ssite *site = e->val;
             if (site->dirty)
                 site_write(s, site);
@@ -1029,11 +1029,11 @@ typedef struct wrestore {
     sched_shape *s;         /* NULL: the shaper was freed meanwhile */
     const sl_config *cfg;
     char *topic;
-    sched_map warm;         /* ip -> (void *)1 */
-    sched_map counts;       /* "site\x1fip" -> (uintptr_t) count */
-    sched_map seen;         /* "job\x1fattempt\x1fsite\x1fip" */
+    sl_map warm;         /* ip -> (void *)1 */
+    sl_map counts;       /* "site\x1fip" -> (uintptr_t) count */
+    sl_map seen;         /* "job\x1fattempt\x1fsite\x1fip" */
     char *state_topic;
-    sched_map states;       /* site -> Sluice__V1__SiteState *, the latest */
+    sl_map states;       /* site -> Sluice__V1__SiteState *, the latest */
     size_t n_states;        /* records read */
     int64_t since_ms;
     size_t events;
@@ -1073,15 +1073,15 @@ static size_t restore_read(wrestore *w, int64_t since_ms, int64_t limit_ms)
                            e->type == SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED ||
                            e->type == SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED;
             if (attempt && e->site && *e->site && e->source_ip &&
-                sched_map_get(&w->warm, e->source_ip) && e->timestamp_ms >= w->since_ms) {
+                sl_map_get(&w->warm, e->source_ip) && e->timestamp_ms >= w->since_ms) {
                 /* One event per recipient: count the dispatch once. */
                 char *seen = xasprintf("%s\x1f%u\x1f%s\x1f%s", e->job_id ? e->job_id : "",
                                        e->attempt, e->site, e->source_ip);
-                if (!sched_map_get(&w->seen, seen)) {
-                    sched_map_put(&w->seen, seen, (void *)1);
+                if (!sl_map_get(&w->seen, seen)) {
+                    sl_map_put(&w->seen, seen, (void *)1);
                     char *k = xasprintf("%s\x1f%s", e->site, e->source_ip);
-                    uintptr_t c = (uintptr_t)sched_map_get(&w->counts, k);
-                    sched_map_put(&w->counts, k, (void *)(c + 1));
+                    uintptr_t c = (uintptr_t)sl_map_get(&w->counts, k);
+                    sl_map_put(&w->counts, k, (void *)(c + 1));
                     free(k);
                     w->events++;
                 }
@@ -1099,7 +1099,7 @@ static size_t restore_read(wrestore *w, int64_t since_ms, int64_t limit_ms)
  * record of the given partitions (parts NULL: of all). Returns the number of
  * records read. Any thread. */
 static size_t state_read(const sl_config *cfg, const char *topic, const int32_t *parts,
-                         size_t n_parts, sched_map *states, atomic_bool *cancel,
+                         size_t n_parts, sl_map *states, atomic_bool *cancel,
                          int32_t *topic_parts)
 {
     char *err = NULL;
@@ -1134,8 +1134,8 @@ static size_t state_read(const sl_config *cfg, const char *topic, const int32_t 
             Sluice__V1__SiteState *st =
                 m->payload ? sluice__v1__site_state__unpack(NULL, m->len, m->payload) : NULL;
             /* A tombstone or an undecodable record forgets what came before. */
-            Sluice__V1__SiteState *old = st ? sched_map_put(states, site, st)
-                                            : sched_map_del(states, site);
+            Sluice__V1__SiteState *old = st ? sl_map_put(states, site, st)
+                                            : sl_map_del(states, site);
             if (old)
                 sluice__v1__site_state__free_unpacked(old, NULL);
             free(site);
@@ -1163,8 +1163,8 @@ static void on_assign(void *arg, const int32_t *parts, size_t n)
     static const int32_t none = -1; /* no partition: read for the count only */
     if (!n)
         parts = &none;
-    sched_map got;
-    sched_map_init(&got);
+    sl_map got;
+    sl_map_init(&got);
     int64_t t0 = sl_now_ms();
     int32_t total = 0;
     size_t recs = state_read(s->ctx->cfg, s->ctx->t_state, parts, n, &got, NULL, &total);
@@ -1181,8 +1181,8 @@ static void on_assign(void *arg, const int32_t *parts, size_t n)
                 s->pend_parts[parts[i]] = 1;
     }
     for (size_t i = 0; i < got.n_slots; i++)
-        for (sched_map_ent *e = got.slots[i]; e; e = e->next) {
-            Sluice__V1__SiteState *old = sched_map_put(&s->pend, e->key, e->val);
+        for (sl_map_ent *e = got.slots[i]; e; e = e->next) {
+            Sluice__V1__SiteState *old = sl_map_put(&s->pend, e->key, e->val);
             if (old)
                 sluice__v1__site_state__free_unpacked(old, NULL);
         }
@@ -1190,7 +1190,7 @@ static void on_assign(void *arg, const int32_t *parts, size_t n)
     pthread_mutex_unlock(&s->pend_mu);
     sl_info("shape: state of %zu sites of %zu assigned partitions read (%zu records, %lld ms)",
             got.count, n, recs, (long long)(sl_now_ms() - t0));
-    sched_map_free(&got);
+    sl_map_free(&got);
 }
 
 typedef struct state_apply_arg {
@@ -1211,10 +1211,10 @@ static void state_take_pending(sched_shape *s)
 {
     if (!atomic_load(&s->has_pend))
         return;
-    sched_map got;
+    sl_map got;
     pthread_mutex_lock(&s->pend_mu);
     got = s->pend;
-    sched_map_init(&s->pend);
+    sl_map_init(&s->pend);
     if (s->pend_n_parts) {
         free(s->parts);
         s->parts = s->pend_parts;
@@ -1225,9 +1225,9 @@ static void state_take_pending(sched_shape *s)
     atomic_store(&s->has_pend, false);
     pthread_mutex_unlock(&s->pend_mu);
     state_apply_arg sa = {s, sl_now_ms()};
-    sched_map_each(&got, state_apply_cb, &sa);
-    sched_map_each(&got, state_free_cb, NULL);
-    sched_map_free(&got);
+    sl_map_each(&got, state_apply_cb, &sa);
+    sl_map_each(&got, state_free_cb, NULL);
+    sl_map_free(&got);
     sl_metric_inc("sluice_shape_state_restores_total", NULL, 1);
 }
 
@@ -1289,12 +1289,12 @@ static int pump_site_cb(void *arg, const char *key, void *val)
 
 static void restore_free(wrestore *w)
 {
-    sched_map_each(&w->states, state_free_cb, NULL);
-    sched_map_free(&w->states);
+    sl_map_each(&w->states, state_free_cb, NULL);
+    sl_map_free(&w->states);
     free(w->state_topic);
-    sched_map_free(&w->warm);
-    sched_map_free(&w->counts);
-    sched_map_free(&w->seen);
+    sl_map_free(&w->warm);
+    sl_map_free(&w->counts);
+    sl_map_free(&w->seen);
     free(w->topic);
     free(w);
 }
@@ -1311,19 +1311,19 @@ static void restore_done(uv_work_t *req, int status)
     s->restore = NULL;
     if (!atomic_load(&w->cancel)) {
         state_apply_arg sa = {s, sl_now_ms()};
-        sched_map_each(&w->states, state_apply_cb, &sa);
+        sl_map_each(&w->states, state_apply_cb, &sa);
         sl_info("shape: state restored for %zu sites from %zu records of %s", w->states.count,
                 w->n_states, w->state_topic);
         restore_apply ra = {s, sched_day_of(sl_now_ms()), 0};
         if (ra.day == sched_day_of(w->since_ms))
-            sched_map_each(&w->counts, restore_apply_cb, &ra);
+            sl_map_each(&w->counts, restore_apply_cb, &ra);
         sl_info("shape: today's warm-up counts restored for %zu (site, IP) pairs from %zu "
                 "dispatches", ra.pairs, w->events);
     }
     bool cancelled = atomic_load(&w->cancel);
     restore_free(w);
     if (!cancelled)
-        sched_map_each(&s->sites, pump_site_cb, NULL);
+        sl_map_each(&s->sites, pump_site_cb, NULL);
     /* While the shaper lives, closing only counts this hold. */
     if (--s->closing == 0 && s->freeing)
         free(s);
@@ -1333,15 +1333,15 @@ static void restore_start(sched_shape *s)
 {
     const sl_config *cfg = s->ctx->cfg;
     wrestore *w = xcalloc(1, sizeof *w);
-    sched_map_init(&w->warm);
-    sched_map_init(&w->counts);
-    sched_map_init(&w->seen);
-    sched_map_init(&w->states);
+    sl_map_init(&w->warm);
+    sl_map_init(&w->counts);
+    sl_map_init(&w->seen);
+    sl_map_init(&w->states);
     w->state_topic = xstrdup(s->ctx->t_state);
     for (size_t i = 0; i < cfg->n_pools; i++)
         for (size_t k = 0; k < cfg->pools[i].n_sources; k++)
             if (cfg->pools[i].sources[k].has_warmup)
-                sched_map_put(&w->warm, cfg->pools[i].sources[k].ip, (void *)1);
+                sl_map_put(&w->warm, cfg->pools[i].sources[k].ip, (void *)1);
     w->s = s;
     w->cfg = cfg;
     w->topic = xstrdup(s->ctx->t_events);
@@ -1362,8 +1362,8 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
 {
     sched_shape *s = xcalloc(1, sizeof *s);
     s->ctx = ctx;
-    sched_map_init(&s->sites);
-    sched_map_init(&s->pend);
+    sl_map_init(&s->sites);
+    sl_map_init(&s->pend);
     pthread_mutex_init(&s->pend_mu, NULL);
     atomic_init(&s->has_pend, false);
     sched_limits_init(&s->limits, ctx->cfg);
@@ -1381,8 +1381,8 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
     s->cons = sl_consumer_new(ctx->cfg, ctx->loop, &o, err);
     if (!s->cons) {
         sched_limits_free(&s->limits);
-        sched_map_free(&s->sites);
-        sched_map_free(&s->pend);
+        sl_map_free(&s->sites);
+        sl_map_free(&s->pend);
         pthread_mutex_destroy(&s->pend_mu);
         free(s);
         return NULL;
@@ -1448,7 +1448,7 @@ void sched_shape_stop(sched_shape *s, sl_drained_cb cb, void *arg)
     uv_timer_stop(&s->tick);
     uv_timer_stop(&s->flush);
     for (size_t i = 0; i < s->sites.n_slots; i++)
-        for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
+        for (sl_map_ent *e = s->sites.slots[i]; e; e = e->next) {
             ssite *site = e->val;
             uv_timer_stop(&site->timer);
             site->timer_at = 0;
@@ -1535,8 +1535,8 @@ void sched_shape_free(sched_shape *s)
         return;
     sl_consumer_free(s->cons);
     /* The consumer thread is gone: no on_assign() any more. */
-    sched_map_each(&s->pend, state_free_cb, NULL);
-    sched_map_free(&s->pend);
+    sl_map_each(&s->pend, state_free_cb, NULL);
+    sl_map_free(&s->pend);
     free(s->pend_parts);
     free(s->parts);
     pthread_mutex_destroy(&s->pend_mu);
@@ -1547,11 +1547,11 @@ void sched_shape_free(sched_shape *s)
     s->freeing = true;
     s->closing += 1;
     for (size_t i = 0; i < s->sites.n_slots; i++)
-        for (sched_map_ent *e = s->sites.slots[i]; e; e = e->next) {
+        for (sl_map_ent *e = s->sites.slots[i]; e; e = e->next) {
             ssite *site = e->val;
             SL_ASSERT(site->queued == 0);
             for (size_t k = 0; k < site->pairs.n_slots; k++)
-                for (sched_map_ent *pe = site->pairs.slots[k]; pe; pe = pe->next) {
+                for (sl_map_ent *pe = site->pairs.slots[k]; pe; pe = pe->next) {
                     spair *p = pe->val;
                     free(p->labels);
                     free(p->ip);
@@ -1559,12 +1559,12 @@ void sched_shape_free(sched_shape *s)
                     sl_buf_free(&p->head);
                     free(p);
                 }
-            sched_map_free(&site->pairs);
+            sl_map_free(&site->pairs);
             sched_fq_free(&site->fq);
             s->closing++;
             uv_close((uv_handle_t *)&site->timer, site_close_cb);
         }
-    sched_map_free(&s->sites);
+    sl_map_free(&s->sites);
     sched_limits_free(&s->limits);
     for (size_t i = 0; i < s->ctx->cfg->n_routes; i++)
         free(s->routes[i]);

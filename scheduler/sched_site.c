@@ -2,7 +2,7 @@
  * sched_site - see sched_site.h.
  */
 #include "sched_site.h"
-#include "sched_map.h"
+#include "map.h"
 #include "util.h"
 
 #include <stdlib.h>
@@ -16,8 +16,8 @@ typedef struct glob_pat {
 } glob_pat;
 
 typedef struct pat_index {
-    sched_map exact;  /* "gmail.com" -> lowest rank */
-    sched_map tail;   /* "*.hotmail.com" under ".hotmail.com" -> lowest rank */
+    sl_map exact;  /* "gmail.com" -> lowest rank */
+    sl_map tail;   /* "*.hotmail.com" under ".hotmail.com" -> lowest rank */
     glob_pat *globs;  /* every other pattern, in rank order */
     size_t n_globs;
 } pat_index;
@@ -28,13 +28,13 @@ struct sched_sites {
     pat_index domains, mx;
 };
 
-static void put_lowest(sched_map *m, const char *key, uint32_t rank)
+static void put_lowest(sl_map *m, const char *key, uint32_t rank)
 {
     char *k = xstrdup(key);
     sl_lower(k);
-    uintptr_t had = (uintptr_t)sched_map_get(m, k);
+    uintptr_t had = (uintptr_t)sl_map_get(m, k);
     if (!had || rank < had)
-        sched_map_put(m, k, (void *)(uintptr_t)rank);
+        sl_map_put(m, k, (void *)(uintptr_t)rank);
     free(k);
 }
 
@@ -54,10 +54,10 @@ sched_sites *sched_sites_new(const sl_config *cfg)
 {
     sched_sites *s = xcalloc(1, sizeof *s);
     s->cfg = cfg;
-    sched_map_init(&s->domains.exact);
-    sched_map_init(&s->domains.tail);
-    sched_map_init(&s->mx.exact);
-    sched_map_init(&s->mx.tail);
+    sl_map_init(&s->domains.exact);
+    sl_map_init(&s->domains.tail);
+    sl_map_init(&s->mx.exact);
+    sl_map_init(&s->mx.tail);
     size_t n = 1;
     for (size_t i = 0; i < cfg->n_sites; i++)
         n += cfg->sites[i].n_domains + cfg->sites[i].n_mx;
@@ -79,8 +79,8 @@ sched_sites *sched_sites_new(const sl_config *cfg)
 
 static void index_free(pat_index *x)
 {
-    sched_map_free(&x->exact);
-    sched_map_free(&x->tail);
+    sl_map_free(&x->exact);
+    sl_map_free(&x->tail);
     free(x->globs);
 }
 
@@ -102,9 +102,9 @@ static uint32_t index_match(const pat_index *x, const char *name)
     char *low = len < sizeof stack ? stack : xmalloc(len + 1);
     memcpy(low, name, len + 1);
     sl_lower(low);
-    uint32_t best = (uint32_t)(uintptr_t)sched_map_get(&x->exact, low);
+    uint32_t best = (uint32_t)(uintptr_t)sl_map_get(&x->exact, low);
     for (const char *dot = strchr(low, '.'); dot; dot = strchr(dot + 1, '.')) {
-        uint32_t r = (uint32_t)(uintptr_t)sched_map_get(&x->tail, dot);
+        uint32_t r = (uint32_t)(uintptr_t)sl_map_get(&x->tail, dot);
         if (r && (!best || r < best))
             best = r;
     }

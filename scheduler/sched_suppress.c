@@ -3,7 +3,7 @@
  */
 #include "sched_suppress.h"
 #include "log.h"
-#include "sched_map.h"
+#include "map.h"
 #include "metrics.h"
 #include "reader.h"
 
@@ -12,7 +12,7 @@
 
 struct sched_suppress {
     sched_ctx *ctx;
-    sched_map set;         /* key -> (void *)1 */
+    sl_map set;         /* key -> (void *)1 */
     sl_reader *reader;     /* NULL in tests */
     uv_timer_t timer;
     bool loaded;
@@ -33,9 +33,9 @@ void sched_suppress_put(sched_suppress *s, const char *tenant, const char *addre
 {
     char *k = sched_suppress_key(tenant, address);
     if (on)
-        sched_map_put(&s->set, k, (void *)1);
+        sl_map_put(&s->set, k, (void *)1);
     else
-        sched_map_del(&s->set, k);
+        sl_map_del(&s->set, k);
     free(k);
     sl_metric_set("sluice_suppressions", NULL, (double)s->set.count);
 }
@@ -47,12 +47,12 @@ static void apply(sched_suppress *s, rd_kafka_message_t *m)
     char *key = xstrndup(m->key, m->key_len);
     sl_lower(key);
     if (!m->payload) {
-        sched_map_del(&s->set, key);
+        sl_map_del(&s->set, key);
     } else {
         sl_suppression *sup = NULL;
         const char *why = NULL;
         if (sl_suppression_decode(m->payload, m->len, &sup, &why) == 0) {
-            sched_map_put(&s->set, key, (void *)1);
+            sl_map_put(&s->set, key, (void *)1);
             sl_suppression_free(sup);
         } else {
             sl_warn("suppressions: ignoring record %s: %s", key, why);
@@ -83,14 +83,14 @@ sched_suppress *sched_suppress_new(sched_ctx *ctx, char **err)
 {
     sched_suppress *s = xcalloc(1, sizeof *s);
     s->ctx = ctx;
-    sched_map_init(&s->set);
+    sl_map_init(&s->set);
     if (!ctx->loop) {
         s->loaded = true; /* tests: in memory only */
         return s;
     }
     s->reader = sl_reader_new(ctx->cfg, ctx->t_suppressions, 0, err);
     if (!s->reader) {
-        sched_map_free(&s->set);
+        sl_map_free(&s->set);
         free(s);
         return NULL;
     }
@@ -110,7 +110,7 @@ bool sched_suppress_has(const sched_suppress *s, const char *tenant, const char 
     if (!s->set.count)
         return false;
     char *k = sched_suppress_key(tenant, address);
-    bool hit = sched_map_get(&s->set, k) != NULL;
+    bool hit = sl_map_get(&s->set, k) != NULL;
     free(k);
     return hit;
 }
@@ -135,7 +135,7 @@ int sched_suppress_add(sched_suppress *s, const char *tenant, const char *addres
     sl_buf b = SL_BUF_INIT;
     sl_pack(&sup.base, &b);
     char *key = sched_suppress_key(tenant, addr);
-    sched_map_put(&s->set, key, (void *)1);
+    sl_map_put(&s->set, key, (void *)1);
     int rc = sl_producer_send(s->ctx->prod, s->ctx->t_suppressions, key, strlen(key), b.data,
                               b.len, NULL, 0, cb, arg);
     free(key);
@@ -153,7 +153,7 @@ void sched_suppress_free(sched_suppress *s)
 {
     if (!s)
         return;
-    sched_map_free(&s->set);
+    sl_map_free(&s->set);
     if (s->reader) {
         sl_reader_free(s->reader);
         uv_close((uv_handle_t *)&s->timer, close_cb);

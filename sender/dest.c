@@ -2,6 +2,7 @@
  * dest - see dest.h.
  */
 #include "dest.h"
+#include "map.h"
 #include "metrics.h"
 #include "util.h"
 
@@ -22,25 +23,16 @@ typedef struct dest {
     int64_t bucket_start;
     uint32_t bucket_done, prev_done;
     snd_reply why;          /* what marked it down */
-    struct dest *next;
 } dest;
 
 #define RATE_BUCKET_MS 5000
 
 struct snd_dests {
     snd_dest_opts o;
-    dest **b;
-    size_t n_buckets, n, n_down;
+    sl_map dests; /* key -> dest, owned */
+    size_t n_down;
     uint64_t rng;
 };
-
-static uint32_t fnv1a(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
-}
 
 static uint64_t next_rand(snd_dests *ds)
 {
@@ -64,8 +56,7 @@ snd_dests *snd_dests_new(const snd_dest_opts *o)
     if (ds->o.idle_ms <= 0)
         ds->o.idle_ms = 600000;
     ds->rng = o->seed ? o->seed : 0x9e3779b97f4a7c15ULL;
-    ds->n_buckets = 64;
-    ds->b = xcalloc(ds->n_buckets, sizeof *ds->b);
+    sl_map_init(&ds->dests);
     return ds;
 }
 
@@ -92,21 +83,21 @@ static void set_state(snd_dests *ds, dest *d, snd_dest_state st)
     sl_metric_inc("sluice_sender_destination_state_changes_total", l, 1);
 }
 
+static int free_each(void *arg, const char *key, void *val)
+{
+    dest *d = val;
+    if (d->state != SND_DEST_UP)
+        sl_metric_add("sluice_sender_destinations_down", NULL, -1);
+    dest_free(d);
+    return 0;
+}
+
 void snd_dests_free(snd_dests *ds)
 {
     if (!ds)
         return;
-    for (size_t i = 0; i < ds->n_buckets; i++) {
-        dest *d = ds->b[i];
-        while (d) {
-            dest *n = d->next;
-            if (d->state != SND_DEST_UP)
-                sl_metric_add("sluice_sender_destinations_down", NULL, -1);
-            dest_free(d);
-            d = n;
-        }
-    }
-    free(ds->b);
+    sl_map_each(&ds->dests, free_each, NULL);
+    sl_map_free(&ds->dests);
     free(ds);
 }
 
@@ -116,46 +107,20 @@ char *snd_dest_key(const char *source_ip, const char *socks5, const char *ip, un
                      ip ? ip : "", port);
 }
 
-static void grow(snd_dests *ds)
-{
-    size_t nb = ds->n_buckets * 2;
-    dest **b = xcalloc(nb, sizeof *b);
-    for (size_t i = 0; i < ds->n_buckets; i++) {
-        dest *d = ds->b[i];
-        while (d) {
-            dest *n = d->next;
-            size_t k = fnv1a(d->key) % nb;
-            d->next = b[k];
-            b[k] = d;
-            d = n;
-        }
-    }
-    free(ds->b);
-    ds->b = b;
-    ds->n_buckets = nb;
-}
-
 static dest *find(snd_dests *ds, const char *key, bool create, int64_t now)
 {
-    dest **bp = &ds->b[fnv1a(key) % ds->n_buckets];
-    for (dest *d = *bp; d; d = d->next)
-        if (!strcmp(d->key, key)) {
-            if (create)
-                d->last_used = now;
-            return d;
-        }
+    dest *d = sl_map_get(&ds->dests, key);
+    if (d) {
+        if (create)
+            d->last_used = now;
+        return d;
+    }
     if (!create)
         return NULL;
-    if (ds->n >= ds->n_buckets * 2) {
-        grow(ds);
-        bp = &ds->b[fnv1a(key) % ds->n_buckets];
-    }
-    dest *d = xcalloc(1, sizeof *d);
+    d = xcalloc(1, sizeof *d);
     d->key = xstrdup(key);
     d->last_used = now;
-    d->next = *bp;
-    *bp = d;
-    ds->n++;
+    sl_map_put(&ds->dests, key, d);
     return d;
 }
 
@@ -297,7 +262,7 @@ size_t snd_dest_held(snd_dests *ds, const char *key)
 
 size_t snd_dests_count(const snd_dests *ds)
 {
-    return ds->n;
+    return ds->dests.count;
 }
 
 size_t snd_dests_down(const snd_dests *ds)
@@ -305,28 +270,29 @@ size_t snd_dests_down(const snd_dests *ds)
     return ds->n_down;
 }
 
+typedef struct sweep {
+    snd_dests *ds;
+    int64_t now;
+} sweep;
+
+static bool sweep_drop(void *arg, void *val)
+{
+    sweep *sw = arg;
+    snd_dests *ds = sw->ds;
+    dest *d = val;
+    int64_t quiet_since = d->last_used > d->down_until ? d->last_used : d->down_until;
+    if (d->held != 0 || d->state == SND_DEST_PROBING || sw->now - quiet_since < ds->o.idle_ms)
+        return false;
+    if (d->state != SND_DEST_UP) {
+        ds->n_down--;
+        sl_metric_add("sluice_sender_destinations_down", NULL, -1);
+    }
+    dest_free(d);
+    return true;
+}
+
 size_t snd_dests_sweep(snd_dests *ds, int64_t now)
 {
-    size_t freed = 0;
-    for (size_t i = 0; i < ds->n_buckets; i++) {
-        dest **pp = &ds->b[i];
-        while (*pp) {
-            dest *d = *pp;
-            int64_t quiet_since = d->last_used > d->down_until ? d->last_used : d->down_until;
-            if (d->held == 0 && d->state != SND_DEST_PROBING &&
-                now - quiet_since >= ds->o.idle_ms) {
-                *pp = d->next;
-                if (d->state != SND_DEST_UP) {
-                    ds->n_down--;
-                    sl_metric_add("sluice_sender_destinations_down", NULL, -1);
-                }
-                dest_free(d);
-                ds->n--;
-                freed++;
-                continue;
-            }
-            pp = &d->next;
-        }
-    }
-    return freed;
+    sweep sw = {ds, now};
+    return sl_map_sweep(&ds->dests, sweep_drop, &sw);
 }

@@ -2,6 +2,7 @@
  * pool - see pool.h.
  */
 #include "pool.h"
+#include "map.h"
 #include "dest.h"
 #include "log.h"
 #include "metrics.h"
@@ -44,45 +45,17 @@ typedef struct snd_pool {
     size_t n_sess, cap_sess;
     bool no_tls;        /* the opportunistic handshake failed here once */
     int64_t last_used;  /* monotonic ms: submit or a session's end */
-    struct snd_pool *next;
 } snd_pool;
 
-/* Pools are found by key in a hash table (chained through ->next) that
- * doubles as the list of all pools: a sender may talk to 100,000
- * destinations, so a linear search per submit would be quadratic. */
+/* Pools are found by key in a hash map (common/map.h), which is also the
+ * set of all pools: a sender may talk to 100,000 destinations, so a linear
+ * search per submit would be quadratic. */
 struct snd_pools {
     uv_loop_t *loop;
     snd_dests *dests;
-    snd_pool **b;
-    size_t n_buckets, n_pools, n_conn;
+    sl_map pools; /* key -> snd_pool, owned */
+    size_t n_conn;
 };
-
-static uint32_t key_hash(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
-}
-
-static void pools_grow(snd_pools *ps)
-{
-    size_t nb = ps->n_buckets * 2;
-    snd_pool **b = xcalloc(nb, sizeof *b);
-    for (size_t i = 0; i < ps->n_buckets; i++) {
-        snd_pool *p = ps->b[i];
-        while (p) {
-            snd_pool *n = p->next;
-            size_t k = key_hash(p->key) % nb;
-            p->next = b[k];
-            b[k] = p;
-            p = n;
-        }
-    }
-    free(ps->b);
-    ps->b = b;
-    ps->n_buckets = nb;
-}
 
 static void pool_kick(snd_pool *p);
 
@@ -310,8 +283,7 @@ snd_pools *snd_pools_new(uv_loop_t *loop, snd_dests *dests)
     snd_pools *ps = xcalloc(1, sizeof *ps);
     ps->loop = loop;
     ps->dests = dests;
-    ps->n_buckets = 64;
-    ps->b = xcalloc(ps->n_buckets, sizeof *ps->b);
+    sl_map_init(&ps->pools);
     return ps;
 }
 
@@ -325,14 +297,8 @@ void snd_pools_submit(snd_pools *ps, const snd_target *tg, uint32_t max_conn, ui
 {
     char *key = xasprintf("%s|%s|%s|%u|%d", tg->source_ip ? tg->source_ip : "",
                           tg->socks5 ? tg->socks5 : "", tg->ip, tg->port, (int)tg->tls);
-    snd_pool *p;
-    for (p = ps->b[key_hash(key) % ps->n_buckets]; p; p = p->next)
-        if (!strcmp(p->key, key))
-            break;
+    snd_pool *p = sl_map_get(&ps->pools, key);
     if (!p) {
-        if (ps->n_pools >= ps->n_buckets * 2)
-            pools_grow(ps);
-        snd_pool **bp = &ps->b[key_hash(key) % ps->n_buckets];
         p = xcalloc(1, sizeof *p);
         p->key = key;
         key = NULL;
@@ -344,9 +310,7 @@ void snd_pools_submit(snd_pools *ps, const snd_target *tg, uint32_t max_conn, ui
         p->tg.ehlo = p->ehlo = dupnull(tg->ehlo);
         p->tg.socks5 = p->socks5 = dupnull(tg->socks5);
         p->dest_key = snd_dest_key(p->source_ip, p->socks5, p->ip, p->tg.port);
-        p->next = *bp;
-        *bp = p;
-        ps->n_pools++;
+        sl_map_put(&ps->pools, p->key, p);
     }
     free(key);
     p->last_used = sl_mono_ms();
@@ -371,17 +335,21 @@ size_t snd_pools_connections(const snd_pools *ps)
     return ps->n_conn;
 }
 
+static int quit_idle(void *arg, const char *key, void *val)
+{
+    snd_pool *p = val;
+    p->max_msgs = 0; /* busy ones QUIT after their transaction */
+    for (size_t i = 0; i < p->n_sess; i++)
+        if (p->sess[i]->idle) {
+            p->sess[i]->idle = false;
+            snd_session_quit(p->sess[i]->s);
+        }
+    return 0;
+}
+
 void snd_pools_quit_idle(snd_pools *ps)
 {
-    for (size_t b = 0; b < ps->n_buckets; b++)
-        for (snd_pool *p = ps->b[b]; p; p = p->next) {
-            p->max_msgs = 0; /* busy ones QUIT after their transaction */
-            for (size_t i = 0; i < p->n_sess; i++)
-                if (p->sess[i]->idle) {
-                    p->sess[i]->idle = false;
-                    snd_session_quit(p->sess[i]->s);
-                }
-        }
+    sl_map_each(&ps->pools, quit_idle, NULL);
 }
 
 static void pool_free(snd_pool *p)
@@ -399,27 +367,35 @@ static void pool_free(snd_pool *p)
 
 size_t snd_pools_count(const snd_pools *ps)
 {
-    return ps->n_pools;
+    return ps->pools.count;
+}
+
+typedef struct sweep {
+    int64_t idle_ms, now_ms;
+} sweep;
+
+static bool sweep_pool(void *arg, void *val)
+{
+    const sweep *sw = arg;
+    snd_pool *p = val;
+    if (p->n_sess || p->head || sw->now_ms - p->last_used < sw->idle_ms)
+        return false;
+    pool_free(p);
+    return true;
 }
 
 size_t snd_pools_sweep(snd_pools *ps, int64_t idle_ms, int64_t now_ms)
 {
-    size_t freed = 0;
-    for (size_t i = 0; i < ps->n_buckets; i++) {
-        snd_pool **pp = &ps->b[i];
-        while (*pp) {
-            snd_pool *p = *pp;
-            if (p->n_sess == 0 && !p->head && now_ms - p->last_used >= idle_ms) {
-                *pp = p->next;
-                pool_free(p);
-                ps->n_pools--;
-                freed++;
-                continue;
-            }
-            pp = &p->next;
-        }
-    }
-    return freed;
+    sweep sw = {idle_ms, now_ms};
+    return sl_map_sweep(&ps->pools, sweep_pool, &sw);
+}
+
+static int free_pool(void *arg, const char *key, void *val)
+{
+    snd_pool *p = val;
+    SL_ASSERT(!p->head);
+    pool_free(p);
+    return 0;
 }
 
 void snd_pools_free(snd_pools *ps)
@@ -427,60 +403,36 @@ void snd_pools_free(snd_pools *ps)
     if (!ps)
         return;
     SL_ASSERT(ps->n_conn == 0);
-    for (size_t i = 0; i < ps->n_buckets; i++) {
-        snd_pool *p = ps->b[i];
-        while (p) {
-            snd_pool *n = p->next;
-            SL_ASSERT(!p->head);
-            pool_free(p);
-            p = n;
-        }
-    }
-    free(ps->b);
+    sl_map_each(&ps->pools, free_pool, NULL);
+    sl_map_free(&ps->pools);
     free(ps);
 }
 
 /* ---- pacing ---- */
 
-#define PACER_BUCKETS 1024
-
+/* Per pair, the last slot booked (monotonic ms). */
 typedef struct pace {
-    char *key;
     int64_t last;
-    struct pace *next;
 } pace;
 
 struct snd_pacer {
-    pace *b[PACER_BUCKETS];
-    size_t n;
+    sl_map m; /* pair key -> pace, owned */
 };
 
 snd_pacer *snd_pacer_new(void)
 {
-    return xcalloc(1, sizeof(snd_pacer));
-}
-
-static uint32_t fnv1a(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
+    snd_pacer *p = xcalloc(1, sizeof(snd_pacer));
+    sl_map_init(&p->m);
+    return p;
 }
 
 int64_t snd_pacer_slot(snd_pacer *p, const char *key, int64_t send_at_ms, double rate, int64_t now)
 {
-    pace **bp = &p->b[fnv1a(key) % PACER_BUCKETS], *e;
-    for (e = *bp; e; e = e->next)
-        if (!strcmp(e->key, key))
-            break;
+    pace *e = sl_map_get(&p->m, key);
     if (!e) {
         e = xcalloc(1, sizeof *e);
-        e->key = xstrdup(key);
         e->last = INT64_MIN / 2;
-        e->next = *bp;
-        *bp = e;
-        p->n++;
+        sl_map_put(&p->m, key, e);
     }
     int64_t slot = send_at_ms > now ? send_at_ms : now;
     if (rate > 0) {
@@ -492,47 +444,41 @@ int64_t snd_pacer_slot(snd_pacer *p, const char *key, int64_t send_at_ms, double
     return slot;
 }
 
+static bool sweep_pace(void *arg, void *val)
+{
+    const sweep *sw = arg;
+    pace *e = val;
+    /* Slots are booked in the future at most by the carried rate: a pair
+     * whose last slot is long past has no effect on the next one and can
+     * be forgotten. */
+    if (sw->now_ms - e->last < sw->idle_ms)
+        return false;
+    free(e);
+    return true;
+}
+
 size_t snd_pacer_sweep(snd_pacer *p, int64_t idle_ms, int64_t now_ms)
 {
-    size_t freed = 0;
-    for (size_t i = 0; i < PACER_BUCKETS; i++) {
-        pace **ep = &p->b[i];
-        while (*ep) {
-            pace *e = *ep;
-            /* Slots are booked in the future at most by the carried rate:
-             * a pair whose last slot is long past has no effect on the
-             * next one and can be forgotten. */
-            if (now_ms - e->last >= idle_ms) {
-                *ep = e->next;
-                free(e->key);
-                free(e);
-                p->n--;
-                freed++;
-                continue;
-            }
-            ep = &e->next;
-        }
-    }
-    return freed;
+    sweep sw = {idle_ms, now_ms};
+    return sl_map_sweep(&p->m, sweep_pace, &sw);
 }
 
 size_t snd_pacer_count(const snd_pacer *p)
 {
-    return p->n;
+    return p->m.count;
+}
+
+static int free_pace(void *arg, const char *key, void *val)
+{
+    free(val);
+    return 0;
 }
 
 void snd_pacer_free(snd_pacer *p)
 {
     if (!p)
         return;
-    for (size_t i = 0; i < PACER_BUCKETS; i++) {
-        pace *e = p->b[i];
-        while (e) {
-            pace *n = e->next;
-            free(e->key);
-            free(e);
-            e = n;
-        }
-    }
+    sl_map_each(&p->m, free_pace, NULL);
+    sl_map_free(&p->m);
     free(p);
 }

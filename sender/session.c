@@ -8,13 +8,13 @@
  * `expect` queue, so the same code serves PIPELINING and lock-step servers.
  */
 #include "session.h"
+#include "hostport.h"
 #include "message.h"
 #include "log.h"
 #include "tls.h"
 #include "util.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +101,8 @@ void snd_reply_set(snd_reply *r, int code, const char *enh, const char *text, bo
     r->code = code;
     snprintf(r->enh, sizeof r->enh, "%s", enh ? enh : "");
     r->text = xstrdup(text ? text : "");
+    sl_reply_free(&r->said);
+    sl_reply_of(code, enh, r->text, &r->said);
     r->local = local;
     r->stage = SL_STAGE_MAIL;
     r->cond = SL_COND_REPLY;
@@ -108,77 +110,45 @@ void snd_reply_set(snd_reply *r, int code, const char *enh, const char *text, bo
 
 void snd_reply_copy(snd_reply *dst, const snd_reply *src)
 {
-    snd_reply_set(dst, src->code, src->enh, src->text, src->local);
-    dst->stage = src->stage;
-    dst->cond = src->cond;
+    if (dst == src)
+        return;
+    snd_reply_clear(dst);
+    *dst = *src;
+    dst->text = xstrdup(src->text ? src->text : "");
+    dst->said.text = src->said.text ? xstrndup(src->said.text, src->said.text_len) : NULL;
 }
 
 void snd_reply_clear(snd_reply *r)
 {
     free(r->text);
+    sl_reply_free(&r->said);
     memset(r, 0, sizeof *r);
 }
 
-static bool parse_enh(const char *p, size_t n, char out[16])
+int snd_reply_read(const char *p, size_t n, snd_reply *out, size_t *used)
 {
-    /* class "." subject "." detail: [245].\d{1,3}.\d{1,3} */
-    if (n < 5 || (p[0] != '2' && p[0] != '4' && p[0] != '5') || p[1] != '.')
-        return false;
-    size_t i = 2, d = 0;
-    while (i < n && isdigit((unsigned char)p[i]) && d < 3)
-        i++, d++;
-    if (!d || i >= n || p[i] != '.')
-        return false;
-    i++;
-    d = 0;
-    while (i < n && isdigit((unsigned char)p[i]) && d < 3)
-        i++, d++;
-    if (!d || (i < n && !isspace((unsigned char)p[i])))
-        return false;
-    memcpy(out, p, i);
-    out[i] = 0;
-    return true;
-}
-
-int snd_reply_parse(const char *p, size_t n, snd_reply *out)
-{
+    sl_reply said;
+    int rc = sl_reply_parse(p, n, &said, used);
+    if (rc < 0)
+        return rc;
+    /* Events and logs carry what the server said, verbatim: every line
+     * with its code, CRs dropped, "\n" between lines. */
     sl_buf text = SL_BUF_INIT;
-    int code = 0;
-    size_t i = 0;
-    out->enh[0] = 0;
-    while (i < n) {
-        size_t e = i;
-        while (e < n && p[e] != '\n')
-            e++;
-        size_t le = e;
-        if (le > i && p[le - 1] == '\r')
-            le--;
-        if (le - i < 3 || !isdigit((unsigned char)p[i]) || !isdigit((unsigned char)p[i + 1]) ||
-            !isdigit((unsigned char)p[i + 2]) || (le - i > 3 && p[i + 3] != ' ' && p[i + 3] != '-')) {
-            sl_buf_free(&text);
-            return SL_EPARSE;
-        }
-        int c = (p[i] - '0') * 100 + (p[i + 1] - '0') * 10 + (p[i + 2] - '0');
-        if (code && c != code) {
-            sl_buf_free(&text);
-            return SL_EPARSE;
-        }
-        if (!code && le - i > 4)
-            parse_enh(p + i + 4, le - i - 4, out->enh);
-        code = c;
+    for (size_t i = 0; i < *used;) {
+        const char *nl = memchr(p + i, '\n', *used - i);
+        size_t e = (size_t)(nl - p), le = e > i && p[e - 1] == '\r' ? e - 1 : e;
         if (text.len)
             sl_buf_putc(&text, '\n');
         sl_buf_append(&text, p + i, le - i);
         i = e + 1;
     }
-    if (code < 200 || code > 599) {
-        sl_buf_free(&text);
-        return SL_EPARSE;
-    }
     free(out->text);
-    out->code = code;
+    out->code = said.code;
+    snprintf(out->enh, sizeof out->enh, "%s", said.enh);
     out->text = text.data ? sl_buf_steal(&text, NULL) : xstrdup("");
     out->local = false;
+    sl_reply_free(&out->said);
+    out->said = said; /* now owned by out */
     return 0;
 }
 
@@ -692,30 +662,19 @@ static void process_replies(snd_session *s)
     for (;;) {
         if (s->state == S_CLOSED || s->state == S_TLS || s->state == S_CONNECT)
             return;
-        /* A reply ends at the first line whose 4th character is not '-'. */
-        size_t i = 0, end = 0;
-        bool complete = false;
-        while (i < s->in.len) {
-            char *nl = memchr(s->in.data + i, '\n', s->in.len - i);
-            if (!nl)
-                break;
-            size_t le = (size_t)(nl - s->in.data);
-            if (le - i < 4 || s->in.data[i + 3] != '-') {
-                end = le + 1;
-                complete = true;
-                break;
-            }
-            i = le + 1;
-        }
-        if (!complete) {
+        snd_reply r = {0};
+        size_t end = 0;
+        int rc = snd_reply_read(s->in.data, s->in.len, &r, &end);
+        if (rc == SL_EAGAIN) {
             if (s->in.len > 65536)
                 session_close(s, SL_COND_PROTOCOL, 451, "4.5.0", "reply from %s too long", s->ip);
             return;
         }
-        snd_reply r = {0};
-        if (snd_reply_parse(s->in.data, end, &r) < 0) {
+        if (rc < 0) {
             char bad[128];
-            snprintf(bad, sizeof bad, "%.*s", (int)(end > 100 ? 100 : end), s->in.data);
+            const char *eol = memchr(s->in.data, '\n', s->in.len);
+            size_t nl = eol ? (size_t)(eol - s->in.data) : s->in.len;
+            snprintf(bad, sizeof bad, "%.*s", (int)(nl > 100 ? 100 : nl), s->in.data);
             session_close(s, SL_COND_PROTOCOL, 451, "4.5.0", "malformed reply from %s: %s", s->ip, bad);
             return;
         }
@@ -852,28 +811,6 @@ static void on_connect(uv_connect_t *req, int status)
     }
 }
 
-static int parse_hostport(const char *hp, struct sockaddr_storage *ss)
-{
-    char host[128];
-    const char *colon = strrchr(hp, ':');
-    if (!colon || (size_t)(colon - hp) >= sizeof host)
-        return SL_EINVAL;
-    size_t n = (size_t)(colon - hp);
-    if (hp[0] == '[' && n > 2 && hp[n - 1] == ']') {
-        memcpy(host, hp + 1, n - 2);
-        host[n - 2] = 0;
-    } else {
-        memcpy(host, hp, n);
-        host[n] = 0;
-    }
-    int port = atoi(colon + 1);
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
-        return 0;
-    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
-        return 0;
-    return SL_EINVAL;
-}
-
 static void start_connect(snd_session *s)
 {
     struct sockaddr_storage dst;
@@ -882,7 +819,7 @@ static void start_connect(snd_session *s)
         snprintf(hp, sizeof hp, "%s", s->socks5);
     else
         snprintf(hp, sizeof hp, strchr(s->ip, ':') ? "[%s]:%u" : "%s:%u", s->ip, s->port);
-    if (parse_hostport(hp, &dst) < 0) {
+    if (sl_hostport_addr(hp, 0, &dst) < 0) {
         session_close(s, SL_COND_NETWORK, 451, "4.4.1", "cannot connect to '%s': not an IP address and port", hp);
         return;
     }
@@ -890,12 +827,12 @@ static void start_connect(snd_session *s)
         struct sockaddr_storage src;
         char shp[80];
         snprintf(shp, sizeof shp, strchr(s->source_ip, ':') ? "[%s]:0" : "%s:0", s->source_ip);
-        int rc = parse_hostport(shp, &src);
+        int rc = sl_hostport_addr(shp, SL_HP_ANY_PORT, &src);
         if (rc == 0)
             rc = uv_tcp_bind(&s->tcp, (struct sockaddr *)&src, 0);
         if (rc < 0) {
             session_close(s, SL_COND_NETWORK, 451, "4.4.1", "cannot bind source address %s: %s", s->source_ip,
-                          rc == SL_EINVAL ? "not an IP address" : uv_strerror(rc));
+                          rc == SL_EADDRESS ? "not an IP address" : uv_strerror(rc));
             return;
         }
     }

@@ -57,13 +57,19 @@ typedef struct snd_reply {
     bool local;             /* synthesised here, not said by the server */
     sl_smtp_stage stage;    /* where it happened, for sl_trouble_decide() */
     sl_smtp_cond cond;      /* REPLY, or the network/timeout/TLS condition */
+    sl_reply said;          /* the same reply parsed once (common/smtp_reply.h):
+                               what classification reads; owned */
 } snd_reply;
 
 void snd_reply_set(snd_reply *r, int code, const char *enh, const char *text, bool local);
 void snd_reply_copy(snd_reply *dst, const snd_reply *src);
 void snd_reply_clear(snd_reply *r);
-/* Parse one complete reply (lines "250-..." ... "250 ..."); 0 or SL_EPARSE. */
-int snd_reply_parse(const char *p, size_t n, snd_reply *out);
+/* Read one reply off the front of p[0..n) with sl_reply_parse() (common/
+ * smtp_reply.h): out gets its code, enhanced code, the verbatim text
+ * (every line with its code, "\n" between lines) and the parsed reply in
+ * out->said; *used the octets consumed. snd_reply_set() derives said from
+ * the text with sl_reply_of(); snd_reply_copy() copies it. 0, SL_EAGAIN (incomplete: read more) or SL_EPARSE. */
+int snd_reply_read(const char *p, size_t n, snd_reply *out, size_t *used);
 
 typedef struct snd_txn {
     const char *mail_from;

@@ -69,105 +69,6 @@ static const struct {
 };
 #define N_BUILTIN (sizeof(builtin_rules) / sizeof(builtin_rules[0]))
 
-/* --- replies -------------------------------------------------------------- */
-
-void sl_reply_free(sl_reply *r)
-{
-    if (!r)
-        return;
-    free(r->text);
-    r->text = NULL;
-    r->text_len = 0;
-}
-
-/* Length of a leading "C.S.D" enhanced code whose class is cls, followed by
- * a space or the end; 0 when there is none. */
-static size_t enh_len(const char *p, size_t n, char cls)
-{
-    if (n < 5 || p[0] != cls || p[1] != '.')
-        return 0;
-    size_t i = 2, d = 0;
-    while (i < n && p[i] >= '0' && p[i] <= '9' && d < 3)
-        i++, d++;
-    if (d == 0 || i >= n || p[i] != '.')
-        return 0;
-    i++;
-    d = 0;
-    while (i < n && p[i] >= '0' && p[i] <= '9' && d < 3)
-        i++, d++;
-    if (d == 0 || (i < n && p[i] != ' '))
-        return 0;
-    return i;
-}
-
-int sl_reply_parse(const char *buf, size_t len, sl_reply *out, size_t *used)
-{
-    memset(out, 0, sizeof(*out));
-    *used = 0;
-    sl_buf text = SL_BUF_INIT;
-    size_t i = 0;
-    int code = 0, lines = 0;
-    for (;;) {
-        const char *nl = memchr(buf + i, '\n', len - i);
-        if (!nl) {
-            sl_buf_free(&text);
-            /* Too long a line is malformed, not merely incomplete. A CR at
-             * the very end may be the first half of the CRLF, which does
-             * not count towards the line. */
-            size_t partial = len - i;
-            if (partial > 0 && buf[len - 1] == '\r')
-                partial--;
-            return partial > SL_REPLY_MAX_LINE ? SL_EPARSE : SL_EAGAIN;
-        }
-        size_t end = (size_t)(nl - buf);
-        size_t le = (end > i && buf[end - 1] == '\r') ? end - 1 : end;
-        const char *l = buf + i;
-        size_t ll = le - i;
-        if (ll > SL_REPLY_MAX_LINE || ll < 3 || memchr(l, '\0', ll) || ++lines > SL_REPLY_MAX_LINES)
-            goto bad;
-        if (l[0] < '2' || l[0] > '5' || l[1] < '0' || l[1] > '5' || l[2] < '0' || l[2] > '9')
-            goto bad;
-        int c = (l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0');
-        if (code && c != code)
-            goto bad;
-        code = c;
-        bool more = false;
-        size_t t = 3;
-        if (ll > 3) {
-            if (l[3] == '-')
-                more = true;
-            else if (l[3] != ' ')
-                goto bad;
-            t = 4;
-        }
-        size_t el = enh_len(l + t, ll - t, l[0]);
-        if (el) {
-            if (lines == 1)
-                snprintf(out->enh, sizeof(out->enh), "%.*s", (int)el, l + t);
-            t += el;
-            if (t < ll)
-                t++; /* the space after the code */
-        }
-        if (lines > 1)
-            sl_buf_putc(&text, '\n');
-        sl_buf_append(&text, l + t, ll - t);
-        i = end + 1;
-        if (!more)
-            break;
-    }
-    out->code = code;
-    out->lines = lines;
-    if (!text.data)
-        sl_buf_append(&text, "", 0);
-    out->text = sl_buf_steal(&text, &out->text_len);
-    *used = i;
-    return 0;
-bad:
-    sl_buf_free(&text);
-    memset(out, 0, sizeof(*out));
-    return SL_EPARSE;
-}
-
 /* --- rules ---------------------------------------------------------------- */
 
 static int compile_rule(trouble_rule *r, const char *match, char **err, const char *what)
@@ -248,14 +149,9 @@ Sluice__V1__BounceClass sl_trouble_classify(const sl_trouble *t, const sl_reply 
         *rule = -1;
     if (!r || r->code < 400)
         return SLUICE__V1__BOUNCE_CLASS__BOUNCE_NONE;
-    /* "CODE ENH TEXT" with the lines joined by spaces. */
-    char stack[1024];
-    size_t need = r->text_len + sizeof(r->enh) + 8;
-    char *s = need <= sizeof(stack) ? stack : xmalloc(need);
-    int n = snprintf(s, need, "%d %s%s", r->code, r->enh, r->enh[0] ? " " : "");
-    for (size_t i = 0; i < r->text_len; i++)
-        s[n + (int)i] = r->text[i] == '\n' ? ' ' : r->text[i];
-    s[n + (int)r->text_len] = 0;
+    sl_buf line = SL_BUF_INIT;
+    sl_reply_rule_text(r, &line);
+    const char *s = line.data;
     Sluice__V1__BounceClass cls = SLUICE__V1__BOUNCE_CLASS__BOUNCE_UNKNOWN;
     bool found = false;
     for (size_t i = 0; i < t->n_rules && !found; i++) {
@@ -274,8 +170,7 @@ Sluice__V1__BounceClass sl_trouble_classify(const sl_trouble *t, const sl_reply 
             found = true;
         }
     }
-    if (s != stack)
-        free(s);
+    sl_buf_free(&line);
     if (r->code < 500)
         *hard = false;
     return cls;

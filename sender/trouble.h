@@ -5,17 +5,7 @@
  * message, or of everything on the connection), a reason to try the next
  * MX host, or a bounce, and with which bounce class, hard or soft.
  *
- * sl_reply_parse() parses one complete SMTP reply (RFC 5321 4.2, possibly
- * multi-line) from the front of a buffer, strictly: every line must be
- * three digits 2xx-5xx, all the same, then '-' (more follow), ' ' or the
- * line end; lines end in CRLF (a bare LF is tolerated); no NUL; at most
- * SL_REPLY_MAX_LINES lines of SL_REPLY_MAX_LINE octets. An enhanced status
- * code (RFC 3463) whose class matches the reply's is split out of the first
- * line and stripped from the others. It returns 0 and sets *used to the
- * octets consumed, SL_EAGAIN when the buffer ends inside the reply (read
- * more), or SL_EPARSE for a malformed reply. The reply's text (the lines'
- * texts joined by "\n") is malloc'd and owned by the sl_reply:
- * sl_reply_free() releases it.
+ * Replies are sl_reply (common/smtp_reply.h), parsed there.
  *
  * sl_trouble_new() compiles cfg->bounce_rules (POSIX extended regexes,
  * case-insensitive, matched against "CODE ENH TEXT", or "CODE TEXT" when
@@ -47,21 +37,8 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "smtp_reply.h"
 #include "wire.h"
-
-#define SL_REPLY_MAX_LINES 64
-#define SL_REPLY_MAX_LINE 2048
-
-typedef struct sl_reply {
-    int code;     /* 200..599 */
-    char enh[16]; /* "5.1.1", or "" */
-    char *text;   /* the lines' texts joined by "\n"; owned */
-    size_t text_len;
-    int lines;
-} sl_reply;
-
-int sl_reply_parse(const char *buf, size_t len, sl_reply *out, size_t *used);
-void sl_reply_free(sl_reply *r);
 
 typedef enum {
     SL_STAGE_CONNECT = 0,

@@ -103,42 +103,6 @@ static const char *job_id(const delivery *dl)
     return dl->d && dl->d->job && dl->d->job->job_id ? dl->d->job->job_id : "-";
 }
 
-static void to_sl_reply(const snd_reply *r, sl_reply *out)
-{
-    memset(out, 0, sizeof *out);
-    out->code = r->code;
-    snprintf(out->enh, sizeof out->enh, "%s", r->enh);
-    sl_buf b = SL_BUF_INIT;
-    const char *p = r->text ? r->text : "";
-    bool first = true;
-    while (*p) {
-        const char *e = strchr(p, '\n');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
-        const char *t = p;
-        if (n >= 3 && t[0] >= '2' && t[0] <= '5') {
-            t += 3, n -= 3;
-            if (n && (*t == ' ' || *t == '-'))
-                t++, n--;
-        }
-        size_t el = strlen(r->enh);
-        if (first && el && n >= el && !strncmp(t, r->enh, el)) {
-            t += el, n -= el;
-            while (n && *t == ' ')
-                t++, n--;
-        }
-        if (b.len)
-            sl_buf_putc(&b, '\n');
-        sl_buf_append(&b, t, n);
-        out->lines++;
-        first = false;
-        p = e ? e + 1 : p + n + (size_t)(t - p);
-        if (!e)
-            break;
-    }
-    out->text_len = b.len;
-    out->text = b.data ? sl_buf_steal(&b, NULL) : xstrdup("");
-}
-
 static void set_final(delivery *dl, size_t i, Sluice__V1__EventType type, const snd_reply *r,
                       const sl_trouble_verdict *v, const char *reason)
 {
@@ -185,12 +149,9 @@ static void finish_local(delivery *dl, sl_smtp_cond cond, int code, const char *
     free(t);
     r.stage = SL_STAGE_RCPT;
     r.cond = cond;
-    sl_reply sr;
-    to_sl_reply(&r, &sr);
     sl_trouble_verdict v;
-    sl_trouble_decide(dl->w->sh.trouble, SL_STAGE_RCPT, cond, cond == SL_COND_REPLY ? &sr : NULL,
-                      &v);
-    sl_reply_free(&sr);
+    sl_trouble_decide(dl->w->sh.trouble, SL_STAGE_RCPT, cond,
+                      cond == SL_COND_REPLY ? &r.said : NULL, &v);
     finish_all(dl, type_of(v.action == SL_ACT_NEXT_MX ? v.last_mx_action : v.action), &r, &v,
                reason);
     snd_reply_clear(&r);
@@ -325,12 +286,9 @@ static void start_txn(delivery *dl);
  * policy says so, else every recipient gets r. */
 static void candidate_failed(delivery *dl, const snd_reply *r)
 {
-    sl_reply sr;
-    to_sl_reply(r, &sr);
     sl_trouble_verdict v;
-    sl_trouble_decide(dl->w->sh.trouble, r->stage, r->cond, r->cond == SL_COND_REPLY ? &sr : NULL,
-                      &v);
-    sl_reply_free(&sr);
+    sl_trouble_decide(dl->w->sh.trouble, r->stage, r->cond,
+                      r->cond == SL_COND_REPLY ? &r->said : NULL, &v);
     if (v.action == SL_ACT_NEXT_MX && dl->cur + 1 < dl->n_cands && !dl->w->draining) {
         const cand *c = &dl->cands[dl->cur];
         char key[600];
@@ -396,11 +354,8 @@ static void txn_done(snd_txn *t)
             dl->pending_idx[keep++] = i;
             continue;
         }
-        sl_reply sr;
-        to_sl_reply(r, &sr);
         sl_trouble_verdict v;
-        sl_trouble_decide(tr, r->stage, r->cond, r->cond == SL_COND_REPLY ? &sr : NULL, &v);
-        sl_reply_free(&sr);
+        sl_trouble_decide(tr, r->stage, r->cond, r->cond == SL_COND_REPLY ? &r->said : NULL, &v);
         sl_trouble_action a = v.action;
         if (a == SL_ACT_NEXT_MX)
             a = SL_ACT_DEFER;

@@ -1,5 +1,5 @@
 /*
- * fuzz_smtp_reply - libFuzzer harness for sender/trouble's sl_reply_parse()
+ * fuzz_smtp_reply - libFuzzer harness for common/smtp_reply's sl_reply_parse()
  * in stream mode: replies are parsed one after another from the front of
  * the buffer, the way the sender reads a pipelined batch.
  *
@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "trouble.h"
+#include "smtp_reply.h"
 #include "util.h"
 
 #define FAIL(...)                                                                          \

@@ -8,6 +8,10 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "metrics.h"
 
 static size_t count_lines(const char *name)
@@ -49,10 +53,36 @@ static void test_drop_and_resize(void **state)
     assert_true(sl_metric_get("sluice_test_kept", NULL) == 4);
 }
 
+/* The metrics listener takes every form config validation accepts: an IPv6
+ * literal, a name, port 0 for any free port. It starts once per process, so
+ * each form runs in a child. */
+static void test_listen_forms(void **state)
+{
+    (void)state;
+    static const char *const forms[] = {"127.0.0.1:0", "[::1]:0", "localhost:0"};
+    for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            int port = 0;
+            char *err = NULL;
+            int rc = sl_http_start(forms[i], &port, &err);
+            if (rc != 0)
+                fprintf(stderr, "%s\n", err);
+            _exit(rc == 0 && port > 0 ? 0 : 1);
+        }
+        int st = 0;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            fail_msg("metrics listener refused '%s'", forms[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_drop_and_resize),
+        cmocka_unit_test(test_listen_forms),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,4 +1,4 @@
-/* Unit tests of scheduler/sched_site (MX rollup) and sched_map. */
+/* Unit tests of scheduler/sched_site (MX rollup) and sl_map. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +9,7 @@
 #include <cmocka.h>
 
 #include "config.h"
-#include "sched_map.h"
+#include "map.h"
 #include "sched_site.h"
 #include "util.h"
 
@@ -105,21 +105,21 @@ static void test_index_order(void **state)
 static void test_map(void **state)
 {
     (void)state;
-    sched_map m;
-    sched_map_init(&m);
+    sl_map m;
+    sl_map_init(&m);
     char key[32];
     for (int i = 0; i < 1000; i++) {
         snprintf(key, sizeof key, "k%d", i);
-        assert_null(sched_map_put(&m, key, (void *)(intptr_t)(i + 1)));
+        assert_null(sl_map_put(&m, key, (void *)(intptr_t)(i + 1)));
     }
     assert_int_equal(m.count, 1000);
-    assert_int_equal((intptr_t)sched_map_get(&m, "k500"), 501);
-    assert_int_equal((intptr_t)sched_map_put(&m, "k500", (void *)7), 501);
-    assert_int_equal((intptr_t)sched_map_del(&m, "k500"), 7);
-    assert_null(sched_map_get(&m, "k500"));
-    assert_null(sched_map_del(&m, "k500"));
+    assert_int_equal((intptr_t)sl_map_get(&m, "k500"), 501);
+    assert_int_equal((intptr_t)sl_map_put(&m, "k500", (void *)7), 501);
+    assert_int_equal((intptr_t)sl_map_del(&m, "k500"), 7);
+    assert_null(sl_map_get(&m, "k500"));
+    assert_null(sl_map_del(&m, "k500"));
     assert_int_equal(m.count, 999);
-    sched_map_free(&m);
+    sl_map_free(&m);
 }
 
 int main(void)

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "smtp_server.h"
 #include "util.h"
 
@@ -636,6 +637,56 @@ static void test_per_ip_limit(void **state)
     smtpd_server_free(srv);
 }
 
+/* One grammar for a listen address: what config validation accepts, a
+ * listener binds, and what it refuses, the listener refuses too. Port 0 is
+ * "any free port". */
+static void closed_cb(smtpd_server *srv, void *arg)
+{
+    (void)srv;
+    *(bool *)arg = true;
+}
+
+static void test_listen_forms(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *addr;
+        bool ok;
+    } cases[] = {
+        {"127.0.0.1:0", true},  {"[::1]:0", true},         {"localhost:0", true},
+        {"0.0.0.0:0", true},    {"127.0.0.1", false},      {"127.0.0.1:65536", false},
+        {"[::1]", false},       {"127.0.0.1:x", false},    {"[::1:0", false},
+        {"127.0.0.1:-1", false}, {"127.0.0.1: 1", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char yaml[200];
+        snprintf(yaml, sizeof yaml, "metrics:\n  listen: \"%s\"\nsubmit:\n  listen: [\"%s\"]\n",
+                 cases[i].addr, cases[i].addr);
+        sl_config *cfg = NULL;
+        char *err = NULL;
+        int rc = sl_config_parse("t.yaml", yaml, strlen(yaml), &cfg, &err);
+        if ((rc == 0) != cases[i].ok)
+            fail_msg("config %s '%s': %s", cases[i].ok ? "refuses" : "accepts", cases[i].addr,
+                     err ? err : "");
+        sl_config_free(cfg);
+        free(err);
+
+        smtpd_config scfg = base_cfg();
+        smtpd_server *srv = smtpd_server_new(uv_default_loop(), &scfg, NULL);
+        int port = -1;
+        rc = smtpd_server_listen(srv, cases[i].addr, SMTPD_PLAIN, &port);
+        if ((rc == 0) != cases[i].ok)
+            fail_msg("listener %s '%s': %d", cases[i].ok ? "refuses" : "accepts", cases[i].addr, rc);
+        if (rc == 0)
+            assert_true(port > 0);
+        bool closed = false;
+        smtpd_server_close(srv, closed_cb, &closed);
+        while (!closed)
+            uv_run(uv_default_loop(), UV_RUN_ONCE);
+        smtpd_server_free(srv);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -648,6 +699,7 @@ int main(void)
         cmocka_unit_test(test_no_pipelining_no_smtputf8),
         cmocka_unit_test(test_connect_reject),
         cmocka_unit_test(test_per_ip_limit),
+        cmocka_unit_test(test_listen_forms),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,7 @@
 /*
- * sched_map - see sched_map.h.
+ * map - see map.h.
  */
-#include "sched_map.h"
+#include "map.h"
 #include "util.h"
 
 #include <stdint.h>
@@ -18,34 +18,34 @@ static uint64_t hash(const char *s)
     return h;
 }
 
-void sched_map_init(sched_map *m)
+void sl_map_init(sl_map *m)
 {
     m->n_slots = 8; /* most maps are small: a site's pairs, its flows */
     m->slots = xcalloc(m->n_slots, sizeof *m->slots);
     m->count = 0;
 }
 
-static sched_map_ent **find(const sched_map *m, const char *key)
+static sl_map_ent **find(const sl_map *m, const char *key)
 {
-    sched_map_ent **pp = &m->slots[hash(key) & (m->n_slots - 1)];
+    sl_map_ent **pp = &m->slots[hash(key) & (m->n_slots - 1)];
     while (*pp && strcmp((*pp)->key, key))
         pp = &(*pp)->next;
     return pp;
 }
 
-void *sched_map_get(const sched_map *m, const char *key)
+void *sl_map_get(const sl_map *m, const char *key)
 {
-    sched_map_ent *e = *find(m, key);
+    sl_map_ent *e = *find(m, key);
     return e ? e->val : NULL;
 }
 
-static void resize(sched_map *m, size_t n)
+static void resize(sl_map *m, size_t n)
 {
-    sched_map_ent **s = xcalloc(n, sizeof *s);
+    sl_map_ent **s = xcalloc(n, sizeof *s);
     for (size_t i = 0; i < m->n_slots; i++) {
-        sched_map_ent *e = m->slots[i];
+        sl_map_ent *e = m->slots[i];
         while (e) {
-            sched_map_ent *next = e->next;
+            sl_map_ent *next = e->next;
             size_t k = hash(e->key) & (n - 1);
             e->next = s[k];
             s[k] = e;
@@ -57,15 +57,15 @@ static void resize(sched_map *m, size_t n)
     m->n_slots = n;
 }
 
-void *sched_map_put(sched_map *m, const char *key, void *val)
+void *sl_map_put(sl_map *m, const char *key, void *val)
 {
-    sched_map_ent **pp = find(m, key);
+    sl_map_ent **pp = find(m, key);
     if (*pp) {
         void *old = (*pp)->val;
         (*pp)->val = val;
         return old;
     }
-    sched_map_ent *e = xcalloc(1, sizeof *e);
+    sl_map_ent *e = xcalloc(1, sizeof *e);
     e->key = xstrdup(key);
     e->val = val;
     *pp = e;
@@ -74,10 +74,10 @@ void *sched_map_put(sched_map *m, const char *key, void *val)
     return NULL;
 }
 
-void *sched_map_del(sched_map *m, const char *key)
+void *sl_map_del(sl_map *m, const char *key)
 {
-    sched_map_ent **pp = find(m, key);
-    sched_map_ent *e = *pp;
+    sl_map_ent **pp = find(m, key);
+    sl_map_ent *e = *pp;
     if (!e)
         return NULL;
     *pp = e->next;
@@ -88,7 +88,7 @@ void *sched_map_del(sched_map *m, const char *key)
     return v;
 }
 
-void sched_map_shrink(sched_map *m)
+void sl_map_shrink(sl_map *m)
 {
     size_t n = m->n_slots;
     while (n > 8 && m->count < n / 4)
@@ -97,12 +97,12 @@ void sched_map_shrink(sched_map *m)
         resize(m, n);
 }
 
-void sched_map_each(sched_map *m, int (*cb)(void *arg, const char *key, void *val), void *arg)
+void sl_map_each(sl_map *m, int (*cb)(void *arg, const char *key, void *val), void *arg)
 {
     for (size_t i = 0; i < m->n_slots; i++) {
-        sched_map_ent *e = m->slots[i];
+        sl_map_ent *e = m->slots[i];
         while (e) {
-            sched_map_ent *next = e->next;
+            sl_map_ent *next = e->next;
             if (cb(arg, e->key, e->val))
                 return;
             e = next;
@@ -110,12 +110,35 @@ void sched_map_each(sched_map *m, int (*cb)(void *arg, const char *key, void *va
     }
 }
 
-void sched_map_free(sched_map *m)
+size_t sl_map_sweep(sl_map *m, bool (*drop)(void *arg, void *val), void *arg)
+{
+    size_t freed = 0;
+    for (size_t i = 0; i < m->n_slots; i++) {
+        sl_map_ent **pp = &m->slots[i];
+        while (*pp) {
+            sl_map_ent *e = *pp;
+            if (drop(arg, e->val)) {
+                *pp = e->next;
+                free(e->key);
+                free(e);
+                m->count--;
+                freed++;
+                continue;
+            }
+            pp = &e->next;
+        }
+    }
+    if (freed)
+        sl_map_shrink(m);
+    return freed;
+}
+
+void sl_map_free(sl_map *m)
 {
     for (size_t i = 0; m->slots && i < m->n_slots; i++) {
-        sched_map_ent *e = m->slots[i];
+        sl_map_ent *e = m->slots[i];
         while (e) {
-            sched_map_ent *next = e->next;
+            sl_map_ent *next = e->next;
             free(e->key);
             free(e);
             e = next;
