@@ -22,7 +22,11 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,11 +79,106 @@ static void conf_set(rd_kafka_conf_t *c, const char *k, const char *v)
         sl_panic("kafka conf %s: %s", k, errstr);
 }
 
+static bool kafka_quiet; /* set once by a command-line tool before any client */
+
+void sl_kafka_quiet_logs(bool quiet)
+{
+    kafka_quiet = quiet;
+}
+
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
-    sl_log(level <= 3 ? SL_LOG_ERROR : level <= 4 ? SL_LOG_WARN : SL_LOG_DEBUG, "kafka %s: %s",
-           fac, buf);
+    sl_log(kafka_quiet  ? SL_LOG_DEBUG
+           : level <= 3 ? SL_LOG_ERROR
+           : level <= 4 ? SL_LOG_WARN
+                        : SL_LOG_DEBUG,
+           "kafka %s: %s", fac, buf);
+}
+
+/* One TCP connect to host:port before deadline (sl_mono_ms). 0, or -1 with
+ * why describing the failure in lower case. */
+static int probe_one(const char *host, const char *port, int64_t deadline, char *why,
+                     size_t whylen)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    int g = getaddrinfo(host, port, &hints, &res);
+    if (g != 0) {
+        snprintf(why, whylen, "cannot resolve %s (%s)", host, gai_strerror(g));
+        return -1;
+    }
+    int rc = -1;
+    snprintf(why, whylen, "no address");
+    for (struct addrinfo *ai = res; ai && rc != 0; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                        ai->ai_protocol);
+        if (fd < 0) {
+            snprintf(why, whylen, "%s", strerror(errno));
+            continue;
+        }
+        int err = 0;
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+            err = errno;
+            if (err == EINPROGRESS) {
+                struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+                int64_t left = deadline - sl_mono_ms();
+                int n = left > 0 ? poll(&pfd, 1, (int)left) : 0;
+                socklen_t len = sizeof err;
+                if (n == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+                    err = errno;
+                else if (n <= 0)
+                    err = ETIMEDOUT;
+            }
+        }
+        close(fd);
+        if (err == 0)
+            rc = 0;
+        else if (err == ETIMEDOUT)
+            snprintf(why, whylen, "no answer (timed out)");
+        else {
+            snprintf(why, whylen, "%s", strerror(err));
+            why[0] = (char)(why[0] >= 'A' && why[0] <= 'Z' ? why[0] - 'A' + 'a' : why[0]);
+        }
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+int sl_kafka_probe(const sl_config *cfg, int timeout_ms, char *why, size_t whylen)
+{
+    int64_t deadline = sl_mono_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+    char *list = xstrdup(cfg->kafka.bootstrap ? cfg->kafka.bootstrap : "");
+    char reason[256] = "no bootstrap server configured", last[300] = "";
+    int rc = -1;
+    char *save = NULL;
+    for (char *tok = strtok_r(list, ", ", &save); tok && rc != 0;
+         tok = strtok_r(NULL, ", ", &save)) {
+        char *hp = strstr(tok, "://") ? strstr(tok, "://") + 3 : tok;
+        snprintf(last, sizeof last, "%s", hp);
+        char *host = hp, *port = NULL;
+        if (*hp == '[') {
+            char *end = strchr(hp, ']');
+            if (end) {
+                *end = 0;
+                host = hp + 1;
+                port = end[1] == ':' ? end + 2 : NULL;
+            }
+        } else {
+            char *colon = strrchr(hp, ':');
+            if (colon) {
+                *colon = 0;
+                port = colon + 1;
+            }
+        }
+        rc = probe_one(host, port && *port ? port : "9092", deadline, reason, sizeof reason);
+        if (rc != 0 && sl_mono_ms() >= deadline)
+            break;
+    }
+    free(list);
+    if (rc != 0)
+        snprintf(why, whylen, "cannot reach Kafka at %s: %s", last[0] ? last : "(none)", reason);
+    return rc;
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)

@@ -5,10 +5,12 @@
 #include "cli.h"
 #include "cmdline.h"
 #include "config.h"
+#include "kafka.h"
 #include "log.h"
 #include "util.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +27,17 @@ struct sl_config *cli_config(const char *cmd, const char *path)
         return NULL;
     }
     return cfg;
+}
+
+int cli_kafka_check(const char *cmd, const sl_config *cfg, long long timeout_ms)
+{
+    if (timeout_ms <= 0 || timeout_ms > CLI_CONNECT_TIMEOUT_MS)
+        timeout_ms = CLI_CONNECT_TIMEOUT_MS;
+    char why[512];
+    if (sl_kafka_probe(cfg, (int)timeout_ms, why, sizeof why) == 0)
+        return 0;
+    fprintf(stderr, "sluice %s: %s\n", cmd, why);
+    return 1;
 }
 
 int cli_read_file(const char *path, size_t max, sl_buf *out)
@@ -97,8 +110,23 @@ int main(int argc, char **argv)
         sl_cmd_version("sluice", stdout);
         return 0;
     }
-    /* Human lines on a terminal; JSON when a program reads stderr. */
-    sl_log_init("sluice", SL_LOG_WARN);
+    /* Human lines on a terminal; JSON when a program reads stderr. -v or
+     * --verbose (anywhere) shows debug lines, librdkafka's among them;
+     * without it a command says what failed in one line of its own. */
+    bool verbose = false, rest = false;
+    int n = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!rest && !strcmp(argv[i], "--"))
+            rest = true;
+        if (!rest && (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")))
+            verbose = true;
+        else
+            argv[n++] = argv[i];
+    }
+    argc = n;
+    argv[argc] = NULL;
+    sl_log_init("sluice", verbose ? SL_LOG_DEBUG : SL_LOG_WARN);
+    sl_kafka_quiet_logs(!verbose);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name))
             return commands[i].fn(argc - 1, argv + 1);

@@ -687,6 +687,10 @@ int cli_bulk(int argc, char **argv)
     }
     if (!(cfg = cli_config("bulk", path)))
         goto out;
+    if (cli_kafka_check("bulk", cfg, 0)) {
+        rc = 1;
+        goto out;
+    }
     if (b.vars_check) {
         int trc = sluice__template_fetch(cfg, b.m.template_id, &tmpl, &err);
         if (trc == SL_ENOTFOUND) {

@@ -369,7 +369,11 @@ int cli_events(int argc, char **argv)
     sl_config *cfg = NULL;
     char *err = NULL;
     if (!(cfg = cli_config("events", path)))
-        goto out;
+        return 2;
+    if (cli_kafka_check("events", cfg, timeout_ms)) {
+        sl_config_free(cfg);
+        return 1;
+    }
     char *topic = sl_config_topic(cfg, jobs ? "jobs" : "events");
     /* --since filters on each event's own timestamp rather than seeking by
      * time: the dev broker does not answer timestamp offset lookups, and a

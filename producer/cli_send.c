@@ -203,6 +203,7 @@ int cli_send(int argc, char **argv)
     int rc = 2, o;
     sl_buf raw = SL_BUF_INIT, msg = SL_BUF_INIT;
     sluice_client *c = NULL;
+    sl_config *cfg = NULL;
     char *err = NULL;
 
     /* One message sent by hand is a notification, not a campaign. */
@@ -343,7 +344,13 @@ int cli_send(int argc, char **argv)
     if (expire_ms)
         m.expires_at_ms = sl_now_ms() + expire_ms;
 
-    c = sluice_client_new(path, &err);
+    if (!(cfg = cli_config("send", path)))
+        goto out;
+    if (cli_kafka_check("send", cfg, timeout_ms)) {
+        rc = 1;
+        goto out;
+    }
+    c = sluice_client_new_from_config(cfg, &err);
     if (!c) {
         fprintf(stderr, "sluice send: %s\n", err ? err : "cannot create the client");
         goto out;
@@ -364,6 +371,7 @@ int cli_send(int argc, char **argv)
     rc = st.failed || !st.acked ? 1 : 0;
 out:
     sluice_client_free(c);
+    sl_config_free(cfg);
     free(err);
     free(to);
     free(vars);

@@ -196,6 +196,10 @@ int cli_stats(int argc, char **argv)
     char *err = NULL;
     if (!(cfg = cli_config("stats", path)))
         return 2;
+    if (cli_kafka_check("stats", cfg, 0)) {
+        sl_config_free(cfg);
+        return 1;
+    }
     char *topic = sl_config_topic(cfg, "events");
     sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
     if (!r) {

@@ -208,6 +208,10 @@ int cli_suppress(int argc, char **argv)
     char *err = NULL;
     if (!(cfg = cli_config("suppress", path)))
         return 2;
+    if (cli_kafka_check("suppress", cfg, 0)) {
+        sl_config_free(cfg);
+        return 1;
+    }
     char *topic = sl_config_topic(cfg, "suppressions");
     int status = 0;
     if (!strcmp(sub, "list")) {

@@ -177,6 +177,10 @@ int cli_template(int argc, char **argv)
     sl_config *cfg = NULL;
     if (!(cfg = cli_config("template", path)))
         return 2;
+    if (cli_kafka_check("template", cfg, 0)) {
+        sl_config_free(cfg);
+        return 1;
+    }
     int rc;
     if (put)
         rc = template_put(cfg, id, argv[optind + 2]);
