@@ -76,6 +76,7 @@ static const cli_cmd commands[] = {
     {"events", cli_events, "events [--follow] [--json] [--campaign C] [--since T]  print events"},
     {"stats", cli_stats, "stats [--campaign C] [--by site|pool|tenant|campaign]  delivery statistics"},
     {"suppress", cli_suppress, "suppress add|remove|list|import  manage suppressions"},
+    {"dlq", cli_dlq, "dlq list|show|replay|drop  read and handle the dead-letter topic"},
     {"top", cli_top, "top [--once]  live per-site rates, backlog, backoff and reply codes"},
     {"shaping", cli_shaping, "shaping show  live shaping state per site and IP"},
     {"topics", cli_topics, "topics ensure|list  create the topics on a real Kafka"},

@@ -18,6 +18,7 @@ int cli_stats(int argc, char **argv);      /* sluice stats [--by site] */
 int cli_suppress(int argc, char **argv);   /* sluice suppress add|remove|list|import */
 int cli_shaping(int argc, char **argv);    /* sluice shaping show */
 int cli_top(int argc, char **argv);        /* sluice top: live per-site view */
+int cli_dlq(int argc, char **argv);        /* sluice dlq list|show|replay|drop */
 
 #include <stddef.h>
 
