@@ -17,6 +17,9 @@
 
 struct sl_config *cli_config(const char *cmd, const char *path)
 {
+    /* One place for SLUICE_CONFIG, so that no command can forget it. */
+    if (!path && getenv("SLUICE_CONFIG") && *getenv("SLUICE_CONFIG"))
+        path = getenv("SLUICE_CONFIG");
     if (!path)
         return sl_config_default();
     sl_config *cfg = NULL;

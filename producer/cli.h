@@ -27,7 +27,7 @@ struct sl_config;
 
 /* Shared by the commands (cli.c). */
 
-/* The config in path, or the built-in default when path is NULL. A bad
+/* The config in path, else in $SLUICE_CONFIG, else the built-in default. A bad
  * file is reported as "sluice CMD: file:line: ..." on stderr and NULL is
  * returned: the command exits 2. The caller frees it (sl_config_free). */
 struct sl_config *cli_config(const char *cmd, const char *path);

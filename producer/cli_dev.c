@@ -668,6 +668,13 @@ int cli_dev(int argc, char **argv)
         rc = run_demo(&st, cfg, demo, timeout_s);
     } else {
         fprintf(stderr, "sluice dev: running; Ctrl-C stops\n");
+        if (!config)
+            fprintf(stderr,
+                    "sluice dev: next, in another shell:\n"
+                    "  export SLUICE_CONFIG=%s\n"
+                    "  sluice send --from you@example.net --to someone@example.org "
+                    "--subject hi --body-file FILE\n",
+                    st.config_path);
         while (!dev_stop && supervise(&st)) {
             struct timespec ts = {0, 100 * 1000000};
             nanosleep(&ts, NULL);

@@ -74,6 +74,18 @@ class TestUnreachable(unittest.TestCase):
         r = self.sluice("events", env={"SLUICE_KAFKA_BOOTSTRAP": self.dead})
         self.assert_one_clear_line(r, "events")
 
+    def test_sluice_config_honoured_by_every_command(self):
+        """suppress, shaping and topics used to ignore SLUICE_CONFIG."""
+        for args in (["suppress", "list"], ["topics", "list"], ["stats"], ["events"]):
+            with self.subTest(args=args):
+                r = self.sluice(*args, env={"SLUICE_CONFIG": self.cfg})
+                self.assert_one_clear_line(r, args[0])
+        cfg = self.write("m.yaml", "kafka:\n  bootstrap: %s\nmetrics: { listen: %s }\n"
+                         % (self.dead, self.dead))
+        r = self.sluice("shaping", "show", env={"SLUICE_CONFIG": cfg})
+        self.assertNotIn("no metrics.listen", r.stderr)
+        self.assertIn(self.dead, r.stderr)
+
     def test_verbose_flag_is_accepted_anywhere(self):
         r = self.sluice("-v", "stats", "-c", self.cfg)
         self.assertEqual(r.returncode, 1, r.stderr)

@@ -154,6 +154,18 @@ class DevTest(unittest.TestCase):
             dev.stop(timeout=60)
             sink.proc.stop()
 
+    def test_running_prints_the_next_step(self):
+        """After it starts, dev says how to point the other commands at it;
+        the printed SLUICE_CONFIG works as it stands."""
+        with Proc("sluice", ["dev", "--dir", os.path.join(self.tmp, "d")], tmpdir=self.tmp) as dev:
+            line = wait_for(lambda: re.search(r"export SLUICE_CONFIG=(\S+)", dev.stderr()) or
+                            (dev.alive() or self.fail(dev.output())) and None, 60,
+                            "the export line")
+            env = dict(os.environ, SLUICE_CONFIG=line.group(1))
+            r = subprocess.run([bin_path("sluice"), "stats"], capture_output=True, text=True,
+                               timeout=60, env=env)
+            self.assertEqual(r.returncode, 0, r.stderr)
+
     def test_config_typo_exits_2_with_file_line_key(self):
         cfg = os.path.join(self.tmp, "bad.yaml")
         with open(cfg, "w") as f:
