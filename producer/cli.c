@@ -75,7 +75,7 @@ static const cli_cmd commands[] = {
     {"dev", cli_dev, "dev [-c FILE] [--demo N] [--json] [--route HOST:PORT]  run everything locally"},
     {"send", cli_send, "send --from A --to B[,C] --subject S --body-file F  send one message"},
     {"bulk", cli_bulk, "bulk --template ID --recipients FILE --from A  send a campaign"},
-    {"template", cli_template, "template put ID FILE  store a template"},
+    {"template", cli_template, "template put|get|delete|list  manage the stored templates"},
     {"events", cli_events, "events [--follow] [--json] [--campaign C] [--since T]  print events"},
     {"stats", cli_stats, "stats [--campaign C] [--by site|pool|tenant|campaign]  delivery statistics"},
     {"suppress", cli_suppress, "suppress add|remove|list|import  manage suppressions"},

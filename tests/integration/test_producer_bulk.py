@@ -35,18 +35,31 @@ class TestTemplate(BulkCase):
                          "template welcome stored (3 variables: email, first_name, code)")
         r = self.sluice("template", "get", "-c", self.cfg, "welcome", binary=True)
         self.assertEqual(r.returncode, 0, r.stderr)
-        head, body = r.stdout.split(b"\n", 1)
-        self.assertEqual(head, b"# template welcome, 3 variables: email, first_name, code")
-        self.assertEqual(body, TEMPLATE.replace("\n", "\r\n").encode())
+        self.assertEqual(r.stderr, b"template welcome, 3 variables: email, first_name, code\n")
+        self.assertEqual(r.stdout, TEMPLATE.replace("\n", "\r\n").encode())
+        # What get prints, put takes back unchanged.
+        self.write("back.tmpl", r.stdout, mode="wb")
+        r = self.sluice("template", "put", "-c", self.cfg, "copy",
+                        os.path.join(self.tmp, "back.tmpl"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.sluice("template", "get", "-c", self.cfg, "copy", binary=True)
+        self.assertEqual(r.stdout, TEMPLATE.replace("\n", "\r\n").encode())
+        r = self.sluice("template", "list", "-c", self.cfg)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.splitlines(),
+                         ["copy  3 variables: email, first_name, code",
+                          "welcome  3 variables: email, first_name, code"])
         # A newer version replaces the old one.
         self.put_template(text=TEMPLATE.replace("{{code}}", "{{coupon}}"))
         r = self.sluice("template", "get", "-c", self.cfg, "welcome")
-        self.assertIn("coupon", r.stdout.splitlines()[0])
+        self.assertIn("coupon", r.stderr)
         r = self.sluice("template", "delete", "-c", self.cfg, "welcome")
         self.assertEqual(r.returncode, 0, r.stderr)
         r = self.sluice("template", "get", "-c", self.cfg, "welcome")
         self.assertEqual(r.returncode, 1)
         self.assertIn("no such template", r.stderr)
+        r = self.sluice("template", "list", "-c", self.cfg)
+        self.assertEqual(r.stdout.splitlines(), ["copy  3 variables: email, first_name, code"])
 
     def test_refusals(self):
         bad = self.write("bad.tmpl", "Subject: no from\n\nbody {{x}}\n")
