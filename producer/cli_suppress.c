@@ -8,9 +8,11 @@
  *   sluice suppress [-c FILE] [--tenant T] import FILE
  *
  * add publishes a Suppression per address (lower-cased), remove a
- * tombstone; import reads one address per line ("-" for stdin; blank
- * lines, '#' comments and anything after the first ',' are ignored, so a
- * one-column CSV works). Each exits 0 only once Kafka acknowledged every
+ * tombstone for each address in force (one that is not is named on stderr
+ * and makes the exit status 1); import reads one address per line ("-" for
+ * stdin; blank lines, '#' comments and anything after the first ',' are
+ * ignored, and a first entry without '@' is a CSV header, so the first
+ * column of a CSV works; an invalid address is named with its line). Each exits 0 only once Kafka acknowledged every
  * record. list reads the topic to its end and prints "tenant/address
  * reason" for the entries still in force (every tenant unless --tenant).
  * The tenant defaults to scheduler.default_tenant. Invalid addresses are
@@ -74,16 +76,19 @@ static int suppress_publish(sl_producer *p, const char *topic, const char *tenan
     return rc;
 }
 
-/* Addresses from a file, one per line. */
-static int suppress_read_file(const char *path, char ***out, size_t *n)
+/* Addresses from a file, one per line; lines[i] is the line of (*out)[i].
+ * A first entry without '@' is a CSV header (such as "email") and skipped. */
+static int suppress_read_file(const char *path, char ***out, size_t **lines, size_t *n)
 {
     FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
     if (!f)
         return -1;
     char *line = NULL;
-    size_t cap = 0;
+    size_t cap = 0, lineno = 0;
+    bool first = true;
     ssize_t len;
     while ((len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
         char *s = line;
         s[strcspn(s, ",\r\n")] = 0;
         while (*s == ' ' || *s == '\t')
@@ -93,7 +98,14 @@ static int suppress_read_file(const char *path, char ***out, size_t *n)
             s[--l] = 0;
         if (!*s || *s == '#')
             continue;
+        if (first && !strchr(s, '@')) {
+            first = false;
+            continue;
+        }
+        first = false;
         *out = xrealloc(*out, (*n + 1) * sizeof **out);
+        *lines = xrealloc(*lines, (*n + 1) * sizeof **lines);
+        (*lines)[*n] = lineno;
         (*out)[(*n)++] = xstrdup(s);
     }
     free(line);
@@ -102,18 +114,57 @@ static int suppress_read_file(const char *path, char ***out, size_t *n)
     return 0;
 }
 
+/* The entries in force, "tenant/address" -> reason (owned strings), read
+ * to the topic's end. 0, or 1 after saying why. */
+static int suppress_load(const sl_config *cfg, const char *topic, sched_map *m);
+
+static void suppress_map_free(sched_map *m)
+{
+    for (size_t i = 0; i < m->n_slots; i++)
+        for (sched_map_ent *e = m->slots[i]; e; e = e->next)
+            free(e->val);
+    sched_map_free(m);
+}
+
 static int suppress_list(const sl_config *cfg, const char *topic, const char *tenant)
 {
+    sched_map m;
+    if (suppress_load(cfg, topic, &m) != 0)
+        return 1;
+    /* Sorted output for people and diffs. */
+    char **keys = xcalloc(m.count ? m.count : 1, sizeof *keys);
+    size_t n = 0;
+    for (size_t i = 0; i < m.n_slots; i++)
+        for (sched_map_ent *e = m.slots[i]; e; e = e->next)
+            keys[n++] = e->key;
+    for (size_t i = 1; i < n; i++)
+        for (size_t k = i; k > 0 && strcmp(keys[k - 1], keys[k]) > 0; k--) {
+            char *t = keys[k];
+            keys[k] = keys[k - 1];
+            keys[k - 1] = t;
+        }
+    size_t tl = tenant ? strlen(tenant) : 0;
+    for (size_t i = 0; i < n; i++)
+        if (!tenant || (!strncmp(keys[i], tenant, tl) && keys[i][tl] == '/'))
+            printf("%s %s\n", keys[i], (char *)sched_map_get(&m, keys[i]));
+    free(keys);
+    suppress_map_free(&m);
+    return 0;
+}
+
+static int suppress_load(const sl_config *cfg, const char *topic, sched_map *mp)
+{
     char *err = NULL;
+    sched_map_init(mp);
     sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
     if (!r) {
         fprintf(stderr, "sluice suppress: %s\n", err);
         free(err);
+        sched_map_free(mp);
         return 1;
     }
     /* The mock broker never compacts: the last record per key wins. */
-    sched_map m;
-    sched_map_init(&m);
+    sched_map m = *mp;
     int64_t deadline = sl_mono_ms() + 30000;
     while (!sl_reader_at_end(r) && sl_mono_ms() < deadline) {
         rd_kafka_message_t *msg = sl_reader_next(r, 200);
@@ -139,28 +190,9 @@ static int suppress_list(const sl_config *cfg, const char *topic, const char *te
     }
     bool complete = sl_reader_at_end(r);
     sl_reader_free(r);
-    /* Sorted output for people and diffs. */
-    char **keys = xcalloc(m.count ? m.count : 1, sizeof *keys);
-    size_t n = 0;
-    for (size_t i = 0; i < m.n_slots; i++)
-        for (sched_map_ent *e = m.slots[i]; e; e = e->next)
-            keys[n++] = e->key;
-    for (size_t i = 1; i < n; i++)
-        for (size_t k = i; k > 0 && strcmp(keys[k - 1], keys[k]) > 0; k--) {
-            char *t = keys[k];
-            keys[k] = keys[k - 1];
-            keys[k - 1] = t;
-        }
-    size_t tl = tenant ? strlen(tenant) : 0;
-    for (size_t i = 0; i < n; i++)
-        if (!tenant || (!strncmp(keys[i], tenant, tl) && keys[i][tl] == '/'))
-            printf("%s %s\n", keys[i], (char *)sched_map_get(&m, keys[i]));
-    free(keys);
-    for (size_t i = 0; i < m.n_slots; i++)
-        for (sched_map_ent *e = m.slots[i]; e; e = e->next)
-            free(e->val);
-    sched_map_free(&m);
+    *mp = m;
     if (!complete) {
+        suppress_map_free(mp);
         fprintf(stderr, "sluice suppress: the topic was not read to its end within 30s\n");
         return 1;
     }
@@ -221,9 +253,9 @@ int cli_suppress(int argc, char **argv)
     if (!tenant)
         tenant = cfg->scheduler.default_tenant ? cfg->scheduler.default_tenant : "";
     char **addrs = NULL;
-    size_t n = 0;
+    size_t n = 0, *lines = NULL;
     if (imp) {
-        if (suppress_read_file(argv[optind], &addrs, &n) != 0) {
+        if (suppress_read_file(argv[optind], &addrs, &lines, &n) != 0) {
             fprintf(stderr, "sluice suppress: cannot read %s\n", argv[optind]);
             status = 2;
             goto out;
@@ -236,9 +268,39 @@ int cli_suppress(int argc, char **argv)
     }
     for (size_t i = 0; i < n; i++)
         if (!sched_addr_valid(addrs[i])) {
-            fprintf(stderr, "sluice suppress: invalid address '%s'\n", addrs[i]);
+            if (lines)
+                fprintf(stderr, "sluice suppress: %s:%zu: invalid address '%s'\n", argv[optind],
+                        lines[i], addrs[i]);
+            else
+                fprintf(stderr, "sluice suppress: invalid address '%s'\n", addrs[i]);
             status = 2;
         }
+    /* remove: only what is in force; saying "removed" of an address that
+     * was never suppressed would mislead. */
+    size_t not_there = 0;
+    if (!status && rm) {
+        sched_map cur;
+        if (suppress_load(cfg, topic, &cur) != 0) {
+            status = 1;
+        } else {
+            size_t k = 0;
+            for (size_t i = 0; i < n; i++) {
+                char *key = xasprintf("%s/%s", tenant, addrs[i]);
+                sl_lower(key + strlen(tenant) + 1);
+                if (sched_map_get(&cur, key)) {
+                    addrs[k++] = addrs[i];
+                } else {
+                    fprintf(stderr, "sluice suppress: %s is not suppressed for tenant '%s'\n",
+                            addrs[i], tenant);
+                    free(addrs[i]);
+                    not_there++;
+                }
+                free(key);
+            }
+            n = k;
+            suppress_map_free(&cur);
+        }
+    }
     if (!status) {
         sl_producer *p = sl_producer_new(cfg, NULL, &err);
         if (!p) {
@@ -257,6 +319,8 @@ int cli_suppress(int argc, char **argv)
             } else {
                 printf("%s %zu address%s for tenant '%s'\n", rm ? "removed" : "suppressed", n,
                        n == 1 ? "" : "es", tenant);
+                if (not_there)
+                    status = 1;
             }
             sl_producer_free(p);
         }
@@ -264,6 +328,7 @@ int cli_suppress(int argc, char **argv)
     for (size_t i = 0; i < n; i++)
         free(addrs[i]);
     free(addrs);
+    free(lines);
 out:
     free(topic);
     sl_config_free(cfg);

@@ -36,6 +36,25 @@ class TestCli(SchedCase):
         d = self.dump("dispatch", 1)
         self.assertEqual(d[0]["recipients"], ["b@x.test"])
 
+    def test_suppress_import_csv_header_and_remove_unknown(self):
+        """A CSV with a header failed whole without a line number; removing
+        an address never suppressed reported "removed 1 address"."""
+        r = self.sluice("suppress", "-c", self.cfg, "--tenant", "acme", "import", "-",
+                        input="email,name\ne@x.test,E\nf@x.test,F\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("suppressed 2 addresses", r.stdout)
+        r = self.sluice("suppress", "-c", self.cfg, "--tenant", "acme", "import", "-",
+                        input="email\ng@x.test\nnot an address\n")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("-:3: invalid address 'not an address'", r.stderr)
+        r = self.sluice("suppress", "-c", self.cfg, "--tenant", "acme", "remove",
+                        "never@x.test", "E@x.test")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("never@x.test is not suppressed for tenant 'acme'", r.stderr)
+        self.assertIn("removed 1 address ", r.stdout)
+        r = self.sluice("suppress", "-c", self.cfg, "list")
+        self.assertEqual(r.stdout.splitlines(), ["acme/f@x.test import"])
+
     def test_shaping_show(self):
         self.start_scheduler()
         self.produce("--to", "a@gmail.com", "--count", 2, "--id", "g")
