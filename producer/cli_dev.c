@@ -552,7 +552,11 @@ static void dev_usage(FILE *f)
           "  --demo N     send N demo messages through the pipeline, print a summary, exit\n"
           "  --json       print the summary as one JSON object\n"
           "  --route H:P  deliver every message to this SMTP server instead of the capture\n"
-          "  --dir DIR    working directory (config, logs, pids, captured mail)\n",
+          "  --dir DIR    working directory (config, logs, pids, captured mail); one\n"
+          "               sluice dev per directory\n"
+          "  -c FILE      run on this configuration instead of writing one (its kafka\n"
+          "               bootstrap is replaced by the dev broker's)\n"
+          "  --timeout S  with --demo: give up after S seconds (default 600)\n",
           f);
 }
 

@@ -45,8 +45,9 @@ typedef struct send_state {
 
 static void send_usage(FILE *f)
 {
-    fputs("usage: sluice send [-c FILE] --from ADDRESS --to ADDRESS[,ADDRESS...] --subject TEXT\n"
-          "                   (--body-file FILE | --raw-file FILE | --template ID [--var K=V]...)\n"
+    fputs("usage: sluice send [-c FILE] --from ADDRESS --to ADDRESS[,ADDRESS...]\n"
+          "                   (--subject TEXT --body-file FILE | --raw-file FILE\n"
+          "                    | --template ID [--var K=V]...)\n"
           "                   [--header-from \"Name <address>\"] [--tenant T] [--campaign C]\n"
           "                   [--pool P] [--priority transactional|normal|bulk] [--meta K=V]...\n"
           "                   [--expire DURATION] [--timeout DURATION] [--json]\n"
