@@ -582,6 +582,7 @@ int cli_dev(int argc, char **argv)
             if (e == optarg || *e || demo < 1) {
                 fprintf(stderr, "sluice dev: --demo: '%s' is not a count of messages (1 or more)\n",
                         optarg);
+                free(st.dir);
                 return 2;
             }
             break;
@@ -598,8 +599,10 @@ int cli_dev(int argc, char **argv)
         dev_usage(stderr);
         return 2;
     }
-    if (route && dev_check_route(route) != 0)
+    if (route && dev_check_route(route) != 0) {
+        free(st.dir);
         return 2;
+    }
     sl_log_init("dev", SL_LOG_INFO);
     /* Validate a given config before starting anything. */
     if (config) {
