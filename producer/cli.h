@@ -19,8 +19,11 @@ int cli_suppress(int argc, char **argv);   /* sluice suppress add|remove|list|im
 int cli_shaping(int argc, char **argv);    /* sluice shaping show */
 int cli_top(int argc, char **argv);        /* sluice top: live per-site view */
 int cli_dlq(int argc, char **argv);        /* sluice dlq list|show|replay|drop */
+int cli_queue(int argc, char **argv);      /* sluice queue: what waits on retry topics */
 
 #include <stddef.h>
+#include <stdint.h>
+#include <librdkafka/rdkafka.h>
 
 struct sl_buf;
 struct sl_config;
@@ -38,6 +41,13 @@ struct sl_config *cli_config(const char *cmd, const char *path);
  * talks to Kafka calls it right after cli_config(). */
 #define CLI_CONNECT_TIMEOUT_MS 5000
 int cli_kafka_check(const char *cmd, const struct sl_config *cfg, long long timeout_ms);
+/* The committed offset of consumer group `group` for each partition of
+ * topic (0 where none), without joining the group: *offsets is allocated
+ * (caller frees), *n_parts set. Returns 0, or -1 with *err. When rkp is
+ * given, the consumer handle used is left there for commits (caller closes
+ * and destroys it); otherwise it is destroyed. */
+int cli_committed(const struct sl_config *cfg, const char *group, const char *topic,
+                  int64_t **offsets, int *n_parts, rd_kafka_t **rkp, char **err);
 /* Append the whole of path ("-": stdin), at most max octets, to out.
  * Returns 0, -errno, or SL_ETOOBIG when the file is larger. */
 int cli_read_file(const char *path, size_t max, struct sl_buf *out);

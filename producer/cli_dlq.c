@@ -113,44 +113,16 @@ static int dlq_parse_pos(const char *s, dlq_pos *p)
 /* The committed cursors of the sluice-dlq group, per partition. */
 static int dlq_open_group(dlq *d, char **err)
 {
-    rd_kafka_conf_t *c = sl_kafka_conf(d->cfg, "dlq");
-    char errstr[512];
-    rd_kafka_conf_set(c, "group.id", DLQ_GROUP, NULL, 0);
-    rd_kafka_conf_set(c, "enable.auto.commit", "false", NULL, 0);
-    d->group = rd_kafka_new(RD_KAFKA_CONSUMER, c, errstr, sizeof errstr);
-    if (!d->group) {
-        rd_kafka_conf_destroy(c);
-        *err = xasprintf("kafka: %s", errstr);
+    int64_t *off = NULL;
+    if (cli_committed(d->cfg, DLQ_GROUP, d->topic, &off, &d->n_parts, &d->group, err) != 0)
         return -1;
-    }
-    const rd_kafka_metadata_t *md = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(d->group, d->topic, NULL);
-    rd_kafka_resp_err_t e = rd_kafka_metadata(d->group, 0, rkt, &md, DLQ_TIMEOUT_MS);
-    rd_kafka_topic_destroy(rkt);
-    if (e || md->topic_cnt != 1 || md->topics[0].err) {
-        *err = xasprintf("kafka: metadata for %s: %s", d->topic,
-                         rd_kafka_err2str(e ? e : md->topics[0].err));
-        if (md)
-            rd_kafka_metadata_destroy(md);
-        return -1;
-    }
-    d->n_parts = md->topics[0].partition_cnt;
     if (d->n_parts > DLQ_MAX_PARTS)
         d->n_parts = DLQ_MAX_PARTS;
-    rd_kafka_metadata_destroy(md);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(d->n_parts);
-    for (int i = 0; i < d->n_parts; i++)
-        rd_kafka_topic_partition_list_add(l, d->topic, i);
-    e = rd_kafka_committed(d->group, l, DLQ_TIMEOUT_MS);
     for (int i = 0; i < d->n_parts; i++) {
-        d->cursor[i] = (!e && l->elems[i].offset >= 0) ? l->elems[i].offset : 0;
+        d->cursor[i] = off[i];
         d->drop_to[i] = -1;
     }
-    rd_kafka_topic_partition_list_destroy(l);
-    if (e) {
-        *err = xasprintf("kafka: committed offsets of %s: %s", DLQ_GROUP, rd_kafka_err2str(e));
-        return -1;
-    }
+    free(off);
     return 0;
 }
 
