@@ -218,7 +218,7 @@ int cli_stats(int argc, char **argv)
     char *err = NULL;
     if (!(cfg = cli_config("stats", path)))
         return 2;
-    if (cli_kafka_check("stats", cfg, 0)) {
+    if (cli_kafka_check("stats", cfg, timeout_ms)) {
         sl_config_free(cfg);
         return 1;
     }

@@ -60,6 +60,7 @@ class TestUnreachable(unittest.TestCase):
             ("events", []),
             ("events", ["--timeout", "1s"]),
             ("stats", []),
+            ("stats", ["--timeout", "1s"]),
             ("suppress", ["list"]),
             ("suppress", ["add", "a@example.com"]),
             ("topics", ["list"]),
