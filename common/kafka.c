@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -96,9 +97,37 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
            "kafka %s: %s", fac, buf);
 }
 
-/* One TCP connect to host:port before deadline (sl_mono_ms). 0, or -1 with
- * why describing the failure in lower case. */
-static int probe_one(const char *host, const char *port, int64_t deadline, char *why,
+/* On a connected plaintext socket: does a Kafka broker answer an
+ * ApiVersions v0 request (the first request every client sends) with our
+ * correlation id before deadline? Something else listening on the port
+ * (or a proxy that accepts every connection) does not. */
+static int probe_kafka(int fd, int64_t deadline)
+{
+    static const unsigned char req[] = {0,    0,    0,    10,  /* size */
+                                        0,    18,   0,    0,   /* ApiVersions v0 */
+                                        0x51, 0x55, 0x49, 0x43, /* correlation id */
+                                        0xff, 0xff};            /* client id: null */
+    size_t off = 0;
+    unsigned char resp[8];
+    while (off < sizeof req + sizeof resp) {
+        int64_t left = deadline - sl_mono_ms();
+        bool writing = off < sizeof req;
+        struct pollfd pfd = {.fd = fd, .events = writing ? POLLOUT : POLLIN};
+        if (left <= 0 || poll(&pfd, 1, (int)left) != 1)
+            return -1;
+        ssize_t n = writing ? send(fd, req + off, sizeof req - off, MSG_NOSIGNAL)
+                            : recv(fd, resp + (off - sizeof req), sizeof resp - (off - sizeof req), 0);
+        if (n <= 0)
+            return -1;
+        off += (size_t)n;
+    }
+    return memcmp(resp + 4, req + 8, 4) == 0 ? 0 : -1;
+}
+
+/* One TCP connect to host:port before deadline (sl_mono_ms), then, when
+ * plain, an ApiVersions round trip. 0, or -1 with why describing the
+ * failure in lower case. */
+static int probe_one(const char *host, const char *port, bool plain, int64_t deadline, char *why,
                      size_t whylen)
 {
     struct addrinfo hints = {0}, *res = NULL;
@@ -131,9 +160,13 @@ static int probe_one(const char *host, const char *port, int64_t deadline, char 
                     err = ETIMEDOUT;
             }
         }
+        if (err == 0 && plain && probe_kafka(fd, deadline) != 0)
+            err = EPROTO;
         close(fd);
         if (err == 0)
             rc = 0;
+        else if (err == EPROTO)
+            snprintf(why, whylen, "it accepts connections but no Kafka broker answered");
         else if (err == ETIMEDOUT)
             snprintf(why, whylen, "no answer (timed out)");
         else {
@@ -148,6 +181,9 @@ static int probe_one(const char *host, const char *port, int64_t deadline, char 
 int sl_kafka_probe(const sl_config *cfg, int timeout_ms, char *why, size_t whylen)
 {
     int64_t deadline = sl_mono_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+    /* Under TLS or SASL the first bytes are not a Kafka request: TCP only. */
+    const char *proto = cfg->kafka.security_protocol;
+    bool plain = !proto || !strcasecmp(proto, "plaintext");
     char *list = xstrdup(cfg->kafka.bootstrap ? cfg->kafka.bootstrap : "");
     char reason[256] = "no bootstrap server configured", last[300] = "";
     int rc = -1;
@@ -171,7 +207,8 @@ int sl_kafka_probe(const sl_config *cfg, int timeout_ms, char *why, size_t whyle
                 port = colon + 1;
             }
         }
-        rc = probe_one(host, port && *port ? port : "9092", deadline, reason, sizeof reason);
+        rc = probe_one(host, port && *port ? port : "9092", plain, deadline, reason,
+                       sizeof reason);
         if (rc != 0 && sl_mono_ms() >= deadline)
             break;
     }

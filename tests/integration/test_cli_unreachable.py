@@ -71,6 +71,19 @@ class TestUnreachable(unittest.TestCase):
                 r = self.sluice(cmd, "-c", self.cfg, *args)
                 self.assert_one_clear_line(r, cmd)
 
+    def test_something_else_listening(self):
+        """A port that accepts connections but is not Kafka (a wrong port in
+        the bootstrap): the ApiVersions round trip gets no answer."""
+        with socket.socket() as srv:
+            srv.bind(("127.0.0.1", 0))
+            srv.listen(8)  # never accepts, never answers
+            addr = "127.0.0.1:%d" % srv.getsockname()[1]
+            cfg = self.write("other.yaml", "kafka:\n  bootstrap: %s\n" % addr)
+            r = self.sluice("events", "-c", cfg, "--timeout", "1s")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(r.stderr, "sluice events: cannot reach Kafka at %s: it accepts "
+                         "connections but no Kafka broker answered\n" % addr)
+
     def test_environment_bootstrap(self):
         r = self.sluice("events", env={"SLUICE_KAFKA_BOOTSTRAP": self.dead})
         self.assert_one_clear_line(r, "events")
