@@ -7,8 +7,10 @@
 #include "cli.h"
 #include "publish.h"
 #include "cmdline.h"
+#include "kafka.h"
 #include "log.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,10 +24,12 @@ static const cli_cmd commands[] = {
     {"dev", cli_dev, "dev [-c FILE] [--demo N] [--json] [--route HOST:PORT]  run everything locally"},
     {"send", cli_send, "send --from A --to B[,C] --subject S --body-file F  send one message"},
     {"bulk", cli_bulk, "bulk --template ID --recipients FILE --from A  send a campaign"},
-    {"template", cli_template, "template put ID FILE  store a template"},
+    {"template", cli_template, "template put|get|delete|list  manage the stored templates"},
     {"events", cli_events, "events [--follow] [--json] [--campaign C] [--since T]  print events"},
     {"stats", cli_stats, "stats [--campaign C] [--by site|pool|tenant|campaign]  delivery statistics"},
     {"suppress", cli_suppress, "suppress add|remove|list|import  manage suppressions"},
+    {"dlq", cli_dlq, "dlq list|show|replay|drop  read and handle the dead-letter topic"},
+    {"queue", cli_queue, "queue  jobs waiting on the retry topics, per topic and site"},
     {"top", cli_top, "top [--once]  live per-site rates, backlog, backoff and reply codes"},
     {"shaping", cli_shaping, "shaping show  live shaping state per site and IP"},
     {"topics", cli_topics, "topics ensure|list  create the topics on a real Kafka"},
@@ -60,8 +64,23 @@ int main(int argc, char **argv)
         sl_cmd_version("sluice", stdout);
         return 0;
     }
-    /* Human lines on a terminal; JSON when a program reads stderr. */
-    sl_log_init("sluice", SL_LOG_WARN);
+    /* Human lines on a terminal; JSON when a program reads stderr. -v or
+     * --verbose (anywhere) shows debug lines, librdkafka's among them;
+     * without it a command says what failed in one line of its own. */
+    bool verbose = false, rest = false;
+    int n = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!rest && !strcmp(argv[i], "--"))
+            rest = true;
+        if (!rest && (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")))
+            verbose = true;
+        else
+            argv[n++] = argv[i];
+    }
+    argc = n;
+    argv[argc] = NULL;
+    sl_log_init("sluice", verbose ? SL_LOG_DEBUG : SL_LOG_WARN);
+    sl_kafka_quiet_logs(!verbose);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name))
             return commands[i].fn(argc - 1, argv + 1);

@@ -18,5 +18,18 @@ int cli_stats(int argc, char **argv);      /* sluice stats [--by site] */
 int cli_suppress(int argc, char **argv);   /* sluice suppress add|remove|list|import */
 int cli_shaping(int argc, char **argv);    /* sluice shaping show */
 int cli_top(int argc, char **argv);        /* sluice top: live per-site view */
+int cli_dlq(int argc, char **argv);        /* sluice dlq list|show|replay|drop */
+int cli_queue(int argc, char **argv);      /* sluice queue: what waits on retry topics */
+
+#include <stdint.h>
+#include <librdkafka/rdkafka.h>
+
+/* The committed offset of consumer group `group` for each partition of
+ * topic (0 where none), without joining the group: *offsets is allocated
+ * (caller frees), *n_parts set. Returns 0, or -1 with *err. When rkp is
+ * given, the consumer handle used is left there for commits (caller closes
+ * and destroys it); otherwise it is destroyed. */
+int cli_committed(const struct sl_config *cfg, const char *group, const char *topic,
+                  int64_t **offsets, int *n_parts, rd_kafka_t **rkp, char **err);
 
 #endif

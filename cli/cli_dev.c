@@ -36,6 +36,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
+#include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -524,6 +527,33 @@ static int run_demo(dev_state *st, const sl_config *cfg, long n, int timeout_s)
     return rc ? rc : (delivered + bounced + other == n ? 0 : 1);
 }
 
+/* --route must be HOST:PORT with a host that resolves: otherwise every job
+ * would defer with "cannot resolve MX host" until the demo timed out. */
+static int dev_check_route(const char *route)
+{
+    const char *colon = strrchr(route, ':');
+    char *e = NULL;
+    long port = colon ? strtol(colon + 1, &e, 10) : 0;
+    if (!colon || colon == route || !e || e == colon + 1 || *e || port < 1 || port > 65535) {
+        fprintf(stderr, "sluice dev: --route: '%s' is not HOST:PORT\n", route);
+        return -1;
+    }
+    char *host = xstrndup(route, (size_t)(colon - route));
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = 0;
+    }
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    int g = getaddrinfo(host, colon + 1, &hints, &res);
+    if (g != 0)
+        fprintf(stderr, "sluice dev: --route: cannot resolve '%s': %s\n", host, gai_strerror(g));
+    if (res)
+        freeaddrinfo(res);
+    free(host);
+    return g ? -1 : 0;
+}
+
 static void dev_usage(FILE *f)
 {
     fputs("usage: sluice dev [-c FILE] [--demo N] [--json] [--route HOST:PORT] [--dir DIR]\n"
@@ -532,7 +562,11 @@ static void dev_usage(FILE *f)
           "  --demo N     send N demo messages through the pipeline, print a summary, exit\n"
           "  --json       print the summary as one JSON object\n"
           "  --route H:P  deliver every message to this SMTP server instead of the capture\n"
-          "  --dir DIR    working directory (config, logs, pids, captured mail)\n",
+          "  --dir DIR    working directory (config, logs, pids, captured mail); one\n"
+          "               sluice dev per directory\n"
+          "  -c FILE      run on this configuration instead of writing one (its kafka\n"
+          "               bootstrap is replaced by the dev broker's)\n"
+          "  --timeout S  with --demo: give up after S seconds (default 600)\n",
           f);
 }
 
@@ -552,7 +586,17 @@ int cli_dev(int argc, char **argv)
     while ((o = getopt_long(argc, argv, "c:n:jr:d:t:h", opts, NULL)) != -1) {
         switch (o) {
         case 'c': config = optarg; break;
-        case 'n': demo = strtol(optarg, NULL, 10); break;
+        case 'n': {
+            char *e;
+            demo = strtol(optarg, &e, 10);
+            if (e == optarg || *e || demo < 1) {
+                fprintf(stderr, "sluice dev: --demo: '%s' is not a count of messages (1 or more)\n",
+                        optarg);
+                free(st.dir);
+                return 2;
+            }
+            break;
+        }
         case 'j': st.json = true; break;
         case 'r': route = optarg; break;
         case 'd': st.dir = xstrdup(optarg); break;
@@ -563,6 +607,10 @@ int cli_dev(int argc, char **argv)
     }
     if (optind < argc || (demo != -1 && demo < 1)) {
         dev_usage(stderr);
+        return 2;
+    }
+    if (route && dev_check_route(route) != 0) {
+        free(st.dir);
         return 2;
     }
     sl_log_init("dev", SL_LOG_INFO);
@@ -579,6 +627,28 @@ int cli_dev(int argc, char **argv)
     }
     char path[4096];
     mkdir(st.dir, 0755);
+    /* One instance per directory: a second would overwrite the first's
+     * config and pid files. The lock lives as long as this process. */
+    snprintf(path, sizeof path, "%s/dev.lock", st.dir);
+    int lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "";
+        if (lockfd >= 0) {
+            ssize_t n = pread(lockfd, pid, sizeof pid - 1, 0);
+            pid[n > 0 ? strcspn(pid, "\n") : 0] = 0;
+        }
+        fprintf(stderr, "sluice dev: %s is in use by another sluice dev%s%s%s; stop it or pick "
+                        "another --dir\n",
+                st.dir, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
+        if (lockfd >= 0)
+            close(lockfd);
+        free(st.dir);
+        return 1;
+    }
+    char pidtext[32];
+    int pl = snprintf(pidtext, sizeof pidtext, "%d\n", (int)getpid());
+    if (ftruncate(lockfd, 0) != 0 || pwrite(lockfd, pidtext, (size_t)pl, 0) != pl)
+        sl_warn("dev: cannot write %s", path);
     const char *subdirs[] = {"logs", "pids", "mail"};
     for (int i = 0; i < 3; i++) {
         snprintf(path, sizeof path, "%s/%s", st.dir, subdirs[i]);
@@ -682,6 +752,13 @@ int cli_dev(int argc, char **argv)
         rc = run_demo(&st, cfg, demo, timeout_s);
     } else {
         fprintf(stderr, "sluice dev: running; Ctrl-C stops\n");
+        if (!config)
+            fprintf(stderr,
+                    "sluice dev: next, in another shell:\n"
+                    "  export SLUICE_CONFIG=%s\n"
+                    "  sluice send --from you@example.net --to someone@example.org "
+                    "--subject hi --body-file FILE\n",
+                    st.config_path);
         while (!dev_stop && supervise(&st)) {
             struct timespec ts = {0, 100 * 1000000};
             nanosleep(&ts, NULL);
@@ -701,5 +778,6 @@ int cli_dev(int argc, char **argv)
     free(st.config_path);
     free(st.bindir);
     free(st.dir);
+    close(lockfd);
     return rc;
 }

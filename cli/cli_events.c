@@ -163,6 +163,8 @@ static void events_human(const sl_event *e, sl_buf *b)
     if (e->bounce_class)
         sl_buf_printf(b, " class=%s%s", sl_bounce_class_name(e->bounce_class),
                       e->bounce_hard ? "(hard)" : "(soft)");
+    if (e->type == SLUICE__V1__EVENT_TYPE__EVENT_SHAPING)
+        sl_buf_printf(b, " rate=%g/s", e->rate_per_sec);
     if (e->smtp_code) {
         sl_buf_printf(b, " %u", e->smtp_code);
         if (e->enhanced_code && *e->enhanced_code)
@@ -173,7 +175,11 @@ static void events_human(const sl_event *e, sl_buf *b)
         /* The first line only: replies can be multi-line. */
         size_t n = strcspn(text, "\r\n");
         sl_buf_puts(b, " \"");
-        sl_buf_append(b, text, n);
+        for (size_t i = 0; i < n; i++) {
+            if (text[i] == '"' || text[i] == '\\')
+                sl_buf_putc(b, '\\');
+            sl_buf_putc(b, text[i]);
+        }
         sl_buf_putc(b, '"');
     }
     sl_buf_putc(b, '\n');
@@ -369,7 +375,11 @@ int cli_events(int argc, char **argv)
     sl_config *cfg = NULL;
     char *err = NULL;
     if (!(cfg = cli_config("events", path)))
-        goto out;
+        return 2;
+    if (cli_kafka_check("events", cfg, timeout_ms)) {
+        sl_config_free(cfg);
+        return 1;
+    }
     char *topic = sl_config_topic(cfg, jobs ? "jobs" : "events");
     /* --since filters on each event's own timestamp rather than seeking by
      * time: the dev broker does not answer timestamp offset lookups, and a

@@ -27,6 +27,7 @@
 #include "stats_count.h"
 #include "config.h"
 #include "reader.h"
+#include "map.h"
 #include "wire.h"
 #include "util.h"
 
@@ -86,6 +87,27 @@ static const char *stats_key(const sl_event *e, const char *by)
     if (!strcmp(by, "domain"))
         return e->domain;
     return e->source_ip;
+}
+
+/* --by site|pool|source_ip: those are known only once a job was routed,
+ * so its ACCEPTED (and any other event before routing) names none. Such an
+ * event is held (type and bounce fields only) under its job and recipient
+ * and counted at the end in the group a later event of the same job and
+ * recipient named; one never routed (suppressed, rejected) in
+ * "(unrouted)". */
+typedef struct stats_held {
+    char *jr; /* "job_id\x1frecipient" */
+    sl_event ev;
+} stats_held;
+
+static bool stats_routed_key(const char *by)
+{
+    return !strcmp(by, "site") || !strcmp(by, "pool") || !strcmp(by, "source_ip");
+}
+
+static char *stats_jr(const sl_event *e)
+{
+    return xasprintf("%s\x1f%s", e->job_id ? e->job_id : "", e->recipient ? e->recipient : "");
 }
 
 /* --since as in `sluice events`: a duration back, epoch ms, or a date. */
@@ -196,6 +218,10 @@ int cli_stats(int argc, char **argv)
     char *err = NULL;
     if (!(cfg = cli_config("stats", path)))
         return 2;
+    if (cli_kafka_check("stats", cfg, timeout_ms)) {
+        sl_config_free(cfg);
+        return 1;
+    }
     char *topic = sl_config_topic(cfg, "events");
     sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
     if (!r) {
@@ -207,6 +233,11 @@ int cli_stats(int argc, char **argv)
     }
     sluice_stats st = {0};
     sluice__stats_init(&st);
+    bool hold = by && stats_routed_key(by);
+    sl_map where; /* job+recipient -> group name (owned) */
+    sl_map_init(&where);
+    stats_held *held = NULL;
+    size_t n_held = 0, cap_held = 0;
     int rc = 0;
     int64_t deadline = sl_mono_ms() + timeout_ms;
     while (!sl_reader_at_end(r)) {
@@ -231,8 +262,27 @@ int cli_stats(int argc, char **argv)
                     st.duplicates++;
                 } else {
                     sluice__stats_add(&st.total, e);
-                    if (by)
-                        sluice__stats_add(sluice__stats_group(&st, stats_key(e, by)), e);
+                    const char *key = by ? stats_key(e, by) : NULL;
+                    if (hold && (!key || !*key)) {
+                        if (n_held == cap_held) {
+                            cap_held = cap_held ? cap_held * 2 : 256;
+                            held = xrealloc(held, cap_held * sizeof *held);
+                        }
+                        stats_held *h = &held[n_held++];
+                        h->jr = stats_jr(e);
+                        h->ev = (sl_event)SLUICE__V1__EVENT__INIT;
+                        h->ev.type = e->type;
+                        h->ev.bounce_hard = e->bounce_hard;
+                        h->ev.bounce_class = e->bounce_class;
+                    } else if (by) {
+                        if (hold) {
+                            char *jr = stats_jr(e);
+                            if (!sl_map_get(&where, jr))
+                                free(sl_map_put(&where, jr, xstrdup(key)));
+                            free(jr);
+                        }
+                        sluice__stats_add(sluice__stats_group(&st, key), e);
+                    }
                 }
             }
             sl_event_free(e);
@@ -240,6 +290,16 @@ int cli_stats(int argc, char **argv)
         rd_kafka_message_destroy(m);
     }
     sl_reader_free(r);
+    for (size_t i = 0; i < n_held; i++) {
+        const char *g = sl_map_get(&where, held[i].jr);
+        sluice__stats_add(sluice__stats_group(&st, g ? g : "(unrouted)"), &held[i].ev);
+        free(held[i].jr);
+    }
+    free(held);
+    for (size_t i = 0; i < where.n_slots; i++)
+        for (sl_map_ent *e = where.slots[i]; e; e = e->next)
+            free(e->val);
+    sl_map_free(&where);
 
     sluice__stats_finish(&st);
 

@@ -8,9 +8,11 @@
  *   sluice suppress [-c FILE] [--tenant T] import FILE
  *
  * add publishes a Suppression per address (lower-cased), remove a
- * tombstone; import reads one address per line ("-" for stdin; blank
- * lines, '#' comments and anything after the first ',' are ignored, so a
- * one-column CSV works). Each exits 0 only once Kafka acknowledged every
+ * tombstone for each address in force (one that is not is named on stderr
+ * and makes the exit status 1); import reads one address per line ("-" for
+ * stdin; blank lines, '#' comments and anything after the first ',' are
+ * ignored, and a first entry without '@' is a CSV header, so the first
+ * column of a CSV works; an invalid address is named with its line). Each exits 0 only once Kafka acknowledged every
  * record. list reads the topic to its end and prints "tenant/address
  * reason" for the entries still in force (every tenant unless --tenant).
  * The tenant defaults to scheduler.default_tenant. Invalid addresses are
@@ -21,6 +23,7 @@
 #include "kafka.h"
 #include "reader.h"
 #include "sluice.h"
+#include "map.h"
 #include "util.h"
 #include "wire.h"
 
@@ -73,16 +76,19 @@ static int suppress_publish(sl_producer *p, const char *topic, const char *tenan
     return rc;
 }
 
-/* Addresses from a file, one per line. */
-static int suppress_read_file(const char *path, char ***out, size_t *n)
+/* Addresses from a file, one per line; lines[i] is the line of (*out)[i].
+ * A first entry without '@' is a CSV header (such as "email") and skipped. */
+static int suppress_read_file(const char *path, char ***out, size_t **lines, size_t *n)
 {
     FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
     if (!f)
         return -1;
     char *line = NULL;
-    size_t cap = 0;
+    size_t cap = 0, lineno = 0;
+    bool first = true;
     ssize_t len;
     while ((len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
         char *s = line;
         s[strcspn(s, ",\r\n")] = 0;
         while (*s == ' ' || *s == '\t')
@@ -92,7 +98,14 @@ static int suppress_read_file(const char *path, char ***out, size_t *n)
             s[--l] = 0;
         if (!*s || *s == '#')
             continue;
+        if (first && !strchr(s, '@')) {
+            first = false;
+            continue;
+        }
+        first = false;
         *out = xrealloc(*out, (*n + 1) * sizeof **out);
+        *lines = xrealloc(*lines, (*n + 1) * sizeof **lines);
+        (*lines)[*n] = lineno;
         (*out)[(*n)++] = xstrdup(s);
     }
     free(line);
@@ -101,80 +114,85 @@ static int suppress_read_file(const char *path, char ***out, size_t *n)
     return 0;
 }
 
-/* One record of the suppressions topic, for suppress_list(). */
-typedef struct supp_rec {
-    char *key;
-    char *reason; /* NULL: a tombstone */
-    size_t seq;   /* position in the topic */
-} supp_rec;
+/* The entries in force, "tenant/address" -> reason (owned strings), read
+ * to the topic's end. 0, or 1 after saying why. */
+static int suppress_load(const sl_config *cfg, const char *topic, sl_map *m);
 
-static int supp_rec_cmp(const void *a, const void *b)
+static void suppress_map_free(sl_map *m)
 {
-    const supp_rec *x = a, *y = b;
-    int c = strcmp(x->key, y->key);
-    return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
+    for (size_t i = 0; i < m->n_slots; i++)
+        for (sl_map_ent *e = m->slots[i]; e; e = e->next)
+            free(e->val);
+    sl_map_free(m);
 }
 
 static int suppress_list(const sl_config *cfg, const char *topic, const char *tenant)
 {
+    sl_map m;
+    if (suppress_load(cfg, topic, &m) != 0)
+        return 1;
+    /* Sorted output for people and diffs. */
+    char **keys = xcalloc(m.count ? m.count : 1, sizeof *keys);
+    size_t n = 0;
+    for (size_t i = 0; i < m.n_slots; i++)
+        for (sl_map_ent *e = m.slots[i]; e; e = e->next)
+            keys[n++] = e->key;
+    for (size_t i = 1; i < n; i++)
+        for (size_t k = i; k > 0 && strcmp(keys[k - 1], keys[k]) > 0; k--) {
+            char *t = keys[k];
+            keys[k] = keys[k - 1];
+            keys[k - 1] = t;
+        }
+    size_t tl = tenant ? strlen(tenant) : 0;
+    for (size_t i = 0; i < n; i++)
+        if (!tenant || (!strncmp(keys[i], tenant, tl) && keys[i][tl] == '/'))
+            printf("%s %s\n", keys[i], (char *)sl_map_get(&m, keys[i]));
+    free(keys);
+    suppress_map_free(&m);
+    return 0;
+}
+
+static int suppress_load(const sl_config *cfg, const char *topic, sl_map *mp)
+{
     char *err = NULL;
+    sl_map_init(mp);
     sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
     if (!r) {
         fprintf(stderr, "sluice suppress: %s\n", err);
         free(err);
+        sl_map_free(mp);
         return 1;
     }
-    /* The dev broker never compacts: the records are kept in topic order
-     * (reason NULL for a tombstone), sorted by key and then by that order,
-     * and the last record per key wins. */
-    supp_rec *recs = NULL;
-    size_t n = 0, cap = 0;
+    /* The mock broker never compacts: the last record per key wins. */
+    sl_map m = *mp;
     int64_t deadline = sl_mono_ms() + 30000;
     while (!sl_reader_at_end(r) && sl_mono_ms() < deadline) {
         rd_kafka_message_t *msg = sl_reader_next(r, 200);
         if (!msg)
             continue;
         if (msg->key) {
-            char *reason = NULL;
-            bool keep = true;
-            if (msg->payload) {
+            char *key = xstrndup(msg->key, msg->key_len);
+            char *old = NULL;
+            if (!msg->payload) {
+                old = sl_map_del(&m, key);
+            } else {
                 sl_suppression *s = NULL;
                 const char *why;
-                keep = sl_suppression_decode(msg->payload, msg->len, &s, &why) == 0;
-                if (keep) {
-                    reason = xstrdup(s->reason ? s->reason : "");
+                if (sl_suppression_decode(msg->payload, msg->len, &s, &why) == 0) {
+                    old = sl_map_put(&m, key, xstrdup(s->reason ? s->reason : ""));
                     sl_suppression_free(s);
                 }
             }
-            if (keep) {
-                if (n == cap) {
-                    cap = cap ? cap * 2 : 64;
-                    recs = xrealloc(recs, cap * sizeof *recs);
-                }
-                recs[n] = (supp_rec){xstrndup(msg->key, msg->key_len), reason, n};
-                n++;
-            }
+            free(old);
+            free(key);
         }
         rd_kafka_message_destroy(msg);
     }
     bool complete = sl_reader_at_end(r);
     sl_reader_free(r);
-    /* Sorted output for people and diffs. */
-    if (n)
-        qsort(recs, n, sizeof *recs, supp_rec_cmp);
-    size_t tl = tenant ? strlen(tenant) : 0;
-    for (size_t i = 0; i < n; i++) {
-        const supp_rec *e = &recs[i];
-        bool last = i + 1 == n || strcmp(e->key, recs[i + 1].key) != 0;
-        if (last && e->reason && (!tenant || (!strncmp(e->key, tenant, tl) && e->key[tl] == '/')))
-            printf("%s %s\n", e->key, e->reason);
-    }
-    for (size_t i = 0; i < n; i++) {
-        free(recs[i].key);
-        free(recs[i].reason);
-    }
-    free(recs);
+    *mp = m;
     if (!complete) {
+        suppress_map_free(mp);
         fprintf(stderr, "sluice suppress: the topic was not read to its end within 30s\n");
         return 1;
     }
@@ -222,6 +240,10 @@ int cli_suppress(int argc, char **argv)
     char *err = NULL;
     if (!(cfg = cli_config("suppress", path)))
         return 2;
+    if (cli_kafka_check("suppress", cfg, 0)) {
+        sl_config_free(cfg);
+        return 1;
+    }
     char *topic = sl_config_topic(cfg, "suppressions");
     int status = 0;
     if (!strcmp(sub, "list")) {
@@ -231,9 +253,9 @@ int cli_suppress(int argc, char **argv)
     if (!tenant)
         tenant = cfg->scheduler.default_tenant ? cfg->scheduler.default_tenant : "";
     char **addrs = NULL;
-    size_t n = 0;
+    size_t n = 0, *lines = NULL;
     if (imp) {
-        if (suppress_read_file(argv[optind], &addrs, &n) != 0) {
+        if (suppress_read_file(argv[optind], &addrs, &lines, &n) != 0) {
             fprintf(stderr, "sluice suppress: cannot read %s\n", argv[optind]);
             status = 2;
             goto out;
@@ -247,9 +269,39 @@ int cli_suppress(int argc, char **argv)
     char norm[SLUICE_ADDRESS_MAX + 1], why[160];
     for (size_t i = 0; i < n; i++)
         if (sluice_address_normalize(addrs[i], norm, why, sizeof why) != 0) {
-            fprintf(stderr, "sluice suppress: invalid address '%s': %s\n", addrs[i], why);
+            if (lines)
+                fprintf(stderr, "sluice suppress: %s:%zu: invalid address '%s': %s\n",
+                        argv[optind], lines[i], addrs[i], why);
+            else
+                fprintf(stderr, "sluice suppress: invalid address '%s': %s\n", addrs[i], why);
             status = 2;
         }
+    /* remove: only what is in force; saying "removed" of an address that
+     * was never suppressed would mislead. */
+    size_t not_there = 0;
+    if (!status && rm) {
+        sl_map cur;
+        if (suppress_load(cfg, topic, &cur) != 0) {
+            status = 1;
+        } else {
+            size_t k = 0;
+            for (size_t i = 0; i < n; i++) {
+                char *key = xasprintf("%s/%s", tenant, addrs[i]);
+                sl_lower(key + strlen(tenant) + 1);
+                if (sl_map_get(&cur, key)) {
+                    addrs[k++] = addrs[i];
+                } else {
+                    fprintf(stderr, "sluice suppress: %s is not suppressed for tenant '%s'\n",
+                            addrs[i], tenant);
+                    free(addrs[i]);
+                    not_there++;
+                }
+                free(key);
+            }
+            n = k;
+            suppress_map_free(&cur);
+        }
+    }
     if (!status) {
         sl_producer *p = sl_producer_new(cfg, NULL, &err);
         if (!p) {
@@ -268,6 +320,8 @@ int cli_suppress(int argc, char **argv)
             } else {
                 printf("%s %zu address%s for tenant '%s'\n", rm ? "removed" : "suppressed", n,
                        n == 1 ? "" : "es", tenant);
+                if (not_there)
+                    status = 1;
             }
             sl_producer_free(p);
         }
@@ -275,6 +329,7 @@ int cli_suppress(int argc, char **argv)
     for (size_t i = 0; i < n; i++)
         free(addrs[i]);
     free(addrs);
+    free(lines);
 out:
     free(topic);
     sl_config_free(cfg);

@@ -494,6 +494,10 @@ int cli_top(int argc, char **argv)
     char *err = NULL;
     if (!(cfg = cli_config("top", path)))
         return 2;
+    if (cli_kafka_check("top", cfg, 0)) {
+        sl_config_free(cfg);
+        return 1;
+    }
     int rc = 1;
     char *topic = sl_config_topic(cfg, "events");
     top_lag lag = {0};

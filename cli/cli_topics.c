@@ -226,6 +226,10 @@ int cli_topics(int argc, char **argv)
     sl_config *cfg = NULL;
     if (!(cfg = cli_config("topics", path)))
         return 2;
+    if (cli_kafka_check("topics", cfg, 0)) {
+        sl_config_free(cfg);
+        return 1;
+    }
     size_t n;
     sl_topic_spec *t = sl_topics(cfg, &n);
 

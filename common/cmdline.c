@@ -3,9 +3,11 @@
  */
 #include "cmdline.h"
 #include "config.h"
+#include "kafka.h"
 #include "util.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,6 +66,9 @@ int sl_cmd_std(int argc, char **argv, const sl_cmd_help *h)
 
 struct sl_config *cli_config(const char *cmd, const char *path)
 {
+    /* One place for SLUICE_CONFIG, so that no command can forget it. */
+    if (!path && getenv("SLUICE_CONFIG") && *getenv("SLUICE_CONFIG"))
+        path = getenv("SLUICE_CONFIG");
     if (!path)
         return sl_config_default();
     sl_config *cfg = NULL;
@@ -74,6 +79,17 @@ struct sl_config *cli_config(const char *cmd, const char *path)
         return NULL;
     }
     return cfg;
+}
+
+int cli_kafka_check(const char *cmd, const sl_config *cfg, long long timeout_ms)
+{
+    if (timeout_ms <= 0 || timeout_ms > CLI_CONNECT_TIMEOUT_MS)
+        timeout_ms = CLI_CONNECT_TIMEOUT_MS;
+    char why[512];
+    if (sl_kafka_probe(cfg, (int)timeout_ms, why, sizeof why) == 0)
+        return 0;
+    fprintf(stderr, "sluice %s: %s\n", cmd, why);
+    return 1;
 }
 
 int cli_read_file(const char *path, size_t max, sl_buf *out)

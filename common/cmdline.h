@@ -42,10 +42,17 @@ void sl_cmd_usage(const sl_cmd_help *h, FILE *f);
  * -1 and the caller parses its options as usual. */
 int sl_cmd_std(int argc, char **argv, const sl_cmd_help *h);
 
-/* The config in path, or the built-in default when path is NULL. A bad
- * file is reported as "sluice CMD: file:line: ..." on stderr and NULL is
- * returned: the command exits 2. The caller frees it (sl_config_free). */
+/* The config in path, else in $SLUICE_CONFIG, else the built-in default. A
+ * bad file is reported as "sluice CMD: file:line: ..." on stderr and NULL
+ * is returned: the command exits 2. The caller frees it (sl_config_free). */
 struct sl_config *cli_config(const char *cmd, const char *path);
+/* Fail fast when Kafka is not there: a connection to the bootstrap and one
+ * Kafka request within timeout_ms (<= 0: CLI_CONNECT_TIMEOUT_MS, and never
+ * more than that). Returns 0, or prints "sluice CMD: cannot reach Kafka at
+ * HOST:PORT: REASON" on stderr and returns 1 (the command exits 1). Every
+ * command that talks to Kafka calls it right after cli_config(). */
+#define CLI_CONNECT_TIMEOUT_MS 5000
+int cli_kafka_check(const char *cmd, const struct sl_config *cfg, long long timeout_ms);
 /* Append the whole of path ("-": stdin), at most max octets, to out.
  * Returns 0, -errno, or SL_ETOOBIG when the file is larger. */
 int cli_read_file(const char *path, size_t max, struct sl_buf *out);

@@ -22,10 +22,15 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -75,11 +80,142 @@ static void conf_set(rd_kafka_conf_t *c, const char *k, const char *v)
         sl_panic("kafka conf %s: %s", k, errstr);
 }
 
+static bool kafka_quiet; /* set once by a command-line tool before any client */
+
+void sl_kafka_quiet_logs(bool quiet)
+{
+    kafka_quiet = quiet;
+}
+
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
-    sl_log(level <= 3 ? SL_LOG_ERROR : level <= 4 ? SL_LOG_WARN : SL_LOG_DEBUG, "kafka %s: %s",
-           fac, buf);
+    sl_log(kafka_quiet  ? SL_LOG_DEBUG
+           : level <= 3 ? SL_LOG_ERROR
+           : level <= 4 ? SL_LOG_WARN
+                        : SL_LOG_DEBUG,
+           "kafka %s: %s", fac, buf);
+}
+
+/* On a connected plaintext socket: does a Kafka broker answer an
+ * ApiVersions v0 request (the first request every client sends) with our
+ * correlation id before deadline? Something else listening on the port
+ * (or a proxy that accepts every connection) does not. */
+static int probe_kafka(int fd, int64_t deadline)
+{
+    static const unsigned char req[] = {0,    0,    0,    10,  /* size */
+                                        0,    18,   0,    0,   /* ApiVersions v0 */
+                                        0x51, 0x55, 0x49, 0x43, /* correlation id */
+                                        0xff, 0xff};            /* client id: null */
+    size_t off = 0;
+    unsigned char resp[8];
+    while (off < sizeof req + sizeof resp) {
+        int64_t left = deadline - sl_mono_ms();
+        bool writing = off < sizeof req;
+        struct pollfd pfd = {.fd = fd, .events = writing ? POLLOUT : POLLIN};
+        if (left <= 0 || poll(&pfd, 1, (int)left) != 1)
+            return -1;
+        ssize_t n = writing ? send(fd, req + off, sizeof req - off, MSG_NOSIGNAL)
+                            : recv(fd, resp + (off - sizeof req), sizeof resp - (off - sizeof req), 0);
+        if (n <= 0)
+            return -1;
+        off += (size_t)n;
+    }
+    return memcmp(resp + 4, req + 8, 4) == 0 ? 0 : -1;
+}
+
+/* One TCP connect to host:port before deadline (sl_mono_ms), then, when
+ * plain, an ApiVersions round trip. 0, or -1 with why describing the
+ * failure in lower case. */
+static int probe_one(const char *host, const char *port, bool plain, int64_t deadline, char *why,
+                     size_t whylen)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    int g = getaddrinfo(host, port, &hints, &res);
+    if (g != 0) {
+        snprintf(why, whylen, "cannot resolve %s (%s)", host, gai_strerror(g));
+        return -1;
+    }
+    int rc = -1;
+    snprintf(why, whylen, "no address");
+    for (struct addrinfo *ai = res; ai && rc != 0; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                        ai->ai_protocol);
+        if (fd < 0) {
+            snprintf(why, whylen, "%s", strerror(errno));
+            continue;
+        }
+        int err = 0;
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+            err = errno;
+            if (err == EINPROGRESS) {
+                struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+                int64_t left = deadline - sl_mono_ms();
+                int n = left > 0 ? poll(&pfd, 1, (int)left) : 0;
+                socklen_t len = sizeof err;
+                if (n == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+                    err = errno;
+                else if (n <= 0)
+                    err = ETIMEDOUT;
+            }
+        }
+        if (err == 0 && plain && probe_kafka(fd, deadline) != 0)
+            err = EPROTO;
+        close(fd);
+        if (err == 0)
+            rc = 0;
+        else if (err == EPROTO)
+            snprintf(why, whylen, "it accepts connections but no Kafka broker answered");
+        else if (err == ETIMEDOUT)
+            snprintf(why, whylen, "no answer (timed out)");
+        else {
+            snprintf(why, whylen, "%s", strerror(err));
+            why[0] = (char)(why[0] >= 'A' && why[0] <= 'Z' ? why[0] - 'A' + 'a' : why[0]);
+        }
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+int sl_kafka_probe(const sl_config *cfg, int timeout_ms, char *why, size_t whylen)
+{
+    int64_t deadline = sl_mono_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+    /* Under TLS or SASL the first bytes are not a Kafka request: TCP only. */
+    const char *proto = cfg->kafka.security_protocol;
+    bool plain = !proto || !strcasecmp(proto, "plaintext");
+    char *list = xstrdup(cfg->kafka.bootstrap ? cfg->kafka.bootstrap : "");
+    char reason[256] = "no bootstrap server configured", last[300] = "";
+    int rc = -1;
+    char *save = NULL;
+    for (char *tok = strtok_r(list, ", ", &save); tok && rc != 0;
+         tok = strtok_r(NULL, ", ", &save)) {
+        char *hp = strstr(tok, "://") ? strstr(tok, "://") + 3 : tok;
+        snprintf(last, sizeof last, "%s", hp);
+        char *host = hp, *port = NULL;
+        if (*hp == '[') {
+            char *end = strchr(hp, ']');
+            if (end) {
+                *end = 0;
+                host = hp + 1;
+                port = end[1] == ':' ? end + 2 : NULL;
+            }
+        } else {
+            char *colon = strrchr(hp, ':');
+            if (colon) {
+                *colon = 0;
+                port = colon + 1;
+            }
+        }
+        rc = probe_one(host, port && *port ? port : "9092", plain, deadline, reason,
+                       sizeof reason);
+        if (rc != 0 && sl_mono_ms() >= deadline)
+            break;
+    }
+    free(list);
+    if (rc != 0)
+        snprintf(why, whylen, "cannot reach Kafka at %s: %s", last[0] ? last : "(none)", reason);
+    return rc;
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)

@@ -53,6 +53,22 @@ typedef struct sl_topic_spec {
     uint64_t max_message_bytes; /* the topic's max.message.bytes (budget.h) */
 } sl_topic_spec;
 
+/* Does a Kafka broker answer at the bootstrap within timeout_ms? A TCP
+ * connection, then (plaintext only) an ApiVersions round trip. Tries
+ * each host:port of cfg->kafka.bootstrap (a "proto://" prefix and [v6]
+ * brackets allowed) in turn within the one deadline. Returns 0 when one
+ * answers; otherwise -1 with why set to one line, "cannot reach Kafka at
+ * HOST:PORT: connection refused" (the last failure; "it accepts
+ * connections but no Kafka broker answered" when something else listens
+ * there). Blocks the calling thread: for command-line tools, before they
+ * create a librdkafka client that would otherwise retry silently until its
+ * own timeouts. */
+int sl_kafka_probe(const sl_config *cfg, int timeout_ms, char *why, size_t whylen);
+
+/* Command-line tools: librdkafka's own log lines go at debug level, so that
+ * a tool prints its own one-line error instead of the retry chatter. */
+void sl_kafka_quiet_logs(bool quiet);
+
 /* Every sluice topic; caller frees with sl_topics_free(). */
 sl_topic_spec *sl_topics(const sl_config *cfg, size_t *n);
 void sl_topics_free(sl_topic_spec *t, size_t n);

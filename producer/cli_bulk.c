@@ -5,7 +5,8 @@
  *               [--format csv|jsonl] [--campaign C] [--tenant T] [--pool P]
  *               [--priority transactional|normal|bulk] [--expire DURATION]
  *               [--vars-check on|off] [--accepted-events on|off]
- *               [--show-rejects N] [--progress|--no-progress] [--json]
+ *               [--show-rejects N] [--allow-partial] [--progress|--no-progress]
+ *               [--json]
  *
  * Recipients: CSV with a header row (libcsv; the `email` column is the
  * recipient, every column is a variable), or JSON lines (jansson)
@@ -28,10 +29,13 @@
  * At the end it prints a summary: published (acknowledged by Kafka),
  * failed (Kafka refused), rejected (line, reason; the first --show-rejects,
  * default 20, listed), bytes of job records, elapsed time and jobs/s; with
- * --json one JSON object on stdout instead. Exit status: 0 when every valid
- * row was acknowledged (rejected rows are reported, not fatal), 1 when Kafka
- * failed or did not acknowledge some jobs, 2 on bad usage, configuration,
- * template, sender address or CSV header.
+ * --json one JSON object on stdout instead. Every input row is published,
+ * rejected with its line and reason, or the command fails: a stray quote
+ * rejects its row and parsing resumes at the next line. Exit status: 0 when
+ * every row was published and acknowledged; 1 when any row was rejected
+ * (unless --allow-partial), nothing was published, or Kafka failed or did
+ * not acknowledge some jobs; 2 on bad usage, configuration, template, sender
+ * address, CSV header or a quoted field never closed.
  */
 #include "publish.h"
 #include "sluice.h"
@@ -56,6 +60,10 @@
 #define BULK_MAX_OUTSTANDING 200000
 #define BULK_FLUSH_TIMEOUT_MS 120000
 #define BULK_MAX_LINE (1024 * 1024)
+/* Strict: a quote inside an unquoted field, or text after a closing quote,
+ * is an error rather than the start of a field that runs on to the next
+ * quote in the file. */
+#define BULK_CSV_OPTS (CSV_APPEND_NULL | CSV_STRICT | CSV_STRICT_FINI)
 
 typedef struct bulk_reject {
     uint64_t line;
@@ -112,7 +120,8 @@ static void bulk_usage(FILE *f)
           "                   [--format csv|jsonl] [--campaign C] [--tenant T] [--pool P]\n"
           "                   [--priority transactional|normal|bulk] [--expire DURATION]\n"
           "                   [--vars-check on|off] [--accepted-events on|off]\n"
-          "                   [--show-rejects N] [--progress|--no-progress] [--json]\n"
+          "                   [--show-rejects N] [--allow-partial] [--progress|--no-progress]\n"
+          "                   [--json]\n"
           "CSV: a header row, an `email` column, other columns are template variables.\n"
           "JSON lines: {\"email\": \"a@example.com\", \"vars\": {\"name\": \"A\"}}\n",
           f);
@@ -515,7 +524,8 @@ int cli_bulk(int argc, char **argv)
         O_SHOW,
         O_PROGRESS,
         O_NO_PROGRESS,
-        O_JSON
+        O_JSON,
+        O_ALLOW_PARTIAL
     };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
@@ -534,13 +544,14 @@ int cli_bulk(int argc, char **argv)
         {"progress", no_argument, NULL, O_PROGRESS},
         {"no-progress", no_argument, NULL, O_NO_PROGRESS},
         {"json", no_argument, NULL, O_JSON},
+        {"allow-partial", no_argument, NULL, O_ALLOW_PARTIAL},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     bulk b = {0};
     const char *path = getenv("SLUICE_CONFIG");
     const char *rcpt_path = NULL, *format = NULL;
-    bool json = false, accepted_events = true;
+    bool json = false, accepted_events = true, allow_partial = false;
     int progress = -1; /* -1: when stderr is a terminal */
     int64_t expire_ms = 0;
     int rc = 2, o;
@@ -582,6 +593,9 @@ int cli_bulk(int argc, char **argv)
             break;
         case O_JSON:
             json = true;
+            break;
+        case O_ALLOW_PARTIAL:
+            allow_partial = true;
             break;
         case O_PROGRESS:
             progress = 1;
@@ -665,8 +679,18 @@ int cli_bulk(int argc, char **argv)
         goto out;
     }
 
+    /* The recipients file first: a typo in its name needs no Kafka. */
+    in = strcmp(rcpt_path, "-") ? fopen(rcpt_path, "rb") : stdin;
+    if (!in) {
+        fprintf(stderr, "sluice bulk: %s: %s\n", rcpt_path, strerror(errno));
+        goto out;
+    }
     if (!(cfg = cli_config("bulk", path)))
         goto out;
+    if (cli_kafka_check("bulk", cfg, 0)) {
+        rc = 1;
+        goto out;
+    }
     if (b.vars_check) {
         int trc = sluice__template_fetch(cfg, b.m.template_id, &tmpl, &err);
         if (trc == SL_ENOTFOUND) {
@@ -686,11 +710,6 @@ int cli_bulk(int argc, char **argv)
         b.n_tvars = tmpl->n_variables;
     }
 
-    in = strcmp(rcpt_path, "-") ? fopen(rcpt_path, "rb") : stdin;
-    if (!in) {
-        fprintf(stderr, "sluice bulk: %s: %s\n", rcpt_path, strerror(errno));
-        goto out;
-    }
     struct stat st;
     if (fstat(fileno(in), &st) == 0 && S_ISREG(st.st_mode))
         b.file_size = (uint64_t)st.st_size;
@@ -706,7 +725,7 @@ int cli_bulk(int argc, char **argv)
     if (expire_ms)
         b.m.expires_at_ms = sl_now_ms() + expire_ms;
     b.rejects = xcalloc(b.show_rejects ? b.show_rejects : 1, sizeof *b.rejects);
-    if (!jsonl && csv_init(&b.csv, CSV_APPEND_NULL) != 0) {
+    if (!jsonl && csv_init(&b.csv, BULK_CSV_OPTS) != 0) {
         fprintf(stderr, "sluice bulk: cannot initialise the CSV parser\n");
         goto out;
     }
@@ -732,17 +751,44 @@ int cli_bulk(int argc, char **argv)
         }
         if (csv_parse(&b.csv, linebuf, (size_t)len, bulk_csv_field, bulk_csv_row, &b) !=
             (size_t)len) {
-            fprintf(stderr, "sluice bulk: %s: line %llu: %s\n", rcpt_path,
-                    (unsigned long long)b.line, csv_strerror(csv_error(&b.csv)));
-            parse_failed = true;
-            break;
+            if (!b.header_done) {
+                fprintf(stderr, "sluice bulk: %s: line %llu: the header row: %s\n", rcpt_path,
+                        (unsigned long long)b.line, csv_strerror(csv_error(&b.csv)));
+                parse_failed = true;
+                break;
+            }
+            /* A quote where the strict grammar allows none: this row is
+             * rejected and parsing resumes at the next line, so one stray
+             * quote cannot swallow the rows after it. */
+            b.rows++;
+            bulk_reject_row(&b, b.line, "a stray '\"' (quote a field that contains quotes, "
+                                        "and double the quotes inside it)");
+            csv_free(&b.csv);
+            if (csv_init(&b.csv, BULK_CSV_OPTS) != 0) {
+                fprintf(stderr, "sluice bulk: cannot initialise the CSV parser\n");
+                parse_failed = true;
+                break;
+            }
+            b.n_fields = 0;
+            b.row_bad = false;
+            sl_buf_reset(&b.row);
+            b.row_line = b.line + 1;
+            continue;
         }
         if (bulk_csv_row_status)
             break;
     }
     if (!jsonl) {
-        if (!parse_failed && !bulk_csv_row_status)
-            csv_fini(&b.csv, bulk_csv_field, bulk_csv_row, &b);
+        if (!parse_failed && !bulk_csv_row_status &&
+            csv_fini(&b.csv, bulk_csv_field, bulk_csv_row, &b) != 0) {
+            /* A quoted field opened and never closed took in the rest of
+             * the file: nothing from its first line on was published. */
+            fprintf(stderr,
+                    "sluice bulk: %s: line %llu: a quoted field opened here is never closed; "
+                    "the rows from line %llu on were not published\n",
+                    rcpt_path, (unsigned long long)b.row_line, (unsigned long long)b.row_line);
+            parse_failed = true;
+        }
         csv_free(&b.csv);
         if (bulk_csv_row_status) {
             rc = 2;
@@ -764,6 +810,17 @@ drain:;
         bulk_summary(&b, json, secs, unacked);
     if (rc == 0 && (b.failed || unacked || bulk_stop))
         rc = 1;
+    if (rc == 0 && b.rejected && !allow_partial) {
+        fprintf(stderr,
+                "sluice bulk: %llu of %llu rows rejected (listed above); pass --allow-partial "
+                "to accept that\n",
+                (unsigned long long)b.rejected, (unsigned long long)b.rows);
+        rc = 1;
+    }
+    if (rc == 0 && b.acked == 0) {
+        fprintf(stderr, "sluice bulk: %s: nothing was published\n", rcpt_path);
+        rc = 1;
+    }
 out:
     if (in && in != stdin)
         fclose(in);

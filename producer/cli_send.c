@@ -15,7 +15,9 @@
  * It prints one line per job only once Kafka has acknowledged that job:
  * "JOBID accepted DOMAIN RCPT[,RCPT...]" (or a JSON object per job with
  * --json), and "JOBID failed DOMAIN: reason" for a job Kafka refused or did
- * not confirm within --timeout (default 60s). Exit status: 0 when every job
+ * not confirm within --timeout (default 60s). A --template is fetched
+ * first: not stored, or a variable missing, exits 2 before publishing;
+ * `email` is each recipient's address (one job each) unless --var sets it. Exit status: 0 when every job
  * was acknowledged, 1 otherwise, 2 on bad usage, configuration, addresses
  * or content (with the reason on stderr; nothing is published then).
  */
@@ -23,6 +25,8 @@
 #include "sluice.h"
 #include "config.h"
 #include "template.h"
+#include "libsluice_int.h"
+#include "wire.h"
 #include "util.h"
 
 #include <errno.h>
@@ -41,8 +45,9 @@ typedef struct send_state {
 
 static void send_usage(FILE *f)
 {
-    fputs("usage: sluice send [-c FILE] --from ADDRESS --to ADDRESS[,ADDRESS...] --subject TEXT\n"
-          "                   (--body-file FILE | --raw-file FILE | --template ID [--var K=V]...)\n"
+    fputs("usage: sluice send [-c FILE] --from ADDRESS --to ADDRESS[,ADDRESS...]\n"
+          "                   (--subject TEXT --body-file FILE | --raw-file FILE\n"
+          "                    | --template ID [--var K=V]...)\n"
           "                   [--header-from \"Name <address>\"] [--tenant T] [--campaign C]\n"
           "                   [--pool P] [--priority transactional|normal|bulk] [--meta K=V]...\n"
           "                   [--expire DURATION] [--timeout DURATION] [--json]\n"
@@ -203,6 +208,8 @@ int cli_send(int argc, char **argv)
     int rc = 2, o;
     sl_buf raw = SL_BUF_INIT, msg = SL_BUF_INIT;
     sluice_client *c = NULL;
+    sl_config *cfg = NULL;
+    sl_template_msg *tmpl = NULL;
     char *err = NULL;
 
     /* One message sent by hand is a notification, not a campaign. */
@@ -343,15 +350,75 @@ int cli_send(int argc, char **argv)
     if (expire_ms)
         m.expires_at_ms = sl_now_ms() + expire_ms;
 
-    c = sluice_client_new(path, &err);
+    if (!(cfg = cli_config("send", path)))
+        goto out;
+    if (cli_kafka_check("send", cfg, timeout_ms)) {
+        rc = 1;
+        goto out;
+    }
+    /* A template is checked before anything is published: it must be
+     * stored and every variable it uses given, except `email`, which is
+     * each recipient's own address unless --var sets it (as in bulk). */
+    bool per_rcpt = false;
+    if (m.template_id) {
+        int trc = sluice__template_fetch(cfg, m.template_id, &tmpl, &err);
+        if (trc == SL_ENOTFOUND) {
+            fprintf(stderr, "sluice send: template '%s' is not stored (sluice template put %s FILE)\n",
+                    m.template_id, m.template_id);
+            goto out;
+        }
+        if (trc) {
+            fprintf(stderr, "sluice send: fetching template '%s': %s\n", m.template_id,
+                    err ? err : sl_strerror(trc));
+            rc = 1;
+            goto out;
+        }
+        for (size_t v = 0; v < tmpl->n_variables; v++) {
+            bool given = false;
+            for (size_t i = 0; i < n_vars && !given; i++)
+                given = !strcmp(vars[i].key, tmpl->variables[v]);
+            if (given)
+                continue;
+            if (!strcmp(tmpl->variables[v], "email")) {
+                per_rcpt = true;
+                continue;
+            }
+            fprintf(stderr, "sluice send: template '%s' needs variable '%s': --var %s=VALUE\n",
+                    m.template_id, tmpl->variables[v], tmpl->variables[v]);
+            goto out;
+        }
+    }
+    if (per_rcpt) {
+        /* All or nothing: every address is checked before the first job. */
+        char norm[SLUICE_ADDRESS_MAX + 1], why[200];
+        for (size_t i = 0; i < n_to; i++)
+            if (sluice_address_normalize(to[i], norm, why, sizeof why) != 0) {
+                fprintf(stderr, "sluice send: recipient %zu \"%s\": %s\n", i + 1, to[i], why);
+                goto out;
+            }
+    }
+    c = sluice_client_new_from_config(cfg, &err);
     if (!c) {
         fprintf(stderr, "sluice send: %s\n", err ? err : "cannot create the client");
         goto out;
     }
-    int src = sluice_send(c, &m, send_result, &st);
-    if (src < 0) {
-        fprintf(stderr, "sluice send: %s: %s\n", sluice_strerror(src), sluice_errmsg(c));
-        goto out;
+    if (per_rcpt) {
+        vars = xrealloc(vars, (n_vars + 1) * sizeof *vars);
+        vars[n_vars].key = "email";
+        m.vars = vars;
+        m.n_vars = n_vars + 1;
+        m.n_to = 1;
+    }
+    for (size_t i = 0; i < (per_rcpt ? n_to : 1); i++) {
+        if (per_rcpt) {
+            vars[n_vars].value = to[i];
+            m.to = (const char *const *)&to[i];
+        }
+        int src = sluice_send(c, &m, send_result, &st);
+        if (src < 0) {
+            fprintf(stderr, "sluice send: %s: %s\n", sluice_strerror(src), sluice_errmsg(c));
+            goto out;
+        }
     }
     if (sluice_flush(c, (int)timeout_ms) != 0) {
         fprintf(stderr,
@@ -364,6 +431,9 @@ int cli_send(int argc, char **argv)
     rc = st.failed || !st.acked ? 1 : 0;
 out:
     sluice_client_free(c);
+    if (tmpl)
+        sl_template_free(tmpl);
+    sl_config_free(cfg);
     free(err);
     free(to);
     free(vars);

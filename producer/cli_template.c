@@ -3,8 +3,9 @@
  * that bulk jobs name.
  *
  *   sluice template put [-c FILE] ID FILE   store (or replace) template ID
- *   sluice template get [-c FILE] ID        print its body and variables
+ *   sluice template get [-c FILE] ID        print its body (stdout: what put takes)
  *   sluice template delete [-c FILE] ID     publish a tombstone
+ *   sluice template list [-c FILE]          every stored id with its variables
  *
  * put validates the body with sl_tmpl_compile() (a From field, well-formed
  * header section, valid placeholders), normalises line ends to CRLF and
@@ -20,6 +21,7 @@
 #include "config.h"
 #include "kafka.h"
 #include "libsluice_int.h"
+#include "reader.h"
 #include "template.h"
 #include "wire.h"
 #include "util.h"
@@ -38,6 +40,7 @@ static void template_usage(FILE *f)
     fputs("usage: sluice template put [-c FILE] ID FILE   store a template (FILE - for stdin)\n"
           "       sluice template get [-c FILE] ID        print a stored template\n"
           "       sluice template delete [-c FILE] ID     remove a template\n"
+          "       sluice template list [-c FILE]          list the stored templates\n"
           "ID: 1-128 of [A-Za-z0-9_.-]\n",
           f);
 }
@@ -130,13 +133,88 @@ static int template_get(const sl_config *cfg, const char *id)
         free(err);
         return 1;
     }
-    printf("# template %s, %zu variable%s", id, t->n_variables, t->n_variables == 1 ? "" : "s");
+    /* stdout is the body alone, so that `get ID > F` and `put ID F`
+     * round-trip; the variables go to stderr. */
+    fprintf(stderr, "template %s, %zu variable%s", id, t->n_variables,
+            t->n_variables == 1 ? "" : "s");
     for (size_t i = 0; i < t->n_variables; i++)
-        printf("%s%s", i ? ", " : ": ", t->variables[i]);
-    putchar('\n');
+        fprintf(stderr, "%s%s", i ? ", " : ": ", t->variables[i]);
+    fputc('\n', stderr);
     fwrite(t->body.data, 1, t->body.len, stdout);
     sl_template_free(t);
     return 0;
+}
+
+typedef struct template_row {
+    char *id;
+    sl_buf line; /* empty: deleted */
+} template_row;
+
+static int template_row_cmp(const void *a, const void *b)
+{
+    return strcmp(((const template_row *)a)->id, ((const template_row *)b)->id);
+}
+
+/* Every template on the compacted topic, newest value per id, by id. */
+static int template_list(const sl_config *cfg)
+{
+    char *err = NULL, *topic = sl_config_topic(cfg, "templates");
+    sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
+    free(topic);
+    if (!r) {
+        fprintf(stderr, "sluice template: %s\n", err ? err : "cannot read");
+        free(err);
+        return 1;
+    }
+    template_row *rows = NULL;
+    size_t n = 0;
+    int rc = 0;
+    int64_t deadline = sl_mono_ms() + TEMPLATE_TIMEOUT_MS;
+    while (!sl_reader_at_end(r)) {
+        if (sl_mono_ms() >= deadline) {
+            fprintf(stderr, "sluice template: reading the templates topic timed out\n");
+            rc = 1;
+            break;
+        }
+        rd_kafka_message_t *m = sl_reader_next(r, 100);
+        if (!m)
+            continue;
+        if (m->key && m->key_len) {
+            size_t i = 0;
+            while (i < n && (strlen(rows[i].id) != m->key_len ||
+                             memcmp(rows[i].id, m->key, m->key_len)))
+                i++;
+            if (i == n) {
+                rows = xrealloc(rows, (n + 1) * sizeof *rows);
+                rows[n].id = xstrndup(m->key, m->key_len);
+                rows[n].line = (sl_buf)SL_BUF_INIT;
+                n++;
+            }
+            sl_buf_reset(&rows[i].line);
+            sl_template_msg *t = NULL;
+            const char *why = NULL;
+            if (m->payload && m->len && sl_template_decode(m->payload, m->len, &t, &why) == 0) {
+                sl_buf_printf(&rows[i].line, "%zu variable%s", t->n_variables,
+                              t->n_variables == 1 ? "" : "s");
+                for (size_t v = 0; v < t->n_variables; v++)
+                    sl_buf_printf(&rows[i].line, "%s%s", v ? ", " : ": ", t->variables[v]);
+                sl_template_free(t);
+            } else if (m->payload && m->len) {
+                sl_buf_printf(&rows[i].line, "unreadable: %s", why ? why : "?");
+            }
+        }
+        rd_kafka_message_destroy(m);
+    }
+    sl_reader_free(r);
+    qsort(rows, n, sizeof *rows, template_row_cmp);
+    for (size_t i = 0; i < n; i++) {
+        if (rows[i].line.len && rc == 0)
+            printf("%s  %s\n", rows[i].id, rows[i].line.data);
+        free(rows[i].id);
+        sl_buf_free(&rows[i].line);
+    }
+    free(rows);
+    return rc;
 }
 
 int cli_template(int argc, char **argv)
@@ -165,6 +243,14 @@ int cli_template(int argc, char **argv)
     int nargs = argc - optind;
     const char *sub = nargs > 0 ? argv[optind] : "";
     bool put = !strcmp(sub, "put"), get = !strcmp(sub, "get"), del = !strcmp(sub, "delete");
+    if (!strcmp(sub, "list") && nargs == 1) {
+        sl_config *cfg = cli_config("template", path);
+        if (!cfg)
+            return 2;
+        int rc = cli_kafka_check("template", cfg, 0) ? 1 : template_list(cfg);
+        sl_config_free(cfg);
+        return rc;
+    }
     if (!(put && nargs == 3) && !((get || del) && nargs == 2)) {
         template_usage(stderr);
         return 2;
@@ -177,6 +263,10 @@ int cli_template(int argc, char **argv)
     sl_config *cfg = NULL;
     if (!(cfg = cli_config("template", path)))
         return 2;
+    if (cli_kafka_check("template", cfg, 0)) {
+        sl_config_free(cfg);
+        return 1;
+    }
     int rc;
     if (put)
         rc = template_put(cfg, id, argv[optind + 2]);

@@ -705,12 +705,11 @@ static bool prepare_message(delivery *dl)
         char text[400];
         snprintf(text, sizeof text, "cannot build the message: %s", err ? err : sl_strerror(rc));
         free(err);
-        /* A missing template may still be published; a broken one or bad
-         * variables will not mend themselves: bounce as content. */
-        if (rc == SL_ENOTFOUND)
-            finish_local(dl, SL_COND_NETWORK, 451, "4.3.0", text, "unknown template");
-        else
-            finish_local(dl, SL_COND_REPLY, 554, "5.6.0", text, "message could not be built");
+        /* A template still missing once the store is loaded and the grace
+         * above is over, a broken one, or bad variables will not mend
+         * themselves: bounce as content at once rather than retry to expiry. */
+        finish_local(dl, SL_COND_REPLY, 554, "5.6.0", text,
+                     rc == SL_ENOTFOUND ? "unknown template" : "message could not be built");
         return true;
     }
     char dom[256];

@@ -192,6 +192,37 @@ class DevTest(unittest.TestCase):
             self.assertLess(len(text), 20000, text[-3000:])
         finally:
             dev.stop(timeout=30)
+    def test_running_prints_the_next_step(self):
+        """After it starts, dev says how to point the other commands at it;
+        the printed SLUICE_CONFIG works as it stands."""
+        with Proc("sluice", ["dev", "--dir", os.path.join(self.tmp, "d")], tmpdir=self.tmp) as dev:
+            line = wait_for(lambda: re.search(r"export SLUICE_CONFIG=(\S+)", dev.stderr()) or
+                            (dev.alive() or self.fail(dev.output())) and None, 60,
+                            "the export line")
+            env = dict(os.environ, SLUICE_CONFIG=line.group(1))
+            r = subprocess.run([bin_path("sluice"), "stats"], capture_output=True, text=True,
+                               timeout=60, env=env)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            # A second instance on the same directory is refused, and the
+            # first one's config is left as it was.
+            with open(line.group(1)) as f:
+                before = f.read()
+            r = subprocess.run([bin_path("sluice"), "dev", "--dir", os.path.join(self.tmp, "d")],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("is in use by another sluice dev (pid %d)" % dev.pid, r.stderr)
+            with open(line.group(1)) as f:
+                self.assertEqual(f.read(), before)
+
+    def test_bad_route_and_demo_refused_before_starting(self):
+        for args, why in ((["--route", "nonsense"], "is not HOST:PORT"),
+                          (["--route", "no-such-host.invalid:25"], "cannot resolve"),
+                          (["--demo", "abc"], "'abc' is not a count")):
+            r = subprocess.run([bin_path("sluice"), "dev", "--dir", self.tmp] + args,
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn(why, r.stderr)
+            self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
 
     def test_config_typo_exits_2_with_file_line_key(self):
         cfg = os.path.join(self.tmp, "bad.yaml")

@@ -57,6 +57,18 @@ class TestEvents(ProducerCase):
         self.assertRegex(line, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ACCEPTED +%s a@one.example"
                          % job)
 
+    def test_human_format_escapes_quotes_in_replies(self):
+        r = subprocess.run([bin_path("sched_tool"), "event", "-c", self.cfg, "--type", "bounced",
+                            "--site", "s", "--source-ip", "127.0.0.2", "--code", "550",
+                            "--enh", "5.1.1", "--reply", 'no such user "bob" \\ here',
+                            "--id", "q1", "--to", "bob@one.example"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.sluice("events", "-c", self.cfg)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(r.stdout.rstrip("\n").endswith(
+            r'550 5.1.1 "no such user \"bob\" \\ here"'), r.stdout)
+
     def test_follow_waits_for_new_events(self):
         follower = Proc(bin_path("sluice"),
                         ["events", "-c", self.cfg, "--json", "--follow", "--count", "2",

@@ -274,6 +274,20 @@ class TestSenderSmtp(unittest.TestCase):
         self.assertIn(b"Subject: Hi Ann\r\n", text)
         self.assertIn(b"Dear Ann, code 42.", text)
 
+    def test_unknown_template_fails_at_once(self):
+        """A job naming a template nobody stored used to defer (451) and
+        retry until it expired; it bounces now, saying which template."""
+        self.e.publish([{"template": {"id": "known", "body": "From: a@example.net\r\n\r\nx\r\n"}}])
+        d = dispatch("tp-nx", ["nx@tmpl.test"], self.sink.address, site="tmpl")
+        del d["raw"]
+        d.update(template_id="never-stored", vars={"email": "nx@tmpl.test"})
+        self.e.publish([d])
+        ev = by_rcpt(self.wait_events({"tp-nx"}, 1))
+        e = ev["nx@tmpl.test"]
+        self.assertEqual(e["type"], "BOUNCED", e)
+        self.assertIn("never-stored", json.dumps(e))
+        self.assertEqual([m for m in self.sink.messages() if "nx@tmpl.test" in m["rcpt"]], [])
+
 
 if __name__ == "__main__":
     unittest.main()
