@@ -6,6 +6,7 @@
 #include "worker.h"
 #include "dest.h"
 #include "dns.h"
+#include "health.h"
 #include "log.h"
 #include "message.h"
 #include "metrics.h"
@@ -871,7 +872,13 @@ static void walk_close(uv_handle_t *h, void *arg)
 static void *worker_main(void *arg)
 {
     snd_worker *w = arg;
+    /* Deliveries run here, not on the main loop: a worker blocked in a
+     * callback must turn /healthz to 503 as a blocked main loop does. */
+    char name[32];
+    snprintf(name, sizeof name, "worker %d loop", w->index);
+    sl_beat *beat = sl_health_loop(&w->loop, name, w->sh.cfg->metrics.health_timeout_ms);
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    sl_health_loop_stop(beat);
     /* Stopped: flush what is outstanding, then release the loop. */
     sl_producer_flush(w->prod, 10000);
     sl_producer_free(w->prod);

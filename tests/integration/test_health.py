@@ -109,6 +109,16 @@ class HealthTest(unittest.TestCase):
         os.unlink(self.stall)
         self.healthz(200)
 
+        # A delivery worker's loop blocks: deliveries happen there, so it
+        # counts as much as the main loop.
+        self.healthz(200, "worker 0 loop: ok")
+        self.stall_thread("worker 0 loop")
+        _, body = self.healthz(503)
+        self.assertIn("worker 0 loop: STALLED", body)
+        self.assertIn("main loop: ok", body)
+        os.unlink(self.stall)
+        self.healthz(200, "worker 0 loop: ok")
+
         self.assertEqual(self.sender.stop(timeout=20), 0, self.sender.output())
         self.assertIn("stalled on purpose", self.sender.stderr())
 
