@@ -506,9 +506,15 @@ int sluice_send(sluice_client *c, const sluice_message *m, sluice_result_cb cb, 
     if (m->job_id) {
         if (m->n_to != 1)
             return seterr(c, SLUICE_EINVAL, "job_id: only for a message of one recipient");
+        /* Said at publish time, before anything is sent: a CR or LF in a
+         * job id would otherwise surface much later as a misleading
+         * delivery failure. */
         size_t jl = strlen(m->job_id);
-        if (jl == 0 || jl >= sizeof job_id || sl_job_id_check(m->job_id))
-            return seterr(c, SLUICE_EINVAL, "job_id: 1-64 octets of printable ASCII");
+        const char *bad = sl_job_id_check(m->job_id);
+        if (bad)
+            return seterr(c, SLUICE_EINVAL, "job_id: %s", bad);
+        if (jl >= sizeof job_id)
+            return seterr(c, SLUICE_EINVAL, "job_id: longer than 64 octets");
         memcpy(job_id, m->job_id, jl + 1);
     } else {
         sl_job_id_new(job_id);

@@ -336,6 +336,14 @@ static void m_meta_empty(sluice_message *m)
     m->n_meta = 1;
 }
 
+static void m_job_id_crlf(sluice_message *m)
+{
+    static const char *one[] = {"bob@example.org"};
+    m->to = one;
+    m->n_to = 1;
+    m->job_id = "J1\r\nX-Evil: 1";
+}
+
 static const send_case send_cases[] = {
     {"valid raw", m_none, 0, NULL},
     {"valid template", m_tmpl, 0, NULL},
@@ -363,6 +371,7 @@ static const send_case send_cases[] = {
     {"raw with vars", m_raw_vars, SLUICE_EINVAL, "only a template"},
     {"meta CRLF", m_meta_crlf, SLUICE_EINVAL, "meta k: contains a line break"},
     {"meta empty key", m_meta_empty, SLUICE_EINVAL, "empty key"},
+    {"job id CRLF", m_job_id_crlf, SLUICE_EINVAL, "job_id: job id contains CR or LF"},
 };
 
 static int results;
