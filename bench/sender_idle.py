@@ -7,8 +7,8 @@ One dev broker, one sluice-testsink listening on 0.0.0.0 (so every
 127.x.y.z address reaches it) and one sluice-sender. Each of N dispatches
 is routed to a loopback address of its own, so the sender sees N distinct
 destinations (MX address, source IP): N pools, destination entries and
-pacing entries. (Each site is also a label set of the sender's metrics,
-which are never dropped: that memory stays.) Prints the sender's RSS at start, after delivering all N,
+pacing entries. (Each site is also a label set of the sender's metrics;
+those of a forgotten (site, source IP) pair are dropped with it.) Prints the sender's RSS at start, after delivering all N,
 and after the idle period (shaping idle timeout 1 s, idle_state_timeout
 5 s), with the destination entries it holds (sluice_sender_destinations_known).
 

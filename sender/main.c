@@ -34,6 +34,11 @@
 #include <string.h>
 #include <unistd.h>
 
+/* As in the scheduler: jemalloc's background threads hand the pages of
+ * freed per-destination state back while the sender is quiet, instead of
+ * keeping them resident until it allocates again (bench/sender_idle.py). */
+const char *malloc_conf = "background_thread:true";
+
 typedef struct sender {
     sl_config *cfg;
     uv_loop_t *loop;

@@ -61,6 +61,17 @@ static const char *metric_for(Sluice__V1__EventType t)
     }
 }
 
+void snd_outcome_forget_pair(const char *site, const char *source_ip)
+{
+    static const Sluice__V1__EventType types[] = {
+        SLUICE__V1__EVENT_TYPE__EVENT_DELIVERED, SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED,
+        SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED, SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED};
+    char l[256];
+    snprintf(l, sizeof l, "site=\"%s\",source=\"%s\"", site, source_ip);
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        sl_metric_drop(metric_for(types[i]), l);
+}
+
 int snd_outcome_publish(sl_producer *p, const sl_config *cfg, const sl_dispatch *d,
                         const snd_outcome_info *info, const snd_rcpt_outcome *r, size_t n,
                         snd_outcome_cb done, void *arg)

@@ -56,6 +56,11 @@ int snd_outcome_publish(sl_producer *p, const sl_config *cfg, const sl_dispatch 
 /* The delay and expiry decision alone (tests): the retry delay for an
  * attempt, and whether a retry at now + delay is past the job's expiry. */
 int64_t snd_retry_delay(const sl_config *cfg, uint32_t attempt);
+
+/* Drops the per-(site, source IP) series snd_outcome_publish() keeps, once
+ * the worker forgot the pair (sender.idle_state_timeout): a sender that met
+ * many sites keeps series only for those in use. Any thread. */
+void snd_outcome_forget_pair(const char *site, const char *source_ip);
 bool snd_retry_expired(const sl_config *cfg, const sl_job *job, int64_t now_ms, int64_t delay_ms);
 
 #endif

@@ -410,9 +410,11 @@ void snd_pools_free(snd_pools *ps)
 
 /* ---- pacing ---- */
 
-/* Per pair, the last slot booked (monotonic ms). */
+/* Per pair, the last slot booked (monotonic ms), and the pair's key for
+ * the sweep's forget callback. */
 typedef struct pace {
     int64_t last;
+    char key[];
 } pace;
 
 struct snd_pacer {
@@ -430,7 +432,9 @@ int64_t snd_pacer_slot(snd_pacer *p, const char *key, int64_t send_at_ms, double
 {
     pace *e = sl_map_get(&p->m, key);
     if (!e) {
-        e = xcalloc(1, sizeof *e);
+        size_t kl = strlen(key);
+        e = xcalloc(1, sizeof *e + kl + 1);
+        memcpy(e->key, key, kl + 1);
         e->last = INT64_MIN / 2;
         sl_map_put(&p->m, key, e);
     }
@@ -444,23 +448,33 @@ int64_t snd_pacer_slot(snd_pacer *p, const char *key, int64_t send_at_ms, double
     return slot;
 }
 
+typedef struct pace_sweep {
+    sweep sw;
+    void (*forget)(void *arg, const char *key);
+    void *arg;
+} pace_sweep;
+
 static bool sweep_pace(void *arg, void *val)
 {
-    const sweep *sw = arg;
+    const pace_sweep *ps = arg;
+    const sweep *sw = &ps->sw;
     pace *e = val;
     /* Slots are booked in the future at most by the carried rate: a pair
      * whose last slot is long past has no effect on the next one and can
      * be forgotten. */
     if (sw->now_ms - e->last < sw->idle_ms)
         return false;
+    if (ps->forget)
+        ps->forget(ps->arg, e->key);
     free(e);
     return true;
 }
 
-size_t snd_pacer_sweep(snd_pacer *p, int64_t idle_ms, int64_t now_ms)
+size_t snd_pacer_sweep(snd_pacer *p, int64_t idle_ms, int64_t now_ms,
+                       void (*forget)(void *arg, const char *key), void *arg)
 {
-    sweep sw = {idle_ms, now_ms};
-    return sl_map_sweep(&p->m, sweep_pace, &sw);
+    pace_sweep ps = {{idle_ms, now_ms}, forget, arg};
+    return sl_map_sweep(&p->m, sweep_pace, &ps);
 }
 
 size_t snd_pacer_count(const snd_pacer *p)

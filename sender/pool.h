@@ -31,7 +31,9 @@
  *
  * snd_pools_sweep() frees pools without connections or queue that have not
  * been used for idle_ms; snd_pacer_sweep() frees pacing entries whose last
- * slot is idle_ms in the past (memory bounded by the destinations in use).
+ * slot is idle_ms in the past (memory bounded by the destinations in use),
+ * calling forget(arg, key) for each (NULL: nothing), so the caller can let
+ * go of what it keeps per pair too.
  *
  * snd_pacer_slot() returns when a message of the (site, source IP) pair
  * keyed `key` may go: never before send_at_ms and, at rate_per_sec > 0, at
@@ -70,7 +72,8 @@ typedef struct snd_pacer snd_pacer;
 snd_pacer *snd_pacer_new(void);
 int64_t snd_pacer_slot(snd_pacer *p, const char *key, int64_t send_at_ms, double rate_per_sec,
                        int64_t now_ms);
-size_t snd_pacer_sweep(snd_pacer *p, int64_t idle_ms, int64_t now_ms);
+size_t snd_pacer_sweep(snd_pacer *p, int64_t idle_ms, int64_t now_ms,
+                       void (*forget)(void *arg, const char *key), void *arg);
 size_t snd_pacer_count(const snd_pacer *p);
 void snd_pacer_free(snd_pacer *p);
 

@@ -847,6 +847,29 @@ static void on_async(uv_async_t *h)
     }
 }
 
+/* A (source IP, site) pair the pacer forgot: its metric series go too, so
+ * that memory follows the pairs in use (the key is "source/site"). */
+static void forget_pair(void *arg, const char *key)
+{
+    (void)arg;
+    const char *slash = strchr(key, '/');
+    if (!slash)
+        return;
+    char source[64], l[256];
+    snprintf(source, sizeof source, "%.*s", (int)(slash - key), key);
+    const char *site = slash + 1;
+    snd_outcome_forget_pair(site, source);
+    snprintf(l, sizeof l, "site=\"%s\",source=\"%s\"", site, source);
+    sl_metric_drop("sluice_sender_attempts_total", l);
+    sl_metric_drop("sluice_sender_queue_wait_seconds", l);
+    sl_metric_drop("sluice_sender_smtp_seconds", l);
+    for (int tls = 0; tls < 2; tls++) {
+        snprintf(l, sizeof l, "site=\"%s\",source=\"%s\",tls=\"%s\"", site, source,
+                 tls ? "yes" : "no");
+        sl_metric_drop("sluice_sender_transactions_total", l);
+    }
+}
+
 /* Once a second: print log summaries whose interval is over, and free the
  * per-destination state that has been idle for sender.idle_state_timeout. */
 static void on_sweep(uv_timer_t *t)
@@ -856,7 +879,7 @@ static void on_sweep(uv_timer_t *t)
     sl_log_every_flush();
     snd_dests_sweep(w->dests, sl_mono_ms());
     snd_pools_sweep(w->pools, idle, sl_mono_ms());
-    snd_pacer_sweep(w->pacer, idle, sl_now_ms());
+    snd_pacer_sweep(w->pacer, idle, sl_now_ms(), forget_pair, NULL);
     char l[32];
     snprintf(l, sizeof l, "worker=\"%d\"", w->index);
     sl_metric_set("sluice_sender_destinations_known", l, (double)snd_dests_count(w->dests));

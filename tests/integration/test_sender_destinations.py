@@ -334,6 +334,12 @@ class TestOutages(DestCase):
                  "the destinations just used to be known")
         wait_for(lambda: self.p.metric("sluice_sender_destinations_known") == 0, 30,
                  "idle destination state freed")
+        # And the per-(site, source IP) series of the pairs it forgot: a
+        # sender that met many sites keeps series only for those in use.
+        # (outage() saw every job DELIVERED, so these series existed.)
+        wait_for(lambda: self.p.metric("sluice_sender_delivered_total") == 0 and
+                 self.p.metric("sluice_sender_attempts_total") == 0, 30,
+                 "the forgotten pairs' series dropped")
 
 
 class TestNoHeadOfLineBlocking(DestCase):
