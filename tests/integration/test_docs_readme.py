@@ -55,7 +55,7 @@ class TestReadme(unittest.TestCase):
 
 class TestConfigurationReference(unittest.TestCase):
     def test_every_section_documented(self):
-        src = read("common", "config.c")
+        src = read("common", "config_sections.c")
         m = re.search(r"top_keys\[\] = \{(.*?)\};", src, re.S)
         sections = re.findall(r'"([a-z_]+)"', m.group(1))
         self.assertIn("webhook", sections)
