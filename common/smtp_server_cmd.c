@@ -137,7 +137,8 @@ static void cmd_helo(smtpd_session *s, char *args, bool esmtp)
 {
     const smtpd_config *c = &s->srv->cfg;
     if (!args || !*args || strchr(args, ' ')) {
-        smtpd__reply_error(s, 501, esmtp ? "5.5.4 Syntax: EHLO hostname" : "5.5.4 Syntax: HELO hostname");
+        smtpd__reply_error(s, 501,
+                           esmtp ? "5.5.4 Syntax: EHLO hostname" : "5.5.4 Syntax: HELO hostname");
         return;
     }
     smtpd__trx_reset(s);
@@ -424,7 +425,8 @@ static void cmd_auth(smtpd_session *s, char *args)
         return;
     }
     if (!s->tls) {
-        smtpd__reply_error(s, 538, "5.7.11 Encryption required for requested authentication mechanism");
+        smtpd__reply_error(s, 538,
+                           "5.7.11 Encryption required for requested authentication mechanism");
         return;
     }
     if (!need_helo(s))
