@@ -4,9 +4,11 @@
  * Loading happens in three steps:
  *
  *   1. config_yaml.c turns the text into a tree of nodes with lines.
- *   2. config_sections.c walks the tree into an sl_config pre-filled
- *      with the defaults (config_base() here).
- *   3. SLUICE_* environment overrides, then the checks that span sections.
+ *   2. config_keys.c walks the tree with the key table into an sl_config
+ *      pre-filled with the table's defaults (config_base() here); the keys
+ *      with structured values have their walks in config_sections.c.
+ *   3. SLUICE_* environment overrides (the table's too), then the checks
+ *      that span sections.
  *
  * Only the first error is reported. The error path frees whatever was
  * built: every array in the partial sl_config is kept consistent with its
@@ -28,21 +30,6 @@
 /* ------------------------------------------------------------------ */
 /* Defaults                                                            */
 
-static const sl_timeouts rfc5321_timeouts = {
-    .connect = 30000,
-    .greeting = 300000,
-    .ehlo = 300000,
-    .mail = 300000,
-    .rcpt = 300000,
-    .data = 120000,
-    .data_block = 180000,
-    .dot = 600000,
-    .quit = 120000,
-    .idle = 30000,
-};
-
-static const int64_t default_delays[] = {60000, 300000, 1800000, 7200000, 21600000};
-
 /* The rules every config ends with. Order matters: the first match wins, so
  * the specific ones come before "^5[0-9][0-9] 5\.7\." and the catch-all.
  * hard: the address itself is bad (suppress it); soft: this message failed
@@ -63,80 +50,12 @@ static const struct {
     {"^5", "unknown", false},
 };
 
-static char *hostname_or(const char *fallback)
-{
-    char h[256];
-    if (gethostname(h, sizeof(h)) == 0) {
-        h[sizeof(h) - 1] = 0;
-        if (h[0])
-            return xstrdup(h);
-    }
-    return xstrdup(fallback);
-}
-
-static void shaping_defaults(sl_shaping *s, const char *site)
-{
-    memset(s, 0, sizeof(*s));
-    s->site = xstrdup(site);
-    s->max_message_rate = 100;
-    s->burst = 100;
-    s->max_connections = 10;
-    s->max_messages_per_connection = 100;
-    s->tls = SL_TLS_OPPORTUNISTIC;
-    s->timeouts = rfc5321_timeouts;
-}
-
-/* Every default a config file starts from. */
+/* Every default a config file starts from: the key table's. */
 static sl_config *config_base(const char *path)
 {
     sl_config *cfg = xcalloc(1, sizeof(*cfg));
     cfg->path = xstrdup(path);
-    cfg->kafka.bootstrap = xstrdup("127.0.0.1:9092");
-    cfg->kafka.topic_prefix = xstrdup("sluice.");
-    cfg->kafka.security_protocol = xstrdup("plaintext");
-    cfg->kafka.session_timeout_ms = 10000;
-    cfg->kafka.heartbeat_interval_ms = 3000;
-    cfg->kafka.commit_interval_ms = 1000;
-    cfg->kafka.linger_ms = -1;
-    cfg->kafka.partitions = 6;
-    cfg->kafka.replication_factor = 3;
-    cfg->kafka.client_id = xstrdup("sluice");
-    cfg->dns.timeout_ms = 5000;
-    cfg->dns.tries = 2;
-    cfg->shaping = xcalloc(1, sizeof(sl_shaping));
-    shaping_defaults(&cfg->shaping[0], "default");
-    cfg->n_shaping = 1;
-    cfg->retry.delays_ms = xmalloc(sizeof(default_delays));
-    memcpy(cfg->retry.delays_ms, default_delays, sizeof(default_delays));
-    cfg->retry.n_delays = NELEM(default_delays);
-    cfg->retry.expiry_ms = 72 * 3600000LL;
-    cfg->submit.max_message_size = 25 * 1024 * 1024;
-    cfg->submit.max_recipients = 100;
-    cfg->submit.max_connections = 20000;
-    cfg->submit.max_connections_per_ip = 20;
-    cfg->submit.idle_timeout_ms = 300000;
-    cfg->submit.command_timeout_ms = 60000;
-    cfg->submit.data_timeout_ms = 600000;
-    cfg->submit.auth_workers = 2;
-    cfg->submit.auth_queue = 32;
-    cfg->api.max_body = 64 * 1024 * 1024;
-    cfg->api.max_connections = 1000;
-    cfg->api.ack_timeout_ms = 30000;
-    cfg->metrics.health_timeout_ms = 60000; /* SL_HEALTH_TIMEOUT_MS */
-    cfg->webhook.max_attempts = 5;
-    cfg->sender.workers = 0;
-    cfg->sender.max_inflight = 5000;
-    cfg->sender.drain_timeout_ms = 30000;
-    cfg->sender.destination_backoff_initial_ms = 1000;
-    cfg->sender.destination_backoff_max_ms = 300000;
-    cfg->sender.max_inflight_per_destination = 0;
-    cfg->sender.idle_state_timeout_ms = 600000;
-    cfg->sender.instance_id = hostname_or("sluice");
-    cfg->scheduler.max_buffered = 100000;
-    cfg->scheduler.max_job_bytes = 1024 * 1024;
-    cfg->scheduler.default_pool = xstrdup("default");
-    cfg->scheduler.default_tenant = xstrdup("default");
-    cfg->scheduler.idle_state_timeout_ms = 600000;
+    cfg__keys_init(cfg);
     return cfg;
 }
 
@@ -152,107 +71,6 @@ static void append_default_bounce_rules(sl_config *cfg)
     }
 }
 
-/* ------------------------------------------------------------------ */
-/* Environment                                                         */
-
-static const char *env_get(const char *name)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : NULL;
-}
-
-static int env_apply_vars(cfg_ctx *c, bool strict)
-{
-    sl_config *cfg = c->cfg;
-    const char *v;
-    if ((v = env_get("SLUICE_KAFKA_BOOTSTRAP"))) {
-        free(cfg->kafka.bootstrap);
-        cfg->kafka.bootstrap = xstrdup(v);
-    }
-    if ((v = env_get("SLUICE_KAFKA_TOPIC_PREFIX"))) {
-        free(cfg->kafka.topic_prefix);
-        cfg->kafka.topic_prefix = xstrdup(v);
-    }
-    if ((v = env_get("SLUICE_KAFKA_SASL_USERNAME"))) {
-        free(cfg->kafka.sasl_username);
-        cfg->kafka.sasl_username = xstrdup(v);
-    }
-    if ((v = env_get("SLUICE_KAFKA_SASL_PASSWORD"))) {
-        free(cfg->kafka.sasl_password);
-        cfg->kafka.sasl_password = xstrdup(v);
-    }
-    if ((v = env_get("SLUICE_METRICS_LISTEN"))) {
-        uint16_t port;
-        if (sl_hostport_parse(v, SL_HP_LISTEN, 0, NULL, &port) == 0) {
-            free(cfg->metrics.listen);
-            cfg->metrics.listen = xstrdup(v);
-        } else if (strict) {
-            return cfg__fail(c, -1,
-                            "key 'metrics.listen': SLUICE_METRICS_LISTEN='%s' is not host:port", v);
-        }
-    }
-    if ((v = env_get("SLUICE_DNS_SERVERS"))) {
-        char **list = NULL;
-        size_t n = 0;
-        bool ok = true;
-        char *copy = xstrdup(v), *save = NULL;
-        for (char *tok = strtok_r(copy, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
-            if (!cfg__dns_server_ok(tok)) {
-                ok = false;
-                if (strict)
-                    cfg__fail(c, -1,
-                             "key 'dns.servers': SLUICE_DNS_SERVERS item '%s' is not an IP "
-                             "address or ip:port",
-                             tok);
-                break;
-            }
-            list = xrealloc(list, (n + 1) * sizeof(char *));
-            list[n++] = xstrdup(tok);
-        }
-        free(copy);
-        if (ok) {
-            for (size_t i = 0; i < cfg->dns.n_servers; i++)
-                free(cfg->dns.servers[i]);
-            free(cfg->dns.servers);
-            cfg->dns.servers = list;
-            cfg->dns.n_servers = n;
-        } else {
-            for (size_t i = 0; i < n; i++)
-                free(list[i]);
-            free(list);
-            if (strict)
-                return -1;
-        }
-    }
-    if ((v = env_get("SLUICE_SENDER_WORKERS"))) {
-        int64_t x;
-        if (cfg__parse_int(v, &x) == 0 && x >= 0 && x <= 1024)
-            cfg->sender.workers = (int)x;
-        else if (strict)
-            return cfg__fail(c, -1,
-                            "key 'sender.workers': SLUICE_SENDER_WORKERS='%s' is not an integer in "
-                            "[0, 1024]",
-                            v);
-    }
-    if ((v = env_get("SLUICE_INSTANCE_ID"))) {
-        free(cfg->sender.instance_id);
-        cfg->sender.instance_id = xstrdup(v);
-    }
-    return 0;
-}
-
-/* Apply SLUICE_* overrides. strict: report a bad value (a loaded config);
- * otherwise skip it (the built-in default cannot fail). Messages name
- * "environment" instead of the file. */
-static int env_apply(cfg_ctx *c, bool strict)
-{
-    const char *file = c->file;
-    c->file = "environment";
-    int rc = env_apply_vars(c, strict);
-    c->file = file;
-    return rc;
-}
-
 /* Checks across sections, after the environment. */
 static int check_final(cfg_ctx *c, const cfg_node *root)
 {
@@ -262,7 +80,7 @@ static int check_final(cfg_ctx *c, const cfg_node *root)
         int line = sch && cfg__map_get(sch, "default_pool") ? cfg__map_line(sch, "default_pool")
                                                        : cfg__map_line(root, "pools");
         return cfg__fail(c, line, "key 'scheduler.default_pool': pool '%s' is not defined in pools",
-                        cfg->scheduler.default_pool);
+                         cfg->scheduler.default_pool);
     }
     return 0;
 }
@@ -279,7 +97,7 @@ int sl_config_parse(const char *name, const char *yaml, size_t len, sl_config **
         *err = NULL;
     c.cfg = config_base(c.file);
     if (cfg__yaml_load(&c, yaml, len, &root) == 0 && cfg__walk_root(&c, root) == 0 &&
-        env_apply(&c, true) == 0 && check_final(&c, root) == 0) {
+        cfg__env_apply(&c, true) == 0 && check_final(&c, root) == 0) {
         append_default_bounce_rules(c.cfg);
     }
     cfg__node_free(root);
@@ -306,7 +124,7 @@ int sl_config_load(const char *path, sl_config **out, char **err)
     if (!path) {
         sl_config *cfg = sl_config_default();
         cfg_ctx c = {.file = "environment", .cfg = cfg};
-        if (env_apply(&c, true) < 0) {
+        if (cfg__env_apply(&c, true) < 0) {
             sl_config_free(cfg);
             if (err)
                 *err = c.err;
@@ -386,15 +204,8 @@ sl_config *sl_config_default(void)
     cfg->retry.expiry_ms = 3600000;
 
     append_default_bounce_rules(cfg);
-    env_apply(&c, false);
+    cfg__env_apply(&c, false);
     return cfg;
-}
-
-static void free_strv(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
 }
 
 void sl_config_free(sl_config *cfg)
@@ -402,88 +213,7 @@ void sl_config_free(sl_config *cfg)
     if (!cfg)
         return;
     free(cfg->path);
-    free(cfg->kafka.bootstrap);
-    free(cfg->kafka.topic_prefix);
-    free(cfg->kafka.security_protocol);
-    free(cfg->kafka.sasl_mechanism);
-    free(cfg->kafka.sasl_username);
-    if (cfg->kafka.sasl_password) {
-        /* Do not leave the secret in freed heap memory. */
-        volatile char *p = cfg->kafka.sasl_password;
-        while (*p)
-            *p++ = 0;
-        free(cfg->kafka.sasl_password);
-    }
-    free(cfg->kafka.ssl_ca_location);
-    free(cfg->kafka.client_id);
-    free_strv(cfg->dns.servers, cfg->dns.n_servers);
-    for (size_t i = 0; i < cfg->n_routes; i++) {
-        free(cfg->routes[i].pattern);
-        free(cfg->routes[i].host);
-    }
-    free(cfg->routes);
-    for (size_t i = 0; i < cfg->n_pools; i++) {
-        sl_pool *p = &cfg->pools[i];
-        for (size_t j = 0; j < p->n_sources; j++) {
-            free(p->sources[j].ip);
-            free(p->sources[j].ehlo);
-            free(p->sources[j].socks5);
-            free(p->sources[j].warmup.per_day);
-        }
-        free(p->sources);
-        free(p->name);
-    }
-    free(cfg->pools);
-    for (size_t i = 0; i < cfg->n_sites; i++) {
-        free(cfg->sites[i].name);
-        free_strv(cfg->sites[i].mx, cfg->sites[i].n_mx);
-        free_strv(cfg->sites[i].domains, cfg->sites[i].n_domains);
-    }
-    free(cfg->sites);
-    for (size_t i = 0; i < cfg->n_shaping; i++)
-        free(cfg->shaping[i].site);
-    free(cfg->shaping);
-    for (size_t i = 0; i < cfg->n_backoff; i++) {
-        free(cfg->backoff[i].match);
-        free(cfg->backoff[i].site);
-    }
-    free(cfg->backoff);
-    for (size_t i = 0; i < cfg->n_limits; i++) {
-        free(cfg->limits[i].tenant);
-        free(cfg->limits[i].campaign);
-    }
-    free(cfg->limits);
-    for (size_t i = 0; i < cfg->n_bounce_rules; i++) {
-        free(cfg->bounce_rules[i].match);
-        free(cfg->bounce_rules[i].class_name);
-    }
-    free(cfg->bounce_rules);
-    free(cfg->retry.delays_ms);
-    for (size_t i = 0; i < cfg->n_dkim; i++) {
-        free(cfg->dkim[i].domain);
-        free(cfg->dkim[i].selector);
-        free(cfg->dkim[i].key_file);
-        free(cfg->dkim[i].algorithm);
-    }
-    free(cfg->dkim);
-    free_strv(cfg->submit.listen, cfg->submit.n_listen);
-    free(cfg->submit.cert);
-    free(cfg->submit.key);
-    free(cfg->submit.users);
-    free(cfg->api.listen);
-    free(cfg->api.cert);
-    free(cfg->api.key);
-    free(cfg->api.keys);
-    free(cfg->metrics.listen);
-    free(cfg->sender.instance_id);
-    free(cfg->scheduler.default_pool);
-    free(cfg->scheduler.default_tenant);
-    for (size_t i = 0; i < cfg->webhook.n_endpoints; i++) {
-        free(cfg->webhook.endpoints[i].url);
-        free(cfg->webhook.endpoints[i].secret);
-        free(cfg->webhook.endpoints[i].secret_file);
-    }
-    free(cfg->webhook.endpoints);
+    cfg__keys_free(cfg);
     free(cfg);
 }
 

@@ -11,7 +11,8 @@
  * Environment overrides (for Kubernetes): SLUICE_KAFKA_BOOTSTRAP,
  * SLUICE_KAFKA_TOPIC_PREFIX, SLUICE_KAFKA_SASL_USERNAME,
  * SLUICE_KAFKA_SASL_PASSWORD, SLUICE_METRICS_LISTEN, SLUICE_DNS_SERVERS
- * (comma separated), SLUICE_SENDER_WORKERS, SLUICE_INSTANCE_ID.
+ * (comma separated), SLUICE_SENDER_WORKERS, SLUICE_INSTANCE_ID; the key
+ * table (config_keys.c) names them.
  *
  * Ownership: the sl_config and every string and array in it belong to the
  * config; sl_config_free() releases all of it. Immutable after load, so any
@@ -241,6 +242,20 @@ sl_config *sl_config_load_or_exit(const char *path);
 int sl_config_parse(const char *name, const char *yaml, size_t len, sl_config **out, char **err);
 sl_config *sl_config_default(void);
 void sl_config_free(sl_config *cfg);
+
+/* The keys a file may hold, in the order they are read (`sluice config
+ * keys`). The strings are static. sl_config_key_get() returns SL_EINVAL
+ * for i >= sl_config_key_count(). */
+typedef struct sl_config_key_doc {
+    const char *name; /* "kafka.bootstrap"; a top-level key ("pools") has no dot */
+    const char *type; /* string, list, integer, boolean, duration, size, structured */
+    const char *def;  /* the default as a file writes it; NULL: none */
+    const char *env;  /* the SLUICE_* variable that overrides it; NULL: none */
+    const char *doc;  /* one line */
+    int64_t min, max; /* integers: the bounds */
+} sl_config_key_doc;
+size_t sl_config_key_count(void);
+int sl_config_key_get(size_t i, sl_config_key_doc *out);
 
 /* Full topic name: prefix + suffix ("jobs", "retry.5m"). Caller frees. */
 char *sl_config_topic(const sl_config *cfg, const char *suffix);

@@ -10,7 +10,10 @@
  *   config_value.c     reading one value: the key checks (unknown keys,
  *                      did-you-mean, duplicates) and the typed getters
  *                      (cfg__opt_str, cfg__opt_int, cfg__opt_duration...)
- *   config_sections.c  the schema walk, section by section (cfg__walk_root)
+ *   config_keys.c      the key table (cfg_key) and all that is done with
+ *                      it: the walk (cfg__walk_root), defaults, freeing,
+ *                      SLUICE_* overrides, the listing
+ *   config_sections.c  the walks of the keys with structured values
  *
  * Every getter reports through cfg__fail(), which keeps the first error
  * only ("FILE:LINE: key 'a.b': ..."), and returns -1 on error, 0 when the
@@ -27,6 +30,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "util.h"
 
 typedef enum { CN_SCALAR, CN_SEQ, CN_MAP } cfg_node_type;
 
@@ -122,8 +126,78 @@ int cfg__opt_size(cfg_ctx *c, const cfg_node *m, const char *path, const char *k
 int cfg__opt_str_list(cfg_ctx *c, const cfg_node *m, const char *path, const char *key,
                       char ***out, size_t *n_out);
 
-/* config_sections.c */
+/* config_keys.c: the key table. */
+typedef enum {
+    CFG_STR,      /* char *; a scalar */
+    CFG_STRLIST,  /* char ** with its count at off_n; a list or one scalar */
+    CFG_INT,      /* int, in [min, max] */
+    CFG_U32,      /* uint32_t, in [min, max] */
+    CFG_BOOL,     /* bool: true/false, yes/no, on/off */
+    CFG_DURATION, /* int64_t milliseconds; min 0 allows zero, else above zero */
+    CFG_SIZE,     /* uint64_t octets: "25M", "512k", bytes */
+    CFG_CUSTOM    /* a structured value: walk, init, free below */
+} cfg_type;
+
+enum {
+    CFG_LOWER = 1 << 0,    /* CFG_STR: lowercased before the check */
+    CFG_SECRET = 1 << 1,   /* CFG_STR: wiped before it is freed; never in a message */
+    CFG_HOSTNAME = 1 << 2, /* CFG_STR: the default is the host name */
+};
+
+typedef struct cfg_key {
+    const char *name; /* "kafka.bootstrap"; a top-level key ("pools") has no dot */
+    cfg_type type;
+    size_t off;       /* offsetof(sl_config, field) */
+    size_t off_n;     /* CFG_STRLIST: offsetof the count */
+    int64_t min, max; /* CFG_INT, CFG_U32; CFG_DURATION: min 0 allows zero */
+    const char *def;  /* the default as a file writes it; NULL: none (zero) */
+    unsigned flags;   /* CFG_LOWER, CFG_SECRET, CFG_HOSTNAME */
+    const char *env;  /* the SLUICE_* variable that overrides it, or NULL */
+    /* An extra check of a string (of each item of a list): 0, or -1 after
+     * writing what is wrong to *why, quoting the value as shown. */
+    int (*check)(const char *s, const char *shown, sl_buf *why);
+    /* CFG_CUSTOM: walk the value node (NULL when absent) into c->cfg;
+     * init sets the default (may be NULL); free releases it. */
+    int (*walk)(cfg_ctx *c, const cfg_node *v);
+    void (*init)(sl_config *cfg);
+    void (*free)(sl_config *cfg);
+    const char *doc; /* one line, for `sluice config keys` */
+} cfg_key;
+
+/* The table, for its unit test. */
+const cfg_key *cfg__keys(size_t *n);
 /* Walk the whole document into c->cfg (pre-filled with the defaults). */
 int cfg__walk_root(cfg_ctx *c, const cfg_node *root);
+/* Every key's default; an sl_config's first step. */
+void cfg__keys_init(sl_config *cfg);
+/* Release every key's value (not cfg itself nor cfg->path). */
+void cfg__keys_free(sl_config *cfg);
+/* The SLUICE_* overrides. strict: report a bad value (messages name
+ * "environment" instead of the file); otherwise skip it. */
+int cfg__env_apply(cfg_ctx *c, bool strict);
+
+/* config_sections.c: the structured keys' walk, init and free. */
+int cfg__walk_routes(cfg_ctx *c, const cfg_node *v);
+int cfg__walk_pools(cfg_ctx *c, const cfg_node *v);
+int cfg__walk_sites(cfg_ctx *c, const cfg_node *v);
+int cfg__walk_shaping(cfg_ctx *c, const cfg_node *v);
+int cfg__walk_backoff(cfg_ctx *c, const cfg_node *v);
+int cfg__walk_bounce_rules(cfg_ctx *c, const cfg_node *v);
+int cfg__walk_limits(cfg_ctx *c, const cfg_node *v);
+int cfg__walk_retry_delays(cfg_ctx *c, const cfg_node *v);
+int cfg__walk_dkim(cfg_ctx *c, const cfg_node *v);
+int cfg__walk_webhook_endpoints(cfg_ctx *c, const cfg_node *v);
+void cfg__init_shaping(sl_config *cfg);
+void cfg__init_retry_delays(sl_config *cfg);
+void cfg__free_routes(sl_config *cfg);
+void cfg__free_pools(sl_config *cfg);
+void cfg__free_sites(sl_config *cfg);
+void cfg__free_shaping(sl_config *cfg);
+void cfg__free_backoff(sl_config *cfg);
+void cfg__free_bounce_rules(sl_config *cfg);
+void cfg__free_limits(sl_config *cfg);
+void cfg__free_retry_delays(sl_config *cfg);
+void cfg__free_dkim(sl_config *cfg);
+void cfg__free_webhook_endpoints(sl_config *cfg);
 
 #endif

@@ -1,14 +1,11 @@
 /*
- * config_sections - the schema walk (config_int.h): cfg__walk_root()
- * visits the tree section by section and fills an sl_config that was
- * pre-filled with the defaults. Each mapping is first checked against the
- * keys it may hold: an unknown key is an error with a did-you-mean
- * suggestion, because a typo must never silently become a default.
- * Sections are walked in a fixed order (pools and sites before shaping and
- * backoff) whatever the order in the file, so cross references can be
- * checked. Every array in the partial sl_config is kept consistent with
- * its count at all times, so that sl_config_free() can release it after
- * an error.
+ * config_sections - the keys with structured values (config_int.h): routes,
+ * pools, sites, shaping, backoff, bounce_rules, limits, retry.delays, dkim
+ * and webhook.endpoints. The key table (config_keys.c) calls each one's
+ * walk, init (defaults) and free through its entry. A walk gets the key's
+ * value node (NULL when absent or null) and fills c->cfg. Every array in
+ * the partial sl_config is kept consistent with its count at all times,
+ * so that the free functions can release it after an error.
  */
 #include "config_int.h"
 #include "hostport.h"
@@ -29,75 +26,7 @@ static const char *const bounce_classes[] = {
 /* ------------------------------------------------------------------ */
 /* Sections                                                            */
 
-static int walk_kafka(cfg_ctx *c, const cfg_node *m)
-{
-    static const char *const keys[] = {
-        "bootstrap",          "topic_prefix",       "security_protocol",
-        "sasl_mechanism",     "sasl_username",      "sasl_password",
-        "ssl_ca_location",    "session_timeout_ms", "heartbeat_interval_ms",
-        "commit_interval_ms", "partitions",         "replication_factor",
-        "client_id",          "linger_ms",
-    };
-    sl_config *cfg = c->cfg;
-    const char *p = "kafka";
-    TRY(cfg__map_check(c, m, p, keys, NELEM(keys)));
-    TRY(cfg__opt_str(c, m, p, "bootstrap", &cfg->kafka.bootstrap));
-    TRY(cfg__opt_str(c, m, p, "topic_prefix", &cfg->kafka.topic_prefix));
-    if (cfg__opt_str(c, m, p, "security_protocol", &cfg->kafka.security_protocol) < 0)
-        return -1;
-    sl_lower(cfg->kafka.security_protocol);
-    static const char *const protos[] = {"plaintext", "ssl", "sasl_plaintext", "sasl_ssl"};
-    bool ok = false;
-    for (size_t i = 0; i < NELEM(protos); i++)
-        ok |= !strcmp(cfg->kafka.security_protocol, protos[i]);
-    if (!ok)
-        return cfg__fail(c, cfg__map_line(m, "security_protocol"),
-                        "key 'kafka.security_protocol': '%s' is not one of plaintext, ssl, "
-                        "sasl_plaintext, sasl_ssl",
-                        cfg->kafka.security_protocol);
-    TRY(cfg__opt_str(c, m, p, "sasl_mechanism", &cfg->kafka.sasl_mechanism));
-    TRY(cfg__opt_str(c, m, p, "sasl_username", &cfg->kafka.sasl_username));
-    /* The password is a secret: cfg__opt_str never quotes the value it reads. */
-    TRY(cfg__opt_str(c, m, p, "sasl_password", &cfg->kafka.sasl_password));
-    TRY(cfg__opt_str(c, m, p, "ssl_ca_location", &cfg->kafka.ssl_ca_location));
-    OPT_INT(m, p, "session_timeout_ms", 1, 3600000, cfg->kafka.session_timeout_ms);
-    OPT_INT(m, p, "heartbeat_interval_ms", 1, 3600000, cfg->kafka.heartbeat_interval_ms);
-    OPT_INT(m, p, "commit_interval_ms", 1, 3600000, cfg->kafka.commit_interval_ms);
-    OPT_INT(m, p, "linger_ms", 0, 60000, cfg->kafka.linger_ms);
-    OPT_INT(m, p, "partitions", 1, 100000, cfg->kafka.partitions);
-    OPT_INT(m, p, "replication_factor", 1, 1000, cfg->kafka.replication_factor);
-    TRY(cfg__opt_str(c, m, p, "client_id", &cfg->kafka.client_id));
-    if (!cfg->kafka.bootstrap[0])
-        return cfg__fail(c, cfg__map_line(m, "bootstrap"), "key 'kafka.bootstrap': must not be empty");
-    if (cfg->kafka.heartbeat_interval_ms >= cfg->kafka.session_timeout_ms)
-        return cfg__fail(c, cfg__map_line(m, "heartbeat_interval_ms"),
-                        "key 'kafka.heartbeat_interval_ms': must be below session_timeout_ms (%d)",
-                        cfg->kafka.session_timeout_ms);
-    return 0;
-}
-
-static int walk_dns(cfg_ctx *c, const cfg_node *m)
-{
-    static const char *const keys[] = {"servers", "timeout", "tries"};
-    sl_config *cfg = c->cfg;
-    TRY(cfg__map_check(c, m, "dns", keys, NELEM(keys)));
-    int r = cfg__opt_str_list(c, m, "dns", "servers", &cfg->dns.servers, &cfg->dns.n_servers);
-    TRY(r);
-    if (r) {
-        const cfg_node *v = cfg__map_get(m, "servers");
-        for (size_t i = 0; i < cfg->dns.n_servers; i++) {
-            if (!cfg__dns_server_ok(cfg->dns.servers[i]))
-                return cfg__fail(c, v->type == CN_SEQ ? v->kids[i]->line : v->line,
-                                "key 'dns.servers[%zu]': '%s' is not an IP address or ip:port", i,
-                                cfg->dns.servers[i]);
-        }
-    }
-    TRY(cfg__opt_duration(c, m, "dns", "timeout", false, &cfg->dns.timeout_ms));
-    OPT_INT(m, "dns", "tries", 1, 20, cfg->dns.tries);
-    return 0;
-}
-
-static int walk_routes(cfg_ctx *c, const cfg_node *m)
+int cfg__walk_routes(cfg_ctx *c, const cfg_node *m)
 {
     sl_config *cfg = c->cfg;
     TRY(cfg__map_check(c, m, "routes", NULL, 0));
@@ -156,7 +85,8 @@ static int walk_warmup(cfg_ctx *c, const cfg_node *m, const char *path, sl_sourc
     const cfg_node *pd = cfg__map_get(m, "per_day");
     cfg__key_path(kp, sizeof(kp), path, "per_day");
     if (!pd)
-        return cfg__fail(c, cfg__map_line(m, "per_day"), "key '%s': required (a list of daily caps)", kp);
+        return cfg__fail(c, cfg__map_line(m, "per_day"),
+                         "key '%s': required (a list of daily caps)", kp);
     if (pd->type != CN_SEQ || pd->n == 0)
         return cfg__fail(c, pd->line, "key '%s': expected a non-empty list of integers", kp);
     src->has_warmup = true;
@@ -171,7 +101,7 @@ static int walk_warmup(cfg_ctx *c, const cfg_node *m, const char *path, sl_sourc
     return 0;
 }
 
-static int walk_pools(cfg_ctx *c, const cfg_node *m)
+int cfg__walk_pools(cfg_ctx *c, const cfg_node *m)
 {
     static const char *const keys[] = {"ip", "ehlo", "weight", "socks5", "warmup"};
     sl_config *cfg = c->cfg;
@@ -187,7 +117,7 @@ static int walk_pools(cfg_ctx *c, const cfg_node *m)
         pool->name = xstrdup(k->s);
         if (cfg__is_null(v) || v->type != CN_SEQ || v->n == 0)
             return cfg__fail(c, cfg__is_null(v) ? k->line : v->line,
-                            "key '%s': expected a non-empty list of sources ({ ip, ehlo })", pp);
+                             "key '%s': expected a non-empty list of sources ({ ip, ehlo })", pp);
         pool->sources = xcalloc(v->n, sizeof(sl_source));
         for (size_t j = 0; j < v->n; j++) {
             const cfg_node *e = v->kids[j];
@@ -220,8 +150,9 @@ static int walk_pools(cfg_ctx *c, const cfg_node *m)
                 for (size_t si = 0; si < ns; si++)
                     if (!strcmp(op->sources[si].ip, src->ip))
                         return cfg__fail(c, ipn->line,
-                                        "key '%s': address %s is already in pool '%s'", kp, src->ip,
-                                        op->name);
+                                         "key '%s': address %s is already in pool '%s'", kp,
+                                         src->ip,
+                                         op->name);
             }
             TRY(cfg__req_str(c, e, sp, "ehlo", &src->ehlo));
             OPT_INT(e, sp, "weight", 1, 1000000, src->weight);
@@ -232,7 +163,7 @@ static int walk_pools(cfg_ctx *c, const cfg_node *m)
                 cfg__key_path(kp, sizeof(kp), sp, "socks5");
                 if (sl_hostport_parse(src->socks5, SL_HP_NEED_PORT, 0, NULL, &port) < 0)
                     return cfg__fail(c, cfg__map_get(e, "socks5")->line,
-                                    "key '%s': '%s' is not host:port", kp, src->socks5);
+                                     "key '%s': '%s' is not host:port", kp, src->socks5);
             }
             const cfg_node *w = cfg__map_get(e, "warmup");
             if (w) {
@@ -244,7 +175,7 @@ static int walk_pools(cfg_ctx *c, const cfg_node *m)
     return 0;
 }
 
-static int walk_sites(cfg_ctx *c, const cfg_node *m)
+int cfg__walk_sites(cfg_ctx *c, const cfg_node *m)
 {
     static const char *const keys[] = {"mx", "domains"};
     sl_config *cfg = c->cfg;
@@ -258,7 +189,7 @@ static int walk_sites(cfg_ctx *c, const cfg_node *m)
         cfg__key_path(sp, sizeof(sp), "sites", k->s);
         if (!strcmp(k->s, "default"))
             return cfg__fail(c, k->line,
-                            "key '%s': 'default' is reserved for destinations in no site", sp);
+                             "key '%s': 'default' is reserved for destinations in no site", sp);
         sl_site *s = &cfg->sites[cfg->n_sites++];
         s->name = xstrdup(k->s);
         TRY(cfg__map_check(c, v, sp, keys, NELEM(keys)));
@@ -270,7 +201,7 @@ static int walk_sites(cfg_ctx *c, const cfg_node *m)
             sl_lower(s->domains[j]);
         if (s->n_mx == 0 && s->n_domains == 0)
             return cfg__fail(c, cfg__is_null(v) ? k->line : v->line,
-                            "key '%s': a site needs mx or domains patterns", sp);
+                             "key '%s': a site needs mx or domains patterns", sp);
     }
     return 0;
 }
@@ -290,7 +221,7 @@ static int check_site(cfg_ctx *c, const char *name, int line, const char *kp)
     const char *hint = cfg__did_you_mean(name, names, c->cfg->n_sites);
     if (hint)
         cfg__fail(c, line, "key '%s': site '%s' is not defined in sites (did you mean '%s'?)", kp,
-                 name, hint);
+                  name, hint);
     else
         cfg__fail(c, line, "key '%s': site '%s' is not defined in sites", kp, name);
     free(names);
@@ -329,8 +260,8 @@ static int walk_shaping_entry(cfg_ctx *c, const cfg_node *m, const char *sp, sl_
             s->tls = SL_TLS_DISABLED;
         else
             r = cfg__fail(c, cfg__map_get(m, "tls")->line,
-                         "key '%s.tls': '%s' is not one of opportunistic, required, disabled", sp,
-                         tls);
+                          "key '%s.tls': '%s' is not one of opportunistic, required, disabled", sp,
+                          tls);
     }
     free(tls);
     TRY(r);
@@ -349,13 +280,40 @@ static int walk_shaping_entry(cfg_ctx *c, const cfg_node *m, const char *sp, sl_
     return 0;
 }
 
+static const sl_timeouts rfc5321_timeouts = {
+    .connect = 30000,
+    .greeting = 300000,
+    .ehlo = 300000,
+    .mail = 300000,
+    .rcpt = 300000,
+    .data = 120000,
+    .data_block = 180000,
+    .dot = 600000,
+    .quit = 120000,
+    .idle = 30000,
+};
+
+/* shaping[0] is always the "default" entry. */
+void cfg__init_shaping(sl_config *cfg)
+{
+    sl_shaping *s = cfg->shaping = xcalloc(1, sizeof(sl_shaping));
+    cfg->n_shaping = 1;
+    s->site = xstrdup("default");
+    s->max_message_rate = 100;
+    s->burst = 100;
+    s->max_connections = 10;
+    s->max_messages_per_connection = 100;
+    s->tls = SL_TLS_OPPORTUNISTIC;
+    s->timeouts = rfc5321_timeouts;
+}
+
 static void shaping_copy(sl_shaping *dst, const sl_shaping *src, const char *site)
 {
     *dst = *src;
     dst->site = xstrdup(site);
 }
 
-static int walk_shaping(cfg_ctx *c, const cfg_node *m)
+int cfg__walk_shaping(cfg_ctx *c, const cfg_node *m)
 {
     sl_config *cfg = c->cfg;
     TRY(cfg__map_check(c, m, "shaping", NULL, 0));
@@ -382,7 +340,7 @@ static int walk_shaping(cfg_ctx *c, const cfg_node *m)
     return 0;
 }
 
-static int walk_backoff(cfg_ctx *c, const cfg_node *v)
+int cfg__walk_backoff(cfg_ctx *c, const cfg_node *v)
 {
     static const char *const keys[] = {"match", "site",          "action",
                                        "floor", "recover_after", "duration"};
@@ -427,8 +385,8 @@ static int walk_backoff(cfg_ctx *c, const cfg_node *v)
                 r->action = SL_BACKOFF_DISABLE_IP;
             else
                 ra = cfg__fail(c, cfg__map_get(e, "action")->line,
-                              "key '%s.action': '%s' is not one of halve, suspend, disable_ip", bp,
-                              action);
+                               "key '%s.action': '%s' is not one of halve, suspend, disable_ip", bp,
+                               action);
         }
         free(action);
         TRY(ra);
@@ -440,7 +398,7 @@ static int walk_backoff(cfg_ctx *c, const cfg_node *v)
 }
 
 /* limits: [{ tenant, campaign, max_message_rate, burst }] - see sl_limit. */
-static int walk_limits(cfg_ctx *c, const cfg_node *v)
+int cfg__walk_limits(cfg_ctx *c, const cfg_node *v)
 {
     static const char *const keys[] = {"tenant", "campaign", "max_message_rate", "burst"};
     sl_config *cfg = c->cfg;
@@ -457,8 +415,8 @@ static int walk_limits(cfg_ctx *c, const cfg_node *v)
         cfg__pathf(bp, sizeof(bp), "limits[%zu]", i);
         if (e->type != CN_MAP)
             return cfg__fail(c, e->line,
-                            "key '%s': expected a mapping { tenant, campaign, max_message_rate }",
-                            bp);
+                             "key '%s': expected a mapping { tenant, campaign, max_message_rate }",
+                             bp);
         TRY(cfg__map_check(c, e, bp, keys, NELEM(keys)));
         sl_limit *lim = &cfg->limits[cfg->n_limits++];
         lim->line = e->line;
@@ -480,7 +438,7 @@ static int walk_limits(cfg_ctx *c, const cfg_node *v)
     return 0;
 }
 
-static int walk_bounce_rules(cfg_ctx *c, const cfg_node *v)
+int cfg__walk_bounce_rules(cfg_ctx *c, const cfg_node *v)
 {
     static const char *const keys[] = {"match", "class", "hard"};
     sl_config *cfg = c->cfg;
@@ -508,53 +466,64 @@ static int walk_bounce_rules(cfg_ctx *c, const cfg_node *v)
         for (size_t j = 0; j < NELEM(bounce_classes); j++)
             ok |= !strcmp(r->class_name, bounce_classes[j]);
         if (!ok) {
-            const char *hint = cfg__did_you_mean(r->class_name, bounce_classes, NELEM(bounce_classes));
+            const char *hint = cfg__did_you_mean(r->class_name, bounce_classes,
+                                                 NELEM(bounce_classes));
             return cfg__fail(c, cfg__map_get(e, "class")->line,
-                            "key '%s.class': '%s' is not a bounce class%s%s%s (one of "
-                            "invalid-recipient, bad-domain, mailbox-full, spam-block, policy, "
-                            "reputation, tls, content, unknown)",
-                            bp, r->class_name, hint ? "; did you mean '" : "", hint ? hint : "",
-                            hint ? "'?" : "");
+                             "key '%s.class': '%s' is not a bounce class%s%s%s (one of "
+                             "invalid-recipient, bad-domain, mailbox-full, spam-block, policy, "
+                             "reputation, tls, content, unknown)",
+                             bp, r->class_name, hint ? "; did you mean '" : "", hint ? hint : "",
+                             hint ? "'?" : "");
         }
         TRY(cfg__opt_bool(c, e, bp, "hard", &r->hard));
     }
     return 0;
 }
 
-static int walk_retry(cfg_ctx *c, const cfg_node *m)
+/* retry.delays: a non-empty list of distinct durations. */
+int cfg__walk_retry_delays(cfg_ctx *c, const cfg_node *d)
 {
-    static const char *const keys[] = {"delays", "expiry"};
     sl_config *cfg = c->cfg;
-    TRY(cfg__map_check(c, m, "retry", keys, NELEM(keys)));
-    const cfg_node *d = cfg__map_get(m, "delays");
-    if (d) {
-        if (d->type != CN_SEQ || d->n == 0)
-            return cfg__fail(c, d->line,
-                            "key 'retry.delays': expected a non-empty list of durations");
-        free(cfg->retry.delays_ms);
-        cfg->retry.delays_ms = xcalloc(d->n, sizeof(int64_t));
-        cfg->retry.n_delays = 0;
-        for (size_t i = 0; i < d->n; i++) {
-            char kp[PATH_MAX_LEN];
-            cfg__pathf(kp, sizeof(kp), "retry.delays[%zu]", i);
-            int64_t ms;
-            TRY(cfg__check_duration(c, d->kids[i], kp, &ms));
-            if (ms <= 0)
-                return cfg__fail(c, d->kids[i]->line, "key '%s': must be longer than zero", kp);
-            /* Each delay is its own retry topic; the same delay twice would
-             * be one topic consumed as two. */
-            for (size_t j = 0; j < cfg->retry.n_delays; j++)
-                if (cfg->retry.delays_ms[j] == ms)
-                    return cfg__fail(c, d->kids[i]->line, "key '%s': %s is listed twice", kp,
-                                    d->kids[i]->s);
-            cfg->retry.delays_ms[cfg->retry.n_delays++] = ms;
-        }
+    if (!d)
+        return 0;
+    if (d->type != CN_SEQ || d->n == 0)
+        return cfg__fail(c, d->line, "key 'retry.delays': expected a non-empty list of durations");
+    free(cfg->retry.delays_ms);
+    cfg->retry.delays_ms = xcalloc(d->n, sizeof(int64_t));
+    cfg->retry.n_delays = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        char kp[PATH_MAX_LEN];
+        cfg__pathf(kp, sizeof(kp), "retry.delays[%zu]", i);
+        int64_t ms;
+        TRY(cfg__check_duration(c, d->kids[i], kp, &ms));
+        if (ms <= 0)
+            return cfg__fail(c, d->kids[i]->line, "key '%s': must be longer than zero", kp);
+        /* Each delay is its own retry topic; the same delay twice would
+         * be one topic consumed as two. */
+        for (size_t j = 0; j < cfg->retry.n_delays; j++)
+            if (cfg->retry.delays_ms[j] == ms)
+                return cfg__fail(c, d->kids[i]->line, "key '%s': %s is listed twice", kp,
+                                 d->kids[i]->s);
+        cfg->retry.delays_ms[cfg->retry.n_delays++] = ms;
     }
-    TRY(cfg__opt_duration(c, m, "retry", "expiry", false, &cfg->retry.expiry_ms));
     return 0;
 }
 
-static int walk_dkim(cfg_ctx *c, const cfg_node *v)
+static const int64_t default_delays[] = {60000, 300000, 1800000, 7200000, 21600000};
+
+void cfg__init_retry_delays(sl_config *cfg)
+{
+    cfg->retry.delays_ms = xmalloc(sizeof(default_delays));
+    memcpy(cfg->retry.delays_ms, default_delays, sizeof(default_delays));
+    cfg->retry.n_delays = NELEM(default_delays);
+}
+
+void cfg__free_retry_delays(sl_config *cfg)
+{
+    free(cfg->retry.delays_ms);
+}
+
+int cfg__walk_dkim(cfg_ctx *c, const cfg_node *v)
 {
     static const char *const keys[] = {"domain", "selector", "key", "algorithm"};
     sl_config *cfg = c->cfg;
@@ -571,7 +540,7 @@ static int walk_dkim(cfg_ctx *c, const cfg_node *v)
         cfg__pathf(dp, sizeof(dp), "dkim[%zu]", i);
         if (e->type != CN_MAP)
             return cfg__fail(c, e->line, "key '%s': expected a mapping { domain, selector, key }",
-                            dp);
+                             dp);
         TRY(cfg__map_check(c, e, dp, keys, NELEM(keys)));
         sl_dkim_key *k = &cfg->dkim[cfg->n_dkim++];
         TRY(cfg__req_str(c, e, dp, "domain", &k->domain));
@@ -582,191 +551,32 @@ static int walk_dkim(cfg_ctx *c, const cfg_node *v)
         TRY(cfg__opt_str(c, e, dp, "algorithm", &k->algorithm));
         if (strcmp(k->algorithm, "rsa-sha256") && strcmp(k->algorithm, "ed25519-sha256"))
             return cfg__fail(c, cfg__map_get(e, "algorithm")->line,
-                            "key '%s.algorithm': '%s' is not one of rsa-sha256, ed25519-sha256", dp,
-                            k->algorithm);
+                             "key '%s.algorithm': '%s' is not one of rsa-sha256, ed25519-sha256",
+                             dp,
+                             k->algorithm);
         if (access(k->key_file, R_OK) < 0)
-            return cfg__fail(c, cfg__map_get(e, "key")->line, "key '%s.key': cannot read '%s': %s", dp,
-                            k->key_file, strerror(errno));
+            return cfg__fail(c, cfg__map_get(e, "key")->line, "key '%s.key': cannot read '%s': %s",
+                             dp,
+                             k->key_file, strerror(errno));
         for (size_t j = 0; j + 1 < cfg->n_dkim; j++)
             if (!strcmp(cfg->dkim[j].domain, k->domain) &&
                 !strcmp(cfg->dkim[j].selector, k->selector))
                 return cfg__fail(c, cfg__map_get(e, "selector")->line,
-                                "key '%s.selector': %s._domainkey.%s is defined twice", dp,
-                                k->selector, k->domain);
+                                 "key '%s.selector': %s._domainkey.%s is defined twice", dp,
+                                 k->selector, k->domain);
     }
-    return 0;
-}
-
-static int walk_submit(cfg_ctx *c, const cfg_node *m)
-{
-    static const char *const keys[] = {"listen",
-                                       "cert",
-                                       "key",
-                                       "users",
-                                       "max_message_size",
-                                       "max_recipients",
-                                       "max_connections",
-                                       "max_connections_per_ip",
-                                       "idle_timeout",
-                                       "command_timeout",
-                                       "data_timeout",
-                                       "auth_workers",
-                                       "auth_queue"};
-    sl_config *cfg = c->cfg;
-    TRY(cfg__map_check(c, m, "submit", keys, NELEM(keys)));
-    int r = cfg__opt_str_list(c, m, "submit", "listen", &cfg->submit.listen, &cfg->submit.n_listen);
-    TRY(r);
-    bool need_tls = false;
-    if (r) {
-        const cfg_node *v = cfg__map_get(m, "listen");
-        for (size_t i = 0; i < cfg->submit.n_listen; i++) {
-            char *s = cfg->submit.listen[i];
-            int line = v->type == CN_SEQ ? v->kids[i]->line : v->line;
-            char *sp = strchr(s, ' ');
-            char *addr = sp ? xstrndup(s, (size_t)(sp - s)) : xstrdup(s);
-            const char *mode = sp ? sp + 1 : "plain";
-            while (*mode == ' ')
-                mode++;
-            uint16_t port;
-            int bad = sl_hostport_parse(addr, SL_HP_LISTEN, 0, NULL, &port);
-            free(addr);
-            if (bad < 0)
-                return cfg__fail(c, line, "key 'submit.listen[%zu]': '%s' is not host:port [mode]",
-                                i, s);
-            if (!strcmp(mode, "tls"))
-                need_tls = true;
-            else if (strcmp(mode, "starttls") && strcmp(mode, "plain"))
-                return cfg__fail(c, line,
-                                "key 'submit.listen[%zu]': mode '%s' is not one of plain, "
-                                "starttls, tls",
-                                i, mode);
-        }
-    }
-    TRY(cfg__opt_str(c, m, "submit", "cert", &cfg->submit.cert));
-    TRY(cfg__opt_str(c, m, "submit", "key", &cfg->submit.key));
-    TRY(cfg__opt_str(c, m, "submit", "users", &cfg->submit.users));
-    if (need_tls && (!cfg->submit.cert || !cfg->submit.key))
-        return cfg__fail(c, cfg__map_line(m, "listen"),
-                        "key 'submit.listen': a tls listener needs submit.cert and submit.key");
-    if (!cfg->submit.cert != !cfg->submit.key)
-        return cfg__fail(c, cfg__map_line(m, cfg->submit.cert ? "cert" : "key"),
-                        "key 'submit.%s': cert and key go together",
-                        cfg->submit.cert ? "key" : "cert");
-    TRY(cfg__opt_size(c, m, "submit", "max_message_size", &cfg->submit.max_message_size));
-    OPT_INT(m, "submit", "max_recipients", 1, 1000000, cfg->submit.max_recipients);
-    OPT_INT(m, "submit", "max_connections", 1, 1000000, cfg->submit.max_connections);
-    OPT_INT(m, "submit", "max_connections_per_ip", 1, 1000000, cfg->submit.max_connections_per_ip);
-    TRY(cfg__opt_duration(c, m, "submit", "idle_timeout", false, &cfg->submit.idle_timeout_ms));
-    TRY(cfg__opt_duration(c, m, "submit", "command_timeout", false, &cfg->submit.command_timeout_ms));
-    TRY(cfg__opt_duration(c, m, "submit", "data_timeout", false, &cfg->submit.data_timeout_ms));
-    OPT_INT(m, "submit", "auth_workers", 1, 64, cfg->submit.auth_workers);
-    OPT_INT(m, "submit", "auth_queue", 0, 100000, cfg->submit.auth_queue);
-    return 0;
-}
-
-static int walk_api(cfg_ctx *c, const cfg_node *m)
-{
-    static const char *const keys[] = {"listen",   "cert",            "key",        "keys",
-                                       "allow_plain", "max_body", "max_connections", "ack_timeout"};
-    sl_config *cfg = c->cfg;
-    TRY(cfg__map_check(c, m, "api", keys, NELEM(keys)));
-    TRY(cfg__opt_str(c, m, "api", "listen", &cfg->api.listen));
-    TRY(cfg__opt_str(c, m, "api", "cert", &cfg->api.cert));
-    TRY(cfg__opt_str(c, m, "api", "key", &cfg->api.key));
-    TRY(cfg__opt_str(c, m, "api", "keys", &cfg->api.keys));
-    TRY(cfg__opt_bool(c, m, "api", "allow_plain", &cfg->api.allow_plain));
-    if (!cfg->api.cert != !cfg->api.key)
-        return cfg__fail(c, cfg__map_line(m, cfg->api.cert ? "cert" : "key"),
-                        "key 'api.%s': cert and key go together", cfg->api.cert ? "key" : "cert");
-    TRY(cfg__opt_size(c, m, "api", "max_body", &cfg->api.max_body));
-    OPT_INT(m, "api", "max_connections", 1, 100000, cfg->api.max_connections);
-    TRY(cfg__opt_duration(c, m, "api", "ack_timeout", false, &cfg->api.ack_timeout_ms));
-    return 0;
-}
-
-static int walk_metrics(cfg_ctx *c, const cfg_node *m)
-{
-    static const char *const keys[] = {"listen", "health_timeout"};
-    sl_config *cfg = c->cfg;
-    TRY(cfg__map_check(c, m, "metrics", keys, NELEM(keys)));
-    TRY(cfg__opt_duration(c, m, "metrics", "health_timeout", false, &cfg->metrics.health_timeout_ms));
-    int r = cfg__opt_str(c, m, "metrics", "listen", &cfg->metrics.listen);
-    TRY(r);
-    uint16_t port;
-    if (r && sl_hostport_parse(cfg->metrics.listen, SL_HP_LISTEN, 0, NULL, &port) < 0)
-        return cfg__fail(c, cfg__map_get(m, "listen")->line,
-                        "key 'metrics.listen': '%s' is not host:port", cfg->metrics.listen);
-    return 0;
-}
-
-static int walk_sender(cfg_ctx *c, const cfg_node *m)
-{
-    static const char *const keys[] = {"workers",
-                                       "max_inflight",
-                                       "drain_timeout",
-                                       "instance_id",
-                                       "destination_backoff_initial",
-                                       "destination_backoff_max",
-                                       "max_inflight_per_destination",
-                                       "idle_state_timeout"};
-    sl_config *cfg = c->cfg;
-    TRY(cfg__map_check(c, m, "sender", keys, NELEM(keys)));
-    OPT_INT(m, "sender", "workers", 0, 1024, cfg->sender.workers);
-    OPT_INT(m, "sender", "max_inflight", 1, 10000000, cfg->sender.max_inflight);
-    TRY(cfg__opt_duration(c, m, "sender", "drain_timeout", true, &cfg->sender.drain_timeout_ms));
-    TRY(cfg__opt_duration(c, m, "sender", "destination_backoff_initial", false,
-                     &cfg->sender.destination_backoff_initial_ms));
-    TRY(cfg__opt_duration(c, m, "sender", "destination_backoff_max", false,
-                     &cfg->sender.destination_backoff_max_ms));
-    if (cfg->sender.destination_backoff_max_ms < cfg->sender.destination_backoff_initial_ms)
-        return cfg__fail(c, cfg__map_line(m, cfg__map_get(m, "destination_backoff_max")
-                                            ? "destination_backoff_max"
-                                            : "destination_backoff_initial"),
-                        "key 'sender.destination_backoff_max': must not be shorter than "
-                        "sender.destination_backoff_initial");
-    OPT_INT(m, "sender", "max_inflight_per_destination", 1, 10000000,
-            cfg->sender.max_inflight_per_destination);
-    if (cfg->sender.max_inflight_per_destination > cfg->sender.max_inflight)
-        return cfg__fail(c, cfg__map_line(m, "max_inflight_per_destination"),
-                        "key 'sender.max_inflight_per_destination': must not exceed "
-                        "sender.max_inflight (%u)",
-                        (unsigned)cfg->sender.max_inflight);
-    TRY(cfg__opt_duration(c, m, "sender", "idle_state_timeout", false,
-                     &cfg->sender.idle_state_timeout_ms));
-    TRY(cfg__opt_str(c, m, "sender", "instance_id", &cfg->sender.instance_id));
-    if (!cfg->sender.instance_id[0])
-        return cfg__fail(c, cfg__map_line(m, "instance_id"),
-                        "key 'sender.instance_id': must not be empty");
-    return 0;
-}
-
-static int walk_scheduler(cfg_ctx *c, const cfg_node *m)
-{
-    static const char *const keys[] = {"max_buffered", "max_job_bytes", "default_pool",
-                                       "default_tenant", "idle_state_timeout"};
-    sl_config *cfg = c->cfg;
-    TRY(cfg__map_check(c, m, "scheduler", keys, NELEM(keys)));
-    OPT_INT(m, "scheduler", "max_buffered", 1, 100000000, cfg->scheduler.max_buffered);
-    TRY(cfg__opt_size(c, m, "scheduler", "max_job_bytes", &cfg->scheduler.max_job_bytes));
-    TRY(cfg__opt_str(c, m, "scheduler", "default_pool", &cfg->scheduler.default_pool));
-    TRY(cfg__opt_str(c, m, "scheduler", "default_tenant", &cfg->scheduler.default_tenant));
-    TRY(cfg__opt_duration(c, m, "scheduler", "idle_state_timeout", false,
-                     &cfg->scheduler.idle_state_timeout_ms));
     return 0;
 }
 
 /* webhook.endpoints: where sluice-webhook posts events. Exactly one of
  * secret / secret_file, because an unsigned webhook cannot be trusted by its
  * receiver; the secret itself never appears in a message. */
-static int walk_webhook(cfg_ctx *c, const cfg_node *m)
+int cfg__walk_webhook_endpoints(cfg_ctx *c, const cfg_node *v)
 {
-    static const char *const keys[] = {"endpoints", "max_attempts"};
     static const char *const ekeys[] = {"url", "secret", "secret_file", "batch_size", "timeout"};
     sl_config *cfg = c->cfg;
-    TRY(cfg__map_check(c, m, "webhook", keys, NELEM(keys)));
-    OPT_INT(m, "webhook", "max_attempts", 1, 1000, cfg->webhook.max_attempts);
     bool failed;
-    const cfg_node *l = cfg__need_seq(c, cfg__map_get(m, "endpoints"), "webhook.endpoints", &failed);
+    const cfg_node *l = cfg__need_seq(c, v, "webhook.endpoints", &failed);
     if (failed)
         return -1;
     if (!l)
@@ -785,7 +595,7 @@ static int walk_webhook(cfg_ctx *c, const cfg_node *m)
         TRY(cfg__req_str(c, e, ep, "url", &w->url));
         if (strncasecmp(w->url, "http://", 7) && strncasecmp(w->url, "https://", 8))
             return cfg__fail(c, cfg__map_line(e, "url"),
-                            "key '%s.url': '%s' is not an http:// or https:// URL", ep, w->url);
+                             "key '%s.url': '%s' is not an http:// or https:// URL", ep, w->url);
         const cfg_node *sv = cfg__map_get(e, "secret");
         if (sv && sv->type != CN_SCALAR)
             return cfg__fail(c, sv->line, "key '%s.secret': expected a string", ep);
@@ -794,50 +604,117 @@ static int walk_webhook(cfg_ctx *c, const cfg_node *m)
         TRY(cfg__opt_str(c, e, ep, "secret_file", &w->secret_file));
         if (!w->secret == !w->secret_file)
             return cfg__fail(c, e->line, "key '%s': exactly one of secret, secret_file is required",
-                            ep);
+                             ep);
         if (w->secret && !w->secret[0])
-            return cfg__fail(c, cfg__map_line(e, "secret"), "key '%s.secret': must not be empty", ep);
+            return cfg__fail(c, cfg__map_line(e, "secret"), "key '%s.secret': must not be empty",
+                             ep);
         if (w->secret_file && access(w->secret_file, R_OK) < 0)
             return cfg__fail(c, cfg__map_line(e, "secret_file"),
-                            "key '%s.secret_file': cannot read '%s': %s", ep, w->secret_file,
-                            strerror(errno));
+                             "key '%s.secret_file': cannot read '%s': %s", ep, w->secret_file,
+                             strerror(errno));
         OPT_INT(e, ep, "batch_size", 1, 100000, w->batch_size);
         TRY(cfg__opt_duration(c, e, ep, "timeout", false, &w->timeout_ms));
     }
     return 0;
 }
 
-static const char *const top_keys[] = {"kafka",   "dns",     "routes",       "pools",    "sites",
-                                       "shaping", "backoff", "bounce_rules", "retry",    "dkim",
-                                       "submit",  "metrics", "sender",       "scheduler", "webhook",
-                                       "limits",  "api"};
-
-int cfg__walk_root(cfg_ctx *c, const cfg_node *root)
+void cfg__free_webhook_endpoints(sl_config *cfg)
 {
-    if (!root)
-        return 0;
-    if (root->type != CN_MAP)
-        return cfg__fail(c, root->line,
-                        "the top level must be a mapping of sections (kafka:, "
-                        "pools:, ...)");
-    TRY(cfg__map_check(c, root, "", top_keys, NELEM(top_keys)));
-    /* Fixed order: shaping and backoff refer to sites. */
-    TRY(walk_kafka(c, cfg__map_get(root, "kafka")));
-    TRY(walk_dns(c, cfg__map_get(root, "dns")));
-    TRY(walk_routes(c, cfg__map_get(root, "routes")));
-    TRY(walk_pools(c, cfg__map_get(root, "pools")));
-    TRY(walk_sites(c, cfg__map_get(root, "sites")));
-    TRY(walk_shaping(c, cfg__map_get(root, "shaping")));
-    TRY(walk_backoff(c, cfg__map_get(root, "backoff")));
-    TRY(walk_bounce_rules(c, cfg__map_get(root, "bounce_rules")));
-    TRY(walk_limits(c, cfg__map_get(root, "limits")));
-    TRY(walk_retry(c, cfg__map_get(root, "retry")));
-    TRY(walk_dkim(c, cfg__map_get(root, "dkim")));
-    TRY(walk_submit(c, cfg__map_get(root, "submit")));
-    TRY(walk_api(c, cfg__map_get(root, "api")));
-    TRY(walk_metrics(c, cfg__map_get(root, "metrics")));
-    TRY(walk_sender(c, cfg__map_get(root, "sender")));
-    TRY(walk_scheduler(c, cfg__map_get(root, "scheduler")));
-    TRY(walk_webhook(c, cfg__map_get(root, "webhook")));
-    return 0;
+    for (size_t i = 0; i < cfg->webhook.n_endpoints; i++) {
+        free(cfg->webhook.endpoints[i].url);
+        free(cfg->webhook.endpoints[i].secret);
+        free(cfg->webhook.endpoints[i].secret_file);
+    }
+    free(cfg->webhook.endpoints);
+}
+
+/* ------------------------------------------------------------------ */
+/* Freeing: each releases what its walk (or init) allocated, also after */
+/* an error part way through.                                          */
+
+static void free_strv(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void cfg__free_routes(sl_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        free(cfg->routes[i].pattern);
+        free(cfg->routes[i].host);
+    }
+    free(cfg->routes);
+}
+
+void cfg__free_pools(sl_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_pools; i++) {
+        sl_pool *p = &cfg->pools[i];
+        for (size_t j = 0; j < p->n_sources; j++) {
+            free(p->sources[j].ip);
+            free(p->sources[j].ehlo);
+            free(p->sources[j].socks5);
+            free(p->sources[j].warmup.per_day);
+        }
+        free(p->sources);
+        free(p->name);
+    }
+    free(cfg->pools);
+}
+
+void cfg__free_sites(sl_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_sites; i++) {
+        free(cfg->sites[i].name);
+        free_strv(cfg->sites[i].mx, cfg->sites[i].n_mx);
+        free_strv(cfg->sites[i].domains, cfg->sites[i].n_domains);
+    }
+    free(cfg->sites);
+}
+
+void cfg__free_shaping(sl_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_shaping; i++)
+        free(cfg->shaping[i].site);
+    free(cfg->shaping);
+}
+
+void cfg__free_backoff(sl_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_backoff; i++) {
+        free(cfg->backoff[i].match);
+        free(cfg->backoff[i].site);
+    }
+    free(cfg->backoff);
+}
+
+void cfg__free_limits(sl_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_limits; i++) {
+        free(cfg->limits[i].tenant);
+        free(cfg->limits[i].campaign);
+    }
+    free(cfg->limits);
+}
+
+void cfg__free_bounce_rules(sl_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_bounce_rules; i++) {
+        free(cfg->bounce_rules[i].match);
+        free(cfg->bounce_rules[i].class_name);
+    }
+    free(cfg->bounce_rules);
+}
+
+void cfg__free_dkim(sl_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_dkim; i++) {
+        free(cfg->dkim[i].domain);
+        free(cfg->dkim[i].selector);
+        free(cfg->dkim[i].key_file);
+        free(cfg->dkim[i].algorithm);
+    }
+    free(cfg->dkim);
 }

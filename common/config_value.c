@@ -96,13 +96,14 @@ int cfg__map_check(cfg_ctx *c, const cfg_node *m, const char *path, const char *
         return 0;
     if (m->type != CN_MAP)
         return cfg__fail(c, m->line, "key '%s': expected a mapping (key: value), got a %s", path,
-                        m->type == CN_SEQ ? "list" : "scalar");
+                         m->type == CN_SEQ ? "list" : "scalar");
     for (size_t i = 0; i < m->n; i += 2) {
         const cfg_node *k = m->kids[i];
         char kp[PATH_MAX_LEN];
         if (k->type != CN_SCALAR)
             return cfg__fail(c, k->line, "key '%s': a key must be a plain name, not a %s",
-                            path[0] ? path : "(top level)", k->type == CN_SEQ ? "list" : "mapping");
+                             path[0] ? path : "(top level)",
+                             k->type == CN_SEQ ? "list" : "mapping");
         cfg__key_path(kp, sizeof(kp), path, k->s);
         if (allowed) {
             bool known = false;
@@ -118,7 +119,7 @@ int cfg__map_check(cfg_ctx *c, const cfg_node *m, const char *path, const char *
         for (size_t j = 0; j < i; j += 2) {
             if (!strcmp(m->kids[j]->s, k->s))
                 return cfg__fail(c, k->line, "key '%s': defined twice (first at line %d)", kp,
-                                m->kids[j]->line);
+                                 m->kids[j]->line);
         }
     }
     return 0;
@@ -152,7 +153,7 @@ int cfg__need_scalar(cfg_ctx *c, const cfg_node *v, const char *path, const char
 {
     if (v->type != CN_SCALAR)
         return cfg__fail(c, v->line, "key '%s': expected %s, got a %s", path, what,
-                        v->type == CN_SEQ ? "list" : "mapping");
+                         v->type == CN_SEQ ? "list" : "mapping");
     return 0;
 }
 
@@ -211,8 +212,9 @@ int cfg__opt_int(cfg_ctx *c, const cfg_node *m, const char *path, const char *ke
     if (cfg__parse_int(v->s, &x) < 0)
         return cfg__fail(c, v->line, "key '%s': '%s' is not an integer", kp, v->s);
     if (x < min || x > max)
-        return cfg__fail(c, v->line, "key '%s': %lld is out of range [%lld, %lld]", kp, (long long)x,
-                        (long long)min, (long long)max);
+        return cfg__fail(c, v->line, "key '%s': %lld is out of range [%lld, %lld]", kp,
+                         (long long)x,
+                         (long long)min, (long long)max);
     *out = x;
     return 1;
 }
@@ -250,7 +252,8 @@ int cfg__check_duration(cfg_ctx *c, const cfg_node *v, const char *kp, int64_t *
     int64_t ms;
     if (sl_parse_duration_ms(v->s, &ms) < 0 || ms < 0 || ms > (int64_t)366 * 86400000 * 100)
         return cfg__fail(c, v->line,
-                        "key '%s': '%s' is not a duration (like 250ms, 30s, 5m, 2h, 3d)", kp, v->s);
+                         "key '%s': '%s' is not a duration (like 250ms, 30s, 5m, 2h, 3d)", kp,
+                         v->s);
     *out = ms;
     return 0;
 }
@@ -298,11 +301,12 @@ int cfg__opt_rate(cfg_ctx *c, const cfg_node *m, const char *path, const char *k
     }
     double r;
     if (sl_parse_rate(v->s, &r) < 0 || !isfinite(r))
-        return cfg__fail(c, v->line, "key '%s': '%s' is not a rate (like 50/s, 3000/min, 10000/h%s)",
-                        kp, v->s, allow_unlimited ? ", or unlimited" : "");
+        return cfg__fail(c, v->line,
+                         "key '%s': '%s' is not a rate (like 50/s, 3000/min, 10000/h%s)",
+                         kp, v->s, allow_unlimited ? ", or unlimited" : "");
     if (r <= 0)
         return cfg__fail(c, v->line, "key '%s': rate must be above zero%s", kp,
-                        allow_unlimited ? " (write 'unlimited' for no limit)" : "");
+                         allow_unlimited ? " (write 'unlimited' for no limit)" : "");
     if (r < CFG_RATE_MIN || r > CFG_RATE_MAX)
         return cfg__fail(c, v->line, "key '%s': '%s' is out of range (1/d to 1000000/s)", kp, v->s);
     *out = r;
@@ -378,8 +382,9 @@ int cfg__opt_size(cfg_ctx *c, const cfg_node *m, const char *path, const char *k
         return -1;
     uint64_t x;
     if (cfg__parse_size(v->s, &x) < 0 || x == 0)
-        return cfg__fail(c, v->line, "key '%s': '%s' is not a size (like 25M, 10MB, 512k, or bytes)",
-                        kp, v->s);
+        return cfg__fail(c, v->line,
+                         "key '%s': '%s' is not a size (like 25M, 10MB, 512k, or bytes)",
+                         kp, v->s);
     *out = x;
     return 1;
 }
@@ -417,7 +422,8 @@ int cfg__regex_check(cfg_ctx *c, const cfg_node *v, const char *kp)
         char msg[256];
         regerror(rc, &re, msg, sizeof(msg));
         regfree(&re);
-        return cfg__fail(c, v->line, "key '%s': invalid regular expression '%s': %s", kp, v->s, msg);
+        return cfg__fail(c, v->line, "key '%s': invalid regular expression '%s': %s", kp, v->s,
+                         msg);
     }
     regfree(&re);
     return 0;

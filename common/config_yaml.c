@@ -57,7 +57,7 @@ static cfg_node *cfg_node_new_at(cfg_ctx *c, cfg_node_type type, int line, int e
 {
     if (++c->n_nodes > CFG_MAX_NODES) {
         cfg__fail(c, err_line, "document too large (aliases expand to more than %d nodes)",
-                 CFG_MAX_NODES);
+                  CFG_MAX_NODES);
         return NULL;
     }
     cfg_node *n = xcalloc(1, sizeof(*n));
@@ -108,11 +108,12 @@ static int yaml_next(cfg_ctx *c, yaml_parser_t *p, yaml_event_t *ev)
      * where it was opened is what the operator needs. */
     if (p->context && ctx_line != line)
         return cfg__fail(c, line, "YAML syntax error: %s %s (started at line %d)",
-                        p->problem ? p->problem : "invalid document", p->context, ctx_line);
+                         p->problem ? p->problem : "invalid document", p->context, ctx_line);
     if (p->context)
         return cfg__fail(c, line, "YAML syntax error: %s %s",
-                        p->problem ? p->problem : "invalid document", p->context);
-    return cfg__fail(c, line, "YAML syntax error: %s", p->problem ? p->problem : "invalid document");
+                         p->problem ? p->problem : "invalid document", p->context);
+    return cfg__fail(c, line, "YAML syntax error: %s",
+                     p->problem ? p->problem : "invalid document");
 }
 
 static int cfg_anchor_add(cfg_ctx *c, const yaml_char_t *name, cfg_node *n)

@@ -55,9 +55,8 @@ class TestReadme(unittest.TestCase):
 
 class TestConfigurationReference(unittest.TestCase):
     def test_every_section_documented(self):
-        src = read("common", "config_sections.c")
-        m = re.search(r"top_keys\[\] = \{(.*?)\};", src, re.S)
-        sections = re.findall(r'"([a-z_]+)"', m.group(1))
+        src = read("common", "config_keys.c")
+        sections = {k.split(".")[0] for k in re.findall(r'\.name = "([a-z_.]+)"', src)}
         self.assertIn("webhook", sections)
         doc = read("docs", "configuration.md")
         headings = set(re.findall(r"^## ([a-z_]+)\s*$", doc, re.M))
