@@ -13,12 +13,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "config_int.h"
 #include "util.h"
 
 static char tmpdir[] = "/tmp/sluice-test-config-XXXXXX";
@@ -881,6 +883,182 @@ static void test_sender_destinations(void **state)
     }
 }
 
+/* The key table is consistent: names are unique and each section's keys
+ * are together (the walk takes a section at a time), every entry has its
+ * doc, the structured ones their walk and free, a list its count, an
+ * environment variable only a type the overrides read, no two entries one
+ * field, and every default parses with the parser the file's value goes
+ * through. */
+static void test_config_key_table(void **state)
+{
+    (void)state;
+    size_t n;
+    const cfg_key *keys = cfg__keys(&n);
+    assert_true(n > 50);
+    assert_int_equal(sl_config_key_count(), n);
+    for (size_t i = 0; i < n; i++) {
+        const cfg_key *k = &keys[i];
+        const char *dot = strchr(k->name, '.');
+        size_t seclen = dot ? (size_t)(dot - k->name) : strlen(k->name);
+        if (!k->doc || !k->doc[0])
+            fail_msg("%s: no doc", k->name);
+        for (size_t j = 0; j < i; j++) {
+            if (!strcmp(keys[j].name, k->name))
+                fail_msg("%s: listed twice", k->name);
+            /* An entry copied from another whose F() was left unchanged. */
+            if (k->type != CFG_CUSTOM && keys[j].type != CFG_CUSTOM && keys[j].off == k->off)
+                fail_msg("%s: stored where %s is", k->name, keys[j].name);
+            /* An earlier key of the same section must be the one before. */
+            if (j + 1 < i && !strncmp(keys[j].name, k->name, seclen) &&
+                (keys[j].name[seclen] == '.' || !keys[j].name[seclen]) &&
+                strncmp(keys[i - 1].name, k->name, seclen))
+                fail_msg("%s: its section's keys are not together", k->name);
+        }
+        if (k->type == CFG_CUSTOM && (!k->walk || !k->free))
+            fail_msg("%s: a structured key needs walk and free", k->name);
+        if (k->type != CFG_CUSTOM && !dot)
+            fail_msg("%s: a plain key belongs to a section", k->name);
+        if (k->type == CFG_STRLIST && !k->off_n)
+            fail_msg("%s: a list needs its count", k->name);
+        if (k->env && k->type != CFG_STR && k->type != CFG_STRLIST && k->type != CFG_INT &&
+            k->type != CFG_U32)
+            fail_msg("%s: the environment overrides only strings, lists and integers", k->name);
+        if (k->env && strncmp(k->env, "SLUICE_", 7))
+            fail_msg("%s: variable %s is not SLUICE_*", k->name, k->env);
+        int64_t x;
+        uint64_t size;
+        bool ok = true;
+        if (k->def && (k->type == CFG_INT || k->type == CFG_U32))
+            ok = cfg__parse_int(k->def, &x) == 0;
+        else if (k->def && k->type == CFG_DURATION)
+            ok = sl_parse_duration_ms(k->def, &x) == 0;
+        else if (k->def && k->type == CFG_SIZE)
+            ok = cfg__parse_size(k->def, &size) == 0;
+        else if (k->def && k->type == CFG_BOOL)
+            ok = !strcmp(k->def, "true") || !strcmp(k->def, "false");
+        if (!ok)
+            fail_msg("%s: default '%s' does not parse", k->name, k->def);
+        sl_config_key_doc d;
+        assert_int_equal(sl_config_key_get(i, &d), 0);
+        assert_string_equal(d.name, k->name);
+    }
+    sl_config_key_doc d;
+    assert_int_equal(sl_config_key_get(n, &d), SL_EINVAL);
+}
+
+/* A value a probe writes for key k, and what its field must then hold. */
+static const char *probe_value(const cfg_key *k, int64_t *want)
+{
+    static char buf[64];
+    static const struct {
+        const char *name, *value;
+    } special[] = {
+        {"kafka.security_protocol", "SASL_SSL"}, /* lowercased */
+        {"dns.servers", "10.9.9.9"},
+        {"submit.listen", "127.0.0.1:0 starttls"},
+        {"metrics.listen", "127.0.0.1:0"},
+    };
+    for (size_t i = 0; i < sizeof special / sizeof special[0]; i++)
+        if (!strcmp(k->name, special[i].name))
+            return special[i].value;
+    int64_t def = 0;
+    switch (k->type) {
+    case CFG_INT:
+    case CFG_U32:
+        /* One more than the default stays clear of the cross-key checks. */
+        if (k->def)
+            def = strtoll(k->def, NULL, 10);
+        *want = def + 1 >= k->min && def + 1 <= k->max ? def + 1 : k->min;
+        snprintf(buf, sizeof buf, "%lld", (long long)*want);
+        return buf;
+    case CFG_DURATION:
+        if (k->def)
+            assert_int_equal(sl_parse_duration_ms(k->def, &def), 0);
+        *want = def + 1000;
+        snprintf(buf, sizeof buf, "%lldms", (long long)*want);
+        return buf;
+    case CFG_SIZE:
+        *want = 3072;
+        return "3k";
+    case CFG_BOOL:
+        *want = k->def && !strcmp(k->def, "true") ? 0 : 1;
+        return *want ? "true" : "false";
+    default:
+        return "probe";
+    }
+}
+
+/* Each plain key, written in a file or (when it has one) its SLUICE_*
+ * variable, lands in the field its entry names: the offsets, types and
+ * sections of the table are right. */
+static void test_config_key_probe(void **state)
+{
+    (void)state;
+    size_t n;
+    const cfg_key *keys = cfg__keys(&n);
+    for (size_t i = 0; i < n; i++) {
+        const cfg_key *k = &keys[i];
+        if (k->type == CFG_CUSTOM)
+            continue;
+        int64_t want = 0;
+        const char *value = probe_value(k, &want);
+        const char *dot = strchr(k->name, '.');
+        for (int from_env = 0; from_env < 2; from_env++) {
+            if (from_env && !k->env)
+                continue;
+            sl_buf y = SL_BUF_INIT;
+            if (from_env) {
+                setenv(k->env, value, 1);
+                sl_buf_printf(&y, "{}\n");
+            } else {
+                sl_buf_printf(&y, "%.*s:\n  %s: \"%s\"\n", (int)(dot - k->name), k->name, dot + 1,
+                              value);
+                /* cert and key go together */
+                if (!strcmp(dot + 1, "cert") || !strcmp(dot + 1, "key"))
+                    sl_buf_printf(&y, "  %s: other\n", strcmp(dot + 1, "cert") ? "cert" : "key");
+            }
+            sl_config *cfg = parse_ok((const char *)y.data);
+            sl_buf_free(&y);
+            const void *field = (const char *)cfg + k->off;
+            switch (k->type) {
+            case CFG_STR: {
+                const char *got = *(char *const *)field;
+                assert_non_null(got);
+                if (k->flags & CFG_LOWER)
+                    assert_true(!strcasecmp(got, value) && strcmp(got, value));
+                else
+                    assert_string_equal(got, value);
+                break;
+            }
+            case CFG_STRLIST:
+                assert_int_equal(*(const size_t *)((const char *)cfg + k->off_n), 1);
+                assert_string_equal((*(char **const *)field)[0], value);
+                break;
+            case CFG_INT:
+                assert_int_equal(*(const int *)field, want);
+                break;
+            case CFG_U32:
+                assert_int_equal(*(const uint32_t *)field, want);
+                break;
+            case CFG_BOOL:
+                assert_int_equal(*(const bool *)field, want);
+                break;
+            case CFG_DURATION:
+                assert_int_equal(*(const int64_t *)field, want);
+                break;
+            case CFG_SIZE:
+                assert_int_equal(*(const uint64_t *)field, want);
+                break;
+            case CFG_CUSTOM:
+                break;
+            }
+            sl_config_free(cfg);
+            if (from_env)
+                unsetenv(k->env);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -901,6 +1079,8 @@ int main(void)
         cmocka_unit_test(test_webhook),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_alias_bomb),
+        cmocka_unit_test(test_config_key_table),
+        cmocka_unit_test(test_config_key_probe),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }
