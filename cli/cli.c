@@ -34,6 +34,7 @@ static const cli_cmd commands[] = {
     {"shaping", cli_shaping, "shaping show  live shaping state per site and IP"},
     {"topics", cli_topics, "topics ensure|list  create the topics on a real Kafka"},
     {"capture", cli_capture, "capture --listen HOST:PORT --dir DIR  local capture SMTP server"},
+    {"config", cli_cfg, "config keys|check [-c FILE]  list the configuration keys, check a file"},
 };
 
 static void usage(FILE *f)

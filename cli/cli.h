@@ -20,6 +20,7 @@ int cli_shaping(int argc, char **argv);    /* sluice shaping show */
 int cli_top(int argc, char **argv);        /* sluice top: live per-site view */
 int cli_dlq(int argc, char **argv);        /* sluice dlq list|show|replay|drop */
 int cli_queue(int argc, char **argv);      /* sluice queue: what waits on retry topics */
+int cli_cfg(int argc, char **argv);        /* sluice config keys|check */
 
 #include <stdint.h>
 #include <librdkafka/rdkafka.h>

@@ -1,7 +1,8 @@
 """The README's map of the project and the configuration reference stay
 whole: every daemon and every `sluice` command is in the parts table,
-every page of docs/ is linked, and docs/configuration.md has a section for
-every top-level key the loader accepts.
+every page of docs/ is linked, and docs/configuration.md documents every
+key of the loader's key table (`sluice config keys`) and its SLUICE_*
+variable, and no key the loader refuses.
 
 Each of these had drifted: the parts table lacked sluice-webhook and the
 `top` command, nothing linked the webhook documentation, and the
@@ -10,6 +11,7 @@ configuration reference had no `webhook:` section."""
 import glob
 import os
 import re
+import subprocess
 import unittest
 
 SRC = os.environ.get("SLUICE_SRC") or os.path.join(os.path.dirname(__file__), "..", "..")
@@ -54,14 +56,49 @@ class TestReadme(unittest.TestCase):
 
 
 class TestConfigurationReference(unittest.TestCase):
-    def test_every_section_documented(self):
-        src = read("common", "config_keys.c")
-        sections = {k.split(".")[0] for k in re.findall(r'\.name = "([a-z_.]+)"', src)}
-        self.assertIn("webhook", sections)
+    def test_every_key_documented(self):
+        """Every entry of the loader's key table, as `sluice config keys`
+        lists it, has its row in its section of docs/configuration.md (a
+        structured key its own section), and its SLUICE_* variable a row in
+        the overrides table; and every row of a plain section is a key."""
+        binary = os.path.join(os.environ.get("SLUICE_BIN") or os.path.join(SRC, "build", "bin"),
+                              "sluice")
+        out = subprocess.run([binary, "config", "keys"], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+        keys, envs = [], {}
+        for line in out.splitlines():
+            name = line.split()[0]
+            keys.append(name)
+            m = re.search(r"\((SLUICE_[A-Z_]+)\)$", line)
+            if m:
+                envs[m.group(1)] = name
+        self.assertIn("kafka.bootstrap", keys)
+        self.assertEqual(envs.get("SLUICE_SENDER_WORKERS"), "sender.workers")
         doc = read("docs", "configuration.md")
-        headings = set(re.findall(r"^## ([a-z_]+)\s*$", doc, re.M))
-        self.assertEqual(sorted(set(sections) - headings), [],
-                         "config sections without a '## name' section in docs/configuration.md")
+        sections = {}
+        for m in re.finditer(r"^## ([A-Za-z_ ]+?)\s*\n(.*?)(?=^## |\Z)", doc, re.M | re.S):
+            sections[m.group(1)] = m.group(2)
+        missing = []
+        for key in keys:
+            sec, _, leaf = key.partition(".")
+            if sec not in sections:
+                missing.append(key + " (no '## %s' section)" % sec)
+            elif leaf and not re.search(r"^\| `%s` \|" % re.escape(leaf), sections[sec], re.M):
+                missing.append(key)
+        self.assertEqual(missing, [], "keys without a row in docs/configuration.md")
+        overrides = sections.get("Environment overrides", "")
+        rows = dict(re.findall(r"^\| `(SLUICE_[A-Z_]+)` \| `([a-z_.]+)`", overrides, re.M))
+        self.assertEqual(rows, envs, "the overrides table differs from the key table")
+        # The other way: a row of a section made of plain keys names a key
+        # (or a field of a structured one: `endpoints[].url`).
+        plain = {k.partition(".")[0] for k in keys if "." in k}
+        stale = []
+        for sec in sorted(plain):
+            for leaf in re.findall(r"^\| `([a-z_\[\].]+)` \|", sections[sec], re.M):
+                base = leaf.split("[]")[0]
+                if "%s.%s" % (sec, base) not in keys:
+                    stale.append("%s.%s" % (sec, leaf))
+        self.assertEqual(stale, [], "docs/configuration.md rows for keys the loader refuses")
 
     def test_new_keys_documented(self):
         doc = read("docs", "configuration.md")
