@@ -18,14 +18,12 @@
  */
 #include "config.h"
 #include "config_int.h"
-#include "hostport.h"
 #include "util.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* ------------------------------------------------------------------ */
 /* Defaults                                                            */
