@@ -57,6 +57,9 @@ void api_messages_post(api_ctx *a, api_key *key, const char *body, size_t len, c
  * the control topic, answered 202 once Kafka has it. */
 void api_control_post(api_ctx *a, api_key *key, bool site, const char *target,
                       const char *action, const char *body, size_t len, api_reply *r);
+/* GET /v1/campaigns/{id}: the key's tenant's campaign, its control state
+ * and its events counted (control.h: reads the control and events topics). */
+void api_campaign_get(api_ctx *a, api_key *key, const char *campaign, api_reply *r);
 /* GET, PUT (body: optional {"reason": "..."}) and DELETE of
  * /v1/suppressions/{address} for the key's tenant. */
 void api_suppression(api_ctx *a, api_key *key, const char *method, const char *address,

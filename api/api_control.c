@@ -12,6 +12,7 @@
  * question, not for a hot path.
  */
 #include "api.h"
+#include "control.h"
 #include "kafka.h"
 #include "metrics.h"
 #include "reader.h"
@@ -161,6 +162,52 @@ void api_control_post(api_ctx *a, api_key *key, bool site, const char *target,
     free(k);
     free(reason);
     sl_buf_free(&b);
+}
+
+void api_campaign_get(api_ctx *a, api_key *key, const char *campaign, api_reply *r)
+{
+    if (!valid_name(campaign)) {
+        api_problem(r, 400, "campaign", "campaign: 1-255 printable characters");
+        return;
+    }
+    char *k = sl_control_key(false, key->tenant, campaign);
+    sl_control *c = NULL;
+    sl_campaign_counts n;
+    char *err = NULL;
+    int timeout = (int)a->cfg->api.ack_timeout_ms;
+    int rc = sl_control_load(a->cfg, k, &c, timeout, &err);
+    const char *what = "control";
+    if (!rc) {
+        what = "events";
+        rc = sl_campaign_count(a->cfg, key->tenant, campaign, &n, timeout, &err);
+    }
+    free(k);
+    if (rc) {
+        api_problem(r, 503, NULL, "could not read the %s topic: %s", what,
+                    err ? err : sl_strerror(rc));
+        r->retry_after = 1;
+        free(err);
+        sl_control_free(c);
+        return;
+    }
+    json_t *counts = json_object();
+    json_object_set_new(counts, "jobs", json_integer((json_int_t)n.jobs));
+    json_object_set_new(counts, "queued", json_integer((json_int_t)n.queued));
+    for (int t = 1; strcmp(sl_event_type_name((Sluice__V1__EventType)t), "UNKNOWN"); t++)
+        if (t != SLUICE__V1__EVENT_TYPE__EVENT_SHAPING) {
+            char *name = xstrdup(sl_event_type_name((Sluice__V1__EventType)t));
+            sl_lower(name);
+            json_object_set_new(counts, name, json_integer((json_int_t)n.by[t]));
+            free(name);
+        }
+    r->status = 200;
+    r->body = json_pack("{s:s, s:s, s:s, s:o}", "tenant", key->tenant, "campaign", campaign,
+                        "state", sl_control_state(c), "counts", counts);
+    if (c) {
+        json_object_set_new(r->body, "since_ms", json_integer(c->at_ms));
+        json_object_set_new(r->body, "reason", json_string(c->reason ? c->reason : ""));
+    }
+    sl_control_free(c);
 }
 
 typedef struct acks {

@@ -11,14 +11,15 @@
  * suspend, resume and cancel publish one Control (origin "cli") and exit 0
  * only once Kafka acknowledged it. show reads the control topic to its end
  * (the newest record of the key is in force) and, for a campaign, counts
- * its events on the events topic by type. The tenant defaults to
+ * its events on the events topic (control.h, as GET /v1/campaigns/ID does).
+ * The tenant defaults to
  * scheduler.default_tenant. Exit status: 0 ok, 1 Kafka failure, 2 bad
  * usage or configuration. Single-threaded.
  */
 #include "cli.h"
 #include "config.h"
+#include "control.h"
 #include "kafka.h"
-#include "reader.h"
 #include "util.h"
 #include "wire.h"
 
@@ -94,106 +95,28 @@ static int control_publish(const char *cmd, const sl_config *cfg, bool site, con
     return rc ? 1 : 0;
 }
 
-/* The newest Control of key on the topic (NULL: none, or a tombstone), in
- * *out. 0, or 1 after saying why. */
-static int control_load(const char *cmd, const sl_config *cfg, const char *key, sl_control **out)
-{
-    char *err = NULL;
-    char *topic = sl_config_topic(cfg, "control");
-    sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
-    free(topic);
-    *out = NULL;
-    if (!r) {
-        fprintf(stderr, "sluice %s: %s\n", cmd, err);
-        free(err);
-        return 1;
-    }
-    int64_t deadline = sl_mono_ms() + CONTROL_READ_MS;
-    while (!sl_reader_at_end(r) && sl_mono_ms() < deadline) {
-        rd_kafka_message_t *m = sl_reader_next(r, 200);
-        if (!m)
-            continue;
-        if (m->key && m->key_len == strlen(key) && !memcmp(m->key, key, m->key_len)) {
-            sl_control_free(*out);
-            *out = NULL;
-            const char *why = NULL;
-            if (m->payload && sl_control_decode(m->payload, m->len, out, &why) != 0)
-                *out = NULL;
-        }
-        rd_kafka_message_destroy(m);
-    }
-    bool complete = sl_reader_at_end(r);
-    sl_reader_free(r);
-    if (!complete) {
-        sl_control_free(*out);
-        *out = NULL;
-        fprintf(stderr, "sluice %s: the control topic was not read to its end within %ds\n",
-                cmd, CONTROL_READ_MS / 1000);
-        return 1;
-    }
-    return 0;
-}
-
-static const char *state_of(const sl_control *c)
-{
-    if (!c || c->action == SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_RESUME)
-        return "active";
-    if (c->action == SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_CANCEL)
-        return "cancelled";
-    return "suspended";
-}
-
-/* Count the campaign's events by type (index: the EventType). 0, or 1. */
-static int campaign_count(const sl_config *cfg, const char *tenant, const char *campaign,
-                          size_t *counts, size_t n_counts)
-{
-    char *err = NULL;
-    char *topic = sl_config_topic(cfg, "events");
-    sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
-    free(topic);
-    if (!r) {
-        fprintf(stderr, "sluice campaign: %s\n", err);
-        free(err);
-        return 1;
-    }
-    const char *dflt = cfg->scheduler.default_tenant ? cfg->scheduler.default_tenant : "";
-    int64_t deadline = sl_mono_ms() + CONTROL_READ_MS;
-    while (!sl_reader_at_end(r) && sl_mono_ms() < deadline) {
-        rd_kafka_message_t *m = sl_reader_next(r, 200);
-        if (!m)
-            continue;
-        sl_event *e = NULL;
-        const char *why = NULL;
-        if (m->payload && sl_event_decode(m->payload, m->len, &e, &why) == 0) {
-            const char *t = e->tenant && *e->tenant ? e->tenant : dflt;
-            if (e->campaign && !strcmp(e->campaign, campaign) && !strcmp(t, tenant) &&
-                (size_t)e->type < n_counts)
-                counts[e->type]++;
-            sl_event_free(e);
-        }
-        rd_kafka_message_destroy(m);
-    }
-    bool complete = sl_reader_at_end(r);
-    sl_reader_free(r);
-    if (!complete) {
-        fprintf(stderr, "sluice campaign: the events topic was not read to its end within %ds\n",
-                CONTROL_READ_MS / 1000);
-        return 1;
-    }
-    return 0;
-}
-
 static int control_show(const char *cmd, const sl_config *cfg, bool site, const char *tenant,
                         const char *target, bool json)
 {
     char *key = sl_control_key(site, tenant, target);
     sl_control *c = NULL;
-    int rc = control_load(cmd, cfg, key, &c);
+    char *err = NULL;
+    int rc = sl_control_load(cfg, key, &c, CONTROL_READ_MS, &err);
     free(key);
-    if (rc)
-        return rc;
-    size_t counts[32] = {0};
-    if (!site && campaign_count(cfg, tenant, target, counts, 32)) {
+    sl_campaign_counts n;
+    memset(&n, 0, sizeof n);
+    const char *what = "control";
+    if (!rc && !site) {
+        what = "events";
+        rc = sl_campaign_count(cfg, tenant, target, &n, CONTROL_READ_MS, &err);
+    }
+    if (rc) {
+        if (rc == SL_ETIMEOUT)
+            fprintf(stderr, "sluice %s: the %s topic was not read to its end within %ds\n", cmd,
+                    what, CONTROL_READ_MS / 1000);
+        else
+            fprintf(stderr, "sluice %s: %s\n", cmd, err ? err : sl_strerror(rc));
+        free(err);
         sl_control_free(c);
         return 1;
     }
@@ -201,7 +124,7 @@ static int control_show(const char *cmd, const sl_config *cfg, bool site, const 
     json_object_set_new(j, site ? "site" : "campaign", json_string(target));
     if (!site)
         json_object_set_new(j, "tenant", json_string(tenant));
-    json_object_set_new(j, "state", json_string(state_of(c)));
+    json_object_set_new(j, "state", json_string(sl_control_state(c)));
     if (c) {
         json_object_set_new(j, "since_ms", json_integer(c->at_ms));
         json_object_set_new(j, "origin", json_string(c->origin ? c->origin : ""));
@@ -209,11 +132,13 @@ static int control_show(const char *cmd, const sl_config *cfg, bool site, const 
     }
     if (!site) {
         json_t *ev = json_object();
+        json_object_set_new(ev, "jobs", json_integer((json_int_t)n.jobs));
+        json_object_set_new(ev, "queued", json_integer((json_int_t)n.queued));
         for (int t = 1; strcmp(sl_event_type_name((Sluice__V1__EventType)t), "UNKNOWN"); t++)
             if (t != SLUICE__V1__EVENT_TYPE__EVENT_SHAPING) {
                 char *name = xstrdup(sl_event_type_name((Sluice__V1__EventType)t));
                 sl_lower(name);
-                json_object_set_new(ev, name, json_integer((json_int_t)counts[t]));
+                json_object_set_new(ev, name, json_integer((json_int_t)n.by[t]));
                 free(name);
             }
         json_object_set_new(j, "events", ev);
@@ -224,7 +149,7 @@ static int control_show(const char *cmd, const sl_config *cfg, bool site, const 
         free(s);
     } else {
         printf("%s %s%s%s: %s", site ? "site" : "campaign", site ? "" : tenant, site ? "" : "/",
-               target, state_of(c));
+               target, sl_control_state(c));
         if (c && c->action != SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_RESUME)
             printf(" (%s%s%s)", c->origin ? c->origin : "", c->reason && *c->reason ? ": " : "",
                    c->reason ? c->reason : "");

@@ -316,6 +316,30 @@ class TestApi(ApiCase):
         self.assertEqual(recs[0]["reason"], "wrong list")
         self.assertEqual({r["origin"] for r in recs}, {"api"})
 
+    def test_campaign_get_counts_and_state(self):
+        status, _, body = self.post(simple(["a@example.com", "b@example.com", "c@example.com"],
+                                           campaign="spring"))
+        self.assertEqual(status, 202, body)
+        status, _, body = self.post(b"", path="/v1/campaigns/spring", method="GET")
+        self.assertEqual(status, 200, body)
+        self.assertEqual((body["tenant"], body["campaign"], body["state"]),
+                         ("acme", "spring", "active"))
+        # The ACCEPTED events of the three jobs; none has a final event yet.
+        self.assertEqual(body["counts"]["accepted"], 3)
+        self.assertEqual(body["counts"]["queued"], 3)
+        self.assertEqual(body["counts"]["delivered"], 0)
+        status, _, body = self.post({"reason": "wrong list"}, path="/v1/campaigns/spring/suspend")
+        self.assertEqual(status, 202, body)
+        status, _, body = self.post(b"", path="/v1/campaigns/spring", method="GET")
+        self.assertEqual((body["state"], body["reason"]), ("suspended", "wrong list"))
+        # Another tenant's campaign of the same name is another campaign.
+        status, _, body = self.post(b"", key=ADMIN_KEY, path="/v1/campaigns/spring",
+                                    method="GET")
+        self.assertEqual(status, 200, body)
+        self.assertEqual((body["state"], body["counts"]["accepted"]), ("active", 0))
+        status, _, body = self.post(b"", path="/v1/campaigns/spring", method="DELETE")
+        self.assertEqual(status, 405, body)
+
     def test_suppressions(self):
         path = "/v1/suppressions/Ann%40Example.COM"
         status, _, body = self.post(None, path=path, method="GET")
