@@ -114,9 +114,11 @@ void api_control_post(api_ctx *a, api_key *key, bool site, const char *target,
         act = SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_RESUME;
     else if (!strcmp(action, "cancel") && !site)
         act = SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_CANCEL;
+    else if (!strcmp(action, "purge") && site)
+        act = SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_PURGE;
     else {
         api_problem(r, 404, NULL, "no such action: %s (%s)", action,
-                    site ? "suspend, resume" : "suspend, resume, cancel");
+                    site ? "suspend, resume, purge" : "suspend, resume, cancel");
         return;
     }
     if (!valid_name(target)) {
@@ -144,7 +146,7 @@ void api_control_post(api_ctx *a, api_key *key, bool site, const char *target,
     c.origin = "api";
     sl_buf b = SL_BUF_INIT;
     sl_pack(&c.base, &b);
-    char *k = site ? xasprintf("site/%s", target) : xasprintf("campaign/%s/%s", key->tenant, target);
+    char *k = sl_control_record_key(&c);
     int rc = publish(a, "control", k, &b);
     if (rc) {
         api_problem(r, 503, NULL, "Kafka did not take the control record: %s", sl_strerror(rc));

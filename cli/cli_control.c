@@ -5,11 +5,13 @@
  *
  *   sluice campaign [-c FILE] [--tenant T] [--reason R] suspend|resume|cancel ID
  *   sluice campaign [-c FILE] [--tenant T] [--json] show ID
- *   sluice site [-c FILE] [--reason R] suspend|resume NAME
+ *   sluice site [-c FILE] [--reason R] suspend|resume|purge NAME
  *   sluice site [-c FILE] [--json] show NAME
  *
- * suspend, resume and cancel publish one Control (origin "cli") and exit 0
- * only once Kafka acknowledged it. show reads the control topic to its end
+ * suspend, resume, cancel and purge publish one Control (origin "cli") and
+ * exit 0 only once Kafka acknowledged it. purge: every job to the site
+ * created before now and not dispatched yet becomes a CANCELLED event
+ * (control.proto), whether shape holds it or it waits on a retry topic. show reads the control topic to its end
  * (the newest record of the key is in force) and, for a campaign, counts
  * its events on the events topic (control.h, as GET /v1/campaigns/ID does).
  * The tenant defaults to
@@ -40,7 +42,7 @@ static void campaign_usage(FILE *f)
 
 static void site_usage(FILE *f)
 {
-    fputs("usage: sluice site [-c FILE] [--reason R] suspend|resume NAME\n"
+    fputs("usage: sluice site [-c FILE] [--reason R] suspend|resume|purge NAME\n"
           "       sluice site [-c FILE] [--json] show NAME\n",
           f);
 }
@@ -76,7 +78,7 @@ static int control_publish(const char *cmd, const sl_config *cfg, bool site, con
     c.origin = "cli";
     sl_buf b = SL_BUF_INIT;
     sl_pack(&c.base, &b);
-    char *key = sl_control_key(site, tenant, target);
+    char *key = sl_control_record_key(&c);
     char *topic = sl_config_topic(cfg, "control");
     int acked = 0;
     int rc = sl_producer_send(p, topic, key, strlen(key), b.data, b.len, NULL, 0, control_ack,
@@ -202,6 +204,8 @@ static int control_cmd(int argc, char **argv, bool site)
         action = SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_RESUME;
     else if (!strcmp(sub, "cancel") && !site)
         action = SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_CANCEL;
+    else if (!strcmp(sub, "purge") && site)
+        action = SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_PURGE;
     else if (show)
         action = SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_UNSPECIFIED;
     else {
@@ -235,9 +239,11 @@ static int control_cmd(int argc, char **argv, bool site)
         status = control_show(cmd, cfg, site, tenant, target, json);
     else if ((status = control_publish(cmd, cfg, site, tenant, target, action, reason)) == 0)
         printf("%s %s%s%s: %s\n", cmd, site ? "" : tenant, site ? "" : "/", target,
-               action == SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_RESUME ? "resumed"
+               action == SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_RESUME   ? "resumed"
                : action == SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_CANCEL ? "cancelled"
-                                                                              : "suspended");
+               : action == SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_PURGE
+                   ? "purged (what waits for it and was created before now)"
+                   : "suspended");
     sl_config_free(cfg);
     return status;
 }

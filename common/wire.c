@@ -105,6 +105,15 @@ char *sl_control_key(bool site, const char *tenant, const char *target)
     return site ? xasprintf("site/%s", target) : xasprintf("campaign/%s/%s", tenant, target);
 }
 
+char *sl_control_record_key(const sl_control *c)
+{
+    bool site = c->scope == SLUICE__V1__CONTROL_SCOPE__CONTROL_SCOPE_SITE;
+    const char *target = c->target ? c->target : "";
+    if (site && c->action == SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_PURGE)
+        return xasprintf("purge/site/%s", target);
+    return sl_control_key(site, c->tenant ? c->tenant : "", target);
+}
+
 DECODER(sl_template_decode, sl_template_msg, sluice__v1__template__descriptor, sl_template_free)
 
 int sl_dispatch_decode(const void *p, size_t n, sl_dispatch **out, const char **why)

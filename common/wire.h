@@ -46,6 +46,9 @@ void sl_control_free(sl_control *c);
 /* The control topic's key of a campaign ("campaign/TENANT/ID") or a site
  * ("site/NAME"); tenant is ignored for a site. Caller frees. */
 char *sl_control_key(bool site, const char *tenant, const char *target);
+/* The key a Control record goes under: sl_control_key()'s, or for a purge
+ * "purge/site/NAME". Caller frees. */
+char *sl_control_record_key(const sl_control *c);
 void sl_job_free(sl_job *j);
 /* The fields of an encoded Job that shape routes it by, read in place
  * without decoding the rest: each span points into the record (not

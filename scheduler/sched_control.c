@@ -13,7 +13,8 @@
 /* One control in force. */
 typedef struct centry {
     bool site;
-    Sluice__V1__ControlAction action; /* SUSPEND or CANCEL */
+    Sluice__V1__ControlAction action; /* SUSPEND, CANCEL or PURGE */
+    int64_t at_ms;                    /* PURGE: jobs created before it */
     char *why;                        /* "campaign acme/spring cancelled (cli: wrong list)" */
 } centry;
 
@@ -41,11 +42,11 @@ static void centry_free(centry *e)
 
 static void count_metrics(sched_control *c)
 {
-    size_t n[2][2] = {{0}}; /* [site][cancel] */
+    size_t n[2][2] = {{0}}; /* [site][cancel or purge] */
     for (size_t i = 0; i < c->in_force.n_slots; i++)
         for (sl_map_ent *m = c->in_force.slots[i]; m; m = m->next) {
             const centry *e = m->val;
-            n[e->site][e->action == SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_CANCEL]++;
+            n[e->site][e->action != SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_SUSPEND]++;
         }
     sl_metric_set("sluice_control_in_force", "scope=\"campaign\",action=\"suspend\"",
                   (double)n[0][0]);
@@ -53,6 +54,8 @@ static void count_metrics(sched_control *c)
                   (double)n[0][1]);
     sl_metric_set("sluice_control_in_force", "scope=\"site\",action=\"suspend\"",
                   (double)n[1][0]);
+    sl_metric_set("sluice_control_in_force", "scope=\"site\",action=\"purge\"",
+                  (double)n[1][1]);
 }
 
 static bool lift(sched_control *c, const char *key)
@@ -80,7 +83,7 @@ bool sched_control_apply(sched_control *c, const char *key, const void *val, siz
     }
     /* The key is what compaction keeps one of: it must be the record's own,
      * or a later record under the right key would not replace this one. */
-    char *want = sl_control_key(site, ctl->tenant ? ctl->tenant : "", ctl->target ? ctl->target : "");
+    char *want = sl_control_record_key(ctl);
     bool same = !strcmp(want, key);
     free(want);
     if (!same || !ctl->target || !*ctl->target) {
@@ -93,6 +96,26 @@ bool sched_control_apply(sched_control *c, const char *key, const void *val, siz
         sl_info("control: %s resumed (%s%s%s)", key, ctl->origin ? ctl->origin : "",
                 ctl->reason && *ctl->reason ? ": " : "", ctl->reason ? ctl->reason : "");
         break;
+    case SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_PURGE: {
+        if (!site) {
+            sl_warn("control: ignoring record %s: only a site can be purged", key);
+            break;
+        }
+        const centry *old = sl_map_get(&c->in_force, key);
+        changed = !old || old->at_ms != ctl->at_ms;
+        centry *e = xcalloc(1, sizeof *e);
+        e->site = true;
+        e->action = ctl->action;
+        e->at_ms = ctl->at_ms;
+        e->why = xasprintf("site %s purged (%s%s%s)", key + 11,
+                           ctl->origin && *ctl->origin ? ctl->origin : "control",
+                           ctl->reason && *ctl->reason ? ": " : "",
+                           ctl->reason ? ctl->reason : "");
+        centry_free(sl_map_put(&c->in_force, key, e));
+        if (changed)
+            sl_info("control: %s: jobs created before %lld", e->why, (long long)e->at_ms);
+        break;
+    }
     case SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_CANCEL:
         if (site) {
             sl_warn("control: ignoring record %s: a site cannot be cancelled", key);
@@ -191,11 +214,21 @@ void sched_control_on_change(sched_control *c, void (*cb)(void *arg), void *arg)
 
 sched_control_verdict sched_control_job(const sched_control *c, const char *tenant,
                                         const char *campaign, const char *site,
-                                        const char **why)
+                                        int64_t created_ms, const char **why)
 {
     if (!c->in_force.count)
         return SCHED_CONTROL_GO;
     const centry *ce = NULL, *se = NULL;
+    if (site && *site) {
+        char *k = xasprintf("purge/site/%s", site);
+        const centry *pe = sl_map_get(&c->in_force, k);
+        free(k);
+        if (pe && created_ms < pe->at_ms) {
+            if (why)
+                *why = pe->why;
+            return SCHED_CONTROL_CANCEL;
+        }
+    }
     if (campaign && *campaign) {
         char *k = sl_control_key(false, tenant ? tenant : "", campaign);
         ce = sl_map_get(&c->in_force, k);

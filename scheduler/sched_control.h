@@ -10,10 +10,13 @@
  * (campaigns only) cancels, RESUME (or a tombstone) lifts either.
  * sched_control_loaded() turns true once the reader first reached the end
  * of every partition: shape dispatches nothing before (a suspension
- * written before a restart is honoured from the first job).
+ * written before a restart is honoured from the first job). A PURGE of a
+ * site (key "purge/site/NAME", apart from the suspension) cancels every
+ * job to the site created before its time.
  *
- * sched_control_job() judges one job by its tenant, campaign and site: a
- * cancelled campaign wins over a hold. The change callback runs on the
+ * sched_control_job() judges one job by its tenant, campaign, site and
+ * creation time: a cancel (its campaign's, or its site's purge) wins over
+ * a hold. The change callback runs on the
  * loop after a drain that changed what is in force (and once when first
  * loaded), so shape can act on the jobs it already holds.
  *
@@ -41,12 +44,13 @@ void sched_control_on_change(sched_control *c, void (*cb)(void *arg), void *arg)
  * what is in force changed; a record that does not decode, or a CANCEL of
  * a site, is ignored with a warning. */
 bool sched_control_apply(sched_control *c, const char *key, const void *val, size_t len);
-/* The verdict for a job of (tenant, campaign) to site; campaign "" is no
- * campaign. *why (may be NULL) names the control in force. */
+/* The verdict for a job of (tenant, campaign) to site created at
+ * created_ms; campaign "" is no campaign. *why (may be NULL) names the
+ * control in force. */
 sched_control_verdict sched_control_job(const sched_control *c, const char *tenant,
                                         const char *campaign, const char *site,
-                                        const char **why);
-/* Controls in force (suspended or cancelled keys). */
+                                        int64_t created_ms, const char **why);
+/* Controls in force (suspended or cancelled keys, site purges). */
 size_t sched_control_count(const sched_control *c);
 void sched_control_free(sched_control *c);
 

@@ -76,6 +76,16 @@ static char *sjob_id(const sjob *j)
     return id;
 }
 
+/* The job's creation time (peeked again: only when the controls change). */
+static int64_t sjob_created(const sjob *j)
+{
+    sl_job_fields f;
+    const char *why = NULL;
+    int rc = sl_job_peek(j->data, j->len, &f, &why);
+    SL_ASSERT(rc == 0); /* it was peeked when it arrived */
+    return f.created_at_ms;
+}
+
 /* A flow's data: the pool its jobs draw their IPs from, and the
  * tenant/campaign limit buckets they are under. */
 typedef struct sflow_limits {
@@ -548,15 +558,17 @@ static void cancel(ssite *site, sjob *j, const char *why)
 }
 
 /* What the controls in force say of j (already unlinked) of flow
- * (tenant, campaign) in site: cancel it, park it on the shortest retry
+ * (tenant, campaign) in site, created at created_ms: cancel it, park it on the shortest retry
  * topic (a held job waits in Kafka, not here: it comes back through retry
  * and is judged again), or neither (false: the caller goes on with it). */
-static bool control(ssite *site, sjob *j, const char *tenant, const char *campaign)
+static bool control(ssite *site, sjob *j, const char *tenant, const char *campaign,
+                    int64_t created_ms)
 {
     const sched_control *c = site->s->ctx->control;
     const char *why = NULL;
-    sched_control_verdict v = c ? sched_control_job(c, tenant, campaign, site->name, &why)
-                                : SCHED_CONTROL_GO;
+    sched_control_verdict v =
+        c ? sched_control_job(c, tenant, campaign, site->name, created_ms, &why)
+          : SCHED_CONTROL_GO;
     if (v == SCHED_CONTROL_CANCEL)
         cancel(site, j, why);
     else if (v == SCHED_CONTROL_HOLD)
@@ -846,7 +858,7 @@ static void on_record(void *arg, sl_record *rec)
         if (!*tenant && cfg->scheduler.default_tenant)
             tenant = cfg->scheduler.default_tenant;
         sl_record_to_mark(rec, &j->mark);
-        if (!control(site, j, tenant, campaign)) {
+        if (!control(site, j, tenant, campaign, f.created_at_ms)) {
             q_push(site, j, tenant, campaign, prio_of(f.priority));
             pump(site, s->stopping);
             enforce_bound(s);
@@ -1427,14 +1439,16 @@ static void control_changed(void *arg)
                     const char *tenant = f->key, *us = strchr(tenant, '\x1f');
                     char *campaign = xstrndup(us + 1, strcspn(us + 1, "\x1f"));
                     char *t = xstrndup(tenant, (size_t)(us - tenant));
-                    if (sched_control_job(s->ctx->control, t, campaign, site->name, NULL))
-                        for (int p = 0; p < SCHED_FQ_NPRIO; p++)
-                            for (sched_fq_item *it = f->head[p]; it; it = it->next) {
-                                if (n_out == cap)
-                                    out = xrealloc(out, (cap = cap ? cap * 2 : 64) * sizeof *out);
-                                out[n_out].site = site;
-                                out[n_out++].j = (sjob *)it;
-                            }
+                    for (int p = 0; p < SCHED_FQ_NPRIO; p++)
+                        for (sched_fq_item *it = f->head[p]; it; it = it->next) {
+                            if (!sched_control_job(s->ctx->control, t, campaign, site->name,
+                                                   sjob_created((sjob *)it), NULL))
+                                continue;
+                            if (n_out == cap)
+                                out = xrealloc(out, (cap = cap ? cap * 2 : 64) * sizeof *out);
+                            out[n_out].site = site;
+                            out[n_out++].j = (sjob *)it;
+                        }
                     free(t);
                     free(campaign);
                 }
@@ -1448,7 +1462,7 @@ static void control_changed(void *arg)
         char *campaign = xstrndup(us + 1, strcspn(us + 1, "\x1f"));
         char *tenant = xstrndup(f->key, (size_t)(us - f->key));
         q_unlink(site, j, false);
-        bool acted = control(site, j, tenant, campaign);
+        bool acted = control(site, j, tenant, campaign, sjob_created(j));
         SL_ASSERT(acted);
         free(tenant);
         free(campaign);

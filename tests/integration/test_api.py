@@ -303,6 +303,10 @@ class TestApi(ApiCase):
         self.assertEqual(status, 202, body)
         status, _, body = self.post(b"", key=ADMIN_KEY, path="/v1/sites/gmail/cancel")
         self.assertEqual(status, 404, body)
+        status, _, body = self.post(b"", key=ADMIN_KEY, path="/v1/sites/gmail/purge")
+        self.assertEqual(status, 202, body)
+        status, _, body = self.post(b"", path="/v1/campaigns/spring/purge")
+        self.assertEqual(status, 404, body)
         status, _, body = self.post(b"", key="sk_wrong", path="/v1/campaigns/spring/cancel")
         self.assertEqual(status, 401, body)
         # One key's records keep their order (one partition); keys do not.
@@ -312,6 +316,7 @@ class TestApi(ApiCase):
                          [("campaign/acme/spring", 1, 1, "acme", "spring"),
                           ("campaign/acme/spring", 1, 2, "acme", "spring"),
                           ("campaign/acme/spring", 1, 3, "acme", "spring"),
+                          ("purge/site/gmail", 2, 4, "ops", "gmail"),
                           ("site/gmail", 2, 1, "ops", "gmail")])
         self.assertEqual(recs[0]["reason"], "wrong list")
         self.assertEqual({r["origin"] for r in recs}, {"api"})

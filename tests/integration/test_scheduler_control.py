@@ -130,6 +130,31 @@ class TestCampaignSuspend(ControlCase):
         self.assertEqual(self.events("CANCELLED", "s-"), {})
 
 
+class TestSitePurge(ControlCase):
+    def test_purge_cancels_what_waits_and_lets_new_jobs_go(self):
+        self.start_scheduler()
+        self.produce("--to", "a@gmail.com", "--count", 40, "--id", "p", "--campaign", "x")
+        wait_for(lambda: len(self.dispatched("p-")) >= 3, 30, "the backlog started")
+        out = self.control("site", "--reason", "blocked list", "purge", "google")
+        self.assertIn("google: purged", out)
+
+        def accounted():
+            d, c = self.dispatched("p-"), self.events("CANCELLED", "p-")
+            return (d, c) if len(set(d) | set(c)) == 40 else None
+
+        disp, canc = wait_for(accounted, 30, "every job dispatched or purged")
+        self.assertFalse(set(disp) & set(canc))
+        self.assertGreater(len(canc), 10)
+        for jid, evs in canc.items():
+            self.assertEqual(len(evs), 1, (jid, evs))
+            self.assertIn("site google purged (cli: blocked list)", evs[0]["reason"])
+        # Jobs created after the purge go as usual.
+        self.produce("--to", "a@gmail.com", "--count", 3, "--id", "new", "--campaign", "x")
+        wait_for(lambda: len(self.dispatched("new-")) == 3, 30, "new jobs dispatched")
+        self.assertEqual(self.events("CANCELLED", "new-"), {})
+        self.assertEqual(len(self.dispatched("p-")), len(disp))
+
+
 class TestSiteSuspendBeforeStart(ControlCase):
     def test_site_suspension_written_while_no_scheduler_ran(self):
         # Written before the scheduler starts: it reads the control topic
