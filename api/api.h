@@ -60,6 +60,9 @@ void api_control_post(api_ctx *a, api_key *key, bool site, const char *target,
 /* GET /v1/campaigns/{id}: the key's tenant's campaign, its control state
  * and its events counted (control.h: reads the control and events topics). */
 void api_campaign_get(api_ctx *a, api_key *key, const char *campaign, api_reply *r);
+/* GET /v1/shaping (admin keys): every site's shaping state as its owning
+ * scheduler last wrote it to the state topic (read to its end). */
+void api_shaping_get(api_ctx *a, api_key *key, api_reply *r);
 /* GET, PUT (body: optional {"reason": "..."}) and DELETE of
  * /v1/suppressions/{address} for the key's tenant. */
 void api_suppression(api_ctx *a, api_key *key, const char *method, const char *address,

@@ -14,9 +14,12 @@
 #include "api.h"
 #include "control.h"
 #include "kafka.h"
+#include "map.h"
 #include "metrics.h"
 #include "reader.h"
 #include "wire.h"
+
+#include "sluice/v1/state.pb-c.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,6 +213,101 @@ void api_campaign_get(api_ctx *a, api_key *key, const char *campaign, api_reply 
         json_object_set_new(r->body, "reason", json_string(c->reason ? c->reason : ""));
     }
     sl_control_free(c);
+}
+
+static const char *const pair_states[] = {"normal", "throttled", "suspended", "disabled"};
+
+static int state_free_cb(void *arg, const char *key, void *val)
+{
+    (void)arg;
+    (void)key;
+    sluice__v1__site_state__free_unpacked(val, NULL);
+    return 0;
+}
+
+static int site_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+void api_shaping_get(api_ctx *a, api_key *key, api_reply *r)
+{
+    if (!key->admin) {
+        api_problem(r, 403, NULL, "sites are shared by every tenant: this key may not read "
+                                  "their shaping state (admin=yes in the keys file)");
+        return;
+    }
+    char *topic = sl_config_topic(a->cfg, "state");
+    char *err = NULL;
+    sl_reader *rd = sl_reader_new(a->cfg, topic, 0, &err);
+    free(topic);
+    if (!rd) {
+        api_problem(r, 503, NULL, "could not read the state topic: %s", err);
+        r->retry_after = 1;
+        free(err);
+        return;
+    }
+    /* The newest record of each site (the dev broker does not compact). */
+    sl_map sites;
+    sl_map_init(&sites);
+    int64_t deadline = sl_mono_ms() + a->cfg->api.ack_timeout_ms;
+    while (!sl_reader_at_end(rd) && sl_mono_ms() < deadline) {
+        rd_kafka_message_t *m = sl_reader_next(rd, 100);
+        if (!m)
+            continue;
+        if (m->key && m->key_len) {
+            char *k = xstrndup(m->key, m->key_len);
+            Sluice__V1__SiteState *st =
+                m->payload ? sluice__v1__site_state__unpack(NULL, m->len, m->payload) : NULL;
+            Sluice__V1__SiteState *old = st ? sl_map_put(&sites, k, st) : sl_map_del(&sites, k);
+            if (old)
+                sluice__v1__site_state__free_unpacked(old, NULL);
+            free(k);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    bool complete = sl_reader_at_end(rd);
+    sl_reader_free(rd);
+    if (!complete) {
+        api_problem(r, 503, NULL, "the state topic was not read to its end in time");
+        r->retry_after = 1;
+    } else {
+        const char **names = xcalloc(sites.count + 1, sizeof *names);
+        size_t n = 0;
+        for (size_t i = 0; i < sites.n_slots; i++)
+            for (sl_map_ent *e = sites.slots[i]; e; e = e->next)
+                names[n++] = e->key;
+        qsort(names, n, sizeof *names, site_cmp);
+        json_t *list = json_array();
+        int64_t today = sl_now_ms() / 86400000;
+        for (size_t i = 0; i < n; i++) {
+            const Sluice__V1__SiteState *st = sl_map_get(&sites, names[i]);
+            json_t *srcs = json_array();
+            for (size_t k = 0; k < st->n_pairs; k++) {
+                const Sluice__V1__PairState *p = st->pairs[k];
+                unsigned s = (unsigned)p->state < 4 ? (unsigned)p->state : 0;
+                json_t *o = json_pack("{s:s, s:s, s:f, s:I}", "source_ip",
+                                      p->source_ip ? p->source_ip : "", "state",
+                                      pair_states[s], "rate_per_sec", p->rate, "sent_today",
+                                      (json_int_t)(p->day == today ? p->sent_today : 0));
+                if (s >= 2) {
+                    json_object_set_new(o, "until_ms", json_integer(p->until_ms));
+                    json_object_set_new(o, "cause", json_string(p->down ? "destination-down"
+                                                                        : "backoff-rule"));
+                }
+                json_array_append_new(srcs, o);
+            }
+            json_array_append_new(list, json_pack("{s:s, s:I, s:o}", "site", names[i],
+                                                  "updated_at_ms",
+                                                  (json_int_t)st->updated_at_ms, "sources",
+                                                  srcs));
+        }
+        free(names);
+        r->status = 200;
+        r->body = json_pack("{s:o}", "sites", list);
+    }
+    sl_map_each(&sites, state_free_cb, NULL);
+    sl_map_free(&sites);
 }
 
 typedef struct acks {

@@ -185,6 +185,11 @@ static void route(struct MHD_Connection *con, const char *url, const char *metho
             api_problem(r, 405, NULL, "only POST");
         else
             api_control_post(&g, key, kind[0] == 's', name, action, body, cr->body.len, r);
+    } else if (!strcmp(kind, "shaping") && !name) {
+        if (strcmp(method, "GET"))
+            api_problem(r, 405, NULL, "/v1/shaping: only GET");
+        else
+            api_shaping_get(&g, key, r);
     } else if (!strcmp(kind, "campaigns") && name && *name && !action) {
         if (strcmp(method, "GET"))
             api_problem(r, 405, NULL, "/v1/campaigns/ID: only GET");

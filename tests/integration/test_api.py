@@ -393,6 +393,44 @@ class TestApi(ApiCase):
         self.assertEqual({r["reason"] for r in recs}, {"old list"})
 
 
+class TestApiShaping(ApiCase):
+    def test_shaping_is_what_the_scheduler_wrote(self):
+        status, _, body = self.post(b"", key=ADMIN_KEY, path="/v1/shaping", method="GET")
+        self.assertEqual((status, body), (200, {"sites": []}))
+        status, _, body = self.post(b"", path="/v1/shaping", method="GET")
+        self.assertEqual(status, 403, body)  # sites are every tenant's: admin keys only
+        # A real scheduler halves google's rate for 127.0.0.2 on a 421 and
+        # writes the site's state to the state topic.
+        cfg = self.write("sched.yaml", (
+            "kafka:\n  bootstrap: %s\n"
+            "pools:\n  default:\n    - { ip: 127.0.0.2, ehlo: mta1.example.net }\n"
+            "sites:\n  google: { mx: [\"*.google.com\"], domains: [gmail.com] }\n"
+            "shaping:\n  google: { max_message_rate: 5/s }\n") % self.bootstrap)
+        sched = Proc("sluice-scheduler", ["-c", cfg], tmpdir=self.tmp)
+        self.addCleanup(sched.stop)
+        want = {"source_ip": "127.0.0.2", "state": "throttled", "sent_today": 0}
+
+        def shaped():
+            if not sched.alive():
+                raise AssertionError("scheduler exited\n" + sched.output())
+            r = subprocess.run([bin_path("sched_tool"), "event", "-c", cfg, "--type", "deferred",
+                                "--site", "google", "--source-ip", "127.0.0.2", "--code", "421",
+                                "--enh", "4.7.28", "--reply", "421-4.7.28 unusual rate"],
+                               capture_output=True, text=True, timeout=DEADLINE)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            _, _, b = self.post(b"", key=ADMIN_KEY, path="/v1/shaping", method="GET")
+            return b["sites"] and b
+
+        body = wait_for(shaped, 60, "google's state in GET /v1/shaping")
+        self.assertEqual([s["site"] for s in body["sites"]], ["google"])
+        src = body["sites"][0]["sources"]
+        self.assertEqual(len(src), 1, src)
+        # Halved once per 421 the scheduler heard (it may have missed the
+        # first ones while joining), down to the floor of 1/s.
+        self.assertTrue(1.0 <= src[0].pop("rate_per_sec") <= 2.5, src)
+        self.assertEqual(src[0], want)
+
+
 class TestApiKafkaDown(ApiCase):
     broker_args = ("--brokers", "1")
     ack_timeout = "2s"
