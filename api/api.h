@@ -32,6 +32,7 @@ typedef struct api_ctx {
     sluice_client *client; /* under mu */
     pthread_mutex_t mu;
     struct sl_producer *prod; /* control and suppression records; under prod_mu */
+    struct api_suppress *supp; /* the suppression lists (api_suppress.h); its own lock */
     pthread_mutex_t prod_mu;
 } api_ctx;
 

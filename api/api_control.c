@@ -12,6 +12,7 @@
  * question, not for a hot path.
  */
 #include "api.h"
+#include "api_suppress.h"
 #include "control.h"
 #include "kafka.h"
 #include "map.h"
@@ -406,6 +407,8 @@ void api_suppressions_import(api_ctx *a, api_key *key, const char *body, size_t 
                         ak.failed, n);
             r->retry_after = 1;
         } else {
+            for (size_t i = 0; i < n; i++)
+                api_suppress_put(a->supp, key->tenant, addrs[i], true);
             r->status = 200;
             r->body = json_pack("{s:s, s:I, s:s}", "tenant", key->tenant, "suppressed",
                                 (json_int_t)n, "reason", reason);
@@ -511,10 +514,12 @@ void api_suppression(api_ctx *a, api_key *key, const char *method, const char *a
             api_problem(r, 503, NULL, "Kafka did not take the record: %s", sl_strerror(rc));
             r->retry_after = 1;
         } else if (put) {
+            api_suppress_put(a->supp, key->tenant, norm, true);
             r->status = 200;
             r->body = json_pack("{s:s, s:s, s:s}", "tenant", key->tenant, "address", norm,
                                 "reason", s.reason);
         } else {
+            api_suppress_put(a->supp, key->tenant, norm, false);
             r->status = 204;
         }
         free(reason);

@@ -16,6 +16,7 @@
  * thread per connection, capped at api.max_connections.
  */
 #include "api.h"
+#include "api_suppress.h"
 #include "cmdline.h"
 #include "health.h"
 #include "kafka.h"
@@ -395,6 +396,10 @@ int main(int argc, char **argv)
     if (!g.prod)
         sl_fatal(1, "api: kafka: %s", err);
     pthread_mutex_init(&g.prod_mu, NULL);
+    g.supp = api_suppress_new(cfg, &err);
+    if (!g.supp)
+        sl_fatal(1, "api: kafka: %s", err);
+    api_suppress_drain(g.supp);
 
     sl_metric_help("sluice_api_requests_total", SL_METRIC_COUNTER,
                    "HTTP requests answered, by status code");
@@ -473,6 +478,7 @@ int main(int argc, char **argv)
             pthread_mutex_lock(&g.prod_mu);
             sl_producer_poll(g.prod, 0);
             pthread_mutex_unlock(&g.prod_mu);
+            api_suppress_drain(g.supp);
             sl_health_beat(beat);
             continue;
         }
@@ -502,6 +508,7 @@ int main(int argc, char **argv)
     sluice_client_free(g.client);
     sl_producer_flush(g.prod, 30000);
     sl_producer_free(g.prod);
+    api_suppress_free(g.supp);
     api_keys_free(g.keys);
     free(cert);
     free(pkey);

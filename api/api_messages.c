@@ -12,6 +12,7 @@
  */
 #include "api.h"
 #include "api_mime.h"
+#include "api_suppress.h"
 #include "template.h"
 
 #include <openssl/evp.h>
@@ -389,6 +390,10 @@ void api_messages_post(api_ctx *a, api_key *key, const char *body, size_t len, c
             continue;
         }
         res->address = xstrdup(an);
+        if (a->supp && api_suppress_has(a->supp, key->tenant, an)) {
+            res->error = xstrdup("suppressed: the address is on the tenant's suppression list");
+            continue;
+        }
         sluice_kv *vars = NULL, *meta = NULL;
         size_t n_vars = 0, n_meta = 0;
         char path[48];

@@ -377,6 +377,37 @@ class TestApi(ApiCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("acme/ann@example.com x", r.stdout)
 
+    def test_suppressed_recipients_reported_at_request_time(self):
+        # Suppressed through this API (at once) and with `sluice suppress`
+        # (read from the topic within a tick).
+        status, _, _ = self.post({"reason": "asked"}, path="/v1/suppressions/Ann%40Example.com",
+                                 method="PUT")
+        self.assertEqual(status, 200)
+        env = dict(os.environ)
+        env.pop("SLUICE_CONFIG", None)
+        r = subprocess.run([bin_path("sluice"), "suppress", "-c", self.cfg, "--tenant", "acme",
+                            "add", "bob@example.com"], capture_output=True, text=True,
+                           timeout=DEADLINE, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        wait_for(lambda: self.metric("sluice_api_suppressions") >= 2, 20, "both suppressions read")
+        status, _, body = self.post(simple(["ann@example.com", "carl@example.com",
+                                            "BOB@example.com"]))
+        self.assertEqual(status, 202, body)
+        self.assertEqual((body["accepted"], body["rejected"]), (1, 2))
+        for i in (0, 2):
+            self.assertNotIn("job_id", body["recipients"][i])
+            self.assertIn("suppressed", body["recipients"][i]["error"])
+        self.assertEqual([j["job_id"] for j in self.jobs()], [body["recipients"][1]["job_id"]])
+        # Another tenant's list is another list; a removal applies at once.
+        status, _, body = self.post(simple(["ann@example.com"], sender="n@example.org"),
+                                    key=SLOW_KEY)
+        self.assertEqual((status, body["accepted"]), (202, 1), body)
+        status, _, _ = self.post(None, path="/v1/suppressions/ann%40example.com",
+                                 method="DELETE")
+        self.assertEqual(status, 204)
+        status, _, body = self.post(simple(["ann@example.com"]))
+        self.assertEqual((status, body["accepted"]), (202, 1))
+
     def test_suppression_import(self):
         addrs = ["u%d@example.com" % i for i in range(500)]
         status, _, body = self.post({"addresses": addrs + ["bad@exa mple.com"]},
