@@ -10,7 +10,9 @@
  * One sluice_client publishes for every connection thread; libsluice is
  * not thread safe, so every call on it (send, poll) and every result
  * callback runs under api_ctx.mu. A request waits for its jobs by polling
- * the client in short slices under the lock, and the main thread polls
+ * the client without blocking and then waiting on api_ctx.acked (at most
+ * 1 ms, the lock released), so that other requests publish and poll in
+ * between, and the main thread polls
  * every 100 ms; whichever thread polls runs the callbacks of every
  * request, which is why callbacks only touch state under the lock.
  */
@@ -31,6 +33,7 @@ typedef struct api_ctx {
     api_keys *keys;
     sluice_client *client; /* under mu */
     pthread_mutex_t mu;
+    pthread_cond_t acked;  /* broadcast when a request's last job is answered */
     struct sl_producer *prod; /* control and suppression records; under prod_mu */
     struct api_suppress *supp; /* the suppression lists (api_suppress.h); its own lock */
     pthread_mutex_t prod_mu;

@@ -392,6 +392,7 @@ int main(int argc, char **argv)
     if (!g.client)
         sl_fatal(1, "api: kafka: %s", err);
     pthread_mutex_init(&g.mu, NULL);
+    pthread_cond_init(&g.acked, NULL);
     g.prod = sl_producer_new(cfg, NULL, &err);
     if (!g.prod)
         sl_fatal(1, "api: kafka: %s", err);
