@@ -94,9 +94,13 @@ static enum MHD_Result send_reply(struct MHD_Connection *con, api_reply *r)
     char *text = r->body ? json_dumps(r->body, JSON_COMPACT) : xstrdup("");
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    const char *ctype = "application/json";
+    /* The charset is said although JSON is always UTF-8: clients that
+     * guess the encoding of a body without one (Python's requests) read a
+     * detail quoting non-ASCII input as a multibyte charset whose second
+     * octet can swallow the backslash before a quote. */
+    const char *ctype = "application/json; charset=utf-8";
     if (r->status >= 400)
-        ctype = "application/problem+json";
+        ctype = "application/problem+json; charset=utf-8";
     MHD_add_response_header(resp, "Content-Type", ctype);
     if (r->retry_after > 0) {
         char ra[16];
