@@ -5,7 +5,9 @@
  * thread per connection, so a request may block on Kafka's
  * acknowledgement without holding up others), authentication and routing.
  * api_messages.c answers POST /v1/messages; api_control.c the campaign
- * and site control and the suppression endpoints.
+ * and site control, GET /v1/campaigns/ID, GET /v1/shaping and the
+ * suppression endpoints; api_suppress.c keeps the suppression lists that
+ * POST /v1/messages checks recipients against.
  *
  * One sluice_client publishes for every connection thread; libsluice is
  * not thread safe, so every call on it (send, poll) and every result

@@ -9,10 +9,12 @@ resume finishes the campaign; a control written while no scheduler ran is
 honoured from the first job."""
 
 import json
+import os
 import subprocess
+import tempfile
 import unittest
 
-from sluicetest import bin_path, wait_for
+from sluicetest import bin_path, free_port, wait_for
 from test_scheduler import SchedCase
 
 
@@ -174,6 +176,39 @@ class TestSiteSuspendBeforeStart(ControlCase):
         self.assertEqual(st["reason"], "blocking us")
         self.control("site", "resume", "google")
         wait_for(lambda: len(self.dispatched("g-")) == 5, 60, "the site's jobs after resume")
+
+
+
+class TestControlCommandLine(unittest.TestCase):
+    """Bad usage fails at once with exit 2, before Kafka is touched."""
+
+    def run_sluice(self, *args):
+        env = dict(os.environ)
+        env.pop("SLUICE_CONFIG", None)
+        return subprocess.run([bin_path("sluice")] + list(args), capture_output=True, text=True,
+                              timeout=30, env=env)
+
+    def test_bad_usage_exits_2(self):
+        for args in (["site", "cancel", "google"],          # sites are suspended or purged
+                     ["campaign", "purge", "spring"],       # campaigns are cancelled
+                     ["campaign", "stop", "spring"],
+                     ["campaign", "suspend"],
+                     ["campaign", "suspend", "a/b"],        # a '/' would change the key
+                     ["site", "--tenant", "acme", "suspend", "google"],
+                     ["campaign", "--reason", "x\ny", "suspend", "spring"]):
+            with self.subTest(args=args):
+                r = self.run_sluice(*args)
+                self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+                self.assertTrue(r.stderr.strip())
+
+    def test_no_kafka_is_a_quick_clear_failure(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = os.path.join(tmp, "sluice.yaml")
+            with open(cfg, "w") as f:
+                f.write("kafka:\n  bootstrap: 127.0.0.1:%d\n" % free_port())
+            r = self.run_sluice("campaign", "-c", cfg, "suspend", "spring")
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertIn("cannot reach Kafka", r.stderr)
 
 
 if __name__ == "__main__":
