@@ -5,12 +5,16 @@
  * thread per connection, so a request may block on Kafka's
  * acknowledgement without holding up others), authentication and routing.
  * api_messages.c answers POST /v1/messages; api_control.c the campaign
- * and site control and the suppression endpoints.
+ * and site control, GET /v1/campaigns/ID, GET /v1/shaping and the
+ * suppression endpoints; api_suppress.c keeps the suppression lists that
+ * POST /v1/messages checks recipients against.
  *
  * One sluice_client publishes for every connection thread; libsluice is
  * not thread safe, so every call on it (send, poll) and every result
  * callback runs under api_ctx.mu. A request waits for its jobs by polling
- * the client in short slices under the lock, and the main thread polls
+ * the client without blocking and then waiting on api_ctx.acked (at most
+ * 1 ms, the lock released), so that other requests publish and poll in
+ * between, and the main thread polls
  * every 100 ms; whichever thread polls runs the callbacks of every
  * request, which is why callbacks only touch state under the lock.
  */
@@ -31,7 +35,9 @@ typedef struct api_ctx {
     api_keys *keys;
     sluice_client *client; /* under mu */
     pthread_mutex_t mu;
+    pthread_cond_t acked;  /* broadcast when a request's last job is answered */
     struct sl_producer *prod; /* control and suppression records; under prod_mu */
+    struct api_suppress *supp; /* the suppression lists (api_suppress.h); its own lock */
     pthread_mutex_t prod_mu;
 } api_ctx;
 
@@ -57,6 +63,12 @@ void api_messages_post(api_ctx *a, api_key *key, const char *body, size_t len, c
  * the control topic, answered 202 once Kafka has it. */
 void api_control_post(api_ctx *a, api_key *key, bool site, const char *target,
                       const char *action, const char *body, size_t len, api_reply *r);
+/* GET /v1/campaigns/{id}: the key's tenant's campaign, its control state
+ * and its events counted (control.h: reads the control and events topics). */
+void api_campaign_get(api_ctx *a, api_key *key, const char *campaign, api_reply *r);
+/* GET /v1/shaping (admin keys): every site's shaping state as its owning
+ * scheduler last wrote it to the state topic (read to its end). */
+void api_shaping_get(api_ctx *a, api_key *key, api_reply *r);
 /* GET, PUT (body: optional {"reason": "..."}) and DELETE of
  * /v1/suppressions/{address} for the key's tenant. */
 void api_suppression(api_ctx *a, api_key *key, const char *method, const char *address,

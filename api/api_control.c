@@ -12,10 +12,15 @@
  * question, not for a hot path.
  */
 #include "api.h"
+#include "api_suppress.h"
+#include "control.h"
 #include "kafka.h"
+#include "map.h"
 #include "metrics.h"
 #include "reader.h"
 #include "wire.h"
+
+#include "sluice/v1/state.pb-c.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,9 +118,11 @@ void api_control_post(api_ctx *a, api_key *key, bool site, const char *target,
         act = SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_RESUME;
     else if (!strcmp(action, "cancel") && !site)
         act = SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_CANCEL;
+    else if (!strcmp(action, "purge") && site)
+        act = SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_PURGE;
     else {
         api_problem(r, 404, NULL, "no such action: %s (%s)", action,
-                    site ? "suspend, resume" : "suspend, resume, cancel");
+                    site ? "suspend, resume, purge" : "suspend, resume, cancel");
         return;
     }
     if (!valid_name(target)) {
@@ -143,7 +150,7 @@ void api_control_post(api_ctx *a, api_key *key, bool site, const char *target,
     c.origin = "api";
     sl_buf b = SL_BUF_INIT;
     sl_pack(&c.base, &b);
-    char *k = site ? xasprintf("site/%s", target) : xasprintf("campaign/%s/%s", key->tenant, target);
+    char *k = sl_control_record_key(&c);
     int rc = publish(a, "control", k, &b);
     if (rc) {
         api_problem(r, 503, NULL, "Kafka did not take the control record: %s", sl_strerror(rc));
@@ -161,6 +168,147 @@ void api_control_post(api_ctx *a, api_key *key, bool site, const char *target,
     free(k);
     free(reason);
     sl_buf_free(&b);
+}
+
+void api_campaign_get(api_ctx *a, api_key *key, const char *campaign, api_reply *r)
+{
+    if (!valid_name(campaign)) {
+        api_problem(r, 400, "campaign", "campaign: 1-255 printable characters");
+        return;
+    }
+    char *k = sl_control_key(false, key->tenant, campaign);
+    sl_control *c = NULL;
+    sl_campaign_counts n;
+    char *err = NULL;
+    int timeout = (int)a->cfg->api.ack_timeout_ms;
+    int rc = sl_control_load(a->cfg, k, &c, timeout, &err);
+    const char *what = "control";
+    if (!rc) {
+        what = "events";
+        rc = sl_campaign_count(a->cfg, key->tenant, campaign, &n, timeout, &err);
+    }
+    free(k);
+    if (rc) {
+        api_problem(r, 503, NULL, "could not read the %s topic: %s", what,
+                    err ? err : sl_strerror(rc));
+        r->retry_after = 1;
+        free(err);
+        sl_control_free(c);
+        return;
+    }
+    json_t *counts = json_object();
+    json_object_set_new(counts, "jobs", json_integer((json_int_t)n.jobs));
+    json_object_set_new(counts, "queued", json_integer((json_int_t)n.queued));
+    for (int t = 1; strcmp(sl_event_type_name((Sluice__V1__EventType)t), "UNKNOWN"); t++)
+        if (t != SLUICE__V1__EVENT_TYPE__EVENT_SHAPING) {
+            char *name = xstrdup(sl_event_type_name((Sluice__V1__EventType)t));
+            sl_lower(name);
+            json_object_set_new(counts, name, json_integer((json_int_t)n.by[t]));
+            free(name);
+        }
+    r->status = 200;
+    r->body = json_pack("{s:s, s:s, s:s, s:o}", "tenant", key->tenant, "campaign", campaign,
+                        "state", sl_control_state(c), "counts", counts);
+    if (c) {
+        json_object_set_new(r->body, "since_ms", json_integer(c->at_ms));
+        json_object_set_new(r->body, "reason", json_string(c->reason ? c->reason : ""));
+    }
+    sl_control_free(c);
+}
+
+static const char *const pair_states[] = {"normal", "throttled", "suspended", "disabled"};
+
+static int state_free_cb(void *arg, const char *key, void *val)
+{
+    (void)arg;
+    (void)key;
+    sluice__v1__site_state__free_unpacked(val, NULL);
+    return 0;
+}
+
+static int site_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+void api_shaping_get(api_ctx *a, api_key *key, api_reply *r)
+{
+    if (!key->admin) {
+        api_problem(r, 403, NULL, "sites are shared by every tenant: this key may not read "
+                                  "their shaping state (admin=yes in the keys file)");
+        return;
+    }
+    char *topic = sl_config_topic(a->cfg, "state");
+    char *err = NULL;
+    sl_reader *rd = sl_reader_new(a->cfg, topic, 0, &err);
+    free(topic);
+    if (!rd) {
+        api_problem(r, 503, NULL, "could not read the state topic: %s", err);
+        r->retry_after = 1;
+        free(err);
+        return;
+    }
+    /* The newest record of each site (the dev broker does not compact). */
+    sl_map sites;
+    sl_map_init(&sites);
+    int64_t deadline = sl_mono_ms() + a->cfg->api.ack_timeout_ms;
+    while (!sl_reader_at_end(rd) && sl_mono_ms() < deadline) {
+        rd_kafka_message_t *m = sl_reader_next(rd, 100);
+        if (!m)
+            continue;
+        if (m->key && m->key_len) {
+            char *k = xstrndup(m->key, m->key_len);
+            Sluice__V1__SiteState *st =
+                m->payload ? sluice__v1__site_state__unpack(NULL, m->len, m->payload) : NULL;
+            Sluice__V1__SiteState *old = st ? sl_map_put(&sites, k, st) : sl_map_del(&sites, k);
+            if (old)
+                sluice__v1__site_state__free_unpacked(old, NULL);
+            free(k);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    bool complete = sl_reader_at_end(rd);
+    sl_reader_free(rd);
+    if (!complete) {
+        api_problem(r, 503, NULL, "the state topic was not read to its end in time");
+        r->retry_after = 1;
+    } else {
+        const char **names = xcalloc(sites.count + 1, sizeof *names);
+        size_t n = 0;
+        for (size_t i = 0; i < sites.n_slots; i++)
+            for (sl_map_ent *e = sites.slots[i]; e; e = e->next)
+                names[n++] = e->key;
+        qsort(names, n, sizeof *names, site_cmp);
+        json_t *list = json_array();
+        int64_t today = sl_now_ms() / 86400000;
+        for (size_t i = 0; i < n; i++) {
+            const Sluice__V1__SiteState *st = sl_map_get(&sites, names[i]);
+            json_t *srcs = json_array();
+            for (size_t k = 0; k < st->n_pairs; k++) {
+                const Sluice__V1__PairState *p = st->pairs[k];
+                unsigned s = (unsigned)p->state < 4 ? (unsigned)p->state : 0;
+                json_t *o = json_pack("{s:s, s:s, s:f, s:I}", "source_ip",
+                                      p->source_ip ? p->source_ip : "", "state",
+                                      pair_states[s], "rate_per_sec", p->rate, "sent_today",
+                                      (json_int_t)(p->day == today ? p->sent_today : 0));
+                if (s >= 2) {
+                    json_object_set_new(o, "until_ms", json_integer(p->until_ms));
+                    json_object_set_new(o, "cause", json_string(p->down ? "destination-down"
+                                                                        : "backoff-rule"));
+                }
+                json_array_append_new(srcs, o);
+            }
+            json_array_append_new(list, json_pack("{s:s, s:I, s:o}", "site", names[i],
+                                                  "updated_at_ms",
+                                                  (json_int_t)st->updated_at_ms, "sources",
+                                                  srcs));
+        }
+        free(names);
+        r->status = 200;
+        r->body = json_pack("{s:o}", "sites", list);
+    }
+    sl_map_each(&sites, state_free_cb, NULL);
+    sl_map_free(&sites);
 }
 
 typedef struct acks {
@@ -259,6 +407,8 @@ void api_suppressions_import(api_ctx *a, api_key *key, const char *body, size_t 
                         ak.failed, n);
             r->retry_after = 1;
         } else {
+            for (size_t i = 0; i < n; i++)
+                api_suppress_put(a->supp, key->tenant, addrs[i], true);
             r->status = 200;
             r->body = json_pack("{s:s, s:I, s:s}", "tenant", key->tenant, "suppressed",
                                 (json_int_t)n, "reason", reason);
@@ -364,10 +514,12 @@ void api_suppression(api_ctx *a, api_key *key, const char *method, const char *a
             api_problem(r, 503, NULL, "Kafka did not take the record: %s", sl_strerror(rc));
             r->retry_after = 1;
         } else if (put) {
+            api_suppress_put(a->supp, key->tenant, norm, true);
             r->status = 200;
             r->body = json_pack("{s:s, s:s, s:s}", "tenant", key->tenant, "address", norm,
                                 "reason", s.reason);
         } else {
+            api_suppress_put(a->supp, key->tenant, norm, false);
             r->status = 204;
         }
         free(reason);

@@ -16,6 +16,7 @@
  * thread per connection, capped at api.max_connections.
  */
 #include "api.h"
+#include "api_suppress.h"
 #include "cmdline.h"
 #include "health.h"
 #include "kafka.h"
@@ -93,9 +94,13 @@ static enum MHD_Result send_reply(struct MHD_Connection *con, api_reply *r)
     char *text = r->body ? json_dumps(r->body, JSON_COMPACT) : xstrdup("");
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    const char *ctype = "application/json";
+    /* The charset is said although JSON is always UTF-8: clients that
+     * guess the encoding of a body without one (Python's requests) read a
+     * detail quoting non-ASCII input as a multibyte charset whose second
+     * octet can swallow the backslash before a quote. */
+    const char *ctype = "application/json; charset=utf-8";
     if (r->status >= 400)
-        ctype = "application/problem+json";
+        ctype = "application/problem+json; charset=utf-8";
     MHD_add_response_header(resp, "Content-Type", ctype);
     if (r->retry_after > 0) {
         char ra[16];
@@ -185,6 +190,16 @@ static void route(struct MHD_Connection *con, const char *url, const char *metho
             api_problem(r, 405, NULL, "only POST");
         else
             api_control_post(&g, key, kind[0] == 's', name, action, body, cr->body.len, r);
+    } else if (!strcmp(kind, "shaping") && !name) {
+        if (strcmp(method, "GET"))
+            api_problem(r, 405, NULL, "/v1/shaping: only GET");
+        else
+            api_shaping_get(&g, key, r);
+    } else if (!strcmp(kind, "campaigns") && name && *name && !action) {
+        if (strcmp(method, "GET"))
+            api_problem(r, 405, NULL, "/v1/campaigns/ID: only GET");
+        else
+            api_campaign_get(&g, key, name, r);
     } else if (!strcmp(kind, "suppressions") && !name) {
         if (!post)
             api_problem(r, 405, NULL, "/v1/suppressions: only POST (an import)");
@@ -381,10 +396,15 @@ int main(int argc, char **argv)
     if (!g.client)
         sl_fatal(1, "api: kafka: %s", err);
     pthread_mutex_init(&g.mu, NULL);
+    pthread_cond_init(&g.acked, NULL);
     g.prod = sl_producer_new(cfg, NULL, &err);
     if (!g.prod)
         sl_fatal(1, "api: kafka: %s", err);
     pthread_mutex_init(&g.prod_mu, NULL);
+    g.supp = api_suppress_new(cfg, &err);
+    if (!g.supp)
+        sl_fatal(1, "api: kafka: %s", err);
+    api_suppress_drain(g.supp);
 
     sl_metric_help("sluice_api_requests_total", SL_METRIC_COUNTER,
                    "HTTP requests answered, by status code");
@@ -463,6 +483,7 @@ int main(int argc, char **argv)
             pthread_mutex_lock(&g.prod_mu);
             sl_producer_poll(g.prod, 0);
             pthread_mutex_unlock(&g.prod_mu);
+            api_suppress_drain(g.supp);
             sl_health_beat(beat);
             continue;
         }
@@ -492,6 +513,7 @@ int main(int argc, char **argv)
     sluice_client_free(g.client);
     sl_producer_flush(g.prod, 30000);
     sl_producer_free(g.prod);
+    api_suppress_free(g.supp);
     api_keys_free(g.keys);
     free(cert);
     free(pkey);

@@ -7,17 +7,24 @@
  * gets its own job id, substitutions and metadata, and a bad recipient is
  * reported alone while the others go out. With an Idempotency-Key the job
  * ids are derived from (tenant, key, SHA-256 of the body, recipient index):
- * a retry of the same request republishes the same jobs under the same
- * ids and answers the same ids; no state is kept in the daemon.
+ * a retry of the same request answers the same ids. The derived ids Kafka
+ * acknowledged are remembered (the newest IDEM_MAX of them, under
+ * api_ctx.mu), so a retry that reaches the same instance publishes only
+ * what was not acknowledged; another instance, or this one after a
+ * restart, publishes the same jobs again under the same ids.
  */
 #include "api.h"
 #include "api_mime.h"
+#include "api_suppress.h"
 #include "template.h"
+
+#include "map.h"
 
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct rcpt_result {
     char *address; /* as normalised, or as given when invalid */
@@ -33,12 +40,42 @@ typedef struct batch {
     size_t n;
     size_t pending;
     bool abandoned;
+    pthread_cond_t *acked; /* api_ctx.acked: broadcast when pending reaches 0 */
 } batch;
 
 typedef struct job_arg {
     batch *b;
     size_t i;
+    bool derived; /* an Idempotency-Key's id: remembered once acknowledged */
 } job_arg;
+
+/* The derived job ids Kafka acknowledged, the newest IDEM_MAX of them: a
+ * ring of the ids (oldest evicted first) and a map for the look-up. About
+ * 100 octets an id. Under api_ctx.mu. */
+#define IDEM_MAX 200000
+static sl_map idem_acked;
+static char *idem_ring[IDEM_MAX];
+static size_t idem_next;
+
+static void idem_remember(const char *id)
+{
+    if (!idem_acked.slots)
+        sl_map_init(&idem_acked);
+    if (sl_map_get(&idem_acked, id))
+        return;
+    if (idem_ring[idem_next]) {
+        sl_map_del(&idem_acked, idem_ring[idem_next]);
+        free(idem_ring[idem_next]);
+    }
+    idem_ring[idem_next] = xstrdup(id);
+    sl_map_put(&idem_acked, id, (void *)1);
+    idem_next = (idem_next + 1) % IDEM_MAX;
+}
+
+static bool idem_known(const char *id)
+{
+    return idem_acked.slots && sl_map_get(&idem_acked, id);
+}
 
 static void batch_free(batch *b)
 {
@@ -55,13 +92,19 @@ static void on_result(void *arg, const sluice_job_result *jr)
     job_arg *ja = arg;
     batch *b = ja->b;
     rcpt_result *r = &b->res[ja->i];
-    free(ja);
     snprintf(r->job_id, sizeof r->job_id, "%s", jr->job_id);
     if (jr->err)
         r->error = xasprintf("not published: %s", sluice_strerror(jr->err));
+    else if (ja->derived)
+        idem_remember(jr->job_id);
     r->done = true;
-    if (--b->pending == 0 && b->abandoned)
-        batch_free(b);
+    free(ja);
+    if (--b->pending == 0) {
+        if (b->abandoned)
+            batch_free(b);
+        else
+            pthread_cond_broadcast(b->acked);
+    }
 }
 
 static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -372,6 +415,7 @@ void api_messages_post(api_ctx *a, api_key *key, const char *body, size_t len, c
     unsigned int hl = 32;
     EVP_Digest(body, len, body_hash, &hl, EVP_sha256(), NULL);
     b = xcalloc(1, sizeof *b);
+    b->acked = &a->acked;
     b->n = n;
     b->res = xcalloc(n, sizeof *b->res);
     sl_buf raw = SL_BUF_INIT;
@@ -389,6 +433,10 @@ void api_messages_post(api_ctx *a, api_key *key, const char *body, size_t len, c
             continue;
         }
         res->address = xstrdup(an);
+        if (a->supp && api_suppress_has(a->supp, key->tenant, an)) {
+            res->error = xstrdup("suppressed: the address is on the tenant's suppression list");
+            continue;
+        }
         sluice_kv *vars = NULL, *meta = NULL;
         size_t n_vars = 0, n_meta = 0;
         char path[48];
@@ -437,7 +485,17 @@ void api_messages_post(api_ctx *a, api_key *key, const char *body, size_t len, c
         job_arg *ja = xmalloc(sizeof *ja);
         ja->b = b;
         ja->i = i;
+        ja->derived = idem != NULL;
         pthread_mutex_lock(&a->mu);
+        if (idem && idem_known(jid)) {
+            /* Acknowledged for an earlier try of this request. */
+            pthread_mutex_unlock(&a->mu);
+            snprintf(res->job_id, sizeof res->job_id, "%s", jid);
+            free(ja);
+            free(vars);
+            free(meta);
+            continue;
+        }
         res->done = false;
         b->pending++;
         if (sluice_send(a->client, &m, on_result, ja) != 0) {
@@ -452,13 +510,23 @@ void api_messages_post(api_ctx *a, api_key *key, const char *body, size_t len, c
     }
     sl_buf_free(&raw);
     pthread_mutex_lock(&a->mu);
-    /* Wait for Kafka: poll in short slices so other requests can publish
-     * in between. */
+    /* Wait for Kafka: serve what has arrived (for every request) without
+     * blocking, then wait with the lock released, so that the other
+     * requests publish and poll in between: polling with a timeout under
+     * the lock made concurrent requests take turns of 5 ms each. */
     int64_t deadline = sl_mono_ms() + a->cfg->api.ack_timeout_ms;
     while (b->pending && sl_mono_ms() < deadline) {
-        sluice_poll(a->client, 5);
-        pthread_mutex_unlock(&a->mu);
-        pthread_mutex_lock(&a->mu);
+        sluice_poll(a->client, 0);
+        if (!b->pending)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&a->acked, &a->mu, &ts);
     }
     if (b->pending) {
         b->abandoned = true;

@@ -5,18 +5,25 @@ acknowledged every job.
 
   python3 bench/api.py [BIN_DIR]          (default build/bin)
 
-Two shapes, each the best of ROUNDS (default 3): large requests of 10,000
-recipients (template id, one substitution each), and sequential
-one-recipient requests on one kept-alive connection (latency-bound: every
-answer waits for its Kafka ack)."""
+Three shapes, each the best of ROUNDS (default 3): large requests of 10,000
+recipients (template id, one substitution each), sequential one-recipient
+requests on one kept-alive connection (latency-bound: every answer waits
+for its Kafka ack), and one-recipient requests over SESSIONS (default 16)
+kept-alive connections at once. Then, in the same run against the same
+broker, sluice-submit takes N (default 5000) one-recipient messages of
+1 KB over SESSIONS STARTTLS + AUTH sessions (bench/submit_load.py), every
+250 also waiting for Kafka's ack: the same work per recipient by the two
+doors into sluice."""
 
 import http.client
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -28,6 +35,8 @@ from sluicetest import Proc, free_port, wait_for  # noqa: E402
 from test_submit import make_cert, start_devbroker  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
+SESSIONS = int(os.environ.get("SESSIONS", "16"))
+N = int(os.environ.get("N", "5000"))
 KEY = "sk_bench_0123456789abcdef0123456789abcdef0123"
 
 
@@ -63,7 +72,7 @@ def main():
             conn = wait_for(connect, 20, "sluice-api listening")
             hdrs = {"Authorization": "Bearer " + KEY, "Content-Type": "application/json"}
 
-            def post(rcpts):
+            def post(rcpts, conn=conn):
                 body = {"sender": "news@example.net", "template_id": "welcome",
                         "recipients": [{"address": a, "substitutions": {"n": str(i)}}
                                        for i, a in enumerate(rcpts)]}
@@ -92,6 +101,73 @@ def main():
             print("1-recipient requests, one keep-alive connection: %.0f requests/s "
                   "(%.2f ms each, best of %d)" % (500 / best, best * 2, ROUNDS))
             conn.close()
+
+            # N one-recipient requests over SESSIONS connections at once.
+            conns = [connect() for _ in range(SESSIONS)]
+            best = None
+            for _ in range(ROUNDS):
+                errors = []
+
+                def run(c, k):
+                    try:
+                        for i in range(k, N, SESSIONS):
+                            post(["c%d@d%d.example.com" % (i, i % 100)], conn=c)
+                    except Exception as e:  # reported below, not swallowed
+                        errors.append(e)
+
+                ths = [threading.Thread(target=run, args=(c, k)) for k, c in enumerate(conns)]
+                t = time.monotonic()
+                for th in ths:
+                    th.start()
+                for th in ths:
+                    th.join()
+                dt = time.monotonic() - t
+                if errors:
+                    raise errors[0]
+                best = dt if best is None else min(best, dt)
+            for c in conns:
+                c.close()
+            print("1-recipient requests, %d keep-alive connections: %.0f recipients/s "
+                  "(%d in %.2f s, best of %d)" % (SESSIONS, N / best, N, best, ROUNDS))
+
+            # sluice-submit beside it: same broker, same run.
+            users = os.path.join(tmp, "users")
+            pw = subprocess.run([os.path.join(BIN, "sluice-submit"), "--hash-password"],
+                                input="bench-pw\n", capture_output=True, text=True,
+                                check=True).stdout.strip()
+            with open(users, "w") as f:
+                f.write("bench:%s domains=example.net\n" % pw)
+            sport = free_port()
+            scfg = os.path.join(tmp, "submit.yaml")
+            with open(scfg, "w") as f:
+                f.write("kafka:\n  bootstrap: %s\nsubmit:\n  listen: [\"127.0.0.1:%d starttls\"]\n"
+                        "  cert: %s\n  key: %s\n  users: %s\n" % (bootstrap, sport, cert, key,
+                                                                   users))
+            submit = Proc("sluice-submit", ["-c", scfg, "--hostname", "submit.bench"], tmpdir=tmp)
+            try:
+                def listening():
+                    try:
+                        socket.create_connection(("127.0.0.1", sport), 1).close()
+                        return True
+                    except OSError:
+                        return False
+
+                wait_for(listening, 20, "sluice-submit listening")
+                best = None
+                for _ in range(ROUNDS):
+                    out = subprocess.run(
+                        [sys.executable, os.path.join(HERE, "submit_load.py"), "--port",
+                         str(sport), "--starttls", "--user", "bench", "--password", "bench-pw",
+                         "-n", str(N), "-s", str(SESSIONS), "--from", "news@example.net",
+                         "--to", "x@example.com"], capture_output=True, text=True, check=True)
+                    st = json.loads(out.stdout.strip().splitlines()[-1])
+                    assert st["accepted"] == N, st
+                    best = st if best is None or st["seconds"] < best["seconds"] else best
+                print("sluice-submit, %d STARTTLS+AUTH sessions, 1 KB messages: %.0f "
+                      "recipients/s (%d in %.2f s, best of %d)"
+                      % (SESSIONS, best["messages_per_second"], N, best["seconds"], ROUNDS))
+            finally:
+                submit.stop()
         finally:
             if api:
                 api.stop()

@@ -29,6 +29,8 @@ static const cli_cmd commands[] = {
     {"stats", cli_stats, "stats [--campaign C] [--by site|pool|tenant|campaign]  delivery statistics"},
     {"suppress", cli_suppress, "suppress add|remove|list|import  manage suppressions"},
     {"dlq", cli_dlq, "dlq list|show|replay|drop  read and handle the dead-letter topic"},
+    {"campaign", cli_campaign, "campaign suspend|resume|cancel|show ID  hold, release or cancel a campaign"},
+    {"site", cli_site, "site suspend|resume|purge|show NAME  hold, release or drop the jobs to a site"},
     {"queue", cli_queue, "queue  jobs waiting on the retry topics, per topic and site"},
     {"top", cli_top, "top [--once]  live per-site rates, backlog, backoff and reply codes"},
     {"shaping", cli_shaping, "shaping show  live shaping state per site and IP"},

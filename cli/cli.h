@@ -21,6 +21,8 @@ int cli_top(int argc, char **argv);        /* sluice top: live per-site view */
 int cli_dlq(int argc, char **argv);        /* sluice dlq list|show|replay|drop */
 int cli_queue(int argc, char **argv);      /* sluice queue: what waits on retry topics */
 int cli_cfg(int argc, char **argv);        /* sluice config keys|check */
+int cli_campaign(int argc, char **argv);   /* sluice campaign suspend|resume|cancel|show */
+int cli_site(int argc, char **argv);       /* sluice site suspend|resume|show */
 
 #include <stdint.h>
 #include <librdkafka/rdkafka.h>

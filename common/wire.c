@@ -93,6 +93,27 @@ DECODER(sl_job_decode, sl_job, sluice__v1__job__descriptor, sl_job_free)
 DECODER(sl_event_decode, sl_event, sluice__v1__event__descriptor, sl_event_free)
 DECODER(sl_suppression_decode, sl_suppression, sluice__v1__suppression__descriptor,
         sl_suppression_free)
+void sl_control_free(sl_control *c)
+{
+    if (c)
+        protobuf_c_message_free_unpacked(&c->base, NULL);
+}
+DECODER(sl_control_decode, sl_control, sluice__v1__control__descriptor, sl_control_free)
+
+char *sl_control_key(bool site, const char *tenant, const char *target)
+{
+    return site ? xasprintf("site/%s", target) : xasprintf("campaign/%s/%s", tenant, target);
+}
+
+char *sl_control_record_key(const sl_control *c)
+{
+    bool site = c->scope == SLUICE__V1__CONTROL_SCOPE__CONTROL_SCOPE_SITE;
+    const char *target = c->target ? c->target : "";
+    if (site && c->action == SLUICE__V1__CONTROL_ACTION__CONTROL_ACTION_PURGE)
+        return xasprintf("purge/site/%s", target);
+    return sl_control_key(site, c->tenant ? c->tenant : "", target);
+}
+
 DECODER(sl_template_decode, sl_template_msg, sluice__v1__template__descriptor, sl_template_free)
 
 int sl_dispatch_decode(const void *p, size_t n, sl_dispatch **out, const char **why)
@@ -391,6 +412,7 @@ const char *sl_event_type_name(Sluice__V1__EventType t)
     case SLUICE__V1__EVENT_TYPE__EVENT_REJECTED: return "REJECTED";
     case SLUICE__V1__EVENT_TYPE__EVENT_SHAPING: return "SHAPING";
     case SLUICE__V1__EVENT_TYPE__EVENT_COMPLAINED: return "COMPLAINED";
+    case SLUICE__V1__EVENT_TYPE__EVENT_CANCELLED: return "CANCELLED";
     default: return "UNKNOWN";
     }
 }

@@ -34,12 +34,21 @@ typedef Sluice__V1__Dispatch sl_dispatch;
 typedef Sluice__V1__Event sl_event;
 typedef Sluice__V1__Suppression sl_suppression;
 typedef Sluice__V1__Template sl_template_msg;
+typedef Sluice__V1__Control sl_control;
 
 int sl_job_decode(const void *p, size_t n, sl_job **out, const char **why);
 int sl_dispatch_decode(const void *p, size_t n, sl_dispatch **out, const char **why);
 int sl_event_decode(const void *p, size_t n, sl_event **out, const char **why);
 int sl_suppression_decode(const void *p, size_t n, sl_suppression **out, const char **why);
 int sl_template_decode(const void *p, size_t n, sl_template_msg **out, const char **why);
+int sl_control_decode(const void *p, size_t n, sl_control **out, const char **why);
+void sl_control_free(sl_control *c);
+/* The control topic's key of a campaign ("campaign/TENANT/ID") or a site
+ * ("site/NAME"); tenant is ignored for a site. Caller frees. */
+char *sl_control_key(bool site, const char *tenant, const char *target);
+/* The key a Control record goes under: sl_control_key()'s, or for a purge
+ * "purge/site/NAME". Caller frees. */
+char *sl_control_record_key(const sl_control *c);
 void sl_job_free(sl_job *j);
 /* The fields of an encoded Job that shape routes it by, read in place
  * without decoding the rest: each span points into the record (not

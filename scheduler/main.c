@@ -10,6 +10,7 @@
  * or hand back what is in memory, commit, exit 0.
  */
 #include "sched_classify.h"
+#include "sched_control.h"
 #include "cmdline.h"
 #include "dns.h"
 #include "health.h"
@@ -106,6 +107,8 @@ static void finish(void)
     sched_classify_free(g.classify);
     sched_shape_free(ctx->shape);
     ctx->shape = NULL;
+    sched_control_free(ctx->control);
+    ctx->control = NULL;
     sched_retry_free(g.retry);
     sched_feedback_free(g.feedback);
     sched_suppress_free(ctx->supp);
@@ -237,6 +240,9 @@ int main(int argc, char **argv)
             die("suppressions", err);
     }
     if (g.want_shape) {
+        ctx->control = sched_control_new(ctx, &err);
+        if (!ctx->control)
+            die("control", err);
         ctx->shape = sched_shape_new(ctx, &err);
         if (!ctx->shape)
             die("shape", err);

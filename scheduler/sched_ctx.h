@@ -24,6 +24,7 @@
 #include "wire.h"
 
 typedef struct sched_suppress sched_suppress;
+typedef struct sched_control sched_control;
 typedef struct sched_classify sched_classify;
 typedef struct sched_shape sched_shape;
 typedef struct sched_retry sched_retry;
@@ -42,6 +43,7 @@ typedef struct sched_ctx {
     size_t n_retry;
     sched_suppress *supp;        /* NULL when classify is not run */
     sched_shape *shape;          /* NULL when shape is not run */
+    sched_control *control;      /* campaign / site controls; NULL when shape is not run */
     bool draining;
 } sched_ctx;
 

@@ -10,6 +10,7 @@
 #include "sched_shape.h"
 #include "sched_backoff.h"
 #include "sched_bucket.h"
+#include "sched_control.h"
 #include "log.h"
 #include "map.h"
 #include "metrics.h"
@@ -73,6 +74,16 @@ static char *sjob_id(const sjob *j)
     char *id = xstrdup(job->job_id ? job->job_id : "");
     sl_job_free(job);
     return id;
+}
+
+/* The job's creation time (peeked again: only when the controls change). */
+static int64_t sjob_created(const sjob *j)
+{
+    sl_job_fields f;
+    const char *why = NULL;
+    int rc = sl_job_peek(j->data, j->len, &f, &why);
+    SL_ASSERT(rc == 0); /* it was peeked when it arrived */
+    return f.created_at_ms;
 }
 
 /* A flow's data: the pool its jobs draw their IPs from, and the
@@ -456,8 +467,8 @@ static void dispatch(ssite *site, sjob *j, spair *p, const char *pool, int64_t s
 }
 
 /* Why a job is parked: the reason label of sluice_shape_parked_total. */
-static const char *const park_reasons[] = {"over-bound", "pool-unusable", "stopping"};
-enum { PARK_OVER_BOUND, PARK_POOL_UNUSABLE, PARK_STOPPING };
+static const char *const park_reasons[] = {"over-bound", "pool-unusable", "stopping", "held"};
+enum { PARK_OVER_BOUND, PARK_POOL_UNUSABLE, PARK_STOPPING, PARK_HELD };
 
 /* Park j (already unlinked) on the retry topic whose delay fits wait_ms. */
 static void park(ssite *site, sjob *j, int64_t wait_ms, int reason)
@@ -518,6 +529,51 @@ static void expire(ssite *site, sjob *j, int64_t now)
     sl_metric_inc("sluice_shape_expired_total", NULL, 1);
     sl_job_free(job);
     sched_op_release(op); /* frees j once the event is acknowledged */
+}
+
+/* j (already unlinked) belongs to a cancelled campaign: a CANCELLED event
+ * instead of a Dispatch. */
+static void cancel(ssite *site, sjob *j, const char *why)
+{
+    sched_shape *s = site->s;
+    if (sl_mark_revoked(&j->mark)) {
+        sl_mark_release(&j->mark);
+        sjob_free(j);
+        return;
+    }
+    sl_job *job = NULL;
+    const char *ignored = NULL;
+    int rc = sl_job_decode(j->data, j->len, &job, &ignored);
+    SL_ASSERT(rc == 0); /* it decoded when it arrived */
+    sl_event e;
+    sl_event_from_job(&e, SLUICE__V1__EVENT_TYPE__EVENT_CANCELLED, job, "shape");
+    e.site = site->name;
+    e.reason = (char *)why;
+    sched_op *op = sched_op_new_mark(s->ctx, "shape", &j->mark, j, j->data, j->len);
+    sched_op_event(op, s->ctx, &e);
+    sl_log_job(SL_LOG_DEBUG, job->job_id, "shape: %s", why);
+    sl_metric_inc("sluice_shape_cancelled_total", NULL, 1);
+    sl_job_free(job);
+    sched_op_release(op); /* frees j once the event is acknowledged */
+}
+
+/* What the controls in force say of j (already unlinked) of flow
+ * (tenant, campaign) in site, created at created_ms: cancel it, park it on the shortest retry
+ * topic (a held job waits in Kafka, not here: it comes back through retry
+ * and is judged again), or neither (false: the caller goes on with it). */
+static bool control(ssite *site, sjob *j, const char *tenant, const char *campaign,
+                    int64_t created_ms)
+{
+    const sched_control *c = site->s->ctx->control;
+    const char *why = NULL;
+    sched_control_verdict v =
+        c ? sched_control_job(c, tenant, campaign, site->name, created_ms, &why)
+          : SCHED_CONTROL_GO;
+    if (v == SCHED_CONTROL_CANCEL)
+        cancel(site, j, why);
+    else if (v == SCHED_CONTROL_HOLD)
+        park(site, j, 0, PARK_HELD);
+    return v != SCHED_CONTROL_GO;
 }
 
 /* How long the site's queue needs at its current rates. When every pair
@@ -603,8 +659,9 @@ static void pump(ssite *site, bool force)
     const sl_config *cfg = s->ctx->cfg;
     sched_pick_cand stack[16];
     /* Until today's warm-up counts are back, a warming IP could be sent
-     * past its cap: hold everything (stop() forces it out regardless). */
-    if (s->restore && !force)
+     * past its cap, and until the controls are read a suspended campaign
+     * could be sent: hold everything (stop() forces it out regardless). */
+    if ((s->restore || (s->ctx->control && !sched_control_loaded(s->ctx->control))) && !force)
         return;
     unsigned char bstack[16] = {0};
     unsigned char *blocked = cfg->n_pools <= sizeof bstack ? bstack : xcalloc(cfg->n_pools, 1);
@@ -800,10 +857,12 @@ static void on_record(void *arg, sl_record *rec)
         memcpy(j->data, m->payload, m->len);
         if (!*tenant && cfg->scheduler.default_tenant)
             tenant = cfg->scheduler.default_tenant;
-        q_push(site, j, tenant, campaign, prio_of(f.priority));
         sl_record_to_mark(rec, &j->mark);
-        pump(site, s->stopping);
-        enforce_bound(s);
+        if (!control(site, j, tenant, campaign, f.created_at_ms)) {
+            q_push(site, j, tenant, campaign, prio_of(f.priority));
+            pump(site, s->stopping);
+            enforce_bound(s);
+        }
         sl_series_set(s->m_buffered, (double)s->buffered);
     }
     if (buf != stack)
@@ -1358,6 +1417,64 @@ static void restore_start(sched_shape *s)
     }
 }
 
+/* What the controls say changed (or they were first read): the jobs held
+ * in the flows now suspended or cancelled leave, then every site with work
+ * is pumped (a resumed site's jobs come back through retry). A flow's key
+ * is "tenant\x1fcampaign\x1fpool" (q_push()). */
+static void control_changed(void *arg)
+{
+    sched_shape *s = arg;
+    struct {
+        ssite *site;
+        sjob *j;
+    } *out = NULL;
+    size_t n_out = 0, cap = 0;
+    for (size_t i = 0; i < s->sites.n_slots; i++)
+        for (sl_map_ent *e = s->sites.slots[i]; e; e = e->next) {
+            ssite *site = e->val;
+            sl_map *flows = &site->fq.flows;
+            for (size_t fi = 0; fi < flows->n_slots; fi++)
+                for (sl_map_ent *fe = flows->slots[fi]; fe; fe = fe->next) {
+                    const sched_fq_flow *f = fe->val;
+                    const char *tenant = f->key, *us = strchr(tenant, '\x1f');
+                    char *campaign = xstrndup(us + 1, strcspn(us + 1, "\x1f"));
+                    char *t = xstrndup(tenant, (size_t)(us - tenant));
+                    for (int p = 0; p < SCHED_FQ_NPRIO; p++)
+                        for (sched_fq_item *it = f->head[p]; it; it = it->next) {
+                            if (!sched_control_job(s->ctx->control, t, campaign, site->name,
+                                                   sjob_created((sjob *)it), NULL))
+                                continue;
+                            if (n_out == cap)
+                                out = xrealloc(out, (cap = cap ? cap * 2 : 64) * sizeof *out);
+                            out[n_out].site = site;
+                            out[n_out++].j = (sjob *)it;
+                        }
+                    free(t);
+                    free(campaign);
+                }
+        }
+    /* Unlinking frees emptied flows: only after the walk. */
+    for (size_t i = 0; i < n_out; i++) {
+        sjob *j = out[i].j;
+        ssite *site = out[i].site;
+        const sched_fq_flow *f = j->it.flow;
+        const char *us = strchr(f->key, '\x1f');
+        char *campaign = xstrndup(us + 1, strcspn(us + 1, "\x1f"));
+        char *tenant = xstrndup(f->key, (size_t)(us - f->key));
+        q_unlink(site, j, false);
+        bool acted = control(site, j, tenant, campaign, sjob_created(j));
+        SL_ASSERT(acted);
+        free(tenant);
+        free(campaign);
+    }
+    free(out);
+    for (size_t i = 0; i < s->sites.n_slots; i++)
+        for (sl_map_ent *e = s->sites.slots[i]; e; e = e->next)
+            if (((ssite *)e->val)->queued)
+                pump(e->val, s->stopping);
+    sl_series_set(s->m_buffered, (double)s->buffered);
+}
+
 sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
 {
     sched_shape *s = xcalloc(1, sizeof *s);
@@ -1403,6 +1520,10 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
     s->flush.data = s;
     uv_timer_start(&s->flush, flush_cb, STATE_FLUSH_MS, STATE_FLUSH_MS);
     restore_start(s);
+    if (ctx->control)
+        sched_control_on_change(ctx->control, control_changed, s);
+    sl_metric_help("sluice_shape_cancelled_total", SL_METRIC_COUNTER,
+                   "Jobs of a cancelled campaign that shape dropped (CANCELLED events)");
     sl_metric_help("sluice_shape_rate_per_second", SL_METRIC_GAUGE,
                    "Current message rate of a (site, source IP) pair; 0: unlimited");
     sl_metric_help("sluice_shape_state", SL_METRIC_GAUGE,
@@ -1432,7 +1553,8 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
 
 bool sched_shape_ready(const sched_shape *s)
 {
-    return !s->restore && sl_consumer_assigned(s->cons);
+    return !s->restore && sl_consumer_assigned(s->cons) &&
+           (!s->ctx->control || sched_control_loaded(s->ctx->control));
 }
 
 size_t sched_shape_buffered(const sched_shape *s)

@@ -60,3 +60,14 @@ $SUDO apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless mav
 # Go 1.19 suffices; a newer Go on the PATH is used first).
 $SUDO apt-get install -y -qq --no-install-recommends protobuf-compiler python3-venv \
   openjdk-17-jdk-headless golang-go >/dev/null
+# The OpenAPI test (tests/integration/test_api_openapi.py) runs schemathesis
+# from PyPI against a live sluice-api, from a venv of its own with the
+# versions pinned in tests/integration/requirements-openapi.txt.
+REQ="$(cd "$(dirname "$0")/.." && pwd)/tests/integration/requirements-openapi.txt"
+VENV="$HOME/.cache/sluice-schemathesis/venv"
+if ! cmp -s "$REQ" "$VENV/requirements.txt" 2>/dev/null; then
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ"
+  cp "$REQ" "$VENV/requirements.txt"
+fi

@@ -167,7 +167,8 @@ class TestApi(ApiCase):
         s2, _, b2 = self.post(req, headers={"Idempotency-Key": "order-42"})
         self.assertEqual(s2, 202, b2)
         self.assertEqual([r["job_id"] for r in b2["recipients"]], ids)
-        self.assertEqual({j["job_id"] for j in self.jobs()}, set(ids))
+        # Published once: the retry answers the acknowledged ids again.
+        self.assertEqual(sorted(j["job_id"] for j in self.jobs()), sorted(ids))
         # Another key is another request.
         s3, _, b3 = self.post(req, headers={"Idempotency-Key": "order-43"})
         self.assertEqual(s3, 202, b3)
@@ -303,6 +304,10 @@ class TestApi(ApiCase):
         self.assertEqual(status, 202, body)
         status, _, body = self.post(b"", key=ADMIN_KEY, path="/v1/sites/gmail/cancel")
         self.assertEqual(status, 404, body)
+        status, _, body = self.post(b"", key=ADMIN_KEY, path="/v1/sites/gmail/purge")
+        self.assertEqual(status, 202, body)
+        status, _, body = self.post(b"", path="/v1/campaigns/spring/purge")
+        self.assertEqual(status, 404, body)
         status, _, body = self.post(b"", key="sk_wrong", path="/v1/campaigns/spring/cancel")
         self.assertEqual(status, 401, body)
         # One key's records keep their order (one partition); keys do not.
@@ -312,9 +317,34 @@ class TestApi(ApiCase):
                          [("campaign/acme/spring", 1, 1, "acme", "spring"),
                           ("campaign/acme/spring", 1, 2, "acme", "spring"),
                           ("campaign/acme/spring", 1, 3, "acme", "spring"),
+                          ("purge/site/gmail", 2, 4, "ops", "gmail"),
                           ("site/gmail", 2, 1, "ops", "gmail")])
         self.assertEqual(recs[0]["reason"], "wrong list")
         self.assertEqual({r["origin"] for r in recs}, {"api"})
+
+    def test_campaign_get_counts_and_state(self):
+        status, _, body = self.post(simple(["a@example.com", "b@example.com", "c@example.com"],
+                                           campaign="spring"))
+        self.assertEqual(status, 202, body)
+        status, _, body = self.post(b"", path="/v1/campaigns/spring", method="GET")
+        self.assertEqual(status, 200, body)
+        self.assertEqual((body["tenant"], body["campaign"], body["state"]),
+                         ("acme", "spring", "active"))
+        # The ACCEPTED events of the three jobs; none has a final event yet.
+        self.assertEqual(body["counts"]["accepted"], 3)
+        self.assertEqual(body["counts"]["queued"], 3)
+        self.assertEqual(body["counts"]["delivered"], 0)
+        status, _, body = self.post({"reason": "wrong list"}, path="/v1/campaigns/spring/suspend")
+        self.assertEqual(status, 202, body)
+        status, _, body = self.post(b"", path="/v1/campaigns/spring", method="GET")
+        self.assertEqual((body["state"], body["reason"]), ("suspended", "wrong list"))
+        # Another tenant's campaign of the same name is another campaign.
+        status, _, body = self.post(b"", key=ADMIN_KEY, path="/v1/campaigns/spring",
+                                    method="GET")
+        self.assertEqual(status, 200, body)
+        self.assertEqual((body["state"], body["counts"]["accepted"]), ("active", 0))
+        status, _, body = self.post(b"", path="/v1/campaigns/spring", method="DELETE")
+        self.assertEqual(status, 405, body)
 
     def test_suppressions(self):
         path = "/v1/suppressions/Ann%40Example.COM"
@@ -348,6 +378,37 @@ class TestApi(ApiCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("acme/ann@example.com x", r.stdout)
 
+    def test_suppressed_recipients_reported_at_request_time(self):
+        # Suppressed through this API (at once) and with `sluice suppress`
+        # (read from the topic within a tick).
+        status, _, _ = self.post({"reason": "asked"}, path="/v1/suppressions/Ann%40Example.com",
+                                 method="PUT")
+        self.assertEqual(status, 200)
+        env = dict(os.environ)
+        env.pop("SLUICE_CONFIG", None)
+        r = subprocess.run([bin_path("sluice"), "suppress", "-c", self.cfg, "--tenant", "acme",
+                            "add", "bob@example.com"], capture_output=True, text=True,
+                           timeout=DEADLINE, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        wait_for(lambda: self.metric("sluice_api_suppressions") >= 2, 20, "both suppressions read")
+        status, _, body = self.post(simple(["ann@example.com", "carl@example.com",
+                                            "BOB@example.com"]))
+        self.assertEqual(status, 202, body)
+        self.assertEqual((body["accepted"], body["rejected"]), (1, 2))
+        for i in (0, 2):
+            self.assertNotIn("job_id", body["recipients"][i])
+            self.assertIn("suppressed", body["recipients"][i]["error"])
+        self.assertEqual([j["job_id"] for j in self.jobs()], [body["recipients"][1]["job_id"]])
+        # Another tenant's list is another list; a removal applies at once.
+        status, _, body = self.post(simple(["ann@example.com"], sender="n@example.org"),
+                                    key=SLOW_KEY)
+        self.assertEqual((status, body["accepted"]), (202, 1), body)
+        status, _, _ = self.post(None, path="/v1/suppressions/ann%40example.com",
+                                 method="DELETE")
+        self.assertEqual(status, 204)
+        status, _, body = self.post(simple(["ann@example.com"]))
+        self.assertEqual((status, body["accepted"]), (202, 1))
+
     def test_suppression_import(self):
         addrs = ["u%d@example.com" % i for i in range(500)]
         status, _, body = self.post({"addresses": addrs + ["bad@exa mple.com"]},
@@ -362,6 +423,44 @@ class TestApi(ApiCase):
         recs = self.dump("suppressions")
         self.assertEqual(sorted(r["key"] for r in recs), sorted("acme/" + a for a in addrs))
         self.assertEqual({r["reason"] for r in recs}, {"old list"})
+
+
+class TestApiShaping(ApiCase):
+    def test_shaping_is_what_the_scheduler_wrote(self):
+        status, _, body = self.post(b"", key=ADMIN_KEY, path="/v1/shaping", method="GET")
+        self.assertEqual((status, body), (200, {"sites": []}))
+        status, _, body = self.post(b"", path="/v1/shaping", method="GET")
+        self.assertEqual(status, 403, body)  # sites are every tenant's: admin keys only
+        # A real scheduler halves google's rate for 127.0.0.2 on a 421 and
+        # writes the site's state to the state topic.
+        cfg = self.write("sched.yaml", (
+            "kafka:\n  bootstrap: %s\n"
+            "pools:\n  default:\n    - { ip: 127.0.0.2, ehlo: mta1.example.net }\n"
+            "sites:\n  google: { mx: [\"*.google.com\"], domains: [gmail.com] }\n"
+            "shaping:\n  google: { max_message_rate: 5/s }\n") % self.bootstrap)
+        sched = Proc("sluice-scheduler", ["-c", cfg], tmpdir=self.tmp)
+        self.addCleanup(sched.stop)
+        want = {"source_ip": "127.0.0.2", "state": "throttled", "sent_today": 0}
+
+        def shaped():
+            if not sched.alive():
+                raise AssertionError("scheduler exited\n" + sched.output())
+            r = subprocess.run([bin_path("sched_tool"), "event", "-c", cfg, "--type", "deferred",
+                                "--site", "google", "--source-ip", "127.0.0.2", "--code", "421",
+                                "--enh", "4.7.28", "--reply", "421-4.7.28 unusual rate"],
+                               capture_output=True, text=True, timeout=DEADLINE)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            _, _, b = self.post(b"", key=ADMIN_KEY, path="/v1/shaping", method="GET")
+            return b["sites"] and b
+
+        body = wait_for(shaped, 60, "google's state in GET /v1/shaping")
+        self.assertEqual([s["site"] for s in body["sites"]], ["google"])
+        src = body["sites"][0]["sources"]
+        self.assertEqual(len(src), 1, src)
+        # Halved once per 421 the scheduler heard (it may have missed the
+        # first ones while joining), down to the floor of 1/s.
+        self.assertTrue(1.0 <= src[0].pop("rate_per_sec") <= 2.5, src)
+        self.assertEqual(src[0], want)
 
 
 class TestApiKafkaDown(ApiCase):

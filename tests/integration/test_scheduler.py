@@ -49,7 +49,7 @@ sites:
   slow:    { max_message_rate: 1/s, burst: 1 }
 routes:
   "*.test": 127.0.0.1:2525
-retry: { delays: [1m, 5m, 30m], expiry: 72h }
+%(retry)s
 """
 
 
@@ -57,11 +57,12 @@ class SchedCase(unittest.TestCase):
     extra = ""
     pools = ""
     sites = ""  # more lines of the sites: mapping
+    retry = "retry: { delays: [1m, 5m, 30m], expiry: 72h }"
 
     def setUp(self):
         self._tmp = tempfile.TemporaryDirectory(prefix="sluice-sched-")
         self.tmp = self._tmp.name
-        base = BASE % {"pools": self.pools, "sites": self.sites}
+        base = BASE % {"pools": self.pools, "sites": self.sites, "retry": self.retry}
         pre = self.write("broker.yaml", "kafka:\n  bootstrap: 127.0.0.1:1\n" + base + self.extra)
         self.broker, self.bootstrap = start_devbroker(self.tmp, pre)
         self.metrics_port = free_port()
