@@ -35,6 +35,9 @@ bool snd_tmplstore_loaded(snd_tmplstore *ts);
 size_t snd_tmplstore_count(snd_tmplstore *ts);
 /* Put a compiled template in directly (tests). Takes ownership of t. */
 void snd_tmplstore_put(snd_tmplstore *ts, const char *id, sl_tmpl *t);
+/* Stops the reader and frees the store. A reader stuck in a Kafka call
+ * (no broker) is not waited for beyond a second: it and the store are
+ * left to the process exit, which follows. */
 void snd_tmplstore_stop(snd_tmplstore *ts);
 
 #endif
