@@ -21,6 +21,7 @@
  * --sites, default 1), for benchmarks with many domains and sites. --tiny
  * makes the smallest valid job (null sender, one-byte content), for
  * benchmarks that hold a million jobs in the dev broker.
+ * event --created-at-ms MS stamps the event with MS instead of now.
  * event --down-for-ms MS sets destination_down_until_ms to now + MS (a
  * sender's "every MX of the site is down from this IP" deferral).
  * --garbage sends bytes that are not a protobuf. dump reads the topic from
@@ -366,7 +367,7 @@ int main(int argc, char **argv)
             e.smtp_code = (uint32_t)code;
             e.enhanced_code = (char *)enh;
             e.reply = (char *)reply;
-            e.timestamp_ms = sl_now_ms();
+            e.timestamp_ms = created ? created : sl_now_ms();
             e.bounce_hard = hard;
             if (down_for > 0)
                 e.destination_down_until_ms = e.timestamp_ms + down_for;
