@@ -491,6 +491,10 @@ static int run_demo(dev_state *st, const sl_config *cfg, long n, int timeout_s,
         return 1;
     }
     long counts[16] = {0}, finals = 0, duplicates = 0, deferred = 0;
+    /* Jobs that only defer (a dead --route, say) would leave the bar at 0
+     * with no word why until the timeout: say it, once, after a while. */
+    char *last_defer = NULL;
+    bool told_defer = false;
     int64_t last_draw = 0;
     int rc = 0;
     while (finals < n) {
@@ -520,6 +524,11 @@ static int run_demo(dev_state *st, const sl_config *cfg, long n, int timeout_s,
                     switch (e->type) {
                     case SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED:
                         deferred++;
+                        free(last_defer);
+                        last_defer = xstrdup(e->reply && *e->reply     ? e->reply
+                                             : e->reason && *e->reason ? e->reason
+                                                                       : "?");
+                        last_defer[strcspn(last_defer, "\r\n")] = 0;
                         break;
                     case SLUICE__V1__EVENT_TYPE__EVENT_DELIVERED:
                         if (++job->delivered > 1)
@@ -548,11 +557,21 @@ static int run_demo(dev_state *st, const sl_config *cfg, long n, int timeout_s,
             progress(finals, n, start, first_ms, tty && !st->json);
             last_draw = sl_mono_ms();
         }
+        if (!told_defer && last_defer && finals < n && sl_mono_ms() - start > 15000 &&
+            deferred >= n - finals) {
+            fprintf(stderr,
+                    "%ssluice dev: %ld of %ld jobs not final after %lds; %ld attempts deferred, "
+                    "the last: %s\n",
+                    tty && !st->json ? "\n" : "", n - finals, n,
+                    (long)((sl_mono_ms() - start) / 1000), deferred, last_defer);
+            told_defer = true;
+        }
     }
     progress(finals, n, start, first_ms, tty && !st->json);
     if (tty && !st->json)
         fputc('\n', stderr);
     sl_reader_free(r);
+    free(last_defer);
     double el = (double)(sl_mono_ms() - dev_start_ms) / 1000.0;
     double startup = first_ms ? (double)(first_ms - dev_start_ms) / 1000.0 : el;
     double delivery = first_ms && last_ms ? (double)(last_ms - first_ms) / 1000.0 : 0;

@@ -134,6 +134,18 @@ class DevCli(unittest.TestCase):
         self.assertRegex(r.stdout, r"start-up +[0-9.]+ s")
         self.assertRegex(r.stdout, r"delivery +[0-9.]+ s")
 
+    def test_demo_that_only_defers_says_why(self):
+        # Nothing listens on the route: every attempt defers. The demo says
+        # so with the sender's reason instead of a bar stuck at 0.
+        route = "127.0.0.1:%d" % free_port()
+        r = subprocess.run([bin_path("sluice"), "dev", "--dir", os.path.join(self.tmp, "d"),
+                            "--demo", "3", "--route", route, "--timeout", "40"],
+                           capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, r"3 of 3 jobs not final after \d+s; \d+ attempts deferred, "
+                         r"the last: .*(refused|down)")
+        self.assertIn("sent to %s (--route)" % route, r.stdout)
+
     def test_interrupt_stops_daemons_first_and_twice_kills(self):
         route = "127.0.0.1:%d" % free_port()
         dev, d = self.start_dev("--route", route)
