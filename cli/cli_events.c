@@ -230,7 +230,8 @@ static int events_line_cmp(const void *a, const void *b)
  * stdout is gone (the reader of a pipe went away). */
 static bool events_pending_flush(events_pending *p)
 {
-    qsort(p->v, p->n, sizeof *p->v, events_line_cmp);
+    if (p->n) /* v is NULL until the first line */
+        qsort(p->v, p->n, sizeof *p->v, events_line_cmp);
     bool ok = true;
     for (size_t i = 0; i < p->n; i++) {
         if (ok && fwrite(p->v[i].text, 1, p->v[i].len, stdout) != p->v[i].len)

@@ -223,7 +223,8 @@ int cli_shaping(int argc, char **argv)
         free(source);
     }
     free(body);
-    qsort(rows, n, sizeof *rows, shaping_cmp);
+    if (n) /* rows is NULL when the scheduler knows no pair */
+        qsort(rows, n, sizeof *rows, shaping_cmp);
     if (!json)
         printf("%-32s %-16s %-10s %-10s %s\n", "SITE", "SOURCE", "STATE", "RATE", "DETAIL");
     else
