@@ -881,6 +881,12 @@ int cli_dev(int argc, char **argv)
                     "  sluice send --from you@example.net --to someone@example.org "
                     "--subject hi --body-file FILE\n",
                     st.config_path);
+        else /* the file's own bootstrap and metrics.listen are not dev's */
+            fprintf(stderr,
+                    "sluice dev: next, in another shell:\n"
+                    "  export SLUICE_CONFIG=%s SLUICE_KAFKA_BOOTSTRAP=%s\n"
+                    "  sluice shaping show --metrics %s\n",
+                    st.config_path, st.bootstrap, st.ch[CH_SCHEDULER].metrics);
         while (!dev_stop && supervise(&st)) {
             struct timespec ts = {0, 100 * 1000000};
             nanosleep(&ts, NULL);

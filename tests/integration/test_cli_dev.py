@@ -114,6 +114,19 @@ class DevCli(unittest.TestCase):
         self.assertTrue(metrics_ok(m.group(1)) and metrics_ok(m.group(2)))
         # Neither daemon died over the port: no restart was logged.
         self.assertNotIn("restarting it", dev.stderr())
+        # The next step it prints works as it stands.
+        step = re.search(r"export SLUICE_CONFIG=(\S+) SLUICE_KAFKA_BOOTSTRAP=(\S+)\n"
+                         r"  sluice shaping show --metrics (\S+)", dev.stderr())
+        self.assertIsNotNone(step, dev.stderr())
+        self.assertEqual(step.group(3), m.group(1))
+        env = dict(os.environ, SLUICE_CONFIG=step.group(1), SLUICE_KAFKA_BOOTSTRAP=step.group(2))
+        r = subprocess.run([bin_path("sluice"), "shaping", "show", "--json", "--metrics",
+                            step.group(3)], env=env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout), [])
+        r = subprocess.run([bin_path("sluice"), "stats"], env=env, capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
         for n in ("scheduler", "sender"):
             with open(os.path.join(d, "logs", n + ".log")) as f:
                 self.assertNotIn("address already in use", f.read().lower())
