@@ -173,10 +173,10 @@ size_t snd_tmplstore_count(snd_tmplstore *ts)
     return n;
 }
 
-void snd_tmplstore_stop(snd_tmplstore *ts)
+bool snd_tmplstore_stop(snd_tmplstore *ts)
 {
     if (!ts)
-        return;
+        return true;
     atomic_store(&ts->stop, true);
     if (ts->has_thread) {
         /* The reader checks stop between Kafka calls, but one call can
@@ -189,7 +189,7 @@ void snd_tmplstore_stop(snd_tmplstore *ts)
         if (pthread_timedjoin_np(ts->thread, NULL, &until) != 0) {
             sl_warn("templates: the reader is still in a Kafka call; not waiting for it");
             pthread_detach(ts->thread);
-            return;
+            return false;
         }
     }
     entry *e = ts->head;
@@ -202,4 +202,5 @@ void snd_tmplstore_stop(snd_tmplstore *ts)
     }
     pthread_rwlock_destroy(&ts->lock);
     free(ts);
+    return true;
 }

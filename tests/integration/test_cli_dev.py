@@ -191,8 +191,9 @@ class DevCli(unittest.TestCase):
                     "sender:\n  drain_timeout: 2s\n")
         p = Proc("sluice-sender", ["-c", cfg], tmpdir=self.tmp)
         self.addCleanup(p.stop, 5, signal.SIGKILL)
-        wait_for(lambda: "cannot read sluice.templates" in p.stderr() or
-                 "Connection refused" in p.stderr(), 60, "the sender to meet no Kafka")
+        # "workers consuming" is logged once its signal handlers are in place.
+        wait_for(lambda: "workers consuming" in p.stderr() and
+                 "Connection refused" in p.stderr(), 60, "the sender to start without Kafka")
         p.send_signal(signal.SIGTERM)
         # The drain bound is 2 s; allow generously for a loaded machine, far
         # below the 47 s it took when it waited for the template reader.
