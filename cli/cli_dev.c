@@ -37,7 +37,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -50,6 +53,7 @@ static const char *const child_names[CH_MAX] = {"devbroker", "capture", "schedul
 typedef struct dev_child {
     pid_t pid;
     char **argv;
+    char *metrics; /* its own metrics.listen (SLUICE_METRICS_LISTEN); NULL: none */
     int restarts;
     int64_t last_start_ms;
 } dev_child;
@@ -60,16 +64,36 @@ typedef struct dev_state {
     char *config_path;
     char *bootstrap;
     char *capture_addr;
+    const char *route; /* --route, or NULL: the capture server */
     dev_child ch[CH_MAX];
     bool json;
 } dev_state;
 
+/* Interrupts received: the first stops dev in order, one more while it
+ * stops kills whoever is left at once. */
 static volatile sig_atomic_t dev_stop;
+static bool dev_kill_now; /* interrupted while stopping: no more grace */
 
 static void on_signal(int sig)
 {
     (void)sig;
-    dev_stop = 1;
+    if (dev_stop < 100)
+        dev_stop++;
+}
+
+/* A loopback port nothing listens on now, for a child's metrics.listen.
+ * Another program may take it before the child binds; the child then
+ * fails, is restarted and says so in its log. */
+static char *dev_free_addr(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+        sl_fatal(1, "dev: no free port for metrics: %s", strerror(errno));
+    close(fd);
+    return xasprintf("127.0.0.1:%d", ntohs(a.sin_port));
 }
 
 static char *self_bindir(void)
@@ -100,10 +124,18 @@ static pid_t spawn(dev_state *st, int which)
     char log[4096], pidf[4096];
     snprintf(log, sizeof log, "%s/logs/%s.log", st->dir, child_names[which]);
     snprintf(pidf, sizeof pidf, "%s/pids/%s.pid", st->dir, child_names[which]);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0)
         sl_fatal(1, "dev: fork: %s", strerror(errno));
     if (pid == 0) {
+        /* A process group of its own: Ctrl-C on the terminal reaches dev
+         * alone, which stops the daemons before the broker; and the child
+         * goes when dev dies, however it dies. */
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(1);
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, STDOUT_FILENO);
@@ -116,6 +148,10 @@ static pid_t spawn(dev_state *st, int which)
         setenv("SLUICE_LOG_FORMAT", "json", 1);
         if (st->bootstrap)
             setenv("SLUICE_KAFKA_BOOTSTRAP", st->bootstrap, 1);
+        /* The scheduler and the sender each serve /metrics on a port of
+         * their own, whatever metrics.listen the config holds. */
+        if (c->metrics)
+            setenv("SLUICE_METRICS_LISTEN", c->metrics, 1);
         execv(c->argv[0], c->argv);
         fprintf(stderr, "exec %s: %s\n", c->argv[0], strerror(errno));
         _exit(127);
@@ -176,13 +212,19 @@ static void argv_free(char **v)
  * them, then SIGKILL whoever is left: whatever state a child is in (a
  * sender draining toward a dead destination, a scheduler waiting on
  * Kafka), dev stops within the grace. Each child's drain is bounded by its
- * own config, and the dev broker holds everything in memory anyway. */
+ * own config, and the dev broker holds everything in memory anyway. An
+ * interrupt while waiting kills them at once. When the stop was asked for
+ * (an interrupt) or takes a while, dev says on stderr whom it waits for. */
 static void stop_children(dev_state *st, const int *which, int n, int grace_ms)
 {
+    sig_atomic_t seen = dev_stop;
+    if (dev_kill_now)
+        grace_ms = 0;
     for (int i = 0; i < n; i++)
         if (st->ch[which[i]].pid > 0)
-            kill(st->ch[which[i]].pid, SIGTERM);
-    int64_t deadline = sl_mono_ms() + grace_ms;
+            kill(st->ch[which[i]].pid, grace_ms ? SIGTERM : SIGKILL);
+    int64_t start = sl_mono_ms(), deadline = start + grace_ms;
+    bool said = false;
     for (;;) {
         int left = 0;
         for (int i = 0; i < n; i++) {
@@ -197,6 +239,23 @@ static void stop_children(dev_state *st, const int *which, int n, int grace_ms)
             return;
         if (sl_mono_ms() > deadline)
             break;
+        if (dev_stop > seen) {
+            fprintf(stderr, "sluice dev: interrupted again; killing them\n");
+            dev_kill_now = true;
+            grace_ms = 0;
+            break;
+        }
+        if (!said && (seen || sl_mono_ms() - start > 1000)) {
+            char names[128] = "";
+            for (int i = 0; i < n; i++)
+                if (st->ch[which[i]].pid > 0)
+                    snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
+                             names[0] ? ", " : "", child_names[which[i]]);
+            fprintf(stderr,
+                    "sluice dev: stopping: waiting up to %d s for %s (Ctrl-C again kills)\n",
+                    (grace_ms + 999) / 1000, names);
+            said = true;
+        }
         struct timespec ts = {0, 20 * 1000000};
         nanosleep(&ts, NULL);
     }
@@ -204,8 +263,9 @@ static void stop_children(dev_state *st, const int *which, int n, int grace_ms)
         dev_child *c = &st->ch[which[i]];
         if (c->pid <= 0)
             continue;
-        sl_warn("dev: %s did not stop within %d ms of SIGTERM; killing it", child_names[which[i]],
-                grace_ms);
+        if (grace_ms > 0)
+            sl_warn("dev: %s did not stop within %d ms of SIGTERM; killing it",
+                    child_names[which[i]], grace_ms);
         kill(c->pid, SIGKILL);
         waitpid(c->pid, NULL, 0);
         c->pid = 0;
@@ -386,12 +446,15 @@ static int publish_demo(const sl_config *cfg, long n, demo_set *set)
     return 0;
 }
 
-static void progress(long done, long total, int64_t start_ms, bool tty)
+/* The rate counts from the first event (first_ms; 0: none yet), so that
+ * start-up does not dilute it. */
+static void progress(long done, long total, int64_t start_ms, int64_t first_ms, bool tty)
 {
     if (!tty)
         return;
     double el = (double)(sl_mono_ms() - start_ms) / 1000.0;
-    double rate = el > 0 ? done / el : 0;
+    double del = first_ms ? (double)(sl_mono_ms() - first_ms) / 1000.0 : 0;
+    double rate = del > 0 ? done / del : 0;
     int width = 40, fill = total ? (int)(width * done / total) : width;
     char bar[64];
     for (int i = 0; i < width; i++)
@@ -401,11 +464,16 @@ static void progress(long done, long total, int64_t start_ms, bool tty)
     fflush(stderr);
 }
 
-static int run_demo(dev_state *st, const sl_config *cfg, long n, int timeout_s)
+/* dev_start_ms: when dev began starting its children. The summary reports
+ * start-up (until the first event of a demo job: broker, daemons, consumer
+ * groups, publishing) apart from delivery (first event to last final
+ * event), and the rate over delivery alone. */
+static int run_demo(dev_state *st, const sl_config *cfg, long n, int timeout_s,
+                    int64_t dev_start_ms)
 {
     demo_set set = {.jobs = xcalloc((size_t)n + 1, sizeof(demo_job))};
     sl_map_init(&set.ids);
-    int64_t start = sl_mono_ms();
+    int64_t start = sl_mono_ms(), first_ms = 0, last_ms = 0;
     bool tty = isatty(STDERR_FILENO);
     if (!st->json)
         fprintf(stderr, "sluice dev: publishing %ld demo messages\n", n);
@@ -423,6 +491,10 @@ static int run_demo(dev_state *st, const sl_config *cfg, long n, int timeout_s)
         return 1;
     }
     long counts[16] = {0}, finals = 0, duplicates = 0, deferred = 0;
+    /* Jobs that only defer (a dead --route, say) would leave the bar at 0
+     * with no word why until the timeout: say it, once, after a while. */
+    char *last_defer = NULL;
+    bool told_defer = false;
     int64_t last_draw = 0;
     int rc = 0;
     while (finals < n) {
@@ -447,9 +519,16 @@ static int run_demo(dev_state *st, const sl_config *cfg, long n, int timeout_s)
             if (!sl_event_decode(m->payload, m->len, &e, &why) && e->job_id) {
                 demo_job *job = sl_map_get(&set.ids, e->job_id);
                 if (job) {
+                    if (!first_ms)
+                        first_ms = sl_mono_ms();
                     switch (e->type) {
                     case SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED:
                         deferred++;
+                        free(last_defer);
+                        last_defer = xstrdup(e->reply && *e->reply     ? e->reply
+                                             : e->reason && *e->reason ? e->reason
+                                                                       : "?");
+                        last_defer[strcspn(last_defer, "\r\n")] = 0;
                         break;
                     case SLUICE__V1__EVENT_TYPE__EVENT_DELIVERED:
                         if (++job->delivered > 1)
@@ -463,6 +542,7 @@ static int run_demo(dev_state *st, const sl_config *cfg, long n, int timeout_s)
                             job->final = (uint8_t)e->type;
                             counts[e->type]++;
                             finals++;
+                            last_ms = sl_mono_ms();
                         }
                         break;
                     default:
@@ -474,15 +554,30 @@ static int run_demo(dev_state *st, const sl_config *cfg, long n, int timeout_s)
             rd_kafka_message_destroy(m);
         }
         if (sl_mono_ms() - last_draw > 100) {
-            progress(finals, n, start, tty && !st->json);
+            progress(finals, n, start, first_ms, tty && !st->json);
             last_draw = sl_mono_ms();
         }
+        if (!told_defer && last_defer && finals < n && sl_mono_ms() - start > 15000 &&
+            deferred >= n - finals) {
+            fprintf(stderr,
+                    "%ssluice dev: %ld of %ld jobs not final after %lds; %ld attempts deferred, "
+                    "the last: %s\n",
+                    tty && !st->json ? "\n" : "", n - finals, n,
+                    (long)((sl_mono_ms() - start) / 1000), deferred, last_defer);
+            told_defer = true;
+        }
     }
-    progress(finals, n, start, tty && !st->json);
+    progress(finals, n, start, first_ms, tty && !st->json);
     if (tty && !st->json)
         fputc('\n', stderr);
     sl_reader_free(r);
-    double el = (double)(sl_mono_ms() - start) / 1000.0;
+    free(last_defer);
+    double el = (double)(sl_mono_ms() - dev_start_ms) / 1000.0;
+    double startup = first_ms ? (double)(first_ms - dev_start_ms) / 1000.0 : el;
+    double delivery = first_ms && last_ms ? (double)(last_ms - first_ms) / 1000.0 : 0;
+    /* One message, or all at once: the rate over the delivery window is
+     * meaningless below a millisecond; count that as one. */
+    double rate = finals ? finals / (delivery > 0.001 ? delivery : 0.001) : 0;
     long delivered = counts[SLUICE__V1__EVENT_TYPE__EVENT_DELIVERED];
     long bounced = counts[SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED];
     long other = counts[SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED] +
@@ -494,12 +589,12 @@ static int run_demo(dev_state *st, const sl_config *cfg, long n, int timeout_s)
     if (st->json) {
         printf("{\"messages\":%ld,\"delivered\":%ld,\"bounced\":%ld,\"deferred\":%ld,"
                "\"expired\":%ld,\"suppressed\":%ld,\"rejected\":%ld,\"unfinished\":%ld,"
-               "\"duplicates\":%ld,\"restarts\":%d,\"elapsed_s\":%.3f,"
-               "\"messages_per_second\":%.1f,\"mail_dir\":",
+               "\"duplicates\":%ld,\"restarts\":%d,\"elapsed_s\":%.3f,\"startup_s\":%.3f,"
+               "\"delivery_s\":%.3f,\"messages_per_second\":%.1f,\"mail_dir\":",
                n, delivered, bounced, deferred, counts[SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED],
                counts[SLUICE__V1__EVENT_TYPE__EVENT_SUPPRESSED],
                counts[SLUICE__V1__EVENT_TYPE__EVENT_REJECTED], n - finals, duplicates, restarts,
-               el, el > 0 ? finals / el : 0);
+               el, startup, delivery, rate);
         sl_buf js = SL_BUF_INIT;
         char mail[4096];
         snprintf(mail, sizeof mail, "%s/mail", st->dir);
@@ -516,11 +611,16 @@ static int run_demo(dev_state *st, const sl_config *cfg, long n, int timeout_s)
                "  unfinished   %ld\n"
                "  duplicates   %ld\n"
                "  restarts     %d\n"
-               "  elapsed      %.2f s\n"
-               "  throughput   %.0f messages/s\n"
-               "  mail         %s/mail\n",
-               n, delivered, bounced, deferred, other, n - finals, duplicates, restarts, el,
-               el > 0 ? finals / el : 0, st->dir);
+               "  start-up     %.2f s (broker, daemons, publishing, until the first event)\n"
+               "  delivery     %.2f s (first event to last final event)\n"
+               "  throughput   %.0f messages/s (over the delivery time)\n"
+               "  elapsed      %.2f s in all\n",
+               n, delivered, bounced, deferred, other, n - finals, duplicates, restarts, startup,
+               delivery, rate, el);
+        if (st->route)
+            printf("  mail         sent to %s (--route)\n", st->route);
+        else
+            printf("  mail         %s/mail\n", st->dir);
     }
     fflush(stdout);
     set_free(&set);
@@ -660,6 +760,8 @@ int cli_dev(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
+    st.route = route;
+    int64_t dev_start_ms = sl_mono_ms();
     /* 1. the broker */
     char bin[4096], portf[4096];
     snprintf(bin, sizeof bin, "%s/sluice-devbroker", st.bindir);
@@ -699,7 +801,11 @@ int cli_dev(int argc, char **argv)
         argv_new(bin, "capture", "--listen", listen, "--dir", maildir, NULL);
     st.capture_addr = xstrdup(listen);
     free(cport);
-    /* 3. the config */
+    /* 3. the config; each daemon gets a metrics port of its own, the
+     * scheduler's in the written config so that `sluice shaping show`
+     * finds it through SLUICE_CONFIG. */
+    st.ch[CH_SCHEDULER].metrics = dev_free_addr();
+    st.ch[CH_SENDER].metrics = dev_free_addr();
     if (config) {
         st.config_path = xstrdup(config);
     } else {
@@ -724,9 +830,14 @@ int cli_dev(int argc, char **argv)
             "sender:\n"
             "  drain_timeout: 3s\n"
             "  # One destination (the capture server or --route) takes all.\n"
-            "  max_inflight_per_destination: 5000\n",
+            "  max_inflight_per_destination: 5000\n"
+            "# The scheduler's metrics (sluice shaping show); dev gives the sender\n"
+            "# its own, %s, through SLUICE_METRICS_LISTEN.\n"
+            "metrics:\n"
+            "  listen: %s\n",
             route ? "the --route server" : "the capture server", st.bootstrap,
-            route ? route : st.capture_addr);
+            route ? route : st.capture_addr, st.ch[CH_SENDER].metrics,
+            st.ch[CH_SCHEDULER].metrics);
         write_file(path, yaml);
         free(yaml);
         st.config_path = xstrdup(path);
@@ -741,15 +852,26 @@ int cli_dev(int argc, char **argv)
     snprintf(bin, sizeof bin, "%s/sluice-sender", st.bindir);
     st.ch[CH_SENDER].argv = argv_new(bin, "-c", st.config_path, NULL);
     spawn(&st, CH_SENDER);
-    if (!st.json)
+    if (!st.json) {
+        if (route)
+            fprintf(stderr, "sluice dev: broker %s, mail goes to %s (--route), config %s\n",
+                    st.bootstrap, route, st.config_path);
+        else
+            fprintf(stderr, "sluice dev: broker %s, capture smtp %s, config %s\n", st.bootstrap,
+                    st.capture_addr, st.config_path);
         fprintf(stderr,
-                "sluice dev: broker %s, capture smtp %s, config %s\n"
-                "            logs %s/logs, mail %s/mail\n",
-                st.bootstrap, st.capture_addr, st.config_path, st.dir, st.dir);
+                "            metrics: scheduler http://%s/metrics, sender http://%s/metrics\n"
+                "            logs %s/logs",
+                st.ch[CH_SCHEDULER].metrics, st.ch[CH_SENDER].metrics, st.dir);
+        if (route)
+            fputc('\n', stderr);
+        else
+            fprintf(stderr, ", mail %s/mail\n", st.dir);
+    }
 
     int rc = 0;
     if (demo > 0) {
-        rc = run_demo(&st, cfg, demo, timeout_s);
+        rc = run_demo(&st, cfg, demo, timeout_s, dev_start_ms);
     } else {
         fprintf(stderr, "sluice dev: running; Ctrl-C stops\n");
         if (!config)
@@ -759,6 +881,12 @@ int cli_dev(int argc, char **argv)
                     "  sluice send --from you@example.net --to someone@example.org "
                     "--subject hi --body-file FILE\n",
                     st.config_path);
+        else /* the file's own bootstrap and metrics.listen are not dev's */
+            fprintf(stderr,
+                    "sluice dev: next, in another shell:\n"
+                    "  export SLUICE_CONFIG=%s SLUICE_KAFKA_BOOTSTRAP=%s\n"
+                    "  sluice shaping show --metrics %s\n",
+                    st.config_path, st.bootstrap, st.ch[CH_SCHEDULER].metrics);
         while (!dev_stop && supervise(&st)) {
             struct timespec ts = {0, 100 * 1000000};
             nanosleep(&ts, NULL);
@@ -771,8 +899,10 @@ int cli_dev(int argc, char **argv)
     const int rest[] = {CH_CAPTURE, CH_BROKER};
     stop_children(&st, rest, 2, 2000);
     sl_config_free(cfg);
-    for (int i = 0; i < CH_MAX; i++)
+    for (int i = 0; i < CH_MAX; i++) {
         argv_free(st.ch[i].argv);
+        free(st.ch[i].metrics);
+    }
     free(st.bootstrap);
     free(st.capture_addr);
     free(st.config_path);

@@ -9,8 +9,13 @@
  * consumer group (common/reader), prints each matching event as one JSON
  * object per line (--json, sl_event_json(): the field names of event.proto)
  * or one human line, and exits when it reached the end of every partition,
- * unless --follow. --count N stops after N matching events; --timeout stops
- * after that long. Filters combine with AND; --type takes names as printed
+ * unless --follow. --follow without --since starts at the end: only what
+ * happens from then on (it says so on stderr once it is reading). Output is
+ * in time order (each event's timestamp; a job's created_at): a one-shot
+ * read holds the matching events until the end and sorts them; a follower
+ * sorts what arrived together (whenever the topic is quiet for 100 ms).
+ * --count N stops after N matching events, counted in reading order;
+ * --timeout stops after that long. Filters combine with AND; --type takes names as printed
  * (DELIVERED, BOUNCED, ...; case-insensitive, "EVENT_" prefix optional).
  * --since takes a duration back from now ("10m"), milliseconds since the
  * epoch, or an ISO date "2026-05-01" / "2026-05-01T12:00:00Z".
@@ -183,6 +188,58 @@ static void events_human(const sl_event *e, sl_buf *b)
         sl_buf_putc(b, '"');
     }
     sl_buf_putc(b, '\n');
+}
+
+/* Lines waiting to be printed in time order; seq keeps reading order
+ * among equal times. */
+typedef struct events_line {
+    int64_t ts;
+    size_t seq;
+    char *text; /* owned */
+    size_t len;
+} events_line;
+
+typedef struct events_pending {
+    events_line *v;
+    size_t n, cap, seq;
+} events_pending;
+
+static void events_pending_add(events_pending *p, int64_t ts, const char *text, size_t len)
+{
+    if (p->n == p->cap) {
+        p->cap = p->cap ? 2 * p->cap : 256;
+        p->v = xrealloc(p->v, p->cap * sizeof *p->v);
+    }
+    events_line *l = &p->v[p->n++];
+    l->ts = ts;
+    l->seq = p->seq++;
+    l->text = xmalloc(len);
+    memcpy(l->text, text, len);
+    l->len = len;
+}
+
+static int events_line_cmp(const void *a, const void *b)
+{
+    const events_line *x = a, *y = b;
+    if (x->ts != y->ts)
+        return x->ts < y->ts ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Prints what is pending in time order and empties it. Returns false when
+ * stdout is gone (the reader of a pipe went away). */
+static bool events_pending_flush(events_pending *p)
+{
+    if (p->n) /* v is NULL until the first line */
+        qsort(p->v, p->n, sizeof *p->v, events_line_cmp);
+    bool ok = true;
+    for (size_t i = 0; i < p->n; i++) {
+        if (ok && fwrite(p->v[i].text, 1, p->v[i].len, stdout) != p->v[i].len)
+            ok = false;
+        free(p->v[i].text);
+    }
+    p->n = 0;
+    return ok;
 }
 
 /* A Job as JSON, with where it sits in Kafka. */
@@ -384,7 +441,7 @@ int cli_events(int argc, char **argv)
     /* --since filters on each event's own timestamp rather than seeking by
      * time: the dev broker does not answer timestamp offset lookups, and a
      * seek would also drop events whose record time precedes their stamp. */
-    sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
+    sl_reader *r = sl_reader_new(cfg, topic, follow && !f.since_ms ? SL_READER_END : 0, &err);
     if (!r) {
         fprintf(stderr, "sluice events: %s\n", err ? err : "cannot read");
         free(err);
@@ -394,8 +451,12 @@ int cli_events(int argc, char **argv)
         goto out;
     }
     /* Followers want each line as it comes; a one-shot dump wants speed. */
-    if (follow)
+    if (follow) {
         setvbuf(stdout, NULL, _IOLBF, 0);
+        fprintf(stderr, "sluice events: following %s from %s; Ctrl-C stops\n", topic,
+                f.since_ms ? "--since" : "its end");
+    }
+    events_pending pend = {0};
     struct sigaction sa = {0};
     sa.sa_handler = events_on_signal;
     sigaction(SIGINT, &sa, NULL);
@@ -418,8 +479,12 @@ int cli_events(int argc, char **argv)
         if (!m) {
             if (!follow && sl_reader_at_end(r))
                 break;
+            /* A quiet moment: print what arrived together, in order. */
+            if (follow && !events_pending_flush(&pend))
+                break;
             continue;
         }
+        int64_t ts = 0;
         const char *why = NULL;
         sl_buf_reset(&b);
         if (jobs) {
@@ -432,6 +497,7 @@ int cli_events(int argc, char **argv)
                     (!f.tenant || !strcmp(f.tenant, j->tenant ? j->tenant : "")) &&
                     events_job_match(&f, j->job_id)) {
                     events_job_json(j, m, &b);
+                    ts = j->created_at_ms;
                     matched++;
                 }
                 sl_job_free(j);
@@ -451,15 +517,21 @@ int cli_events(int argc, char **argv)
                     } else {
                         events_human(e, &b);
                     }
+                    ts = e->timestamp_ms;
                     matched++;
                 }
                 sl_event_free(e);
             }
         }
         rd_kafka_message_destroy(m);
-        if (b.len && fwrite(b.data, 1, b.len, stdout) != b.len)
-            break; /* stdout closed: the reader went away */
+        if (b.len)
+            events_pending_add(&pend, ts, b.data, b.len);
+        /* A follower reading a long backlog (--since) prints as it goes. */
+        if (follow && pend.n >= 10000 && !events_pending_flush(&pend))
+            break;
     }
+    events_pending_flush(&pend);
+    free(pend.v);
     if (count && matched < count && !events_stop && !deadline && follow)
         rc = 1;
     fflush(stdout);

@@ -11,7 +11,8 @@
  * fetches /metrics from HOST:PORT (default: metrics.listen of the config)
  * and prints one row per pair: SITE SOURCE STATE RATE DETAIL, DETAIL
  * saying why and until when a suspended or disabled pair waits
- * ("destination down until 2026-12-04T20:40:05Z"). Rate 0 means unlimited. With
+ * ("destination down until 2026-12-04T20:40:05Z"); --json prints one JSON
+ * array of the rows, `[]` when there are none. Rate 0 means unlimited. With
  * several schedulers, ask each (each owns a share of the sites). A
  * command-line tool, so a plain blocking socket with a timeout is fine.
  */
@@ -222,9 +223,12 @@ int cli_shaping(int argc, char **argv)
         free(source);
     }
     free(body);
-    qsort(rows, n, sizeof *rows, shaping_cmp);
+    if (n) /* rows is NULL when the scheduler knows no pair */
+        qsort(rows, n, sizeof *rows, shaping_cmp);
     if (!json)
         printf("%-32s %-16s %-10s %-10s %s\n", "SITE", "SOURCE", "STATE", "RATE", "DETAIL");
+    else
+        fputs(n ? "[\n" : "[", stdout);
     for (size_t i = 0; i < n; i++) {
         char detail[128] = "";
         bool held = strcmp(rows[i].state, "suspended") == 0 || strcmp(rows[i].state, "disabled") == 0;
@@ -251,7 +255,7 @@ int cli_shaping(int argc, char **argv)
                 sl_buf_printf(&b, ",\"until_ms\":%lld", (long long)(rows[i].until * 1000));
             }
             sl_buf_putc(&b, '}');
-            puts(b.data);
+            printf("%s%s\n", b.data, i + 1 < n ? "," : "");
             sl_buf_free(&b);
         } else {
             char rate[32];
@@ -268,6 +272,8 @@ int cli_shaping(int argc, char **argv)
         free(rows[i].cause);
     }
     free(rows);
+    if (json)
+        puts("]");
     sl_config_free(cfg);
     return 0;
 }

@@ -23,39 +23,58 @@
  * last TOP_TAIL records of the partition, filtered by timestamp. Either way
  * the start-up read is bounded.
  *
+ * --window is 1s..1h (TOP_WINDOW_MAX_S); the start-up read is still at
+ * most TOP_TAIL records per partition where Kafka cannot seek by time.
+ *
+ * Backoff is a state, not a rate: a site throttled an hour ago has no
+ * SHAPING event in a 2-minute window. So top first reads the scheduler's
+ * state topic (the latest SiteState per site) and lists every (site, IP)
+ * not at its configured rate there; SHAPING events seen afterwards update
+ * the list.
+ *
+ * In a terminal, `q` quits (as does Ctrl-C); the terminal is put back as
+ * it was.
+ *
  * Memory: per site and per reply code one ring of one-second buckets
- * (TOP_SLOTS seconds), so a long session holds only the window.
+ * (window + 3 seconds), so a long session holds only the window.
  */
 #include "cli.h"
 #include "config.h"
 #include "kafka.h"
+#include "map.h"
+#include "reader.h"
 #include "util.h"
 #include "wire.h"
+#include "sluice/v1/state.pb-c.h"
 
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
 #define TOP_TAIL 20000 /* records per partition read back at most */
-#define TOP_SLOTS 128 /* seconds of history a ring holds; the window must fit */
+#define TOP_WINDOW_MAX_S 3600 /* the longest --window: a ring slot per second */
 
 enum { TOP_DELIVERED, TOP_DEFERRED, TOP_BOUNCED, TOP_N };
 
 typedef struct top_row {
     char *key;                   /* site, or "250 2.0.0" for reply codes */
-    int64_t sec[TOP_SLOTS];      /* which second a slot holds */
-    uint32_t n[TOP_SLOTS][TOP_N];
+    size_t slots;                /* seconds the ring holds: the window and 2 */
+    int64_t *sec;                /* [slots] which second a slot holds */
+    uint32_t (*n)[TOP_N];        /* [slots] counts of that second */
     double sum[TOP_N];           /* computed per frame */
 } top_row;
 
 typedef struct top_table {
     top_row *rows;
     size_t n, cap;
+    size_t slots; /* for each new row */
 } top_table;
 
 typedef struct top_backoff {
@@ -92,7 +111,10 @@ static top_row *top_table_get(top_table *t, const char *key)
     top_row *r = &t->rows[t->n++];
     memset(r, 0, sizeof *r);
     r->key = xstrdup(key);
-    for (size_t i = 0; i < TOP_SLOTS; i++)
+    r->slots = t->slots;
+    r->sec = xmalloc(r->slots * sizeof *r->sec);
+    r->n = xcalloc(r->slots, sizeof *r->n);
+    for (size_t i = 0; i < r->slots; i++)
         r->sec[i] = -1;
     return r;
 }
@@ -100,7 +122,7 @@ static top_row *top_table_get(top_table *t, const char *key)
 static void top_row_add(top_row *r, int64_t ts_ms, int kind)
 {
     int64_t s = ts_ms / 1000;
-    size_t slot = (size_t)(s % TOP_SLOTS);
+    size_t slot = (size_t)(s % (int64_t)r->slots);
     if (r->sec[slot] != s) {
         r->sec[slot] = s;
         memset(r->n[slot], 0, sizeof r->n[slot]);
@@ -113,7 +135,7 @@ static void top_row_sum(top_row *r, int64_t now_ms, int64_t window_ms)
 {
     int64_t hi = now_ms / 1000, lo = (now_ms - window_ms) / 1000;
     memset(r->sum, 0, sizeof r->sum);
-    for (size_t i = 0; i < TOP_SLOTS; i++)
+    for (size_t i = 0; i < r->slots; i++)
         if (r->sec[i] > lo && r->sec[i] <= hi)
             for (int k = 0; k < TOP_N; k++)
                 r->sum[k] += r->n[i][k];
@@ -121,15 +143,19 @@ static void top_row_sum(top_row *r, int64_t now_ms, int64_t window_ms)
 
 static void top_table_free(top_table *t)
 {
-    for (size_t i = 0; i < t->n; i++)
+    for (size_t i = 0; i < t->n; i++) {
         free(t->rows[i].key);
+        free(t->rows[i].sec);
+        free(t->rows[i].n);
+    }
     free(t->rows);
 }
 
-static void top_note_shaping(top_state *st, const sl_event *e, int64_t ts)
+/* Record the backoff state of (site, ip) as of ts, unless a newer one is
+ * known. reason: "throttled: ...", as SHAPING events say it. */
+static void top_note_backoff(top_state *st, const char *site, const char *ip, double rate,
+                             const char *reason, int64_t ts)
 {
-    const char *site = e->site && *e->site ? e->site : "-";
-    const char *ip = e->source_ip && *e->source_ip ? e->source_ip : "-";
     top_backoff *b = NULL;
     for (size_t i = 0; i < st->n_bo && !b; i++)
         if (!strcmp(st->bo[i].site, site) && !strcmp(st->bo[i].ip, ip))
@@ -147,9 +173,81 @@ static void top_note_shaping(top_state *st, const sl_event *e, int64_t ts)
         return; /* an older state arriving late from another partition */
     }
     free(b->reason);
-    b->reason = xstrdup(e->reason && *e->reason ? e->reason : "-");
-    b->rate = e->rate_per_sec;
+    b->reason = xstrdup(reason && *reason ? reason : "-");
+    b->rate = rate;
     b->at_ms = ts;
+}
+
+static void top_note_shaping(top_state *st, const sl_event *e, int64_t ts)
+{
+    top_note_backoff(st, e->site && *e->site ? e->site : "-",
+                     e->source_ip && *e->source_ip ? e->source_ip : "-", e->rate_per_sec,
+                     e->reason, ts);
+}
+
+static int top_state_pairs(void *arg, const char *site, void *val)
+{
+    static const char *const names[] = {"normal", "throttled", "suspended", "disabled"};
+    top_state *st = arg;
+    Sluice__V1__SiteState *ss = val;
+    if (!ss)
+        return 0;
+    for (size_t i = 0; i < ss->n_pairs; i++) {
+        const Sluice__V1__PairState *p = ss->pairs[i];
+        if (p->state <= 0 || p->state > 3)
+            continue;
+        char reason[128];
+        if (p->until_ms > 0 && p->state >= 2) {
+            char at[40];
+            sl_fmt_time(p->until_ms, at, sizeof at);
+            snprintf(reason, sizeof reason, "%s until %s%s", names[p->state], at,
+                     p->down ? " (destination down)" : "");
+        } else {
+            snprintf(reason, sizeof reason, "%s (scheduler state)", names[p->state]);
+        }
+        top_note_backoff(st, site, p->source_ip && *p->source_ip ? p->source_ip : "-", p->rate,
+                         reason, ss->updated_at_ms);
+    }
+    sluice__v1__site_state__free_unpacked(ss, NULL);
+    return 0;
+}
+
+/* The latest SiteState of every site on the state topic; pairs not in the
+ * normal state become backoff rows. Bounded to a few seconds: without the
+ * state topic top still shows what SHAPING events say. */
+static void top_load_state(top_state *st, const sl_config *cfg)
+{
+    char *topic = sl_config_topic(cfg, "state");
+    char *err = NULL;
+    sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
+    free(topic);
+    if (!r) {
+        free(err);
+        return;
+    }
+    sl_map latest;
+    sl_map_init(&latest);
+    int64_t deadline = sl_mono_ms() + 5000;
+    while (!top_stop && !sl_reader_at_end(r) && sl_mono_ms() < deadline) {
+        rd_kafka_message_t *m = sl_reader_next(r, 100);
+        if (!m)
+            continue;
+        if (m->key && m->key_len) {
+            char *site = xstrndup(m->key, m->key_len);
+            Sluice__V1__SiteState *ss =
+                m->payload ? sluice__v1__site_state__unpack(NULL, m->len, m->payload) : NULL;
+            /* A tombstone or an undecodable record forgets the site. */
+            Sluice__V1__SiteState *old =
+                ss ? sl_map_put(&latest, site, ss) : sl_map_del(&latest, site);
+            if (old)
+                sluice__v1__site_state__free_unpacked(old, NULL);
+            free(site);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    sl_reader_free(r);
+    sl_map_each(&latest, top_state_pairs, st);
+    sl_map_free(&latest);
 }
 
 static void top_note(top_state *st, const rd_kafka_message_t *m)
@@ -445,9 +543,25 @@ static void top_render(top_state *st, int64_t lag, int n_parts, bool ansi, int r
     free(codes);
 }
 
+/* A key pressed in the terminal: true for q. */
+static bool top_key_quit(void)
+{
+    struct pollfd pfd = {.fd = STDIN_FILENO, .events = POLLIN};
+    char c;
+    while (poll(&pfd, 1, 0) == 1 && read(STDIN_FILENO, &c, 1) == 1)
+        if (c == 'q' || c == 'Q')
+            return true;
+    return false;
+}
+
 static void top_usage(FILE *f)
 {
-    fputs("usage: sluice top [-c FILE] [--once] [--window DURATION] [--interval DURATION]\n", f);
+    fputs("usage: sluice top [-c FILE] [--once] [--window DURATION] [--interval DURATION]\n"
+          "  --window D    rates over the last D, 1s..1h (default 10s)\n"
+          "  --interval D  redraw every D (default 1s)\n"
+          "  --once        print one frame as plain text and exit\n"
+          "In a terminal, q or Ctrl-C quits.\n",
+          f);
 }
 
 int cli_top(int argc, char **argv)
@@ -469,9 +583,9 @@ int cli_top(int argc, char **argv)
         case O_ONCE: once = true; break;
         case O_WINDOW:
             if (sl_parse_duration_ms(optarg, &window_ms) || window_ms < 1000 ||
-                window_ms > (TOP_SLOTS - 2) * 1000LL) {
-                fprintf(stderr, "sluice top: --window: '%s' is not a duration of 1s..%ds\n", optarg,
-                        TOP_SLOTS - 2);
+                window_ms > TOP_WINDOW_MAX_S * 1000LL) {
+                fprintf(stderr, "sluice top: --window: '%s' is not a duration of 1s..1h\n",
+                        optarg);
                 return 2;
             }
             break;
@@ -515,9 +629,21 @@ int cli_top(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     top_state st = {.window_ms = window_ms};
+    st.sites.slots = st.codes.slots = (size_t)(window_ms / 1000) + 3;
+    top_load_state(&st, cfg);
     bool ansi = !once && isatty(STDOUT_FILENO);
     if (ansi)
         fputs("\033[?25l", stdout); /* hide the cursor while we redraw */
+    /* Keys without Enter and without echo, while top runs. */
+    struct termios saved;
+    bool keys = ansi && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0;
+    if (keys) {
+        struct termios raw = saved;
+        raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+        raw.c_cc[VMIN] = 0;
+        raw.c_cc[VTIME] = 0;
+        tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+    }
     sl_buf b = SL_BUF_INIT;
     int64_t next = sl_mono_ms() + (once ? 0 : interval_ms);
     rc = 0;
@@ -535,6 +661,10 @@ int cli_top(int argc, char **argv)
             }
         } else {
             while (!top_stop && sl_mono_ms() < next) {
+                if (keys && top_key_quit()) {
+                    top_stop = 1;
+                    break;
+                }
                 rd_kafka_message_t *m = top_reader_next(r, 50);
                 if (m) {
                     top_note(&st, m);
@@ -556,6 +686,8 @@ int cli_top(int argc, char **argv)
         if (once)
             break;
     }
+    if (keys)
+        tcsetattr(STDIN_FILENO, TCSANOW, &saved);
     if (ansi)
         fputs("\033[?25h\n", stdout);
     sl_buf_free(&b);

@@ -157,12 +157,17 @@ int sl_config_load(const char *path, sl_config **out, char **err)
     return rc;
 }
 
+/* glibc's name of the running program ("sluice-sender"), so that a daemon
+ * names itself in its config error. */
+extern char *program_invocation_short_name;
+
 sl_config *sl_config_load_or_exit(const char *path)
 {
     sl_config *cfg;
     char *err = NULL;
     if (sl_config_load(path, &cfg, &err) < 0) {
-        fprintf(stderr, "sluice: config error: %s\n", err ? err : "invalid configuration");
+        fprintf(stderr, "%s: config error: %s\n", program_invocation_short_name,
+                err ? err : "invalid configuration");
         free(err);
         exit(2);
     }

@@ -61,6 +61,20 @@ sl_reader *sl_reader_new(const sl_config *cfg, const char *topic, int64_t since_
         rd_kafka_topic_partition_list_add(l, topic, md->topics[0].partitions[i].id)->offset =
             since_ms > 0 ? since_ms : RD_KAFKA_OFFSET_BEGINNING;
     rd_kafka_metadata_destroy(md);
+    /* The high watermarks now, not OFFSET_END: that one is resolved when
+     * the first fetch starts, and would skip what is produced until then. */
+    for (int i = 0; since_ms == SL_READER_END && i < n; i++) {
+        int64_t lo = 0, hi = 0;
+        e = rd_kafka_query_watermark_offsets(rk, topic, l->elems[i].partition, &lo, &hi, 10000);
+        if (e) {
+            *err = xasprintf("kafka: end of %s [%d]: %s", topic, (int)l->elems[i].partition,
+                             rd_kafka_err2str(e));
+            rd_kafka_topic_partition_list_destroy(l);
+            rd_kafka_destroy(rk);
+            return NULL;
+        }
+        l->elems[i].offset = hi;
+    }
     if (since_ms > 0) {
         e = rd_kafka_offsets_for_times(rk, l, 10000);
         if (e)

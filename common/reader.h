@@ -2,7 +2,8 @@
  * reader - read a whole topic from the beginning without a consumer group:
  * what the CLI's `events`, `stats`, `dev` and `suppress list` need. All
  * partitions are assigned directly (no group, nothing committed) at
- * OFFSET_BEGINNING, or at the first offset at or after a timestamp.
+ * OFFSET_BEGINNING, at the first offset at or after a timestamp, or at the
+ * end (what `events --follow` wants).
  *
  * sl_reader_next() returns the next record (caller destroys it with
  * rd_kafka_message_destroy()), or NULL when timeout_ms passed without one.
@@ -17,7 +18,10 @@
 
 typedef struct sl_reader sl_reader;
 
-/* since_ms 0: from the beginning. Returns NULL and *err on failure. */
+/* since_ms 0: from the beginning; SL_READER_END: from the end as it is at
+ * open (each partition's high watermark), so that exactly what is produced
+ * after the call is read. Returns NULL and *err on failure. */
+#define SL_READER_END ((int64_t)-1)
 sl_reader *sl_reader_new(const sl_config *cfg, const char *topic, int64_t since_ms, char **err);
 rd_kafka_message_t *sl_reader_next(sl_reader *r, int timeout_ms);
 bool sl_reader_at_end(const sl_reader *r);

@@ -203,7 +203,11 @@ int main(int argc, char **argv)
         default: sl_cmd_usage(&help, stderr); return 2;
         }
     }
-    if (optind < argc) {
+    /* -c is required, as the usage says: a scheduler on the built-in
+     * configuration would shape with nobody's pools and sites. */
+    if (optind < argc || !cfg_path) {
+        if (!cfg_path && optind == argc)
+            fputs("sluice-scheduler: -c FILE is required\n", stderr);
         sl_cmd_usage(&help, stderr);
         return 2;
     }

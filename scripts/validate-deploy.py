@@ -288,8 +288,19 @@ def load_with_real_loader(where, text, bindir):
         return
     with tempfile.TemporaryDirectory(prefix="sluice-validate-") as tmp:
         path = os.path.join(tmp, "sluice.yaml")
+        stubbed = stub_config(text, tmp)
+        try:
+            has_webhook = "webhook" in (yaml.safe_load(text) or {})
+        except yaml.YAMLError:
+            has_webhook = True  # the loader reports the error itself
+        if not has_webhook:
+            # --check refuses what sluice-webhook would (no endpoints): a
+            # config for the other daemons gets a stub endpoint, so that
+            # the rest of it is what is checked.
+            stubbed += ("\nwebhook:\n  endpoints:\n"
+                        "    - { url: \"https://stub.invalid/\", secret: stub }\n")
         with open(path, "w") as f:
-            f.write(stub_config(text, tmp))
+            f.write(stubbed)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
         r = subprocess.run([exe, "-c", path, "--check"], capture_output=True, text=True,
                            env=env, timeout=30)

@@ -288,7 +288,12 @@ int main(int argc, char **argv)
         sl_consumer_free(s.consumer);
     /* Otherwise the consumer still holds handed-back records: it is left to
      * the process exit, which is what makes them repeat elsewhere. */
-    snd_tmplstore_stop(templates);
+    if (!snd_tmplstore_stop(templates)) {
+        /* Its reader still uses the config: leave everything to the exit.
+         * The offsets are committed (or handed back) already. */
+        fflush(NULL);
+        _exit(0);
+    }
     SSL_CTX_free(tls);
     if (dkim)
         sl_dkim_keyring_free(dkim);

@@ -1,6 +1,7 @@
 /*
  * tmplstore - see tmplstore.h.
  */
+#define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "tmplstore.h"
 #include "log.h"
 #include "message.h"
@@ -11,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct entry {
@@ -171,13 +173,25 @@ size_t snd_tmplstore_count(snd_tmplstore *ts)
     return n;
 }
 
-void snd_tmplstore_stop(snd_tmplstore *ts)
+bool snd_tmplstore_stop(snd_tmplstore *ts)
 {
     if (!ts)
-        return;
+        return true;
     atomic_store(&ts->stop, true);
-    if (ts->has_thread)
-        pthread_join(ts->thread, NULL);
+    if (ts->has_thread) {
+        /* The reader checks stop between Kafka calls, but one call can
+         * block for long without a broker (sl_reader_new's metadata
+         * retries): the sender's drain bound must not wait for it. A
+         * reader still busy is left to the process exit, with the store. */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        if (pthread_timedjoin_np(ts->thread, NULL, &until) != 0) {
+            sl_warn("templates: the reader is still in a Kafka call; not waiting for it");
+            pthread_detach(ts->thread);
+            return false;
+        }
+    }
     entry *e = ts->head;
     while (e) {
         entry *n = e->next;
@@ -188,4 +202,5 @@ void snd_tmplstore_stop(snd_tmplstore *ts)
     }
     pthread_rwlock_destroy(&ts->lock);
     free(ts);
+    return true;
 }

@@ -35,6 +35,10 @@ bool snd_tmplstore_loaded(snd_tmplstore *ts);
 size_t snd_tmplstore_count(snd_tmplstore *ts);
 /* Put a compiled template in directly (tests). Takes ownership of t. */
 void snd_tmplstore_put(snd_tmplstore *ts, const char *id, sl_tmpl *t);
-void snd_tmplstore_stop(snd_tmplstore *ts);
+/* Stops the reader and frees the store; returns true. A reader stuck in a
+ * Kafka call (no broker) is not waited for beyond a second: it and the
+ * store are left running and false is returned. The reader still reads
+ * the config then: the caller must exit without freeing it. */
+bool snd_tmplstore_stop(snd_tmplstore *ts);
 
 #endif

@@ -7,9 +7,11 @@
  * --replay posts the events endpoints refused (dead letters in the DLQ,
  * see whk.h) again, each to the endpoint that refused it.
  *
- * --check loads and validates the configuration, prints "ok FILE" and exits
- * 0 (exit 2 with file:line on a bad one): what deploy checks use to prove a
- * ConfigMap's sluice.yaml loads with the real loader.
+ * --check loads and validates the configuration as the daemon would (the
+ * loader's checks, then whk_config_check(): endpoints, secret files),
+ * prints "ok FILE" and exits 0; exit 2 with the reason otherwise (file:line
+ * for the loader's). The deploy checks use it to prove a ConfigMap's
+ * sluice.yaml loads with the real loader.
  *
  * Ready (/readyz) once the consumer has its assignment. SIGTERM/SIGINT
  * drain: stop fetching, let the endpoints accept what is in memory, commit,
@@ -143,13 +145,19 @@ int main(int argc, char **argv)
     }
     sl_log_init("webhook", SL_LOG_INFO);
     sl_config *cfg = sl_config_load_or_exit(cfg_path);
+    /* What the daemon would refuse, --check refuses too, with exit 2. */
+    char *why = NULL;
+    if (whk_config_check(cfg, &why) != 0) {
+        fprintf(stderr, "sluice-webhook: %s\n", why);
+        free(why);
+        sl_config_free(cfg);
+        return 2;
+    }
     if (check) {
         printf("ok %s\n", cfg_path);
         sl_config_free(cfg);
         return 0;
     }
-    if (!cfg->webhook.n_endpoints)
-        sl_fatal(2, "%s: webhook.endpoints is empty: nothing to post to", cfg_path);
     g.cfg = cfg;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         sl_fatal(1, "curl_global_init failed");

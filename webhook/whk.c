@@ -542,12 +542,29 @@ static char *whk_read_secret(const char *path, size_t *len, char **err)
     return sl_buf_steal(&b, len);
 }
 
-whk *whk_new(const sl_config *cfg, uv_loop_t *loop, bool replay, char **err)
+int whk_config_check(const sl_config *cfg, char **err)
 {
     if (!cfg->webhook.n_endpoints) {
-        *err = xstrdup("no webhook.endpoints configured");
-        return NULL;
+        *err = xasprintf("%s: webhook.endpoints is empty: nothing to post to", cfg->path);
+        return -1;
     }
+    for (size_t i = 0; i < cfg->webhook.n_endpoints; i++) {
+        const char *file = cfg->webhook.endpoints[i].secret_file;
+        if (cfg->webhook.endpoints[i].secret || !file)
+            continue;
+        size_t len;
+        char *secret = whk_read_secret(file, &len, err);
+        if (!secret)
+            return -1;
+        free(secret);
+    }
+    return 0;
+}
+
+whk *whk_new(const sl_config *cfg, uv_loop_t *loop, bool replay, char **err)
+{
+    if (whk_config_check(cfg, err) != 0)
+        return NULL;
     whk *w = xcalloc(1, sizeof *w);
     w->cfg = cfg;
     w->loop = loop;

@@ -68,7 +68,11 @@
 typedef struct whk whk;
 typedef void (*whk_drained_cb)(void *arg);
 
-/* NULL and *err (malloc'd) on failure: no endpoint, unreadable secret,
+/* What the daemon needs of a loaded config beyond the loader's checks: at
+ * least one endpoint, every secret_file readable and not empty. Returns 0,
+ * or -1 and *err (malloc'd). `--check` and whk_new() both use it. */
+int whk_config_check(const sl_config *cfg, char **err);
+/* NULL and *err (malloc'd) on failure: whk_config_check()'s reasons,
  * Kafka set-up errors. */
 whk *whk_new(const sl_config *cfg, uv_loop_t *loop, bool replay, char **err);
 bool whk_ready(const whk *w);

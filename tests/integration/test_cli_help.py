@@ -65,6 +65,36 @@ class HelpVersion(unittest.TestCase):
                     if reads_config:
                         self.assertIn("kafka.", r.stdout)
 
+    def test_config_required_or_default_said(self):
+        # A synopsis with "-c FILE" (not "[-c FILE]") means required: the
+        # daemon refuses to start without it; otherwise the help says what
+        # it runs on instead.
+        for name, (src, reads_config) in BINARIES.items():
+            if not reads_config or name == "sluice":
+                continue
+            with self.subTest(binary=name):
+                r = run(name, "--help")
+                synopsis = r.stdout.splitlines()[0]
+                if "[-c " in synopsis:
+                    self.assertIn("default: the built-in one", r.stdout)
+                else:
+                    self.assertRegex(synopsis, r"usage: \S+ -c ")
+                    r = run(name)
+                    self.assertEqual(r.returncode, 2, r.stderr)
+                    self.assertIn("usage:", r.stderr)
+
+    def test_top_level_help_lists_every_command(self):
+        with open(os.path.join(SRC, "cli", "cli.c")) as f:
+            names = re.findall(r'^\s*\{"([a-z]+)", cli_', f.read(), re.M)
+        self.assertIn("dlq", names)
+        r = run("sluice", "--help")
+        listed = [l.split()[0] for l in r.stdout.split("commands:")[1].split("options:")[0]
+                  .splitlines() if l.strip()]
+        self.assertEqual(sorted(listed), sorted(names))
+        r = run("sluice", "dev", "--help")
+        for opt in ("-c FILE", "--timeout", "--demo", "--route", "--dir", "--json"):
+            self.assertIn(opt, r.stdout)
+
     def test_daemons_name_their_keys(self):
         # The keys each daemon reads beyond kafka.*: one per daemon is enough
         # to catch a help text that says nothing about configuration.

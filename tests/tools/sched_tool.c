@@ -13,6 +13,8 @@
  *                    --code N --enh X.Y.Z --reply TEXT [--to A] [--tenant T]
  *                    [--bounce-class NAME] [--hard] [--down-for-ms MS]
  *   sched_tool suppress -c CFG --tenant T --to A [--remove]
+ *   sched_tool state -c CFG --site S --source-ip IP --type throttled|suspended
+ *                    [--rate R] [--down-for-ms MS] [--created-at-ms MS]
  *
  * produce sends N jobs (ids PREFIX-0..N-1) to the topic (default jobs),
  * keyed by the recipients' domain, and waits for every acknowledgement.
@@ -21,6 +23,7 @@
  * --sites, default 1), for benchmarks with many domains and sites. --tiny
  * makes the smallest valid job (null sender, one-byte content), for
  * benchmarks that hold a million jobs in the dev broker.
+ * event --created-at-ms MS stamps the event with MS instead of now.
  * event --down-for-ms MS sets destination_down_until_ms to now + MS (a
  * sender's "every MX of the site is down from this IP" deferral).
  * --garbage sends bytes that are not a protobuf. dump reads the topic from
@@ -277,6 +280,7 @@ int main(int argc, char **argv)
     bool garbage = false, hard = false, remove_ = false;
     const char *etype = "deferred", *site = "", *sip = "", *enh = "", *reply = "", *bclass = NULL;
     int code = 0;
+    double rate = 0;
     static const struct option opts[] = {
         {"config", 1, 0, 'c'}, {"topic", 1, 0, 't'},  {"key", 1, 0, 'k'},
         {"to", 1, 0, 'T'},     {"count", 1, 0, 'n'},  {"priority", 1, 0, 'P'},
@@ -287,7 +291,7 @@ int main(int argc, char **argv)
         {"code", 1, 0, 'd'},   {"enh", 1, 0, 'E'},    {"reply", 1, 0, 'r'},
         {"bounce-class", 1, 0, 'B'}, {"hard", 0, 0, 'H'}, {"remove", 0, 0, 'R'},
         {"campaign", 1, 0, 'M'}, {"domains", 1, 0, 'D'}, {"sites", 1, 0, 'S'},
-        {"tiny", 0, 0, 'Y'},   {"down-for-ms", 1, 0, 'W'},
+        {"tiny", 0, 0, 'Y'},   {"down-for-ms", 1, 0, 'W'}, {"rate", 1, 0, 'Q'},
         {0, 0, 0, 0}};
     int o;
     optind = 2;
@@ -324,6 +328,7 @@ int main(int argc, char **argv)
         case 'S': nsites = atoi(optarg) > 0 ? atoi(optarg) : 1; break;
         case 'Y': tiny = true; break;
         case 'W': down_for = atoll(optarg); break;
+        case 'Q': rate = atof(optarg); break;
         default: return 2;
         }
     }
@@ -348,6 +353,36 @@ int main(int argc, char **argv)
         fprintf(stderr, "sched_tool: %s\n", err);
         return 1;
     }
+    if (!strcmp(cmd, "state")) {
+        /* One SiteState with one pair, as the scheduler writes it. */
+        Sluice__V1__PairState ps = SLUICE__V1__PAIR_STATE__INIT;
+        ps.source_ip = (char *)sip;
+        ps.state = !strcmp(etype, "throttled") ? 1 : !strcmp(etype, "suspended") ? 2 : 0;
+        ps.rate = rate;
+        if (down_for > 0)
+            ps.until_ms = sl_now_ms() + down_for;
+        Sluice__V1__PairState *pp[] = {&ps};
+        Sluice__V1__SiteState st = SLUICE__V1__SITE_STATE__INIT;
+        st.version = SLUICE_WIRE_VERSION;
+        st.site = (char *)site;
+        st.updated_at_ms = created ? created : sl_now_ms();
+        st.pairs = pp;
+        st.n_pairs = 1;
+        sl_buf b = SL_BUF_INIT;
+        sl_pack(&st.base, &b);
+        char *t = sl_config_topic(cfg, "state");
+        int rc = sl_producer_send(p, t, site, strlen(site), b.data, b.len, NULL, 0, ack_cb, NULL);
+        free(t);
+        sl_buf_free(&b);
+        if (rc || sl_producer_flush(p, timeout) || failed) {
+            fprintf(stderr, "sched_tool: not acknowledged\n");
+            return 1;
+        }
+        sl_producer_free(p);
+        sl_config_free(cfg);
+        puts("1 acked");
+        return 0;
+    }
     if (!strcmp(cmd, "event") || !strcmp(cmd, "suppress")) {
         int rc;
         if (!strcmp(cmd, "event")) {
@@ -366,7 +401,7 @@ int main(int argc, char **argv)
             e.smtp_code = (uint32_t)code;
             e.enhanced_code = (char *)enh;
             e.reply = (char *)reply;
-            e.timestamp_ms = sl_now_ms();
+            e.timestamp_ms = created ? created : sl_now_ms();
             e.bounce_hard = hard;
             if (down_for > 0)
                 e.destination_down_until_ms = e.timestamp_ms + down_for;

@@ -780,6 +780,8 @@ static void test_limits(void **state)
     }
 }
 
+extern char *program_invocation_short_name;
+
 static void test_load_or_exit(void **state)
 {
     char *path = xasprintf("%s/bad.yaml", tmpdir);
@@ -804,7 +806,9 @@ static void test_load_or_exit(void **state)
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 2);
-    char *want = xasprintf("sluice: config error: %s:2: key 'kafka.partitions'", path);
+    /* The program names itself: here the test binary. */
+    char *want = xasprintf("%s: config error: %s:2: key 'kafka.partitions'",
+                           program_invocation_short_name, path);
     if (!strstr(buf, want))
         fail_msg("stderr: %s", buf);
     free(want);
