@@ -332,14 +332,17 @@ class TestOutages(DestCase):
         # (the greylisting host, the sink) are forgotten.
         wait_for(lambda: (self.p.metric("sluice_sender_destinations_known") or 0) >= 1, 2,
                  "the destinations just used to be known")
+        self.assertGreaterEqual(self.p.metric("sluice_sender_replies_total"), 2 * 10)
         wait_for(lambda: self.p.metric("sluice_sender_destinations_known") == 0, 30,
                  "idle destination state freed")
         # And the per-(site, source IP) series of the pairs it forgot: a
         # sender that met many sites keeps series only for those in use.
-        # (outage() saw every job DELIVERED, so these series existed.)
+        # (outage() saw every job DELIVERED, so these series existed; the
+        # reply codes too: 450 from the greylisting host, then 250.)
         wait_for(lambda: self.p.metric("sluice_sender_delivered_total") == 0 and
-                 self.p.metric("sluice_sender_attempts_total") == 0, 30,
-                 "the forgotten pairs' series dropped")
+                 self.p.metric("sluice_sender_attempts_total") == 0 and
+                 self.p.metric("sluice_sender_replies_total") == 0, 30,
+                 "the forgotten pairs' series dropped, reply codes included")
 
 
 class TestNoHeadOfLineBlocking(DestCase):
