@@ -10,7 +10,7 @@ address of its own, so the sender sees N distinct destinations (MX
 address, source IP): N pools, destination entries, pacing entries and
 (site, source IP) metric series. Prints the sender's RSS at start, once all
 N are delivered (and its peak, VmHWM), after the idle period (shaping idle
-timeout 1 s, idle_state_timeout 5 s) and 20 s after that.
+timeout 1 s, idle_state_timeout 5 s unless --idle) and 20 s after that.
 
 Cheap at any N: the dispatches are a few hundred bytes each and are
 published in batches of --batch (10,000), the next once the sink has
@@ -20,7 +20,7 @@ sink (SIGUSR1 prints its counters), not by summing the sender's
 per-pair counters, whose series the sender drops as it forgets the pairs.
 
 Run from the project root after scripts/build.sh:
-    python3 bench/sender_idle.py [N] [--batch B]       (default N 20000)
+    python3 bench/sender_idle.py [N] [--batch B] [--idle DURATION]   (default N 20000)
 """
 import argparse
 import json
@@ -35,7 +35,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sender import BIN, Cluster, free_port, metric, port_open, wait_for  # noqa: E402
+from sender import BIN, Cluster, free_port, port_open, wait_for  # noqa: E402
 
 
 def poll(pred, timeout, what, interval=2):
@@ -47,6 +47,20 @@ def poll(pred, timeout, what, interval=2):
             return
         time.sleep(interval)
     raise SystemExit("timed out waiting for " + what)
+
+
+def metric(port, name):
+    """The sum of a metric's samples. Unlike bench/sender.py's, it waits as
+    long as the render takes (with every one of 100,000 pairs still held,
+    /metrics is millions of lines) and fails rather than reading 0."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=300) as r:
+        total = 0.0
+        for line in r:
+            if line.startswith(name.encode()):
+                rest = line[len(name):]
+                if rest[:1] in (b"{", b" "):
+                    total += float(line.rsplit(b" ", 1)[1])
+        return total
 
 
 def status_kb(pid, field):
@@ -101,6 +115,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("n", nargs="?", type=int, default=20000)
     ap.add_argument("--batch", type=int, default=10000)
+    ap.add_argument("--idle", default="5s", help="sender.idle_state_timeout (5s); longer than "
+                    "the run to see every destination held at its end")
     a = ap.parse_args()
     n = a.n
     tmp = tempfile.mkdtemp(prefix="sluice-bench-idle-")
@@ -117,7 +133,7 @@ def main():
     # topic nothing reads here).
     cfg = cfg.replace("max_inflight: 20000, max_inflight_per_destination: 20000 }",
                       "max_inflight: 500, max_inflight_per_destination: 500, "
-                      "idle_state_timeout: 5s, workers: 2 }")
+                      "idle_state_timeout: %s, workers: 2 }" % a.idle)
     if "max_inflight: 500," not in cfg:
         raise SystemExit("bench/sender.py's sender section changed: " + cfg)
     cfg += ("shaping:\n  default: { max_message_rate: 0, max_connections: 1, "
@@ -144,11 +160,14 @@ def main():
                  "%d deliveries" % (first + count), interval=0.3)
         el = time.monotonic() - t0
         busy, peak = rss_kb(c.sender.pid), status_kb(c.sender.pid, "VmHWM")
-        known = metric(c.metrics_port, "sluice_sender_destinations_known")
         t1 = time.monotonic()
+        known = metric(c.metrics_port, "sluice_sender_destinations_known")
+        # Idle: no destination entry, no connection, and no pair's series
+        # (they go with the pacing entries, a little after the destinations).
         poll(lambda: metric(c.metrics_port, "sluice_sender_destinations_known") == 0 and
-                 metric(c.metrics_port, "sluice_sender_connections_open") == 0, 300,
-                 "idle state freed")
+                 metric(c.metrics_port, "sluice_sender_connections_open") == 0 and
+                 metric(c.metrics_port, "sluice_sender_attempts_total") == 0, 1800,
+                 "idle state freed", interval=15)
         idle_s = time.monotonic() - t1
         time.sleep(2)
         idle = rss_kb(c.sender.pid)
