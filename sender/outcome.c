@@ -5,6 +5,8 @@
 #include "log.h"
 #include "metrics.h"
 
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,15 +63,45 @@ static const char *metric_for(Sluice__V1__EventType t)
     }
 }
 
+/* The reply codes this process has counted, one bit each (SMTP codes are
+ * three digits): forgetting a pair drops its replies_total series for each
+ * code ever seen, a handful in practice, without a list per pair. */
+#define REPLY_CODES 1000
+static _Atomic uint64_t codes_seen[REPLY_CODES / 64 + 1];
+
+static void replies_labels(char *l, size_t size, const char *site, const char *source, int code)
+{
+    snprintf(l, size, "site=\"%s\",source=\"%s\",code=\"%d\"", site, source, code);
+}
+
+static void count_reply(const char *site, const char *source, int code)
+{
+    if (code <= 0 || code >= REPLY_CODES)
+        return;
+    atomic_fetch_or(&codes_seen[code / 64], UINT64_C(1) << (code % 64));
+    char l[320];
+    replies_labels(l, sizeof l, site, source, code);
+    sl_metric_inc("sluice_sender_replies_total", l, 1);
+}
+
 void snd_outcome_forget_pair(const char *site, const char *source_ip)
 {
     static const Sluice__V1__EventType types[] = {
         SLUICE__V1__EVENT_TYPE__EVENT_DELIVERED, SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED,
         SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED, SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED};
-    char l[256];
+    char l[256]; /* as snd_outcome_publish() writes them */
     snprintf(l, sizeof l, "site=\"%s\",source=\"%s\"", site, source_ip);
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
         sl_metric_drop(metric_for(types[i]), l);
+    for (int w = 0; w < REPLY_CODES / 64 + 1; w++) {
+        uint64_t bits = atomic_load(&codes_seen[w]);
+        for (int b = 0; bits; b++, bits >>= 1)
+            if (bits & 1) {
+                char r[320];
+                replies_labels(r, sizeof r, site, source_ip, w * 64 + b);
+                sl_metric_drop("sluice_sender_replies_total", r);
+            }
+    }
 }
 
 int snd_outcome_publish(sl_producer *p, const sl_config *cfg, const sl_dispatch *d,
@@ -148,11 +180,9 @@ int snd_outcome_publish(sl_producer *p, const sl_config *cfg, const sl_dispatch 
         snprintf(l, sizeof l, "site=\"%s\",source=\"%s\"", d->site ? d->site : "",
                  d->source_ip ? d->source_ip : "");
         sl_metric_inc(metric_for(type), l, 1);
-        if (r[i].reply && r[i].reply->code) {
-            snprintf(l, sizeof l, "site=\"%s\",code=\"%d\"", d->site ? d->site : "",
-                     r[i].reply->code);
-            sl_metric_inc("sluice_sender_replies_total", l, 1);
-        }
+        if (r[i].reply && r[i].reply->code)
+            count_reply(d->site ? d->site : "", d->source_ip ? d->source_ip : "",
+                        r[i].reply->code);
         /* Per-message detail is the event's; the log line is for debugging. */
         sl_log_job(SL_LOG_DEBUG, job->job_id, "%s %s attempt %u worker=%d key=%s/%s: %s",
                    sl_event_type_name(type), r[i].rcpt, job->attempt, info->worker,

@@ -18,7 +18,8 @@
  *
  * Memory: everything is copied into the producer before the call returns.
  * Metrics: sluice_sender_{delivered,deferred,bounced,expired}_total{site,
- * source}, sluice_sender_replies_total{site,code}.
+ * source}, sluice_sender_replies_total{site,source,code} (all of a pair's
+ * series dropped by snd_outcome_forget_pair()).
  */
 #ifndef SLUICE_SND_OUTCOME_H
 #define SLUICE_SND_OUTCOME_H

@@ -15,9 +15,13 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 typedef enum {
     S_CONNECT,
@@ -811,6 +815,32 @@ static void on_connect(uv_connect_t *req, int status)
     }
 }
 
+/* The socket for a bound source address, opened here so that it can say
+ * IP_BIND_ADDRESS_NO_PORT first: bind() then leaves the port for connect()
+ * to choose per (source, destination) pair. Without it bind() picks a
+ * port unique among every socket on the source address, a search whose
+ * cost grows with the connections open from that address (milliseconds
+ * each with ten thousand, all in the loop thread) and which fails once
+ * the ephemeral range is used up, whatever the destinations. */
+static int open_unported(snd_session *s, int family)
+{
+#ifdef IP_BIND_ADDRESS_NO_PORT
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return uv_translate_sys_error(errno);
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    int rc = uv_tcp_open(&s->tcp, fd);
+    if (rc < 0)
+        close(fd);
+    return rc;
+#else
+    (void)s;
+    (void)family;
+    return 0;
+#endif
+}
+
 static void start_connect(snd_session *s)
 {
     struct sockaddr_storage dst;
@@ -828,6 +858,8 @@ static void start_connect(snd_session *s)
         char shp[80];
         snprintf(shp, sizeof shp, strchr(s->source_ip, ':') ? "[%s]:0" : "%s:0", s->source_ip);
         int rc = sl_hostport_addr(shp, SL_HP_ANY_PORT, &src);
+        if (rc == 0)
+            rc = open_unported(s, src.ss_family);
         if (rc == 0)
             rc = uv_tcp_bind(&s->tcp, (struct sockaddr *)&src, 0);
         if (rc < 0) {
