@@ -159,6 +159,22 @@ class RealKafka:
         log("kafka tool %s -> %d %s" % (args[0], r.returncode, (r.stdout + r.stderr).strip()[-300:]))
         return r
 
+    def topic_configs(self):
+        """topic -> {key: value} of every topic's dynamic configs, as the
+        admin API (DescribeConfigs, through ConfigCommand) reports them."""
+        r = self.tool("configs", "--bootstrap-server", self.bootstrap, "--entity-type", "topics",
+                      "--describe")
+        if r.returncode != 0:
+            raise AssertionError("ConfigCommand --describe: %s %s" % (r.stdout, r.stderr))
+        out, cur = {}, None
+        for line in r.stdout.splitlines():
+            if line.startswith("Dynamic configs for topic "):
+                cur = out.setdefault(line.split()[4], {})
+            elif cur is not None and line.startswith(" ") and "=" in line:
+                k, v = line.strip().split(" ", 1)[0].split("=", 1)
+                cur[k] = v
+        return out
+
     def move_leaders(self, topic, partitions, node):
         """Make node the preferred (first) replica of each partition and
         elect it: leadership moves while the replicas stay the same."""

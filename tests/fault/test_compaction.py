@@ -22,7 +22,6 @@ Real Kafka only (SLUICE_KAFKA=real): the dev broker has no log cleaner.
 """
 
 import collections
-import json
 import os
 import re
 import subprocess
@@ -36,23 +35,6 @@ COMPACTED = ("suppressions", "templates", "state")
 VERSIONS = 20
 WARM_CAP = 6
 TEMPLATE = "From: News <news@example.net>\nSubject: news v%d\n\nversion %d\n"
-
-
-def describe_configs(c):
-    """topic -> {key: value} of the dynamic topic configs, as the admin API
-    (DescribeConfigs) reports them."""
-    r = c.real.tool("configs", "--bootstrap-server", c.bootstrap, "--entity-type", "topics",
-                    "--describe")
-    if r.returncode != 0:
-        raise AssertionError("ConfigCommand --describe: %s %s" % (r.stdout, r.stderr))
-    out, cur = {}, None
-    for line in r.stdout.splitlines():
-        if line.startswith("Dynamic configs for topic "):
-            cur = out.setdefault(line.split()[4], {})
-        elif cur is not None and line.startswith(" ") and "=" in line:
-            k, v = line.strip().split(" ", 1)[0].split("=", 1)
-            cur[k] = v
-    return out
 
 
 def last_by_key(records):
@@ -101,7 +83,7 @@ class CompactionTest(unittest.TestCase):
         self.addCleanup(c.close)
 
         # 1. The policy, as the broker reports it.
-        cfgs = describe_configs(c)
+        cfgs = c.real.topic_configs()
         for s in COMPACTED:
             self.assertEqual(cfgs.get(c.topic(s), {}).get("cleanup.policy"), "compact",
                              "%s: %s" % (s, cfgs.get(c.topic(s))))
