@@ -71,7 +71,10 @@ class KafkaFaultTest(unittest.TestCase):
             c.wait_final(ids, 240, check_alive=("sched-1", "sender-1"))
             c.wait_quiet()
             r = c.reconcile(ids, name)
-            log("%s: recover=%.1fs (the longest the sink saw nothing new)" % (name, gap.longest))
+            recreated = sum(c.metric(n, "sluice_kafka_producer_recreated_total")
+                            for n in ("sched-1", "sender-1"))
+            log("%s: recover=%.1fs (the longest the sink saw nothing new), producers recreated "
+                "after a fatal error: %d" % (name, gap.longest, recreated))
             self.assertEqual(r["lost"], 0, r)
             self.assertEqual(r["phantom"], [], r)
             self.assertEqual(r["conflicting"], [], r)
