@@ -97,8 +97,10 @@ static void test_fatal_error_recreates_and_resends(void **state)
     assert_int_equal(rd_kafka_mock_topic_create(mock, TOPIC, 1, 3), 0);
     const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mock);
 
+    /* A linger long enough that each half goes in few batches. */
     char yaml[512];
-    int n = snprintf(yaml, sizeof yaml, "kafka:\n  bootstrap: \"%s\"\n  linger_ms: 200\n", bootstrap);
+    int n = snprintf(yaml, sizeof yaml, "kafka:\n  bootstrap: \"%s\"\n  linger_ms: 200\n",
+                     bootstrap);
     sl_config *cfg = NULL;
     char *err = NULL;
     assert_int_equal(sl_config_parse("test.yaml", yaml, (size_t)n, &cfg, &err), 0);
