@@ -7,7 +7,8 @@ delivered to the capture server, no dev broker was started, and the topics
 with the compacted ones compacted. A second demo on the same cluster, whose
 topics now hold the first run's events, counts only its own jobs.
 
-Real Kafka only (label kafka): it needs Java and the broker's jars.
+Real Kafka only (SLUICE_KAFKA=real, ctest kafka/test_dev_kafka): it needs
+Java and the broker's jars; the dev-broker fault tier skips it.
 """
 
 import json
@@ -17,12 +18,13 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import RealKafka, kafka_meta
+from harness import REAL, RealKafka, kafka_meta
 from sluicetest import bin_path
 
 N = 300
 
 
+@unittest.skipUnless(REAL, "a real Kafka (SLUICE_KAFKA=real)")
 class DevOnKafkaTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
