@@ -3,14 +3,33 @@
 # -> Postfix's smtp-sink, and in the same run the same N messages through a
 # local Postfix relaying to the same sink. Prints messages per second for
 # both and the ratio sluice / Postfix. Run as root from the project root
-# after scripts/build.sh:  bash bench/e2e.sh [N]
+# after scripts/build.sh:  bash bench/e2e.sh [--kafka real] [N]
+# --kafka real: the same N messages also through sluice on a real Apache
+# Kafka (scripts/kafka.sh), a 1-node and a 3-node cluster (RF 3,
+# min.insync.replicas 2), with `sluice dev --kafka`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+REAL=
+if [ "${1:-}" = --kafka ]; then
+  case "${2:-}" in
+    real) REAL=1 ;;
+    dev) ;;
+    *) echo "usage: bench/e2e.sh [--kafka dev|real] [N]" >&2; exit 2 ;;
+  esac
+  shift 2
+fi
 N=${1:-20000}
 WORK=$(mktemp -d /tmp/sluice-bench.XXXXXX)
 chmod 755 "$WORK"
 . bench/lib.sh
-cleanup() { bench_postfix_stop; kill "${SINK_PID:-0}" 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() {
+  bench_postfix_stop
+  kill "${SINK_PID:-0}" 2>/dev/null || true
+  for k in "$WORK"/kafka*; do
+    [ -d "$k" ] && bash scripts/kafka.sh stop --dir "$k" >/dev/null 2>&1 || true
+  done
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 SINK=$(bench_free_port)
@@ -18,7 +37,21 @@ bench_sink "$SINK"
 
 # sluice: the whole pipeline, routed to the sink.
 build/bin/sluice dev --demo "$N" --route 127.0.0.1:"$SINK" --json --dir "$WORK/dev" > "$WORK/sluice.json"
-SLUICE_RATE=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["messages_per_second"]); assert d["delivered"]==d["messages"], d' "$WORK/sluice.json")
+rate() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["messages_per_second"]); assert d["delivered"]==d["messages"], d' "$1"; }
+SLUICE_RATE=$(rate "$WORK/sluice.json")
+
+# sluice on real Kafka, 1 node then 3 nodes, each its own cluster.
+K1_RATE=0 K3_RATE=0
+if [ -n "$REAL" ]; then
+  for nodes in 1 3; do
+    B=$(bash scripts/kafka.sh start --nodes "$nodes" --dir "$WORK/kafka$nodes" | tail -n 1)
+    build/bin/sluice dev --kafka "$B" --demo "$N" --route 127.0.0.1:"$SINK" --json \
+      --dir "$WORK/dev-kafka$nodes" > "$WORK/kafka$nodes.json"
+    bash scripts/kafka.sh stop --dir "$WORK/kafka$nodes" >/dev/null
+    r=$(rate "$WORK/kafka$nodes.json")
+    if [ "$nodes" = 1 ]; then K1_RATE=$r; else K3_RATE=$r; fi
+  done
+fi
 
 # Postfix: smtp-source injects N messages (20 sessions, 100 messages each
 # connection), Postfix queues and relays them to the same sink.
@@ -30,11 +63,14 @@ bench_wait 3600 bash -c "[ \$(grep -c 'status=sent' '$WORK/postfix/maillog' 2>/d
 end=$(date +%s.%N)
 PF_RATE=$(python3 -c "print(round($N/($end-$start),1))")
 
-python3 - "$N" "$SLUICE_RATE" "$PF_RATE" <<'PY'
+python3 - "$N" "$SLUICE_RATE" "$PF_RATE" "$K1_RATE" "$K3_RATE" <<'PY'
 import sys
-n, s, p = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+n, s, p, k1, k3 = int(sys.argv[1]), *(float(x) for x in sys.argv[2:6])
 print(f"messages            {n}")
 print(f"sluice end-to-end   {s:.0f} msg/s")
+if k1:
+    print(f"sluice, Kafka 1 node  {k1:.0f} msg/s")
+    print(f"sluice, Kafka 3 nodes {k3:.0f} msg/s")
 print(f"postfix relay       {p:.0f} msg/s")
 print(f"ratio sluice/postfix {s/p:.2f}")
 PY

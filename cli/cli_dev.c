@@ -19,6 +19,12 @@
  * one pool of 127.0.0.1, every domain routed to the capture server (or to
  * --route HOST:PORT), fast retry delays. With --config, that file is used
  * and children get the dev broker through SLUICE_KAFKA_BOOTSTRAP.
+ *
+ * --kafka BOOTSTRAP runs on that Kafka instead of a dev broker: it must
+ * answer (sl_kafka_probe) before anything else starts, `sluice topics
+ * ensure` creates the topics it lacks (log in DIR/logs/topics.log), and
+ * the children get BOOTSTRAP through SLUICE_KAFKA_BOOTSTRAP. Its topics
+ * outlive the run; the demo tells its jobs apart by their fresh ids.
  */
 #include "cli.h"
 #include "config.h"
@@ -275,6 +281,34 @@ static void stop_children(dev_state *st, const int *which, int n, int grace_ms)
 static void stop_child(dev_state *st, int which, int grace_ms)
 {
     stop_children(st, &which, 1, grace_ms);
+}
+
+/* Run `sluice topics ensure` on st->bootstrap and wait for it; 0 on success. */
+static int ensure_topics(dev_state *st)
+{
+    char bin[4096], log[4096];
+    snprintf(bin, sizeof bin, "%s/sluice", st->bindir);
+    snprintf(log, sizeof log, "%s/logs/topics.log", st->dir);
+    pid_t pid = fork();
+    if (pid < 0)
+        sl_fatal(1, "dev: fork: %s", strerror(errno));
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+            close(fd);
+        }
+        setenv("SLUICE_KAFKA_BOOTSTRAP", st->bootstrap, 1);
+        execl(bin, bin, "topics", "ensure", "-c", st->config_path, (char *)NULL);
+        fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));
+        _exit(127);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
 /* Restart children that died. Returns false when the broker died. */
@@ -657,7 +691,7 @@ static int dev_check_route(const char *route)
 static void dev_usage(FILE *f)
 {
     fputs("usage: sluice dev [-c FILE] [--demo N] [--json] [--route HOST:PORT] [--dir DIR]\n"
-          "                  [--timeout SECONDS]\n"
+          "                  [--timeout SECONDS] [--kafka BOOTSTRAP]\n"
           "Runs the dev broker, the scheduler, a sender and a capture SMTP server locally.\n"
           "  --demo N     send N demo messages through the pipeline, print a summary, exit\n"
           "  --json       print the summary as one JSON object\n"
@@ -666,7 +700,9 @@ static void dev_usage(FILE *f)
           "               sluice dev per directory\n"
           "  -c FILE      run on this configuration instead of writing one (its kafka\n"
           "               bootstrap is replaced by the dev broker's)\n"
-          "  --timeout S  with --demo: give up after S seconds (default 600)\n",
+          "  --timeout S  with --demo: give up after S seconds (default 600)\n"
+          "  --kafka B    use the Kafka cluster at B (host:port[,host:port...]) instead\n"
+          "               of the dev broker; missing topics are created\n",
           f);
 }
 
@@ -676,14 +712,15 @@ int cli_dev(int argc, char **argv)
         {"config", required_argument, NULL, 'c'}, {"demo", required_argument, NULL, 'n'},
         {"json", no_argument, NULL, 'j'},         {"route", required_argument, NULL, 'r'},
         {"dir", required_argument, NULL, 'd'},    {"timeout", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+        {"kafka", required_argument, NULL, 'k'},  {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     dev_state st = {0};
-    const char *config = NULL, *route = NULL;
+    const char *config = NULL, *route = NULL, *kafka = NULL;
     long demo = -1;
     int timeout_s = 600;
     int o;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "c:n:jr:d:t:h", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "c:n:jr:d:t:k:h", opts, NULL)) != -1) {
         switch (o) {
         case 'c': config = optarg; break;
         case 'n': {
@@ -701,6 +738,7 @@ int cli_dev(int argc, char **argv)
         case 'r': route = optarg; break;
         case 'd': st.dir = xstrdup(optarg); break;
         case 't': timeout_s = atoi(optarg); break;
+        case 'k': kafka = optarg; break;
         case 'h': dev_usage(stdout); return 0;
         default: dev_usage(stderr); return 2;
         }
@@ -762,15 +800,19 @@ int cli_dev(int argc, char **argv)
 
     st.route = route;
     int64_t dev_start_ms = sl_mono_ms();
-    /* 1. the broker */
+    /* 1. the broker (none with --kafka) */
     char bin[4096], portf[4096];
     snprintf(bin, sizeof bin, "%s/sluice-devbroker", st.bindir);
     snprintf(portf, sizeof portf, "%s/pids/devbroker.bootstrap", st.dir);
     unlink(portf);
-    st.ch[CH_BROKER].argv = config ? argv_new(bin, "-c", config, "--port-file", portf, NULL)
-                                   : argv_new(bin, "--port-file", portf, NULL);
-    spawn(&st, CH_BROKER);
-    st.bootstrap = read_port_file(portf, st.ch[CH_BROKER].pid, 30000);
+    if (kafka) {
+        st.bootstrap = xstrdup(kafka);
+    } else {
+        st.ch[CH_BROKER].argv = config ? argv_new(bin, "-c", config, "--port-file", portf, NULL)
+                                       : argv_new(bin, "--port-file", portf, NULL);
+        spawn(&st, CH_BROKER);
+        st.bootstrap = read_port_file(portf, st.ch[CH_BROKER].pid, 30000);
+    }
     if (!st.bootstrap) {
         fprintf(stderr, "sluice dev: the dev broker did not start (see %s/logs/devbroker.log)\n",
                 st.dir);
@@ -811,7 +853,7 @@ int cli_dev(int argc, char **argv)
     } else {
         snprintf(path, sizeof path, "%s/sluice.yaml", st.dir);
         char *yaml = xasprintf(
-            "# Written by `sluice dev`: the dev broker, one local pool, every domain\n"
+            "# Written by `sluice dev`: %s, one local pool, every domain\n"
             "# routed to %s.\n"
             "kafka:\n"
             "  bootstrap: %s\n"
@@ -835,6 +877,7 @@ int cli_dev(int argc, char **argv)
             "# its own, %s, through SLUICE_METRICS_LISTEN.\n"
             "metrics:\n"
             "  listen: %s\n",
+            kafka ? "the --kafka cluster" : "the dev broker",
             route ? "the --route server" : "the capture server", st.bootstrap,
             route ? route : st.capture_addr, st.ch[CH_SENDER].metrics,
             st.ch[CH_SCHEDULER].metrics);
@@ -845,6 +888,28 @@ int cli_dev(int argc, char **argv)
     sl_config *cfg = sl_config_load_or_exit(st.config_path);
     free(cfg->kafka.bootstrap);
     cfg->kafka.bootstrap = xstrdup(st.bootstrap);
+    if (kafka) {
+        char why[512];
+        int bad = sl_kafka_probe(cfg, 10000, why, sizeof why) != 0;
+        if (bad)
+            fprintf(stderr, "sluice dev: --kafka: %s\n", why);
+        else if ((bad = ensure_topics(&st) != 0))
+            fprintf(stderr, "sluice dev: --kafka: creating the topics on %s failed (see %s/logs/"
+                            "topics.log)\n",
+                    st.bootstrap, st.dir);
+        if (bad) {
+            stop_child(&st, CH_CAPTURE, 1000);
+            sl_config_free(cfg);
+            argv_free(st.ch[CH_CAPTURE].argv);
+            free(st.bootstrap);
+            free(st.capture_addr);
+            free(st.config_path);
+            free(st.bindir);
+            free(st.dir);
+            close(lockfd);
+            return 1;
+        }
+    }
     /* 4. scheduler and sender */
     snprintf(bin, sizeof bin, "%s/sluice-scheduler", st.bindir);
     st.ch[CH_SCHEDULER].argv = argv_new(bin, "-c", st.config_path, NULL);

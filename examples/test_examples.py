@@ -135,7 +135,7 @@ class ExamplesTest(unittest.TestCase):
         self.addCleanup(c.close)
         c.start_scheduler()
         c.start_sender()
-        topic = "fault.jobs"
+        topic = c.topic("jobs")
         common = ["--jobs", str(JOBS), "--domains", ",".join(DOMAINS)]
 
         # libsluice's producer first: one job per domain, the reference.
@@ -216,7 +216,7 @@ class ExamplesTest(unittest.TestCase):
 
         # analytics.py against sluice stats, total and per group.
         r = subprocess.run([self.python, os.path.join(HERE, "python", "analytics.py"),
-                            "--bootstrap", c.bootstrap, "--topic", "fault.events", "--json"],
+                            "--bootstrap", c.bootstrap, "--topic", c.topic("events"), "--json"],
                            capture_output=True, text=True, timeout=120, env=self.pyenv)
         self.assertEqual(r.returncode, 0, r.stderr)
         mine = json.loads(r.stdout)

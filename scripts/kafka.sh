@@ -20,8 +20,8 @@
 # two cores; KAFKA_HEAP_OPTS / KAFKA_JVM_OPTS override.
 #
 # tool NAME runs a class of the Kafka distribution with the same classpath:
-# topics, leader-election, reassign, metadata-quorum, cluster, storage, or a
-# fully qualified class name.
+# topics, configs, leader-election, reassign, metadata-quorum, cluster,
+# storage, or a fully qualified class name.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 POM="$HERE/kafka/pom.xml"
@@ -290,6 +290,7 @@ cmd_tool() {
   local cls
   case "$1" in
     topics) cls=org.apache.kafka.tools.TopicCommand ;;
+    configs) cls=kafka.admin.ConfigCommand ;;
     leader-election) cls=org.apache.kafka.tools.LeaderElectionCommand ;;
     reassign) cls=org.apache.kafka.tools.reassign.ReassignPartitionsCommand ;;
     metadata-quorum) cls=org.apache.kafka.tools.MetadataQuorumCommand ;;

@@ -16,6 +16,7 @@
  *       "raw_pad": N appends N bytes of body ("x" lines) to raw.
  *       "truncate": N sends only the first N bytes of the packed Job.
  *   {"payload_hex": "...", "key", "topic"}  those bytes as the value.
+ *   {"tombstone": true, "key", "topic"}    a null value (compaction's delete).
  *   Any record may add "headers": {"name": "value", ...} (at most 8).
  *   {"template": {"id", "body"}}            a Template on the templates topic.
  *
@@ -176,8 +177,11 @@ int main(int argc, char **argv)
         sl_buf b = SL_BUF_INIT;
         const char *topic_sfx = str(o, "topic", "jobs");
         const char *key = NULL;
+        bool tombstone = json_is_true(json_object_get(o, "tombstone"));
         json_t *tm = json_object_get(o, "template");
-        if (tm) {
+        if (tombstone) {
+            key = str(o, "key", "tombstone");
+        } else if (tm) {
             sl_template_msg t;
             sluice__v1__template__init(&t);
             t.version = SLUICE_WIRE_VERSION;
@@ -213,7 +217,8 @@ int main(int argc, char **argv)
             json_object_foreach(hj, hk, hv) if (nh < 8 && json_is_string(hv))
                 hdrs[nh++] = (sl_header){hk, json_string_value(hv)};
         char *topic = sl_config_topic(cfg, topic_sfx);
-        int rc = sl_producer_send(p, topic, key, strlen(key), b.data ? b.data : "", b.len,
+        const void *val = tombstone ? NULL : b.data ? b.data : "";
+        int rc = sl_producer_send(p, topic, key, strlen(key), val, b.len,
                                   nh ? hdrs : NULL, nh, ack_cb, NULL);
         if (rc) {
             fprintf(stderr, "fault_publish: send refused: %s\n", sl_strerror(rc));

@@ -24,13 +24,20 @@ Importable by any tests/fault/test_*.py; the integration helpers
 tests/integration.
 
 SLUICE_KAFKA=real runs a scenario that supports it on a real Apache Kafka
-instead: a 3-node KRaft cluster started with scripts/kafka.sh in the
-scenario's temp dir (replication factor 3, min.insync.replicas 2), the
-topics created with `sluice topics ensure`. Cluster.real is then a
-RealKafka (kill, pause, restart a node, move partition leaders) and
-Cluster.ctl is None: the devbroker's injected request errors and latency
-do not exist there.
+instead: a 3-node KRaft cluster started with scripts/kafka.sh
+(replication factor 3, min.insync.replicas 2), one per test process and
+shared by its scenarios (a JVM cluster takes seconds to start and stop).
+Each scenario has its own topics (topic_prefix fault.<n>.<name>.),
+created with `sluice topics ensure`; the consumer groups are sluice's own
+and shared, which is harmless as scenarios run one after another.
+Cluster.real is then a RealKafka (kill, pause, restart a node, move
+partition leaders) and Cluster.ctl is None: the devbroker's injected
+request errors and latency do not exist there. A scenario's close()
+leaves the shared cluster whole again: a stopped node is continued, a
+killed one started again.
 """
+
+import atexit
 
 import collections
 import json
@@ -152,6 +159,22 @@ class RealKafka:
         log("kafka tool %s -> %d %s" % (args[0], r.returncode, (r.stdout + r.stderr).strip()[-300:]))
         return r
 
+    def topic_configs(self):
+        """topic -> {key: value} of every topic's dynamic configs, as the
+        admin API (DescribeConfigs, through ConfigCommand) reports them."""
+        r = self.tool("configs", "--bootstrap-server", self.bootstrap, "--entity-type", "topics",
+                      "--describe")
+        if r.returncode != 0:
+            raise AssertionError("ConfigCommand --describe: %s %s" % (r.stdout, r.stderr))
+        out, cur = {}, None
+        for line in r.stdout.splitlines():
+            if line.startswith("Dynamic configs for topic "):
+                cur = out.setdefault(line.split()[4], {})
+            elif cur is not None and line.startswith(" ") and "=" in line:
+                k, v = line.strip().split(" ", 1)[0].split("=", 1)
+                cur[k] = v
+        return out
+
     def move_leaders(self, topic, partitions, node):
         """Make node the preferred (first) replica of each partition and
         elect it: leadership moves while the replicas stay the same."""
@@ -186,9 +209,51 @@ class RealKafka:
             args += ["--all-topic-partitions"]
         return self.tool(*args)
 
+    def heal(self):
+        """Every node running again: SIGCONT to all (a SIGSTOPped node),
+        a dead one started, and all of them in the metadata."""
+        for n in range(1, self.nodes + 1):
+            if self.alive(n):
+                os.kill(self.pid(n), signal.SIGCONT)
+            else:
+                self.wait_back(self.restart(n))
+
+        def whole():
+            try:
+                return len(kafka_meta.metadata(self.bootstrap)["brokers"]) == self.nodes
+            except OSError:
+                return False
+        wait_for(whole, 120, "all %d kafka nodes in the metadata" % self.nodes, interval=0.5)
+
     def close(self):
         subprocess.run(["bash", KAFKA_SH, "stop", "--dir", self.dir], capture_output=True,
                        timeout=120, env=dict(os.environ, SLUICE_KAFKA_STOP_TIMEOUT="5"))
+
+
+_shared_kafka = None
+_scenarios = 0
+
+
+def shared_kafka():
+    """The test process's RealKafka, started on first use and stopped at
+    exit."""
+    global _shared_kafka
+    if _shared_kafka is None:
+        d = tempfile.mkdtemp(prefix="sluice-fault-kafka-")
+        try:
+            _shared_kafka = RealKafka(os.path.join(d, "kafka"))
+        except BaseException:
+            shutil.rmtree(d, ignore_errors=True)
+            raise
+
+        def stop():
+            _shared_kafka.close()
+            if KEEP:
+                log("kept %s" % d)
+            else:
+                shutil.rmtree(d, ignore_errors=True)
+        atexit.register(stop)
+    return _shared_kafka
 
 
 class EventTail:
@@ -274,8 +339,14 @@ class Cluster:
                        "ehlo: 10s, mail: 10s, rcpt: 10s, data: 10s, data_block: 10s, dot: 10s, "
                        "quit: 5s, idle: 5s } }")
         self.cfg = os.path.join(self.tmp, "sluice.yaml")
+        prefix = "fault."
+        if REAL:
+            global _scenarios
+            _scenarios += 1
+            prefix = "fault.%d.%s." % (_scenarios, name)
+        self.prefix = prefix
         with open(self.cfg, "w") as f:
-            f.write("kafka:\n  bootstrap: 127.0.0.1:1\n  topic_prefix: fault.\n"
+            f.write("kafka:\n  bootstrap: 127.0.0.1:1\n  topic_prefix: %s\n"
                     "  partitions: %d\n  session_timeout_ms: 6000\n  heartbeat_interval_ms: 1000\n"
                     "  commit_interval_ms: %d\n%s"
                     "routes:\n  \"*\": %s\n"
@@ -283,13 +354,13 @@ class Cluster:
                     "shaping:\n  default: %s\n"
                     "retry: %s\n"
                     "sender: %s\n"
-                    % (partitions, commit_interval_ms, kafka_yaml, self.sink.address, pool,
+                    % (prefix, partitions, commit_interval_ms, kafka_yaml, self.sink.address, pool,
                        shaping, retry, sender_yaml))
             f.write(extra_yaml)
         self.broker = self.real = self.ctl = None
         if REAL:
             try:
-                self.real = RealKafka(os.path.join(self.tmp, "kafka"))
+                self.real = shared_kafka()
             except BaseException:
                 self.sink.stop()
                 raise
@@ -299,7 +370,7 @@ class Cluster:
             r = subprocess.run([bin_path("sluice"), "topics", "ensure", "-c", self.cfg],
                                capture_output=True, text=True, timeout=120, env=self.env)
             if r.returncode != 0:
-                self.real.close()
+                self.sink.stop()
                 raise AssertionError("sluice topics ensure: %s %s" % (r.stdout, r.stderr))
         else:
             port_file = os.path.join(self.tmp, "broker.port")
@@ -317,6 +388,10 @@ class Cluster:
                             SLUICE_LOG_FORMAT="json")
         self.tail = None
         self.dead = []  # incarnations that were stopped or killed, for post-mortems
+
+    def topic(self, suffix):
+        """The full name of one of the scenario's topics ("jobs", ...)."""
+        return self.prefix + suffix
 
     # ---- processes ----
 
@@ -610,7 +685,7 @@ class Cluster:
         if self.broker:
             self.broker.stop()
         if self.real:
-            self.real.close()
+            self.real.heal()
         self.sink.stop()
         if KEEP:
             log("kept %s" % self.tmp)

@@ -119,13 +119,13 @@ class BulkBrokerFaultTest(unittest.TestCase):
 
             if REAL:
                 # acks=all is only as good as the replicas behind it.
-                md = c.real.leaders("fault.jobs")
+                md = c.real.leaders(c.topic("jobs"))
                 self.assertEqual(sorted(md), list(range(8)), md)
                 self.assertTrue(all(len(v["replicas"]) == 3 for v in md.values()), md)
             wait_for(fed(0.1), 60, "10% of the rows fed")
             if REAL:
                 mark("leaders of jobs partitions 0-3 moved to node 3")
-                c.real.move_leaders("fault.jobs", [0, 1, 2, 3], 3)
+                c.real.move_leaders(c.topic("jobs"), [0, 1, 2, 3], 3)
                 mark("leader move done")
             else:
                 mark("errors Produce 30 NOT_LEADER_FOR_PARTITION, 10 REQUEST_TIMED_OUT")
@@ -135,7 +135,7 @@ class BulkBrokerFaultTest(unittest.TestCase):
             wait_for(fed(0.25), 60, "25% of the rows fed")
             if REAL:
                 mark("node 1 SIGKILLed; jobs leaders were %s"
-                     % {p: v["leader"] for p, v in sorted(c.real.leaders("fault.jobs").items())})
+                     % {p: v["leader"] for p, v in sorted(c.real.leaders(c.topic("jobs")).items())})
                 c.real.kill(1)
                 hold(4, "a 4 s outage")
                 mark("node 1 restarting")

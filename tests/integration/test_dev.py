@@ -224,6 +224,17 @@ class DevTest(unittest.TestCase):
             self.assertIn(why, r.stderr)
             self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
 
+    def test_unreachable_kafka_refused_before_starting_daemons(self):
+        # --kafka names a cluster nobody listens on: one clear line, exit
+        # 1, and neither scheduler nor sender was started.
+        port = free_port()
+        r = run_demo(["--kafka", "127.0.0.1:%d" % port, "--demo", "5", "--dir", self.tmp],
+                     timeout=60)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("--kafka: cannot reach Kafka at 127.0.0.1:%d" % port, r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "pids", "scheduler.pid")))
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "pids", "sender.pid")))
+
     def test_config_typo_exits_2_with_file_line_key(self):
         cfg = os.path.join(self.tmp, "bad.yaml")
         with open(cfg, "w") as f:
