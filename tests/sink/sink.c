@@ -274,7 +274,8 @@ static void record(sink *k, smtpd_session *s, const char *msg, size_t len, uint6
         sl_buf_json_str(&env, e->peer, strlen(e->peer));
         sl_buf_puts(&env, ",\"local\":");
         sl_buf_json_str(&env, e->local, strlen(e->local));
-        sl_buf_printf(&env, ",\"n\":%" PRIu64 ",\"file\":", n);
+        sl_buf_printf(&env, ",\"n\":%" PRIu64 ",\"t_us\":%" PRIu64 ",\"file\":", n,
+                      uv_hrtime() / 1000);
         char name[32];
         snprintf(name, sizeof(name), "%08" PRIu64 ".eml", n);
         if (k->dir)
