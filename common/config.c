@@ -932,7 +932,7 @@ static int walk_kafka(cfg_ctx *c, const cfg_node *m)
         "sasl_mechanism",     "sasl_username",      "sasl_password",
         "ssl_ca_location",    "session_timeout_ms", "heartbeat_interval_ms",
         "commit_interval_ms", "partitions",         "replication_factor",
-        "client_id",          "linger_ms",
+        "client_id",          "linger_ms",          "static_membership",
     };
     sl_config *cfg = c->cfg;
     const char *p = "kafka";
@@ -963,6 +963,7 @@ static int walk_kafka(cfg_ctx *c, const cfg_node *m)
     OPT_INT(m, p, "partitions", 1, 100000, cfg->kafka.partitions);
     OPT_INT(m, p, "replication_factor", 1, 1000, cfg->kafka.replication_factor);
     TRY(opt_str(c, m, p, "client_id", &cfg->kafka.client_id));
+    TRY(opt_bool(c, m, p, "static_membership", &cfg->kafka.static_membership));
     if (!cfg->kafka.bootstrap[0])
         return cfg_fail(c, map_line(m, "bootstrap"), "key 'kafka.bootstrap': must not be empty");
     if (cfg->kafka.heartbeat_interval_ms >= cfg->kafka.session_timeout_ms)

@@ -1059,6 +1059,14 @@ sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_con
     snprintf(tmp, sizeof tmp, "%d", cfg->kafka.heartbeat_interval_ms);
     conf_set(kc, "heartbeat.interval.ms", tmp);
     conf_set(kc, "enable.partition.eof", "false");
+    if (cfg->kafka.static_membership && !o->no_commit) {
+        /* A static member (KIP-345) that restarts within the session
+         * timeout gets its partitions back without a rebalance: the other
+         * members go on undisturbed. */
+        char *id = xasprintf("%s-%s", cfg->sender.instance_id, o->group);
+        conf_set(kc, "group.instance.id", id);
+        free(id);
+    }
     conf_set(kc, "queued.max.messages.kbytes", "16384");
     /* A record as large as the budget allows must be fetchable: librdkafka
      * returns one batch over the per-partition fetch size anyway, but not

@@ -119,7 +119,10 @@ class TestRateHoldsWhileSchedulersDie(unittest.TestCase):
         # Every 15 s one of the three schedulers (in turn, so the site's
         # owner is among them) is SIGKILLed and started again at once.
         sources = ("127.0.0.2", "127.0.0.3")
+        # Static members: a restarted scheduler takes its partitions back
+        # without a rebalance of the others.
         c = Cluster("sched-rate", partitions=4, domains=1, ips=0,
+                    kafka_yaml="  static_membership: true\n",
                     pools_yaml="".join("    - { ip: %s, ehlo: mta%d.example.net }\n" % (ip, i + 2)
                                        for i, ip in enumerate(sources)),
                     shaping="{ max_message_rate: 20/s, max_connections: 4 }",
