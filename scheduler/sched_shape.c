@@ -45,6 +45,7 @@ typedef struct spair {
     int64_t used_ms;       /* last looked at by a job, a pump or feedback */
     int64_t shown_until;   /* the suspension end last logged and published */
     const char *cause;     /* of the sluice_shape_suspended_until_seconds series set */
+    int64_t bo_at;         /* wall ms of the last reply that changed bo; 0: none */
 } spair;
 
 /* A held job. A million of them can wait behind one slow site, so it is
@@ -1071,6 +1072,10 @@ static void state_apply(sched_shape *s, const Sluice__V1__SiteState *st, int64_t
         if (q->state < 0 || q->state >= SCHED_BO_NSTATES || q->resume_state < 0 ||
             q->resume_state >= SCHED_BO_NSTATES)
             continue;
+        /* A reply heard after the record was written (one that came while
+         * no scheduler ran, picked up at start) is newer than it: keep it. */
+        if (p->bo_at > st->updated_at_ms)
+            goto bucket;
         p->bo.state = (sched_bo_state)q->state;
         p->bo.resume_state = (sched_bo_state)q->resume_state;
         /* A rate above the configured one (the config changed) is capped. */
@@ -1084,6 +1089,7 @@ static void state_apply(sched_shape *s, const Sluice__V1__SiteState *st, int64_t
         p->bo.down = q->down;
         pair_tick(s, p, now);
         pair_apply_rate(p, now);
+    bucket:
         /* The sends the old owner reserved are not granted again. */
         if (q->bucket_at_ms > 0)
             sched_bucket_restore(&p->bucket, q->bucket_tokens, q->bucket_at_ms, now);
@@ -1545,14 +1551,17 @@ void sched_shape_stop(sched_shape *s, sl_drained_cb cb, void *arg)
 }
 
 void sched_shape_feedback(sched_shape *s, const char *site_name, const char *ip,
-                          const sl_backoff_rule *rule, const char *reply)
+                          const sl_backoff_rule *rule, const char *reply, int64_t at_ms)
 {
     ssite *site = site_get(s, site_name);
     spair *p = pair_get(site, ip, sl_config_source(s->ctx->cfg, ip));
     int64_t now = sl_now_ms();
     p->used_ms = now;
     pair_tick(s, p, now);
+    if (rule->action == SL_BACKOFF_HALVE && at_ms > 0 && at_ms <= p->bo.last_halve_ms)
+        return; /* heard already: its halving is in the (restored) state */
     if (sched_backoff_apply(&p->bo, rule, now)) {
+        p->bo_at = now;
         pair_apply_rate(p, now);
         char *why = xasprintf("rule \"%s\" matched \"%.200s\"", rule->match, reply ? reply : "");
         pair_publish(s, p, why);
@@ -1578,6 +1587,7 @@ void sched_shape_down(sched_shape *s, const char *site_name, const char *ip, int
     sched_bo_state before = p->bo.state;
     if (!sched_backoff_down(&p->bo, until_ms, now))
         return;
+    p->bo_at = now;
     /* Every deferral of the outage says so, each a little later: log and
      * publish a SHAPING event when the pair stops, and when its end moves
      * by a second or more, not for each of them. */

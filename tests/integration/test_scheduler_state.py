@@ -75,6 +75,30 @@ backoff:
         self.assertIn('sluice_shape_rate_per_second{site="google",source="127.0.0.2"} 5',
                       self.metrics())
 
+    def test_421_while_no_scheduler_runs_halves_once_one_starts(self):
+        # A fleet that ran: its durable feedback group has committed its
+        # place on the events topic (SIGTERM commits).
+        self.start_scheduler()
+        self.tool("event", "-c", self.cfg, "--type", "complained", "--tenant", "acme",
+                  "--to", "early@x.test", "--site", "google", "--id", "early")
+        wait_for(lambda: [x for x in self.dump("suppressions", 0, 2000)
+                          if x["key"] == "acme/early@x.test"], 20, "the complaint read")
+        self.assertEqual(self.sched.stop(), 0)
+        # Gmail says slow down while no scheduler runs.
+        r = self.tool("event", "-c", self.cfg, "--type", "deferred", "--site", "google",
+                      "--source-ip", "127.0.0.2", "--code", 421, "--enh", "4.7.28",
+                      "--reply", "421-4.7.28 Our system has detected an unusual rate")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.start_scheduler()
+        halved = 'sluice_shape_rate_per_second{site="google",source="127.0.0.2"} 2.5'
+        wait_for(lambda: halved in self.metrics(), 20, "the rate halved by the 421")
+        # Once, not again at the next start (the durable group moved on, and
+        # the state topic carries the halving).
+        self.assertEqual(self.sched.stop(), 0)
+        self.start_scheduler()
+        m = self.metrics()
+        self.assertIn(halved, m)
+
 
 class TestLimitsAcrossRestart(SchedCase):
     # acme may send 6 a minute, 3 at once: after its burst the next token
