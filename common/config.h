@@ -144,6 +144,7 @@ typedef struct sl_config {
         int partitions;             /* for topics ensure and the dev broker */
         int replication_factor;
         char *client_id;
+        bool static_membership;     /* group.instance.id from sender.instance_id */
     } kafka;
 
     struct {

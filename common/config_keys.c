@@ -136,6 +136,9 @@ static const cfg_key cfg_keys[] = {
      .min = 1, .max = 1000, .def = "3", .doc = "replicas per topic sluice creates"},
     {.name = "kafka.client_id", .type = CFG_STR, .off = F(kafka.client_id), .def = "sluice",
      .doc = "Kafka client id"},
+    {.name = "kafka.static_membership", .type = CFG_BOOL, .off = F(kafka.static_membership),
+     .def = "false",
+     .doc = "committed groups use group.instance.id from sender.instance_id (no rebalance on restart)"},
 
     {.name = "dns.servers", .type = CFG_STRLIST, .off = F(dns.servers), .off_n = F(dns.n_servers),
      .env = "SLUICE_DNS_SERVERS", .check = check_dns_server,

@@ -694,6 +694,10 @@ struct sl_consumer {
     size_t wake_at;              /* inflight count that should end a wait early */
     pthread_cond_t cv;           /* signalled at wake_at, on stop and pause requests */
 
+    /* o.start_group's committed offsets at creation; NULL: none. Read
+     * only after creation (the consumer thread's rebalance callback). */
+    rd_kafka_topic_partition_list_t *start_offsets;
+
     /* consumer thread only */
     bool paused_all;
     sl_beat *beat;               /* polling is happening (health.h) */
@@ -781,6 +785,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             p->committed = tp->offset;
             p->next = c->parts;
             c->parts = p;
+            if (tp->offset < 0 && c->start_offsets) {
+                rd_kafka_topic_partition_t *so =
+                    rd_kafka_topic_partition_list_find(c->start_offsets, tp->topic, tp->partition);
+                if (so)
+                    tp->offset = so->offset; /* its first where it has none */
+            }
             if (tp->offset < 0)
                 tp->offset = c->o.from_end ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
         }
@@ -1038,6 +1048,74 @@ static void consumer_async_cb(uv_async_t *h)
     }
 }
 
+/* The offsets `group` has committed for every partition of the topics
+ * (the first offset of one it has none for), asked with a handle of that group
+ * id that never joins it; NULL when the group has none at all or they
+ * cannot be had (logged). */
+static rd_kafka_topic_partition_list_t *group_offsets(const sl_config *cfg, rd_kafka_t *rk,
+                                                      const char *group, const char **topics,
+                                                      size_t n_topics)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (size_t i = 0; i < n_topics; i++) {
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topics[i], NULL);
+        const rd_kafka_metadata_t *md = NULL;
+        rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+        rd_kafka_topic_destroy(rkt);
+        if (e || md->topic_cnt != 1 || md->topics[0].err) {
+            sl_warn("kafka: partitions of %s unknown (%s): %s's offsets not used", topics[i],
+                    rd_kafka_err2str(e ? e : md->topics[0].err), group);
+            if (md)
+                rd_kafka_metadata_destroy(md);
+            continue;
+        }
+        for (int k = 0; k < md->topics[0].partition_cnt; k++)
+            rd_kafka_topic_partition_list_add(l, topics[i], md->topics[0].partitions[k].id);
+        rd_kafka_metadata_destroy(md);
+    }
+    rd_kafka_conf_t *kc = sl_kafka_conf(cfg, "consumer");
+    conf_set(kc, "group.id", group);
+    conf_set(kc, "enable.auto.commit", "false");
+    char errstr[512];
+    rd_kafka_t *g = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, sizeof errstr);
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR__FAIL;
+    if (!g)
+        rd_kafka_conf_destroy(kc);
+    else
+        e = rd_kafka_committed(g, l, 10000);
+    if (e) {
+        sl_warn("kafka: offsets of group %s not read: %s", group,
+                g ? rd_kafka_err2str(e) : errstr);
+        rd_kafka_topic_partition_list_destroy(l);
+        l = NULL;
+    }
+    if (g)
+        rd_kafka_destroy(g); /* never subscribed: nothing to close */
+    /* A group that exists has read nothing of a partition it holds no
+     * offset for: start there at the beginning, as the group will. A group
+     * with no offset at all is new (a new fleet): nothing to pick up. */
+    bool any = false;
+    for (int i = 0; l && i < l->cnt; i++)
+        any = any || (!l->elems[i].err && l->elems[i].offset >= 0);
+    if (l && !any) {
+        rd_kafka_topic_partition_list_destroy(l);
+        l = NULL;
+    }
+    for (int i = 0; l && i < l->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &l->elems[i];
+        if (tp->offset >= 0 && !tp->err)
+            continue;
+        /* Its first offset, as a number: a logical BEGINNING is resolved
+         * through auto.offset.reset, which is "error" here. */
+        int64_t lo = 0, hi = 0;
+        if (rd_kafka_query_watermark_offsets(rk, tp->topic, tp->partition, &lo, &hi, 10000))
+            lo = RD_KAFKA_OFFSET_END; /* unknown: nothing picked up there */
+        tp->offset = lo;
+        tp->err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    }
+    return l;
+}
+
 sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_consumer_opts *o,
                              char **err)
 {
@@ -1059,6 +1137,14 @@ sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_con
     snprintf(tmp, sizeof tmp, "%d", cfg->kafka.heartbeat_interval_ms);
     conf_set(kc, "heartbeat.interval.ms", tmp);
     conf_set(kc, "enable.partition.eof", "false");
+    if (cfg->kafka.static_membership && !o->no_commit) {
+        /* A static member (KIP-345) that restarts within the session
+         * timeout gets its partitions back without a rebalance: the other
+         * members go on undisturbed. */
+        char *id = xasprintf("%s-%s", cfg->sender.instance_id, o->group);
+        conf_set(kc, "group.instance.id", id);
+        free(id);
+    }
     conf_set(kc, "queued.max.messages.kbytes", "16384");
     /* A record as large as the budget allows must be fetchable: librdkafka
      * returns one batch over the per-partition fetch size anyway, but not
@@ -1082,6 +1168,8 @@ sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_con
     }
     /* kc is now owned by rk */
     rd_kafka_poll_set_consumer(c->rk);
+    if (o->start_group)
+        c->start_offsets = group_offsets(cfg, c->rk, o->start_group, o->topics, o->n_topics);
     rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new((int)o->n_topics);
     c->topics = xcalloc(o->n_topics, sizeof *c->topics);
     for (size_t i = 0; i < o->n_topics; i++) {
@@ -1293,6 +1381,8 @@ void sl_consumer_free(sl_consumer *c)
         part_unref(p);
     }
     rd_kafka_destroy(c->rk);
+    if (c->start_offsets)
+        rd_kafka_topic_partition_list_destroy(c->start_offsets);
     c->closing = 2;
     uv_close((uv_handle_t *)&c->async, consumer_close_cb);
     uv_close((uv_handle_t *)&c->check, consumer_close_cb);

@@ -138,6 +138,12 @@ typedef struct sl_consumer_opts {
     bool no_commit;             /* never commit: a live tail whose group keeps no
                                  * offsets, so it leaves nothing behind (no lag
                                  * to alert on) once its member is gone */
+    /* When set, a partition this group has no committed offset for starts
+     * where that other group had committed when the consumer was created
+     * (at the beginning of a partition it had none for; as from_end says
+     * when the group has no offset at all): a live tail that picks up what
+     * a durable group has not read yet. */
+    const char *start_group;
 } sl_consumer_opts;
 
 sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_consumer_opts *o,

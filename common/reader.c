@@ -12,9 +12,18 @@
 struct sl_reader {
     rd_kafka_t *rk;
     int n_parts;
-    bool *eof;
+    bool *eof;   /* the partition was read to its end */
     int n_eof;
+    int64_t *hw; /* its high watermark at open; -1: not known (EOF decides) */
 };
+
+static void mark_end(sl_reader *r, int32_t p)
+{
+    if (p >= 0 && p < r->n_parts && !r->eof[p]) {
+        r->eof[p] = true;
+        r->n_eof++;
+    }
+}
 
 sl_reader *sl_reader_new(const sl_config *cfg, const char *topic, int64_t since_ms, char **err)
 {
@@ -94,6 +103,16 @@ sl_reader *sl_reader_new(const sl_config *cfg, const char *topic, int64_t since_
     r->rk = rk;
     r->n_parts = n;
     r->eof = xcalloc((size_t)n, sizeof *r->eof);
+    r->hw = xcalloc((size_t)n, sizeof *r->hw);
+    /* "The end" is where each partition was at open: a topic written all
+     * the time (the state topic, every 100 ms) may never show every
+     * partition at EOF at once, and a reader waiting for that never ends. */
+    for (int i = 0; i < n; i++) {
+        int64_t lo = 0, hi = 0;
+        if (rd_kafka_query_watermark_offsets(rk, topic, i, &lo, &hi, 5000) != 0)
+            hi = -1;
+        r->hw[i] = hi;
+    }
     return r;
 }
 
@@ -106,19 +125,15 @@ rd_kafka_message_t *sl_reader_next(sl_reader *r, int timeout_ms)
         if (!m)
             return NULL;
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            if (m->partition >= 0 && m->partition < r->n_parts && !r->eof[m->partition]) {
-                r->eof[m->partition] = true;
-                r->n_eof++;
-            }
+            mark_end(r, m->partition);
             rd_kafka_message_destroy(m);
         } else if (m->err) {
             sl_warn("kafka: %s", rd_kafka_message_errstr(m));
             rd_kafka_message_destroy(m);
         } else {
-            if (m->partition >= 0 && m->partition < r->n_parts && r->eof[m->partition]) {
-                r->eof[m->partition] = false;
-                r->n_eof--;
-            }
+            if (m->partition >= 0 && m->partition < r->n_parts && r->hw[m->partition] >= 0 &&
+                m->offset + 1 >= r->hw[m->partition])
+                mark_end(r, m->partition);
             return m;
         }
         if (sl_mono_ms() >= deadline)
@@ -138,6 +153,7 @@ void sl_reader_free(sl_reader *r)
     rd_kafka_consumer_close(r->rk);
     rd_kafka_destroy(r->rk);
     free(r->eof);
+    free(r->hw);
     free(r);
 }
 

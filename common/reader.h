@@ -8,7 +8,9 @@
  * sl_reader_next() returns the next record (caller destroys it with
  * rd_kafka_message_destroy()), or NULL when timeout_ms passed without one.
  * sl_reader_at_end() is true once every partition reached the high
- * watermark seen at open (or later EOFs): "read to the end". One thread.
+ * watermark seen at open (or an EOF): "read to the end", and it stays
+ * true while records written since keep coming (a topic written all the
+ * time is read to the end too). One thread.
  */
 #ifndef SLUICE_READER_H
 #define SLUICE_READER_H

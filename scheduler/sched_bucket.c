@@ -65,6 +65,19 @@ void sched_bucket_refund(sched_bucket *b)
         b->tokens += 1.0;
 }
 
+void sched_bucket_restore(sched_bucket *b, double tokens, int64_t at_ms, int64_t now_ms)
+{
+    refill(b, now_ms);
+    if (b->rate <= 0 || !isfinite(tokens))
+        return;
+    if (at_ms < now_ms)
+        tokens += (double)(now_ms - at_ms) * b->rate / 1000.0;
+    if (tokens > b->burst)
+        tokens = b->burst;
+    if (tokens < b->tokens)
+        b->tokens = tokens;
+}
+
 bool sched_bucket_full(sched_bucket *b, int64_t now_ms)
 {
     refill(b, now_ms);

@@ -37,6 +37,11 @@ int64_t sched_bucket_available_at(sched_bucket *b, int64_t now_ms);
 int64_t sched_bucket_take(sched_bucket *b, int64_t now_ms);
 /* Give back a token taken but not used. */
 void sched_bucket_refund(sched_bucket *b);
+/* Another holder's view of this bucket: `tokens` at at_ms (a record of
+ * the state topic). Keeps the lower of the two levels at now_ms, so a
+ * restored bucket never grants what was already taken (an at_ms in the
+ * future, another host's clock, counts as now). */
+void sched_bucket_restore(sched_bucket *b, double tokens, int64_t at_ms, int64_t now_ms);
 /* Full at now_ms (no token taken or reserved that has not come back):
  * the bucket is as sched_bucket_init() makes it. Unlimited: always. */
 bool sched_bucket_full(sched_bucket *b, int64_t now_ms);

@@ -61,7 +61,8 @@ static void feedback_event(sched_feedback *f, const sl_event *e, sched_op *op, i
         const sl_backoff_rule *rule =
             sched_backoff_match(&f->rules, e->site, e->smtp_code, e->enhanced_code, e->reply);
         if (rule)
-            sched_shape_feedback(ctx->shape, e->site, e->source_ip, rule, e->reply);
+            sched_shape_feedback(ctx->shape, e->site, e->source_ip, rule, e->reply,
+                                 e->timestamp_ms);
         /* Every MX of the site is down from that IP: dispatching more only
          * fills the sender with jobs it must defer. */
         if (e->type == SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED && e->destination_down_until_ms > 0)
@@ -122,6 +123,28 @@ sched_feedback *sched_feedback_new(sched_ctx *ctx, char **err)
     if (!ctx->loop)
         return f; /* tests */
     const char *topics[] = {ctx->t_events};
+    if (ctx->shape) {
+        /* A group of its own per process, so that every scheduler sees
+         * every site's replies (whichever it owns), never committed: when
+         * the process goes, its group goes with it. It starts where the
+         * fleet's durable group stands, so replies that came while no
+         * scheduler ran are applied too (else from the end). Made before
+         * this process's durable consumer can commit anything. */
+        char *group = xasprintf("sluice-feedback-live-%s-%ld", ctx->cfg->sender.instance_id,
+                                (long)getpid());
+        sl_consumer_opts o = {.group = group,
+                              .topics = topics,
+                              .n_topics = 1,
+                              .from_end = true,
+                              .no_commit = true,
+                              .start_group = SCHED_FEEDBACK_GROUP,
+                              .on_record = on_live,
+                              .arg = f};
+        f->live = sl_consumer_new(ctx->cfg, ctx->loop, &o, err);
+        free(group);
+        if (!f->live)
+            goto fail;
+    }
     if (ctx->supp) {
         /* One group for the fleet, committed, from the beginning when new:
          * what arrives while no scheduler runs is read when one starts. */
@@ -134,28 +157,10 @@ sched_feedback *sched_feedback_new(sched_ctx *ctx, char **err)
         if (!f->durable)
             goto fail;
     }
-    if (ctx->shape) {
-        /* A group of its own per process, so that every scheduler sees
-         * every site's replies (whichever it owns), from the end and never
-         * committed: when the process goes, its group goes with it. */
-        char *group = xasprintf("sluice-feedback-live-%s-%ld", ctx->cfg->sender.instance_id,
-                                (long)getpid());
-        sl_consumer_opts o = {.group = group,
-                              .topics = topics,
-                              .n_topics = 1,
-                              .from_end = true,
-                              .no_commit = true,
-                              .on_record = on_live,
-                              .arg = f};
-        f->live = sl_consumer_new(ctx->cfg, ctx->loop, &o, err);
-        free(group);
-        if (!f->live)
-            goto fail;
-    }
     return f;
 fail:
-    if (f->durable)
-        sl_consumer_free(f->durable);
+    if (f->live)
+        sl_consumer_free(f->live);
     sched_backoff_rules_free(&f->rules);
     free(f);
     return NULL;

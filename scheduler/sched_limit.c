@@ -12,7 +12,39 @@ typedef struct lim_ent {
     sched_bucket b;
     uint32_t refs;
     int64_t idle_since; /* when refs last fell to 0 */
+    uint32_t limit;     /* its name: index in cfg->limits, */
+    char *tenant;       /* and the values of the keys it names ("" else) */
+    char *campaign;
 } lim_ent;
+
+/* The entry of (limit i, tenant, campaign), created (full) when absent. */
+static lim_ent *lim_get(sched_limits *l, size_t i, const char *tenant, const char *campaign,
+                        int64_t now_ms, bool create)
+{
+    const sl_limit *lim = &l->cfg->limits[i];
+    tenant = lim->tenant ? tenant : "";
+    campaign = lim->campaign ? campaign : "";
+    char *key = xasprintf("%zu\x1f%s\x1f%s", i, tenant, campaign);
+    lim_ent *e = sl_map_get(&l->buckets, key);
+    if (!e && create) {
+        e = xcalloc(1, sizeof *e);
+        sched_bucket_init(&e->b, lim->max_message_rate, lim->burst, now_ms);
+        e->limit = (uint32_t)i;
+        e->tenant = xstrdup(tenant);
+        e->campaign = xstrdup(campaign);
+        e->idle_since = now_ms;
+        sl_map_put(&l->buckets, key, e);
+    }
+    free(key);
+    return e;
+}
+
+static void lim_free(lim_ent *e)
+{
+    free(e->tenant);
+    free(e->campaign);
+    free(e);
+}
 
 void sched_limits_init(sched_limits *l, const sl_config *cfg)
 {
@@ -24,7 +56,7 @@ static int free_bucket(void *arg, const char *key, void *val)
 {
     (void)arg;
     (void)key;
-    free(val);
+    lim_free(val);
     return 0;
 }
 
@@ -47,15 +79,7 @@ size_t sched_limits_resolve(sched_limits *l, const char *tenant, const char *cam
             continue;
         if (lim->campaign && !sl_glob_match(lim->campaign, campaign))
             continue;
-        char *key = xasprintf("%zu\x1f%s\x1f%s", i, lim->tenant ? tenant : "",
-                              lim->campaign ? campaign : "");
-        lim_ent *e = sl_map_get(&l->buckets, key);
-        if (!e) {
-            e = xcalloc(1, sizeof *e);
-            sched_bucket_init(&e->b, lim->max_message_rate, lim->burst, now_ms);
-            sl_map_put(&l->buckets, key, e);
-        }
-        free(key);
+        lim_ent *e = lim_get(l, i, tenant, campaign, now_ms, true);
         e->refs++;
         out[n++] = &e->b;
     }
@@ -108,7 +132,7 @@ static int sweep_cb(void *arg, const char *key, void *val)
     if (e->refs || c->now - e->idle_since < c->idle || !sched_bucket_full(&e->b, c->now))
         return 0;
     sl_map_del(&c->l->buckets, key); /* the entry being visited: allowed */
-    free(e);
+    lim_free(e);
     c->freed++;
     return 0;
 }
@@ -119,6 +143,34 @@ size_t sched_limits_sweep(sched_limits *l, int64_t now_ms, int64_t idle_ms)
     sl_map_each(&l->buckets, sweep_cb, &c);
     sl_map_shrink(&l->buckets);
     return c.freed;
+}
+
+void sched_limits_key(const sched_bucket *b, uint32_t *limit, const char **tenant,
+                      const char **campaign)
+{
+    const lim_ent *e = (const lim_ent *)b;
+    *limit = e->limit;
+    *tenant = e->tenant;
+    *campaign = e->campaign;
+}
+
+sched_bucket *sched_limits_find(sched_limits *l, uint32_t limit, const char *tenant,
+                                const char *campaign)
+{
+    if (limit >= l->cfg->n_limits)
+        return NULL;
+    lim_ent *e = lim_get(l, limit, tenant ? tenant : "", campaign ? campaign : "", 0, false);
+    return e ? &e->b : NULL;
+}
+
+bool sched_limits_restore(sched_limits *l, uint32_t limit, const char *tenant,
+                          const char *campaign, double tokens, int64_t at_ms, int64_t now_ms)
+{
+    if (limit >= l->cfg->n_limits)
+        return false;
+    lim_ent *e = lim_get(l, limit, tenant ? tenant : "", campaign ? campaign : "", now_ms, true);
+    sched_bucket_restore(&e->b, tokens, at_ms, now_ms);
+    return true;
 }
 
 size_t sched_limits_count(const sched_limits *l)

@@ -17,6 +17,12 @@
  * released for idle_ms and are full again (as a new one would be), so
  * memory follows the tenants and campaigns in use.
  *
+ * sched_limits_key() names a bucket as the state topic does (limit index,
+ * tenant, campaign); sched_limits_find() returns the bucket of that name
+ * or NULL; sched_limits_restore() applies a bucket read back from the
+ * state topic (the lower level wins, sched_bucket_restore()), creating it
+ * unheld when it is not there: it goes at the next sweep once full.
+ *
  * Pure (times passed in); unit tested in tests/unit/test_sched_limit.c.
  * One thread.
  */
@@ -45,6 +51,15 @@ int64_t sched_limits_take(sched_bucket *const *b, size_t n, int64_t now_ms);
 void sched_limits_release(sched_limits *l, sched_bucket *const *b, size_t n, int64_t now_ms);
 /* Free idle buckets (see above); returns how many. */
 size_t sched_limits_sweep(sched_limits *l, int64_t now_ms, int64_t idle_ms);
+/* The bucket's name: limit index, tenant and campaign (owned by the
+ * bucket, valid while it is). */
+void sched_limits_key(const sched_bucket *b, uint32_t *limit, const char **tenant,
+                      const char **campaign);
+sched_bucket *sched_limits_find(sched_limits *l, uint32_t limit, const char *tenant,
+                                const char *campaign);
+/* False when limit is no index of the configuration. */
+bool sched_limits_restore(sched_limits *l, uint32_t limit, const char *tenant,
+                          const char *campaign, double tokens, int64_t at_ms, int64_t now_ms);
 /* Buckets held now (tests, metrics). */
 size_t sched_limits_count(const sched_limits *l);
 

@@ -46,6 +46,7 @@ typedef struct spair {
     int64_t used_ms;       /* last looked at by a job, a pump or feedback */
     int64_t shown_until;   /* the suspension end last logged and published */
     const char *cause;     /* of the sluice_shape_suspended_until_seconds series set */
+    int64_t bo_at;         /* wall ms of the last reply that changed bo; 0: none */
 } spair;
 
 /* A held job. A million of them can wait behind one slow site, so it is
@@ -105,7 +106,46 @@ typedef struct ssite {
     int64_t timer_at;  /* wall ms the timer fires; 0: not armed */
     int64_t used_ms;   /* last job or feedback */
     bool dirty;        /* its state changed since it was last written */
+    /* The tenant / campaign limit buckets its jobs took tokens from, named
+     * "limit\x1ftenant\x1fcampaign" -> slim: its state record carries them
+     * until they are full again (and swept). */
+    sl_map lims;
 } ssite;
+
+typedef struct slim {
+    uint32_t limit;
+    char *tenant, *campaign;
+} slim;
+
+/* Remember that the site's jobs draw on the bucket of (limit, tenant,
+ * campaign): its record carries it from now on. */
+static void site_note_limit(ssite *site, uint32_t limit, const char *tenant, const char *campaign)
+{
+    char *key = xasprintf("%u\x1f%s\x1f%s", limit, tenant, campaign);
+    if (!sl_map_get(&site->lims, key)) {
+        slim *m = xcalloc(1, sizeof *m);
+        m->limit = limit;
+        m->tenant = xstrdup(tenant);
+        m->campaign = xstrdup(campaign);
+        sl_map_put(&site->lims, key, m);
+    }
+    free(key);
+}
+
+static void slim_free(slim *m)
+{
+    free(m->tenant);
+    free(m->campaign);
+    free(m);
+}
+
+static int slim_free_cb(void *arg, const char *key, void *val)
+{
+    (void)arg;
+    (void)key;
+    slim_free(val);
+    return 0;
+}
 
 struct sched_shape {
     sched_ctx *ctx;
@@ -306,6 +346,7 @@ static ssite *site_get(sched_shape *s, const char *name)
     site->name = xstrdup(name);
     site->shp = sl_config_shaping(s->ctx->cfg, name);
     sl_map_init(&site->pairs);
+    sl_map_init(&site->lims);
     sched_fq_init(&site->fq);
     site->fq.free_data = flow_data_free;
     site->fq.free_arg = s;
@@ -760,6 +801,12 @@ static void pump(ssite *site, bool force)
             continue;
         }
         lim_at = fl ? sched_limits_take(fl->b, fl->n, now) : now;
+        for (size_t i = 0; fl && i < fl->n; i++) {
+            uint32_t li;
+            const char *lt, *lc;
+            sched_limits_key(fl->b[i], &li, &lt, &lc);
+            site_note_limit(site, li, lt, lc);
+        }
         q_unlink(site, j, true);
         send_at = sched_bucket_take(&p->bucket, now);
         if (lim_at > send_at)
@@ -997,8 +1044,34 @@ static void site_write(sched_shape *s, ssite *site)
             q->last_step_ms = p->bo.last_step_ms;
             q->until_ms = p->bo.until_ms;
             q->down = p->bo.down;
+            q->bucket_tokens = p->bucket.tokens;
+            q->bucket_at_ms = p->bucket.last_ms;
             pp[i] = q;
             i++;
+        }
+    /* The limit buckets, while they hold anything back (a freed bucket was
+     * full: the site stops carrying it). */
+    size_t nl = site->lims.count, li = 0;
+    Sluice__V1__LimitState *ls = xcalloc(nl ? nl : 1, sizeof *ls);
+    Sluice__V1__LimitState **lp = xcalloc(nl ? nl : 1, sizeof *lp);
+    for (size_t k = 0; k < site->lims.n_slots; k++)
+        for (sl_map_ent *e = site->lims.slots[k], *next; e; e = next) {
+            next = e->next;
+            slim *m = e->val;
+            sched_bucket *b = sched_limits_find(&s->limits, m->limit, m->tenant, m->campaign);
+            if (!b) {
+                sl_map_del(&site->lims, e->key); /* e goes; next was kept */
+                slim_free(m);
+                continue;
+            }
+            Sluice__V1__LimitState *q = &ls[li];
+            sluice__v1__limit_state__init(q);
+            q->limit = m->limit;
+            q->tenant = m->tenant;
+            q->campaign = m->campaign;
+            q->tokens = b->tokens;
+            q->at_ms = b->last_ms;
+            lp[li++] = q;
         }
     Sluice__V1__SiteState st = SLUICE__V1__SITE_STATE__INIT;
     st.version = SLUICE_WIRE_VERSION;
@@ -1006,6 +1079,8 @@ static void site_write(sched_shape *s, ssite *site)
     st.updated_at_ms = sl_now_ms();
     st.n_pairs = i;
     st.pairs = pp;
+    st.n_limits = li;
+    st.limits = lp;
     sl_pack(&st.base, &s->state);
     /* Losing one write costs little: the next change writes it all again. */
     int rc = sl_producer_send(s->ctx->prod, s->ctx->t_state, site->name, strlen(site->name),
@@ -1014,6 +1089,8 @@ static void site_write(sched_shape *s, ssite *site)
         sl_warn("shape: state of %s not written: %s", site->name, sl_strerror(rc));
     else
         sl_metric_inc("sluice_shape_state_writes_total", NULL, 1);
+    free(lp);
+    free(ls);
     free(pp);
     free(ps);
 }
@@ -1054,6 +1131,10 @@ static void state_apply(sched_shape *s, const Sluice__V1__SiteState *st, int64_t
         if (q->state < 0 || q->state >= SCHED_BO_NSTATES || q->resume_state < 0 ||
             q->resume_state >= SCHED_BO_NSTATES)
             continue;
+        /* A reply heard after the record was written (one that came while
+         * no scheduler ran, picked up at start) is newer than it: keep it. */
+        if (p->bo_at > st->updated_at_ms)
+            goto bucket;
         p->bo.state = (sched_bo_state)q->state;
         p->bo.resume_state = (sched_bo_state)q->resume_state;
         /* A rate above the configured one (the config changed) is capped. */
@@ -1067,7 +1148,17 @@ static void state_apply(sched_shape *s, const Sluice__V1__SiteState *st, int64_t
         p->bo.down = q->down;
         pair_tick(s, p, now);
         pair_apply_rate(p, now);
+    bucket:
+        /* The sends the old owner reserved are not granted again. */
+        if (q->bucket_at_ms > 0)
+            sched_bucket_restore(&p->bucket, q->bucket_tokens, q->bucket_at_ms, now);
         pair_publish(s, p, NULL);
+    }
+    for (size_t i = 0; i < st->n_limits; i++) {
+        const Sluice__V1__LimitState *q = st->limits[i];
+        const char *t = q->tenant ? q->tenant : "", *c = q->campaign ? q->campaign : "";
+        if (sched_limits_restore(&s->limits, q->limit, t, c, q->tokens, q->at_ms, now))
+            site_note_limit(site, q->limit, t, c);
     }
 }
 
@@ -1582,14 +1673,17 @@ void sched_shape_stop(sched_shape *s, sl_drained_cb cb, void *arg)
 }
 
 void sched_shape_feedback(sched_shape *s, const char *site_name, const char *ip,
-                          const sl_backoff_rule *rule, const char *reply)
+                          const sl_backoff_rule *rule, const char *reply, int64_t at_ms)
 {
     ssite *site = site_get(s, site_name);
     spair *p = pair_get(site, ip, sl_config_source(s->ctx->cfg, ip));
     int64_t now = sl_now_ms();
     p->used_ms = now;
     pair_tick(s, p, now);
+    if (rule->action == SL_BACKOFF_HALVE && at_ms > 0 && at_ms <= p->bo.last_halve_ms)
+        return; /* heard already: its halving is in the (restored) state */
     if (sched_backoff_apply(&p->bo, rule, now)) {
+        p->bo_at = now;
         pair_apply_rate(p, now);
         char *why = xasprintf("rule \"%s\" matched \"%.200s\"", rule->match, reply ? reply : "");
         pair_publish(s, p, why);
@@ -1615,6 +1709,7 @@ void sched_shape_down(sched_shape *s, const char *site_name, const char *ip, int
     sched_bo_state before = p->bo.state;
     if (!sched_backoff_down(&p->bo, until_ms, now))
         return;
+    p->bo_at = now;
     /* Every deferral of the outage says so, each a little later: log and
      * publish a SHAPING event when the pair stops, and when its end moves
      * by a second or more, not for each of them. */
@@ -1637,6 +1732,8 @@ static void site_close_cb(uv_handle_t *h)
 {
     ssite *site = h->data;
     sched_shape *s = site->s;
+    sl_map_each(&site->lims, slim_free_cb, NULL);
+    sl_map_free(&site->lims);
     free(site->name);
     free(site);
     /* Idle sites close while the shaper lives: only its free ends it. */

@@ -76,9 +76,12 @@ void sched_shape_free(sched_shape *s);
 size_t sched_shape_buffered(const sched_shape *s);
 
 /* A reply matched rule for (site, ip): adapt. Unknown site or IP: the
- * pair's state is created, so the next job already sees it. */
+ * pair's state is created, so the next job already sees it. at_ms is the
+ * reply's time (0: unknown): a halving reply no later than the pair's last
+ * halving is in that one already (a reply read again at start) and
+ * changes nothing. */
 void sched_shape_feedback(sched_shape *s, const char *site, const char *ip,
-                          const sl_backoff_rule *rule, const char *reply);
+                          const sl_backoff_rule *rule, const char *reply, int64_t at_ms);
 /* A sender reported every MX of site down from ip until until_ms (its next
  * probe): the pair is suspended until then (sched_backoff_down()); a
  * later report extends it. At or before now: nothing. */

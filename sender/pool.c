@@ -26,10 +26,13 @@ typedef struct psess {
     qent *cur;
 } psess;
 
+typedef struct snd_share snd_share;
+
 typedef struct snd_pool {
     char *key;
     char *dest_key;     /* snd_dest_key() of the target */
     snd_pools *owner;
+    snd_share *share;   /* the (source, site) whose connections it counts in */
     /* the target, with owned strings */
     snd_target tg;
     char *mx_host, *ip, *source_ip, *ehlo, *socks5;
@@ -47,17 +50,33 @@ typedef struct snd_pool {
     int64_t last_used;  /* monotonic ms: submit or a session's end */
 } snd_pool;
 
+/* The connections of one (source IP or proxy, site), across every MX
+ * address of the site: max_conn caps their sum, so a site with N MX
+ * hosts of equal preference (which classify shuffles) still gets at most
+ * max_conn connections from one source. Dispatches are keyed `ip/site`
+ * and a key always goes to the same worker, so one worker's shares are
+ * the sender's. */
+struct snd_share {
+    char *key;
+    uint32_t n_conn;   /* sessions open or opening in all its pools */
+    uint32_t max_conn; /* from the latest Dispatch of the site */
+    snd_pool **pools;  /* its pools, not owned */
+    size_t n_pools, cap_pools;
+};
+
 /* Pools are found by key in a hash map (common/map.h), which is also the
  * set of all pools: a sender may talk to 100,000 destinations, so a linear
  * search per submit would be quadratic. */
 struct snd_pools {
     uv_loop_t *loop;
     snd_dests *dests;
-    sl_map pools; /* key -> snd_pool, owned */
+    sl_map pools;  /* key -> snd_pool, owned */
+    sl_map shares; /* key -> snd_share, owned; freed with its last pool */
     size_t n_conn;
 };
 
 static void pool_kick(snd_pool *p);
+static void share_kick(snd_share *sh, const snd_pool *except);
 
 /* How long a pool keeps to the connection count a receiver accepted. */
 #define CONN_LIMIT_MS 60000
@@ -68,6 +87,18 @@ static void labels_source(const snd_pool *p, char *out, size_t n)
 }
 
 /* ---- session callbacks ---- */
+
+/* True when the share has every connection in use and a pool other than
+ * p has transactions waiting for one. */
+static bool share_wanted(const snd_share *sh, const snd_pool *p)
+{
+    if (sh->n_conn < sh->max_conn)
+        return false;
+    for (size_t i = 0; i < sh->n_pools; i++)
+        if (sh->pools[i] != p && sh->pools[i]->head)
+            return true;
+    return false;
+}
 
 static void take_next(psess *ps)
 {
@@ -84,6 +115,12 @@ static void take_next(psess *ps)
     }
     qent *q = p->head;
     if (!q) {
+        if (share_wanted(p->share, p)) {
+            /* Another MX address of the site waits for a connection. */
+            ps->idle = false;
+            snd_session_quit(ps->s);
+            return;
+        }
         ps->idle = true;
         return;
     }
@@ -147,17 +184,17 @@ static bool dest_failure(const snd_reply *why)
            (why->stage == SL_STAGE_CONNECT || why->stage == SL_STAGE_GREETING);
 }
 
-static void on_closed(void *arg, snd_session *s, const snd_reply *why, bool established)
+static void session_closed(snd_session *s, const snd_reply *why, bool established)
 {
     psess *ps = snd_session_data(s);
     snd_pool *p = ps->pool;
-    (void)arg;
     for (size_t i = 0; i < p->n_sess; i++)
         if (p->sess[i] == ps) {
             p->sess[i] = p->sess[--p->n_sess];
             break;
         }
     p->owner->n_conn--;
+    p->share->n_conn--;
     int64_t now = sl_mono_ms();
     p->last_used = now;
     char l[128];
@@ -217,9 +254,38 @@ static void on_closed(void *arg, snd_session *s, const snd_reply *why, bool esta
     pool_kick(p);
 }
 
+static void on_closed(void *arg, snd_session *s, const snd_reply *why, bool established)
+{
+    snd_pool *p = ((psess *)snd_session_data(s))->pool;
+    (void)arg;
+    session_closed(s, why, established);
+    /* The share has a connection free: a pool of another MX address of
+     * the site may be waiting for it. */
+    share_kick(p->share, p);
+}
+
 static const snd_session_cbs session_cbs = {NULL, on_ready, on_txn_done, on_closed};
 
 /* ---- pools ---- */
+
+/* Make room in the share for pool p: QUIT an idle connection of another
+ * of its pools (its close kicks the share again). False when none is idle:
+ * p waits for a busy one to end. */
+static bool share_reclaim(snd_share *sh, const snd_pool *p)
+{
+    for (size_t i = 0; i < sh->n_pools; i++) {
+        snd_pool *o = sh->pools[i];
+        if (o == p)
+            continue;
+        for (size_t k = 0; k < o->n_sess; k++)
+            if (o->sess[k]->idle) {
+                o->sess[k]->idle = false;
+                snd_session_quit(o->sess[k]->s);
+                return true;
+            }
+    }
+    return false;
+}
 
 static void pool_kick(snd_pool *p)
 {
@@ -231,16 +297,25 @@ static void pool_kick(snd_pool *p)
         if (!p->sess[i]->ready_once)
             opening++;
     snd_dests *ds = p->owner->dests;
+    snd_share *sh = p->share;
     int64_t now = sl_mono_ms();
     uint32_t max_conn = p->max_conn;
     if (now < p->limit_until && p->conn_limit < max_conn)
         max_conn = p->conn_limit;
+    bool share_full = false;
     while (p->n_queued > opening && p->n_sess < max_conn) {
         /* While a probe runs (this pool's or another's) nothing else
          * connects; a destination down and not yet due, neither. */
         if (snd_dest_state_of(ds, p->dest_key) == SND_DEST_PROBING ||
             !snd_dest_may_connect(ds, p->dest_key, now))
             break;
+        if (sh->n_conn >= sh->max_conn) {
+            /* The site's other MX addresses hold every connection this
+             * source may have: wait for one (an idle one goes now). */
+            share_full = true;
+            share_reclaim(sh, p);
+            break;
+        }
         psess *ps = xcalloc(1, sizeof *ps);
         ps->pool = p;
         if (p->n_sess == p->cap_sess) {
@@ -249,6 +324,7 @@ static void pool_kick(snd_pool *p)
         }
         p->sess[p->n_sess++] = ps;
         p->owner->n_conn++;
+        sh->n_conn++;
         opening++;
         char l[128];
         labels_source(p, l, sizeof l);
@@ -262,7 +338,7 @@ static void pool_kick(snd_pool *p)
         ps->s = s;
         snd_session_set_data(s, ps);
     }
-    if (p->n_sess == 0 && p->head) {
+    if (p->n_sess == 0 && p->head && !share_full) {
         /* No connection will come to take what waits: answer it with the
          * reason the destination is down. */
         const snd_reply *why = snd_dest_why(ds, p->dest_key);
@@ -278,12 +354,23 @@ static void pool_kick(snd_pool *p)
     }
 }
 
+/* Kick every pool of the share that has work waiting (but except). */
+static void share_kick(snd_share *sh, const snd_pool *except)
+{
+    /* By index: a kick can complete transactions whose callbacks submit
+     * again and so add a pool to this share. */
+    for (size_t i = 0; i < sh->n_pools && sh->n_conn < sh->max_conn; i++)
+        if (sh->pools[i] != except && sh->pools[i]->head)
+            pool_kick(sh->pools[i]);
+}
+
 snd_pools *snd_pools_new(uv_loop_t *loop, snd_dests *dests)
 {
     snd_pools *ps = xcalloc(1, sizeof *ps);
     ps->loop = loop;
     ps->dests = dests;
     sl_map_init(&ps->pools);
+    sl_map_init(&ps->shares);
     return ps;
 }
 
@@ -292,11 +379,37 @@ static char *dupnull(const char *s)
     return s && *s ? xstrdup(s) : NULL;
 }
 
-void snd_pools_submit(snd_pools *ps, const snd_target *tg, uint32_t max_conn, uint32_t max_msgs,
-                      snd_txn *t, snd_txn_cb done)
+static snd_share *share_get(snd_pools *ps, const char *site, const snd_target *tg)
 {
-    char *key = xasprintf("%s|%s|%s|%u|%d", tg->source_ip ? tg->source_ip : "",
-                          tg->socks5 ? tg->socks5 : "", tg->ip, tg->port, (int)tg->tls);
+    char *key = xasprintf("%s|%s|%s", site ? site : "", tg->source_ip ? tg->source_ip : "",
+                          tg->socks5 ? tg->socks5 : "");
+    snd_share *sh = sl_map_get(&ps->shares, key);
+    if (sh) {
+        free(key);
+        return sh;
+    }
+    sh = xcalloc(1, sizeof *sh);
+    sh->key = key;
+    sl_map_put(&ps->shares, sh->key, sh);
+    return sh;
+}
+
+static void share_add(snd_share *sh, snd_pool *p)
+{
+    if (sh->n_pools == sh->cap_pools) {
+        sh->cap_pools = sh->cap_pools ? sh->cap_pools * 2 : 4;
+        sh->pools = xrealloc(sh->pools, sh->cap_pools * sizeof *sh->pools);
+    }
+    sh->pools[sh->n_pools++] = p;
+    p->share = sh;
+}
+
+void snd_pools_submit(snd_pools *ps, const char *site, const snd_target *tg, uint32_t max_conn,
+                      uint32_t max_msgs, snd_txn *t, snd_txn_cb done)
+{
+    char *key = xasprintf("%s|%s|%s|%s|%u|%d", site ? site : "",
+                          tg->source_ip ? tg->source_ip : "", tg->socks5 ? tg->socks5 : "",
+                          tg->ip, tg->port, (int)tg->tls);
     snd_pool *p = sl_map_get(&ps->pools, key);
     if (!p) {
         p = xcalloc(1, sizeof *p);
@@ -311,11 +424,13 @@ void snd_pools_submit(snd_pools *ps, const snd_target *tg, uint32_t max_conn, ui
         p->tg.socks5 = p->socks5 = dupnull(tg->socks5);
         p->dest_key = snd_dest_key(p->source_ip, p->socks5, p->ip, p->tg.port);
         sl_map_put(&ps->pools, p->key, p);
+        share_add(share_get(ps, site, tg), p);
     }
     free(key);
     p->last_used = sl_mono_ms();
     /* The latest Dispatch carries the current limits. */
     p->max_conn = max_conn ? max_conn : 1;
+    p->share->max_conn = p->max_conn;
     p->max_msgs = max_msgs ? max_msgs : 100;
     p->tg.timeouts = tg->timeouts;
     qent *q = xcalloc(1, sizeof *q);
@@ -352,6 +467,28 @@ void snd_pools_quit_idle(snd_pools *ps)
     sl_map_each(&ps->pools, quit_idle, NULL);
 }
 
+static void share_free(snd_share *sh)
+{
+    free(sh->key);
+    free(sh->pools);
+    free(sh);
+}
+
+/* Take p out of its share; the share goes with its last pool. */
+static void share_remove(snd_pools *ps, snd_pool *p)
+{
+    snd_share *sh = p->share;
+    for (size_t i = 0; i < sh->n_pools; i++)
+        if (sh->pools[i] == p) {
+            sh->pools[i] = sh->pools[--sh->n_pools];
+            break;
+        }
+    if (sh->n_pools == 0) {
+        sl_map_del(&ps->shares, sh->key);
+        share_free(sh);
+    }
+}
+
 static void pool_free(snd_pool *p)
 {
     free(p->key);
@@ -372,6 +509,7 @@ size_t snd_pools_count(const snd_pools *ps)
 
 typedef struct sweep {
     int64_t idle_ms, now_ms;
+    snd_pools *ps; /* the pools' sweep: shares go with their last pool */
 } sweep;
 
 static bool sweep_pool(void *arg, void *val)
@@ -380,13 +518,14 @@ static bool sweep_pool(void *arg, void *val)
     snd_pool *p = val;
     if (p->n_sess || p->head || sw->now_ms - p->last_used < sw->idle_ms)
         return false;
+    share_remove(sw->ps, p);
     pool_free(p);
     return true;
 }
 
 size_t snd_pools_sweep(snd_pools *ps, int64_t idle_ms, int64_t now_ms)
 {
-    sweep sw = {idle_ms, now_ms};
+    sweep sw = {idle_ms, now_ms, ps};
     return sl_map_sweep(&ps->pools, sweep_pool, &sw);
 }
 
@@ -398,6 +537,12 @@ static int free_pool(void *arg, const char *key, void *val)
     return 0;
 }
 
+static int free_share(void *arg, const char *key, void *val)
+{
+    share_free(val);
+    return 0;
+}
+
 void snd_pools_free(snd_pools *ps)
 {
     if (!ps)
@@ -405,6 +550,8 @@ void snd_pools_free(snd_pools *ps)
     SL_ASSERT(ps->n_conn == 0);
     sl_map_each(&ps->pools, free_pool, NULL);
     sl_map_free(&ps->pools);
+    sl_map_each(&ps->shares, free_share, NULL);
+    sl_map_free(&ps->shares);
     free(ps);
 }
 
@@ -473,7 +620,7 @@ static bool sweep_pace(void *arg, void *val)
 size_t snd_pacer_sweep(snd_pacer *p, int64_t idle_ms, int64_t now_ms,
                        void (*forget)(void *arg, const char *key), void *arg)
 {
-    pace_sweep ps = {{idle_ms, now_ms}, forget, arg};
+    pace_sweep ps = {{idle_ms, now_ms, NULL}, forget, arg};
     return sl_map_sweep(&p->m, sweep_pace, &ps);
 }
 

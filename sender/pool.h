@@ -1,6 +1,6 @@
 /*
- * pool - connection pools per (source IP, MX address) and the pacing of
- * (site, source IP) pairs, for one worker loop.
+ * pool - connection pools per (site, source IP, MX address) and the pacing
+ * of (site, source IP) pairs, for one worker loop.
  *
  * snd_pools_new() takes the worker's destination table (dest.h), which
  * it consults and updates: a pool opens no connection to a destination that
@@ -12,11 +12,15 @@
  * every queued transaction at once with that failure. A session that gets
  * as far as the greeting marks the destination up.
  *
- * snd_pools_submit() queues a transaction for the destination described by
- * the target (source IP or SOCKS5 proxy, MX address and port). Idle
- * connections of that pool take it at once; otherwise a new connection is
- * opened while the pool has fewer than max_conn (from the Dispatch) - and
- * so at most max_conn attempts are in flight per destination. A connection
+ * snd_pools_submit() queues a transaction of the site for the destination
+ * described by the target (source IP or SOCKS5 proxy, MX address and
+ * port). Idle connections of that pool take it at once; otherwise a new
+ * connection is opened while the (site, source) has fewer than max_conn
+ * (from the Dispatch) across all the site's MX addresses. When they are
+ * all in use elsewhere, an idle one of another MX address is closed to
+ * make room, or the transaction waits for a busy one to end. Dispatches
+ * of a (source IP, site) pair all reach one worker (keyed `ip/site`), so
+ * the cap holds for the sender. A connection
  * carries at most max_msgs transactions, then QUITs; idle connections QUIT
  * after target->timeouts.idle. The done callback fires exactly once per
  * submitted transaction - inside submit when the destination is down and
@@ -57,8 +61,8 @@ typedef struct snd_pools snd_pools;
 typedef void (*snd_txn_cb)(snd_txn *t);
 
 snd_pools *snd_pools_new(uv_loop_t *loop, snd_dests *dests);
-void snd_pools_submit(snd_pools *ps, const snd_target *tg, uint32_t max_conn, uint32_t max_msgs,
-                      snd_txn *t, snd_txn_cb done);
+void snd_pools_submit(snd_pools *ps, const char *site, const snd_target *tg, uint32_t max_conn,
+                      uint32_t max_msgs, snd_txn *t, snd_txn_cb done);
 /* Connections open (or opening) now. */
 size_t snd_pools_connections(const snd_pools *ps);
 /* QUIT every idle connection (shutdown); busy ones QUIT when done. */

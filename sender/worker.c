@@ -464,7 +464,8 @@ static void start_txn(delivery *dl)
     }
     snd_dest_hold(w->dests, dkey, mono);
     dl->held_key = dkey;
-    snd_pools_submit(w->pools, &tg, d->max_connections ? d->max_connections : sh->max_connections,
+    snd_pools_submit(w->pools, d->site, &tg,
+                     d->max_connections ? d->max_connections : sh->max_connections,
                      d->max_messages_per_connection ? d->max_messages_per_connection
                                                     : sh->max_messages_per_connection,
                      &dl->txn, txn_done);

@@ -105,5 +105,66 @@ class TestSiteStateFollowsTheSite(unittest.TestCase):
         log("%s, which never heard the reply, owns the site with the halved rate" % owner)
 
 
+def wire_times(sink, sources):
+    """Arrival times (monotonic seconds, as the sink stamps them) of the
+    messages the sink accepted from the given source IPs."""
+    return sorted(m["t_us"] / 1e6 for m in sink.messages()
+                  if m.get("peer", "").rsplit(":", 1)[0] in sources)
+
+
+@unittest.skipUnless(REAL, "needs SLUICE_KAFKA=real (a real Kafka cluster)")
+class TestRateHoldsWhileSchedulersDie(unittest.TestCase):
+    def test_two_ips_at_20_per_second_give_40_per_second_through_kills(self):
+        # One site, 20/s per source IP, two source IPs: 40/s at the wire.
+        # Every 15 s one of the three schedulers (in turn, so the site's
+        # owner is among them) is SIGKILLed and started again at once.
+        sources = ("127.0.0.2", "127.0.0.3")
+        # Static members: a restarted scheduler takes its partitions back
+        # without a rebalance of the others.
+        c = Cluster("sched-rate", partitions=4, domains=1, ips=0,
+                    kafka_yaml="  static_membership: true\n",
+                    pools_yaml="".join("    - { ip: %s, ehlo: mta%d.example.net }\n" % (ip, i + 2)
+                                       for i, ip in enumerate(sources)),
+                    shaping="{ max_message_rate: 20/s, max_connections: 4 }",
+                    retry="{ delays: [1s, 2s, 5s], expiry: 10m }")
+        self.addCleanup(c.close)
+        topics_ready(c)
+        names = ["sched-1", "sched-2", "sched-3"]
+        for n in names:
+            c.start_scheduler(n)
+        c.start_sender()
+        # More than the 60 s measured can take, so the site never runs dry.
+        c.publish(c.job_specs(4000, "r"))
+        wait_for(lambda: len(wire_times(c.sink, sources)) >= 80, 120, "80 at the sink")
+        t0 = time.monotonic()
+        kills = []
+        for k in range(4):
+            due = t0 + 7.5 + 15 * k
+            wait_for(lambda: time.monotonic() >= due, 30, "the kill time", interval=0.05)
+            name = names[k % 3]
+            c.kill(name)
+            c.start_scheduler(name, wait_ready=False)
+            kills.append(time.monotonic() - t0)
+        wait_for(lambda: time.monotonic() >= t0 + 60, 30, "60 s", interval=0.1)
+        times = [t - t0 for t in wire_times(c.sink, sources) if t0 <= t < t0 + 60]
+        rate = len(times) / 60.0
+        # Every 5-second window (sliding by 0.25 s) of the minute.
+        worst, worst_at = 0, 0.0
+        lo = 0
+        for hi in range(len(times)):
+            while times[hi] - times[lo] >= 5.0:
+                lo += 1
+            if hi - lo + 1 > worst:
+                worst, worst_at = hi - lo + 1, times[lo]
+        per_s = collections.Counter(int(t) for t in times)
+        log("kills at %s s; %d messages in 60 s: %.1f/s; busiest 5 s window %d (%.1f/s) "
+            "from %.1f s; per second: %s" % (["%.1f" % k for k in kills], len(times), rate,
+                                             worst, worst / 5.0, worst_at,
+                                             [per_s.get(i, 0) for i in range(60)]))
+        self.assertGreaterEqual(rate, 36.0)
+        self.assertLessEqual(rate, 44.0)
+        self.assertLessEqual(worst, 250, "40/s over 5 s plus 25%")
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -54,6 +54,7 @@ typedef struct sink {
     smtpd_server *srv;
     const char *dir;
     FILE *log;
+    FILE *conn_log; /* --conn-log: a line per connection opened and closed */
     rule *rules;
     int greeting;
     uint64_t seq;
@@ -78,10 +79,25 @@ static void trx_clear(sink_sess *ss)
     ss->text = NULL;
 }
 
+/* One --conn-log line, flushed: what happened to the connection, when
+ * (CLOCK_MONOTONIC, comparable between the sinks of one machine) and
+ * between which addresses. */
+static void conn_log(sink *k, smtpd_session *s, const char *what)
+{
+    if (!k->conn_log)
+        return;
+    const smtpd_envelope *e = smtpd_session_envelope(s);
+    fprintf(k->conn_log,
+            "{\"ev\":\"%s\",\"t_us\":%" PRIu64 ",\"peer\":\"%s\",\"local\":\"%s\"}\n", what,
+            uv_hrtime() / 1000, e->peer ? e->peer : "", e->local ? e->local : "");
+    fflush(k->conn_log);
+}
+
 static void on_connect(void *arg, smtpd_session *s)
 {
     sink *k = arg;
     smtpd_session_set_data(s, xcalloc(1, sizeof(sink_sess)));
+    conn_log(k, s, "open");
     if (k->greeting == 421)
         smtpd_reply(s, 421, "4.7.0 Service not available, closing channel");
     else if (k->greeting >= 500)
@@ -97,6 +113,7 @@ static void on_close(void *arg, smtpd_session *s)
     sink_sess *ss = smtpd_session_data(s);
     if (!ss)
         return;
+    conn_log(arg, s, "close");
     smtpd_session_set_data(s, NULL);
     bool pending = ss->noanswer_pending;
     trx_clear(ss);
@@ -257,7 +274,8 @@ static void record(sink *k, smtpd_session *s, const char *msg, size_t len, uint6
         sl_buf_json_str(&env, e->peer, strlen(e->peer));
         sl_buf_puts(&env, ",\"local\":");
         sl_buf_json_str(&env, e->local, strlen(e->local));
-        sl_buf_printf(&env, ",\"n\":%" PRIu64 ",\"file\":", n);
+        sl_buf_printf(&env, ",\"n\":%" PRIu64 ",\"t_us\":%" PRIu64 ",\"file\":", n,
+                      uv_hrtime() / 1000);
         char name[32];
         snprintf(name, sizeof(name), "%08" PRIu64 ".eml", n);
         if (k->dir)
@@ -398,14 +416,15 @@ static const sl_cmd_help help = {
     .synopsis = "[--listen HOST:PORT] [--port-file F] [--dir D] [--log F]\n"
                 "         [--tls-cert C --tls-key K [--implicit-tls]] [--no-pipelining] [--no-smtputf8]\n"
                 "         [--max-rcpt N] [--max-size BYTES] [--max-conn-per-ip N] [--idle-timeout DUR]\n"
-                "         [--greeting CODE] [--rules FILE] [--hostname NAME] [--greylist]",
+                "         [--greeting CODE] [--rules FILE] [--hostname NAME] [--greylist]\n"
+                "         [--conn-log F]",
     .about = "A recording SMTP sink with fault rules, for tests and benchmarks; see\n"
              "tests/sink/README.md for every option and the fault rules.\n",
     .options = "  --listen HOST:PORT (default 127.0.0.1:2525), --port-file F, --dir D,\n"
                "  --log F, --tls-cert C, --tls-key K, --implicit-tls, --no-pipelining,\n"
                "  --no-smtputf8, --max-rcpt N, --max-size BYTES, --max-conn-per-ip N,\n"
                "  --idle-timeout DUR, --greeting CODE, --rules FILE, --hostname NAME,\n"
-               "  --greylist\n",
+               "  --greylist, --conn-log F\n",
     .config = NULL, /* it reads no sluice configuration */
 };
 
@@ -433,9 +452,11 @@ int main(int argc, char **argv)
                                          {"rules", required_argument, 0, 'R'},
                                          {"hostname", required_argument, 0, 'H'},
                                          {"greylist", no_argument, 0, 'G'},
+                                         {"conn-log", required_argument, 0, 'N'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *listen = "127.0.0.1:2525", *port_file = NULL, *log_path = NULL;
+    const char *conn_log_path = NULL;
     const char *cert = NULL, *key = NULL, *rules = NULL;
     bool implicit = false;
     sink k = {0};
@@ -506,6 +527,9 @@ int main(int argc, char **argv)
         case 'G':
             k.greylist = true;
             break;
+        case 'N':
+            conn_log_path = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -538,6 +562,13 @@ int main(int argc, char **argv)
             return 2;
         }
         setvbuf(k.log, NULL, _IOFBF, 1 << 16);
+    }
+    if (conn_log_path) {
+        k.conn_log = fopen(conn_log_path, "a");
+        if (!k.conn_log) {
+            fprintf(stderr, "sluice-testsink: %s: %s\n", conn_log_path, strerror(errno));
+            return 2;
+        }
     }
     signal(SIGPIPE, SIG_IGN);
     k.loop = uv_default_loop();
@@ -584,6 +615,8 @@ int main(int argc, char **argv)
     smtpd_server_free(k.srv);
     if (k.log)
         fclose(k.log);
+    if (k.conn_log)
+        fclose(k.conn_log);
     SSL_CTX_free(ctx);
     for (grey *g = k.grey_seen, *n; g; g = n) {
         n = g->next;

@@ -237,11 +237,23 @@ static int dump(const sl_config *cfg, const char *suffix, int count, int timeout
                     sl_buf_json_str(&b, q->source_ip, strlen(q->source_ip));
                     sl_buf_printf(&b,
                                   ":{\"day\":%lld,\"sent_today\":%u,\"state\":%d,"
-                                  "\"rate\":%g,\"until_ms\":%lld}",
+                                  "\"rate\":%g,\"until_ms\":%lld,\"bucket_tokens\":%g,"
+                                  "\"bucket_at_ms\":%lld}",
                                   (long long)q->day, q->sent_today, (int)q->state, q->rate,
-                                  (long long)q->until_ms);
+                                  (long long)q->until_ms, q->bucket_tokens,
+                                  (long long)q->bucket_at_ms);
                 }
-                sl_buf_putc(&b, '}');
+                sl_buf_puts(&b, "},\"limits\":[");
+                for (size_t i = 0; i < st->n_limits; i++) {
+                    const Sluice__V1__LimitState *q = st->limits[i];
+                    sl_buf_printf(&b, "%s{\"limit\":%u,\"tenant\":", i ? "," : "", q->limit);
+                    sl_buf_json_str(&b, q->tenant, strlen(q->tenant));
+                    sl_buf_puts(&b, ",\"campaign\":");
+                    sl_buf_json_str(&b, q->campaign, strlen(q->campaign));
+                    sl_buf_printf(&b, ",\"tokens\":%g,\"at_ms\":%lld}", q->tokens,
+                                  (long long)q->at_ms);
+                }
+                sl_buf_putc(&b, ']');
                 sluice__v1__site_state__free_unpacked(st, NULL);
             }
         } else if (strcmp(suffix, "dlq")) {

@@ -481,6 +481,7 @@ static void test_shaping_inheritance(void **state)
     assert_int_equal(cfg->kafka.heartbeat_interval_ms, 3000);
     assert_int_equal(cfg->kafka.commit_interval_ms, 1000);
     assert_int_equal(cfg->kafka.linger_ms, -1);
+    assert_false(cfg->kafka.static_membership);
     assert_string_equal(cfg->kafka.bootstrap, "127.0.0.1:9092");
     assert_int_equal(cfg->dns.tries, 2);
     assert_int_equal(cfg->retry.n_delays, 5);
@@ -512,6 +513,7 @@ static void test_values(void **state)
                               "  security_protocol: SASL_SSL\n"
                               "  sasl_password: 12345\n"
                               "  linger_ms: 0\n"
+                              "  static_membership: true\n"
                               "backoff:\n"
                               "  - { match: '^421', action: suspend, duration: 1h }\n"
                               "  - { match: '^550 5\\.7\\.1', action: disable_ip, site: default }\n"
@@ -527,9 +529,10 @@ static void test_values(void **state)
     assert_string_equal(cfg->kafka.security_protocol, "sasl_ssl");
     assert_string_equal(cfg->kafka.sasl_password, "12345");
     assert_int_equal(cfg->kafka.linger_ms, 0);
+    assert_true(cfg->kafka.static_membership);
     assert_int_equal(cfg->backoff[0].action, SL_BACKOFF_SUSPEND);
     assert_int_equal(cfg->backoff[0].duration_ms, 3600000);
-    assert_int_equal(cfg->backoff[0].line, 11);
+    assert_int_equal(cfg->backoff[0].line, 12);
     assert_null(cfg->backoff[0].site);
     assert_int_equal(cfg->backoff[1].action, SL_BACKOFF_DISABLE_IP);
     assert_string_equal(cfg->backoff[1].site, "default");

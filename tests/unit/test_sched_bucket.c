@@ -98,6 +98,27 @@ static void test_tiny_rate_never_free(void **state)
     assert_true(at > 1000 + 86400000LL * 365);
 }
 
+/* A bucket read back from the state topic: the lower level at now wins,
+ * refilled from the time it was written; a full bucket takes the debt. */
+static void test_restore_keeps_the_lower_level(void **state)
+{
+    (void)state;
+    sched_bucket b;
+    sched_bucket_init(&b, 1, 3, 10000); /* 1/s, burst 3: full */
+    /* Written at 9000 with one send reserved ahead (-1): at 10000, 0. */
+    sched_bucket_restore(&b, -1, 9000, 10000);
+    assert_int_equal(sched_bucket_take(&b, 10000), 11000);
+    /* A higher level changes nothing. */
+    sched_bucket_restore(&b, 3, 10000, 10000);
+    assert_int_equal(sched_bucket_available_at(&b, 10000), 12000);
+    /* Another host's clock ahead of ours counts as now. */
+    sched_bucket_restore(&b, -2, 99999, 10000);
+    assert_int_equal(sched_bucket_available_at(&b, 10000), 13000);
+    /* Long ago: refilled to the burst at most, so no change. */
+    sched_bucket_restore(&b, -5, 0, 10000);
+    assert_int_equal(sched_bucket_available_at(&b, 10000), 13000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -108,6 +129,7 @@ int main(void)
         cmocka_unit_test(test_default_burst),
         cmocka_unit_test(test_full_again_once_refilled),
         cmocka_unit_test(test_tiny_rate_never_free),
+        cmocka_unit_test(test_restore_keeps_the_lower_level),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -99,12 +99,45 @@ static void test_idle_buckets_are_freed(void **state)
     sched_limits_free(&l);
 }
 
+/* Buckets named for the state topic and restored from it: a restored one
+ * that no flow holds yet is there for the next resolve, and an unknown
+ * limit index is refused. */
+static void test_key_find_restore(void **state)
+{
+    (void)state;
+    sl_limit lim[] = {{(char *)"*", NULL, 1, 2, 2}}; /* each tenant: 1/s, burst 2 */
+    sl_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.limits = lim;
+    cfg.n_limits = 1;
+    sched_limits l;
+    sched_limits_init(&l, &cfg);
+    assert_null(sched_limits_find(&l, 0, "acme", ""));
+    assert_false(sched_limits_restore(&l, 1, "acme", "", 0, 1000, 1000));
+    assert_true(sched_limits_restore(&l, 0, "acme", "", -1, 1000, 1000));
+    sched_bucket *b = sched_limits_find(&l, 0, "acme", "");
+    assert_non_null(b);
+    uint32_t i;
+    const char *t, *c;
+    sched_limits_key(b, &i, &t, &c);
+    assert_int_equal(i, 0);
+    assert_string_equal(t, "acme");
+    assert_string_equal(c, "");
+    sched_bucket *a[1];
+    assert_int_equal(sched_limits_resolve(&l, "acme", "x", a, 1, 1000), 1);
+    assert_ptr_equal(a[0], b);
+    assert_int_equal(sched_limits_take(a, 1, 1000), 3000); /* after the debt */
+    sched_limits_release(&l, a, 1, 1000);
+    sched_limits_free(&l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resolve_and_share),
         cmocka_unit_test(test_take_waits_for_the_slowest),
         cmocka_unit_test(test_idle_buckets_are_freed),
+        cmocka_unit_test(test_key_find_restore),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
