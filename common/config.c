@@ -901,6 +901,9 @@ static sl_config *config_base(const char *path)
     cfg->sender.destination_backoff_max_ms = 300000;
     cfg->sender.max_inflight_per_destination = 0;
     cfg->sender.idle_state_timeout_ms = 600000;
+    cfg->sender.ledger = true;
+    cfg->sender.ledger_lookback_ms = 1800000;
+    cfg->sender.ledger_max_entries = 1000000;
     cfg->sender.instance_id = hostname_or("sluice");
     cfg->scheduler.max_buffered = 100000;
     cfg->scheduler.max_job_bytes = 1024 * 1024;
@@ -1604,7 +1607,10 @@ static int walk_sender(cfg_ctx *c, const cfg_node *m)
                                        "destination_backoff_initial",
                                        "destination_backoff_max",
                                        "max_inflight_per_destination",
-                                       "idle_state_timeout"};
+                                       "idle_state_timeout",
+                                       "ledger",
+                                       "ledger_lookback",
+                                       "ledger_max_entries"};
     sl_config *cfg = c->cfg;
     TRY(map_check(c, m, "sender", keys, NELEM(keys)));
     OPT_INT(m, "sender", "workers", 0, 1024, cfg->sender.workers);
@@ -1629,6 +1635,9 @@ static int walk_sender(cfg_ctx *c, const cfg_node *m)
                         (unsigned)cfg->sender.max_inflight);
     TRY(opt_duration(c, m, "sender", "idle_state_timeout", false,
                      &cfg->sender.idle_state_timeout_ms));
+    TRY(opt_bool(c, m, "sender", "ledger", &cfg->sender.ledger));
+    TRY(opt_duration(c, m, "sender", "ledger_lookback", false, &cfg->sender.ledger_lookback_ms));
+    OPT_INT(m, "sender", "ledger_max_entries", 1000, 100000000, cfg->sender.ledger_max_entries);
     TRY(opt_str(c, m, "sender", "instance_id", &cfg->sender.instance_id));
     if (!cfg->sender.instance_id[0])
         return cfg_fail(c, map_line(m, "instance_id"),

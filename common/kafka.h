@@ -6,7 +6,8 @@
  * it to rd_kafka_new().
  *
  * sl_topics() lists every sluice topic with its partition count, cleanup
- * policy and max.message.bytes: what `sluice topics ensure` and the dev
+ * policy, max.message.bytes and retention (the ledger's: twice
+ * sender.ledger_lookback): what `sluice topics ensure` and the dev
  * broker create.
  *
  * sl_producer is the idempotent producer (enable.idempotence=true,
@@ -51,6 +52,7 @@ typedef struct sl_topic_spec {
     int partitions;
     bool compacted;
     uint64_t max_message_bytes; /* the topic's max.message.bytes (budget.h) */
+    int64_t retention_ms;       /* retention.ms and segment.ms; 0: the broker's default */
 } sl_topic_spec;
 
 /* Does a Kafka broker answer at the bootstrap within timeout_ms? A TCP

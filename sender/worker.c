@@ -43,6 +43,7 @@ typedef struct rcpt_state {
     Sluice__V1__BounceClass cls;
     bool hard;
     bool possible_duplicate;
+    bool skipped;       /* the ledger holds its final outcome: no event */
     const char *reason;
 } rcpt_state;
 
@@ -228,15 +229,25 @@ static void delivery_finish(delivery *dl)
     const sl_job *job = dl->d->job;
     size_t n = job->n_recipients;
     snd_rcpt_outcome *o = xcalloc(n ? n : 1, sizeof *o);
+    size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         rcpt_state *s = &dl->rs[i];
-        o[i].rcpt = job->recipients[i];
-        o[i].type = s->final ? s->type : SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED;
-        o[i].reply = s->reply.code ? &s->reply : NULL;
-        o[i].bounce_class = s->cls;
-        o[i].hard = s->hard;
-        o[i].possible_duplicate = s->possible_duplicate;
-        o[i].reason = s->reason;
+        if (s->skipped)
+            continue;
+        o[m].rcpt = job->recipients[i];
+        o[m].type = s->final ? s->type : SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED;
+        o[m].reply = s->reply.code ? &s->reply : NULL;
+        o[m].bounce_class = s->cls;
+        o[m].hard = s->hard;
+        o[m].possible_duplicate = s->possible_duplicate;
+        o[m].reason = s->reason;
+        m++;
+    }
+    if (m == 0) {
+        /* Every recipient was skipped: nothing to publish. */
+        free(o);
+        delivery_release(dl, true);
+        return;
     }
     cand *c = dl->cur < dl->n_cands ? &dl->cands[dl->cur] : NULL;
     /* Every candidate down: the event says when the first will be probed,
@@ -271,8 +282,15 @@ static void delivery_finish(delivery *dl)
         .smtp_ms = dl->smtp_ms,
         .worker = dl->w->index,
         .destination_down_until_ms = down_until,
+        .ledger = dl->w->sh.ledger,
+        .key = dl->rec ? dl->rec->msg->key : NULL,
+        .klen = dl->rec ? dl->rec->msg->key_len : 0,
+        .partition = dl->rec ? dl->rec->partition : -1,
+        .offset = dl->rec ? dl->rec->offset : -1,
     };
-    int rc = snd_outcome_publish(dl->w->prod, dl->w->sh.cfg, dl->d, &info, o, n, on_published, dl);
+    if (!dl->rec)
+        info.ledger = NULL;
+    int rc = snd_outcome_publish(dl->w->prod, dl->w->sh.cfg, dl->d, &info, o, m, on_published, dl);
     free(o);
     if (rc < 0)
         on_published(dl, rc);
@@ -660,6 +678,45 @@ static void delivery_route(delivery *dl)
 
 /* ---- intake ---- */
 
+/* The delivery ledger's check, just before the first transaction: every
+ * recipient whose final outcome it holds is skipped, whichever copy of the
+ * dispatch this is. Returns true when nothing is left to send (the
+ * delivery is finished). */
+static bool ledger_skip(delivery *dl)
+{
+    snd_ledger *l = dl->w->sh.ledger;
+    const sl_job *job = dl->d->job;
+    if (!l)
+        return false;
+    size_t keep = 0, skipped = 0;
+    for (size_t k = 0; k < dl->n_pending; k++) {
+        size_t i = dl->pending_idx[k];
+        if (snd_ledger_final(l, job->job_id, job->recipients[i])) {
+            dl->rs[i].final = dl->rs[i].skipped = true;
+            skipped++;
+            sl_log_job(SL_LOG_INFO, job->job_id,
+                       "skipped %s: the delivery ledger holds its final outcome "
+                       "(dispatch %s[%d]@%lld, attempt %u)",
+                       job->recipients[i], dl->rec ? dl->rec->topic : "-",
+                       dl->rec ? dl->rec->partition : -1,
+                       dl->rec ? (long long)dl->rec->offset : -1LL, job->attempt);
+            continue;
+        }
+        dl->pending[keep] = dl->pending[k];
+        dl->pending_idx[keep++] = i;
+    }
+    dl->n_pending = keep;
+    if (!skipped)
+        return false;
+    char lab[256];
+    snprintf(lab, sizeof lab, "site=\"%s\"", dl->d->site ? dl->d->site : "");
+    sl_metric_inc("sluice_sender_ledger_skipped_total", lab, (double)skipped);
+    if (keep)
+        return false;
+    delivery_release(dl, true);
+    return true;
+}
+
 static void on_slot(uv_timer_t *t)
 {
     delivery *dl = t->data;
@@ -667,6 +724,14 @@ static void on_slot(uv_timer_t *t)
         delivery_release(dl, false);
         return;
     }
+    /* The partition moved to another sender (a rebalance): it reads the
+     * dispatch again, so handing it back avoids a second copy. */
+    if (dl->rec && sl_record_revoked(dl->rec)) {
+        delivery_release(dl, false);
+        return;
+    }
+    if (ledger_skip(dl))
+        return;
     delivery_route(dl);
 }
 
