@@ -2,7 +2,9 @@
 # End-to-end throughput: N messages through devbroker -> scheduler -> sender
 # -> Postfix's smtp-sink, and in the same run the same N messages through a
 # local Postfix relaying to the same sink. Prints messages per second for
-# both and the ratio sluice / Postfix. Run as root from the project root
+# both and the ratio sluice / Postfix. sluice runs twice, with the delivery
+# ledger (the default) and without it (sender.ledger: false), to show what
+# the ledger costs. Run as root from the project root
 # after scripts/build.sh:  bash bench/e2e.sh [N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,9 +18,36 @@ trap cleanup EXIT
 SINK=$(bench_free_port)
 bench_sink "$SINK"
 
-# sluice: the whole pipeline, routed to the sink.
-build/bin/sluice dev --demo "$N" --route 127.0.0.1:"$SINK" --json --dir "$WORK/dev" > "$WORK/sluice.json"
-SLUICE_RATE=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["messages_per_second"]); assert d["delivered"]==d["messages"], d' "$WORK/sluice.json")
+# sluice: the whole pipeline, routed to the sink; the configuration is the
+# one `sluice dev` writes, with and without the delivery ledger.
+sluice_cfg() {
+  cat > "$1" <<YAML
+kafka:
+  bootstrap: 127.0.0.1:1
+  session_timeout_ms: 6000
+  heartbeat_interval_ms: 1000
+  commit_interval_ms: 500
+routes:
+  "*": 127.0.0.1:$SINK
+pools:
+  default:
+    - { ip: 127.0.0.1, ehlo: localhost }
+shaping:
+  default: { max_message_rate: 100000/s, max_connections: 20, max_messages_per_connection: 1000 }
+retry: { delays: [1s, 5s, 30s], expiry: 1h }
+sender:
+  drain_timeout: 3s
+  max_inflight_per_destination: 5000
+  ledger: $2
+YAML
+}
+sluice_run() { # NAME LEDGER -> messages per second
+  sluice_cfg "$WORK/$1.yaml" "$2"
+  build/bin/sluice dev -c "$WORK/$1.yaml" --demo "$N" --json --dir "$WORK/$1" > "$WORK/$1.json"
+  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["messages_per_second"]); assert d["delivered"]==d["messages"], d' "$WORK/$1.json"
+}
+SLUICE_RATE=$(sluice_run ledger true)
+NOLEDGER_RATE=$(sluice_run noledger false)
 
 # Postfix: smtp-source injects N messages (20 sessions, 100 messages each
 # connection), Postfix queues and relays them to the same sink.
@@ -30,11 +59,12 @@ bench_wait 3600 bash -c "[ \$(grep -c 'status=sent' '$WORK/postfix/maillog' 2>/d
 end=$(date +%s.%N)
 PF_RATE=$(python3 -c "print(round($N/($end-$start),1))")
 
-python3 - "$N" "$SLUICE_RATE" "$PF_RATE" <<'PY'
+python3 - "$N" "$SLUICE_RATE" "$PF_RATE" "$NOLEDGER_RATE" <<'PY'
 import sys
-n, s, p = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+n, s, p, nl = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 print(f"messages            {n}")
 print(f"sluice end-to-end   {s:.0f} msg/s")
+print(f"  without ledger    {nl:.0f} msg/s (the ledger costs {100 * (1 - s / nl):.1f}%)")
 print(f"postfix relay       {p:.0f} msg/s")
 print(f"ratio sluice/postfix {s/p:.2f}")
 PY

@@ -805,6 +805,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     } else {
         /* Eager revoke: commit what is stored; records still in flight will
          * be repeated by the next owner (at least once). */
+        if (c->o.on_revoke)
+            c->o.on_revoke(c->o.arg);
         consumer_commit(c, "revoke");
         pthread_mutex_lock(&c->mu);
         sl_part *p = c->parts;

@@ -137,6 +137,11 @@ typedef struct sl_consumer_opts {
      * assigned when it returns): a stage restores what it keeps about
      * them. It may block, briefly: the group's rebalance waits for it. */
     void (*on_assign)(void *arg, const int32_t *partitions, size_t n);
+    /* When set, called on the consumer thread when the assignment is
+     * revoked, before the offsets are committed: a stage may wait, briefly,
+     * for work under way to finish, so that its offsets are committed (and
+     * what it recorded is visible) before the next owner starts. */
+    void (*on_revoke)(void *arg);
     bool no_commit;             /* never commit: a live tail whose group keeps no
                                  * offsets, so it leaves nothing behind (no lag
                                  * to alert on) once its member is gone */

@@ -7,17 +7,32 @@
 #include "metrics.h"
 #include "util.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct snd_ledger {
     const sl_config *cfg;
     pthread_mutex_t mu;
+    pthread_cond_t cv;  /* the follower advanced */
     sl_map set;         /* "job id\nrecipient" -> (void *)1 */
+    sl_map claims;      /* pairs a transaction of this sender holds */
     char **ring;        /* the same keys, oldest first from head, for eviction */
     size_t cap, head, count;
+    /* the follower */
+    rd_kafka_t *rk;
+    char *topic;
+    pthread_t thread;
+    bool running;
+    atomic_bool stop;
+    int64_t since_ms;
+    int n_parts;
+    int64_t *pos;       /* under mu: next offset to read, per partition */
+    long loaded;        /* under mu: records noted by the follower */
 };
 
 snd_ledger *snd_ledger_new(const sl_config *cfg)
@@ -27,13 +42,15 @@ snd_ledger *snd_ledger_new(const sl_config *cfg)
     snd_ledger *l = xcalloc(1, sizeof *l);
     l->cfg = cfg;
     pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->cv, NULL);
     sl_map_init(&l->set);
+    sl_map_init(&l->claims);
     l->cap = cfg->sender.ledger_max_entries ? cfg->sender.ledger_max_entries : 1000;
     l->ring = xcalloc(l->cap, sizeof *l->ring);
     sl_metric_help("sluice_sender_ledger_skipped_total", SL_METRIC_COUNTER,
                    "Recipients not sent because the delivery ledger had their final outcome");
     sl_metric_help("sluice_sender_ledger_loaded_total", SL_METRIC_COUNTER,
-                   "Ledger records read back on partition assignment");
+                   "Final outcomes the ledger follower read from the ledger topic");
     sl_metric_help("sluice_sender_ledger_entries", SL_METRIC_GAUGE,
                    "Job and recipient pairs the ledger lookup holds");
     sl_metric_help("sluice_sender_ledger_load_failures_total", SL_METRIC_COUNTER,
@@ -46,10 +63,22 @@ void snd_ledger_free(snd_ledger *l)
 {
     if (!l)
         return;
+    if (l->running) {
+        atomic_store(&l->stop, true);
+        pthread_join(l->thread, NULL);
+    }
+    if (l->rk) {
+        rd_kafka_consumer_close(l->rk);
+        rd_kafka_destroy(l->rk);
+    }
+    free(l->topic);
+    free(l->pos);
+    pthread_cond_destroy(&l->cv);
     for (size_t i = 0; i < l->count; i++)
         free(l->ring[(l->head + i) % l->cap]);
     free(l->ring);
     sl_map_free(&l->set);
+    sl_map_free(&l->claims);
     pthread_mutex_destroy(&l->mu);
     free(l);
 }
@@ -111,6 +140,31 @@ bool snd_ledger_final(snd_ledger *l, const char *job_id, const char *rcpt)
     return found;
 }
 
+int snd_ledger_claim(snd_ledger *l, const char *job_id, const char *rcpt)
+{
+    char *key = pair_key(job_id, rcpt);
+    int rc = 0;
+    pthread_mutex_lock(&l->mu);
+    if (sl_map_get(&l->set, key))
+        rc = SND_LEDGER_FINAL;
+    else if (sl_map_get(&l->claims, key))
+        rc = SND_LEDGER_BUSY;
+    else
+        sl_map_put(&l->claims, key, (void *)1);
+    pthread_mutex_unlock(&l->mu);
+    free(key);
+    return rc;
+}
+
+void snd_ledger_unclaim(snd_ledger *l, const char *job_id, const char *rcpt)
+{
+    char *key = pair_key(job_id, rcpt);
+    pthread_mutex_lock(&l->mu);
+    sl_map_del(&l->claims, key);
+    pthread_mutex_unlock(&l->mu);
+    free(key);
+}
+
 size_t snd_ledger_count(snd_ledger *l)
 {
     pthread_mutex_lock(&l->mu);
@@ -141,10 +195,54 @@ int snd_ledger_publish(sl_producer *p, const sl_config *cfg, const void *key, si
     return rc;
 }
 
-long snd_ledger_load(snd_ledger *l, const int32_t *partitions, size_t n)
+/* ---- the follower ---- */
+
+/* The follower's thread: every ledger record, noted as it arrives. */
+static void *follow_main(void *arg)
 {
-    if (!n)
-        return 0;
+    snd_ledger *l = arg;
+    while (!atomic_load(&l->stop)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(l->rk, 100);
+        if (!m)
+            continue;
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                sl_warn("ledger follower: %s", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        rd_kafka_timestamp_type_t tt;
+        int64_t ts = rd_kafka_message_timestamp(m, &tt);
+        sl_event *e = NULL;
+        const char *why = NULL;
+        char *key = NULL;
+        if ((ts < 0 || ts >= l->since_ms) && m->payload &&
+            sl_event_decode(m->payload, m->len, &e, &why) == 0) {
+            if (snd_ledger_is_final(e->type) && e->job_id && *e->job_id && e->recipient)
+                key = pair_key(e->job_id, e->recipient);
+            sl_event_free(e);
+        }
+        pthread_mutex_lock(&l->mu);
+        if (key) {
+            note_locked(l, key);
+            l->loaded++;
+        }
+        if (m->partition >= 0 && m->partition < l->n_parts && m->offset + 1 > l->pos[m->partition])
+            l->pos[m->partition] = m->offset + 1;
+        size_t count = l->count;
+        pthread_cond_broadcast(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+        rd_kafka_message_destroy(m);
+        if (key) {
+            sl_metric_inc("sluice_sender_ledger_loaded_total", NULL, 1);
+            sl_metric_set("sluice_sender_ledger_entries", NULL, (double)count);
+        }
+    }
+    return NULL;
+}
+
+int snd_ledger_start(snd_ledger *l, char **err)
+{
     const sl_config *cfg = l->cfg;
     char *topic = sl_config_topic(cfg, "ledger");
     rd_kafka_conf_t *kc = sl_kafka_conf(cfg, "consumer");
@@ -154,100 +252,136 @@ long snd_ledger_load(snd_ledger *l, const int32_t *partitions, size_t n)
         rd_kafka_conf_set(kc, "enable.auto.commit", "false", errstr, sizeof errstr) ||
         rd_kafka_conf_set(kc, "auto.offset.reset", "earliest", errstr, sizeof errstr) ||
         rd_kafka_conf_set(kc, "fetch.wait.max.ms", "20", errstr, sizeof errstr))
-        sl_panic("ledger reader: %s", errstr);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, sizeof errstr);
-    if (!rk) {
+        sl_panic("ledger follower: %s", errstr);
+    l->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, sizeof errstr);
+    if (!l->rk) {
         rd_kafka_conf_destroy(kc);
-        sl_error("ledger reader: %s", errstr);
+        *err = xasprintf("ledger follower: %s", errstr);
         free(topic);
+        return SL_EKAFKA;
+    }
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(l->rk, topic, NULL);
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int tries = 0; tries < 10; tries++) {
+        e = rd_kafka_metadata(l->rk, 0, rkt, &md, 5000);
+        if (!e && md->topic_cnt == 1 && !md->topics[0].err && md->topics[0].partition_cnt > 0)
+            break;
+        if (!e) {
+            e = md->topic_cnt ? md->topics[0].err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+            rd_kafka_metadata_destroy(md);
+            md = NULL;
+        }
+    }
+    rd_kafka_topic_destroy(rkt);
+    if (!md) {
+        *err = xasprintf("ledger topic %s: %s (create it with `sluice topics ensure`)", topic,
+                         rd_kafka_err2str(e));
+        free(topic);
+        rd_kafka_destroy(l->rk);
+        l->rk = NULL;
+        return SL_EKAFKA;
+    }
+    int n = md->topics[0].partition_cnt;
+    rd_kafka_metadata_destroy(md);
+    l->n_parts = n;
+    l->pos = xcalloc((size_t)n, sizeof *l->pos);
+    l->since_ms = sl_now_ms() - cfg->sender.ledger_lookback_ms;
+    rd_kafka_topic_partition_list_t *asg = rd_kafka_topic_partition_list_new(n);
+    for (int i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(asg, topic, i)->offset = l->since_ms;
+    /* Start at the first record of the lookback where the broker can say
+     * (real Kafka); otherwise (an error, or no answer: the dev broker) at
+     * the start: the timestamps filter either way. */
+    e = rd_kafka_offsets_for_times(l->rk, asg, 10000);
+    for (int i = 0; i < n; i++) {
+        if (e || asg->elems[i].err || asg->elems[i].offset < 0)
+            asg->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+        else
+            l->pos[i] = asg->elems[i].offset;
+    }
+    e = rd_kafka_assign(l->rk, asg);
+    rd_kafka_topic_partition_list_destroy(asg);
+    l->topic = topic;
+    if (e) {
+        *err = xasprintf("ledger follower: assign %s: %s", topic, rd_kafka_err2str(e));
+        return SL_EKAFKA;
+    }
+    if (pthread_create(&l->thread, NULL, follow_main, l) != 0)
+        sl_panic("pthread_create: %s", strerror(errno));
+    l->running = true;
+    return 0;
+}
+
+long snd_ledger_load(snd_ledger *l, const int32_t *partitions, size_t n)
+{
+    if (!n)
+        return 0;
+    if (!l->running) {
+        sl_error("ledger: not followed; the dispatches of %zu partition(s) are sent unchecked", n);
         sl_metric_inc("sluice_sender_ledger_load_failures_total", NULL, 1);
         return SL_EKAFKA;
     }
-    int64_t since = sl_now_ms() - cfg->sender.ledger_lookback_ms;
+    int64_t t0 = sl_mono_ms(), deadline = t0 + SND_LEDGER_LOAD_MS;
     int64_t *end = xcalloc(n, sizeof *end);
-    size_t left = 0;
-    int64_t deadline = sl_mono_ms() + SND_LEDGER_LOAD_MS;
-    long noted = 0, failed = 0;
-    rd_kafka_topic_partition_list_t *asg = rd_kafka_topic_partition_list_new((int)n);
+    size_t failed = 0;
     for (size_t i = 0; i < n; i++) {
         int64_t lo = 0, hi = 0;
-        rd_kafka_resp_err_t e =
-            rd_kafka_query_watermark_offsets(rk, topic, partitions[i], &lo, &hi, 10000);
-        if (e) {
-            sl_error("ledger %s[%d]: cannot read its offsets: %s; its dispatches are sent "
-                     "without the check",
-                     topic, partitions[i], rd_kafka_err2str(e));
+        end[i] = -1;
+        if (partitions[i] < 0 || partitions[i] >= l->n_parts) {
+            sl_error("ledger %s has no partition %d: its dispatches are sent unchecked "
+                     "(the ledger needs the dispatch topic's partition count)",
+                     l->topic, partitions[i]);
             failed++;
-            end[i] = -1;
             continue;
         }
-        end[i] = hi;
-        if (hi > lo) {
-            rd_kafka_topic_partition_list_add(asg, topic, partitions[i])->offset = since;
-            left++;
+        rd_kafka_resp_err_t e =
+            rd_kafka_query_watermark_offsets(l->rk, l->topic, partitions[i], &lo, &hi, 10000);
+        if (e) {
+            sl_error("ledger %s[%d]: cannot read its offsets: %s; its dispatches are checked "
+                     "against what was read so far",
+                     l->topic, partitions[i], rd_kafka_err2str(e));
+            failed++;
+            continue;
         }
+        if (hi > lo)
+            end[i] = hi;
     }
-    /* Start at the first record of the lookback where the broker can say
-     * (real Kafka); otherwise (an error, or no answer: the dev broker) read
-     * from the start: the timestamps filter below either way. */
-    if (left) {
-        rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(rk, asg, 10000);
-        for (int i = 0; i < asg->cnt; i++)
-            if (e || asg->elems[i].err || asg->elems[i].offset < 0)
-                asg->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
-        rd_kafka_assign(rk, asg);
+    /* The follower reads every partition; wait until it has reached, in
+     * these, what the log held when they were assigned. */
+    pthread_mutex_lock(&l->mu);
+    long before = l->loaded;
+    size_t left;
+    for (;;) {
+        left = 0;
+        for (size_t i = 0; i < n; i++)
+            if (end[i] >= 0 && l->pos[partitions[i]] < end[i])
+                left++;
+        if (!left || sl_mono_ms() >= deadline)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&l->cv, &l->mu, &ts);
     }
-    while (left && sl_mono_ms() < deadline) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-        if (!m)
-            continue;
-        if (m->err) {
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                sl_warn("ledger reader: %s", rd_kafka_message_errstr(m));
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        size_t k = 0;
-        while (k < n && partitions[k] != m->partition)
-            k++;
-        if (k == n || end[k] < 0 || m->offset >= end[k]) {
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        rd_kafka_timestamp_type_t tt;
-        int64_t ts = rd_kafka_message_timestamp(m, &tt);
-        sl_event *e = NULL;
-        const char *why = NULL;
-        if ((ts < 0 || ts >= since) && sl_event_decode(m->payload, m->len, &e, &why) == 0) {
-            if (snd_ledger_is_final(e->type) && e->job_id && *e->job_id && e->recipient) {
-                pthread_mutex_lock(&l->mu);
-                note_locked(l, pair_key(e->job_id, e->recipient));
-                pthread_mutex_unlock(&l->mu);
-                noted++;
-            }
-            sl_event_free(e);
-        }
-        if (m->offset + 1 >= end[k]) {
-            end[k] = -1;
-            left--;
-        }
-        rd_kafka_message_destroy(m);
-    }
+    long noted = l->loaded - before;
+    size_t count = l->count;
+    pthread_mutex_unlock(&l->mu);
+    free(end);
     if (left) {
         sl_error("ledger %s: %zu partition(s) not read to the end within %d ms; their "
                  "dispatches are checked against what was read",
-                 topic, left, SND_LEDGER_LOAD_MS);
+                 l->topic, left, SND_LEDGER_LOAD_MS);
         failed++;
     }
-    rd_kafka_topic_partition_list_destroy(asg);
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
-    free(end);
     if (failed)
         sl_metric_inc("sluice_sender_ledger_load_failures_total", NULL, 1);
-    sl_metric_inc("sluice_sender_ledger_loaded_total", NULL, (double)noted);
-    sl_metric_set("sluice_sender_ledger_entries", NULL, (double)snd_ledger_count(l));
-    sl_info("ledger %s: read back %ld final outcomes for %zu partition(s)", topic, noted, n);
-    free(topic);
+    sl_metric_set("sluice_sender_ledger_entries", NULL, (double)count);
+    sl_info("ledger %s: caught up on %zu partition(s) in %lld ms (%zu pairs held)", l->topic, n,
+            (long long)(sl_mono_ms() - t0), count);
     return noted;
 }

@@ -15,23 +15,27 @@
  *
  * The lookup is a set of (job id, recipient) pairs with a final outcome:
  * filled as this sender's ledger records are acknowledged
- * (snd_ledger_note) and, on assignment, by reading the matching ledger
- * partitions back (snd_ledger_load): every record no older than
- * sender.ledger_lookback. It holds at most sender.ledger_max_entries
+ * (snd_ledger_note) and by the follower, which reads the whole ledger
+ * topic from sender.ledger_lookback ago onwards; on assignment the sender
+ * waits until the follower has read the matching ledger partitions to
+ * their end (snd_ledger_load) before it fetches a dispatch. It holds at most sender.ledger_max_entries
  * pairs; past that the oldest are forgotten first. A worker asks
  * snd_ledger_final() just before it starts a recipient's transaction,
  * whichever copy of the dispatch it holds: the check is by job id and
- * recipient, not by offset.
+ * recipient, not by offset. Two copies in one sender at once (a scheduler
+ * that produced a job twice) do not race: the first claims the pair and
+ * the second waits for its outcome (snd_ledger_claim).
  *
  * Threads: snd_ledger_note(), snd_ledger_final() and snd_ledger_load() may
- * be called from any thread (one mutex). snd_ledger_load() blocks the
- * caller (the consumer thread, from on_assign) until the partitions are
- * read to their end or SND_LEDGER_LOAD_MS passed; what it could not read is
- * logged and counted, and delivery goes on at least once.
+ * be called from any thread (one mutex); the follower runs on its own.
+ * snd_ledger_load() blocks the caller (the consumer thread, from
+ * on_assign) until the partitions are read to their end or
+ * SND_LEDGER_LOAD_MS passed; what it could not read is logged and
+ * counted, and delivery goes on at least once.
  *
  * Metrics: sluice_sender_ledger_skipped_total (recipients not sent because
  * the ledger had their final outcome), sluice_sender_ledger_loaded_total
- * (records read back on assignment), sluice_sender_ledger_entries (pairs
+ * (ledger records the follower read), sluice_sender_ledger_entries (pairs
  * held), sluice_sender_ledger_load_failures_total.
  *
  * Memory: the ledger copies every string it keeps; snd_ledger_free() frees
@@ -62,6 +66,15 @@ bool snd_ledger_is_final(Sluice__V1__EventType t);
 void snd_ledger_note(snd_ledger *l, const char *job_id, const char *rcpt);
 /* Does (job_id, rcpt) have a final outcome? */
 bool snd_ledger_final(snd_ledger *l, const char *job_id, const char *rcpt);
+/* Claims (job_id, rcpt) for a transaction of this sender: returns 0 (now
+ * claimed: release it with snd_ledger_unclaim() once the outcome is
+ * recorded or the delivery handed back), SND_LEDGER_FINAL (the ledger
+ * holds its final outcome: skip it) or SND_LEDGER_BUSY (another copy of
+ * the job is on its way in this sender: ask again once it is done). */
+#define SND_LEDGER_FINAL 1
+#define SND_LEDGER_BUSY 2
+int snd_ledger_claim(snd_ledger *l, const char *job_id, const char *rcpt);
+void snd_ledger_unclaim(snd_ledger *l, const char *job_id, const char *rcpt);
 /* Pairs held. */
 size_t snd_ledger_count(snd_ledger *l);
 
@@ -72,9 +85,17 @@ int snd_ledger_publish(sl_producer *p, const sl_config *cfg, const void *key, si
                        Sluice__V1__EventType type, const char *sender_id, sl_produce_cb cb,
                        void *arg);
 
-/* Reads the ledger partitions with these numbers from their start and
- * notes every final pair no older than sender.ledger_lookback. Returns the
- * number of records noted, or a negative error (logged). */
+/* Starts the follower: a thread of the ledger's own that reads every
+ * ledger partition from sender.ledger_lookback ago and keeps reading,
+ * noting every final pair as it arrives (another sender's outcomes too:
+ * a copy of a job can come on another partition than the first). Returns
+ * 0, or a negative error with *err set (the topic does not exist). */
+int snd_ledger_start(snd_ledger *l, char **err);
+
+/* On assignment: waits until the follower has read these ledger
+ * partitions up to their end as of now (at most SND_LEDGER_LOAD_MS).
+ * Returns the number of records the follower noted meanwhile, or a
+ * negative error (logged, counted). */
 long snd_ledger_load(snd_ledger *l, const int32_t *partitions, size_t n);
 
 #endif

@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* As in the scheduler: jemalloc's background threads hand the pages of
@@ -119,6 +120,37 @@ static void on_assign(void *arg, const int32_t *partitions, size_t n)
     sender *s = arg;
     if (s->ledger)
         snd_ledger_load(s->ledger, partitions, n);
+    for (int i = 0; i < s->n_workers; i++)
+        snd_worker_hold(s->workers[i], false);
+}
+
+/* Consumer thread, when the group takes the partitions back (eager: all
+ * of them): deliveries already on their way to the wire finish first, so
+ * that their ledger records are acknowledged and their offsets stored
+ * before the commit, and the next owner finds them done. Those still
+ * waiting are handed back (worker.c checks sl_record_revoked()). Bounded:
+ * a transaction stuck longer is the next owner's possible duplicate. */
+#define SND_REVOKE_WAIT_MS 10000
+
+static void on_revoke(void *arg)
+{
+    sender *s = arg;
+    int64_t until = sl_mono_ms() + SND_REVOKE_WAIT_MS;
+    size_t n = 0;
+    for (int i = 0; i < s->n_workers; i++)
+        snd_worker_hold(s->workers[i], true);
+    for (;;) {
+        n = 0;
+        for (int i = 0; i < s->n_workers; i++)
+            n += snd_worker_sending(s->workers[i]);
+        if (n == 0 || sl_mono_ms() >= until)
+            break;
+        struct timespec ts = {0, 5 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    if (n)
+        sl_warn("revoke: %zu deliveries still under way after %d ms; the next owner may "
+                "repeat them", n, SND_REVOKE_WAIT_MS);
 }
 
 static void finish(sender *s, const char *how)
@@ -234,6 +266,8 @@ int main(int argc, char **argv)
         s.n_workers = n > 0 ? (int)n : 1;
     }
     s.ledger = snd_ledger_new(cfg);
+    if (s.ledger && snd_ledger_start(s.ledger, &err) < 0)
+        sl_fatal(1, "%s", err);
     snd_shared sh = {
         .cfg = cfg,
         .trouble = trouble,
@@ -263,6 +297,7 @@ int main(int argc, char **argv)
         .on_record = on_record,
         .arg = &s,
         .on_assign = on_assign,
+        .on_revoke = on_revoke,
     };
     s.consumer = sl_consumer_new(cfg, s.loop, &co, &err);
     if (!s.consumer)

@@ -44,6 +44,7 @@ typedef struct rcpt_state {
     bool hard;
     bool possible_duplicate;
     bool skipped;       /* the ledger holds its final outcome: no event */
+    bool claimed;       /* holds the ledger claim of (job id, recipient) */
     const char *reason;
 } rcpt_state;
 
@@ -56,6 +57,7 @@ typedef struct delivery {
     uv_timer_t timer;
     bool timer_live;
     bool started;       /* a transaction was submitted: drain lets it finish */
+    bool sending;       /* past the last checks: counted in w->sending */
     cand *cands;
     size_t n_cands, cur;
     rcpt_state *rs;     /* per job recipient */
@@ -83,6 +85,8 @@ struct snd_worker {
     bool drain_req, stop_req;       /* under mu */
     bool draining;
     atomic_size_t busy;
+    atomic_size_t sending;
+    atomic_bool hold;
     sl_producer *prod;
     sl_dns *dns;
     snd_dests *dests;
@@ -204,6 +208,16 @@ static void delivery_release(delivery *dl, bool done)
         (done ? w->sh.record_done : w->sh.record_release)(w->sh.record_done_arg, dl->rec);
     dl->rec = NULL;
     atomic_fetch_sub(&w->busy, 1);
+    if (dl->d && dl->rs)
+        for (size_t i = 0; i < dl->d->job->n_recipients; i++)
+            if (dl->rs[i].claimed) {
+                dl->rs[i].claimed = false;
+                snd_ledger_unclaim(w->sh.ledger, dl->d->job->job_id, dl->d->job->recipients[i]);
+            }
+    if (dl->sending) {
+        dl->sending = false;
+        atomic_fetch_sub(&w->sending, 1);
+    }
     /* Already closing only when the worker gave up its drain and closed
      * every handle of the loop (walk_close): the delivery is abandoned. */
     if (!uv_is_closing((uv_handle_t *)&dl->timer))
@@ -680,18 +694,38 @@ static void delivery_route(delivery *dl)
 
 /* The delivery ledger's check, just before the first transaction: every
  * recipient whose final outcome it holds is skipped, whichever copy of the
- * dispatch this is. Returns true when nothing is left to send (the
- * delivery is finished). */
+ * dispatch this is; one that another copy in this sender is delivering
+ * right now is waited for. Returns true when the delivery is finished
+ * (nothing left to send) or waits. */
+#define SND_LEDGER_BUSY_WAIT_MS 50
+
+static void on_slot(uv_timer_t *t);
+
 static bool ledger_skip(delivery *dl)
 {
     snd_ledger *l = dl->w->sh.ledger;
     const sl_job *job = dl->d->job;
     if (!l)
         return false;
+    int *rc = xcalloc(dl->n_pending ? dl->n_pending : 1, sizeof *rc);
+    for (size_t k = 0; k < dl->n_pending; k++) {
+        size_t i = dl->pending_idx[k];
+        rc[k] = snd_ledger_claim(l, job->job_id, job->recipients[i]);
+        if (rc[k] != SND_LEDGER_BUSY)
+            continue;
+        /* Another copy of this job is on its way: let go of what this
+         * pass claimed and ask again once that one may be done. */
+        for (size_t j = 0; j < k; j++)
+            if (rc[j] == 0)
+                snd_ledger_unclaim(l, job->job_id, job->recipients[dl->pending_idx[j]]);
+        free(rc);
+        uv_timer_start(&dl->timer, on_slot, SND_LEDGER_BUSY_WAIT_MS, 0);
+        return true;
+    }
     size_t keep = 0, skipped = 0;
     for (size_t k = 0; k < dl->n_pending; k++) {
         size_t i = dl->pending_idx[k];
-        if (snd_ledger_final(l, job->job_id, job->recipients[i])) {
+        if (rc[k] == SND_LEDGER_FINAL) {
             dl->rs[i].final = dl->rs[i].skipped = true;
             skipped++;
             sl_log_job(SL_LOG_INFO, job->job_id,
@@ -702,9 +736,11 @@ static bool ledger_skip(delivery *dl)
                        dl->rec ? (long long)dl->rec->offset : -1LL, job->attempt);
             continue;
         }
+        dl->rs[i].claimed = true;
         dl->pending[keep] = dl->pending[k];
         dl->pending_idx[keep++] = i;
     }
+    free(rc);
     dl->n_pending = keep;
     if (!skipped)
         return false;
@@ -726,12 +762,14 @@ static void on_slot(uv_timer_t *t)
     }
     /* The partition moved to another sender (a rebalance): it reads the
      * dispatch again, so handing it back avoids a second copy. */
-    if (dl->rec && sl_record_revoked(dl->rec)) {
+    if (dl->rec && (atomic_load(&dl->w->hold) || sl_record_revoked(dl->rec))) {
         delivery_release(dl, false);
         return;
     }
     if (ledger_skip(dl))
         return;
+    dl->sending = true;
+    atomic_fetch_add(&dl->w->sending, 1);
     delivery_route(dl);
 }
 
@@ -1043,6 +1081,16 @@ void snd_worker_drain(snd_worker *w)
     w->drain_req = true;
     pthread_mutex_unlock(&w->mu);
     uv_async_send(&w->async);
+}
+
+size_t snd_worker_sending(snd_worker *w)
+{
+    return atomic_load(&w->sending);
+}
+
+void snd_worker_hold(snd_worker *w, bool hold)
+{
+    atomic_store(&w->hold, hold);
 }
 
 size_t snd_worker_busy(snd_worker *w)

@@ -63,6 +63,12 @@ void snd_worker_submit(snd_worker *w, sl_record *rec);
 void snd_worker_drain(snd_worker *w);
 /* Deliveries in progress (not counting the ones handed back by a drain). */
 size_t snd_worker_busy(snd_worker *w);
+/* Deliveries past their last check (slot, revocation, ledger) and not yet
+ * handed back or done: they will reach the wire. Any thread. */
+size_t snd_worker_sending(snd_worker *w);
+/* While held (the group is taking partitions back), deliveries that reach
+ * their slot are handed back undone instead of sent. Any thread. */
+void snd_worker_hold(snd_worker *w, bool hold);
 void snd_worker_stop(snd_worker *w);
 
 #endif
