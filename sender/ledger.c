@@ -32,6 +32,8 @@ struct snd_ledger {
     int64_t since_ms;
     int n_parts;
     int64_t *pos;       /* under mu: next offset to read, per partition */
+    int64_t *maxled;    /* under mu: highest dispatch offset the ledger names, per partition */
+    int64_t *suspect;   /* under mu: dispatches below this were maybe sent by the last owner */
     long loaded;        /* under mu: records noted by the follower */
 };
 
@@ -73,6 +75,8 @@ void snd_ledger_free(snd_ledger *l)
     }
     free(l->topic);
     free(l->pos);
+    free(l->maxled);
+    free(l->suspect);
     pthread_cond_destroy(&l->cv);
     for (size_t i = 0; i < l->count; i++)
         free(l->ring[(l->head + i) % l->cap]);
@@ -138,6 +142,14 @@ bool snd_ledger_final(snd_ledger *l, const char *job_id, const char *rcpt)
     pthread_mutex_unlock(&l->mu);
     free(key);
     return found;
+}
+
+bool snd_ledger_suspect(snd_ledger *l, int32_t partition, int64_t offset)
+{
+    pthread_mutex_lock(&l->mu);
+    bool s = partition >= 0 && partition < l->n_parts && offset < l->suspect[partition];
+    pthread_mutex_unlock(&l->mu);
+    return s;
 }
 
 int snd_ledger_claim(snd_ledger *l, const char *job_id, const char *rcpt)
@@ -216,6 +228,19 @@ static void *follow_main(void *arg)
         sl_event *e = NULL;
         const char *why = NULL;
         char *key = NULL;
+        int dp = -1;
+        long long doff = -1;
+        rd_kafka_headers_t *hdrs = NULL;
+        const void *hv = NULL;
+        size_t hl = 0;
+        if (!rd_kafka_message_headers(m, &hdrs) &&
+            !rd_kafka_header_get_last(hdrs, "dispatch", &hv, &hl) && hv && hl < 40) {
+            char buf[48];
+            memcpy(buf, hv, hl);
+            buf[hl] = 0;
+            if (sscanf(buf, "%d/%lld", &dp, &doff) != 2)
+                dp = -1;
+        }
         if ((ts < 0 || ts >= l->since_ms) && m->payload &&
             sl_event_decode(m->payload, m->len, &e, &why) == 0) {
             if (snd_ledger_is_final(e->type) && e->job_id && *e->job_id && e->recipient)
@@ -229,6 +254,8 @@ static void *follow_main(void *arg)
         }
         if (m->partition >= 0 && m->partition < l->n_parts && m->offset + 1 > l->pos[m->partition])
             l->pos[m->partition] = m->offset + 1;
+        if (dp >= 0 && dp < l->n_parts && doff > l->maxled[dp])
+            l->maxled[dp] = doff;
         size_t count = l->count;
         pthread_cond_broadcast(&l->cv);
         pthread_mutex_unlock(&l->mu);
@@ -247,8 +274,9 @@ int snd_ledger_start(snd_ledger *l, char **err)
     char *topic = sl_config_topic(cfg, "ledger");
     rd_kafka_conf_t *kc = sl_kafka_conf(cfg, "consumer");
     char errstr[512];
-    /* Never joins a group nor commits: it assigns partitions itself. */
-    if (rd_kafka_conf_set(kc, "group.id", "sluice-sender-ledger", errstr, sizeof errstr) ||
+    /* Never joins a group nor commits: it assigns partitions itself. The
+     * senders' group id lets it read their committed dispatch offsets. */
+    if (rd_kafka_conf_set(kc, "group.id", "sluice-sender", errstr, sizeof errstr) ||
         rd_kafka_conf_set(kc, "enable.auto.commit", "false", errstr, sizeof errstr) ||
         rd_kafka_conf_set(kc, "auto.offset.reset", "earliest", errstr, sizeof errstr) ||
         rd_kafka_conf_set(kc, "fetch.wait.max.ms", "20", errstr, sizeof errstr))
@@ -286,6 +314,10 @@ int snd_ledger_start(snd_ledger *l, char **err)
     rd_kafka_metadata_destroy(md);
     l->n_parts = n;
     l->pos = xcalloc((size_t)n, sizeof *l->pos);
+    l->maxled = xcalloc((size_t)n, sizeof *l->maxled);
+    l->suspect = xcalloc((size_t)n, sizeof *l->suspect);
+    for (int i = 0; i < n; i++)
+        l->maxled[i] = l->suspect[i] = -1;
     l->since_ms = sl_now_ms() - cfg->sender.ledger_lookback_ms;
     rd_kafka_topic_partition_list_t *asg = rd_kafka_topic_partition_list_new(n);
     for (int i = 0; i < n; i++)
@@ -371,6 +403,36 @@ long snd_ledger_load(snd_ledger *l, const int32_t *partitions, size_t n)
     long noted = l->loaded - before;
     size_t count = l->count;
     pthread_mutex_unlock(&l->mu);
+    /* The possible duplicates: dispatches that a previous owner may have
+     * sent without its ledger record landing, i.e. those not far above the
+     * last one the ledger names (its in-flight window), and already in the
+     * log now (what it could have fetched). */
+    char *dtopic = sl_config_topic(l->cfg, "dispatch");
+    rd_kafka_topic_partition_list_t *cl = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(cl, dtopic, partitions[i]);
+    if (rd_kafka_committed(l->rk, cl, 10000))
+        for (int i = 0; i < cl->cnt; i++)
+            cl->elems[i].offset = -1;
+    for (size_t i = 0; i < n; i++) {
+        int32_t p = partitions[i];
+        if (p < 0 || p >= l->n_parts)
+            continue;
+        int64_t lo = 0, hi = -1;
+        if (rd_kafka_query_watermark_offsets(l->rk, dtopic, p, &lo, &hi, 10000))
+            hi = -1;
+        int64_t committed = cl->elems[i].offset >= 0 ? cl->elems[i].offset : 0;
+        pthread_mutex_lock(&l->mu);
+        /* A clean hand-over committed past everything the ledger names:
+         * nothing is suspect. */
+        int64_t upto = -1;
+        if (l->maxled[p] >= committed)
+            upto = l->maxled[p] + 1 + (int64_t)l->cfg->sender.max_inflight;
+        l->suspect[p] = upto < hi ? upto : hi;
+        pthread_mutex_unlock(&l->mu);
+    }
+    rd_kafka_topic_partition_list_destroy(cl);
+    free(dtopic);
     free(end);
     if (left) {
         sl_error("ledger %s: %zu partition(s) not read to the end within %d ms; their "

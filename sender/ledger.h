@@ -75,6 +75,12 @@ bool snd_ledger_final(snd_ledger *l, const char *job_id, const char *rcpt);
 #define SND_LEDGER_BUSY 2
 int snd_ledger_claim(snd_ledger *l, const char *job_id, const char *rcpt);
 void snd_ledger_unclaim(snd_ledger *l, const char *job_id, const char *rcpt);
+/* Might a previous owner of the dispatch partition have sent this record
+ * without its ledger record landing (it died in the remaining window)?
+ * True for records not far above the last dispatch offset the ledger
+ * names for the partition (by sender.max_inflight) and already in the log
+ * at assignment: their events carry possible_duplicate. */
+bool snd_ledger_suspect(snd_ledger *l, int32_t partition, int64_t offset);
 /* Pairs held. */
 size_t snd_ledger_count(snd_ledger *l);
 

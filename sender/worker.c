@@ -244,6 +244,10 @@ static void delivery_finish(delivery *dl)
     size_t n = job->n_recipients;
     snd_rcpt_outcome *o = xcalloc(n ? n : 1, sizeof *o);
     size_t m = 0;
+    /* Read again after its partition changed owner, and maybe sent by the
+     * last owner already (ledger.h): say so in the events. */
+    bool suspect = dl->w->sh.ledger && dl->rec &&
+                   snd_ledger_suspect(dl->w->sh.ledger, dl->rec->partition, dl->rec->offset);
     for (size_t i = 0; i < n; i++) {
         rcpt_state *s = &dl->rs[i];
         if (s->skipped)
@@ -253,7 +257,7 @@ static void delivery_finish(delivery *dl)
         o[m].reply = s->reply.code ? &s->reply : NULL;
         o[m].bounce_class = s->cls;
         o[m].hard = s->hard;
-        o[m].possible_duplicate = s->possible_duplicate;
+        o[m].possible_duplicate = s->possible_duplicate || suspect;
         o[m].reason = s->reason;
         m++;
     }
