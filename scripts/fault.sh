@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 tests="test_kill test_ledger test_smtp test_hostile test_kafka test_rebalance test_retention test_bulk_faults"
 if [ "${1:-}" = --kafka ]; then
   case "${2:-}" in
-    real) export SLUICE_KAFKA=real; tests="test_bulk_faults test_ledger" ;;
+    real) export SLUICE_KAFKA=real; tests="test_bulk_faults" ;;
     dev) ;;
     *) echo "usage: scripts/fault.sh [--kafka dev|real]" >&2; exit 2 ;;
   esac

@@ -21,7 +21,8 @@ typedef struct acks {
     bool armed;     /* every send issued */
     snd_outcome_cb done;
     void *arg;
-    /* The ledger step (n_l == 0: none, or done). */
+    /* The ledger step: n_l final recipients (0: none), sent once the
+     * events are acknowledged (ledger_issued). */
     sl_producer *p;
     const sl_config *cfg;
     snd_ledger *ledger;
@@ -224,13 +225,13 @@ int snd_outcome_publish(sl_producer *p, const sl_config *cfg, const sl_dispatch 
         }
         if (type == SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED)
             e.reason = (char *)"expired: the next attempt would fall after the job's expiry";
-        /* Packed here rather than by sl_event_publish(), whose per-thread
-         * buffers outlive worker threads. */
         if (info->ledger && snd_ledger_is_final(type)) {
             a->l[a->n_l].rcpt = xstrdup(r[i].rcpt);
             a->l[a->n_l].type = type;
             a->n_l++;
         }
+        /* Packed here rather than by sl_event_publish(), whose per-thread
+         * buffers outlive worker threads. */
         sl_buf_reset(&eb);
         sl_pack(&e.base, &eb);
         a->pending++;
