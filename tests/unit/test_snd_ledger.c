@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <cmocka.h>
 
+#include "kafka.h"
 #include "ledger.h"
+
+#include <string.h>
 
 static void test_pairs_and_bound(void **state)
 {
@@ -53,9 +56,39 @@ static void test_final_types(void **state)
     assert_false(snd_ledger_is_final(SLUICE__V1__EVENT_TYPE__EVENT_SHAPING));
 }
 
+/* `sluice topics ensure` and the dev broker create the ledger like the
+ * dispatch topic (same partition count), kept twice the lookback. */
+static void test_ledger_topic(void **state)
+{
+    (void)state;
+    static const char y[] = "kafka: { partitions: 6, topic_prefix: t. }\n"
+                            "sender: { ledger_lookback: 45m }\n";
+    sl_config *cfg = NULL;
+    char *err = NULL;
+    assert_int_equal(sl_config_parse("t.yaml", y, strlen(y), &cfg, &err), 0);
+    size_t n = 0;
+    sl_topic_spec *t = sl_topics(cfg, &n);
+    const sl_topic_spec *ledger = NULL, *dispatch = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!strcmp(t[i].name, "t.ledger"))
+            ledger = &t[i];
+        if (!strcmp(t[i].name, "t.dispatch"))
+            dispatch = &t[i];
+    }
+    assert_non_null(ledger);
+    assert_non_null(dispatch);
+    assert_int_equal(ledger->partitions, dispatch->partitions);
+    assert_false(ledger->compacted);
+    assert_int_equal(ledger->retention_ms, 2 * 45 * 60 * 1000);
+    assert_int_equal(dispatch->retention_ms, 0);
+    sl_topics_free(t, n);
+    sl_config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_pairs_and_bound),
-                                       cmocka_unit_test(test_final_types)};
+                                       cmocka_unit_test(test_final_types),
+                                       cmocka_unit_test(test_ledger_topic)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
