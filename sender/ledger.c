@@ -34,6 +34,8 @@ struct snd_ledger {
     int64_t *pos;       /* under mu: next offset to read, per partition */
     int64_t *maxled;    /* under mu: highest dispatch offset the ledger names, per partition */
     int64_t *suspect;   /* under mu: dispatches below this were maybe sent by the last owner */
+    bool *clean;        /* under mu: the partition's last record is a hand-over marker */
+    rd_kafka_t *pk;     /* writes the hand-over markers (consumer thread) */
     long loaded;        /* under mu: records noted by the follower */
 };
 
@@ -77,6 +79,9 @@ void snd_ledger_free(snd_ledger *l)
     free(l->pos);
     free(l->maxled);
     free(l->suspect);
+    free(l->clean);
+    if (l->pk)
+        rd_kafka_destroy(l->pk);
     pthread_cond_destroy(&l->cv);
     for (size_t i = 0; i < l->count; i++)
         free(l->ring[(l->head + i) % l->cap]);
@@ -142,6 +147,28 @@ bool snd_ledger_final(snd_ledger *l, const char *job_id, const char *rcpt)
     pthread_mutex_unlock(&l->mu);
     free(key);
     return found;
+}
+
+void snd_ledger_handover(snd_ledger *l, const int32_t *partitions, size_t n)
+{
+    if (!l->pk || !l->running || !n)
+        return;
+    sl_event e;
+    sl_event_from_job(&e, SLUICE__V1__EVENT_TYPE__EVENT_UNKNOWN, NULL, "sender");
+    sl_buf b = SL_BUF_INIT;
+    sl_pack(&e.base, &b);
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            l->pk, RD_KAFKA_V_TOPIC(l->topic), RD_KAFKA_V_PARTITION(partitions[i]),
+            RD_KAFKA_V_VALUE(b.data, b.len), RD_KAFKA_V_HEADER("handover", "1", 1),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        if (err)
+            sl_warn("ledger %s[%d]: hand-over marker: %s", l->topic, partitions[i],
+                    rd_kafka_err2str(err));
+    }
+    sl_buf_free(&b);
+    if (rd_kafka_flush(l->pk, 5000))
+        sl_warn("ledger %s: hand-over markers not acknowledged within 5 s", l->topic);
 }
 
 bool snd_ledger_suspect(snd_ledger *l, int32_t partition, int64_t offset)
@@ -233,8 +260,10 @@ static void *follow_main(void *arg)
         rd_kafka_headers_t *hdrs = NULL;
         const void *hv = NULL;
         size_t hl = 0;
-        if (!rd_kafka_message_headers(m, &hdrs) &&
-            !rd_kafka_header_get_last(hdrs, "dispatch", &hv, &hl) && hv && hl < 40) {
+        bool marker = !rd_kafka_message_headers(m, &hdrs) &&
+                      !rd_kafka_header_get_last(hdrs, "handover", &hv, &hl);
+        if (!marker && hdrs && !rd_kafka_header_get_last(hdrs, "dispatch", &hv, &hl) && hv &&
+            hl < 40) {
             char buf[48];
             memcpy(buf, hv, hl);
             buf[hl] = 0;
@@ -256,6 +285,8 @@ static void *follow_main(void *arg)
             l->pos[m->partition] = m->offset + 1;
         if (dp >= 0 && dp < l->n_parts && doff > l->maxled[dp])
             l->maxled[dp] = doff;
+        if (m->partition >= 0 && m->partition < l->n_parts)
+            l->clean[m->partition] = marker;
         size_t count = l->count;
         pthread_cond_broadcast(&l->cv);
         pthread_mutex_unlock(&l->mu);
@@ -316,8 +347,21 @@ int snd_ledger_start(snd_ledger *l, char **err)
     l->pos = xcalloc((size_t)n, sizeof *l->pos);
     l->maxled = xcalloc((size_t)n, sizeof *l->maxled);
     l->suspect = xcalloc((size_t)n, sizeof *l->suspect);
+    l->clean = xcalloc((size_t)n, sizeof *l->clean);
     for (int i = 0; i < n; i++)
         l->maxled[i] = l->suspect[i] = -1;
+    /* An empty ledger partition had no owner that could have died in the
+     * window. */
+    for (int i = 0; i < n; i++)
+        l->clean[i] = true;
+    rd_kafka_conf_t *pc = sl_kafka_conf(cfg, "producer");
+    if (rd_kafka_conf_set(pc, "acks", "all", errstr, sizeof errstr))
+        sl_panic("ledger markers: %s", errstr);
+    l->pk = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, sizeof errstr);
+    if (!l->pk) {
+        rd_kafka_conf_destroy(pc);
+        sl_warn("ledger markers: %s; hand-overs will look unclean", errstr);
+    }
     l->since_ms = sl_now_ms() - cfg->sender.ledger_lookback_ms;
     rd_kafka_topic_partition_list_t *asg = rd_kafka_topic_partition_list_new(n);
     for (int i = 0; i < n; i++)
@@ -423,11 +467,15 @@ long snd_ledger_load(snd_ledger *l, const int32_t *partitions, size_t n)
             hi = -1;
         int64_t committed = cl->elems[i].offset >= 0 ? cl->elems[i].offset : 0;
         pthread_mutex_lock(&l->mu);
-        /* A clean hand-over committed past everything the ledger names:
-         * nothing is suspect. */
+        /* After a clean hand-over (the last owner's marker is the last
+         * record) nothing is suspect; otherwise the last owner's window:
+         * from the committed offset to sender.max_inflight records past
+         * the last dispatch the ledger names. */
         int64_t upto = -1;
-        if (l->maxled[p] >= committed)
-            upto = l->maxled[p] + 1 + (int64_t)l->cfg->sender.max_inflight;
+        if (!l->clean[p]) {
+            int64_t base = l->maxled[p] >= committed ? l->maxled[p] + 1 : committed;
+            upto = base + (int64_t)l->cfg->sender.max_inflight;
+        }
         l->suspect[p] = upto < hi ? upto : hi;
         pthread_mutex_unlock(&l->mu);
     }

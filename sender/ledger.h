@@ -75,11 +75,20 @@ bool snd_ledger_final(snd_ledger *l, const char *job_id, const char *rcpt);
 #define SND_LEDGER_BUSY 2
 int snd_ledger_claim(snd_ledger *l, const char *job_id, const char *rcpt);
 void snd_ledger_unclaim(snd_ledger *l, const char *job_id, const char *rcpt);
+/* A clean hand-over: every dispatch of these partitions this sender
+ * started is done and in the ledger, the rest was handed back. Writes a
+ * marker (an Event of type UNKNOWN with the header "handover") to each of
+ * their ledger partitions and waits (at most 5 s) for it. Consumer
+ * thread, on revoke. */
+void snd_ledger_handover(snd_ledger *l, const int32_t *partitions, size_t n);
+
 /* Might a previous owner of the dispatch partition have sent this record
  * without its ledger record landing (it died in the remaining window)?
- * True for records not far above the last dispatch offset the ledger
- * names for the partition (by sender.max_inflight) and already in the log
- * at assignment: their events carry possible_duplicate. */
+ * Unless the partition's last ledger record at assignment was a hand-over
+ * marker: true for records from the committed offset up to
+ * sender.max_inflight past the last dispatch the ledger names (or past
+ * the committed offset), and already in the log at assignment: their
+ * events carry possible_duplicate. */
 bool snd_ledger_suspect(snd_ledger *l, int32_t partition, int64_t offset);
 /* Pairs held. */
 size_t snd_ledger_count(snd_ledger *l);

@@ -55,6 +55,8 @@ typedef struct sender {
     uv_timer_t drain_timer;
     bool draining, drained, finished;
     snd_ledger *ledger;         /* NULL: sender.ledger is off */
+    int32_t *assigned;          /* consumer thread: the partitions of the assignment */
+    size_t n_assigned;
 } sender;
 
 static void on_record_done(void *arg, sl_record *rec)
@@ -120,6 +122,10 @@ static void on_assign(void *arg, const int32_t *partitions, size_t n)
     sender *s = arg;
     if (s->ledger)
         snd_ledger_load(s->ledger, partitions, n);
+    free(s->assigned);
+    s->assigned = xcalloc(n ? n : 1, sizeof *s->assigned);
+    memcpy(s->assigned, partitions, n * sizeof *partitions);
+    s->n_assigned = n;
     for (int i = 0; i < s->n_workers; i++)
         snd_worker_hold(s->workers[i], false);
 }
@@ -151,6 +157,9 @@ static void on_revoke(void *arg)
     if (n)
         sl_warn("revoke: %zu deliveries still under way after %d ms; the next owner may "
                 "repeat them", n, SND_REVOKE_WAIT_MS);
+    else if (s->ledger)
+        snd_ledger_handover(s->ledger, s->assigned, s->n_assigned);
+    s->n_assigned = 0;
 }
 
 static void finish(sender *s, const char *how)
@@ -357,6 +366,7 @@ int main(int argc, char **argv)
     uv_close((uv_handle_t *)&s.drain_timer, NULL);
     uv_run(s.loop, UV_RUN_DEFAULT);
     snd_ledger_free(s.ledger);
+    free(s.assigned);
     sl_config_free(s.cfg);
     return 0;
 }
