@@ -98,6 +98,15 @@ static int topics_create(rd_kafka_t *rk, const sl_topic_spec *t, size_t n, const
         snprintf(maxb, sizeof maxb, "%llu", (unsigned long long)t[i].max_message_bytes);
         if (rd_kafka_NewTopic_set_config(nt[nnew], "max.message.bytes", maxb) != 0)
             sl_panic("NewTopic %s: cannot set max.message.bytes", t[i].name);
+        /* The delivery ledger: kept as long as a new owner reads it back,
+         * with a margin; short segments so that retention can act. */
+        if (t[i].retention_ms > 0) {
+            char ms[24];
+            snprintf(ms, sizeof ms, "%lld", (long long)t[i].retention_ms);
+            if (rd_kafka_NewTopic_set_config(nt[nnew], "retention.ms", ms) != 0 ||
+                rd_kafka_NewTopic_set_config(nt[nnew], "segment.ms", ms) != 0)
+                sl_panic("NewTopic %s: cannot set retention.ms", t[i].name);
+        }
         nnew++;
     }
     int rc = 0;

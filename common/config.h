@@ -217,6 +217,9 @@ typedef struct sl_config {
         int64_t destination_backoff_max_ms;     /* ... doubling up to this */
         uint32_t max_inflight_per_destination;  /* 0: max_inflight / 4 (at least 1) */
         int64_t idle_state_timeout_ms;          /* per-destination state freed after */
+        bool ledger;                    /* publish final outcomes, skip them on assignment */
+        int64_t ledger_lookback_ms;     /* how far back a new owner reads the ledger */
+        uint32_t ledger_max_entries;    /* job + recipient pairs remembered */
     } sender;
 
     struct {

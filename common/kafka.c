@@ -44,7 +44,8 @@ sl_topic_spec *sl_topics(const sl_config *cfg, size_t *n)
         bool compacted;
     } fixed[] = {{"jobs", false},         {"sited", false},     {"dispatch", false},
                  {"events", false},       {"suppressions", true}, {"templates", true},
-                 {"dlq", false},          {"control", true},     {"state", true}};
+                 {"dlq", false},          {"control", true},     {"state", true},
+                 {"ledger", false}};
     size_t nf = sizeof fixed / sizeof fixed[0];
     size_t total = nf + cfg->retry.n_delays;
     sl_topic_spec *t = xcalloc(total, sizeof *t);
@@ -54,6 +55,10 @@ sl_topic_spec *sl_topics(const sl_config *cfg, size_t *n)
         t[i].partitions = cfg->kafka.partitions;
         t[i].compacted = fixed[i].compacted;
         t[i].max_message_bytes = sl_budget_topic_max(cfg);
+        /* The ledger must outlive the longest uncommitted window, which
+         * sender.ledger_lookback covers; twice that is the margin. */
+        if (!strcmp(fixed[i].suffix, "ledger"))
+            t[i].retention_ms = 2 * cfg->sender.ledger_lookback_ms;
     }
     for (size_t d = 0; d < cfg->retry.n_delays; d++, i++) {
         char *suffix = sl_config_retry_suffix(cfg->retry.delays_ms[d]);
@@ -810,6 +815,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     } else {
         /* Eager revoke: commit what is stored; records still in flight will
          * be repeated by the next owner (at least once). */
+        if (c->o.on_revoke)
+            c->o.on_revoke(c->o.arg);
         consumer_commit(c, "revoke");
         pthread_mutex_lock(&c->mu);
         sl_part *p = c->parts;

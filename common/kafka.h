@@ -6,7 +6,8 @@
  * it to rd_kafka_new().
  *
  * sl_topics() lists every sluice topic with its partition count, cleanup
- * policy and max.message.bytes: what `sluice topics ensure` and the dev
+ * policy, max.message.bytes and retention (the ledger's: twice
+ * sender.ledger_lookback): what `sluice topics ensure` and the dev
  * broker create.
  *
  * sl_producer is the idempotent producer (enable.idempotence=true,
@@ -51,6 +52,7 @@ typedef struct sl_topic_spec {
     int partitions;
     bool compacted;
     uint64_t max_message_bytes; /* the topic's max.message.bytes (budget.h) */
+    int64_t retention_ms;       /* retention.ms and segment.ms; 0: the broker's default */
 } sl_topic_spec;
 
 /* Does a Kafka broker answer at the bootstrap within timeout_ms? A TCP
@@ -135,6 +137,11 @@ typedef struct sl_consumer_opts {
      * assigned when it returns): a stage restores what it keeps about
      * them. It may block, briefly: the group's rebalance waits for it. */
     void (*on_assign)(void *arg, const int32_t *partitions, size_t n);
+    /* When set, called on the consumer thread when the assignment is
+     * revoked, before the offsets are committed: a stage may wait, briefly,
+     * for work under way to finish, so that its offsets are committed (and
+     * what it recorded is visible) before the next owner starts. */
+    void (*on_revoke)(void *arg);
     bool no_commit;             /* never commit: a live tail whose group keeps no
                                  * offsets, so it leaves nothing behind (no lag
                                  * to alert on) once its member is gone */

@@ -10,7 +10,7 @@
 #                                        # (a 3-node cluster of scripts/kafka.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tests="test_kill test_smtp test_hostile test_kafka test_rebalance test_retention test_bulk_faults"
+tests="test_kill test_ledger test_smtp test_hostile test_kafka test_rebalance test_retention test_bulk_faults"
 if [ "${1:-}" = --kafka ]; then
   case "${2:-}" in
     real) export SLUICE_KAFKA=real

@@ -19,6 +19,7 @@
 #include "dkim.h"
 #include "health.h"
 #include "kafka.h"
+#include "ledger.h"
 #include "log.h"
 #include "metrics.h"
 #include "tls.h"
@@ -32,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* As in the scheduler: jemalloc's background threads hand the pages of
@@ -52,6 +54,9 @@ typedef struct sender {
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
     bool draining, drained, finished;
+    snd_ledger *ledger;         /* NULL: sender.ledger is off */
+    int32_t *assigned;          /* consumer thread: the partitions of the assignment */
+    size_t n_assigned;
 } sender;
 
 static void on_record_done(void *arg, sl_record *rec)
@@ -109,6 +114,54 @@ static void on_record(void *arg, sl_record *rec)
     snd_worker_submit(s->workers[h % (uint32_t)s->n_workers], rec);
 }
 
+/* Consumer thread, before any record of the new partitions is fetched:
+ * read their ledger partitions back, so that what a previous owner
+ * finished is skipped (ledger.h). */
+static void on_assign(void *arg, const int32_t *partitions, size_t n)
+{
+    sender *s = arg;
+    if (s->ledger)
+        snd_ledger_load(s->ledger, partitions, n);
+    free(s->assigned);
+    s->assigned = xcalloc(n ? n : 1, sizeof *s->assigned);
+    memcpy(s->assigned, partitions, n * sizeof *partitions);
+    s->n_assigned = n;
+    for (int i = 0; i < s->n_workers; i++)
+        snd_worker_hold(s->workers[i], false);
+}
+
+/* Consumer thread, when the group takes the partitions back (eager: all
+ * of them): deliveries already on their way to the wire finish first, so
+ * that their ledger records are acknowledged and their offsets stored
+ * before the commit, and the next owner finds them done. Those still
+ * waiting are handed back (worker.c checks sl_record_revoked()). Bounded:
+ * a transaction stuck longer is the next owner's possible duplicate. */
+#define SND_REVOKE_WAIT_MS 10000
+
+static void on_revoke(void *arg)
+{
+    sender *s = arg;
+    int64_t until = sl_mono_ms() + SND_REVOKE_WAIT_MS;
+    size_t n = 0;
+    for (int i = 0; i < s->n_workers; i++)
+        snd_worker_hold(s->workers[i], true);
+    for (;;) {
+        n = 0;
+        for (int i = 0; i < s->n_workers; i++)
+            n += snd_worker_sending(s->workers[i]);
+        if (n == 0 || sl_mono_ms() >= until)
+            break;
+        struct timespec ts = {0, 5 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    if (n)
+        sl_warn("revoke: %zu deliveries still under way after %d ms; the next owner may "
+                "repeat them", n, SND_REVOKE_WAIT_MS);
+    else if (s->ledger)
+        snd_ledger_handover(s->ledger, s->assigned, s->n_assigned);
+    s->n_assigned = 0;
+}
+
 static void finish(sender *s, const char *how)
 {
     if (s->finished)
@@ -161,6 +214,7 @@ static const sl_cmd_help help = {
     .options = "  -c, --config FILE     the configuration (default: the built-in one)\n",
     .config = "  kafka.*               brokers, security, topic names, consumer timeouts\n"
               "  sender.workers, sender.max_inflight, sender.drain_timeout, sender.instance_id\n"
+              "  sender.ledger, sender.ledger_lookback, sender.ledger_max_entries\n"
               "  pools, routes, shaping (tls, timeouts), dns, dkim, bounce_rules\n"
               "  metrics.listen, metrics.health_timeout\n",
 };
@@ -220,6 +274,9 @@ int main(int argc, char **argv)
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         s.n_workers = n > 0 ? (int)n : 1;
     }
+    s.ledger = snd_ledger_new(cfg);
+    if (s.ledger && snd_ledger_start(s.ledger, &err) < 0)
+        sl_fatal(1, "%s", err);
     snd_shared sh = {
         .cfg = cfg,
         .trouble = trouble,
@@ -227,6 +284,7 @@ int main(int argc, char **argv)
         .templates = templates,
         .tls_ctx = tls,
         .sender_id = cfg->sender.instance_id,
+        .ledger = s.ledger,
         .record_done = on_record_done,
         .record_release = on_record_release,
         .record_done_arg = &s,
@@ -247,6 +305,8 @@ int main(int argc, char **argv)
         .max_inflight = cfg->sender.max_inflight,
         .on_record = on_record,
         .arg = &s,
+        .on_assign = on_assign,
+        .on_revoke = on_revoke,
     };
     s.consumer = sl_consumer_new(cfg, s.loop, &co, &err);
     if (!s.consumer)
@@ -276,7 +336,8 @@ int main(int argc, char **argv)
     sl_metric_help("sluice_sender_queue_wait_seconds", SL_METRIC_HISTOGRAM,
                    "From send_at to the start of the SMTP transaction");
     sl_http_set_ready(true);
-    sl_info("sender %s: %d workers consuming %s", cfg->sender.instance_id, s.n_workers, topic);
+    sl_info("sender %s: %d workers consuming %s, delivery ledger %s", cfg->sender.instance_id,
+            s.n_workers, topic, s.ledger ? "on" : "off");
 
     sl_beat *beat = sl_health_loop(s.loop, "main loop", cfg->metrics.health_timeout_ms);
     uv_run(s.loop, UV_RUN_DEFAULT);
@@ -309,6 +370,8 @@ int main(int argc, char **argv)
     uv_close((uv_handle_t *)&s.sigint, NULL);
     uv_close((uv_handle_t *)&s.drain_timer, NULL);
     uv_run(s.loop, UV_RUN_DEFAULT);
+    snd_ledger_free(s.ledger);
+    free(s.assigned);
     sl_config_free(s.cfg);
     return 0;
 }

@@ -11,6 +11,11 @@
  * attempt + 1 and not_before_ms = now + delay. A job whose next attempt
  * would fall after its expiry (job->expires_at_ms, else created_at_ms +
  * cfg->retry.expiry_ms) gets EXPIRED events instead and no retry record.
+ * With info->ledger set, a second step follows once those are all
+ * acknowledged: a ledger record per final recipient (DELIVERED, BOUNCED,
+ * EXPIRED), noted in the ledger's lookup as each is acknowledged; never
+ * before the events, so that a pair the ledger calls final always has its
+ * final event.
  * Returns 0 and done(arg, err) fires later, on the producer's loop thread,
  * once every record was acknowledged (err 0) or one could never be (err <
  * 0: the caller must not lose the input); or returns a negative error when
@@ -25,6 +30,7 @@
 #define SLUICE_SND_OUTCOME_H
 
 #include "kafka.h"
+#include "ledger.h"
 #include "session.h"
 #include "wire.h"
 
@@ -46,6 +52,14 @@ typedef struct snd_outcome_info {
     int64_t queue_ms, smtp_ms;
     int worker;                     /* the worker loop's index, for the log */
     int64_t destination_down_until_ms; /* every MX down: their next probe (wall ms), else 0 */
+    /* The delivery ledger (NULL: off) and the dispatch record's key and
+     * place: once the events are acknowledged, every final recipient gets
+     * a ledger record (ledger.h), and done fires after those too. */
+    snd_ledger *ledger;
+    const void *key;
+    size_t klen;
+    int32_t partition;
+    int64_t offset;
 } snd_outcome_info;
 
 typedef void (*snd_outcome_cb)(void *arg, int err);

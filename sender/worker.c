@@ -43,6 +43,8 @@ typedef struct rcpt_state {
     Sluice__V1__BounceClass cls;
     bool hard;
     bool possible_duplicate;
+    bool skipped;       /* the ledger holds its final outcome: no event */
+    bool claimed;       /* holds the ledger claim of (job id, recipient) */
     const char *reason;
 } rcpt_state;
 
@@ -55,6 +57,7 @@ typedef struct delivery {
     uv_timer_t timer;
     bool timer_live;
     bool started;       /* a transaction was submitted: drain lets it finish */
+    bool sending;       /* past the last checks: counted in w->sending */
     cand *cands;
     size_t n_cands, cur;
     rcpt_state *rs;     /* per job recipient */
@@ -82,6 +85,8 @@ struct snd_worker {
     bool drain_req, stop_req;       /* under mu */
     bool draining;
     atomic_size_t busy;
+    atomic_size_t sending;
+    atomic_bool hold;
     sl_producer *prod;
     sl_dns *dns;
     snd_dests *dests;
@@ -203,6 +208,16 @@ static void delivery_release(delivery *dl, bool done)
         (done ? w->sh.record_done : w->sh.record_release)(w->sh.record_done_arg, dl->rec);
     dl->rec = NULL;
     atomic_fetch_sub(&w->busy, 1);
+    if (dl->d && dl->rs)
+        for (size_t i = 0; i < dl->d->job->n_recipients; i++)
+            if (dl->rs[i].claimed) {
+                dl->rs[i].claimed = false;
+                snd_ledger_unclaim(w->sh.ledger, dl->d->job->job_id, dl->d->job->recipients[i]);
+            }
+    if (dl->sending) {
+        dl->sending = false;
+        atomic_fetch_sub(&w->sending, 1);
+    }
     /* Already closing only when the worker gave up its drain and closed
      * every handle of the loop (walk_close): the delivery is abandoned. */
     if (!uv_is_closing((uv_handle_t *)&dl->timer))
@@ -228,15 +243,29 @@ static void delivery_finish(delivery *dl)
     const sl_job *job = dl->d->job;
     size_t n = job->n_recipients;
     snd_rcpt_outcome *o = xcalloc(n ? n : 1, sizeof *o);
+    size_t m = 0;
+    /* Read again after its partition changed owner, and maybe sent by the
+     * last owner already (ledger.h): say so in the events. */
+    bool suspect = dl->w->sh.ledger && dl->rec &&
+                   snd_ledger_suspect(dl->w->sh.ledger, dl->rec->partition, dl->rec->offset);
     for (size_t i = 0; i < n; i++) {
         rcpt_state *s = &dl->rs[i];
-        o[i].rcpt = job->recipients[i];
-        o[i].type = s->final ? s->type : SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED;
-        o[i].reply = s->reply.code ? &s->reply : NULL;
-        o[i].bounce_class = s->cls;
-        o[i].hard = s->hard;
-        o[i].possible_duplicate = s->possible_duplicate;
-        o[i].reason = s->reason;
+        if (s->skipped)
+            continue;
+        o[m].rcpt = job->recipients[i];
+        o[m].type = s->final ? s->type : SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED;
+        o[m].reply = s->reply.code ? &s->reply : NULL;
+        o[m].bounce_class = s->cls;
+        o[m].hard = s->hard;
+        o[m].possible_duplicate = s->possible_duplicate || suspect;
+        o[m].reason = s->reason;
+        m++;
+    }
+    if (m == 0) {
+        /* Every recipient was skipped: nothing to publish. */
+        free(o);
+        delivery_release(dl, true);
+        return;
     }
     cand *c = dl->cur < dl->n_cands ? &dl->cands[dl->cur] : NULL;
     /* Every candidate down: the event says when the first will be probed,
@@ -271,8 +300,15 @@ static void delivery_finish(delivery *dl)
         .smtp_ms = dl->smtp_ms,
         .worker = dl->w->index,
         .destination_down_until_ms = down_until,
+        .ledger = dl->w->sh.ledger,
+        .key = dl->rec ? dl->rec->msg->key : NULL,
+        .klen = dl->rec ? dl->rec->msg->key_len : 0,
+        .partition = dl->rec ? dl->rec->partition : -1,
+        .offset = dl->rec ? dl->rec->offset : -1,
     };
-    int rc = snd_outcome_publish(dl->w->prod, dl->w->sh.cfg, dl->d, &info, o, n, on_published, dl);
+    if (!dl->rec)
+        info.ledger = NULL;
+    int rc = snd_outcome_publish(dl->w->prod, dl->w->sh.cfg, dl->d, &info, o, m, on_published, dl);
     free(o);
     if (rc < 0)
         on_published(dl, rc);
@@ -661,6 +697,67 @@ static void delivery_route(delivery *dl)
 
 /* ---- intake ---- */
 
+/* The delivery ledger's check, just before the first transaction: every
+ * recipient whose final outcome it holds is skipped, whichever copy of the
+ * dispatch this is; one that another copy in this sender is delivering
+ * right now is waited for. Returns true when the delivery is finished
+ * (nothing left to send) or waits. */
+#define SND_LEDGER_BUSY_WAIT_MS 50
+
+static void on_slot(uv_timer_t *t);
+
+static bool ledger_skip(delivery *dl)
+{
+    snd_ledger *l = dl->w->sh.ledger;
+    const sl_job *job = dl->d->job;
+    if (!l)
+        return false;
+    int *rc = xcalloc(dl->n_pending ? dl->n_pending : 1, sizeof *rc);
+    for (size_t k = 0; k < dl->n_pending; k++) {
+        size_t i = dl->pending_idx[k];
+        rc[k] = snd_ledger_claim(l, job->job_id, job->recipients[i]);
+        if (rc[k] != SND_LEDGER_BUSY)
+            continue;
+        /* Another copy of this job is on its way: let go of what this
+         * pass claimed and ask again once that one may be done. */
+        for (size_t j = 0; j < k; j++)
+            if (rc[j] == 0)
+                snd_ledger_unclaim(l, job->job_id, job->recipients[dl->pending_idx[j]]);
+        free(rc);
+        uv_timer_start(&dl->timer, on_slot, SND_LEDGER_BUSY_WAIT_MS, 0);
+        return true;
+    }
+    size_t keep = 0, skipped = 0;
+    for (size_t k = 0; k < dl->n_pending; k++) {
+        size_t i = dl->pending_idx[k];
+        if (rc[k] == SND_LEDGER_FINAL) {
+            dl->rs[i].final = dl->rs[i].skipped = true;
+            skipped++;
+            sl_log_job(SL_LOG_INFO, job->job_id,
+                       "skipped %s: the delivery ledger holds its final outcome "
+                       "(dispatch %s[%d]@%lld, attempt %u)",
+                       job->recipients[i], dl->rec ? dl->rec->topic : "-",
+                       dl->rec ? dl->rec->partition : -1,
+                       dl->rec ? (long long)dl->rec->offset : -1LL, job->attempt);
+            continue;
+        }
+        dl->rs[i].claimed = true;
+        dl->pending[keep] = dl->pending[k];
+        dl->pending_idx[keep++] = i;
+    }
+    free(rc);
+    dl->n_pending = keep;
+    if (!skipped)
+        return false;
+    char lab[256];
+    snprintf(lab, sizeof lab, "site=\"%s\"", dl->d->site ? dl->d->site : "");
+    sl_metric_inc("sluice_sender_ledger_skipped_total", lab, (double)skipped);
+    if (keep)
+        return false;
+    delivery_release(dl, true);
+    return true;
+}
+
 static void on_slot(uv_timer_t *t)
 {
     delivery *dl = t->data;
@@ -668,6 +765,16 @@ static void on_slot(uv_timer_t *t)
         delivery_release(dl, false);
         return;
     }
+    /* The partition moved to another sender (a rebalance): it reads the
+     * dispatch again, so handing it back avoids a second copy. */
+    if (dl->rec && (atomic_load(&dl->w->hold) || sl_record_revoked(dl->rec))) {
+        delivery_release(dl, false);
+        return;
+    }
+    if (ledger_skip(dl))
+        return;
+    dl->sending = true;
+    atomic_fetch_add(&dl->w->sending, 1);
     delivery_route(dl);
 }
 
@@ -979,6 +1086,16 @@ void snd_worker_drain(snd_worker *w)
     w->drain_req = true;
     pthread_mutex_unlock(&w->mu);
     uv_async_send(&w->async);
+}
+
+size_t snd_worker_sending(snd_worker *w)
+{
+    return atomic_load(&w->sending);
+}
+
+void snd_worker_hold(snd_worker *w, bool hold)
+{
+    atomic_store(&w->hold, hold);
 }
 
 size_t snd_worker_busy(snd_worker *w)

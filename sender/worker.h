@@ -15,7 +15,10 @@
  * Dispatch's route, a configured route, the job's MX list, or an MX lookup;
  * implicit MX; null MX bounces at once; a temporary DNS failure defers and
  * never falls back to A records), and delivers through the pools, trying
- * the next MX host when sl_trouble_decide() says NEXT_MX. Every outcome is
+ * the next MX host when sl_trouble_decide() says NEXT_MX. Just before its
+ * first transaction, every recipient whose (job id, recipient) the
+ * delivery ledger (ledger.h) holds as final is skipped: counted, logged,
+ * no event. Every outcome is
  * published through outcome.h and, once Kafka acknowledged all of it, the
  * record goes back to the owner through shared->record_done (called on the
  * worker thread; the owner must pass it to its own loop); a record handed
@@ -36,6 +39,7 @@
 #include "config.h"
 #include "dkim.h"
 #include "kafka.h"
+#include "ledger.h"
 #include "tmplstore.h"
 #include "trouble.h"
 
@@ -46,6 +50,7 @@ typedef struct snd_shared {
     snd_tmplstore *templates;
     SSL_CTX *tls_ctx;
     const char *sender_id;
+    snd_ledger *ledger;             /* NULL: the delivery ledger is off */
     void (*record_done)(void *arg, sl_record *rec);
     void (*record_release)(void *arg, sl_record *rec); /* handed back undone */
     void *record_done_arg;
@@ -58,6 +63,12 @@ void snd_worker_submit(snd_worker *w, sl_record *rec);
 void snd_worker_drain(snd_worker *w);
 /* Deliveries in progress (not counting the ones handed back by a drain). */
 size_t snd_worker_busy(snd_worker *w);
+/* Deliveries past their last check (slot, revocation, ledger) and not yet
+ * handed back or done: they will reach the wire. Any thread. */
+size_t snd_worker_sending(snd_worker *w);
+/* While held (the group is taking partitions back), deliveries that reach
+ * their slot are handed back undone instead of sent. Any thread. */
+void snd_worker_hold(snd_worker *w, bool hold);
 void snd_worker_stop(snd_worker *w);
 
 #endif

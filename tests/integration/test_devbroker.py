@@ -17,7 +17,7 @@ import unittest
 from sluicetest import Proc, bin_path, wait_for
 
 DEFAULT_FIXED = ["jobs", "sited", "dispatch", "events", "suppressions", "templates", "dlq",
-                 "control", "state"]
+                 "control", "state", "ledger"]
 
 
 def read_complete(path):

@@ -192,7 +192,7 @@ static int dump(const sl_config *cfg, const char *suffix, int count, int timeout
                 json_job(&b, d->job);
                 sl_dispatch_free(d);
             }
-        } else if (!strcmp(suffix, "events")) {
+        } else if (!strcmp(suffix, "events") || !strcmp(suffix, "ledger")) {
             sl_event *e = NULL;
             if (m->payload && sl_event_decode(m->payload, m->len, &e, &why) == 0) {
                 sl_buf_puts(&b, ",\"event\":");

@@ -496,6 +496,9 @@ static void test_shaping_inheritance(void **state)
     assert_int_equal(cfg->sender.destination_backoff_max_ms, 300000);
     assert_int_equal(cfg->sender.max_inflight_per_destination, 0);
     assert_int_equal(cfg->sender.idle_state_timeout_ms, 600000);
+    assert_true(cfg->sender.ledger);
+    assert_int_equal(cfg->sender.ledger_lookback_ms, 1800000);
+    assert_int_equal(cfg->sender.ledger_max_entries, 1000000);
     assert_int_equal(cfg->scheduler.max_buffered, 100000);
     assert_string_equal(cfg->scheduler.default_tenant, "default");
     assert_int_equal(cfg->n_pools, 0);
@@ -867,6 +870,11 @@ static void test_sender_destinations(void **state)
     assert_int_equal(cfg->sender.max_inflight_per_destination, 10);
     assert_int_equal(cfg->sender.idle_state_timeout_ms, 30000);
     sl_config_free(cfg);
+    cfg = parse_ok("sender:\n  ledger: false\n  ledger_lookback: 2h\n  ledger_max_entries: 5000\n");
+    assert_false(cfg->sender.ledger);
+    assert_int_equal(cfg->sender.ledger_lookback_ms, 7200000);
+    assert_int_equal(cfg->sender.ledger_max_entries, 5000);
+    sl_config_free(cfg);
     static const struct {
         const char *yaml, *want;
     } bad[] = {
@@ -881,6 +889,10 @@ static void test_sender_destinations(void **state)
         {"sender:\n  max_inflight_per_destination: 0\n", "max_inflight_per_destination"},
         {"sender:\n  idle_state_timeout: 0s\n",
          "key 'sender.idle_state_timeout': must be longer than zero"},
+        {"sender:\n  ledger_lookback: 0s\n",
+         "key 'sender.ledger_lookback': must be longer than zero"},
+        {"sender:\n  ledger_max_entries: 10\n", "ledger_max_entries"},
+        {"sender:\n  ledger: maybe\n", "sender.ledger"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *err = parse_err(bad[i].yaml);
