@@ -174,8 +174,7 @@ int api_keys_parse(const char *name, const char *text, size_t len, api_keys **ou
     api_keys *t = xcalloc(1, sizeof *t);
     pthread_mutex_init(&t->mu, NULL);
     parse_ctx ctx = {t, name, 0};
-    /* What follows a NUL byte was never read. */
-    int rc = sl_linefile_each(name, text, strnlen(text, len), parse_line, &ctx, err);
+    int rc = sl_linefile_each(name, text, len, parse_line, &ctx, err);
     if (rc) {
         api_keys_free(t);
         return rc;
