@@ -350,14 +350,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind < argc || !cfg_path) {
-        sl_cmd_usage(&help, stderr);
-        return 2;
-    }
-    sl_log_init("api", SL_LOG_INFO);
-    signal(SIGPIPE, SIG_IGN);
-
-    sl_config *cfg = sl_config_load_or_exit(cfg_path);
+    sl_config *cfg = sl_daemon_start(&help, argc, optind, "api", cfg_path, 1);
     g.cfg = cfg;
     if (!cfg->api.keys)
         sl_fatal(2, "%s: key 'api.keys' is required: every request needs an API key", cfg_path);

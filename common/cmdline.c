@@ -4,9 +4,11 @@
 #include "cmdline.h"
 #include "config.h"
 #include "kafka.h"
+#include "log.h"
 #include "util.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +64,18 @@ int sl_cmd_std(int argc, char **argv, const sl_cmd_help *h)
         }
     }
     return -1;
+}
+
+sl_config *sl_daemon_start(const sl_cmd_help *h, int argc, int first_arg,
+                           const char *role, const char *path, int cfg_required)
+{
+    if (first_arg < argc || (cfg_required && !path)) {
+        sl_cmd_usage(h, stderr);
+        exit(2);
+    }
+    sl_log_init(role, SL_LOG_INFO);
+    signal(SIGPIPE, SIG_IGN);
+    return sl_config_load_or_exit(path);
 }
 
 struct sl_config *cli_config(const char *cmd, const char *path)

@@ -42,6 +42,17 @@ void sl_cmd_usage(const sl_cmd_help *h, FILE *f);
  * -1 and the caller parses its options as usual. */
 int sl_cmd_std(int argc, char **argv, const sl_cmd_help *h);
 
+/* The start-up every daemon shares, once its own options are parsed
+ * (argv[first_arg..argc) are what getopt left over: pass optind): a leftover argument, or no
+ * config file where the daemon needs one (cfg_required), prints the help
+ * on stderr and exits 2. Otherwise it sets up the log for role ("api"),
+ * ignores SIGPIPE (a peer that hangs up is an error on that write, never
+ * the end of the daemon) and returns the config at path (NULL: the
+ * built-in default), exiting 2 with the reason when it is bad
+ * (sl_config_load_or_exit()). The caller owns the config. */
+struct sl_config *sl_daemon_start(const sl_cmd_help *h, int argc, int first_arg,
+                                  const char *role, const char *path, int cfg_required);
+
 /* The config in path, else in $SLUICE_CONFIG, else the built-in default. A
  * bad file is reported as "sluice CMD: file:line: ..." on stderr and NULL
  * is returned: the command exits 2. The caller frees it (sl_config_free). */

@@ -535,12 +535,9 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind < argc) {
-        sl_cmd_usage(&help, stderr);
-        return 2;
-    }
-    sl_log_init("devbroker", SL_LOG_INFO);
-    sl_config *cfg = sl_config_load_or_exit(cfg_path);
+    /* Ignores SIGPIPE too: a reader that closed our stdout must not kill
+     * the cluster. */
+    sl_config *cfg = sl_daemon_start(&help, argc, optind, "devbroker", cfg_path, 0);
 
     /* Block the stop signals before any thread starts so that every thread
      * inherits the mask and only sigwait() below receives them. */
@@ -549,8 +546,6 @@ int main(int argc, char **argv)
     sigaddset(&stop, SIGTERM);
     sigaddset(&stop, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
-    /* A reader that closed our stdout must not kill the cluster. */
-    signal(SIGPIPE, SIG_IGN);
 
     broker b = {.n_brokers = (int)n_brokers, .listen_fd = -1};
     for (int i = 0; i < BROKER_MAX_CLIENTS; i++)

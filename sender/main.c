@@ -182,14 +182,8 @@ int main(int argc, char **argv)
         default: sl_cmd_usage(&help, stderr); return 2;
         }
     }
-    if (optind < argc) {
-        sl_cmd_usage(&help, stderr);
-        return 2;
-    }
-    sl_log_init("sender", SL_LOG_INFO);
-    signal(SIGPIPE, SIG_IGN);
     sender s = {0};
-    s.cfg = sl_config_load_or_exit(path);
+    s.cfg = sl_daemon_start(&help, argc, optind, "sender", path, 0);
     const sl_config *cfg = s.cfg;
     char *err = NULL;
 

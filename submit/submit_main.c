@@ -236,15 +236,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind < argc || !cfg_path) {
-        sl_cmd_usage(&help, stderr);
-        return 2;
-    }
-    sl_log_init("submit", SL_LOG_INFO);
-    signal(SIGPIPE, SIG_IGN);
-
     app a = {0};
-    a.cfg = sl_config_load_or_exit(cfg_path);
+    a.cfg = sl_daemon_start(&help, argc, optind, "submit", cfg_path, 1);
     if (!a.cfg->submit.users)
         sl_fatal(2, "%s: key 'submit.users' is required: sluice-submit relays only for "
                     "authenticated users",
