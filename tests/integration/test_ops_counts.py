@@ -18,7 +18,7 @@ import tempfile
 import unittest
 import urllib.request
 
-from sluicetest import Proc, bin_path, free_port, start_sink, wait_for
+from sluicetest import Proc, bin_path, free_port, start_devbroker, start_sink, wait_for
 
 N_GOOD = 24
 N_BAD = 4
@@ -168,11 +168,8 @@ class OpsCountsTest(unittest.TestCase):
         self.tmp = tempfile.TemporaryDirectory(prefix="sluice-ops-counts-")
         self.dir = self.tmp.name
         self.procs = []
-        port_file = os.path.join(self.dir, "kafka.port")
-        self.broker = Proc("sluice-devbroker", ["--brokers", "1", "--port-file", port_file],
-                           tmpdir=self.dir)
+        self.broker, self.bootstrap = start_devbroker(self.dir, ["--brokers", "1"])
         self.addCleanup(self.broker.stop)
-        self.bootstrap = wait_for(lambda: self._read(port_file), 20, "dev broker port file")
         self.sink = start_sink(self.dir)
         self.addCleanup(self.sink.stop)
         self.mport = {"scheduler": free_port(), "sender": free_port()}
@@ -183,15 +180,6 @@ class OpsCountsTest(unittest.TestCase):
         for p in reversed(self.procs):
             p.stop(30)
         self.tmp.cleanup()
-
-    @staticmethod
-    def _read(path):
-        try:
-            with open(path) as f:
-                t = f.read()
-        except FileNotFoundError:
-            return None
-        return t.splitlines()[0].strip() if t.endswith("\n") else None
 
     def config(self, name):
         path = os.path.join(self.dir, name + ".yaml")

@@ -6,43 +6,20 @@ Every test gets its own devbroker (random ports) and config file."""
 
 import json
 import os
-import socket
 import subprocess
 import tempfile
 import unittest
 
-from sluicetest import Proc, bin_path, wait_for
+from sluicetest import bin_path, devbroker_control, start_devbroker
 
 DEADLINE = 60
-
-
-def start_devbroker(tmpdir):
-    """Start sluice-devbroker; return (proc, bootstrap). Its fault-injection
-    address is in tmpdir/broker.control (written before the port file)."""
-    port_file = os.path.join(tmpdir, "broker.port")
-    control_file = os.path.join(tmpdir, "broker.control")
-    proc = Proc("sluice-devbroker", ["--port-file", port_file, "--control-file", control_file],
-                tmpdir=tmpdir)
-
-    def ready():
-        if not proc.alive():
-            raise AssertionError("sluice-devbroker exited early\n" + proc.output())
-        try:
-            with open(port_file) as f:
-                text = f.read().strip()
-        except FileNotFoundError:
-            return None
-        return text or None
-
-    bootstrap = wait_for(ready, 20, "devbroker port file")
-    return proc, bootstrap.splitlines()[0]
 
 
 class ProducerCase(unittest.TestCase):
     def setUp(self):
         self._tmp = tempfile.TemporaryDirectory(prefix="sluice-producer-")
         self.tmp = self._tmp.name
-        self.broker, self.bootstrap = start_devbroker(self.tmp)
+        self.broker, self.bootstrap = start_devbroker(self.tmp, control=True)
         self.cfg = self.write("sluice.yaml", "kafka:\n  bootstrap: %s\n" % self.bootstrap)
 
     def tearDown(self):
@@ -65,11 +42,7 @@ class ProducerCase(unittest.TestCase):
 
     def control(self, command):
         """One devbroker control command; returns its answer line."""
-        with open(os.path.join(self.tmp, "broker.control")) as f:
-            host, port = f.read().split()[0].rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(command.encode() + b"\n")
-            answer = s.makefile().readline().strip()
+        answer = devbroker_control(self.tmp, command)
         self.assertTrue(answer.startswith("ok"), answer)
         return answer
 

@@ -12,26 +12,9 @@ import time
 import unittest
 import urllib.request
 
-from sluicetest import Proc, bin_path, free_port, wait_for
+from sluicetest import Proc, bin_path, free_port, start_devbroker, wait_for
 
 DEADLINE = 60
-
-
-def start_devbroker(tmpdir, cfg):
-    port_file = os.path.join(tmpdir, "broker.port")
-    proc = Proc("sluice-devbroker", ["-c", cfg, "--port-file", port_file], tmpdir=tmpdir)
-
-    def ready():
-        if not proc.alive():
-            raise AssertionError("sluice-devbroker exited early\n" + proc.output())
-        try:
-            with open(port_file) as f:
-                text = f.read().strip()
-        except FileNotFoundError:
-            return None
-        return text or None
-
-    return proc, wait_for(ready, 20, "devbroker port file").splitlines()[0]
 
 
 BASE = """
@@ -63,7 +46,7 @@ class SchedCase(unittest.TestCase):
         self.tmp = self._tmp.name
         base = BASE % {"pools": self.pools, "sites": self.sites}
         pre = self.write("broker.yaml", "kafka:\n  bootstrap: 127.0.0.1:1\n" + base + self.extra)
-        self.broker, self.bootstrap = start_devbroker(self.tmp, pre)
+        self.broker, self.bootstrap = start_devbroker(self.tmp, cfg=pre)
         self.metrics_port = free_port()
         self.cfg = self.write("sluice.yaml", (
             "kafka:\n  bootstrap: %s\n  session_timeout_ms: 6000\n"

@@ -38,7 +38,7 @@ import time
 import unittest
 import urllib.request
 
-from sluicetest import Proc, bin_path, free_port, start_sink, wait_for
+from sluicetest import Proc, bin_path, free_port, start_devbroker, start_sink, wait_for
 
 TIMEOUTS = ("{ connect: 1s, greeting: 1s, ehlo: 1s, mail: 1s, rcpt: 1s, data: 1s, "
             "data_block: 2s, dot: 2s, quit: 1s, idle: 1s }")
@@ -127,10 +127,7 @@ class Pipeline:
     def __init__(self, tmp, down_port, sink, sender_extra="", timeouts=TIMEOUTS):
         self.tmp = tmp
         self.procs = []
-        port_file = os.path.join(tmp, "kafka.port")
-        self.broker = Proc("sluice-devbroker", ["--brokers", "1", "--port-file", port_file],
-                           tmpdir=tmp)
-        self.bootstrap = wait_for(lambda: self._read(port_file), 20, "dev broker port file")
+        self.broker, self.bootstrap = start_devbroker(tmp, ["--brokers", "1"])
         self.cfg = os.path.join(tmp, "sluice.yaml")
         self.sender_cfg = os.path.join(tmp, "sender.yaml")
         self.metrics_port = free_port()
@@ -179,15 +176,6 @@ class Pipeline:
             return None
         return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
                    if l.startswith(name + "{") or l.startswith(name + " "))
-
-    @staticmethod
-    def _read(path):
-        try:
-            with open(path) as f:
-                t = f.read()
-        except FileNotFoundError:
-            return None
-        return t.splitlines()[0].strip() if t.endswith("\n") else None
 
     def sluice(self, *args, timeout=60):
         r = subprocess.run([bin_path("sluice")] + list(args), env=self.env,

@@ -22,7 +22,7 @@ import time
 import unittest
 import urllib.request
 
-from sluicetest import Proc, bin_path, free_port, wait_for
+from sluicetest import Proc, bin_path, free_port, start_devbroker, wait_for
 
 DEADLINE = 60
 PASSWORDS = {"alice": "correct horse battery", "bob": "b0b-secret", "carol": "carol pw"}
@@ -44,23 +44,6 @@ def make_cert(d):
                     "-days", "2", "-keyout", key, "-out", cert],
                    check=True, capture_output=True, timeout=30)
     return cert, key
-
-
-def start_devbroker(tmpdir):
-    port_file = os.path.join(tmpdir, "broker.port")
-    proc = Proc("sluice-devbroker", ["--port-file", port_file], tmpdir=tmpdir)
-
-    def ready():
-        if not proc.alive():
-            raise AssertionError("sluice-devbroker exited early\n" + proc.output())
-        try:
-            with open(port_file) as f:
-                text = f.read().strip()
-        except FileNotFoundError:
-            return None
-        return text or None
-
-    return proc, wait_for(ready, 20, "devbroker port file").splitlines()[0]
 
 
 def tls_ctx():
