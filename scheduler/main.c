@@ -200,12 +200,7 @@ int main(int argc, char **argv)
         default: sl_cmd_usage(&help, stderr); return 2;
         }
     }
-    if (optind < argc) {
-        sl_cmd_usage(&help, stderr);
-        return 2;
-    }
-    sl_log_init("scheduler", SL_LOG_INFO);
-    sl_config *cfg = sl_config_load_or_exit(cfg_path);
+    sl_config *cfg = sl_daemon_start(&help, argc, optind, "scheduler", cfg_path, 0);
     /* Classify and shape produce a record for every job, spread over the
      * partitions of sited and dispatch: batches of 5 ms were a few records
      * each, and librdkafka's cost is per batch as much as per record.

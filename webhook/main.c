@@ -137,12 +137,7 @@ int main(int argc, char **argv)
         default: sl_cmd_usage(&help, stderr); return 2;
         }
     }
-    if (optind < argc || !cfg_path) {
-        sl_cmd_usage(&help, stderr);
-        return 2;
-    }
-    sl_log_init("webhook", SL_LOG_INFO);
-    sl_config *cfg = sl_config_load_or_exit(cfg_path);
+    sl_config *cfg = sl_daemon_start(&help, argc, optind, "webhook", cfg_path, 1);
     if (check) {
         printf("ok %s\n", cfg_path);
         sl_config_free(cfg);
