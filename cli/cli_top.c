@@ -461,11 +461,10 @@ int cli_top(int argc, char **argv)
     const char *path = getenv("SLUICE_CONFIG");
     bool once = false;
     int64_t window_ms = 10000, interval_ms = 1000;
-    int o;
+    int o, ostatus = -1;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    while ((o = cli_opt_next(argc, argv, "c:h", opts, &path, top_usage, &ostatus)) != -1) {
         switch (o) {
-        case 'c': path = optarg; break;
         case O_ONCE: once = true; break;
         case O_WINDOW:
             if (sl_parse_duration_ms(optarg, &window_ms) || window_ms < 1000 ||
@@ -482,22 +481,19 @@ int cli_top(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'h': top_usage(stdout); return 0;
-        default: top_usage(stderr); return 2;
         }
     }
+    if (ostatus >= 0)
+        return ostatus;
     if (optind != argc) {
         top_usage(stderr);
         return 2;
     }
     sl_config *cfg = NULL;
     char *err = NULL;
-    if (!(cfg = cli_config("top", path)))
-        return 2;
-    if (cli_kafka_check("top", cfg, 0)) {
-        sl_config_free(cfg);
-        return 1;
-    }
+    int orc = cli_open("top", path, 0, &cfg);
+    if (orc)
+        return orc;
     int rc = 1;
     char *topic = sl_config_topic(cfg, "events");
     top_lag lag = {0};

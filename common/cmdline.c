@@ -5,6 +5,7 @@
 #include "config.h"
 #include "kafka.h"
 #include "log.h"
+#include "reader.h"
 #include "util.h"
 
 #include <errno.h>
@@ -104,6 +105,62 @@ int cli_kafka_check(const char *cmd, const sl_config *cfg, long long timeout_ms)
         return 0;
     fprintf(stderr, "sluice %s: %s\n", cmd, why);
     return 1;
+}
+
+int cli_open(const char *cmd, const char *path, long long timeout_ms, sl_config **cfg)
+{
+    *cfg = cli_config(cmd, path);
+    if (!*cfg)
+        return 2;
+    if (cli_kafka_check(cmd, *cfg, timeout_ms)) {
+        sl_config_free(*cfg);
+        *cfg = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+int cli_opt_next(int argc, char **argv, const char *shortopts, const struct option *opts,
+                 const char **path, void (*usage)(FILE *), int *status)
+{
+    int o;
+    while ((o = getopt_long(argc, argv, shortopts, opts, NULL)) == 'c')
+        *path = optarg;
+    if (o == 'h' || o == '?' || o == ':') {
+        usage(o == 'h' ? stdout : stderr);
+        *status = o == 'h' ? 0 : 2;
+        return -1;
+    }
+    return o;
+}
+
+int cli_read_topic(const char *cmd, const sl_config *cfg, const char *topic,
+                   long long timeout_ms, cli_record_fn fn, void *arg)
+{
+    char *err = NULL;
+    sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
+    if (!r) {
+        fprintf(stderr, "sluice %s: %s: %s\n", cmd, topic, err ? err : "cannot read");
+        free(err);
+        return 1;
+    }
+    int rc = 0;
+    int64_t deadline = sl_mono_ms() + timeout_ms;
+    while (!sl_reader_at_end(r)) {
+        if (sl_mono_ms() >= deadline) {
+            fprintf(stderr, "sluice %s: %s: not read to its end within %llds\n", cmd, topic,
+                    (timeout_ms + 999) / 1000);
+            rc = 1;
+            break;
+        }
+        rd_kafka_message_t *m = sl_reader_next(r, 100);
+        if (!m)
+            continue;
+        fn(arg, m);
+        rd_kafka_message_destroy(m);
+    }
+    sl_reader_free(r);
+    return rc;
 }
 
 int cli_read_file(const char *path, size_t max, sl_buf *out)
