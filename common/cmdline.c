@@ -135,7 +135,7 @@ int cli_opt_next(int argc, char **argv, const char *shortopts, const struct opti
 }
 
 int cli_read_topic(const char *cmd, const sl_config *cfg, const char *topic,
-                   long long timeout_ms, cli_record_fn fn, void *arg)
+                   long long timeout_ms, sl_reader_fn fn, void *arg)
 {
     char *err = NULL;
     sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
@@ -144,23 +144,13 @@ int cli_read_topic(const char *cmd, const sl_config *cfg, const char *topic,
         free(err);
         return 1;
     }
-    int rc = 0;
-    int64_t deadline = sl_mono_ms() + timeout_ms;
-    while (!sl_reader_at_end(r)) {
-        if (sl_mono_ms() >= deadline) {
-            fprintf(stderr, "sluice %s: %s: not read to its end within %llds\n", cmd, topic,
-                    (timeout_ms + 999) / 1000);
-            rc = 1;
-            break;
-        }
-        rd_kafka_message_t *m = sl_reader_next(r, 100);
-        if (!m)
-            continue;
-        fn(arg, m);
-        rd_kafka_message_destroy(m);
-    }
+    int rc = sl_reader_each(r, timeout_ms, NULL, fn, arg);
     sl_reader_free(r);
-    return rc;
+    if (rc == 0)
+        return 0;
+    fprintf(stderr, "sluice %s: %s: not read to its end within %llds\n", cmd, topic,
+            (timeout_ms + 999) / 1000);
+    return 1;
 }
 
 int cli_read_file(const char *path, size_t max, sl_buf *out)

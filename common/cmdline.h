@@ -19,9 +19,10 @@
 #define SLUICE_CMDLINE_H
 
 #include <getopt.h>
-#include <librdkafka/rdkafka.h>
 #include <stddef.h>
 #include <stdio.h>
+
+#include "reader.h"
 
 struct sl_buf;
 struct sl_config;
@@ -85,10 +86,10 @@ int cli_opt_next(int argc, char **argv, const char *shortopts, const struct opti
  * it). Returns 0 once the end is reached; 1 after printing "sluice CMD:
  * ..." on stderr when the topic cannot be read, or "sluice CMD: TOPIC: not
  * read to its end within N s" when timeout_ms passed first (what fn saw
- * until then was seen: partial results are the caller's to drop or show). */
-typedef void (*cli_record_fn)(void *arg, const rd_kafka_message_t *m);
+ * until then was seen: partial results are the caller's to drop or show).
+ * The loop is sl_reader_each()'s. */
 int cli_read_topic(const char *cmd, const struct sl_config *cfg, const char *topic,
-                   long long timeout_ms, cli_record_fn fn, void *arg);
+                   long long timeout_ms, sl_reader_fn fn, void *arg);
 /* Append the whole of path ("-": stdin), at most max octets, to out.
  * Returns 0, -errno, or SL_ETOOBIG when the file is larger. */
 int cli_read_file(const char *path, size_t max, struct sl_buf *out);

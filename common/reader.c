@@ -131,3 +131,21 @@ int sl_reader_partitions(const sl_reader *r)
 {
     return r->n_parts;
 }
+
+int sl_reader_each(sl_reader *r, int64_t timeout_ms, const atomic_bool *cancel, sl_reader_fn fn,
+                   void *arg)
+{
+    int64_t deadline = sl_mono_ms() + timeout_ms;
+    while (!sl_reader_at_end(r)) {
+        if (cancel && atomic_load(cancel))
+            return SL_ECLOSED;
+        if (sl_mono_ms() >= deadline)
+            return SL_ETIMEOUT;
+        rd_kafka_message_t *m = sl_reader_next(r, 100);
+        if (!m)
+            continue;
+        fn(arg, m);
+        rd_kafka_message_destroy(m);
+    }
+    return 0;
+}

@@ -8,11 +8,20 @@
  * rd_kafka_message_destroy()), or NULL when timeout_ms passed without one.
  * sl_reader_at_end() is true once every partition reached the high
  * watermark seen at open (or later EOFs): "read to the end". One thread.
+ *
+ * sl_reader_each() is the one loop over a reader: it hands fn every record
+ * (fn does not destroy it) until the end is reached (0), timeout_ms passed
+ * first (SL_ETIMEOUT: what fn saw stays seen, partial results are the
+ * caller's to keep or drop) or *cancel (may be NULL) became true
+ * (SL_ECLOSED). The reader stays the caller's.
  */
 #ifndef SLUICE_READER_H
 #define SLUICE_READER_H
 
 #include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include "config.h"
 
 typedef struct sl_reader sl_reader;
@@ -24,5 +33,8 @@ bool sl_reader_at_end(const sl_reader *r);
 /* The topic's partition count as seen at open. */
 int sl_reader_partitions(const sl_reader *r);
 void sl_reader_free(sl_reader *r);
+typedef void (*sl_reader_fn)(void *arg, const rd_kafka_message_t *m);
+int sl_reader_each(sl_reader *r, int64_t timeout_ms, const atomic_bool *cancel, sl_reader_fn fn,
+                   void *arg);
 
 #endif

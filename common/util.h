@@ -93,6 +93,10 @@ void sl_buf_json_str(sl_buf *b, const char *s, size_t n);
 /* Clocks in milliseconds: wall (for records) and monotonic (for timers). */
 int64_t sl_now_ms(void);
 int64_t sl_mono_ms(void);
+/* xorshift64*: the next of a small, fast pseudo-random sequence whose
+ * state (never 0) the caller keeps; for jitter and shuffling ties, never
+ * for anything secret. */
+uint64_t sl_xorshift64s(uint64_t *state);
 /* Wall ms as "2026-12-04T20:40:05Z" (UTC, ISO 8601) into buf. */
 void sl_fmt_time(int64_t ms, char *buf, size_t n);
 

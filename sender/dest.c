@@ -34,17 +34,6 @@ struct snd_dests {
     uint64_t rng;
 };
 
-static uint64_t next_rand(snd_dests *ds)
-{
-    /* xorshift64*: jitter only, not security. */
-    uint64_t x = ds->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    ds->rng = x;
-    return x * 2685821657736338717ULL;
-}
-
 snd_dests *snd_dests_new(const snd_dest_opts *o)
 {
     snd_dests *ds = xcalloc(1, sizeof *ds);
@@ -167,7 +156,7 @@ void snd_dest_failed(snd_dests *ds, const char *key, const snd_result *why, int6
         base = ds->o.backoff_max_ms;
     /* Jitter in [base/2, base]. */
     int64_t half = base / 2;
-    int64_t delay = half + (half > 0 ? (int64_t)(next_rand(ds) % (uint64_t)(half + 1)) : 0);
+    int64_t delay = half + (half > 0 ? (int64_t)(sl_xorshift64s(&ds->rng) % (uint64_t)(half + 1)) : 0);
     if (delay <= 0)
         delay = 1;
     d->backoff_ms = delay;
