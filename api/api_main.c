@@ -242,17 +242,11 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls,
 
 static char *read_file(const char *path, const char *what)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
-        sl_fatal(2, "api.%s: %s: %s", what, path, strerror(errno));
     sl_buf b = SL_BUF_INIT;
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        sl_buf_append(&b, chunk, n);
-    fclose(f);
-    sl_buf_putc(&b, 0);
-    return sl_buf_steal(&b, NULL);
+    int rc = sl_read_file(path, SIZE_MAX, &b);
+    if (rc)
+        sl_fatal(2, "api.%s: %s: %s", what, path, sl_strerror(rc));
+    return b.data ? sl_buf_steal(&b, NULL) : xstrdup("");
 }
 
 static int hash_key(void)

@@ -155,22 +155,5 @@ int cli_read_topic(const char *cmd, const sl_config *cfg, const char *topic,
 
 int cli_read_file(const char *path, size_t max, sl_buf *out)
 {
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f)
-        return -errno;
-    char buf[65536];
-    size_t n;
-    int rc = 0;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
-        if (out->len + n > max) {
-            rc = SL_ETOOBIG;
-            break;
-        }
-        sl_buf_append(out, buf, n);
-    }
-    if (!rc && ferror(f))
-        rc = -EIO;
-    if (f != stdin)
-        fclose(f);
-    return rc;
+    return strcmp(path, "-") ? sl_read_file(path, max, out) : sl_read_fp(stdin, max, out);
 }

@@ -33,26 +33,14 @@ void sl_linefile_wipe(sl_buf *b)
 
 int sl_linefile_read(const char *path, sl_buf *out, char **err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (err)
-            *err = xasprintf("%s: %s", path, strerror(errno));
-        return SL_ECONFIG;
-    }
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        sl_buf_append(out, chunk, n);
-    OPENSSL_cleanse(chunk, sizeof chunk);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        sl_linefile_wipe(out);
-        if (err)
-            *err = xasprintf("%s: read error", path);
-        return SL_ECONFIG;
-    }
-    return 0;
+    int rc = sl_read_file(path, SIZE_MAX, out);
+    if (rc == 0)
+        return 0;
+    sl_linefile_wipe(out);
+    if (err)
+        *err = rc == -EIO ? xasprintf("%s: read error", path)
+                          : xasprintf("%s: %s", path, sl_strerror(rc));
+    return SL_ECONFIG;
 }
 
 int sl_linefile_each(const char *name, const char *text, size_t len, sl_linefile_fn fn, void *arg,
