@@ -327,23 +327,17 @@ int main(int argc, char **argv)
     int c = sl_cmd_std(argc, argv, &help);
     if (c >= 0)
         return c;
-    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    int ostatus = -1;
+    while ((c = sl_cmd_opt_next(argc, argv, "c:h", opts, &help, &cfg_path, &ostatus)) != -1) {
         switch (c) {
-        case 'c':
-            cfg_path = optarg;
-            break;
         case 'H':
             return hash_key();
         case 'N':
             return new_key();
-        case 'h':
-            sl_cmd_usage(&help, stdout);
-            return 0;
-        default:
-            sl_cmd_usage(&help, stderr);
-            return 2;
         }
     }
+    if (ostatus >= 0)
+        return ostatus;
     sl_config *cfg = sl_daemon_start(&help, argc, optind, "api", cfg_path, 1);
     g.cfg = cfg;
     if (!cfg->api.keys)

@@ -120,18 +120,35 @@ int cli_open(const char *cmd, const char *path, long long timeout_ms, sl_config 
     return 0;
 }
 
-int cli_opt_next(int argc, char **argv, const char *shortopts, const struct option *opts,
-                 const char **path, void (*usage)(FILE *), int *status)
+/* One option step; the help is usage's, else h's. */
+static int opt_step(int argc, char **argv, const char *shortopts, const struct option *opts,
+                    const char **path, void (*usage)(FILE *), const sl_cmd_help *h, int *status)
 {
     int o;
     while ((o = getopt_long(argc, argv, shortopts, opts, NULL)) == 'c')
         *path = optarg;
     if (o == 'h' || o == '?' || o == ':') {
-        usage(o == 'h' ? stdout : stderr);
+        FILE *f = o == 'h' ? stdout : stderr;
+        if (usage)
+            usage(f);
+        else
+            sl_cmd_usage(h, f);
         *status = o == 'h' ? 0 : 2;
         return -1;
     }
     return o;
+}
+
+int cli_opt_next(int argc, char **argv, const char *shortopts, const struct option *opts,
+                 const char **path, void (*usage)(FILE *), int *status)
+{
+    return opt_step(argc, argv, shortopts, opts, path, usage, NULL, status);
+}
+
+int sl_cmd_opt_next(int argc, char **argv, const char *shortopts, const struct option *opts,
+                    const sl_cmd_help *h, const char **path, int *status)
+{
+    return opt_step(argc, argv, shortopts, opts, path, NULL, h, status);
 }
 
 int cli_read_topic(const char *cmd, const sl_config *cfg, const char *topic,

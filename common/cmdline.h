@@ -81,6 +81,9 @@ int cli_open(const char *cmd, const char *path, long long timeout_ms, struct sl_
  * is no longer -1. The caller resets optind as getopt requires. */
 int cli_opt_next(int argc, char **argv, const char *shortopts, const struct option *opts,
                  const char **path, void (*usage)(FILE *), int *status);
+/* The same step for a daemon, whose help is its sl_cmd_help. */
+int sl_cmd_opt_next(int argc, char **argv, const char *shortopts, const struct option *opts,
+                    const sl_cmd_help *h, const char **path, int *status);
 /* Read topic from its beginning to its end (the end it had when reading
  * began) with common/reader, handing fn every record (fn does not destroy
  * it). Returns 0 once the end is reached; 1 after printing "sluice CMD:

@@ -507,11 +507,9 @@ int main(int argc, char **argv)
     int o = sl_cmd_std(argc, argv, &help);
     if (o >= 0)
         return o;
-    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    int ostatus = -1;
+    while ((o = sl_cmd_opt_next(argc, argv, "c:h", opts, &help, &cfg_path, &ostatus)) != -1) {
         switch (o) {
-        case 'c':
-            cfg_path = optarg;
-            break;
         case 'b':
             if (!broker_parse_int(optarg, 1, 32, &n_brokers)) {
                 fprintf(stderr, "sluice-devbroker: --brokers '%s': expected 1..32\n", optarg);
@@ -527,14 +525,10 @@ int main(int argc, char **argv)
         case 'F':
             control_file = optarg;
             break;
-        case 'h':
-            sl_cmd_usage(&help, stdout);
-            return 0;
-        default:
-            sl_cmd_usage(&help, stderr);
-            return 2;
         }
     }
+    if (ostatus >= 0)
+        return ostatus;
     /* Ignores SIGPIPE too: a reader that closed our stdout must not kill
      * the cluster. */
     sl_config *cfg = sl_daemon_start(&help, argc, optind, "devbroker", cfg_path, 0);

@@ -189,17 +189,17 @@ int main(int argc, char **argv)
     int o = sl_cmd_std(argc, argv, &help);
     if (o >= 0)
         return o;
-    while ((o = getopt_long(argc, argv, "c:s:h", opts, NULL)) != -1) {
+    int ostatus = -1;
+    while ((o = sl_cmd_opt_next(argc, argv, "c:s:h", opts, &help, &cfg_path, &ostatus)) != -1) {
         switch (o) {
-        case 'c': cfg_path = optarg; break;
         case 's':
             if (parse_stages(optarg))
                 return 2;
             break;
-        case 'h': sl_cmd_usage(&help, stdout); return 0;
-        default: sl_cmd_usage(&help, stderr); return 2;
         }
     }
+    if (ostatus >= 0)
+        return ostatus;
     sl_config *cfg = sl_daemon_start(&help, argc, optind, "scheduler", cfg_path, 0);
     /* Classify and shape produce a record for every job, spread over the
      * partitions of sited and dispatch: batches of 5 ms were a few records
