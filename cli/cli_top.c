@@ -201,19 +201,11 @@ typedef struct top_reader {
 static int top_reader_open(top_reader *r, const sl_config *cfg, const char *topic,
                            int64_t since_ms, char **err)
 {
-    char errstr[512];
-    rd_kafka_conf_t *c = sl_kafka_conf(cfg, "top");
-    /* librdkafka wants a group id even for assign(); nothing is committed. */
-    rd_kafka_conf_set(c, "group.id", "sluice-top", NULL, 0);
-    rd_kafka_conf_set(c, "enable.auto.commit", "false", NULL, 0);
-    rd_kafka_conf_set(c, "enable.partition.eof", "true", NULL, 0);
-    rd_kafka_conf_set(c, "auto.offset.reset", "latest", NULL, 0);
-    r->rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, errstr, sizeof errstr);
-    if (!r->rk) {
-        rd_kafka_conf_destroy(c);
-        *err = xstrdup(errstr);
+    /* Nothing is committed under the group id. */
+    r->rk = sl_kafka_assign_handle(cfg, "top", "sluice-top", err, "enable.partition.eof", "true",
+                                   "auto.offset.reset", "latest", NULL);
+    if (!r->rk)
         return SL_EKAFKA;
-    }
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_topic_t *t = rd_kafka_topic_new(r->rk, topic, NULL);
     rd_kafka_resp_err_t e = rd_kafka_metadata(r->rk, 0, t, &md, 10000);
@@ -294,18 +286,11 @@ typedef struct top_lag {
 
 static int top_lag_open(top_lag *l, const sl_config *cfg, char **err)
 {
-    char errstr[512];
-    rd_kafka_conf_t *c = sl_kafka_conf(cfg, "top");
     /* The group id lets rd_kafka_committed() ask the sender group's
      * coordinator; the handle never subscribes, so it never joins. */
-    rd_kafka_conf_set(c, "group.id", "sluice-sender", NULL, 0);
-    rd_kafka_conf_set(c, "enable.auto.commit", "false", NULL, 0);
-    l->rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, errstr, sizeof errstr);
-    if (!l->rk) {
-        rd_kafka_conf_destroy(c);
-        *err = xstrdup(errstr);
+    l->rk = sl_kafka_assign_handle(cfg, "top", "sluice-sender", err, NULL);
+    if (!l->rk)
         return SL_EKAFKA;
-    }
     l->topic = sl_config_topic(cfg, "dispatch");
     return 0;
 }
