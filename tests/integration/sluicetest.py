@@ -24,6 +24,8 @@ Small and stable on purpose: every tests/integration/test_*.py may import it.
     wait_listening(proc, port, what)
                           wait until proc accepts TCP connections on port,
                           failing at once with its output if it exits
+    pipeline_yaml(bootstrap, sink_address, routes="", retry="[1s, 5s]")
+                          the config text a private pipeline starts from
     Pipeline(case, tmpdir, config="", control=False)
                           a private pipeline: dev broker, a sink every
                           domain routes to, a config; .start(name, *args)
@@ -41,7 +43,7 @@ import tempfile
 import time
 
 __all__ = ["bin_path", "free_port", "wait_for", "Proc", "Sink", "start_sink", "read_complete",
-           "start_devbroker", "devbroker_control", "wait_listening", "Pipeline"]
+           "start_devbroker", "devbroker_control", "wait_listening", "pipeline_yaml", "Pipeline"]
 
 
 def bin_path(name):
@@ -308,6 +310,25 @@ def wait_listening(proc, port, what, timeout=15.0, host="127.0.0.1"):
     wait_for(listening, timeout, "%s listening" % what)
 
 
+def pipeline_yaml(bootstrap, sink_address, routes="", retry="[1s, 5s]"):
+    """The config every private pipeline starts from: the broker, quick
+    consumer-group timings, `routes` (YAML lines, indented two spaces) then
+    the catch-all route to the sink, a default pool on 127.0.0.1, retries
+    `retry` with an hour's expiry. Further sections are appended to it."""
+    return ("kafka:\n"
+            "  bootstrap: \"%s\"\n"
+            "  session_timeout_ms: 6000\n"
+            "  heartbeat_interval_ms: 1000\n"
+            "  commit_interval_ms: 200\n"
+            "routes:\n%s"
+            "  \"*\": %s\n"
+            "pools:\n"
+            "  default:\n"
+            "    - { ip: 127.0.0.1, ehlo: localhost }\n"
+            "retry: { delays: %s, expiry: 1h }\n"
+            % (bootstrap, routes, sink_address, retry))
+
+
 class Pipeline:
     """A private sluice pipeline for one test: a dev broker, a sluice-testsink
     that every domain routes to ("*"), and a config (self.cfg) with the
@@ -330,18 +351,7 @@ class Pipeline:
         case.addCleanup(self.sink.stop)
         self.cfg = os.path.join(tmpdir, "sluice.yaml")
         with open(self.cfg, "w") as f:
-            f.write("kafka:\n"
-                    "  bootstrap: \"%s\"\n"
-                    "  session_timeout_ms: 6000\n"
-                    "  heartbeat_interval_ms: 1000\n"
-                    "  commit_interval_ms: 200\n"
-                    "routes:\n"
-                    "  \"*\": %s\n"
-                    "pools:\n"
-                    "  default:\n"
-                    "    - { ip: 127.0.0.1, ehlo: localhost }\n"
-                    "retry: { delays: [1s, 5s], expiry: 1h }\n"
-                    % (self.bootstrap, self.sink.address) + config)
+            f.write(pipeline_yaml(self.bootstrap, self.sink.address) + config)
 
     def start(self, name, *args):
         p = Proc(name, ["-c", self.cfg] + list(args), tmpdir=self.tmp)

@@ -18,7 +18,8 @@ import tempfile
 import unittest
 import urllib.request
 
-from sluicetest import Proc, bin_path, free_port, start_devbroker, start_sink, wait_for
+from sluicetest import (Proc, bin_path, free_port, pipeline_yaml, start_devbroker, start_sink,
+                        wait_for)
 
 N_GOOD = 24
 N_BAD = 4
@@ -184,21 +185,10 @@ class OpsCountsTest(unittest.TestCase):
     def config(self, name):
         path = os.path.join(self.dir, name + ".yaml")
         with open(path, "w") as f:
-            f.write("kafka:\n"
-                    "  bootstrap: \"%s\"\n"
-                    "  session_timeout_ms: 6000\n"
-                    "  heartbeat_interval_ms: 1000\n"
-                    "  commit_interval_ms: 200\n"
-                    "routes:\n"
-                    "  \"*\": %s\n"
-                    "pools:\n"
-                    "  default:\n"
-                    "    - { ip: 127.0.0.1, ehlo: localhost }\n"
+            f.write(pipeline_yaml(self.bootstrap, self.sink.address, retry="[1s, 5s, 30s]") +
                     "shaping:\n"
                     "  default: { max_message_rate: 100000/s, max_connections: 20, "
-                    "max_messages_per_connection: 1000 }\n"
-                    "retry: { delays: [1s, 5s, 30s], expiry: 1h }\n"
-                    % (self.bootstrap, self.sink.address))
+                    "max_messages_per_connection: 1000 }\n")
             if name in self.mport:
                 f.write("metrics:\n  listen: \"127.0.0.1:%d\"\n" % self.mport[name])
         return path

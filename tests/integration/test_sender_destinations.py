@@ -38,7 +38,8 @@ import time
 import unittest
 import urllib.request
 
-from sluicetest import Proc, bin_path, free_port, start_devbroker, start_sink, wait_for
+from sluicetest import (Proc, bin_path, free_port, pipeline_yaml, start_devbroker, start_sink,
+                        wait_for)
 
 TIMEOUTS = ("{ connect: 1s, greeting: 1s, ehlo: 1s, mail: 1s, rcpt: 1s, data: 1s, "
             "data_block: 2s, dot: 2s, quit: 1s, idle: 1s }")
@@ -142,21 +143,12 @@ class Pipeline:
 
     def _write(self, path, down_port, sink, sender_extra, timeouts, more):
         with open(path, "w") as f:
-            f.write("kafka:\n"
-                    "  bootstrap: \"%s\"\n"
-                    "  session_timeout_ms: 6000\n"
-                    "  heartbeat_interval_ms: 1000\n"
-                    "  commit_interval_ms: 200\n"
-                    "routes:\n"
-                    "  \"*.down.test\": 127.0.0.1:%d\n"
-                    "  \"*\": %s\n"
-                    "pools:\n"
-                    "  default:\n"
-                    "    - { ip: 127.0.0.1, ehlo: localhost }\n"
+            f.write(pipeline_yaml(self.bootstrap, sink.address,
+                                  routes="  \"*.down.test\": 127.0.0.1:%d\n" % down_port,
+                                  retry="[1s, 2s]") +
                     "shaping:\n"
                     "  default: { max_message_rate: 0, max_connections: 4, "
                     "max_messages_per_connection: 100, timeouts: %s }\n"
-                    "retry: { delays: [1s, 2s], expiry: 1h }\n"
                     "sender:\n"
                     "  workers: 1\n"
                     "  max_inflight: 20\n"
@@ -164,7 +156,7 @@ class Pipeline:
                     "  destination_backoff_initial: 500ms\n"
                     "  destination_backoff_max: 2s\n"
                     "%s%s"
-                    % (self.bootstrap, down_port, sink.address, timeouts, sender_extra, more))
+                    % (timeouts, sender_extra, more))
 
     def metric(self, name):
         """The sum of a metric's samples on the sender's /metrics."""
