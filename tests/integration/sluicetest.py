@@ -17,6 +17,10 @@ Small and stable on purpose: every tests/integration/test_*.py may import it.
                           returned Sink has .host .port .log_path .dir .proc
                           and .messages() (the parsed JSON log lines)
     read_complete(path)   a file's text once it ends in a newline, else None
+    write_file(d, name, text)
+                          write d/name, return its path
+    run_sluice(*args, env=None, env_extra=None, timeout=60, input=None)
+                          run the sluice command (SLUICE_CONFIG unset)
     start_devbroker(tmpdir, args=(), cfg=None, control=False)
                           start sluice-devbroker; returns (proc, bootstrap);
                           control=True: its fault-injection address is in
@@ -42,7 +46,7 @@ import subprocess
 import tempfile
 import time
 
-__all__ = ["bin_path", "free_port", "wait_for", "Proc", "Sink", "start_sink", "read_complete",
+__all__ = ["bin_path", "free_port", "wait_for", "Proc", "Sink", "start_sink", "read_complete", "write_file", "run_sluice",
            "start_devbroker", "devbroker_control", "wait_listening", "pipeline_yaml", "Pipeline"]
 
 
@@ -249,6 +253,27 @@ def start_sink(tmpdir, extra_args=(), host="127.0.0.1", store=True, timeout=10.0
 
     port = wait_for(port_ready, timeout, "sluice-testsink port file")
     return Sink(proc, host, port, log_path, msg_dir)
+
+
+def write_file(d, name, text, mode="w"):
+    """Write text to d/name; returns the path."""
+    path = os.path.join(d, name)
+    with open(path, mode) as f:
+        f.write(text)
+    return path
+
+
+def run_sluice(*args, env=None, env_extra=None, timeout=60, input=None, binary=False):
+    """Run `sluice ARGS` (each str()'d) and return the CompletedProcess.
+    env: its environment; by default this one without SLUICE_CONFIG, so
+    that only -c chooses the config, plus env_extra. binary=True keeps
+    stdout as bytes (CRLF intact)."""
+    if env is None:
+        env = dict(os.environ)
+        env.pop("SLUICE_CONFIG", None)
+        env.update(env_extra or {})
+    return subprocess.run([bin_path("sluice")] + [str(a) for a in args], capture_output=True,
+                          text=not binary, timeout=timeout, input=input, env=env)
 
 
 def read_complete(path):

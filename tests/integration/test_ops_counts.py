@@ -13,12 +13,11 @@ import json
 import math
 import os
 import re
-import subprocess
 import tempfile
 import unittest
 import urllib.request
 
-from sluicetest import (Proc, bin_path, free_port, pipeline_yaml, start_devbroker, start_sink,
+from sluicetest import (Proc, free_port, pipeline_yaml, run_sluice, start_devbroker, start_sink,
                         wait_for)
 
 N_GOOD = 24
@@ -194,8 +193,7 @@ class OpsCountsTest(unittest.TestCase):
         return path
 
     def sluice(self, *args, timeout=60):
-        r = subprocess.run([bin_path("sluice")] + list(args), env=self.env,
-                           capture_output=True, text=True, timeout=timeout)
+        r = run_sluice(*args, env=self.env, timeout=timeout)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         return r.stdout
 

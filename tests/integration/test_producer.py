@@ -6,11 +6,10 @@ Every test gets its own devbroker (random ports) and config file."""
 
 import json
 import os
-import subprocess
 import tempfile
 import unittest
 
-from sluicetest import bin_path, devbroker_control, start_devbroker
+from sluicetest import devbroker_control, run_sluice, start_devbroker, write_file
 
 DEADLINE = 60
 
@@ -27,18 +26,11 @@ class ProducerCase(unittest.TestCase):
         self._tmp.cleanup()
 
     def write(self, name, text, mode="w"):
-        path = os.path.join(self.tmp, name)
-        with open(path, mode) as f:
-            f.write(text)
-        return path
+        return write_file(self.tmp, name, text, mode)
 
     def sluice(self, *args, timeout=DEADLINE, input=None, binary=False):
         """Run `sluice ARGS`; binary=True keeps stdout as bytes (CRLF intact)."""
-        env = dict(os.environ)
-        env.pop("SLUICE_CONFIG", None)
-        return subprocess.run([bin_path("sluice")] + [str(a) for a in args],
-                              capture_output=True, text=not binary, timeout=timeout,
-                              input=input, env=env)
+        return run_sluice(*args, timeout=timeout, input=input, binary=binary)
 
     def control(self, command):
         """One devbroker control command; returns its answer line."""

@@ -5,14 +5,13 @@ retry topics read back with it.
 Every test gets its own devbroker (random ports) and config file."""
 
 import json
-import os
 import subprocess
 import tempfile
 import time
 import unittest
 import urllib.request
 
-from sluicetest import Proc, bin_path, free_port, start_devbroker, wait_for
+from sluicetest import Proc, bin_path, free_port, start_devbroker, wait_for, write_file
 
 DEADLINE = 60
 
@@ -62,10 +61,7 @@ class SchedCase(unittest.TestCase):
         self._tmp.cleanup()
 
     def write(self, name, text):
-        path = os.path.join(self.tmp, name)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
+        return write_file(self.tmp, name, text)
 
     def start_scheduler(self, *args):
         self.sched = Proc("sluice-scheduler", ["-c", self.cfg] + list(args), tmpdir=self.tmp)

@@ -30,7 +30,6 @@ SMTP timeouts are cut to a second and the destination backoff to 500 ms
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,7 +37,7 @@ import time
 import unittest
 import urllib.request
 
-from sluicetest import (Proc, bin_path, free_port, pipeline_yaml, start_devbroker, start_sink,
+from sluicetest import (Proc, free_port, pipeline_yaml, run_sluice, start_devbroker, start_sink,
                         wait_for)
 
 TIMEOUTS = ("{ connect: 1s, greeting: 1s, ehlo: 1s, mail: 1s, rcpt: 1s, data: 1s, "
@@ -170,8 +169,7 @@ class Pipeline:
                    if l.startswith(name + "{") or l.startswith(name + " "))
 
     def sluice(self, *args, timeout=60):
-        r = subprocess.run([bin_path("sluice")] + list(args), env=self.env,
-                           capture_output=True, text=True, timeout=timeout)
+        r = run_sluice(*args, env=self.env, timeout=timeout)
         if r.returncode != 0:
             raise AssertionError("sluice %s: %s%s" % (args[0], r.stdout, r.stderr))
         return r.stdout

@@ -25,7 +25,8 @@ import tempfile
 import time
 import unittest
 
-from sluicetest import Pipeline, bin_path, devbroker_control, free_port, wait_for, wait_listening
+from sluicetest import (Pipeline, bin_path, devbroker_control, free_port, wait_for, wait_listening,
+                        write_file)
 from test_submit import PASSWORDS, hash_password, make_cert, tls_ctx
 
 DEADLINE = 60
@@ -135,10 +136,7 @@ class SizesCase(unittest.TestCase):
         self.assertTrue(answer.startswith("ok"), answer)
 
     def write(self, name, text):
-        path = os.path.join(self.tmp, name)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
+        return write_file(self.tmp, name, text)
 
     def start_pipeline(self, submit=False):
         self.pipe.start_roles()

@@ -22,7 +22,7 @@ import time
 import unittest
 import urllib.request
 
-from sluicetest import Proc, bin_path, free_port, start_devbroker, wait_for
+from sluicetest import Proc, bin_path, free_port, run_sluice, start_devbroker, wait_for, write_file
 
 DEADLINE = 60
 PASSWORDS = {"alice": "correct horse battery", "bob": "b0b-secret", "carol": "carol pw"}
@@ -124,16 +124,10 @@ class SubmitCase(unittest.TestCase):
         return proc
 
     def write(self, name, text):
-        path = os.path.join(self.tmp, name)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
+        return write_file(self.tmp, name, text)
 
     def sluice(self, *args, timeout=DEADLINE):
-        env = dict(os.environ)
-        env.pop("SLUICE_CONFIG", None)
-        return subprocess.run([bin_path("sluice")] + [str(a) for a in args],
-                              capture_output=True, text=True, timeout=timeout, env=env)
+        return run_sluice(*args, timeout=timeout)
 
     def jobs(self):
         r = self.sluice("events", "-c", self.cfg, "--jobs")
