@@ -2,6 +2,7 @@
  * api_keys - the API keys file, key lookup and rate limits (see api_keys.h).
  */
 #include "api_keys.h"
+#include "linefile.h"
 #include "sluice.h"
 #include "util.h"
 
@@ -13,22 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int fail(char **err, const char *name, int line, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(char **err, const char *name, int line, const char *fmt, ...)
-{
-    if (err) {
-        sl_buf b = SL_BUF_INIT;
-        sl_buf_printf(&b, "%s:%d: ", name, line);
-        va_list ap;
-        va_start(ap, fmt);
-        sl_buf_vprintf(&b, fmt, ap);
-        va_end(ap);
-        *err = sl_buf_steal(&b, NULL);
-    }
-    return SL_ECONFIG;
-}
+#define fail sl_linefile_fail
 
 static void sha256(const void *p, size_t n, unsigned char out[32])
 {
@@ -86,31 +72,6 @@ void api_keys_free(api_keys *k)
     free(k);
 }
 
-/* A domain entry: a glob kept as written (lower-cased), or a name checked
- * and converted to its A-label the way sender addresses are. */
-static int domain_norm(const char *d, char **out, char *why, size_t whylen)
-{
-    if (!*d) {
-        snprintf(why, whylen, "empty domain");
-        return -1;
-    }
-    if (strchr(d, '*') || strchr(d, '?')) {
-        *out = xstrdup(d);
-        sl_lower(*out);
-        return 0;
-    }
-    char addr[SLUICE_ADDRESS_MAX + 2];
-    char norm[SLUICE_ADDRESS_MAX + 1];
-    if ((size_t)snprintf(addr, sizeof addr, "x@%s", d) >= sizeof addr) {
-        snprintf(why, whylen, "domain too long");
-        return -1;
-    }
-    if (sluice_address_normalize(addr, norm, why, whylen) != 0)
-        return -1;
-    *out = xstrdup(strchr(norm, '@') + 1);
-    return 0;
-}
-
 static int parse_field(api_key *k, char *f, char *why, size_t whylen)
 {
     char *eq = strchr(f, '=');
@@ -130,13 +91,13 @@ static int parse_field(api_key *k, char *f, char *why, size_t whylen)
     } else if (!strcmp(f, "domains")) {
         char *copy = xstrdup(v), *save = NULL;
         for (char *d = strtok_r(copy, ",", &save); d; d = strtok_r(NULL, ",", &save)) {
-            char *norm;
-            if (domain_norm(d, &norm, why, whylen) != 0) {
+            char norm[SLUICE_ADDRESS_MAX + 1];
+            if (sluice_domain_pattern_normalize(d, norm, why, whylen) != 0) {
                 free(copy);
                 return -1;
             }
             k->domains = xrealloc(k->domains, (k->n_domains + 1) * sizeof *k->domains);
-            k->domains[k->n_domains++] = norm;
+            k->domains[k->n_domains++] = xstrdup(norm);
         }
         free(copy);
     } else if (!strcmp(f, "rate")) {
@@ -168,63 +129,52 @@ static int parse_field(api_key *k, char *f, char *why, size_t whylen)
     return 0;
 }
 
+typedef struct parse_ctx {
+    api_keys *t;
+    const char *name;
+    size_t cap;
+} parse_ctx;
+
+/* One line of the file (sl_linefile_each()). */
+static int parse_line(void *arg, int line, char *s, char **err)
+{
+    parse_ctx *c = arg;
+    api_keys *t = c->t;
+    api_key k = {0};
+    k.line = line;
+    char why[256] = "";
+    char *save = NULL;
+    char *tok = strtok_r(s, " \t", &save);
+    if (unhex(tok, k.hash) != 0)
+        return fail(err, c->name, line, "'%.16s...' is not a SHA-256 in 64 lower-case hex digits "
+                                        "(sluice-api --hash-key)", tok);
+    for (size_t i = 0; i < t->n; i++)
+        if (!memcmp(t->v[i].hash, k.hash, 32))
+            return fail(err, c->name, line, "the same key as line %d", t->v[i].line);
+    while ((tok = strtok_r(NULL, " \t", &save)))
+        if (parse_field(&k, tok, why, sizeof why) != 0)
+            break;
+    if (!*why && !k.tenant)
+        snprintf(why, sizeof why, "tenant=NAME is required");
+    if (*why) {
+        key_clear(&k);
+        return fail(err, c->name, line, "%s", why);
+    }
+    k.tokens = k.rate_per_min;
+    if (t->n == c->cap) {
+        c->cap = c->cap ? 2 * c->cap : 8;
+        t->v = xrealloc(t->v, c->cap * sizeof *t->v);
+    }
+    t->v[t->n++] = k;
+    return 0;
+}
+
 int api_keys_parse(const char *name, const char *text, size_t len, api_keys **out, char **err)
 {
     api_keys *t = xcalloc(1, sizeof *t);
     pthread_mutex_init(&t->mu, NULL);
-    char *copy = xstrndup(text, len);
-    int line = 0, rc = 0;
-    char *save = NULL;
-    size_t cap = 0;
-    /* strtok_r would skip empty lines and lose the count: walk by hand. */
-    for (char *p = copy; p && *p;) {
-        char *nl = strchr(p, '\n');
-        if (nl)
-            *nl = 0;
-        line++;
-        char *s = p;
-        p = nl ? nl + 1 : NULL;
-        while (*s == ' ' || *s == '\t')
-            s++;
-        size_t sl = strlen(s);
-        while (sl && (s[sl - 1] == '\r' || s[sl - 1] == ' ' || s[sl - 1] == '\t'))
-            s[--sl] = 0;
-        if (!*s || *s == '#')
-            continue;
-        api_key k = {0};
-        k.line = line;
-        char why[256] = "";
-        char *tok = strtok_r(s, " \t", &save);
-        if (unhex(tok, k.hash) != 0) {
-            rc = fail(err, name, line, "'%.16s...' is not a SHA-256 in 64 lower-case hex digits "
-                                       "(sluice-api --hash-key)", tok);
-            break;
-        }
-        for (size_t i = 0; i < t->n; i++)
-            if (!memcmp(t->v[i].hash, k.hash, 32)) {
-                rc = fail(err, name, line, "the same key as line %d", t->v[i].line);
-                break;
-            }
-        if (rc)
-            break;
-        while ((tok = strtok_r(NULL, " \t", &save)))
-            if (parse_field(&k, tok, why, sizeof why) != 0)
-                break;
-        if (!*why && !k.tenant)
-            snprintf(why, sizeof why, "tenant=NAME is required");
-        if (*why) {
-            key_clear(&k);
-            rc = fail(err, name, line, "%s", why);
-            break;
-        }
-        k.tokens = k.rate_per_min;
-        if (t->n == cap) {
-            cap = cap ? 2 * cap : 8;
-            t->v = xrealloc(t->v, cap * sizeof *t->v);
-        }
-        t->v[t->n++] = k;
-    }
-    free(copy);
+    parse_ctx ctx = {t, name, 0};
+    int rc = sl_linefile_each(name, text, len, parse_line, &ctx, err);
     if (rc) {
         api_keys_free(t);
         return rc;
@@ -235,19 +185,11 @@ int api_keys_parse(const char *name, const char *text, size_t len, api_keys **ou
 
 int api_keys_load(const char *path, api_keys **out, char **err)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        *err = xasprintf("%s: %s", path, strerror(errno));
-        return SL_ECONFIG;
-    }
     sl_buf b = SL_BUF_INIT;
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        sl_buf_append(&b, chunk, n);
-    fclose(f);
-    int rc = api_keys_parse(path, b.data ? b.data : "", b.len, out, err);
-    sl_buf_free(&b);
+    int rc = sl_linefile_read(path, &b, err);
+    if (rc == 0)
+        rc = api_keys_parse(path, b.data ? b.data : "", b.len, out, err);
+    sl_linefile_wipe(&b);
     return rc;
 }
 

@@ -17,7 +17,8 @@
  * jobs; rate recipients per minute ("N", "N/min", "N/s", "N/h"; 0 or
  * absent: unlimited); admin=yes lets the key suspend and resume sites,
  * which every tenant shares (default no). An unknown field, a duplicate hash or a malformed
- * one is an error "FILE:LINE: what".
+ * one is an error "FILE:LINE: what", and so is a NUL byte anywhere in the
+ * file.
  *
  * api_keys_parse()/api_keys_load() build a table the caller owns
  * (api_keys_free()). api_keys_find() hashes a presented key and returns its

@@ -257,17 +257,11 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls,
 
 static char *read_file(const char *path, const char *what)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
-        sl_fatal(2, "api.%s: %s: %s", what, path, strerror(errno));
     sl_buf b = SL_BUF_INIT;
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        sl_buf_append(&b, chunk, n);
-    fclose(f);
-    sl_buf_putc(&b, 0);
-    return sl_buf_steal(&b, NULL);
+    int rc = sl_read_file(path, SIZE_MAX, &b);
+    if (rc)
+        sl_fatal(2, "api.%s: %s: %s", what, path, sl_strerror(rc));
+    return b.data ? sl_buf_steal(&b, NULL) : xstrdup("");
 }
 
 static int hash_key(void)
@@ -348,31 +342,18 @@ int main(int argc, char **argv)
     int c = sl_cmd_std(argc, argv, &help);
     if (c >= 0)
         return c;
-    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    int ostatus = -1;
+    while ((c = sl_cmd_opt_next(argc, argv, "c:h", opts, &help, &cfg_path, &ostatus)) != -1) {
         switch (c) {
-        case 'c':
-            cfg_path = optarg;
-            break;
         case 'H':
             return hash_key();
         case 'N':
             return new_key();
-        case 'h':
-            sl_cmd_usage(&help, stdout);
-            return 0;
-        default:
-            sl_cmd_usage(&help, stderr);
-            return 2;
         }
     }
-    if (optind < argc || !cfg_path) {
-        sl_cmd_usage(&help, stderr);
-        return 2;
-    }
-    sl_log_init("api", SL_LOG_INFO);
-    signal(SIGPIPE, SIG_IGN);
-
-    sl_config *cfg = sl_config_load_or_exit(cfg_path);
+    if (ostatus >= 0)
+        return ostatus;
+    sl_config *cfg = sl_daemon_start(&help, argc, optind, "api", cfg_path, 1);
     g.cfg = cfg;
     if (!cfg->api.keys)
         sl_fatal(2, "%s: key 'api.keys' is required: every request needs an API key", cfg_path);

@@ -143,9 +143,12 @@ int cli_capture(int argc, char **argv)
                                          {0, 0, 0, 0}};
     const char *listen = "127.0.0.1:2525", *port_file = NULL, *hostname = "capture.sluice.local";
     capture c = {0};
+    /* Every command takes -c; capture needs no config. */
+    const char *unused_config = NULL;
     optind = 1;
-    int o;
-    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    int o, ostatus = -1;
+    while ((o = cli_opt_next(argc, argv, "c:h", opts, &unused_config, capture_usage, &ostatus)) !=
+           -1) {
         switch (o) {
         case 'l':
             listen = optarg;
@@ -159,16 +162,10 @@ int cli_capture(int argc, char **argv)
         case 'H':
             hostname = optarg;
             break;
-        case 'c':
-            break; /* every command takes -c; capture needs no config */
-        case 'h':
-            capture_usage(stdout);
-            return 0;
-        default:
-            capture_usage(stderr);
-            return 2;
         }
     }
+    if (ostatus >= 0)
+        return ostatus;
     if (!c.dir || optind != argc) {
         capture_usage(stderr);
         return 2;

@@ -11,16 +11,9 @@
 int cli_committed(const sl_config *cfg, const char *group, const char *topic,
                   int64_t **offsets, int *n_parts, rd_kafka_t **rkp, char **err)
 {
-    rd_kafka_conf_t *c = sl_kafka_conf(cfg, "cli");
-    char errstr[512];
-    rd_kafka_conf_set(c, "group.id", group, NULL, 0);
-    rd_kafka_conf_set(c, "enable.auto.commit", "false", NULL, 0);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, errstr, sizeof errstr);
-    if (!rk) {
-        rd_kafka_conf_destroy(c);
-        *err = xasprintf("kafka: %s", errstr);
+    rd_kafka_t *rk = sl_kafka_assign_handle(cfg, "cli", group, err, NULL);
+    if (!rk)
         return -1;
-    }
     const rd_kafka_metadata_t *md = NULL;
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md, 10000);

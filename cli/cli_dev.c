@@ -718,11 +718,10 @@ int cli_dev(int argc, char **argv)
     const char *config = NULL, *route = NULL, *kafka = NULL;
     long demo = -1;
     int timeout_s = 600;
-    int o;
+    int o, ostatus = -1;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "c:n:jr:d:t:k:h", opts, NULL)) != -1) {
+    while ((o = cli_opt_next(argc, argv, "c:n:jr:d:t:k:h", opts, &config, dev_usage, &ostatus)) != -1) {
         switch (o) {
-        case 'c': config = optarg; break;
         case 'n': {
             char *e;
             demo = strtol(optarg, &e, 10);
@@ -739,10 +738,10 @@ int cli_dev(int argc, char **argv)
         case 'd': st.dir = xstrdup(optarg); break;
         case 't': timeout_s = atoi(optarg); break;
         case 'k': kafka = optarg; break;
-        case 'h': dev_usage(stdout); return 0;
-        default: dev_usage(stderr); return 2;
         }
     }
+    if (ostatus >= 0)
+        return ostatus;
     if (optind < argc || (demo != -1 && demo < 1)) {
         dev_usage(stderr);
         return 2;

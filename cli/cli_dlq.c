@@ -324,20 +324,19 @@ int cli_dlq(int argc, char **argv)
     };
     dlq d = {0};
     const char *path = getenv("SLUICE_CONFIG");
-    int o;
+    int o, st = -1;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    while ((o = cli_opt_next(argc, argv, "c:h", opts, &path, dlq_usage, &st)) != -1) {
         switch (o) {
-        case 'c': path = optarg; break;
         case O_ALL: d.all = true; break;
         case O_ALL_PENDING: d.all_pending = true; break;
         case O_REASON: d.reason = optarg; break;
         case O_SOURCE: d.source = optarg; break;
         case O_JSON: d.json = true; break;
-        case 'h': dlq_usage(stdout); return 0;
-        default: dlq_usage(stderr); return 2;
         }
     }
+    if (st >= 0)
+        return st;
     if (optind >= argc) {
         dlq_usage(stderr);
         return 2;
@@ -364,16 +363,15 @@ int cli_dlq(int argc, char **argv)
             free(d.pos);
             return 2;
         }
-    sl_config *cfg = cli_config("dlq", path);
-    if (!cfg) {
+    sl_config *cfg;
+    int rc = cli_open("dlq", path, 0, &cfg);
+    if (rc) {
         free(d.pos);
-        return 2;
+        return rc;
     }
-    int rc = 1;
+    rc = 1;
     char *err = NULL;
     sl_reader *r = NULL;
-    if (cli_kafka_check("dlq", cfg, 0))
-        goto out;
     d.cfg = cfg;
     d.topic = sl_config_topic(cfg, "dlq");
     d.jobs_topic = sl_config_topic(cfg, "jobs");

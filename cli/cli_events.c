@@ -338,15 +338,12 @@ int cli_events(int argc, char **argv)
     bool follow = false, json = false, jobs = false;
     long long count = 0;
     int64_t timeout_ms = 0;
-    int o, rc = 2;
+    int o, rc = 2, ostatus = -1;
     char *jobs_arg = NULL;
 
     optind = 1;
-    while ((o = getopt_long(argc, argv, "c:fn:h", opts, NULL)) != -1) {
+    while ((o = cli_opt_next(argc, argv, "c:fn:h", opts, &path, events_usage, &ostatus)) != -1) {
         switch (o) {
-        case 'c':
-            path = optarg;
-            break;
         case 'f':
             follow = true;
             break;
@@ -404,14 +401,11 @@ int cli_events(int argc, char **argv)
                 goto out;
             }
             break;
-        case 'h':
-            events_usage(stdout);
-            rc = 0;
-            goto out;
-        default:
-            events_usage(stderr);
-            goto out;
         }
+    }
+    if (ostatus >= 0) {
+        rc = ostatus;
+        goto out;
     }
     if (optind != argc) {
         fprintf(stderr, "sluice events: unexpected argument '%s'\n", argv[optind]);
@@ -431,12 +425,9 @@ int cli_events(int argc, char **argv)
 
     sl_config *cfg = NULL;
     char *err = NULL;
-    if (!(cfg = cli_config("events", path)))
-        return 2;
-    if (cli_kafka_check("events", cfg, timeout_ms)) {
-        sl_config_free(cfg);
-        return 1;
-    }
+    int orc = cli_open("events", path, timeout_ms, &cfg);
+    if (orc)
+        return orc;
     char *topic = sl_config_topic(cfg, jobs ? "jobs" : "events");
     /* --since filters on each event's own timestamp rather than seeking by
      * time: the dev broker does not answer timestamp offset lookups, and a

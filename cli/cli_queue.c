@@ -55,6 +55,34 @@ static queue_row *queue_row_get(queue_row **rows, size_t *n, const char *topic, 
     return r;
 }
 
+typedef struct queue_read {
+    const char *topic;
+    const int64_t *committed;
+    int n_parts;
+    queue_row **rows;
+    size_t *n;
+} queue_read;
+
+/* One record of a retry topic: a job not yet handed back counts. */
+static void queue_record(void *arg, const rd_kafka_message_t *m)
+{
+    queue_read *q = arg;
+    sl_job *j = NULL;
+    const char *why = NULL;
+    if (m->partition < 0 || m->partition >= q->n_parts || m->offset < q->committed[m->partition] ||
+        !m->payload || sl_job_decode(m->payload, m->len, &j, &why) != 0)
+        return;
+    queue_row *r = queue_row_get(q->rows, q->n, q->topic, j->site && *j->site ? j->site : "-");
+    r->waiting++;
+    if (j->attempt)
+        r->deferred++;
+    else
+        r->parked++;
+    if (j->not_before_ms && (!r->next_due_ms || j->not_before_ms < r->next_due_ms))
+        r->next_due_ms = j->not_before_ms;
+    sl_job_free(j);
+}
+
 /* Count the jobs after the committed offsets of one retry topic. */
 static int queue_topic(const sl_config *cfg, const char *topic, queue_row **rows, size_t *n)
 {
@@ -66,41 +94,8 @@ static int queue_topic(const sl_config *cfg, const char *topic, queue_row **rows
         free(err);
         return 1;
     }
-    sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
-    if (!r) {
-        fprintf(stderr, "sluice queue: %s\n", err ? err : "cannot read");
-        free(err);
-        free(committed);
-        return 1;
-    }
-    int rc = 0;
-    int64_t deadline = sl_mono_ms() + QUEUE_TIMEOUT_MS;
-    while (!sl_reader_at_end(r)) {
-        if (sl_mono_ms() >= deadline) {
-            fprintf(stderr, "sluice queue: %s: not read to its end in time\n", topic);
-            rc = 1;
-            break;
-        }
-        rd_kafka_message_t *m = sl_reader_next(r, 100);
-        if (!m)
-            continue;
-        sl_job *j = NULL;
-        const char *why = NULL;
-        if (m->partition >= 0 && m->partition < n_parts && m->offset >= committed[m->partition] &&
-            m->payload && sl_job_decode(m->payload, m->len, &j, &why) == 0) {
-            queue_row *q = queue_row_get(rows, n, topic, j->site && *j->site ? j->site : "-");
-            q->waiting++;
-            if (j->attempt)
-                q->deferred++;
-            else
-                q->parked++;
-            if (j->not_before_ms && (!q->next_due_ms || j->not_before_ms < q->next_due_ms))
-                q->next_due_ms = j->not_before_ms;
-            sl_job_free(j);
-        }
-        rd_kafka_message_destroy(m);
-    }
-    sl_reader_free(r);
+    queue_read q = {topic, committed, n_parts, rows, n};
+    int rc = cli_read_topic("queue", cfg, topic, QUEUE_TIMEOUT_MS, queue_record, &q);
     free(committed);
     return rc;
 }
@@ -115,30 +110,23 @@ int cli_queue(int argc, char **argv)
     };
     const char *path = NULL;
     bool json = false;
-    int o;
+    int o, st = -1;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-        switch (o) {
-        case 'c': path = optarg; break;
-        case 'j': json = true; break;
-        case 'h': queue_usage(stdout); return 0;
-        default: queue_usage(stderr); return 2;
-        }
-    }
+    while ((o = cli_opt_next(argc, argv, "c:h", opts, &path, queue_usage, &st)) != -1)
+        if (o == 'j')
+            json = true;
+    if (st >= 0)
+        return st;
     if (optind != argc) {
         queue_usage(stderr);
         return 2;
     }
-    sl_config *cfg = cli_config("queue", path);
-    if (!cfg)
-        return 2;
-    if (cli_kafka_check("queue", cfg, 0)) {
-        sl_config_free(cfg);
-        return 1;
-    }
+    sl_config *cfg;
+    int rc = cli_open("queue", path, 0, &cfg);
+    if (rc)
+        return rc;
     queue_row *rows = NULL;
     size_t n = 0;
-    int rc = 0;
     for (size_t d = 0; d < cfg->retry.n_delays && rc == 0; d++) {
         char *suffix = sl_config_retry_suffix(cfg->retry.delays_ms[d]);
         char *topic = sl_config_topic(cfg, suffix);

@@ -157,17 +157,16 @@ int cli_shaping(int argc, char **argv)
     };
     const char *path = NULL, *metrics = NULL;
     bool json = false;
-    int o;
+    int o, ostatus = -1;
     optind = 0;
-    while ((o = getopt_long(argc, argv, "c:m:jh", opts, NULL)) != -1) {
+    while ((o = cli_opt_next(argc, argv, "c:m:jh", opts, &path, shaping_usage, &ostatus)) != -1) {
         switch (o) {
-        case 'c': path = optarg; break;
         case 'm': metrics = optarg; break;
         case 'j': json = true; break;
-        case 'h': shaping_usage(stdout); return 0;
-        default: shaping_usage(stderr); return 2;
         }
     }
+    if (ostatus >= 0)
+        return ostatus;
     if (optind != argc - 1 || strcmp(argv[optind], "show")) {
         shaping_usage(stderr);
         return 2;

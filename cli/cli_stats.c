@@ -160,13 +160,10 @@ int cli_stats(int argc, char **argv)
     const char *campaign = NULL, *tenant = NULL, *by = NULL;
     int64_t since = 0, timeout_ms = 300000;
     bool json = false;
-    int o;
+    int o, ostatus = -1;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    while ((o = cli_opt_next(argc, argv, "c:h", opts, &path, stats_usage, &ostatus)) != -1) {
         switch (o) {
-        case 'c':
-            path = optarg;
-            break;
         case O_CAMPAIGN:
             campaign = optarg;
             break;
@@ -202,26 +199,19 @@ int cli_stats(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'h':
-            stats_usage(stdout);
-            return 0;
-        default:
-            stats_usage(stderr);
-            return 2;
         }
     }
+    if (ostatus >= 0)
+        return ostatus;
     if (optind != argc) {
         fprintf(stderr, "sluice stats: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    sl_config *cfg = NULL;
+    sl_config *cfg;
     char *err = NULL;
-    if (!(cfg = cli_config("stats", path)))
-        return 2;
-    if (cli_kafka_check("stats", cfg, timeout_ms)) {
-        sl_config_free(cfg);
-        return 1;
-    }
+    int orc = cli_open("stats", path, timeout_ms, &cfg);
+    if (orc)
+        return orc;
     char *topic = sl_config_topic(cfg, "events");
     sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
     if (!r) {

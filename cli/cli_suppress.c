@@ -207,17 +207,16 @@ int cli_suppress(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *path = NULL, *tenant = NULL, *reason = NULL;
-    int o;
+    int o, ostatus = -1;
     optind = 0;
-    while ((o = getopt_long(argc, argv, "c:t:r:h", opts, NULL)) != -1) {
+    while ((o = cli_opt_next(argc, argv, "c:t:r:h", opts, &path, suppress_usage, &ostatus)) != -1) {
         switch (o) {
-        case 'c': path = optarg; break;
         case 't': tenant = optarg; break;
         case 'r': reason = optarg; break;
-        case 'h': suppress_usage(stdout); return 0;
-        default: suppress_usage(stderr); return 2;
         }
     }
+    if (ostatus >= 0)
+        return ostatus;
     if (optind >= argc) {
         suppress_usage(stderr);
         return 2;
@@ -238,12 +237,9 @@ int cli_suppress(int argc, char **argv)
     }
     sl_config *cfg = NULL;
     char *err = NULL;
-    if (!(cfg = cli_config("suppress", path)))
-        return 2;
-    if (cli_kafka_check("suppress", cfg, 0)) {
-        sl_config_free(cfg);
-        return 1;
-    }
+    int orc = cli_open("suppress", path, 0, &cfg);
+    if (orc)
+        return orc;
     char *topic = sl_config_topic(cfg, "suppressions");
     int status = 0;
     if (!strcmp(sub, "list")) {

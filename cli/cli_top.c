@@ -299,19 +299,11 @@ typedef struct top_reader {
 static int top_reader_open(top_reader *r, const sl_config *cfg, const char *topic,
                            int64_t since_ms, char **err)
 {
-    char errstr[512];
-    rd_kafka_conf_t *c = sl_kafka_conf(cfg, "top");
-    /* librdkafka wants a group id even for assign(); nothing is committed. */
-    rd_kafka_conf_set(c, "group.id", "sluice-top", NULL, 0);
-    rd_kafka_conf_set(c, "enable.auto.commit", "false", NULL, 0);
-    rd_kafka_conf_set(c, "enable.partition.eof", "true", NULL, 0);
-    rd_kafka_conf_set(c, "auto.offset.reset", "latest", NULL, 0);
-    r->rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, errstr, sizeof errstr);
-    if (!r->rk) {
-        rd_kafka_conf_destroy(c);
-        *err = xstrdup(errstr);
+    /* Nothing is committed under the group id. */
+    r->rk = sl_kafka_assign_handle(cfg, "top", "sluice-top", err, "enable.partition.eof", "true",
+                                   "auto.offset.reset", "latest", NULL);
+    if (!r->rk)
         return SL_EKAFKA;
-    }
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_topic_t *t = rd_kafka_topic_new(r->rk, topic, NULL);
     rd_kafka_resp_err_t e = rd_kafka_metadata(r->rk, 0, t, &md, 10000);
@@ -392,18 +384,11 @@ typedef struct top_lag {
 
 static int top_lag_open(top_lag *l, const sl_config *cfg, char **err)
 {
-    char errstr[512];
-    rd_kafka_conf_t *c = sl_kafka_conf(cfg, "top");
     /* The group id lets rd_kafka_committed() ask the sender group's
      * coordinator; the handle never subscribes, so it never joins. */
-    rd_kafka_conf_set(c, "group.id", "sluice-sender", NULL, 0);
-    rd_kafka_conf_set(c, "enable.auto.commit", "false", NULL, 0);
-    l->rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, errstr, sizeof errstr);
-    if (!l->rk) {
-        rd_kafka_conf_destroy(c);
-        *err = xstrdup(errstr);
+    l->rk = sl_kafka_assign_handle(cfg, "top", "sluice-sender", err, NULL);
+    if (!l->rk)
         return SL_EKAFKA;
-    }
     l->topic = sl_config_topic(cfg, "dispatch");
     return 0;
 }
@@ -575,11 +560,10 @@ int cli_top(int argc, char **argv)
     const char *path = getenv("SLUICE_CONFIG");
     bool once = false;
     int64_t window_ms = 10000, interval_ms = 1000;
-    int o;
+    int o, ostatus = -1;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    while ((o = cli_opt_next(argc, argv, "c:h", opts, &path, top_usage, &ostatus)) != -1) {
         switch (o) {
-        case 'c': path = optarg; break;
         case O_ONCE: once = true; break;
         case O_WINDOW:
             if (sl_parse_duration_ms(optarg, &window_ms) || window_ms < 1000 ||
@@ -596,22 +580,19 @@ int cli_top(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'h': top_usage(stdout); return 0;
-        default: top_usage(stderr); return 2;
         }
     }
+    if (ostatus >= 0)
+        return ostatus;
     if (optind != argc) {
         top_usage(stderr);
         return 2;
     }
     sl_config *cfg = NULL;
     char *err = NULL;
-    if (!(cfg = cli_config("top", path)))
-        return 2;
-    if (cli_kafka_check("top", cfg, 0)) {
-        sl_config_free(cfg);
-        return 1;
-    }
+    int orc = cli_open("top", path, 0, &cfg);
+    if (orc)
+        return orc;
     int rc = 1;
     char *topic = sl_config_topic(cfg, "events");
     top_lag lag = {0};

@@ -209,43 +209,31 @@ int cli_topics(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *path = NULL;
-    int o;
+    int st = -1;
     /* 0 makes glibc re-initialise getopt (main may have used it); its
      * default argument permutation accepts "ensure -c F" and "-c F ensure". */
     optind = 0;
-    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-        switch (o) {
-        case 'c':
-            path = optarg;
-            break;
-        case 'h':
-            topics_usage(stdout);
-            return 0;
-        default:
-            topics_usage(stderr);
-            return 2;
-        }
-    }
+    while (cli_opt_next(argc, argv, "c:h", opts, &path, topics_usage, &st) != -1)
+        ;
+    if (st >= 0)
+        return st;
     if (optind != argc - 1 || (strcmp(argv[optind], "ensure") && strcmp(argv[optind], "list"))) {
         topics_usage(stderr);
         return 2;
     }
     bool ensure = !strcmp(argv[optind], "ensure");
 
-    sl_config *cfg = NULL;
-    if (!(cfg = cli_config("topics", path)))
-        return 2;
-    if (cli_kafka_check("topics", cfg, 0)) {
-        sl_config_free(cfg);
-        return 1;
-    }
+    sl_config *cfg;
+    int rc = cli_open("topics", path, 0, &cfg);
+    if (rc)
+        return rc;
     size_t n;
     sl_topic_spec *t = sl_topics(cfg, &n);
 
     char errstr[512];
     rd_kafka_conf_t *conf = sl_kafka_conf(cfg, "admin");
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    int rc = 1;
+    rc = 1;
     if (!rk) {
         rd_kafka_conf_destroy(conf);
         fprintf(stderr, "sluice topics: kafka: %s\n", errstr);

@@ -4,9 +4,12 @@
 #include "cmdline.h"
 #include "config.h"
 #include "kafka.h"
+#include "log.h"
+#include "reader.h"
 #include "util.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +67,18 @@ int sl_cmd_std(int argc, char **argv, const sl_cmd_help *h)
     return -1;
 }
 
+sl_config *sl_daemon_start(const sl_cmd_help *h, int argc, int first_arg,
+                           const char *role, const char *path, int cfg_required)
+{
+    if (first_arg < argc || (cfg_required && !path)) {
+        sl_cmd_usage(h, stderr);
+        exit(2);
+    }
+    sl_log_init(role, SL_LOG_INFO);
+    signal(SIGPIPE, SIG_IGN);
+    return sl_config_load_or_exit(path);
+}
+
 struct sl_config *cli_config(const char *cmd, const char *path)
 {
     /* One place for SLUICE_CONFIG, so that no command can forget it. */
@@ -92,24 +107,70 @@ int cli_kafka_check(const char *cmd, const sl_config *cfg, long long timeout_ms)
     return 1;
 }
 
+int cli_open(const char *cmd, const char *path, long long timeout_ms, sl_config **cfg)
+{
+    *cfg = cli_config(cmd, path);
+    if (!*cfg)
+        return 2;
+    if (cli_kafka_check(cmd, *cfg, timeout_ms)) {
+        sl_config_free(*cfg);
+        *cfg = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+/* One option step; the help is usage's, else h's. */
+static int opt_step(int argc, char **argv, const char *shortopts, const struct option *opts,
+                    const char **path, void (*usage)(FILE *), const sl_cmd_help *h, int *status)
+{
+    int o;
+    while ((o = getopt_long(argc, argv, shortopts, opts, NULL)) == 'c')
+        *path = optarg;
+    if (o == 'h' || o == '?' || o == ':') {
+        FILE *f = o == 'h' ? stdout : stderr;
+        if (usage)
+            usage(f);
+        else
+            sl_cmd_usage(h, f);
+        *status = o == 'h' ? 0 : 2;
+        return -1;
+    }
+    return o;
+}
+
+int cli_opt_next(int argc, char **argv, const char *shortopts, const struct option *opts,
+                 const char **path, void (*usage)(FILE *), int *status)
+{
+    return opt_step(argc, argv, shortopts, opts, path, usage, NULL, status);
+}
+
+int sl_cmd_opt_next(int argc, char **argv, const char *shortopts, const struct option *opts,
+                    const sl_cmd_help *h, const char **path, int *status)
+{
+    return opt_step(argc, argv, shortopts, opts, path, NULL, h, status);
+}
+
+int cli_read_topic(const char *cmd, const sl_config *cfg, const char *topic,
+                   long long timeout_ms, sl_reader_fn fn, void *arg)
+{
+    char *err = NULL;
+    sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
+    if (!r) {
+        fprintf(stderr, "sluice %s: %s: %s\n", cmd, topic, err ? err : "cannot read");
+        free(err);
+        return 1;
+    }
+    int rc = sl_reader_each(r, timeout_ms, NULL, fn, arg);
+    sl_reader_free(r);
+    if (rc == 0)
+        return 0;
+    fprintf(stderr, "sluice %s: %s: not read to its end within %llds\n", cmd, topic,
+            (timeout_ms + 999) / 1000);
+    return 1;
+}
+
 int cli_read_file(const char *path, size_t max, sl_buf *out)
 {
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f)
-        return -errno;
-    char buf[65536];
-    size_t n;
-    int rc = 0;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
-        if (out->len + n > max) {
-            rc = SL_ETOOBIG;
-            break;
-        }
-        sl_buf_append(out, buf, n);
-    }
-    if (!rc && ferror(f))
-        rc = -EIO;
-    if (f != stdin)
-        fclose(f);
-    return rc;
+    return strcmp(path, "-") ? sl_read_file(path, max, out) : sl_read_fp(stdin, max, out);
 }

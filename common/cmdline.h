@@ -11,14 +11,18 @@
  * The strings are the caller's (static, in practice); nothing here
  * allocates. Main thread, before anything else starts.
  *
- * cli_config() and cli_read_file() are shared by the commands of `sluice`,
- * the publishing ones (producer/) and the operations ones (cli/).
+ * cli_config(), cli_kafka_check(), cli_open(), cli_opt_next(),
+ * cli_read_topic() and cli_read_file() are shared by the commands of
+ * `sluice`, the publishing ones (producer/) and the operations ones (cli/).
  */
 #ifndef SLUICE_CMDLINE_H
 #define SLUICE_CMDLINE_H
 
+#include <getopt.h>
 #include <stddef.h>
 #include <stdio.h>
+
+#include "reader.h"
 
 struct sl_buf;
 struct sl_config;
@@ -42,6 +46,17 @@ void sl_cmd_usage(const sl_cmd_help *h, FILE *f);
  * -1 and the caller parses its options as usual. */
 int sl_cmd_std(int argc, char **argv, const sl_cmd_help *h);
 
+/* The start-up every daemon shares, once its own options are parsed
+ * (argv[first_arg..argc) are what getopt left over: pass optind): a leftover argument, or no
+ * config file where the daemon needs one (cfg_required), prints the help
+ * on stderr and exits 2. Otherwise it sets up the log for role ("api"),
+ * ignores SIGPIPE (a peer that hangs up is an error on that write, never
+ * the end of the daemon) and returns the config at path (NULL: the
+ * built-in default), exiting 2 with the reason when it is bad
+ * (sl_config_load_or_exit()). The caller owns the config. */
+struct sl_config *sl_daemon_start(const sl_cmd_help *h, int argc, int first_arg,
+                                  const char *role, const char *path, int cfg_required);
+
 /* The config in path, else in $SLUICE_CONFIG, else the built-in default. A
  * bad file is reported as "sluice CMD: file:line: ..." on stderr and NULL
  * is returned: the command exits 2. The caller frees it (sl_config_free). */
@@ -53,6 +68,31 @@ struct sl_config *cli_config(const char *cmd, const char *path);
  * command that talks to Kafka calls it right after cli_config(). */
 #define CLI_CONNECT_TIMEOUT_MS 5000
 int cli_kafka_check(const char *cmd, const struct sl_config *cfg, long long timeout_ms);
+/* cli_config() then cli_kafka_check(): 0 with *cfg set (the caller frees
+ * it), or the exit status with *cfg NULL and the reason printed: 2 for a
+ * bad config, 1 when Kafka is not there. */
+int cli_open(const char *cmd, const char *path, long long timeout_ms, struct sl_config **cfg);
+/* One step of a command's option loop: getopt_long(argc, argv, shortopts,
+ * opts). It takes -c FILE itself (*path = FILE) and returns every other
+ * option for the caller's switch; -1 when the options end. -h prints the
+ * help (usage) on stdout and an unknown option or a missing argument on
+ * stderr; both end the loop with -1 and set *status to the exit status (0
+ * or 2), which the caller set to -1 before the loop and returns when it
+ * is no longer -1. The caller resets optind as getopt requires. */
+int cli_opt_next(int argc, char **argv, const char *shortopts, const struct option *opts,
+                 const char **path, void (*usage)(FILE *), int *status);
+/* The same step for a daemon, whose help is its sl_cmd_help. */
+int sl_cmd_opt_next(int argc, char **argv, const char *shortopts, const struct option *opts,
+                    const sl_cmd_help *h, const char **path, int *status);
+/* Read topic from its beginning to its end (the end it had when reading
+ * began) with common/reader, handing fn every record (fn does not destroy
+ * it). Returns 0 once the end is reached; 1 after printing "sluice CMD:
+ * ..." on stderr when the topic cannot be read, or "sluice CMD: TOPIC: not
+ * read to its end within N s" when timeout_ms passed first (what fn saw
+ * until then was seen: partial results are the caller's to drop or show).
+ * The loop is sl_reader_each()'s. */
+int cli_read_topic(const char *cmd, const struct sl_config *cfg, const char *topic,
+                   long long timeout_ms, sl_reader_fn fn, void *arg);
 /* Append the whole of path ("-": stdin), at most max octets, to out.
  * Returns 0, -errno, or SL_ETOOBIG when the file is larger. */
 int cli_read_file(const char *path, size_t max, struct sl_buf *out);

@@ -182,15 +182,10 @@ static sl_dns_status status_from_ares(int st)
 
 /* ---- small helpers --------------------------------------------------- */
 
+/* xorshift64*: plenty for shuffling MX ties. */
 static uint64_t dns_rand(sl_dns *dns)
 {
-    /* xorshift64*: plenty for shuffling MX ties. */
-    uint64_t x = dns->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    dns->rng = x;
-    return x * 0x2545F4914F6CDD1DULL;
+    return sl_xorshift64s(&dns->rng);
 }
 
 /* Lower-case, drop one trailing dot, check the shape. NULL if unusable. */

@@ -234,6 +234,26 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
         sl_debug("kafka: %s: %s", rd_kafka_err2name(err), reason);
 }
 
+rd_kafka_t *sl_kafka_assign_handle(const sl_config *cfg, const char *role, const char *group,
+                                   char **err, ...)
+{
+    rd_kafka_conf_t *c = sl_kafka_conf(cfg, role);
+    rd_kafka_conf_set(c, "group.id", group, NULL, 0);
+    rd_kafka_conf_set(c, "enable.auto.commit", "false", NULL, 0);
+    va_list ap;
+    va_start(ap, err);
+    for (const char *k; (k = va_arg(ap, const char *));)
+        rd_kafka_conf_set(c, k, va_arg(ap, const char *), NULL, 0);
+    va_end(ap);
+    char errstr[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, errstr, sizeof errstr);
+    if (!rk) {
+        rd_kafka_conf_destroy(c);
+        *err = xasprintf("kafka: %s", errstr);
+    }
+    return rk;
+}
+
 rd_kafka_conf_t *sl_kafka_conf(const sl_config *cfg, const char *role)
 {
     rd_kafka_conf_t *c = rd_kafka_conf_new();

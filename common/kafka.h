@@ -77,6 +77,14 @@ void sl_topics_free(sl_topic_spec *t, size_t n);
 
 /* role: "producer", "consumer"; client.id becomes "sluice-<role>". */
 rd_kafka_conf_t *sl_kafka_conf(const sl_config *cfg, const char *role);
+/* A consumer handle that never subscribes, for assign() and
+ * rd_kafka_committed(): sl_kafka_conf(cfg, role), group.id group
+ * (librdkafka wants one even for assign(); nothing is committed unless the
+ * caller commits), auto-commit off, then the further "key", "value" pairs
+ * up to a NULL key. NULL and *err ("kafka: ...", caller frees) when
+ * librdkafka refuses. The caller destroys it. */
+rd_kafka_t *sl_kafka_assign_handle(const sl_config *cfg, const char *role, const char *group,
+                                   char **err, ...) __attribute__((sentinel));
 
 /* ---- producer ---- */
 typedef struct sl_producer sl_producer;

@@ -27,23 +27,14 @@ static void mark_end(sl_reader *r, int32_t p)
 
 sl_reader *sl_reader_new(const sl_config *cfg, const char *topic, int64_t since_ms, char **err)
 {
-    rd_kafka_conf_t *c = sl_kafka_conf(cfg, "reader");
-    char errstr[512];
-    /* librdkafka needs a group id even for a group-less assign(); nothing is
-     * ever committed under it. */
-    rd_kafka_conf_set(c, "group.id", "sluice-reader", NULL, 0);
-    rd_kafka_conf_set(c, "enable.auto.commit", "false", NULL, 0);
-    rd_kafka_conf_set(c, "enable.partition.eof", "true", NULL, 0);
-    rd_kafka_conf_set(c, "auto.offset.reset", "earliest", NULL, 0);
     /* A reader reaches the end of a quiet topic: do not let each empty
-     * fetch wait the default half second. */
-    rd_kafka_conf_set(c, "fetch.wait.max.ms", "20", NULL, 0);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, errstr, sizeof errstr);
-    if (!rk) {
-        rd_kafka_conf_destroy(c);
-        *err = xasprintf("kafka: %s", errstr);
+     * fetch wait the default half second. Nothing is ever committed under
+     * its group id. */
+    rd_kafka_t *rk = sl_kafka_assign_handle(cfg, "reader", "sluice-reader", err,
+                                            "enable.partition.eof", "true", "auto.offset.reset",
+                                            "earliest", "fetch.wait.max.ms", "20", NULL);
+    if (!rk)
         return NULL;
-    }
     const rd_kafka_metadata_t *md = NULL;
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -160,4 +151,22 @@ void sl_reader_free(sl_reader *r)
 int sl_reader_partitions(const sl_reader *r)
 {
     return r->n_parts;
+}
+
+int sl_reader_each(sl_reader *r, int64_t timeout_ms, const atomic_bool *cancel, sl_reader_fn fn,
+                   void *arg)
+{
+    int64_t deadline = sl_mono_ms() + timeout_ms;
+    while (!sl_reader_at_end(r)) {
+        if (cancel && atomic_load(cancel))
+            return SL_ECLOSED;
+        if (sl_mono_ms() >= deadline)
+            return SL_ETIMEOUT;
+        rd_kafka_message_t *m = sl_reader_next(r, 100);
+        if (!m)
+            continue;
+        fn(arg, m);
+        rd_kafka_message_destroy(m);
+    }
+    return 0;
 }

@@ -11,11 +11,20 @@
  * watermark seen at open (or an EOF): "read to the end", and it stays
  * true while records written since keep coming (a topic written all the
  * time is read to the end too). One thread.
+ *
+ * sl_reader_each() is the one loop over a reader: it hands fn every record
+ * (fn does not destroy it) until the end is reached (0), timeout_ms passed
+ * first (SL_ETIMEOUT: what fn saw stays seen, partial results are the
+ * caller's to keep or drop) or *cancel (may be NULL) became true
+ * (SL_ECLOSED). The reader stays the caller's.
  */
 #ifndef SLUICE_READER_H
 #define SLUICE_READER_H
 
 #include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include "config.h"
 
 typedef struct sl_reader sl_reader;
@@ -30,5 +39,8 @@ bool sl_reader_at_end(const sl_reader *r);
 /* The topic's partition count as seen at open. */
 int sl_reader_partitions(const sl_reader *r);
 void sl_reader_free(sl_reader *r);
+typedef void (*sl_reader_fn)(void *arg, const rd_kafka_message_t *m);
+int sl_reader_each(sl_reader *r, int64_t timeout_ms, const atomic_bool *cancel, sl_reader_fn fn,
+                   void *arg);
 
 #endif

@@ -13,8 +13,37 @@ void sl_reply_free(sl_reply *r)
     if (!r)
         return;
     free(r->text);
+    free(r->raw);
     r->text = NULL;
+    r->raw = NULL;
     r->text_len = 0;
+}
+
+void sl_reply_copy(sl_reply *dst, const sl_reply *src)
+{
+    if (dst == src)
+        return;
+    sl_reply_free(dst);
+    *dst = *src;
+    dst->text = src->text ? xstrndup(src->text, src->text_len) : NULL;
+    dst->raw = src->raw ? xstrdup(src->raw) : NULL;
+}
+
+/* The raw form of buf[0..len): every line with its code, CRs before the
+ * LFs dropped, "\n" between lines. */
+static char *raw_of(const char *buf, size_t len)
+{
+    sl_buf b = SL_BUF_INIT;
+    for (size_t i = 0; i < len;) {
+        const char *nl = memchr(buf + i, '\n', len - i);
+        size_t e = nl ? (size_t)(nl - buf) : len;
+        size_t le = e > i && buf[e - 1] == '\r' ? e - 1 : e;
+        if (b.len)
+            sl_buf_putc(&b, '\n');
+        sl_buf_append(&b, buf + i, le - i);
+        i = e + 1;
+    }
+    return b.data ? sl_buf_steal(&b, NULL) : xstrdup("");
 }
 
 /* Length of a leading "C.S.D" enhanced code whose class is cls, followed by
@@ -97,6 +126,7 @@ int sl_reply_parse(const char *buf, size_t len, sl_reply *out, size_t *used)
     if (!text.data)
         sl_buf_append(&text, "", 0);
     out->text = sl_buf_steal(&text, &out->text_len);
+    out->raw = raw_of(buf, i);
     *used = i;
     return 0;
 bad:
@@ -121,6 +151,8 @@ void sl_reply_of(int code, const char *enh, const char *text, sl_reply *out)
         if (rc == 0 && used == n + 2 && out->code == code) {
             if (!out->enh[0] && enh)
                 snprintf(out->enh, sizeof(out->enh), "%s", enh);
+            free(out->raw);
+            out->raw = xstrdup(t);
             return;
         }
         sl_reply_free(out);
@@ -135,6 +167,7 @@ void sl_reply_of(int code, const char *enh, const char *text, sl_reply *out)
     }
     out->text = xstrndup(t, n);
     out->text_len = n;
+    out->raw = xstrdup(text ? text : "");
     out->lines = 1;
     for (size_t i = 0; i < n; i++)
         out->lines += t[i] == '\n';

@@ -279,6 +279,38 @@ int64_t sl_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int sl_read_fp(FILE *f, size_t max, sl_buf *out)
+{
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+        if (out->len + n > max)
+            return SL_ETOOBIG;
+        sl_buf_append(out, buf, n);
+    }
+    return ferror(f) ? -EIO : 0;
+}
+
+int sl_read_file(const char *path, size_t max, sl_buf *out)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -errno;
+    int rc = sl_read_fp(f, max, out);
+    fclose(f);
+    return rc;
+}
+
+uint64_t sl_xorshift64s(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
 int sl_parse_duration_ms(const char *s, int64_t *out)
 {
     char *end;

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 #define SL_ERRNO_MAP(XX)                                                   \
     XX(INVAL, -3001, "invalid argument")                                   \
@@ -93,6 +94,16 @@ void sl_buf_json_str(sl_buf *b, const char *s, size_t n);
 /* Clocks in milliseconds: wall (for records) and monotonic (for timers). */
 int64_t sl_now_ms(void);
 int64_t sl_mono_ms(void);
+/* Append all of f, or of the file at path, at most max octets, to out.
+ * Returns 0, -errno (the file cannot be opened or read: -EIO), or
+ * SL_ETOOBIG when there is more (out then holds what fitted). */
+int sl_read_fp(FILE *f, size_t max, sl_buf *out);
+int sl_read_file(const char *path, size_t max, sl_buf *out);
+
+/* xorshift64*: the next of a small, fast pseudo-random sequence whose
+ * state (never 0) the caller keeps; for jitter and shuffling ties, never
+ * for anything secret. */
+uint64_t sl_xorshift64s(uint64_t *state);
 /* Wall ms as "2026-12-04T20:40:05Z" (UTC, ISO 8601) into buf. */
 void sl_fmt_time(int64_t ms, char *buf, size_t n);
 

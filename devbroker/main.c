@@ -507,11 +507,9 @@ int main(int argc, char **argv)
     int o = sl_cmd_std(argc, argv, &help);
     if (o >= 0)
         return o;
-    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    int ostatus = -1;
+    while ((o = sl_cmd_opt_next(argc, argv, "c:h", opts, &help, &cfg_path, &ostatus)) != -1) {
         switch (o) {
-        case 'c':
-            cfg_path = optarg;
-            break;
         case 'b':
             if (!broker_parse_int(optarg, 1, 32, &n_brokers)) {
                 fprintf(stderr, "sluice-devbroker: --brokers '%s': expected 1..32\n", optarg);
@@ -527,20 +525,13 @@ int main(int argc, char **argv)
         case 'F':
             control_file = optarg;
             break;
-        case 'h':
-            sl_cmd_usage(&help, stdout);
-            return 0;
-        default:
-            sl_cmd_usage(&help, stderr);
-            return 2;
         }
     }
-    if (optind < argc) {
-        sl_cmd_usage(&help, stderr);
-        return 2;
-    }
-    sl_log_init("devbroker", SL_LOG_INFO);
-    sl_config *cfg = sl_config_load_or_exit(cfg_path);
+    if (ostatus >= 0)
+        return ostatus;
+    /* Ignores SIGPIPE too: a reader that closed our stdout must not kill
+     * the cluster. */
+    sl_config *cfg = sl_daemon_start(&help, argc, optind, "devbroker", cfg_path, 0);
 
     /* Block the stop signals before any thread starts so that every thread
      * inherits the mask and only sigwait() below receives them. */
@@ -549,8 +540,6 @@ int main(int argc, char **argv)
     sigaddset(&stop, SIGTERM);
     sigaddset(&stop, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
-    /* A reader that closed our stdout must not kill the cluster. */
-    signal(SIGPIPE, SIG_IGN);
 
     broker b = {.n_brokers = (int)n_brokers, .listen_fd = -1};
     for (int i = 0; i < BROKER_MAX_CLIENTS; i++)

@@ -554,7 +554,7 @@ int cli_bulk(int argc, char **argv)
     bool json = false, accepted_events = true, allow_partial = false;
     int progress = -1; /* -1: when stderr is a terminal */
     int64_t expire_ms = 0;
-    int rc = 2, o;
+    int rc = 2, o, ostatus = -1;
     sl_config *cfg = NULL;
     sl_template_msg *tmpl = NULL;
     FILE *in = NULL;
@@ -565,11 +565,8 @@ int cli_bulk(int argc, char **argv)
     b.show_rejects = 20;
     b.m.priority = SLUICE_PRIORITY_BULK;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    while ((o = cli_opt_next(argc, argv, "c:h", opts, &path, bulk_usage, &ostatus)) != -1) {
         switch (o) {
-        case 'c':
-            path = optarg;
-            break;
         case O_TEMPLATE:
             b.m.template_id = optarg;
             break;
@@ -635,14 +632,11 @@ int cli_bulk(int argc, char **argv)
             b.show_rejects = (size_t)v;
             break;
         }
-        case 'h':
-            bulk_usage(stdout);
-            rc = 0;
-            goto out;
-        default:
-            bulk_usage(stderr);
-            goto out;
         }
+    }
+    if (ostatus >= 0) {
+        rc = ostatus;
+        goto out;
     }
     if (optind != argc) {
         fprintf(stderr, "sluice bulk: unexpected argument '%s'\n", argv[optind]);
@@ -685,10 +679,9 @@ int cli_bulk(int argc, char **argv)
         fprintf(stderr, "sluice bulk: %s: %s\n", rcpt_path, strerror(errno));
         goto out;
     }
-    if (!(cfg = cli_config("bulk", path)))
-        goto out;
-    if (cli_kafka_check("bulk", cfg, 0)) {
-        rc = 1;
+    int orc = cli_open("bulk", path, 0, &cfg);
+    if (orc) {
+        rc = orc;
         goto out;
     }
     if (b.vars_check) {

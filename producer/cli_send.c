@@ -205,7 +205,7 @@ int cli_send(int argc, char **argv)
     size_t n_vars = 0, n_meta = 0;
     int64_t expire_ms = 0, timeout_ms = 60000;
     send_state st = {0};
-    int rc = 2, o;
+    int rc = 2, o, ostatus = -1;
     sl_buf raw = SL_BUF_INIT, msg = SL_BUF_INIT;
     sluice_client *c = NULL;
     sl_config *cfg = NULL;
@@ -215,11 +215,8 @@ int cli_send(int argc, char **argv)
     /* One message sent by hand is a notification, not a campaign. */
     m.priority = SLUICE_PRIORITY_NORMAL;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    while ((o = cli_opt_next(argc, argv, "c:h", opts, &path, send_usage, &ostatus)) != -1) {
         switch (o) {
-        case 'c':
-            path = optarg;
-            break;
         case O_FROM:
             m.from = optarg;
             break;
@@ -285,14 +282,11 @@ int cli_send(int argc, char **argv)
             *(o == O_EXPIRE ? &expire_ms : &timeout_ms) = v;
             break;
         }
-        case 'h':
-            send_usage(stdout);
-            rc = 0;
-            goto out;
-        default:
-            send_usage(stderr);
-            goto out;
         }
+    }
+    if (ostatus >= 0) {
+        rc = ostatus;
+        goto out;
     }
     if (optind != argc) {
         fprintf(stderr, "sluice send: unexpected argument '%s'\n", argv[optind]);
@@ -350,10 +344,9 @@ int cli_send(int argc, char **argv)
     if (expire_ms)
         m.expires_at_ms = sl_now_ms() + expire_ms;
 
-    if (!(cfg = cli_config("send", path)))
-        goto out;
-    if (cli_kafka_check("send", cfg, timeout_ms)) {
-        rc = 1;
+    int orc = cli_open("send", path, timeout_ms, &cfg);
+    if (orc) {
+        rc = orc;
         goto out;
     }
     /* A template is checked before anything is published: it must be

@@ -155,57 +155,51 @@ static int template_row_cmp(const void *a, const void *b)
     return strcmp(((const template_row *)a)->id, ((const template_row *)b)->id);
 }
 
+typedef struct template_rows {
+    template_row *v;
+    size_t n;
+} template_rows;
+
+/* One record of the templates topic: the newest value per id wins. */
+static void template_record(void *arg, const rd_kafka_message_t *m)
+{
+    template_rows *t = arg;
+    if (!m->key || !m->key_len)
+        return;
+    template_row *rows = t->v;
+    size_t i = 0;
+    while (i < t->n &&
+           (strlen(rows[i].id) != m->key_len || memcmp(rows[i].id, m->key, m->key_len)))
+        i++;
+    if (i == t->n) {
+        rows = t->v = xrealloc(t->v, (t->n + 1) * sizeof *t->v);
+        rows[t->n].id = xstrndup(m->key, m->key_len);
+        rows[t->n].line = (sl_buf)SL_BUF_INIT;
+        t->n++;
+    }
+    sl_buf_reset(&rows[i].line);
+    sl_template_msg *tm = NULL;
+    const char *why = NULL;
+    if (m->payload && m->len && sl_template_decode(m->payload, m->len, &tm, &why) == 0) {
+        sl_buf_printf(&rows[i].line, "%zu variable%s", tm->n_variables,
+                      tm->n_variables == 1 ? "" : "s");
+        for (size_t v = 0; v < tm->n_variables; v++)
+            sl_buf_printf(&rows[i].line, "%s%s", v ? ", " : ": ", tm->variables[v]);
+        sl_template_free(tm);
+    } else if (m->payload && m->len) {
+        sl_buf_printf(&rows[i].line, "unreadable: %s", why ? why : "?");
+    }
+}
+
 /* Every template on the compacted topic, newest value per id, by id. */
 static int template_list(const sl_config *cfg)
 {
-    char *err = NULL, *topic = sl_config_topic(cfg, "templates");
-    sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
+    char *topic = sl_config_topic(cfg, "templates");
+    template_rows t = {0};
+    int rc = cli_read_topic("template", cfg, topic, TEMPLATE_TIMEOUT_MS, template_record, &t);
     free(topic);
-    if (!r) {
-        fprintf(stderr, "sluice template: %s\n", err ? err : "cannot read");
-        free(err);
-        return 1;
-    }
-    template_row *rows = NULL;
-    size_t n = 0;
-    int rc = 0;
-    int64_t deadline = sl_mono_ms() + TEMPLATE_TIMEOUT_MS;
-    while (!sl_reader_at_end(r)) {
-        if (sl_mono_ms() >= deadline) {
-            fprintf(stderr, "sluice template: reading the templates topic timed out\n");
-            rc = 1;
-            break;
-        }
-        rd_kafka_message_t *m = sl_reader_next(r, 100);
-        if (!m)
-            continue;
-        if (m->key && m->key_len) {
-            size_t i = 0;
-            while (i < n && (strlen(rows[i].id) != m->key_len ||
-                             memcmp(rows[i].id, m->key, m->key_len)))
-                i++;
-            if (i == n) {
-                rows = xrealloc(rows, (n + 1) * sizeof *rows);
-                rows[n].id = xstrndup(m->key, m->key_len);
-                rows[n].line = (sl_buf)SL_BUF_INIT;
-                n++;
-            }
-            sl_buf_reset(&rows[i].line);
-            sl_template_msg *t = NULL;
-            const char *why = NULL;
-            if (m->payload && m->len && sl_template_decode(m->payload, m->len, &t, &why) == 0) {
-                sl_buf_printf(&rows[i].line, "%zu variable%s", t->n_variables,
-                              t->n_variables == 1 ? "" : "s");
-                for (size_t v = 0; v < t->n_variables; v++)
-                    sl_buf_printf(&rows[i].line, "%s%s", v ? ", " : ": ", t->variables[v]);
-                sl_template_free(t);
-            } else if (m->payload && m->len) {
-                sl_buf_printf(&rows[i].line, "unreadable: %s", why ? why : "?");
-            }
-        }
-        rd_kafka_message_destroy(m);
-    }
-    sl_reader_free(r);
+    template_row *rows = t.v;
+    size_t n = t.n;
     qsort(rows, n, sizeof *rows, template_row_cmp);
     for (size_t i = 0; i < n; i++) {
         if (rows[i].line.len && rc == 0)
@@ -225,29 +219,21 @@ int cli_template(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *path = getenv("SLUICE_CONFIG");
-    int o;
+    int st = -1;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-        switch (o) {
-        case 'c':
-            path = optarg;
-            break;
-        case 'h':
-            template_usage(stdout);
-            return 0;
-        default:
-            template_usage(stderr);
-            return 2;
-        }
-    }
+    while (cli_opt_next(argc, argv, "c:h", opts, &path, template_usage, &st) != -1)
+        ;
+    if (st >= 0)
+        return st;
     int nargs = argc - optind;
     const char *sub = nargs > 0 ? argv[optind] : "";
     bool put = !strcmp(sub, "put"), get = !strcmp(sub, "get"), del = !strcmp(sub, "delete");
     if (!strcmp(sub, "list") && nargs == 1) {
-        sl_config *cfg = cli_config("template", path);
-        if (!cfg)
-            return 2;
-        int rc = cli_kafka_check("template", cfg, 0) ? 1 : template_list(cfg);
+        sl_config *cfg;
+        int rc = cli_open("template", path, 0, &cfg);
+        if (rc)
+            return rc;
+        rc = template_list(cfg);
         sl_config_free(cfg);
         return rc;
     }
@@ -260,14 +246,10 @@ int cli_template(int argc, char **argv)
         fprintf(stderr, "sluice template: '%s' is not a valid id (1-128 of [A-Za-z0-9_.-])\n", id);
         return 2;
     }
-    sl_config *cfg = NULL;
-    if (!(cfg = cli_config("template", path)))
-        return 2;
-    if (cli_kafka_check("template", cfg, 0)) {
-        sl_config_free(cfg);
-        return 1;
-    }
-    int rc;
+    sl_config *cfg;
+    int rc = cli_open("template", path, 0, &cfg);
+    if (rc)
+        return rc;
     if (put)
         rc = template_put(cfg, id, argv[optind + 2]);
     else if (get)

@@ -1,6 +1,7 @@
 /*
  * libsluice_addr - RFC 5321 mailbox validation and normalisation for
- * libsluice (see sluice.h, sluice_address_normalize()).
+ * libsluice (see sluice.h, sluice_address_normalize()), and the
+ * normalisation of sender-domain patterns (sluice_domain_pattern_normalize()).
  *
  * Mailbox = Local-part "@" Domain (RFC 5321 4.1.2), with RFC 6531 UTF-8 in
  * the local part. The domain is converted to its A-label with libidn2
@@ -87,5 +88,28 @@ int sluice_address_normalize(const char *addr, char out[SLUICE_ADDRESS_MAX + 1],
         return fail(why, whylen, "address longer than %d octets (%zu)", SLUICE_ADDRESS_MAX, total);
     memcpy(out, addr, local_len + 1);
     strcpy(out + local_len + 1, ascii);
+    return 0;
+}
+
+int sluice_domain_pattern_normalize(const char *pattern, char out[SLUICE_ADDRESS_MAX + 1],
+                                    char *why, size_t whylen)
+{
+    if (!pattern || !*pattern)
+        return fail(why, whylen, "empty domain");
+    if (strchr(pattern, '*') || strchr(pattern, '?')) {
+        if (strlen(pattern) > SLUICE_ADDRESS_MAX)
+            return fail(why, whylen, "domain too long");
+        strcpy(out, pattern);
+        sl_lower(out);
+        return 0;
+    }
+    char addr[SLUICE_ADDRESS_MAX + 2];
+    char norm[SLUICE_ADDRESS_MAX + 1];
+    if ((size_t)snprintf(addr, sizeof addr, "x@%s", pattern) >= sizeof addr)
+        return fail(why, whylen, "domain too long");
+    int rc = sluice_address_normalize(addr, norm, why, whylen);
+    if (rc != 0)
+        return rc;
+    strcpy(out, strchr(norm, '@') + 1);
     return 0;
 }

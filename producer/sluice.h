@@ -182,6 +182,17 @@ const char *sluice_errmsg(const sluice_client *c);
 int sluice_address_normalize(const char *addr, char out[SLUICE_ADDRESS_MAX + 1], char *why,
                              size_t whylen);
 
+/* Check one sender-domain pattern and write its normalised form into out
+ * (SLUICE_ADDRESS_MAX + 1 bytes): a glob ('*' or '?' in it, such as
+ * "*.example.com") lower-cased as written, any other name checked and
+ * converted to its lower-case A-label the way sluice_address_normalize()
+ * converts an address's domain. The one form of the domain lists of
+ * sluice-api's keys and sluice-submit's users. Returns 0, or
+ * SLUICE_EADDRESS with the reason in why ("empty domain", "domain too
+ * long", or the address check's). */
+int sluice_domain_pattern_normalize(const char *pattern, char out[SLUICE_ADDRESS_MAX + 1],
+                                    char *why, size_t whylen);
+
 #ifdef __cplusplus
 }
 #endif

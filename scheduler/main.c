@@ -192,27 +192,22 @@ int main(int argc, char **argv)
     int o = sl_cmd_std(argc, argv, &help);
     if (o >= 0)
         return o;
-    while ((o = getopt_long(argc, argv, "c:s:h", opts, NULL)) != -1) {
+    int ostatus = -1;
+    while ((o = sl_cmd_opt_next(argc, argv, "c:s:h", opts, &help, &cfg_path, &ostatus)) != -1) {
         switch (o) {
-        case 'c': cfg_path = optarg; break;
         case 's':
             if (parse_stages(optarg))
                 return 2;
             break;
-        case 'h': sl_cmd_usage(&help, stdout); return 0;
-        default: sl_cmd_usage(&help, stderr); return 2;
         }
     }
+    if (ostatus >= 0)
+        return ostatus;
     /* -c is required, as the usage says: a scheduler on the built-in
      * configuration would shape with nobody's pools and sites. */
-    if (optind < argc || !cfg_path) {
-        if (!cfg_path && optind == argc)
-            fputs("sluice-scheduler: -c FILE is required\n", stderr);
-        sl_cmd_usage(&help, stderr);
-        return 2;
-    }
-    sl_log_init("scheduler", SL_LOG_INFO);
-    sl_config *cfg = sl_config_load_or_exit(cfg_path);
+    if (!cfg_path && optind == argc)
+        fputs("sluice-scheduler: -c FILE is required\n", stderr);
+    sl_config *cfg = sl_daemon_start(&help, argc, optind, "scheduler", cfg_path, 1);
     /* Classify and shape produce a record for every job, spread over the
      * partitions of sited and dispatch: batches of 5 ms were a few records
      * each, and librdkafka's cost is per batch as much as per record.

@@ -86,26 +86,27 @@ size_t sched_limits_resolve(sched_limits *l, const char *tenant, const char *cam
     return n;
 }
 
-int64_t sched_limits_available_at(sched_bucket *const *b, size_t n, int64_t now_ms)
+/* The latest of op's answers over every bucket, and now_ms at the least. */
+static int64_t limits_latest(sched_bucket *const *b, size_t n, int64_t now_ms,
+                             int64_t (*op)(sched_bucket *, int64_t))
 {
     int64_t at = now_ms;
     for (size_t i = 0; i < n; i++) {
-        int64_t t = sched_bucket_available_at(b[i], now_ms);
+        int64_t t = op(b[i], now_ms);
         if (t > at)
             at = t;
     }
     return at;
 }
 
+int64_t sched_limits_available_at(sched_bucket *const *b, size_t n, int64_t now_ms)
+{
+    return limits_latest(b, n, now_ms, sched_bucket_available_at);
+}
+
 int64_t sched_limits_take(sched_bucket *const *b, size_t n, int64_t now_ms)
 {
-    int64_t at = now_ms;
-    for (size_t i = 0; i < n; i++) {
-        int64_t t = sched_bucket_take(b[i], now_ms);
-        if (t > at)
-            at = t;
-    }
-    return at;
+    return limits_latest(b, n, now_ms, sched_bucket_take);
 }
 
 void sched_limits_release(sched_limits *l, sched_bucket *const *b, size_t n, int64_t now_ms)

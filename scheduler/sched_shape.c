@@ -1190,6 +1190,43 @@ typedef struct wrestore {
     atomic_bool cancel;
 } wrestore;
 
+typedef struct restore_pass {
+    wrestore *w;
+    size_t n;
+} restore_pass;
+
+/* One event of today: a delivery attempt from a warming IP counts once
+ * per dispatch. */
+static void restore_event(void *arg, const rd_kafka_message_t *m)
+{
+    restore_pass *p = arg;
+    wrestore *w = p->w;
+    p->n++;
+    sl_event *e = NULL;
+    const char *why = NULL;
+    if (!m->payload || sl_event_decode(m->payload, m->len, &e, &why) != 0)
+        return;
+    bool attempt = e->type == SLUICE__V1__EVENT_TYPE__EVENT_DELIVERED ||
+                   e->type == SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED ||
+                   e->type == SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED;
+    if (attempt && e->site && *e->site && e->source_ip && sl_map_get(&w->warm, e->source_ip) &&
+        e->timestamp_ms >= w->since_ms) {
+        /* One event per recipient: count the dispatch once. */
+        char *seen = xasprintf("%s\x1f%u\x1f%s\x1f%s", e->job_id ? e->job_id : "", e->attempt,
+                               e->site, e->source_ip);
+        if (!sl_map_get(&w->seen, seen)) {
+            sl_map_put(&w->seen, seen, (void *)1);
+            char *k = xasprintf("%s\x1f%s", e->site, e->source_ip);
+            uintptr_t c = (uintptr_t)sl_map_get(&w->counts, k);
+            sl_map_put(&w->counts, k, (void *)(c + 1));
+            free(k);
+            w->events++;
+        }
+        free(seen);
+    }
+    sl_event_free(e);
+}
+
 /* Read topic from since_ms (0: the beginning) for at most limit_ms,
  * counting into w. Returns the number of records read. */
 static size_t restore_read(wrestore *w, int64_t since_ms, int64_t limit_ms)
@@ -1201,48 +1238,40 @@ static size_t restore_read(wrestore *w, int64_t since_ms, int64_t limit_ms)
         free(err);
         return 0;
     }
-    size_t n = 0;
-    int64_t deadline = sl_now_ms() + limit_ms;
-    while (!atomic_load(&w->cancel)) {
-        if (sl_now_ms() > deadline) {
-            sl_warn("shape: warm-up counts: events of today not read to the end in %llds; "
-                    "going on with what was read", (long long)(limit_ms / 1000));
-            break;
-        }
-        rd_kafka_message_t *m = sl_reader_next(r, 200);
-        if (!m) {
-            if (sl_reader_at_end(r))
-                break;
-            continue;
-        }
-        n++;
-        sl_event *e = NULL;
-        const char *why = NULL;
-        if (m->payload && sl_event_decode(m->payload, m->len, &e, &why) == 0) {
-            bool attempt = e->type == SLUICE__V1__EVENT_TYPE__EVENT_DELIVERED ||
-                           e->type == SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED ||
-                           e->type == SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED;
-            if (attempt && e->site && *e->site && e->source_ip &&
-                sl_map_get(&w->warm, e->source_ip) && e->timestamp_ms >= w->since_ms) {
-                /* One event per recipient: count the dispatch once. */
-                char *seen = xasprintf("%s\x1f%u\x1f%s\x1f%s", e->job_id ? e->job_id : "",
-                                       e->attempt, e->site, e->source_ip);
-                if (!sl_map_get(&w->seen, seen)) {
-                    sl_map_put(&w->seen, seen, (void *)1);
-                    char *k = xasprintf("%s\x1f%s", e->site, e->source_ip);
-                    uintptr_t c = (uintptr_t)sl_map_get(&w->counts, k);
-                    sl_map_put(&w->counts, k, (void *)(c + 1));
-                    free(k);
-                    w->events++;
-                }
-                free(seen);
-            }
-            sl_event_free(e);
-        }
-        rd_kafka_message_destroy(m);
-    }
+    restore_pass p = {w, 0};
+    if (sl_reader_each(r, limit_ms, &w->cancel, restore_event, &p) == SL_ETIMEOUT)
+        sl_warn("shape: warm-up counts: events of today not read to the end in %llds; "
+                "going on with what was read", (long long)(limit_ms / 1000));
     sl_reader_free(r);
-    return n;
+    return p.n;
+}
+
+typedef struct state_pass {
+    const int32_t *parts;
+    size_t n_parts;
+    sl_map *states;
+    size_t n;
+} state_pass;
+
+/* One record of the state topic: a site's latest state, if its partition
+ * is one of ours. */
+static void state_record(void *arg, const rd_kafka_message_t *m)
+{
+    state_pass *p = arg;
+    p->n++;
+    bool mine = !p->parts;
+    for (size_t i = 0; i < p->n_parts && !mine; i++)
+        mine = p->parts[i] == m->partition;
+    if (!mine || !m->key || !m->key_len)
+        return;
+    char *site = xstrndup(m->key, m->key_len);
+    Sluice__V1__SiteState *st =
+        m->payload ? sluice__v1__site_state__unpack(NULL, m->len, m->payload) : NULL;
+    /* A tombstone or an undecodable record forgets what came before. */
+    Sluice__V1__SiteState *old = st ? sl_map_put(p->states, site, st) : sl_map_del(p->states, site);
+    if (old)
+        sluice__v1__site_state__free_unpacked(old, NULL);
+    free(site);
 }
 
 /* Read the state topic to its end, keeping in states each site's latest
@@ -1259,41 +1288,14 @@ static size_t state_read(const sl_config *cfg, const char *topic, const int32_t 
         free(err);
         return 0;
     }
-    size_t n = 0;
     if (topic_parts)
         *topic_parts = sl_reader_partitions(r);
-    int64_t deadline = sl_now_ms() + RESTORE_DEADLINE_MS;
-    while (!cancel || !atomic_load(cancel)) {
-        if (sl_now_ms() > deadline) {
-            sl_warn("shape: site state: %s not read to the end in %llds; going on with what "
-                    "was read", topic, (long long)(RESTORE_DEADLINE_MS / 1000));
-            break;
-        }
-        rd_kafka_message_t *m = sl_reader_next(r, 200);
-        if (!m) {
-            if (sl_reader_at_end(r))
-                break;
-            continue;
-        }
-        n++;
-        bool mine = !parts;
-        for (size_t i = 0; i < n_parts && !mine; i++)
-            mine = parts[i] == m->partition;
-        if (mine && m->key && m->key_len) {
-            char *site = xstrndup(m->key, m->key_len);
-            Sluice__V1__SiteState *st =
-                m->payload ? sluice__v1__site_state__unpack(NULL, m->len, m->payload) : NULL;
-            /* A tombstone or an undecodable record forgets what came before. */
-            Sluice__V1__SiteState *old = st ? sl_map_put(states, site, st)
-                                            : sl_map_del(states, site);
-            if (old)
-                sluice__v1__site_state__free_unpacked(old, NULL);
-            free(site);
-        }
-        rd_kafka_message_destroy(m);
-    }
+    state_pass p = {parts, n_parts, states, 0};
+    if (sl_reader_each(r, RESTORE_DEADLINE_MS, cancel, state_record, &p) == SL_ETIMEOUT)
+        sl_warn("shape: site state: %s not read to the end in %llds; going on with what "
+                "was read", topic, (long long)(RESTORE_DEADLINE_MS / 1000));
     sl_reader_free(r);
-    return n;
+    return p.n;
 }
 
 static int state_free_cb(void *arg, const char *key, void *val)

@@ -22,7 +22,7 @@ typedef struct dest {
      * says how fast what it holds drains. */
     int64_t bucket_start;
     uint32_t bucket_done, prev_done;
-    snd_reply why;          /* what marked it down */
+    snd_result why;          /* what marked it down */
 } dest;
 
 #define RATE_BUCKET_MS 5000
@@ -33,17 +33,6 @@ struct snd_dests {
     size_t n_down;
     uint64_t rng;
 };
-
-static uint64_t next_rand(snd_dests *ds)
-{
-    /* xorshift64*: jitter only, not security. */
-    uint64_t x = ds->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    ds->rng = x;
-    return x * 2685821657736338717ULL;
-}
 
 snd_dests *snd_dests_new(const snd_dest_opts *o)
 {
@@ -63,7 +52,7 @@ snd_dests *snd_dests_new(const snd_dest_opts *o)
 static void dest_free(dest *d)
 {
     free(d->key);
-    snd_reply_clear(&d->why);
+    snd_result_clear(&d->why);
     free(d);
 }
 
@@ -140,7 +129,7 @@ bool snd_dest_may_connect(snd_dests *ds, const char *key, int64_t now)
     }
 }
 
-bool snd_dest_blocked(snd_dests *ds, const char *key, int64_t now, const snd_reply **why,
+bool snd_dest_blocked(snd_dests *ds, const char *key, int64_t now, const snd_result **why,
                       int64_t *until)
 {
     dest *d = find(ds, key, false, now);
@@ -154,7 +143,7 @@ bool snd_dest_blocked(snd_dests *ds, const char *key, int64_t now, const snd_rep
     return true;
 }
 
-void snd_dest_failed(snd_dests *ds, const char *key, const snd_reply *why, int64_t now)
+void snd_dest_failed(snd_dests *ds, const char *key, const snd_result *why, int64_t now)
 {
     dest *d = find(ds, key, true, now);
     if (d->state == SND_DEST_DOWN)
@@ -167,14 +156,14 @@ void snd_dest_failed(snd_dests *ds, const char *key, const snd_reply *why, int64
         base = ds->o.backoff_max_ms;
     /* Jitter in [base/2, base]. */
     int64_t half = base / 2;
-    int64_t delay = half + (half > 0 ? (int64_t)(next_rand(ds) % (uint64_t)(half + 1)) : 0);
+    int64_t delay = half + (half > 0 ? (int64_t)(sl_xorshift64s(&ds->rng) % (uint64_t)(half + 1)) : 0);
     if (delay <= 0)
         delay = 1;
     d->backoff_ms = delay;
     d->down_until = now + delay;
-    snd_reply_clear(&d->why);
+    snd_result_clear(&d->why);
     if (why)
-        snd_reply_copy(&d->why, why);
+        snd_result_copy(&d->why, why);
     set_state(ds, d, SND_DEST_DOWN);
 }
 
@@ -184,7 +173,7 @@ void snd_dest_ok(snd_dests *ds, const char *key, int64_t now)
     d->failures = 0;
     d->backoff_ms = 0;
     d->down_until = 0;
-    snd_reply_clear(&d->why);
+    snd_result_clear(&d->why);
     set_state(ds, d, SND_DEST_UP);
 }
 
@@ -203,10 +192,10 @@ snd_dest_state snd_dest_state_of(snd_dests *ds, const char *key)
     return d ? d->state : SND_DEST_UP;
 }
 
-const snd_reply *snd_dest_why(snd_dests *ds, const char *key)
+const snd_result *snd_dest_why(snd_dests *ds, const char *key)
 {
     dest *d = find(ds, key, false, 0);
-    return d && d->state != SND_DEST_UP && d->why.code ? &d->why : NULL;
+    return d && d->state != SND_DEST_UP && d->why.reply.code ? &d->why : NULL;
 }
 
 int64_t snd_dest_down_until(snd_dests *ds, const char *key)

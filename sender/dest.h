@@ -73,9 +73,9 @@ char *snd_dest_key(const char *source_ip, const char *socks5, const char *ip, un
 bool snd_dest_may_connect(snd_dests *ds, const char *key, int64_t now_ms);
 /* *why (borrowed, valid until the next call on ds) and *until_ms are set
  * when it returns true. */
-bool snd_dest_blocked(snd_dests *ds, const char *key, int64_t now_ms, const snd_reply **why,
+bool snd_dest_blocked(snd_dests *ds, const char *key, int64_t now_ms, const snd_result **why,
                       int64_t *until_ms);
-void snd_dest_failed(snd_dests *ds, const char *key, const snd_reply *why, int64_t now_ms);
+void snd_dest_failed(snd_dests *ds, const char *key, const snd_result *why, int64_t now_ms);
 void snd_dest_ok(snd_dests *ds, const char *key, int64_t now_ms);
 /* A probe that ended without telling (the connection was aborted by a
  * drain, or a TLS fallback): the destination is DOWN again, due at once. */
@@ -83,7 +83,7 @@ void snd_dest_probe_abandoned(snd_dests *ds, const char *key, int64_t now_ms);
 
 snd_dest_state snd_dest_state_of(snd_dests *ds, const char *key);
 /* The reply that last marked it down (NULL when UP or unknown); borrowed. */
-const snd_reply *snd_dest_why(snd_dests *ds, const char *key);
+const snd_result *snd_dest_why(snd_dests *ds, const char *key);
 int64_t snd_dest_down_until(snd_dests *ds, const char *key);
 
 void snd_dest_hold(snd_dests *ds, const char *key, int64_t now_ms);

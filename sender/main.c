@@ -225,25 +225,16 @@ int main(int argc, char **argv)
     int rc = sl_cmd_std(argc, argv, &help);
     if (rc >= 0)
         return rc;
+    int ostatus = -1;
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    int opt;
-    while ((opt = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'c': path = optarg; break;
-        case 'h': sl_cmd_usage(&help, stdout); return 0;
-        default: sl_cmd_usage(&help, stderr); return 2;
-        }
-    }
-    if (optind < argc) {
-        sl_cmd_usage(&help, stderr);
-        return 2;
-    }
-    sl_log_init("sender", SL_LOG_INFO);
-    signal(SIGPIPE, SIG_IGN);
+    while (sl_cmd_opt_next(argc, argv, "c:h", opts, &help, &path, &ostatus) != -1)
+        ;
+    if (ostatus >= 0)
+        return ostatus;
     sender s = {0};
-    s.cfg = sl_config_load_or_exit(path);
+    s.cfg = sl_daemon_start(&help, argc, optind, "sender", path, 0);
     const sl_config *cfg = s.cfg;
     char *err = NULL;
 

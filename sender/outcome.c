@@ -244,7 +244,7 @@ int snd_outcome_publish(sl_producer *p, const sl_config *cfg, const sl_dispatch 
         if (r[i].reply) {
             e.smtp_code = (uint32_t)r[i].reply->code;
             e.enhanced_code = (char *)r[i].reply->enh;
-            e.reply = r[i].reply->text ? r[i].reply->text : (char *)"";
+            e.reply = r[i].reply->raw ? r[i].reply->raw : (char *)"";
         }
         if (type == SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED) {
             e.bounce_class = r[i].bounce_class;
@@ -282,7 +282,7 @@ int snd_outcome_publish(sl_producer *p, const sl_config *cfg, const sl_dispatch 
         sl_log_job(SL_LOG_DEBUG, job->job_id, "%s %s attempt %u worker=%d key=%s/%s: %s",
                    sl_event_type_name(type), r[i].rcpt, job->attempt, info->worker,
                    d->source_ip ? d->source_ip : "", d->site ? d->site : "",
-                   r[i].reply && r[i].reply->text ? r[i].reply->text : e.reason);
+                   r[i].reply && r[i].reply->raw ? r[i].reply->raw : e.reason);
     }
 
     if (rc == 0 && n_def) {

@@ -37,7 +37,8 @@
 typedef struct snd_rcpt_outcome {
     const char *rcpt;
     Sluice__V1__EventType type;     /* DELIVERED, DEFERRED or BOUNCED */
-    const snd_reply *reply;         /* may be NULL (nothing was said) */
+    const sl_reply *reply;          /* may be NULL (nothing was said); the event
+                                       carries its code, enhanced code and raw text */
     Sluice__V1__BounceClass bounce_class;
     bool hard;
     bool possible_duplicate;

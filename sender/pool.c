@@ -158,7 +158,7 @@ static void on_txn_done(void *arg, snd_session *s, snd_txn *t)
     free(q);
 }
 
-static void fail_queue(snd_pool *p, const snd_reply *why)
+static void fail_queue(snd_pool *p, const snd_result *why)
 {
     qent *q = p->head;
     p->head = p->tail = NULL;
@@ -167,7 +167,7 @@ static void fail_queue(snd_pool *p, const snd_reply *why)
         qent *n = q->next;
         snd_txn_reset(q->t);
         q->t->session_failed = true;
-        snd_reply_copy(&q->t->session_reply, why);
+        snd_result_copy(&q->t->session_reply, why);
         q->done(q->t);
         free(q);
         q = n;
@@ -178,13 +178,13 @@ static void fail_queue(snd_pool *p, const snd_reply *why)
  * itself is unreachable or unwilling: the connection failed or timed out,
  * or the greeting was not 220 or never came. Later failures (EHLO, TLS)
  * mean the host is there and talking. */
-static bool dest_failure(const snd_reply *why)
+static bool dest_failure(const snd_result *why)
 {
     return why->cond != SL_COND_TLS &&
            (why->stage == SL_STAGE_CONNECT || why->stage == SL_STAGE_GREETING);
 }
 
-static void session_closed(snd_session *s, const snd_reply *why, bool established)
+static void session_closed(snd_session *s, const snd_result *why, bool established)
 {
     psess *ps = snd_session_data(s);
     snd_pool *p = ps->pool;
@@ -206,9 +206,9 @@ static void session_closed(snd_session *s, const snd_reply *why, bool establishe
         /* One line per condition and interval, whatever the traffic; each
          * message's own outcome is in its event. */
         char key[512];
-        snprintf(key, sizeof key, "smtp-session|%s|%s", p->dest_key, why->text);
+        snprintf(key, sizeof key, "smtp-session|%s|%s", p->dest_key, why->reply.raw);
         sl_log_every(SL_LOG_INFO, key, "smtp session %s:%u from %s ended: %s", p->ip, p->tg.port,
-                     p->source_ip ? p->source_ip : "-", why->text);
+                     p->source_ip ? p->source_ip : "-", why->reply.raw);
     }
     if (!established && why) {
         snd_dests *ds = p->owner->dests;
@@ -254,7 +254,7 @@ static void session_closed(snd_session *s, const snd_reply *why, bool establishe
     pool_kick(p);
 }
 
-static void on_closed(void *arg, snd_session *s, const snd_reply *why, bool established)
+static void on_closed(void *arg, snd_session *s, const snd_result *why, bool established)
 {
     snd_pool *p = ((psess *)snd_session_data(s))->pool;
     (void)arg;
@@ -341,16 +341,16 @@ static void pool_kick(snd_pool *p)
     if (p->n_sess == 0 && p->head && !share_full) {
         /* No connection will come to take what waits: answer it with the
          * reason the destination is down. */
-        const snd_reply *why = snd_dest_why(ds, p->dest_key);
-        snd_reply r = {0};
+        const snd_result *why = snd_dest_why(ds, p->dest_key);
+        snd_result r = {0};
         if (!why) {
-            snd_reply_set(&r, 451, "4.4.1", "451 4.4.1 destination is down", true);
+            snd_result_set(&r, 451, "4.4.1", "451 4.4.1 destination is down");
             r.stage = SL_STAGE_CONNECT;
             r.cond = SL_COND_NETWORK;
             why = &r;
         }
         fail_queue(p, why);
-        snd_reply_clear(&r);
+        snd_result_clear(&r);
     }
 }
 

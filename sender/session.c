@@ -83,14 +83,14 @@ struct snd_session {
     expect *exp;
     size_t n_exp, exp_head, cap_exp;
     bool mail_failed;
-    snd_reply mail_reply;
+    snd_result mail_reply;
     size_t accepted;
     bool *acc;
     size_t next_rcpt;   /* lock-step: next RCPT to send */
     int64_t txn_start;
     unsigned n_txns;
 
-    snd_reply why;      /* why the session ended, code 0: cleanly */
+    snd_result why;      /* why the session ended, code 0: cleanly */
 };
 
 static void enter_state(snd_session *s, snd_state st);
@@ -99,71 +99,37 @@ static void session_close(snd_session *s, sl_smtp_cond cond, int code, const cha
 
 /* ---- replies ---- */
 
-void snd_reply_set(snd_reply *r, int code, const char *enh, const char *text, bool local)
+void snd_result_set(snd_result *r, int code, const char *enh, const char *text)
 {
-    free(r->text);
-    r->code = code;
-    snprintf(r->enh, sizeof r->enh, "%s", enh ? enh : "");
-    r->text = xstrdup(text ? text : "");
-    sl_reply_free(&r->said);
-    sl_reply_of(code, enh, r->text, &r->said);
-    r->local = local;
+    sl_reply_free(&r->reply);
+    sl_reply_of(code, enh, text, &r->reply);
     r->stage = SL_STAGE_MAIL;
     r->cond = SL_COND_REPLY;
 }
 
-void snd_reply_copy(snd_reply *dst, const snd_reply *src)
+void snd_result_copy(snd_result *dst, const snd_result *src)
 {
     if (dst == src)
         return;
-    snd_reply_clear(dst);
-    *dst = *src;
-    dst->text = xstrdup(src->text ? src->text : "");
-    dst->said.text = src->said.text ? xstrndup(src->said.text, src->said.text_len) : NULL;
+    sl_reply_copy(&dst->reply, &src->reply);
+    dst->stage = src->stage;
+    dst->cond = src->cond;
 }
 
-void snd_reply_clear(snd_reply *r)
+void snd_result_clear(snd_result *r)
 {
-    free(r->text);
-    sl_reply_free(&r->said);
+    sl_reply_free(&r->reply);
     memset(r, 0, sizeof *r);
-}
-
-int snd_reply_read(const char *p, size_t n, snd_reply *out, size_t *used)
-{
-    sl_reply said;
-    int rc = sl_reply_parse(p, n, &said, used);
-    if (rc < 0)
-        return rc;
-    /* Events and logs carry what the server said, verbatim: every line
-     * with its code, CRs dropped, "\n" between lines. */
-    sl_buf text = SL_BUF_INIT;
-    for (size_t i = 0; i < *used;) {
-        const char *nl = memchr(p + i, '\n', *used - i);
-        size_t e = (size_t)(nl - p), le = e > i && p[e - 1] == '\r' ? e - 1 : e;
-        if (text.len)
-            sl_buf_putc(&text, '\n');
-        sl_buf_append(&text, p + i, le - i);
-        i = e + 1;
-    }
-    free(out->text);
-    out->code = said.code;
-    snprintf(out->enh, sizeof out->enh, "%s", said.enh);
-    out->text = text.data ? sl_buf_steal(&text, NULL) : xstrdup("");
-    out->local = false;
-    sl_reply_free(&out->said);
-    out->said = said; /* now owned by out */
-    return 0;
 }
 
 void snd_txn_reset(snd_txn *t)
 {
     if (t->results)
         for (size_t i = 0; i < t->n_rcpts; i++)
-            snd_reply_clear(&t->results[i]);
+            snd_result_clear(&t->results[i]);
     free(t->results);
     t->results = NULL;
-    snd_reply_clear(&t->session_reply);
+    snd_result_clear(&t->session_reply);
     t->possible_duplicate = false;
     t->session_failed = false;
     t->tls_protocol[0] = t->tls_cipher[0] = 0;
@@ -332,12 +298,12 @@ static void push_expect(snd_session *s, expect_kind k, size_t idx)
 }
 
 /* Give every recipient without a result the reply r. */
-static void fill_unanswered(snd_session *s, const snd_reply *r)
+static void fill_unanswered(snd_session *s, const snd_result *r)
 {
     snd_txn *t = s->txn;
     for (size_t i = 0; i < t->n_rcpts; i++)
-        if (!t->results[i].code)
-            snd_reply_copy(&t->results[i], r);
+        if (!t->results[i].reply.code)
+            snd_result_copy(&t->results[i], r);
 }
 
 static void txn_finish(snd_session *s)
@@ -350,7 +316,7 @@ static void txn_finish(snd_session *s)
         snprintf(t->tls_protocol, sizeof t->tls_protocol, "%s", sl_tls_version(s->tls));
         snprintf(t->tls_cipher, sizeof t->tls_cipher, "%s", sl_tls_cipher(s->tls));
     }
-    snd_reply_clear(&s->mail_reply);
+    snd_result_clear(&s->mail_reply);
     free(s->acc);
     s->acc = NULL;
     if (s->state != S_CLOSED)
@@ -406,22 +372,22 @@ void snd_session_send(snd_session *s, snd_txn *t)
 
     /* Refusals we can decide without asking the server. */
     if (t->smtputf8 && !s->smtputf8) {
-        snd_reply r = {0};
-        snd_reply_set(&r, 550, "5.6.7",
-                      "550 5.6.7 message needs SMTPUTF8 but the server does not offer it", true);
+        snd_result r = {0};
+        snd_result_set(&r, 550, "5.6.7",
+                       "550 5.6.7 message needs SMTPUTF8 but the server does not offer it");
         fill_unanswered(s, &r);
-        snd_reply_clear(&r);
+        snd_result_clear(&r);
         txn_finish(s);
         return;
     }
     if (s->size_limit && t->msg_len > s->size_limit) {
-        snd_reply r = {0};
+        snd_result r = {0};
         char text[160];
         snprintf(text, sizeof text, "552 5.3.4 message of %zu bytes exceeds the server's SIZE %llu",
                  t->msg_len, (unsigned long long)s->size_limit);
-        snd_reply_set(&r, 552, "5.3.4", text, true);
+        snd_result_set(&r, 552, "5.3.4", text);
         fill_unanswered(s, &r);
-        snd_reply_clear(&r);
+        snd_result_clear(&r);
         txn_finish(s);
         return;
     }
@@ -450,22 +416,22 @@ static void send_body(snd_session *s)
         enter_state(s, S_DOT);
 }
 
-static void txn_reply(snd_session *s, snd_reply *r)
+static void txn_reply(snd_session *s, snd_result *r)
 {
     snd_txn *t = s->txn;
     if (s->exp_head >= s->n_exp) {
-        session_close(s, SL_COND_PROTOCOL, 451, "4.5.0", "unexpected reply from %s: %s", s->ip, r->text);
+        session_close(s, SL_COND_PROTOCOL, 451, "4.5.0", "unexpected reply from %s: %s", s->ip, r->reply.raw);
         return;
     }
     expect e = s->exp[s->exp_head++];
-    bool ok = r->code >= 200 && r->code < 300;
+    bool ok = r->reply.code >= 200 && r->reply.code < 300;
     static const sl_smtp_stage stage_of[] = {SL_STAGE_RSET, SL_STAGE_MAIL, SL_STAGE_RCPT,
                                              SL_STAGE_DATA, SL_STAGE_DOT};
     r->stage = stage_of[e.kind];
     switch (e.kind) {
     case X_RSET:
         if (!ok) {
-            session_close(s, SL_COND_REPLY, r->code == 421 ? 421 : 451, r->enh, "%s", r->text);
+            session_close(s, SL_COND_REPLY, r->reply.code == 421 ? 421 : 451, r->reply.enh, "%s", r->reply.raw);
             return;
         }
         if (!s->pipelining) {
@@ -475,7 +441,7 @@ static void txn_reply(snd_session *s, snd_reply *r)
     case X_MAIL:
         if (!ok) {
             s->mail_failed = true;
-            snd_reply_copy(&s->mail_reply, r);
+            snd_result_copy(&s->mail_reply, r);
             if (!s->pipelining) {
                 fill_unanswered(s, r);
                 txn_finish(s);
@@ -487,9 +453,9 @@ static void txn_reply(snd_session *s, snd_reply *r)
         break;
     case X_RCPT:
         if (s->mail_failed) {
-            snd_reply_copy(&t->results[e.idx], &s->mail_reply);
+            snd_result_copy(&t->results[e.idx], &s->mail_reply);
         } else if (!ok) {
-            snd_reply_copy(&t->results[e.idx], r);
+            snd_result_copy(&t->results[e.idx], r);
         } else {
             s->acc[e.idx] = true;
             s->accepted++;
@@ -509,7 +475,7 @@ static void txn_reply(snd_session *s, snd_reply *r)
         }
         break;
     case X_DATA:
-        if (r->code == 354) {
+        if (r->reply.code == 354) {
             if (s->mail_failed || !s->accepted) {
                 /* RFC 2920: the server should have refused DATA; send an
                  * empty message and ignore its fate. */
@@ -535,17 +501,19 @@ static void txn_reply(snd_session *s, snd_reply *r)
 
 /* ---- the reply handlers per state ---- */
 
-static void parse_ehlo(snd_session *s, const snd_reply *r)
+static void parse_ehlo(snd_session *s, const snd_result *r)
 {
     s->pipelining = s->starttls = s->smtputf8 = s->eightbit = false;
     s->size_limit = 0;
-    const char *p = r->text;
-    while (p && *p) {
-        const char *e = strchr(p, '\n');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
-        if (n > 4) {
-            const char *kw = p + 4;
-            size_t kn = n - 4;
+    /* The parsed reply's lines, without their "250-" prefixes: one
+     * keyword (and its parameters) a line after the greeting. */
+    const char *p = r->reply.text, *end = p ? p + r->reply.text_len : NULL;
+    while (p && p < end) {
+        const char *e = memchr(p, '\n', (size_t)(end - p));
+        size_t n = e ? (size_t)(e - p) : (size_t)(end - p);
+        if (n > 0) {
+            const char *kw = p;
+            size_t kn = n;
             if (kn >= 10 && !strncasecmp(kw, "PIPELINING", 10))
                 s->pipelining = true;
             else if (kn >= 8 && !strncasecmp(kw, "STARTTLS", 8))
@@ -583,47 +551,47 @@ static void after_ehlo(snd_session *s)
     become_ready(s);
 }
 
-static void handle_reply(snd_session *s, snd_reply *r)
+static void handle_reply(snd_session *s, snd_result *r)
 {
-    sl_debug("smtp %s < %s", s->ip, r->text);
-    if (r->code == 421 && s->state != S_QUIT) {
+    sl_debug("smtp %s < %s", s->ip, r->reply.raw);
+    if (r->reply.code == 421 && s->state != S_QUIT) {
         /* The server is closing: every open question gets this answer. */
-        session_close(s, SL_COND_REPLY, 421, r->enh[0] ? r->enh : "4.4.2", "%s", r->text);
+        session_close(s, SL_COND_REPLY, 421, r->reply.enh[0] ? r->reply.enh : "4.4.2", "%s", r->reply.raw);
         return;
     }
     switch (s->state) {
     case S_GREETING:
-        if (r->code != 220) {
-            session_close(s, SL_COND_REPLY, r->code, r->enh, "%s", r->text);
+        if (r->reply.code != 220) {
+            session_close(s, SL_COND_REPLY, r->reply.code, r->reply.enh, "%s", r->reply.raw);
             return;
         }
         send_line(s, "EHLO %s", s->ehlo);
         enter_state(s, S_EHLO);
         break;
     case S_EHLO:
-        if (r->code == 250) {
+        if (r->reply.code == 250) {
             s->esmtp = true;
             parse_ehlo(s, r);
             after_ehlo(s);
-        } else if (r->code >= 500 && !s->tls) {
+        } else if (r->reply.code >= 500 && !s->tls) {
             send_line(s, "HELO %s", s->ehlo);
             enter_state(s, S_HELO);
         } else {
-            session_close(s, SL_COND_REPLY, r->code, r->enh, "%s", r->text);
+            session_close(s, SL_COND_REPLY, r->reply.code, r->reply.enh, "%s", r->reply.raw);
         }
         break;
     case S_HELO:
-        if (r->code != 250) {
-            session_close(s, SL_COND_REPLY, r->code, r->enh, "%s", r->text);
+        if (r->reply.code != 250) {
+            session_close(s, SL_COND_REPLY, r->reply.code, r->reply.enh, "%s", r->reply.raw);
             return;
         }
         s->esmtp = false;
         become_ready(s);
         break;
     case S_STARTTLS:
-        if (r->code != 220) {
+        if (r->reply.code != 220) {
             if (s->tls_policy == SL_TLS_REQUIRED) {
-                session_close(s, SL_COND_REPLY, 451, "4.7.4", "TLS is required but STARTTLS failed: %s", r->text);
+                session_close(s, SL_COND_REPLY, 451, "4.7.4", "TLS is required but STARTTLS failed: %s", r->reply.raw);
                 return;
             }
             become_ready(s);
@@ -656,7 +624,7 @@ static void handle_reply(snd_session *s, snd_reply *r)
         break;
     default:
         session_close(s, SL_COND_PROTOCOL, 451, "4.5.0", "unexpected reply in state %s: %s", state_names[s->state],
-                      r->text);
+                      r->reply.raw);
     }
 }
 
@@ -666,9 +634,9 @@ static void process_replies(snd_session *s)
     for (;;) {
         if (s->state == S_CLOSED || s->state == S_TLS || s->state == S_CONNECT)
             return;
-        snd_reply r = {0};
+        snd_result r = {0};
         size_t end = 0;
-        int rc = snd_reply_read(s->in.data, s->in.len, &r, &end);
+        int rc = sl_reply_parse(s->in.data, s->in.len, &r.reply, &end);
         if (rc == SL_EAGAIN) {
             if (s->in.len > 65536)
                 session_close(s, SL_COND_PROTOCOL, 451, "4.5.0", "reply from %s too long", s->ip);
@@ -684,7 +652,7 @@ static void process_replies(snd_session *s)
         }
         sl_buf_consume(&s->in, end);
         handle_reply(s, &r);
-        snd_reply_clear(&r);
+        snd_result_clear(&r);
     }
 }
 
@@ -886,8 +854,8 @@ static void free_session(snd_session *s)
         sl_tls_free(s->tls);
     free(s->exp);
     free(s->acc);
-    snd_reply_clear(&s->mail_reply);
-    snd_reply_clear(&s->why);
+    snd_result_clear(&s->mail_reply);
+    snd_result_clear(&s->why);
     free(s);
 }
 
@@ -896,7 +864,7 @@ static void on_handle_closed(uv_handle_t *h)
     snd_session *s = h->data;
     if (--s->handles_open > 0)
         return;
-    s->cbs.on_closed(s->cbs.arg, s, s->why.code ? &s->why : NULL, s->established);
+    s->cbs.on_closed(s->cbs.arg, s, s->why.reply.code ? &s->why : NULL, s->established);
     free_session(s);
 }
 
@@ -922,10 +890,10 @@ static void session_close(snd_session *s, sl_smtp_cond cond, int code, const cha
         if (!server) {
             char *t = xasprintf("%d %s%s%s", code, enh && *enh ? enh : "", enh && *enh ? " " : "",
                                 b.data);
-            snd_reply_set(&s->why, code, enh, t, true);
+            snd_result_set(&s->why, code, enh, t);
             free(t);
         } else {
-            snd_reply_set(&s->why, code, enh, b.data, false);
+            snd_result_set(&s->why, code, enh, b.data);
         }
         sl_buf_free(&b);
         s->why.stage = current_stage(s, was);
@@ -934,18 +902,18 @@ static void session_close(snd_session *s, sl_smtp_cond cond, int code, const cha
     s->state = S_CLOSED;
     if (s->txn) {
         snd_txn *t = s->txn;
-        snd_reply r = {0};
-        if (s->why.code) {
-            snd_reply_copy(&r, &s->why);
+        snd_result r = {0};
+        if (s->why.reply.code) {
+            snd_result_copy(&r, &s->why);
         } else {
-            snd_reply_set(&r, 451, "4.4.2", "451 4.4.2 connection closed", true);
+            snd_result_set(&r, 451, "4.4.2", "451 4.4.2 connection closed");
             r.stage = current_stage(s, was);
             r.cond = SL_COND_NETWORK;
         }
         if (was == S_DOT)
             t->possible_duplicate = true;
         fill_unanswered(s, &r);
-        snd_reply_clear(&r);
+        snd_result_clear(&r);
         s->txn = NULL;
         t->smtp_ms = sl_mono_ms() - s->txn_start;
         if (s->tls) {

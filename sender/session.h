@@ -50,26 +50,23 @@
 #include "config.h"
 #include "trouble.h"
 
-typedef struct snd_reply {
-    int code;               /* 250, 421...; 0 never */
-    char enh[16];           /* "5.1.1" or "" */
-    char *text;             /* the full reply, every line, "\n" between */
-    bool local;             /* synthesised here, not said by the server */
-    sl_smtp_stage stage;    /* where it happened, for sl_trouble_decide() */
+/* What became of a recipient or a session: the reply (said by the server,
+ * or synthesised by sluice for a failure it saw itself: refused, timed
+ * out, TLS, a local refusal), and where it happened, for
+ * sl_trouble_decide(). The reply is the one reply type (common/
+ * smtp_reply.h), parsed once when it arrived; owned. */
+typedef struct snd_result {
+    sl_reply reply;         /* code 0: none yet */
+    sl_smtp_stage stage;
     sl_smtp_cond cond;      /* REPLY, or the network/timeout/TLS condition */
-    sl_reply said;          /* the same reply parsed once (common/smtp_reply.h):
-                               what classification reads; owned */
-} snd_reply;
+} snd_result;
 
-void snd_reply_set(snd_reply *r, int code, const char *enh, const char *text, bool local);
-void snd_reply_copy(snd_reply *dst, const snd_reply *src);
-void snd_reply_clear(snd_reply *r);
-/* Read one reply off the front of p[0..n) with sl_reply_parse() (common/
- * smtp_reply.h): out gets its code, enhanced code, the verbatim text
- * (every line with its code, "\n" between lines) and the parsed reply in
- * out->said; *used the octets consumed. snd_reply_set() derives said from
- * the text with sl_reply_of(); snd_reply_copy() copies it. 0, SL_EAGAIN (incomplete: read more) or SL_EPARSE. */
-int snd_reply_read(const char *p, size_t n, snd_reply *out, size_t *used);
+/* A synthesised result at stage MAIL, condition REPLY (the caller may
+ * change both): the reply is rebuilt from code, enh and text with
+ * sl_reply_of(). */
+void snd_result_set(snd_result *r, int code, const char *enh, const char *text);
+void snd_result_copy(snd_result *dst, const snd_result *src);
+void snd_result_clear(snd_result *r);
 
 typedef struct snd_txn {
     const char *mail_from;
@@ -81,10 +78,10 @@ typedef struct snd_txn {
     bool body_8bit;
 
     /* results */
-    snd_reply *results;         /* n_rcpts */
+    snd_result *results;         /* n_rcpts */
     bool possible_duplicate;
     bool session_failed;        /* failed before any transaction command */
-    snd_reply session_reply;    /* when session_failed */
+    snd_result session_reply;    /* when session_failed */
     char tls_protocol[16];
     char tls_cipher[64];
     int64_t smtp_ms;
@@ -111,7 +108,7 @@ typedef struct snd_session_cbs {
     void *arg;
     void (*on_ready)(void *arg, snd_session *s);
     void (*on_txn_done)(void *arg, snd_session *s, snd_txn *t);
-    void (*on_closed)(void *arg, snd_session *s, const snd_reply *why, bool established);
+    void (*on_closed)(void *arg, snd_session *s, const snd_result *why, bool established);
 } snd_session_cbs;
 
 snd_session *snd_session_new(uv_loop_t *loop, const snd_target *target,

@@ -39,7 +39,7 @@ typedef struct cand {
 typedef struct rcpt_state {
     bool final;
     Sluice__V1__EventType type;
-    snd_reply reply;
+    sl_reply reply;     /* what the event carries; code 0: none */
     Sluice__V1__BounceClass cls;
     bool hard;
     bool possible_duplicate;
@@ -109,14 +109,14 @@ static const char *job_id(const delivery *dl)
     return dl->d && dl->d->job && dl->d->job->job_id ? dl->d->job->job_id : "-";
 }
 
-static void set_final(delivery *dl, size_t i, Sluice__V1__EventType type, const snd_reply *r,
+static void set_final(delivery *dl, size_t i, Sluice__V1__EventType type, const snd_result *r,
                       const sl_trouble_verdict *v, const char *reason)
 {
     rcpt_state *s = &dl->rs[i];
     s->final = true;
     s->type = type;
     if (r)
-        snd_reply_copy(&s->reply, r);
+        sl_reply_copy(&s->reply, &r->reply);
     if (v) {
         s->cls = v->bounce_class;
         s->hard = v->hard;
@@ -137,7 +137,7 @@ static Sluice__V1__EventType type_of(sl_trouble_action a)
 }
 
 /* Every recipient without a final state gets type/r. */
-static void finish_all(delivery *dl, Sluice__V1__EventType type, const snd_reply *r,
+static void finish_all(delivery *dl, Sluice__V1__EventType type, const snd_result *r,
                        const sl_trouble_verdict *v, const char *reason)
 {
     for (size_t i = 0; i < dl->d->job->n_recipients; i++)
@@ -149,18 +149,18 @@ static void finish_all(delivery *dl, Sluice__V1__EventType type, const snd_reply
 static void finish_local(delivery *dl, sl_smtp_cond cond, int code, const char *enh,
                          const char *text, const char *reason)
 {
-    snd_reply r = {0};
+    snd_result r = {0};
     char *t = xasprintf("%d %s %s", code, enh, text);
-    snd_reply_set(&r, code, enh, t, true);
+    snd_result_set(&r, code, enh, t);
     free(t);
     r.stage = SL_STAGE_RCPT;
     r.cond = cond;
     sl_trouble_verdict v;
     sl_trouble_decide(dl->w->sh.trouble, SL_STAGE_RCPT, cond,
-                      cond == SL_COND_REPLY ? &r.said : NULL, &v);
+                      cond == SL_COND_REPLY ? &r.reply : NULL, &v);
     finish_all(dl, type_of(v.action == SL_ACT_NEXT_MX ? v.last_mx_action : v.action), &r, &v,
                reason);
-    snd_reply_clear(&r);
+    snd_result_clear(&r);
 }
 
 /* ---- completion ---- */
@@ -176,7 +176,7 @@ static void delivery_free(delivery *dl)
         dl->next->prev = dl->prev;
     if (dl->d) {
         for (size_t i = 0; i < dl->d->job->n_recipients; i++)
-            snd_reply_clear(&dl->rs[i].reply);
+            sl_reply_free(&dl->rs[i].reply);
         sl_dispatch_free(dl->d);
     }
     for (size_t i = 0; i < dl->n_cands; i++) {
@@ -321,17 +321,17 @@ static void start_txn(delivery *dl);
 /* The transaction could not start on the current candidate (the
  * connection failed, the destination is down or busy): the next MX when
  * policy says so, else every recipient gets r. */
-static void candidate_failed(delivery *dl, const snd_reply *r)
+static void candidate_failed(delivery *dl, const snd_result *r)
 {
     sl_trouble_verdict v;
     sl_trouble_decide(dl->w->sh.trouble, r->stage, r->cond,
-                      r->cond == SL_COND_REPLY ? &r->said : NULL, &v);
+                      r->cond == SL_COND_REPLY ? &r->reply : NULL, &v);
     if (v.action == SL_ACT_NEXT_MX && dl->cur + 1 < dl->n_cands && !dl->w->draining) {
         const cand *c = &dl->cands[dl->cur];
         char key[600];
-        snprintf(key, sizeof key, "next-mx|%s|%s|%s", c->host, c->ip ? c->ip : "-", r->text);
+        snprintf(key, sizeof key, "next-mx|%s|%s|%s", c->host, c->ip ? c->ip : "-", r->reply.raw);
         sl_log_every(SL_LOG_INFO, key, "%s [%s] failed (%s), trying the next %s", c->host,
-                     c->ip ? c->ip : "-", r->text,
+                     c->ip ? c->ip : "-", r->reply.raw,
                      !strcmp(c->host, dl->cands[dl->cur + 1].host) ? "address" : "MX");
         dl->cur++;
         next_target(dl);
@@ -373,18 +373,18 @@ static void txn_done(snd_txn *t)
 
     size_t n_ok = 0, n_452 = 0;
     for (size_t k = 0; k < dl->n_pending; k++) {
-        const snd_reply *r = &t->results[k];
-        if (r->code >= 200 && r->code < 300)
+        const snd_result *r = &t->results[k];
+        if (r->reply.code >= 200 && r->reply.code < 300)
             n_ok++;
-        else if (r->stage == SL_STAGE_RCPT && (r->code == 452 || !strcmp(r->enh, "4.5.3")))
+        else if (r->stage == SL_STAGE_RCPT && (r->reply.code == 452 || !strcmp(r->reply.enh, "4.5.3")))
             n_452++;
     }
     size_t keep = 0;
     for (size_t k = 0; k < dl->n_pending; k++) {
-        const snd_reply *r = &t->results[k];
+        const snd_result *r = &t->results[k];
         size_t i = dl->pending_idx[k];
         if (n_ok && n_452 && r->stage == SL_STAGE_RCPT &&
-            (r->code == 452 || !strcmp(r->enh, "4.5.3"))) {
+            (r->reply.code == 452 || !strcmp(r->reply.enh, "4.5.3"))) {
             /* Too many recipients for one transaction: the rest go in the
              * next one (RFC 5321 4.5.3.1.10). */
             dl->pending[keep] = dl->pending[k];
@@ -392,11 +392,11 @@ static void txn_done(snd_txn *t)
             continue;
         }
         sl_trouble_verdict v;
-        sl_trouble_decide(tr, r->stage, r->cond, r->cond == SL_COND_REPLY ? &r->said : NULL, &v);
+        sl_trouble_decide(tr, r->stage, r->cond, r->cond == SL_COND_REPLY ? &r->reply : NULL, &v);
         sl_trouble_action a = v.action;
         if (a == SL_ACT_NEXT_MX)
             a = SL_ACT_DEFER;
-        if (a == SL_ACT_OK && !(r->code >= 200 && r->code < 300))
+        if (a == SL_ACT_OK && !(r->reply.code >= 200 && r->reply.code < 300))
             a = SL_ACT_DEFER; /* never call a recipient delivered on anything but 2xx */
         set_final(dl, i, type_of(a), r, &v, NULL);
         if (t->possible_duplicate)
@@ -460,15 +460,15 @@ static void start_txn(delivery *dl)
      * to a deferral with the reason, without a connection. */
     char *dkey = snd_dest_key(d->source_ip, d->socks5, c->ip, c->port);
     int64_t mono = sl_mono_ms();
-    const snd_reply *down_why = NULL;
+    const snd_result *down_why = NULL;
     int64_t until = 0;
     if (snd_dest_blocked(w->dests, dkey, mono, &down_why, &until)) {
         free(dkey);
         sl_metric_inc("sluice_sender_destination_skips_total", "reason=\"down\"", 1);
-        snd_reply r = {0};
-        snd_reply_copy(&r, down_why);
+        snd_result r = {0};
+        snd_result_copy(&r, down_why);
         candidate_failed(dl, &r);
-        snd_reply_clear(&r);
+        snd_result_clear(&r);
         return;
     }
     /* Past its share, a destination keeps taking deliveries only while it
@@ -490,12 +490,12 @@ static void start_txn(delivery *dl)
                      "destination %s:%u from %s holds %zu deliveries "
                      "(sender.max_inflight_per_destination): deferring the rest",
                      c->ip, c->port, d->source_ip, held);
-        snd_reply r = {0};
-        snd_reply_set(&r, 451, "4.4.5", text, true);
+        snd_result r = {0};
+        snd_result_set(&r, 451, "4.4.5", text);
         r.stage = SL_STAGE_CONNECT;
         r.cond = SL_COND_TIMEOUT;
         candidate_failed(dl, &r);
-        snd_reply_clear(&r);
+        snd_result_clear(&r);
         return;
     }
     snd_dest_hold(w->dests, dkey, mono);

@@ -199,11 +199,9 @@ int main(int argc, char **argv)
     int c = sl_cmd_std(argc, argv, &help);
     if (c >= 0)
         return c;
-    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    int ostatus = -1;
+    while ((c = sl_cmd_opt_next(argc, argv, "c:h", opts, &help, &cfg_path, &ostatus)) != -1) {
         switch (c) {
-        case 'c':
-            cfg_path = optarg;
-            break;
         case 'H':
             o.hostname = optarg;
             break;
@@ -228,23 +226,12 @@ int main(int argc, char **argv)
             break;
         case 'P':
             return hash_password();
-        case 'h':
-            sl_cmd_usage(&help, stdout);
-            return 0;
-        default:
-            sl_cmd_usage(&help, stderr);
-            return 2;
         }
     }
-    if (optind < argc || !cfg_path) {
-        sl_cmd_usage(&help, stderr);
-        return 2;
-    }
-    sl_log_init("submit", SL_LOG_INFO);
-    signal(SIGPIPE, SIG_IGN);
-
+    if (ostatus >= 0)
+        return ostatus;
     app a = {0};
-    a.cfg = sl_config_load_or_exit(cfg_path);
+    a.cfg = sl_daemon_start(&help, argc, optind, "submit", cfg_path, 1);
     if (!a.cfg->submit.users)
         sl_fatal(2, "%s: key 'submit.users' is required: sluice-submit relays only for "
                     "authenticated users",

@@ -63,43 +63,42 @@ static int header_find(const char *msg, size_t len, const char *name, char **val
     return found;
 }
 
-/* Domain of one mailbox (the text between separators, comments already
- * removed): the addr-spec inside <> if any, else the whole; the part after
- * the last '@' outside quotes. */
-static int mailbox_domain(const char *s, size_t n, char **out)
+/* The first (or, with last, the last) c in s[0..n) at or after from that is
+ * not inside a quoted string ('\\' escapes inside quotes); NULL if none. */
+static const char *find_unquoted(const char *s, size_t n, char c, const char *from, bool last)
 {
-    const char *lt = NULL, *gt = NULL;
+    const char *hit = NULL;
     bool q = false;
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '\\' && q && i + 1 < n) {
             i++;
             continue;
         }
-        if (s[i] == '"')
+        if (s[i] == '"') {
             q = !q;
-        else if (!q && s[i] == '<' && !lt)
-            lt = s + i;
-        else if (!q && s[i] == '>' && lt && !gt)
-            gt = s + i;
+        } else if (!q && s[i] == c && s + i >= from) {
+            hit = s + i;
+            if (!last)
+                break;
+        }
     }
+    return hit;
+}
+
+/* Domain of one mailbox (the text between separators, comments already
+ * removed): the addr-spec inside <> if any, else the whole; the part after
+ * the last '@' outside quotes. */
+static int mailbox_domain(const char *s, size_t n, char **out)
+{
+    const char *lt = find_unquoted(s, n, '<', s, false);
     if (lt) {
+        const char *gt = find_unquoted(s, n, '>', lt, false);
         if (!gt)
             return SL_EPARSE;
         s = lt + 1;
         n = (size_t)(gt - lt - 1);
     }
-    const char *at = NULL;
-    q = false;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\\' && q && i + 1 < n) {
-            i++;
-            continue;
-        }
-        if (s[i] == '"')
-            q = !q;
-        else if (!q && s[i] == '@')
-            at = s + i;
-    }
+    const char *at = find_unquoted(s, n, '@', s, true);
     if (!at)
         return SL_EPARSE;
     const char *d = at + 1, *e = s + n;

@@ -28,6 +28,7 @@
 #include "wire.h"
 
 #include <openssl/crypto.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,6 +311,21 @@ static void on_auth(void *arg, smtpd_session *s, const char *user, const char *p
 
 /* ---- MAIL, RCPT ---- */
 
+/* smtpd_reply() with a formatted text. */
+static void reply_fmt(smtpd_session *s, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void reply_fmt(smtpd_session *s, int code, const char *fmt, ...)
+{
+    sl_buf b = SL_BUF_INIT;
+    va_list ap;
+    va_start(ap, fmt);
+    sl_buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    smtpd_reply(s, code, b.data);
+    sl_buf_free(&b);
+}
+
 static void on_mail(void *arg, smtpd_session *s, const char *from)
 {
     sub_server *srv = arg;
@@ -326,9 +342,7 @@ static void on_mail(void *arg, smtpd_session *s, const char *from)
     }
     char norm[SLUICE_ADDRESS_MAX + 1], why[200];
     if (sluice_address_normalize(from, norm, why, sizeof why) != 0) {
-        char *t = xasprintf("5.1.7 Bad sender address: %s", why);
-        smtpd_reply(s, 553, t);
-        free(t);
+        reply_fmt(s, 553, "5.1.7 Bad sender address: %s", why);
         return;
     }
     const char *dom = strchr(norm, '@') + 1;
@@ -336,9 +350,7 @@ static void on_mail(void *arg, smtpd_session *s, const char *from)
         COUNT(srv, policy_rejected, "sluice_submit_rejected_total", "reason=\"policy\"");
         sl_warn("submit: %s: user %s may not send as %s", smtpd_session_envelope(s)->peer,
                 u->name, norm);
-        char *t = xasprintf("5.7.1 Sender domain %s not allowed for user %s", dom, u->name);
-        smtpd_reply(s, 550, t);
-        free(t);
+        reply_fmt(s, 550, "5.7.1 Sender domain %s not allowed for user %s", dom, u->name);
         return;
     }
     if (!sub_rate_check(srv->rate, u->name, u->rate_per_min, sl_mono_ms())) {
@@ -354,9 +366,7 @@ static void on_rcpt(void *arg, smtpd_session *s, const char *rcpt)
     (void)arg;
     char norm[SLUICE_ADDRESS_MAX + 1], why[200];
     if (sluice_address_normalize(rcpt, norm, why, sizeof why) != 0) {
-        char *t = xasprintf("5.1.3 Bad recipient address: %s", why);
-        smtpd_reply(s, 553, t);
-        free(t);
+        reply_fmt(s, 553, "5.1.3 Bad recipient address: %s", why);
         return;
     }
     smtpd_reply(s, 250, "2.1.5 Ok");
@@ -508,10 +518,8 @@ static void on_data(void *arg, smtpd_session *s, const char *msg, size_t len)
                 COUNT(srv, policy_rejected, "sluice_submit_rejected_total", "reason=\"policy\"");
                 sl_warn("submit: %s: user %s may not send with From domain %s", e->peer, u->name,
                         doms[i]);
-                char *t = xasprintf("5.7.1 From header domain %s not allowed for user %s",
-                                    doms[i], u->name);
-                smtpd_reply(s, 550, t);
-                free(t);
+                reply_fmt(s, 550, "5.7.1 From header domain %s not allowed for user %s", doms[i],
+                          u->name);
                 sub_strv_free(doms, nd);
                 return;
             }

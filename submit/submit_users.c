@@ -2,6 +2,7 @@
  * submit_users - the users file and argon2id hashes (see submit_users.h).
  */
 #include "submit_users.h"
+#include "linefile.h"
 #include "sluice.h"
 #include "util.h"
 
@@ -21,22 +22,7 @@
 #define HASH_LEN 32
 #define NAME_MAX_LEN 128
 
-static int fail(char **err, const char *name, int line, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(char **err, const char *name, int line, const char *fmt, ...)
-{
-    if (err) {
-        sl_buf b = SL_BUF_INIT;
-        sl_buf_printf(&b, "%s:%d: ", name, line);
-        va_list ap;
-        va_start(ap, fmt);
-        sl_buf_vprintf(&b, fmt, ap);
-        va_end(ap);
-        *err = sl_buf_steal(&b, NULL);
-    }
-    return SL_ECONFIG;
-}
+#define fail sl_linefile_fail
 
 static void user_clear(sub_user *u)
 {
@@ -62,31 +48,6 @@ void sub_users_free(sub_users *u)
     free(u);
 }
 
-/* A domain entry: a glob kept as written (lower-cased), or a name checked
- * and converted to its A-label the way sender addresses are. */
-static int domain_norm(const char *d, char **out, char *why, size_t whylen)
-{
-    if (!*d) {
-        snprintf(why, whylen, "empty domain");
-        return -1;
-    }
-    if (strchr(d, '*') || strchr(d, '?')) {
-        *out = xstrdup(d);
-        sl_lower(*out);
-        return 0;
-    }
-    char addr[SLUICE_ADDRESS_MAX + 2];
-    char norm[SLUICE_ADDRESS_MAX + 1];
-    if ((size_t)snprintf(addr, sizeof addr, "x@%s", d) >= sizeof addr) {
-        snprintf(why, whylen, "domain too long");
-        return -1;
-    }
-    if (sluice_address_normalize(addr, norm, why, whylen) != 0)
-        return -1;
-    *out = xstrdup(strchr(norm, '@') + 1);
-    return 0;
-}
-
 static int parse_field(sub_user *u, const char *name, int line, char *kv, char **err)
 {
     char *eq = strchr(kv, '=');
@@ -103,14 +64,14 @@ static int parse_field(sub_user *u, const char *name, int line, char *kv, char *
     } else if (!strcmp(k, "domains")) {
         char *copy = xstrdup(v), *save = NULL;
         for (char *d = strtok_r(copy, ",", &save); d; d = strtok_r(NULL, ",", &save)) {
-            char why[200], *norm;
-            if (domain_norm(d, &norm, why, sizeof why) != 0) {
+            char why[200], norm[SLUICE_ADDRESS_MAX + 1];
+            if (sluice_domain_pattern_normalize(d, norm, why, sizeof why) != 0) {
                 int rc = fail(err, name, line, "user '%s': domain '%s': %s", u->name, d, why);
                 free(copy);
                 return rc;
             }
             u->domains = xrealloc(u->domains, (u->n_domains + 1) * sizeof *u->domains);
-            u->domains[u->n_domains++] = norm;
+            u->domains[u->n_domains++] = xstrdup(norm);
         }
         free(copy);
     } else if (!strcmp(k, "rate")) {
@@ -143,15 +104,16 @@ static int parse_field(sub_user *u, const char *name, int line, char *kv, char *
     return 0;
 }
 
-static int parse_line(sub_users *t, const char *name, int line, char *s, char **err)
+typedef struct parse_ctx {
+    sub_users *t;
+    const char *name;
+} parse_ctx;
+
+/* One line of the file (sl_linefile_each()). */
+static int parse_line(void *arg, int line, char *s, char **err)
 {
-    while (*s == ' ' || *s == '\t')
-        s++;
-    size_t l = strlen(s);
-    while (l && (s[l - 1] == ' ' || s[l - 1] == '\t' || s[l - 1] == '\r'))
-        s[--l] = 0;
-    if (!*s || *s == '#')
-        return 0;
+    sub_users *t = ((parse_ctx *)arg)->t;
+    const char *name = ((parse_ctx *)arg)->name;
     char *colon = strchr(s, ':');
     if (!colon || colon == s)
         return fail(err, name, line, "expected NAME:HASH [key=value ...]");
@@ -198,25 +160,11 @@ static int parse_line(sub_users *t, const char *name, int line, char *s, char **
 int sub_users_parse(const char *name, const char *text, size_t len, sub_users **out, char **err)
 {
     sub_users *t = xcalloc(1, sizeof *t);
-    if (memchr(text, 0, len)) {
+    parse_ctx ctx = {t, name};
+    int rc = sl_linefile_each(name, text, len, parse_line, &ctx, err);
+    if (rc) {
         sub_users_free(t);
-        return fail(err, name, 1, "the file contains a NUL byte");
-    }
-    const char *p = text, *end = text + len;
-    int line = 0;
-    while (p < end) {
-        line++;
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
-        char *s = xstrndup(p, n);
-        int rc = parse_line(t, name, line, s, err);
-        OPENSSL_cleanse(s, n);
-        free(s);
-        if (rc) {
-            sub_users_free(t);
-            return rc;
-        }
-        p += n + (nl ? 1 : 0);
+        return rc;
     }
     *out = t;
     return 0;
@@ -224,30 +172,11 @@ int sub_users_parse(const char *name, const char *text, size_t len, sub_users **
 
 int sub_users_load(const char *path, sub_users **out, char **err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (err)
-            *err = xasprintf("%s: %s", path, strerror(errno));
-        return SL_ECONFIG;
-    }
     sl_buf b = SL_BUF_INIT;
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        sl_buf_append(&b, chunk, n);
-    int bad = ferror(f);
-    fclose(f);
-    int rc;
-    if (bad) {
-        if (err)
-            *err = xasprintf("%s: read error", path);
-        rc = SL_ECONFIG;
-    } else {
+    int rc = sl_linefile_read(path, &b, err);
+    if (rc == 0)
         rc = sub_users_parse(path, b.data ? b.data : "", b.len, out, err);
-    }
-    if (b.data)
-        OPENSSL_cleanse(b.data, b.len);
-    sl_buf_free(&b);
+    sl_linefile_wipe(&b);
     return rc;
 }
 

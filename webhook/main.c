@@ -130,21 +130,16 @@ int main(int argc, char **argv)
     int o = sl_cmd_std(argc, argv, &help);
     if (o >= 0)
         return o;
-    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    int ostatus = -1;
+    while ((o = sl_cmd_opt_next(argc, argv, "c:h", opts, &help, &cfg_path, &ostatus)) != -1) {
         switch (o) {
-        case 'c': cfg_path = optarg; break;
         case 'k': check = true; break;
         case 'r': replay = true; break;
-        case 'h': sl_cmd_usage(&help, stdout); return 0;
-        default: sl_cmd_usage(&help, stderr); return 2;
         }
     }
-    if (optind < argc || !cfg_path) {
-        sl_cmd_usage(&help, stderr);
-        return 2;
-    }
-    sl_log_init("webhook", SL_LOG_INFO);
-    sl_config *cfg = sl_config_load_or_exit(cfg_path);
+    if (ostatus >= 0)
+        return ostatus;
+    sl_config *cfg = sl_daemon_start(&help, argc, optind, "webhook", cfg_path, 1);
     /* What the daemon would refuse, --check refuses too, with exit 2. */
     char *why = NULL;
     if (whk_config_check(cfg, &why) != 0) {

@@ -519,17 +519,13 @@ static void whk_consumer_drained(void *arg)
 
 static char *whk_read_secret(const char *path, size_t *len, char **err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        *err = xasprintf("webhook secret_file %s: %s", path, strerror(errno));
+    sl_buf b = SL_BUF_INIT;
+    int rc = sl_read_file(path, SIZE_MAX, &b);
+    if (rc) {
+        sl_buf_free(&b);
+        *err = xasprintf("webhook secret_file %s: %s", path, sl_strerror(rc));
         return NULL;
     }
-    sl_buf b = SL_BUF_INIT;
-    char tmp[4096];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-        sl_buf_append(&b, tmp, n);
-    fclose(f);
     /* A Secret written by hand usually ends in a newline that is not
      * part of the key. */
     while (b.len && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r'))

@@ -28,35 +28,13 @@
 #include "config.h"
 #include "kafka.h"
 #include "util.h"
+#include "tool_common.h"
 #include "wire.h"
 
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int acked, failed;
-
-static void ack_cb(void *arg, int err)
-{
-    (void)arg;
-    if (err)
-        failed++;
-    else
-        acked++;
-}
-
-static const char *str(json_t *o, const char *k, const char *dflt)
-{
-    json_t *v = json_object_get(o, k);
-    return json_is_string(v) ? json_string_value(v) : dflt;
-}
-
-static long long num(json_t *o, const char *k, long long dflt)
-{
-    json_t *v = json_object_get(o, k);
-    return json_is_number(v) ? (long long)json_number_value(v) : dflt;
-}
 
 /* A map<string,string> from a JSON object; entries in *ve, pointers in *vp
  * (caller frees both). */
@@ -94,16 +72,16 @@ static void pack_job(json_t *o, sl_buf *b)
 {
     sl_job job;
     sluice__v1__job__init(&job);
-    job.version = (uint32_t)num(o, "version", SLUICE_WIRE_VERSION);
-    job.job_id = (char *)str(o, "job_id", "job");
-    job.tenant = (char *)str(o, "tenant", "");
-    job.campaign = (char *)str(o, "campaign", "");
-    job.pool = (char *)str(o, "pool", "");
-    job.mail_from = (char *)str(o, "from", "sender@example.net");
-    job.domain = (char *)str(o, "domain", "example.test");
-    job.created_at_ms = num(o, "created_at_ms", sl_now_ms());
-    job.expires_at_ms = num(o, "expires_at_ms", 0);
-    job.not_before_ms = num(o, "not_before_ms", 0);
+    job.version = (uint32_t)tool_num(o, "version", SLUICE_WIRE_VERSION);
+    job.job_id = (char *)tool_str(o, "job_id", "job");
+    job.tenant = (char *)tool_str(o, "tenant", "");
+    job.campaign = (char *)tool_str(o, "campaign", "");
+    job.pool = (char *)tool_str(o, "pool", "");
+    job.mail_from = (char *)tool_str(o, "from", "sender@example.net");
+    job.domain = (char *)tool_str(o, "domain", "example.test");
+    job.created_at_ms = tool_num(o, "created_at_ms", sl_now_ms());
+    job.expires_at_ms = tool_num(o, "expires_at_ms", 0);
+    job.not_before_ms = tool_num(o, "not_before_ms", 0);
     json_t *to = json_object_get(o, "to");
     size_t nto = json_array_size(to);
     char **rcpts = xcalloc(nto + 1, sizeof *rcpts);
@@ -115,7 +93,7 @@ static void pack_job(json_t *o, sl_buf *b)
     json_t *rawj = json_object_get(o, "raw");
     if (json_is_string(rawj))
         sl_buf_append(&raw, json_string_value(rawj), json_string_length(rawj));
-    long long pad = num(o, "raw_pad", 0);
+    long long pad = tool_num(o, "raw_pad", 0);
     for (long long i = 0; i < pad; i += 78) {
         long long n = pad - i < 78 ? pad - i : 78;
         char line[80];
@@ -130,7 +108,7 @@ static void pack_job(json_t *o, sl_buf *b)
         job.raw.data = (uint8_t *)raw.data;
         job.raw.len = raw.len;
     }
-    job.template_id = (char *)str(o, "template_id", "");
+    job.template_id = (char *)tool_str(o, "template_id", "");
     Sluice__V1__Job__VarsEntry *ve, **vp, *me, **mp;
     job.n_vars = map_entries(json_object_get(o, "vars"), &ve, &vp);
     job.vars = vp;
@@ -138,7 +116,7 @@ static void pack_job(json_t *o, sl_buf *b)
     job.n_meta = map_entries(json_object_get(o, "meta"), &me, &mp);
     job.meta = (Sluice__V1__Job__MetaEntry **)mp;
     sl_pack(&job.base, b);
-    long long cut = num(o, "truncate", -1);
+    long long cut = tool_num(o, "truncate", -1);
     if (cut >= 0 && (size_t)cut < b->len)
         b->len = (size_t)cut;
     free(rcpts);
@@ -175,18 +153,18 @@ int main(int argc, char **argv)
             continue;
         }
         sl_buf b = SL_BUF_INIT;
-        const char *topic_sfx = str(o, "topic", "jobs");
+        const char *topic_sfx = tool_str(o, "topic", "jobs");
         const char *key = NULL;
         bool tombstone = json_is_true(json_object_get(o, "tombstone"));
         json_t *tm = json_object_get(o, "template");
         if (tombstone) {
-            key = str(o, "key", "tombstone");
+            key = tool_str(o, "key", "tombstone");
         } else if (tm) {
             sl_template_msg t;
             sluice__v1__template__init(&t);
             t.version = SLUICE_WIRE_VERSION;
-            t.id = (char *)str(tm, "id", "");
-            const char *body = str(tm, "body", "");
+            t.id = (char *)tool_str(tm, "id", "");
+            const char *body = tool_str(tm, "body", "");
             t.body.data = (uint8_t *)body;
             t.body.len = strlen(body);
             t.updated_at_ms = sl_now_ms();
@@ -194,17 +172,17 @@ int main(int argc, char **argv)
             topic_sfx = "templates";
             key = t.id;
         } else if (json_is_string(json_object_get(o, "payload_hex"))) {
-            const char *h = str(o, "payload_hex", "");
+            const char *h = tool_str(o, "payload_hex", "");
             for (size_t i = 0; h[i] && h[i + 1]; i += 2) {
                 int hi = hexval(h[i]), lo = hexval(h[i + 1]);
                 if (hi < 0 || lo < 0)
                     break;
                 sl_buf_putc(&b, (char)(hi * 16 + lo));
             }
-            key = str(o, "key", "hostile");
+            key = tool_str(o, "key", "hostile");
         } else {
             pack_job(o, &b);
-            key = str(o, "key", str(o, "domain", "example.test"));
+            key = tool_str(o, "key", tool_str(o, "domain", "example.test"));
         }
         /* "headers": {"name": "value"} on any record (the retry stage's
          * mark, for one). */
@@ -219,7 +197,7 @@ int main(int argc, char **argv)
         char *topic = sl_config_topic(cfg, topic_sfx);
         const void *val = tombstone ? NULL : b.data ? b.data : "";
         int rc = sl_producer_send(p, topic, key, strlen(key), val, b.len,
-                                  nh ? hdrs : NULL, nh, ack_cb, NULL);
+                                  nh ? hdrs : NULL, nh, tool_ack_cb, NULL);
         if (rc) {
             fprintf(stderr, "fault_publish: send refused: %s\n", sl_strerror(rc));
             refused++;
@@ -236,8 +214,8 @@ int main(int argc, char **argv)
     sl_producer_flush(p, 60000);
     sl_producer_free(p);
     sl_config_free(cfg);
-    printf("acked=%d failed=%d\n", acked, failed + refused);
-    if (acked != sent || failed || refused)
+    printf("acked=%d failed=%d\n", tool_acked, tool_failed + refused);
+    if (tool_acked != sent || tool_failed || refused)
         return 1;
     return 0;
 }

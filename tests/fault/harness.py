@@ -55,7 +55,8 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
-from sluicetest import Proc, bin_path, free_port, start_sink, wait_for  # noqa: E402
+from sluicetest import (Proc, bin_path, free_port, read_complete, start_devbroker,  # noqa: E402
+                        start_sink, wait_for)
 
 JOBS = int(os.environ.get("SLUICE_FAULT_JOBS", "2000"))
 REAL = os.environ.get("SLUICE_KAFKA", "dev") == "real"
@@ -70,15 +71,6 @@ KEEP = os.environ.get("SLUICE_FAULT_KEEP")  # keep the temp dir for post-mortems
 def log(msg):
     sys.stderr.write("[fault %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
     sys.stderr.flush()
-
-
-def read_complete(path):
-    try:
-        with open(path) as f:
-            text = f.read()
-    except FileNotFoundError:
-        return None
-    return text if text.endswith("\n") else None
 
 
 class Control:
@@ -373,17 +365,9 @@ class Cluster:
                 self.sink.stop()
                 raise AssertionError("sluice topics ensure: %s %s" % (r.stdout, r.stderr))
         else:
-            port_file = os.path.join(self.tmp, "broker.port")
-            ctl_file = os.path.join(self.tmp, "broker.ctl")
-            self.broker = Proc("sluice-devbroker", ["-c", self.cfg, "--port-file", port_file,
-                                                    "--control-file", ctl_file], tmpdir=self.tmp)
-
-            def ready():
-                if not self.broker.alive():
-                    raise AssertionError("devbroker exited\n" + self.broker.output())
-                return read_complete(port_file)
-            self.bootstrap = wait_for(ready, 30, "devbroker port file").strip().splitlines()[0]
-            self.ctl = Control(read_complete(ctl_file).strip())
+            self.broker, self.bootstrap = start_devbroker(self.tmp, cfg=self.cfg, control=True,
+                                                          timeout=30)
+            self.ctl = Control(read_complete(os.path.join(self.tmp, "broker.control")).strip())
             self.env = dict(os.environ, SLUICE_KAFKA_BOOTSTRAP=self.bootstrap,
                             SLUICE_LOG_FORMAT="json")
         self.tail = None

@@ -16,6 +16,25 @@ Small and stable on purpose: every tests/integration/test_*.py may import it.
                           start sluice-testsink on an ephemeral port; the
                           returned Sink has .host .port .log_path .dir .proc
                           and .messages() (the parsed JSON log lines)
+    read_complete(path)   a file's text once it ends in a newline, else None
+    write_file(d, name, text)
+                          write d/name, return its path
+    run_sluice(*args, env=None, env_extra=None, timeout=60, input=None)
+                          run the sluice command (SLUICE_CONFIG unset)
+    start_devbroker(tmpdir, args=(), cfg=None, control=False)
+                          start sluice-devbroker; returns (proc, bootstrap);
+                          control=True: its fault-injection address is in
+                          tmpdir/broker.control (devbroker_control())
+    wait_listening(proc, port, what)
+                          wait until proc accepts TCP connections on port,
+                          failing at once with its output if it exits
+    pipeline_yaml(bootstrap, sink_address, routes="", retry="[1s, 5s]")
+                          the config text a private pipeline starts from
+    Pipeline(case, tmpdir, config="", control=False)
+                          a private pipeline: dev broker, a sink every
+                          domain routes to, a config; .start(name, *args)
+                          runs a role (stopped at cleanup), .start_roles()
+                          the scheduler and the sender, .logs() their output
 """
 
 import collections
@@ -27,7 +46,8 @@ import subprocess
 import tempfile
 import time
 
-__all__ = ["bin_path", "free_port", "wait_for", "Proc", "Sink", "start_sink"]
+__all__ = ["bin_path", "free_port", "wait_for", "Proc", "Sink", "start_sink", "read_complete", "write_file", "run_sluice",
+           "start_devbroker", "devbroker_control", "wait_listening", "pipeline_yaml", "Pipeline"]
 
 
 def bin_path(name):
@@ -233,3 +253,140 @@ def start_sink(tmpdir, extra_args=(), host="127.0.0.1", store=True, timeout=10.0
 
     port = wait_for(port_ready, timeout, "sluice-testsink port file")
     return Sink(proc, host, port, log_path, msg_dir)
+
+
+def write_file(d, name, text, mode="w"):
+    """Write text to d/name; returns the path."""
+    path = os.path.join(d, name)
+    with open(path, mode) as f:
+        f.write(text)
+    return path
+
+
+def run_sluice(*args, env=None, env_extra=None, timeout=60, input=None, binary=False):
+    """Run `sluice ARGS` (each str()'d) and return the CompletedProcess.
+    env: its environment; by default this one without SLUICE_CONFIG, so
+    that only -c chooses the config, plus env_extra. binary=True keeps
+    stdout as bytes (CRLF intact)."""
+    if env is None:
+        env = dict(os.environ)
+        env.pop("SLUICE_CONFIG", None)
+        env.update(env_extra or {})
+    return subprocess.run([bin_path("sluice")] + [str(a) for a in args], capture_output=True,
+                          text=not binary, timeout=timeout, input=input, env=env)
+
+
+def read_complete(path):
+    """The file's text once it ends with a newline (written whole), else None."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    return text if text.endswith("\n") else None
+
+
+def start_devbroker(tmpdir, args=(), cfg=None, control=False, env=None, timeout=20.0):
+    """Start sluice-devbroker (config cfg, further args) and wait for its
+    port file; return (proc, bootstrap). With control=True its
+    fault-injection address is written to tmpdir/broker.control first."""
+    port_file = os.path.join(tmpdir, "broker.port")
+    argv = ["--port-file", port_file]
+    if cfg:
+        argv = ["-c", cfg] + argv
+    if control:
+        argv += ["--control-file", os.path.join(tmpdir, "broker.control")]
+    proc = Proc("sluice-devbroker", argv + list(args), tmpdir=tmpdir, env=env)
+
+    def ready():
+        if not proc.alive():
+            raise AssertionError("sluice-devbroker exited early\n" + proc.output())
+        return read_complete(port_file)
+
+    try:
+        text = wait_for(ready, timeout, "devbroker port file")
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, text.splitlines()[0].strip()
+
+
+def devbroker_control(tmpdir, command):
+    """One command to the control socket of the dev broker started in tmpdir
+    with control=True; returns its answer line."""
+    host, port = read_complete(os.path.join(tmpdir, "broker.control")).split()[0].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(command.encode() + b"\n")
+        return s.makefile().readline().strip()
+
+
+def wait_listening(proc, port, what, timeout=15.0, host="127.0.0.1"):
+    """Wait until proc accepts TCP connections on host:port; fail at once,
+    with its output, if it exits first."""
+    def listening():
+        if not proc.alive():
+            raise AssertionError("%s exited early\n%s" % (what, proc.output()))
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(listening, timeout, "%s listening" % what)
+
+
+def pipeline_yaml(bootstrap, sink_address, routes="", retry="[1s, 5s]"):
+    """The config every private pipeline starts from: the broker, quick
+    consumer-group timings, `routes` (YAML lines, indented two spaces) then
+    the catch-all route to the sink, a default pool on 127.0.0.1, retries
+    `retry` with an hour's expiry. Further sections are appended to it."""
+    return ("kafka:\n"
+            "  bootstrap: \"%s\"\n"
+            "  session_timeout_ms: 6000\n"
+            "  heartbeat_interval_ms: 1000\n"
+            "  commit_interval_ms: 200\n"
+            "routes:\n%s"
+            "  \"*\": %s\n"
+            "pools:\n"
+            "  default:\n"
+            "    - { ip: 127.0.0.1, ehlo: localhost }\n"
+            "retry: { delays: %s, expiry: 1h }\n"
+            % (bootstrap, routes, sink_address, retry))
+
+
+class Pipeline:
+    """A private sluice pipeline for one test: a dev broker, a sluice-testsink
+    that every domain routes to ("*"), and a config (self.cfg) with the
+    broker, quick consumer-group timings, the route, a default pool on
+    127.0.0.1 and short retries; `config` (YAML sections) is appended, so
+    a door (api:, submit:) or further keys go there.
+
+    start(name, *args) runs a binary with "-c CFG" and args and stops it at
+    the case's cleanup; start_roles() starts sluice-scheduler and
+    sluice-sender; logs() is the tail of every started process's output,
+    for a failure message."""
+
+    def __init__(self, case, tmpdir, config="", control=False):
+        self.case = case
+        self.tmp = tmpdir
+        self.procs = []
+        self.broker, self.bootstrap = start_devbroker(tmpdir, control=control)
+        case.addCleanup(self.broker.stop)
+        self.sink = start_sink(tmpdir)
+        case.addCleanup(self.sink.stop)
+        self.cfg = os.path.join(tmpdir, "sluice.yaml")
+        with open(self.cfg, "w") as f:
+            f.write(pipeline_yaml(self.bootstrap, self.sink.address) + config)
+
+    def start(self, name, *args):
+        p = Proc(name, ["-c", self.cfg] + list(args), tmpdir=self.tmp)
+        self.case.addCleanup(p.stop, 20)
+        self.procs.append(p)
+        return p
+
+    def start_roles(self):
+        self.start("sluice-scheduler")
+        self.start("sluice-sender")
+
+    def logs(self):
+        return "".join("\n---\n" + p.output()[-3000:] for p in self.procs)

@@ -16,7 +16,7 @@ import tempfile
 import unittest
 import urllib.request
 
-from sluicetest import Proc, bin_path, free_port, wait_for
+from sluicetest import Proc, bin_path, free_port, wait_for, write_file
 from test_devbroker import DevBroker
 from test_submit import make_cert, tls_ctx
 
@@ -78,10 +78,7 @@ class ApiCase(unittest.TestCase):
             self.assertEqual(self.api.stop(timeout=20), 0, self.api.output())
 
     def write(self, name, text):
-        path = os.path.join(self.tmp, name)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
+        return write_file(self.tmp, name, text)
 
     def post(self, body, key=KEY, headers=None, path="/v1/messages", method="POST"):
         c = http.client.HTTPSConnection("127.0.0.1", self.port, context=tls_ctx(),

@@ -10,13 +10,12 @@ import email.policy
 import http.client
 import json
 import os
-import socket
 import tempfile
 import unittest
 
-from sluicetest import Proc, free_port, start_sink, wait_for
+from sluicetest import Pipeline, free_port, wait_listening
 from test_api import KEY, key_hash
-from test_submit import make_cert, start_devbroker, tls_ctx
+from test_submit import make_cert, tls_ctx
 
 DEADLINE = 30
 
@@ -26,50 +25,19 @@ class ApiEndToEndTest(unittest.TestCase):
         self._tmp = tempfile.TemporaryDirectory(prefix="sluice-api-e2e-")
         self.tmp = self._tmp.name
         self.addCleanup(self._tmp.cleanup)
-        self.broker, bootstrap = start_devbroker(self.tmp)
-        self.addCleanup(self.broker.stop)
-        self.sink = start_sink(self.tmp)
-        self.addCleanup(self.sink.stop)
         cert, key = make_cert(self.tmp)
         keys = os.path.join(self.tmp, "keys")
         with open(keys, "w") as f:
             f.write("%s tenant=acme domains=example.net\n" % key_hash(KEY))
         self.port = free_port()
-        self.cfg = os.path.join(self.tmp, "sluice.yaml")
-        with open(self.cfg, "w") as f:
-            f.write("kafka:\n"
-                    "  bootstrap: \"%s\"\n"
-                    "  session_timeout_ms: 6000\n"
-                    "  heartbeat_interval_ms: 1000\n"
-                    "  commit_interval_ms: 200\n"
-                    "api:\n  listen: 127.0.0.1:%d\n  cert: %s\n  key: %s\n  keys: %s\n"
-                    "routes:\n"
-                    "  \"*\": %s\n"
-                    "pools:\n"
-                    "  default:\n"
-                    "    - { ip: 127.0.0.1, ehlo: localhost }\n"
-                    "retry: { delays: [1s, 5s], expiry: 1h }\n"
-                    % (bootstrap, self.port, cert, key, keys, self.sink.address))
-        self.procs = []
-        for name in ("sluice-scheduler", "sluice-sender", "sluice-api"):
-            p = Proc(name, ["-c", self.cfg], tmpdir=self.tmp)
-            self.addCleanup(p.stop, 20)
-            self.procs.append(p)
-        api = self.procs[-1]
-
-        def listening():
-            if not api.alive():
-                raise AssertionError("sluice-api exited early\n" + api.output())
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        wait_for(listening, 15, "sluice-api listening")
+        self.pipe = Pipeline(self, self.tmp, "api:\n  listen: 127.0.0.1:%d\n  cert: %s\n"
+                             "  key: %s\n  keys: %s\n" % (self.port, cert, key, keys))
+        self.sink = self.pipe.sink
+        self.pipe.start_roles()
+        wait_listening(self.pipe.start("sluice-api"), self.port, "sluice-api")
 
     def logs(self):
-        return "".join("\n---\n" + p.output()[-3000:] for p in self.procs)
+        return self.pipe.logs()
 
     def test_inline_message_delivered_per_recipient(self):
         blob = os.urandom(5000)

@@ -4,17 +4,15 @@ the jobs topic (and classified again), what cannot be replayed refused with
 its reason, and dropped records gone from `list` but kept by `list --all`."""
 
 import json
-import subprocess
 import unittest
 
-from sluicetest import bin_path, wait_for
+from sluicetest import run_sluice, wait_for
 from test_scheduler import SchedCase
 
 
 class TestDlq(SchedCase):
     def sluice(self, *args):
-        return subprocess.run([bin_path("sluice"), "dlq"] + [str(a) for a in args] +
-                              ["-c", self.cfg], capture_output=True, text=True, timeout=60)
+        return run_sluice("dlq", *args, "-c", self.cfg)
 
     def listed(self, *extra):
         r = self.sluice("list", "--json", *extra)

@@ -6,11 +6,10 @@ nothing). Files named on the command line are checked before Kafka."""
 
 import os
 import socket
-import subprocess
 import tempfile
 import unittest
 
-from sluicetest import bin_path
+from sluicetest import run_sluice, write_file
 
 GUARD = 40
 
@@ -28,17 +27,10 @@ class TestUnreachable(unittest.TestCase):
         self._tmp.cleanup()
 
     def write(self, name, text):
-        path = os.path.join(self.tmp, name)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
+        return write_file(self.tmp, name, text)
 
     def sluice(self, *args, env=None):
-        e = dict(os.environ)
-        e.pop("SLUICE_CONFIG", None)
-        e.update(env or {})
-        return subprocess.run([bin_path("sluice")] + list(args), capture_output=True,
-                              text=True, timeout=GUARD, env=e)
+        return run_sluice(*args, env_extra=env, timeout=GUARD)
 
     def assert_one_clear_line(self, r, cmd):
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)

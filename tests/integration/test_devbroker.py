@@ -14,20 +14,10 @@ import tempfile
 import time
 import unittest
 
-from sluicetest import Proc, bin_path, wait_for
+from sluicetest import Proc, bin_path, read_complete, wait_for
 
 DEFAULT_FIXED = ["jobs", "sited", "dispatch", "events", "suppressions", "templates", "dlq",
                  "control", "state", "ledger"]
-
-
-def read_complete(path):
-    """The file's text once it ends with a newline (written whole), else None."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except FileNotFoundError:
-        return None
-    return text if text.endswith("\n") else None
 
 
 class KafkaConn:

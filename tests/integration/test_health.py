@@ -23,7 +23,7 @@ import unittest
 import urllib.error
 import urllib.request
 
-from sluicetest import Proc, free_port, wait_for
+from sluicetest import Proc, free_port, start_devbroker, wait_for
 
 
 def get(port, path):
@@ -38,19 +38,7 @@ class HealthTest(unittest.TestCase):
     def setUp(self):
         self.tmpd = tempfile.TemporaryDirectory(prefix="sluice-health-")
         self.tmp = self.tmpd.name
-        port_file = os.path.join(self.tmp, "kafka.port")
-        self.broker = Proc("sluice-devbroker", ["--brokers", "1", "--port-file", port_file],
-                           tmpdir=self.tmp)
-
-        def bootstrap():
-            try:
-                with open(port_file) as f:
-                    t = f.read()
-            except FileNotFoundError:
-                return None
-            return t.split()[0] if t.endswith("\n") else None
-
-        self.bootstrap = wait_for(bootstrap, 20, "dev broker port file")
+        self.broker, self.bootstrap = start_devbroker(self.tmp, ["--brokers", "1"])
         self.stall = os.path.join(self.tmp, "stall")
         self.port = free_port()
         self.cfg = os.path.join(self.tmp, "sluice.yaml")

@@ -13,12 +13,12 @@ import json
 import math
 import os
 import re
-import subprocess
 import tempfile
 import unittest
 import urllib.request
 
-from sluicetest import Proc, bin_path, free_port, start_sink, wait_for
+from sluicetest import (Proc, free_port, pipeline_yaml, run_sluice, start_devbroker, start_sink,
+                        wait_for)
 
 N_GOOD = 24
 N_BAD = 4
@@ -168,11 +168,8 @@ class OpsCountsTest(unittest.TestCase):
         self.tmp = tempfile.TemporaryDirectory(prefix="sluice-ops-counts-")
         self.dir = self.tmp.name
         self.procs = []
-        port_file = os.path.join(self.dir, "kafka.port")
-        self.broker = Proc("sluice-devbroker", ["--brokers", "1", "--port-file", port_file],
-                           tmpdir=self.dir)
+        self.broker, self.bootstrap = start_devbroker(self.dir, ["--brokers", "1"])
         self.addCleanup(self.broker.stop)
-        self.bootstrap = wait_for(lambda: self._read(port_file), 20, "dev broker port file")
         self.sink = start_sink(self.dir)
         self.addCleanup(self.sink.stop)
         self.mport = {"scheduler": free_port(), "sender": free_port()}
@@ -184,40 +181,19 @@ class OpsCountsTest(unittest.TestCase):
             p.stop(30)
         self.tmp.cleanup()
 
-    @staticmethod
-    def _read(path):
-        try:
-            with open(path) as f:
-                t = f.read()
-        except FileNotFoundError:
-            return None
-        return t.splitlines()[0].strip() if t.endswith("\n") else None
-
     def config(self, name):
         path = os.path.join(self.dir, name + ".yaml")
         with open(path, "w") as f:
-            f.write("kafka:\n"
-                    "  bootstrap: \"%s\"\n"
-                    "  session_timeout_ms: 6000\n"
-                    "  heartbeat_interval_ms: 1000\n"
-                    "  commit_interval_ms: 200\n"
-                    "routes:\n"
-                    "  \"*\": %s\n"
-                    "pools:\n"
-                    "  default:\n"
-                    "    - { ip: 127.0.0.1, ehlo: localhost }\n"
+            f.write(pipeline_yaml(self.bootstrap, self.sink.address, retry="[1s, 5s, 30s]") +
                     "shaping:\n"
                     "  default: { max_message_rate: 100000/s, max_connections: 20, "
-                    "max_messages_per_connection: 1000 }\n"
-                    "retry: { delays: [1s, 5s, 30s], expiry: 1h }\n"
-                    % (self.bootstrap, self.sink.address))
+                    "max_messages_per_connection: 1000 }\n")
             if name in self.mport:
                 f.write("metrics:\n  listen: \"127.0.0.1:%d\"\n" % self.mport[name])
         return path
 
     def sluice(self, *args, timeout=60):
-        r = subprocess.run([bin_path("sluice")] + list(args), env=self.env,
-                           capture_output=True, text=True, timeout=timeout)
+        r = run_sluice(*args, env=self.env, timeout=timeout)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         return r.stdout
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 import unittest
 
-from sluicetest import Proc, bin_path, wait_for
+from sluicetest import Proc, bin_path, start_devbroker, wait_for
 
 HEADER = re.compile(r"^sluice top  (\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ)  window 60s  backlog ")
 
@@ -29,19 +29,8 @@ class TopTmuxTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="sluice-top-tmux-")
         self.dir = self.tmp.name
-        port_file = os.path.join(self.dir, "kafka.port")
-        self.broker = Proc("sluice-devbroker", ["--brokers", "1", "--port-file", port_file],
-                           tmpdir=self.dir)
-
-        def ready():
-            try:
-                with open(port_file) as f:
-                    t = f.read()
-            except FileNotFoundError:
-                return None
-            return t.splitlines()[0] if t.endswith("\n") else None
-
-        self.env = dict(os.environ, SLUICE_KAFKA_BOOTSTRAP=wait_for(ready, 20, "broker"))
+        self.broker, bootstrap = start_devbroker(self.dir, ["--brokers", "1"])
+        self.env = dict(os.environ, SLUICE_KAFKA_BOOTSTRAP=bootstrap)
         self.sock = os.path.join(self.dir, "tmux.sock")
 
     def tearDown(self):

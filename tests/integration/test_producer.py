@@ -6,43 +6,19 @@ Every test gets its own devbroker (random ports) and config file."""
 
 import json
 import os
-import socket
-import subprocess
 import tempfile
 import unittest
 
-from sluicetest import Proc, bin_path, wait_for
+from sluicetest import devbroker_control, run_sluice, start_devbroker, write_file
 
 DEADLINE = 60
-
-
-def start_devbroker(tmpdir):
-    """Start sluice-devbroker; return (proc, bootstrap). Its fault-injection
-    address is in tmpdir/broker.control (written before the port file)."""
-    port_file = os.path.join(tmpdir, "broker.port")
-    control_file = os.path.join(tmpdir, "broker.control")
-    proc = Proc("sluice-devbroker", ["--port-file", port_file, "--control-file", control_file],
-                tmpdir=tmpdir)
-
-    def ready():
-        if not proc.alive():
-            raise AssertionError("sluice-devbroker exited early\n" + proc.output())
-        try:
-            with open(port_file) as f:
-                text = f.read().strip()
-        except FileNotFoundError:
-            return None
-        return text or None
-
-    bootstrap = wait_for(ready, 20, "devbroker port file")
-    return proc, bootstrap.splitlines()[0]
 
 
 class ProducerCase(unittest.TestCase):
     def setUp(self):
         self._tmp = tempfile.TemporaryDirectory(prefix="sluice-producer-")
         self.tmp = self._tmp.name
-        self.broker, self.bootstrap = start_devbroker(self.tmp)
+        self.broker, self.bootstrap = start_devbroker(self.tmp, control=True)
         self.cfg = self.write("sluice.yaml", "kafka:\n  bootstrap: %s\n" % self.bootstrap)
 
     def tearDown(self):
@@ -50,26 +26,15 @@ class ProducerCase(unittest.TestCase):
         self._tmp.cleanup()
 
     def write(self, name, text, mode="w"):
-        path = os.path.join(self.tmp, name)
-        with open(path, mode) as f:
-            f.write(text)
-        return path
+        return write_file(self.tmp, name, text, mode)
 
     def sluice(self, *args, timeout=DEADLINE, input=None, binary=False):
         """Run `sluice ARGS`; binary=True keeps stdout as bytes (CRLF intact)."""
-        env = dict(os.environ)
-        env.pop("SLUICE_CONFIG", None)
-        return subprocess.run([bin_path("sluice")] + [str(a) for a in args],
-                              capture_output=True, text=not binary, timeout=timeout,
-                              input=input, env=env)
+        return run_sluice(*args, timeout=timeout, input=input, binary=binary)
 
     def control(self, command):
         """One devbroker control command; returns its answer line."""
-        with open(os.path.join(self.tmp, "broker.control")) as f:
-            host, port = f.read().split()[0].rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(command.encode() + b"\n")
-            answer = s.makefile().readline().strip()
+        answer = devbroker_control(self.tmp, command)
         self.assertTrue(answer.startswith("ok"), answer)
         return answer
 

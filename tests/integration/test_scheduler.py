@@ -5,33 +5,15 @@ retry topics read back with it.
 Every test gets its own devbroker (random ports) and config file."""
 
 import json
-import os
 import subprocess
 import tempfile
 import time
 import unittest
 import urllib.request
 
-from sluicetest import Proc, bin_path, free_port, wait_for
+from sluicetest import Proc, bin_path, free_port, start_devbroker, wait_for, write_file
 
 DEADLINE = 60
-
-
-def start_devbroker(tmpdir, cfg):
-    port_file = os.path.join(tmpdir, "broker.port")
-    proc = Proc("sluice-devbroker", ["-c", cfg, "--port-file", port_file], tmpdir=tmpdir)
-
-    def ready():
-        if not proc.alive():
-            raise AssertionError("sluice-devbroker exited early\n" + proc.output())
-        try:
-            with open(port_file) as f:
-                text = f.read().strip()
-        except FileNotFoundError:
-            return None
-        return text or None
-
-    return proc, wait_for(ready, 20, "devbroker port file").splitlines()[0]
 
 
 BASE = """
@@ -64,7 +46,7 @@ class SchedCase(unittest.TestCase):
         self.tmp = self._tmp.name
         base = BASE % {"pools": self.pools, "sites": self.sites, "retry": self.retry}
         pre = self.write("broker.yaml", "kafka:\n  bootstrap: 127.0.0.1:1\n" + base + self.extra)
-        self.broker, self.bootstrap = start_devbroker(self.tmp, pre)
+        self.broker, self.bootstrap = start_devbroker(self.tmp, cfg=pre)
         self.metrics_port = free_port()
         self.cfg = self.write("sluice.yaml", (
             "kafka:\n  bootstrap: %s\n  session_timeout_ms: 6000\n"
@@ -80,10 +62,7 @@ class SchedCase(unittest.TestCase):
         self._tmp.cleanup()
 
     def write(self, name, text):
-        path = os.path.join(self.tmp, name)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
+        return write_file(self.tmp, name, text)
 
     def start_scheduler(self, *args):
         self.sched = Proc("sluice-scheduler", ["-c", self.cfg] + list(args), tmpdir=self.tmp)

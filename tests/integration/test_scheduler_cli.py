@@ -3,17 +3,15 @@
 scheduler) and `sluice shaping show` (the scheduler's live state)."""
 
 import json
-import subprocess
 import unittest
 
-from sluicetest import bin_path, wait_for
+from sluicetest import run_sluice, wait_for
 from test_scheduler import DEADLINE, SchedCase
 
 
 class TestCli(SchedCase):
     def sluice(self, *args, input=None):
-        return subprocess.run([bin_path("sluice")] + [str(a) for a in args], capture_output=True,
-                              text=True, timeout=DEADLINE, input=input)
+        return run_sluice(*args, timeout=DEADLINE, input=input)
 
     def test_suppress_add_remove_list_import(self):
         r = self.sluice("suppress", "-c", self.cfg, "--tenant", "acme", "add", "A@x.test",

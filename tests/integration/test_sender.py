@@ -12,16 +12,7 @@ import tempfile
 import time
 import unittest
 
-from sluicetest import Proc, bin_path, start_sink, wait_for
-
-
-def read_complete(path):
-    try:
-        with open(path) as f:
-            text = f.read()
-    except FileNotFoundError:
-        return None
-    return text if text.endswith("\n") else None
+from sluicetest import Proc, bin_path, start_devbroker, start_sink, wait_for
 
 
 RAW = ("From: Sender <sender@example.net>\r\nTo: {to}\r\nSubject: hello {n}\r\n\r\n"
@@ -33,15 +24,8 @@ class SenderEnv:
 
     def __init__(self, tmpdir, extra_yaml="", workers=1):
         self.tmp = tmpdir
-        self.broker = Proc("sluice-devbroker",
-                           ["-c", self._write_cfg("broker.yaml", "", extra_yaml, workers),
-                            "--port-file", os.path.join(tmpdir, "broker.port")],
-                           tmpdir=tmpdir)
-        def ready():
-            if not self.broker.alive():
-                raise AssertionError("devbroker exited\n" + self.broker.output())
-            return read_complete(os.path.join(tmpdir, "broker.port"))
-        self.bootstrap = wait_for(ready, 30, "devbroker port file").strip()
+        self.broker, self.bootstrap = start_devbroker(
+            tmpdir, cfg=self._write_cfg("broker.yaml", "", extra_yaml, workers), timeout=30)
         self.env = dict(os.environ, SLUICE_KAFKA_BOOTSTRAP=self.bootstrap,
                         SLUICE_LOG_FORMAT="json")
         self.cfg = os.path.join(tmpdir, "broker.yaml")

@@ -34,7 +34,6 @@ SMTP timeouts are cut to a second and the destination backoff to 500 ms
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,7 +41,8 @@ import time
 import unittest
 import urllib.request
 
-from sluicetest import Proc, bin_path, free_port, start_sink, wait_for
+from sluicetest import (Proc, free_port, pipeline_yaml, run_sluice, start_devbroker, start_sink,
+                        wait_for)
 
 TIMEOUTS = ("{ connect: 1s, greeting: 1s, ehlo: 1s, mail: 1s, rcpt: 1s, data: 1s, "
             "data_block: 2s, dot: 2s, quit: 1s, idle: 1s }")
@@ -133,10 +133,7 @@ class Pipeline:
         self.tmp = tmp
         self.backoff = backoff
         self.procs = []
-        port_file = os.path.join(tmp, "kafka.port")
-        self.broker = Proc("sluice-devbroker", ["--brokers", "1", "--port-file", port_file],
-                           tmpdir=tmp)
-        self.bootstrap = wait_for(lambda: self._read(port_file), 20, "dev broker port file")
+        self.broker, self.bootstrap = start_devbroker(tmp, ["--brokers", "1"])
         self.cfg = os.path.join(tmp, "sluice.yaml")
         self.sender_cfg = os.path.join(tmp, "sender.yaml")
         self.metrics_port = free_port()
@@ -153,21 +150,12 @@ class Pipeline:
 
     def _write(self, path, down_port, sink, sender_extra, timeouts, more):
         with open(path, "w") as f:
-            f.write("kafka:\n"
-                    "  bootstrap: \"%s\"\n"
-                    "  session_timeout_ms: 6000\n"
-                    "  heartbeat_interval_ms: 1000\n"
-                    "  commit_interval_ms: 200\n"
-                    "routes:\n"
-                    "  \"*.down.test\": 127.0.0.1:%d\n"
-                    "  \"*\": %s\n"
-                    "pools:\n"
-                    "  default:\n"
-                    "    - { ip: 127.0.0.1, ehlo: localhost }\n"
+            f.write(pipeline_yaml(self.bootstrap, sink.address,
+                                  routes="  \"*.down.test\": 127.0.0.1:%d\n" % down_port,
+                                  retry="[1s, 2s]") +
                     "shaping:\n"
                     "  default: { max_message_rate: 0, max_connections: 4, "
                     "max_messages_per_connection: 100, timeouts: %s }\n"
-                    "retry: { delays: [1s, 2s], expiry: 1h }\n"
                     "sender:\n"
                     "  workers: 1\n"
                     "  max_inflight: 20\n"
@@ -175,8 +163,7 @@ class Pipeline:
                     "  destination_backoff_initial: %s\n"
                     "  destination_backoff_max: %s\n"
                     "%s%s"
-                    % (self.bootstrap, down_port, sink.address, timeouts, self.backoff[0],
-                       self.backoff[1], sender_extra, more))
+                    % (timeouts, self.backoff[0], self.backoff[1], sender_extra, more))
 
     def metric(self, name, port=None):
         """The sum of a metric's samples on the sender's /metrics (or the
@@ -199,18 +186,8 @@ class Pipeline:
         return [json.loads(l) for l in self.sluice("shaping", "-c", self.cfg, "show",
                                                    "--json").splitlines() if l.strip()]
 
-    @staticmethod
-    def _read(path):
-        try:
-            with open(path) as f:
-                t = f.read()
-        except FileNotFoundError:
-            return None
-        return t.splitlines()[0].strip() if t.endswith("\n") else None
-
     def sluice(self, *args, timeout=60):
-        r = subprocess.run([bin_path("sluice")] + list(args), env=self.env,
-                           capture_output=True, text=True, timeout=timeout)
+        r = run_sluice(*args, env=self.env, timeout=timeout)
         if r.returncode != 0:
             raise AssertionError("sluice %s: %s%s" % (args[0], r.stdout, r.stderr))
         return r.stdout

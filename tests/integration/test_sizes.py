@@ -19,15 +19,14 @@ Jobs are encoded here by hand so that any byte can be put anywhere."""
 import json
 import os
 import smtplib
-import socket
 import struct
 import subprocess
 import tempfile
 import time
 import unittest
 
-from sluicetest import Proc, bin_path, free_port, start_sink, wait_for
-from test_producer import start_devbroker  # with the control socket
+from sluicetest import (Pipeline, bin_path, devbroker_control, free_port, wait_for, wait_listening,
+                        write_file)
 from test_submit import PASSWORDS, hash_password, make_cert, tls_ctx
 
 DEADLINE = 60
@@ -112,76 +111,43 @@ def job_of_size(job_id, to, domain, size):
     return job
 
 
-class Pipeline(unittest.TestCase):
+class SizesCase(unittest.TestCase):
     extra = ""
 
     def setUp(self):
         self._tmp = tempfile.TemporaryDirectory(prefix="sluice-sizes-")
         self.tmp = self._tmp.name
         self.addCleanup(self._tmp.cleanup)
-        self.broker, self.bootstrap = start_devbroker(self.tmp)
-        self.addCleanup(self.broker.stop)
-        self.sink = start_sink(self.tmp)
-        self.addCleanup(self.sink.stop)
         cert, key = make_cert(self.tmp)
         users = os.path.join(self.tmp, "users")
         with open(users, "w") as f:
             f.write("alice:%s domains=example.net\n" % hash_password(PASSWORDS["alice"]))
         self.port = free_port()
-        self.cfg = self.write("sluice.yaml", (
-            "kafka:\n  bootstrap: \"%s\"\n  session_timeout_ms: 6000\n"
-            "  heartbeat_interval_ms: 1000\n  commit_interval_ms: 200\n"
+        self.pipe = Pipeline(self, self.tmp, (
             "submit:\n  listen: [\"127.0.0.1:%d starttls\"]\n"
             "  cert: %s\n  key: %s\n  users: %s\n"
-            "routes:\n  \"*\": %s\n"
             "sites:\n  google: { mx: [\"*.google.com\"], domains: [gmail.test] }\n"
-            "pools:\n  default:\n    - { ip: 127.0.0.1, ehlo: localhost }\n"
-            "retry: { delays: [1s, 5s], expiry: 1h }\n"
-            % (self.bootstrap, self.port, cert, key, users, self.sink.address)) + self.extra)
-        self.procs = []
+            % (self.port, cert, key, users)) + self.extra, control=True)
+        self.sink, self.cfg = self.pipe.sink, self.pipe.cfg
 
     def control(self, command):
         """One devbroker control command (fault injection)."""
-        with open(os.path.join(self.tmp, "broker.control")) as f:
-            host, port = f.read().split()[0].rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(command.encode() + b"\n")
-            answer = s.makefile().readline().strip()
+        answer = devbroker_control(self.tmp, command)
         self.assertTrue(answer.startswith("ok"), answer)
 
     def write(self, name, text):
-        path = os.path.join(self.tmp, name)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
-
-    def start(self, name, args):
-        p = Proc(name, args, tmpdir=self.tmp)
-        self.addCleanup(p.stop, 20)
-        self.procs.append(p)
-        return p
+        return write_file(self.tmp, name, text)
 
     def start_pipeline(self, submit=False):
-        self.start("sluice-scheduler", ["-c", self.cfg])
-        self.start("sluice-sender", ["-c", self.cfg])
+        self.pipe.start_roles()
         if not submit:
             return
-        self.submit = self.start("sluice-submit", ["-c", self.cfg, "--hostname", "submit.test",
-                                                   "--ack-timeout", "20s"])
-
-        def listening():
-            if not self.submit.alive():
-                raise AssertionError("sluice-submit exited early\n" + self.submit.output())
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        wait_for(listening, 15, "sluice-submit listening")
+        self.submit = self.pipe.start("sluice-submit", "--hostname", "submit.test",
+                                      "--ack-timeout", "20s")
+        wait_listening(self.submit, self.port, "sluice-submit")
 
     def logs(self):
-        return "".join("\n---\n" + p.output()[-3000:] for p in self.procs)
+        return self.pipe.logs()
 
     def publish(self, records, cfg=None):
         """records: dicts for fault_publish (payload bytes under "payload")."""
@@ -231,7 +197,7 @@ class Pipeline(unittest.TestCase):
         return self.delivered(), self.rejected()
 
 
-class TestSizeBudget(Pipeline):
+class TestSizeBudget(SizesCase):
     def test_submit_sizes_are_delivered_or_refused_at_once(self):
         self.start_pipeline(submit=True)
         accepted, refused = [], []
@@ -326,7 +292,7 @@ class TestSizeBudget(Pipeline):
         self.assertEqual(h.get("original-length"), str(len(payload)), h)
 
 
-class TestHandoff(Pipeline):
+class TestHandoff(SizesCase):
     def test_a_job_kafka_refuses_downstream_is_rejected_not_committed_silently(self):
         # The job is on the jobs topic before the scheduler starts; then
         # the broker refuses the next produce for good (as a topic with a
@@ -345,7 +311,7 @@ class TestHandoff(Pipeline):
         self.assertEqual(self.delivered(), set())
 
 
-class TestJobContract(Pipeline):
+class TestJobContract(SizesCase):
     def test_scheduler_fields_set_by_a_producer_are_ignored(self):
         self.start_pipeline()
         evil = dict(attempt=7, not_before_ms=int(time.time() * 1000) + 3600000,

@@ -22,7 +22,7 @@ import time
 import unittest
 import urllib.request
 
-from sluicetest import Proc, bin_path, free_port, wait_for
+from sluicetest import Proc, bin_path, free_port, run_sluice, start_devbroker, wait_for, write_file
 
 DEADLINE = 60
 PASSWORDS = {"alice": "correct horse battery", "bob": "b0b-secret", "carol": "carol pw"}
@@ -44,23 +44,6 @@ def make_cert(d):
                     "-days", "2", "-keyout", key, "-out", cert],
                    check=True, capture_output=True, timeout=30)
     return cert, key
-
-
-def start_devbroker(tmpdir):
-    port_file = os.path.join(tmpdir, "broker.port")
-    proc = Proc("sluice-devbroker", ["--port-file", port_file], tmpdir=tmpdir)
-
-    def ready():
-        if not proc.alive():
-            raise AssertionError("sluice-devbroker exited early\n" + proc.output())
-        try:
-            with open(port_file) as f:
-                text = f.read().strip()
-        except FileNotFoundError:
-            return None
-        return text or None
-
-    return proc, wait_for(ready, 20, "devbroker port file").splitlines()[0]
 
 
 def tls_ctx():
@@ -141,16 +124,10 @@ class SubmitCase(unittest.TestCase):
         return proc
 
     def write(self, name, text):
-        path = os.path.join(self.tmp, name)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
+        return write_file(self.tmp, name, text)
 
     def sluice(self, *args, timeout=DEADLINE):
-        env = dict(os.environ)
-        env.pop("SLUICE_CONFIG", None)
-        return subprocess.run([bin_path("sluice")] + [str(a) for a in args],
-                              capture_output=True, text=True, timeout=timeout, env=env)
+        return run_sluice(*args, timeout=timeout)
 
     def jobs(self):
         r = self.sluice("events", "-c", self.cfg, "--jobs")

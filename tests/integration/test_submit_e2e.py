@@ -8,12 +8,11 @@ trimming, dot-stuffing undone exactly once, 8-bit octets kept."""
 
 import os
 import smtplib
-import socket
 import tempfile
 import unittest
 
-from sluicetest import Proc, free_port, start_sink, wait_for
-from test_submit import PASSWORDS, hash_password, make_cert, start_devbroker, tls_ctx
+from sluicetest import Pipeline, free_port, wait_listening
+from test_submit import PASSWORDS, hash_password, make_cert, tls_ctx
 
 DEADLINE = 25
 
@@ -41,57 +40,22 @@ class SubmitEndToEndTest(unittest.TestCase):
         self._tmp = tempfile.TemporaryDirectory(prefix="sluice-submit-e2e-")
         self.tmp = self._tmp.name
         self.addCleanup(self._tmp.cleanup)
-        self.broker, bootstrap = start_devbroker(self.tmp)
-        self.addCleanup(self.broker.stop)
-        self.sink = start_sink(self.tmp)
-        self.addCleanup(self.sink.stop)
         cert, key = make_cert(self.tmp)
         users = os.path.join(self.tmp, "users")
         with open(users, "w") as f:
             f.write("alice:%s domains=example.net\n" % hash_password(PASSWORDS["alice"]))
         self.port = free_port()
-        self.cfg = os.path.join(self.tmp, "sluice.yaml")
-        with open(self.cfg, "w") as f:
-            f.write("kafka:\n"
-                    "  bootstrap: \"%s\"\n"
-                    "  session_timeout_ms: 6000\n"
-                    "  heartbeat_interval_ms: 1000\n"
-                    "  commit_interval_ms: 200\n"
-                    "submit:\n"
-                    "  listen: [\"127.0.0.1:%d starttls\"]\n"
-                    "  cert: %s\n  key: %s\n  users: %s\n"
-                    "routes:\n"
-                    "  \"*\": %s\n"
-                    "pools:\n"
-                    "  default:\n"
-                    "    - { ip: 127.0.0.1, ehlo: localhost }\n"
-                    "retry: { delays: [1s, 5s], expiry: 1h }\n"
-                    % (bootstrap, self.port, cert, key, users, self.sink.address))
-        self.procs = []
-        for name in ("sluice-scheduler", "sluice-sender"):
-            self.start(name, ["-c", self.cfg])
-        self.submit = self.start("sluice-submit", ["-c", self.cfg, "--hostname", "submit.test",
-                                                   "--ack-timeout", "10s"])
-
-        def listening():
-            if not self.submit.alive():
-                raise AssertionError("sluice-submit exited early\n" + self.submit.output())
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        wait_for(listening, 15, "sluice-submit listening")
-
-    def start(self, name, args):
-        p = Proc(name, args, tmpdir=self.tmp)
-        self.addCleanup(p.stop, 20)
-        self.procs.append(p)
-        return p
+        self.pipe = Pipeline(self, self.tmp, "submit:\n  listen: [\"127.0.0.1:%d starttls\"]\n"
+                             "  cert: %s\n  key: %s\n  users: %s\n"
+                             % (self.port, cert, key, users))
+        self.sink = self.pipe.sink
+        self.pipe.start_roles()
+        self.submit = self.pipe.start("sluice-submit", "--hostname", "submit.test",
+                                      "--ack-timeout", "10s")
+        wait_listening(self.submit, self.port, "sluice-submit")
 
     def logs(self):
-        return "".join("\n---\n" + p.output()[-3000:] for p in self.procs)
+        return self.pipe.logs()
 
     def test_body_arrives_byte_exact(self):
         headers = (b"From: Alice <alice@example.net>\r\n"

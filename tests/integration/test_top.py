@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 import unittest
 
-from sluicetest import Proc, bin_path, wait_for
+from sluicetest import Proc, bin_path, start_devbroker, wait_for
 
 
 def top_wired():
@@ -22,19 +22,8 @@ class TopTest(unittest.TestCase):
             self.skipTest("sluice top is not in the command table yet")
         self.tmp = tempfile.TemporaryDirectory(prefix="sluice-top-test-")
         self.dir = self.tmp.name
-        port_file = os.path.join(self.dir, "kafka.port")
-        self.broker = Proc("sluice-devbroker", ["--brokers", "1", "--port-file", port_file],
-                           tmpdir=self.dir)
-
-        def ready():
-            try:
-                with open(port_file) as f:
-                    t = f.read()
-            except FileNotFoundError:
-                return None
-            return t.splitlines()[0] if t.endswith("\n") else None
-
-        self.env = dict(os.environ, SLUICE_KAFKA_BOOTSTRAP=wait_for(ready, 20, "broker"))
+        self.broker, bootstrap = start_devbroker(self.dir, ["--brokers", "1"])
+        self.env = dict(os.environ, SLUICE_KAFKA_BOOTSTRAP=bootstrap)
 
     def tearDown(self):
         self.broker.stop()

@@ -26,7 +26,7 @@ import time
 import unittest
 import urllib.request
 
-from sluicetest import Proc, bin_path, free_port, wait_for
+from sluicetest import Proc, bin_path, free_port, start_devbroker, wait_for
 
 SECRET = b"s3cret-key"
 TOLERANCE = 300  # seconds; what docs/operations.md tells receivers to accept
@@ -116,10 +116,7 @@ class WebhookTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="sluice-webhook-test-")
         self.dir = self.tmp.name
-        port_file = os.path.join(self.dir, "kafka.port")
-        self.broker = Proc("sluice-devbroker", ["--brokers", "1", "--port-file", port_file],
-                           tmpdir=self.dir)
-        self.bootstrap = wait_for(lambda: self._read(port_file), 20, "dev broker port file")
+        self.broker, self.bootstrap = start_devbroker(self.dir, ["--brokers", "1"])
         self.procs = []
 
     def tearDown(self):
@@ -127,15 +124,6 @@ class WebhookTest(unittest.TestCase):
             p.stop()
         self.broker.stop()
         self.tmp.cleanup()
-
-    @staticmethod
-    def _read(path):
-        try:
-            with open(path) as f:
-                text = f.read()
-        except FileNotFoundError:
-            return None
-        return text.splitlines()[0].strip() if text.endswith("\n") else None
 
     def config(self, endpoints, extra=""):
         path = os.path.join(self.dir, "sluice.yaml")

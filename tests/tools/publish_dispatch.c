@@ -18,35 +18,13 @@
 #include "config.h"
 #include "kafka.h"
 #include "util.h"
+#include "tool_common.h"
 #include "wire.h"
 
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int acked, failed;
-
-static void ack_cb(void *arg, int err)
-{
-    (void)arg;
-    if (err)
-        failed++;
-    else
-        acked++;
-}
-
-static const char *str(json_t *o, const char *k, const char *dflt)
-{
-    json_t *v = json_object_get(o, k);
-    return json_is_string(v) ? json_string_value(v) : dflt;
-}
-
-static long long num(json_t *o, const char *k, long long dflt)
-{
-    json_t *v = json_object_get(o, k);
-    return json_is_number(v) ? (long long)json_number_value(v) : dflt;
-}
 
 int main(int argc, char **argv)
 {
@@ -79,28 +57,28 @@ int main(int argc, char **argv)
             sl_template_msg t;
             sluice__v1__template__init(&t);
             t.version = SLUICE_WIRE_VERSION;
-            t.id = (char *)str(tm, "id", "");
-            const char *body = str(tm, "body", "");
+            t.id = (char *)tool_str(tm, "id", "");
+            const char *body = tool_str(tm, "body", "");
             t.body.data = (uint8_t *)body;
             t.body.len = strlen(body);
             t.updated_at_ms = sl_now_ms();
             sl_pack(&t.base, &b);
-            sl_producer_send(p, ttopic, t.id, strlen(t.id), b.data, b.len, NULL, 0, ack_cb, NULL);
+            sl_producer_send(p, ttopic, t.id, strlen(t.id), b.data, b.len, NULL, 0, tool_ack_cb, NULL);
         } else if (json_object_get(o, "garbage")) {
-            const char *g = str(o, "garbage", "x");
-            sl_producer_send(p, dtopic, "g", 1, g, strlen(g), NULL, 0, ack_cb, NULL);
+            const char *g = tool_str(o, "garbage", "x");
+            sl_producer_send(p, dtopic, "g", 1, g, strlen(g), NULL, 0, tool_ack_cb, NULL);
         } else {
             sl_job job;
             sluice__v1__job__init(&job);
             job.version = SLUICE_WIRE_VERSION;
-            job.job_id = (char *)str(o, "job_id", "job");
-            job.tenant = (char *)str(o, "tenant", "t1");
-            job.mail_from = (char *)str(o, "from", "sender@example.net");
-            job.domain = (char *)str(o, "domain", "example.test");
-            job.site = (char *)str(o, "site", job.domain);
-            job.attempt = (uint32_t)num(o, "attempt", 0);
-            job.created_at_ms = num(o, "created_at_ms", sl_now_ms());
-            job.expires_at_ms = num(o, "expires_at_ms", 0);
+            job.job_id = (char *)tool_str(o, "job_id", "job");
+            job.tenant = (char *)tool_str(o, "tenant", "t1");
+            job.mail_from = (char *)tool_str(o, "from", "sender@example.net");
+            job.domain = (char *)tool_str(o, "domain", "example.test");
+            job.site = (char *)tool_str(o, "site", job.domain);
+            job.attempt = (uint32_t)tool_num(o, "attempt", 0);
+            job.created_at_ms = tool_num(o, "created_at_ms", sl_now_ms());
+            job.expires_at_ms = tool_num(o, "expires_at_ms", 0);
             job.null_mx = json_is_true(json_object_get(o, "null_mx"));
             json_t *to = json_object_get(o, "to");
             size_t nto = json_array_size(to);
@@ -109,12 +87,12 @@ int main(int argc, char **argv)
                 rcpts[i] = (char *)json_string_value(json_array_get(to, i));
             job.recipients = rcpts;
             job.n_recipients = nto;
-            const char *raw = str(o, "raw", NULL);
+            const char *raw = tool_str(o, "raw", NULL);
             if (raw) {
                 job.raw.data = (uint8_t *)raw;
                 job.raw.len = strlen(raw);
             }
-            job.template_id = (char *)str(o, "template_id", "");
+            job.template_id = (char *)tool_str(o, "template_id", "");
             json_t *vars = json_object_get(o, "vars");
             size_t nv = json_object_size(vars), k = 0;
             Sluice__V1__Job__VarsEntry *ve = xcalloc(nv + 1, sizeof *ve);
@@ -137,8 +115,8 @@ int main(int argc, char **argv)
             Sluice__V1__MxHost **mp = xcalloc(nmx + 1, sizeof *mp);
             for (size_t i = 0; i < nmx; i++) {
                 sluice__v1__mx_host__init(&mh[i]);
-                mh[i].host = (char *)str(json_array_get(mx, i), "host", "");
-                mh[i].preference = (uint32_t)num(json_array_get(mx, i), "pref", 10);
+                mh[i].host = (char *)tool_str(json_array_get(mx, i), "host", "");
+                mh[i].preference = (uint32_t)tool_num(json_array_get(mx, i), "pref", 10);
                 mp[i] = &mh[i];
             }
             job.mx = mp;
@@ -149,23 +127,23 @@ int main(int argc, char **argv)
             d.version = SLUICE_WIRE_VERSION;
             d.job = &job;
             d.site = job.site;
-            d.pool = (char *)str(o, "pool", "default");
-            d.source_ip = (char *)str(o, "source_ip", "127.0.0.1");
-            d.ehlo = (char *)str(o, "ehlo", "mta1.example.net");
-            d.send_at_ms = num(o, "send_at_ms", 0);
+            d.pool = (char *)tool_str(o, "pool", "default");
+            d.source_ip = (char *)tool_str(o, "source_ip", "127.0.0.1");
+            d.ehlo = (char *)tool_str(o, "ehlo", "mta1.example.net");
+            d.send_at_ms = tool_num(o, "send_at_ms", 0);
             json_t *rate = json_object_get(o, "rate");
             d.rate_per_sec = json_is_number(rate) ? json_number_value(rate) : 0;
-            d.max_connections = (uint32_t)num(o, "max_connections", 0);
-            d.max_messages_per_connection = (uint32_t)num(o, "max_messages_per_connection", 0);
-            const char *tls = str(o, "tls", "opportunistic");
+            d.max_connections = (uint32_t)tool_num(o, "max_connections", 0);
+            d.max_messages_per_connection = (uint32_t)tool_num(o, "max_messages_per_connection", 0);
+            const char *tls = tool_str(o, "tls", "opportunistic");
             d.tls = !strcmp(tls, "required")   ? SLUICE__V1__TLS_POLICY__TLS_REQUIRED
                     : !strcmp(tls, "disabled") ? SLUICE__V1__TLS_POLICY__TLS_DISABLED
                                                : SLUICE__V1__TLS_POLICY__TLS_OPPORTUNISTIC;
-            d.route = (char *)str(o, "route", "");
-            d.socks5 = (char *)str(o, "socks5", "");
+            d.route = (char *)tool_str(o, "route", "");
+            d.socks5 = (char *)tool_str(o, "socks5", "");
             sl_pack(&d.base, &b);
             char *key = xasprintf("%s/%s", d.source_ip, d.site);
-            sl_producer_send(p, dtopic, key, strlen(key), b.data, b.len, NULL, 0, ack_cb, NULL);
+            sl_producer_send(p, dtopic, key, strlen(key), b.data, b.len, NULL, 0, tool_ack_cb, NULL);
             free(key);
             free(rcpts);
             free(ve);
@@ -182,11 +160,11 @@ int main(int argc, char **argv)
     free(dtopic);
     free(ttopic);
     sl_config_free(cfg);
-    if (acked != sent || failed) {
-        fprintf(stderr, "publish_dispatch: %d sent, %d acknowledged, %d failed\n", sent, acked,
-                failed);
+    if (tool_acked != sent || tool_failed) {
+        fprintf(stderr, "publish_dispatch: %d sent, %d acknowledged, %d failed\n", sent, tool_acked,
+                tool_failed);
         return 1;
     }
-    printf("%d\n", acked);
+    printf("%d\n", tool_acked);
     return 0;
 }

@@ -39,6 +39,7 @@
 #include "kafka.h"
 #include "reader.h"
 #include "util.h"
+#include "tool_common.h"
 #include "wire.h"
 #include "sluice/v1/state.pb-c.h"
 
@@ -46,17 +47,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int acked, failed;
-
-static void ack_cb(void *arg, int err)
-{
-    (void)arg;
-    if (err)
-        failed++;
-    else
-        acked++;
-}
 
 static void json_job(sl_buf *b, const sl_job *j)
 {
@@ -383,10 +373,10 @@ int main(int argc, char **argv)
         sl_buf b = SL_BUF_INIT;
         sl_pack(&st.base, &b);
         char *t = sl_config_topic(cfg, "state");
-        int rc = sl_producer_send(p, t, site, strlen(site), b.data, b.len, NULL, 0, ack_cb, NULL);
+        int rc = sl_producer_send(p, t, site, strlen(site), b.data, b.len, NULL, 0, tool_ack_cb, NULL);
         free(t);
         sl_buf_free(&b);
-        if (rc || sl_producer_flush(p, timeout) || failed) {
+        if (rc || sl_producer_flush(p, timeout) || tool_failed) {
             fprintf(stderr, "sched_tool: not acknowledged\n");
             return 1;
         }
@@ -419,7 +409,7 @@ int main(int argc, char **argv)
                 e.destination_down_until_ms = e.timestamp_ms + down_for;
             if (bclass)
                 sl_bounce_class_from_name(bclass, &e.bounce_class);
-            rc = sl_event_publish(p, cfg, &e, ack_cb, NULL);
+            rc = sl_event_publish(p, cfg, &e, tool_ack_cb, NULL);
         } else {
             char *t = sl_config_topic(cfg, "suppressions");
             char *k = xasprintf("%s/%s", tenant, to);
@@ -431,12 +421,12 @@ int main(int argc, char **argv)
             sl_buf b = SL_BUF_INIT;
             sl_pack(&su.base, &b);
             rc = sl_producer_send(p, t, k, strlen(k), remove_ ? NULL : b.data,
-                                  remove_ ? 0 : b.len, NULL, 0, ack_cb, NULL);
+                                  remove_ ? 0 : b.len, NULL, 0, tool_ack_cb, NULL);
             sl_buf_free(&b);
             free(k);
             free(t);
         }
-        if (rc || sl_producer_flush(p, timeout) || failed) {
+        if (rc || sl_producer_flush(p, timeout) || tool_failed) {
             fprintf(stderr, "sched_tool: not acknowledged\n");
             return 1;
         }
@@ -499,7 +489,7 @@ int main(int argc, char **argv)
             sl_pack(&j.base, &b);
         }
         const char *k = key ? key : jdomain;
-        if (sl_producer_send(p, topic, k, strlen(k), b.data, b.len, NULL, 0, ack_cb, NULL)) {
+        if (sl_producer_send(p, topic, k, strlen(k), b.data, b.len, NULL, 0, tool_ack_cb, NULL)) {
             fprintf(stderr, "sched_tool: send failed\n");
             return 1;
         }
@@ -512,10 +502,10 @@ int main(int argc, char **argv)
     free(lp);
     free(topic);
     sl_config_free(cfg);
-    if (rc || failed) {
-        fprintf(stderr, "sched_tool: %d acked, %d failed\n", acked, failed);
+    if (rc || tool_failed) {
+        fprintf(stderr, "sched_tool: %d acked, %d failed\n", tool_acked, tool_failed);
         return 1;
     }
-    printf("%d acked\n", acked);
+    printf("%d acked\n", tool_acked);
     return 0;
 }

@@ -190,6 +190,18 @@ static void test_keys(void **state)
         free(err);
         free(t);
     }
+
+    /* A NUL byte is refused: the keys after it, and the restrictions of
+     * the line it cuts, must not vanish without a word. */
+    char *t = xasprintf("%s tenant=x domains=a.example\n%s tenant=y\n", h, h);
+    size_t tl = strlen(t);
+    t[64 + 1 + 8] = 0; /* after "tenant=x", before its domains */
+    err = NULL;
+    assert_int_equal(api_keys_parse("keys", t, tl, &k, &err), SL_ECONFIG);
+    assert_non_null(err);
+    assert_string_equal(err, "keys:1: the file contains a NUL byte");
+    free(err);
+    free(t);
 }
 
 int main(void)

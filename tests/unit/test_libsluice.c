@@ -165,6 +165,44 @@ static void test_address_lengths(void **state)
     assert_non_null(strstr(why, "255"));
 }
 
+/* One form for the sender-domain lists of API keys and submission users:
+ * globs lower-cased as written, names to their lower-case A-label. */
+static void test_domain_pattern(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *out; /* out NULL: refused */
+    } cases[] = {
+        {"Example.COM", "example.com"},
+        {"*.Example.COM", "*.example.com"},
+        {"mail?.example.com", "mail?.example.com"},
+        {"B\xc3\xbc" "cher.DE", "xn--bcher-kva.de"},
+        {"", NULL},
+        {"-bad.example", NULL},
+        {"no..dots", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[SLUICE_ADDRESS_MAX + 1], why[200] = "";
+        int rc = sluice_domain_pattern_normalize(cases[i].in, out, why, sizeof why);
+        if (cases[i].out) {
+            assert_int_equal(rc, 0);
+            assert_string_equal(out, cases[i].out);
+        } else {
+            assert_int_equal(rc, SLUICE_EADDRESS);
+            assert_true(why[0] != 0);
+        }
+    }
+    char big[400], out[SLUICE_ADDRESS_MAX + 1], why[200];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    big[0] = '*';
+    assert_int_equal(sluice_domain_pattern_normalize(big, out, why, sizeof why), SLUICE_EADDRESS);
+    assert_string_equal(why, "domain too long");
+    big[0] = 'a';
+    assert_int_equal(sluice_domain_pattern_normalize(big, out, why, sizeof why), SLUICE_EADDRESS);
+    assert_string_equal(why, "domain too long");
+}
+
 /* ---- sluice_send refusals ---- */
 
 static sluice_client *client;
@@ -445,6 +483,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_address_lengths),
+        cmocka_unit_test(test_domain_pattern),
         cmocka_unit_test_setup_teardown(test_send_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_split, setup, teardown),
     };

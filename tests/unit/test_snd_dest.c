@@ -11,11 +11,10 @@
 
 #include "dest.h"
 
-static snd_reply refused(void)
+static snd_result refused(void)
 {
-    snd_reply r = {0};
-    snd_reply_set(&r, 451, "4.4.1", "451 4.4.1 connect to 127.0.0.1:1 failed: connection refused",
-                  true);
+    snd_result r = {0};
+    snd_result_set(&r, 451, "4.4.1", "451 4.4.1 connect to 127.0.0.1:1 failed: connection refused");
     r.stage = SL_STAGE_CONNECT;
     r.cond = SL_COND_NETWORK;
     return r;
@@ -35,16 +34,16 @@ static void test_down_probe_up(void **state)
     assert_false(snd_dest_blocked(ds, k, now, NULL, NULL));
     assert_int_equal(snd_dest_state_of(ds, k), SND_DEST_UP);
 
-    snd_reply r = refused();
+    snd_result r = refused();
     snd_dest_failed(ds, k, &r, now);
     assert_int_equal(snd_dest_state_of(ds, k), SND_DEST_DOWN);
     assert_int_equal(snd_dests_down(ds), 1);
-    const snd_reply *why = NULL;
+    const snd_result *why = NULL;
     int64_t until = 0;
     assert_true(snd_dest_blocked(ds, k, now, &why, &until));
     assert_non_null(why);
-    assert_int_equal(why->code, 451);
-    assert_non_null(strstr(why->text, "connection refused"));
+    assert_int_equal(why->reply.code, 451);
+    assert_non_null(strstr(why->reply.raw, "connection refused"));
     /* First backoff: jitter within [initial/2, initial]. */
     assert_in_range(until - now, 500, 1000);
     assert_int_equal(snd_dest_down_until(ds, k), until);
@@ -82,7 +81,7 @@ static void test_down_probe_up(void **state)
     assert_null(snd_dest_why(ds, k));
     snd_dest_failed(ds, k, &r, t);
     assert_in_range(snd_dest_down_until(ds, k) - t, 500, 1000);
-    snd_reply_clear(&r);
+    snd_result_clear(&r);
     free(k);
     snd_dests_free(ds);
 }
@@ -93,7 +92,7 @@ static void test_jitter_spreads(void **state)
     snd_dest_opts o = {.backoff_initial_ms = 10000, .backoff_max_ms = 10000, .idle_ms = 60000,
                        .seed = 7};
     snd_dests *ds = snd_dests_new(&o);
-    snd_reply r = refused();
+    snd_result r = refused();
     int64_t lo = INT64_MAX, hi = 0;
     for (int i = 0; i < 50; i++) {
         char *k = snd_dest_key("127.0.0.1", NULL, "10.0.0.1", (unsigned)(1000 + i));
@@ -106,7 +105,7 @@ static void test_jitter_spreads(void **state)
     /* Destinations that failed together are not all probed together. */
     assert_true(lo >= 5000 && hi <= 10000);
     assert_true(hi - lo > 1000);
-    snd_reply_clear(&r);
+    snd_result_clear(&r);
     snd_dests_free(ds);
 }
 
@@ -131,7 +130,7 @@ static void test_hold_and_sweep(void **state)
     for (int i = 0; i < 300; i++)
         snd_dest_unhold(ds, keys[i], 1000);
     assert_int_equal(snd_dest_held(ds, keys[7]), 1);
-    snd_reply r = refused();
+    snd_result r = refused();
     snd_dest_failed(ds, keys[1], &r, 1000);
     /* Not idle long enough yet. */
     assert_int_equal(snd_dests_sweep(ds, 5999), 0);
@@ -147,7 +146,7 @@ static void test_hold_and_sweep(void **state)
     assert_int_equal(snd_dests_count(ds), 0);
     for (int i = 0; i < 300; i++)
         free(keys[i]);
-    snd_reply_clear(&r);
+    snd_result_clear(&r);
     snd_dests_free(ds);
 }
 
