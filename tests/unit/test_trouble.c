@@ -373,6 +373,56 @@ static void test_with_default_config(void **state)
     sl_config_free(cfg);
 }
 
+/* The order production has, from a parsed configuration file: the
+ * operator's rules, then the built-in table, then the catch-all. */
+static void test_policy_order_from_config_file(void **state)
+{
+    static const char yaml[] =
+        "bounce_rules:\n"
+        "  - { match: '^550 .*recipient is not known here', class: invalid-recipient }\n"
+        "  - { match: '^550 5\\.1\\.1 .*directory unavailable', class: unknown, hard: false }\n";
+    sl_config *cfg = NULL;
+    char *err = NULL;
+    assert_int_equal(sl_config_parse("t.yaml", yaml, strlen(yaml), &cfg, &err), 0);
+    assert_int_equal(cfg->n_bounce_rules, 2); /* nothing appended after them */
+    sl_trouble *t;
+    assert_int_equal(sl_trouble_new(cfg, &t, &err), 0);
+    static const struct {
+        const char *reply;
+        Sluice__V1__BounceClass cls;
+        bool hard;
+        int rule;
+    } cases[] = {
+        {"550 Sorry, that recipient is not known here\r\n", BC(INVALID_RECIPIENT), true, 0},
+        {"550 5.1.1 LDAP directory unavailable\r\n", BC(UNKNOWN), false, 1},
+        /* Not theirs: the built-in table still answers. */
+        {"550 5.1.1 User unknown\r\n", BC(INVALID_RECIPIENT), true, -1},
+        {"554 delivery error: dd This user doesn't have a yahoo.com account (a@yahoo.com) [0] "
+         "- mta1.mail.ne1.yahoo.com\r\n",
+         BC(INVALID_RECIPIENT), true, -1},
+        {"550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address "
+         "lookup\r\n",
+         BC(INVALID_RECIPIENT), true, -1},
+        /* Nobody's: the catch-all. */
+        {"554 Transaction failed\r\n", BC(UNKNOWN), false, -1},
+        {"451 try later\r\n", BC(UNKNOWN), false, -1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        sl_reply r;
+        size_t used;
+        assert_int_equal(sl_reply_parse(cases[i].reply, strlen(cases[i].reply), &r, &used), 0);
+        bool hard;
+        int rule;
+        Sluice__V1__BounceClass cls = sl_trouble_classify(t, &r, &hard, &rule);
+        if (cls != cases[i].cls || hard != cases[i].hard || rule != cases[i].rule)
+            fail_msg("'%s': got %s %s rule %d", cases[i].reply, sl_bounce_class_name(cls),
+                     hard ? "hard" : "soft", rule);
+        sl_reply_free(&r);
+    }
+    sl_trouble_free(t);
+    sl_config_free(cfg);
+}
+
 /* --- the reply corpus -------------------------------------------------------- */
 
 /* tests/data/replies.tsv: real replies of the large receivers and the common
@@ -460,6 +510,7 @@ int main(void)
         cmocka_unit_test(test_parse_table),       cmocka_unit_test(test_parse_limits),
         cmocka_unit_test(test_policy_builtin),    cmocka_unit_test(test_user_rules_first),
         cmocka_unit_test(test_bad_rules),         cmocka_unit_test(test_with_default_config),
+        cmocka_unit_test(test_policy_order_from_config_file),
         cmocka_unit_test(test_reply_corpus),      cmocka_unit_test(test_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
