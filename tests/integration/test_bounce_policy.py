@@ -186,6 +186,8 @@ class TestBouncePolicy(unittest.TestCase):
         for name in KEEP:
             self.assertEqual(ev["k2-%s-0" % name]["type"], "BOUNCED", ev["k2-%s-0" % name])
         self.assertEqual(self.sink.messages(), [])  # every RCPT was refused
+        for p in reversed(self.procs):
+            self.assertEqual(p.stop(30), 0, p.output()[-3000:])
 
 
 if __name__ == "__main__":
