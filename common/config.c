@@ -28,26 +28,6 @@
 /* ------------------------------------------------------------------ */
 /* Defaults                                                            */
 
-/* The rules every config ends with. Order matters: the first match wins, so
- * the specific ones come before "^5[0-9][0-9] 5\.7\." and the catch-all.
- * hard: the address itself is bad (suppress it); soft: this message failed
- * for a reason that can pass later or for another message. */
-static const struct {
-    const char *match, *class_name;
-    bool hard;
-} default_bounce_rules[] = {
-    {"5\\.1\\.10", "bad-domain", true},
-    {"^5[0-9][0-9] 5\\.1\\.[0-3]", "invalid-recipient", true},
-    {"^5[0-9][0-9] 5\\.1\\.[0-9]", "bad-domain", true},
-    {"^[45][0-9][0-9] [45]\\.2\\.2", "mailbox-full", false},
-    {"5\\.7\\.1.*(spam|blocked|blacklist|block list|blocklist)", "spam-block", false},
-    {"^[45][0-9][0-9] [45]\\.7\\.[0-9]+ .*(reputation|rate)", "reputation", false},
-    {"5\\.7\\.(10|11)|TLS", "tls", false},
-    {"^5[0-9][0-9] 5\\.6\\.", "content", false},
-    {"^5[0-9][0-9] 5\\.7\\.", "policy", false},
-    {"^5", "unknown", false},
-};
-
 /* Every default a config file starts from: the key table's. */
 static sl_config *config_base(const char *path)
 {
@@ -55,18 +35,6 @@ static sl_config *config_base(const char *path)
     cfg->path = xstrdup(path);
     cfg__keys_init(cfg);
     return cfg;
-}
-
-static void append_default_bounce_rules(sl_config *cfg)
-{
-    size_t n = cfg->n_bounce_rules + NELEM(default_bounce_rules);
-    cfg->bounce_rules = xrealloc(cfg->bounce_rules, n * sizeof(sl_bounce_rule));
-    for (size_t i = 0; i < NELEM(default_bounce_rules); i++) {
-        sl_bounce_rule *r = &cfg->bounce_rules[cfg->n_bounce_rules++];
-        r->match = xstrdup(default_bounce_rules[i].match);
-        r->class_name = xstrdup(default_bounce_rules[i].class_name);
-        r->hard = default_bounce_rules[i].hard;
-    }
 }
 
 /* Checks across sections, after the environment. */
@@ -95,9 +63,8 @@ int sl_config_parse(const char *name, const char *yaml, size_t len, sl_config **
         *err = NULL;
     c.cfg = config_base(c.file);
     if (cfg__yaml_load(&c, yaml, len, &root) == 0 && cfg__walk_root(&c, root) == 0 &&
-        cfg__env_apply(&c, true) == 0 && check_final(&c, root) == 0) {
-        append_default_bounce_rules(c.cfg);
-    }
+        cfg__env_apply(&c, true) == 0)
+        check_final(&c, root);
     cfg__node_free(root);
     for (size_t i = 0; i < c.n_anchors; i++)
         free(c.anchors[i].name);
@@ -206,7 +173,6 @@ sl_config *sl_config_default(void)
     cfg->retry.n_delays = NELEM(dev_delays);
     cfg->retry.expiry_ms = 3600000;
 
-    append_default_bounce_rules(cfg);
     cfg__env_apply(&c, false);
     return cfg;
 }

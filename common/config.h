@@ -166,7 +166,7 @@ typedef struct sl_config {
     size_t n_backoff;
     sl_limit *limits;               /* per tenant / campaign caps, in file order */
     size_t n_limits;
-    sl_bounce_rule *bounce_rules;   /* user rules first, then the defaults */
+    sl_bounce_rule *bounce_rules;   /* the operator's only; sender/trouble.c has the rest */
     size_t n_bounce_rules;
 
     struct {

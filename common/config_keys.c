@@ -160,8 +160,8 @@ static const cfg_key cfg_keys[] = {
     {.name = "backoff", .type = CFG_CUSTOM, .walk = cfg__walk_backoff, .free = cfg__free_backoff,
      .doc = "rules that slow a site down on matching replies"},
     {.name = "bounce_rules", .type = CFG_CUSTOM, .walk = cfg__walk_bounce_rules,
-     .free = cfg__free_bounce_rules, .def = "the shipped rules",
-     .doc = "how failed deliveries are classified, before the shipped rules"},
+     .free = cfg__free_bounce_rules, .def = "none",
+     .doc = "your bounce classification rules, tried before the built-in table"},
     {.name = "limits", .type = CFG_CUSTOM, .walk = cfg__walk_limits, .free = cfg__free_limits,
      .doc = "message rate caps per tenant and campaign"},
 

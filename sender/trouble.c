@@ -4,8 +4,9 @@
  * The order of decisions is: conditions without a reply (network,
  * timeout, TLS, protocol, null MX) by stage; then 421, which always ends
  * the connection; then the reply class (2xx/3xx expected, 4xx temporary,
- * 5xx permanent) by stage. The bounce class comes from the configured
- * rules, then from the built-in table below, then "unknown".
+ * 5xx permanent) by stage. The bounce class comes from the operator's
+ * rules (cfg->bounce_rules, nothing else), then from the built-in table
+ * below, then the catch-all "unknown", soft.
  */
 #include "trouble.h"
 
@@ -27,43 +28,74 @@ struct sl_trouble {
     size_t n_builtin;
 };
 
-/* Real-world replies the configured rules may not cover. First match wins:
- * specific enhanced codes and tell-tale texts before the generic ones. */
+/* The built-in knowledge of real replies: enhanced status codes (RFC 3463)
+ * and the wordings of the large receivers (Gmail, Microsoft 365 and
+ * Outlook.com, Yahoo/AOL, Apple iCloud, GMX/Web.de, Orange, Comcast) and of
+ * the Postfix, Exim and Exchange defaults. tests/data/replies.tsv holds the
+ * replies it is tested on. Each regex sees the whole reply, every line
+ * (sl_reply_rule_text()). First match wins, so the order is the policy:
+ *   1. replies about our sender, IP or domain, whatever else they say
+ *      ("Sender address rejected: User unknown" is not about the recipient);
+ *   2. Microsoft's banned-IP codes and the unmistakable bad-mailbox forms;
+ *   3. enhanced codes that name the mailbox or the domain;
+ *   4. full mailboxes, TLS, reputation, spam, content, policy: all soft;
+ *   5. the bad-mailbox and bad-domain wordings without a telling code
+ *      (after 4, so that a block whose text also says "mailbox unavailable"
+ *      stays soft);
+ *   6. any other X.1.X code: a sender or syntax problem, soft.
+ * Only a hard invalid-recipient suppresses the address (the scheduler's
+ * feedback stage), so the soft classes are the safe default. */
 static const struct {
     const char *match;
     Sluice__V1__BounceClass cls;
     bool hard;
 } builtin_rules[] = {
-    /* Microsoft: 5.7.606-649 "banned sending IP", 5.7.511 banned. */
-    {"^5[0-9]{2} 5\\.7\\.(6[0-4][0-9]|511)", SLUICE__V1__BOUNCE_CLASS__BOUNCE_REPUTATION, false},
-    {"RecipientNotFound|recipient not found", SLUICE__V1__BOUNCE_CLASS__BOUNCE_INVALID_RECIPIENT,
-     true},
-    {"^5[0-9]{2} 5\\.1\\.10|null MX", SLUICE__V1__BOUNCE_CLASS__BOUNCE_BAD_DOMAIN, true},
-    {"^5[0-9]{2} 5\\.(1\\.[136]|2\\.1) ", SLUICE__V1__BOUNCE_CLASS__BOUNCE_INVALID_RECIPIENT, true},
-    {"^5[0-9]{2} 5\\.(1\\.2|4\\.4) ", SLUICE__V1__BOUNCE_CLASS__BOUNCE_BAD_DOMAIN, true},
-    /* 5.1.7/5.1.8: our sender address, not the recipient. */
-    {"^[45][0-9]{2} [45]\\.1\\.[78] ", SLUICE__V1__BOUNCE_CLASS__BOUNCE_POLICY, false},
-    {"^[45][0-9]{2} [45]\\.2\\.2 |mailbox (is )?full|over ?quota|quota exceeded|"
-     "insufficient (system )?storage|^552 [^0-9]",
+    {"sender address rejected|sender verify failed|sender denied|bad outbound sender|"
+     "invalid DNS (MX|A)|unresolvable RFC\\.?5321 from|^[45][0-9]{2} [45]\\.1\\.[78] ",
+     SLUICE__V1__BOUNCE_CLASS__BOUNCE_POLICY, false},
+    /* Microsoft: 5.7.606-649 banned sending IP, 5.7.511 banned, 5.7.708. */
+    {"^5[0-9]{2} 5\\.7\\.(6[0-4][0-9]|511|708) ", SLUICE__V1__BOUNCE_CLASS__BOUNCE_REPUTATION,
+     false},
+    /* Microsoft reuses 5.1.10 (RFC 7505's null MX) for a missing mailbox;
+     * 5.4.1 "Recipient address rejected: Access denied" is Exchange
+     * Online's directory-based edge blocking: no such recipient. */
+    {"RecipientNotFound|RecipNotFound|recipient not found|"
+     "^5[0-9]{2} 5\\.4\\.1 Recipient address rejected: Access denied",
+     SLUICE__V1__BOUNCE_CLASS__BOUNCE_INVALID_RECIPIENT, true},
+    {"^5[0-9]{2} 5\\.1\\.10 |null MX", SLUICE__V1__BOUNCE_CLASS__BOUNCE_BAD_DOMAIN, true},
+    /* 4.2.1 is Gmail's "receiving mail at a rate", not a disabled mailbox. */
+    {"^[45][0-9]{2} [45]\\.1\\.[136] |^5[0-9]{2} 5\\.2\\.1 ",
+     SLUICE__V1__BOUNCE_CLASS__BOUNCE_INVALID_RECIPIENT, true},
+    {"^[45][0-9]{2} [45]\\.(1\\.2|4\\.4) ", SLUICE__V1__BOUNCE_CLASS__BOUNCE_BAD_DOMAIN, true},
+    {"^[45][0-9]{2} [45]\\.2\\.2 |mailbox (is )?full|over ?quota|quota ?exceeded|"
+     "insufficient (system )?storage|out of storage|mailbox size limit|"
+     "exceeded storage allocation",
      SLUICE__V1__BOUNCE_CLASS__BOUNCE_MAILBOX_FULL, false},
-    {"^[45][0-9]{2} [45]\\.7\\.(10|11|5) |STARTTLS|TLS (is )?required|encryption required",
+    {"^[45][0-9]{2} [45]\\.7\\.(10|11|5) |STARTTLS|TLS (is )?required|"
+     "encryption (is )?(required|needed)",
      SLUICE__V1__BOUNCE_CLASS__BOUNCE_TLS, false},
-    {"blocklist|blacklist|block list|black list|spamhaus|spamcop|barracuda|"
-     "reputation|banned|blocked using|listed (at|in|by)|TSS0[0-9]|unusual rate|"
-     "rate limit|too many (messages|connections)|temporarily deferred|throttl",
+    {"blocklist|blacklist|block list|black list|spamhaus|spamcop|barracuda|dnsbl|"
+     "reputation|banned|blocked using|listed (at|in|by)|\\[TSS?[0-9]{2}\\]|unusual rate|"
+     "rate limit|at a rate that|too quickly|too many (messages|connections|sessions)|"
+     "temporarily deferred|permanently deferred|throttl|server busy|OFR[0-9]*_10[0-9]",
      SLUICE__V1__BOUNCE_CLASS__BOUNCE_REPUTATION, false},
     {"spam|unsolicited|junk mail|bulk mail", SLUICE__V1__BOUNCE_CLASS__BOUNCE_SPAM_BLOCK, false},
     {"^[45][0-9]{2} [45]\\.(3\\.4|6\\.[0-9]+) |virus|malware|too (big|large)|"
-     "size (limit|exceeds)|message content",
+     "size (limit|exceeds)|mailsize|message content|its content|RecipSizeLimit",
      SLUICE__V1__BOUNCE_CLASS__BOUNCE_CONTENT, false},
-    {"^[45][0-9]{2} [45]\\.7\\.[0-9]+ ", SLUICE__V1__BOUNCE_CLASS__BOUNCE_POLICY, false},
-    {"^5[0-9]{2} .*(user unknown|unknown user|no such (user|mailbox|recipient)|"
-     "does ?n.t exist|invalid (recipient|mailbox|address)|unknown (recipient|mailbox)|"
-     "mailbox (not found|does not exist)|recipient (address )?rejected|"
-     "address rejected|(doesn.t|does not) have an? [^ ]+ account|not a valid (recipient|mailbox)|account (is )?(disabled|inactive))",
+    {"^[45][0-9]{2} [45]\\.7\\.[0-9]+ |PTR (record|resource)|reverse DNS|reverse hostname|"
+     "policy|greylist|relay(ing)? (access )?(denied|not permitted)|"
+     "administrative prohibition|not authori[sz]ed|authentication|unauthenticated",
+     SLUICE__V1__BOUNCE_CLASS__BOUNCE_POLICY, false},
+    {"^5[0-9]{2} .*(user unknown|unknown user|no such (user|mailbox|recipient|address)|"
+     "does ?n.t exist|invalid (recipient|mailbox|address)|destinataire invalide|"
+     "unknown (recipient|mailbox|or illegal alias)|"
+     "mailbox (not found|does not exist|unavailable|is disabled|disabled)|"
+     "recipient (address )?rejected|(doesn.t|does not) have an? [^ ]+ account|"
+     "not a valid (recipient|mailbox)|account (is |has been )?(disabled|inactive)|"
+     "not our customer|unrouteable address|no longer available|user not local)",
      SLUICE__V1__BOUNCE_CLASS__BOUNCE_INVALID_RECIPIENT, true},
-    {"^5[0-9]{2} .*(domain not found|no such domain|host not found|unrouteable|"
-     "no route to)",
+    {"^5[0-9]{2} .*(domain not found|no such domain|host not found|host unknown|no route to)",
      SLUICE__V1__BOUNCE_CLASS__BOUNCE_BAD_DOMAIN, true},
     {"^[45][0-9]{2} [45]\\.1\\.[0-9]+ ", SLUICE__V1__BOUNCE_CLASS__BOUNCE_POLICY, false},
 };

@@ -7,11 +7,13 @@
  *
  * Replies are sl_reply (common/smtp_reply.h), parsed there.
  *
- * sl_trouble_new() compiles cfg->bounce_rules (POSIX extended regexes,
- * case-insensitive, matched against "CODE ENH TEXT", or "CODE TEXT" when
- * the reply has no enhanced code, with the lines joined by spaces) once;
- * when none matches, a built-in table of real-world replies is consulted,
- * then the class is "unknown" (soft). A 4xx is never hard. An invalid regex
+ * One classification policy, in this order: the operator's rules
+ * (cfg->bounce_rules, POSIX extended regexes, case-insensitive, matched
+ * against "CODE ENH TEXT", or "CODE TEXT" when the reply has no enhanced
+ * code, with all the lines of a multi-line reply joined by spaces), then
+ * the built-in table of real replies (enhanced codes and the large
+ * receivers' wordings, in trouble.c), then the catch-all: "unknown", soft.
+ * sl_trouble_new() compiles them once. A 4xx is never hard. An invalid regex
  * is SL_ECONFIG with *err (caller frees). The sl_trouble is immutable:
  * every thread may call sl_trouble_decide() on it at once.
  *

@@ -373,6 +373,130 @@ static void test_with_default_config(void **state)
     sl_config_free(cfg);
 }
 
+/* The order production has, from a parsed configuration file: the
+ * operator's rules, then the built-in table, then the catch-all. */
+static void test_policy_order_from_config_file(void **state)
+{
+    static const char yaml[] =
+        "bounce_rules:\n"
+        "  - { match: '^550 .*recipient is not known here', class: invalid-recipient }\n"
+        "  - { match: '^550 5\\.1\\.1 .*directory unavailable', class: unknown, hard: false }\n";
+    sl_config *cfg = NULL;
+    char *err = NULL;
+    assert_int_equal(sl_config_parse("t.yaml", yaml, strlen(yaml), &cfg, &err), 0);
+    assert_int_equal(cfg->n_bounce_rules, 2); /* nothing appended after them */
+    sl_trouble *t;
+    assert_int_equal(sl_trouble_new(cfg, &t, &err), 0);
+    static const struct {
+        const char *reply;
+        Sluice__V1__BounceClass cls;
+        bool hard;
+        int rule;
+    } cases[] = {
+        {"550 Sorry, that recipient is not known here\r\n", BC(INVALID_RECIPIENT), true, 0},
+        {"550 5.1.1 LDAP directory unavailable\r\n", BC(UNKNOWN), false, 1},
+        /* Not theirs: the built-in table still answers. */
+        {"550 5.1.1 User unknown\r\n", BC(INVALID_RECIPIENT), true, -1},
+        {"554 delivery error: dd This user doesn't have a yahoo.com account (a@yahoo.com) [0] "
+         "- mta1.mail.ne1.yahoo.com\r\n",
+         BC(INVALID_RECIPIENT), true, -1},
+        {"550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address "
+         "lookup\r\n",
+         BC(INVALID_RECIPIENT), true, -1},
+        /* Nobody's: the catch-all. */
+        {"554 Transaction failed\r\n", BC(UNKNOWN), false, -1},
+        {"451 try later\r\n", BC(UNKNOWN), false, -1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        sl_reply r;
+        size_t used;
+        assert_int_equal(sl_reply_parse(cases[i].reply, strlen(cases[i].reply), &r, &used), 0);
+        bool hard;
+        int rule;
+        Sluice__V1__BounceClass cls = sl_trouble_classify(t, &r, &hard, &rule);
+        if (cls != cases[i].cls || hard != cases[i].hard || rule != cases[i].rule)
+            fail_msg("'%s': got %s %s rule %d", cases[i].reply, sl_bounce_class_name(cls),
+                     hard ? "hard" : "soft", rule);
+        sl_reply_free(&r);
+    }
+    sl_trouble_free(t);
+    sl_config_free(cfg);
+}
+
+/* --- the reply corpus -------------------------------------------------------- */
+
+/* tests/data/replies.tsv: real replies of the large receivers and the common
+ * MTAs, each with its class and hard/soft, classified with the shipped
+ * configuration (what production has) at the RCPT stage. Only a hard
+ * invalid-recipient verdict suppresses the address (scheduler/sched_feedback.c),
+ * so every row is also checked for that: a bad mailbox must suppress, a
+ * block, policy, rate or quota reply never. */
+static void test_reply_corpus(void **state)
+{
+    sl_config *cfg = sl_config_default();
+    sl_trouble *t;
+    char *err = NULL;
+    assert_int_equal(sl_trouble_new(cfg, &t, &err), 0);
+    FILE *f = fopen(SLUICE_TEST_DATA "/replies.tsv", "r");
+    assert_non_null(f);
+    char line[8192];
+    int n = 0, bad_mailboxes = 0, failures = 0, lineno = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        line[strcspn(line, "\r\n")] = '\0';
+        if (line[0] == '#' || line[0] == '\0')
+            continue;
+        char *save = NULL;
+        char *prov = strtok_r(line, "\t", &save);
+        char *cls_name = strtok_r(NULL, "\t", &save);
+        char *hs = strtok_r(NULL, "\t", &save);
+        char *text = strtok_r(NULL, "", &save);
+        if (!prov || !cls_name || !hs || !text)
+            fail_msg("replies.tsv:%d: want 4 tab-separated columns", lineno);
+        Sluice__V1__BounceClass want;
+        if (sl_bounce_class_from_name(cls_name, &want) != 0)
+            fail_msg("replies.tsv:%d: unknown class '%s'", lineno, cls_name);
+        bool want_hard = !strcmp(hs, "hard");
+        if (!want_hard && strcmp(hs, "soft") != 0)
+            fail_msg("replies.tsv:%d: '%s' is neither hard nor soft", lineno, hs);
+        sl_buf raw = SL_BUF_INIT;
+        for (const char *p = text; *p; p++) {
+            if (p[0] == '\\' && p[1] == 'n') {
+                sl_buf_puts(&raw, "\r\n");
+                p++;
+            } else {
+                sl_buf_putc(&raw, *p);
+            }
+        }
+        sl_buf_puts(&raw, "\r\n");
+        sl_reply r;
+        size_t used;
+        if (sl_reply_parse(raw.data, raw.len, &r, &used) != 0 || used != raw.len)
+            fail_msg("replies.tsv:%d: not one SMTP reply", lineno);
+        sl_trouble_verdict v;
+        sl_trouble_decide(t, SL_STAGE_RCPT, SL_COND_REPLY, &r, &v);
+        bool want_suppress = want_hard && want == BC(INVALID_RECIPIENT);
+        bool suppress = v.action == SL_ACT_BOUNCE && v.hard &&
+                        v.bounce_class == BC(INVALID_RECIPIENT);
+        if (v.bounce_class != want || v.hard != want_hard || suppress != want_suppress) {
+            print_error("replies.tsv:%d (%s): got %s %s, want %s %s: %s\n", lineno, prov,
+                        sl_bounce_class_name(v.bounce_class), v.hard ? "hard" : "soft", cls_name,
+                        hs, text);
+            failures++;
+        }
+        bad_mailboxes += want_suppress;
+        n++;
+        sl_reply_free(&r);
+        sl_buf_free(&raw);
+    }
+    fclose(f);
+    assert_int_equal(failures, 0);
+    assert_true(n >= 60);
+    assert_true(bad_mailboxes >= 10);
+    sl_trouble_free(t);
+    sl_config_free(cfg);
+}
+
 static void test_names(void **state)
 {
     assert_string_equal(sl_smtp_stage_name(SL_STAGE_RCPT), "rcpt");
@@ -386,7 +510,8 @@ int main(void)
         cmocka_unit_test(test_parse_table),       cmocka_unit_test(test_parse_limits),
         cmocka_unit_test(test_policy_builtin),    cmocka_unit_test(test_user_rules_first),
         cmocka_unit_test(test_bad_rules),         cmocka_unit_test(test_with_default_config),
-        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_policy_order_from_config_file),
+        cmocka_unit_test(test_reply_corpus),      cmocka_unit_test(test_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
