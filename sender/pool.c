@@ -185,7 +185,9 @@ static void on_closed(void *arg, snd_session *s, const snd_reply *why, bool esta
             free(p->no_tls_why);
             p->no_tls_why = xasprintf("plain text for %llds after a failed TLS handshake: %s",
                                       (long long)(p->owner->tls_fallback_ms / 1000), why->text);
-            sl_log_every(SL_LOG_WARN, p->dest_key,
+            char lk[400];
+            snprintf(lk, sizeof lk, "tls-fallback|%s", p->dest_key);
+            sl_log_every(SL_LOG_WARN, lk,
                          "TLS with %s:%u failed (%s): plain text to it for %llds", p->ip,
                          p->tg.port, why->text, (long long)(p->owner->tls_fallback_ms / 1000));
             pool_kick(p);
