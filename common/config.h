@@ -58,7 +58,14 @@ typedef struct sl_site {
     size_t n_domains;
 } sl_site;
 
-typedef enum { SL_TLS_OPPORTUNISTIC = 0, SL_TLS_REQUIRED = 1, SL_TLS_DISABLED = 2 } sl_tls_policy;
+/* The values are proto's TlsPolicy (common.proto). verify: TLS required,
+ * with a certificate that chains to the trust store and names the MX host. */
+typedef enum {
+    SL_TLS_OPPORTUNISTIC = 0,
+    SL_TLS_REQUIRED = 1,
+    SL_TLS_DISABLED = 2,
+    SL_TLS_VERIFY = 3
+} sl_tls_policy;
 
 typedef struct sl_timeouts {  /* milliseconds; RFC 5321 4.5.3.2 defaults */
     int64_t connect, greeting, ehlo, mail, rcpt, data, data_block, dot, quit, idle;
@@ -220,6 +227,8 @@ typedef struct sl_config {
         bool ledger;                    /* publish final outcomes, skip them on assignment */
         int64_t ledger_lookback_ms;     /* how far back a new owner reads the ledger */
         uint32_t ledger_max_entries;    /* job + recipient pairs remembered */
+        char *tls_ca_file;                      /* trusted CAs (PEM); NULL: system store */
+        int64_t tls_fallback_expiry_ms;         /* plain text after a failed handshake, this long */
     } sender;
 
     struct {

@@ -250,6 +250,12 @@ static const cfg_key cfg_keys[] = {
     {.name = "sender.instance_id", .type = CFG_STR, .off = F(sender.instance_id),
      .flags = CFG_HOSTNAME, .env = "SLUICE_INSTANCE_ID", .check = check_nonempty,
      .doc = "names this sender in events and metrics; default: the host name"},
+    {.name = "sender.tls_ca_file", .type = CFG_STR, .off = F(sender.tls_ca_file),
+     .env = "SLUICE_SENDER_TLS_CA_FILE", .check = check_nonempty,
+     .doc = "PEM file of CAs trusted for `tls: verify`; default: the system store"},
+    {.name = "sender.tls_fallback_expiry", .type = CFG_DURATION,
+     .off = F(sender.tls_fallback_expiry_ms), .min = 1, .def = "1h",
+     .doc = "after a failed opportunistic handshake, plain text to that MX this long"},
 
     {.name = "scheduler.max_buffered", .type = CFG_U32, .off = F(scheduler.max_buffered),
      .min = 1, .max = 100000000, .def = "100000", .doc = "jobs in memory in shape before parking"},

@@ -258,10 +258,13 @@ static int walk_shaping_entry(cfg_ctx *c, const cfg_node *m, const char *sp, sl_
             s->tls = SL_TLS_REQUIRED;
         else if (!strcmp(tls, "disabled"))
             s->tls = SL_TLS_DISABLED;
+        else if (!strcmp(tls, "verify"))
+            s->tls = SL_TLS_VERIFY;
         else
             r = cfg__fail(c, cfg__map_get(m, "tls")->line,
-                          "key '%s.tls': '%s' is not one of opportunistic, required, disabled", sp,
-                          tls);
+                          "key '%s.tls': '%s' is not one of opportunistic, required, verify, "
+                          "disabled",
+                          sp, tls);
     }
     free(tls);
     TRY(r);

@@ -21,6 +21,7 @@ struct sl_tls {
     bool server;
     bool done; /* handshake complete */
     bool failed;
+    bool verify; /* sl_tls_verify() was called */
     sl_buf pending; /* plaintext written before the handshake completed */
     char err[256];
 };
@@ -91,12 +92,25 @@ SSL_CTX *sl_tls_server_ctx(const char *cert_path, const char *key_path, char **e
     return ctx;
 }
 
-SSL_CTX *sl_tls_client_ctx(char **err)
+SSL_CTX *sl_tls_client_ctx(const char *ca_file, char **err)
 {
     SSL_CTX *ctx = ctx_common(TLS_client_method(), err);
     if (!ctx)
         return NULL;
+    /* Verification is per session (sl_tls_verify); without it OpenSSL
+     * still checks the chain and keeps the result for sl_tls_verified(). */
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    int ok = ca_file && *ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+                                 : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1) {
+        if (err) {
+            char *m = ctx_err("loading trusted certificates");
+            *err = xasprintf("%s: %s", ca_file && *ca_file ? ca_file : "system store", m);
+            free(m);
+        }
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
     return ctx;
 }
 
@@ -123,6 +137,32 @@ sl_tls *sl_tls_new(SSL_CTX *ctx, bool server, const char *sni)
             SSL_set_tlsext_host_name(t->ssl, sni);
     }
     return t;
+}
+
+void sl_tls_verify(sl_tls *t, const char *host, bool require)
+{
+    /* Partial wildcards ("mx*.example.com") match nothing: RFC 6125. */
+    SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if (host && *host && SSL_set1_host(t->ssl, host) != 1)
+        sl_panic("SSL_set1_host failed");
+    t->verify = true;
+    if (require)
+        SSL_set_verify(t->ssl, SSL_VERIFY_PEER, NULL);
+}
+
+bool sl_tls_verified(sl_tls *t, const char **why)
+{
+    if (!t->done && !t->failed) {
+        *why = "";
+        return false;
+    }
+    if (!SSL_get0_peer_certificate(t->ssl)) {
+        *why = t->done ? "no certificate" : "";
+        return false;
+    }
+    long r = SSL_get_verify_result(t->ssl);
+    *why = r == X509_V_OK ? "ok" : X509_verify_cert_error_string(r);
+    return r == X509_V_OK;
 }
 
 void sl_tls_free(sl_tls *t)
@@ -160,6 +200,9 @@ static int ssl_result(sl_tls *t, int rc, const char *what)
     default:
         collect_err(t->err, sizeof(t->err), what);
         t->failed = true;
+        if (t->verify && !t->done && SSL_get_verify_result(t->ssl) != X509_V_OK)
+            snprintf(t->err, sizeof(t->err), "certificate verify failed: %s",
+                     X509_verify_cert_error_string(SSL_get_verify_result(t->ssl)));
         return SL_ETLS;
     }
 }

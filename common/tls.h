@@ -11,9 +11,13 @@
  * calls sl_tls_take_output() and sends what it got.
  *
  * sl_tls_server_ctx()/sl_tls_client_ctx() build contexts with TLS >= 1.2
- * and OpenSSL's default secure ciphers. The client context does not verify
- * the peer (opportunistic SMTP TLS); a caller wanting verification sets it
- * on the returned SSL_CTX. The caller owns a context (SSL_CTX_free()); each
+ * and OpenSSL's default secure ciphers. The client context does not fail a
+ * handshake over the peer's certificate (opportunistic SMTP TLS), but it
+ * loads a trust store - ca_file when given, else the system's - so that
+ * every session can report whether the peer would have verified.
+ * sl_tls_verify() makes one session check the certificate's chain and its
+ * name, and (require) fail the handshake when either is wrong; then
+ * sl_tls_error() reads "certificate verify failed: REASON". The caller owns a context (SSL_CTX_free()); each
  * sl_tls takes its own reference, so a context may be freed while sessions
  * still use it. On failure they return NULL and set *err (if err is not
  * NULL) to a message the caller frees.
@@ -41,12 +45,18 @@
 typedef struct sl_tls sl_tls;
 
 SSL_CTX *sl_tls_server_ctx(const char *cert_path, const char *key_path, char **err);
-SSL_CTX *sl_tls_client_ctx(char **err);
+/* ca_file: PEM file of trusted CAs; NULL or "": the system trust store. */
+SSL_CTX *sl_tls_client_ctx(const char *ca_file, char **err);
 
 /* server: true to accept, false to connect; sni: server name to send
  * (client only; may be NULL). Never returns NULL. */
 sl_tls *sl_tls_new(SSL_CTX *ctx, bool server, const char *sni);
 void sl_tls_free(sl_tls *t);
+/* Client, before the handshake: check the peer's certificate chain against
+ * the context's trust store and its name against host (DNS names only; the
+ * name is copied). require: a failed check fails the handshake; else it is
+ * only reported by sl_tls_verified(). */
+void sl_tls_verify(sl_tls *t, const char *host, bool require);
 
 /* Bytes from the network. Returns 0. */
 int sl_tls_feed(sl_tls *t, const void *cipher, size_t n);
@@ -66,6 +76,11 @@ bool sl_tls_handshake_done(sl_tls *t);
 /* "TLSv1.3" and the cipher name once the handshake is done, else "". */
 const char *sl_tls_version(sl_tls *t);
 const char *sl_tls_cipher(sl_tls *t);
+/* After the handshake: whether the peer's certificate chained to the trust
+ * store (and matched the host given to sl_tls_verify(), if it was called);
+ * why not in *why ("ok" when it did; "" before the handshake), valid as
+ * long as t. */
+bool sl_tls_verified(sl_tls *t, const char **why);
 /* The reason for the last SL_ETLS ("" if none). Valid until the next call. */
 const char *sl_tls_error(sl_tls *t);
 

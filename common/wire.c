@@ -558,6 +558,11 @@ void sl_event_json(const sl_event *e, sl_buf *b)
     json_kv_str(b, &first, "reply", e->reply);
     json_kv_str(b, &first, "tls_protocol", e->tls_protocol);
     json_kv_str(b, &first, "tls_cipher", e->tls_cipher);
+    json_kv_str(b, &first, "tls_policy", e->tls_policy);
+    if (e->tls_verify_result && *e->tls_verify_result)
+        sl_buf_printf(b, ",\"tls_verified\":%s", e->tls_verified ? "true" : "false");
+    json_kv_str(b, &first, "tls_verify_result", e->tls_verify_result);
+    json_kv_str(b, &first, "tls_failure", e->tls_failure);
     sl_buf_printf(b, ",\"attempt\":%u", e->attempt);
     json_kv_int(b, &first, "timestamp_ms", e->timestamp_ms);
     json_kv_int(b, &first, "created_at_ms", e->created_at_ms);

@@ -250,9 +250,9 @@ int main(int argc, char **argv)
     sl_dkim_keyring *dkim = NULL;
     if (cfg->n_dkim && sl_dkim_keyring_load(cfg, &dkim, &err) < 0)
         sl_fatal(2, "%s: %s", cfg->path, err);
-    SSL_CTX *tls = sl_tls_client_ctx(&err);
+    SSL_CTX *tls = sl_tls_client_ctx(cfg->sender.tls_ca_file, &err);
     if (!tls)
-        sl_fatal(1, "TLS: %s", err);
+        sl_fatal(cfg->sender.tls_ca_file ? 2 : 1, "TLS: %s", err);
     snd_tmplstore *templates = snd_tmplstore_start(cfg);
 
     s.loop = uv_default_loop();

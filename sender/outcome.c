@@ -235,6 +235,10 @@ int snd_outcome_publish(sl_producer *p, const sl_config *cfg, const sl_dispatch 
         e.mx_ip = (char *)(info->mx_ip ? info->mx_ip : "");
         e.tls_protocol = (char *)(info->tls_protocol ? info->tls_protocol : "");
         e.tls_cipher = (char *)(info->tls_cipher ? info->tls_cipher : "");
+        e.tls_policy = (char *)(info->tls_policy ? info->tls_policy : "");
+        e.tls_verified = info->tls_verified;
+        e.tls_verify_result = (char *)(info->tls_verify_result ? info->tls_verify_result : "");
+        e.tls_failure = (char *)(info->tls_failure ? info->tls_failure : "");
         e.message_id = (char *)(info->message_id ? info->message_id : "");
         e.sender_id = (char *)(info->sender_id ? info->sender_id : "");
         e.queue_ms = info->queue_ms;

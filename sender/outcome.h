@@ -49,6 +49,10 @@ typedef struct snd_outcome_info {
     const char *sender_id;
     const char *mx_host, *mx_ip;
     const char *tls_protocol, *tls_cipher;
+    const char *tls_policy;         /* "opportunistic", "required", "verify", "disabled" */
+    bool tls_verified;
+    const char *tls_verify_result;  /* "ok", why not, or "" without TLS */
+    const char *tls_failure;        /* why TLS failed or was not used, or "" */
     const char *message_id;
     int64_t queue_ms, smtp_ms;
     int worker;                     /* the worker loop's index, for the log */

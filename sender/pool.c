@@ -46,7 +46,9 @@ typedef struct snd_pool {
     size_t n_queued;
     psess **sess;
     size_t n_sess, cap_sess;
-    bool no_tls;        /* the opportunistic handshake failed here once */
+    bool no_tls;        /* the opportunistic handshake failed here ... */
+    int64_t no_tls_until; /* ... so plain text until then (monotonic ms) */
+    char *no_tls_why;   /* the failure, for the events of plain-text mail */
     int64_t last_used;  /* monotonic ms: submit or a session's end */
 } snd_pool;
 
@@ -73,6 +75,7 @@ struct snd_pools {
     sl_map pools;  /* key -> snd_pool, owned */
     sl_map shares; /* key -> snd_share, owned; freed with its last pool */
     size_t n_conn;
+    int64_t tls_fallback_ms; /* how long a failed handshake means plain text */
 };
 
 static void pool_kick(snd_pool *p);
@@ -215,6 +218,15 @@ static void session_closed(snd_session *s, const snd_result *why, bool establish
         if (tls_failed && p->tg.tls == SL_TLS_OPPORTUNISTIC && !p->no_tls) {
             snd_dest_ok(ds, p->dest_key, now); /* it greeted us */
             p->no_tls = true;
+            p->no_tls_until = now + p->owner->tls_fallback_ms;
+            free(p->no_tls_why);
+            p->no_tls_why = xasprintf("plain text for %llds after a failed TLS handshake: %s",
+                                      (long long)(p->owner->tls_fallback_ms / 1000), why->reply.raw);
+            char lk[400];
+            snprintf(lk, sizeof lk, "tls-fallback|%s", p->dest_key);
+            sl_log_every(SL_LOG_WARN, lk,
+                         "TLS with %s:%u failed (%s): plain text to it for %llds", p->ip,
+                         p->tg.port, why->reply.raw, (long long)(p->owner->tls_fallback_ms / 1000));
             pool_kick(p);
             return;
         }
@@ -330,8 +342,17 @@ static void pool_kick(snd_pool *p)
         labels_source(p, l, sizeof l);
         sl_metric_add("sluice_sender_connections_open", l, 1);
         snd_target tg = p->tg;
-        if (p->no_tls)
+        if (p->no_tls && now >= p->no_tls_until) {
+            /* The fallback has expired: STARTTLS again (the receiver's
+             * certificate or software may have been fixed meanwhile). */
+            p->no_tls = false;
+            free(p->no_tls_why);
+            p->no_tls_why = NULL;
+        }
+        if (p->no_tls) {
             tg.tls = SL_TLS_DISABLED;
+            tg.tls_note = p->no_tls_why;
+        }
         /* snd_session_new may fail synchronously and call on_closed later
          * (from the close callback), so the psess must be in place first. */
         snd_session *s = snd_session_new(p->owner->loop, &tg, &session_cbs);
@@ -364,11 +385,17 @@ static void share_kick(snd_share *sh, const snd_pool *except)
             pool_kick(sh->pools[i]);
 }
 
+void snd_pools_set_tls_fallback(snd_pools *ps, int64_t ms)
+{
+    ps->tls_fallback_ms = ms > 0 ? ms : 1;
+}
+
 snd_pools *snd_pools_new(uv_loop_t *loop, snd_dests *dests)
 {
     snd_pools *ps = xcalloc(1, sizeof *ps);
     ps->loop = loop;
     ps->dests = dests;
+    ps->tls_fallback_ms = 3600 * 1000;
     sl_map_init(&ps->pools);
     sl_map_init(&ps->shares);
     return ps;
@@ -407,9 +434,12 @@ static void share_add(snd_share *sh, snd_pool *p)
 void snd_pools_submit(snd_pools *ps, const char *site, const snd_target *tg, uint32_t max_conn,
                       uint32_t max_msgs, snd_txn *t, snd_txn_cb done)
 {
-    char *key = xasprintf("%s|%s|%s|%s|%u|%d", site ? site : "",
+    /* Under verify the certificate is checked against the MX host name, so
+     * two names on one address are two pools. */
+    char *key = xasprintf("%s|%s|%s|%s|%u|%d|%s", site ? site : "",
                           tg->source_ip ? tg->source_ip : "", tg->socks5 ? tg->socks5 : "",
-                          tg->ip, tg->port, (int)tg->tls);
+                          tg->ip, tg->port, (int)tg->tls,
+                          tg->tls == SL_TLS_VERIFY && tg->mx_host ? tg->mx_host : "");
     snd_pool *p = sl_map_get(&ps->pools, key);
     if (!p) {
         p = xcalloc(1, sizeof *p);
@@ -498,6 +528,7 @@ static void pool_free(snd_pool *p)
     free(p->source_ip);
     free(p->ehlo);
     free(p->socks5);
+    free(p->no_tls_why);
     free(p->sess);
     free(p);
 }
@@ -516,7 +547,11 @@ static bool sweep_pool(void *arg, void *val)
 {
     const sweep *sw = arg;
     snd_pool *p = val;
-    if (p->n_sess || p->head || sw->now_ms - p->last_used < sw->idle_ms)
+    /* A pool in its plain-text fallback is the memory of a failed
+     * handshake: freeing it early would make that memory shorter than
+     * sender.tls_fallback_expiry. */
+    if (p->n_sess || p->head || sw->now_ms - p->last_used < sw->idle_ms ||
+        (p->no_tls && sw->now_ms < p->no_tls_until))
         return false;
     share_remove(sw->ps, p);
     pool_free(p);

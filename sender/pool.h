@@ -31,7 +31,12 @@
  * required but unavailable), every queued transaction completes with
  * txn->session_failed and txn->session_reply set, so the caller can move on
  * to the next MX. A failed opportunistic TLS handshake makes the pool try
- * again in plain text (and remember that for that destination).
+ * again in plain text, and keep to plain text for that destination for the
+ * time set with snd_pools_set_tls_fallback() (default 1 h; the sender sets
+ * sender.tls_fallback_expiry), with the handshake's failure in each
+ * transaction's tls_note; then connections try STARTTLS again. A pool in
+ * that fallback is not swept before it ends. Under `verify` pools are per
+ * MX host name as well, since the certificate must name it.
  *
  * snd_pools_sweep() frees pools without connections or queue that have not
  * been used for idle_ms; snd_pacer_sweep() frees pacing entries whose last
@@ -61,6 +66,8 @@ typedef struct snd_pools snd_pools;
 typedef void (*snd_txn_cb)(snd_txn *t);
 
 snd_pools *snd_pools_new(uv_loop_t *loop, snd_dests *dests);
+/* How long a failed opportunistic handshake means plain text (ms > 0). */
+void snd_pools_set_tls_fallback(snd_pools *ps, int64_t ms);
 void snd_pools_submit(snd_pools *ps, const char *site, const snd_target *tg, uint32_t max_conn,
                       uint32_t max_msgs, snd_txn *t, snd_txn_cb done);
 /* Connections open (or opening) now. */

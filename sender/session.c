@@ -73,6 +73,7 @@ struct snd_session {
     sl_tls *tls;
     bool established;
     bool tls_failed;
+    char *tls_note;     /* why the policy allowed TLS and this went without */
 
     /* EHLO capabilities */
     bool esmtp, pipelining, starttls, smtputf8, eightbit;
@@ -133,6 +134,8 @@ void snd_txn_reset(snd_txn *t)
     t->possible_duplicate = false;
     t->session_failed = false;
     t->tls_protocol[0] = t->tls_cipher[0] = 0;
+    t->tls_verified = false;
+    t->tls_verify[0] = t->tls_note[0] = 0;
     t->smtp_ms = 0;
 }
 
@@ -306,16 +309,26 @@ static void fill_unanswered(snd_session *s, const snd_result *r)
             snd_result_copy(&t->results[i], r);
 }
 
+/* What the transaction's event says about TLS. */
+static void txn_tls(snd_session *s, snd_txn *t)
+{
+    if (s->tls) {
+        const char *why;
+        snprintf(t->tls_protocol, sizeof t->tls_protocol, "%s", sl_tls_version(s->tls));
+        snprintf(t->tls_cipher, sizeof t->tls_cipher, "%s", sl_tls_cipher(s->tls));
+        t->tls_verified = sl_tls_verified(s->tls, &why);
+        snprintf(t->tls_verify, sizeof t->tls_verify, "%s", why);
+    }
+    snprintf(t->tls_note, sizeof t->tls_note, "%s", s->tls_note ? s->tls_note : "");
+}
+
 static void txn_finish(snd_session *s)
 {
     snd_txn *t = s->txn;
     s->txn = NULL;
     s->n_exp = s->exp_head = 0;
     t->smtp_ms = sl_mono_ms() - s->txn_start;
-    if (s->tls) {
-        snprintf(t->tls_protocol, sizeof t->tls_protocol, "%s", sl_tls_version(s->tls));
-        snprintf(t->tls_cipher, sizeof t->tls_cipher, "%s", sl_tls_cipher(s->tls));
-    }
+    txn_tls(s, t);
     snd_result_clear(&s->mail_reply);
     free(s->acc);
     s->acc = NULL;
@@ -531,10 +544,13 @@ static void parse_ehlo(snd_session *s, const snd_result *r)
 
 static void become_ready(snd_session *s)
 {
-    if (!s->tls && s->tls_policy == SL_TLS_REQUIRED) {
+    bool must = s->tls_policy == SL_TLS_REQUIRED || s->tls_policy == SL_TLS_VERIFY;
+    if (!s->tls && must) {
         session_close(s, SL_COND_TLS, 451, "4.7.4", "TLS is required but %s does not offer STARTTLS", s->ip);
         return;
     }
+    if (!s->tls && !s->tls_note && s->tls_policy == SL_TLS_OPPORTUNISTIC)
+        s->tls_note = xstrdup(s->starttls ? "STARTTLS unavailable" : "STARTTLS not offered");
     s->established = true;
     enter_state(s, S_READY);
     s->cbs.on_ready(s->cbs.arg, s);
@@ -590,10 +606,12 @@ static void handle_reply(snd_session *s, snd_result *r)
         break;
     case S_STARTTLS:
         if (r->reply.code != 220) {
-            if (s->tls_policy == SL_TLS_REQUIRED) {
+            if (s->tls_policy == SL_TLS_REQUIRED || s->tls_policy == SL_TLS_VERIFY) {
                 session_close(s, SL_COND_REPLY, 451, "4.7.4", "TLS is required but STARTTLS failed: %s", r->reply.raw);
                 return;
             }
+            free(s->tls_note);
+            s->tls_note = xasprintf("STARTTLS refused: %s", r->reply.raw);
             become_ready(s);
             return;
         }
@@ -601,6 +619,9 @@ static void handle_reply(snd_session *s, snd_result *r)
          * not be trusted (CVE-2011-0411): discard it. */
         sl_buf_reset(&s->in);
         s->tls = sl_tls_new(s->tls_ctx, false, s->mx_host);
+        /* The name checked is the MX host's, never the address's: an
+         * attacker who controls the address must not control the name. */
+        sl_tls_verify(s->tls, s->mx_host, s->tls_policy == SL_TLS_VERIFY);
         enter_state(s, S_TLS);
         sl_buf plain = SL_BUF_INIT;
         sl_tls_read(s->tls, &plain); /* starts the handshake */
@@ -849,6 +870,7 @@ static void free_session(snd_session *s)
     free(s->source_ip);
     free(s->ehlo);
     free(s->socks5);
+    free(s->tls_note);
     sl_buf_free(&s->in);
     if (s->tls)
         sl_tls_free(s->tls);
@@ -916,10 +938,7 @@ static void session_close(snd_session *s, sl_smtp_cond cond, int code, const cha
         snd_result_clear(&r);
         s->txn = NULL;
         t->smtp_ms = sl_mono_ms() - s->txn_start;
-        if (s->tls) {
-            snprintf(t->tls_protocol, sizeof t->tls_protocol, "%s", sl_tls_version(s->tls));
-            snprintf(t->tls_cipher, sizeof t->tls_cipher, "%s", sl_tls_cipher(s->tls));
-        }
+        txn_tls(s, t);
         s->cbs.on_txn_done(s->cbs.arg, s, t);
     }
     uv_timer_stop(&s->timer);
@@ -950,6 +969,7 @@ snd_session *snd_session_new(uv_loop_t *loop, const snd_target *tg, const snd_se
     s->tls_policy = tg->tls;
     s->to = tg->timeouts;
     s->tls_ctx = tg->tls_ctx;
+    s->tls_note = tg->tls_note && *tg->tls_note ? xstrdup(tg->tls_note) : NULL;
     uv_tcp_init(loop, &s->tcp);
     uv_timer_init(loop, &s->timer);
     s->tcp.data = s->timer.data = s;

@@ -7,7 +7,11 @@
  * or through the SOCKS5 proxy target->socks5), reads the greeting, sends
  * EHLO (HELO when EHLO is refused), STARTTLS according to target->tls (TLS
  * over memory BIOs, common/tls.h; bytes that arrive with the 220 to
- * STARTTLS are discarded), EHLO again, and reports on_ready. The owner (the
+ * STARTTLS are discarded), EHLO again, and reports on_ready. Under `verify`
+ * the certificate must chain to the trust store of target->tls_ctx and
+ * name target->mx_host (sl_tls_verify), else the session ends with
+ * SL_COND_TLS and "certificate verify failed: ..."; under the other
+ * policies the result is only reported in txn->tls_verified/tls_verify. The owner (the
  * pool) then hands it one transaction at a time with snd_session_send().
  *
  * A transaction is MAIL FROM, RCPT TO for each recipient, DATA, the
@@ -84,6 +88,10 @@ typedef struct snd_txn {
     snd_result session_reply;    /* when session_failed */
     char tls_protocol[16];
     char tls_cipher[64];
+    bool tls_verified;          /* the certificate chained to the trust store
+                                   and named the MX host */
+    char tls_verify[80];        /* "ok" or why not; "" without TLS */
+    char tls_note[256];         /* why a session allowed TLS went without it */
     int64_t smtp_ms;
     void *arg;
 } snd_txn;
@@ -100,6 +108,9 @@ typedef struct snd_target {
     sl_tls_policy tls;
     sl_timeouts timeouts;
     SSL_CTX *tls_ctx;           /* referenced, not owned */
+    const char *tls_note;       /* why tls is DISABLED here though the policy
+                                   allowed it (the pool's plain-text
+                                   fallback), for txn->tls_note; may be NULL */
 } snd_target;
 
 typedef struct snd_session snd_session;

@@ -71,6 +71,9 @@ typedef struct delivery {
     int64_t queue_ms, smtp_ms;
     char *held_key;         /* the destination this delivery counts against */
     char tls_protocol[16], tls_cipher[64];
+    bool tls_verified;
+    char tls_verify[80];
+    char tls_failure[256];  /* the last candidate's TLS failure or note */
     struct delivery *next, *prev;
 } delivery;
 
@@ -125,6 +128,18 @@ static void set_final(delivery *dl, size_t i, Sluice__V1__EventType type, const 
     }
     if (reason)
         s->reason = reason;
+}
+
+/* The policy as the config writes it, for events. */
+static const char *tls_policy_name(sl_tls_policy p)
+{
+    switch (p) {
+    case SL_TLS_OPPORTUNISTIC: return "opportunistic";
+    case SL_TLS_REQUIRED: return "required";
+    case SL_TLS_DISABLED: return "disabled";
+    case SL_TLS_VERIFY: return "verify";
+    }
+    return "";
 }
 
 static Sluice__V1__EventType type_of(sl_trouble_action a)
@@ -295,6 +310,10 @@ static void delivery_finish(delivery *dl)
         .mx_ip = c ? c->ip : NULL,
         .tls_protocol = dl->tls_protocol,
         .tls_cipher = dl->tls_cipher,
+        .tls_policy = tls_policy_name((sl_tls_policy)dl->d->tls),
+        .tls_verified = dl->tls_verified,
+        .tls_verify_result = dl->tls_verify,
+        .tls_failure = dl->tls_failure,
         .message_id = dl->message_id,
         .queue_ms = dl->queue_ms,
         .smtp_ms = dl->smtp_ms,
@@ -323,6 +342,8 @@ static void start_txn(delivery *dl);
  * policy says so, else every recipient gets r. */
 static void candidate_failed(delivery *dl, const snd_result *r)
 {
+    if (r->cond == SL_COND_TLS || r->stage == SL_STAGE_STARTTLS)
+        snprintf(dl->tls_failure, sizeof dl->tls_failure, "%s", r->reply.raw);
     sl_trouble_verdict v;
     sl_trouble_decide(dl->w->sh.trouble, r->stage, r->cond,
                       r->cond == SL_COND_REPLY ? &r->reply : NULL, &v);
@@ -356,6 +377,9 @@ static void txn_done(snd_txn *t)
     }
     snprintf(dl->tls_protocol, sizeof dl->tls_protocol, "%s", t->tls_protocol);
     snprintf(dl->tls_cipher, sizeof dl->tls_cipher, "%s", t->tls_cipher);
+    dl->tls_verified = t->tls_verified;
+    snprintf(dl->tls_verify, sizeof dl->tls_verify, "%s", t->tls_verify);
+    snprintf(dl->tls_failure, sizeof dl->tls_failure, "%s", t->tls_note);
     dl->smtp_ms += t->smtp_ms;
     if (!t->session_failed) {
         char l[256];
@@ -1054,6 +1078,7 @@ snd_worker *snd_worker_start(const snd_shared *sh, int index, char **err)
     if (!w->dest_cap)
         w->dest_cap = cfg->sender.max_inflight / 4 ? cfg->sender.max_inflight / 4 : 1;
     w->pools = snd_pools_new(&w->loop, w->dests);
+    snd_pools_set_tls_fallback(w->pools, sh->cfg->sender.tls_fallback_expiry_ms);
     w->pacer = snd_pacer_new();
     uv_timer_init(&w->loop, &w->sweep_timer);
     w->sweep_timer.data = w;

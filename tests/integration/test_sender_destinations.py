@@ -182,9 +182,8 @@ class Pipeline:
         return self.metric(name, self.sched_metrics_port)
 
     def shaping(self):
-        """`sluice shaping show --json`: one dict per (site, source IP)."""
-        return [json.loads(l) for l in self.sluice("shaping", "-c", self.cfg, "show",
-                                                   "--json").splitlines() if l.strip()]
+        """`sluice shaping show --json`: a list, one dict per (site, source IP)."""
+        return json.loads(self.sluice("shaping", "-c", self.cfg, "show", "--json"))
 
     def sluice(self, *args, timeout=60):
         r = run_sluice(*args, env=self.env, timeout=timeout)

@@ -11,7 +11,7 @@
  * Dispatch: job_id, from, to (list), domain, raw, template_id, vars
  * (object), attempt, created_at_ms, expires_at_ms, mx ([{host, pref}]),
  * null_mx, site, pool, source_ip, ehlo, send_at_ms, rate, max_connections,
- * max_messages_per_connection, tls ("opportunistic"|"required"|"disabled"),
+ * max_messages_per_connection, tls ("opportunistic"|"required"|"verify"|"disabled"),
  * route, socks5. Key: source_ip + "/" + site. Exits 0 once every record is
  * acknowledged, 1 otherwise.
  */
@@ -138,6 +138,7 @@ int main(int argc, char **argv)
             const char *tls = tool_str(o, "tls", "opportunistic");
             d.tls = !strcmp(tls, "required")   ? SLUICE__V1__TLS_POLICY__TLS_REQUIRED
                     : !strcmp(tls, "disabled") ? SLUICE__V1__TLS_POLICY__TLS_DISABLED
+                    : !strcmp(tls, "verify")   ? SLUICE__V1__TLS_POLICY__TLS_VERIFY
                                                : SLUICE__V1__TLS_POLICY__TLS_OPPORTUNISTIC;
             d.route = (char *)tool_str(o, "route", "");
             d.socks5 = (char *)tool_str(o, "socks5", "");

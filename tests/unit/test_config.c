@@ -499,6 +499,8 @@ static void test_shaping_inheritance(void **state)
     assert_true(cfg->sender.ledger);
     assert_int_equal(cfg->sender.ledger_lookback_ms, 1800000);
     assert_int_equal(cfg->sender.ledger_max_entries, 1000000);
+    assert_null(cfg->sender.tls_ca_file);
+    assert_int_equal(cfg->sender.tls_fallback_expiry_ms, 3600000);
     assert_int_equal(cfg->scheduler.max_buffered, 100000);
     assert_string_equal(cfg->scheduler.default_tenant, "default");
     assert_int_equal(cfg->n_pools, 0);
@@ -825,7 +827,12 @@ static void test_sender_destinations(void **state)
     (void)state;
     sl_config *cfg = parse_ok("sender:\n  max_inflight: 100\n  destination_backoff_initial: 250ms\n"
                               "  destination_backoff_max: 1m\n  max_inflight_per_destination: 10\n"
-                              "  idle_state_timeout: 30s\n");
+                              "  idle_state_timeout: 30s\n  tls_ca_file: /etc/ssl/ca.pem\n"
+                              "  tls_fallback_expiry: 10m\n"
+                              "shaping:\n  default: { tls: verify }\n");
+    assert_string_equal(cfg->sender.tls_ca_file, "/etc/ssl/ca.pem");
+    assert_int_equal(cfg->sender.tls_fallback_expiry_ms, 600000);
+    assert_int_equal(cfg->shaping[0].tls, SL_TLS_VERIFY);
     assert_int_equal(cfg->sender.destination_backoff_initial_ms, 250);
     assert_int_equal(cfg->sender.destination_backoff_max_ms, 60000);
     assert_int_equal(cfg->sender.max_inflight_per_destination, 10);
@@ -854,6 +861,11 @@ static void test_sender_destinations(void **state)
          "key 'sender.ledger_lookback': must be longer than zero"},
         {"sender:\n  ledger_max_entries: 10\n", "ledger_max_entries"},
         {"sender:\n  ledger: maybe\n", "sender.ledger"},
+        {"sender:\n  tls_fallback_expiry: 0s\n",
+         "key 'sender.tls_fallback_expiry': must be longer than zero"},
+        {"sender:\n  tls_ca_file: ''\n", "key 'sender.tls_ca_file': must not be empty"},
+        {"shaping:\n  default: { tls: verified }\n",
+         "'verified' is not one of opportunistic, required, verify, disabled"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *err = parse_err(bad[i].yaml);

@@ -67,7 +67,7 @@ static void test_handshake_and_data(void **state)
     char *err = NULL;
     SSL_CTX *sctx = sl_tls_server_ctx(cert, key, &err);
     assert_non_null(sctx);
-    SSL_CTX *cctx = sl_tls_client_ctx(&err);
+    SSL_CTX *cctx = sl_tls_client_ctx(NULL, &err);
     assert_non_null(cctx);
     sl_tls *srv = sl_tls_new(sctx, true, NULL);
     sl_tls *cli = sl_tls_new(cctx, false, "localhost");
@@ -109,6 +109,76 @@ static void test_handshake_and_data(void **state)
     sl_buf_free(&sp);
     sl_tls_free(cli);
     sl_tls_free(srv);
+}
+
+/* One handshake between a server with the self-signed "localhost"
+ * certificate and a client trusting ca_file (NULL: the system store) and
+ * checking host; returns the client's last sl_tls_read() result and leaves
+ * the client in *out (the caller frees it). */
+static int verify_handshake(const char *ca_file, const char *host, bool require, sl_tls **out)
+{
+    char *err = NULL;
+    SSL_CTX *sctx = sl_tls_server_ctx(cert, key, &err);
+    SSL_CTX *cctx = sl_tls_client_ctx(ca_file, &err);
+    assert_non_null(sctx);
+    assert_non_null(cctx);
+    sl_tls *srv = sl_tls_new(sctx, true, NULL);
+    sl_tls *cli = sl_tls_new(cctx, false, host);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(cctx);
+    sl_tls_verify(cli, host, require);
+    sl_buf cp = SL_BUF_INIT, sp = SL_BUF_INIT;
+    int rc = 0;
+    for (int round = 0; round < 20 && !sl_tls_handshake_done(cli); round++) {
+        sl_buf x = SL_BUF_INIT;
+        sl_tls_take_output(cli, &x);
+        sl_tls_feed(srv, x.data, x.len);
+        sl_buf_reset(&x);
+        (void)sl_tls_read(srv, &sp);
+        sl_tls_take_output(srv, &x);
+        sl_tls_feed(cli, x.data, x.len);
+        sl_buf_free(&x);
+        rc = sl_tls_read(cli, &cp);
+        if (rc < 0)
+            break;
+    }
+    sl_buf_free(&cp);
+    sl_buf_free(&sp);
+    sl_tls_free(srv);
+    *out = cli;
+    return rc;
+}
+
+static void test_verify(void **state)
+{
+    sl_tls *cli;
+    const char *why;
+    /* Trusted, and the name matches. */
+    assert_true(verify_handshake(cert, "localhost", true, &cli) >= 0);
+    assert_true(sl_tls_handshake_done(cli));
+    assert_true(sl_tls_verified(cli, &why));
+    assert_string_equal(why, "ok");
+    sl_tls_free(cli);
+    /* Trusted, but issued for another name: the MX host name decides. */
+    assert_int_equal(verify_handshake(cert, "mx.example.test", true, &cli), SL_ETLS);
+    assert_non_null(strstr(sl_tls_error(cli), "certificate verify failed: "));
+    assert_non_null(strstr(sl_tls_error(cli), "mismatch"));
+    sl_tls_free(cli);
+    /* Not trusted (the system store does not know it). */
+    assert_int_equal(verify_handshake(NULL, "localhost", true, &cli), SL_ETLS);
+    assert_non_null(strstr(sl_tls_error(cli), "certificate verify failed: self-signed"));
+    sl_tls_free(cli);
+    /* Not required: the handshake completes and the result is reported. */
+    assert_true(verify_handshake(NULL, "localhost", false, &cli) >= 0);
+    assert_true(sl_tls_handshake_done(cli));
+    assert_false(sl_tls_verified(cli, &why));
+    assert_non_null(strstr(why, "self-signed"));
+    sl_tls_free(cli);
+    /* A CA file that cannot be read is an error, not the system store. */
+    char *err = NULL;
+    assert_null(sl_tls_client_ctx("/nonexistent/ca.pem", &err));
+    assert_non_null(strstr(err, "/nonexistent/ca.pem"));
+    free(err);
 }
 
 static void test_garbage_fails(void **state)
@@ -194,7 +264,7 @@ static void test_starttls_session(void **state)
 {
     char *err = NULL;
     SSL_CTX *sctx = sl_tls_server_ctx(cert, key, &err);
-    SSL_CTX *cctx = sl_tls_client_ctx(&err);
+    SSL_CTX *cctx = sl_tls_client_ctx(NULL, &err);
     assert_non_null(sctx);
     assert_non_null(cctx);
     smtpd_config cfg = {.hostname = "mx.test", .tls_ctx = sctx};
@@ -256,7 +326,7 @@ static void test_auth_plain_steps(void **state)
 {
     char *err = NULL;
     SSL_CTX *sctx = sl_tls_server_ctx(cert, key, &err);
-    SSL_CTX *cctx = sl_tls_client_ctx(&err);
+    SSL_CTX *cctx = sl_tls_client_ctx(NULL, &err);
     smtpd_config cfg = {.hostname = "mx.test", .tls_ctx = sctx, .require_auth = true};
     smtpd_hooks h = {.on_auth = on_auth};
     smtpd_server *srv = smtpd_server_new(uv_default_loop(), &cfg, &h);
@@ -295,6 +365,7 @@ int main(void)
         cmocka_unit_test(test_handshake_and_data), cmocka_unit_test(test_garbage_fails),
         cmocka_unit_test(test_bad_cert_path),      cmocka_unit_test(test_starttls_session),
         cmocka_unit_test(test_auth_plain_steps),
+        cmocka_unit_test(test_verify),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
