@@ -73,8 +73,19 @@ class KafkaFaultTest(unittest.TestCase):
             r = c.reconcile(ids, name)
             recreated = sum(c.metric(n, "sluice_kafka_producer_recreated_total")
                             for n in ("sched-1", "sender-1"))
+            retries = sum(c.metric(n, "sluice_kafka_produce_retries_total")
+                          for n in ("sched-1", "sender-1"))
+            # Whether librdkafka 2.0.2 raised a fatal idempotence error here
+            # is a finding, not a requirement (docs/kafka.md): the books
+            # above hold either way. What must hold is that each recreation
+            # the counter reports is the one logged with its error.
+            fatal = [line for n in ("sched-1", "sender-1")
+                     for line in c.procs[n].output().splitlines()
+                     if "kafka producer fatal error" in line]
             log("%s: recover=%.1fs (the longest the sink saw nothing new), producers recreated "
-                "after a fatal error: %d" % (name, gap.longest, recreated))
+                "after a fatal error: %d %s, records produced again: %d"
+                % (name, gap.longest, recreated, fatal[:3], retries))
+            self.assertEqual(len(fatal), recreated, fatal)
             self.assertEqual(r["lost"], 0, r)
             self.assertEqual(r["phantom"], [], r)
             self.assertEqual(r["conflicting"], [], r)
