@@ -35,6 +35,10 @@ Small and stable on purpose: every tests/integration/test_*.py may import it.
                           domain routes to, a config; .start(name, *args)
                           runs a role (stopped at cleanup), .start_roles()
                           the scheduler and the sender, .logs() their output
+    pb_varint(n), pb_field(num, wire, payload)
+                          protobuf encoded by hand (wire 0 varint, 1 fixed64
+                          bytes, 2 length-delimited), so a test can put any
+                          byte anywhere
 """
 
 import collections
@@ -47,7 +51,8 @@ import tempfile
 import time
 
 __all__ = ["bin_path", "free_port", "wait_for", "Proc", "Sink", "start_sink", "read_complete", "write_file", "run_sluice",
-           "start_devbroker", "devbroker_control", "wait_listening", "pipeline_yaml", "Pipeline"]
+           "start_devbroker", "devbroker_control", "wait_listening", "pipeline_yaml", "Pipeline",
+           "pb_varint", "pb_field"]
 
 
 def bin_path(name):
@@ -261,6 +266,33 @@ def write_file(d, name, text, mode="w"):
     with open(path, mode) as f:
         f.write(text)
     return path
+
+
+def pb_varint(n):
+    """n as a protobuf base-128 varint."""
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def pb_field(num, wire, payload):
+    """Field num with wire type 0 (int), 1 (8 bytes) or 2 (str or bytes)."""
+    key = pb_varint((num << 3) | wire)
+    if wire == 0:
+        return key + pb_varint(payload)
+    if wire == 1:
+        return key + payload
+    if wire == 2:
+        if isinstance(payload, str):
+            payload = payload.encode()
+        return key + pb_varint(len(payload)) + payload
+    raise ValueError(wire)
 
 
 def run_sluice(*args, env=None, env_extra=None, timeout=60, input=None, binary=False):

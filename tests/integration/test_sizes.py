@@ -25,8 +25,8 @@ import tempfile
 import time
 import unittest
 
-from sluicetest import (Pipeline, bin_path, devbroker_control, free_port, wait_for, wait_listening,
-                        write_file)
+from sluicetest import (Pipeline, bin_path, devbroker_control, free_port, pb_field, wait_for,
+                        wait_listening, write_file)
 from test_submit import PASSWORDS, hash_password, make_cert, tls_ctx
 
 DEADLINE = 60
@@ -37,26 +37,12 @@ SWEEP = [900000, 999600, 1000100, SIZE - 200, SIZE + 200, 1040000, MAX_JOB, 1100
 
 # ---- a Job encoded by hand (proto/sluice/v1/job.proto) ----
 
-def _varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def _bytes(field, value):
-    if isinstance(value, str):
-        value = value.encode("utf-8")
-    return _varint(field << 3 | 2) + _varint(len(value)) + value
+    return pb_field(field, 2, value)
 
 
 def _uint(field, value):
-    return _varint(field << 3) + _varint(value)
+    return pb_field(field, 0, value)
 
 
 def encode_job(job_id, to, domain, raw=None, template_id=None, vars=None, mail_from="s@example.net",
