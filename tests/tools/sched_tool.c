@@ -350,11 +350,7 @@ int main(int argc, char **argv)
         sl_config_free(cfg);
         return rc;
     }
-    sl_producer *p = sl_producer_new(cfg, NULL, &err);
-    if (!p) {
-        fprintf(stderr, "sched_tool: %s\n", err);
-        return 1;
-    }
+    sl_producer *p = tool_producer(cfg, "sched_tool");
     if (!strcmp(cmd, "state")) {
         /* One SiteState with one pair, as the scheduler writes it. */
         Sluice__V1__PairState ps = SLUICE__V1__PAIR_STATE__INIT;
