@@ -20,7 +20,7 @@ import time
 import unittest
 
 import dnstest
-from sluicetest import start_sink, wait_for
+from sluicetest import accept_in_thread, start_sink, wait_for
 from test_sender import SenderEnv, dispatch, by_rcpt
 
 
@@ -45,20 +45,15 @@ class ScriptedSmtp:
         self.port = self.sock.getsockname()[1]
         self.messages, self.starttls, self.connections = [], 0, 0
         self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        accept_in_thread(self.sock, self._accept)
 
     @property
     def address(self):
         return "%s:%d" % (self.host, self.port)
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+    def _accept(self, c):
+        self.connections += 1
+        threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
         c.settimeout(20)

@@ -18,7 +18,7 @@ import unittest
 import urllib.request
 
 import dnstest
-from sluicetest import free_port, start_sink, wait_for
+from sluicetest import accept_in_thread, free_port, start_sink, wait_for
 from test_sender import SenderEnv, dispatch, by_rcpt
 
 
@@ -31,15 +31,10 @@ class Socks5Proxy:
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.connects = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        accept_in_thread(self.sock, self._accept)
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+    def _accept(self, c):
+        threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
         try:
