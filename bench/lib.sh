@@ -1,5 +1,6 @@
-# Shared helpers of the benchmark scripts: free ports, a Postfix smtp-sink,
-# and a private Postfix instance that relays to it. Sourced, not run.
+# Shared helpers of the benchmark scripts: free ports, the head of a
+# scheduler bench's config, a Postfix smtp-sink, and a private Postfix
+# instance that relays to it. Sourced, not run.
 # Benchmarks need root (Postfix) and the build in build/bin.
 
 bench_free_port() {
@@ -12,6 +13,21 @@ bench_wait() { # bench_wait SECONDS CMD... : poll CMD until it succeeds
     [ "$(date +%s)" -lt "$deadline" ] || return 1
     sleep 0.1
   done
+}
+
+# bench_sched_config BOOTSTRAP METRICS_PORT: the start of a scheduler
+# bench's config: a 64-partition broker, the metrics listener and one
+# source IP in the pool "default". The caller appends its sites and limits.
+bench_sched_config() {
+  cat <<EOC
+kafka:
+  bootstrap: $1
+  partitions: 64
+metrics: { listen: 127.0.0.1:$2 }
+pools:
+  default:
+    - { ip: 127.0.0.2, ehlo: mta1.bench.example }
+EOC
 }
 
 # bench_sink PORT: Postfix's smtp-sink, the fastest SMTP server we know.
