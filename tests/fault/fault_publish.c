@@ -82,13 +82,8 @@ static void pack_job(json_t *o, sl_buf *b)
     job.created_at_ms = tool_num(o, "created_at_ms", sl_now_ms());
     job.expires_at_ms = tool_num(o, "expires_at_ms", 0);
     job.not_before_ms = tool_num(o, "not_before_ms", 0);
-    json_t *to = json_object_get(o, "to");
-    size_t nto = json_array_size(to);
-    char **rcpts = xcalloc(nto + 1, sizeof *rcpts);
-    for (size_t i = 0; i < nto; i++)
-        rcpts[i] = (char *)json_string_value(json_array_get(to, i));
+    char **rcpts = tool_strv(json_object_get(o, "to"), &job.n_recipients);
     job.recipients = rcpts;
-    job.n_recipients = nto;
     sl_buf raw = SL_BUF_INIT;
     json_t *rawj = json_object_get(o, "raw");
     if (json_is_string(rawj))

@@ -63,13 +63,8 @@ int main(int argc, char **argv)
             job.created_at_ms = tool_num(o, "created_at_ms", sl_now_ms());
             job.expires_at_ms = tool_num(o, "expires_at_ms", 0);
             job.null_mx = json_is_true(json_object_get(o, "null_mx"));
-            json_t *to = json_object_get(o, "to");
-            size_t nto = json_array_size(to);
-            char **rcpts = xcalloc(nto + 1, sizeof *rcpts);
-            for (size_t i = 0; i < nto; i++)
-                rcpts[i] = (char *)json_string_value(json_array_get(to, i));
+            char **rcpts = tool_strv(json_object_get(o, "to"), &job.n_recipients);
             job.recipients = rcpts;
-            job.n_recipients = nto;
             const char *raw = tool_str(o, "raw", NULL);
             if (raw) {
                 job.raw.data = (uint8_t *)raw;

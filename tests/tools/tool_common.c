@@ -52,6 +52,15 @@ sl_producer *tool_start(int argc, char **argv, const char *who, sl_config **cfg)
     return tool_producer(*cfg, who);
 }
 
+char **tool_strv(json_t *a, size_t *n)
+{
+    *n = json_array_size(a);
+    char **v = xcalloc(*n + 1, sizeof *v);
+    for (size_t i = 0; i < *n; i++)
+        v[i] = (char *)json_string_value(json_array_get(a, i));
+    return v;
+}
+
 const char *tool_template(json_t *tm, sl_buf *b)
 {
     sl_template_msg t;

@@ -16,6 +16,9 @@
  * caller frees both). tool_producer() is the second half, for a tool that
  * loads its configuration itself. tool_template() packs the Template
  * {"id", "body"} of tm into b (stamped now) and returns its id, owned by tm.
+ * tool_strv() returns the strings of the JSON array a (NULL for a member
+ * that is not a string) as a NULL-terminated vector the caller frees (the
+ * strings stay owned by a), and their count in *n.
  */
 #ifndef SLUICE_TOOL_COMMON_H
 #define SLUICE_TOOL_COMMON_H
@@ -34,5 +37,6 @@ long long tool_num(json_t *o, const char *k, long long dflt);
 sl_producer *tool_start(int argc, char **argv, const char *who, sl_config **cfg);
 sl_producer *tool_producer(const sl_config *cfg, const char *who);
 const char *tool_template(json_t *tm, sl_buf *b);
+char **tool_strv(json_t *a, size_t *n);
 
 #endif
