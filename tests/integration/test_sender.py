@@ -54,6 +54,14 @@ class SenderEnv:
         self.sender = Proc("sluice-sender", ["-c", self.cfg], tmpdir=self.tmp, env=e)
         return self.sender
 
+    def wait_events(self, job_ids, n, timeout=30):
+        """At least n events of the jobs job_ids on the events topic."""
+        def got():
+            evs = [x["event"] for x in self.dump("events", 0, 1500)]
+            evs = [ev for ev in evs if ev.get("job_id") in job_ids]
+            return evs if len(evs) >= n else None
+        return wait_for(got, timeout, "%d events of %s" % (n, job_ids), interval=0.3)
+
     def publish(self, specs):
         data = "".join(json.dumps(s) + "\n" for s in specs)
         r = subprocess.run([bin_path("publish_dispatch"), "-c", self.cfg], input=data,
