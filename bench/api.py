@@ -31,7 +31,8 @@ BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1
                       else os.path.join(HERE, "..", "build", "bin"))
 os.environ["SLUICE_BIN"] = BIN
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
-from sluicetest import Proc, free_port, make_cert, start_devbroker, wait_for, write_file  # noqa: E402
+from sluicetest import (Proc, free_port, make_cert, start_devbroker, wait_for,  # noqa: E402
+                       write_file)
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 SESSIONS = int(os.environ.get("SESSIONS", "16"))
@@ -49,8 +50,10 @@ def main():
                                capture_output=True, text=True, check=True).stdout.strip()
             keys = write_file(tmp, "keys", "%s tenant=bench domains=example.net\n" % h)
             port = free_port()
-            cfg = write_file(tmp, "sluice.yaml", "kafka:\n  bootstrap: %s\napi:\n  listen: 127.0.0.1:%d\n"
-                             "  cert: %s\n  key: %s\n  keys: %s\n" % (bootstrap, port, cert, key, keys))
+            cfg = write_file(tmp, "sluice.yaml",
+                             "kafka:\n  bootstrap: %s\napi:\n  listen: 127.0.0.1:%d\n"
+                             "  cert: %s\n  key: %s\n  keys: %s\n"
+                             % (bootstrap, port, cert, key, keys))
             api = Proc("sluice-api", ["-c", cfg], tmpdir=tmp)
             ctx = ssl.create_default_context()
             ctx.check_hostname = False

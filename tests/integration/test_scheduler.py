@@ -101,7 +101,8 @@ class SchedCase(unittest.TestCase):
                            capture_output=True, text=True, timeout=timeout)
         return r
 
-    def defer(self, source_ip="127.0.0.2", reply="421-4.7.28 Our system has detected an unusual rate"):
+    def defer(self, source_ip="127.0.0.2",
+              reply="421-4.7.28 Our system has detected an unusual rate"):
         """A DEFERRED event from google's MX: 421 4.7.28, its rate-limit reply."""
         r = self.tool("event", "-c", self.cfg, "--type", "deferred", "--site", "google",
                       "--source-ip", source_ip, "--code", 421, "--enh", "4.7.28", "--reply", reply)

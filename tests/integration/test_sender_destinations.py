@@ -41,8 +41,8 @@ import time
 import unittest
 import urllib.request
 
-from sluicetest import (Proc, accept_in_thread, free_port, pipeline_yaml, run_sluice, start_devbroker,
-                        start_sink, wait_for)
+from sluicetest import (Proc, accept_in_thread, free_port, pipeline_yaml, run_sluice,
+                        start_devbroker, start_sink, wait_for)
 
 TIMEOUTS = ("{ connect: 1s, greeting: 1s, ehlo: 1s, mail: 1s, rcpt: 1s, data: 1s, "
             "data_block: 2s, dot: 2s, quit: 1s, idle: 1s }")

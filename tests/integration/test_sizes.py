@@ -24,8 +24,8 @@ import subprocess
 import time
 import unittest
 
-from sluicetest import (bin_path, case_tmpdir, devbroker_control, pb_field, wait_for, wait_listening,
-                        write_file)
+from sluicetest import (bin_path, case_tmpdir, devbroker_control, pb_field, wait_for,
+                        wait_listening, write_file)
 from test_submit import PASSWORDS, submit_pipeline, tls_ctx
 
 DEADLINE = 60

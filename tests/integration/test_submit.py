@@ -413,9 +413,11 @@ class TestHashPassword(unittest.TestCase):
 
     def test_bad_users_file_exits_2(self):
         with tempfile.TemporaryDirectory() as d:
-            users = write_file(d, "users", "alice:$argon2id$v=19$x domains=example.net\nbob:plain\n")
+            users = write_file(d, "users",
+                               "alice:$argon2id$v=19$x domains=example.net\nbob:plain\n")
             cfg = write_file(d, "s.yaml", "kafka:\n  bootstrap: 127.0.0.1:1\nsubmit:\n"
-                             "  listen: [\"127.0.0.1:%d plain\"]\n  users: %s\n" % (free_port(), users))
+                             "  listen: [\"127.0.0.1:%d plain\"]\n  users: %s\n"
+                             % (free_port(), users))
             r = subprocess.run([bin_path("sluice-submit"), "-c", cfg], capture_output=True,
                                text=True, timeout=DEADLINE)
             self.assertEqual(r.returncode, 2, r.stderr)
