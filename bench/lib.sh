@@ -43,30 +43,15 @@ bench_postfix() {
   local port=$1 sink=$2 d="$WORK/postfix"
   mkdir -p "$d/conf" "$d/queue" "$d/data"
   chown postfix "$d/data"
-  cat > "$d/conf/main.cf" <<EOC
-compatibility_level = 3.6
-queue_directory = $d/queue
-data_directory = $d/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
+  sed "s|@ROOT@|$d|g" tests/data/postfix/main.cf.head > "$d/conf/main.cf"
+  cat >> "$d/conf/main.cf" <<EOC
 myhostname = bench.localdomain
-mydestination =
-alias_maps =
-local_recipient_maps =
 relayhost = [127.0.0.1]:$sink
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
 smtpd_recipient_restrictions = permit_mynetworks, reject
 relay_destination_concurrency_limit = 20
 smtp_destination_concurrency_limit = 20
 default_process_limit = 100
-maillog_file = $d/maillog
 maillog_file_prefixes = $WORK
-smtp_tls_security_level = none
 smtpd_tls_security_level = none
 EOC
   # Our own listener port, and no chroot (the queue is not a chroot jail).
