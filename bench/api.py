@@ -31,8 +31,8 @@ BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1
                       else os.path.join(HERE, "..", "build", "bin"))
 os.environ["SLUICE_BIN"] = BIN
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
-from sluicetest import Proc, free_port, wait_for  # noqa: E402
-from test_submit import make_cert, start_devbroker  # noqa: E402
+from sluicetest import (Proc, free_port, make_cert, start_devbroker, wait_for,  # noqa: E402
+                       write_file)
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 SESSIONS = int(os.environ.get("SESSIONS", "16"))
@@ -48,14 +48,12 @@ def main():
             cert, key = make_cert(tmp)
             h = subprocess.run([os.path.join(BIN, "sluice-api"), "--hash-key"], input=KEY + "\n",
                                capture_output=True, text=True, check=True).stdout.strip()
-            keys = os.path.join(tmp, "keys")
-            with open(keys, "w") as f:
-                f.write("%s tenant=bench domains=example.net\n" % h)
+            keys = write_file(tmp, "keys", "%s tenant=bench domains=example.net\n" % h)
             port = free_port()
-            cfg = os.path.join(tmp, "sluice.yaml")
-            with open(cfg, "w") as f:
-                f.write("kafka:\n  bootstrap: %s\napi:\n  listen: 127.0.0.1:%d\n"
-                        "  cert: %s\n  key: %s\n  keys: %s\n" % (bootstrap, port, cert, key, keys))
+            cfg = write_file(tmp, "sluice.yaml",
+                             "kafka:\n  bootstrap: %s\napi:\n  listen: 127.0.0.1:%d\n"
+                             "  cert: %s\n  key: %s\n  keys: %s\n"
+                             % (bootstrap, port, cert, key, keys))
             api = Proc("sluice-api", ["-c", cfg], tmpdir=tmp)
             ctx = ssl.create_default_context()
             ctx.check_hostname = False
@@ -131,18 +129,14 @@ def main():
                   "(%d in %.2f s, best of %d)" % (SESSIONS, N / best, N, best, ROUNDS))
 
             # sluice-submit beside it: same broker, same run.
-            users = os.path.join(tmp, "users")
             pw = subprocess.run([os.path.join(BIN, "sluice-submit"), "--hash-password"],
                                 input="bench-pw\n", capture_output=True, text=True,
                                 check=True).stdout.strip()
-            with open(users, "w") as f:
-                f.write("bench:%s domains=example.net\n" % pw)
+            users = write_file(tmp, "users", "bench:%s domains=example.net\n" % pw)
             sport = free_port()
-            scfg = os.path.join(tmp, "submit.yaml")
-            with open(scfg, "w") as f:
-                f.write("kafka:\n  bootstrap: %s\nsubmit:\n  listen: [\"127.0.0.1:%d starttls\"]\n"
-                        "  cert: %s\n  key: %s\n  users: %s\n" % (bootstrap, sport, cert, key,
-                                                                   users))
+            scfg = write_file(tmp, "submit.yaml", "kafka:\n  bootstrap: %s\nsubmit:\n"
+                              "  listen: [\"127.0.0.1:%d starttls\"]\n  cert: %s\n  key: %s\n"
+                              "  users: %s\n" % (bootstrap, sport, cert, key, users))
             submit = Proc("sluice-submit", ["-c", scfg, "--hostname", "submit.bench"], tmpdir=tmp)
             try:
                 def listening():

@@ -1,5 +1,6 @@
-# Shared helpers of the benchmark scripts: free ports, a Postfix smtp-sink,
-# and a private Postfix instance that relays to it. Sourced, not run.
+# Shared helpers of the benchmark scripts: free ports, the head of a
+# scheduler bench's config, a Postfix smtp-sink, and a private Postfix
+# instance that relays to it. Sourced, not run.
 # Benchmarks need root (Postfix) and the build in build/bin.
 
 bench_free_port() {
@@ -12,6 +13,21 @@ bench_wait() { # bench_wait SECONDS CMD... : poll CMD until it succeeds
     [ "$(date +%s)" -lt "$deadline" ] || return 1
     sleep 0.1
   done
+}
+
+# bench_sched_config BOOTSTRAP METRICS_PORT: the start of a scheduler
+# bench's config: a 64-partition broker, the metrics listener and one
+# source IP in the pool "default". The caller appends its sites and limits.
+bench_sched_config() {
+  cat <<EOC
+kafka:
+  bootstrap: $1
+  partitions: 64
+metrics: { listen: 127.0.0.1:$2 }
+pools:
+  default:
+    - { ip: 127.0.0.2, ehlo: mta1.bench.example }
+EOC
 }
 
 # bench_sink PORT: Postfix's smtp-sink, the fastest SMTP server we know.
@@ -27,30 +43,15 @@ bench_postfix() {
   local port=$1 sink=$2 d="$WORK/postfix"
   mkdir -p "$d/conf" "$d/queue" "$d/data"
   chown postfix "$d/data"
-  cat > "$d/conf/main.cf" <<EOC
-compatibility_level = 3.6
-queue_directory = $d/queue
-data_directory = $d/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
+  sed "s|@ROOT@|$d|g" tests/data/postfix/main.cf.head > "$d/conf/main.cf"
+  cat >> "$d/conf/main.cf" <<EOC
 myhostname = bench.localdomain
-mydestination =
-alias_maps =
-local_recipient_maps =
 relayhost = [127.0.0.1]:$sink
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
 smtpd_recipient_restrictions = permit_mynetworks, reject
 relay_destination_concurrency_limit = 20
 smtp_destination_concurrency_limit = 20
 default_process_limit = 100
-maillog_file = $d/maillog
 maillog_file_prefixes = $WORK
-smtp_tls_security_level = none
 smtpd_tls_security_level = none
 EOC
   # Our own listener port, and no chroot (the queue is not a chroot jail).

@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 N=${1:-500000}
 M=${2:-1000000}
 BIN=${3:-build/bin}
+. bench/lib.sh
 WORK=$(mktemp -d /tmp/sluice-bench-sched.XXXXXX)
 BROKER_PID= SCHED_PID= PERF_PID=
 stop() {
@@ -36,18 +37,11 @@ cleanup() { stop; rm -rf "$WORK"; }
 trap cleanup EXIT
 # Everything this script starts runs on core 1 except the scheduler itself.
 [ "$(nproc)" -ge 2 ] && taskset -p -c 1 $$ > /dev/null
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # config SITES_YAML SHAPING_YAML MAX_BUFFERED BOOTSTRAP METRICS_PORT
 config() {
+  bench_sched_config "$4" "$5"
   cat <<EOF
-kafka:
-  bootstrap: $4
-  partitions: 64
-metrics: { listen: 127.0.0.1:$5 }
-pools:
-  default:
-    - { ip: 127.0.0.2, ehlo: mta1.bench.example }
 sites:
 $1
 shaping:
@@ -73,7 +67,7 @@ metric() { # metric PORT NAME: sum of every series of NAME (0 when absent)
 }
 
 # ---- 1. throughput -------------------------------------------------------
-MP=$(port)
+MP=$(bench_free_port)
 config "$(sites20)" "  default: { max_message_rate: unlimited }" $((N + 1000)) 127.0.0.1:1 "$MP" > "$WORK/pre.yaml"
 start_broker "$WORK/pre.yaml"
 config "$(sites20)" "  default: { max_message_rate: unlimited }" $((N + 1000)) "$BOOT" "$MP" > "$WORK/sluice.yaml"
@@ -128,7 +122,7 @@ if [ -s "$WORK/perf.csv" ]; then
 fi
 
 # ---- 2. memory behind a throttle ----------------------------------------
-MP=$(port)
+MP=$(bench_free_port)
 one='  s0: { domains: ["*.s0.bench.example"] }'
 shp='  default: { max_message_rate: 1/s, burst: 1 }'
 config "$one" "$shp" $((M + 100000)) 127.0.0.1:1 "$MP" > "$WORK/pre.yaml"

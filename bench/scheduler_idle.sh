@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 N=${1:-100000}
 IDLE=${2:-30s}
 BIN=${3:-build/bin}
+. bench/lib.sh
 WORK=$(mktemp -d /tmp/sluice-bench-idle.XXXXXX)
 BROKER_PID= SCHED_PID=
 cleanup() {
@@ -26,18 +27,11 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 secs() { case "$1" in *ms) echo $(( ${1%ms} / 1000 ));; *s) echo "${1%s}";; *m) echo $(( ${1%m} * 60 ));; *) echo "$1";; esac; }
 
 config() { # config BOOTSTRAP METRICS_PORT
+  bench_sched_config "$1" "$2"
   cat <<EOC
-kafka:
-  bootstrap: $1
-  partitions: 64
-metrics: { listen: 127.0.0.1:$2 }
-pools:
-  default:
-    - { ip: 127.0.0.2, ehlo: mta1.bench.example }
 routes:
   "*.bench.example": 127.0.0.1:2525
 shaping:
@@ -53,7 +47,7 @@ metric() { # metric NAME: sum of every series of NAME (0 when absent)
 status() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$SCHED_PID/status"; }
 mb() { echo "scale=1; $1 / 1024" | bc; }
 
-MP=$(port)
+MP=$(bench_free_port)
 config 127.0.0.1:1 "$MP" > "$WORK/pre.yaml"
 rm -f "$WORK/broker.port"
 "$BIN/sluice-devbroker" -c "$WORK/pre.yaml" --port-file "$WORK/broker.port" > "$WORK/broker.out" 2>&1 &

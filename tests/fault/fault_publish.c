@@ -82,13 +82,8 @@ static void pack_job(json_t *o, sl_buf *b)
     job.created_at_ms = tool_num(o, "created_at_ms", sl_now_ms());
     job.expires_at_ms = tool_num(o, "expires_at_ms", 0);
     job.not_before_ms = tool_num(o, "not_before_ms", 0);
-    json_t *to = json_object_get(o, "to");
-    size_t nto = json_array_size(to);
-    char **rcpts = xcalloc(nto + 1, sizeof *rcpts);
-    for (size_t i = 0; i < nto; i++)
-        rcpts[i] = (char *)json_string_value(json_array_get(to, i));
+    char **rcpts = tool_strv(json_object_get(o, "to"), &job.n_recipients);
     job.recipients = rcpts;
-    job.n_recipients = nto;
     sl_buf raw = SL_BUF_INIT;
     json_t *rawj = json_object_get(o, "raw");
     if (json_is_string(rawj))
@@ -129,17 +124,8 @@ static void pack_job(json_t *o, sl_buf *b)
 
 int main(int argc, char **argv)
 {
-    const char *path = NULL;
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "-c"))
-            path = argv[i + 1];
-    sl_config *cfg = sl_config_load_or_exit(path);
-    char *err = NULL;
-    sl_producer *p = sl_producer_new(cfg, NULL, &err);
-    if (!p) {
-        fprintf(stderr, "fault_publish: %s\n", err);
-        return 1;
-    }
+    sl_config *cfg;
+    sl_producer *p = tool_start(argc, argv, "fault_publish", &cfg);
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
@@ -160,17 +146,8 @@ int main(int argc, char **argv)
         if (tombstone) {
             key = tool_str(o, "key", "tombstone");
         } else if (tm) {
-            sl_template_msg t;
-            sluice__v1__template__init(&t);
-            t.version = SLUICE_WIRE_VERSION;
-            t.id = (char *)tool_str(tm, "id", "");
-            const char *body = tool_str(tm, "body", "");
-            t.body.data = (uint8_t *)body;
-            t.body.len = strlen(body);
-            t.updated_at_ms = sl_now_ms();
-            sl_pack(&t.base, &b);
+            key = tool_template(tm, &b);
             topic_sfx = "templates";
-            key = t.id;
         } else if (json_is_string(json_object_get(o, "payload_hex"))) {
             const char *h = tool_str(o, "payload_hex", "");
             for (size_t i = 0; h[i] && h[i + 1]; i += 2) {

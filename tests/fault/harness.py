@@ -68,6 +68,27 @@ FINAL = ("DELIVERED", "BOUNCED", "EXPIRED", "SUPPRESSED", "REJECTED")
 KEEP = os.environ.get("SLUICE_FAULT_KEEP")  # keep the temp dir for post-mortems
 
 
+def load_seconds(n):
+    """How long a kill scenario spreads its load over: long enough that the
+    faults land mid-run at any size."""
+    return 12 + n / 1000.0
+
+
+# The kill scenarios' sender holds at most SENDER_INFLIGHT dispatches in
+# memory (sender.max_inflight) and their scheduler buffers SCHED_BUFFERED
+# (scheduler.max_buffered); what a kill may repeat derives from them.
+SENDER_INFLIGHT = 400
+SCHED_BUFFERED = 500
+
+
+def kill_cluster(name):
+    """The Cluster of the kill scenarios (test_kill, test_ledger): two
+    sender workers with the in-flight and buffer caps above."""
+    return Cluster(name, sender_yaml="{ workers: 2, drain_timeout: 20s, max_inflight: %d, "
+                   "max_inflight_per_destination: %d }" % (SENDER_INFLIGHT, SENDER_INFLIGHT),
+                   extra_yaml="scheduler: { max_buffered: %d }\n" % SCHED_BUFFERED)
+
+
 def log(msg):
     sys.stderr.write("[fault %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
     sys.stderr.flush()
@@ -450,6 +471,29 @@ class Cluster:
                                                                   p.output()[-6000:]))
 
     # ---- load ----
+
+    def start_load(self, prefix, seconds, n=JOBS):
+        """Start sched-1 and sender-1, then publish n jobs (ids prefix-N)
+        paced over seconds; returns (ids, the publishing thread)."""
+        self.start_scheduler("sched-1")
+        self.start_sender("sender-1")
+        specs = self.job_specs(n, prefix)
+        return [s["job_id"] for s in specs], self.publish_paced(specs, seconds)
+
+    def finish_load(self, ids, pub, scenario, alive=("sched-1", "sender-1")):
+        """Wait for the publisher (failing on its error), for every id to be
+        final while the `alive` processes live, and for the pipeline to go
+        quiet; returns the books (reconcile)."""
+        pub.join(timeout=300)
+        if pub.error:
+            raise AssertionError("publishing failed: %s" % pub.error)
+        self.wait_final(ids, 240, check_alive=alive)
+        self.wait_quiet()
+        return self.reconcile(ids, scenario)
+
+    def at_sink(self):
+        """Messages the sink accepted so far."""
+        return len(self.sink.messages())
 
     def job_specs(self, n, prefix, local=None):
         """n single-recipient jobs spread over the cluster's domains.

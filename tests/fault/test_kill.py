@@ -10,75 +10,49 @@
 import time
 import unittest
 
-from harness import JOBS, Cluster, log, wait_for
-
-# The sender's dispatches in memory (sender.max_inflight) and the
-# scheduler's buffer (scheduler.max_buffered); the windows below derive
-# from them.
-SENDER_INFLIGHT = 400
-SCHED_BUFFERED = 500
-
-
-def load_seconds(n):
-    """How long the load is spread over: long enough that the faults land
-    mid-run at any size."""
-    return 12 + n / 1000.0
+from harness import (JOBS, SCHED_BUFFERED, SENDER_INFLIGHT, kill_cluster, load_seconds, log,
+                     wait_for)
 
 
 class KillTest(unittest.TestCase):
     def setUp(self):
-        self.c = Cluster(self._testMethodName,
-                         sender_yaml="{ workers: 2, drain_timeout: 20s, max_inflight: %d, "
-                         "max_inflight_per_destination: %d }"
-                         % (SENDER_INFLIGHT, SENDER_INFLIGHT),
-                         extra_yaml="scheduler: { max_buffered: %d }\n" % SCHED_BUFFERED)
+        self.c = kill_cluster(self._testMethodName)
 
     def tearDown(self):
         self.c.close()
 
-    def at_sink(self):
-        return len(self.c.sink.messages())
-
     def wait_progress(self, n, timeout=180):
-        wait_for(lambda: self.at_sink() >= n, timeout, "%d messages at the sink" % n,
+        wait_for(lambda: self.c.at_sink() >= n, timeout, "%d messages at the sink" % n,
                  interval=0.1)
 
     def window(self, cap):
         """The most a process killed now can repeat: what it holds in memory
         (cap) plus what it finished since its last commit (deliveries in
         the last commit interval, with a second of slack)."""
-        n0 = self.at_sink()
+        n0 = self.c.at_sink()
         # Deliveries during one commit interval plus slack, measured now.
         span = self.c.commit_interval_ms / 1000.0 + 1.0
         t0 = time.monotonic()
         wait_for(lambda: time.monotonic() - t0 >= 0.25, 1, "a rate sample", interval=0.05)
-        rate = (self.at_sink() - n0) / max(0.25, time.monotonic() - t0)
+        rate = (self.c.at_sink() - n0) / max(0.25, time.monotonic() - t0)
         return cap + int(rate * span) + 1
 
     def test_sigkill_sender_three_times_and_scheduler(self):
         c = self.c
-        c.start_scheduler("sched-1")
-        c.start_sender("sender-1")
-        specs = c.job_specs(JOBS, "kill")
-        ids = [s["job_id"] for s in specs]
-        pub = c.publish_paced(specs, load_seconds(JOBS))
+        ids, pub = c.start_load("kill", load_seconds(JOBS))
         windows = []
         for frac in (0.15, 0.35, 0.55):
             self.wait_progress(int(JOBS * frac))
             w = self.window(SENDER_INFLIGHT)
             c.kill("sender-1")
-            windows.append(("sender", self.at_sink(), w))
+            windows.append(("sender", self.c.at_sink(), w))
             c.start_sender("sender-1")
         self.wait_progress(int(JOBS * 0.75))
         w = self.window(SCHED_BUFFERED * 2 + 1000)
         c.kill("sched-1")
-        windows.append(("scheduler", self.at_sink(), w))
+        windows.append(("scheduler", self.c.at_sink(), w))
         c.start_scheduler("sched-1")
-        pub.join(timeout=300)
-        self.assertIsNone(pub.error, "publishing failed: %s" % pub.error)
-        c.wait_final(ids, 240, check_alive=("sched-1", "sender-1"))
-        c.wait_quiet()
-        r = c.reconcile(ids, "sigkill")
+        r = c.finish_load(ids, pub, "sigkill")
         log("kills (component, at sink, window): %s" % windows)
         self.assertEqual(r["lost"], 0, r)
         self.assertEqual(r["phantom"], [], r)
@@ -89,11 +63,7 @@ class KillTest(unittest.TestCase):
 
     def test_sigterm_rolling_update(self):
         c = self.c
-        c.start_scheduler("sched-1")
-        c.start_sender("sender-1")
-        specs = c.job_specs(JOBS, "roll")
-        ids = [s["job_id"] for s in specs]
-        pub = c.publish_paced(specs, load_seconds(JOBS))
+        ids, pub = c.start_load("roll", load_seconds(JOBS))
         # Each component in turn is drained with SIGTERM (exit 0) and its
         # replacement started, as a rolling update with maxUnavailable=1
         # does. (With a surge the replacement joins first; see
@@ -107,11 +77,7 @@ class KillTest(unittest.TestCase):
             rc = c.term(old)
             self.assertEqual(rc, 0, "%s exited %s on SIGTERM\n%s" % (old, rc, c.output()))
             start(new)
-        pub.join(timeout=300)
-        self.assertIsNone(pub.error, "publishing failed: %s" % pub.error)
-        c.wait_final(ids, 240, check_alive=("sched-3", "sender-3"))
-        c.wait_quiet()
-        r = c.reconcile(ids, "sigterm-rolling")
+        r = c.finish_load(ids, pub, "sigterm-rolling", alive=("sched-3", "sender-3"))
         self.assertEqual(r["lost"], 0, r)
         self.assertEqual(r["phantom"], [], r)
         self.assertEqual(r["duplicates"], 0, r)

@@ -30,11 +30,7 @@ class TestSiteStateFollowsTheSite(unittest.TestCase):
                     shaping="{ max_message_rate: 20/s, max_connections: 4 }",
                     retry="{ delays: [1s, 2s, 5s], expiry: 10m }")
         self.addCleanup(c.close)
-        topics_ready(c)
-        names = ["sched-1", "sched-2", "sched-3"]
-        for n in names:
-            c.start_scheduler(n)
-        c.start_sender()
+        names = start_three(c)
         specs = c.job_specs(450, "w")
         for s in specs:
             s["pool"] = "warm"
@@ -105,6 +101,17 @@ class TestSiteStateFollowsTheSite(unittest.TestCase):
         log("%s, which never heard the reply, owns the site with the halved rate" % owner)
 
 
+def start_three(c):
+    """Once the topics are ready: three schedulers and a sender; returns
+    the schedulers' names."""
+    topics_ready(c)
+    names = ["sched-1", "sched-2", "sched-3"]
+    for n in names:
+        c.start_scheduler(n)
+    c.start_sender()
+    return names
+
+
 def wire_times(sink, sources):
     """Arrival times (monotonic seconds, as the sink stamps them) of the
     messages the sink accepted from the given source IPs."""
@@ -128,11 +135,7 @@ class TestRateHoldsWhileSchedulersDie(unittest.TestCase):
                     shaping="{ max_message_rate: 20/s, max_connections: 4 }",
                     retry="{ delays: [1s, 2s, 5s], expiry: 10m }")
         self.addCleanup(c.close)
-        topics_ready(c)
-        names = ["sched-1", "sched-2", "sched-3"]
-        for n in names:
-            c.start_scheduler(n)
-        c.start_sender()
+        names = start_three(c)
         # More than the 60 s measured can take, so the site never runs dry.
         c.publish(c.job_specs(4000, "r"))
         wait_for(lambda: len(wire_times(c.sink, sources)) >= 80, 120, "80 at the sink")

@@ -7,8 +7,11 @@ hand-encoded so no generated Python modules are needed.
 """
 import os
 import struct
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+from sluicetest import pb_field  # noqa: E402  (the one hand-made protobuf encoder)
 
 
 def put(harness, name, data):
@@ -75,29 +78,7 @@ for k, v in replies.items():
     put("fuzz_smtp_reply", k, v)
 
 # ---------------------------------------------------------------- protobuf
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def field(num, wire, payload):
-    key = varint((num << 3) | wire)
-    if wire == 0:
-        return key + varint(payload)
-    if wire == 1:
-        return key + payload
-    if wire == 2:
-        if isinstance(payload, str):
-            payload = payload.encode()
-        return key + varint(len(payload)) + payload
-    raise ValueError(wire)
+field = pb_field
 
 
 def s(num, v):

@@ -35,19 +35,35 @@ Small and stable on purpose: every tests/integration/test_*.py may import it.
                           domain routes to, a config; .start(name, *args)
                           runs a role (stopped at cleanup), .start_roles()
                           the scheduler and the sender, .logs() their output
+    case_tmpdir(case, prefix)
+                          a temporary directory removed at case's cleanup
+    make_cert(d)          a self-signed P-256 certificate for localhost in d;
+                          returns (cert_path, key_path)
+    http_ready(port)      True when http://127.0.0.1:port/readyz answers 200
+    accept_in_thread(sock, on_conn)
+                          a daemon thread calling on_conn(conn) for each
+                          connection sock accepts, until sock is closed
+    pb_varint(n), pb_field(num, wire, payload)
+                          protobuf encoded by hand (wire 0 varint, 1 fixed64
+                          bytes, 2 length-delimited), so a test can put any
+                          byte anywhere
 """
 
 import collections
+import http.client
 import json
 import os
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.request
 
 __all__ = ["bin_path", "free_port", "wait_for", "Proc", "Sink", "start_sink", "read_complete", "write_file", "run_sluice",
-           "start_devbroker", "devbroker_control", "wait_listening", "pipeline_yaml", "Pipeline"]
+           "start_devbroker", "devbroker_control", "wait_listening", "pipeline_yaml", "Pipeline",
+           "case_tmpdir", "make_cert", "http_ready", "accept_in_thread", "pb_varint", "pb_field"]
 
 
 def bin_path(name):
@@ -261,6 +277,72 @@ def write_file(d, name, text, mode="w"):
     with open(path, mode) as f:
         f.write(text)
     return path
+
+
+def case_tmpdir(case, prefix="sluice-"):
+    """A temporary directory for one test, removed at its cleanup."""
+    tmp = tempfile.TemporaryDirectory(prefix=prefix)
+    case.addCleanup(tmp.cleanup)
+    return tmp.name
+
+
+def make_cert(d):
+    """A self-signed P-256 certificate for localhost in d: (cert, key)."""
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost",
+                    "-days", "2", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+def http_ready(port, host="127.0.0.1"):
+    """True when the role's metrics listener answers /readyz with 200."""
+    try:
+        with urllib.request.urlopen("http://%s:%d/readyz" % (host, port), timeout=2) as r:
+            return r.status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+def accept_in_thread(sock, on_conn):
+    """Call on_conn(conn) for each connection sock accepts, in a daemon
+    thread that ends when sock is closed."""
+    def loop():
+        while True:
+            try:
+                c, _ = sock.accept()
+            except OSError:
+                return
+            on_conn(c)
+    threading.Thread(target=loop, daemon=True).start()
+
+
+def pb_varint(n):
+    """n as a protobuf base-128 varint."""
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def pb_field(num, wire, payload):
+    """Field num with wire type 0 (int), 1 (8 bytes) or 2 (str or bytes)."""
+    key = pb_varint((num << 3) | wire)
+    if wire == 0:
+        return key + pb_varint(payload)
+    if wire == 1:
+        return key + payload
+    if wire == 2:
+        if isinstance(payload, str):
+            payload = payload.encode()
+        return key + pb_varint(len(payload)) + payload
+    raise ValueError(wire)
 
 
 def run_sluice(*args, env=None, env_extra=None, timeout=60, input=None, binary=False):

@@ -16,7 +16,7 @@ import tempfile
 import unittest
 import urllib.request
 
-from sluicetest import Proc, bin_path, free_port, wait_for, write_file
+from sluicetest import Proc, bin_path, free_port, http_ready, wait_for, write_file
 from test_devbroker import DevBroker
 from test_submit import make_cert, tls_ctx
 
@@ -64,12 +64,7 @@ class ApiCase(unittest.TestCase):
         def ready():
             if not self.api.alive():
                 raise AssertionError("sluice-api exited early\n" + self.api.output())
-            try:
-                with urllib.request.urlopen("http://127.0.0.1:%d/readyz" % self.pmetrics,
-                                            timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
+            return http_ready(self.pmetrics)
 
         wait_for(ready, 20, "sluice-api ready")
 
@@ -492,12 +487,9 @@ class TestApiCommandLine(unittest.TestCase):
 
     def test_plain_http_needs_allow_plain(self):
         with tempfile.TemporaryDirectory() as d:
-            keys = os.path.join(d, "keys")
-            with open(keys, "w") as f:
-                f.write("")
-            cfg = os.path.join(d, "c.yaml")
-            with open(cfg, "w") as f:
-                f.write("api:\n  listen: 127.0.0.1:%d\n  keys: %s\n" % (free_port(), keys))
+            keys = write_file(d, "keys", "")
+            cfg = write_file(d, "c.yaml", "api:\n  listen: 127.0.0.1:%d\n  keys: %s\n"
+                             % (free_port(), keys))
             r = subprocess.run([bin_path("sluice-api"), "-c", cfg], capture_output=True,
                                text=True, timeout=DEADLINE)
             self.assertEqual(r.returncode, 2)
@@ -505,13 +497,9 @@ class TestApiCommandLine(unittest.TestCase):
 
     def test_bad_keys_file_exits_2(self):
         with tempfile.TemporaryDirectory() as d:
-            keys = os.path.join(d, "keys")
-            with open(keys, "w") as f:
-                f.write("%s tenant=a colour=blue\n" % ("ab" * 32))
-            cfg = os.path.join(d, "c.yaml")
-            with open(cfg, "w") as f:
-                f.write("api:\n  listen: 127.0.0.1:%d\n  keys: %s\n  allow_plain: true\n"
-                        % (free_port(), keys))
+            keys = write_file(d, "keys", "%s tenant=a colour=blue\n" % ("ab" * 32))
+            cfg = write_file(d, "c.yaml", "api:\n  listen: 127.0.0.1:%d\n  keys: %s\n"
+                             "  allow_plain: true\n" % (free_port(), keys))
             r = subprocess.run([bin_path("sluice-api"), "-c", cfg], capture_output=True,
                                text=True, timeout=DEADLINE)
             self.assertEqual(r.returncode, 2)

@@ -10,10 +10,9 @@ import email.policy
 import http.client
 import json
 import os
-import tempfile
 import unittest
 
-from sluicetest import Pipeline, free_port, wait_listening
+from sluicetest import Pipeline, case_tmpdir, free_port, wait_listening
 from test_api import KEY, key_hash
 from test_submit import make_cert, tls_ctx
 
@@ -22,9 +21,7 @@ DEADLINE = 30
 
 class ApiEndToEndTest(unittest.TestCase):
     def setUp(self):
-        self._tmp = tempfile.TemporaryDirectory(prefix="sluice-api-e2e-")
-        self.tmp = self._tmp.name
-        self.addCleanup(self._tmp.cleanup)
+        self.tmp = case_tmpdir(self, "sluice-api-e2e-")
         cert, key = make_cert(self.tmp)
         keys = os.path.join(self.tmp, "keys")
         with open(keys, "w") as f:

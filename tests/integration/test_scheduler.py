@@ -4,6 +4,7 @@ retry topics read back with it.
 
 Every test gets its own devbroker (random ports) and config file."""
 
+import collections
 import json
 import subprocess
 import tempfile
@@ -11,7 +12,7 @@ import time
 import unittest
 import urllib.request
 
-from sluicetest import Proc, bin_path, free_port, start_devbroker, wait_for, write_file
+from sluicetest import Proc, bin_path, free_port, http_ready, start_devbroker, wait_for, write_file
 
 DEADLINE = 60
 
@@ -33,6 +34,20 @@ routes:
   "*.test": 127.0.0.1:2525
 %(retry)s
 """
+
+
+def warm_pools(plain=True):
+    """The pool "warm": 127.0.0.5 warming up since today (3 a day, then
+    10), with the plain 127.0.0.4 beside it unless plain is False."""
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    return ("  warm:\n" + ("    - { ip: 127.0.0.4, ehlo: a.example.net }\n" if plain else "")
+            + "    - { ip: 127.0.0.5, ehlo: b.example.net,\n"
+            "        warmup: { start: %s, per_day: [3, 10] } }\n" % today)
+
+
+def count_by_ip(recs):
+    """Dispatch records counted by source_ip."""
+    return dict(collections.Counter(r["source_ip"] for r in recs))
 
 
 class SchedCase(unittest.TestCase):
@@ -74,12 +89,7 @@ class SchedCase(unittest.TestCase):
         return False
 
     def ready(self):
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:%d/readyz" % self.metrics_port,
-                                        timeout=2) as r:
-                return r.status == 200
-        except Exception:
-            return False
+        return http_ready(self.metrics_port)
 
     def metrics(self):
         with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port,
@@ -90,6 +100,13 @@ class SchedCase(unittest.TestCase):
         r = subprocess.run([bin_path("sched_tool")] + [str(a) for a in args],
                            capture_output=True, text=True, timeout=timeout)
         return r
+
+    def defer(self, source_ip="127.0.0.2",
+              reply="421-4.7.28 Our system has detected an unusual rate"):
+        """A DEFERRED event from google's MX: 421 4.7.28, its rate-limit reply."""
+        r = self.tool("event", "-c", self.cfg, "--type", "deferred", "--site", "google",
+                      "--source-ip", source_ip, "--code", 421, "--enh", "4.7.28", "--reply", reply)
+        self.assertEqual(r.returncode, 0, r.stderr)
 
     def produce(self, *args):
         r = self.tool("produce", "-c", self.cfg, *args)
@@ -213,10 +230,7 @@ scheduler: { max_buffered: 10 }
         self.start_scheduler()
         self.produce("--to", "a@gmail.com", "--count", 2, "--id", "g")
         self.dump("dispatch", 2)
-        r = self.tool("event", "-c", self.cfg, "--type", "deferred", "--site", "google",
-                      "--source-ip", "127.0.0.2", "--code", 421, "--enh", "4.7.28",
-                      "--reply", "421-4.7.28 Our system has detected an unusual rate")
-        self.assertEqual(r.returncode, 0, r.stderr)
+        self.defer()
         want = 'sluice_shape_rate_per_second{site="google",source="127.0.0.2"} 2.5'
         wait_for(lambda: want in self.metrics(), 20, "halved rate")
         m = self.metrics()
@@ -233,21 +247,14 @@ scheduler: { max_buffered: 10 }
 
 class TestWarmup(SchedCase):
     def setUp(self):
-        today = time.strftime("%Y-%m-%d", time.gmtime())
-        self.pools = ("  warm:\n    - { ip: 127.0.0.4, ehlo: a.example.net }\n"
-                      "    - { ip: 127.0.0.5, ehlo: b.example.net,\n"
-                      "        warmup: { start: %s, per_day: [3, 10] } }\n" % today)
+        self.pools = warm_pools()
         super().setUp()
 
     def test_warmup_cap_moves_the_rest_to_other_ips(self):
         self.start_scheduler()
         self.produce("--to", "a@fast.test", "--count", 12, "--pool", "warm", "--id", "w")
-        recs = self.dump("dispatch", 12)
-        by_ip = {}
-        for r in recs:
-            by_ip[r["source_ip"]] = by_ip.get(r["source_ip"], 0) + 1
-        self.assertEqual(by_ip.get("127.0.0.5"), 3, by_ip)
-        self.assertEqual(by_ip.get("127.0.0.4"), 9, by_ip)
+        by_ip = count_by_ip(self.dump("dispatch", 12))
+        self.assertEqual(by_ip, {"127.0.0.4": 9, "127.0.0.5": 3})
 
     def test_warmup_count_survives_restart(self):
         # Today the warming IP already sent two dispatches (one of them to
@@ -259,12 +266,8 @@ class TestWarmup(SchedCase):
             self.assertEqual(r.returncode, 0, r.stderr)
         self.start_scheduler()
         self.produce("--to", "a@fast.test", "--count", 12, "--pool", "warm", "--id", "w")
-        recs = self.dump("dispatch", 12)
-        by_ip = {}
-        for r in recs:
-            by_ip[r["source_ip"]] = by_ip.get(r["source_ip"], 0) + 1
-        self.assertEqual(by_ip.get("127.0.0.5"), 1, by_ip)
-        self.assertEqual(by_ip.get("127.0.0.4"), 11, by_ip)
+        by_ip = count_by_ip(self.dump("dispatch", 12))
+        self.assertEqual(by_ip, {"127.0.0.4": 11, "127.0.0.5": 1})
 
 
 class TestMxRollup(SchedCase):

@@ -5,7 +5,7 @@ site's backlog. Each test stays well under 30 s."""
 import unittest
 
 from sluicetest import wait_for
-from test_scheduler import SchedCase
+from test_scheduler import SchedCase, count_by_ip
 
 RATE = 50  # per source IP
 WINDOW_MS = 10000
@@ -42,9 +42,7 @@ scheduler: { max_buffered: 20000 }
         recs = [r for r in self.dump("dispatch", n - 2 * RATE, 25000)]
         t0 = min(r["send_at_ms"] for r in recs) + 1000  # past any burst
         win = [r for r in recs if t0 <= r["send_at_ms"] < t0 + WINDOW_MS]
-        by_ip = {}
-        for r in win:
-            by_ip[r["source_ip"]] = by_ip.get(r["source_ip"], 0) + 1
+        by_ip = count_by_ip(win)
         want = 2 * RATE * WINDOW_MS / 1000
         # Total 2N/s and each IP N/s, both within +-5 %.
         self.assertLess(abs(len(win) - want), want * TOLERANCE, by_ip)

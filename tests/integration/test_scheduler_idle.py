@@ -4,11 +4,10 @@ scheduler.idle_state_timeout, so its memory follows the sites in use, but
 keeps what still matters (here a suspension) until it is over."""
 
 import re
-import time
 import unittest
 
 from sluicetest import wait_for
-from test_scheduler import SchedCase
+from test_scheduler import SchedCase, count_by_ip, warm_pools
 
 
 def gauge(text, name):
@@ -69,10 +68,7 @@ scheduler: { idle_state_timeout: 2s }
 """
 
     def setUp(self):
-        today = time.strftime("%Y-%m-%d", time.gmtime())
-        self.pools = ("  warm:\n    - { ip: 127.0.0.4, ehlo: a.example.net }\n"
-                      "    - { ip: 127.0.0.5, ehlo: b.example.net,\n"
-                      "        warmup: { start: %s, per_day: [3, 10] } }\n" % today)
+        self.pools = warm_pools()
         super().setUp()
 
     def test_a_warming_ips_count_of_today_is_kept(self):
@@ -93,10 +89,7 @@ scheduler: { idle_state_timeout: 2s }
         # The cap still counts what was sent: one more, the rest elsewhere.
         self.produce("--to", "a@fast.test", "--count", 12, "--pool", "warm", "--id", "b")
         later = [r for r in self.dump("dispatch", 16) if r["job_id"].startswith("b-")]
-        by_ip = {}
-        for r in later:
-            by_ip[r["source_ip"]] = by_ip.get(r["source_ip"], 0) + 1
-        self.assertEqual(by_ip, {"127.0.0.4": 11, "127.0.0.5": 1})
+        self.assertEqual(count_by_ip(later), {"127.0.0.4": 11, "127.0.0.5": 1})
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import time
 import unittest
 
 from sluicetest import wait_for
-from test_scheduler import SchedCase
+from test_scheduler import SchedCase, warm_pools
 
 
 class TestStateAcrossRestart(SchedCase):
@@ -17,9 +17,7 @@ backoff:
 """
 
     def setUp(self):
-        today = time.strftime("%Y-%m-%d", time.gmtime())
-        self.pools = ("  warm:\n    - { ip: 127.0.0.5, ehlo: b.example.net,\n"
-                      "        warmup: { start: %s, per_day: [3, 10] } }\n" % today)
+        self.pools = warm_pools(plain=False)
         super().setUp()
 
     def state(self, site):
@@ -51,10 +49,7 @@ backoff:
     def test_halved_rate_stays_halved_across_a_sigkill_then_recovers(self):
         self.start_scheduler()
         halved_at = time.time()
-        r = self.tool("event", "-c", self.cfg, "--type", "deferred", "--site", "google",
-                      "--source-ip", "127.0.0.2", "--code", 421, "--enh", "4.7.28",
-                      "--reply", "421-4.7.28 Our system has detected an unusual rate")
-        self.assertEqual(r.returncode, 0, r.stderr)
+        self.defer()
         halved = 'sluice_shape_rate_per_second{site="google",source="127.0.0.2"} 2.5'
         wait_for(lambda: halved in self.metrics(), 20, "halved rate")
         self.assertEqual(self.state("google").get("127.0.0.2", {}).get("rate"), 2.5)
@@ -85,10 +80,7 @@ backoff:
                           if x["key"] == "acme/early@x.test"], 20, "the complaint read")
         self.assertEqual(self.sched.stop(), 0)
         # Gmail says slow down while no scheduler runs.
-        r = self.tool("event", "-c", self.cfg, "--type", "deferred", "--site", "google",
-                      "--source-ip", "127.0.0.2", "--code", 421, "--enh", "4.7.28",
-                      "--reply", "421-4.7.28 Our system has detected an unusual rate")
-        self.assertEqual(r.returncode, 0, r.stderr)
+        self.defer()
         self.start_scheduler()
         halved = 'sluice_shape_rate_per_second{site="google",source="127.0.0.2"} 2.5'
         wait_for(lambda: halved in self.metrics(), 20, "the rate halved by the 421")

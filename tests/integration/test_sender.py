@@ -20,7 +20,11 @@ RAW = ("From: Sender <sender@example.net>\r\nTo: {to}\r\nSubject: hello {n}\r\n\
 
 
 class SenderEnv:
-    """devbroker + config + helpers to publish dispatches and read topics."""
+    """devbroker + config + helpers to publish dispatches and read topics.
+    A subclass may set its own topic prefix, commit interval and instance."""
+    topic_prefix = "st."
+    commit_interval_ms = 500
+    instance_id = "sender-t"
 
     def __init__(self, tmpdir, extra_yaml="", workers=1):
         self.tmp = tmpdir
@@ -34,12 +38,12 @@ class SenderEnv:
     def _write_cfg(self, name, routes, extra, workers):
         path = os.path.join(self.tmp, name)
         with open(path, "w") as f:
-            f.write("kafka:\n  bootstrap: 127.0.0.1:1\n  topic_prefix: st.\n  partitions: 2\n"
+            f.write("kafka:\n  bootstrap: 127.0.0.1:1\n  topic_prefix: %s\n  partitions: 2\n"
                     "  session_timeout_ms: 6000\n  heartbeat_interval_ms: 1000\n"
-                    "  commit_interval_ms: 500\n"
+                    "  commit_interval_ms: %d\n"
                     "retry:\n  delays: [1m, 5m]\n  expiry: 72h\n"
-                    "sender:\n  workers: %d\n  drain_timeout: 10s\n  instance_id: sender-t\n"
-                    % workers)
+                    "sender:\n  workers: %d\n  drain_timeout: 10s\n  instance_id: %s\n"
+                    % (self.topic_prefix, self.commit_interval_ms, workers, self.instance_id))
             f.write(extra)
         return path
 
@@ -49,6 +53,14 @@ class SenderEnv:
             e.update(env)
         self.sender = Proc("sluice-sender", ["-c", self.cfg], tmpdir=self.tmp, env=e)
         return self.sender
+
+    def wait_events(self, job_ids, n, timeout=30):
+        """At least n events of the jobs job_ids on the events topic."""
+        def got():
+            evs = [x["event"] for x in self.dump("events", 0, 1500)]
+            evs = [ev for ev in evs if ev.get("job_id") in job_ids]
+            return evs if len(evs) >= n else None
+        return wait_for(got, timeout, "%d events of %s" % (n, job_ids), interval=0.3)
 
     def publish(self, specs):
         data = "".join(json.dumps(s) + "\n" for s in specs)

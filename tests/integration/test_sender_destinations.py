@@ -41,8 +41,8 @@ import time
 import unittest
 import urllib.request
 
-from sluicetest import (Proc, free_port, pipeline_yaml, run_sluice, start_devbroker, start_sink,
-                        wait_for)
+from sluicetest import (Proc, accept_in_thread, free_port, pipeline_yaml, run_sluice,
+                        start_devbroker, start_sink, wait_for)
 
 TIMEOUTS = ("{ connect: 1s, greeting: 1s, ehlo: 1s, mail: 1s, rcpt: 1s, data: 1s, "
             "data_block: 2s, dot: 2s, quit: 1s, idle: 1s }")
@@ -75,17 +75,12 @@ class Fault:
             self.socks.append(filler)
             return
         self.lsock.listen(64)
-        threading.Thread(target=self._accept, daemon=True).start()
+        accept_in_thread(self.lsock, self._accept)
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            self.socks.append(c)
-            if self.mode == "slowdata":
-                threading.Thread(target=self._slowdata, args=(c,), daemon=True).start()
+    def _accept(self, c):
+        self.socks.append(c)
+        if self.mode == "slowdata":
+            threading.Thread(target=self._slowdata, args=(c,), daemon=True).start()
             # tarpit: hold the connection and never speak
 
     def _slowdata(self, c):

@@ -20,7 +20,7 @@ import time
 import unittest
 
 import dnstest
-from sluicetest import start_sink, wait_for
+from sluicetest import accept_in_thread, start_sink, wait_for
 from test_sender import SenderEnv, dispatch, by_rcpt
 
 
@@ -45,20 +45,15 @@ class ScriptedSmtp:
         self.port = self.sock.getsockname()[1]
         self.messages, self.starttls, self.connections = [], 0, 0
         self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        accept_in_thread(self.sock, self._accept)
 
     @property
     def address(self):
         return "%s:%d" % (self.host, self.port)
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+    def _accept(self, c):
+        self.connections += 1
+        threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
         c.settimeout(20)
@@ -194,13 +189,6 @@ class TestSenderFaults(unittest.TestCase):
         if rc != 0 or "runtime error:" in err or "Sanitizer" in err:
             raise AssertionError("sluice-sender exited %s\n%s" % (rc, err[-4000:]))
 
-    def wait_events(self, job_ids, n, timeout=30):
-        def got():
-            evs = [x["event"] for x in self.e.dump("events", 0, 1500)]
-            evs = [ev for ev in evs if ev.get("job_id") in job_ids]
-            return evs if len(evs) >= n else None
-        return wait_for(got, timeout, "%d events of %s" % (n, job_ids), interval=0.3)
-
     def retry_records(self, job_ids, n, timeout=20):
         def got():
             rs = [r for r in self.e.dump("retry.1m", 0, 1500) if r.get("job_id") in job_ids]
@@ -210,7 +198,7 @@ class TestSenderFaults(unittest.TestCase):
     def test_final_dot_never_answered_defers_as_possible_duplicate(self):
         t0 = time.monotonic()
         self.e.publish([dispatch("na-1", ["noanswer1@na.test"], self.sink.address, site="na")])
-        ev = self.wait_events({"na-1"}, 1)[0]
+        ev = self.e.wait_events({"na-1"}, 1)[0]
         self.assertEqual(ev["type"], "DEFERRED", self.e.sender.output())
         self.assertTrue(ev.get("possible_duplicate"), ev)
         self.assertIn("timeout", ev["reply"])
@@ -223,7 +211,7 @@ class TestSenderFaults(unittest.TestCase):
     def test_disconnect_after_data_defers_every_recipient(self):
         self.e.publish([dispatch("dc-1", ["good@dc.test", "disconnect1@dc.test"],
                                  self.sink.address, site="dc")])
-        ev = by_rcpt(self.wait_events({"dc-1"}, 2))
+        ev = by_rcpt(self.e.wait_events({"dc-1"}, 2))
         for r in ("good@dc.test", "disconnect1@dc.test"):
             self.assertEqual(ev[r]["type"], "DEFERRED", self.e.sender.output())
             # The dot went out: the server may have kept it.
@@ -234,7 +222,7 @@ class TestSenderFaults(unittest.TestCase):
     def test_slow_rcpt_beyond_timeout_defers(self):
         self.e.publish([dispatch("sr-1", ["slow4000@sr.test", "other@sr.test"],
                                  self.sink.address, site="sr")])
-        ev = by_rcpt(self.wait_events({"sr-1"}, 2))
+        ev = by_rcpt(self.e.wait_events({"sr-1"}, 2))
         for r in ("slow4000@sr.test", "other@sr.test"):
             self.assertEqual(ev[r]["type"], "DEFERRED", self.e.sender.output())
             self.assertFalse(ev[r].get("possible_duplicate"), ev[r])
@@ -246,7 +234,7 @@ class TestSenderFaults(unittest.TestCase):
             dispatch("sg-1", ["u1@sg.test"], self.slow_route.address, site="sg"),
             dispatch("sg-2", ["u2@slowmx.test"], "", domain="slowmx.test", site="sgmx"),
         ])
-        ev = by_rcpt(self.wait_events({"sg-1", "sg-2"}, 2))
+        ev = by_rcpt(self.e.wait_events({"sg-1", "sg-2"}, 2))
         out = self.e.sender.output()
         # The only host greets too late: deferred.
         self.assertEqual(ev["u1@sg.test"]["type"], "DEFERRED", out)
@@ -265,7 +253,7 @@ class TestSenderFaults(unittest.TestCase):
             dispatch("sz-1", ["b1@size.test"], self.big_sink.address, site="size", raw=big),
             dispatch("sz-2", ["b2@size.test"], self.big_sink.address, site="size", raw=small),
         ])
-        ev = by_rcpt(self.wait_events({"sz-1", "sz-2"}, 2))
+        ev = by_rcpt(self.e.wait_events({"sz-1", "sz-2"}, 2))
         b = ev["b1@size.test"]
         self.assertEqual(b["type"], "BOUNCED", self.e.sender.output())
         self.assertEqual(b["smtp_code"], 552)
@@ -282,7 +270,7 @@ class TestSenderFaults(unittest.TestCase):
                                  site=tag + "r", tls="required"))
         self.e.publish(jobs)
         ids = {"t454-o", "t454-r", "tjunk-o", "tjunk-r"}
-        ev = by_rcpt(self.wait_events(ids, 4))
+        ev = by_rcpt(self.e.wait_events(ids, 4))
         out = self.e.sender.output()
         for srv, tag in ((self.tls454, "t454"), (self.tlsjunk, "tjunk")):
             o, r = ev["o@%s.test" % tag], ev["r@%s.test" % tag]
@@ -307,7 +295,7 @@ class TestSenderFaults(unittest.TestCase):
             dispatch("ex-3", ["tempfail3@ex.test"], self.sink.address, site="ex",
                      created_at_ms=now),
         ])
-        ev = by_rcpt(self.wait_events({"ex-1", "ex-2", "ex-3"}, 3))
+        ev = by_rcpt(self.e.wait_events({"ex-1", "ex-2", "ex-3"}, 3))
         self.assertEqual(ev["tempfail1@ex.test"]["type"], "EXPIRED", self.e.sender.output())
         self.assertEqual(ev["tempfail2@ex.test"]["type"], "EXPIRED")
         self.assertEqual(ev["tempfail1@ex.test"]["smtp_code"], 451)
@@ -336,7 +324,7 @@ class TestSenderFaults(unittest.TestCase):
                                          site=s))
                     want[jid] = w
         self.e.publish(jobs)
-        self.wait_events(set(want), len(want))
+        self.e.wait_events(set(want), len(want))
 
         def logged():
             seen = {}
@@ -359,7 +347,7 @@ class TestSenderFaults(unittest.TestCase):
                       source_ip="")
         self.e.publish([d1, d2] if self.sink6 else [d1])
         ids = {"ad-1", "ad-2"} if self.sink6 else {"ad-1"}
-        ev = by_rcpt(self.wait_events(ids, len(ids)))
+        ev = by_rcpt(self.e.wait_events(ids, len(ids)))
         out = self.e.sender.output()
         a = ev["m1@multia.test"]
         self.assertEqual(a["type"], "DELIVERED", out)

@@ -9,7 +9,6 @@ its successor reads every dispatch again: only the ledger keeps it from
 delivering them twice.
 """
 
-import os
 import tempfile
 import unittest
 
@@ -18,17 +17,9 @@ from test_sender import SenderEnv, dispatch
 
 
 class LedgerEnv(SenderEnv):
-    def _write_cfg(self, name, routes, extra, workers):
-        path = os.path.join(self.tmp, name)
-        with open(path, "w") as f:
-            f.write("kafka:\n  bootstrap: 127.0.0.1:1\n  topic_prefix: lt.\n  partitions: 2\n"
-                    "  session_timeout_ms: 6000\n  heartbeat_interval_ms: 1000\n"
-                    "  commit_interval_ms: 60000\n"
-                    "retry:\n  delays: [1m, 5m]\n  expiry: 72h\n"
-                    "sender:\n  workers: %d\n  drain_timeout: 10s\n  instance_id: sender-l\n"
-                    % workers)
-            f.write(extra)
-        return path
+    topic_prefix = "lt."
+    commit_interval_ms = 60000
+    instance_id = "sender-l"
 
 
 def rcpts_at_sink(sink):

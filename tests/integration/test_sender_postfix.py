@@ -24,6 +24,8 @@ from test_sender import SenderEnv, dispatch
 
 HAVE_POSTFIX = os.path.exists("/usr/sbin/postfix") and os.path.exists("/etc/postfix/master.cf")
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+POSTFIX_HEAD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "postfix",
+                            "main.cf.head")
 
 
 class PrivatePostfix:
@@ -40,30 +42,16 @@ class PrivatePostfix:
                         "-days", "2", "-keyout", key, "-out", cert],
                        check=True, capture_output=True, timeout=60)
         os.chmod(key, 0o600)
+        with open(POSTFIX_HEAD) as f:
+            head = f.read().replace("@ROOT@", root)
         with open(os.path.join(self.conf, "main.cf"), "w") as f:
-            f.write("""compatibility_level = 3.6
-queue_directory = {r}/queue
-data_directory = {r}/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-myhostname = postfix.test
-mydestination =
-alias_maps =
-local_recipient_maps =
+            f.write(head + """myhostname = postfix.test
 relay_domains = pf.test
 relay_recipient_maps =
 transport_maps = inline:{{ pf.test=discard: }}
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
 smtpd_helo_required = yes
 smtpd_helo_restrictions = check_helo_access inline:{{ {{mta1.example.net = WARN sluice-helo}} }}
-maillog_file = {r}/maillog
 maillog_file_prefixes = {r}
-smtp_tls_security_level = none
 smtpd_tls_security_level = may
 smtpd_tls_cert_file = {cert}
 smtpd_tls_key_file = {key}

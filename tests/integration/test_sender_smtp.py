@@ -18,7 +18,7 @@ import unittest
 import urllib.request
 
 import dnstest
-from sluicetest import free_port, start_sink, wait_for
+from sluicetest import accept_in_thread, free_port, start_sink
 from test_sender import SenderEnv, dispatch, by_rcpt
 
 
@@ -31,15 +31,10 @@ class Socks5Proxy:
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.connects = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        accept_in_thread(self.sock, self._accept)
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+    def _accept(self, c):
+        threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
         try:
@@ -118,13 +113,6 @@ class TestSenderSmtp(unittest.TestCase):
         cls.proxy.close()
         cls.tmpd.cleanup()
 
-    def wait_events(self, job_ids, n, timeout=30):
-        def got():
-            evs = [x["event"] for x in self.e.dump("events", 0, 1500)]
-            evs = [ev for ev in evs if ev.get("job_id") in job_ids]
-            return evs if len(evs) >= n else None
-        return wait_for(got, timeout, "%d events of %s" % (n, job_ids), interval=0.3)
-
     def test_mx_fallback_implicit_null_and_servfail(self):
         self.e.publish([
             dispatch("mx-1", ["u1@mx.test"], "", domain="mx.test"),
@@ -132,7 +120,7 @@ class TestSenderSmtp(unittest.TestCase):
             dispatch("mx-3", ["u3@nullmx.test"], "", domain="nullmx.test"),
             dispatch("mx-4", ["u4@servfail.test"], "", domain="servfail.test"),
         ])
-        ev = by_rcpt(self.wait_events({"mx-1", "mx-2", "mx-3", "mx-4"}, 4))
+        ev = by_rcpt(self.e.wait_events({"mx-1", "mx-2", "mx-3", "mx-4"}, 4))
         out = self.e.sender.output()
         self.assertEqual(ev["u1@mx.test"]["type"], "DELIVERED", out)
         self.assertEqual(ev["u1@mx.test"]["mx_host"], "live.mx.test")
@@ -153,7 +141,7 @@ class TestSenderSmtp(unittest.TestCase):
             dispatch("tls-3", ["t3@plain.test"], self.sink.address, tls="required"),
             dispatch("tls-4", ["t4@tls.test"], self.tls_sink.address, tls="disabled"),
         ])
-        ev = by_rcpt(self.wait_events({"tls-1", "tls-2", "tls-3", "tls-4"}, 4))
+        ev = by_rcpt(self.e.wait_events({"tls-1", "tls-2", "tls-3", "tls-4"}, 4))
         out = self.e.sender.output()
         for r in ("t1@tls.test", "t2@tls.test"):
             self.assertEqual(ev[r]["type"], "DELIVERED", out)
@@ -178,7 +166,7 @@ class TestSenderSmtp(unittest.TestCase):
         jobs.append(dispatch("ls-utf8", ["jos\u00e9@utf8.test"], s.address, site="utf8"))
         self.e.publish(jobs)
         ids = {"ls-0", "ls-1", "ls-2", "ls-3", "ls-452", "ls-utf8"}
-        ev = by_rcpt(self.wait_events(ids, 8))
+        ev = by_rcpt(self.e.wait_events(ids, 8))
         out = self.e.sender.output()
         for i in range(4):
             self.assertEqual(ev["r%d@reuse.test" % i]["type"], "DELIVERED", out)
@@ -202,7 +190,7 @@ class TestSenderSmtp(unittest.TestCase):
         jobs = [dispatch("pace-%d" % i, ["p%d@pace.test" % i], self.sink.address, rate=4.0,
                          send_at_ms=1, site="pace") for i in range(5)]
         self.e.publish(jobs)
-        evs = self.wait_events({"pace-%d" % i for i in range(5)}, 5)
+        evs = self.e.wait_events({"pace-%d" % i for i in range(5)}, 5)
         ts = sorted(ev["timestamp_ms"] for ev in evs)
         self.assertTrue(all(ev["type"] == "DELIVERED" for ev in evs), evs)
         self.assertGreaterEqual(ts[-1] - ts[0], 900, ts)
@@ -212,7 +200,7 @@ class TestSenderSmtp(unittest.TestCase):
         at = int(time.time() * 1000) + 1500
         self.e.publish([dispatch("later-1", ["l1@later.test"], self.sink.address,
                                  send_at_ms=at, site="later")])
-        ev = self.wait_events({"later-1"}, 1)[0]
+        ev = self.e.wait_events({"later-1"}, 1)[0]
         self.assertEqual(ev["type"], "DELIVERED")
         self.assertGreaterEqual(ev["timestamp_ms"], at)
 
@@ -220,7 +208,7 @@ class TestSenderSmtp(unittest.TestCase):
         self.e.publish([dispatch("dk-1", ["d1@dkim.test"], self.sink.address, site="dkim"),
                         dispatch("sx-1", ["s1@socks.test"], self.sink.address, site="socks",
                                  socks5="127.0.0.1:%d" % self.proxy.port)])
-        ev = by_rcpt(self.wait_events({"dk-1", "sx-1"}, 2))
+        ev = by_rcpt(self.e.wait_events({"dk-1", "sx-1"}, 2))
         self.assertEqual(ev["d1@dkim.test"]["type"], "DELIVERED", self.e.sender.output())
         self.assertEqual(ev["s1@socks.test"]["type"], "DELIVERED", self.e.sender.output())
         m = [m for m in self.sink.messages() if m["rcpt"] == ["d1@dkim.test"]][0]
@@ -233,7 +221,7 @@ class TestSenderSmtp(unittest.TestCase):
     def test_metrics(self):
         self.e.publish([dispatch("mt-1", ["m1@metrics.test"], self.sink.address,
                                  site="metrics")])
-        self.wait_events({"mt-1"}, 1)
+        self.e.wait_events({"mt-1"}, 1)
         port = None
         for line in self.e.sender.stderr().splitlines():
             mm = re.search(r"metrics on port (\d+)", line)
@@ -262,7 +250,7 @@ class TestSenderSmtp(unittest.TestCase):
         del missing["raw"]
         missing.update(template_id="welcome", vars={"email": "t2@tmpl.test"})
         self.e.publish([d, missing])
-        ev = by_rcpt(self.wait_events({"tp-1", "tp-2"}, 2))
+        ev = by_rcpt(self.e.wait_events({"tp-1", "tp-2"}, 2))
         self.assertEqual(ev["t1@tmpl.test"]["type"], "DELIVERED", self.e.sender.output())
         # A variable the recipient lacks is never rendered blank.
         self.assertEqual(ev["t2@tmpl.test"]["type"], "BOUNCED")
@@ -282,7 +270,7 @@ class TestSenderSmtp(unittest.TestCase):
         del d["raw"]
         d.update(template_id="never-stored", vars={"email": "nx@tmpl.test"})
         self.e.publish([d])
-        ev = by_rcpt(self.wait_events({"tp-nx"}, 1))
+        ev = by_rcpt(self.e.wait_events({"tp-nx"}, 1))
         e = ev["nx@tmpl.test"]
         self.assertEqual(e["type"], "BOUNCED", e)
         self.assertIn("never-stored", json.dumps(e))

@@ -13,19 +13,10 @@ import tempfile
 import time
 import unittest
 
-from sluicetest import Proc, bin_path, start_sink, wait_for
+from sluicetest import Proc, bin_path, make_cert, start_sink, wait_for
 
 MSG = ("From: a@x.test\r\nTo: b@y.test\r\nMessage-ID: <m-{n}@x.test>\r\n"
        "Subject: test {n}\r\n\r\n.leading dot\r\nbody {n}\r\n")
-
-
-def make_cert(d):
-    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost",
-                    "-days", "2", "-keyout", key, "-out", cert],
-                   check=True, capture_output=True, timeout=30)
-    return cert, key
 
 
 def raw_session(port, data, timeout=5.0, expect_close=True):

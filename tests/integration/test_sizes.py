@@ -21,13 +21,12 @@ import os
 import smtplib
 import struct
 import subprocess
-import tempfile
 import time
 import unittest
 
-from sluicetest import (Pipeline, bin_path, devbroker_control, free_port, wait_for, wait_listening,
-                        write_file)
-from test_submit import PASSWORDS, hash_password, make_cert, tls_ctx
+from sluicetest import (bin_path, case_tmpdir, devbroker_control, pb_field, wait_for,
+                        wait_listening, write_file)
+from test_submit import PASSWORDS, submit_pipeline, tls_ctx
 
 DEADLINE = 60
 MAX_JOB = 1024 * 1024           # scheduler.max_job_bytes (the default)
@@ -37,26 +36,12 @@ SWEEP = [900000, 999600, 1000100, SIZE - 200, SIZE + 200, 1040000, MAX_JOB, 1100
 
 # ---- a Job encoded by hand (proto/sluice/v1/job.proto) ----
 
-def _varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def _bytes(field, value):
-    if isinstance(value, str):
-        value = value.encode("utf-8")
-    return _varint(field << 3 | 2) + _varint(len(value)) + value
+    return pb_field(field, 2, value)
 
 
 def _uint(field, value):
-    return _varint(field << 3) + _varint(value)
+    return pb_field(field, 0, value)
 
 
 def encode_job(job_id, to, domain, raw=None, template_id=None, vars=None, mail_from="s@example.net",
@@ -115,19 +100,10 @@ class SizesCase(unittest.TestCase):
     extra = ""
 
     def setUp(self):
-        self._tmp = tempfile.TemporaryDirectory(prefix="sluice-sizes-")
-        self.tmp = self._tmp.name
-        self.addCleanup(self._tmp.cleanup)
-        cert, key = make_cert(self.tmp)
-        users = os.path.join(self.tmp, "users")
-        with open(users, "w") as f:
-            f.write("alice:%s domains=example.net\n" % hash_password(PASSWORDS["alice"]))
-        self.port = free_port()
-        self.pipe = Pipeline(self, self.tmp, (
-            "submit:\n  listen: [\"127.0.0.1:%d starttls\"]\n"
-            "  cert: %s\n  key: %s\n  users: %s\n"
-            "sites:\n  google: { mx: [\"*.google.com\"], domains: [gmail.test] }\n"
-            % (self.port, cert, key, users)) + self.extra, control=True)
+        self.tmp = case_tmpdir(self, "sluice-sizes-")
+        self.port, self.pipe = submit_pipeline(
+            self, self.tmp, "sites:\n  google: { mx: [\"*.google.com\"], domains: [gmail.test] }\n"
+            + self.extra, control=True)
         self.sink, self.cfg = self.pipe.sink, self.pipe.cfg
 
     def control(self, command):

@@ -10,7 +10,6 @@ gets its own broker, ports and config; jobs are read back with
 
 import base64
 import json
-import os
 import shutil
 import signal
 import smtplib
@@ -22,7 +21,8 @@ import time
 import unittest
 import urllib.request
 
-from sluicetest import Proc, bin_path, free_port, run_sluice, start_devbroker, wait_for, write_file
+from sluicetest import (Pipeline, Proc, bin_path, free_port, make_cert, run_sluice, start_devbroker,
+                        wait_for, write_file)
 
 DEADLINE = 60
 PASSWORDS = {"alice": "correct horse battery", "bob": "b0b-secret", "carol": "carol pw"}
@@ -37,13 +37,17 @@ def hash_password(pw):
     return r.stdout.strip()
 
 
-def make_cert(d):
-    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost",
-                    "-days", "2", "-keyout", key, "-out", cert],
-                   check=True, capture_output=True, timeout=30)
-    return cert, key
+def submit_pipeline(case, tmp, extra="", control=False):
+    """A Pipeline (see sluicetest) whose sluice-submit section listens with
+    STARTTLS on a free port, with a fresh certificate and alice as its one
+    user (domains=example.net); returns (port, pipeline)."""
+    cert, key = make_cert(tmp)
+    users = write_file(tmp, "users", "alice:%s domains=example.net\n"
+                       % hash_password(PASSWORDS["alice"]))
+    port = free_port()
+    return port, Pipeline(case, tmp, "submit:\n  listen: [\"127.0.0.1:%d starttls\"]\n"
+                          "  cert: %s\n  key: %s\n  users: %s\n" % (port, cert, key, users)
+                          + extra, control=control)
 
 
 def tls_ctx():
@@ -409,13 +413,11 @@ class TestHashPassword(unittest.TestCase):
 
     def test_bad_users_file_exits_2(self):
         with tempfile.TemporaryDirectory() as d:
-            users = os.path.join(d, "users")
-            with open(users, "w") as f:
-                f.write("alice:$argon2id$v=19$x domains=example.net\nbob:plain\n")
-            cfg = os.path.join(d, "s.yaml")
-            with open(cfg, "w") as f:
-                f.write("kafka:\n  bootstrap: 127.0.0.1:1\nsubmit:\n"
-                        "  listen: [\"127.0.0.1:%d plain\"]\n  users: %s\n" % (free_port(), users))
+            users = write_file(d, "users",
+                               "alice:$argon2id$v=19$x domains=example.net\nbob:plain\n")
+            cfg = write_file(d, "s.yaml", "kafka:\n  bootstrap: 127.0.0.1:1\nsubmit:\n"
+                             "  listen: [\"127.0.0.1:%d plain\"]\n  users: %s\n"
+                             % (free_port(), users))
             r = subprocess.run([bin_path("sluice-submit"), "-c", cfg], capture_output=True,
                                text=True, timeout=DEADLINE)
             self.assertEqual(r.returncode, 2, r.stderr)

@@ -8,11 +8,10 @@ trimming, dot-stuffing undone exactly once, 8-bit octets kept."""
 
 import os
 import smtplib
-import tempfile
 import unittest
 
-from sluicetest import Pipeline, free_port, wait_listening
-from test_submit import PASSWORDS, hash_password, make_cert, tls_ctx
+from sluicetest import case_tmpdir, wait_listening
+from test_submit import PASSWORDS, submit_pipeline, tls_ctx
 
 DEADLINE = 25
 
@@ -37,17 +36,8 @@ BODY = (b"Hello,\r\n"
 
 class SubmitEndToEndTest(unittest.TestCase):
     def setUp(self):
-        self._tmp = tempfile.TemporaryDirectory(prefix="sluice-submit-e2e-")
-        self.tmp = self._tmp.name
-        self.addCleanup(self._tmp.cleanup)
-        cert, key = make_cert(self.tmp)
-        users = os.path.join(self.tmp, "users")
-        with open(users, "w") as f:
-            f.write("alice:%s domains=example.net\n" % hash_password(PASSWORDS["alice"]))
-        self.port = free_port()
-        self.pipe = Pipeline(self, self.tmp, "submit:\n  listen: [\"127.0.0.1:%d starttls\"]\n"
-                             "  cert: %s\n  key: %s\n  users: %s\n"
-                             % (self.port, cert, key, users))
+        self.tmp = case_tmpdir(self, "sluice-submit-e2e-")
+        self.port, self.pipe = submit_pipeline(self, self.tmp)
         self.sink = self.pipe.sink
         self.pipe.start_roles()
         self.submit = self.pipe.start("sluice-submit", "--hostname", "submit.test",

@@ -22,7 +22,7 @@ import urllib.request
 
 from sluicetest import Proc, bin_path, wait_for
 from test_submit import SubmitCase, message, tls_ctx
-from test_submit_security import AUTH_PLAIN_ALICE, raise_nofile, read_reply
+from test_submit_security import authed_tls, greeted, raise_nofile, read_reply
 
 
 def proc_status_kb(pid, field):
@@ -167,11 +167,7 @@ class TestTrickle(LimitsCase):
 
     def test_command_line_deadline(self):
         sk = socket.create_connection(("127.0.0.1", self.p587), timeout=10)
-        self.addCleanup(sk.close)
-        f = sk.makefile("rb")
-        self.assertEqual(read_reply(f)[0], 220)
-        sk.sendall(b"EHLO trickle.test\r\n")
-        self.assertEqual(read_reply(f)[0], 250)
+        f = greeted(self, sk, b"trickle.test")
         # A whole command at once is fine however long the pause before it.
         sk.sendall(b"NOOP\r\n")
         self.assertEqual(read_reply(f)[0], 250)
@@ -209,15 +205,7 @@ class TestTrickle(LimitsCase):
         self.assertTrue(closed, "a trickled handshake still open after %.1fs" % took)
 
     def test_data_deadline(self):
-        raw = socket.create_connection(("127.0.0.1", self.p465), timeout=10)
-        s = tls_ctx().wrap_socket(raw)
-        self.addCleanup(s.close)
-        f = s.makefile("rb")
-        self.assertEqual(read_reply(f)[0], 220)
-        s.sendall(b"EHLO trickle.test\r\n")
-        self.assertEqual(read_reply(f)[0], 250)
-        s.sendall(b"AUTH PLAIN " + AUTH_PLAIN_ALICE.encode() + b"\r\n")
-        self.assertEqual(read_reply(f)[0], 235)
+        s, f = authed_tls(self, self.p465, b"trickle.test")
         s.sendall(b"MAIL FROM:<alice@example.net>\r\nRCPT TO:<a@example.com>\r\nDATA\r\n")
         self.assertEqual(read_reply(f)[0], 250)
         self.assertEqual(read_reply(f)[0], 250)

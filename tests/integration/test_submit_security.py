@@ -54,6 +54,27 @@ def read_reply(f):
             return int(lines[-1][:3]), "\n".join(lines)
 
 
+def greeted(case, s, ehlo):
+    """Take the greeting on the connected socket s and say EHLO ehlo (s is
+    closed at case's cleanup); returns the socket's reading file."""
+    case.addCleanup(s.close)
+    f = s.makefile("rb")
+    case.assertEqual(read_reply(f)[0], 220)
+    s.sendall(b"EHLO " + ehlo + b"\r\n")
+    case.assertEqual(read_reply(f)[0], 250)
+    return f
+
+
+def authed_tls(case, port, ehlo=b"raw.test"):
+    """A raw TLS socket on an implicit-TLS port, past EHLO and authenticated
+    as alice (closed at case's cleanup); (sock, file)."""
+    s = tls_ctx().wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10))
+    f = greeted(case, s, ehlo)
+    s.sendall(b"AUTH PLAIN " + AUTH_PLAIN_ALICE.encode() + b"\r\n")
+    case.assertEqual(read_reply(f)[0], 235)
+    return s, f
+
+
 class SecurityCase(SubmitCase):
     max_per_ip = 100000
 
@@ -75,16 +96,7 @@ class SecurityCase(SubmitCase):
 
     def authed_tls(self, port=None):
         """A raw TLS socket on 465, authenticated as alice; (sock, file)."""
-        raw = socket.create_connection(("127.0.0.1", port or self.p465), timeout=10)
-        s = tls_ctx().wrap_socket(raw)
-        self.addCleanup(s.close)
-        f = s.makefile("rb")
-        self.assertEqual(read_reply(f)[0], 220)
-        s.sendall(b"EHLO raw.test\r\n")
-        self.assertEqual(read_reply(f)[0], 250)
-        s.sendall(b"AUTH PLAIN " + AUTH_PLAIN_ALICE.encode() + b"\r\n")
-        self.assertEqual(read_reply(f)[0], 235)
-        return s, f
+        return authed_tls(self, port or self.p465)
 
     def metric(self, name):
         text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.pmetrics,
@@ -162,11 +174,7 @@ class TestSmuggling(SecurityCase):
 
     def test_pipelined_after_starttls_discarded(self):
         raw = socket.create_connection(("127.0.0.1", self.p587), timeout=10)
-        self.addCleanup(raw.close)
-        f = raw.makefile("rb")
-        self.assertEqual(read_reply(f)[0], 220)
-        raw.sendall(b"EHLO raw.test\r\n")
-        self.assertEqual(read_reply(f)[0], 250)
+        f = greeted(self, raw, b"raw.test")
         # Everything after STARTTLS in the same packet is plaintext an
         # attacker in the path could have added (CVE-2011-0411).
         raw.sendall(b"STARTTLS\r\nAUTH PLAIN " + AUTH_PLAIN_ALICE.encode()

@@ -28,17 +28,8 @@
 
 int main(int argc, char **argv)
 {
-    const char *path = NULL;
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "-c"))
-            path = argv[i + 1];
-    sl_config *cfg = sl_config_load_or_exit(path);
-    char *err = NULL;
-    sl_producer *p = sl_producer_new(cfg, NULL, &err);
-    if (!p) {
-        fprintf(stderr, "producer: %s\n", err);
-        return 1;
-    }
+    sl_config *cfg;
+    sl_producer *p = tool_start(argc, argv, "producer", &cfg);
     char *dtopic = sl_config_topic(cfg, "dispatch");
     char *ttopic = sl_config_topic(cfg, "templates");
     char line[1 << 16];
@@ -54,16 +45,8 @@ int main(int argc, char **argv)
         sl_buf b = SL_BUF_INIT;
         json_t *tm = json_object_get(o, "template");
         if (tm) {
-            sl_template_msg t;
-            sluice__v1__template__init(&t);
-            t.version = SLUICE_WIRE_VERSION;
-            t.id = (char *)tool_str(tm, "id", "");
-            const char *body = tool_str(tm, "body", "");
-            t.body.data = (uint8_t *)body;
-            t.body.len = strlen(body);
-            t.updated_at_ms = sl_now_ms();
-            sl_pack(&t.base, &b);
-            sl_producer_send(p, ttopic, t.id, strlen(t.id), b.data, b.len, NULL, 0, tool_ack_cb, NULL);
+            const char *id = tool_template(tm, &b);
+            sl_producer_send(p, ttopic, id, strlen(id), b.data, b.len, NULL, 0, tool_ack_cb, NULL);
         } else if (json_object_get(o, "garbage")) {
             const char *g = tool_str(o, "garbage", "x");
             sl_producer_send(p, dtopic, "g", 1, g, strlen(g), NULL, 0, tool_ack_cb, NULL);
@@ -80,13 +63,8 @@ int main(int argc, char **argv)
             job.created_at_ms = tool_num(o, "created_at_ms", sl_now_ms());
             job.expires_at_ms = tool_num(o, "expires_at_ms", 0);
             job.null_mx = json_is_true(json_object_get(o, "null_mx"));
-            json_t *to = json_object_get(o, "to");
-            size_t nto = json_array_size(to);
-            char **rcpts = xcalloc(nto + 1, sizeof *rcpts);
-            for (size_t i = 0; i < nto; i++)
-                rcpts[i] = (char *)json_string_value(json_array_get(to, i));
+            char **rcpts = tool_strv(json_object_get(o, "to"), &job.n_recipients);
             job.recipients = rcpts;
-            job.n_recipients = nto;
             const char *raw = tool_str(o, "raw", NULL);
             if (raw) {
                 job.raw.data = (uint8_t *)raw;

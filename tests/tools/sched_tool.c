@@ -266,6 +266,20 @@ static int dump(const sl_config *cfg, const char *suffix, int count, int timeout
     return count > 0 && n < count ? 1 : 0;
 }
 
+/* The end of a one-record command: wait for its acknowledgement (send
+ * status rc), free the producer and the config; the exit status. */
+static int one_acked(sl_producer *p, sl_config *cfg, int rc, int timeout_ms)
+{
+    if (rc || sl_producer_flush(p, timeout_ms) || tool_failed) {
+        fprintf(stderr, "sched_tool: not acknowledged\n");
+        return 1;
+    }
+    sl_producer_free(p);
+    sl_config_free(cfg);
+    puts("1 acked");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -350,11 +364,7 @@ int main(int argc, char **argv)
         sl_config_free(cfg);
         return rc;
     }
-    sl_producer *p = sl_producer_new(cfg, NULL, &err);
-    if (!p) {
-        fprintf(stderr, "sched_tool: %s\n", err);
-        return 1;
-    }
+    sl_producer *p = tool_producer(cfg, "sched_tool");
     if (!strcmp(cmd, "state")) {
         /* One SiteState with one pair, as the scheduler writes it. */
         Sluice__V1__PairState ps = SLUICE__V1__PAIR_STATE__INIT;
@@ -376,14 +386,7 @@ int main(int argc, char **argv)
         int rc = sl_producer_send(p, t, site, strlen(site), b.data, b.len, NULL, 0, tool_ack_cb, NULL);
         free(t);
         sl_buf_free(&b);
-        if (rc || sl_producer_flush(p, timeout) || tool_failed) {
-            fprintf(stderr, "sched_tool: not acknowledged\n");
-            return 1;
-        }
-        sl_producer_free(p);
-        sl_config_free(cfg);
-        puts("1 acked");
-        return 0;
+        return one_acked(p, cfg, rc, timeout);
     }
     if (!strcmp(cmd, "event") || !strcmp(cmd, "suppress")) {
         int rc;
@@ -426,14 +429,7 @@ int main(int argc, char **argv)
             free(k);
             free(t);
         }
-        if (rc || sl_producer_flush(p, timeout) || tool_failed) {
-            fprintf(stderr, "sched_tool: not acknowledged\n");
-            return 1;
-        }
-        sl_producer_free(p);
-        sl_config_free(cfg);
-        puts("1 acked");
-        return 0;
+        return one_acked(p, cfg, rc, timeout);
     }
     if (strcmp(cmd, "produce"))
         return 2;

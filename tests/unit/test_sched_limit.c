@@ -9,6 +9,15 @@
 
 #include "sched_limit.h"
 
+/* l over a config (zeroed, in *cfg, which must outlive l) with the n limits lim. */
+static void limits_init(sched_limits *l, sl_config *cfg, sl_limit *lim, size_t n)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->limits = lim;
+    cfg->n_limits = n;
+    sched_limits_init(l, cfg);
+}
+
 static void test_resolve_and_share(void **state)
 {
     (void)state;
@@ -19,11 +28,8 @@ static void test_resolve_and_share(void **state)
         {NULL, (char *)"spring-*", 5, 1, 4},      /* spring campaigns, all tenants */
     };
     sl_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.limits = lim;
-    cfg.n_limits = 4;
     sched_limits l;
-    sched_limits_init(&l, &cfg);
+    limits_init(&l, &cfg, lim, 4);
     sched_bucket *a[SCHED_LIMITS_MAX], *b[SCHED_LIMITS_MAX], *c[SCHED_LIMITS_MAX],
         *d[SCHED_LIMITS_MAX];
     assert_int_equal(sched_limits_resolve(&l, "acme", "spring-1", a, SCHED_LIMITS_MAX, 0), 4);
@@ -46,11 +52,8 @@ static void test_take_waits_for_the_slowest(void **state)
         {(char *)"acme", (char *)"c1", 1, 1, 2},
     };
     sl_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.limits = lim;
-    cfg.n_limits = 2;
     sched_limits l;
-    sched_limits_init(&l, &cfg);
+    limits_init(&l, &cfg, lim, 2);
     sched_bucket *b[SCHED_LIMITS_MAX];
     size_t n = sched_limits_resolve(&l, "acme", "c1", b, SCHED_LIMITS_MAX, 1000);
     assert_int_equal(n, 2);
@@ -72,11 +75,8 @@ static void test_idle_buckets_are_freed(void **state)
     (void)state;
     sl_limit lim[] = {{(char *)"*", NULL, 1, 1, 1}}; /* each tenant: 1/s, burst 1 */
     sl_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.limits = lim;
-    cfg.n_limits = 1;
     sched_limits l;
-    sched_limits_init(&l, &cfg);
+    limits_init(&l, &cfg, lim, 1);
     sched_bucket *a[1], *a2[1], *b[1];
     sched_limits_resolve(&l, "acme", "", a, 1, 0);
     sched_limits_resolve(&l, "acme", "", a2, 1, 0); /* a second flow of acme */
@@ -107,11 +107,8 @@ static void test_key_find_restore(void **state)
     (void)state;
     sl_limit lim[] = {{(char *)"*", NULL, 1, 2, 2}}; /* each tenant: 1/s, burst 2 */
     sl_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.limits = lim;
-    cfg.n_limits = 1;
     sched_limits l;
-    sched_limits_init(&l, &cfg);
+    limits_init(&l, &cfg, lim, 1);
     assert_null(sched_limits_find(&l, 0, "acme", ""));
     assert_false(sched_limits_restore(&l, 1, "acme", "", 0, 1000, 1000));
     assert_true(sched_limits_restore(&l, 0, "acme", "", -1, 1000, 1000));

@@ -227,12 +227,25 @@ static void on_mail(void *arg, smtpd_session *s, const char *from)
     smtpd_reply(s, 250, "2.1.0 Ok");
 }
 
-/* Client side of a conversation with a detached session under TLS. */
+/* Client side of a conversation with a detached session under TLS; it
+ * owns all of it (convo_free). */
 typedef struct convo {
     smtpd_session *s;
     sl_tls *cli;
     sl_buf plain; /* what the client decrypted */
+    smtpd_server *srv;
+    SSL_CTX *sctx, *cctx;
 } convo;
+
+static void convo_free(convo *c)
+{
+    sl_buf_free(&c->plain);
+    sl_tls_free(c->cli);
+    smtpd_session_free_detached(c->s);
+    smtpd_server_free(c->srv);
+    SSL_CTX_free(c->sctx);
+    SSL_CTX_free(c->cctx);
+}
 
 static void convo_pump(convo *c)
 {
@@ -284,7 +297,8 @@ static void test_starttls_session(void **state)
     assert_null(strstr(out, "2.1.0"));
     free(out);
 
-    convo c = {.s = s, .cli = sl_tls_new(cctx, false, "mx.test")};
+    convo c = {.s = s, .cli = sl_tls_new(cctx, false, "mx.test"),
+               .srv = srv, .sctx = sctx, .cctx = cctx};
     convo_pump(&c);
     assert_true(sl_tls_handshake_done(c.cli));
     assert_int_equal(mail_calls, 0);
@@ -313,12 +327,7 @@ static void test_starttls_session(void **state)
     assert_int_equal(mail_calls, 1);
     assert_true(auth_called);
 
-    sl_buf_free(&c.plain);
-    sl_tls_free(c.cli);
-    smtpd_session_free_detached(s);
-    smtpd_server_free(srv);
-    SSL_CTX_free(sctx);
-    SSL_CTX_free(cctx);
+    convo_free(&c);
 }
 
 /* AUTH PLAIN in two steps, and cancelling. */
@@ -334,7 +343,8 @@ static void test_auth_plain_steps(void **state)
     free(smtpd_session_output(s, NULL));
     assert_int_equal(smtpd_session_feed(s, "STARTTLS\r\n", 10), 0);
     free(smtpd_session_output(s, NULL));
-    convo c = {.s = s, .cli = sl_tls_new(cctx, false, NULL)};
+    convo c = {.s = s, .cli = sl_tls_new(cctx, false, NULL),
+               .srv = srv, .sctx = sctx, .cctx = cctx};
     convo_pump(&c);
     convo_say(&c, "EHLO c\r\n");
     convo_say(&c, "MAIL FROM:<a@b.test>\r\n");
@@ -351,12 +361,7 @@ static void test_auth_plain_steps(void **state)
     assert_non_null(strstr(c.plain.data, "235 2.7.0"));
     convo_say(&c, "MAIL FROM:<a@b.test>\r\n");
     assert_non_null(strstr(c.plain.data, "250 2.1.0"));
-    sl_buf_free(&c.plain);
-    sl_tls_free(c.cli);
-    smtpd_session_free_detached(s);
-    smtpd_server_free(srv);
-    SSL_CTX_free(sctx);
-    SSL_CTX_free(cctx);
+    convo_free(&c);
 }
 
 int main(void)
