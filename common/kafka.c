@@ -320,6 +320,7 @@ struct sl_producer {
     size_t n_retry, cap_retry;
     ptopic *topics;    /* handles of rk's topics */
     size_t n_topics;
+    int linger_ms;     /* -1: kafka.linger_ms */
 };
 
 static void producer_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
@@ -331,7 +332,8 @@ static rd_kafka_t *producer_create(sl_producer *p, char **err)
     conf_set(c, "acks", "all");
     conf_set(c, "partitioner", "murmur2_random");
     char linger[16];
-    snprintf(linger, sizeof linger, "%d", p->cfg->kafka.linger_ms >= 0 ? p->cfg->kafka.linger_ms : 5);
+    int ms = p->linger_ms >= 0 ? p->linger_ms : p->cfg->kafka.linger_ms >= 0 ? p->cfg->kafka.linger_ms : 5;
+    snprintf(linger, sizeof linger, "%d", ms);
     conf_set(c, "linger.ms", linger);
     conf_set(c, "message.timeout.ms", "30000");
     conf_set(c, "queue.buffering.max.messages", "1000000");
@@ -537,10 +539,11 @@ static void producer_poll_cb(uv_poll_t *h, int status, int events)
     producer_drain(p);
 }
 
-sl_producer *sl_producer_new(const sl_config *cfg, uv_loop_t *loop, char **err)
+static sl_producer *producer_new(const sl_config *cfg, uv_loop_t *loop, int linger_ms, char **err)
 {
     sl_producer *p = xcalloc(1, sizeof *p);
     p->cfg = cfg;
+    p->linger_ms = linger_ms;
     p->loop = loop;
     p->pipefd[0] = p->pipefd[1] = -1;
     if (loop) {
@@ -565,6 +568,16 @@ sl_producer *sl_producer_new(const sl_config *cfg, uv_loop_t *loop, char **err)
         uv_poll_start(&p->poll, UV_READABLE, producer_poll_cb);
     }
     return p;
+}
+
+sl_producer *sl_producer_new(const sl_config *cfg, uv_loop_t *loop, char **err)
+{
+    return producer_new(cfg, loop, -1, err);
+}
+
+sl_producer *sl_producer_new_prompt(const sl_config *cfg, uv_loop_t *loop, char **err)
+{
+    return producer_new(cfg, loop, 0, err);
 }
 
 int sl_producer_send(sl_producer *p, const char *topic, const void *key, size_t klen,

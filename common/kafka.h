@@ -98,6 +98,10 @@ typedef struct sl_header {
 /* loop may be NULL (then poll/flush by hand). On failure returns NULL and
  * a malloc'd message in *err. */
 sl_producer *sl_producer_new(const sl_config *cfg, uv_loop_t *loop, char **err);
+/* The same with linger.ms 0 whatever kafka.linger_ms says: each record
+ * leaves at once, in batches of what queued meanwhile; for the few records
+ * whose acknowledgement a crash window depends on (the delivery ledger). */
+sl_producer *sl_producer_new_prompt(const sl_config *cfg, uv_loop_t *loop, char **err);
 /* key may be NULL (no key, e.g. the DLQ); value NULL with vlen 0 is a
  * tombstone. cb may be NULL. Never blocks: on a full local queue it polls
  * and retries. Returns 0, or a negative error (then cb never fires). */

@@ -14,7 +14,7 @@ tests="test_kill test_ledger test_smtp test_hostile test_kafka test_rebalance te
 if [ "${1:-}" = --kafka ]; then
   case "${2:-}" in
     real) export SLUICE_KAFKA=real
-          tests="test_kill test_kafka test_rebalance test_compaction test_pipeline test_bulk_faults" ;;
+          tests="test_kill test_ledger test_kafka test_rebalance test_compaction test_pipeline test_bulk_faults" ;;
     dev) ;;
     *) echo "usage: scripts/fault.sh [--kafka dev|real]" >&2; exit 2 ;;
   esac

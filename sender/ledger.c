@@ -19,7 +19,7 @@ struct snd_ledger {
     const sl_config *cfg;
     pthread_mutex_t mu;
     pthread_cond_t cv;  /* the follower advanced */
-    sl_map set;         /* "job id\nrecipient" -> (void *)1 */
+    sl_map set;         /* "job id\nrecipient" -> (void *)(uintptr_t) final type */
     sl_map claims;      /* pairs a transaction of this sender holds */
     char **ring;        /* the same keys, oldest first from head, for eviction */
     size_t cap, head, count;
@@ -111,7 +111,7 @@ static char *pair_key(const char *job_id, const char *rcpt)
 }
 
 /* Under mu. */
-static void note_locked(snd_ledger *l, char *key)
+static void note_locked(snd_ledger *l, char *key, Sluice__V1__EventType t)
 {
     if (sl_map_get(&l->set, key)) {
         free(key);
@@ -124,16 +124,18 @@ static void note_locked(snd_ledger *l, char *key)
         l->head = (l->head + 1) % l->cap;
         l->count--;
     }
-    sl_map_put(&l->set, key, (void *)1);
+    /* A final type is never EVENT_UNKNOWN (0): the value is never NULL. */
+    sl_map_put(&l->set, key, (void *)(uintptr_t)t);
     l->ring[(l->head + l->count) % l->cap] = key;
     l->count++;
 }
 
-void snd_ledger_note(snd_ledger *l, const char *job_id, const char *rcpt)
+void snd_ledger_note(snd_ledger *l, const char *job_id, const char *rcpt,
+                     Sluice__V1__EventType t)
 {
     char *key = pair_key(job_id, rcpt);
     pthread_mutex_lock(&l->mu);
-    note_locked(l, key);
+    note_locked(l, key, t);
     size_t n = l->count;
     pthread_mutex_unlock(&l->mu);
     sl_metric_set("sluice_sender_ledger_entries", NULL, (double)n);
@@ -141,12 +143,17 @@ void snd_ledger_note(snd_ledger *l, const char *job_id, const char *rcpt)
 
 bool snd_ledger_final(snd_ledger *l, const char *job_id, const char *rcpt)
 {
+    return snd_ledger_outcome(l, job_id, rcpt) != SLUICE__V1__EVENT_TYPE__EVENT_UNKNOWN;
+}
+
+Sluice__V1__EventType snd_ledger_outcome(snd_ledger *l, const char *job_id, const char *rcpt)
+{
     char *key = pair_key(job_id, rcpt);
     pthread_mutex_lock(&l->mu);
-    bool found = sl_map_get(&l->set, key) != NULL;
+    Sluice__V1__EventType t = (Sluice__V1__EventType)(uintptr_t)sl_map_get(&l->set, key);
     pthread_mutex_unlock(&l->mu);
     free(key);
-    return found;
+    return t;
 }
 
 void snd_ledger_handover(snd_ledger *l, const int32_t *partitions, size_t n)
@@ -255,6 +262,7 @@ static void *follow_main(void *arg)
         sl_event *e = NULL;
         const char *why = NULL;
         char *key = NULL;
+        Sluice__V1__EventType ftype = SLUICE__V1__EVENT_TYPE__EVENT_UNKNOWN;
         int dp = -1;
         long long doff = -1;
         rd_kafka_headers_t *hdrs = NULL;
@@ -272,13 +280,15 @@ static void *follow_main(void *arg)
         }
         if ((ts < 0 || ts >= l->since_ms) && m->payload &&
             sl_event_decode(m->payload, m->len, &e, &why) == 0) {
-            if (snd_ledger_is_final(e->type) && e->job_id && *e->job_id && e->recipient)
+            if (snd_ledger_is_final(e->type) && e->job_id && *e->job_id && e->recipient) {
                 key = pair_key(e->job_id, e->recipient);
+                ftype = e->type;
+            }
             sl_event_free(e);
         }
         pthread_mutex_lock(&l->mu);
         if (key) {
-            note_locked(l, key);
+            note_locked(l, key, ftype);
             l->loaded++;
         }
         if (m->partition >= 0 && m->partition < l->n_parts && m->offset + 1 > l->pos[m->partition])

@@ -3,17 +3,18 @@
  * repeated after a crash, a rebalance or a scheduler restart is not
  * delivered twice.
  *
- * After every final outcome of a recipient (DELIVERED, BOUNCED, EXPIRED),
- * once its events are acknowledged, the sender publishes a ledger record
+ * With every final outcome of a recipient (DELIVERED, BOUNCED, EXPIRED),
+ * just before its event and on a producer of its own with linger 0
+ * (outcome.h), the sender publishes a ledger record
  * to the ledger topic (sl_config_topic(cfg, "ledger")) with the dispatch
  * record's own key, so that it lands on the partition number of the
  * dispatch (same key, same murmur2 partitioner, same partition count), and
- * only then lets the dispatch's offset be stored. The value is an Event
+ * lets the dispatch's offset be stored only once both are acknowledged. The value is an Event
  * holding just the type, job id, recipient and sender id; the header
  * "dispatch" carries "PARTITION/OFFSET" of the dispatch record, for
  * operators.
  *
- * The lookup is a set of (job id, recipient) pairs with a final outcome:
+ * The lookup maps (job id, recipient) pairs to their final outcome:
  * filled as this sender's ledger records are acknowledged
  * (snd_ledger_note) and by the follower, which reads the whole ledger
  * topic from sender.ledger_lookback ago onwards; on assignment the sender
@@ -62,8 +63,12 @@ void snd_ledger_free(snd_ledger *l);
 /* A final type? DELIVERED, BOUNCED, EXPIRED (and the scheduler's finals). */
 bool snd_ledger_is_final(Sluice__V1__EventType t);
 
-/* Remember that (job_id, rcpt) has its final outcome. */
-void snd_ledger_note(snd_ledger *l, const char *job_id, const char *rcpt);
+/* Remember that (job_id, rcpt) has its final outcome, of type t. */
+void snd_ledger_note(snd_ledger *l, const char *job_id, const char *rcpt,
+                     Sluice__V1__EventType t);
+/* The final outcome the ledger holds for (job_id, rcpt), or
+ * EVENT_UNKNOWN. */
+Sluice__V1__EventType snd_ledger_outcome(snd_ledger *l, const char *job_id, const char *rcpt);
 /* Does (job_id, rcpt) have a final outcome? */
 bool snd_ledger_final(snd_ledger *l, const char *job_id, const char *rcpt);
 /* Claims (job_id, rcpt) for a transaction of this sender: returns 0 (now

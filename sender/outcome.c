@@ -11,84 +11,33 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A final recipient whose ledger record follows the events. */
-typedef struct lrec {
-    char *rcpt;
-    Sluice__V1__EventType type;
-} lrec;
-
 typedef struct acks {
     int pending;
     int err;
     bool armed;     /* every send issued */
     snd_outcome_cb done;
     void *arg;
-    /* The ledger step: n_l final recipients (0: none), sent once the
-     * events are acknowledged (ledger_issued). */
-    sl_producer *p;
-    const sl_config *cfg;
     snd_ledger *ledger;
-    char *key, *job_id, *sender_id;
-    size_t klen;
-    int32_t partition;
-    int64_t offset;
-    lrec *l;
-    size_t n_l;
-    bool ledger_issued;
+    char *job_id;   /* with ledger */
 } acks;
 
+/* One ledger record on its way: its pair is noted once acknowledged. */
 typedef struct lack {
     acks *a;
-    size_t i;
+    char *rcpt;
+    Sluice__V1__EventType type;
 } lack;
 
 static void acks_free(acks *a)
 {
-    for (size_t i = 0; i < a->n_l; i++)
-        free(a->l[i].rcpt);
-    free(a->l);
-    free(a->key);
     free(a->job_id);
-    free(a->sender_id);
     free(a);
-}
-
-static void on_ledger_ack(void *arg, int err);
-
-/* Every event is acknowledged: now the ledger records, then done. */
-static void ledger_step(acks *a)
-{
-    size_t n = a->n_l;
-    a->armed = false;
-    for (size_t i = 0; i < n; i++) {
-        lack *k = xcalloc(1, sizeof *k);
-        k->a = a;
-        k->i = i;
-        a->pending++;
-        int rc = snd_ledger_publish(a->p, a->cfg, a->key, a->klen, a->partition, a->offset,
-                                    a->job_id, a->l[i].rcpt, a->l[i].type, a->sender_id,
-                                    on_ledger_ack, k);
-        if (rc < 0) {
-            a->pending--;
-            free(k);
-            if (!a->err)
-                a->err = rc;
-            break;
-        }
-    }
-    a->armed = true;
 }
 
 static void maybe_done(acks *a)
 {
     if (!a->armed || a->pending != 0)
         return;
-    if (a->n_l && !a->err && !a->ledger_issued) {
-        a->ledger_issued = true;
-        ledger_step(a);
-        if (a->pending)
-            return;
-    }
     a->done(a->arg, a->err);
     acks_free(a);
 }
@@ -107,7 +56,8 @@ static void on_ledger_ack(void *arg, int err)
     lack *k = arg;
     acks *a = k->a;
     if (err == 0)
-        snd_ledger_note(a->ledger, a->job_id, a->l[k->i].rcpt);
+        snd_ledger_note(a->ledger, a->job_id, k->rcpt, k->type);
+    free(k->rcpt);
     free(k);
     on_ack(a, err);
 }
@@ -196,18 +146,8 @@ int snd_outcome_publish(sl_producer *p, const sl_config *cfg, const sl_dispatch 
     a->done = done;
     a->arg = arg;
     if (info->ledger) {
-        a->p = p;
-        a->cfg = cfg;
         a->ledger = info->ledger;
-        a->key = xmalloc(info->klen ? info->klen : 1);
-        if (info->klen)
-            memcpy(a->key, info->key, info->klen);
-        a->klen = info->klen;
-        a->partition = info->partition;
-        a->offset = info->offset;
         a->job_id = xstrdup(job->job_id);
-        a->sender_id = xstrdup(info->sender_id ? info->sender_id : "");
-        a->l = xcalloc(n ? n : 1, sizeof *a->l);
     }
     int rc = 0;
     char **deferred = xcalloc(n ? n : 1, sizeof *deferred);
@@ -259,12 +199,26 @@ int snd_outcome_publish(sl_producer *p, const sl_config *cfg, const sl_dispatch 
             e.next_attempt_ms = now + delay;
             e.destination_down_until_ms = info->destination_down_until_ms;
         }
-        if (type == SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED)
+        if (type == SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED && !r[i].from_ledger)
             e.reason = (char *)"expired: the next attempt would fall after the job's expiry";
-        if (info->ledger && snd_ledger_is_final(type)) {
-            a->l[a->n_l].rcpt = xstrdup(r[i].rcpt);
-            a->l[a->n_l].type = type;
-            a->n_l++;
+        if (info->ledger && snd_ledger_is_final(type) && !r[i].from_ledger) {
+            /* The ledger record goes first, on its own prompt producer, so
+             * that it is on its way in the same instant as the event. */
+            lack *k = xcalloc(1, sizeof *k);
+            k->a = a;
+            k->rcpt = xstrdup(r[i].rcpt);
+            k->type = type;
+            a->pending++;
+            rc = snd_ledger_publish(info->ledger_producer ? info->ledger_producer : p, cfg,
+                                    info->key, info->klen, info->partition, info->offset,
+                                    job->job_id, r[i].rcpt, type, info->sender_id,
+                                    on_ledger_ack, k);
+            if (rc < 0) {
+                a->pending--;
+                free(k->rcpt);
+                free(k);
+                break;
+            }
         }
         /* Packed here rather than by sl_event_publish(), whose per-thread
          * buffers outlive worker threads. */
@@ -314,7 +268,8 @@ int snd_outcome_publish(sl_producer *p, const sl_config *cfg, const sl_dispatch 
         a->err = rc;
         sl_error("publishing the outcome of job %s failed: %s", job->job_id, sl_strerror(rc));
     }
-    /* Acknowledgements run on this thread, so none can have fired yet. */
+    /* Acknowledgements run on this thread (the ledger producer's too: the
+     * same loop), so none can have fired yet. */
     a->armed = true;
     if (a->pending == 0) {
         int err = a->err;

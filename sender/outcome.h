@@ -11,11 +11,14 @@
  * attempt + 1 and not_before_ms = now + delay. A job whose next attempt
  * would fall after its expiry (job->expires_at_ms, else created_at_ms +
  * cfg->retry.expiry_ms) gets EXPIRED events instead and no retry record.
- * With info->ledger set, a second step follows once those are all
- * acknowledged: a ledger record per final recipient (DELIVERED, BOUNCED,
- * EXPIRED), noted in the ledger's lookup as each is acknowledged; never
- * before the events, so that a pair the ledger calls final always has its
- * final event.
+ * With info->ledger set, every final recipient (DELIVERED, BOUNCED,
+ * EXPIRED) also gets a ledger record, produced just before its event on
+ * info->ledger_producer (linger 0) so that both are on their way at once
+ * and a crash after the 250 leaves the shortest window; it is noted in the
+ * ledger's lookup once acknowledged, and done fires only after every
+ * ledger record too. A ledger record may therefore land without its event
+ * (a crash between the two acknowledgements): the sender that skips the
+ * recipient later publishes the final event again (from_ledger).
  * Returns 0 and done(arg, err) fires later, on the producer's loop thread,
  * once every record was acknowledged (err 0) or one could never be (err <
  * 0: the caller must not lose the input); or returns a negative error when
@@ -43,6 +46,8 @@ typedef struct snd_rcpt_outcome {
     bool hard;
     bool possible_duplicate;
     const char *reason;             /* short, static */
+    bool from_ledger;               /* skipped: the final event again, from the
+                                       ledger's record (no new ledger record) */
 } snd_rcpt_outcome;
 
 typedef struct snd_outcome_info {
@@ -57,10 +62,12 @@ typedef struct snd_outcome_info {
     int64_t queue_ms, smtp_ms;
     int worker;                     /* the worker loop's index, for the log */
     int64_t destination_down_until_ms; /* every MX down: their next probe (wall ms), else 0 */
-    /* The delivery ledger (NULL: off) and the dispatch record's key and
-     * place: once the events are acknowledged, every final recipient gets
-     * a ledger record (ledger.h), and done fires after those too. */
+    /* The delivery ledger (NULL: off), the producer of its records (NULL:
+     * the events' producer; same loop) and the dispatch record's key and
+     * place: every final recipient gets a ledger record (ledger.h), and
+     * done fires after those too. */
     snd_ledger *ledger;
+    sl_producer *ledger_producer;
     const void *key;
     size_t klen;
     int32_t partition;

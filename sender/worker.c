@@ -44,6 +44,7 @@ typedef struct rcpt_state {
     bool hard;
     bool possible_duplicate;
     bool skipped;       /* the ledger holds its final outcome: no event */
+    bool from_ledger;   /* skipped, but its final event is published again */
     bool claimed;       /* holds the ledger claim of (job id, recipient) */
     const char *reason;
 } rcpt_state;
@@ -91,6 +92,7 @@ struct snd_worker {
     atomic_size_t sending;
     atomic_bool hold;
     sl_producer *prod;
+    sl_producer *lprod; /* the delivery ledger's records (linger 0); NULL: off */
     sl_dns *dns;
     snd_dests *dests;
     snd_pools *pools;
@@ -274,6 +276,7 @@ static void delivery_finish(delivery *dl)
         o[m].hard = s->hard;
         o[m].possible_duplicate = s->possible_duplicate || suspect;
         o[m].reason = s->reason;
+        o[m].from_ledger = s->from_ledger;
         m++;
     }
     if (m == 0) {
@@ -320,6 +323,7 @@ static void delivery_finish(delivery *dl)
         .worker = dl->w->index,
         .destination_down_until_ms = down_until,
         .ledger = dl->w->sh.ledger,
+        .ledger_producer = dl->w->lprod,
         .key = dl->rec ? dl->rec->msg->key : NULL,
         .klen = dl->rec ? dl->rec->msg->key_len : 0,
         .partition = dl->rec ? dl->rec->partition : -1,
@@ -751,18 +755,33 @@ static bool ledger_skip(delivery *dl)
         uv_timer_start(&dl->timer, on_slot, SND_LEDGER_BUSY_WAIT_MS, 0);
         return true;
     }
-    size_t keep = 0, skipped = 0;
+    /* In a crashed owner's window its ledger record may have landed
+     * without the event it was produced with (outcome.h): the final event
+     * is published again from the ledger's record. */
+    bool suspect = dl->rec && snd_ledger_suspect(l, dl->rec->partition, dl->rec->offset);
+    size_t keep = 0, skipped = 0, again = 0;
     for (size_t k = 0; k < dl->n_pending; k++) {
         size_t i = dl->pending_idx[k];
         if (rc[k] == SND_LEDGER_FINAL) {
-            dl->rs[i].final = dl->rs[i].skipped = true;
+            rcpt_state *s = &dl->rs[i];
+            s->final = true;
+            s->type = suspect ? snd_ledger_outcome(l, job->job_id, job->recipients[i])
+                              : SLUICE__V1__EVENT_TYPE__EVENT_UNKNOWN;
+            s->from_ledger = s->type != SLUICE__V1__EVENT_TYPE__EVENT_UNKNOWN;
+            s->skipped = !s->from_ledger;
+            if (s->from_ledger) {
+                s->reason = "the delivery ledger holds this final outcome; its event is "
+                            "published again (the previous owner may have died before it)";
+                again++;
+            }
             skipped++;
             sl_log_job(SL_LOG_INFO, job->job_id,
                        "skipped %s: the delivery ledger holds its final outcome "
-                       "(dispatch %s[%d]@%lld, attempt %u)",
+                       "(dispatch %s[%d]@%lld, attempt %u)%s",
                        job->recipients[i], dl->rec ? dl->rec->topic : "-",
                        dl->rec ? dl->rec->partition : -1,
-                       dl->rec ? (long long)dl->rec->offset : -1LL, job->attempt);
+                       dl->rec ? (long long)dl->rec->offset : -1LL, job->attempt,
+                       s->from_ledger ? "; its final event is published again" : "");
             continue;
         }
         dl->rs[i].claimed = true;
@@ -778,7 +797,10 @@ static bool ledger_skip(delivery *dl)
     sl_metric_inc("sluice_sender_ledger_skipped_total", lab, (double)skipped);
     if (keep)
         return false;
-    delivery_release(dl, true);
+    if (again)
+        delivery_finish(dl);
+    else
+        delivery_release(dl, true);
     return true;
 }
 
@@ -1037,6 +1059,10 @@ static void *worker_main(void *arg)
     /* Stopped: flush what is outstanding, then release the loop. */
     sl_producer_flush(w->prod, 10000);
     sl_producer_free(w->prod);
+    if (w->lprod) {
+        sl_producer_flush(w->lprod, 10000);
+        sl_producer_free(w->lprod);
+    }
     if (w->dns)
         sl_dns_free(w->dns);
     uv_run(&w->loop, UV_RUN_NOWAIT);
@@ -1056,6 +1082,16 @@ snd_worker *snd_worker_start(const snd_shared *sh, int index, char **err)
         uv_loop_close(&w->loop);
         free(w);
         return NULL;
+    }
+    if (sh->ledger) {
+        w->lprod = sl_producer_new_prompt(sh->cfg, &w->loop, err);
+        if (!w->lprod) {
+            sl_producer_free(w->prod);
+            uv_run(&w->loop, UV_RUN_NOWAIT);
+            uv_loop_close(&w->loop);
+            free(w);
+            return NULL;
+        }
     }
     char *derr = NULL;
     w->dns = sl_dns_new(&w->loop, sh->cfg, &derr);

@@ -9,10 +9,11 @@ its successor reads every dispatch again: only the ledger keeps it from
 delivering them twice.
 """
 
+import subprocess
 import tempfile
 import unittest
 
-from sluicetest import wait_for, start_sink
+from sluicetest import bin_path, wait_for, start_sink
 from test_sender import SenderEnv, dispatch
 
 
@@ -79,6 +80,43 @@ class TestLedgerAfterReassignment(unittest.TestCase):
                     a.stop()
                 if b:
                     b.stop()
+                e.stop()
+                sink.stop()
+
+
+class TestLedgerWithoutEvent(unittest.TestCase):
+    """The ledger record is produced with the event, not after it: a sender
+    killed between the two acknowledgements leaves a ledger record whose
+    event never landed. Its successor skips the recipient and publishes the
+    final event again from the ledger's record, so the job is not left
+    without one."""
+
+    def test_skip_publishes_the_lost_final_event(self):
+        with tempfile.TemporaryDirectory(prefix="sluice-ledger-") as tmp:
+            sink = start_sink(tmp)
+            e = LedgerEnv(tmp)
+            try:
+                route = sink.address
+                # What the dead owner left: the dispatch, uncommitted, and
+                # its ledger record (same key, so the same partition), but
+                # no event.
+                e.publish([dispatch("lone-0", ["user0@example.test"], route)])
+                r = subprocess.run([bin_path("sluice-publish-events"), "-c", e.cfg, "--count", "1",
+                                    "--prefix", "lone", "--ledger", "127.0.0.1/sink"],
+                                   capture_output=True, text=True, timeout=60, env=e.env)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertEqual(e.dump("events", 0, 1000), [])
+                e.start_sender()
+                wait_for(lambda: skipped_lines(e.sender), 30, "the skip logged")
+                ev = wait_for(lambda: [x["event"] for x in e.dump("events", 1, 2000)], 20,
+                              "the final event published again")
+                self.assertEqual(len(ev), 1, ev)
+                self.assertEqual(ev[0]["type"], "DELIVERED")
+                self.assertEqual(ev[0]["job_id"], "lone-0")
+                self.assertEqual(ev[0]["recipient"], "user0@example.test")
+                self.assertIn("delivery ledger", ev[0]["reason"])
+                self.assertEqual(sink.messages(), [], "the ledger's pair was sent again")
+            finally:
                 e.stop()
                 sink.stop()
 

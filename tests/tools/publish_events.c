@@ -4,11 +4,14 @@
  *
  *   sluice-publish-events [-c FILE] --count N [--prefix P] [--site S]
  *                         [--type DELIVERED|DEFERRED|BOUNCED|SHAPING]
- *                         [--code N] [--garbage K]
+ *                         [--code N] [--garbage K] [--ledger KEY]
  *
  * Event i gets job id "<P>-<i>" (P default "job"), recipient
  * "user<i>@example.test", attempt 1, now as its timestamp. --garbage K also
- * publishes K records that are not protobuf, for DLQ paths. Exits 0 once
+ * publishes K records that are not protobuf, for DLQ paths. --ledger KEY
+ * publishes them to the ledger topic instead, with the dispatch key KEY,
+ * as a sender's delivery ledger would (a ledger record whose event never
+ * landed). Exits 0 once
  * Kafka acknowledged every record, 1 otherwise; 2 on bad usage.
  */
 #include "config.h"
@@ -35,12 +38,14 @@ static void on_ack(void *arg, int err)
 int main(int argc, char **argv)
 {
     const char *path = NULL, *prefix = "job", *site = "example", *type = "DELIVERED";
+    const char *ledger_key = NULL;
     long count = -1, garbage = 0, code = 250;
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"count", required_argument, NULL, 'n'},
         {"prefix", required_argument, NULL, 'p'}, {"site", required_argument, NULL, 's'},
         {"type", required_argument, NULL, 't'},   {"code", required_argument, NULL, 'r'},
-        {"garbage", required_argument, NULL, 'g'}, {NULL, 0, NULL, 0}};
+        {"garbage", required_argument, NULL, 'g'}, {"ledger", required_argument, NULL, 'l'},
+        {NULL, 0, NULL, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "c:n:", opts, NULL)) != -1) {
         switch (o) {
@@ -51,9 +56,10 @@ int main(int argc, char **argv)
         case 't': type = optarg; break;
         case 'r': code = strtol(optarg, NULL, 10); break;
         case 'g': garbage = strtol(optarg, NULL, 10); break;
+        case 'l': ledger_key = optarg; break;
         default:
             fputs("usage: sluice-publish-events [-c FILE] --count N [--prefix P] [--site S] "
-                  "[--type T] [--code N] [--garbage K]\n",
+                  "[--type T] [--code N] [--garbage K] [--ledger KEY]\n",
                   stderr);
             return 2;
         }
@@ -98,7 +104,16 @@ int main(int argc, char **argv)
             e.rate_per_sec = 5;
             e.reason = "halve";
         }
-        if (sl_event_publish(p, cfg, &e, on_ack, NULL) != 0)
+        if (ledger_key) {
+            char *lt = sl_config_topic(cfg, "ledger");
+            sl_buf b = SL_BUF_INIT;
+            sl_pack(&e.base, &b);
+            if (sl_producer_send(p, lt, ledger_key, strlen(ledger_key), b.data, b.len, NULL, 0,
+                                 on_ack, NULL) != 0)
+                failed++;
+            sl_buf_free(&b);
+            free(lt);
+        } else if (sl_event_publish(p, cfg, &e, on_ack, NULL) != 0)
             failed++;
         free(job);
         free(rcpt);

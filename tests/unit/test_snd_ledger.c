@@ -20,20 +20,27 @@ static void test_pairs_and_bound(void **state)
     cfg.sender.ledger_max_entries = 1000;
     snd_ledger *l = snd_ledger_new(&cfg);
     assert_non_null(l);
-    snd_ledger_note(l, "job-1", "a@example.test");
+    snd_ledger_note(l, "job-1", "a@example.test", SLUICE__V1__EVENT_TYPE__EVENT_DELIVERED);
     assert_true(snd_ledger_final(l, "job-1", "a@example.test"));
+    /* The outcome is kept, for an event published again from it. */
+    snd_ledger_note(l, "job-3", "c@example.test", SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED);
+    assert_int_equal(snd_ledger_outcome(l, "job-3", "c@example.test"),
+                     SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED);
+    assert_int_equal(snd_ledger_outcome(l, "job-1", "a@example.test"), SLUICE__V1__EVENT_TYPE__EVENT_DELIVERED);
+    assert_int_equal(snd_ledger_outcome(l, "job-3", "a@example.test"),
+                     SLUICE__V1__EVENT_TYPE__EVENT_UNKNOWN);
     /* By job id and recipient, not either alone. */
     assert_false(snd_ledger_final(l, "job-1", "b@example.test"));
     assert_false(snd_ledger_final(l, "job-2", "a@example.test"));
     assert_false(snd_ledger_final(l, "job-1\na@example.test", ""));
     /* Noting twice keeps one entry. */
-    snd_ledger_note(l, "job-1", "a@example.test");
-    assert_int_equal(snd_ledger_count(l), 1);
+    snd_ledger_note(l, "job-1", "a@example.test", SLUICE__V1__EVENT_TYPE__EVENT_DELIVERED);
+    assert_int_equal(snd_ledger_count(l), 2);
     /* Past the bound, the oldest go first. */
     char job[32];
     for (int i = 0; i < 1500; i++) {
         snprintf(job, sizeof job, "bulk-%d", i);
-        snd_ledger_note(l, job, "r@example.test");
+        snd_ledger_note(l, job, "r@example.test", SLUICE__V1__EVENT_TYPE__EVENT_DELIVERED);
     }
     assert_int_equal(snd_ledger_count(l), 1000);
     assert_false(snd_ledger_final(l, "job-1", "a@example.test"));
