@@ -344,8 +344,13 @@ int snd_ledger_start(snd_ledger *l, char **err)
     }
     rd_kafka_topic_destroy(rkt);
     if (!md) {
-        *err = xasprintf("ledger topic %s: %s (create it with `sluice topics ensure`)", topic,
-                         rd_kafka_err2str(e));
+        if (e == RD_KAFKA_RESP_ERR__TRANSPORT || e == RD_KAFKA_RESP_ERR__TIMED_OUT ||
+            e == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+            *err = xasprintf("ledger topic %s: cannot reach Kafka at %s: %s", topic,
+                             cfg->kafka.bootstrap, rd_kafka_err2str(e));
+        else
+            *err = xasprintf("ledger topic %s: %s (create it with `sluice topics ensure`)", topic,
+                             rd_kafka_err2str(e));
         free(topic);
         rd_kafka_destroy(l->rk);
         l->rk = NULL;
