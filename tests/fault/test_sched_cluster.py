@@ -322,7 +322,8 @@ class TestHeldJobsAtTheWire(unittest.TestCase):
                         shaping="{ max_message_rate: 100/s, max_connections: 4 }\n"
                                 "  slow: { max_message_rate: 1/s, burst: 1, max_connections: 1 }",
                         retry="{ delays: [1s, 2s, 5s], expiry: 10m }",
-                        extra_yaml="sites:\n  slow: { mx: ['*.slow.example'], domains: [slow.test] }\n"
+                        extra_yaml="sites:\n  slow: { mx: ['*.slow.example'], "
+                                   "domains: [slow.test] }\n"
                                    "backoff:\n  - { match: '^550 5\\.7\\.606', action: disable_ip, "
                                    "duration: 24h }\n")
         try:
@@ -364,7 +365,8 @@ class TestHeldJobsAtTheWire(unittest.TestCase):
         self.assertEqual(peers - {"127.0.0.1", "127.0.0.2"}, set(), peers)
         counts = c.sink_counts()
         self.assertEqual([s["job_id"] for s in banned if counts.get(s["job_id"])], [])
-        self.assertFalse([m for m in c.sink.messages() if m.get("peer", "").startswith("127.0.0.4:")])
+        self.assertFalse([m for m in c.sink.messages()
+                          if m.get("peer", "").startswith("127.0.0.4:")])
 
     def test_job_expiring_while_held_is_expired_and_never_reaches_the_server(self):
         c = self.c
