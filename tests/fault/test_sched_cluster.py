@@ -193,6 +193,24 @@ def arrivals(sink, source, since, until=None):
     return [t for t in wire_times(sink, (source,)) if t >= since and (until is None or t < until)]
 
 
+def wire_windows(sink, start, end, first=False):
+    """(rate from 127.0.0.1, rate from 127.0.0.2) of each 4-second window
+    from start to end; with first, up to the first window in which
+    127.0.0.2, never throttled, ran at full speed (16/s or more)."""
+    out = []
+    t = start
+    while t + 4 <= end:
+        wait_for(lambda: time.monotonic() >= t + 4, 30, "4 s at the wire", interval=0.1)
+        one = len(arrivals(sink, "127.0.0.1", t, t + 4)) / 4.0
+        two = len(arrivals(sink, "127.0.0.2", t, t + 4)) / 4.0
+        log("%.1f/s from .1, %.1f/s from .2" % (one, two))
+        out.append((one, two))
+        if first and two >= 16.0:
+            break
+        t += 4
+    return out
+
+
 @unittest.skipUnless(REAL, "needs SLUICE_KAFKA=real (a real Kafka cluster)")
 class TestBackoffAtTheWire(unittest.TestCase):
     def test_halved_rate_stays_halved_across_a_restart_of_the_owner_then_recovers(self):
@@ -201,7 +219,7 @@ class TestBackoffAtTheWire(unittest.TestCase):
         # its partition back and restores the site's state from the state
         # topic); the sink sees 10/s from .1 and 20/s from .2, and after
         # recover_after .1 climbs back to 20/s.
-        recover_s = 30
+        recover_s = 40
         c = Cluster("sched-halve", partitions=4, domains=1, ips=2,
                     kafka_yaml="  static_membership: true\n",
                     shaping="{ max_message_rate: 20/s, max_connections: 4 }",
@@ -215,7 +233,7 @@ class TestBackoffAtTheWire(unittest.TestCase):
             c.start_scheduler(n)
         c.start_sender()
         # More than the test can send, so the site never runs dry.
-        c.publish(c.job_specs(4000, "h"))
+        c.publish(c.job_specs(5000, "h"))
         wait_for(lambda: len(arrivals(c.sink, "127.0.0.1", 0)) >= 40, 60, "40 from .1 at the sink")
         sent = 'sluice_shape_dispatched_total{site="d0.test",source="127.0.0.1"}'
         owner = [n for n in names if c.metric(n, sent) > 0]
@@ -243,28 +261,28 @@ class TestBackoffAtTheWire(unittest.TestCase):
         self.assertIn(halved, m)
         self.assertIn('sluice_shape_state{site="d0.test",source="127.0.0.1",state="throttled"} 1',
                       m)
-        # 8 s at the wire, well before recover_after ends.
-        t0 = time.monotonic()
-        wait_for(lambda: time.monotonic() >= t0 + 8, 30, "8 s at the wire", interval=0.1)
-        self.assertLess(t0 + 8, halved_at + recover_s, "the restart took too long to measure")
-        one = len(arrivals(c.sink, "127.0.0.1", t0, t0 + 8)) / 8.0
-        two = len(arrivals(c.sink, "127.0.0.2", t0, t0 + 8)) / 8.0
-        log("after the restart of %s: %.1f/s from .1, %.1f/s from .2" % (owner, one, two))
-        self.assertGreaterEqual(one, 7.5)
-        self.assertLessEqual(one, 12.5)
-        self.assertGreaterEqual(two, 16.0)
+        # At the wire, in 4-second windows until recover_after ends: .1
+        # never above its halved rate, and 10/s whenever the site runs at
+        # full speed (.2 at 20/s: a machine short of CPU can slow both).
+        wins = wire_windows(c.sink, time.monotonic(), halved_at + recover_s - 1)
+        full = [w for w in wins if w[1] >= 16.0]
+        self.assertTrue(full, ("the site never ran at full speed before recover_after ended",
+                               wins))
+        for one, two in wins:
+            self.assertLessEqual(one, 12.5, wins)
+        for one, two in full:
+            self.assertGreaterEqual(one, 7.5, wins)
         # Recovery as configured: not before recover_after, then back to 20/s.
         normal = 'sluice_shape_state{site="d0.test",source="127.0.0.1",state="normal"} 1'
         wait_for(lambda: normal in c.metrics(owner), recover_s + 60, "recovered")
         self.assertGreaterEqual(time.monotonic() - halved_at, recover_s - 1)
         self.assertIn('sluice_shape_rate_per_second{site="d0.test",source="127.0.0.1"} 20\n',
                       c.metrics(owner))
-        t1 = time.monotonic()
-        wait_for(lambda: time.monotonic() >= t1 + 5, 30, "5 s at the wire", interval=0.1)
-        back = len(arrivals(c.sink, "127.0.0.1", t1, t1 + 5)) / 5.0
-        log("recovered after %.1f s: %.1f/s from .1" % (t1 - halved_at, back))
-        self.assertGreaterEqual(back, 16.0)
-        self.assertLessEqual(back, 25.0)
+        back = wire_windows(c.sink, time.monotonic(), time.monotonic() + 30, first=True)
+        self.assertGreaterEqual(back[-1][1], 16.0, ("never at full speed after the recovery",
+                                                    back))
+        self.assertGreaterEqual(back[-1][0], 16.0, back)
+        self.assertLessEqual(back[-1][0], 25.0, back)
 
 
 @unittest.skipUnless(REAL, "needs SLUICE_KAFKA=real (a real Kafka cluster)")
