@@ -115,6 +115,8 @@ int cfg__req_str(cfg_ctx *c, const cfg_node *m, const char *path, const char *ke
 int cfg__opt_int(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, int64_t min,
                  int64_t max, int64_t *out);
 int cfg__opt_bool(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, bool *out);
+/* true/yes/on or false/no/off, any case: 0, or -1 for anything else. */
+int cfg__parse_bool(const char *s, bool *out);
 /* Durations must be positive unless allow_zero. */
 int cfg__opt_duration(cfg_ctx *c, const cfg_node *m, const char *path, const char *key,
                       bool allow_zero, int64_t *out);

@@ -137,7 +137,7 @@ static const cfg_key cfg_keys[] = {
     {.name = "kafka.client_id", .type = CFG_STR, .off = F(kafka.client_id), .def = "sluice",
      .doc = "Kafka client id"},
     {.name = "kafka.static_membership", .type = CFG_BOOL, .off = F(kafka.static_membership),
-     .def = "false",
+     .def = "false", .env = "SLUICE_KAFKA_STATIC_MEMBERSHIP",
      .doc = "committed groups use group.instance.id from sender.instance_id (no rebalance on restart)"},
 
     {.name = "dns.servers", .type = CFG_STRLIST, .off = F(dns.servers), .off_n = F(dns.n_servers),
@@ -646,6 +646,12 @@ static int env_key(cfg_ctx *c, const cfg_key *k, const char *v, bool strict)
         }
         break;
     }
+    case CFG_BOOL:
+        if (cfg__parse_bool(v, (bool *)field) < 0) {
+            sl_buf_printf(&why, "%s='%s' is not true or false", k->env, v);
+            rc = -1;
+        }
+        break;
     default:
         /* The unit test keeps env to the types above. */
         break;

@@ -228,18 +228,25 @@ int cfg__opt_bool(cfg_ctx *c, const cfg_node *m, const char *path, const char *k
         return 0;
     if (cfg__need_scalar(c, v, kp, "true or false") < 0)
         return -1;
+    if (cfg__parse_bool(v->s, out) == 0)
+        return 1;
+    return cfg__fail(c, v->line, "key '%s': '%s' is not true or false", kp, v->s);
+}
+
+int cfg__parse_bool(const char *s, bool *out)
+{
     static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
     for (size_t i = 0; i < NELEM(yes); i++) {
-        if (!strcasecmp(v->s, yes[i])) {
+        if (!strcasecmp(s, yes[i])) {
             *out = true;
-            return 1;
+            return 0;
         }
-        if (!strcasecmp(v->s, no[i])) {
+        if (!strcasecmp(s, no[i])) {
             *out = false;
-            return 1;
+            return 0;
         }
     }
-    return cfg__fail(c, v->line, "key '%s': '%s' is not true or false", kp, v->s);
+    return -1;
 }
 
 /* *out is 0 when the value is refused: callers test the return value, but

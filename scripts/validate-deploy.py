@@ -195,6 +195,7 @@ def check_k8s(root):
     for want in ("sluice-scheduler", "sluice-sender", "sluice-submit"):
         if want not in deployments:
             fail("deploy/k8s", "no Deployment %s" % want)
+    check_static_membership(deployments)
 
     for where, s in by_kind.get("Service", []):
         sel = ((s.get("spec") or {}).get("selector")) or {}
@@ -244,6 +245,33 @@ def check_k8s(root):
 
     check_kustomizations(root, kustomizations)
     return by_kind, deployments
+
+
+def container_env(d):
+    """name -> env entry of a Deployment's first container."""
+    cs = d["containers"]
+    return {e.get("name"): e for e in (cs[0].get("env") or [])} if cs else {}
+
+
+def check_static_membership(deployments):
+    """The schedulers join their groups as static members (the 40/s under
+    SIGKILLs in docs/scheduler.md holds only then), and any Deployment that
+    does takes its instance id from the pod name: two members with one
+    group.instance.id fence each other."""
+    sched = deployments.get("sluice-scheduler")
+    if sched and str((container_env(sched).get("SLUICE_KAFKA_STATIC_MEMBERSHIP") or {})
+                     .get("value", "")).lower() != "true":
+        fail("deploy/k8s", "sluice-scheduler must set SLUICE_KAFKA_STATIC_MEMBERSHIP=true")
+    for name, d in deployments.items():
+        env = container_env(d)
+        static = str((env.get("SLUICE_KAFKA_STATIC_MEMBERSHIP") or {}).get("value", "")).lower()
+        if static != "true":
+            continue
+        ref = (((env.get("SLUICE_INSTANCE_ID") or {}).get("valueFrom") or {})
+               .get("fieldRef") or {}).get("fieldPath")
+        if ref != "metadata.name":
+            fail("deploy/k8s", "%s uses static membership: SLUICE_INSTANCE_ID must come from "
+                 "metadata.name (a unique id per pod)" % name)
 
 
 def check_kustomizations(root, kustomizations):

@@ -169,5 +169,266 @@ class TestRateHoldsWhileSchedulersDie(unittest.TestCase):
         self.assertLessEqual(worst, 250, "40/s over 5 s plus 25%")
 
 
+
+def event(c, *args):
+    """Publish one sender event with sched_tool (as a sender would)."""
+    r = subprocess.run([bin_path("sched_tool"), "event", "-c", c.cfg] + [str(a) for a in args],
+                       capture_output=True, text=True, timeout=60, env=c.env)
+    if r.returncode != 0:
+        raise AssertionError("sched_tool event: %s" % r.stderr)
+
+
+def until_heard(c, names, args, series, what, timeout=60):
+    """Publish the event until every named scheduler shows `series` (each
+    one's live feedback tail starts at the end once it is assigned, a
+    moment after /readyz: say it again until it is heard)."""
+    def heard():
+        event(c, *args)
+        try:
+            return wait_for(lambda: all(series in c.metrics(n) for n in names), 3, what)
+        except AssertionError:
+            return None
+    return wait_for(heard, timeout, what)
+
+
+def arrivals(sink, source, since, until=None):
+    """Sink arrival times (monotonic seconds) of messages from source."""
+    return [t for t in wire_times(sink, (source,)) if t >= since and (until is None or t < until)]
+
+
+def wire_windows(sink, start, end, first=False):
+    """(rate from 127.0.0.1, rate from 127.0.0.2) of each 4-second window
+    from start to end; with first, up to the first window in which
+    127.0.0.2, never throttled, ran at full speed (16/s or more)."""
+    out = []
+    t = start
+    while t + 4 <= end:
+        wait_for(lambda: time.monotonic() >= t + 4, 30, "4 s at the wire", interval=0.1)
+        one = len(arrivals(sink, "127.0.0.1", t, t + 4)) / 4.0
+        two = len(arrivals(sink, "127.0.0.2", t, t + 4)) / 4.0
+        log("%.1f/s from .1, %.1f/s from .2" % (one, two))
+        out.append((one, two))
+        if first and two >= 16.0:
+            break
+        t += 4
+    return out
+
+
+@unittest.skipUnless(REAL, "needs SLUICE_KAFKA=real (a real Kafka cluster)")
+class TestBackoffAtTheWire(unittest.TestCase):
+    def test_halved_rate_stays_halved_across_a_restart_of_the_owner_then_recovers(self):
+        # One site at 20/s per IP from two IPs. A 421 halves 127.0.0.1 only;
+        # its owner is SIGKILLed and restarted (a static member: it takes
+        # its partition back and restores the site's state from the state
+        # topic); the sink sees 10/s from .1 and 20/s from .2, and after
+        # recover_after .1 climbs back to 20/s.
+        recover_s = 40
+        c = Cluster("sched-halve", partitions=4, domains=1, ips=2,
+                    kafka_yaml="  static_membership: true\n",
+                    shaping="{ max_message_rate: 20/s, max_connections: 4 }",
+                    retry="{ delays: [1s, 2s, 5s], expiry: 10m }",
+                    extra_yaml="backoff:\n  - { match: '^421 4\\.7\\.28', action: halve, "
+                               "floor: 1/s, recover_after: %ds }\n" % recover_s)
+        self.addCleanup(c.close)
+        topics_ready(c)
+        names = ["sched-1", "sched-2", "sched-3"]
+        for n in names:
+            c.start_scheduler(n)
+        c.start_sender()
+        # More than the test can send, so the site never runs dry.
+        c.publish(c.job_specs(5000, "h"))
+        wait_for(lambda: len(arrivals(c.sink, "127.0.0.1", 0)) >= 40, 60, "40 from .1 at the sink")
+        sent = 'sluice_shape_dispatched_total{site="d0.test",source="127.0.0.1"}'
+        owner = [n for n in names if c.metric(n, sent) > 0]
+        self.assertEqual(len(owner), 1, owner)
+        owner = owner[0]
+        halved = 'sluice_shape_rate_per_second{site="d0.test",source="127.0.0.1"} 10\n'
+        until_heard(c, [owner], ["--type", "deferred", "--site", "d0.test",
+                                 "--source-ip", "127.0.0.1", "--code", 421, "--enh", "4.7.28",
+                                 "--to", "a@d0.test",
+                                 "--reply", "421-4.7.28 Our system has detected an unusual rate"],
+                    halved, "the 421 heard by the owner")
+        halved_at = time.monotonic()
+
+        def written():
+            recs = [r for r in c.dump("state") if r.get("site") == "d0.test"]
+            return recs and recs[-1].get("pairs", {}).get("127.0.0.1", {}).get("rate") == 10
+        # The owner writes the change to the state topic within 100 ms.
+        wait_for(written, 30, "the halved rate on the state topic")
+        c.kill(owner)
+        c.start_scheduler(owner, wait_ready=False)
+        c.wait_ready(owner)
+        # The restarted owner shapes the site again, with the halved rate.
+        wait_for(lambda: c.metric(owner, sent) > 0, 60, "the restarted owner dispatching")
+        m = c.metrics(owner)
+        self.assertIn(halved, m)
+        self.assertIn('sluice_shape_state{site="d0.test",source="127.0.0.1",state="throttled"} 1',
+                      m)
+        # At the wire, in 4-second windows until recover_after ends: .1
+        # never above its halved rate, and 10/s whenever the site runs at
+        # full speed (.2 at 20/s: a machine short of CPU can slow both).
+        wins = wire_windows(c.sink, time.monotonic(), halved_at + recover_s - 1)
+        full = [w for w in wins if w[1] >= 16.0]
+        self.assertTrue(full, ("the site never ran at full speed before recover_after ended",
+                               wins))
+        # The first window may also carry what the killed incarnation had
+        # dispatched after its last state record (the sender still sends
+        # it): below the unhalved 20/s there, 10/s + 25% in every later one,
+        # and 10/s + 10% over them all.
+        self.assertLess(wins[0][0], 20.0, wins)
+        for one, two in wins[1:]:
+            self.assertLessEqual(one, 12.5, wins)
+        self.assertLessEqual(sum(w[0] for w in wins) / len(wins), 11.0, wins)
+        for one, two in full:
+            self.assertGreaterEqual(one, 7.5, wins)
+        # Recovery as configured: not before recover_after, then back to 20/s.
+        normal = 'sluice_shape_state{site="d0.test",source="127.0.0.1",state="normal"} 1'
+        wait_for(lambda: normal in c.metrics(owner), recover_s + 60, "recovered")
+        self.assertGreaterEqual(time.monotonic() - halved_at, recover_s - 1)
+        self.assertIn('sluice_shape_rate_per_second{site="d0.test",source="127.0.0.1"} 20\n',
+                      c.metrics(owner))
+        back = wire_windows(c.sink, time.monotonic(), time.monotonic() + 30, first=True)
+        self.assertGreaterEqual(back[-1][1], 16.0, ("never at full speed after the recovery",
+                                                    back))
+        self.assertGreaterEqual(back[-1][0], 16.0, back)
+        self.assertLessEqual(back[-1][0], 25.0, back)
+
+
+@unittest.skipUnless(REAL, "needs SLUICE_KAFKA=real (a real Kafka cluster)")
+class TestComplaintWhileTheFleetIsDown(unittest.TestCase):
+    def test_complaint_published_while_no_scheduler_runs_suppresses_once_they_start(self):
+        c = Cluster("sched-complaint", partitions=4, domains=1, ips=2,
+                    shaping="{ max_message_rate: 100/s, max_connections: 4 }")
+        self.addCleanup(c.close)
+        topics_ready(c)
+        names = ["sched-1", "sched-2", "sched-3"]
+        for n in names:
+            c.start_scheduler(n)
+        c.start_sender()
+
+        def job(jid, to):
+            return {"job_id": jid, "to": [to], "domain": "d0.test", "tenant": "acme",
+                    "raw": "From: F <sender@example.net>\r\nTo: %s\r\nSubject: %s\r\n\r\n"
+                           "body\r\n" % (to, jid)}
+        # The address receives mail while the fleet runs.
+        c.publish([job("before", "early@d0.test")])
+        c.wait_final(["before"], 60)
+        self.assertEqual(c.sink_counts()["before"], 1)
+        # Every scheduler stops (SIGTERM commits the feedback group's place).
+        for n in names:
+            self.assertEqual(c.term(n), 0)
+        event(c, "--type", "complained", "--tenant", "acme", "--to", "early@d0.test",
+              "--site", "d0.test", "--id", "early")
+        for n in names:
+            c.start_scheduler(n)
+        wait_for(lambda: [s for s in c.dump("suppressions")
+                          if s.get("key") == "acme/early@d0.test"], 60, "the suppression")
+        # Every classify has it loaded before the next jobs come.
+        wait_for(lambda: all(c.metric(n, "sluice_suppressions") >= 1 for n in names), 30,
+                 "the suppression loaded everywhere")
+        c.publish([job("after", "early@d0.test"), job("other", "other@d0.test")])
+        tail = c.wait_final(["after", "other"], 60)
+        self.assertEqual([e["type"] for e in tail.finals["after"]], ["SUPPRESSED"])
+        self.assertEqual(tail.finals["other"][0]["type"], "DELIVERED")
+        c.wait_quiet(quiet=3.0, timeout=60)
+        counts = c.sink_counts()
+        self.assertEqual(counts["other"], 1)
+        self.assertEqual(counts["after"], 0, "a suppressed job reached the SMTP server")
+        self.assertEqual(counts["before"], 1)
+
+
+@unittest.skipUnless(REAL, "needs SLUICE_KAFKA=real (a real Kafka cluster)")
+class TestHeldJobsAtTheWire(unittest.TestCase):
+    """Three schedulers, one sender, two source IPs in the default pool and
+    a pool "banned" of one IP; the site "slow" sends 1/s."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.c = Cluster("sched-held", partitions=4, domains=1, ips=2,
+                        pools_yaml="  banned:\n    - { ip: 127.0.0.4, ehlo: mta4.example.net }\n",
+                        shaping="{ max_message_rate: 100/s, max_connections: 4 }\n"
+                                "  slow: { max_message_rate: 1/s, burst: 1, max_connections: 1 }",
+                        retry="{ delays: [1s, 2s, 5s], expiry: 10m }",
+                        extra_yaml="sites:\n  slow: { mx: ['*.slow.example'], "
+                                   "domains: [slow.test] }\n"
+                                   "backoff:\n  - { match: '^550 5\\.7\\.606', action: disable_ip, "
+                                   "duration: 24h }\n")
+        try:
+            topics_ready(cls.c)
+            cls.names = ["sched-1", "sched-2", "sched-3"]
+            for n in cls.names:
+                cls.c.start_scheduler(n)
+            cls.c.start_sender()
+        except BaseException:
+            cls.c.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.c.close()
+
+    def test_pool_whose_only_ip_is_disabled_delays_no_other_pool(self):
+        c = self.c
+        until_heard(c, self.names, ["--type", "bounced", "--site", "d0.test",
+                                    "--source-ip", "127.0.0.4", "--code", 550, "--enh", "5.7.606",
+                                    "--to", "a@d0.test",
+                                    "--reply", "550 5.7.606 Access denied, banned sending IP"],
+                    'sluice_shape_state{site="d0.test",source="127.0.0.4",state="disabled"} 1',
+                    "127.0.0.4 disabled for d0.test")
+        banned = c.job_specs(3, "ban")
+        for s in banned:
+            s["pool"] = "banned"
+        default = c.job_specs(20, "def")
+        # The banned pool's jobs first, in the same site's order.
+        c.publish(banned + default)
+        ids = [s["job_id"] for s in default]
+        wait_for(lambda: all(c.sink_counts().get(i) for i in ids), 60,
+                 "the default pool's 20 at the sink")
+        parked = 'sluice_shape_parked_total{site="d0.test",reason="pool-unusable"}'
+        wait_for(lambda: sum(c.metric(n, parked) for n in self.names) >= 3, 30,
+                 "the banned pool's jobs parked")
+        peers = {m.get("peer", "").rsplit(":", 1)[0] for m in c.sink.messages()
+                 if m.get("message_id", "").strip("<>").startswith("def-")}
+        self.assertEqual(peers - {"127.0.0.1", "127.0.0.2"}, set(), peers)
+        counts = c.sink_counts()
+        self.assertEqual([s["job_id"] for s in banned if counts.get(s["job_id"])], [])
+        self.assertFalse([m for m in c.sink.messages()
+                          if m.get("peer", "").startswith("127.0.0.4:")])
+
+    def test_job_expiring_while_held_is_expired_and_never_reaches_the_server(self):
+        c = self.c
+
+        def job(jid, expires=0):
+            s = {"job_id": jid, "to": ["a@slow.test"], "domain": "slow.test",
+                 "raw": "From: F <sender@example.net>\r\nTo: a@slow.test\r\nSubject: %s\r\n\r\n"
+                        "body\r\n" % jid}
+            if expires:
+                s["expires_at_ms"] = expires
+            return s
+        # slow: 1/s, burst 1, per source IP: 2/s from the two. "first" and
+        # e-0 take the tokens; eight jobs that expire 2.5 s from now queue
+        # behind, two a second: e-5 and later cannot go before they expire.
+        expires = int(time.time() * 1000) + 2500
+        ids = ["e-%d" % i for i in range(8)]
+        c.publish([job("first")] + [job(i, expires) for i in ids])
+        tail = c.wait_final(["first"] + ids, 60)
+        final = {i: tail.finals[i][0] for i in ["first"] + ids}
+        expired = {i for i, e in final.items() if e["type"] == "EXPIRED"}
+        delivered = {i for i, e in final.items() if e["type"] == "DELIVERED"}
+        log("expired %s, delivered %s" % (sorted(expired), sorted(delivered)))
+        self.assertIn("first", delivered)
+        self.assertTrue({"e-5", "e-6", "e-7"} <= expired, final)
+        self.assertEqual(expired | delivered, set(final), final)
+        for i in ("e-5", "e-6", "e-7"):
+            self.assertIn("expired while held", final[i].get("reason", ""), final[i])
+        # Nothing late: the books are quiet, and the SMTP server saw every
+        # delivered job and no expired one.
+        c.wait_quiet(quiet=3.0, timeout=60)
+        counts = c.sink_counts()
+        self.assertEqual({i for i in expired if counts.get(i)}, set(),
+                         "an expired job reached the SMTP server")
+        self.assertEqual({i for i in delivered if not counts.get(i)}, set())
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -620,6 +620,25 @@ static void test_env_override(void **state)
         unsetenv(vars[i]);
 }
 
+/* Kubernetes turns static membership on for the schedulers alone, through
+ * their pod spec, while every daemon loads the one sluice.yaml. */
+static void test_env_static_membership(void **state)
+{
+    setenv("SLUICE_KAFKA_STATIC_MEMBERSHIP", "true", 1);
+    sl_config *cfg = parse_ok("kafka: { static_membership: false }\n");
+    assert_true(cfg->kafka.static_membership);
+    sl_config_free(cfg);
+    setenv("SLUICE_KAFKA_STATIC_MEMBERSHIP", "sometimes", 1);
+    char *err = parse_err("kafka: {}\n");
+    assert_non_null(strstr(err, "environment: key 'kafka.static_membership': "
+                                "SLUICE_KAFKA_STATIC_MEMBERSHIP='sometimes'"));
+    free(err);
+    unsetenv("SLUICE_KAFKA_STATIC_MEMBERSHIP");
+    cfg = parse_ok("kafka: {}\n");
+    assert_false(cfg->kafka.static_membership);
+    sl_config_free(cfg);
+}
+
 static void test_retry_suffix(void **state)
 {
     static const struct {
@@ -913,8 +932,9 @@ static void test_config_key_table(void **state)
         if (k->type == CFG_STRLIST && !k->off_n)
             fail_msg("%s: a list needs its count", k->name);
         if (k->env && k->type != CFG_STR && k->type != CFG_STRLIST && k->type != CFG_INT &&
-            k->type != CFG_U32)
-            fail_msg("%s: the environment overrides only strings, lists and integers", k->name);
+            k->type != CFG_U32 && k->type != CFG_BOOL)
+            fail_msg("%s: the environment overrides only strings, lists, integers and booleans",
+                     k->name);
         if (k->env && strncmp(k->env, "SLUICE_", 7))
             fail_msg("%s: variable %s is not SLUICE_*", k->name, k->env);
         int64_t x;
@@ -1062,6 +1082,7 @@ int main(void)
         cmocka_unit_test(test_shaping_inheritance),
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_env_override),
+        cmocka_unit_test(test_env_static_membership),
         cmocka_unit_test(test_retry_suffix),
         cmocka_unit_test(test_default_config),
         cmocka_unit_test(test_sender_destinations),
