@@ -5,6 +5,7 @@
 #include "config.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
 #include "reader.h"
 #include "util.h"
 
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 #ifndef SLUICE_VERSION
 #error "SLUICE_VERSION is defined by common/CMakeLists.txt from the project version"
@@ -77,6 +79,31 @@ sl_config *sl_daemon_start(const sl_cmd_help *h, int argc, int first_arg,
     sl_log_init(role, SL_LOG_INFO);
     signal(SIGPIPE, SIG_IGN);
     return sl_config_load_or_exit(path);
+}
+
+void sl_daemon_metrics(const sl_config *cfg)
+{
+    if (!cfg->metrics.listen)
+        return;
+    int port = 0;
+    char *err = NULL;
+    if (sl_http_start(cfg->metrics.listen, &port, &err) != 0)
+        sl_fatal(1, "metrics: %s", err ? err : "failed");
+    sl_info("metrics on %s (port %d)", cfg->metrics.listen, port);
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+void sl_daemon_loop_close(uv_loop_t *loop)
+{
+    uv_walk(loop, close_walk, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
 }
 
 struct sl_config *cli_config(const char *cmd, const char *path)

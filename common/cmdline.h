@@ -26,6 +26,7 @@
 
 struct sl_buf;
 struct sl_config;
+struct uv_loop_s;
 
 typedef struct sl_cmd_help {
     const char *prog;     /* "sluice-sender" */
@@ -56,6 +57,13 @@ int sl_cmd_std(int argc, char **argv, const sl_cmd_help *h);
  * (sl_config_load_or_exit()). The caller owns the config. */
 struct sl_config *sl_daemon_start(const sl_cmd_help *h, int argc, int first_arg,
                                   const char *role, const char *path, int cfg_required);
+/* Starts the metrics server when cfg has metrics.listen and logs its port;
+ * exits 1 ("metrics: REASON") when it cannot listen. Main thread. */
+void sl_daemon_metrics(const struct sl_config *cfg);
+/* A daemon's main loop after uv_run() returned: closes every handle still
+ * open on it, lets their close callbacks run and closes the loop. Main
+ * thread, once. */
+void sl_daemon_loop_close(struct uv_loop_s *loop);
 
 /* The config in path, else in $SLUICE_CONFIG, else the built-in default. A
  * bad file is reported as "sluice CMD: file:line: ..." on stderr and NULL

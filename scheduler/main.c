@@ -103,13 +103,6 @@ static void ready_cb(uv_timer_t *t)
     (void)t;
 }
 
-static void close_walk(uv_handle_t *h, void *arg)
-{
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 static void finish(void)
 {
     sched_ctx *ctx = &g.ctx;
@@ -234,12 +227,7 @@ int main(int argc, char **argv)
     uv_loop_t *loop = uv_default_loop();
     char *err = NULL;
 
-    if (cfg->metrics.listen) {
-        int port = 0;
-        if (sl_http_start(cfg->metrics.listen, &port, &err) != 0)
-            die("metrics", err);
-        sl_info("metrics on %s (port %d)", cfg->metrics.listen, port);
-    }
+    sl_daemon_metrics(cfg);
     sl_producer *prod = sl_producer_new(cfg, loop, &err);
     if (!prod)
         die("producer", err);
@@ -288,9 +276,7 @@ int main(int argc, char **argv)
     if (!ctx->draining)
         sl_fatal(1, "scheduler: exited event loop unexpectedly");
     sl_health_loop_stop(beat);
-    uv_walk(loop, close_walk, NULL);
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_loop_close(loop);
+    sl_daemon_loop_close(loop);
     sched_ctx_free(ctx);
     sl_config_free(cfg);
     sl_info("scheduler stopped");

@@ -111,13 +111,6 @@ static void signal_cb(uv_signal_t *h, int signum)
     whk_stop(g.w, drained_cb, NULL);
 }
 
-static void close_walk(uv_handle_t *h, void *arg)
-{
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 int main(int argc, char **argv)
 {
     const char *cfg_path = NULL;
@@ -158,12 +151,7 @@ int main(int argc, char **argv)
         sl_fatal(1, "curl_global_init failed");
     uv_loop_t *loop = uv_default_loop();
     char *err = NULL;
-    if (cfg->metrics.listen) {
-        int port = 0;
-        if (sl_http_start(cfg->metrics.listen, &port, &err) != 0)
-            sl_fatal(1, "metrics: %s", err ? err : "failed");
-        sl_info("metrics on %s (port %d)", cfg->metrics.listen, port);
-    }
+    sl_daemon_metrics(cfg);
     g.w = whk_new(cfg, loop, replay, &err);
     if (!g.w)
         sl_fatal(1, "webhook: %s", err ? err : "failed");
@@ -180,9 +168,7 @@ int main(int argc, char **argv)
     if (!g.done)
         sl_fatal(1, "webhook: exited event loop unexpectedly");
     sl_health_loop_stop(beat);
-    uv_walk(loop, close_walk, NULL);
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_loop_close(loop);
+    sl_daemon_loop_close(loop);
     curl_global_cleanup();
     sl_config_free(cfg);
     sl_info("webhook stopped");
