@@ -92,6 +92,16 @@ void sl_daemon_metrics(const sl_config *cfg)
     sl_info("metrics on %s (port %d)", cfg->metrics.listen, port);
 }
 
+void sl_daemon_ready(bool *shown, bool ready, const char *role)
+{
+    if (ready == *shown)
+        return;
+    *shown = ready;
+    sl_http_set_ready(ready);
+    if (ready)
+        sl_info("%s ready", role);
+}
+
 static void close_walk(uv_handle_t *h, void *arg)
 {
     (void)arg;

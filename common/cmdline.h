@@ -19,6 +19,7 @@
 #define SLUICE_CMDLINE_H
 
 #include <getopt.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -60,6 +61,10 @@ struct sl_config *sl_daemon_start(const sl_cmd_help *h, int argc, int first_arg,
 /* Starts the metrics server when cfg has metrics.listen and logs its port;
  * exits 1 ("metrics: REASON") when it cannot listen. Main thread. */
 void sl_daemon_metrics(const struct sl_config *cfg);
+/* Publishes readiness (/readyz, sl_http_set_ready()) when it differs from
+ * *shown, the last one published, and logs "ROLE ready" when the daemon
+ * becomes ready. Main thread. */
+void sl_daemon_ready(bool *shown, bool ready, const char *role);
 /* A daemon's main loop after uv_run() returned: closes every handle still
  * open on it, lets their close callbacks run and closes the loop. Main
  * thread, once. */

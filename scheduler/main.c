@@ -94,12 +94,7 @@ static void ready_cb(uv_timer_t *t)
     bool ready = (!g.want_classify || (g.classify && sched_classify_ready(g.classify))) &&
                  (!g.want_shape || sched_shape_ready(ctx->shape)) &&
                  (!g.want_retry || sched_retry_ready(g.retry));
-    if (ready != g.ready) {
-        g.ready = ready;
-        sl_http_set_ready(ready);
-        if (ready)
-            sl_info("scheduler ready");
-    }
+    sl_daemon_ready(&g.ready, ready, "scheduler");
     (void)t;
 }
 

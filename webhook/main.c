@@ -58,12 +58,7 @@ static const sl_cmd_help help = {
 static void ready_cb(uv_timer_t *t)
 {
     bool ready = !g.draining && whk_ready(g.w);
-    if (ready != g.ready) {
-        g.ready = ready;
-        sl_http_set_ready(ready);
-        if (ready)
-            sl_info("webhook ready");
-    }
+    sl_daemon_ready(&g.ready, ready, "webhook");
     (void)t;
 }
 
