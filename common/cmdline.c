@@ -116,6 +116,14 @@ void sl_daemon_loop_close(uv_loop_t *loop)
     uv_loop_close(loop);
 }
 
+void sl_daemon_signals(uv_loop_t *loop, uv_signal_t *term, uv_signal_t *intr, uv_signal_cb cb)
+{
+    uv_signal_init(loop, term);
+    uv_signal_start(term, cb, SIGTERM);
+    uv_signal_init(loop, intr);
+    uv_signal_start(intr, cb, SIGINT);
+}
+
 struct sl_config *cli_config(const char *cmd, const char *path)
 {
     /* One place for SLUICE_CONFIG, so that no command can forget it. */

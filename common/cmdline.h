@@ -28,6 +28,7 @@
 struct sl_buf;
 struct sl_config;
 struct uv_loop_s;
+struct uv_signal_s;
 
 typedef struct sl_cmd_help {
     const char *prog;     /* "sluice-sender" */
@@ -69,6 +70,10 @@ void sl_daemon_ready(bool *shown, bool ready, const char *role);
  * open on it, lets their close callbacks run and closes the loop. Main
  * thread, once. */
 void sl_daemon_loop_close(struct uv_loop_s *loop);
+/* Starts the handles term and intr on loop, calling cb on SIGTERM and on
+ * SIGINT: how a daemon learns to drain. Main thread. */
+void sl_daemon_signals(struct uv_loop_s *loop, struct uv_signal_s *term, struct uv_signal_s *intr,
+                       void (*cb)(struct uv_signal_s *, int));
 
 /* The config in path, else in $SLUICE_CONFIG, else the built-in default. A
  * bad file is reported as "sluice CMD: file:line: ..." on stderr and NULL

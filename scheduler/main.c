@@ -257,10 +257,7 @@ int main(int argc, char **argv)
     }
     uv_timer_init(loop, &g.ready_timer);
     uv_timer_start(&g.ready_timer, ready_cb, 0, 100);
-    uv_signal_init(loop, &g.sigterm);
-    uv_signal_start(&g.sigterm, signal_cb, SIGTERM);
-    uv_signal_init(loop, &g.sigint);
-    uv_signal_start(&g.sigint, signal_cb, SIGINT);
+    sl_daemon_signals(loop, &g.sigterm, &g.sigint, signal_cb);
     if (early_signal)
         signal_cb(&g.sigterm, early_signal);
     sl_info("scheduler started (stages:%s%s%s)", g.want_classify ? " classify" : "",

@@ -153,10 +153,7 @@ int main(int argc, char **argv)
     uv_timer_init(loop, &g.ready_timer);
     uv_timer_start(&g.ready_timer, ready_cb, 0, 100);
     uv_timer_init(loop, &g.drain_timer);
-    uv_signal_init(loop, &g.sigterm);
-    uv_signal_start(&g.sigterm, signal_cb, SIGTERM);
-    uv_signal_init(loop, &g.sigint);
-    uv_signal_start(&g.sigint, signal_cb, SIGINT);
+    sl_daemon_signals(loop, &g.sigterm, &g.sigint, signal_cb);
 
     sl_beat *beat = sl_health_loop(loop, "main loop", cfg->metrics.health_timeout_ms);
     uv_run(loop, UV_RUN_DEFAULT);
