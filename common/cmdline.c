@@ -3,6 +3,7 @@
  */
 #include "cmdline.h"
 #include "config.h"
+#include "health.h"
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
@@ -109,8 +110,13 @@ static void close_walk(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
-void sl_daemon_loop_close(uv_loop_t *loop)
+void sl_daemon_run(uv_loop_t *loop, const sl_config *cfg, const bool *done, const char *role)
 {
+    sl_beat *beat = sl_health_loop(loop, "main loop", cfg->metrics.health_timeout_ms);
+    uv_run(loop, UV_RUN_DEFAULT);
+    if (!*done)
+        sl_fatal(1, "%s: exited event loop unexpectedly", role);
+    sl_health_loop_stop(beat);
     uv_walk(loop, close_walk, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);

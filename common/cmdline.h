@@ -66,10 +66,13 @@ void sl_daemon_metrics(const struct sl_config *cfg);
  * *shown, the last one published, and logs "ROLE ready" when the daemon
  * becomes ready. Main thread. */
 void sl_daemon_ready(bool *shown, bool ready, const char *role);
-/* A daemon's main loop after uv_run() returned: closes every handle still
- * open on it, lets their close callbacks run and closes the loop. Main
- * thread, once. */
-void sl_daemon_loop_close(struct uv_loop_s *loop);
+/* Runs a daemon's main loop, its heartbeat ("main loop") bounded by
+ * metrics.health_timeout, until it has nothing left to do; exits 1
+ * ("ROLE: exited event loop unexpectedly") unless *done was set by then.
+ * Then closes every handle still open on the loop, lets their close
+ * callbacks run and closes the loop. Main thread, once. */
+void sl_daemon_run(struct uv_loop_s *loop, const struct sl_config *cfg, const bool *done,
+                   const char *role);
 /* Starts the handles term and intr on loop, calling cb on SIGTERM and on
  * SIGINT: how a daemon learns to drain. Main thread. */
 void sl_daemon_signals(struct uv_loop_s *loop, struct uv_signal_s *term, struct uv_signal_s *intr,

@@ -13,7 +13,6 @@
 #include "sched_control.h"
 #include "cmdline.h"
 #include "dns.h"
-#include "health.h"
 #include "sched_feedback.h"
 #include "log.h"
 #include "metrics.h"
@@ -263,12 +262,7 @@ int main(int argc, char **argv)
     sl_info("scheduler started (stages:%s%s%s)", g.want_classify ? " classify" : "",
             g.want_shape ? " shape" : "", g.want_retry ? " retry" : "");
 
-    sl_beat *beat = sl_health_loop(loop, "main loop", cfg->metrics.health_timeout_ms);
-    uv_run(loop, UV_RUN_DEFAULT);
-    if (!ctx->draining)
-        sl_fatal(1, "scheduler: exited event loop unexpectedly");
-    sl_health_loop_stop(beat);
-    sl_daemon_loop_close(loop);
+    sl_daemon_run(loop, cfg, &ctx->draining, "scheduler");
     sched_ctx_free(ctx);
     sl_config_free(cfg);
     sl_info("scheduler stopped");

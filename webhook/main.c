@@ -21,7 +21,6 @@
 #include "whk.h"
 
 #include "cmdline.h"
-#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -155,12 +154,7 @@ int main(int argc, char **argv)
     uv_timer_init(loop, &g.drain_timer);
     sl_daemon_signals(loop, &g.sigterm, &g.sigint, signal_cb);
 
-    sl_beat *beat = sl_health_loop(loop, "main loop", cfg->metrics.health_timeout_ms);
-    uv_run(loop, UV_RUN_DEFAULT);
-    if (!g.done)
-        sl_fatal(1, "webhook: exited event loop unexpectedly");
-    sl_health_loop_stop(beat);
-    sl_daemon_loop_close(loop);
+    sl_daemon_run(loop, cfg, &g.done, "webhook");
     curl_global_cleanup();
     sl_config_free(cfg);
     sl_info("webhook stopped");
