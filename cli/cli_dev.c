@@ -214,6 +214,22 @@ static void argv_free(char **v)
     free(v);
 }
 
+/* Frees what st holds (its children stopped) and lets go of the state
+ * directory's lock. */
+static void dev_state_free(dev_state *st, int lockfd)
+{
+    for (int i = 0; i < CH_MAX; i++) {
+        argv_free(st->ch[i].argv);
+        free(st->ch[i].metrics);
+    }
+    free(st->bootstrap);
+    free(st->capture_addr);
+    free(st->config_path);
+    free(st->bindir);
+    free(st->dir);
+    close(lockfd);
+}
+
 /* SIGTERM every child in `which` at once, wait at most grace_ms for all of
  * them, then SIGKILL whoever is left: whatever state a child is in (a
  * sender draining toward a dead destination, a scheduler waiting on
@@ -899,13 +915,7 @@ int cli_dev(int argc, char **argv)
         if (bad) {
             stop_child(&st, CH_CAPTURE, 1000);
             sl_config_free(cfg);
-            argv_free(st.ch[CH_CAPTURE].argv);
-            free(st.bootstrap);
-            free(st.capture_addr);
-            free(st.config_path);
-            free(st.bindir);
-            free(st.dir);
-            close(lockfd);
+            dev_state_free(&st, lockfd);
             return 1;
         }
     }
@@ -963,15 +973,6 @@ int cli_dev(int argc, char **argv)
     const int rest[] = {CH_CAPTURE, CH_BROKER};
     stop_children(&st, rest, 2, 2000);
     sl_config_free(cfg);
-    for (int i = 0; i < CH_MAX; i++) {
-        argv_free(st.ch[i].argv);
-        free(st.ch[i].metrics);
-    }
-    free(st.bootstrap);
-    free(st.capture_addr);
-    free(st.config_path);
-    free(st.bindir);
-    free(st.dir);
-    close(lockfd);
+    dev_state_free(&st, lockfd);
     return rc;
 }

@@ -3,8 +3,10 @@
  */
 #include "cmdline.h"
 #include "config.h"
+#include "health.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
 #include "reader.h"
 #include "util.h"
 
@@ -13,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 #ifndef SLUICE_VERSION
 #error "SLUICE_VERSION is defined by common/CMakeLists.txt from the project version"
@@ -77,6 +80,54 @@ sl_config *sl_daemon_start(const sl_cmd_help *h, int argc, int first_arg,
     sl_log_init(role, SL_LOG_INFO);
     signal(SIGPIPE, SIG_IGN);
     return sl_config_load_or_exit(path);
+}
+
+void sl_daemon_metrics(const sl_config *cfg)
+{
+    if (!cfg->metrics.listen)
+        return;
+    int port = 0;
+    char *err = NULL;
+    if (sl_http_start(cfg->metrics.listen, &port, &err) != 0)
+        sl_fatal(1, "metrics: %s", err ? err : "failed");
+    sl_info("metrics on %s (port %d)", cfg->metrics.listen, port);
+}
+
+void sl_daemon_ready(bool *shown, bool ready, const char *role)
+{
+    if (ready == *shown)
+        return;
+    *shown = ready;
+    sl_http_set_ready(ready);
+    if (ready)
+        sl_info("%s ready", role);
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+void sl_daemon_run(uv_loop_t *loop, const sl_config *cfg, const bool *done, const char *role)
+{
+    sl_beat *beat = sl_health_loop(loop, "main loop", cfg->metrics.health_timeout_ms);
+    uv_run(loop, UV_RUN_DEFAULT);
+    if (!*done)
+        sl_fatal(1, "%s: exited event loop unexpectedly", role);
+    sl_health_loop_stop(beat);
+    uv_walk(loop, close_walk, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+}
+
+void sl_daemon_signals(uv_loop_t *loop, uv_signal_t *term, uv_signal_t *intr, uv_signal_cb cb)
+{
+    uv_signal_init(loop, term);
+    uv_signal_start(term, cb, SIGTERM);
+    uv_signal_init(loop, intr);
+    uv_signal_start(intr, cb, SIGINT);
 }
 
 struct sl_config *cli_config(const char *cmd, const char *path)

@@ -19,6 +19,7 @@
 #define SLUICE_CMDLINE_H
 
 #include <getopt.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -26,6 +27,8 @@
 
 struct sl_buf;
 struct sl_config;
+struct uv_loop_s;
+struct uv_signal_s;
 
 typedef struct sl_cmd_help {
     const char *prog;     /* "sluice-sender" */
@@ -56,6 +59,24 @@ int sl_cmd_std(int argc, char **argv, const sl_cmd_help *h);
  * (sl_config_load_or_exit()). The caller owns the config. */
 struct sl_config *sl_daemon_start(const sl_cmd_help *h, int argc, int first_arg,
                                   const char *role, const char *path, int cfg_required);
+/* Starts the metrics server when cfg has metrics.listen and logs its port;
+ * exits 1 ("metrics: REASON") when it cannot listen. Main thread. */
+void sl_daemon_metrics(const struct sl_config *cfg);
+/* Publishes readiness (/readyz, sl_http_set_ready()) when it differs from
+ * *shown, the last one published, and logs "ROLE ready" when the daemon
+ * becomes ready. Main thread. */
+void sl_daemon_ready(bool *shown, bool ready, const char *role);
+/* Runs a daemon's main loop, its heartbeat ("main loop") bounded by
+ * metrics.health_timeout, until it has nothing left to do; exits 1
+ * ("ROLE: exited event loop unexpectedly") unless *done was set by then.
+ * Then closes every handle still open on the loop, lets their close
+ * callbacks run and closes the loop. Main thread, once. */
+void sl_daemon_run(struct uv_loop_s *loop, const struct sl_config *cfg, const bool *done,
+                   const char *role);
+/* Starts the handles term and intr on loop, calling cb on SIGTERM and on
+ * SIGINT: how a daemon learns to drain. Main thread. */
+void sl_daemon_signals(struct uv_loop_s *loop, struct uv_signal_s *term, struct uv_signal_s *intr,
+                       void (*cb)(struct uv_signal_s *, int));
 
 /* The config in path, else in $SLUICE_CONFIG, else the built-in default. A
  * bad file is reported as "sluice CMD: file:line: ..." on stderr and NULL

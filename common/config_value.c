@@ -160,15 +160,25 @@ int cfg__need_scalar(cfg_ctx *c, const cfg_node *v, const char *path, const char
 /* The opt_* getters return -1 on error, 0 when the key is absent (the output
  * keeps its default), 1 when set. */
 
+/* The scalar under key in m, its full path in kp: 0 when absent, -1 (said)
+ * when it is not a scalar, 1 with *vp set. */
+static int opt_scalar(cfg_ctx *c, const cfg_node *m, const char *path, const char *key,
+                      const char *what, char kp[PATH_MAX_LEN], const cfg_node **vp)
+{
+    *vp = cfg__map_get(m, key);
+    cfg__key_path(kp, PATH_MAX_LEN, path, key);
+    if (!*vp)
+        return 0;
+    return cfg__need_scalar(c, *vp, kp, what) < 0 ? -1 : 1;
+}
+
 int cfg__opt_str(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, char **out)
 {
-    const cfg_node *v = cfg__map_get(m, key);
+    const cfg_node *v;
     char kp[PATH_MAX_LEN];
-    cfg__key_path(kp, sizeof(kp), path, key);
-    if (!v)
-        return 0;
-    if (cfg__need_scalar(c, v, kp, "a string") < 0)
-        return -1;
+    int got = opt_scalar(c, m, path, key, "a string", kp, &v);
+    if (got <= 0)
+        return got;
     free(*out);
     *out = xstrdup(v->s);
     return 1;
@@ -201,13 +211,11 @@ int cfg__parse_int(const char *s, int64_t *out)
 int cfg__opt_int(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, int64_t min,
                    int64_t max, int64_t *out)
 {
-    const cfg_node *v = cfg__map_get(m, key);
+    const cfg_node *v;
     char kp[PATH_MAX_LEN];
-    cfg__key_path(kp, sizeof(kp), path, key);
-    if (!v)
-        return 0;
-    if (cfg__need_scalar(c, v, kp, "an integer") < 0)
-        return -1;
+    int got = opt_scalar(c, m, path, key, "an integer", kp, &v);
+    if (got <= 0)
+        return got;
     int64_t x;
     if (cfg__parse_int(v->s, &x) < 0)
         return cfg__fail(c, v->line, "key '%s': '%s' is not an integer", kp, v->s);
@@ -221,13 +229,11 @@ int cfg__opt_int(cfg_ctx *c, const cfg_node *m, const char *path, const char *ke
 
 int cfg__opt_bool(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, bool *out)
 {
-    const cfg_node *v = cfg__map_get(m, key);
+    const cfg_node *v;
     char kp[PATH_MAX_LEN];
-    cfg__key_path(kp, sizeof(kp), path, key);
-    if (!v)
-        return 0;
-    if (cfg__need_scalar(c, v, kp, "true or false") < 0)
-        return -1;
+    int got = opt_scalar(c, m, path, key, "true or false", kp, &v);
+    if (got <= 0)
+        return got;
     if (cfg__parse_bool(v->s, out) == 0)
         return 1;
     return cfg__fail(c, v->line, "key '%s': '%s' is not true or false", kp, v->s);
@@ -269,11 +275,11 @@ int cfg__check_duration(cfg_ctx *c, const cfg_node *v, const char *kp, int64_t *
 int cfg__opt_duration(cfg_ctx *c, const cfg_node *m, const char *path, const char *key,
                         bool allow_zero, int64_t *out)
 {
-    const cfg_node *v = cfg__map_get(m, key);
+    const cfg_node *v;
     char kp[PATH_MAX_LEN];
-    cfg__key_path(kp, sizeof(kp), path, key);
-    if (!v)
-        return 0;
+    int got = opt_scalar(c, m, path, key, "a duration", kp, &v);
+    if (got <= 0)
+        return got;
     int64_t ms;
     if (cfg__check_duration(c, v, kp, &ms) < 0)
         return -1;
@@ -295,13 +301,11 @@ int cfg__opt_duration(cfg_ctx *c, const cfg_node *m, const char *path, const cha
 int cfg__opt_rate(cfg_ctx *c, const cfg_node *m, const char *path, const char *key,
                     bool allow_unlimited, double *out)
 {
-    const cfg_node *v = cfg__map_get(m, key);
+    const cfg_node *v;
     char kp[PATH_MAX_LEN];
-    cfg__key_path(kp, sizeof(kp), path, key);
-    if (!v)
-        return 0;
-    if (cfg__need_scalar(c, v, kp, "a rate") < 0)
-        return -1;
+    int got = opt_scalar(c, m, path, key, "a rate", kp, &v);
+    if (got <= 0)
+        return got;
     if (allow_unlimited && (!strcmp(v->s, "0") || !strcasecmp(v->s, "unlimited"))) {
         *out = 0;
         return 1;
@@ -323,13 +327,11 @@ int cfg__opt_rate(cfg_ctx *c, const cfg_node *m, const char *path, const char *k
 /* A burst: how many messages a full bucket sends at once, 1 to 1000000. */
 int cfg__opt_burst(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, double *out)
 {
-    const cfg_node *v = cfg__map_get(m, key);
+    const cfg_node *v;
     char kp[PATH_MAX_LEN];
-    cfg__key_path(kp, sizeof(kp), path, key);
-    if (!v)
-        return 0;
-    if (cfg__need_scalar(c, v, kp, "a number") < 0)
-        return -1;
+    int got = opt_scalar(c, m, path, key, "a number", kp, &v);
+    if (got <= 0)
+        return got;
     char *end;
     errno = 0;
     double d = strtod(v->s, &end);
@@ -380,13 +382,11 @@ int cfg__parse_size(const char *s, uint64_t *out)
 
 int cfg__opt_size(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, uint64_t *out)
 {
-    const cfg_node *v = cfg__map_get(m, key);
+    const cfg_node *v;
     char kp[PATH_MAX_LEN];
-    cfg__key_path(kp, sizeof(kp), path, key);
-    if (!v)
-        return 0;
-    if (cfg__need_scalar(c, v, kp, "a size") < 0)
-        return -1;
+    int got = opt_scalar(c, m, path, key, "a size", kp, &v);
+    if (got <= 0)
+        return got;
     uint64_t x;
     if (cfg__parse_size(v->s, &x) < 0 || x == 0)
         return cfg__fail(c, v->line,

@@ -458,19 +458,6 @@ static bool bulk_onoff(const char *s, bool *out)
     return true;
 }
 
-static int bulk_priority(const char *s, sluice_priority *out)
-{
-    if (!strcasecmp(s, "transactional"))
-        *out = SLUICE_PRIORITY_TRANSACTIONAL;
-    else if (!strcasecmp(s, "normal"))
-        *out = SLUICE_PRIORITY_NORMAL;
-    else if (!strcasecmp(s, "bulk"))
-        *out = SLUICE_PRIORITY_BULK;
-    else
-        return SL_EINVAL;
-    return 0;
-}
-
 static void bulk_summary(const bulk *b, bool json, double secs, uint64_t unacked)
 {
     double rate = secs > 0 ? (double)b->acked / secs : 0;
@@ -601,7 +588,7 @@ int cli_bulk(int argc, char **argv)
             progress = 0;
             break;
         case O_PRIORITY:
-            if (bulk_priority(optarg, &b.m.priority) != 0) {
+            if (sluice__priority_parse(optarg, &b.m.priority) != 0) {
                 fprintf(stderr,
                         "sluice bulk: --priority: '%s' is not transactional, normal or bulk\n",
                         optarg);

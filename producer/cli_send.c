@@ -34,7 +34,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #define SEND_MAX_FILE (64u * 1024 * 1024)
 
@@ -70,19 +69,6 @@ static void send_crlf(const sl_buf *in, sl_buf *out)
             sl_buf_putc(out, ch);
         }
     }
-}
-
-static int send_priority(const char *s, sluice_priority *out)
-{
-    if (!strcasecmp(s, "transactional"))
-        *out = SLUICE_PRIORITY_TRANSACTIONAL;
-    else if (!strcasecmp(s, "normal"))
-        *out = SLUICE_PRIORITY_NORMAL;
-    else if (!strcasecmp(s, "bulk"))
-        *out = SLUICE_PRIORITY_BULK;
-    else
-        return SL_EINVAL;
-    return 0;
 }
 
 /* "K=V" into a kv whose strings point into s (modified). */
@@ -264,7 +250,7 @@ int cli_send(int argc, char **argv)
             break;
         }
         case O_PRIORITY:
-            if (send_priority(optarg, &m.priority) != 0) {
+            if (sluice__priority_parse(optarg, &m.priority) != 0) {
                 fprintf(stderr,
                         "sluice send: --priority: '%s' is not transactional, normal or bulk\n",
                         optarg);

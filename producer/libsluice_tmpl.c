@@ -1,5 +1,6 @@
 /*
- * libsluice_tmpl - fetching a stored template (see libsluice_int.h).
+ * libsluice_tmpl - fetching a stored template and checking what the
+ * publishing commands are given (see libsluice_int.h).
  */
 #include "libsluice_int.h"
 #include "reader.h"
@@ -7,6 +8,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define FETCH_TIMEOUT_MS 30000
 
@@ -22,6 +24,19 @@ bool sluice__template_id_ok(const char *id)
             return false;
     }
     return true;
+}
+
+int sluice__priority_parse(const char *s, sluice_priority *out)
+{
+    if (!strcasecmp(s, "transactional"))
+        *out = SLUICE_PRIORITY_TRANSACTIONAL;
+    else if (!strcasecmp(s, "normal"))
+        *out = SLUICE_PRIORITY_NORMAL;
+    else if (!strcasecmp(s, "bulk"))
+        *out = SLUICE_PRIORITY_BULK;
+    else
+        return SL_EINVAL;
+    return 0;
 }
 
 int sluice__template_fetch(const sl_config *cfg, const char *id, sl_template_msg **out, char **err)

@@ -13,7 +13,6 @@
 #include "sched_control.h"
 #include "cmdline.h"
 #include "dns.h"
-#include "health.h"
 #include "sched_feedback.h"
 #include "log.h"
 #include "metrics.h"
@@ -94,20 +93,8 @@ static void ready_cb(uv_timer_t *t)
     bool ready = (!g.want_classify || (g.classify && sched_classify_ready(g.classify))) &&
                  (!g.want_shape || sched_shape_ready(ctx->shape)) &&
                  (!g.want_retry || sched_retry_ready(g.retry));
-    if (ready != g.ready) {
-        g.ready = ready;
-        sl_http_set_ready(ready);
-        if (ready)
-            sl_info("scheduler ready");
-    }
+    sl_daemon_ready(&g.ready, ready, "scheduler");
     (void)t;
-}
-
-static void close_walk(uv_handle_t *h, void *arg)
-{
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
 }
 
 static void finish(void)
@@ -234,12 +221,7 @@ int main(int argc, char **argv)
     uv_loop_t *loop = uv_default_loop();
     char *err = NULL;
 
-    if (cfg->metrics.listen) {
-        int port = 0;
-        if (sl_http_start(cfg->metrics.listen, &port, &err) != 0)
-            die("metrics", err);
-        sl_info("metrics on %s (port %d)", cfg->metrics.listen, port);
-    }
+    sl_daemon_metrics(cfg);
     sl_producer *prod = sl_producer_new(cfg, loop, &err);
     if (!prod)
         die("producer", err);
@@ -274,23 +256,13 @@ int main(int argc, char **argv)
     }
     uv_timer_init(loop, &g.ready_timer);
     uv_timer_start(&g.ready_timer, ready_cb, 0, 100);
-    uv_signal_init(loop, &g.sigterm);
-    uv_signal_start(&g.sigterm, signal_cb, SIGTERM);
-    uv_signal_init(loop, &g.sigint);
-    uv_signal_start(&g.sigint, signal_cb, SIGINT);
+    sl_daemon_signals(loop, &g.sigterm, &g.sigint, signal_cb);
     if (early_signal)
         signal_cb(&g.sigterm, early_signal);
     sl_info("scheduler started (stages:%s%s%s)", g.want_classify ? " classify" : "",
             g.want_shape ? " shape" : "", g.want_retry ? " retry" : "");
 
-    sl_beat *beat = sl_health_loop(loop, "main loop", cfg->metrics.health_timeout_ms);
-    uv_run(loop, UV_RUN_DEFAULT);
-    if (!ctx->draining)
-        sl_fatal(1, "scheduler: exited event loop unexpectedly");
-    sl_health_loop_stop(beat);
-    uv_walk(loop, close_walk, NULL);
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_loop_close(loop);
+    sl_daemon_run(loop, cfg, &ctx->draining, "scheduler");
     sched_ctx_free(ctx);
     sl_config_free(cfg);
     sl_info("scheduler stopped");

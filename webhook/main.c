@@ -21,7 +21,6 @@
 #include "whk.h"
 
 #include "cmdline.h"
-#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -58,12 +57,7 @@ static const sl_cmd_help help = {
 static void ready_cb(uv_timer_t *t)
 {
     bool ready = !g.draining && whk_ready(g.w);
-    if (ready != g.ready) {
-        g.ready = ready;
-        sl_http_set_ready(ready);
-        if (ready)
-            sl_info("webhook ready");
-    }
+    sl_daemon_ready(&g.ready, ready, "webhook");
     (void)t;
 }
 
@@ -111,13 +105,6 @@ static void signal_cb(uv_signal_t *h, int signum)
     whk_stop(g.w, drained_cb, NULL);
 }
 
-static void close_walk(uv_handle_t *h, void *arg)
-{
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 int main(int argc, char **argv)
 {
     const char *cfg_path = NULL;
@@ -158,31 +145,16 @@ int main(int argc, char **argv)
         sl_fatal(1, "curl_global_init failed");
     uv_loop_t *loop = uv_default_loop();
     char *err = NULL;
-    if (cfg->metrics.listen) {
-        int port = 0;
-        if (sl_http_start(cfg->metrics.listen, &port, &err) != 0)
-            sl_fatal(1, "metrics: %s", err ? err : "failed");
-        sl_info("metrics on %s (port %d)", cfg->metrics.listen, port);
-    }
+    sl_daemon_metrics(cfg);
     g.w = whk_new(cfg, loop, replay, &err);
     if (!g.w)
         sl_fatal(1, "webhook: %s", err ? err : "failed");
     uv_timer_init(loop, &g.ready_timer);
     uv_timer_start(&g.ready_timer, ready_cb, 0, 100);
     uv_timer_init(loop, &g.drain_timer);
-    uv_signal_init(loop, &g.sigterm);
-    uv_signal_start(&g.sigterm, signal_cb, SIGTERM);
-    uv_signal_init(loop, &g.sigint);
-    uv_signal_start(&g.sigint, signal_cb, SIGINT);
+    sl_daemon_signals(loop, &g.sigterm, &g.sigint, signal_cb);
 
-    sl_beat *beat = sl_health_loop(loop, "main loop", cfg->metrics.health_timeout_ms);
-    uv_run(loop, UV_RUN_DEFAULT);
-    if (!g.done)
-        sl_fatal(1, "webhook: exited event loop unexpectedly");
-    sl_health_loop_stop(beat);
-    uv_walk(loop, close_walk, NULL);
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_loop_close(loop);
+    sl_daemon_run(loop, cfg, &g.done, "webhook");
     curl_global_cleanup();
     sl_config_free(cfg);
     sl_info("webhook stopped");
