@@ -70,6 +70,22 @@ int sl_cmd_std(int argc, char **argv, const sl_cmd_help *h)
     return -1;
 }
 
+/* A SIGTERM or SIGINT that comes while a daemon starts (reading its
+ * topics can take seconds on a real cluster) is kept here until
+ * sl_daemon_signals(): a rolling update that stops a daemon just started
+ * must make it drain, not kill it. */
+static volatile sig_atomic_t early_signal;
+
+static void on_early_signal(int signum)
+{
+    early_signal = signum;
+}
+
+int sl_daemon_early_signal(void)
+{
+    return early_signal;
+}
+
 sl_config *sl_daemon_start(const sl_cmd_help *h, int argc, int first_arg,
                            const char *role, const char *path, int cfg_required)
 {
@@ -79,6 +95,10 @@ sl_config *sl_daemon_start(const sl_cmd_help *h, int argc, int first_arg,
     }
     sl_log_init(role, SL_LOG_INFO);
     signal(SIGPIPE, SIG_IGN);
+    struct sigaction early = {.sa_handler = on_early_signal, .sa_flags = SA_RESTART};
+    sigemptyset(&early.sa_mask);
+    sigaction(SIGTERM, &early, NULL);
+    sigaction(SIGINT, &early, NULL);
     return sl_config_load_or_exit(path);
 }
 
@@ -128,6 +148,8 @@ void sl_daemon_signals(uv_loop_t *loop, uv_signal_t *term, uv_signal_t *intr, uv
     uv_signal_start(term, cb, SIGTERM);
     uv_signal_init(loop, intr);
     uv_signal_start(intr, cb, SIGINT);
+    if (early_signal)
+        cb(early_signal == SIGINT ? intr : term, early_signal);
 }
 
 struct sl_config *cli_config(const char *cmd, const char *path)

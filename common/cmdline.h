@@ -74,7 +74,11 @@ void sl_daemon_ready(bool *shown, bool ready, const char *role);
 void sl_daemon_run(struct uv_loop_s *loop, const struct sl_config *cfg, const bool *done,
                    const char *role);
 /* Starts the handles term and intr on loop, calling cb on SIGTERM and on
- * SIGINT: how a daemon learns to drain. Main thread. */
+ * SIGINT: how a daemon learns to drain. A signal that came after
+ * sl_daemon_start() and before this call is handed to cb now. Main thread.
+ * sl_daemon_early_signal() is that signal (0: none), for a daemon whose
+ * start-up fails after it was told to stop. */
+int sl_daemon_early_signal(void);
 void sl_daemon_signals(struct uv_loop_s *loop, struct uv_signal_s *term, struct uv_signal_s *intr,
                        void (*cb)(struct uv_signal_s *, int));
 

@@ -47,17 +47,6 @@ static struct {
     bool ready;
 } g;
 
-/* A signal that comes while the scheduler starts (reading suppressions,
- * controls and site state can take seconds on a real cluster) is kept
- * here and honoured as a drain once the loop's handlers are in place:
- * a rolling update that stops a scheduler just started must not kill it. */
-static volatile sig_atomic_t early_signal;
-
-static void on_early_signal(int signum)
-{
-    early_signal = signum;
-}
-
 static const sl_cmd_help help = {
     .prog = "sluice-scheduler",
     .synopsis = "-c FILE [--stages classify,shape,retry]",
@@ -207,10 +196,6 @@ int main(int argc, char **argv)
     if (!cfg_path && optind == argc)
         fputs("sluice-scheduler: -c FILE is required\n", stderr);
     sl_config *cfg = sl_daemon_start(&help, argc, optind, "scheduler", cfg_path, 1);
-    struct sigaction early = {.sa_handler = on_early_signal, .sa_flags = SA_RESTART};
-    sigemptyset(&early.sa_mask);
-    sigaction(SIGTERM, &early, NULL);
-    sigaction(SIGINT, &early, NULL);
     /* Classify and shape produce a record for every job, spread over the
      * partitions of sited and dispatch: batches of 5 ms were a few records
      * each, and librdkafka's cost is per batch as much as per record.
@@ -257,8 +242,6 @@ int main(int argc, char **argv)
     uv_timer_init(loop, &g.ready_timer);
     uv_timer_start(&g.ready_timer, ready_cb, 0, 100);
     sl_daemon_signals(loop, &g.sigterm, &g.sigint, signal_cb);
-    if (early_signal)
-        signal_cb(&g.sigterm, early_signal);
     sl_info("scheduler started (stages:%s%s%s)", g.want_classify ? " classify" : "",
             g.want_shape ? " shape" : "", g.want_retry ? " retry" : "");
 

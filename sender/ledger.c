@@ -1,6 +1,7 @@
 /*
  * ledger - see ledger.h.
  */
+#include "cmdline.h"
 #include "ledger.h"
 #include "log.h"
 #include "map.h"
@@ -332,7 +333,9 @@ int snd_ledger_start(snd_ledger *l, char **err)
     const rd_kafka_metadata_t *md = NULL;
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(l->rk, topic, NULL);
     rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
-    for (int tries = 0; tries < 10; tries++) {
+    /* Up to 50 s for a cluster that is starting too, but no longer than
+     * the next try once the daemon has been told to stop. */
+    for (int tries = 0; tries < 10 && (tries == 0 || !sl_daemon_early_signal()); tries++) {
         e = rd_kafka_metadata(l->rk, 0, rkt, &md, 5000);
         if (!e && md->topic_cnt == 1 && !md->topics[0].err && md->topics[0].partition_cnt > 0)
             break;

@@ -206,17 +206,6 @@ static void on_signal(uv_signal_t *h, int signum)
     uv_timer_start(&s->drain_timer, on_drain_timeout, (uint64_t)s->cfg->sender.drain_timeout_ms, 0);
 }
 
-/* A signal that comes while the sender starts (the ledger topic is read
- * first, which takes a while on a real cluster) is kept here and honoured
- * as a drain once the loop's handlers are in place, instead of killing a
- * sender that a rolling update stops just after starting it. */
-static volatile sig_atomic_t early_signal;
-
-static void on_early_signal(int signum)
-{
-    early_signal = signum;
-}
-
 static const sl_cmd_help help = {
     .prog = "sluice-sender",
     .synopsis = "[-c FILE]",
@@ -246,10 +235,6 @@ int main(int argc, char **argv)
         return ostatus;
     sender s = {0};
     s.cfg = sl_daemon_start(&help, argc, optind, "sender", path, 0);
-    struct sigaction early = {.sa_handler = on_early_signal, .sa_flags = SA_RESTART};
-    sigemptyset(&early.sa_mask);
-    sigaction(SIGTERM, &early, NULL);
-    sigaction(SIGINT, &early, NULL);
     const sl_config *cfg = s.cfg;
     char *err = NULL;
 
@@ -282,8 +267,8 @@ int main(int argc, char **argv)
     }
     s.ledger = snd_ledger_new(cfg);
     if (s.ledger && snd_ledger_start(s.ledger, &err) < 0) {
-        if (early_signal) { /* told to stop before it could start */
-            sl_info("signal %d while starting (%s): stopped", (int)early_signal, err);
+        if (sl_daemon_early_signal()) { /* told to stop before it could start */
+            sl_info("signal %d while starting (%s): stopped", sl_daemon_early_signal(), err);
             return 0;
         }
         sl_fatal(1, "%s", err);
@@ -323,15 +308,10 @@ int main(int argc, char **argv)
     if (!s.consumer)
         sl_fatal(1, "consumer: %s", err);
 
-    uv_signal_init(s.loop, &s.sigterm);
-    uv_signal_init(s.loop, &s.sigint);
-    s.sigterm.data = s.sigint.data = &s;
-    uv_signal_start(&s.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&s.sigint, on_signal, SIGINT);
     uv_timer_init(s.loop, &s.drain_timer);
     s.drain_timer.data = &s;
-    if (early_signal)
-        on_signal(&s.sigterm, early_signal);
+    s.sigterm.data = s.sigint.data = &s;
+    sl_daemon_signals(s.loop, &s.sigterm, &s.sigint, on_signal);
 
     sl_metric_help("sluice_sender_attempts_total", SL_METRIC_COUNTER, "Delivery attempts started");
     sl_metric_help("sluice_sender_delivered_total", SL_METRIC_COUNTER, "Recipients delivered");

@@ -9,7 +9,7 @@ import signal
 import tempfile
 import unittest
 
-from sluicetest import Pipeline, free_port, wait_for
+from sluicetest import Pipeline, Proc, free_port, wait_for
 
 DEADLINE = 20
 
@@ -47,6 +47,29 @@ class DaemonStartTest(unittest.TestCase):
                 wait_for(ignored, DEADLINE, "%s to ignore SIGPIPE" % name)
             except AssertionError as e:
                 raise AssertionError("%s%s" % (e, self.pipe.logs()))
+
+
+class EarlySignalTest(unittest.TestCase):
+    """A daemon told to stop while it is still starting drains and exits 0:
+    a rolling update stops pods that have only just started. The sender
+    without Kafka stays in start-up (its ledger topic cannot be read) long
+    enough to be caught there; it learns of the SIGTERM at its next try."""
+
+    def test_sigterm_while_starting_exits_0(self):
+        with tempfile.TemporaryDirectory(prefix="sluice-early-") as tmp:
+            cfg = os.path.join(tmp, "dead.yaml")
+            with open(cfg, "w") as f:
+                f.write("kafka:\n  bootstrap: 127.0.0.1:%d\n" % free_port() +
+                        "pools:\n  default:\n    - { ip: 127.0.0.1, ehlo: localhost }\n"
+                        "metrics: { listen: \"127.0.0.1:0\" }\n")
+            p = Proc("sluice-sender", ["-c", cfg], tmpdir=tmp)
+            self.addCleanup(p.stop, 5, signal.SIGKILL)
+            wait_for(lambda: "metrics on port" in p.stderr(), DEADLINE, "the sender to start")
+            self.assertNotIn("workers consuming", p.stderr())
+            p.send_signal(signal.SIGTERM)
+            # One metadata try (5 s) at most, not the 50 s of every retry.
+            self.assertEqual(p.wait(15), 0, p.output())
+            self.assertIn("signal 15 while starting", p.stderr())
 
 
 if __name__ == "__main__":
