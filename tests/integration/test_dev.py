@@ -30,7 +30,8 @@ class S(smtpd.SMTPServer):
         S.n += 1
         with open(os.path.join(sys.argv[1], "m.%06d" % S.n), "wb") as f:
             f.write(data)
-S(("127.0.0.1", int(sys.argv[2])), None, decode_data=False)
+s = S(("127.0.0.1", int(sys.argv[2])), None, decode_data=False)
+s.listen(256)  # smtpd's own backlog is 5; smtp-sink above is given 256
 asyncore.loop()
 """
 
