@@ -429,8 +429,15 @@ long snd_ledger_load(snd_ledger *l, const int32_t *partitions, size_t n)
             failed++;
             continue;
         }
+        /* The follower fetches every partition, so its cached watermark
+         * is what the log held a moment ago; ask a broker (briefly) only
+         * when it has none. This runs in the assignment callback: a long
+         * wait on a partition whose leader just died holds up the group. */
         rd_kafka_resp_err_t e =
-            rd_kafka_query_watermark_offsets(l->rk, l->topic, partitions[i], &lo, &hi, 10000);
+            rd_kafka_get_watermark_offsets(l->rk, l->topic, partitions[i], &lo, &hi);
+        if (e || hi < 0)
+            e = rd_kafka_query_watermark_offsets(l->rk, l->topic, partitions[i], &lo, &hi,
+                                                 SND_LEDGER_QUERY_MS);
         if (e) {
             sl_error("ledger %s[%d]: cannot read its offsets: %s; its dispatches are checked "
                      "against what was read so far",
@@ -473,7 +480,7 @@ long snd_ledger_load(snd_ledger *l, const int32_t *partitions, size_t n)
     rd_kafka_topic_partition_list_t *cl = rd_kafka_topic_partition_list_new((int)n);
     for (size_t i = 0; i < n; i++)
         rd_kafka_topic_partition_list_add(cl, dtopic, partitions[i]);
-    if (rd_kafka_committed(l->rk, cl, 10000))
+    if (rd_kafka_committed(l->rk, cl, SND_LEDGER_QUERY_MS))
         for (int i = 0; i < cl->cnt; i++)
             cl->elems[i].offset = -1;
     for (size_t i = 0; i < n; i++) {
@@ -481,7 +488,7 @@ long snd_ledger_load(snd_ledger *l, const int32_t *partitions, size_t n)
         if (p < 0 || p >= l->n_parts)
             continue;
         int64_t lo = 0, hi = -1;
-        if (rd_kafka_query_watermark_offsets(l->rk, dtopic, p, &lo, &hi, 10000))
+        if (rd_kafka_query_watermark_offsets(l->rk, dtopic, p, &lo, &hi, SND_LEDGER_QUERY_MS))
             hi = -1;
         int64_t committed = cl->elems[i].offset >= 0 ? cl->elems[i].offset : 0;
         pthread_mutex_lock(&l->mu);

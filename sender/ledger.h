@@ -52,7 +52,10 @@
 #include "kafka.h"
 #include "wire.h"
 
-#define SND_LEDGER_LOAD_MS 60000
+#define SND_LEDGER_LOAD_MS 15000
+/* Each broker query on that path (a watermark, the committed offsets):
+ * short, since a partition whose leader just died answers nothing. */
+#define SND_LEDGER_QUERY_MS 2000
 
 typedef struct snd_ledger snd_ledger;
 
