@@ -1427,3 +1427,24 @@ void sl_consumer_free(sl_consumer *c)
     uv_close((uv_handle_t *)&c->async, consumer_close_cb);
     uv_close((uv_handle_t *)&c->check, consumer_close_cb);
 }
+
+rd_kafka_resp_err_t sl_kafka_topic_metadata(rd_kafka_t *rk, const char *topic,
+                                            int (*stop)(void), const rd_kafka_metadata_t **md)
+{
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+    *md = NULL;
+    for (int tries = 0; tries < 10 && (tries == 0 || !stop || !stop()); tries++) {
+        e = rd_kafka_metadata(rk, 0, rkt, md, 5000);
+        if (!e && (*md)->topic_cnt == 1 && !(*md)->topics[0].err &&
+            (*md)->topics[0].partition_cnt > 0)
+            break;
+        if (!e) {
+            e = (*md)->topic_cnt ? (*md)->topics[0].err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+            rd_kafka_metadata_destroy(*md);
+            *md = NULL;
+        }
+    }
+    rd_kafka_topic_destroy(rkt);
+    return *md ? RD_KAFKA_RESP_ERR_NO_ERROR : e;
+}

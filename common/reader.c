@@ -36,19 +36,7 @@ sl_reader *sl_reader_new(const sl_config *cfg, const char *topic, int64_t since_
     if (!rk)
         return NULL;
     const rd_kafka_metadata_t *md = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
-    for (int tries = 0; tries < 10; tries++) {
-        e = rd_kafka_metadata(rk, 0, rkt, &md, 5000);
-        if (!e && md->topic_cnt == 1 && !md->topics[0].err && md->topics[0].partition_cnt > 0)
-            break;
-        if (!e) {
-            e = md->topic_cnt ? md->topics[0].err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
-            rd_kafka_metadata_destroy(md);
-            md = NULL;
-        }
-    }
-    rd_kafka_topic_destroy(rkt);
+    rd_kafka_resp_err_t e = sl_kafka_topic_metadata(rk, topic, NULL, &md);
     if (!md) {
         *err = xasprintf("kafka: metadata for %s: %s (is Kafka at %s up?)", topic,
                          rd_kafka_err2str(e), cfg->kafka.bootstrap);

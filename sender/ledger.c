@@ -330,22 +330,10 @@ int snd_ledger_start(snd_ledger *l, char **err)
         free(topic);
         return SL_EKAFKA;
     }
-    const rd_kafka_metadata_t *md = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(l->rk, topic, NULL);
-    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
     /* Up to 50 s for a cluster that is starting too, but no longer than
      * the next try once the daemon has been told to stop. */
-    for (int tries = 0; tries < 10 && (tries == 0 || !sl_daemon_early_signal()); tries++) {
-        e = rd_kafka_metadata(l->rk, 0, rkt, &md, 5000);
-        if (!e && md->topic_cnt == 1 && !md->topics[0].err && md->topics[0].partition_cnt > 0)
-            break;
-        if (!e) {
-            e = md->topic_cnt ? md->topics[0].err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
-            rd_kafka_metadata_destroy(md);
-            md = NULL;
-        }
-    }
-    rd_kafka_topic_destroy(rkt);
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_resp_err_t e = sl_kafka_topic_metadata(l->rk, topic, sl_daemon_early_signal, &md);
     if (!md) {
         if (e == RD_KAFKA_RESP_ERR__TRANSPORT || e == RD_KAFKA_RESP_ERR__TIMED_OUT ||
             e == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
