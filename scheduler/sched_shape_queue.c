@@ -125,9 +125,11 @@ void shape__park(ssite *site, sjob *j, int64_t wait_ms, int reason)
     sched_op_release(op); /* frees j once the park is acknowledged */
 }
 
-/* j (already unlinked) expired while shape held it, or would be sent after
- * its expiry: it becomes an EXPIRED event and is never dispatched. */
-void shape__expire(ssite *site, sjob *j, int64_t now)
+/* j (already unlinked) ends in shape with a final event of type instead
+ * of a Dispatch: reason(j) names why, the log line and metric say it too.
+ * A job whose partition was revoked is left to its new owner. */
+static void final_event(ssite *site, sjob *j, Sluice__V1__EventType type, const char *reason,
+                        sl_log_level lvl, const char *metric)
 {
     sched_shape *s = site->s;
     if (sl_mark_revoked(&j->mark)) {
@@ -137,51 +139,41 @@ void shape__expire(ssite *site, sjob *j, int64_t now)
         return;
     }
     sl_job *job = NULL;
-    const char *why = NULL;
-    int rc = sl_job_decode(j->data, j->len, &job, &why);
+    const char *ignored = NULL;
+    int rc = sl_job_decode(j->data, j->len, &job, &ignored);
     SL_ASSERT(rc == 0); /* it decoded when it arrived */
     sl_event e;
-    sl_event_from_job(&e, SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED, job, "shape");
+    sl_event_from_job(&e, type, job, "shape");
     e.site = site->name;
+    e.reason = (char *)reason;
+    sched_op *op = sched_op_new_mark(s->ctx, "shape", &j->mark, j, j->data, j->len);
+    sched_op_event(op, s->ctx, &e);
+    sl_log_job(lvl, job->job_id, "shape: %s", reason);
+    sl_metric_inc(metric, NULL, 1);
+    sl_job_free(job);
+    sched_op_release(op); /* frees j once the event is acknowledged */
+}
+
+/* j (already unlinked) expired while shape held it, or would be sent after
+ * its expiry: it becomes an EXPIRED event and is never dispatched. */
+void shape__expire(ssite *site, sjob *j, int64_t now)
+{
     char *reason = now >= j->expires_ms
                        ? xasprintf("expired while held for %s, %lld s ago", site->name,
                                    (long long)((now - j->expires_ms) / 1000))
                        : xasprintf("expired while held for %s: its next send time falls "
                                    "after its expiry", site->name);
-    e.reason = reason;
-    sched_op *op = sched_op_new_mark(s->ctx, "shape", &j->mark, j, j->data, j->len);
-    sched_op_event(op, s->ctx, &e);
+    final_event(site, j, SLUICE__V1__EVENT_TYPE__EVENT_EXPIRED, reason, SL_LOG_INFO,
+                "sluice_shape_expired_total");
     free(reason);
-    sl_log_job(SL_LOG_INFO, job->job_id, "shape: expired while held for %s", site->name);
-    sl_metric_inc("sluice_shape_expired_total", NULL, 1);
-    sl_job_free(job);
-    sched_op_release(op); /* frees j once the event is acknowledged */
 }
 
 /* j (already unlinked) belongs to a cancelled campaign: a CANCELLED event
  * instead of a Dispatch. */
 static void cancel(ssite *site, sjob *j, const char *why)
 {
-    sched_shape *s = site->s;
-    if (sl_mark_revoked(&j->mark)) {
-        sl_mark_release(&j->mark);
-        shape__sjob_free(j);
-        return;
-    }
-    sl_job *job = NULL;
-    const char *ignored = NULL;
-    int rc = sl_job_decode(j->data, j->len, &job, &ignored);
-    SL_ASSERT(rc == 0); /* it decoded when it arrived */
-    sl_event e;
-    sl_event_from_job(&e, SLUICE__V1__EVENT_TYPE__EVENT_CANCELLED, job, "shape");
-    e.site = site->name;
-    e.reason = (char *)why;
-    sched_op *op = sched_op_new_mark(s->ctx, "shape", &j->mark, j, j->data, j->len);
-    sched_op_event(op, s->ctx, &e);
-    sl_log_job(SL_LOG_DEBUG, job->job_id, "shape: %s", why);
-    sl_metric_inc("sluice_shape_cancelled_total", NULL, 1);
-    sl_job_free(job);
-    sched_op_release(op); /* frees j once the event is acknowledged */
+    final_event(site, j, SLUICE__V1__EVENT_TYPE__EVENT_CANCELLED, why, SL_LOG_DEBUG,
+                "sluice_shape_cancelled_total");
 }
 
 /* What the controls in force say of j (already unlinked) of flow
