@@ -244,6 +244,10 @@ typedef struct sl_config {
         size_t n_endpoints;
         uint32_t max_attempts;      /* a batch rejected (4xx but 408/429) this often is dead-lettered */
     } webhook;
+
+    struct {                        /* common/token.h: VERP and unsubscribe tokens */
+        char *secret_file;          /* the HMAC key's file; the key itself is never logged */
+    } tokens;
 } sl_config;
 
 /* Load and validate. On error returns SL_ECONFIG and sets *err to a

@@ -274,6 +274,10 @@ static const cfg_key cfg_keys[] = {
     {.name = "webhook.endpoints", .type = CFG_CUSTOM, .walk = cfg__walk_webhook_endpoints,
      .free = cfg__free_webhook_endpoints,
      .doc = "receivers of the events (url, secret or secret_file, batch_size, timeout)"},
+
+    {.name = "tokens.secret_file", .type = CFG_STR, .off = F(tokens.secret_file),
+     .env = "SLUICE_TOKENS_SECRET_FILE",
+     .doc = "file holding the key that signs VERP and unsubscribe tokens (secret)"},
 };
 
 /* ------------------------------------------------------------------ */
