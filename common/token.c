@@ -148,3 +148,39 @@ int sl_token_open(const sl_token_key *key, const char *purpose, const char *tok,
     }
     return (int)k;
 }
+
+#define FIELD(s) ((s) ? (s) : "")
+
+int sl_verp_token_seal(const sl_token_key *key, const sl_verp_token *t, sl_buf *out)
+{
+    const char *f[] = {FIELD(t->tenant), FIELD(t->job_id), FIELD(t->recipient)};
+    return sl_token_seal(key, SL_TOKEN_VERP, f, (sizeof f / sizeof f[0]), out);
+}
+
+int sl_verp_token_open(const sl_token_key *key, const char *tok, size_t len, sl_buf *store,
+                       sl_verp_token *t)
+{
+    const char *f[3];
+    if (sl_token_open(key, SL_TOKEN_VERP, tok, len, store, f, (sizeof f / sizeof f[0])) != (int)(sizeof f / sizeof f[0]))
+        return -1;
+    *t = (sl_verp_token){.tenant = f[0], .job_id = f[1], .recipient = f[2]};
+    return 0;
+}
+
+int sl_unsub_token_seal(const sl_token_key *key, const sl_unsub_token *t, sl_buf *out)
+{
+    const char *f[] = {FIELD(t->tenant), FIELD(t->recipient), FIELD(t->campaign),
+                       FIELD(t->list), FIELD(t->job_id)};
+    return sl_token_seal(key, SL_TOKEN_UNSUB, f, (sizeof f / sizeof f[0]), out);
+}
+
+int sl_unsub_token_open(const sl_token_key *key, const char *tok, size_t len, sl_buf *store,
+                        sl_unsub_token *t)
+{
+    const char *f[5];
+    if (sl_token_open(key, SL_TOKEN_UNSUB, tok, len, store, f, (sizeof f / sizeof f[0])) != (int)(sizeof f / sizeof f[0]))
+        return -1;
+    *t = (sl_unsub_token){.tenant = f[0], .recipient = f[1], .campaign = f[2], .list = f[3],
+                          .job_id = f[4]};
+    return 0;
+}

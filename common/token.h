@@ -56,4 +56,30 @@ int sl_token_seal(const sl_token_key *key, const char *purpose,
 int sl_token_open(const sl_token_key *key, const char *purpose, const char *tok, size_t len,
                   sl_buf *store, const char **fields, size_t max);
 
+/* The two tokens sluice mints. Fields are borrowed strings (a missing one
+ * is ""); the _open functions point them into *store. */
+
+/* VERP: the return path bounce+TOKEN@<bounce domain> of one job and
+ * recipient, so a bounce or a feedback-loop report maps back to them. */
+typedef struct sl_verp_token {
+    const char *tenant, *job_id, *recipient;
+} sl_verp_token;
+
+/* Unsubscribe: the one-click URL .../u/TOKEN (RFC 8058) and the mailto
+ * address unsub+TOKEN@<bounce domain>; list, when set, scopes the
+ * suppression to that list instead of the whole tenant. */
+typedef struct sl_unsub_token {
+    const char *tenant, *recipient, *campaign, *list, *job_id;
+} sl_unsub_token;
+
+#define SL_TOKEN_VERP "verp"
+#define SL_TOKEN_UNSUB "unsub"
+
+int sl_verp_token_seal(const sl_token_key *key, const sl_verp_token *t, sl_buf *out);
+int sl_verp_token_open(const sl_token_key *key, const char *tok, size_t len, sl_buf *store,
+                       sl_verp_token *t);
+int sl_unsub_token_seal(const sl_token_key *key, const sl_unsub_token *t, sl_buf *out);
+int sl_unsub_token_open(const sl_token_key *key, const char *tok, size_t len, sl_buf *store,
+                        sl_unsub_token *t);
+
 #endif

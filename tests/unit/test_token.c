@@ -108,12 +108,36 @@ static void test_key_load(void **state)
     sl_buf_free(&why);
 }
 
+static void test_typed(void **state)
+{
+    (void)state;
+    sl_token_key k = key_of("0123456789abcdef-secret");
+    sl_buf tok = {0}, store = {0};
+    sl_verp_token v = {.tenant = "acme", .job_id = "j1", .recipient = "a@example.com"}, v2;
+    assert_int_equal(sl_verp_token_seal(&k, &v, &tok), 0);
+    assert_int_equal(sl_verp_token_open(&k, tok.data, tok.len, &store, &v2), 0);
+    assert_string_equal(v2.job_id, "j1");
+    assert_string_equal(v2.recipient, "a@example.com");
+    sl_unsub_token u2;
+    /* a VERP token is not an unsubscribe token */
+    assert_int_equal(sl_unsub_token_open(&k, tok.data, tok.len, &store, &u2), -1);
+    sl_buf_reset(&tok);
+    sl_unsub_token u = {.tenant = "acme", .recipient = "a@example.com", .campaign = "c1"};
+    assert_int_equal(sl_unsub_token_seal(&k, &u, &tok), 0);
+    assert_int_equal(sl_unsub_token_open(&k, tok.data, tok.len, &store, &u2), 0);
+    assert_string_equal(u2.campaign, "c1");
+    assert_string_equal(u2.list, "");
+    sl_buf_free(&tok);
+    sl_buf_free(&store);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_key_load),
+        cmocka_unit_test(test_typed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
