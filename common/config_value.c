@@ -157,9 +157,6 @@ int cfg__need_scalar(cfg_ctx *c, const cfg_node *v, const char *path, const char
     return 0;
 }
 
-/* The opt_* getters return -1 on error, 0 when the key is absent (the output
- * keeps its default), 1 when set. */
-
 /* The scalar under key in m, its full path in kp: 0 when absent, -1 (said)
  * when it is not a scalar, 1 with *vp set. */
 static int opt_scalar(cfg_ctx *c, const cfg_node *m, const char *path, const char *key,
@@ -170,29 +167,6 @@ static int opt_scalar(cfg_ctx *c, const cfg_node *m, const char *path, const cha
     if (!*vp)
         return 0;
     return cfg__need_scalar(c, *vp, kp, what) < 0 ? -1 : 1;
-}
-
-int cfg__opt_str(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, char **out)
-{
-    const cfg_node *v;
-    char kp[PATH_MAX_LEN];
-    int got = opt_scalar(c, m, path, key, "a string", kp, &v);
-    if (got <= 0)
-        return got;
-    free(*out);
-    *out = xstrdup(v->s);
-    return 1;
-}
-
-int cfg__req_str(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, char **out)
-{
-    int r = cfg__opt_str(c, m, path, key, out);
-    if (r == 0) {
-        char kp[PATH_MAX_LEN];
-        cfg__key_path(kp, sizeof(kp), path, key);
-        return cfg__fail(c, cfg__map_line(m, key), "key '%s': required", kp);
-    }
-    return r;
 }
 
 int cfg__parse_int(const char *s, int64_t *out)
@@ -206,37 +180,6 @@ int cfg__parse_int(const char *s, int64_t *out)
         return -1;
     *out = v;
     return 0;
-}
-
-int cfg__opt_int(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, int64_t min,
-                   int64_t max, int64_t *out)
-{
-    const cfg_node *v;
-    char kp[PATH_MAX_LEN];
-    int got = opt_scalar(c, m, path, key, "an integer", kp, &v);
-    if (got <= 0)
-        return got;
-    int64_t x;
-    if (cfg__parse_int(v->s, &x) < 0)
-        return cfg__fail(c, v->line, "key '%s': '%s' is not an integer", kp, v->s);
-    if (x < min || x > max)
-        return cfg__fail(c, v->line, "key '%s': %lld is out of range [%lld, %lld]", kp,
-                         (long long)x,
-                         (long long)min, (long long)max);
-    *out = x;
-    return 1;
-}
-
-int cfg__opt_bool(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, bool *out)
-{
-    const cfg_node *v;
-    char kp[PATH_MAX_LEN];
-    int got = opt_scalar(c, m, path, key, "true or false", kp, &v);
-    if (got <= 0)
-        return got;
-    if (cfg__parse_bool(v->s, out) == 0)
-        return 1;
-    return cfg__fail(c, v->line, "key '%s': '%s' is not true or false", kp, v->s);
 }
 
 int cfg__parse_bool(const char *s, bool *out)
@@ -253,94 +196,6 @@ int cfg__parse_bool(const char *s, bool *out)
         }
     }
     return -1;
-}
-
-/* *out is 0 when the value is refused: callers test the return value, but
- * the compiler cannot see that cfg__fail() always returns -1. */
-int cfg__check_duration(cfg_ctx *c, const cfg_node *v, const char *kp, int64_t *out)
-{
-    *out = 0;
-    if (cfg__need_scalar(c, v, kp, "a duration") < 0)
-        return -1;
-    int64_t ms;
-    if (sl_parse_duration_ms(v->s, &ms) < 0 || ms < 0 || ms > (int64_t)366 * 86400000 * 100)
-        return cfg__fail(c, v->line,
-                         "key '%s': '%s' is not a duration (like 250ms, 30s, 5m, 2h, 3d)", kp,
-                         v->s);
-    *out = ms;
-    return 0;
-}
-
-/* Durations must be positive unless allow_zero. */
-int cfg__opt_duration(cfg_ctx *c, const cfg_node *m, const char *path, const char *key,
-                        bool allow_zero, int64_t *out)
-{
-    const cfg_node *v;
-    char kp[PATH_MAX_LEN];
-    int got = opt_scalar(c, m, path, key, "a duration", kp, &v);
-    if (got <= 0)
-        return got;
-    int64_t ms;
-    if (cfg__check_duration(c, v, kp, &ms) < 0)
-        return -1;
-    if (ms == 0 && !allow_zero)
-        return cfg__fail(c, v->line, "key '%s': must be longer than zero", kp);
-    *out = ms;
-    return 1;
-}
-
-/* A rate "50/s", "3000/min"; "0" and "unlimited" mean no limit (0).
- * Rates and bursts are bounded: a rate so small that its next token lies
- * beyond any clock, or so large that it means nothing but overflow, is a
- * mistake (a tiny rate once wrapped around in the bucket and sent almost
- * freely). */
-#define CFG_RATE_MIN (1.0 / 86400) /* one a day */
-#define CFG_RATE_MAX 1e6           /* per second */
-#define CFG_BURST_MAX 1e6
-
-int cfg__opt_rate(cfg_ctx *c, const cfg_node *m, const char *path, const char *key,
-                    bool allow_unlimited, double *out)
-{
-    const cfg_node *v;
-    char kp[PATH_MAX_LEN];
-    int got = opt_scalar(c, m, path, key, "a rate", kp, &v);
-    if (got <= 0)
-        return got;
-    if (allow_unlimited && (!strcmp(v->s, "0") || !strcasecmp(v->s, "unlimited"))) {
-        *out = 0;
-        return 1;
-    }
-    double r;
-    if (sl_parse_rate(v->s, &r) < 0 || !isfinite(r))
-        return cfg__fail(c, v->line,
-                         "key '%s': '%s' is not a rate (like 50/s, 3000/min, 10000/h%s)",
-                         kp, v->s, allow_unlimited ? ", or unlimited" : "");
-    if (r <= 0)
-        return cfg__fail(c, v->line, "key '%s': rate must be above zero%s", kp,
-                         allow_unlimited ? " (write 'unlimited' for no limit)" : "");
-    if (r < CFG_RATE_MIN || r > CFG_RATE_MAX)
-        return cfg__fail(c, v->line, "key '%s': '%s' is out of range (1/d to 1000000/s)", kp, v->s);
-    *out = r;
-    return 1;
-}
-
-/* A burst: how many messages a full bucket sends at once, 1 to 1000000. */
-int cfg__opt_burst(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, double *out)
-{
-    const cfg_node *v;
-    char kp[PATH_MAX_LEN];
-    int got = opt_scalar(c, m, path, key, "a number", kp, &v);
-    if (got <= 0)
-        return got;
-    char *end;
-    errno = 0;
-    double d = strtod(v->s, &end);
-    if (end == v->s || *end || errno || !isfinite(d) || d <= 0)
-        return cfg__fail(c, v->line, "key '%s': '%s' is not a number above zero", kp, v->s);
-    if (d < 1 || d > CFG_BURST_MAX)
-        return cfg__fail(c, v->line, "key '%s': '%s' is out of range (1 to 1000000)", kp, v->s);
-    *out = d;
-    return 1;
 }
 
 /* A byte size: "25M", "10MB", "1MiB", "512k", "1G" (powers of 1024) or bytes. */
@@ -380,20 +235,185 @@ int cfg__parse_size(const char *s, uint64_t *out)
     return -1;
 }
 
-int cfg__opt_size(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, uint64_t *out)
+/* *out is 0 when the value is refused: callers test the return value, but
+ * the compiler cannot see that cfg__fail() always returns -1. */
+int cfg__check_duration(cfg_ctx *c, const cfg_node *v, const char *kp, int64_t *out)
+{
+    *out = 0;
+    if (cfg__need_scalar(c, v, kp, "a duration") < 0)
+        return -1;
+    int64_t ms;
+    if (sl_parse_duration_ms(v->s, &ms) < 0 || ms < 0 || ms > (int64_t)366 * 86400000 * 100)
+        return cfg__fail(c, v->line,
+                         "key '%s': '%s' is not a duration (like 250ms, 30s, 5m, 2h, 3d)", kp,
+                         v->s);
+    *out = ms;
+    return 0;
+}
+
+/* A rate "50/s", "3000/min"; "0" and "unlimited" mean no limit (0).
+ * Rates and bursts are bounded: a rate so small that its next token lies
+ * beyond any clock, or so large that it means nothing but overflow, is a
+ * mistake (a tiny rate once wrapped around in the bucket and sent almost
+ * freely). */
+#define CFG_RATE_MIN (1.0 / 86400) /* one a day */
+#define CFG_RATE_MAX 1e6           /* per second */
+#define CFG_BURST_MAX 1e6
+
+/* The kinds of scalar value, each checked and converted in one place,
+ * value_of(). */
+typedef enum { V_STR, V_INT, V_BOOL, V_DURATION, V_RATE, V_BURST, V_SIZE } val_kind;
+
+typedef struct val_spec {
+    val_kind kind;
+    int64_t min, max; /* V_INT: the bounds */
+    bool allow;       /* V_DURATION: zero allowed; V_RATE: "unlimited" allowed */
+} val_spec;
+
+static const char *const val_what[] = {
+    [V_STR] = "a string", [V_INT] = "an integer",  [V_BOOL] = "true or false",
+    [V_DURATION] = "a duration", [V_RATE] = "a rate", [V_BURST] = "a number",
+    [V_SIZE] = "a size",
+};
+
+/* The scalar v (at key path kp) as sp says, into *out (the field of the
+ * kind's C type): 0, or -1 after saying what is wrong. */
+static int value_of(cfg_ctx *c, const cfg_node *v, const char *kp, const val_spec *sp, void *out)
+{
+    const char *s = v->s;
+    switch (sp->kind) {
+    case V_STR:
+        free(*(char **)out);
+        *(char **)out = xstrdup(s);
+        return 0;
+    case V_INT: {
+        int64_t x;
+        if (cfg__parse_int(s, &x) < 0)
+            return cfg__fail(c, v->line, "key '%s': '%s' is not an integer", kp, s);
+        if (x < sp->min || x > sp->max)
+            return cfg__fail(c, v->line, "key '%s': %lld is out of range [%lld, %lld]", kp,
+                             (long long)x, (long long)sp->min, (long long)sp->max);
+        *(int64_t *)out = x;
+        return 0;
+    }
+    case V_BOOL:
+        if (cfg__parse_bool(s, out) < 0)
+            return cfg__fail(c, v->line, "key '%s': '%s' is not true or false", kp, s);
+        return 0;
+    case V_DURATION: {
+        int64_t ms;
+        if (cfg__check_duration(c, v, kp, &ms) < 0)
+            return -1;
+        if (ms == 0 && !sp->allow)
+            return cfg__fail(c, v->line, "key '%s': must be longer than zero", kp);
+        *(int64_t *)out = ms;
+        return 0;
+    }
+    case V_RATE: {
+        double r;
+        if (sp->allow && (!strcmp(s, "0") || !strcasecmp(s, "unlimited"))) {
+            *(double *)out = 0;
+            return 0;
+        }
+        if (sl_parse_rate(s, &r) < 0 || !isfinite(r))
+            return cfg__fail(c, v->line,
+                             "key '%s': '%s' is not a rate (like 50/s, 3000/min, 10000/h%s)", kp,
+                             s, sp->allow ? ", or unlimited" : "");
+        if (r <= 0)
+            return cfg__fail(c, v->line, "key '%s': rate must be above zero%s", kp,
+                             sp->allow ? " (write 'unlimited' for no limit)" : "");
+        if (r < CFG_RATE_MIN || r > CFG_RATE_MAX)
+            return cfg__fail(c, v->line, "key '%s': '%s' is out of range (1/d to 1000000/s)", kp,
+                             s);
+        *(double *)out = r;
+        return 0;
+    }
+    case V_BURST: {
+        char *end;
+        errno = 0;
+        double d = strtod(s, &end);
+        if (end == s || *end || errno || !isfinite(d) || d <= 0)
+            return cfg__fail(c, v->line, "key '%s': '%s' is not a number above zero", kp, s);
+        if (d < 1 || d > CFG_BURST_MAX)
+            return cfg__fail(c, v->line, "key '%s': '%s' is out of range (1 to 1000000)", kp, s);
+        *(double *)out = d;
+        return 0;
+    }
+    case V_SIZE: {
+        uint64_t x;
+        if (cfg__parse_size(s, &x) < 0 || x == 0)
+            return cfg__fail(c, v->line,
+                             "key '%s': '%s' is not a size (like 25M, 10MB, 512k, or bytes)", kp,
+                             s);
+        *(uint64_t *)out = x;
+        return 0;
+    }
+    }
+    return 0;
+}
+
+/* The one getter: -1 on error, 0 when the key is absent (*out keeps its
+ * default), 1 when set. */
+static int opt_value(cfg_ctx *c, const cfg_node *m, const char *path, const char *key,
+                     val_spec sp, void *out)
 {
     const cfg_node *v;
     char kp[PATH_MAX_LEN];
-    int got = opt_scalar(c, m, path, key, "a size", kp, &v);
+    int got = opt_scalar(c, m, path, key, val_what[sp.kind], kp, &v);
     if (got <= 0)
         return got;
-    uint64_t x;
-    if (cfg__parse_size(v->s, &x) < 0 || x == 0)
-        return cfg__fail(c, v->line,
-                         "key '%s': '%s' is not a size (like 25M, 10MB, 512k, or bytes)",
-                         kp, v->s);
-    *out = x;
-    return 1;
+    return value_of(c, v, kp, &sp, out) < 0 ? -1 : 1;
+}
+
+int cfg__opt_str(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, char **out)
+{
+    return opt_value(c, m, path, key, (val_spec){.kind = V_STR}, out);
+}
+
+int cfg__req_str(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, char **out)
+{
+    int r = cfg__opt_str(c, m, path, key, out);
+    if (r == 0) {
+        char kp[PATH_MAX_LEN];
+        cfg__key_path(kp, sizeof(kp), path, key);
+        return cfg__fail(c, cfg__map_line(m, key), "key '%s': required", kp);
+    }
+    return r;
+}
+
+int cfg__opt_int(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, int64_t min,
+                 int64_t max, int64_t *out)
+{
+    return opt_value(c, m, path, key, (val_spec){.kind = V_INT, .min = min, .max = max}, out);
+}
+
+int cfg__opt_bool(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, bool *out)
+{
+    return opt_value(c, m, path, key, (val_spec){.kind = V_BOOL}, out);
+}
+
+/* Durations must be positive unless allow_zero. */
+int cfg__opt_duration(cfg_ctx *c, const cfg_node *m, const char *path, const char *key,
+                      bool allow_zero, int64_t *out)
+{
+    return opt_value(c, m, path, key, (val_spec){.kind = V_DURATION, .allow = allow_zero}, out);
+}
+
+int cfg__opt_rate(cfg_ctx *c, const cfg_node *m, const char *path, const char *key,
+                  bool allow_unlimited, double *out)
+{
+    return opt_value(c, m, path, key, (val_spec){.kind = V_RATE, .allow = allow_unlimited}, out);
+}
+
+/* A burst: how many messages a full bucket sends at once, 1 to 1000000. */
+int cfg__opt_burst(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, double *out)
+{
+    return opt_value(c, m, path, key, (val_spec){.kind = V_BURST}, out);
+}
+
+int cfg__opt_size(cfg_ctx *c, const cfg_node *m, const char *path, const char *key, uint64_t *out)
+{
+    return opt_value(c, m, path, key, (val_spec){.kind = V_SIZE}, out);
 }
 
 /* Canonical text of an IPv4/IPv6 address, or NULL when s is not one. */
