@@ -122,11 +122,27 @@ class RealKafka:
     def __init__(self, dir, nodes=3):
         self.dir = dir
         self.nodes = nodes
+        self.attached = False
         r = subprocess.run(["bash", KAFKA_SH, "start", "--nodes", str(nodes), "--dir", dir],
                            capture_output=True, text=True, timeout=600)
         if r.returncode != 0:
             raise AssertionError("scripts/kafka.sh start failed:\n%s\n%s" % (r.stdout, r.stderr))
         self.bootstrap = r.stdout.strip().splitlines()[-1]
+
+    @classmethod
+    def attach(cls, dir):
+        """The cluster that scripts/kafka.sh already runs in dir (the kafka
+        tier's shared one, started by a ctest fixture): used, never
+        stopped."""
+        k = cls.__new__(cls)
+        k.dir, k.attached = dir, True
+        env = {}
+        with open(os.path.join(dir, "cluster.env")) as f:
+            for line in f:
+                key, _, value = line.strip().partition("=")
+                env[key] = value
+        k.nodes, k.bootstrap = int(env["NODES"]), env["BOOTSTRAP"]
+        return k
 
     def pid(self, node):
         with open(os.path.join(self.dir, "node%d" % node, "pid")) as f:
@@ -239,6 +255,8 @@ class RealKafka:
         wait_for(whole, 120, "all %d kafka nodes in the metadata" % self.nodes, interval=0.5)
 
     def close(self):
+        if self.attached:
+            return
         subprocess.run(["bash", KAFKA_SH, "stop", "--dir", self.dir], capture_output=True,
                        timeout=120, env=dict(os.environ, SLUICE_KAFKA_STOP_TIMEOUT="5"))
 
@@ -247,10 +265,19 @@ _shared_kafka = None
 _scenarios = 0
 
 
+# The kafka ctest tier starts one 3-node cluster for the files whose
+# scenarios fault only sluice's daemons, never a broker, and names its
+# directory here; each scenario has its own topics (Cluster's prefix).
+SHARED_DIR = os.environ.get("SLUICE_KAFKA_CLUSTER_DIR")
+
+
 def shared_kafka():
-    """The test process's RealKafka, started on first use and stopped at
-    exit."""
+    """The test process's RealKafka: the tier's shared cluster when
+    SLUICE_KAFKA_CLUSTER_DIR names one, else one started on first use and
+    stopped at exit."""
     global _shared_kafka
+    if _shared_kafka is None and SHARED_DIR:
+        _shared_kafka = RealKafka.attach(SHARED_DIR)
     if _shared_kafka is None:
         d = tempfile.mkdtemp(prefix="sluice-fault-kafka-")
         try:
@@ -356,7 +383,7 @@ class Cluster:
         if REAL:
             global _scenarios
             _scenarios += 1
-            prefix = "fault.%d.%s." % (_scenarios, name)
+            prefix = "fault.%d.%d.%s." % (os.getpid(), _scenarios, name)
         self.prefix = prefix
         with open(self.cfg, "w") as f:
             f.write("kafka:\n  bootstrap: 127.0.0.1:1\n  topic_prefix: %s\n"

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import REAL, RealKafka, kafka_meta
+from harness import REAL, SHARED_DIR, RealKafka, kafka_meta
 from sluicetest import bin_path
 
 N = 300
@@ -30,7 +30,8 @@ class DevOnKafkaTest(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="sluice-dev-kafka-")
         try:
-            cls.kafka = RealKafka(os.path.join(cls.tmp, "kafka"), nodes=1)
+            cls.kafka = (RealKafka.attach(SHARED_DIR) if SHARED_DIR
+                         else RealKafka(os.path.join(cls.tmp, "kafka"), nodes=1))
         except BaseException:
             shutil.rmtree(cls.tmp, ignore_errors=True)
             raise
