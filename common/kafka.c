@@ -1435,6 +1435,7 @@ rd_kafka_resp_err_t sl_kafka_topic_metadata(rd_kafka_t *rk, const char *topic,
     rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
     *md = NULL;
     for (int tries = 0; tries < 10 && (tries == 0 || !stop || !stop()); tries++) {
+        int64_t t0 = sl_mono_ms();
         e = rd_kafka_metadata(rk, 0, rkt, md, 5000);
         if (!e && (*md)->topic_cnt == 1 && !(*md)->topics[0].err &&
             (*md)->topics[0].partition_cnt > 0)
@@ -1444,6 +1445,12 @@ rd_kafka_resp_err_t sl_kafka_topic_metadata(rd_kafka_t *rk, const char *topic,
             rd_kafka_metadata_destroy(*md);
             *md = NULL;
         }
+        /* A broker that answers at once that it does not know the topic
+         * may simply not have heard of its creation yet (real Kafka
+         * spreads new topics to the brokers in a moment): ask again after
+         * a pause, not ten times in the same millisecond. */
+        if (sl_mono_ms() - t0 < 500)
+            usleep(500 * 1000);
     }
     rd_kafka_topic_destroy(rkt);
     return *md ? RD_KAFKA_RESP_ERR_NO_ERROR : e;

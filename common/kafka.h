@@ -76,8 +76,9 @@ sl_topic_spec *sl_topics(const sl_config *cfg, size_t *n);
 void sl_topics_free(sl_topic_spec *t, size_t n);
 
 /* The metadata of topic once it has at least one partition: up to 10 tries
- * of 5 s (a cluster that is starting too), stopping early when stop (may
- * be NULL) returns true between tries. 0 and *md (the caller destroys it
+ * of 5 s (a cluster that is starting too), at least 0.5 s apart (a topic
+ * just created that a broker does not know yet), stopping early when stop
+ * (may be NULL) returns true between tries. 0 and *md (the caller destroys it
  * with rd_kafka_metadata_destroy()), or the last error and *md NULL. Any
  * thread; blocks. */
 rd_kafka_resp_err_t sl_kafka_topic_metadata(rd_kafka_t *rk, const char *topic,
