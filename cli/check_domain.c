@@ -77,6 +77,11 @@ static void add(cd_run *r, const char *check, const char *subject, cd_status st,
     va_start(ap, fmt);
     sl_buf_vprintf(&b, fmt, ap);
     va_end(ap);
+    /* Details quote DNS text: control and non-ASCII octets are shown as
+     * '?', so neither a terminal nor the JSON encoder meets them. */
+    for (size_t i = 0; i < b.len; i++)
+        if ((unsigned char)b.data[i] < 0x20 || (unsigned char)b.data[i] >= 0x7f)
+            b.data[i] = '?';
     r->items = xrealloc(r->items, (r->n_items + 1) * sizeof *r->items);
     r->items[r->n_items++] = (cd_item){check, xstrdup(subject), st, sl_buf_steal(&b, NULL)};
 }
@@ -404,7 +409,7 @@ static void check_dmarc(cd_run *r)
         return;
     }
     char *p = tag_get(rec, "p"), *rua = tag_get(rec, "rua"), *adkim = tag_get(rec, "adkim"),
-         *aspf = tag_get(rec, "aspf"), *pct = tag_get(rec, "pct");
+         *pct = tag_get(rec, "pct");
     if (!p)
         add(r, "dmarc", r->domain, CD_FAIL, "no p= policy in %s: %s", name, rec);
     else if (!strcasecmp(p, "none"))
@@ -421,9 +426,10 @@ static void check_dmarc(cd_run *r)
     else
         add(r, "dmarc-rua", r->domain, CD_WARN, "no rua=: no aggregate reports are sent");
 
-    /* Alignment: the d= of every key that signs for DOMAIN, and the SPF
-     * domain, which is DOMAIN itself (the envelope sender's domain). */
-    bool sd = adkim && !strcasecmp(adkim, "s"), ss = aspf && !strcasecmp(aspf, "s");
+    /* Alignment: the d= of every key that signs for DOMAIN. The SPF
+     * domain is DOMAIN itself (the envelope sender's domain), aligned
+     * under aspf=r and aspf=s alike. */
+    bool sd = adkim && !strcasecmp(adkim, "s");
     const sl_dkim_key **keys = xcalloc(r->cfg->n_dkim + 1, sizeof *keys);
     size_t n = dkim_keys(r, keys), ok = 0;
     const char *bad = NULL;
@@ -433,7 +439,6 @@ static void check_dmarc(cd_run *r)
         else
             bad = keys[i]->domain;
     }
-    (void)ss; /* SPF is checked on DOMAIN itself: aligned in either mode */
     if (n && ok)
         add(r, "dmarc-alignment", r->domain, CD_PASS, "DKIM d=%s aligned (%s), SPF aligned",
             keys[0]->domain, sd ? "strict" : "relaxed");
@@ -447,7 +452,6 @@ static void check_dmarc(cd_run *r)
     free(p);
     free(rua);
     free(adkim);
-    free(aspf);
     free(pct);
     free(rec);
     free(name);
@@ -582,8 +586,10 @@ static int sts_parse(const sl_buf *body, char **mode, char **why)
         if (!colon)
             continue;
         *colon = 0;
-        char *v = colon + 1;
+        char *v = colon + 1, *ve = v + strlen(v);
         v += strspn(v, " \t");
+        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+            *--ve = 0;
         if (!strcmp(line, "version"))
             version = !strcmp(v, "STSv1");
         else if (!strcmp(line, "mode") && !*mode)

@@ -285,7 +285,7 @@ static int mechanism(spf_ctx *c, const char *domain, const char *term, int depth
          is_ptr = IS("ptr");
     if (!is_a && !is_mx && !is_inc && !is_ex && !is_ptr)
         return -(int)why(c, CLI_SPF_PERMERROR, "unknown mechanism '%s'", term);
-    if ((is_inc || is_ex) && (!arg || !alen))
+    if ((is_inc || is_ex || arg) && !alen)
         return -(int)why(c, CLI_SPF_PERMERROR, "'%s' needs a domain", term);
     int c4 = 32, c6 = 128;
     if ((is_inc || is_ex || is_ptr) ? *cidr != 0 : parse_cidr(cidr, &c4, &c6) < 0)

@@ -156,7 +156,7 @@ static void test_parse_errors(void **state)
         "v=spf1 ip4:192.0.2.300 -all", "v=spf1 ip4:192.0.2.0/33 -all", "v=spf1 ip6:zz::1 -all",
         "v=spf1 a/40 -all",            "v=spf1 frob:ex.test -all",     "v=spf1 include -all",
         "v=spf1 all:x",                "v=spf1 redirect=a.test redirect=b.test",
-        "v=spf1 ip4:10.0.0.0/8//64",
+        "v=spf1 ip4:10.0.0.0/8//64",   "v=spf1 a: -all",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         rr z[] = {{"bad.test", "TXT", bad[i]}};
