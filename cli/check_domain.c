@@ -183,7 +183,8 @@ static void check_spf(cd_run *r, const cd_source *src, size_t n_src)
     char *record = NULL, *reason = NULL;
     cli_spf_result res;
     if (cli_spf_record(&dns, r->domain, &record, &res, &reason) < 0) {
-        add(r, "spf", r->domain, CD_FAIL, "%s", reason);
+        add(r, "spf", r->domain, CD_FAIL, "%s%s%s", reason, res == CLI_SPF_TEMPERROR ? ": " : "",
+            res == CLI_SPF_TEMPERROR ? cli_dnsq_error(r->dns) : "");
         free(reason);
         return;
     }

@@ -257,6 +257,16 @@ class CheckDomain(unittest.TestCase):
         self.assertEqual(got[("dmarc-rua", "bad.test")][0], "warn")
         self.assertEqual(rc, 1)
 
+    def test_unreachable_resolver_fails_every_item(self):
+        # Nothing listens there: every lookup fails, and a failed lookup is
+        # a fail with the resolver's reason, never a pass or a warning.
+        cfg = self.config("c.yaml", [("127.0.0.2", "mta1.x.test")], [])
+        rc, out, r = self.check("-c", cfg, "--dns-server", "127.0.0.1:%d" % free_port(),
+                                "x.test")
+        self.assertEqual((rc, out["result"], out["pass"], out["warn"]), (1, "fail", 0, 0))
+        spf = [c for c in out["checks"] if c["check"] == "spf"][0]
+        self.assertIn("TXT lookup of x.test failed: ", spf["detail"])
+
     def test_bad_usage_and_config_exit_2(self):
         cfg = os.path.join(self.dir, "broken.yaml")
         with open(cfg, "w") as f:
