@@ -188,7 +188,17 @@ static void check_spf(cd_run *r, const cd_source *src, size_t n_src)
         free(reason);
         return;
     }
-    add(r, "spf", r->domain, CD_PASS, "%s", record);
+    /* "+all" (or a bare "all") authorises every address on the Internet:
+     * receivers treat such a record as no record at all, or worse. */
+    bool open_all = false;
+    char *copy = xstrdup(record), *save = NULL;
+    for (char *t = strtok_r(copy, " ", &save); t; t = strtok_r(NULL, " ", &save))
+        open_all |= !strcasecmp(t, "all") || !strcasecmp(t, "+all");
+    free(copy);
+    if (open_all)
+        add(r, "spf", r->domain, CD_WARN, "%s: +all authorises every address", record);
+    else
+        add(r, "spf", r->domain, CD_PASS, "%s", record);
     free(record);
     if (!n_src)
         add(r, "spf", "(pools)", CD_WARN, "no pool addresses in the configuration to check");
@@ -574,14 +584,15 @@ static int sts_fetch(cd_run *r, const char *host, sl_buf *body, char **why)
 }
 
 /* RFC 8461 3.2: "key: value" lines; version STSv1, a mode, max_age, and
- * an mx line at least (unless mode is none). 0 with *mode (caller frees),
- * or -1 with *why. */
-static int sts_parse(const sl_buf *body, char **mode, char **why)
+ * an mx line at least (unless mode is none). 0 with *mode and the mx
+ * patterns in *mx (caller frees both), or -1 with *why. */
+static int sts_parse(const sl_buf *body, char **mode, char ***mx, size_t *n_mx, char **why)
 {
     char *text = xstrndup(body->data ? body->data : "", body->len), *save = NULL;
     bool version = false, max_age = false;
-    size_t mx = 0;
     *mode = NULL;
+    *mx = NULL;
+    *n_mx = 0;
     for (char *line = strtok_r(text, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
         char *colon = strchr(line, ':');
         if (!colon)
@@ -597,8 +608,10 @@ static int sts_parse(const sl_buf *body, char **mode, char **why)
             *mode = xstrdup(v);
         else if (!strcmp(line, "max_age"))
             max_age = *v && strspn(v, "0123456789") == strlen(v);
-        else if (!strcmp(line, "mx"))
-            mx++;
+        else if (!strcmp(line, "mx") && *v) {
+            *mx = xrealloc(*mx, (*n_mx + 1) * sizeof **mx);
+            (*mx)[(*n_mx)++] = xstrdup(v);
+        }
     }
     free(text);
     const char *m = *mode ? *mode : "";
@@ -608,13 +621,45 @@ static int sts_parse(const sl_buf *body, char **mode, char **why)
         *why = xasprintf("mode '%s' is not enforce, testing or none", m);
     else if (!max_age)
         *why = xstrdup("no valid max_age");
-    else if (!mx && strcmp(m, "none"))
+    else if (!*n_mx && strcmp(m, "none"))
         *why = xstrdup("no mx line");
     else
         return 0;
     free(*mode);
     *mode = NULL;
+    cli_dnsq_strv_free(*mx, *n_mx);
+    *mx = NULL;
+    *n_mx = 0;
     return -1;
+}
+
+/* RFC 8461 4.1: a policy mx "*.example.net" matches exactly one more
+ * label on the left ("mx1.example.net", not "a.b.example.net"). */
+static bool sts_mx_match(const char *pattern, const char *host)
+{
+    if (strncmp(pattern, "*.", 2))
+        return !strcasecmp(pattern, host);
+    const char *dot = strchr(host, '.');
+    return dot && dot > host && !strcasecmp(dot + 1, pattern + 2);
+}
+
+/* Every MX host of the domain must be one the policy names, or senders
+ * that enforce it refuse to deliver there. NULL when all are (or the
+ * domain has no MX to compare), else the first one that is not. */
+static char *sts_mx_uncovered(cd_run *r, char **mx, size_t n_mx)
+{
+    char **hosts = NULL, *bad = NULL;
+    size_t n = 0;
+    cli_dnsq_mx(r->dns, r->domain, &hosts, &n);
+    for (size_t i = 0; i < n && !bad; i++) {
+        bool ok = false;
+        for (size_t j = 0; j < n_mx && !ok; j++)
+            ok = sts_mx_match(mx[j], hosts[i]);
+        if (!ok)
+            bad = xstrdup(hosts[i]);
+    }
+    cli_dnsq_strv_free(hosts, n);
+    return bad;
 }
 
 static void check_mta_sts(cd_run *r)
@@ -632,19 +677,27 @@ static void check_mta_sts(cd_run *r)
         add(r, "mta-sts", r->domain, CD_FAIL, "%zu MTA-STS records at %s (one is allowed)",
             found, name);
     } else {
-        char *id = tag_get(rec, "id"), *why = NULL, *mode = NULL;
+        char *id = tag_get(rec, "id"), *why = NULL, *mode = NULL, **mx = NULL, *bad = NULL;
+        size_t n_mx = 0;
         char *host = xasprintf("mta-sts.%s", r->domain);
         sl_buf body = SL_BUF_INIT;
         if (!id || !*id)
             add(r, "mta-sts", r->domain, CD_FAIL, "no id= in %s", name);
         else if (sts_fetch(r, host, &body, &why) < 0)
             add(r, "mta-sts", r->domain, CD_FAIL, "policy not fetched: %s", why);
-        else if (sts_parse(&body, &mode, &why) < 0)
+        else if (sts_parse(&body, &mode, &mx, &n_mx, &why) < 0)
             add(r, "mta-sts", r->domain, CD_FAIL, "policy does not parse: %s", why);
+        else if (strcmp(mode, "none") && (bad = sts_mx_uncovered(r, mx, n_mx)))
+            add(r, "mta-sts", r->domain, CD_FAIL,
+                "MX host %s is not in the policy's mx list: senders enforcing it will not "
+                "deliver there",
+                bad);
         else
             add(r, "mta-sts", r->domain, strcmp(mode, "enforce") ? CD_WARN : CD_PASS,
                 "id=%s, policy mode %s", id, mode);
         sl_buf_free(&body);
+        cli_dnsq_strv_free(mx, n_mx);
+        free(bad);
         free(host);
         free(mode);
         free(why);

@@ -158,9 +158,10 @@ class CheckDomain(unittest.TestCase):
         rsa = keygen(self.dir, "s1", "rsa")
         ed = keygen(self.dir, "e1", "ed25519")
         addr, ca = self.https_policy("mta-sts.good.test",
-                                     "version: STSv1\nmode: enforce\nmx: mx.good.test\n"
-                                     "max_age: 86400\n")
-        port = self.dnsmasq("good.test", [
+                                     "version: STSv1\r\nmode: enforce\r\nmx: mx.good.test\r\n"
+                                     "mx: *.mx.good.test\r\nmax_age: 86400\r\n")
+        records = [
+            "--mx-host=good.test,mx.good.test,10", "--mx-host=good.test,b.mx.good.test,20",
             txt("good.test", "v=spf1 a:mta1.good.test include:_spf.good.test -all"),
             txt("good.test", "google-site-verification=not-spf"),
             txt("_spf.good.test", "v=spf1 ip4:127.0.0.3 -all"),
@@ -172,7 +173,8 @@ class CheckDomain(unittest.TestCase):
             txt("_mta-sts.good.test", "v=STSv1; id=20261205"),
             "--host-record=mta-sts.good.test,%s" % addr,
             txt("_smtp._tls.good.test", "v=TLSRPTv1; rua=mailto:tlsrpt@good.test"),
-        ])
+        ]
+        port = self.dnsmasq("good.test", records)
         cfg = self.config("good.yaml",
                           [("127.0.0.2", "mta1.good.test"), ("127.0.0.3", "mta2.good.test")],
                           [("good.test", "s1", rsa, "rsa-sha256"),
@@ -199,6 +201,21 @@ class CheckDomain(unittest.TestCase):
         self.assertEqual(t.returncode, 0, t.stdout + t.stderr)
         self.assertIn("good.test: 12 pass, 0 warn, 0 fail", t.stdout)
         self.assertRegex(t.stdout, r"ptr\s+127\.0\.0\.3\s+pass\s+mta2\.good\.test")
+
+        # An MX host the policy does not name ("*." covers one label only),
+        # and an SPF record ending in +all: MTA-STS fails, SPF warns.
+        port2 = self.dnsmasq("good.test", [
+            "--mx-host=good.test,a.b.mx.good.test,30",
+            txt("good.test", "v=spf1 ip4:127.0.0.9 +all")] + records[:2] + records[3:])
+        rc, out, _ = self.check("-c", cfg, "--dns-server", "127.0.0.1:%d" % port2,
+                                "--ca-file", ca, "good.test")
+        items = {(c["check"], c["subject"]): c for c in out["checks"]}
+        self.assertEqual(items[("mta-sts", "good.test")]["status"], "fail")
+        self.assertIn("a.b.mx.good.test is not in the policy",
+                      items[("mta-sts", "good.test")]["detail"])
+        self.assertEqual(items[("spf", "good.test")]["status"], "warn")
+        self.assertEqual(items[("spf", "127.0.0.2")]["status"], "pass")
+        self.assertEqual((rc, out["fail"], out["warn"]), (1, 1, 1))
 
         # Without the test CA the policy cannot be fetched: MTA-STS fails.
         rc, out, _ = self.check("-c", cfg, "--dns-server", "127.0.0.1:%d" % port, "good.test")
