@@ -375,8 +375,9 @@ static cli_spf_result check_host(spf_ctx *c, const char *domain, int depth)
                 if (redirect) {
                     out = why(c, CLI_SPF_PERMERROR, "two redirect= in %s", domain);
                     decided = true;
+                } else {
+                    redirect = xstrdup(t + 9);
                 }
-                redirect = xstrdup(t + 9);
             }
             continue; /* exp= and unknown modifiers are ignored */
         }
