@@ -26,6 +26,7 @@
 #include "cli.h"
 #include "config.h"
 #include "dnsq.h"
+#include "mailbox.h"
 #include "spf.h"
 #include "util.h"
 
@@ -790,14 +791,6 @@ static void print_json(const cd_run *r, const size_t *count, cd_status worst)
     json_decref(o);
 }
 
-static bool domain_ok(const char *d)
-{
-    size_t n = strlen(d);
-    if (!n || n > 253 || d[0] == '.' || strstr(d, ".."))
-        return false;
-    return strspn(d, "abcdefghijklmnopqrstuvwxyz0123456789-.") == n;
-}
-
 int cli_check_domain(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -831,9 +824,10 @@ int cli_check_domain(int argc, char **argv)
     if (dl && domain[dl - 1] == '.')
         domain[dl - 1] = 0;
     sl_lower(domain);
-    if (!domain_ok(domain)) {
-        fprintf(stderr, "sluice check-domain: '%s' is not a domain name (use its A-label form)\n",
-                argv[optind]);
+    char why[160];
+    if (sl_mailbox_domain_check(domain, SL_MBOX_ASCII | SL_MBOX_FQDN, why, sizeof why) < 0) {
+        fprintf(stderr, "sluice check-domain: '%s' is not a domain name (%s; give an IDN in its "
+                "A-label form)\n", argv[optind], why);
         free(domain);
         return 2;
     }
