@@ -36,6 +36,7 @@ static const cli_cmd commands[] = {
     {"shaping", cli_shaping, "shaping show  live shaping state per site and IP"},
     {"topics", cli_topics, "topics ensure|list  create the topics on a real Kafka"},
     {"capture", cli_capture, "capture --listen HOST:PORT --dir DIR  local capture SMTP server"},
+    {"check-domain", cli_check_domain, "check-domain [--json] DOMAIN  SPF, DKIM, DMARC, PTR, MTA-STS, TLS-RPT of a sending domain"},
     {"config", cli_cfg, "config keys|check [-c FILE]  list the configuration keys, check a file"},
 };
 

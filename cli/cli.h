@@ -23,6 +23,7 @@ int cli_queue(int argc, char **argv);      /* sluice queue: what waits on retry 
 int cli_cfg(int argc, char **argv);        /* sluice config keys|check */
 int cli_campaign(int argc, char **argv);   /* sluice campaign suspend|resume|cancel|show */
 int cli_site(int argc, char **argv);       /* sluice site suspend|resume|show */
+int cli_check_domain(int argc, char **argv); /* sluice check-domain DOMAIN */
 
 #include <stdint.h>
 #include <librdkafka/rdkafka.h>
