@@ -277,8 +277,19 @@ int main(int argc, char **argv)
         }
         sl_fatal(1, "%s", err);
     }
+    /* DANE: one TLSA cache for every worker; a resolver or trust anchor
+     * that cannot be used is a configuration error, found here. */
+    snd_dane_cache *dane_cache = NULL;
+    if (cfg->sender.dane) {
+        snd_dane *probe = snd_dane_new(s.loop, cfg, NULL, &err);
+        if (!probe)
+            sl_fatal(2, "%s: %s", cfg->path, err);
+        snd_dane_free(probe);
+        dane_cache = snd_dane_cache_new(10000);
+    }
     snd_shared sh = {
         .cfg = cfg,
+        .dane_cache = dane_cache,
         .trouble = trouble,
         .dkim = dkim,
         .templates = templates,
@@ -368,6 +379,7 @@ int main(int argc, char **argv)
     uv_close((uv_handle_t *)&s.drain_timer, NULL);
     uv_run(s.loop, UV_RUN_DEFAULT);
     snd_ledger_free(s.ledger);
+    snd_dane_cache_free(dane_cache);
     free(s.assigned);
     sl_config_free(s.cfg);
     return 0;
