@@ -205,6 +205,7 @@ static void finish(lookup *l, snd_dane_answer *a)
     char lbl[64];
     snprintf(lbl, sizeof lbl, "result=\"%s\"", snd_dane_status_name(a->status));
     sl_metric_inc("sluice_sender_dane_lookups_total", lbl, 1);
+    sl_debug("DANE %s: %s (%s)", a->qname, snd_dane_status_name(a->status), a->why);
     l->cb(a, l->arg);
     snd_dane_answer_unref(a);
     free(l->key);

@@ -547,7 +547,8 @@ static void become_ready(snd_session *s)
 {
     bool must = s->tls_policy == SL_TLS_REQUIRED || s->tls_policy == SL_TLS_VERIFY;
     if (!s->tls && must) {
-        session_close(s, SL_COND_TLS, 451, "4.7.4", "TLS is required but %s does not offer STARTTLS", s->ip);
+        session_close(s, SL_COND_TLS, 451, "4.7.4", "TLS is required%s but %s does not offer STARTTLS",
+                      s->dane ? " by DANE" : "", s->ip);
         return;
     }
     if (!s->tls && !s->tls_note && s->tls_policy == SL_TLS_OPPORTUNISTIC)
@@ -608,7 +609,8 @@ static void handle_reply(snd_session *s, snd_result *r)
     case S_STARTTLS:
         if (r->reply.code != 220) {
             if (s->tls_policy == SL_TLS_REQUIRED || s->tls_policy == SL_TLS_VERIFY) {
-                session_close(s, SL_COND_REPLY, 451, "4.7.4", "TLS is required but STARTTLS failed: %s", r->reply.raw);
+                session_close(s, SL_COND_REPLY, 451, "4.7.4", "TLS is required%s but STARTTLS failed: %s",
+                              s->dane ? " by DANE" : "", r->reply.raw);
                 return;
             }
             free(s->tls_note);

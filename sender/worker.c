@@ -634,7 +634,7 @@ static void on_dane(const snd_dane_answer *a, void *arg)
     /* RFC 7672 2.2: an MX host whose TLSA lookup fails is not used, and
      * never in plain text: the next MX, else a deferral with the reason. */
     char text[600];
-    snprintf(text, sizeof text, "451 4.7.5 DANE: %s for %s: %s", a->qname, c->host, a->why);
+    snprintf(text, sizeof text, "451 4.7.5 DANE: %s: %s", a->qname, a->why);
     char key[300];
     snprintf(key, sizeof key, "dane|%s", a->qname);
     sl_log_every(SL_LOG_WARN, key, "DANE lookup of %s failed: %s", a->qname, a->why);
