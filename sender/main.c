@@ -215,6 +215,7 @@ static const sl_cmd_help help = {
     .config = "  kafka.*               brokers, security, topic names, consumer timeouts\n"
               "  sender.workers, sender.max_inflight, sender.drain_timeout, sender.instance_id\n"
               "  sender.ledger, sender.ledger_lookback, sender.ledger_max_entries\n"
+              "  sender.tls_ca_file, sender.dane, sender.dane_resolver, sender.dane_trust_anchor\n"
               "  pools, routes, shaping (tls, timeouts), dns, dkim, bounce_rules\n"
               "  metrics.listen, metrics.health_timeout\n",
 };
