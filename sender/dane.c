@@ -379,6 +379,32 @@ int snd_dane_lookup(snd_dane *d, const char *host, uint16_t port, snd_dane_cb cb
 
 /* ---- life cycle ---- */
 
+/* Whether a trust anchor file holds at least one DS or DNSKEY record.
+ * libunbound reads the file only when the context is first used, and then
+ * fails every lookup; checking it here makes a wrong file a configuration
+ * error at start instead. */
+static bool anchor_has_keys(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    char line[4096];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) {
+        char *semi = strchr(line, ';');
+        if (semi)
+            *semi = 0;
+        for (char *save = NULL, *tok = strtok_r(line, " \t\r\n", &save); tok;
+             tok = strtok_r(NULL, " \t\r\n", &save))
+            if (!strcmp(tok, "DS") || !strcmp(tok, "DNSKEY")) {
+                found = true;
+                break;
+            }
+    }
+    fclose(f);
+    return found;
+}
+
 snd_dane *snd_dane_new(uv_loop_t *loop, const sl_config *cfg, snd_dane_cache *cache, char **err)
 {
     struct ub_ctx *ub = ub_ctx_create();
@@ -411,6 +437,11 @@ snd_dane *snd_dane_new(uv_loop_t *loop, const sl_config *cfg, snd_dane_cache *ca
                              cfg->sender.dane_trust_anchor
                                  ? ""
                                  : " (install dns-root-data or set sender.dane_trust_anchor)");
+            ub_ctx_delete(ub);
+            return NULL;
+        }
+        if (!anchor_has_keys(ta)) {
+            *err = xasprintf("DANE: trust anchor %s holds no DS or DNSKEY record", ta);
             ub_ctx_delete(ub);
             return NULL;
         }

@@ -254,6 +254,16 @@ int main(int argc, char **argv)
     SSL_CTX *tls = sl_tls_client_ctx(cfg->sender.tls_ca_file, &err);
     if (!tls)
         sl_fatal(cfg->sender.tls_ca_file ? 2 : 1, "TLS: %s", err);
+    /* DANE: one TLSA cache for every worker; a resolver or trust anchor
+     * that cannot be used is a configuration error, found here. */
+    snd_dane_cache *dane_cache = NULL;
+    if (cfg->sender.dane) {
+        snd_dane *probe = snd_dane_new(uv_default_loop(), cfg, NULL, &err);
+        if (!probe)
+            sl_fatal(2, "%s: %s", cfg->path, err);
+        snd_dane_free(probe);
+        dane_cache = snd_dane_cache_new(10000);
+    }
     snd_tmplstore *templates = snd_tmplstore_start(cfg);
 
     s.loop = uv_default_loop();
@@ -277,16 +287,6 @@ int main(int argc, char **argv)
             _exit(0);
         }
         sl_fatal(1, "%s", err);
-    }
-    /* DANE: one TLSA cache for every worker; a resolver or trust anchor
-     * that cannot be used is a configuration error, found here. */
-    snd_dane_cache *dane_cache = NULL;
-    if (cfg->sender.dane) {
-        snd_dane *probe = snd_dane_new(s.loop, cfg, NULL, &err);
-        if (!probe)
-            sl_fatal(2, "%s: %s", cfg->path, err);
-        snd_dane_free(probe);
-        dane_cache = snd_dane_cache_new(10000);
     }
     snd_shared sh = {
         .cfg = cfg,

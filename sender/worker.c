@@ -476,10 +476,13 @@ static void start_txn(delivery *dl)
     };
     /* Usable TLSA records outrank the site's policy (RFC 7672 2.2): TLS is
      * mandatory and the certificate must match them; secure but unusable
-     * records still make TLS mandatory. */
+     * records still make TLS mandatory (and leave `verify` as it is). */
     if (c->dane && c->dane->status != SND_DANE_FAILED) {
         tg.dane = c->dane;
-        tg.tls = c->dane->status == SND_DANE_USABLE ? SL_TLS_VERIFY : SL_TLS_REQUIRED;
+        if (c->dane->status == SND_DANE_USABLE || tg.tls == SL_TLS_VERIFY)
+            tg.tls = SL_TLS_VERIFY;
+        else
+            tg.tls = SL_TLS_REQUIRED;
     }
     if (!dl->started) {
         dl->started = true;

@@ -15,6 +15,7 @@ ordinary integration test.
   wrong.dane.example   TLSA 3 1 1 of another key              -> deferred, no match
   bogus.dane.example   TLSA altered after signing             -> deferred, bogus
   plain.dane.example   TLSA, but the receiver has no STARTTLS -> deferred, never plain
+  pkix.dane.example    only a PKIX-EE(1) record (unusable)    -> TLS without checks
   notlsa.dane.example  secure, no TLSA                        -> delivered, site policy
   mx.unsigned.example  TLSA of another key, in an unsigned zone -> delivered, site policy
 """
@@ -25,6 +26,7 @@ import shutil
 import subprocess
 import tempfile
 import unittest
+import urllib.request
 
 from sluicetest import Proc, free_port, make_cert, start_sink, wait_for
 from test_sender import SenderEnv, dispatch, by_rcpt
@@ -124,13 +126,14 @@ class TestSenderDane(unittest.TestCase):
         p, pp = cls.sink.port, cls.plain.port
         good, bad = spki_sha256(crt), spki_sha256(other)
         records = []
-        for host in ("mx", "wrong", "bogus", "plain", "notlsa"):
+        for host in ("mx", "wrong", "bogus", "plain", "notlsa", "pkix"):
             records.append("%s IN A 127.0.0.1" % host)
         records += [
             "_%d._tcp.mx IN TLSA 3 1 1 %s" % (p, good),
             "_%d._tcp.wrong IN TLSA 3 1 1 %s" % (p, bad),
             "_%d._tcp.bogus IN TLSA 3 1 1 %s" % (p, good),
             "_%d._tcp.plain IN TLSA 3 1 1 %s" % (pp, good),
+            "_%d._tcp.pkix IN TLSA 1 1 1 %s" % (p, bad),
         ]
         zdir = os.path.join(tmp, "zone")
         signed, anchor = sign_zone(zdir, records)
@@ -146,7 +149,10 @@ class TestSenderDane(unittest.TestCase):
                     "@ IN NS ns.unsigned.example.\nns IN A 127.0.0.1\nmx IN A 127.0.0.1\n"
                     "_%d._tcp.mx IN TLSA 3 1 1 %s\n" % (p, bad))
         cls.dns = Unbound(zdir, [("dane.example.", signed), ("unsigned.example.", unsigned)])
-        extra = "dns:\n  servers: [\"127.0.0.1:%d\"]\n  timeout: 1s\n  tries: 2\n" % cls.dns.port
+        cls.anchor = anchor
+        cls.metrics_port = free_port()
+        extra = ("dns:\n  servers: [\"127.0.0.1:%d\"]\n  timeout: 1s\n  tries: 2\n"
+                 "metrics: { listen: \"127.0.0.1:%d\" }\n" % (cls.dns.port, cls.metrics_port))
         cls.e = SenderEnv(tmp, extra_yaml=extra, workers=1)
         with open(cls.e.cfg) as f:
             text = f.read()
@@ -166,6 +172,15 @@ class TestSenderDane(unittest.TestCase):
         cls.dns.stop()
         cls.tmpd.cleanup()
 
+    def metric(self, name):
+        """The sum of a metric's samples on the sender's /metrics."""
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port,
+                                    timeout=5) as r:
+            text = r.read().decode()
+        return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+                   if l.startswith(name + "{") or l.startswith(name + " ")
+                   or ("{" in name and l.startswith(name)))
+
     def test_dane(self):
         p, pp = self.sink.port, self.plain.port
         self.e.publish([
@@ -176,9 +191,10 @@ class TestSenderDane(unittest.TestCase):
             dispatch("d-none", ["e@notlsa.dane.example"], "notlsa.dane.example:%d" % p, site="dane"),
             dispatch("d-insecure", ["f@unsigned.example"], "mx.unsigned.example:%d" % p,
                      site="dane"),
+            dispatch("d-pkix", ["g@pkix.dane.example"], "pkix.dane.example:%d" % p, site="dane"),
         ])
-        ids = {"d-good", "d-wrong", "d-bogus", "d-plain", "d-none", "d-insecure"}
-        ev = by_rcpt(self.e.wait_events(ids, 6, timeout=60))
+        ids = {"d-good", "d-wrong", "d-bogus", "d-plain", "d-none", "d-insecure", "d-pkix"}
+        ev = by_rcpt(self.e.wait_events(ids, 7, timeout=60))
         out = self.e.sender.output()
 
         g = ev["a@mx.dane.example"]
@@ -218,9 +234,51 @@ class TestSenderDane(unittest.TestCase):
         self.assertEqual(u["tls_policy"], "opportunistic")
         self.assertIs(u["tls_verified"], False)
 
+        # Only unusable records (PKIX-EE): TLS is mandatory, the
+        # certificate is not checked against them.
+        k = ev["g@pkix.dane.example"]
+        self.assertEqual(k["type"], "DELIVERED", out)
+        self.assertEqual(k["tls_policy"], "dane")
+        self.assertIn(k["tls_protocol"], ("TLSv1.2", "TLSv1.3"))
+        self.assertIs(k["tls_verified"], False)
+
         rcpts = [m["rcpt"] for m in self.sink.messages()]
         self.assertNotIn(["b@wrong.dane.example"], rcpts)
         self.assertNotIn(["c@bogus.dane.example"], rcpts)
+
+        # The answers are cached sender-wide: another message to the same
+        # MX host needs no new lookup.
+        hits = self.metric("sluice_sender_dane_cache_hits_total") or 0
+        self.assertGreaterEqual(self.metric('sluice_sender_dane_lookups_total{result="usable"'), 1)
+        self.assertGreaterEqual(self.metric('sluice_sender_dane_lookups_total{result="failed"'), 1)
+        self.e.publish([dispatch("d-again", ["h@mx.dane.example"], "mx.dane.example:%d" % p,
+                                 site="dane")])
+        a = self.e.wait_events({"d-again"}, 1)[0]
+        self.assertEqual(a["type"], "DELIVERED", out)
+        self.assertEqual(a["tls_policy"], "dane")
+        self.assertEqual(self.metric("sluice_sender_dane_cache_hits_total"), hits + 1)
+
+    def test_unusable_trust_anchor_stops_the_sender(self):
+        """A trust anchor that cannot be read, or is not one, is a
+        configuration error: exit 2 with the file named, before any mail."""
+        garbage = os.path.join(self.tmpd.name, "garbage.ds")
+        with open(garbage, "w") as f:
+            f.write("example. IN A 192.0.2.1 ; no key here\n")
+        with open(self.e.cfg) as f:
+            text = f.read()
+        for anchor in (os.path.join(self.tmpd.name, "missing.ds"), garbage):
+            path = os.path.join(self.tmpd.name, "bad-anchor.yaml")
+            with open(path, "w") as f:
+                f.write(text.replace(self.anchor, anchor).replace(
+                    "metrics: { listen: \"127.0.0.1:%d\" }" % self.metrics_port, ""))
+            p = Proc("sluice-sender", ["-c", path], tmpdir=self.tmpd.name, env=self.e.env)
+            try:
+                rc = p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.stop()
+                raise AssertionError("the sender did not stop: " + p.output())
+            self.assertEqual(rc, 2, p.output())
+            self.assertIn(anchor, p.stderr(), p.output())
 
 
 if __name__ == "__main__":
