@@ -22,6 +22,7 @@ ordinary integration test.
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -102,10 +103,15 @@ class Unbound:
         def answers():
             if not self.proc.alive():
                 raise AssertionError("unbound exited: " + self.proc.output())
-            r = subprocess.run(["dig", "@127.0.0.1", "-p", str(self.port), "+time=1",
-                                "+tries=1", "+short", "ns.dane.example", "A"],
-                               capture_output=True, text=True, timeout=10)
-            return r.stdout.strip() == "127.0.0.1"
+            # drill comes with ldnsutils, like the signing tools.
+            try:
+                r = subprocess.run(["drill", "-p", str(self.port), "ns.dane.example",
+                                    "@127.0.0.1", "A"], capture_output=True, text=True,
+                                   timeout=5)
+            except subprocess.TimeoutExpired:
+                return False
+            return re.search(r"^ns\.dane\.example\.\s+\d+\s+IN\s+A\s+127\.0\.0\.1$",
+                             r.stdout, re.M) is not None
         wait_for(answers, 20, "unbound answering on port %d" % self.port, interval=0.2)
 
     def stop(self):
