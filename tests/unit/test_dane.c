@@ -7,13 +7,23 @@
  * client trusts only the system store, which knows nothing of the test CA:
  * whatever verifies does so by DANE. tests/data/dane/gen.sh makes the
  * fixtures.
+ *
+ * The lookups of sender/dane.c against a server we control
+ * (tests/integration/dnstest.py as a child process): it signs nothing, so
+ * every answer is insecure, which is what these tests need - the caching,
+ * the callback's timing and cancellation. Secure and bogus answers are
+ * tested end to end in tests/integration/test_sender_dane.py.
  */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <openssl/evp.h>
@@ -216,13 +226,229 @@ static void test_unusable(void **state)
     assert_int_equal(h.dane_rc, SL_EINVAL);
 }
 
+/* ---- lookups ---------------------------------------------------------- */
+
+static pid_t srv_pid;
+static FILE *srv_in, *srv_out;
+static int srv_port;
+
+static int srv_start(void **state)
+{
+    (void)state;
+    signal(SIGPIPE, SIG_IGN);
+    static char path[4096];
+    const char *src = getenv("SLUICE_SRC");
+    if (src) {
+        snprintf(path, sizeof path, "%s/tests/integration/dnstest.py", src);
+    } else {
+        snprintf(path, sizeof path, "%s", SLUICE_TEST_DATA); /* <source>/tests/data */
+        char *p = strrchr(path, '/');
+        if (p)
+            snprintf(p, sizeof path - (size_t)(p - path), "/integration/dnstest.py");
+    }
+    const char *json = "{\"mx.plain.example\": {\"A\": [\"127.0.0.1\"], \"ttl\": 300},"
+                       " \"slow.example\": \"TIMEOUT\"}";
+    int to_child[2], from_child[2];
+    if (pipe(to_child) || pipe(from_child))
+        return -1;
+    srv_pid = fork();
+    if (srv_pid < 0)
+        return -1;
+    if (srv_pid == 0) {
+        dup2(to_child[0], 0);
+        dup2(from_child[1], 1);
+        close(to_child[1]);
+        close(from_child[0]);
+        execlp("python3", "python3", path, "--serve", "--records", json, (char *)NULL);
+        perror("exec python3");
+        _exit(127);
+    }
+    close(to_child[0]);
+    close(from_child[1]);
+    srv_in = fdopen(to_child[1], "w");
+    srv_out = fdopen(from_child[0], "r");
+    char line[128];
+    if (!fgets(line, sizeof line, srv_out) || sscanf(line, "PORT %d", &srv_port) != 1) {
+        fprintf(stderr, "dnstest.py did not start (%s)\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+static int srv_stop(void **state)
+{
+    (void)state;
+    if (srv_in) {
+        fputs("quit\n", srv_in);
+        fclose(srv_in);
+    }
+    if (srv_out)
+        fclose(srv_out);
+    if (srv_pid > 0)
+        waitpid(srv_pid, NULL, 0);
+    return 0;
+}
+
+static int srv_count(const char *name, const char *type)
+{
+    fprintf(srv_in, "count %s %s\n", name, type);
+    fflush(srv_in);
+    char line[64];
+    assert_non_null(fgets(line, sizeof line, srv_out));
+    return atoi(line);
+}
+
+typedef struct got {
+    int n;
+    snd_dane_status status;
+    char why[200];
+    char qname[200];
+} got;
+
+static void on_answer(const snd_dane_answer *a, void *arg)
+{
+    got *g = arg;
+    g->n++;
+    g->status = a->status;
+    snprintf(g->why, sizeof g->why, "%s", a->why);
+    snprintf(g->qname, sizeof g->qname, "%s", a->qname);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    (void)t;
+}
+
+static void run_until(uv_loop_t *loop, const got *g, int64_t ms)
+{
+    uv_timer_t tick;
+    uv_timer_init(loop, &tick);
+    uv_timer_start(&tick, on_tick, 20, 20);
+    int64_t end = sl_mono_ms() + ms;
+    while (g->n == 0 && sl_mono_ms() < end)
+        uv_run(loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&tick, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+}
+
+static void test_lookups(void **state)
+{
+    (void)state;
+    /* An anchor for a zone nothing here is in: every answer is insecure. */
+    char anchor[] = "/tmp/sluice-dane-anchor-XXXXXX";
+    int fd = mkstemp(anchor);
+    assert_true(fd >= 0);
+    const char *ds = "nowhere.example. IN DS 1 13 2 "
+                     "0000000000000000000000000000000000000000000000000000000000000000\n";
+    assert_int_equal(write(fd, ds, strlen(ds)), (ssize_t)strlen(ds));
+    close(fd);
+    char fwd[64];
+    snprintf(fwd, sizeof fwd, "127.0.0.1:%d", srv_port);
+    sl_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.sender.dane_resolver = fwd;
+    cfg.sender.dane_trust_anchor = anchor;
+
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    snd_dane_cache *cache = snd_dane_cache_new(100);
+    char *err = NULL;
+    snd_dane *d = snd_dane_new(&loop, &cfg, cache, &err);
+    if (!d)
+        fail_msg("snd_dane_new: %s", err);
+
+    /* Insecure addresses: no DANE, and no TLSA query (RFC 7672 2.2). The
+     * callback never runs inside the call. */
+    got g = {0};
+    assert_int_equal(snd_dane_lookup(d, "MX.Plain.Example.", 25, on_answer, &g), 0);
+    assert_int_equal(g.n, 0);
+    run_until(&loop, &g, 10000);
+    assert_int_equal(g.n, 1);
+    assert_int_equal(g.status, SND_DANE_NONE);
+    assert_string_equal(g.qname, "_25._tcp.mx.plain.example");
+    assert_non_null(strstr(g.why, "insecure"));
+    assert_int_equal(srv_count("_25._tcp.mx.plain.example", ""), 0);
+    int a_queries = srv_count("mx.plain.example", "A");
+    assert_true(a_queries >= 1);
+
+    /* Again, from another resolver sharing the cache (another worker):
+     * answered from the cache, still on a later loop iteration. */
+    snd_dane *d2 = snd_dane_new(&loop, &cfg, cache, &err);
+    assert_non_null(d2);
+    got g2 = {0};
+    assert_int_equal(snd_dane_lookup(d2, "mx.plain.example", 25, on_answer, &g2), 0);
+    assert_int_equal(g2.n, 0);
+    run_until(&loop, &g2, 10000);
+    assert_int_equal(g2.n, 1);
+    assert_int_equal(g2.status, SND_DANE_NONE);
+    assert_int_equal(srv_count("mx.plain.example", "A"), a_queries);
+
+    /* Another port is another TLSA name, so another entry. */
+    got g3 = {0};
+    assert_int_equal(snd_dane_lookup(d2, "mx.plain.example", 2525, on_answer, &g3), 0);
+    run_until(&loop, &g3, 10000);
+    assert_string_equal(g3.qname, "_2525._tcp.mx.plain.example");
+
+    /* A name no server answers: still pending when the resolver is freed,
+     * completed then with FAILED "cancelled", exactly once. */
+    got g4 = {0};
+    assert_int_equal(snd_dane_lookup(d2, "slow.example", 25, on_answer, &g4), 0);
+    assert_int_equal(snd_dane_lookup(d2, "", 25, on_answer, &g4), SL_EINVAL);
+    snd_dane_free(d2);
+    assert_int_equal(g4.n, 1);
+    assert_int_equal(g4.status, SND_DANE_FAILED);
+    assert_string_equal(g4.why, "cancelled");
+
+    snd_dane_free(d);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    snd_dane_cache_free(cache);
+    unlink(anchor);
+}
+
+/* A trust anchor file that is missing or holds no key: refused up front. */
+static void test_bad_anchor(void **state)
+{
+    (void)state;
+    char anchor[] = "/tmp/sluice-dane-anchor-XXXXXX";
+    int fd = mkstemp(anchor);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "example. IN A 192.0.2.1\n", 24), 24);
+    close(fd);
+    sl_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.sender.dane_resolver = "127.0.0.1:53";
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    const char *files[] = {anchor, "/nonexistent/anchor.ds"};
+    for (size_t i = 0; i < 2; i++) {
+        cfg.sender.dane_trust_anchor = (char *)files[i];
+        char *err = NULL;
+        assert_null(snd_dane_new(&loop, &cfg, NULL, &err));
+        assert_non_null(err);
+        assert_non_null(strstr(err, files[i]));
+        free(err);
+    }
+    cfg.sender.dane_resolver = "not a host:port:";
+    cfg.sender.dane_trust_anchor = NULL;
+    char *err = NULL;
+    snd_dane *d = snd_dane_new(&loop, &cfg, NULL, &err);
+    assert_null(d);
+    assert_non_null(strstr(err, "sender.dane_resolver"));
+    free(err);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    unlink(anchor);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lookups),
+        cmocka_unit_test(test_bad_anchor),
         cmocka_unit_test(test_each_usage_selector_mtype),
         cmocka_unit_test(test_cases),
         cmocka_unit_test(test_any_record_matches),
         cmocka_unit_test(test_unusable),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, srv_start, srv_stop);
 }
