@@ -82,17 +82,21 @@ typedef struct handshake {
     char err[256];
 } handshake;
 
+/* One pair of contexts for every handshake: loading the system store is
+ * the slow part, and each session takes its own reference. */
+static SSL_CTX *sctx, *cctx;
+
 static handshake run(const sl_tlsa *recs, size_t n, const char *base)
 {
     char *err = NULL;
-    SSL_CTX *sctx = sl_tls_server_ctx(DATA "server.pem", DATA "server.key", &err);
-    SSL_CTX *cctx = sl_tls_client_ctx(NULL, &err);
+    if (!sctx)
+        sctx = sl_tls_server_ctx(DATA "server.pem", DATA "server.key", &err);
+    if (!cctx)
+        cctx = sl_tls_client_ctx(NULL, &err);
     assert_non_null(sctx);
     assert_non_null(cctx);
     sl_tls *srv = sl_tls_new(sctx, true, NULL);
     sl_tls *cli = sl_tls_new(cctx, false, base);
-    SSL_CTX_free(sctx);
-    SSL_CTX_free(cctx);
     handshake h = {0};
     h.dane_rc = sl_tls_dane(cli, base, recs, n);
     sl_buf cp = SL_BUF_INIT, sp = SL_BUF_INIT;
@@ -450,5 +454,8 @@ int main(void)
         cmocka_unit_test(test_any_record_matches),
         cmocka_unit_test(test_unusable),
     };
-    return cmocka_run_group_tests(tests, srv_start, srv_stop);
+    int rc = cmocka_run_group_tests(tests, srv_start, srv_stop);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(cctx);
+    return rc;
 }
