@@ -229,6 +229,9 @@ typedef struct sl_config {
         uint32_t ledger_max_entries;    /* job + recipient pairs remembered */
         char *tls_ca_file;                      /* trusted CAs (PEM); NULL: system store */
         int64_t tls_fallback_expiry_ms;         /* plain text after a failed handshake, this long */
+        bool dane;                              /* DANE (RFC 7672) TLSA lookups */
+        char *dane_resolver;                    /* "host[:port]" forwarder; NULL: resolv.conf */
+        char *dane_trust_anchor;                /* DNSSEC trust anchor file; NULL: the root's */
     } sender;
 
     struct {

@@ -111,6 +111,13 @@ SSL_CTX *sl_tls_client_ctx(const char *ca_file, char **err)
         SSL_CTX_free(ctx);
         return NULL;
     }
+    /* Only sessions given TLSA records (sl_tls_dane) use it. */
+    if (SSL_CTX_dane_enable(ctx) <= 0) {
+        if (err)
+            *err = ctx_err("enabling DANE");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
     return ctx;
 }
 
@@ -148,6 +155,31 @@ void sl_tls_verify(sl_tls *t, const char *host, bool require)
     t->verify = true;
     if (require)
         SSL_set_verify(t->ssl, SSL_VERIFY_PEER, NULL);
+}
+
+int sl_tls_dane(sl_tls *t, const char *base, const sl_tlsa *recs, size_t n)
+{
+    if (SSL_dane_enable(t->ssl, base && *base ? base : NULL) <= 0)
+        sl_panic("SSL_dane_enable failed");
+    /* RFC 7672 3.1.1: a DANE-EE match is the whole authentication, with no
+     * name check (nor expiry: OpenSSL builds no chain for it). */
+    SSL_dane_set_flags(t->ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+    SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (recs[i].usage != 2 && recs[i].usage != 3)
+            continue; /* PKIX-TA/PKIX-EE: unusable for SMTP (RFC 7672 3.1.3) */
+        /* 0: unusable (unknown type, bad length), -1: malformed data. */
+        if (SSL_dane_tlsa_add(t->ssl, recs[i].usage, recs[i].selector, recs[i].mtype,
+                              recs[i].data, recs[i].len) > 0)
+            used++;
+    }
+    ERR_clear_error();
+    if (!used)
+        return SL_EINVAL;
+    t->verify = true;
+    SSL_set_verify(t->ssl, SSL_VERIFY_PEER, NULL);
+    return 0;
 }
 
 bool sl_tls_verified(sl_tls *t, const char **why)

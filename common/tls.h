@@ -26,6 +26,15 @@
  * SL_ETLS for a protocol or certificate failure (sl_tls_error() gives the
  * OpenSSL reason), SL_ECLOSED once the peer sent close_notify.
  *
+ * DANE (RFC 7672): the client context has OpenSSL's DANE support enabled;
+ * sl_tls_dane() gives one session the usable TLSA records of its MX host
+ * (DANE-TA(2) and DANE-EE(3) only; the caller filters) and makes the
+ * handshake fail unless the certificate matches one of them: DANE-EE needs
+ * no chain and no name (RFC 7672 3.1.1), DANE-TA needs the chain to reach
+ * the matched certificate or key and the certificate to name base, the MX
+ * host (3.1.2). The failure reads "certificate verify failed: ...", and
+ * sl_tls_verified() reports the result like any other.
+ *
  * sl_tls_selfsigned() writes a fresh self-signed P-256 certificate for
  * "localhost" / 127.0.0.1 and its key to two PEM files, for tests and
  * `sluice dev`.
@@ -37,6 +46,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <openssl/ssl.h>
 
@@ -57,6 +67,20 @@ void sl_tls_free(sl_tls *t);
  * name is copied). require: a failed check fails the handshake; else it is
  * only reported by sl_tls_verified(). */
 void sl_tls_verify(sl_tls *t, const char *host, bool require);
+
+/* One TLSA record (RFC 6698 2.1): certificate usage, selector, matching
+ * type and the association data (len bytes). */
+typedef struct sl_tlsa {
+    uint8_t usage, selector, mtype;
+    const unsigned char *data;
+    size_t len;
+} sl_tlsa;
+
+/* Client, before the handshake: authenticate the peer by these TLSA
+ * records (copied) instead of the trust store; base: the MX host name for
+ * DANE-TA name checks. A failed match fails the handshake. Returns 0, or
+ * SL_EINVAL when no record was usable (the session is then unchanged). */
+int sl_tls_dane(sl_tls *t, const char *base, const sl_tlsa *recs, size_t n);
 
 /* Bytes from the network. Returns 0. */
 int sl_tls_feed(sl_tls *t, const void *cipher, size_t n);

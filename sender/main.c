@@ -215,6 +215,7 @@ static const sl_cmd_help help = {
     .config = "  kafka.*               brokers, security, topic names, consumer timeouts\n"
               "  sender.workers, sender.max_inflight, sender.drain_timeout, sender.instance_id\n"
               "  sender.ledger, sender.ledger_lookback, sender.ledger_max_entries\n"
+              "  sender.tls_ca_file, sender.dane, sender.dane_resolver, sender.dane_trust_anchor\n"
               "  pools, routes, shaping (tls, timeouts), dns, dkim, bounce_rules\n"
               "  metrics.listen, metrics.health_timeout\n",
 };
@@ -253,6 +254,16 @@ int main(int argc, char **argv)
     SSL_CTX *tls = sl_tls_client_ctx(cfg->sender.tls_ca_file, &err);
     if (!tls)
         sl_fatal(cfg->sender.tls_ca_file ? 2 : 1, "TLS: %s", err);
+    /* DANE: one TLSA cache for every worker; a resolver or trust anchor
+     * that cannot be used is a configuration error, found here. */
+    snd_dane_cache *dane_cache = NULL;
+    if (cfg->sender.dane) {
+        snd_dane *probe = snd_dane_new(uv_default_loop(), cfg, NULL, &err);
+        if (!probe)
+            sl_fatal(2, "%s: %s", cfg->path, err);
+        snd_dane_free(probe);
+        dane_cache = snd_dane_cache_new(10000);
+    }
     snd_tmplstore *templates = snd_tmplstore_start(cfg);
 
     s.loop = uv_default_loop();
@@ -279,6 +290,7 @@ int main(int argc, char **argv)
     }
     snd_shared sh = {
         .cfg = cfg,
+        .dane_cache = dane_cache,
         .trouble = trouble,
         .dkim = dkim,
         .templates = templates,
@@ -368,6 +380,7 @@ int main(int argc, char **argv)
     uv_close((uv_handle_t *)&s.drain_timer, NULL);
     uv_run(s.loop, UV_RUN_DEFAULT);
     snd_ledger_free(s.ledger);
+    snd_dane_cache_free(dane_cache);
     free(s.assigned);
     sl_config_free(s.cfg);
     return 0;

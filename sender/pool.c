@@ -436,10 +436,11 @@ void snd_pools_submit(snd_pools *ps, const char *site, const snd_target *tg, uin
 {
     /* Under verify the certificate is checked against the MX host name, so
      * two names on one address are two pools. */
-    char *key = xasprintf("%s|%s|%s|%s|%u|%d|%s", site ? site : "",
+    char *key = xasprintf("%s|%s|%s|%s|%u|%d|%s%s", site ? site : "",
                           tg->source_ip ? tg->source_ip : "", tg->socks5 ? tg->socks5 : "",
                           tg->ip, tg->port, (int)tg->tls,
-                          tg->tls == SL_TLS_VERIFY && tg->mx_host ? tg->mx_host : "");
+                          (tg->tls == SL_TLS_VERIFY || tg->dane) && tg->mx_host ? tg->mx_host : "",
+                          tg->dane ? "|dane" : "");
     snd_pool *p = sl_map_get(&ps->pools, key);
     if (!p) {
         p = xcalloc(1, sizeof *p);
@@ -452,6 +453,7 @@ void snd_pools_submit(snd_pools *ps, const char *site, const snd_target *tg, uin
         p->tg.source_ip = p->source_ip = dupnull(tg->source_ip);
         p->tg.ehlo = p->ehlo = dupnull(tg->ehlo);
         p->tg.socks5 = p->socks5 = dupnull(tg->socks5);
+        p->tg.dane = NULL;
         p->dest_key = snd_dest_key(p->source_ip, p->socks5, p->ip, p->tg.port);
         sl_map_put(&ps->pools, p->key, p);
         share_add(share_get(ps, site, tg), p);
@@ -463,6 +465,11 @@ void snd_pools_submit(snd_pools *ps, const char *site, const snd_target *tg, uin
     p->share->max_conn = p->max_conn;
     p->max_msgs = max_msgs ? max_msgs : 100;
     p->tg.timeouts = tg->timeouts;
+    /* New connections use the latest TLSA answer (they expire by TTL). */
+    if (tg->dane != p->tg.dane) {
+        snd_dane_answer_unref(p->tg.dane);
+        p->tg.dane = tg->dane ? snd_dane_answer_ref(tg->dane) : NULL;
+    }
     qent *q = xcalloc(1, sizeof *q);
     q->t = t;
     q->done = done;
@@ -524,6 +531,7 @@ static void pool_free(snd_pool *p)
     free(p->key);
     free(p->dest_key);
     free(p->mx_host);
+    snd_dane_answer_unref(p->tg.dane);
     free(p->ip);
     free(p->source_ip);
     free(p->ehlo);

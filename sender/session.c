@@ -68,6 +68,7 @@ struct snd_session {
     sl_timeouts to;
     size_t writes_pending;      /* uv_write requests not yet completed */
     SSL_CTX *tls_ctx;
+    snd_dane_answer *dane; /* referenced; NULL without DANE */
 
     sl_buf in;          /* plaintext received, not yet processed */
     sl_tls *tls;
@@ -546,7 +547,8 @@ static void become_ready(snd_session *s)
 {
     bool must = s->tls_policy == SL_TLS_REQUIRED || s->tls_policy == SL_TLS_VERIFY;
     if (!s->tls && must) {
-        session_close(s, SL_COND_TLS, 451, "4.7.4", "TLS is required but %s does not offer STARTTLS", s->ip);
+        session_close(s, SL_COND_TLS, 451, "4.7.4", "TLS is required%s but %s does not offer STARTTLS",
+                      s->dane ? " by DANE" : "", s->ip);
         return;
     }
     if (!s->tls && !s->tls_note && s->tls_policy == SL_TLS_OPPORTUNISTIC)
@@ -607,7 +609,8 @@ static void handle_reply(snd_session *s, snd_result *r)
     case S_STARTTLS:
         if (r->reply.code != 220) {
             if (s->tls_policy == SL_TLS_REQUIRED || s->tls_policy == SL_TLS_VERIFY) {
-                session_close(s, SL_COND_REPLY, 451, "4.7.4", "TLS is required but STARTTLS failed: %s", r->reply.raw);
+                session_close(s, SL_COND_REPLY, 451, "4.7.4", "TLS is required%s but STARTTLS failed: %s",
+                              s->dane ? " by DANE" : "", r->reply.raw);
                 return;
             }
             free(s->tls_note);
@@ -621,7 +624,9 @@ static void handle_reply(snd_session *s, snd_result *r)
         s->tls = sl_tls_new(s->tls_ctx, false, s->mx_host);
         /* The name checked is the MX host's, never the address's: an
          * attacker who controls the address must not control the name. */
-        sl_tls_verify(s->tls, s->mx_host, s->tls_policy == SL_TLS_VERIFY);
+        if (!s->dane || s->dane->status != SND_DANE_USABLE ||
+            sl_tls_dane(s->tls, s->mx_host, s->dane->recs, s->dane->n_recs) < 0)
+            sl_tls_verify(s->tls, s->mx_host, s->tls_policy == SL_TLS_VERIFY);
         enter_state(s, S_TLS);
         sl_buf plain = SL_BUF_INIT;
         sl_tls_read(s->tls, &plain); /* starts the handshake */
@@ -871,6 +876,7 @@ static void free_session(snd_session *s)
     free(s->ehlo);
     free(s->socks5);
     free(s->tls_note);
+    snd_dane_answer_unref(s->dane);
     sl_buf_free(&s->in);
     if (s->tls)
         sl_tls_free(s->tls);
@@ -970,6 +976,7 @@ snd_session *snd_session_new(uv_loop_t *loop, const snd_target *tg, const snd_se
     s->to = tg->timeouts;
     s->tls_ctx = tg->tls_ctx;
     s->tls_note = tg->tls_note && *tg->tls_note ? xstrdup(tg->tls_note) : NULL;
+    s->dane = tg->dane ? snd_dane_answer_ref(tg->dane) : NULL;
     uv_tcp_init(loop, &s->tcp);
     uv_timer_init(loop, &s->timer);
     s->tcp.data = s->timer.data = s;

@@ -11,7 +11,9 @@
  * the certificate must chain to the trust store of target->tls_ctx and
  * name target->mx_host (sl_tls_verify), else the session ends with
  * SL_COND_TLS and "certificate verify failed: ..."; under the other
- * policies the result is only reported in txn->tls_verified/tls_verify. The owner (the
+ * policies the result is only reported in txn->tls_verified/tls_verify.
+ * With target->dane USABLE (DANE, sender/dane.h) the certificate is
+ * checked against its TLSA records instead (sl_tls_dane). The owner (the
  * pool) then hands it one transaction at a time with snd_session_send().
  *
  * A transaction is MAIL FROM, RCPT TO for each recipient, DATA, the
@@ -52,6 +54,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "dane.h"
 #include "trouble.h"
 
 /* What became of a recipient or a session: the reply (said by the server,
@@ -111,6 +114,11 @@ typedef struct snd_target {
     const char *tls_note;       /* why tls is DISABLED here though the policy
                                    allowed it (the pool's plain-text
                                    fallback), for txn->tls_note; may be NULL */
+    const snd_dane_answer *dane; /* NULL, or the MX host's secure TLSA answer
+                                   (USABLE: the certificate must match a
+                                   record; UNUSABLE: TLS without checks);
+                                   tls is then VERIFY or REQUIRED. The
+                                   session takes its own reference. */
 } snd_target;
 
 typedef struct snd_session snd_session;

@@ -34,6 +34,8 @@ typedef struct cand {
     char *host;
     uint16_t port;
     char *ip;           /* resolved address, NULL until known */
+    snd_dane_answer *dane; /* DANE applies (USABLE, UNUSABLE) or failed; referenced */
+    bool dane_done;     /* the TLSA lookup has answered (or was not needed) */
 } cand;
 
 typedef struct rcpt_state {
@@ -94,6 +96,7 @@ struct snd_worker {
     sl_producer *prod;
     sl_producer *lprod; /* the delivery ledger's records (linger 0); NULL: off */
     sl_dns *dns;
+    snd_dane *dane;     /* NULL: DANE is off */
     snd_dests *dests;
     snd_pools *pools;
     snd_pacer *pacer;
@@ -199,6 +202,7 @@ static void delivery_free(delivery *dl)
     for (size_t i = 0; i < dl->n_cands; i++) {
         free(dl->cands[i].host);
         free(dl->cands[i].ip);
+        snd_dane_answer_unref(dl->cands[i].dane);
     }
     free(dl->cands);
     if (dl->held_key)
@@ -313,7 +317,7 @@ static void delivery_finish(delivery *dl)
         .mx_ip = c ? c->ip : NULL,
         .tls_protocol = dl->tls_protocol,
         .tls_cipher = dl->tls_cipher,
-        .tls_policy = tls_policy_name((sl_tls_policy)dl->d->tls),
+        .tls_policy = c && c->dane ? "dane" : tls_policy_name((sl_tls_policy)dl->d->tls),
         .tls_verified = dl->tls_verified,
         .tls_verify_result = dl->tls_verify,
         .tls_failure = dl->tls_failure,
@@ -470,6 +474,16 @@ static void start_txn(delivery *dl)
         .timeouts = sh->timeouts,
         .tls_ctx = w->sh.tls_ctx,
     };
+    /* Usable TLSA records outrank the site's policy (RFC 7672 2.2): TLS is
+     * mandatory and the certificate must match them; secure but unusable
+     * records still make TLS mandatory (and leave `verify` as it is). */
+    if (c->dane && c->dane->status != SND_DANE_FAILED) {
+        tg.dane = c->dane;
+        if (c->dane->status == SND_DANE_USABLE || tg.tls == SL_TLS_VERIFY)
+            tg.tls = SL_TLS_VERIFY;
+        else
+            tg.tls = SL_TLS_REQUIRED;
+    }
     if (!dl->started) {
         dl->started = true;
         /* No send_at: the wait counts from when the sender took it in. */
@@ -581,7 +595,10 @@ static void on_addr(const sl_dns_addr_result *res, void *arg)
                     (dl->n_cands - at - 1) * sizeof *dl->cands);
             for (size_t k = 1; k < n_use; k++)
                 dl->cands[at + k] = (cand){xstrdup(dl->cands[at].host), dl->cands[at].port,
-                                           xstrdup(use[k])};
+                                           xstrdup(use[k]),
+                                           dl->cands[at].dane ? snd_dane_answer_ref(dl->cands[at].dane)
+                                                              : NULL,
+                                           true};
             dl->cands[at].ip = xstrdup(use[0]);
             dl->n_cands += n_use - 1;
             free(use);
@@ -603,6 +620,35 @@ static void on_addr(const sl_dns_addr_result *res, void *arg)
     finish_local(dl, SL_COND_NETWORK, 451, "4.4.3", text, "MX host has no address");
 }
 
+static void on_dane(const snd_dane_answer *a, void *arg)
+{
+    delivery *dl = arg;
+    cand *c = &dl->cands[dl->cur];
+    c->dane_done = true;
+    if (a->status == SND_DANE_NONE) {
+        next_target(dl);
+        return;
+    }
+    c->dane = snd_dane_answer_ref(a);
+    if (a->status != SND_DANE_FAILED) {
+        next_target(dl);
+        return;
+    }
+    /* RFC 7672 2.2: an MX host whose TLSA lookup fails is not used, and
+     * never in plain text: the next MX, else a deferral with the reason. */
+    char text[600];
+    snprintf(text, sizeof text, "451 4.7.5 DANE: %s: %s", a->qname, a->why);
+    char key[300];
+    snprintf(key, sizeof key, "dane|%s", a->qname);
+    sl_log_every(SL_LOG_WARN, key, "DANE lookup of %s failed: %s", a->qname, a->why);
+    snd_result r = {0};
+    snd_result_set(&r, 451, "4.7.5", text);
+    r.stage = SL_STAGE_CONNECT;
+    r.cond = SL_COND_TLS;
+    candidate_failed(dl, &r);
+    snd_result_clear(&r);
+}
+
 static void next_target(delivery *dl)
 {
     cand *c = &dl->cands[dl->cur];
@@ -612,6 +658,13 @@ static void next_target(delivery *dl)
         c->ip = xstrdup("127.0.0.1");
     if (!c->ip && (inet_pton(AF_INET, c->host, &a4) == 1 || inet_pton(AF_INET6, c->host, &a6) == 1))
         c->ip = xstrdup(c->host);
+    /* A host name's TLSA records come before its addresses (DANE is on and
+     * the policy is not `disabled`); an address literal has none. */
+    if (!c->ip && !c->dane_done && dl->w->dane && (sl_tls_policy)dl->d->tls != SL_TLS_DISABLED) {
+        if (snd_dane_lookup(dl->w->dane, c->host, c->port, on_dane, dl) == 0)
+            return;
+        c->dane_done = true;
+    }
     if (c->ip) {
         start_txn(dl);
         return;
@@ -1063,6 +1116,8 @@ static void *worker_main(void *arg)
         sl_producer_flush(w->lprod, 10000);
         sl_producer_free(w->lprod);
     }
+    if (w->dane)
+        snd_dane_free(w->dane);
     if (w->dns)
         sl_dns_free(w->dns);
     uv_run(&w->loop, UV_RUN_NOWAIT);
@@ -1087,6 +1142,18 @@ snd_worker *snd_worker_start(const snd_shared *sh, int index, char **err)
         w->lprod = sl_producer_new_prompt(sh->cfg, &w->loop, err);
         if (!w->lprod) {
             sl_producer_free(w->prod);
+            uv_run(&w->loop, UV_RUN_NOWAIT);
+            uv_loop_close(&w->loop);
+            free(w);
+            return NULL;
+        }
+    }
+    if (sh->dane_cache) {
+        w->dane = snd_dane_new(&w->loop, sh->cfg, sh->dane_cache, err);
+        if (!w->dane) {
+            sl_producer_free(w->prod);
+            if (w->lprod)
+                sl_producer_free(w->lprod);
             uv_run(&w->loop, UV_RUN_NOWAIT);
             uv_loop_close(&w->loop);
             free(w);

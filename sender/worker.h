@@ -37,6 +37,7 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "dane.h"
 #include "dkim.h"
 #include "kafka.h"
 #include "ledger.h"
@@ -51,6 +52,7 @@ typedef struct snd_shared {
     SSL_CTX *tls_ctx;
     const char *sender_id;
     snd_ledger *ledger;             /* NULL: the delivery ledger is off */
+    snd_dane_cache *dane_cache;     /* NULL: DANE is off (sender.dane) */
     void (*record_done)(void *arg, sl_record *rec);
     void (*record_release)(void *arg, sl_record *rec); /* handed back undone */
     void *record_done_arg;
