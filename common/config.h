@@ -229,6 +229,8 @@ typedef struct sl_config {
         uint32_t ledger_max_entries;    /* job + recipient pairs remembered */
         char *tls_ca_file;                      /* trusted CAs (PEM); NULL: system store */
         int64_t tls_fallback_expiry_ms;         /* plain text after a failed handshake, this long */
+        bool mta_sts;                           /* apply receivers' MTA-STS policies */
+        int64_t mta_sts_fetch_timeout_ms;       /* one policy fetch, and a delivery's wait for it */
     } sender;
 
     struct {

@@ -256,6 +256,11 @@ static const cfg_key cfg_keys[] = {
     {.name = "sender.tls_fallback_expiry", .type = CFG_DURATION,
      .off = F(sender.tls_fallback_expiry_ms), .min = 1, .def = "1h",
      .doc = "after a failed opportunistic handshake, plain text to that MX this long"},
+    {.name = "sender.mta_sts", .type = CFG_BOOL, .off = F(sender.mta_sts), .def = "true",
+     .doc = "apply receivers' MTA-STS policies (RFC 8461)"},
+    {.name = "sender.mta_sts_fetch_timeout", .type = CFG_DURATION,
+     .off = F(sender.mta_sts_fetch_timeout_ms), .min = 100, .def = "10s",
+     .doc = "an MTA-STS policy fetch, and how long a delivery waits for it"},
 
     {.name = "scheduler.max_buffered", .type = CFG_U32, .off = F(scheduler.max_buffered),
      .min = 1, .max = 100000000, .def = "100000", .doc = "jobs in memory in shape before parking"},

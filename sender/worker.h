@@ -40,6 +40,7 @@
 #include "dkim.h"
 #include "kafka.h"
 #include "ledger.h"
+#include "mtasts.h"
 #include "tmplstore.h"
 #include "trouble.h"
 
@@ -49,6 +50,7 @@ typedef struct snd_shared {
     const sl_dkim_keyring *dkim;    /* NULL: no signing */
     snd_tmplstore *templates;
     SSL_CTX *tls_ctx;
+    snd_mtasts *mtasts;             /* NULL: MTA-STS off (sender.mta_sts) */
     const char *sender_id;
     snd_ledger *ledger;             /* NULL: the delivery ledger is off */
     void (*record_done)(void *arg, sl_record *rec);
