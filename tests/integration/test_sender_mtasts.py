@@ -1,0 +1,249 @@
+"""sluice-sender MTA-STS (RFC 8461, issue #19): policies served by a local
+HTTPS server whose certificate comes from a test CA, `_mta-sts` TXT records
+and MX hosts from the loopback DNS server, receivers on loopback addresses
+sharing one port (SLUICE_SENDER_MX_PORT) so each MX host is a receiver of
+its own.
+
+- enforce + a CA-signed certificate naming the MX: delivered, verified;
+- enforce + a self-signed certificate, or one for another name: deferred,
+  nothing sent;
+- enforce + an MX host the policy does not name: that host is not used (the
+  next matching one is), and with no matching host at all: deferred;
+- testing + a self-signed certificate: delivered, the failure in the event;
+- no TXT record: no policy, delivered as usual;
+- one fetch per domain while its policy is cached.
+"""
+
+import http.server
+import os
+import socket
+import ssl
+import tempfile
+import threading
+import unittest
+
+import dnstest
+from sluicetest import start_sink, wait_for
+from test_sender import SenderEnv, dispatch, by_rcpt
+from test_sender_tls import openssl
+
+POLICIES = {
+    "enforce.test": "version: STSv1\r\nmode: enforce\r\nmx: mx.enforce.test\r\nmax_age: 86400\r\n",
+    "selfsig.test": "version: STSv1\nmode: enforce\nmx: mx.selfsig.test\nmax_age: 86400\n",
+    "wrongname.test": "version: STSv1\nmode: enforce\nmx: *.wrongname.test\nmax_age: 86400\n",
+    "mixed.test": "version: STSv1\nmode: enforce\nmx: mx.enforce.test\nmax_age: 86400\n",
+    "nomatch.test": "version: STSv1\nmode: enforce\nmx: mx.enforce.test\nmax_age: 86400\n",
+    "testing.test": "version: STSv1\nmode: testing\nmx: mx.selfsig.test\nmax_age: 86400\n",
+    "badpolicy.test": "version: STSv1\nmode: enforce\nmax_age: 86400\n",
+}
+
+
+def make_certs(d):
+    """A test CA; CA-signed certificates for mx.enforce.test, mx.evil.test,
+    other.test and the policy host names; a self-signed one."""
+    ca_key, ca = os.path.join(d, "ca.key"), os.path.join(d, "ca.pem")
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-subj", "/CN=sluice mta-sts test CA", "-days", "2", "-keyout", ca_key, "-out", ca,
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    out = {"ca": ca}
+    web = ",".join("DNS:mta-sts." + dom for dom in list(POLICIES) + ["nosts.test"])
+    for name, san in (("good", "DNS:mx.enforce.test"), ("evil", "DNS:mx.evil.test"),
+                      ("wrong", "DNS:other.test"), ("web", web)):
+        key, csr, crt = (os.path.join(d, name + x) for x in (".key", ".csr", ".pem"))
+        ext = os.path.join(d, name + ".ext")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=%s\nextendedKeyUsage=serverAuth\n" % san)
+        openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-subj", "/CN=" + name, "-keyout", key, "-out", csr)
+        openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+                "-days", "2", "-extfile", ext, "-out", crt)
+        out[name] = (crt, key)
+    key, crt = os.path.join(d, "self.key"), os.path.join(d, "self.pem")
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-subj", "/CN=mx.selfsig.test", "-addext", "subjectAltName=DNS:mx.selfsig.test",
+            "-days", "2", "-keyout", key, "-out", crt)
+    out["self"] = (crt, key)
+    return out
+
+
+class PolicyServer:
+    """HTTPS on 127.0.0.1: serves POLICIES by the Host header at
+    /.well-known/mta-sts.txt, and counts the fetches per domain."""
+
+    def __init__(self, cert, key):
+        self.fetches = {}
+        srv = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                host = self.headers.get("Host", "").split(":")[0]
+                dom = host[len("mta-sts."):] if host.startswith("mta-sts.") else ""
+                srv.fetches[dom] = srv.fetches.get(dom, 0) + 1
+                body = POLICIES.get(dom)
+                if self.path != "/.well-known/mta-sts.txt" or body is None:
+                    self.send_error(404)
+                    return
+                data = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TestSenderMtaSts(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmpd = tempfile.TemporaryDirectory(prefix="sluice-sender-mtasts-")
+        tmp = cls.tmpd.name
+        cls.certs = make_certs(tmp)
+        cls.web = PolicyServer(*cls.certs["web"])
+        # Each MX host on its own loopback address, all on one port.
+        port = free_port()
+        cls.sinks = {}
+        for name, ip in (("good", "127.0.0.2"), ("self", "127.0.0.3"), ("wrong", "127.0.0.4"),
+                         ("evil", "127.0.0.5")):
+            crt, key = cls.certs[name]
+            cls.sinks[name] = start_sink(os.path.join(tmp, name), ["--tls-cert", crt,
+                                                                   "--tls-key", key],
+                                         host=ip, port=port)
+        records = {
+            "mx.enforce.test": {"A": ["127.0.0.2"]},
+            "mx.selfsig.test": {"A": ["127.0.0.3"]},
+            "mx.wrongname.test": {"A": ["127.0.0.4"]},
+            "mx.evil.test": {"A": ["127.0.0.5"]},
+            "enforce.test": {"MX": [(10, "mx.enforce.test")]},
+            "selfsig.test": {"MX": [(10, "mx.selfsig.test")]},
+            "wrongname.test": {"MX": [(10, "mx.wrongname.test")]},
+            "mixed.test": {"MX": [(5, "mx.evil.test"), (10, "mx.enforce.test")]},
+            "nomatch.test": {"MX": [(10, "mx.evil.test")]},
+            "testing.test": {"MX": [(10, "mx.selfsig.test")]},
+            "badpolicy.test": {"MX": [(10, "mx.selfsig.test")]},
+            "nosts.test": {"MX": [(10, "mx.selfsig.test")]},
+        }
+        for dom in POLICIES:
+            records["_mta-sts." + dom] = {"TXT": ["v=STSv1; id=20261205a;"]}
+            records["mta-sts." + dom] = {"A": ["127.0.0.1"]}
+        cls.dns = dnstest.DnsServer(records)
+        _, dport = cls.dns.start()
+        extra = "dns:\n  servers: [\"127.0.0.1:%d\"]\n  timeout: 1s\n  tries: 1\n" % dport
+        cls.e = SenderEnv(tmp, extra_yaml=extra, workers=2)
+        with open(cls.e.cfg) as f:
+            text = f.read()
+        text = text.replace("  instance_id: sender-t\n",
+                            "  instance_id: sender-t\n  tls_ca_file: %s\n"
+                            "  mta_sts_fetch_timeout: 5s\n" % cls.certs["ca"], 1)
+        with open(cls.e.cfg, "w") as f:
+            f.write(text)
+        cls.e.start_sender(env={"SLUICE_SENDER_MX_PORT": str(port),
+                                "SLUICE_SENDER_MTASTS_PORT": str(cls.web.port)})
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.e.stop()
+        for s in cls.sinks.values():
+            s.stop()
+        cls.web.stop()
+        cls.dns.stop()
+        cls.tmpd.cleanup()
+
+    def wait_events(self, job_ids, n, timeout=40):
+        def got():
+            evs = [x["event"] for x in self.e.dump("events", 0, 1500)]
+            evs = [ev for ev in evs if ev.get("job_id") in job_ids]
+            return evs if len(evs) >= n else None
+        return wait_for(got, timeout, "%d events of %s" % (n, job_ids), interval=0.3)
+
+    def rcpts(self, name):
+        return [r for m in self.sinks[name].messages() for r in m["rcpt"]]
+
+    def test_policies(self):
+        specs = [
+            ("s-enforce", "a@enforce.test"), ("s-self", "b@selfsig.test"),
+            ("s-wrong", "c@wrongname.test"), ("s-mixed", "d@mixed.test"),
+            ("s-nomatch", "e@nomatch.test"), ("s-testing", "f@testing.test"),
+            ("s-none", "g@nosts.test"), ("s-bad", "h@badpolicy.test"),
+            # A second message to a cached domain: no second fetch.
+            ("s-enforce2", "i@enforce.test"),
+        ]
+        self.e.publish([dispatch(j, [r], "", site=r.split("@")[1]) for j, r in specs])
+        ids = {j for j, _ in specs}
+        ev = by_rcpt(self.wait_events(ids, len(specs)))
+        out = self.e.sender.output()
+
+        g = ev["a@enforce.test"]
+        self.assertEqual(g["type"], "DELIVERED", out)
+        self.assertEqual(g["tls_policy"], "mta-sts-enforce")
+        self.assertIs(g["tls_verified"], True)
+        self.assertEqual(g["mx_host"], "mx.enforce.test")
+        self.assertIn("a@enforce.test", self.rcpts("good"))
+        self.assertEqual(ev["i@enforce.test"]["type"], "DELIVERED", out)
+
+        # enforce: a self-signed certificate and one for another name defer.
+        s = ev["b@selfsig.test"]
+        self.assertEqual(s["type"], "DEFERRED", out)
+        self.assertEqual(s["tls_policy"], "mta-sts-enforce")
+        self.assertIn("certificate verify failed: self-signed certificate", s["tls_failure"])
+        w = ev["c@wrongname.test"]
+        self.assertEqual(w["type"], "DEFERRED", out)
+        self.assertIn("certificate verify failed: hostname mismatch", w["tls_failure"])
+        self.assertNotIn("b@selfsig.test", self.rcpts("self"))
+        self.assertNotIn("c@wrongname.test", self.rcpts("wrong"))
+
+        # enforce: the preferred MX is not in the policy and is skipped.
+        m = ev["d@mixed.test"]
+        self.assertEqual(m["type"], "DELIVERED", out)
+        self.assertEqual(m["mx_host"], "mx.enforce.test")
+        self.assertIn("d@mixed.test", self.rcpts("good"))
+        n = ev["e@nomatch.test"]
+        self.assertEqual(n["type"], "DEFERRED", out)
+        self.assertIn("no MX host of nomatch.test matches its MTA-STS policy", n["reply"])
+        self.assertIn("mx.evil.test does not match", n["tls_failure"])
+        self.assertEqual(self.rcpts("evil"), [])
+        with open(self.sinks["evil"].log_path) as f:
+            self.assertEqual(f.read().strip(), "", "mx.evil.test was connected to")
+
+        # testing: delivered, and what enforce would refuse is reported.
+        t = ev["f@testing.test"]
+        self.assertEqual(t["type"], "DELIVERED", out)
+        self.assertEqual(t["tls_policy"], "mta-sts-testing")
+        self.assertIs(t["tls_verified"], False)
+        self.assertIn("MTA-STS testing: self-signed certificate", t["tls_failure"])
+        self.assertIn("f@testing.test", self.rcpts("self"))
+
+        # No policy, and a policy that does not parse: delivered as usual.
+        for r in ("g@nosts.test", "h@badpolicy.test"):
+            self.assertEqual(ev[r]["type"], "DELIVERED", out)
+            self.assertEqual(ev[r]["tls_policy"], "opportunistic")
+        self.assertIn("bad policy at https://mta-sts.badpolicy.test", out)
+        self.assertIn("no mx", out)
+
+        self.assertEqual(self.web.fetches.get("enforce.test"), 1)
+        self.assertNotIn("nosts.test", self.web.fetches)
+        self.assertEqual(self.dns.count("_mta-sts.enforce.test", "TXT"), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
