@@ -37,6 +37,7 @@ static const cli_cmd commands[] = {
     {"topics", cli_topics, "topics ensure|list  create the topics on a real Kafka"},
     {"capture", cli_capture, "capture --listen HOST:PORT --dir DIR  local capture SMTP server"},
     {"config", cli_cfg, "config keys|check [-c FILE]  list the configuration keys, check a file"},
+    {"tls-report", cli_tlsrpt, "tls-report --day YYYY-MM-DD [--org N] [--contact E]  RFC 8460 TLS report"},
 };
 
 static void usage(FILE *f)

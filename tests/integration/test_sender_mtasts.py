@@ -14,16 +14,19 @@ its own.
 - one fetch per domain while its policy is cached.
 """
 
+import datetime
 import http.server
+import json
 import os
 import socket
 import ssl
+import subprocess
 import tempfile
 import threading
 import unittest
 
 import dnstest
-from sluicetest import start_sink, wait_for
+from sluicetest import bin_path, start_sink, wait_for
 from test_sender import SenderEnv, dispatch, by_rcpt
 from test_sender_tls import openssl
 
@@ -243,6 +246,65 @@ class TestSenderMtaSts(unittest.TestCase):
         self.assertEqual(self.web.fetches.get("enforce.test"), 1)
         self.assertNotIn("nosts.test", self.web.fetches)
         self.assertEqual(self.dns.count("_mta-sts.enforce.test", "TXT"), 1)
+
+        self.check_report(ev)
+
+    def check_report(self, ev):
+        """`sluice tls-report` over the day of these events: an RFC 8460
+        report whose counts and result types match what happened."""
+        ts = ev["a@enforce.test"]["timestamp_ms"] / 1000
+        day = datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d")
+        r = subprocess.run([bin_path("sluice"), "tls-report", "-c", self.e.cfg, "--day", day,
+                            "--org", "Example Org", "--contact", "tls@example.net",
+                            "--timeout", "30s"],
+                           capture_output=True, text=True, timeout=60, env=self.e.env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        rep = json.loads(r.stdout)
+        self.assertEqual(rep["organization-name"], "Example Org")
+        self.assertEqual(rep["contact-info"], "tls@example.net")
+        self.assertEqual(rep["date-range"], {"start-datetime": day + "T00:00:00Z",
+                                             "end-datetime": day + "T23:59:59Z"})
+        self.assertTrue(rep["report-id"].startswith(day))
+        pol = {(p["policy"]["policy-domain"], p["policy"]["policy-type"]): p
+               for p in rep["policies"]}
+
+        def summary(dom, typ):
+            s = pol[(dom, typ)]["summary"]
+            return s["total-successful-session-count"], s["total-failure-session-count"]
+
+        def results(dom, typ):
+            return sorted((d["result-type"], d["failed-session-count"])
+                          for d in pol[(dom, typ)].get("failure-details", []))
+
+        self.assertEqual(summary("enforce.test", "sts"), (2, 0))
+        self.assertEqual(pol[("enforce.test", "sts")]["policy"]["mx-host"], ["mx.enforce.test"])
+        self.assertIn("mode: enforce", pol[("enforce.test", "sts")]["policy"]["policy-string"])
+        self.assertEqual(summary("mixed.test", "sts"), (1, 0))
+        self.assertEqual(summary("selfsig.test", "sts"), (0, 1))
+        self.assertEqual(results("selfsig.test", "sts"), [("certificate-not-trusted", 1)])
+        d = pol[("selfsig.test", "sts")]["failure-details"][0]
+        self.assertEqual(d["receiving-mx-hostname"], "mx.selfsig.test")
+        self.assertEqual(d["receiving-ip"], "127.0.0.3")
+        self.assertEqual(d["sending-mta-ip"], "127.0.0.1")
+        self.assertEqual(results("wrongname.test", "sts"), [("certificate-host-mismatch", 1)])
+        self.assertEqual(results("nomatch.test", "sts"), [("validation-failure", 1)])
+        self.assertEqual(summary("testing.test", "sts"), (0, 1))
+        self.assertIn("mode: testing", pol[("testing.test", "sts")]["policy"]["policy-string"])
+        self.assertEqual(results("testing.test", "sts"), [("certificate-not-trusted", 1)])
+        self.assertEqual(summary("nosts.test", "no-policy-found"), (1, 0))
+        self.assertNotIn("policy-string", pol[("nosts.test", "no-policy-found")]["policy"])
+
+        # Another day has nothing; a bad day is a usage error.
+        r = subprocess.run([bin_path("sluice"), "tls-report", "-c", self.e.cfg, "--day",
+                            "2001-01-01", "--timeout", "30s"],
+                           capture_output=True, text=True, timeout=60, env=self.e.env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["policies"], [])
+        r = subprocess.run([bin_path("sluice"), "tls-report", "-c", self.e.cfg, "--day",
+                            "2026-02-30"], capture_output=True, text=True, timeout=60,
+                           env=self.e.env)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("not a date", r.stderr)
 
 
 if __name__ == "__main__":
