@@ -231,6 +231,7 @@ typedef struct sl_config {
         int64_t tls_fallback_expiry_ms;         /* plain text after a failed handshake, this long */
         bool mta_sts;                           /* apply receivers' MTA-STS policies */
         int64_t mta_sts_fetch_timeout_ms;       /* one policy fetch, and a delivery's wait for it */
+        int64_t mta_sts_recheck_ms;             /* a cached policy's TXT id checked this often */
     } sender;
 
     struct {

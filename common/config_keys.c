@@ -261,6 +261,9 @@ static const cfg_key cfg_keys[] = {
     {.name = "sender.mta_sts_fetch_timeout", .type = CFG_DURATION,
      .off = F(sender.mta_sts_fetch_timeout_ms), .min = 100, .def = "10s",
      .doc = "an MTA-STS policy fetch, and how long a delivery waits for it"},
+    {.name = "sender.mta_sts_recheck", .type = CFG_DURATION, .off = F(sender.mta_sts_recheck_ms),
+     .min = 1000, .def = "5m",
+     .doc = "how often a cached MTA-STS policy's TXT id is checked for a change"},
 
     {.name = "scheduler.max_buffered", .type = CFG_U32, .off = F(scheduler.max_buffered),
      .min = 1, .max = 100000000, .def = "100000", .doc = "jobs in memory in shape before parking"},

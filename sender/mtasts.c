@@ -24,7 +24,7 @@
 
 #define STS_MAX_BODY (64 * 1024)
 #define STS_MAX_AGE_S 31557600
-#define STS_RETRY_S 60 /* a failed lookup is tried again after this */
+#define STS_RETRY_MS 60000 /* a failed lookup is tried again after this (at most recheck) */
 
 /* ---- the parser -------------------------------------------------------- */
 
@@ -297,6 +297,7 @@ struct snd_mtasts {
     sl_dns *dns;
     char *ca_file;
     int64_t timeout_ms;
+    int64_t recheck_ms;
     unsigned port;
 };
 
@@ -306,6 +307,7 @@ static void sts_store(snd_mtasts *m, const char *domain, snd_sts_policy *pol, co
                       const char *why, bool unchanged)
 {
     int64_t now = sl_mono_ms();
+    int64_t retry = STS_RETRY_MS < m->recheck_ms ? STS_RETRY_MS : m->recheck_ms;
     const char *result = pol ? "ok" : why ? "error" : "none";
     if (!unchanged)
         sl_metric_inc("sluice_sender_mtasts_fetches_total",
@@ -328,21 +330,21 @@ static void sts_store(snd_mtasts *m, const char *domain, snd_sts_policy *pol, co
         e->pol = *pol;
         snprintf(e->id, sizeof e->id, "%s", id);
         e->expires_ms = now + pol->max_age_s * 1000;
-        int64_t re = pol->max_age_s < SND_STS_RECHECK_S ? pol->max_age_s : SND_STS_RECHECK_S;
-        e->check_ms = now + re * 1000;
+        e->check_ms = now + (pol->max_age_s * 1000 < m->recheck_ms ? pol->max_age_s * 1000
+                                                                    : m->recheck_ms);
     } else if (unchanged) {
         int64_t left = e->expires_ms - now;
-        e->check_ms = now + (left < SND_STS_RECHECK_S * 1000 ? left : SND_STS_RECHECK_S * 1000);
+        e->check_ms = now + (left < m->recheck_ms ? left : m->recheck_ms);
     } else if (cached) {
         /* RFC 8461 5.1: a policy that cannot be refreshed stays in force
          * until it expires. */
-        e->check_ms = now + STS_RETRY_S * 1000;
+        e->check_ms = now + retry;
     } else {
         snd_sts_policy_clear(&e->pol);
         e->id[0] = 0;
         if (why)
             e->pol.error = xstrdup(why);
-        e->check_ms = now + (why ? STS_RETRY_S : SND_STS_RECHECK_S) * 1000;
+        e->check_ms = now + (why ? retry : m->recheck_ms);
     }
     e->ready = true;
     pthread_mutex_unlock(&m->mu);
@@ -572,6 +574,7 @@ snd_mtasts *snd_mtasts_new(const sl_config *cfg, char **err)
     m->qtail = &m->qhead;
     m->ca_file = cfg->sender.tls_ca_file ? xstrdup(cfg->sender.tls_ca_file) : NULL;
     m->timeout_ms = cfg->sender.mta_sts_fetch_timeout_ms;
+    m->recheck_ms = cfg->sender.mta_sts_recheck_ms > 0 ? cfg->sender.mta_sts_recheck_ms : 300000;
     const char *pp = getenv("SLUICE_SENDER_MTASTS_PORT");
     m->port = pp && atoi(pp) > 0 && atoi(pp) < 65536 ? (unsigned)atoi(pp) : 443;
     uv_loop_init(&m->loop);

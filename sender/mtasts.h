@@ -25,9 +25,11 @@
  * starts one for a domain it has not seen), 0 with the policy in force
  * otherwise: mode NONE when the domain has none or its fetch failed (then
  * pol->error says why). A cached policy is used until max_age; its TXT id
- * is checked again every SND_STS_RECHECK_S seconds (at most max_age) in the
- * background, and the policy fetched anew when the id changed; a failed
- * refresh keeps the cached policy. The policy copied into *pol belongs to
+ * is checked again every cfg->sender.mta_sts_recheck (at most max_age) in
+ * the background, and the policy fetched anew when the id changed; a failed
+ * refresh keeps the cached policy. A domain without a policy is asked
+ * again after the same interval, a failed lookup after a minute (at most
+ * the interval). The policy copied into *pol belongs to
  * the caller (snd_sts_policy_clear()). snd_mtasts_free() stops the thread.
  *
  * Tests: SLUICE_SENDER_MTASTS_PORT sets the HTTPS port (default 443).
@@ -43,8 +45,6 @@
 #include <stdint.h>
 
 #include "config.h"
-
-#define SND_STS_RECHECK_S 300
 
 typedef enum { SND_STS_NONE = 0, SND_STS_TESTING, SND_STS_ENFORCE } snd_sts_mode;
 

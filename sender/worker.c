@@ -397,8 +397,11 @@ static void txn_done(snd_txn *t)
             snprintf(dl->tls_failure, sizeof dl->tls_failure,
                      "MTA-STS testing: MX host %s does not match the policy", host);
         else if (!t->tls_verified)
-            snprintf(dl->tls_failure, sizeof dl->tls_failure, "MTA-STS testing: %s",
-                     t->tls_protocol[0] ? t->tls_verify : "no TLS");
+            snprintf(dl->tls_failure, sizeof dl->tls_failure, "MTA-STS testing: %.80s%s%.150s%s",
+                     t->tls_protocol[0] ? t->tls_verify : "no TLS",
+                     !t->tls_protocol[0] && t->tls_note[0] ? " (" : "",
+                     t->tls_protocol[0] ? "" : t->tls_note,
+                     !t->tls_protocol[0] && t->tls_note[0] ? ")" : "");
     }
     dl->smtp_ms += t->smtp_ms;
     if (!t->session_failed) {

@@ -50,7 +50,7 @@ def make_certs(d):
             "-addext", "basicConstraints=critical,CA:TRUE",
             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     out = {"ca": ca}
-    web = ",".join("DNS:mta-sts." + dom for dom in list(POLICIES) + ["nosts.test"])
+    web = ",".join("DNS:mta-sts." + dom for dom in list(POLICIES) + ["nosts.test", "rotate.test"])
     for name, san in (("good", "DNS:mx.enforce.test"), ("evil", "DNS:mx.evil.test"),
                       ("wrong", "DNS:other.test"), ("web", web)):
         key, csr, crt = (os.path.join(d, name + x) for x in (".key", ".csr", ".pem"))
@@ -71,11 +71,13 @@ def make_certs(d):
 
 
 class PolicyServer:
-    """HTTPS on 127.0.0.1: serves POLICIES by the Host header at
-    /.well-known/mta-sts.txt, and counts the fetches per domain."""
+    """HTTPS on 127.0.0.1: serves policies (domain -> text; may change while
+    it runs) by the Host header at /.well-known/mta-sts.txt, and counts the
+    fetches per domain."""
 
-    def __init__(self, cert, key):
+    def __init__(self, cert, key, policies):
         self.fetches = {}
+        self.policies = policies
         srv = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -83,7 +85,7 @@ class PolicyServer:
                 host = self.headers.get("Host", "").split(":")[0]
                 dom = host[len("mta-sts."):] if host.startswith("mta-sts.") else ""
                 srv.fetches[dom] = srv.fetches.get(dom, 0) + 1
-                body = POLICIES.get(dom)
+                body = srv.policies.get(dom)
                 if self.path != "/.well-known/mta-sts.txt" or body is None:
                     self.send_error(404)
                     return
@@ -122,7 +124,7 @@ class TestSenderMtaSts(unittest.TestCase):
         cls.tmpd = tempfile.TemporaryDirectory(prefix="sluice-sender-mtasts-")
         tmp = cls.tmpd.name
         cls.certs = make_certs(tmp)
-        cls.web = PolicyServer(*cls.certs["web"])
+        cls.web = PolicyServer(*cls.certs["web"], POLICIES)
         # Each MX host on its own loopback address, all on one port.
         port = free_port()
         cls.sinks = {}
@@ -305,6 +307,87 @@ class TestSenderMtaSts(unittest.TestCase):
                            env=self.e.env)
         self.assertEqual(r.returncode, 2)
         self.assertIn("not a date", r.stderr)
+
+
+class TestMtaStsRefresh(unittest.TestCase):
+    """A cached policy is kept while its TXT id stays the same, and fetched
+    anew once the id changes (sender.mta_sts_recheck cut to 1 s, the TXT
+    record's TTL to 1 s)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmpd = tempfile.TemporaryDirectory(prefix="sluice-sender-mtasts-r-")
+        tmp = cls.tmpd.name
+        cls.certs = make_certs(tmp)
+        cls.policies = {"rotate.test": "version: STSv1\nmode: enforce\nmx: mx.other.test\n"
+                                       "max_age: 86400\n"}
+        cls.web = PolicyServer(*cls.certs["web"], cls.policies)
+        port = free_port()
+        crt, key = cls.certs["good"]
+        cls.sink = start_sink(os.path.join(tmp, "good"), ["--tls-cert", crt, "--tls-key", key],
+                              host="127.0.0.2", port=port)
+        cls.dns = dnstest.DnsServer({
+            "mx.enforce.test": {"A": ["127.0.0.2"]},
+            "rotate.test": {"MX": [(10, "mx.enforce.test")]},
+            "_mta-sts.rotate.test": {"TXT": ["v=STSv1; id=one;"], "ttl": 1},
+            "mta-sts.rotate.test": {"A": ["127.0.0.1"]},
+        })
+        _, dport = cls.dns.start()
+        extra = "dns:\n  servers: [\"127.0.0.1:%d\"]\n  timeout: 1s\n  tries: 1\n" % dport
+        cls.e = SenderEnv(tmp, extra_yaml=extra, workers=1)
+        with open(cls.e.cfg) as f:
+            text = f.read()
+        text = text.replace("  instance_id: sender-t\n",
+                            "  instance_id: sender-t\n  tls_ca_file: %s\n"
+                            "  mta_sts_recheck: 1s\n" % cls.certs["ca"], 1)
+        with open(cls.e.cfg, "w") as f:
+            f.write(text)
+        cls.e.start_sender(env={"SLUICE_SENDER_MX_PORT": str(port),
+                                "SLUICE_SENDER_MTASTS_PORT": str(cls.web.port)})
+        cls.n = 0
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.e.stop()
+        cls.sink.stop()
+        cls.web.stop()
+        cls.dns.stop()
+        cls.tmpd.cleanup()
+
+    def probe(self):
+        """One message to rotate.test; its event."""
+        TestMtaStsRefresh.n += 1
+        job = "rot-%d" % self.n
+        self.e.publish([dispatch(job, ["p%d@rotate.test" % self.n], "", site="rotate.test")])
+        return self.e.wait_events({job}, 1, timeout=40)[0]
+
+    def test_refresh_on_id_change(self):
+        ev = self.probe()
+        self.assertEqual(ev["type"], "DEFERRED", self.e.sender.output())
+        self.assertIn("no MX host of rotate.test matches", ev["reply"])
+        self.assertEqual(self.web.fetches.get("rotate.test"), 1)
+
+        # The policy changes but its id does not: after rechecks of the TXT
+        # record the cached policy still holds, and is not fetched again.
+        self.policies["rotate.test"] = ("version: STSv1\nmode: enforce\nmx: mx.enforce.test\n"
+                                        "max_age: 86400\n")
+        def rechecked():
+            ev = self.probe()
+            self.assertEqual(ev["type"], "DEFERRED", ev)
+            return self.dns.count("_mta-sts.rotate.test", "TXT") >= 3
+        wait_for(rechecked, 60, "two rechecks of the TXT record")
+        self.assertEqual(self.web.fetches.get("rotate.test"), 1)
+
+        # A new id: the new policy is fetched and mail flows.
+        self.dns.set("_mta-sts.rotate.test", {"TXT": ["v=STSv1; id=two;"], "ttl": 1})
+        def delivered():
+            ev = self.probe()
+            return ev if ev["type"] == "DELIVERED" else None
+        ev = wait_for(delivered, 60, "delivery under the new policy")
+        self.assertEqual(ev["tls_policy"], "mta-sts-enforce")
+        self.assertIs(ev["tls_verified"], True)
+        self.assertEqual(self.web.fetches.get("rotate.test"), 2)
+        self.assertIn(ev["recipient"], [r for m in self.sink.messages() for r in m["rcpt"]])
 
 
 if __name__ == "__main__":
