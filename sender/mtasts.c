@@ -329,7 +329,9 @@ static void sts_store(snd_mtasts *m, const char *domain, snd_sts_policy *pol, co
         snd_sts_policy_clear(&e->pol);
         e->pol = *pol;
         snprintf(e->id, sizeof e->id, "%s", id);
-        e->expires_ms = now + pol->max_age_s * 1000;
+        /* A policy just fetched is used for a minute at least, so that
+         * max_age 0 cannot make every delivery wait for a fetch of its own. */
+        e->expires_ms = now + (pol->max_age_s * 1000 > retry ? pol->max_age_s * 1000 : retry);
         e->check_ms = now + (pol->max_age_s * 1000 < m->recheck_ms ? pol->max_age_s * 1000
                                                                     : m->recheck_ms);
     } else if (unchanged) {

@@ -24,7 +24,9 @@
  * (any thread) returns 1 while a domain's first fetch is under way (it
  * starts one for a domain it has not seen), 0 with the policy in force
  * otherwise: mode NONE when the domain has none or its fetch failed (then
- * pol->error says why). A cached policy is used until max_age; its TXT id
+ * pol->error says why). A cached policy is used until max_age (a minute at
+ * least, at most the recheck interval, so max_age 0 cannot make every
+ * delivery wait for a fetch); its TXT id
  * is checked again every cfg->sender.mta_sts_recheck (at most max_age) in
  * the background, and the policy fetched anew when the id changed; a failed
  * refresh keeps the cached policy. A domain without a policy is asked
