@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import threading
 import unittest
+import urllib.request
 
 import dnstest
 from sluicetest import bin_path, start_sink, wait_for
@@ -50,7 +51,8 @@ def make_certs(d):
             "-addext", "basicConstraints=critical,CA:TRUE",
             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     out = {"ca": ca}
-    web = ",".join("DNS:mta-sts." + dom for dom in list(POLICIES) + ["nosts.test", "rotate.test"])
+    web = ",".join("DNS:mta-sts." + dom
+                   for dom in list(POLICIES) + ["nosts.test", "rotate.test", "missing.test"])
     for name, san in (("good", "DNS:mx.enforce.test"), ("evil", "DNS:mx.evil.test"),
                       ("wrong", "DNS:other.test"), ("web", web)):
         key, csr, crt = (os.path.join(d, name + x) for x in (".key", ".csr", ".pem"))
@@ -147,6 +149,10 @@ class TestSenderMtaSts(unittest.TestCase):
             "testing.test": {"MX": [(10, "mx.selfsig.test")]},
             "badpolicy.test": {"MX": [(10, "mx.selfsig.test")]},
             "nosts.test": {"MX": [(10, "mx.selfsig.test")]},
+            # A TXT record, but the policy server answers 404.
+            "missing.test": {"MX": [(10, "mx.selfsig.test")]},
+            "_mta-sts.missing.test": {"TXT": ["v=STSv1; id=1;"]},
+            "mta-sts.missing.test": {"A": ["127.0.0.1"]},
         }
         for dom in POLICIES:
             records["_mta-sts." + dom] = {"TXT": ["v=STSv1; id=20261205a;"]}
@@ -154,6 +160,8 @@ class TestSenderMtaSts(unittest.TestCase):
         cls.dns = dnstest.DnsServer(records)
         _, dport = cls.dns.start()
         extra = "dns:\n  servers: [\"127.0.0.1:%d\"]\n  timeout: 1s\n  tries: 1\n" % dport
+        cls.metrics_port = free_port()
+        extra += "metrics:\n  listen: 127.0.0.1:%d\n" % cls.metrics_port
         cls.e = SenderEnv(tmp, extra_yaml=extra, workers=2)
         with open(cls.e.cfg) as f:
             text = f.read()
@@ -190,6 +198,7 @@ class TestSenderMtaSts(unittest.TestCase):
             ("s-wrong", "c@wrongname.test"), ("s-mixed", "d@mixed.test"),
             ("s-nomatch", "e@nomatch.test"), ("s-testing", "f@testing.test"),
             ("s-none", "g@nosts.test"), ("s-bad", "h@badpolicy.test"),
+            ("s-missing", "j@missing.test"),
             # A second message to a cached domain: no second fetch.
             ("s-enforce2", "i@enforce.test"),
         ]
@@ -238,18 +247,39 @@ class TestSenderMtaSts(unittest.TestCase):
         self.assertIn("MTA-STS testing: self-signed certificate", t["tls_failure"])
         self.assertIn("f@testing.test", self.rcpts("self"))
 
-        # No policy, and a policy that does not parse: delivered as usual.
-        for r in ("g@nosts.test", "h@badpolicy.test"):
+        # No policy, a policy that does not parse, and one that cannot be
+        # fetched: delivered as usual, and the failure logged.
+        for r in ("g@nosts.test", "h@badpolicy.test", "j@missing.test"):
             self.assertEqual(ev[r]["type"], "DELIVERED", out)
             self.assertEqual(ev[r]["tls_policy"], "opportunistic")
         self.assertIn("bad policy at https://mta-sts.badpolicy.test", out)
         self.assertIn("no mx", out)
+        self.assertIn("policy fetch https://mta-sts.missing.test:%d/.well-known/mta-sts.txt: "
+                      "HTTP status 404" % self.web.port, out)
 
         self.assertEqual(self.web.fetches.get("enforce.test"), 1)
         self.assertNotIn("nosts.test", self.web.fetches)
         self.assertEqual(self.dns.count("_mta-sts.enforce.test", "TXT"), 1)
 
+        m = self.metrics()
+        self.assertEqual(m.get('sluice_sender_mtasts_fetches_total{result="ok"}'), 6, m)
+        self.assertEqual(m.get('sluice_sender_mtasts_fetches_total{result="none"}'), 1, m)
+        self.assertEqual(m.get('sluice_sender_mtasts_fetches_total{result="error"}'), 2, m)
+        self.assertEqual(m.get('sluice_sender_mtasts_deferrals_total{reason="mx_mismatch"}'), 1, m)
+        self.assertEqual(m.get("sluice_sender_mtasts_policies"), 9, m)
+
         self.check_report(ev)
+
+    def metrics(self):
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port,
+                                    timeout=10) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("sluice_sender_mtasts_"):
+                k, v = line.rsplit(" ", 1)
+                out[k] = float(v)
+        return out
 
     def check_report(self, ev):
         """`sluice tls-report` over the day of these events: an RFC 8460
