@@ -38,6 +38,7 @@ static const cli_cmd commands[] = {
     {"capture", cli_capture, "capture --listen HOST:PORT --dir DIR  local capture SMTP server"},
     {"check-domain", cli_check_domain, "check-domain [--json] DOMAIN  SPF, DKIM, DMARC, PTR, MTA-STS, TLS-RPT of a sending domain"},
     {"config", cli_cfg, "config keys|check [-c FILE]  list the configuration keys, check a file"},
+    {"tls-report", cli_tlsrpt, "tls-report --day YYYY-MM-DD [--org N] [--contact E]  RFC 8460 TLS report"},
 };
 
 static void usage(FILE *f)

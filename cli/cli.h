@@ -24,6 +24,7 @@ int cli_cfg(int argc, char **argv);        /* sluice config keys|check */
 int cli_campaign(int argc, char **argv);   /* sluice campaign suspend|resume|cancel|show */
 int cli_site(int argc, char **argv);       /* sluice site suspend|resume|show */
 int cli_check_domain(int argc, char **argv); /* sluice check-domain DOMAIN */
+int cli_tlsrpt(int argc, char **argv);     /* sluice tls-report --day D: RFC 8460 JSON */
 
 #include <stdint.h>
 #include <librdkafka/rdkafka.h>

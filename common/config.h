@@ -232,6 +232,9 @@ typedef struct sl_config {
         bool dane;                              /* DANE (RFC 7672) TLSA lookups */
         char *dane_resolver;                    /* "host[:port]" forwarder; NULL: resolv.conf */
         char *dane_trust_anchor;                /* DNSSEC trust anchor file; NULL: the root's */
+        bool mta_sts;                           /* apply receivers' MTA-STS policies */
+        int64_t mta_sts_fetch_timeout_ms;       /* one policy fetch, and a delivery's wait for it */
+        int64_t mta_sts_recheck_ms;             /* a cached policy's TXT id checked this often */
     } sender;
 
     struct {

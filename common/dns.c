@@ -54,7 +54,7 @@
 
 #define DNS_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
-enum { DNS_T_MX = 0, DNS_T_ADDR = 1 };
+enum { DNS_T_MX = 0, DNS_T_ADDR = 1, DNS_T_TXT = 2 };
 
 typedef struct dns_entry dns_entry;
 
@@ -64,6 +64,7 @@ typedef struct dns_waiter {
     union {
         sl_dns_mx_cb mx;
         sl_dns_addr_cb addr;
+        sl_dns_txt_cb txt;
     } cb;
     void *arg;
     bool cached; /* queued: deliver as a cache hit */
@@ -97,6 +98,8 @@ struct dns_entry {
     sl_dns_ip *ips;
     size_t n_ips;
     dns_part part4, part6;
+    char **txt; /* TXT lookups: each record's strings joined */
+    size_t n_txt;
 };
 
 typedef struct dns_sock {
@@ -303,6 +306,9 @@ static void entry_unref(dns_entry *e)
     for (size_t i = 0; i < e->n_mx; i++)
         free((char *)e->mx[i].host);
     free(e->mx);
+    for (size_t i = 0; i < e->n_txt; i++)
+        free(e->txt[i]);
+    free(e->txt);
     free(e->ips);
     free(e->part4.ips);
     free(e->part6.ips);
@@ -391,7 +397,7 @@ static uint32_t ttl_left(const dns_entry *e, int64_t now)
 
 static void deliver(sl_dns *dns, dns_entry *e, dns_waiter *w, bool cached)
 {
-    const char *type = e->type == DNS_T_MX ? "mx" : "addr";
+    const char *type = e->type == DNS_T_MX ? "mx" : e->type == DNS_T_TXT ? "txt" : "addr";
     char labels[64];
     snprintf(labels, sizeof labels, "type=\"%s\",result=\"%s\"", type,
              sl_dns_status_name(e->status));
@@ -425,6 +431,14 @@ static void deliver(sl_dns *dns, dns_entry *e, dns_waiter *w, bool cached)
         w->cb.mx(&r, w->arg);
         if (hosts != local)
             free(hosts);
+    } else if (e->type == DNS_T_TXT) {
+        sl_dns_txt_result r = {.status = e->status,
+                               .name = e->name,
+                               .txt = (const char *const *)e->txt,
+                               .n_txt = e->n_txt,
+                               .ttl = ttl,
+                               .cached = cached};
+        w->cb.txt(&r, w->arg);
     } else {
         sl_dns_addr_result r = {.status = e->status,
                                 .host = e->name,
@@ -455,12 +469,13 @@ static void drain_ready(sl_dns *dns, sl_dns_status force)
         if (force == SL_DNS_CANCELLED) {
             sl_dns_status saved = e->status;
             e->status = SL_DNS_CANCELLED;
-            size_t n_mx = e->n_mx, n_ips = e->n_ips;
-            e->n_mx = e->n_ips = 0;
+            size_t n_mx = e->n_mx, n_ips = e->n_ips, n_txt = e->n_txt;
+            e->n_mx = e->n_ips = e->n_txt = 0;
             deliver(dns, e, w, false);
             e->status = saved;
             e->n_mx = n_mx;
             e->n_ips = n_ips;
+            e->n_txt = n_txt;
         } else {
             deliver(dns, e, w, w->cached);
         }
@@ -583,6 +598,61 @@ static void on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int 
     e->outstanding--;
     entry_complete(dns, e, cacheable, ttl);
     entry_unref(e); /* the query's reference */
+}
+
+/* A TXT record is one or more character strings; they are joined, as
+ * RFC 7208 3.3 and RFC 8461 3.1 read them. */
+static void on_txt(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+    dns_entry *e = arg;
+    sl_dns *dns = e->dns;
+    uint32_t ans_ttl, neg_ttl;
+    reply_ttls(abuf, alen, &ans_ttl, &neg_ttl);
+    sl_dns_status st = status_from_ares(status);
+    bool cacheable = false;
+    uint32_t ttl = 0;
+
+    if (st == SL_DNS_OK) {
+        struct ares_txt_ext *txt = NULL;
+        int pst = ares_parse_txt_reply_ext(abuf, alen, &txt);
+        if (pst == ARES_SUCCESS) {
+            sl_buf cur = {0};
+            bool have = false;
+            for (struct ares_txt_ext *t = txt; t; t = t->next) {
+                if (t->record_start && have) {
+                    e->txt = xrealloc(e->txt, (e->n_txt + 1) * sizeof *e->txt);
+                    e->txt[e->n_txt++] = xstrndup(cur.data ? cur.data : "", cur.len);
+                    cur.len = 0;
+                }
+                have = true;
+                sl_buf_append(&cur, t->txt, t->length);
+            }
+            if (have) {
+                e->txt = xrealloc(e->txt, (e->n_txt + 1) * sizeof *e->txt);
+                e->txt[e->n_txt++] = xstrndup(cur.data ? cur.data : "", cur.len);
+            }
+            sl_buf_free(&cur);
+            ares_free_data(txt);
+            if (!e->n_txt)
+                st = SL_DNS_NODATA;
+        } else {
+            st = pst == ARES_ENODATA ? SL_DNS_NODATA : SL_DNS_TEMPFAIL;
+        }
+    }
+    e->status = st;
+    if (st == SL_DNS_OK) {
+        cacheable = true;
+        ttl = clamp_ttl(ans_ttl == UINT32_MAX ? 0 : ans_ttl, DNS_MAX_TTL);
+    } else if (st == SL_DNS_NXDOMAIN || st == SL_DNS_NODATA) {
+        cacheable = true;
+        ttl = clamp_ttl(neg_ttl, DNS_MAX_NEG_TTL);
+    }
+    if (st != SL_DNS_CANCELLED)
+        sl_debug("dns: TXT %s: %s (%zu records, ttl %u, %d timeouts)", e->name,
+                 sl_dns_status_name(st), e->n_txt, ttl, timeouts);
+    e->outstanding--;
+    entry_complete(dns, e, cacheable, ttl);
+    entry_unref(e);
 }
 
 static void addr_part(dns_entry *e, dns_part *part, int family, int status, unsigned char *abuf,
@@ -934,7 +1004,9 @@ static int dns_lookup(sl_dns *dns, int type, const char *name, dns_waiter *w)
         free(w);
         return SL_EINVAL;
     }
-    const char *tname = type == DNS_T_MX ? "type=\"mx\"" : "type=\"addr\"";
+    const char *tname = type == DNS_T_MX    ? "type=\"mx\""
+                        : type == DNS_T_TXT ? "type=\"txt\""
+                                            : "type=\"addr\"";
     char *key = xasprintf("%d/%s", type, norm);
     dns_entry *e = sl_map_get(&dns->table, key);
     if (e && !e->pending && e->expires_ms <= sl_mono_ms()) {
@@ -979,6 +1051,11 @@ static int dns_lookup(sl_dns *dns, int type, const char *name, dns_waiter *w)
         e->refs++;
         sl_metric_inc("sluice_dns_queries_total", "type=\"mx\"", 1);
         ares_query(dns->channel, norm, ns_c_in, ns_t_mx, on_mx, e);
+    } else if (type == DNS_T_TXT) {
+        e->outstanding = 1;
+        e->refs++;
+        sl_metric_inc("sluice_dns_queries_total", "type=\"txt\"", 1);
+        ares_query(dns->channel, norm, ns_c_in, ns_t_txt, on_txt, e);
     } else {
         e->outstanding = dns->ipv6 ? 2 : 1;
         e->part6.status = SL_DNS_NODATA;
@@ -1018,6 +1095,16 @@ int sl_dns_addr(sl_dns *dns, const char *host, sl_dns_addr_cb cb, void *arg)
     w->cb.addr = cb;
     w->arg = arg;
     return dns_lookup(dns, DNS_T_ADDR, host, w);
+}
+
+int sl_dns_txt(sl_dns *dns, const char *name, sl_dns_txt_cb cb, void *arg)
+{
+    if (!dns || !cb)
+        return SL_EINVAL;
+    dns_waiter *w = xcalloc(1, sizeof *w);
+    w->cb.txt = cb;
+    w->arg = arg;
+    return dns_lookup(dns, DNS_T_TXT, name, w);
 }
 
 void sl_dns_set_ipv6(sl_dns *dns, bool enable)

@@ -15,7 +15,8 @@
  * malloc'd message the caller frees.
  *
  * sl_dns_mx() looks up the MX set of a domain; sl_dns_addr() the A and
- * AAAA addresses of a host (IPv4 first). Both return 0 when the lookup is
+ * AAAA addresses of a host (IPv4 first); sl_dns_txt() the TXT records of
+ * a name. Both return 0 when the lookup is
  * under way, or SL_EINVAL for an unusable name (empty, too long, an empty
  * or over-long label), in which case the callback never fires (libuv
  * convention). Otherwise the callback fires exactly once, on the loop
@@ -46,10 +47,10 @@
  * cache holds at most sl_dns_set_cache_max() answers (default 10000),
  * dropping the least recently used.
  *
- * Metrics: sluice_dns_lookups_total{type="mx|addr",result="<status>"} per
+ * Metrics: sluice_dns_lookups_total{type="mx|addr|txt",result="<status>"} per
  * callback, sluice_dns_cache_hits_total{type} for answers served from the
  * cache or shared with a query already in flight, and
- * sluice_dns_queries_total{type="mx|a|aaaa"} for queries sent.
+ * sluice_dns_queries_total{type="mx|a|aaaa|txt"} for queries sent.
  *
  * Threads: one resolver per loop; every function must be called on that
  * loop's thread.
@@ -116,7 +117,19 @@ typedef struct sl_dns_addr_result {
     bool cached;
 } sl_dns_addr_result;
 
+/* TXT records of a name, each record's character strings joined (RFC
+ * 7208 3.3); order as the server gave them. */
+typedef struct sl_dns_txt_result {
+    sl_dns_status status;    /* OK when there is at least one record */
+    const char *name;        /* the name asked for, normalised */
+    const char *const *txt;  /* n_txt NUL-terminated records */
+    size_t n_txt;
+    uint32_t ttl;
+    bool cached;
+} sl_dns_txt_result;
+
 typedef void (*sl_dns_mx_cb)(const sl_dns_mx_result *res, void *arg);
+typedef void (*sl_dns_txt_cb)(const sl_dns_txt_result *res, void *arg);
 typedef void (*sl_dns_addr_cb)(const sl_dns_addr_result *res, void *arg);
 
 sl_dns *sl_dns_new(uv_loop_t *loop, const sl_config *cfg, char **err);
@@ -124,6 +137,8 @@ void sl_dns_free(sl_dns *dns);
 
 int sl_dns_mx(sl_dns *dns, const char *domain, sl_dns_mx_cb cb, void *arg);
 int sl_dns_addr(sl_dns *dns, const char *host, sl_dns_addr_cb cb, void *arg);
+/* TXT records (MTA-STS's _mta-sts.DOMAIN); same rules as sl_dns_mx(). */
+int sl_dns_txt(sl_dns *dns, const char *name, sl_dns_txt_cb cb, void *arg);
 
 /* Whether to ask for AAAA records at all (default true); off for senders
  * without IPv6 connectivity. Affects lookups started afterwards. */

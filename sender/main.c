@@ -27,6 +27,7 @@
 #include "trouble.h"
 #include "worker.h"
 
+#include <curl/curl.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -265,6 +266,14 @@ int main(int argc, char **argv)
         dane_cache = snd_dane_cache_new(10000);
     }
     snd_tmplstore *templates = snd_tmplstore_start(cfg);
+    snd_mtasts *mtasts = NULL;
+    if (cfg->sender.mta_sts) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+            sl_fatal(1, "curl_global_init failed");
+        mtasts = snd_mtasts_new(cfg, &err);
+        if (!mtasts)
+            sl_fatal(1, "MTA-STS: %s", err);
+    }
 
     s.loop = uv_default_loop();
     pthread_mutex_init(&s.mu, NULL);
@@ -295,6 +304,7 @@ int main(int argc, char **argv)
         .dkim = dkim,
         .templates = templates,
         .tls_ctx = tls,
+        .mtasts = mtasts,
         .sender_id = cfg->sender.instance_id,
         .ledger = s.ledger,
         .record_done = on_record_done,
@@ -365,6 +375,7 @@ int main(int argc, char **argv)
         _exit(0);
     }
     SSL_CTX_free(tls);
+    snd_mtasts_free(mtasts); /* the workers are stopped */
     if (dkim)
         sl_dkim_keyring_free(dkim);
     sl_trouble_free(trouble);

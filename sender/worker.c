@@ -77,6 +77,8 @@ typedef struct delivery {
     bool tls_verified;
     char tls_verify[80];
     char tls_failure[256];  /* the last candidate's TLS failure or note */
+    snd_sts_policy sts;     /* the domain's MTA-STS policy; mode NONE: none */
+    int64_t sts_wait_until; /* mono: how long to wait for its first fetch */
     struct delivery *next, *prev;
 } delivery;
 
@@ -205,6 +207,7 @@ static void delivery_free(delivery *dl)
         snd_dane_answer_unref(dl->cands[i].dane);
     }
     free(dl->cands);
+    snd_sts_policy_clear(&dl->sts);
     if (dl->held_key)
         snd_dest_unhold(w->dests, dl->held_key, sl_mono_ms());
     free(dl->held_key);
@@ -317,7 +320,11 @@ static void delivery_finish(delivery *dl)
         .mx_ip = c ? c->ip : NULL,
         .tls_protocol = dl->tls_protocol,
         .tls_cipher = dl->tls_cipher,
-        .tls_policy = c && c->dane ? "dane" : tls_policy_name((sl_tls_policy)dl->d->tls),
+        /* DANE (usable TLSA records) takes precedence over MTA-STS. */
+        .tls_policy = c && c->dane                      ? "dane"
+                      : dl->sts.mode == SND_STS_ENFORCE ? "mta-sts-enforce"
+                      : dl->sts.mode == SND_STS_TESTING ? "mta-sts-testing"
+                                                        : tls_policy_name((sl_tls_policy)dl->d->tls),
         .tls_verified = dl->tls_verified,
         .tls_verify_result = dl->tls_verify,
         .tls_failure = dl->tls_failure,
@@ -388,6 +395,20 @@ static void txn_done(snd_txn *t)
     dl->tls_verified = t->tls_verified;
     snprintf(dl->tls_verify, sizeof dl->tls_verify, "%s", t->tls_verify);
     snprintf(dl->tls_failure, sizeof dl->tls_failure, "%s", t->tls_note);
+    if (dl->sts.mode == SND_STS_TESTING && !t->session_failed) {
+        /* MTA-STS testing: delivered as usual, what enforce would have
+         * refused goes into the event (RFC 8461 5). */
+        const char *host = dl->cands[dl->cur].host;
+        if (!snd_sts_mx_match(&dl->sts, host))
+            snprintf(dl->tls_failure, sizeof dl->tls_failure,
+                     "MTA-STS testing: MX host %s does not match the policy", host);
+        else if (!t->tls_verified)
+            snprintf(dl->tls_failure, sizeof dl->tls_failure, "MTA-STS testing: %.80s%s%.150s%s",
+                     t->tls_protocol[0] ? t->tls_verify : "no TLS",
+                     !t->tls_protocol[0] && t->tls_note[0] ? " (" : "",
+                     t->tls_protocol[0] ? "" : t->tls_note,
+                     !t->tls_protocol[0] && t->tls_note[0] ? ")" : "");
+    }
     dl->smtp_ms += t->smtp_ms;
     if (!t->session_failed) {
         char l[256];
@@ -470,7 +491,9 @@ static void start_txn(delivery *dl)
         .source_ip = d->source_ip,
         .ehlo = d->ehlo,
         .socks5 = d->socks5,
-        .tls = (sl_tls_policy)d->tls,
+        /* MTA-STS enforce: verified TLS to a matching MX, whatever the
+         * site's policy says. */
+        .tls = dl->sts.mode == SND_STS_ENFORCE ? SL_TLS_VERIFY : (sl_tls_policy)d->tls,
         .timeouts = sh->timeouts,
         .tls_ctx = w->sh.tls_ctx,
     };
@@ -676,6 +699,70 @@ static void next_target(delivery *dl)
     }
 }
 
+/* MTA-STS (mtasts.h), once the MX hosts are known: wait briefly for the
+ * domain's first policy fetch (deferring past mta_sts_fetch_timeout); under
+ * enforce, only MX hosts the policy names are tried, each with verified
+ * TLS (start_txn), and a domain none of whose MX hosts match defers. */
+static void sts_check(delivery *dl);
+
+static void on_sts_wait(uv_timer_t *t)
+{
+    sts_check(t->data);
+}
+
+static void sts_check(delivery *dl)
+{
+    snd_worker *w = dl->w;
+    const char *domain = dl->d->job->domain;
+    if (!w->sh.mtasts) {
+        next_target(dl);
+        return;
+    }
+    snd_sts_policy_clear(&dl->sts);
+    if (snd_mtasts_get(w->sh.mtasts, domain, &dl->sts) > 0) {
+        int64_t now = sl_mono_ms();
+        if (!dl->sts_wait_until)
+            dl->sts_wait_until = now + w->sh.cfg->sender.mta_sts_fetch_timeout_ms + 1000;
+        if (now < dl->sts_wait_until) {
+            uv_timer_start(&dl->timer, on_sts_wait, 50, 0);
+            return;
+        }
+        sl_metric_inc("sluice_sender_mtasts_deferrals_total", "reason=\"pending\"", 1);
+        char text[400];
+        snprintf(text, sizeof text, "MTA-STS policy of %s is still being fetched", domain);
+        finish_local(dl, SL_COND_NETWORK, 451, "4.4.3", text, "MTA-STS policy pending");
+        return;
+    }
+    if (dl->sts.mode == SND_STS_ENFORCE) {
+        size_t keep = 0;
+        char first_bad[256] = "";
+        for (size_t i = 0; i < dl->n_cands; i++) {
+            if (snd_sts_mx_match(&dl->sts, dl->cands[i].host)) {
+                dl->cands[keep++] = dl->cands[i];
+                continue;
+            }
+            if (!first_bad[0])
+                snprintf(first_bad, sizeof first_bad, "%s", dl->cands[i].host);
+            free(dl->cands[i].host);
+            free(dl->cands[i].ip);
+        }
+        dl->n_cands = keep;
+        if (first_bad[0])
+            snprintf(dl->tls_failure, sizeof dl->tls_failure,
+                     "MTA-STS: MX host %s does not match the policy", first_bad);
+        if (!keep) {
+            sl_metric_inc("sluice_sender_mtasts_deferrals_total", "reason=\"mx_mismatch\"", 1);
+            char text[400];
+            snprintf(text, sizeof text,
+                     "no MX host of %s matches its MTA-STS policy (mode enforce; %s)", domain,
+                     first_bad);
+            finish_local(dl, SL_COND_TLS, 451, "4.7.5", text, "MTA-STS MX mismatch");
+            return;
+        }
+    }
+    next_target(dl);
+}
+
 static void add_cand(delivery *dl, const char *host, uint16_t port)
 {
     dl->cands = xrealloc(dl->cands, (dl->n_cands + 1) * sizeof *dl->cands);
@@ -730,7 +817,7 @@ static void on_mx(const sl_dns_mx_result *res, void *arg)
     }
     }
     dl->cur = 0;
-    next_target(dl);
+    sts_check(dl);
 }
 
 static void delivery_route(delivery *dl)
@@ -766,6 +853,9 @@ static void delivery_route(delivery *dl)
         for (size_t i = 0; i < n; i++)
             add_cand(dl, job->mx[order[i]]->host, dl->w->mx_port);
         free(order);
+        dl->cur = 0;
+        sts_check(dl);
+        return;
     } else {
         if (!dl->w->dns || sl_dns_mx(dl->w->dns, job->domain, on_mx, dl) < 0)
             finish_local(dl, SL_COND_REPLY, 550, "5.1.2", "recipient domain name is invalid",

@@ -14,7 +14,9 @@
  * DKIM-signed when the From domain has keys), finds the destination (the
  * Dispatch's route, a configured route, the job's MX list, or an MX lookup;
  * implicit MX; null MX bounces at once; a temporary DNS failure defers and
- * never falls back to A records), and delivers through the pools, trying
+ * never falls back to A records; with MX hosts, the domain's MTA-STS policy
+ * from shared->mtasts: enforce keeps the matching hosts and verifies their
+ * certificates, testing reports), and delivers through the pools, trying
  * the next MX host when sl_trouble_decide() says NEXT_MX. Just before its
  * first transaction, every recipient whose (job id, recipient) the
  * delivery ledger (ledger.h) holds as final is skipped: counted, logged,
@@ -41,6 +43,7 @@
 #include "dkim.h"
 #include "kafka.h"
 #include "ledger.h"
+#include "mtasts.h"
 #include "tmplstore.h"
 #include "trouble.h"
 
@@ -50,6 +53,7 @@ typedef struct snd_shared {
     const sl_dkim_keyring *dkim;    /* NULL: no signing */
     snd_tmplstore *templates;
     SSL_CTX *tls_ctx;
+    snd_mtasts *mtasts;             /* NULL: MTA-STS off (sender.mta_sts) */
     const char *sender_id;
     snd_ledger *ledger;             /* NULL: the delivery ledger is off */
     snd_dane_cache *dane_cache;     /* NULL: DANE is off (sender.dane) */

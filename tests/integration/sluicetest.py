@@ -241,15 +241,16 @@ class Sink:
         return False
 
 
-def start_sink(tmpdir, extra_args=(), host="127.0.0.1", store=True, timeout=10.0):
-    """Start sluice-testsink on host:0 and wait until it reports its port.
-    With store=True messages are also written to tmpdir/sink-msgs."""
+def start_sink(tmpdir, extra_args=(), host="127.0.0.1", store=True, timeout=10.0, port=0):
+    """Start sluice-testsink on host:port (0: any free port) and wait until
+    it reports its port. With store=True messages are also written to
+    tmpdir/sink-msgs."""
     os.makedirs(tmpdir, exist_ok=True)
     tag = "%d" % (int(time.monotonic() * 1e6) % 10**9)
     port_file = os.path.join(tmpdir, "sink-%s.port" % tag)
     log_path = os.path.join(tmpdir, "sink-%s.jsonl" % tag)
     msg_dir = None
-    args = ["--listen", "%s:0" % host, "--port-file", port_file, "--log", log_path]
+    args = ["--listen", "%s:%d" % (host, port), "--port-file", port_file, "--log", log_path]
     if store:
         msg_dir = os.path.join(tmpdir, "sink-%s-msgs" % tag)
         os.makedirs(msg_dir, exist_ok=True)

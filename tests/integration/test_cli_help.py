@@ -85,7 +85,7 @@ class HelpVersion(unittest.TestCase):
 
     def test_top_level_help_lists_every_command(self):
         with open(os.path.join(SRC, "cli", "cli.c")) as f:
-            names = re.findall(r'^\s*\{"([a-z-]+)", cli_', f.read(), re.M)
+            names = re.findall(r'^\s*\{"([a-z][a-z-]*)", cli_', f.read(), re.M)
         self.assertIn("dlq", names)
         r = run("sluice", "--help")
         listed = [l.split()[0] for l in r.stdout.split("commands:")[1].split("options:")[0]

@@ -41,6 +41,7 @@ static const char *records_json =
     "\"e3.test\": {\"MX\": [[10, \"mx.e3.test\"]]},"
     "\"hit.test\": {\"MX\": [[10, \"mx.hit.test\"]]},"
     "\"alias.test\": {\"CNAME\": \"mx1.example.test\"},"
+    "\"_mta-sts.txt.test\": {\"TXT\": [\"v=STSv1; id=20261205\", \"v=spf1 include:a-fairly-long-include-name.example.test include:a-fairly-long-include-name.example.test include:a-fairly-long-include-name.example.test include:a-fairly-long-include-name.example.test include:a-fairly-long-include-name.example.test include:a-fairly-long-include-name.example.test -all\"], \"ttl\": 200},"
     "\"big.test\": {\"MX\": [%s]}"
     "}";
 
@@ -223,6 +224,21 @@ static void on_addr(const sl_dns_addr_result *r, void *arg)
     g->n = r->n_addrs;
     for (size_t i = 0; i < r->n_addrs && i < 64; i++)
         snprintf(g->hosts[i], sizeof g->hosts[i], "%s", r->addrs[i].text);
+    g->ttl = r->ttl;
+    g->cached = r->cached;
+}
+
+static void on_txt(const sl_dns_txt_result *r, void *arg)
+{
+    got *g = arg;
+    g->calls++;
+    g->status = r->status;
+    snprintf(g->domain, sizeof g->domain, "%s", r->name);
+    g->n = r->n_txt;
+    for (size_t i = 0; i < r->n_txt && i < 64; i++) {
+        snprintf(g->hosts[i], sizeof g->hosts[i], "%s", r->txt[i]);
+        g->prefs[i] = (uint16_t)strlen(r->txt[i]); /* the record's length */
+    }
     g->ttl = r->ttl;
     g->cached = r->cached;
 }
@@ -691,6 +707,44 @@ static void test_status_names(void **state)
     assert_true(sl_dns_status_temporary(SL_DNS_TIMEOUT));
 }
 
+/* TXT: each record whole, a record longer than 255 bytes (several
+ * character strings) joined; NODATA and NXDOMAIN as for MX; cached. */
+static void test_txt(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e);
+    got g;
+    memset(&g, 0, sizeof g);
+    assert_int_equal(sl_dns_txt(e.dns, "_MTA-STS.txt.test.", on_txt, &g), 0);
+    run_until(&e, &g.calls, 1, 5000);
+    assert_int_equal(g.calls, 1);
+    assert_int_equal(g.status, SL_DNS_OK);
+    assert_string_equal(g.domain, "_mta-sts.txt.test");
+    assert_int_equal(g.n, 2);
+    bool sts = false, spf = false;
+    for (size_t i = 0; i < g.n; i++) {
+        sts |= !strcmp(g.hosts[i], "v=STSv1; id=20261205");
+        /* 299 bytes: two character strings on the wire, one record here */
+        spf |= g.prefs[i] == 299 && !strncmp(g.hosts[i], "v=spf1 include:", 15);
+    }
+    assert_true(sts);
+    assert_true(spf);
+    memset(&g, 0, sizeof g);
+    assert_int_equal(sl_dns_txt(e.dns, "_mta-sts.txt.test", on_txt, &g), 0);
+    run_until(&e, &g.calls, 1, 5000);
+    assert_true(g.cached);
+    memset(&g, 0, sizeof g);
+    assert_int_equal(sl_dns_txt(e.dns, "example.test", on_txt, &g), 0);
+    run_until(&e, &g.calls, 1, 5000);
+    assert_int_equal(g.status, SL_DNS_NODATA);
+    memset(&g, 0, sizeof g);
+    assert_int_equal(sl_dns_txt(e.dns, "_mta-sts.nowhere.test", on_txt, &g), 0);
+    run_until(&e, &g.calls, 1, 5000);
+    assert_int_equal(g.status, SL_DNS_NXDOMAIN);
+    env_done(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -713,6 +767,7 @@ int main(void)
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_status_names),
+        cmocka_unit_test(test_txt),
     };
     return cmocka_run_group_tests(tests, srv_start, srv_stop);
 }
