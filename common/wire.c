@@ -413,6 +413,7 @@ const char *sl_event_type_name(Sluice__V1__EventType t)
     case SLUICE__V1__EVENT_TYPE__EVENT_SHAPING: return "SHAPING";
     case SLUICE__V1__EVENT_TYPE__EVENT_COMPLAINED: return "COMPLAINED";
     case SLUICE__V1__EVENT_TYPE__EVENT_CANCELLED: return "CANCELLED";
+    case SLUICE__V1__EVENT_TYPE__EVENT_UNSUBSCRIBED: return "UNSUBSCRIBED";
     default: return "UNKNOWN";
     }
 }

@@ -326,6 +326,21 @@ class TestApi(ApiCase):
         self.assertEqual(body["counts"]["accepted"], 3)
         self.assertEqual(body["counts"]["queued"], 3)
         self.assertEqual(body["counts"]["delivered"], 0)
+        self.assertEqual(body["counts"]["unsubscribed"], 0)
+        # An unsubscribe (published by whatever serves the one-click link)
+        # is counted, once however often it is repeated, and is no final
+        # event: the job stays queued.
+        jid = body and self.jobs()[0]["job_id"]
+        for _ in range(2):
+            r = subprocess.run([bin_path("sched_tool"), "event", "-c", self.cfg, "--type",
+                                "unsubscribed", "--id", jid, "--tenant", "acme",
+                                "--campaign", "spring", "--to", "a@example.com"],
+                               capture_output=True, text=True, timeout=DEADLINE)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        status, _, body = self.post(b"", path="/v1/campaigns/spring", method="GET")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["counts"]["unsubscribed"], 1)
+        self.assertEqual(body["counts"]["queued"], 3)
         status, _, body = self.post({"reason": "wrong list"}, path="/v1/campaigns/spring/suspend")
         self.assertEqual(status, 202, body)
         status, _, body = self.post(b"", path="/v1/campaigns/spring", method="GET")
