@@ -117,15 +117,18 @@ void api_idem_drain(api_idem *s)
         rd_kafka_message_destroy(m);
     }
     pthread_mutex_unlock(&s->rmu);
-    if (n)
-        sl_metric_set("sluice_api_idempotency_keys", NULL, (double)s->recs.count);
+    if (n) {
+        pthread_rwlock_rdlock(&s->mu);
+        size_t count = s->recs.count;
+        pthread_rwlock_unlock(&s->mu);
+        sl_metric_set("sluice_api_idempotency_keys", NULL, (double)count);
+    }
 }
 
 int api_idem_sync(api_idem *s, const char *tenant, const char *key, int timeout_ms)
 {
     char *k = api_idem_key(tenant, key);
     int64_t deadline = sl_mono_ms() + timeout_ms;
-    pthread_mutex_lock(&s->rmu);
     /* The partition the producer's murmur2 partitioner gives the key. */
     int32_t p = rd_kafka_msg_partitioner_murmur2(NULL, k, strlen(k), s->n_parts, NULL, NULL);
     free(k);
@@ -150,6 +153,10 @@ int api_idem_sync(api_idem *s, const char *tenant, const char *key, int timeout_
      * read: its start (as the fetches last saw it) is its end. */
     if (!rc && rd_kafka_get_watermark_offsets(rk, s->topic, p, &lo, &cached_hi) != 0)
         lo = 0;
+    /* The broker was asked without the lock (librdkafka's calls are
+     * thread safe): concurrent requests wait on Kafka together, and only
+     * reading the records is one at a time. */
+    pthread_mutex_lock(&s->rmu);
     while (!rc && hi > lo && s->next[p] < hi) {
         int64_t left = deadline - sl_mono_ms();
         if (left <= 0) {

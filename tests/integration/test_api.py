@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import unittest
 import urllib.request
 
@@ -547,6 +548,37 @@ class TestApiIdempotencyAcrossInstances(ApiCase):
         self.assertEqual(s5, 422, b5)
         self.assertEqual(self.jobs_published(), sorted(i for i in ids if i))
         self.assertEqual(api2.stop(timeout=20), 0, api2.output())
+
+    def test_the_race_of_two_instances_costs_at_most_a_second_copy(self):
+        # Both instances get the key at once, before either recorded it:
+        # both may publish, under the same job ids (docs/api.md).
+        _, port2, _ = self.start_api("api2")
+        req = simple(["a@example.com", "b@example.com"])
+        hdr = {"Idempotency-Key": "race-1"}
+        answers = [None, None]
+
+        def send(i, port):
+            answers[i] = self.post(req, headers=hdr, port=port)
+
+        threads = [threading.Thread(target=send, args=(i, p))
+                   for i, p in enumerate((self.port, port2))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(DEADLINE)
+        (s1, _, b1), (s2, _, b2) = answers
+        self.assertEqual((s1, s2), (202, 202), (b1, b2))
+        ids = [r["job_id"] for r in b1["recipients"]]
+        self.assertEqual([r["job_id"] for r in b2["recipients"]], ids)
+        first = self.jobs_published()
+        for i in ids:
+            self.assertIn(first.count(i), (1, 2), first)
+        self.assertEqual(set(first), set(ids))
+        # Once recorded, a retry anywhere adds nothing.
+        for port in (self.port, port2):
+            s, _, b = self.post(req, headers=hdr, port=port)
+            self.assertEqual((s, [r["job_id"] for r in b["recipients"]]), (202, ids))
+        self.assertEqual(self.jobs_published(), first)
 
     def jobs_published(self):
         """Every record on the jobs topic, by job id (a repeat shows twice)."""
