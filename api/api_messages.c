@@ -349,23 +349,22 @@ static void idem_replay(api_key *key, const char *idem, const unsigned char body
                         json_t *rcpts, json_t *prior, api_reply *r)
 {
     size_t n = json_array_size(rcpts), accepted = 0;
-    json_t *rejected = json_object_get(prior, "rejected");
+    const char **err_of = xcalloc(n + 1, sizeof *err_of);
+    size_t k;
+    json_t *rej;
+    json_array_foreach(json_object_get(prior, "rejected"), k, rej)
+    {
+        json_int_t i = json_integer_value(json_array_get(rej, 0));
+        if (i >= 0 && (size_t)i < n)
+            err_of[i] = json_string_value(json_array_get(rej, 1));
+    }
     json_t *results = json_array();
     for (size_t i = 0; i < n; i++) {
         const char *addr = json_string_value(json_object_get(json_array_get(rcpts, i), "address"));
         char an[SLUICE_ADDRESS_MAX + 1], why[256];
         json_t *e = json_pack("{s:I, s:s}", "index", (json_int_t)i, "address",
                               sluice_address_normalize(addr, an, why, sizeof why) ? addr : an);
-        const char *error = NULL;
-        size_t k;
-        json_t *rej;
-        json_array_foreach(rejected, k, rej)
-        {
-            if ((size_t)json_integer_value(json_array_get(rej, 0)) == i) {
-                error = json_string_value(json_array_get(rej, 1));
-                break;
-            }
-        }
+        const char *error = err_of[i];
         if (error) {
             json_object_set_new(e, "error", json_string(error));
         } else {
@@ -376,6 +375,7 @@ static void idem_replay(api_key *key, const char *idem, const unsigned char body
         }
         json_array_append_new(results, e);
     }
+    free(err_of);
     r->status = 202;
     r->body = json_pack("{s:I, s:I, s:o}", "accepted", (json_int_t)accepted, "rejected",
                         (json_int_t)(n - accepted), "recipients", results);
