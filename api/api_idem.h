@@ -7,8 +7,9 @@
  * Topic: the compacted idempotency topic (sl_config_topic(cfg,
  * "idempotency"), kept api.idempotency_ttl). Key "TENANT/IDEMPOTENCY-KEY";
  * value a JSON object {"v":1, "tenant", "key", "sha256" (hex, of the
- * request body), "recipients" (their number), "rejected" ([[index,
- * error], ...]: the recipients refused one by one), "at_ms"}. The job ids
+ * request body), "recipients" (their number), "errors" (each distinct
+ * error once), "rejected" ([[index, index into errors], ...]: the
+ * recipients refused one by one), "at_ms"}. The job ids
  * are not stored: they are derived from (tenant, key, body, index), see
  * api_messages.c.
  *

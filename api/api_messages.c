@@ -350,13 +350,16 @@ static void idem_replay(api_key *key, const char *idem, const unsigned char body
 {
     size_t n = json_array_size(rcpts), accepted = 0;
     const char **err_of = xcalloc(n + 1, sizeof *err_of);
+    json_t *errors = json_object_get(prior, "errors");
     size_t k;
     json_t *rej;
     json_array_foreach(json_object_get(prior, "rejected"), k, rej)
     {
         json_int_t i = json_integer_value(json_array_get(rej, 0));
+        const char *why = json_string_value(
+            json_array_get(errors, (size_t)json_integer_value(json_array_get(rej, 1))));
         if (i >= 0 && (size_t)i < n)
-            err_of[i] = json_string_value(json_array_get(rej, 1));
+            err_of[i] = why ? why : "rejected";
     }
     json_t *results = json_array();
     for (size_t i = 0; i < n; i++) {
@@ -388,18 +391,32 @@ static void idem_replay(api_key *key, const char *idem, const unsigned char body
 static void idem_record(api_ctx *a, api_key *key, const char *idem, const char *hex, size_t n,
                         json_t *results)
 {
-    json_t *rejected = json_array();
+    /* Each distinct error once ("errors"), the refused recipients as
+     * [index, error's index]: 10,000 refusals of a few kinds fit a record
+     * of the topic's size budget. */
+    json_t *rejected = json_array(), *errors = json_array();
+    sl_map seen;
+    sl_map_init(&seen);
     size_t i;
     json_t *e;
     json_array_foreach(results, i, e)
     {
-        json_t *err = json_object_get(e, "error");
-        if (err)
-            json_array_append_new(rejected, json_pack("[I, O]", (json_int_t)i, err));
+        const char *err = json_string_value(json_object_get(e, "error"));
+        if (!err)
+            continue;
+        uintptr_t j = (uintptr_t)sl_map_get(&seen, err);
+        if (!j) {
+            json_array_append_new(errors, json_string(err));
+            j = json_array_size(errors);
+            sl_map_put(&seen, err, (void *)j);
+        }
+        json_array_append_new(rejected, json_pack("[I, I]", (json_int_t)i, (json_int_t)(j - 1)));
     }
-    json_t *rec = json_pack("{s:i, s:s, s:s, s:s, s:I, s:o, s:I}", "v", 1, "tenant", key->tenant,
-                            "key", idem, "sha256", hex, "recipients", (json_int_t)n, "rejected",
-                            rejected, "at_ms", (json_int_t)sl_now_ms());
+    sl_map_free(&seen);
+    json_t *rec = json_pack("{s:i, s:s, s:s, s:s, s:I, s:o, s:o, s:I}", "v", 1, "tenant",
+                            key->tenant, "key", idem, "sha256", hex, "recipients", (json_int_t)n,
+                            "errors", errors, "rejected", rejected, "at_ms",
+                            (json_int_t)sl_now_ms());
     char *text = json_dumps(rec, JSON_COMPACT);
     sl_buf val = SL_BUF_INIT;
     sl_buf_puts(&val, text);

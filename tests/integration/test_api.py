@@ -547,6 +547,16 @@ class TestApiIdempotencyAcrossInstances(ApiCase):
         s5, _, b5 = self.post(other, headers=hdr)
         self.assertEqual(s5, 422, b5)
         self.assertEqual(self.jobs_published(), sorted(i for i in ids if i))
+        # 10,000 recipients, half refused: the record of the refusals fits
+        # the topic, and the other instance answers them all again.
+        big = simple(["u%d@example.com" % i if i % 2 else "bad %d" % i for i in range(10000)])
+        s6, _, b6 = self.post(big, headers={"Idempotency-Key": "big"})
+        self.assertEqual((s6, b6["accepted"]), (202, 5000))
+        s7, _, b7 = self.post(big, headers={"Idempotency-Key": "big"}, port=port2)
+        self.assertEqual(s7, 202)
+        self.assertEqual(b7, b6)
+        self.assertEqual(self.metric('sluice_api_idempotent_replays_total{result="same"}',
+                                     metrics2), 2)
         self.assertEqual(api2.stop(timeout=20), 0, api2.output())
 
     def test_the_race_of_two_instances_costs_at_most_a_second_copy(self):
