@@ -2,6 +2,7 @@
  * api_idem - see api_idem.h.
  */
 #include "api_idem.h"
+#include "kafka.h"
 #include "log.h"
 #include "map.h"
 #include "metrics.h"
@@ -15,6 +16,7 @@
 struct api_idem {
     int64_t ttl_ms;
     char *topic;
+    rd_kafka_t *query;   /* asks a partition's end: never fetches (thread safe) */
     pthread_mutex_t rmu; /* the reader and next[] */
     sl_reader *reader;
     int n_parts;
@@ -40,7 +42,17 @@ api_idem *api_idem_new(const sl_config *cfg, char **err)
         free(topic);
         return NULL;
     }
+    /* Not the reader's handle: a broker answers a connection's requests
+     * in order, so a ListOffsets behind the reader's waiting fetch would
+     * wait out fetch.wait.max.ms each time. */
+    rd_kafka_t *q = sl_kafka_assign_handle(cfg, "api", "sluice-reader", err, NULL);
+    if (!q) {
+        sl_reader_free(r);
+        free(topic);
+        return NULL;
+    }
     api_idem *s = xcalloc(1, sizeof *s);
+    s->query = q;
     s->ttl_ms = cfg->api.idempotency_ttl_ms;
     s->topic = topic;
     s->reader = r;
@@ -135,10 +147,10 @@ int api_idem_sync(api_idem *s, const char *tenant, const char *key, int timeout_
     /* The end now: ListOffsets for timestamp -1 (latest), through
      * offsets_for_times, which keeps to its timeout when the leader is
      * down (query_watermark_offsets waits for the request's own timeout). */
-    rd_kafka_t *rk = sl_reader_handle(s->reader);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, s->topic, p)->offset = RD_KAFKA_OFFSET_END;
-    rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(rk, l, timeout_ms > 0 ? timeout_ms : 1);
+    rd_kafka_resp_err_t e =
+        rd_kafka_offsets_for_times(s->query, l, timeout_ms > 0 ? timeout_ms : 1);
     if (!e)
         e = l->elems[0].err;
     int64_t hi = l->elems[0].offset, lo = 0, cached_hi = 0;
@@ -151,7 +163,8 @@ int api_idem_sync(api_idem *s, const char *tenant, const char *key, int timeout_
     }
     /* An empty partition (everything past its retention) has nothing to
      * read: its start (as the fetches last saw it) is its end. */
-    if (!rc && rd_kafka_get_watermark_offsets(rk, s->topic, p, &lo, &cached_hi) != 0)
+    if (!rc && rd_kafka_get_watermark_offsets(sl_reader_handle(s->reader), s->topic, p, &lo,
+                                              &cached_hi) != 0)
         lo = 0;
     /* The broker was asked without the lock (librdkafka's calls are
      * thread safe): concurrent requests wait on Kafka together, and only
@@ -213,6 +226,7 @@ void api_idem_free(api_idem *s)
     if (!s)
         return;
     sl_reader_free(s->reader);
+    rd_kafka_destroy(s->query);
     sl_map_each(&s->recs, free_rec, NULL);
     sl_map_free(&s->recs);
     pthread_rwlock_destroy(&s->mu);
