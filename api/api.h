@@ -38,6 +38,7 @@ typedef struct api_ctx {
     pthread_cond_t acked;  /* broadcast when a request's last job is answered */
     struct sl_producer *prod; /* control and suppression records; under prod_mu */
     struct api_suppress *supp; /* the suppression lists (api_suppress.h); its own lock */
+    struct api_idem *idem;     /* the Idempotency-Key records (api_idem.h); its own locks */
     pthread_mutex_t prod_mu;
 } api_ctx;
 
@@ -52,6 +53,11 @@ typedef struct api_reply {
 /* RFC 9457 problem details naming the offending field (may be NULL). */
 void api_problem(api_reply *r, int status, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* Publish one record (val NULL: a tombstone) to the topic of suffix on
+ * api_ctx.prod and wait for its acknowledgement, at most api.ack_timeout.
+ * Returns 0, or a negative error. Any thread (takes prod_mu). */
+int api_publish(api_ctx *a, const char *suffix, const char *key, const sl_buf *val);
 
 /* POST /v1/messages. body is the request body (NUL-terminated), idem the
  * Idempotency-Key header or NULL. Fills r. Connection thread. */

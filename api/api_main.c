@@ -16,6 +16,7 @@
  * thread per connection, capped at api.max_connections.
  */
 #include "api.h"
+#include "api_idem.h"
 #include "api_suppress.h"
 #include "cmdline.h"
 #include "health.h"
@@ -386,6 +387,10 @@ int main(int argc, char **argv)
     if (!g.supp)
         sl_fatal(1, "api: kafka: %s", err);
     api_suppress_drain(g.supp);
+    g.idem = api_idem_new(cfg, &err);
+    if (!g.idem)
+        sl_fatal(1, "api: kafka: %s (sluice topics ensure creates the idempotency topic)", err);
+    api_idem_drain(g.idem);
 
     sl_metric_help("sluice_api_requests_total", SL_METRIC_COUNTER,
                    "HTTP requests answered, by status code");
@@ -397,6 +402,9 @@ int main(int argc, char **argv)
                    "Recipients refused one by one (bad address, bad substitutions)");
     sl_metric_help("sluice_api_control_total", SL_METRIC_COUNTER,
                    "Control records published, by scope and action");
+    sl_metric_help("sluice_api_idempotent_replays_total", SL_METRIC_COUNTER,
+                   "Requests whose Idempotency-Key was used before: answered again (same) or "
+                   "refused 422 (conflict: another body)");
     sl_metric_help("sluice_api_message_request_seconds", SL_METRIC_HISTOGRAM,
                    "Time to answer POST /v1/messages, Kafka acknowledgement included");
     if (cfg->metrics.listen) {
@@ -465,6 +473,7 @@ int main(int argc, char **argv)
             sl_producer_poll(g.prod, 0);
             pthread_mutex_unlock(&g.prod_mu);
             api_suppress_drain(g.supp);
+            api_idem_drain(g.idem);
             sl_health_beat(beat);
             continue;
         }
@@ -495,6 +504,7 @@ int main(int argc, char **argv)
     sl_producer_flush(g.prod, 30000);
     sl_producer_free(g.prod);
     api_suppress_free(g.supp);
+    api_idem_free(g.idem);
     api_keys_free(g.keys);
     free(cert);
     free(pkey);

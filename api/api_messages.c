@@ -7,18 +7,30 @@
  * gets its own job id, substitutions and metadata, and a bad recipient is
  * reported alone while the others go out. With an Idempotency-Key the job
  * ids are derived from (tenant, key, SHA-256 of the body, recipient index):
- * a retry of the same request answers the same ids. The derived ids Kafka
- * acknowledged are remembered (the newest IDEM_MAX of them, under
- * api_ctx.mu), so a retry that reaches the same instance publishes only
- * what was not acknowledged; another instance, or this one after a
- * restart, publishes the same jobs again under the same ids.
+ * a retry of the same request answers the same ids. Once every job is
+ * acknowledged, the request is recorded on the idempotency topic
+ * (api_idem.h) before the 202: a retry that finds the record, on any
+ * instance, is answered from it and publishes nothing; the same key with
+ * another body is 422. Before the record exists (a 503 half way), the
+ * derived ids Kafka acknowledged are remembered here (the newest IDEM_MAX
+ * of them, under api_ctx.mu), so a retry that reaches the same instance
+ * publishes only what was not acknowledged; another instance publishes
+ * the same jobs again under the same ids.
+ *
+ * The body's hash is part of the derivation (not only tenant, key and
+ * index) so that two different bodies racing under one key before either
+ * is recorded never share a job id: the sender's ledger would otherwise
+ * drop one of two different messages as a repeat of the other.
  */
 #include "api.h"
+#include "api_idem.h"
 #include "api_mime.h"
 #include "api_suppress.h"
 #include "template.h"
 
+#include "log.h"
 #include "map.h"
+#include "metrics.h"
 
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -324,6 +336,103 @@ static int priority_of(const char *s, sluice_priority *p)
     return 0;
 }
 
+static void hex_of(const unsigned char h[32], char out[65])
+{
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", h[i]);
+}
+
+/* The answer to a request whose Idempotency-Key has a record: the same
+ * body (its hash), so the same recipients, the same derived job ids and
+ * the same refusals as the first time; nothing is published. */
+static void idem_replay(api_key *key, const char *idem, const unsigned char body_hash[32],
+                        json_t *rcpts, json_t *prior, api_reply *r)
+{
+    size_t n = json_array_size(rcpts), accepted = 0;
+    const char **err_of = xcalloc(n + 1, sizeof *err_of);
+    json_t *errors = json_object_get(prior, "errors");
+    size_t k;
+    json_t *rej;
+    json_array_foreach(json_object_get(prior, "rejected"), k, rej)
+    {
+        json_int_t i = json_integer_value(json_array_get(rej, 0));
+        const char *why = json_string_value(
+            json_array_get(errors, (size_t)json_integer_value(json_array_get(rej, 1))));
+        if (i >= 0 && (size_t)i < n)
+            err_of[i] = why ? why : "rejected";
+    }
+    json_t *results = json_array();
+    for (size_t i = 0; i < n; i++) {
+        const char *addr = json_string_value(json_object_get(json_array_get(rcpts, i), "address"));
+        char an[SLUICE_ADDRESS_MAX + 1], why[256];
+        json_t *e = json_pack("{s:I, s:s}", "index", (json_int_t)i, "address",
+                              sluice_address_normalize(addr, an, why, sizeof why) ? addr : an);
+        const char *error = err_of[i];
+        if (error) {
+            json_object_set_new(e, "error", json_string(error));
+        } else {
+            char jid[27];
+            derived_job_id(key->tenant, idem, body_hash, i, jid);
+            json_object_set_new(e, "job_id", json_string(jid));
+            accepted++;
+        }
+        json_array_append_new(results, e);
+    }
+    free(err_of);
+    r->status = 202;
+    r->body = json_pack("{s:I, s:I, s:o}", "accepted", (json_int_t)accepted, "rejected",
+                        (json_int_t)(n - accepted), "recipients", results);
+}
+
+/* Records an answered request on the idempotency topic (and here at
+ * once). A failure is logged, not answered: the jobs are in Kafka, and a
+ * retry that does not find the record publishes them again under the same
+ * job ids (docs/api.md, Idempotency). */
+static void idem_record(api_ctx *a, api_key *key, const char *idem, const char *hex, size_t n,
+                        json_t *results)
+{
+    /* Each distinct error once ("errors"), the refused recipients as
+     * [index, error's index]: 10,000 refusals of a few kinds fit a record
+     * of the topic's size budget. */
+    json_t *rejected = json_array(), *errors = json_array();
+    sl_map seen;
+    sl_map_init(&seen);
+    size_t i;
+    json_t *e;
+    json_array_foreach(results, i, e)
+    {
+        const char *err = json_string_value(json_object_get(e, "error"));
+        if (!err)
+            continue;
+        uintptr_t j = (uintptr_t)sl_map_get(&seen, err);
+        if (!j) {
+            json_array_append_new(errors, json_string(err));
+            j = json_array_size(errors);
+            sl_map_put(&seen, err, (void *)j);
+        }
+        json_array_append_new(rejected, json_pack("[I, I]", (json_int_t)i, (json_int_t)(j - 1)));
+    }
+    sl_map_free(&seen);
+    json_t *rec = json_pack("{s:i, s:s, s:s, s:s, s:I, s:o, s:o, s:I}", "v", 1, "tenant",
+                            key->tenant, "key", idem, "sha256", hex, "recipients", (json_int_t)n,
+                            "errors", errors, "rejected", rejected, "at_ms",
+                            (json_int_t)sl_now_ms());
+    char *text = json_dumps(rec, JSON_COMPACT);
+    sl_buf val = SL_BUF_INIT;
+    sl_buf_puts(&val, text);
+    free(text);
+    char *k = api_idem_key(key->tenant, idem);
+    int rc = api_publish(a, "idempotency", k, &val);
+    if (rc)
+        sl_warn("api: idempotency record %s not published: %s (a retry publishes the same jobs "
+                "again under the same ids)",
+                k, sl_strerror(rc));
+    api_idem_put(a->idem, rec);
+    free(k);
+    sl_buf_free(&val);
+    json_decref(rec);
+}
+
 void api_messages_post(api_ctx *a, api_key *key, const char *body, size_t len, const char *idem,
                        api_reply *r)
 {
@@ -403,6 +512,36 @@ void api_messages_post(api_ctx *a, api_key *key, const char *body, size_t len, c
             goto out;
         }
     }
+    unsigned char body_hash[32];
+    unsigned int hl = 32;
+    EVP_Digest(body, len, body_hash, &hl, EVP_sha256(), NULL);
+    char hex[65];
+    hex_of(body_hash, hex);
+    if (idem && a->idem) {
+        /* Whichever instance answered this key before, its record is in
+         * Kafka (acknowledged before its answer): read up to it. */
+        if (api_idem_sync(a->idem, key->tenant, idem, (int)a->cfg->api.ack_timeout_ms) != 0) {
+            api_problem(r, 503, NULL,
+                        "the idempotency topic could not be read: retry with the same "
+                        "Idempotency-Key");
+            r->retry_after = 1;
+            goto out;
+        }
+        json_t *prior = api_idem_get(a->idem, key->tenant, idem);
+        if (prior) {
+            const char *was = json_string_value(json_object_get(prior, "sha256"));
+            if (!was || strcmp(was, hex)) {
+                sl_metric_inc("sluice_api_idempotent_replays_total", "result=\"conflict\"", 1);
+                api_problem(r, 422, "Idempotency-Key",
+                            "Idempotency-Key: already used with another request body");
+            } else {
+                sl_metric_inc("sluice_api_idempotent_replays_total", "result=\"same\"", 1);
+                idem_replay(key, idem, body_hash, rcpts, prior, r);
+            }
+            json_decref(prior);
+            goto out;
+        }
+    }
     int wait = api_key_take(a->keys, key, n, sl_mono_ms());
     if (wait > 0) {
         api_problem(r, 429, NULL, "rate limit of this key: %.0f recipients per minute",
@@ -411,9 +550,6 @@ void api_messages_post(api_ctx *a, api_key *key, const char *body, size_t len, c
         goto out;
     }
 
-    unsigned char body_hash[32];
-    unsigned int hl = 32;
-    EVP_Digest(body, len, body_hash, &hl, EVP_sha256(), NULL);
     b = xcalloc(1, sizeof *b);
     b->acked = &a->acked;
     b->n = n;
@@ -565,6 +701,8 @@ void api_messages_post(api_ctx *a, api_key *key, const char *body, size_t len, c
         api_problem(r, 422, "recipients", "no recipient could be accepted");
         json_object_set_new(r->body, "recipients", results);
     } else {
+        if (idem && a->idem)
+            idem_record(a, key, idem, hex, n, results);
         r->status = 202;
         r->body = json_pack("{s:I, s:I, s:o}", "accepted", (json_int_t)accepted, "rejected",
                             (json_int_t)(n - accepted), "recipients", results);

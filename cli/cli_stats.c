@@ -11,7 +11,7 @@
  * (same job, recipient, attempt and type: a sender that died may have
  * published twice, see DESIGN "Delivery semantics") and counts per group:
  * accepted, delivered, deferred, bounced (hard, soft, and by class),
- * expired, suppressed, rejected, complained, plus the delivery latency of DELIVERED
+ * expired, suppressed, rejected, complained, unsubscribed, plus the delivery latency of DELIVERED
  * events (timestamp_ms - created_at_ms: from acceptance to the receiving
  * MX's 250) as p50/p90/p99/max. Without --by there is one group, "total";
  * with --by a "total" row follows the groups.
@@ -66,12 +66,12 @@ static void stats_row(const sluice_stats_group *g, int w)
     fmt_ms(sluice__stats_pct(g->lat, g->n_lat, 90), p90);
     fmt_ms(sluice__stats_pct(g->lat, g->n_lat, 99), p99);
     fmt_ms(g->n_lat ? g->lat[g->n_lat - 1] : -1, mx);
-    printf("%-*s %9llu %9llu %8llu %8llu %5llu %5llu %7llu %10llu %8llu %10llu %8s %8s %8s %8s\n",
+    printf("%-*s %9llu %9llu %8llu %8llu %5llu %5llu %7llu %10llu %8llu %10llu %12llu %8s %8s %8s %8s\n",
            w, g->name, (unsigned long long)g->accepted, (unsigned long long)g->delivered,
            (unsigned long long)g->deferred, (unsigned long long)g->bounced,
            (unsigned long long)g->hard, (unsigned long long)g->soft, (unsigned long long)g->expired,
            (unsigned long long)g->suppressed, (unsigned long long)g->rejected,
-           (unsigned long long)g->complained, p50, p90, p99, mx);
+           (unsigned long long)g->complained, (unsigned long long)g->unsubscribed, p50, p90, p99, mx);
 }
 
 static const char *stats_key(const sl_event *e, const char *by)
@@ -313,9 +313,9 @@ int cli_stats(int argc, char **argv)
                 w = (int)strlen(st.g[i].name);
         if (w > 40)
             w = 40;
-        printf("%-*s %9s %9s %8s %8s %5s %5s %7s %10s %8s %10s %8s %8s %8s %8s\n", w,
+        printf("%-*s %9s %9s %8s %8s %5s %5s %7s %10s %8s %10s %12s %8s %8s %8s %8s\n", w,
                by ? by : "", "ACCEPTED", "DELIVERED", "DEFERRED", "BOUNCED", "HARD", "SOFT",
-               "EXPIRED", "SUPPRESSED", "REJECTED", "COMPLAINED", "P50", "P90", "P99", "MAX");
+               "EXPIRED", "SUPPRESSED", "REJECTED", "COMPLAINED", "UNSUBSCRIBED", "P50", "P90", "P99", "MAX");
         for (size_t i = 0; i < st.n; i++)
             stats_row(&st.g[i], w);
         stats_row(&st.total, w);

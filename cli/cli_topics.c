@@ -89,8 +89,11 @@ static int topics_create(rd_kafka_t *rk, const sl_topic_spec *t, size_t n, const
         nt[nnew] = rd_kafka_NewTopic_new(t[i].name, t[i].partitions, rf, errstr, sizeof errstr);
         if (!nt[nnew])
             sl_panic("NewTopic %s: %s", t[i].name, errstr);
+        /* Compacted with a retention: the newest record of each key,
+         * and none older than the retention. */
         if (t[i].compacted &&
-            rd_kafka_NewTopic_set_config(nt[nnew], "cleanup.policy", "compact") != 0)
+            rd_kafka_NewTopic_set_config(nt[nnew], "cleanup.policy",
+                                         t[i].retention_ms > 0 ? "compact,delete" : "compact") != 0)
             sl_panic("NewTopic %s: cannot set cleanup.policy", t[i].name);
         /* The size budget: every record a stage produces for an accepted
          * job fits (budget.h). */

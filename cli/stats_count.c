@@ -94,6 +94,9 @@ void sluice__stats_add(sluice_stats_group *g, const sl_event *e)
     case SLUICE__V1__EVENT_TYPE__EVENT_COMPLAINED:
         g->complained++;
         break;
+    case SLUICE__V1__EVENT_TYPE__EVENT_UNSUBSCRIBED:
+        g->unsubscribed++;
+        break;
     case SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED:
         g->bounced++;
         if (e->bounce_hard)
@@ -145,12 +148,13 @@ void sluice__stats_group_json(const sluice_stats_group *g, sl_buf *b)
                   ",\"accepted\":%llu,\"delivered\":%llu,\"deferred\":%llu,\"bounced\":%llu,"
                   "\"bounced_hard\":%llu,\"bounced_soft\":%llu,\"expired\":%llu,"
                   "\"suppressed\":%llu,\"rejected\":%llu,\"complained\":%llu,"
-                  "\"bounced_by_class\":{",
+                  "\"unsubscribed\":%llu,\"bounced_by_class\":{",
                   (unsigned long long)g->accepted, (unsigned long long)g->delivered,
                   (unsigned long long)g->deferred, (unsigned long long)g->bounced,
                   (unsigned long long)g->hard, (unsigned long long)g->soft,
                   (unsigned long long)g->expired, (unsigned long long)g->suppressed,
-                  (unsigned long long)g->rejected, (unsigned long long)g->complained);
+                  (unsigned long long)g->rejected, (unsigned long long)g->complained,
+                  (unsigned long long)g->unsubscribed);
     bool first = true;
     for (int c = 0; c < SLUICE_STATS_CLASSES; c++) {
         if (!g->by_class[c])

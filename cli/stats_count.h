@@ -24,6 +24,7 @@ typedef struct sluice_stats_group {
     char *name;
     uint64_t accepted, delivered, deferred, bounced, hard, soft, expired, suppressed, rejected;
     uint64_t complained;  /* feedback-loop reports (ARF) against the group's mail */
+    uint64_t unsubscribed; /* recipients who unsubscribed (EVENT_UNSUBSCRIBED) */
     uint64_t by_class[SLUICE_STATS_CLASSES];
     int64_t *lat;
     size_t n_lat, cap_lat;

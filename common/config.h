@@ -208,6 +208,7 @@ typedef struct sl_config {
         uint64_t max_body;          /* request body octets; 413 beyond */
         uint32_t max_connections;
         int64_t ack_timeout_ms;     /* wait for Kafka before answering 503 */
+        int64_t idempotency_ttl_ms; /* retention of the idempotency topic */
     } api;
 
     struct {

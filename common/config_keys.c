@@ -215,6 +215,8 @@ static const cfg_key cfg_keys[] = {
      .max = 100000, .def = "1000", .doc = "connections served at once"},
     {.name = "api.ack_timeout", .type = CFG_DURATION, .off = F(api.ack_timeout_ms), .min = 1,
      .def = "30s", .doc = "wait for Kafka's acknowledgement before answering 503"},
+    {.name = "api.idempotency_ttl", .type = CFG_DURATION, .off = F(api.idempotency_ttl_ms),
+     .min = 60000, .def = "24h", .doc = "how long an Idempotency-Key's record is kept"},
 
     {.name = "metrics.health_timeout", .type = CFG_DURATION, .off = F(metrics.health_timeout_ms),
      .min = 1, .def = "60s", .doc = "/healthz is 503 once a heartbeat is older"},

@@ -45,7 +45,7 @@ sl_topic_spec *sl_topics(const sl_config *cfg, size_t *n)
     } fixed[] = {{"jobs", false},         {"sited", false},     {"dispatch", false},
                  {"events", false},       {"suppressions", true}, {"templates", true},
                  {"dlq", false},          {"control", true},     {"state", true},
-                 {"ledger", false}};
+                 {"ledger", false},       {"idempotency", true}};
     size_t nf = sizeof fixed / sizeof fixed[0];
     size_t total = nf + cfg->retry.n_delays;
     sl_topic_spec *t = xcalloc(total, sizeof *t);
@@ -59,6 +59,10 @@ sl_topic_spec *sl_topics(const sl_config *cfg, size_t *n)
          * sender.ledger_lookback covers; twice that is the margin. */
         if (!strcmp(fixed[i].suffix, "ledger"))
             t[i].retention_ms = 2 * cfg->sender.ledger_lookback_ms;
+        /* sluice-api's Idempotency-Key records: compacted (one per key)
+         * and deleted once older than the TTL. */
+        if (!strcmp(fixed[i].suffix, "idempotency"))
+            t[i].retention_ms = cfg->api.idempotency_ttl_ms;
     }
     for (size_t d = 0; d < cfg->retry.n_delays; d++, i++) {
         char *suffix = sl_config_retry_suffix(cfg->retry.delays_ms[d]);

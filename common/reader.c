@@ -141,6 +141,11 @@ int sl_reader_partitions(const sl_reader *r)
     return r->n_parts;
 }
 
+rd_kafka_t *sl_reader_handle(sl_reader *r)
+{
+    return r->rk;
+}
+
 int sl_reader_each(sl_reader *r, int64_t timeout_ms, const atomic_bool *cancel, sl_reader_fn fn,
                    void *arg)
 {

@@ -38,6 +38,9 @@ rd_kafka_message_t *sl_reader_next(sl_reader *r, int timeout_ms);
 bool sl_reader_at_end(const sl_reader *r);
 /* The topic's partition count as seen at open. */
 int sl_reader_partitions(const sl_reader *r);
+/* The reader's Kafka handle, for a broker query (a watermark) on the
+ * reader's thread; the reader keeps it. */
+rd_kafka_t *sl_reader_handle(sl_reader *r);
 void sl_reader_free(sl_reader *r);
 typedef void (*sl_reader_fn)(void *arg, const rd_kafka_message_t *m);
 int sl_reader_each(sl_reader *r, int64_t timeout_ms, const atomic_bool *cancel, sl_reader_fn fn,

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import unittest
 import urllib.request
 
@@ -75,8 +76,8 @@ class ApiCase(unittest.TestCase):
     def write(self, name, text):
         return write_file(self.tmp, name, text)
 
-    def post(self, body, key=KEY, headers=None, path="/v1/messages", method="POST"):
-        c = http.client.HTTPSConnection("127.0.0.1", self.port, context=tls_ctx(),
+    def post(self, body, key=KEY, headers=None, path="/v1/messages", method="POST", port=None):
+        c = http.client.HTTPSConnection("127.0.0.1", port or self.port, context=tls_ctx(),
                                         timeout=DEADLINE)
         h = {"Content-Type": "application/json"}
         if key is not None:
@@ -106,8 +107,8 @@ class ApiCase(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         return [json.loads(line) for line in r.stdout.splitlines()]
 
-    def metric(self, name):
-        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.pmetrics,
+    def metric(self, name, port=None):
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % (port or self.pmetrics),
                                     timeout=5) as r:
             text = r.read().decode()
         return sum(float(line.split()[-1]) for line in text.splitlines()
@@ -326,6 +327,21 @@ class TestApi(ApiCase):
         self.assertEqual(body["counts"]["accepted"], 3)
         self.assertEqual(body["counts"]["queued"], 3)
         self.assertEqual(body["counts"]["delivered"], 0)
+        self.assertEqual(body["counts"]["unsubscribed"], 0)
+        # An unsubscribe (published by whatever serves the one-click link)
+        # is counted, once however often it is repeated, and is no final
+        # event: the job stays queued.
+        jid = body and self.jobs()[0]["job_id"]
+        for _ in range(2):
+            r = subprocess.run([bin_path("sched_tool"), "event", "-c", self.cfg, "--type",
+                                "unsubscribed", "--id", jid, "--tenant", "acme",
+                                "--campaign", "spring", "--to", "a@example.com"],
+                               capture_output=True, text=True, timeout=DEADLINE)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        status, _, body = self.post(b"", path="/v1/campaigns/spring", method="GET")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["counts"]["unsubscribed"], 1)
+        self.assertEqual(body["counts"]["queued"], 3)
         status, _, body = self.post({"reason": "wrong list"}, path="/v1/campaigns/spring/suspend")
         self.assertEqual(status, 202, body)
         status, _, body = self.post(b"", path="/v1/campaigns/spring", method="GET")
@@ -475,6 +491,108 @@ class TestApiKafkaDown(ApiCase):
         # Whatever the first attempt left in flight carries the same ids.
         wait_for(lambda: {j["job_id"] for j in self.jobs()} == ids, DEADLINE,
                  "only the answered job ids on the jobs topic")
+
+
+class TestApiIdempotencyAcrossInstances(ApiCase):
+    """Two sluice-api instances on one broker, as behind a load balancer:
+    the Idempotency-Key record one writes to the idempotency topic is what
+    the other (and the first after a restart) answers a retry from."""
+
+    def start_api(self, name):
+        port, pmetrics = free_port(), free_port()
+        with open(self.cfg) as f:
+            text = f.read()
+        text = text.replace("127.0.0.1:%d\n" % self.port, "127.0.0.1:%d\n" % port)
+        text = text.replace("127.0.0.1:%d }" % self.pmetrics, "127.0.0.1:%d }" % pmetrics)
+        cfg = self.write(name + ".yaml", text)
+        api = Proc("sluice-api", ["-c", cfg], tmpdir=self.tmp)
+        self.addCleanup(api.stop)
+        def ready():
+            if not api.alive():
+                raise AssertionError(name + " exited early\n" + api.output())
+            return http_ready(pmetrics)
+
+        wait_for(ready, 20, name + " ready")
+        return api, port, pmetrics
+
+    def test_retry_on_another_instance_and_after_a_restart(self):
+        api2, port2, metrics2 = self.start_api("api2")
+        req = simple(["a@example.com", "b@example.com", "not an address"], campaign="spring")
+        hdr = {"Idempotency-Key": "order-4711"}
+        s1, _, b1 = self.post(req, headers=hdr)
+        self.assertEqual(s1, 202, b1)
+        self.assertEqual((b1["accepted"], b1["rejected"]), (2, 1))
+        ids = [r.get("job_id") for r in b1["recipients"]]
+        self.assertEqual(self.jobs_published(), sorted(i for i in ids if i))
+        # The retry reaches the other instance: same answer, nothing published.
+        s2, _, b2 = self.post(req, headers=hdr, port=port2)
+        self.assertEqual(s2, 202, b2)
+        self.assertEqual(b2, b1)
+        self.assertEqual(self.jobs_published(), sorted(i for i in ids if i))
+        self.assertEqual(self.metric('sluice_api_idempotent_replays_total{result="same"}',
+                                     metrics2), 1)
+        # The same key with another body is refused, naming the header.
+        other = simple(["c@example.com"])
+        s3, _, b3 = self.post(other, headers=hdr, port=port2)
+        self.assertEqual(s3, 422, b3)
+        self.assertEqual(b3["field"], "Idempotency-Key")
+        # The first instance restarts: it reads the record back.
+        self.assertEqual(self.api.stop(timeout=20), 0, self.api.output())
+        self.api = Proc("sluice-api", ["-c", self.cfg], tmpdir=self.tmp)
+        self.addCleanup(self.api.stop)
+        wait_for(lambda: http_ready(self.pmetrics), 20, "sluice-api ready again")
+        s4, _, b4 = self.post(req, headers=hdr)
+        self.assertEqual(s4, 202, b4)
+        self.assertEqual(b4, b1)
+        s5, _, b5 = self.post(other, headers=hdr)
+        self.assertEqual(s5, 422, b5)
+        self.assertEqual(self.jobs_published(), sorted(i for i in ids if i))
+        # 10,000 recipients, half refused: the record of the refusals fits
+        # the topic, and the other instance answers them all again.
+        big = simple(["u%d@example.com" % i if i % 2 else "bad %d" % i for i in range(10000)])
+        s6, _, b6 = self.post(big, headers={"Idempotency-Key": "big"})
+        self.assertEqual((s6, b6["accepted"]), (202, 5000))
+        s7, _, b7 = self.post(big, headers={"Idempotency-Key": "big"}, port=port2)
+        self.assertEqual(s7, 202)
+        self.assertEqual(b7, b6)
+        self.assertEqual(self.metric('sluice_api_idempotent_replays_total{result="same"}',
+                                     metrics2), 2)
+        self.assertEqual(api2.stop(timeout=20), 0, api2.output())
+
+    def test_the_race_of_two_instances_costs_at_most_a_second_copy(self):
+        # Both instances get the key at once, before either recorded it:
+        # both may publish, under the same job ids (docs/api.md).
+        _, port2, _ = self.start_api("api2")
+        req = simple(["a@example.com", "b@example.com"])
+        hdr = {"Idempotency-Key": "race-1"}
+        answers = [None, None]
+
+        def send(i, port):
+            answers[i] = self.post(req, headers=hdr, port=port)
+
+        threads = [threading.Thread(target=send, args=(i, p))
+                   for i, p in enumerate((self.port, port2))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(DEADLINE)
+        (s1, _, b1), (s2, _, b2) = answers
+        self.assertEqual((s1, s2), (202, 202), (b1, b2))
+        ids = [r["job_id"] for r in b1["recipients"]]
+        self.assertEqual([r["job_id"] for r in b2["recipients"]], ids)
+        first = self.jobs_published()
+        for i in ids:
+            self.assertIn(first.count(i), (1, 2), first)
+        self.assertEqual(set(first), set(ids))
+        # Once recorded, a retry anywhere adds nothing.
+        for port in (self.port, port2):
+            s, _, b = self.post(req, headers=hdr, port=port)
+            self.assertEqual((s, [r["job_id"] for r in b["recipients"]]), (202, ids))
+        self.assertEqual(self.jobs_published(), first)
+
+    def jobs_published(self):
+        """Every record on the jobs topic, by job id (a repeat shows twice)."""
+        return sorted(j["job_id"] for j in self.jobs())
 
 
 class TestApiCommandLine(unittest.TestCase):

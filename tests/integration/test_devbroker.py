@@ -17,7 +17,7 @@ import unittest
 from sluicetest import Proc, bin_path, read_complete, wait_for
 
 DEFAULT_FIXED = ["jobs", "sited", "dispatch", "events", "suppressions", "templates", "dlq",
-                 "control", "state", "ledger"]
+                 "control", "state", "ledger", "idempotency"]
 
 
 class KafkaConn:

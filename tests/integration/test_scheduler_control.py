@@ -14,7 +14,8 @@ import subprocess
 import tempfile
 import unittest
 
-from sluicetest import bin_path, free_port, wait_for
+from sluicetest import (Proc, bin_path, case_tmpdir, free_port, pipeline_yaml, start_devbroker,
+                        start_sink, wait_for)
 from test_scheduler import SchedCase
 
 
@@ -177,6 +178,100 @@ class TestSiteSuspendBeforeStart(ControlCase):
         self.control("site", "resume", "google")
         wait_for(lambda: len(self.dispatched("g-")) == 5, 60, "the site's jobs after resume")
 
+
+class TestCancelCatchesDeferredJobs(unittest.TestCase):
+    """A job the receiver deferred waits on a retry topic, out of shape's
+    sight; when it comes due it goes through jobs, classify and shape again,
+    and shape judges it by the controls in force then. The whole pipeline
+    runs: dev broker, scheduler, sender and a sink that greylists (450 to a
+    recipient's first attempt, 250 after), so a retry that were not
+    cancelled would be delivered, as the other campaign's is."""
+
+    def setUp(self):
+        self.tmp = case_tmpdir(self, "sluice-ctl-retry-")
+        broker, bootstrap = start_devbroker(self.tmp)
+        self.addCleanup(broker.stop)
+        self.sink = start_sink(self.tmp, ["--greylist"])
+        self.addCleanup(self.sink.stop)
+        self.cfg = os.path.join(self.tmp, "sluice.yaml")
+        with open(self.cfg, "w") as f:
+            f.write(pipeline_yaml(bootstrap, self.sink.address, retry="[5s, 30s]"))
+        self.procs = []
+        for name in ("sluice-scheduler", "sluice-sender"):
+            p = Proc(name, ["-c", self.cfg], tmpdir=self.tmp)
+            self.addCleanup(p.stop, 20)
+            self.procs.append(p)
+
+    def logs(self):
+        return "".join("\n---\n" + p.output()[-3000:] for p in self.procs)
+
+    def tool(self, *args):
+        r = subprocess.run([bin_path("sched_tool")] + [str(a) for a in args],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        return r.stdout
+
+    def events(self):
+        out = {}
+        for line in self.tool("dump", "-c", self.cfg, "--topic", "events", "--count", 0,
+                              "--timeout", 1500).splitlines():
+            ev = json.loads(line).get("event")
+            if ev:
+                out.setdefault((ev["job_id"], ev["type"]), []).append(ev)
+        return out
+
+    def test_cancel_reaches_a_deferred_job_when_its_retry_comes_due(self):
+        self.tool("produce", "-c", self.cfg, "--to", "ann@spring.test", "--id", "c",
+                  "--tenant", "acme", "--campaign", "spring")
+        self.tool("produce", "-c", self.cfg, "--to", "bob@autumn.test", "--id", "o",
+                  "--tenant", "acme", "--campaign", "autumn")
+        try:
+            wait_for(lambda: ("c-0", "DEFERRED") in self.events()
+                     and ("o-0", "DEFERRED") in self.events(), 30, "both jobs deferred")
+        except AssertionError as e:
+            raise AssertionError("%s%s" % (e, self.logs()))
+        ev = self.events()
+        # Cancelled while it waits on the retry topic (due 5 s after).
+        self.assertNotIn(("c-0", "CANCELLED"), ev)
+        r = subprocess.run([bin_path("sluice"), "campaign", "-c", self.cfg, "--tenant", "acme",
+                            "--reason", "wrong list", "cancel", "spring"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        # The other campaign's retry is delivered: retries do come due.
+        got = self.sink.wait_messages(1, 40)
+        self.assertEqual([m["rcpt"] for m in got], [["bob@autumn.test"]])
+        ev = wait_for(lambda: (lambda e: e if ("c-0", "CANCELLED") in e else None)(self.events()),
+                      30, "the deferred job cancelled")
+        canc = ev[("c-0", "CANCELLED")]
+        self.assertEqual(len(canc), 1, canc)
+        self.assertEqual(canc[0]["stage"], "shape")
+        self.assertIn("campaign acme/spring cancelled", canc[0]["reason"])
+        self.assertNotIn(("c-0", "DELIVERED"), ev)
+        self.assertEqual(len(ev[("c-0", "DEFERRED")]), 1)
+        self.assertEqual([m["rcpt"] for m in self.sink.messages()], [["bob@autumn.test"]])
+
+    def test_site_purge_reaches_a_deferred_job(self):
+        self.tool("produce", "-c", self.cfg, "--to", "ann@spring.test", "--id", "p")
+        try:
+            ev = wait_for(lambda: (lambda e: e if ("p-0", "DEFERRED") in e else None)(
+                self.events()), 30, "the job deferred")
+        except AssertionError as e:
+            raise AssertionError("%s%s" % (e, self.logs()))
+        site = ev[("p-0", "DEFERRED")][0]["site"]
+        r = subprocess.run([bin_path("sluice"), "site", "-c", self.cfg, "--reason", "bad list",
+                            "purge", site], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        ev = wait_for(lambda: (lambda e: e if ("p-0", "CANCELLED") in e else None)(self.events()),
+                      30, "the deferred job purged")
+        self.assertEqual(len(ev[("p-0", "CANCELLED")]), 1)
+        self.assertIn("site %s purged" % site, ev[("p-0", "CANCELLED")][0]["reason"])
+        # A job created after the purge is deferred, then delivered.
+        self.tool("produce", "-c", self.cfg, "--to", "ann@spring.test", "--id", "n")
+        got = self.sink.wait_messages(1, 40)
+        self.assertEqual([m["rcpt"] for m in got], [["ann@spring.test"]])
+        ev = self.events()
+        self.assertNotIn(("p-0", "DELIVERED"), ev)
+        self.assertIn(("n-0", "DELIVERED"), ev)
 
 
 class TestControlCommandLine(unittest.TestCase):

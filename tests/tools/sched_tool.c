@@ -9,7 +9,7 @@
  *                      [--domains N [--sites M]] [--tiny]
  *   sched_tool dump -c CFG --topic SUFFIX [--count N] [--timeout MS]
  *   sched_tool watermarks -c CFG --topic SUFFIX
- *   sched_tool event -c CFG --type deferred|bounced|delivered|complained --site S --source-ip IP
+ *   sched_tool event -c CFG --type deferred|bounced|delivered|complained|unsubscribed --site S --source-ip IP
  *                    --code N --enh X.Y.Z --reply TEXT [--to A] [--tenant T]
  *                    [--bounce-class NAME] [--hard] [--down-for-ms MS]
  *   sched_tool suppress -c CFG --tenant T --to A [--remove]
@@ -396,7 +396,9 @@ int main(int argc, char **argv)
             e.type = !strcmp(etype, "bounced")      ? SLUICE__V1__EVENT_TYPE__EVENT_BOUNCED
                      : !strcmp(etype, "delivered")  ? SLUICE__V1__EVENT_TYPE__EVENT_DELIVERED
                      : !strcmp(etype, "complained") ? SLUICE__V1__EVENT_TYPE__EVENT_COMPLAINED
-                                                    : SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED;
+                     : !strcmp(etype, "unsubscribed")
+                         ? SLUICE__V1__EVENT_TYPE__EVENT_UNSUBSCRIBED
+                         : SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED;
             e.job_id = (char *)idp;
             e.tenant = (char *)tenant;
             e.campaign = (char *)campaign;

@@ -43,6 +43,8 @@ static const ev_case events[] = {
     {T(REJECTED), "j7", "g@z.example", "", 0, 1000, 1001, 0, false},
     {T(COMPLAINED), "j2", "b@x.example", "google", 0, 1000, 86400000, 0, false},
     {T(COMPLAINED), "j2", "b@x.example", "google", 0, 1000, 86400000, 0, false}, /* repeat */
+    {T(UNSUBSCRIBED), "j1", "a@x.example", "google", 0, 1000, 90000000, 0, false},
+    {T(UNSUBSCRIBED), "j1", "a@x.example", "google", 0, 1000, 90000000, 0, false}, /* repeat */
 };
 
 static void feed(sluice_stats *st, bool by_site)
@@ -78,7 +80,7 @@ static void test_totals(void **state)
     sluice__stats_init(&st);
     feed(&st, false);
     const sluice_stats_group *t = &st.total;
-    assert_int_equal(st.duplicates, 2);
+    assert_int_equal(st.duplicates, 3);
     assert_int_equal(t->accepted, 5);
     assert_int_equal(t->delivered, 2);
     assert_int_equal(t->deferred, 1);
@@ -91,6 +93,7 @@ static void test_totals(void **state)
     assert_int_equal(t->expired, 1);
     assert_int_equal(t->rejected, 1);
     assert_int_equal(t->complained, 1);
+    assert_int_equal(t->unsubscribed, 1);
     /* Latencies of the two deliveries: 100 ms and 3000 ms. */
     assert_int_equal(t->n_lat, 2);
     assert_int_equal(sluice__stats_pct(t->lat, t->n_lat, 50), 100);
@@ -125,7 +128,7 @@ static void test_groups_and_json(void **state)
     assert_non_null(strstr(b.data, "\"latency_ms\":null"));
     sl_buf_reset(&b);
     sluice__stats_group_json(google, &b);
-    assert_non_null(strstr(b.data, "\"rejected\":0,\"complained\":1,"));
+    assert_non_null(strstr(b.data, "\"rejected\":0,\"complained\":1,\"unsubscribed\":1,"));
     assert_non_null(strstr(b.data, "\"latency_ms\":{\"count\":2,\"p50\":100,\"p90\":3000"));
     sl_buf_free(&b);
     sluice__stats_free(&st);
