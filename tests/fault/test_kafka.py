@@ -107,9 +107,16 @@ class KafkaFaultTest(unittest.TestCase):
             c.real.kill(node)
             n0 = gap.sample()
             # Mail flows on while the node is down: its leaders failed over.
-            wait_for(lambda: gap.sample() >= n0 + JOBS * 0.1 or
-                     c.assert_alive("sched-1", "sender-1"), 120,
-                     "mail flowing with kafka node %d down" % node, interval=0.05)
+            try:
+                wait_for(lambda: gap.sample() >= n0 + JOBS * 0.1 or
+                         c.assert_alive("sched-1", "sender-1"), 120,
+                         "mail flowing with kafka node %d down" % node, interval=0.05)
+            except AssertionError:
+                # Say which daemon stopped moving, for the post-mortem.
+                for n in ("sched-1", "sender-1"):
+                    log("%s, last lines:\n%s" % (n, "\n".join(
+                        c.procs[n].output().splitlines()[-40:])))
+                raise
             starter = c.real.restart(node)
             wait_for(lambda: gap.sample() is None or starter.poll() is not None, 180,
                      "kafka node %d started" % node, interval=0.05)
