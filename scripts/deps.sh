@@ -50,6 +50,12 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   python3 python3-dkim python3-yaml libcurl4-openssl-dev postfix swaks libnet-ssleay-perl libio-socket-ssl-perl dnsmasq-base procps \
   clang libclang-rt-14-dev testssl.sh >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends tmux >/dev/null  # sluice top's terminal test
+# unbound is here for the DANE test, which runs a private one on its own
+# port; the package's system resolver service is not wanted on a build
+# machine (where there is no systemd, nothing was started).
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now unbound >/dev/null 2>&1 || true
+fi
 # The real-Kafka test tier (scripts/kafka.sh): Apache Kafka runs on Java 17
 # and is fetched from Maven Central with Maven.
 $SUDO apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless maven >/dev/null
