@@ -40,6 +40,7 @@
 #include "dkim.h"
 #include "kafka.h"
 #include "ledger.h"
+#include "token.h"
 #include "tmplstore.h"
 #include "trouble.h"
 
@@ -51,6 +52,7 @@ typedef struct snd_shared {
     SSL_CTX *tls_ctx;
     const char *sender_id;
     snd_ledger *ledger;             /* NULL: the delivery ledger is off */
+    const sl_token_key *unsub_key;  /* NULL: no List-Unsubscribe (unsubscribe.url unset) */
     void (*record_done)(void *arg, sl_record *rec);
     void (*record_release)(void *arg, sl_record *rec); /* handed back undone */
     void *record_done_arg;
