@@ -38,9 +38,7 @@ static void on_ack(void *arg, int err)
     k->done = true;
 }
 
-/* Publish one record and wait for its acknowledgement (or the deadline).
- * Returns 0, or a negative error. */
-static int publish(api_ctx *a, const char *suffix, const char *key, const sl_buf *val)
+int api_publish(api_ctx *a, const char *suffix, const char *key, const sl_buf *val)
 {
     char *topic = sl_config_topic(a->cfg, suffix);
     ack k = {0};
@@ -151,7 +149,7 @@ void api_control_post(api_ctx *a, api_key *key, bool site, const char *target,
     sl_buf b = SL_BUF_INIT;
     sl_pack(&c.base, &b);
     char *k = sl_control_record_key(&c);
-    int rc = publish(a, "control", k, &b);
+    int rc = api_publish(a, "control", k, &b);
     if (rc) {
         api_problem(r, 503, NULL, "Kafka did not take the control record: %s", sl_strerror(rc));
         r->retry_after = 1;
@@ -509,7 +507,7 @@ void api_suppression(api_ctx *a, api_key *key, const char *method, const char *a
             s.created_at_ms = sl_now_ms();
             sl_pack(&s.base, &b);
         }
-        int rc = publish(a, "suppressions", k, put ? &b : NULL);
+        int rc = api_publish(a, "suppressions", k, put ? &b : NULL);
         if (rc) {
             api_problem(r, 503, NULL, "Kafka did not take the record: %s", sl_strerror(rc));
             r->retry_after = 1;
