@@ -155,8 +155,8 @@ static void route(struct MHD_Connection *con, const char *url, const char *metho
         return;
     }
     /* One-click unsubscribe: outside /v1, no API key (the token is the
-     * credential). A token never contains '/'. */
-    if (!strncmp(url, "/u/", 3) && url[3] && !strchr(url + 3, '/')) {
+     * credential; one that does not open, "/" in it or none, is 404). */
+    if (!strncmp(url, "/u/", 3)) {
         api_unsub(&g, method, url + 3, cr->body.data ? cr->body.data : "", r);
         return;
     }
