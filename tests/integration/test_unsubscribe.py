@@ -6,7 +6,8 @@ A bulk job of two recipients reaches the sink as two transactions, each
 message with its recipient's own List-Unsubscribe (https and mailto) and
 List-Unsubscribe-Post; dkimpy verifies each signature against a TXT record
 built here from `openssl pkey -pubout`, and its h= names both fields. A
-transactional job has neither field. A GET of the link shows a page and
+transactional job has neither field; a raw message with its own
+List-Unsubscribe keeps it and goes as one transaction. A GET of the link shows a page and
 unsubscribes nobody; a POST of List-Unsubscribe=One-Click publishes one
 UNSUBSCRIBED event, the scheduler suppresses the recipient for the tenant,
 and the next campaign's job to them ends SUPPRESSED while the recipient
@@ -142,6 +143,22 @@ class UnsubscribeTest(unittest.TestCase):
         self.assertIsNone(carl[1]["List-Unsubscribe-Post"])
         self.assertTrue(self.dkim_verify(carl[2]))
 
+        # A raw message with its own List-Unsubscribe keeps it, and goes to
+        # its recipients in one transaction.
+        raw = write_file(self.tmp, "raw.eml",
+                         "From: news@example.net\nTo: list@list.test\nSubject: own\n"
+                         "List-Unsubscribe: <mailto:leave@example.net>\n\nHi.\n")
+        r = subprocess.run([bin_path("sluice"), "send", "-c", self.pipe.cfg, "--from",
+                            "news@example.net", "--to", "dan@list.test,eve@list.test",
+                            "--raw-file", raw, "--tenant", "acme"],
+                           capture_output=True, text=True, timeout=DEADLINE)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        [(env, own, own_data)] = self.received(4)["dan@list.test"]
+        self.assertEqual(sorted(env["rcpt"]), ["dan@list.test", "eve@list.test"])
+        self.assertEqual(own.get_all("List-Unsubscribe"), ["<mailto:leave@example.net>"])
+        self.assertIsNone(own["List-Unsubscribe-Post"])
+        self.assertTrue(self.dkim_verify(own_data))
+
         # A forged token: 404, nothing published. So is a token with one
         # character changed.
         ann_path = links["ann@list.test"][len(self.base):]
@@ -182,7 +199,7 @@ class UnsubscribeTest(unittest.TestCase):
         wait_for(lambda: any(e.get("job_id") == jid and e.get("type") == "SUPPRESSED"
                              for e in self.events()), DEADLINE, "SUPPRESSED " + jid)
         self.send("ann@list.test", "c2")
-        wait_for(lambda: len(self.received(4)["ann@list.test"]) == 2 or None, DEADLINE,
+        wait_for(lambda: len(self.received(5)["ann@list.test"]) == 2 or None, DEADLINE,
                  "ann's second message")
 
 
