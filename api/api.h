@@ -7,7 +7,8 @@
  * api_messages.c answers POST /v1/messages; api_control.c the campaign
  * and site control, GET /v1/campaigns/ID, GET /v1/shaping and the
  * suppression endpoints; api_suppress.c keeps the suppression lists that
- * POST /v1/messages checks recipients against.
+ * POST /v1/messages checks recipients against; api_unsub.c serves the
+ * unauthenticated one-click unsubscribe links /u/TOKEN (RFC 8058).
  *
  * One sluice_client publishes for every connection thread; libsluice is
  * not thread safe, so every call on it (send, poll) and every result
@@ -28,6 +29,7 @@
 #include "api_keys.h"
 #include "config.h"
 #include "sluice.h"
+#include "token.h"
 #include "util.h"
 
 typedef struct api_ctx {
@@ -40,14 +42,18 @@ typedef struct api_ctx {
     struct api_suppress *supp; /* the suppression lists (api_suppress.h); its own lock */
     struct api_idem *idem;     /* the Idempotency-Key records (api_idem.h); its own locks */
     pthread_mutex_t prod_mu;
+    const sl_token_key *unsub_key; /* NULL: /u/TOKEN is 404 (no tokens.secret_file) */
 } api_ctx;
 
 /* An answer: HTTP status, JSON body (owned; NULL: none), and Retry-After
- * seconds when > 0. */
+ * seconds when > 0. html (owned), when set, is sent instead of body as
+ * text/html; allow, when set, is the Allow header of a 405. */
 typedef struct api_reply {
     int status;
     json_t *body;
     int retry_after;
+    char *html;
+    const char *allow;
 } api_reply;
 
 /* RFC 9457 problem details naming the offending field (may be NULL). */
@@ -83,5 +89,15 @@ void api_suppression(api_ctx *a, api_key *key, const char *method, const char *a
  * address checked before any is published. */
 void api_suppressions_import(api_ctx *a, api_key *key, const char *body, size_t len,
                              api_reply *r);
+
+/* Publish one record (value NULL: a tombstone) to the topic of suffix
+ * ("control", "events"...) and wait for its acknowledgement, at most
+ * api.ack_timeout: 0, SL_ETIMEOUT or Kafka's error. Takes prod_mu. */
+int api_publish(api_ctx *a, const char *suffix, const char *key, const sl_buf *val);
+
+/* GET or POST of /u/TOKEN, unauthenticated (api_unsub.c); body is the
+ * NUL-terminated request body. Fills r with an HTML answer. */
+void api_unsub(api_ctx *a, const char *method, const char *token, const char *body,
+               api_reply *r);
 
 #endif

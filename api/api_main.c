@@ -92,7 +92,9 @@ static api_ctx g;
 
 static enum MHD_Result send_reply(struct MHD_Connection *con, api_reply *r)
 {
-    char *text = r->body ? json_dumps(r->body, JSON_COMPACT) : xstrdup("");
+    bool is_html = r->html != NULL;
+    char *text = is_html ? r->html : r->body ? json_dumps(r->body, JSON_COMPACT) : xstrdup("");
+    r->html = NULL; /* now owned by the response */
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     /* The charset is said although JSON is always UTF-8: clients that
@@ -102,7 +104,11 @@ static enum MHD_Result send_reply(struct MHD_Connection *con, api_reply *r)
     const char *ctype = "application/json; charset=utf-8";
     if (r->status >= 400)
         ctype = "application/problem+json; charset=utf-8";
+    if (is_html)
+        ctype = "text/html; charset=utf-8";
     MHD_add_response_header(resp, "Content-Type", ctype);
+    if (r->allow)
+        MHD_add_response_header(resp, "Allow", r->allow);
     if (r->retry_after > 0) {
         char ra[16];
         snprintf(ra, sizeof ra, "%d", r->retry_after);
@@ -147,6 +153,12 @@ static void route(struct MHD_Connection *con, const char *url, const char *metho
     if (cr->too_big) {
         api_problem(r, 413, NULL, "the body exceeds api.max_body (%llu octets)",
                     (unsigned long long)g.cfg->api.max_body);
+        return;
+    }
+    /* One-click unsubscribe: outside /v1, no API key (the token is the
+     * credential; one that does not open, "/" in it or none, is 404). */
+    if (!strncmp(url, "/u/", 3)) {
+        api_unsub(&g, method, url + 3, cr->body.data ? cr->body.data : "", r);
         return;
     }
     char path[1024];
@@ -391,6 +403,20 @@ int main(int argc, char **argv)
     if (!g.idem)
         sl_fatal(1, "api: kafka: %s (sluice topics ensure creates the idempotency topic)", err);
     api_idem_drain(g.idem);
+    /* Static: the connection threads borrow it until exit. */
+    static sl_token_key unsub_key;
+    if (cfg->unsubscribe.url && !cfg->tokens.secret_file)
+        sl_fatal(2, "%s: key 'unsubscribe.url': needs tokens.secret_file (the key that signs "
+                    "the links)", cfg_path);
+    if (cfg->tokens.secret_file) {
+        sl_buf why = SL_BUF_INIT;
+        if (sl_token_key_load(cfg->tokens.secret_file, &unsub_key, &why) < 0)
+            sl_fatal(2, "%s: tokens.secret_file: %s", cfg_path, (const char *)why.data);
+        sl_buf_free(&why);
+        g.unsub_key = &unsub_key;
+    }
+    sl_metric_help("sluice_api_unsubscribes_total", SL_METRIC_COUNTER,
+                   "POST /u/TOKEN: UNSUBSCRIBED events published, and bad tokens refused");
 
     sl_metric_help("sluice_api_requests_total", SL_METRIC_COUNTER,
                    "HTTP requests answered, by status code");

@@ -437,7 +437,7 @@ void api_messages_post(api_ctx *a, api_key *key, const char *body, size_t len, c
                        api_reply *r)
 {
     static const char *const keys[] = {"sender",   "recipients", "template_id", "content",
-                                       "campaign", "pool",       "priority"};
+                                       "campaign", "pool",       "priority", "transactional"};
     json_error_t jerr;
     json_t *req = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!req || !json_is_object(req)) {
@@ -449,11 +449,17 @@ void api_messages_post(api_ctx *a, api_key *key, const char *body, size_t len, c
     sl_tmpl *tmpl = NULL;
     batch *b = NULL;
     const char *sender, *template_id, *campaign, *pool, *prio;
-    if (check_keys(req, "", keys, 7, r) || get_str(req, "sender", "", &sender, r) ||
+    if (check_keys(req, "", keys, 8, r) || get_str(req, "sender", "", &sender, r) ||
         get_str(req, "template_id", "", &template_id, r) ||
         get_str(req, "campaign", "", &campaign, r) || get_str(req, "pool", "", &pool, r) ||
         get_str(req, "priority", "", &prio, r))
         goto out;
+    json_t *tr = json_object_get(req, "transactional");
+    if (tr && !json_is_boolean(tr)) {
+        api_problem(r, 400, "transactional", "transactional: must be true or false");
+        goto out;
+    }
+    bool transactional = tr && json_is_true(tr);
     sluice_priority priority;
     if (priority_of(prio, &priority)) {
         api_problem(r, 400, "priority", "priority: '%s' is not bulk, normal or transactional",
@@ -593,6 +599,7 @@ void api_messages_post(api_ctx *a, api_key *key, const char *body, size_t len, c
         m.campaign = campaign;
         m.pool = pool;
         m.priority = priority;
+        m.transactional = transactional;
         m.meta = meta;
         m.n_meta = n_meta;
         char jid[27];

@@ -261,6 +261,8 @@ static void events_job_json(const sl_job *j, const rd_kafka_message_t *m, sl_buf
     S("pool", j->pool);
     static const char *const prio[] = {"bulk", "normal", "transactional"};
     sl_buf_printf(b, ",\"priority\":\"%s\"", (unsigned)j->priority < 3 ? prio[j->priority] : "?");
+    if (j->transactional)
+        sl_buf_puts(b, ",\"transactional\":true");
     S("mail_from", j->mail_from);
     S("domain", j->domain);
     sl_buf_puts(b, ",\"recipients\":[");

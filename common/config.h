@@ -255,6 +255,11 @@ typedef struct sl_config {
     struct {                        /* common/token.h: VERP and unsubscribe tokens */
         char *secret_file;          /* the HMAC key's file; the key itself is never logged */
     } tokens;
+
+    struct {                        /* one-click unsubscribe (RFC 8058), deliverability.md */
+        char *url;                  /* "https://unsub.example.net"; NULL: no List-Unsubscribe */
+        char *mailto_domain;        /* unsub+TOKEN@ this; NULL: no mailto URI */
+    } unsubscribe;
 } sl_config;
 
 /* Load and validate. On error returns SL_ECONFIG and sets *err to a

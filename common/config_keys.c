@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------ */
@@ -38,6 +39,19 @@ static int check_nonempty(const char *s, const char *shown, sl_buf *why)
         return 0;
     sl_buf_printf(why, "must not be empty");
     return -1;
+}
+
+/* RFC 8058 3.1: the one-click URI is HTTPS. The sender appends "/u/TOKEN". */
+static int check_unsubscribe_url(const char *s, const char *shown, sl_buf *why)
+{
+    (void)shown;
+    size_t n = strlen(s);
+    if (strncasecmp(s, "https://", 8) || n <= 8 || s[n - 1] == '/' || strpbrk(s, " <>,\"?#")) {
+        sl_buf_printf(why, "must be an https URL without a trailing slash, query or fragment "
+                           "(the links are <url>/u/TOKEN)");
+        return -1;
+    }
+    return 0;
 }
 
 static int check_security_protocol(const char *s, const char *shown, sl_buf *why)
@@ -297,6 +311,13 @@ static const cfg_key cfg_keys[] = {
     {.name = "tokens.secret_file", .type = CFG_STR, .off = F(tokens.secret_file),
      .env = "SLUICE_TOKENS_SECRET_FILE",
      .doc = "file holding the key that signs VERP and unsubscribe tokens (secret)"},
+
+    {.name = "unsubscribe.url", .type = CFG_STR, .off = F(unsubscribe.url),
+     .check = check_unsubscribe_url,
+     .doc = "https base of the one-click unsubscribe links (<url>/u/TOKEN); unset: none"},
+    {.name = "unsubscribe.mailto_domain", .type = CFG_STR, .off = F(unsubscribe.mailto_domain),
+     .check = check_nonempty,
+     .doc = "domain of the mailto unsubscribe address unsub+TOKEN@<domain>"},
 };
 
 /* ------------------------------------------------------------------ */
@@ -355,6 +376,16 @@ static int check_sender(cfg_ctx *c, const cfg_node *m)
     return 0;
 }
 
+static int check_unsubscribe(cfg_ctx *c, const cfg_node *m)
+{
+    const sl_config *cfg = c->cfg;
+    if (cfg->unsubscribe.mailto_domain && !cfg->unsubscribe.url)
+        return cfg__fail(c, cfg__map_line(m, "mailto_domain"),
+                         "key 'unsubscribe.mailto_domain': needs unsubscribe.url (the one-click "
+                         "link receivers require)");
+    return 0;
+}
+
 static const struct {
     const char *section;
     int (*check)(cfg_ctx *c, const cfg_node *section);
@@ -363,6 +394,7 @@ static const struct {
     {"submit", check_submit},
     {"api", check_api},
     {"sender", check_sender},
+    {"unsubscribe", check_unsubscribe},
 };
 
 /* ------------------------------------------------------------------ */

@@ -4,9 +4,13 @@
  *   sluice bulk [-c FILE] --template ID --recipients FILE --from ADDRESS
  *               [--format csv|jsonl] [--campaign C] [--tenant T] [--pool P]
  *               [--priority transactional|normal|bulk] [--expire DURATION]
+ *               [--list NAME]
  *               [--vars-check on|off] [--accepted-events on|off]
  *               [--show-rejects N] [--allow-partial] [--progress|--no-progress]
  *               [--json]
+ *
+ * --list NAME puts meta list=NAME on every job: the mailing list a
+ * recipient leaves through the one-click unsubscribe link.
  *
  * Recipients: CSV with a header row (libcsv; the `email` column is the
  * recipient, every column is a variable), or JSON lines (jansson)
@@ -119,6 +123,7 @@ static void bulk_usage(FILE *f)
     fputs("usage: sluice bulk [-c FILE] --template ID --recipients FILE --from ADDRESS\n"
           "                   [--format csv|jsonl] [--campaign C] [--tenant T] [--pool P]\n"
           "                   [--priority transactional|normal|bulk] [--expire DURATION]\n"
+          "                   [--list NAME]\n"
           "                   [--vars-check on|off] [--accepted-events on|off]\n"
           "                   [--show-rejects N] [--allow-partial] [--progress|--no-progress]\n"
           "                   [--json]\n"
@@ -512,7 +517,8 @@ int cli_bulk(int argc, char **argv)
         O_PROGRESS,
         O_NO_PROGRESS,
         O_JSON,
-        O_ALLOW_PARTIAL
+        O_ALLOW_PARTIAL,
+        O_LIST
     };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
@@ -532,6 +538,7 @@ int cli_bulk(int argc, char **argv)
         {"no-progress", no_argument, NULL, O_NO_PROGRESS},
         {"json", no_argument, NULL, O_JSON},
         {"allow-partial", no_argument, NULL, O_ALLOW_PARTIAL},
+        {"list", required_argument, NULL, O_LIST},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -551,6 +558,7 @@ int cli_bulk(int argc, char **argv)
     b.vars_check = true;
     b.show_rejects = 20;
     b.m.priority = SLUICE_PRIORITY_BULK;
+    sluice_kv list = {"list", NULL};
     optind = 1;
     while ((o = cli_opt_next(argc, argv, "c:h", opts, &path, bulk_usage, &ostatus)) != -1) {
         switch (o) {
@@ -580,6 +588,11 @@ int cli_bulk(int argc, char **argv)
             break;
         case O_ALLOW_PARTIAL:
             allow_partial = true;
+            break;
+        case O_LIST:
+            list.value = optarg;
+            b.m.meta = &list;
+            b.m.n_meta = 1;
             break;
         case O_PROGRESS:
             progress = 1;

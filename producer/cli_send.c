@@ -6,8 +6,10 @@
  *               [--header-from "Name <a@b>"] [--tenant T] [--campaign C]
  *               [--pool P] [--priority transactional|normal|bulk (default normal)]
  *               [--meta K=V]... [--expire DURATION] [--timeout DURATION]
- *               [--json]
+ *               [--transactional] [--json]
  *
+ * --transactional marks the jobs transactional: the sender adds no
+ * List-Unsubscribe fields (docs/configuration.md, unsubscribe).
  * --body-file builds a text/plain message (From, To, Subject, Date, MIME
  * headers; sl_msg_build_simple()); --raw-file sends a complete RFC 5322
  * message as it is, bare LF line ends made CRLF. F may be "-" for stdin.
@@ -49,7 +51,8 @@ static void send_usage(FILE *f)
           "                    | --template ID [--var K=V]...)\n"
           "                   [--header-from \"Name <address>\"] [--tenant T] [--campaign C]\n"
           "                   [--pool P] [--priority transactional|normal|bulk] [--meta K=V]...\n"
-          "                   [--expire DURATION] [--timeout DURATION] [--json]\n"
+          "                   [--expire DURATION] [--timeout DURATION] [--transactional]\n"
+          "                   [--json]\n"
           "Prints each job id once Kafka acknowledged it. FILE may be - for stdin.\n",
           f);
 }
@@ -159,7 +162,8 @@ int cli_send(int argc, char **argv)
         O_META,
         O_EXPIRE,
         O_TIMEOUT,
-        O_JSON
+        O_JSON,
+        O_TRANSACTIONAL
     };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
@@ -179,6 +183,7 @@ int cli_send(int argc, char **argv)
         {"expire", required_argument, NULL, O_EXPIRE},
         {"timeout", required_argument, NULL, O_TIMEOUT},
         {"json", no_argument, NULL, O_JSON},
+        {"transactional", no_argument, NULL, O_TRANSACTIONAL},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -235,6 +240,9 @@ int cli_send(int argc, char **argv)
             break;
         case O_JSON:
             st.json = true;
+            break;
+        case O_TRANSACTIONAL:
+            m.transactional = 1;
             break;
         case O_VAR:
         case O_META: {

@@ -466,6 +466,7 @@ int sluice_send(sluice_client *c, const sluice_message *m, sluice_result_cb cb, 
     job.mail_from = from;
     job.created_at_ms = now;
     job.expires_at_ms = m->expires_at_ms;
+    job.transactional = m->transactional != 0;
     if (has_raw) {
         job.raw.data = (uint8_t *)m->raw;
         job.raw.len = m->raw_len;

@@ -121,6 +121,9 @@ typedef struct sluice_message {
      * printable ASCII, at most 64 octets, and only for a message of one
      * recipient (one job). The caller answers for its uniqueness. */
     const char *job_id;
+    /* Transactional mail (a receipt, a password reset): no one-click
+     * List-Unsubscribe fields (Job.transactional). 0, the default: bulk. */
+    int transactional;
 } sluice_message;
 
 #define SLUICE_MESSAGE_INIT                                                                        \

@@ -80,6 +80,13 @@ static void feedback_event(sched_feedback *f, const sl_event *e, sched_op *op, i
         sl_metric_inc("sluice_complaints_total", labels, 1);
         suppress_recipient(f, e, op, "complaint", "a complaint");
     }
+    /* A Suppression has no list scope (suppression.proto): an unsubscribe
+     * from one list suppresses the address for the whole tenant, which
+     * honours the request more than it asks rather than less. */
+    if (e->type == SLUICE__V1__EVENT_TYPE__EVENT_UNSUBSCRIBED) {
+        sl_metric_inc("sluice_unsubscribes_total", NULL, 1);
+        suppress_recipient(f, e, op, "unsubscribe", "an unsubscribe");
+    }
 }
 
 void sched_feedback_event(sched_feedback *f, const sl_event *e, sched_op *op)
@@ -116,6 +123,8 @@ sched_feedback *sched_feedback_new(sched_ctx *ctx, char **err)
     f->ctx = ctx;
     sl_metric_help("sluice_complaints_total", SL_METRIC_COUNTER,
                    "COMPLAINED events (feedback-loop reports) seen, by site");
+    sl_metric_help("sluice_unsubscribes_total", SL_METRIC_COUNTER,
+                   "UNSUBSCRIBED events (one-click or mailto unsubscribes) seen");
     if (sched_backoff_rules_init(&f->rules, ctx->cfg, err) != 0) {
         free(f);
         return NULL;

@@ -252,6 +252,17 @@ int main(int argc, char **argv)
     sl_dkim_keyring *dkim = NULL;
     if (cfg->n_dkim && sl_dkim_keyring_load(cfg, &dkim, &err) < 0)
         sl_fatal(2, "%s: %s", cfg->path, err);
+    /* Static: the workers borrow it for the life of the process. */
+    static sl_token_key unsub_key;
+    if (cfg->unsubscribe.url) {
+        sl_buf why = SL_BUF_INIT;
+        if (!cfg->tokens.secret_file)
+            sl_fatal(2, "%s: key 'unsubscribe.url': needs tokens.secret_file (the key that "
+                        "signs the links)", cfg->path);
+        if (sl_token_key_load(cfg->tokens.secret_file, &unsub_key, &why) < 0)
+            sl_fatal(2, "%s: tokens.secret_file: %s", cfg->path, (const char *)why.data);
+        sl_buf_free(&why);
+    }
     SSL_CTX *tls = sl_tls_client_ctx(cfg->sender.tls_ca_file, &err);
     if (!tls)
         sl_fatal(cfg->sender.tls_ca_file ? 2 : 1, "TLS: %s", err);
@@ -307,6 +318,7 @@ int main(int argc, char **argv)
         .mtasts = mtasts,
         .sender_id = cfg->sender.instance_id,
         .ledger = s.ledger,
+        .unsub_key = cfg->unsubscribe.url ? &unsub_key : NULL,
         .record_done = on_record_done,
         .record_release = on_record_release,
         .record_done_arg = &s,

@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Length of the header section (up to and including the blank line), or
  * len when there is no blank line. */
@@ -65,6 +66,37 @@ int snd_msg_from_domain(const char *msg, size_t len, char *out, size_t outsz)
         i = eol + 1;
     }
     return SL_ENOTFOUND;
+}
+
+bool snd_msg_has_field(const char *msg, size_t len, const char *name)
+{
+    size_t hl = header_len(msg, len), nl = strlen(name);
+    for (size_t i = 0; i < hl;) {
+        if (i + nl < hl && msg[i + nl] == ':' && !strncasecmp(msg + i, name, nl))
+            return true;
+        while (i < hl && msg[i] != '\n')
+            i++;
+        i++;
+    }
+    return false;
+}
+
+int snd_msg_list_unsub(sl_buf *msg, const char *url_base, const char *mailto_domain,
+                       const char *token)
+{
+    if (snd_msg_has_field(msg->data, msg->len, "List-Unsubscribe"))
+        return 1;
+    sl_buf h = SL_BUF_INIT;
+    /* Folded before the mailto URI: a token is some 200 characters, and a
+     * line stays well under 998 (RFC 5322 2.1.1). */
+    sl_buf_printf(&h, "List-Unsubscribe: <%s/u/%s>", url_base, token);
+    if (mailto_domain && *mailto_domain)
+        sl_buf_printf(&h, ",\r\n <mailto:unsub+%s@%s>", token, mailto_domain);
+    sl_buf_puts(&h, "\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
+    sl_buf_append(&h, msg->data, msg->len);
+    sl_buf_free(msg);
+    *msg = h;
+    return 0;
 }
 
 /* Append p with bare LF and bare CR turned into CRLF. */

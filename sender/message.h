@@ -20,6 +20,17 @@
  * snd_msg_from_domain() copies the lower-cased domain of the From header
  * field's first address into out (0 or SL_ENOTFOUND).
  *
+ * snd_msg_has_field() says whether the header section has a field of that
+ * name (case-insensitive).
+ *
+ * snd_msg_list_unsub() puts List-Unsubscribe (the one-click URL
+ * <url_base>/u/TOKEN and, when mailto_domain is set, the address
+ * unsub+TOKEN@mailto_domain) and List-Unsubscribe-Post: List-Unsubscribe=
+ * One-Click (RFC 8058) at the top of msg's header section, where DKIM
+ * signing (dkim.c signs both when present) finds them. A message that has
+ * a List-Unsubscribe field already is left as it is and 1 returned (its
+ * author chose the link); else 0.
+ *
  * Pure functions; any thread.
  */
 #ifndef SLUICE_SND_MESSAGE_H
@@ -39,5 +50,8 @@ bool snd_msg_has_8bit(const char *msg, size_t len);
 bool snd_msg_needs_smtputf8(const char *mail_from, char *const *rcpts, size_t n_rcpts,
                             const char *msg, size_t len);
 int snd_msg_from_domain(const char *msg, size_t len, char *out, size_t outsz);
+bool snd_msg_has_field(const char *msg, size_t len, const char *name);
+int snd_msg_list_unsub(sl_buf *msg, const char *url_base, const char *mailto_domain,
+                       const char *token);
 
 #endif

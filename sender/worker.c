@@ -55,7 +55,9 @@ typedef struct delivery {
     struct snd_worker *w;
     sl_record *rec;
     sl_dispatch *d;
-    sl_buf msg;
+    sl_buf msg;         /* the message; unsigned when per_rcpt */
+    bool per_rcpt;      /* List-Unsubscribe: a copy, and a transaction, per recipient */
+    sl_buf rmsg;        /* per_rcpt: the current recipient's copy, signed */
     char *message_id;
     uv_timer_t timer;
     bool timer_live;
@@ -216,6 +218,7 @@ static void delivery_free(delivery *dl)
     free(dl->pending_idx);
     snd_txn_reset(&dl->txn);
     sl_buf_free(&dl->msg);
+    sl_buf_free(&dl->rmsg);
     free(dl->message_id);
     free(dl);
 }
@@ -424,8 +427,11 @@ static void txn_done(snd_txn *t)
         return;
     }
 
+    /* A per-recipient transaction carries the first pending recipient
+     * only; the others stay pending for the next. */
+    size_t n_txn = t->n_rcpts;
     size_t n_ok = 0, n_452 = 0;
-    for (size_t k = 0; k < dl->n_pending; k++) {
+    for (size_t k = 0; k < n_txn; k++) {
         const snd_result *r = &t->results[k];
         if (r->reply.code >= 200 && r->reply.code < 300)
             n_ok++;
@@ -433,7 +439,7 @@ static void txn_done(snd_txn *t)
             n_452++;
     }
     size_t keep = 0;
-    for (size_t k = 0; k < dl->n_pending; k++) {
+    for (size_t k = 0; k < n_txn; k++) {
         const snd_result *r = &t->results[k];
         size_t i = dl->pending_idx[k];
         if (n_ok && n_452 && r->stage == SL_STAGE_RCPT &&
@@ -455,12 +461,73 @@ static void txn_done(snd_txn *t)
         if (t->possible_duplicate)
             dl->rs[i].possible_duplicate = true;
     }
+    for (size_t k = n_txn; k < dl->n_pending; k++) {
+        dl->pending[keep] = dl->pending[k];
+        dl->pending_idx[keep++] = dl->pending_idx[k];
+    }
     if (keep) {
         dl->n_pending = keep;
         start_txn(dl);
         return;
     }
     delivery_finish(dl);
+}
+
+/* Prepend the DKIM signature header fields of msg to it (unsigned when
+ * signing fails: the message still goes). */
+static void dkim_sign(delivery *dl, sl_buf *msg)
+{
+    if (!dl->w->sh.dkim)
+        return;
+    sl_buf hdr = SL_BUF_INIT;
+    int rc = sl_dkim_keyring_sign(dl->w->sh.dkim, msg->data, msg->len, &hdr);
+    if (rc < 0) {
+        sl_log_job(SL_LOG_WARN, dl->d->job->job_id, "DKIM signing failed: %s; sending unsigned",
+                   sl_strerror(rc));
+    } else if (hdr.len) {
+        sl_buf_append(&hdr, msg->data, msg->len);
+        sl_buf_free(msg);
+        *msg = hdr;
+        hdr = (sl_buf)SL_BUF_INIT;
+    }
+    sl_buf_free(&hdr);
+}
+
+static const char *job_meta(const sl_job *job, const char *key)
+{
+    for (size_t i = 0; i < job->n_meta; i++)
+        if (job->meta[i]->key && !strcmp(job->meta[i]->key, key))
+            return job->meta[i]->value;
+    return "";
+}
+
+/* dl->rmsg: the message with rcpt's own unsubscribe token, signed. */
+static void recipient_copy(delivery *dl, const char *rcpt)
+{
+    const sl_job *job = dl->d->job;
+    const sl_config *cfg = dl->w->sh.cfg;
+    sl_unsub_token ut = {
+        .tenant = job->tenant ? job->tenant : "",
+        .recipient = rcpt,
+        .campaign = job->campaign ? job->campaign : "",
+        .list = job_meta(job, "list"),
+        .job_id = job->job_id,
+    };
+    sl_buf tok = SL_BUF_INIT;
+    sl_buf_reset(&dl->rmsg);
+    sl_buf_append(&dl->rmsg, dl->msg.data, dl->msg.len);
+    if (sl_unsub_token_seal(dl->w->sh.unsub_key, &ut, &tok) == 0) {
+        sl_buf_putc(&tok, 0);
+        snd_msg_list_unsub(&dl->rmsg, cfg->unsubscribe.url, cfg->unsubscribe.mailto_domain,
+                           tok.data);
+    } else {
+        /* A field with the unit separator (0x1f) in it: no link rather
+         * than a wrong one. */
+        sl_log_job(SL_LOG_WARN, job->job_id, "no unsubscribe token for %s (0x1f in a field)",
+                   rcpt);
+    }
+    sl_buf_free(&tok);
+    dkim_sign(dl, &dl->rmsg);
 }
 
 static void start_txn(delivery *dl)
@@ -477,11 +544,17 @@ static void start_txn(delivery *dl)
     dl->txn.mail_from = d->job->mail_from;
     dl->txn.rcpts = dl->pending;
     dl->txn.n_rcpts = dl->n_pending;
-    dl->txn.msg = dl->msg.data;
-    dl->txn.msg_len = dl->msg.len;
-    dl->txn.body_8bit = snd_msg_has_8bit(dl->msg.data, dl->msg.len);
-    dl->txn.smtputf8 = snd_msg_needs_smtputf8(d->job->mail_from, dl->pending, dl->n_pending,
-                                              dl->msg.data, dl->msg.len);
+    const sl_buf *m = &dl->msg;
+    if (dl->per_rcpt) {
+        dl->txn.n_rcpts = 1;
+        recipient_copy(dl, dl->pending[0]);
+        m = &dl->rmsg;
+    }
+    dl->txn.msg = m->data;
+    dl->txn.msg_len = m->len;
+    dl->txn.body_8bit = snd_msg_has_8bit(m->data, m->len);
+    dl->txn.smtputf8 = snd_msg_needs_smtputf8(d->job->mail_from, dl->pending, dl->txn.n_rcpts,
+                                              m->data, m->len);
     dl->txn.arg = dl;
 
     snd_target tg = {
@@ -1015,20 +1088,13 @@ static bool prepare_message(delivery *dl)
                         ? dom
                         : NULL;
     dl->message_id = sl_message_id(job->job_id, d);
-    if (w->sh.dkim) {
-        sl_buf hdr = SL_BUF_INIT;
-        rc = sl_dkim_keyring_sign(w->sh.dkim, dl->msg.data, dl->msg.len, &hdr);
-        if (rc < 0) {
-            sl_log_job(SL_LOG_WARN, job->job_id, "DKIM signing failed: %s; sending unsigned",
-                       sl_strerror(rc));
-        } else if (hdr.len) {
-            sl_buf_append(&hdr, dl->msg.data, dl->msg.len);
-            sl_buf_free(&dl->msg);
-            dl->msg = hdr;
-            hdr = (sl_buf)SL_BUF_INIT;
-        }
-        sl_buf_free(&hdr);
-    }
+    /* A bulk job gets one-click unsubscribe: each recipient's own token,
+     * so a copy per recipient, built and signed per transaction. A raw
+     * message with its own List-Unsubscribe keeps it. */
+    dl->per_rcpt = w->sh.unsub_key && !job->transactional &&
+                   !snd_msg_has_field(dl->msg.data, dl->msg.len, "List-Unsubscribe");
+    if (!dl->per_rcpt)
+        dkim_sign(dl, &dl->msg);
     return true;
 }
 

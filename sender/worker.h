@@ -44,6 +44,7 @@
 #include "kafka.h"
 #include "ledger.h"
 #include "mtasts.h"
+#include "token.h"
 #include "tmplstore.h"
 #include "trouble.h"
 
@@ -57,6 +58,7 @@ typedef struct snd_shared {
     const char *sender_id;
     snd_ledger *ledger;             /* NULL: the delivery ledger is off */
     snd_dane_cache *dane_cache;     /* NULL: DANE is off (sender.dane) */
+    const sl_token_key *unsub_key;  /* NULL: no List-Unsubscribe (unsubscribe.url unset) */
     void (*record_done)(void *arg, sl_record *rec);
     void (*record_release)(void *arg, sl_record *rec); /* handed back undone */
     void *record_done_arg;

@@ -151,6 +151,16 @@ class TestApi(ApiCase):
             self.assertEqual(j["campaign"], "spring")
             self.assertEqual(j["template_id"], "welcome")
             self.assertEqual(j["vars"], {"name": r["address"].split("@")[0]})
+            self.assertNotIn("transactional", j)  # bulk unless said otherwise
+
+    def test_transactional_switch(self):
+        status, _, body = self.post(simple(["a@example.com"], transactional=True))
+        self.assertEqual(status, 202, body)
+        jobs = {j["job_id"]: j for j in self.jobs()}
+        self.assertIs(jobs[body["recipients"][0]["job_id"]]["transactional"], True)
+        status, _, body = self.post(simple(["b@example.com"], transactional="yes"))
+        self.assertEqual(status, 400)
+        self.assertEqual(body["field"], "transactional")
 
     def test_idempotent_retry_publishes_no_new_job(self):
         req = simple(["a@example.com", "b@example.com"])

@@ -199,6 +199,15 @@ class TestBulk(BulkCase):
         self.assertEqual(jobs["n@example.com"]["vars"]["first_name"], "true")
         self.assertEqual(jobs["n@example.com"]["vars"]["code"], "2.5")
 
+    def test_list_names_the_mailing_list(self):
+        self.put_template()
+        r = self.bulk("l.jsonl", json.dumps({"email": "p@example.com",
+                                             "vars": {"first_name": "P", "code": 1}}) + "\n",
+                      "--list", "newsletter")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        [job] = self.jobs()
+        self.assertEqual(job["meta"], {"list": "newsletter"})
+
     def test_unknown_template(self):
         r = self.bulk("r.csv", "email,x\na@example.com,1\n", template="nope")
         self.assertEqual(r.returncode, 2)

@@ -969,6 +969,7 @@ static const char *probe_value(const cfg_key *k, int64_t *want)
         {"dns.servers", "10.9.9.9"},
         {"submit.listen", "127.0.0.1:0 starttls"},
         {"metrics.listen", "127.0.0.1:0"},
+        {"unsubscribe.url", "https://unsub.example.net"},
     };
     for (size_t i = 0; i < sizeof special / sizeof special[0]; i++)
         if (!strcmp(k->name, special[i].name))
@@ -1003,6 +1004,32 @@ static const char *probe_value(const cfg_key *k, int64_t *want)
 /* Each plain key, written in a file or (when it has one) its SLUICE_*
  * variable, lands in the field its entry names: the offsets, types and
  * sections of the table are right. */
+static void test_config_unsubscribe(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {"http://u.example.net", "https://u.example.net/",
+                                      "https://u.example.net/?a=b", "https://"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sl_buf y = SL_BUF_INIT;
+        sl_buf_printf(&y, "unsubscribe:\n  url: \"%s\"\n", bad[i]);
+        char *err = parse_err((const char *)y.data);
+        assert_non_null(strstr(err, "t.yaml:2: key 'unsubscribe.url': must be an https URL"));
+        free(err);
+        sl_buf_free(&y);
+    }
+    char *err = parse_err("unsubscribe:\n  mailto_domain: b.example.net\n");
+    assert_non_null(strstr(err, "key 'unsubscribe.mailto_domain': needs unsubscribe.url"));
+    free(err);
+    sl_config *cfg = parse_ok("unsubscribe:\n  url: https://u.example.net/x\n"
+                              "  mailto_domain: b.example.net\n");
+    assert_string_equal(cfg->unsubscribe.url, "https://u.example.net/x");
+    assert_string_equal(cfg->unsubscribe.mailto_domain, "b.example.net");
+    sl_config_free(cfg);
+    cfg = parse_ok("{}\n");
+    assert_null(cfg->unsubscribe.url); /* off unless configured */
+    sl_config_free(cfg);
+}
+
 static void test_config_key_probe(void **state)
 {
     (void)state;
@@ -1028,6 +1055,9 @@ static void test_config_key_probe(void **state)
                 /* cert and key go together */
                 if (!strcmp(dot + 1, "cert") || !strcmp(dot + 1, "key"))
                     sl_buf_printf(&y, "  %s: other\n", strcmp(dot + 1, "cert") ? "cert" : "key");
+                /* a mailto address only alongside the one-click URL */
+                if (!strcmp(k->name, "unsubscribe.mailto_domain"))
+                    sl_buf_printf(&y, "  url: https://unsub.example.net\n");
             }
             sl_config *cfg = parse_ok((const char *)y.data);
             sl_buf_free(&y);
@@ -1093,6 +1123,7 @@ int main(void)
         cmocka_unit_test(test_alias_bomb),
         cmocka_unit_test(test_config_key_table),
         cmocka_unit_test(test_config_key_probe),
+        cmocka_unit_test(test_config_unsubscribe),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

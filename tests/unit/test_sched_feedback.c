@@ -85,6 +85,20 @@ static void test_complaint_suppresses(void **state)
     assert_true(sched_suppress_has(x->ctx.supp, "dflt", "b@example.com"));
 }
 
+static void test_unsubscribe_suppresses(void **state)
+{
+    fx *x = *state;
+    double before = sl_metric_get("sluice_unsubscribes_total", NULL);
+    double added = sl_metric_get("sluice_suppressions_added_total", "reason=\"unsubscribe\"");
+    sl_event e = ev(SLUICE__V1__EVENT_TYPE__EVENT_UNSUBSCRIBED, "acme", "Leaving@Example.com");
+    sched_feedback_event(x->f, &e, NULL);
+    assert_true(sched_suppress_has(x->ctx.supp, "acme", "leaving@example.com"));
+    assert_false(sched_suppress_has(x->ctx.supp, "other", "leaving@example.com"));
+    assert_true(sl_metric_get("sluice_unsubscribes_total", NULL) == before + 1);
+    assert_true(sl_metric_get("sluice_suppressions_added_total", "reason=\"unsubscribe\"") ==
+                added + 1);
+}
+
 static void test_only_hard_invalid_bounces_and_complaints(void **state)
 {
     fx *x = *state;
@@ -134,6 +148,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_complaint_suppresses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unsubscribe_suppresses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_only_hard_invalid_bounces_and_complaints, setup,
                                         teardown),
         cmocka_unit_test(test_event_name),

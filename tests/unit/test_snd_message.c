@@ -118,6 +118,37 @@ static void test_build_bad_job_id(void **state)
     sl_buf_free(&out);
 }
 
+static void test_list_unsub(void **state)
+{
+    (void)state;
+    static const char m[] = "From: a@example.net\r\nSubject: s\r\n\r\nList-Unsubscribe: body\r\n";
+    sl_buf b = SL_BUF_INIT;
+    sl_buf_append(&b, m, sizeof m - 1);
+    assert_false(snd_msg_has_field(b.data, b.len, "List-Unsubscribe")); /* only in the body */
+    assert_true(snd_msg_has_field(b.data, b.len, "subject"));
+    assert_int_equal(snd_msg_list_unsub(&b, "https://u.example.net", "bounce.example.net", "tok1"),
+                     0);
+    static const char want[] = "List-Unsubscribe: <https://u.example.net/u/tok1>,\r\n"
+                               " <mailto:unsub+tok1@bounce.example.net>\r\n"
+                               "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n";
+    assert_int_equal(b.len, sizeof want - 1 + sizeof m - 1);
+    assert_memory_equal(b.data, want, sizeof want - 1);
+    assert_memory_equal(b.data + sizeof want - 1, m, sizeof m - 1);
+    /* Present already (the author's own link): left alone. */
+    size_t len = b.len;
+    assert_int_equal(snd_msg_list_unsub(&b, "https://x", NULL, "tok2"), 1);
+    assert_int_equal(b.len, len);
+    sl_buf_free(&b);
+    /* No mailto domain: the https URI alone. */
+    static const char m2[] = "From: a@example.net\r\n\r\nbody\r\n";
+    sl_buf_append(&b, m2, sizeof m2 - 1);
+    assert_int_equal(snd_msg_list_unsub(&b, "https://u.example.net", NULL, "t"), 0);
+    static const char want2[] = "List-Unsubscribe: <https://u.example.net/u/t>\r\n"
+                                "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n";
+    assert_memory_equal(b.data, want2, sizeof want2 - 1);
+    sl_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -126,6 +157,7 @@ int main(void)
         cmocka_unit_test(test_8bit_and_smtputf8),
         cmocka_unit_test(test_build_raw),
         cmocka_unit_test(test_build_bad_job_id),
+        cmocka_unit_test(test_list_unsub),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
