@@ -173,7 +173,7 @@ typedef struct sl_config {
     size_t n_backoff;
     sl_limit *limits;               /* per tenant / campaign caps, in file order */
     size_t n_limits;
-    sl_bounce_rule *bounce_rules;   /* the operator's only; sender/trouble.c has the rest */
+    sl_bounce_rule *bounce_rules;   /* the operator's only; common/trouble.c has the rest */
     size_t n_bounce_rules;
 
     struct {
@@ -248,6 +248,20 @@ typedef struct sl_config {
     struct {                        /* common/token.h: VERP and unsubscribe tokens */
         char *secret_file;          /* the HMAC key's file; the key itself is never logged */
     } tokens;
+
+    struct {                        /* VERP return paths (docs/inbound.md) */
+        char *domain;               /* bounce+TOKEN@domain; NULL: VERP off */
+    } verp;
+
+    struct {                        /* sluice-inbound: DSN, ARF and mailto unsubscribes */
+        char **listen;              /* "host:port" listeners */
+        size_t n_listen;
+        char **domains;             /* RCPT domains accepted (lower case) */
+        size_t n_domains;
+        char **fbl;                 /* feedback-loop mailboxes, whole addresses */
+        size_t n_fbl;
+        uint64_t max_message_size;
+    } inbound;
 } sl_config;
 
 /* Load and validate. On error returns SL_ECONFIG and sets *err to a

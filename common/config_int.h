@@ -153,7 +153,7 @@ typedef struct cfg_key {
     size_t off_n;     /* CFG_STRLIST: offsetof the count */
     int64_t min, max; /* CFG_INT, CFG_U32; CFG_DURATION: min 0 allows zero */
     const char *def;  /* the default as a file writes it; NULL: none (zero) */
-    unsigned flags;   /* CFG_LOWER, CFG_SECRET, CFG_HOSTNAME */
+    unsigned flags;   /* CFG_LOWER (CFG_STR, CFG_STRLIST), CFG_SECRET, CFG_HOSTNAME */
     const char *env;  /* the SLUICE_* variable that overrides it, or NULL */
     /* An extra check of a string (of each item of a list): 0, or -1 after
      * writing what is wrong to *why, quoting the value as shown. */

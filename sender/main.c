@@ -22,6 +22,7 @@
 #include "ledger.h"
 #include "log.h"
 #include "metrics.h"
+#include "token.h"
 #include "tls.h"
 #include "tmplstore.h"
 #include "trouble.h"
@@ -250,6 +251,19 @@ int main(int argc, char **argv)
     sl_dkim_keyring *dkim = NULL;
     if (cfg->n_dkim && sl_dkim_keyring_load(cfg, &dkim, &err) < 0)
         sl_fatal(2, "%s: %s", cfg->path, err);
+    /* VERP: the return paths are sealed with the token key; a sender
+     * without it would hand out return paths nobody can map back. */
+    static sl_token_key verp_key;
+    if (cfg->verp.domain) {
+        sl_buf why = SL_BUF_INIT;
+        if (!cfg->tokens.secret_file)
+            sl_fatal(2, "%s: key 'verp.domain' needs tokens.secret_file (the key that signs "
+                        "the return paths)", cfg->path);
+        if (sl_token_key_load(cfg->tokens.secret_file, &verp_key, &why) < 0)
+            sl_fatal(2, "%s: key 'tokens.secret_file': %s", cfg->path, why.data);
+        sl_info("VERP on: return paths bounce+TOKEN@%s, one transaction per recipient",
+                cfg->verp.domain);
+    }
     SSL_CTX *tls = sl_tls_client_ctx(cfg->sender.tls_ca_file, &err);
     if (!tls)
         sl_fatal(cfg->sender.tls_ca_file ? 2 : 1, "TLS: %s", err);
@@ -283,6 +297,7 @@ int main(int argc, char **argv)
         .dkim = dkim,
         .templates = templates,
         .tls_ctx = tls,
+        .verp_key = cfg->verp.domain ? &verp_key : NULL,
         .sender_id = cfg->sender.instance_id,
         .ledger = s.ledger,
         .record_done = on_record_done,

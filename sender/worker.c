@@ -66,6 +66,7 @@ typedef struct delivery {
     size_t *pending_idx;
     size_t n_pending;
     snd_txn txn;
+    sl_buf verp_from;   /* the current transaction's VERP return path */
     int64_t slot_ms;
     int64_t first_try_ms;
     int64_t intake_ms;      /* wall clock when the record reached the worker */   /* first attempt to find the template */
@@ -196,6 +197,7 @@ static void delivery_free(delivery *dl)
             sl_reply_free(&dl->rs[i].reply);
         sl_dispatch_free(dl->d);
     }
+    sl_buf_free(&dl->verp_from);
     for (size_t i = 0; i < dl->n_cands; i++) {
         free(dl->cands[i].host);
         free(dl->cands[i].ip);
@@ -399,8 +401,11 @@ static void txn_done(snd_txn *t)
         return;
     }
 
+    /* With VERP a transaction carries one recipient of the pending ones;
+     * the others wait, untried, for the next transaction. */
+    size_t n_tried = t->n_rcpts;
     size_t n_ok = 0, n_452 = 0;
-    for (size_t k = 0; k < dl->n_pending; k++) {
+    for (size_t k = 0; k < n_tried; k++) {
         const snd_result *r = &t->results[k];
         if (r->reply.code >= 200 && r->reply.code < 300)
             n_ok++;
@@ -408,7 +413,7 @@ static void txn_done(snd_txn *t)
             n_452++;
     }
     size_t keep = 0;
-    for (size_t k = 0; k < dl->n_pending; k++) {
+    for (size_t k = 0; k < n_tried; k++) {
         const snd_result *r = &t->results[k];
         size_t i = dl->pending_idx[k];
         if (n_ok && n_452 && r->stage == SL_STAGE_RCPT &&
@@ -429,6 +434,10 @@ static void txn_done(snd_txn *t)
         set_final(dl, i, type_of(a), r, &v, NULL);
         if (t->possible_duplicate)
             dl->rs[i].possible_duplicate = true;
+    }
+    for (size_t k = n_tried; k < dl->n_pending; k++) {
+        dl->pending[keep] = dl->pending[k];
+        dl->pending_idx[keep++] = dl->pending_idx[k];
     }
     if (keep) {
         dl->n_pending = keep;
@@ -452,10 +461,28 @@ static void start_txn(delivery *dl)
     dl->txn.mail_from = d->job->mail_from;
     dl->txn.rcpts = dl->pending;
     dl->txn.n_rcpts = dl->n_pending;
+    if (w->sh.verp_key && d->job->mail_from && *d->job->mail_from) {
+        /* VERP: each recipient has its own return path, so its own
+         * transaction (on the same connection, one after the other). */
+        sl_verp_token vt = {.tenant = d->job->tenant ? d->job->tenant : "",
+                            .job_id = d->job->job_id ? d->job->job_id : "",
+                            .recipient = dl->pending[0]};
+        sl_buf_reset(&dl->verp_from);
+        sl_buf_puts(&dl->verp_from, "bounce+");
+        if (sl_verp_token_seal(w->sh.verp_key, &vt, &dl->verp_from) == 0) {
+            sl_buf_printf(&dl->verp_from, "@%s", cfg->verp.domain);
+            dl->txn.mail_from = dl->verp_from.data;
+            dl->txn.n_rcpts = 1;
+        } else {
+            /* A field with 0x1f cannot be sealed: the job's own return
+             * path is used, and the bounce is not mapped back. */
+            sl_buf_reset(&dl->verp_from);
+        }
+    }
     dl->txn.msg = dl->msg.data;
     dl->txn.msg_len = dl->msg.len;
     dl->txn.body_8bit = snd_msg_has_8bit(dl->msg.data, dl->msg.len);
-    dl->txn.smtputf8 = snd_msg_needs_smtputf8(d->job->mail_from, dl->pending, dl->n_pending,
+    dl->txn.smtputf8 = snd_msg_needs_smtputf8(dl->txn.mail_from, dl->pending, dl->txn.n_rcpts,
                                               dl->msg.data, dl->msg.len);
     dl->txn.arg = dl;
 

@@ -205,7 +205,7 @@ static void test_design_example(void **state)
     assert_string_equal(cfg->scheduler.default_pool, "default");
 
     /* No user bounce rules: none at all. The built-in table and the
-     * catch-all live in sender/trouble.c, after the operator's rules; a
+     * catch-all live in common/trouble.c, after the operator's rules; a
      * catch-all here would hide the table (issue #18). */
     assert_int_equal(cfg->n_bounce_rules, 0);
 
@@ -969,6 +969,10 @@ static const char *probe_value(const cfg_key *k, int64_t *want)
         {"dns.servers", "10.9.9.9"},
         {"submit.listen", "127.0.0.1:0 starttls"},
         {"metrics.listen", "127.0.0.1:0"},
+        {"verp.domain", "Bounce.Example.NET"},      /* lowercased */
+        {"inbound.domains", "Bounce.Example.NET"},  /* lowercased */
+        {"inbound.fbl", "FBL@Example.NET"},         /* lowercased */
+        {"inbound.listen", "127.0.0.1:0"},
     };
     for (size_t i = 0; i < sizeof special / sizeof special[0]; i++)
         if (!strcmp(k->name, special[i].name))
@@ -1044,7 +1048,11 @@ static void test_config_key_probe(void **state)
             }
             case CFG_STRLIST:
                 assert_int_equal(*(const size_t *)((const char *)cfg + k->off_n), 1);
-                assert_string_equal((*(char **const *)field)[0], value);
+                if (k->flags & CFG_LOWER)
+                    assert_true(!strcasecmp((*(char **const *)field)[0], value) &&
+                                strcmp((*(char **const *)field)[0], value));
+                else
+                    assert_string_equal((*(char **const *)field)[0], value);
                 break;
             case CFG_INT:
                 assert_int_equal(*(const int *)field, want);
