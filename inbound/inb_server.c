@@ -394,6 +394,9 @@ static void smtpd_closed_cb(smtpd_server *s, void *arg)
     if (sl_producer_flush(srv->prod, 10000) != 0)
         sl_warn("inbound: %zu events still unacknowledged at exit",
                 sl_producer_outstanding(srv->prod));
+    /* Its poll handle is what keeps the loop running: close it now. */
+    sl_producer_free(srv->prod);
+    srv->prod = NULL;
     if (srv->close_cb)
         srv->close_cb(srv, srv->close_arg);
 }
@@ -413,7 +416,8 @@ void inb_server_free(inb_server *srv)
     if (!srv)
         return;
     smtpd_server_free(srv->smtpd);
-    sl_producer_free(srv->prod);
+    if (srv->prod)
+        sl_producer_free(srv->prod);
     free(srv);
 }
 
