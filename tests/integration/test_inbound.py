@@ -255,6 +255,28 @@ class TestInbound(unittest.TestCase):
         for p in reversed(self.procs):
             self.assertEqual(p.stop(30), 0, p.output()[-3000:])
 
+    def test_bad_key_exits_2(self):
+        """A sender with VERP on and sluice-inbound refuse to start on a key
+        file that is missing or too short, naming the file, never the key."""
+        short = self.write("short.key", "tiny-secret\n")
+        for key in (short, os.path.join(self.tmp, "missing.key")):
+            cfg = self.write("bad.yaml", open(self.cfg).read().replace(self.keyfile, key))
+            for name in ("sluice-sender", "sluice-inbound"):
+                r = subprocess.run([bin_path(name), "-c", cfg], capture_output=True, text=True,
+                                   timeout=30)
+                self.assertEqual(r.returncode, 2, (name, r.stdout, r.stderr))
+                self.assertIn("tokens.secret_file", r.stderr, (name, r.stderr))
+                self.assertIn(key, r.stderr, (name, r.stderr))
+                self.assertNotIn("tiny-secret", r.stdout + r.stderr)
+        # Without any domain to serve, sluice-inbound says so.
+        cfg = self.write("nodomain.yaml", open(self.cfg).read()
+                         .replace("verp:\n  domain: Bounce.Test\n", "")
+                         .replace("  fbl: [fbl@fbl.test]\n", ""))
+        r = subprocess.run([bin_path("sluice-inbound"), "-c", cfg], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("inbound.domains", r.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()
