@@ -217,6 +217,7 @@ static const sl_cmd_help help = {
               "  sender.workers, sender.max_inflight, sender.drain_timeout, sender.instance_id\n"
               "  sender.ledger, sender.ledger_lookback, sender.ledger_max_entries\n"
               "  pools, routes, shaping (tls, timeouts), dns, dkim, bounce_rules\n"
+              "  verp.domain, tokens.secret_file (VERP return paths)\n"
               "  metrics.listen, metrics.health_timeout\n",
 };
 
