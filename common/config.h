@@ -251,6 +251,10 @@ typedef struct sl_config {
 
     struct {                        /* VERP return paths (docs/inbound.md) */
         char *domain;               /* bounce+TOKEN@domain; NULL: VERP off */
+        struct sl_verp_tenant {     /* a tenant's own bounce domain, first */
+            char *tenant, *domain;
+        } *tenants;
+        size_t n_tenants;
     } verp;
 
     struct {                        /* sluice-inbound: DSN, ARF and mailto unsubscribes */
@@ -297,6 +301,9 @@ char *sl_config_retry_suffix(int64_t delay_ms);
 const sl_pool *sl_config_pool(const sl_config *cfg, const char *name);
 const sl_shaping *sl_config_shaping(const sl_config *cfg, const char *site);
 const sl_route *sl_config_route(const sl_config *cfg, const char *domain);
+/* The VERP bounce domain of a tenant's jobs: its verp.tenants entry, else
+ * verp.domain; NULL: no VERP for it. */
+const char *sl_config_verp_domain(const sl_config *cfg, const char *tenant);
 const sl_source *sl_config_source(const sl_config *cfg, const char *ip);
 
 #endif

@@ -189,6 +189,8 @@ int cfg__walk_limits(cfg_ctx *c, const cfg_node *v);
 int cfg__walk_retry_delays(cfg_ctx *c, const cfg_node *v);
 int cfg__walk_dkim(cfg_ctx *c, const cfg_node *v);
 int cfg__walk_webhook_endpoints(cfg_ctx *c, const cfg_node *v);
+int cfg__walk_verp_tenants(cfg_ctx *c, const cfg_node *v);
+void cfg__free_verp_tenants(sl_config *cfg);
 void cfg__init_shaping(sl_config *cfg);
 void cfg__init_retry_delays(sl_config *cfg);
 void cfg__free_routes(sl_config *cfg);

@@ -281,6 +281,8 @@ static const cfg_key cfg_keys[] = {
 
     {.name = "verp.domain", .type = CFG_STR, .off = F(verp.domain), .flags = CFG_LOWER,
      .check = check_nonempty, .doc = "domain of the VERP return paths bounce+TOKEN@domain"},
+    {.name = "verp.tenants", .type = CFG_CUSTOM, .walk = cfg__walk_verp_tenants,
+     .free = cfg__free_verp_tenants, .doc = "tenant -> its own VERP bounce domain"},
 
     {.name = "inbound.listen", .type = CFG_STRLIST, .off = F(inbound.listen),
      .off_n = F(inbound.n_listen), .doc = "\"host:port\" listeners of sluice-inbound"},

@@ -83,7 +83,8 @@ int main(int argc, char **argv)
     if (ostatus >= 0)
         return ostatus;
     sl_config *cfg = sl_daemon_start(&help, argc, optind, "inbound", cfg_path, 1);
-    if (!cfg->inbound.n_domains && !cfg->verp.domain && !cfg->inbound.n_fbl)
+    if (!cfg->inbound.n_domains && !cfg->verp.domain && !cfg->verp.n_tenants &&
+        !cfg->inbound.n_fbl)
         sl_fatal(2, "%s: sluice-inbound needs a domain to serve: inbound.domains, verp.domain "
                     "or inbound.fbl",
                  cfg->path);

@@ -47,8 +47,12 @@ static bool domain_ours(const sl_config *cfg, const char *d)
         for (size_t i = 0; i < cfg->inbound.n_domains; i++)
             if (!strcasecmp(cfg->inbound.domains[i], d))
                 return true;
-    } else if (cfg->verp.domain && !strcasecmp(cfg->verp.domain, d)) {
-        return true;
+    } else {
+        if (cfg->verp.domain && !strcasecmp(cfg->verp.domain, d))
+            return true;
+        for (size_t i = 0; i < cfg->verp.n_tenants; i++)
+            if (!strcasecmp(cfg->verp.tenants[i].domain, d))
+                return true;
     }
     for (size_t i = 0; i < cfg->inbound.n_fbl; i++) {
         const char *at = strrchr(cfg->inbound.fbl[i], '@');

@@ -5,8 +5,8 @@
  *
  * Policy, in the order a session meets it:
  *   - MAIL FROM: anything, the null sender first of all (bounces use it).
- *   - RCPT TO: only the domains of inbound.domains (verp.domain when that
- *     is empty) and of inbound.fbl; any other domain is 550 5.7.1: never a
+ *   - RCPT TO: only the domains of inbound.domains (when that is empty:
+ *     verp.domain and those of verp.tenants) and of inbound.fbl; any other domain is 550 5.7.1: never a
  *     relay. In those domains only bounce+TOKEN, unsub+TOKEN and the
  *     inbound.fbl mailboxes exist (else 550 5.1.1). A token is not checked
  *     here: a forged one is accepted like a real one, so a forger learns

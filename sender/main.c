@@ -255,15 +255,18 @@ int main(int argc, char **argv)
     /* VERP: the return paths are sealed with the token key; a sender
      * without it would hand out return paths nobody can map back. */
     static sl_token_key verp_key;
-    if (cfg->verp.domain) {
+    bool verp = cfg->verp.domain || cfg->verp.n_tenants;
+    if (verp) {
         sl_buf why = SL_BUF_INIT;
         if (!cfg->tokens.secret_file)
-            sl_fatal(2, "%s: key 'verp.domain' needs tokens.secret_file (the key that signs "
-                        "the return paths)", cfg->path);
+            sl_fatal(2, "%s: key 'verp.%s' needs tokens.secret_file (the key that signs "
+                        "the return paths)",
+                     cfg->path, cfg->verp.domain ? "domain" : "tenants");
         if (sl_token_key_load(cfg->tokens.secret_file, &verp_key, &why) < 0)
             sl_fatal(2, "%s: key 'tokens.secret_file': %s", cfg->path, why.data);
-        sl_info("VERP on: return paths bounce+TOKEN@%s, one transaction per recipient",
-                cfg->verp.domain);
+        sl_info("VERP on: return paths bounce+TOKEN@%s (%zu tenants with their own), one "
+                "transaction per recipient",
+                cfg->verp.domain ? cfg->verp.domain : "(none)", cfg->verp.n_tenants);
     }
     SSL_CTX *tls = sl_tls_client_ctx(cfg->sender.tls_ca_file, &err);
     if (!tls)
@@ -298,7 +301,7 @@ int main(int argc, char **argv)
         .dkim = dkim,
         .templates = templates,
         .tls_ctx = tls,
-        .verp_key = cfg->verp.domain ? &verp_key : NULL,
+        .verp_key = verp ? &verp_key : NULL,
         .sender_id = cfg->sender.instance_id,
         .ledger = s.ledger,
         .record_done = on_record_done,

@@ -461,7 +461,8 @@ static void start_txn(delivery *dl)
     dl->txn.mail_from = d->job->mail_from;
     dl->txn.rcpts = dl->pending;
     dl->txn.n_rcpts = dl->n_pending;
-    if (w->sh.verp_key && d->job->mail_from && *d->job->mail_from) {
+    const char *verp_domain = w->sh.verp_key ? sl_config_verp_domain(cfg, d->job->tenant) : NULL;
+    if (verp_domain && d->job->mail_from && *d->job->mail_from) {
         /* VERP: each recipient has its own return path, so its own
          * transaction (on the same connection, one after the other). */
         sl_verp_token vt = {.tenant = d->job->tenant ? d->job->tenant : "",
@@ -470,7 +471,7 @@ static void start_txn(delivery *dl)
         sl_buf_reset(&dl->verp_from);
         sl_buf_puts(&dl->verp_from, "bounce+");
         if (sl_verp_token_seal(w->sh.verp_key, &vt, &dl->verp_from) == 0) {
-            sl_buf_printf(&dl->verp_from, "@%s", cfg->verp.domain);
+            sl_buf_printf(&dl->verp_from, "@%s", verp_domain);
             dl->txn.mail_from = dl->verp_from.data;
             dl->txn.n_rcpts = 1;
         } else {

@@ -50,7 +50,7 @@ typedef struct snd_shared {
     const sl_dkim_keyring *dkim;    /* NULL: no signing */
     snd_tmplstore *templates;
     SSL_CTX *tls_ctx;
-    const sl_token_key *verp_key;   /* NULL: VERP off (cfg->verp.domain unset) */
+    const sl_token_key *verp_key;   /* NULL: VERP off (no verp.domain nor verp.tenants) */
     const char *sender_id;
     snd_ledger *ledger;             /* NULL: the delivery ledger is off */
     void (*record_done)(void *arg, sl_record *rec);

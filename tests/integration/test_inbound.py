@@ -104,7 +104,7 @@ class TestInbound(unittest.TestCase):
                 "retry: { delays: [1m, 5m], expiry: 1h }\n"
                 "sender:\n  instance_id: sender-inb\n"
                 "tokens:\n  secret_file: %s\n"
-                "verp:\n  domain: Bounce.Test\n"
+                "verp:\n  domain: Bounce.Test\n  tenants: { beta: bounce.beta.test }\n"
                 "inbound:\n  listen: [\"127.0.0.1:%d\"]\n  fbl: [fbl@fbl.test]\n"
                 % (bootstrap, self.sink.address, self.keyfile, getattr(self, "port", 1)))
 
@@ -183,6 +183,16 @@ class TestInbound(unittest.TestCase):
         self.assertEqual(set(paths), {"alice@x.test", "bob@x.test"})
         self.wait_events(lambda e: e.get("job_id") == "j1-0" and e.get("type") == "DELIVERED",
                          2, "both recipients DELIVERED")
+        # A tenant with its own bounce domain (verp.tenants).
+        self.tool("produce", "-c", self.cfg, "--to", "erin@x.test", "--tenant", "beta",
+                  "--id", "j5")
+        m = wait_for(lambda: [m for m in self.sink.messages() if "erin@x.test" in m["rcpt"]],
+                     40, "erin's message at the sink")[0]
+        local, _, domain = m["from"].rpartition("@")
+        self.assertEqual(domain, "bounce.beta.test", m)
+        self.assertEqual(token_fields(local[len("bounce+"):]), ["beta", "j5-0", "erin@x.test"])
+        # sluice-inbound serves that domain too.
+        b_path = m["from"]
 
         # No relay: a foreign domain is refused, and so is an unknown
         # mailbox in ours.
@@ -195,6 +205,8 @@ class TestInbound(unittest.TestCase):
         self.assertEqual(code, 550, text)
         self.assertIn(b"5.1.1", text)
         code, text = s.rcpt(paths["alice@x.test"])
+        self.assertEqual(code, 250, text)
+        code, text = s.rcpt(b_path)
         self.assertEqual(code, 250, text)
         s.rset()
         s.quit()
@@ -270,7 +282,7 @@ class TestInbound(unittest.TestCase):
                 self.assertNotIn("tiny-secret", r.stdout + r.stderr)
         # Without any domain to serve, sluice-inbound says so.
         cfg = self.write("nodomain.yaml", open(self.cfg).read()
-                         .replace("verp:\n  domain: Bounce.Test\n", "")
+                         .replace("verp:\n  domain: Bounce.Test\n  tenants: { beta: bounce.beta.test }\n", "")
                          .replace("  fbl: [fbl@fbl.test]\n", ""))
         r = subprocess.run([bin_path("sluice-inbound"), "-c", cfg], capture_output=True,
                            text=True, timeout=30)

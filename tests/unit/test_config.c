@@ -1004,6 +1004,30 @@ static const char *probe_value(const cfg_key *k, int64_t *want)
     }
 }
 
+/* verp.tenants gives a tenant its own bounce domain; the others use
+ * verp.domain, and without it no VERP at all. */
+static void test_config_verp_tenants(void **state)
+{
+    (void)state;
+    sl_config *cfg = parse_ok("verp:\n  domain: bounce.example.net\n"
+                              "  tenants:\n    acme: Bounce.Acme.Example\n    beta: b.beta.test\n");
+    assert_string_equal(sl_config_verp_domain(cfg, "acme"), "bounce.acme.example");
+    assert_string_equal(sl_config_verp_domain(cfg, "beta"), "b.beta.test");
+    assert_string_equal(sl_config_verp_domain(cfg, "other"), "bounce.example.net");
+    assert_string_equal(sl_config_verp_domain(cfg, NULL), "bounce.example.net");
+    sl_config_free(cfg);
+    cfg = parse_ok("verp:\n  tenants: { acme: bounce.acme.example }\n");
+    assert_string_equal(sl_config_verp_domain(cfg, "acme"), "bounce.acme.example");
+    assert_null(sl_config_verp_domain(cfg, "other"));
+    sl_config_free(cfg);
+    char *err = parse_err("verp:\n  tenants:\n    acme: \"not a domain\"\n");
+    assert_non_null(strstr(err, "verp.tenants.acme"));
+    free(err);
+    err = parse_err("verp:\n  tenants:\n    acme:\n");
+    assert_non_null(strstr(err, "needs a domain"));
+    free(err);
+}
+
 /* Each plain key, written in a file or (when it has one) its SLUICE_*
  * variable, lands in the field its entry names: the offsets, types and
  * sections of the table are right. */
@@ -1101,6 +1125,7 @@ int main(void)
         cmocka_unit_test(test_alias_bomb),
         cmocka_unit_test(test_config_key_table),
         cmocka_unit_test(test_config_key_probe),
+        cmocka_unit_test(test_config_verp_tenants),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }
