@@ -23,6 +23,7 @@ struct inb_server {
     smtpd_server *smtpd;
     sl_producer *prod;
     inb_stats st;
+    uv_timer_t flush_timer; /* the once-per-interval log summaries */
     bool closing;
     void (*close_cb)(inb_server *, void *);
     void *close_arg;
@@ -355,6 +356,12 @@ static void on_data(void *arg, smtpd_session *s, const char *msg, size_t len)
 
 /* ---- life cycle ---- */
 
+static void flush_cb(uv_timer_t *t)
+{
+    (void)t;
+    sl_log_every_flush();
+}
+
 inb_server *inb_server_new(uv_loop_t *loop, const inb_opts *o, char **err)
 {
     inb_server *srv = xcalloc(1, sizeof *srv);
@@ -372,6 +379,8 @@ inb_server *inb_server_new(uv_loop_t *loop, const inb_opts *o, char **err)
     };
     smtpd_hooks h = {.arg = srv, .on_rcpt = on_rcpt, .on_data = on_data};
     srv->smtpd = smtpd_server_new(loop, &sc, &h);
+    uv_timer_init(loop, &srv->flush_timer);
+    uv_timer_start(&srv->flush_timer, flush_cb, 10000, 10000);
     sl_metric_help("sluice_inbound_messages_total", SL_METRIC_COUNTER,
                    "Mails sluice-inbound accepted, by what they are (dsn, arf, plain, other)");
     sl_metric_help("sluice_inbound_events_total", SL_METRIC_COUNTER,
@@ -398,6 +407,8 @@ static void smtpd_closed_cb(smtpd_server *s, void *arg)
     if (sl_producer_flush(srv->prod, 10000) != 0)
         sl_warn("inbound: %zu events still unacknowledged at exit",
                 sl_producer_outstanding(srv->prod));
+    sl_log_every_flush();
+    uv_close((uv_handle_t *)&srv->flush_timer, NULL);
     /* Its poll handle is what keeps the loop running: close it now. */
     sl_producer_free(srv->prod);
     srv->prod = NULL;
