@@ -41,6 +41,7 @@ static const sl_cmd_help help = {
 };
 
 static struct {
+    sl_config *cfg; /* here, not on the stack: reachable when sl_fatal() exits */
     inb_server *srv;
     uv_signal_t sigterm, sigint;
     bool done;
@@ -82,7 +83,7 @@ int main(int argc, char **argv)
             hostname = optarg;
     if (ostatus >= 0)
         return ostatus;
-    sl_config *cfg = sl_daemon_start(&help, argc, optind, "inbound", cfg_path, 1);
+    sl_config *cfg = g.cfg = sl_daemon_start(&help, argc, optind, "inbound", cfg_path, 1);
     if (!cfg->inbound.n_domains && !cfg->verp.domain && !cfg->verp.n_tenants &&
         !cfg->inbound.n_fbl)
         sl_fatal(2, "%s: sluice-inbound needs a domain to serve: inbound.domains, verp.domain "
