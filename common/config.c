@@ -224,6 +224,15 @@ const sl_shaping *sl_config_shaping(const sl_config *cfg, const char *site)
     return cfg->n_shaping ? &cfg->shaping[0] : NULL;
 }
 
+const char *sl_config_verp_domain(const sl_config *cfg, const char *tenant)
+{
+    if (tenant)
+        for (size_t i = 0; i < cfg->verp.n_tenants; i++)
+            if (!strcmp(cfg->verp.tenants[i].tenant, tenant))
+                return cfg->verp.tenants[i].domain;
+    return cfg->verp.domain;
+}
+
 const sl_route *sl_config_route(const sl_config *cfg, const char *domain)
 {
     if (!domain)

@@ -173,7 +173,7 @@ typedef struct sl_config {
     size_t n_backoff;
     sl_limit *limits;               /* per tenant / campaign caps, in file order */
     size_t n_limits;
-    sl_bounce_rule *bounce_rules;   /* the operator's only; sender/trouble.c has the rest */
+    sl_bounce_rule *bounce_rules;   /* the operator's only; common/trouble.c has the rest */
     size_t n_bounce_rules;
 
     struct {
@@ -260,6 +260,23 @@ typedef struct sl_config {
         char *url;                  /* "https://unsub.example.net"; NULL: no List-Unsubscribe */
         char *mailto_domain;        /* unsub+TOKEN@ this; NULL: no mailto URI */
     } unsubscribe;
+    struct {                        /* VERP return paths (docs/inbound.md) */
+        char *domain;               /* bounce+TOKEN@domain; NULL: VERP off */
+        struct sl_verp_tenant {     /* a tenant's own bounce domain, first */
+            char *tenant, *domain;
+        } *tenants;
+        size_t n_tenants;
+    } verp;
+
+    struct {                        /* sluice-inbound: DSN, ARF and mailto unsubscribes */
+        char **listen;              /* "host:port" listeners */
+        size_t n_listen;
+        char **domains;             /* RCPT domains accepted (lower case) */
+        size_t n_domains;
+        char **fbl;                 /* feedback-loop mailboxes, whole addresses */
+        size_t n_fbl;
+        uint64_t max_message_size;
+    } inbound;
 } sl_config;
 
 /* Load and validate. On error returns SL_ECONFIG and sets *err to a
@@ -295,6 +312,9 @@ char *sl_config_retry_suffix(int64_t delay_ms);
 const sl_pool *sl_config_pool(const sl_config *cfg, const char *name);
 const sl_shaping *sl_config_shaping(const sl_config *cfg, const char *site);
 const sl_route *sl_config_route(const sl_config *cfg, const char *domain);
+/* The VERP bounce domain of a tenant's jobs: its verp.tenants entry, else
+ * verp.domain; NULL: no VERP for it. */
+const char *sl_config_verp_domain(const sl_config *cfg, const char *tenant);
 const sl_source *sl_config_source(const sl_config *cfg, const char *ip);
 
 #endif

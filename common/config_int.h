@@ -153,7 +153,7 @@ typedef struct cfg_key {
     size_t off_n;     /* CFG_STRLIST: offsetof the count */
     int64_t min, max; /* CFG_INT, CFG_U32; CFG_DURATION: min 0 allows zero */
     const char *def;  /* the default as a file writes it; NULL: none (zero) */
-    unsigned flags;   /* CFG_LOWER, CFG_SECRET, CFG_HOSTNAME */
+    unsigned flags;   /* CFG_LOWER (CFG_STR, CFG_STRLIST), CFG_SECRET, CFG_HOSTNAME */
     const char *env;  /* the SLUICE_* variable that overrides it, or NULL */
     /* An extra check of a string (of each item of a list): 0, or -1 after
      * writing what is wrong to *why, quoting the value as shown. */
@@ -189,6 +189,8 @@ int cfg__walk_limits(cfg_ctx *c, const cfg_node *v);
 int cfg__walk_retry_delays(cfg_ctx *c, const cfg_node *v);
 int cfg__walk_dkim(cfg_ctx *c, const cfg_node *v);
 int cfg__walk_webhook_endpoints(cfg_ctx *c, const cfg_node *v);
+int cfg__walk_verp_tenants(cfg_ctx *c, const cfg_node *v);
+void cfg__free_verp_tenants(sl_config *cfg);
 void cfg__init_shaping(sl_config *cfg);
 void cfg__init_retry_delays(sl_config *cfg);
 void cfg__free_routes(sl_config *cfg);

@@ -318,6 +318,20 @@ static const cfg_key cfg_keys[] = {
     {.name = "unsubscribe.mailto_domain", .type = CFG_STR, .off = F(unsubscribe.mailto_domain),
      .check = check_nonempty,
      .doc = "domain of the mailto unsubscribe address unsub+TOKEN@<domain>"},
+    {.name = "verp.domain", .type = CFG_STR, .off = F(verp.domain), .flags = CFG_LOWER,
+     .check = check_nonempty, .doc = "domain of the VERP return paths bounce+TOKEN@domain"},
+    {.name = "verp.tenants", .type = CFG_CUSTOM, .walk = cfg__walk_verp_tenants,
+     .free = cfg__free_verp_tenants, .doc = "tenant -> its own VERP bounce domain"},
+
+    {.name = "inbound.listen", .type = CFG_STRLIST, .off = F(inbound.listen),
+     .off_n = F(inbound.n_listen), .doc = "\"host:port\" listeners of sluice-inbound"},
+    {.name = "inbound.domains", .type = CFG_STRLIST, .off = F(inbound.domains),
+     .off_n = F(inbound.n_domains), .flags = CFG_LOWER,
+     .doc = "bounce and feedback-loop domains sluice-inbound accepts mail for"},
+    {.name = "inbound.fbl", .type = CFG_STRLIST, .off = F(inbound.fbl), .off_n = F(inbound.n_fbl),
+     .flags = CFG_LOWER, .doc = "feedback-loop mailboxes (whole addresses) that take ARF reports"},
+    {.name = "inbound.max_message_size", .type = CFG_SIZE, .off = F(inbound.max_message_size),
+     .def = "10M", .doc = "largest report accepted"},
 };
 
 /* ------------------------------------------------------------------ */
@@ -460,6 +474,8 @@ static int walk_key(cfg_ctx *c, const cfg_key *k, const cfg_node *m, const char 
         for (size_t i = 0; i < *n; i++) {
             char ip[PATH_MAX_LEN];
             cfg__pathf(ip, sizeof(ip), "%s[%zu]", kp, i);
+            if (k->flags & CFG_LOWER)
+                sl_lower((*(char ***)field)[i]);
             if (check_value(c, k, (*(char ***)field)[i], ip,
                             v->type == CN_SEQ ? v->kids[i]->line : v->line) < 0)
                 return -1;

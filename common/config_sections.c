@@ -9,6 +9,7 @@
  */
 #include "config_int.h"
 #include "hostport.h"
+#include "mailbox.h"
 #include "util.h"
 
 #include <errno.h>
@@ -640,6 +641,41 @@ static void free_strv(char **v, size_t n)
     for (size_t i = 0; i < n; i++)
         free(v[i]);
     free(v);
+}
+
+/* verp.tenants: tenant -> its own bounce domain (lowercased). */
+int cfg__walk_verp_tenants(cfg_ctx *c, const cfg_node *m)
+{
+    sl_config *cfg = c->cfg;
+    TRY(cfg__map_check(c, m, "verp.tenants", NULL, 0));
+    if (cfg__is_null(m))
+        return 0;
+    cfg->verp.tenants = xcalloc(m->n / 2 + 1, sizeof(*cfg->verp.tenants));
+    for (size_t i = 0; i + 1 < m->n; i += 2) {
+        const cfg_node *k = m->kids[i], *v = m->kids[i + 1];
+        char kp[PATH_MAX_LEN];
+        cfg__key_path(kp, sizeof(kp), "verp.tenants", k->s);
+        if (cfg__is_null(v))
+            return cfg__fail(c, k->line, "key '%s': needs a domain", kp);
+        TRY(cfg__need_scalar(c, v, kp, "domain"));
+        char why[200];
+        if (sl_mailbox_domain_check(v->s, 0, why, sizeof why) < 0)
+            return cfg__fail(c, v->line, "key '%s': '%s' is not a domain: %s", kp, v->s, why);
+        struct sl_verp_tenant *t = &cfg->verp.tenants[cfg->verp.n_tenants++];
+        t->tenant = xstrdup(k->s);
+        t->domain = xstrdup(v->s);
+        sl_lower(t->domain);
+    }
+    return 0;
+}
+
+void cfg__free_verp_tenants(sl_config *cfg)
+{
+    for (size_t i = 0; i < cfg->verp.n_tenants; i++) {
+        free(cfg->verp.tenants[i].tenant);
+        free(cfg->verp.tenants[i].domain);
+    }
+    free(cfg->verp.tenants);
 }
 
 void cfg__free_routes(sl_config *cfg)

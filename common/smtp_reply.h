@@ -1,7 +1,7 @@
 /*
  * smtp_reply - the one home of an SMTP reply in sluice: its type and its
  * parser. The sender parses what a server says with it; delivery-error
- * classification (sender/trouble.c), outcomes and the scheduler's backoff
+ * classification (common/trouble.c), outcomes and the scheduler's backoff
  * rules all read an sl_reply.
  *
  * sl_reply_parse() parses one complete SMTP reply (RFC 5321 4.2, possibly

@@ -46,7 +46,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   librdkafka-dev libuv1-dev libc-ares-dev libssl-dev openssl \
   protobuf-c-compiler libprotobuf-c-dev libyaml-dev libcmocka-dev \
   libidn2-dev libcsv-dev libargon2-dev libhttp-parser-dev libjansson-dev libjemalloc-dev \
-  libmicrohttpd-dev libunbound-dev dns-root-data unbound ldnsutils \
+  libmicrohttpd-dev libunbound-dev dns-root-data unbound ldnsutils libgmime-3.0-dev \
   python3 python3-dkim python3-yaml libcurl4-openssl-dev postfix swaks libnet-ssleay-perl libio-socket-ssl-perl dnsmasq-base procps \
   clang libclang-rt-14-dev testssl.sh >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends tmux >/dev/null  # sluice top's terminal test

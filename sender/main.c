@@ -22,6 +22,7 @@
 #include "ledger.h"
 #include "log.h"
 #include "metrics.h"
+#include "token.h"
 #include "tls.h"
 #include "tmplstore.h"
 #include "trouble.h"
@@ -218,6 +219,7 @@ static const sl_cmd_help help = {
               "  sender.ledger, sender.ledger_lookback, sender.ledger_max_entries\n"
               "  sender.tls_ca_file, sender.dane, sender.dane_resolver, sender.dane_trust_anchor\n"
               "  pools, routes, shaping (tls, timeouts), dns, dkim, bounce_rules\n"
+              "  verp.domain, tokens.secret_file (VERP return paths)\n"
               "  metrics.listen, metrics.health_timeout\n",
 };
 
@@ -252,17 +254,29 @@ int main(int argc, char **argv)
     sl_dkim_keyring *dkim = NULL;
     if (cfg->n_dkim && sl_dkim_keyring_load(cfg, &dkim, &err) < 0)
         sl_fatal(2, "%s: %s", cfg->path, err);
-    /* Static: the workers borrow it for the life of the process. */
-    static sl_token_key unsub_key;
-    if (cfg->unsubscribe.url) {
+    /* The token key (tokens.secret_file) seals the VERP return paths and
+     * the one-click unsubscribe links; a sender without it would hand out
+     * tokens nobody can open. Static: the workers borrow it for the life
+     * of the process. */
+    static sl_token_key token_key;
+    bool verp = cfg->verp.domain || cfg->verp.n_tenants;
+    if (verp || cfg->unsubscribe.url) {
         sl_buf why = SL_BUF_INIT;
         if (!cfg->tokens.secret_file)
-            sl_fatal(2, "%s: key 'unsubscribe.url': needs tokens.secret_file (the key that "
-                        "signs the links)", cfg->path);
-        if (sl_token_key_load(cfg->tokens.secret_file, &unsub_key, &why) < 0)
-            sl_fatal(2, "%s: tokens.secret_file: %s", cfg->path, (const char *)why.data);
+            sl_fatal(2, "%s: key '%s' needs tokens.secret_file (the key that signs the %s)",
+                     cfg->path,
+                     cfg->unsubscribe.url ? "unsubscribe.url"
+                     : cfg->verp.domain   ? "verp.domain"
+                                          : "verp.tenants",
+                     cfg->unsubscribe.url ? "links" : "return paths");
+        if (sl_token_key_load(cfg->tokens.secret_file, &token_key, &why) < 0)
+            sl_fatal(2, "%s: key 'tokens.secret_file': %s", cfg->path, (const char *)why.data);
         sl_buf_free(&why);
     }
+    if (verp)
+        sl_info("VERP on: return paths bounce+TOKEN@%s (%zu tenants with their own), one "
+                "transaction per recipient",
+                cfg->verp.domain ? cfg->verp.domain : "(none)", cfg->verp.n_tenants);
     SSL_CTX *tls = sl_tls_client_ctx(cfg->sender.tls_ca_file, &err);
     if (!tls)
         sl_fatal(cfg->sender.tls_ca_file ? 2 : 1, "TLS: %s", err);
@@ -316,9 +330,10 @@ int main(int argc, char **argv)
         .templates = templates,
         .tls_ctx = tls,
         .mtasts = mtasts,
+        .verp_key = verp ? &token_key : NULL,
         .sender_id = cfg->sender.instance_id,
         .ledger = s.ledger,
-        .unsub_key = cfg->unsubscribe.url ? &unsub_key : NULL,
+        .unsub_key = cfg->unsubscribe.url ? &token_key : NULL,
         .record_done = on_record_done,
         .record_release = on_record_release,
         .record_done_arg = &s,

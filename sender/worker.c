@@ -70,6 +70,7 @@ typedef struct delivery {
     size_t *pending_idx;
     size_t n_pending;
     snd_txn txn;
+    sl_buf verp_from;   /* the current transaction's VERP return path */
     int64_t slot_ms;
     int64_t first_try_ms;
     int64_t intake_ms;      /* wall clock when the record reached the worker */   /* first attempt to find the template */
@@ -203,6 +204,7 @@ static void delivery_free(delivery *dl)
             sl_reply_free(&dl->rs[i].reply);
         sl_dispatch_free(dl->d);
     }
+    sl_buf_free(&dl->verp_from);
     for (size_t i = 0; i < dl->n_cands; i++) {
         free(dl->cands[i].host);
         free(dl->cands[i].ip);
@@ -427,8 +429,9 @@ static void txn_done(snd_txn *t)
         return;
     }
 
-    /* A per-recipient transaction carries the first pending recipient
-     * only; the others stay pending for the next. */
+    /* A per-recipient transaction (VERP, one-click unsubscribe) carries
+     * the first pending recipient only; the others wait, untried, for the
+     * next. */
     size_t n_txn = t->n_rcpts;
     size_t n_ok = 0, n_452 = 0;
     for (size_t k = 0; k < n_txn; k++) {
@@ -544,6 +547,25 @@ static void start_txn(delivery *dl)
     dl->txn.mail_from = d->job->mail_from;
     dl->txn.rcpts = dl->pending;
     dl->txn.n_rcpts = dl->n_pending;
+    const char *verp_domain = w->sh.verp_key ? sl_config_verp_domain(cfg, d->job->tenant) : NULL;
+    if (verp_domain && d->job->mail_from && *d->job->mail_from) {
+        /* VERP: each recipient has its own return path, so its own
+         * transaction (on the same connection, one after the other). */
+        sl_verp_token vt = {.tenant = d->job->tenant ? d->job->tenant : "",
+                            .job_id = d->job->job_id ? d->job->job_id : "",
+                            .recipient = dl->pending[0]};
+        sl_buf_reset(&dl->verp_from);
+        sl_buf_puts(&dl->verp_from, "bounce+");
+        if (sl_verp_token_seal(w->sh.verp_key, &vt, &dl->verp_from) == 0) {
+            sl_buf_printf(&dl->verp_from, "@%s", verp_domain);
+            dl->txn.mail_from = dl->verp_from.data;
+            dl->txn.n_rcpts = 1;
+        } else {
+            /* A field with 0x1f cannot be sealed: the job's own return
+             * path is used, and the bounce is not mapped back. */
+            sl_buf_reset(&dl->verp_from);
+        }
+    }
     const sl_buf *m = &dl->msg;
     if (dl->per_rcpt) {
         dl->txn.n_rcpts = 1;
@@ -553,7 +575,7 @@ static void start_txn(delivery *dl)
     dl->txn.msg = m->data;
     dl->txn.msg_len = m->len;
     dl->txn.body_8bit = snd_msg_has_8bit(m->data, m->len);
-    dl->txn.smtputf8 = snd_msg_needs_smtputf8(d->job->mail_from, dl->pending, dl->txn.n_rcpts,
+    dl->txn.smtputf8 = snd_msg_needs_smtputf8(dl->txn.mail_from, dl->pending, dl->txn.n_rcpts,
                                               m->data, m->len);
     dl->txn.arg = dl;
 

@@ -55,6 +55,7 @@ typedef struct snd_shared {
     snd_tmplstore *templates;
     SSL_CTX *tls_ctx;
     snd_mtasts *mtasts;             /* NULL: MTA-STS off (sender.mta_sts) */
+    const sl_token_key *verp_key;   /* NULL: VERP off (no verp.domain nor verp.tenants) */
     const char *sender_id;
     snd_ledger *ledger;             /* NULL: the delivery ledger is off */
     snd_dane_cache *dane_cache;     /* NULL: DANE is off (sender.dane) */

@@ -24,6 +24,7 @@ BINARIES = {
     "sluice-submit": ("submit/submit_main.c", True),
     "sluice-api": ("api/api_main.c", True),
     "sluice-webhook": ("webhook/main.c", True),
+    "sluice-inbound": ("inbound/inb_main.c", True),
     "sluice-devbroker": ("devbroker/main.c", True),
     "sluice-testsink": ("tests/sink/sink.c", False),
 }
@@ -104,6 +105,7 @@ class HelpVersion(unittest.TestCase):
             "sluice-submit": ["submit.listen", "submit.users", "metrics.health_timeout"],
             "sluice-api": ["api.listen", "api.keys", "metrics.listen"],
             "sluice-webhook": ["webhook.endpoints", "webhook.max_attempts"],
+            "sluice-inbound": ["inbound.listen", "inbound.fbl", "tokens.secret_file"],
             "sluice-devbroker": ["kafka.partitions"],
         }
         for name, want in keys.items():

@@ -10,7 +10,7 @@ import re
 import unittest
 
 SRC = os.environ.get("SLUICE_SRC") or os.path.join(os.path.dirname(__file__), "..", "..")
-DIRS = ("common", "producer", "api", "scheduler", "sender", "webhook", "devbroker")
+DIRS = ("common", "producer", "api", "scheduler", "sender", "webhook", "devbroker", "inbound")
 
 
 class TestMetricsDocumented(unittest.TestCase):

@@ -13,7 +13,7 @@ import unittest
 
 SRC = os.environ.get("SLUICE_SRC") or os.path.join(os.path.dirname(__file__), "..", "..")
 
-ROLES = ["producer", "submit", "cli", "scheduler", "sender", "webhook", "devbroker", "common"]
+ROLES = ["producer", "submit", "cli", "scheduler", "sender", "webhook", "devbroker", "inbound", "common"]
 ALLOWED = {"sluice.h": None, "publish.h": {"cli/cli.c"}}  # None: any role
 
 

@@ -205,7 +205,7 @@ static void test_design_example(void **state)
     assert_string_equal(cfg->scheduler.default_pool, "default");
 
     /* No user bounce rules: none at all. The built-in table and the
-     * catch-all live in sender/trouble.c, after the operator's rules; a
+     * catch-all live in common/trouble.c, after the operator's rules; a
      * catch-all here would hide the table (issue #18). */
     assert_int_equal(cfg->n_bounce_rules, 0);
 
@@ -970,6 +970,10 @@ static const char *probe_value(const cfg_key *k, int64_t *want)
         {"submit.listen", "127.0.0.1:0 starttls"},
         {"metrics.listen", "127.0.0.1:0"},
         {"unsubscribe.url", "https://unsub.example.net"},
+        {"verp.domain", "Bounce.Example.NET"},      /* lowercased */
+        {"inbound.domains", "Bounce.Example.NET"},  /* lowercased */
+        {"inbound.fbl", "FBL@Example.NET"},         /* lowercased */
+        {"inbound.listen", "127.0.0.1:0"},
     };
     for (size_t i = 0; i < sizeof special / sizeof special[0]; i++)
         if (!strcmp(k->name, special[i].name))
@@ -999,6 +1003,30 @@ static const char *probe_value(const cfg_key *k, int64_t *want)
     default:
         return "probe";
     }
+}
+
+/* verp.tenants gives a tenant its own bounce domain; the others use
+ * verp.domain, and without it no VERP at all. */
+static void test_config_verp_tenants(void **state)
+{
+    (void)state;
+    sl_config *cfg = parse_ok("verp:\n  domain: bounce.example.net\n"
+                              "  tenants:\n    acme: Bounce.Acme.Example\n    beta: b.beta.test\n");
+    assert_string_equal(sl_config_verp_domain(cfg, "acme"), "bounce.acme.example");
+    assert_string_equal(sl_config_verp_domain(cfg, "beta"), "b.beta.test");
+    assert_string_equal(sl_config_verp_domain(cfg, "other"), "bounce.example.net");
+    assert_string_equal(sl_config_verp_domain(cfg, NULL), "bounce.example.net");
+    sl_config_free(cfg);
+    cfg = parse_ok("verp:\n  tenants: { acme: bounce.acme.example }\n");
+    assert_string_equal(sl_config_verp_domain(cfg, "acme"), "bounce.acme.example");
+    assert_null(sl_config_verp_domain(cfg, "other"));
+    sl_config_free(cfg);
+    char *err = parse_err("verp:\n  tenants:\n    acme: \"not a domain\"\n");
+    assert_non_null(strstr(err, "verp.tenants.acme"));
+    free(err);
+    err = parse_err("verp:\n  tenants:\n    acme:\n");
+    assert_non_null(strstr(err, "needs a domain"));
+    free(err);
 }
 
 /* Each plain key, written in a file or (when it has one) its SLUICE_*
@@ -1074,7 +1102,11 @@ static void test_config_key_probe(void **state)
             }
             case CFG_STRLIST:
                 assert_int_equal(*(const size_t *)((const char *)cfg + k->off_n), 1);
-                assert_string_equal((*(char **const *)field)[0], value);
+                if (k->flags & CFG_LOWER)
+                    assert_true(!strcasecmp((*(char **const *)field)[0], value) &&
+                                strcmp((*(char **const *)field)[0], value));
+                else
+                    assert_string_equal((*(char **const *)field)[0], value);
                 break;
             case CFG_INT:
                 assert_int_equal(*(const int *)field, want);
@@ -1124,6 +1156,7 @@ int main(void)
         cmocka_unit_test(test_config_key_table),
         cmocka_unit_test(test_config_key_probe),
         cmocka_unit_test(test_config_unsubscribe),
+        cmocka_unit_test(test_config_verp_tenants),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

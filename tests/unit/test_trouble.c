@@ -1,4 +1,4 @@
-/* Unit tests for sender/trouble: strict reply parsing and the delivery
+/* Unit tests for common/trouble: strict reply parsing and the delivery
  * error policy over many real-world replies. Table-driven. */
 #include <setjmp.h>
 #include <stdarg.h>
