@@ -9,6 +9,8 @@ import time
 import unittest
 
 from harness import REAL, Cluster, bin_path, log, wait_for
+import dnstest
+from test_sender_conn_cap import ADDRS, HOSTS, Sinks, peak_connections, read_lines
 
 
 def topics_ready(c):
@@ -428,6 +430,71 @@ class TestHeldJobsAtTheWire(unittest.TestCase):
         self.assertEqual({i for i in expired if counts.get(i)}, set(),
                          "an expired job reached the SMTP server")
         self.assertEqual({i for i in delivered if not counts.get(i)}, set())
+
+
+@unittest.skipUnless(REAL, "needs SLUICE_KAFKA=real (a real Kafka cluster)")
+class TestCapsAcrossTheCluster(unittest.TestCase):
+    """Three schedulers and one sender. The domains d*.test go to the
+    cluster's sink; three.test goes by MX to three sinks on 127.0.0.1, .2
+    and .3 (one port), its three MX hosts of equal preference in a DNS
+    server of the test."""
+
+    CAP = 20
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dns = None
+        cls.sinks = None
+        records = {"three.test": {"MX": [(10, h) for h in HOSTS]}}
+        for h, a in zip(HOSTS, ADDRS):
+            records[h] = {"A": [a]}
+        cls.dns = dnstest.DnsServer(records)
+        _, dport = cls.dns.start()
+        cls.c = Cluster("sched-caps", partitions=4, domains=16, ips=1, route="d*.test",
+                        shaping="{ max_message_rate: 1000/s, max_connections: 2, "
+                                "max_messages_per_connection: 4 }",
+                        extra_yaml="dns:\n  servers: [\"127.0.0.1:%d\"]\n  timeout: 1s\n"
+                                   "  tries: 1\n"
+                                   "limits:\n  - { tenant: capped, max_message_rate: %d/s }\n"
+                                   % (dport, cls.CAP))
+        try:
+            cls.sinks = Sinks(cls.c.tmp)
+            cls.c.env["SLUICE_SENDER_MX_PORT"] = str(cls.sinks.port)
+            cls.names = start_three(cls.c)
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.c.close()
+        if cls.sinks:
+            cls.sinks.stop()
+        if cls.dns:
+            cls.dns.stop()
+
+    def test_site_with_three_equal_mx_hosts_gets_max_connections_from_one_ip(self):
+        # Slow replies (150 ms a command) keep the connections busy, so
+        # more would be opened if the cap allowed.
+        c, n, cap = self.c, 60, 2
+        specs = [{"job_id": "mx-%d" % i, "to": ["slow150-u%d@three.test" % i],
+                  "domain": "three.test",
+                  "raw": "From: F <sender@example.net>\r\nTo: u@three.test\r\n"
+                         "Subject: mx-%d\r\n\r\nbody\r\n" % i} for i in range(n)]
+        c.publish(specs)
+        wait_for(lambda: len(self.sinks.messages()) >= n, 120,
+                 "%d messages at the three MX sinks" % n, interval=0.2)
+        msgs = self.sinks.messages()
+        by_host = {a: sum(1 for m in msgs if m["local"].startswith(a + ":")) for a in ADDRS}
+        peak = peak_connections(self.sinks.conn_logs, "127.0.0.1")
+        opened = sum(1 for p in self.sinks.conn_logs for x in read_lines(p) if x["ev"] == "open")
+        log("messages per MX address %s; %d connections opened; at most %d at once"
+            % (by_host, opened, peak))
+        # classify shuffled the three hosts: each one took mail.
+        for a in ADDRS:
+            self.assertGreater(by_host[a], 0, by_host)
+        self.assertLessEqual(peak, cap, "connections from 127.0.0.1 at once: %d" % peak)
+        self.assertEqual(peak, cap, "the cap is used")
 
 
 if __name__ == "__main__":
