@@ -437,7 +437,7 @@ class TestCapsAcrossTheCluster(unittest.TestCase):
     """Three schedulers and one sender. The domains d*.test go to the
     cluster's sink; three.test goes by MX to three sinks on 127.0.0.1, .2
     and .3 (one port), its three MX hosts of equal preference in a DNS
-    server of the test."""
+    server of the test. The tenant "capped" may send 20/s."""
 
     CAP = 20
 
@@ -495,6 +495,35 @@ class TestCapsAcrossTheCluster(unittest.TestCase):
             self.assertGreater(by_host[a], 0, by_host)
         self.assertLessEqual(peak, cap, "connections from 127.0.0.1 at once: %d" % peak)
         self.assertEqual(peak, cap, "the cap is used")
+
+    def test_tenant_cap_holds_for_the_cluster_not_per_scheduler(self):
+        # The tenant's mail spreads over 16 sites, so over the sited
+        # partitions of all three schedulers; each one used to allow the
+        # whole cap over its own sites (3 x 20/s).
+        c = self.c
+        specs = c.job_specs(900, "cap")
+        for s in specs:
+            s["tenant"] = "capped"
+        c.publish(specs)
+
+        def times():
+            return sorted(m["t_us"] / 1e6 for m in c.sink.messages()
+                          if m.get("message_id", "").strip("<>").startswith("cap-"))
+        # Past the buckets' first burst, then 10 s at the sink.
+        wait_for(lambda: len(times()) >= 3 * self.CAP, 60, "the burst at the sink")
+        t0 = time.monotonic()
+        wait_for(lambda: time.monotonic() >= t0 + 10, 30, "10 s", interval=0.1)
+        got = [t for t in times() if t0 <= t < t0 + 10]
+        rate = len(got) / 10.0
+        owners = {n: c.metric(n, "sluice_shape_dispatched_total") for n in self.names}
+        log("tenant capped at %d/s: %.1f/s at the sink; dispatched per scheduler %s"
+            % (self.CAP, rate, owners))
+        # Every scheduler shaped some of it: the cap was the cluster's.
+        self.assertEqual([n for n, v in owners.items() if v == 0], [], owners)
+        self.assertLessEqual(rate, self.CAP * 1.15)
+        # Each scheduler allows its share of the sited partitions' cap:
+        # with the sites spread over them, close to the cap in all.
+        self.assertGreaterEqual(rate, self.CAP * 0.5)
 
 
 if __name__ == "__main__":
