@@ -102,9 +102,15 @@ void shape__site_write(sched_shape *s, ssite *site)
     st.n_limits = li;
     st.limits = lp;
     sl_pack(&st.base, &s->state);
-    /* Losing one write costs little: the next change writes it all again. */
+    /* Losing one write costs little: the next change writes it all again.
+     * A change a feedback record caused holds that record until stored. */
+    sched_op *op = s->write_op;
+    if (op)
+        sched_op_hold(op);
     int rc = sl_producer_send(s->ctx->prod, s->ctx->t_state, site->name, strlen(site->name),
-                              s->state.data, s->state.len, NULL, 0, NULL, NULL);
+                              s->state.data, s->state.len, NULL, 0, op ? sched_op_cb : NULL, op);
+    if (rc && op)
+        sched_op_release(op);
     if (rc)
         sl_warn("shape: state of %s not written: %s", site->name, sl_strerror(rc));
     else
