@@ -740,6 +740,15 @@ struct sl_consumer {
      * only after creation (the consumer thread's rebalance callback). */
     rd_kafka_topic_partition_list_t *start_offsets;
 
+    /* o.mark_group: its own handle (never subscribed), the offsets
+     * finished since the start (under mu; dirty when they moved) and when
+     * the consumer thread last committed them. */
+    char *mark_group; /* a copy: o.mark_group points here */
+    rd_kafka_t *mark_rk;
+    rd_kafka_topic_partition_list_t *mark;
+    bool mark_dirty;
+    int64_t mark_at;
+
     /* consumer thread only */
     bool paused_all;
     sl_beat *beat;               /* polling is happening (health.h) */
@@ -779,6 +788,14 @@ static void stores_flush(sl_consumer *c)
         n = p->store_next;
         if (!p->revoked)
             rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = p->store;
+        if (c->mark) {
+            rd_kafka_topic_partition_t *tp =
+                rd_kafka_topic_partition_list_find(c->mark, p->topic, p->partition);
+            if (!tp)
+                tp = rd_kafka_topic_partition_list_add(c->mark, p->topic, p->partition);
+            tp->offset = p->store;
+            c->mark_dirty = true;
+        }
         p->store = -1;
         p->store_next = NULL;
         part_unref(p);
@@ -787,6 +804,36 @@ static void stores_flush(sl_consumer *c)
     /* Fails harmlessly for a partition revoked meanwhile. */
     if (l->cnt)
         rd_kafka_offsets_store(c->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Consumer thread: commit the finished offsets to o.mark_group, at most
+ * every commit interval (final: at once, everything stored first). */
+static void mark_commit(sl_consumer *c, bool final)
+{
+    if (!c->mark_rk)
+        return;
+    int64_t t = sl_mono_ms();
+    if (!final && t - c->mark_at < c->cfg->kafka.commit_interval_ms)
+        return;
+    c->mark_at = t;
+    rd_kafka_poll(c->mark_rk, 0); /* its own errors and logs */
+    pthread_mutex_lock(&c->mu);
+    if (final)
+        stores_flush(c);
+    rd_kafka_topic_partition_list_t *l = c->mark_dirty ? rd_kafka_topic_partition_list_copy(c->mark)
+                                                       : NULL;
+    c->mark_dirty = false;
+    pthread_mutex_unlock(&c->mu);
+    if (!l)
+        return;
+    rd_kafka_resp_err_t e = rd_kafka_commit(c->mark_rk, l, 0 /* sync */);
+    if (e) {
+        sl_warn("kafka: offsets of %s not committed: %s", c->o.mark_group, rd_kafka_err2str(e));
+        pthread_mutex_lock(&c->mu);
+        c->mark_dirty = true;
+        pthread_mutex_unlock(&c->mu);
+    }
     rd_kafka_topic_partition_list_destroy(l);
 }
 
@@ -800,6 +847,31 @@ static void consumer_commit(sl_consumer *c, const char *why)
     rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, 0 /* sync */);
     if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
         sl_warn("kafka commit (%s) failed: %s", why, rd_kafka_err2str(e));
+}
+
+/* Consumer thread, on assignment: where each partition starts is finished
+ * already (a logical start made a number), so the mark covers a partition
+ * before its first record is done. */
+static void mark_start(sl_consumer *c, rd_kafka_topic_partition_list_t *parts)
+{
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        if (tp->offset < 0) {
+            int64_t lo = 0, hi = 0;
+            if (rd_kafka_query_watermark_offsets(c->rk, tp->topic, tp->partition, &lo, &hi,
+                                                 10000))
+                continue; /* unknown: marked once a record is done */
+            tp->offset = tp->offset == RD_KAFKA_OFFSET_END ? hi : lo;
+        }
+        pthread_mutex_lock(&c->mu);
+        rd_kafka_topic_partition_t *m =
+            rd_kafka_topic_partition_list_find(c->mark, tp->topic, tp->partition);
+        if (!m)
+            m = rd_kafka_topic_partition_list_add(c->mark, tp->topic, tp->partition);
+        m->offset = tp->offset;
+        c->mark_dirty = true;
+        pthread_mutex_unlock(&c->mu);
+    }
 }
 
 /* Consumer thread, from inside rd_kafka_consumer_poll(). */
@@ -838,6 +910,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
         c->assigned = true;
         pthread_mutex_unlock(&c->mu);
+        if (c->mark)
+            mark_start(c, parts);
         sl_info("kafka: assigned %d partitions", parts->cnt);
         if (c->o.on_assign) {
             int32_t *nums = xcalloc(parts->cnt ? (size_t)parts->cnt : 1, sizeof *nums);
@@ -1014,6 +1088,7 @@ static void *consumer_thread(void *arg)
         if (stopping && inflight == 0)
             break;
         sl_health_beat(c->beat);
+        mark_commit(c, false);
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 100);
         if (!m)
             continue;
@@ -1054,6 +1129,7 @@ static void *consumer_thread(void *arg)
     /* Drained: commit what is stored, leave the group. */
     sl_health_unregister(c->beat);
     consumer_commit(c, "stop");
+    mark_commit(c, true);
     rd_kafka_consumer_close(c->rk);
     pthread_mutex_lock(&c->mu);
     c->thread_done = true;
@@ -1093,12 +1169,12 @@ static void consumer_async_cb(uv_async_t *h)
 }
 
 /* The offsets `group` has committed for every partition of the topics
- * (the first offset of one it has none for), asked with a handle of that group
- * id that never joins it; NULL when the group has none at all or they
- * cannot be had (logged). */
+ * (the first offset of one it has none for; with raw, a negative offset),
+ * asked with a handle of that group id that never joins it; NULL when the
+ * group has none at all or they cannot be had (logged). */
 static rd_kafka_topic_partition_list_t *group_offsets(const sl_config *cfg, rd_kafka_t *rk,
                                                       const char *group, const char **topics,
-                                                      size_t n_topics)
+                                                      size_t n_topics, bool raw)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
     for (size_t i = 0; i < n_topics; i++) {
@@ -1145,7 +1221,7 @@ static rd_kafka_topic_partition_list_t *group_offsets(const sl_config *cfg, rd_k
         rd_kafka_topic_partition_list_destroy(l);
         l = NULL;
     }
-    for (int i = 0; l && i < l->cnt; i++) {
+    for (int i = 0; l && !raw && i < l->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &l->elems[i];
         if (tp->offset >= 0 && !tp->err)
             continue;
@@ -1158,6 +1234,47 @@ static rd_kafka_topic_partition_list_t *group_offsets(const sl_config *cfg, rd_k
         tp->err = RD_KAFKA_RESP_ERR_NO_ERROR;
     }
     return l;
+}
+
+/* o.mark_group: lower the start offsets to where the group stands (what
+ * the last incarnation had finished), and open the handle that commits
+ * this one's (without it, logged, nothing is committed there). */
+static void mark_open(sl_consumer *c)
+{
+    rd_kafka_topic_partition_list_t *m =
+        group_offsets(c->cfg, c->rk, c->o.mark_group, c->o.topics, c->o.n_topics, true);
+    int lowered = 0;
+    for (int i = 0; m && i < m->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &m->elems[i];
+        if (tp->err || tp->offset < 0)
+            continue;
+        if (!c->start_offsets)
+            c->start_offsets = rd_kafka_topic_partition_list_new(m->cnt);
+        rd_kafka_topic_partition_t *so =
+            rd_kafka_topic_partition_list_find(c->start_offsets, tp->topic, tp->partition);
+        if (!so) {
+            so = rd_kafka_topic_partition_list_add(c->start_offsets, tp->topic, tp->partition);
+            so->offset = RD_KAFKA_OFFSET_END;
+        }
+        /* A concrete offset, else END: the lower one wins. */
+        if (so->offset < 0 || so->offset > tp->offset) {
+            so->offset = tp->offset;
+            lowered++;
+        }
+    }
+    if (lowered)
+        sl_info("kafka: %d partitions start where %s stands, before %s", lowered,
+                c->o.mark_group, c->o.start_group ? c->o.start_group : "their end");
+    if (m)
+        rd_kafka_topic_partition_list_destroy(m);
+    char *err = NULL;
+    c->mark_rk = sl_kafka_assign_handle(c->cfg, "consumer", c->o.mark_group, &err, NULL);
+    if (!c->mark_rk) {
+        sl_error("group %s: %s", c->o.mark_group, err);
+        free(err);
+        return;
+    }
+    c->mark = rd_kafka_topic_partition_list_new(8);
 }
 
 sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_consumer_opts *o,
@@ -1213,7 +1330,12 @@ sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_con
     /* kc is now owned by rk */
     rd_kafka_poll_set_consumer(c->rk);
     if (o->start_group)
-        c->start_offsets = group_offsets(cfg, c->rk, o->start_group, o->topics, o->n_topics);
+        c->start_offsets = group_offsets(cfg, c->rk, o->start_group, o->topics, o->n_topics, false);
+    if (o->mark_group) {
+        c->mark_group = xstrdup(o->mark_group);
+        c->o.mark_group = c->mark_group;
+        mark_open(c);
+    }
     rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new((int)o->n_topics);
     c->topics = xcalloc(o->n_topics, sizeof *c->topics);
     for (size_t i = 0; i < o->n_topics; i++) {
@@ -1427,6 +1549,11 @@ void sl_consumer_free(sl_consumer *c)
     rd_kafka_destroy(c->rk);
     if (c->start_offsets)
         rd_kafka_topic_partition_list_destroy(c->start_offsets);
+    if (c->mark_rk)
+        rd_kafka_destroy(c->mark_rk);
+    if (c->mark)
+        rd_kafka_topic_partition_list_destroy(c->mark);
+    free(c->mark_group);
     c->closing = 2;
     uv_close((uv_handle_t *)&c->async, consumer_close_cb);
     uv_close((uv_handle_t *)&c->check, consumer_close_cb);

@@ -172,6 +172,13 @@ typedef struct sl_consumer_opts {
      * when the group has no offset at all): a live tail that picks up what
      * a durable group has not read yet. */
     const char *start_group;
+    /* With no_commit: a group of no members where this consumer commits
+     * the offsets it has finished (sl_record_done()), every commit
+     * interval and when it stops. A partition it holds
+     * an offset for starts at the lower of that offset and start_group's
+     * (else as start_group says): what a SIGKILLed incarnation of the same
+     * name had read but not finished is read again. */
+    const char *mark_group;
 } sl_consumer_opts;
 
 sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_consumer_opts *o,

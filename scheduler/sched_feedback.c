@@ -62,12 +62,12 @@ static void feedback_event(sched_feedback *f, const sl_event *e, sched_op *op, i
             sched_backoff_match(&f->rules, e->site, e->smtp_code, e->enhanced_code, e->reply);
         if (rule)
             sched_shape_feedback(ctx->shape, e->site, e->source_ip, rule, e->reply,
-                                 e->timestamp_ms);
+                                 e->timestamp_ms, op);
         /* Every MX of the site is down from that IP: dispatching more only
          * fills the sender with jobs it must defer. */
         if (e->type == SLUICE__V1__EVENT_TYPE__EVENT_DEFERRED && e->destination_down_until_ms > 0)
             sched_shape_down(ctx->shape, e->site, e->source_ip, e->destination_down_until_ms,
-                             e->reply && *e->reply ? e->reply : e->reason);
+                             e->reply && *e->reply ? e->reply : e->reason, op);
     }
     if (!(what & FB_SUPPRESS))
         return;
@@ -141,15 +141,22 @@ sched_feedback *sched_feedback_new(sched_ctx *ctx, char **err)
          * this process's durable consumer can commit anything. */
         char *group = xasprintf("sluice-feedback-live-%s-%ld", ctx->cfg->sender.instance_id,
                                 (long)getpid());
+        /* Where this scheduler's last incarnation had got to, each event
+         * finished only once the state write of the change it caused was
+         * acknowledged: a reply heard just before a SIGKILL, and not yet
+         * stored, is heard again. */
+        char *mark = xasprintf("sluice-feedback-mark-%s", ctx->cfg->sender.instance_id);
         sl_consumer_opts o = {.group = group,
                               .topics = topics,
                               .n_topics = 1,
                               .from_end = true,
                               .no_commit = true,
                               .start_group = SCHED_FEEDBACK_GROUP,
+                              .mark_group = mark,
                               .on_record = on_live,
                               .arg = f};
         f->live = sl_consumer_new(ctx->cfg, ctx->loop, &o, err);
+        free(mark);
         free(group);
         if (!f->live)
             goto fail;

@@ -18,7 +18,12 @@
  *   then shipped defaults) adapts the (site, source IP) pair in shape; a
  *   DEFERRED event with destination_down_until_ms (every MX of the site
  *   down from that IP) suspends the pair in shape until then
- *   (sched_shape_down()).
+ *   (sched_shape_down()). Each event is finished once the state-topic
+ *   write of the change it caused is acknowledged, and the finished
+ *   offsets are committed to the memberless group
+ *   sluice-feedback-mark-<instance id>: a restart under the same id starts
+ *   at the lower of that mark and the durable group's place, so a reply
+ *   heard but not stored before a SIGKILL is heard again.
  * sched_feedback_stop() drains both, then calls cb once.
  * Loop thread only.
  */

@@ -18,6 +18,15 @@ typedef struct lim_ent {
 } lim_ent;
 
 /* The entry of (limit i, tenant, campaign), created (full) when absent. */
+/* limit i's rate and depth at l's share of the cap. */
+static void lim_rate(const sched_limits *l, size_t i, double *rate, double *burst)
+{
+    const sl_limit *lim = &l->cfg->limits[i];
+    *rate = lim->max_message_rate * l->share;
+    double depth = lim->burst > 0 ? lim->burst : lim->max_message_rate;
+    *burst = depth * l->share >= 1 ? depth * l->share : 1;
+}
+
 static lim_ent *lim_get(sched_limits *l, size_t i, const char *tenant, const char *campaign,
                         int64_t now_ms, bool create)
 {
@@ -28,7 +37,9 @@ static lim_ent *lim_get(sched_limits *l, size_t i, const char *tenant, const cha
     lim_ent *e = sl_map_get(&l->buckets, key);
     if (!e && create) {
         e = xcalloc(1, sizeof *e);
-        sched_bucket_init(&e->b, lim->max_message_rate, lim->burst, now_ms);
+        double rate, burst;
+        lim_rate(l, i, &rate, &burst);
+        sched_bucket_init(&e->b, rate, burst, now_ms);
         e->limit = (uint32_t)i;
         e->tenant = xstrdup(tenant);
         e->campaign = xstrdup(campaign);
@@ -49,6 +60,7 @@ static void lim_free(lim_ent *e)
 void sched_limits_init(sched_limits *l, const sl_config *cfg)
 {
     l->cfg = cfg;
+    l->share = 1.0;
     sl_map_init(&l->buckets);
 }
 
@@ -172,6 +184,31 @@ bool sched_limits_restore(sched_limits *l, uint32_t limit, const char *tenant,
     lim_ent *e = lim_get(l, limit, tenant ? tenant : "", campaign ? campaign : "", now_ms, true);
     sched_bucket_restore(&e->b, tokens, at_ms, now_ms);
     return true;
+}
+
+typedef struct share_ctx {
+    sched_limits *l;
+    int64_t now;
+} share_ctx;
+
+static int share_cb(void *arg, const char *key, void *val)
+{
+    (void)key;
+    share_ctx *c = arg;
+    lim_ent *e = val;
+    double rate, burst;
+    lim_rate(c->l, e->limit, &rate, &burst);
+    sched_bucket_set_rate(&e->b, rate, burst, c->now);
+    return 0;
+}
+
+void sched_limits_set_share(sched_limits *l, double share, int64_t now_ms)
+{
+    if (!(share > 0) || share == l->share)
+        return;
+    l->share = share < 1 ? share : 1;
+    share_ctx c = {l, now_ms};
+    sl_map_each(&l->buckets, share_cb, &c);
 }
 
 size_t sched_limits_count(const sched_limits *l)

@@ -23,6 +23,12 @@
  * state topic (the lower level wins, sched_bucket_restore()), creating it
  * unheld when it is not there: it goes at the next sweep once full.
  *
+ * sched_limits_set_share() scales every cap by this scheduler's share of
+ * the cluster (its sited partitions / all of them; 1 by default): each
+ * scheduler enforces cap x share over the sites it owns, so the cluster
+ * as a whole never exceeds the cap (docs/scheduler.md, "Tenant and
+ * campaign caps in a cluster"). The burst is scaled too (at least 1).
+ *
  * Pure (times passed in); unit tested in tests/unit/test_sched_limit.c.
  * One thread.
  */
@@ -38,6 +44,7 @@
 typedef struct sched_limits {
     const sl_config *cfg;
     sl_map buckets; /* "index\x1ftenant\x1fcampaign" -> sched_bucket* */
+    double share;   /* of each cap, (0, 1] */
 } sched_limits;
 
 void sched_limits_init(sched_limits *l, const sl_config *cfg);
@@ -60,6 +67,9 @@ sched_bucket *sched_limits_find(sched_limits *l, uint32_t limit, const char *ten
 /* False when limit is no index of the configuration. */
 bool sched_limits_restore(sched_limits *l, uint32_t limit, const char *tenant,
                           const char *campaign, double tokens, int64_t at_ms, int64_t now_ms);
+/* Scale every cap by share (clamped to (0, 1]; 0 or less: unchanged),
+ * the existing buckets keeping what they hold, up to their new depth. */
+void sched_limits_set_share(sched_limits *l, double share, int64_t now_ms);
 /* Buckets held now (tests, metrics). */
 size_t sched_limits_count(const sched_limits *l);
 

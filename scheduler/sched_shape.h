@@ -79,13 +79,17 @@ size_t sched_shape_buffered(const sched_shape *s);
  * pair's state is created, so the next job already sees it. at_ms is the
  * reply's time (0: unknown): a halving reply no later than the pair's last
  * halving is in that one already (a reply read again at start) and
- * changes nothing. */
+ * changes nothing. op (may be NULL): the event's record, held until the
+ * state-topic write of the change (when this scheduler owns the site) is
+ * acknowledged, so the live feedback's mark never passes a change that
+ * is not stored (docs/scheduler.md, "The feedback groups"). */
 void sched_shape_feedback(sched_shape *s, const char *site, const char *ip,
-                          const sl_backoff_rule *rule, const char *reply, int64_t at_ms);
+                          const sl_backoff_rule *rule, const char *reply, int64_t at_ms,
+                          sched_op *op);
 /* A sender reported every MX of site down from ip until until_ms (its next
  * probe): the pair is suspended until then (sched_backoff_down()); a
  * later report extends it. At or before now: nothing. */
 void sched_shape_down(sched_shape *s, const char *site, const char *ip, int64_t until_ms,
-                      const char *reply);
+                      const char *reply, sched_op *op);
 
 #endif

@@ -121,6 +121,9 @@ struct sched_shape {
     sl_consumer *cons;
     sl_map sites;
     sched_limits limits;
+    /* The feedback record whose backoff change is being written (the
+     * state write holds it until acknowledged); NULL otherwise. */
+    sched_op *write_op;
     size_t buffered;
     uv_timer_t tick;
     bool stopping;

@@ -307,7 +307,8 @@ void shape__tick_cb(uv_timer_t *t)
 /* ---- feedback from the senders (sched_shape.h) ---- */
 
 void sched_shape_feedback(sched_shape *s, const char *site_name, const char *ip,
-                          const sl_backoff_rule *rule, const char *reply, int64_t at_ms)
+                          const sl_backoff_rule *rule, const char *reply, int64_t at_ms,
+                          sched_op *op)
 {
     ssite *site = shape__site_get(s, site_name);
     spair *p = shape__pair_get(site, ip, sl_config_source(s->ctx->cfg, ip));
@@ -320,7 +321,9 @@ void sched_shape_feedback(sched_shape *s, const char *site_name, const char *ip,
         p->bo_at = now;
         shape__pair_apply_rate(p, now);
         char *why = xasprintf("rule \"%s\" matched \"%.200s\"", rule->match, reply ? reply : "");
+        s->write_op = op;
         shape__pair_publish(s, p, why);
+        s->write_op = NULL;
         free(why);
     }
     /* A lifted pair might let the site go sooner, a throttled one later:
@@ -330,7 +333,7 @@ void sched_shape_feedback(sched_shape *s, const char *site_name, const char *ip,
 }
 
 void sched_shape_down(sched_shape *s, const char *site_name, const char *ip, int64_t until_ms,
-                      const char *reply)
+                      const char *reply, sched_op *op)
 {
     int64_t now = sl_now_ms();
     if (until_ms <= now)
@@ -352,7 +355,9 @@ void sched_shape_down(sched_shape *s, const char *site_name, const char *ip, int
         char at[40];
         sl_fmt_time(p->bo.until_ms, at, sizeof at);
         char *why = xasprintf("destination down until %s (%.200s)", at, reply ? reply : "");
+        s->write_op = op;
         shape__pair_publish(s, p, why);
+        s->write_op = NULL;
         free(why);
     } else {
         shape__pair_publish(s, p, NULL);

@@ -102,9 +102,15 @@ void shape__site_write(sched_shape *s, ssite *site)
     st.n_limits = li;
     st.limits = lp;
     sl_pack(&st.base, &s->state);
-    /* Losing one write costs little: the next change writes it all again. */
+    /* Losing one write costs little: the next change writes it all again.
+     * A change a feedback record caused holds that record until stored. */
+    sched_op *op = s->write_op;
+    if (op)
+        sched_op_hold(op);
     int rc = sl_producer_send(s->ctx->prod, s->ctx->t_state, site->name, strlen(site->name),
-                              s->state.data, s->state.len, NULL, 0, NULL, NULL);
+                              s->state.data, s->state.len, NULL, 0, op ? sched_op_cb : NULL, op);
+    if (rc && op)
+        sched_op_release(op);
     if (rc)
         sl_warn("shape: state of %s not written: %s", site->name, sl_strerror(rc));
     else
@@ -362,6 +368,24 @@ static int state_apply_cb(void *arg, const char *key, void *val)
     return 0;
 }
 
+/* Tenant and campaign caps are the cluster's: this scheduler allows its
+ * share of the sited partitions of each (docs/scheduler.md, "Tenant and
+ * campaign caps in a cluster"). With none assigned it shapes nothing:
+ * the share it had stays. */
+static void limits_share(sched_shape *s)
+{
+    int32_t owned = 0;
+    for (int32_t i = 0; i < s->n_parts; i++)
+        owned += s->parts[i] ? 1 : 0;
+    if (owned <= 0)
+        return;
+    double share = (double)owned / (double)s->n_parts;
+    if (share != s->limits.share)
+        sl_info("shape: %d of %d sited partitions: tenant and campaign caps at %.3g of each",
+                (int)owned, (int)s->n_parts, share);
+    sched_limits_set_share(&s->limits, share, sl_now_ms());
+}
+
 /* Apply what shape__on_assign() read. Loop thread. */
 void shape__state_take_pending(sched_shape *s)
 {
@@ -380,6 +404,7 @@ void shape__state_take_pending(sched_shape *s)
     }
     atomic_store(&s->has_pend, false);
     pthread_mutex_unlock(&s->pend_mu);
+    limits_share(s);
     state_apply_arg sa = {s, sl_now_ms()};
     sl_map_each(&got, state_apply_cb, &sa);
     sl_map_each(&got, shape__state_free_cb, NULL);

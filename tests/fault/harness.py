@@ -352,12 +352,13 @@ class Cluster:
     retry          the retry: section (short delays and expiry)
     shaping        the shaping default entry
     pools_yaml     more pools (lines under pools:, after default)
+    route          the domains routed to the sink ("*"; others go by MX)
     """
 
     def __init__(self, name, partitions=4, domains=8, ips=2, sink_args=(), extra_yaml="",
                  sender_yaml=None, retry="{ delays: [1s, 2s, 5s], expiry: 3m }",
                  shaping=None, commit_interval_ms=200, kafka_yaml="", store=False,
-                 pools_yaml=""):
+                 pools_yaml="", route="*"):
         self.name = name
         self.tmp = tempfile.mkdtemp(prefix="sluice-fault-%s-" % name)
         self.domains = domains
@@ -389,13 +390,13 @@ class Cluster:
             f.write("kafka:\n  bootstrap: 127.0.0.1:1\n  topic_prefix: %s\n"
                     "  partitions: %d\n  session_timeout_ms: 6000\n  heartbeat_interval_ms: 1000\n"
                     "  commit_interval_ms: %d\n%s"
-                    "routes:\n  \"*\": %s\n"
+                    "routes:\n  \"%s\": %s\n"
                     "pools:\n  default:\n%s"
                     "shaping:\n  default: %s\n"
                     "retry: %s\n"
                     "sender: %s\n"
-                    % (prefix, partitions, commit_interval_ms, kafka_yaml, self.sink.address, pool,
-                       shaping, retry, sender_yaml))
+                    % (prefix, partitions, commit_interval_ms, kafka_yaml, route, self.sink.address,
+                       pool, shaping, retry, sender_yaml))
             f.write(extra_yaml)
         self.broker = self.real = self.ctl = None
         if REAL:

@@ -9,6 +9,8 @@ import time
 import unittest
 
 from harness import REAL, Cluster, bin_path, log, wait_for
+import dnstest
+from test_sender_conn_cap import ADDRS, HOSTS, Sinks, read_lines
 
 
 def topics_ready(c):
@@ -428,6 +430,130 @@ class TestHeldJobsAtTheWire(unittest.TestCase):
         self.assertEqual({i for i in expired if counts.get(i)}, set(),
                          "an expired job reached the SMTP server")
         self.assertEqual({i for i in delivered if not counts.get(i)}, set())
+
+
+def peak_connections(logs, source, grace_us=0):
+    """The most connections from `source` open at once over the merged
+    connection logs of several sinks (a close at the same microsecond as
+    an open counts first). A sink logs a close when it has read the
+    sender's end of the connection, which the sender closed after the
+    reply to its QUIT: on a loaded machine that sink may read it after
+    another sink has accepted the sender's next connection. grace_us
+    counts each close that much earlier (never before its open); with
+    replies slowed to 150 ms a command, a connection over the cap would
+    overlap the others for far longer."""
+    evs = []
+    for path in logs:
+        opened = {}
+        for e in read_lines(path):
+            if e["peer"].rsplit(":", 1)[0] != source:
+                continue
+            if e["ev"] == "open":
+                opened[e["peer"]] = e["t_us"]
+                evs.append((e["t_us"], 1))
+            else:
+                evs.append((max(e["t_us"] - grace_us, opened.get(e["peer"], 0)), 0))
+    evs.sort()
+    cur = peak = 0
+    for _, kind in evs:
+        cur += 1 if kind else -1
+        peak = max(peak, cur)
+    return peak
+
+
+@unittest.skipUnless(REAL, "needs SLUICE_KAFKA=real (a real Kafka cluster)")
+class TestCapsAcrossTheCluster(unittest.TestCase):
+    """Three schedulers and one sender. The domains d*.test go to the
+    cluster's sink; three.test goes by MX to three sinks on 127.0.0.1, .2
+    and .3 (one port), its three MX hosts of equal preference in a DNS
+    server of the test. The tenant "capped" may send 20/s."""
+
+    CAP = 20
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dns = None
+        cls.sinks = None
+        records = {"three.test": {"MX": [(10, h) for h in HOSTS]}}
+        for h, a in zip(HOSTS, ADDRS):
+            records[h] = {"A": [a]}
+        cls.dns = dnstest.DnsServer(records)
+        _, dport = cls.dns.start()
+        cls.c = Cluster("sched-caps", partitions=4, domains=16, ips=1, route="d*.test",
+                        shaping="{ max_message_rate: 1000/s, max_connections: 2, "
+                                "max_messages_per_connection: 4 }",
+                        extra_yaml="dns:\n  servers: [\"127.0.0.1:%d\"]\n  timeout: 1s\n"
+                                   "  tries: 1\n"
+                                   "limits:\n  - { tenant: capped, max_message_rate: %d/s }\n"
+                                   % (dport, cls.CAP))
+        try:
+            cls.sinks = Sinks(cls.c.tmp)
+            cls.c.env["SLUICE_SENDER_MX_PORT"] = str(cls.sinks.port)
+            cls.names = start_three(cls.c)
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.c.close()
+        if cls.sinks:
+            cls.sinks.stop()
+        if cls.dns:
+            cls.dns.stop()
+
+    def test_site_with_three_equal_mx_hosts_gets_max_connections_from_one_ip(self):
+        # Slow replies (150 ms a command) keep the connections busy, so
+        # more would be opened if the cap allowed.
+        c, n, cap = self.c, 60, 2
+        specs = [{"job_id": "mx-%d" % i, "to": ["slow150-u%d@three.test" % i],
+                  "domain": "three.test",
+                  "raw": "From: F <sender@example.net>\r\nTo: u@three.test\r\n"
+                         "Subject: mx-%d\r\n\r\nbody\r\n" % i} for i in range(n)]
+        c.publish(specs)
+        wait_for(lambda: len(self.sinks.messages()) >= n, 120,
+                 "%d messages at the three MX sinks" % n, interval=0.2)
+        msgs = self.sinks.messages()
+        by_host = {a: sum(1 for m in msgs if m["local"].startswith(a + ":")) for a in ADDRS}
+        peak = peak_connections(self.sinks.conn_logs, "127.0.0.1", grace_us=100000)
+        raw = peak_connections(self.sinks.conn_logs, "127.0.0.1")
+        opened = sum(1 for p in self.sinks.conn_logs for x in read_lines(p) if x["ev"] == "open")
+        log("messages per MX address %s; %d connections opened; at most %d at once "
+            "(%d counting each close when the sink saw it)" % (by_host, opened, peak, raw))
+        # classify shuffled the three hosts: each one took mail.
+        for a in ADDRS:
+            self.assertGreater(by_host[a], 0, by_host)
+        self.assertLessEqual(peak, cap, "connections from 127.0.0.1 at once: %d" % peak)
+        self.assertEqual(peak, cap, "the cap is used")
+
+    def test_tenant_cap_holds_for_the_cluster_not_per_scheduler(self):
+        # The tenant's mail spreads over 16 sites, so over the sited
+        # partitions of all three schedulers; each one used to allow the
+        # whole cap over its own sites (3 x 20/s).
+        c = self.c
+        specs = c.job_specs(900, "cap")
+        for s in specs:
+            s["tenant"] = "capped"
+        c.publish(specs)
+
+        def times():
+            return sorted(m["t_us"] / 1e6 for m in c.sink.messages()
+                          if m.get("message_id", "").strip("<>").startswith("cap-"))
+        # Past the buckets' first burst, then 10 s at the sink.
+        wait_for(lambda: len(times()) >= 3 * self.CAP, 60, "the burst at the sink")
+        t0 = time.monotonic()
+        wait_for(lambda: time.monotonic() >= t0 + 10, 30, "10 s", interval=0.1)
+        got = [t for t in times() if t0 <= t < t0 + 10]
+        rate = len(got) / 10.0
+        owners = {n: c.metric(n, "sluice_shape_dispatched_total") for n in self.names}
+        log("tenant capped at %d/s: %.1f/s at the sink; dispatched per scheduler %s"
+            % (self.CAP, rate, owners))
+        # Every scheduler shaped some of it: the cap was the cluster's.
+        self.assertEqual([n for n, v in owners.items() if v == 0], [], owners)
+        self.assertLessEqual(rate, self.CAP * 1.15)
+        # Each scheduler allows its share of the sited partitions' cap:
+        # with the sites spread over them, close to the cap in all.
+        self.assertGreaterEqual(rate, self.CAP * 0.5)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,51 @@ out:
     return rc;
 }
 
+/* "PARTITION OFFSET" per partition of the topic: what group has committed
+ * (-1001: nothing). */
+static int committed(const sl_config *cfg, const char *suffix, const char *group, int timeout_ms)
+{
+    char *err = NULL;
+    rd_kafka_t *rk = sl_kafka_assign_handle(cfg, "sched_tool", group, &err, NULL);
+    if (!rk) {
+        fprintf(stderr, "sched_tool: %s\n", err);
+        free(err);
+        return 1;
+    }
+    char *topic = sl_config_topic(cfg, suffix);
+    int rc = 1;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+    rd_kafka_topic_partition_list_t *l = NULL;
+    if (e || md->topic_cnt != 1 || md->topics[0].err) {
+        fprintf(stderr, "sched_tool: metadata for %s: %s\n", topic,
+                rd_kafka_err2str(e ? e : md->topic_cnt ? md->topics[0].err
+                                                       : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART));
+        goto out;
+    }
+    l = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+    for (int i = 0; i < md->topics[0].partition_cnt; i++)
+        rd_kafka_topic_partition_list_add(l, topic, md->topics[0].partitions[i].id);
+    e = rd_kafka_committed(rk, l, timeout_ms);
+    if (e) {
+        fprintf(stderr, "sched_tool: committed offsets of %s: %s\n", group, rd_kafka_err2str(e));
+        goto out;
+    }
+    for (int i = 0; i < l->cnt; i++)
+        printf("%d %lld\n", l->elems[i].partition, (long long)l->elems[i].offset);
+    rc = 0;
+out:
+    if (l)
+        rd_kafka_topic_partition_list_destroy(l);
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    rd_kafka_destroy(rk);
+    free(topic);
+    return rc;
+}
+
 static int dump(const sl_config *cfg, const char *suffix, int count, int timeout_ms)
 {
     char *topic = sl_config_topic(cfg, suffix);
@@ -283,7 +328,8 @@ static int one_acked(sl_producer *p, sl_config *cfg, int rc, int timeout_ms)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fputs("usage: sched_tool produce|dump|watermarks|event|suppress -c CFG ...\n", stderr);
+        fputs("usage: sched_tool produce|dump|watermarks|committed|event|suppress -c CFG ...\n",
+              stderr);
         return 2;
     }
     const char *cmd = argv[1];
@@ -356,6 +402,12 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "dump")) {
         int rc = dump(cfg, suffix ? suffix : "dispatch", count, timeout);
+        sl_config_free(cfg);
+        return rc;
+    }
+    if (!strcmp(cmd, "committed")) {
+        /* --key GROUP [--topic SUFFIX] */
+        int rc = committed(cfg, suffix ? suffix : "events", key ? key : "", timeout);
         sl_config_free(cfg);
         return rc;
     }

@@ -128,6 +128,41 @@ static void test_key_find_restore(void **state)
     sched_limits_free(&l);
 }
 
+/* A scheduler that owns a quarter of the sited partitions allows a
+ * quarter of each cap (and of its burst, at least 1); existing buckets
+ * follow a new share, keeping at most their new depth. */
+static void test_share_of_the_cluster(void **state)
+{
+    (void)state;
+    sl_limit lim[] = {
+        {(char *)"acme", NULL, 20, 0, 1},  /* burst: one second */
+        {(char *)"tiny", NULL, 2, 0, 2},
+    };
+    sl_config cfg;
+    sched_limits l;
+    limits_init(&l, &cfg, lim, 2);
+    sched_bucket *a[SCHED_LIMITS_MAX], *t[SCHED_LIMITS_MAX];
+    assert_int_equal(sched_limits_resolve(&l, "acme", "", a, SCHED_LIMITS_MAX, 0), 1);
+    assert_true(a[0]->rate == 20 && a[0]->tokens == 20);
+    sched_limits_set_share(&l, 0.25, 0);
+    assert_true(a[0]->rate == 5 && a[0]->burst == 5 && a[0]->tokens == 5);
+    /* A bucket made now has the share from the start; depth at least 1. */
+    assert_int_equal(sched_limits_resolve(&l, "tiny", "", t, SCHED_LIMITS_MAX, 0), 1);
+    assert_true(t[0]->rate == 0.5 && t[0]->burst == 1);
+    /* 5 at once, then one every 200 ms. */
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(sched_limits_take(a, 1, 0), 0);
+    assert_int_equal(sched_limits_take(a, 1, 0), 200);
+    /* Nonsense leaves it; a bigger share raises the rate, not the tokens. */
+    sched_limits_set_share(&l, 0, 0);
+    assert_true(a[0]->rate == 5);
+    sched_limits_set_share(&l, 2, 0);
+    assert_true(a[0]->rate == 20 && a[0]->burst == 20 && a[0]->tokens == -1);
+    sched_limits_release(&l, a, 1, 0);
+    sched_limits_release(&l, t, 1, 0);
+    sched_limits_free(&l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -135,6 +170,7 @@ int main(void)
         cmocka_unit_test(test_take_waits_for_the_slowest),
         cmocka_unit_test(test_idle_buckets_are_freed),
         cmocka_unit_test(test_key_find_restore),
+        cmocka_unit_test(test_share_of_the_cluster),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
