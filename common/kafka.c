@@ -328,7 +328,18 @@ static void producer_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *op
 static rd_kafka_t *producer_create(sl_producer *p, char **err)
 {
     rd_kafka_conf_t *c = sl_kafka_conf(p->cfg, "producer");
-    conf_set(c, "enable.idempotence", "true");
+    if (p->linger_ms == 0) {
+        /* The prompt producer (kafka.h): no idempotence, so no limit of 5
+         * requests in flight per partition each waiting for acks=all; a
+         * record that waits in librdkafka's queue dies with the process,
+         * one written to a broker's socket does not. Retries may repeat
+         * or reorder a record, which its users tolerate. */
+        conf_set(c, "enable.idempotence", "false");
+        conf_set(c, "max.in.flight.requests.per.connection", "1000");
+        conf_set(c, "socket.nagle.disable", "true");
+    } else {
+        conf_set(c, "enable.idempotence", "true");
+    }
     conf_set(c, "acks", "all");
     conf_set(c, "partitioner", "murmur2_random");
     char linger[16];
