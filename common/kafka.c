@@ -328,25 +328,8 @@ static void producer_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *op
 static rd_kafka_t *producer_create(sl_producer *p, char **err)
 {
     rd_kafka_conf_t *c = sl_kafka_conf(p->cfg, "producer");
-    if (p->linger_ms == 0) {
-        /* The prompt producer (kafka.h): a record still in this process
-         * dies with it. A broker reads one request of a connection at a
-         * time, and an acks=all produce holds the connection until the
-         * followers have it (up to replica.lag.time.max.ms when one
-         * stalls): the requests behind it wait unread in the socket and
-         * are lost with it. acks=1 frees it once the leader appended the
-         * record; no idempotence, so nothing waits for the five requests
-         * in flight per partition it allows. Retries may repeat or
-         * reorder a record, and a leader lost before its followers copied
-         * it loses the record: its users tolerate both. */
-        conf_set(c, "enable.idempotence", "false");
-        conf_set(c, "max.in.flight.requests.per.connection", "1000");
-        conf_set(c, "socket.nagle.disable", "true");
-        conf_set(c, "acks", "1");
-    } else {
-        conf_set(c, "enable.idempotence", "true");
-        conf_set(c, "acks", "all");
-    }
+    conf_set(c, "enable.idempotence", "true");
+    conf_set(c, "acks", "all");
     conf_set(c, "partitioner", "murmur2_random");
     char linger[16];
     int ms = p->linger_ms >= 0 ? p->linger_ms : p->cfg->kafka.linger_ms >= 0 ? p->cfg->kafka.linger_ms : 5;

@@ -108,14 +108,7 @@ typedef struct sl_header {
 sl_producer *sl_producer_new(const sl_config *cfg, uv_loop_t *loop, char **err);
 /* The same with linger.ms 0 whatever kafka.linger_ms says: each record
  * leaves at once, in batches of what queued meanwhile; for the few records
- * whose acknowledgement a crash window depends on (the delivery ledger).
- * acks=1, not idempotent, many requests in flight per connection: a
- * record is acknowledged once the partition leader has it, so nothing
- * waits in the process or in the broker's socket for the followers. A
- * record may be written twice or out of order, and is lost if its leader
- * dies before a follower copied it: only for records whose loss costs
- * at most a duplicate and whose repeat is harmless (the ledger's lookup
- * is a set). */
+ * whose acknowledgement a crash window depends on (the delivery ledger). */
 sl_producer *sl_producer_new_prompt(const sl_config *cfg, uv_loop_t *loop, char **err);
 /* key may be NULL (no key, e.g. the DLQ); value NULL with vlen 0 is a
  * tombstone. cb may be NULL. Never blocks: on a full local queue it polls
