@@ -578,6 +578,8 @@ void sl_event_json(const sl_event *e, sl_buf *b)
     json_kv_int(b, &first, "destination_down_until_ms", e->destination_down_until_ms);
     if (e->possible_duplicate)
         sl_buf_puts(b, ",\"possible_duplicate\":true");
+    if (e->republished)
+        sl_buf_puts(b, ",\"republished\":true");
     json_kv_int(b, &first, "queue_ms", e->queue_ms);
     json_kv_int(b, &first, "smtp_ms", e->smtp_ms);
     json_kv_str(b, &first, "sender_id", e->sender_id);

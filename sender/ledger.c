@@ -38,6 +38,15 @@ struct snd_ledger {
     bool *clean;        /* under mu: the partition's last record is a hand-over marker */
     rd_kafka_t *pk;     /* writes the hand-over markers (consumer thread) */
     long loaded;        /* under mu: records noted by the follower */
+    /* The loader: reads the ledger for an assignment off the consumer
+     * thread (snd_ledger_assign). */
+    pthread_t loader;
+    bool loader_running;
+    pthread_cond_t lcv;  /* a request, or stop */
+    bool *ready;         /* under mu: the partition's ledger is loaded */
+    int32_t *req;        /* under mu: the assignment to load; NULL: none */
+    size_t n_req;
+    uint64_t gen;        /* under mu: assignments seen */
 };
 
 snd_ledger *snd_ledger_new(const sl_config *cfg)
@@ -48,6 +57,7 @@ snd_ledger *snd_ledger_new(const sl_config *cfg)
     l->cfg = cfg;
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
+    pthread_cond_init(&l->lcv, NULL);
     sl_map_init(&l->set);
     sl_map_init(&l->claims);
     l->cap = cfg->sender.ledger_max_entries ? cfg->sender.ledger_max_entries : 1000;
@@ -60,6 +70,8 @@ snd_ledger *snd_ledger_new(const sl_config *cfg)
                    "Job and recipient pairs the ledger lookup holds");
     sl_metric_help("sluice_sender_ledger_load_failures_total", SL_METRIC_COUNTER,
                    "Assignments whose ledger partitions could not be read back in full");
+    sl_metric_help("sluice_sender_ledger_held_total", SL_METRIC_COUNTER,
+                   "Dispatches held at their slot until their partition's ledger was loaded");
     sl_metric_set("sluice_sender_ledger_entries", NULL, 0);
     return l;
 }
@@ -68,10 +80,16 @@ void snd_ledger_free(snd_ledger *l)
 {
     if (!l)
         return;
-    if (l->running) {
-        atomic_store(&l->stop, true);
-        pthread_join(l->thread, NULL);
+    atomic_store(&l->stop, true);
+    if (l->loader_running) {
+        pthread_mutex_lock(&l->mu);
+        pthread_cond_broadcast(&l->lcv);
+        pthread_cond_broadcast(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+        pthread_join(l->loader, NULL);
     }
+    if (l->running)
+        pthread_join(l->thread, NULL);
     if (l->rk) {
         rd_kafka_consumer_close(l->rk);
         rd_kafka_destroy(l->rk);
@@ -81,9 +99,12 @@ void snd_ledger_free(snd_ledger *l)
     free(l->maxled);
     free(l->suspect);
     free(l->clean);
+    free(l->ready);
+    free(l->req);
     if (l->pk)
         rd_kafka_destroy(l->pk);
     pthread_cond_destroy(&l->cv);
+    pthread_cond_destroy(&l->lcv);
     for (size_t i = 0; i < l->count; i++)
         free(l->ring[(l->head + i) % l->cap]);
     free(l->ring);
@@ -310,6 +331,61 @@ static void *follow_main(void *arg)
     return NULL;
 }
 
+/* The loader's thread: loads the latest assignment's ledger partitions
+ * and marks them ready, unless a newer assignment came meanwhile (that one
+ * loads them again). */
+static void *load_main(void *arg)
+{
+    snd_ledger *l = arg;
+    pthread_mutex_lock(&l->mu);
+    while (!atomic_load(&l->stop)) {
+        if (!l->req) {
+            pthread_cond_wait(&l->lcv, &l->mu);
+            continue;
+        }
+        int32_t *parts = l->req;
+        size_t n = l->n_req;
+        uint64_t gen = l->gen;
+        l->req = NULL;
+        pthread_mutex_unlock(&l->mu);
+        snd_ledger_load(l, parts, n);
+        pthread_mutex_lock(&l->mu);
+        if (gen == l->gen && !atomic_load(&l->stop)) {
+            for (size_t i = 0; i < n; i++)
+                if (parts[i] >= 0 && parts[i] < l->n_parts)
+                    l->ready[parts[i]] = true;
+            sl_info("ledger %s: %zu partition(s) loaded; their dispatches go out", l->topic, n);
+        }
+        free(parts);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+
+void snd_ledger_assign(snd_ledger *l, const int32_t *partitions, size_t n)
+{
+    pthread_mutex_lock(&l->mu);
+    l->gen++;
+    for (int p = 0; p < l->n_parts; p++)
+        l->ready[p] = false;
+    free(l->req);
+    l->req = xcalloc(n ? n : 1, sizeof *l->req);
+    memcpy(l->req, partitions, n * sizeof *partitions);
+    l->n_req = n;
+    pthread_cond_broadcast(&l->lcv);
+    pthread_mutex_unlock(&l->mu);
+}
+
+bool snd_ledger_ready(snd_ledger *l, int32_t partition)
+{
+    pthread_mutex_lock(&l->mu);
+    /* A partition the ledger does not have is sent unchecked (logged by
+     * the load). */
+    bool r = partition < 0 || partition >= l->n_parts || l->ready[partition];
+    pthread_mutex_unlock(&l->mu);
+    return r;
+}
+
 int snd_ledger_start(snd_ledger *l, char **err)
 {
     const sl_config *cfg = l->cfg;
@@ -354,6 +430,7 @@ int snd_ledger_start(snd_ledger *l, char **err)
     l->maxled = xcalloc((size_t)n, sizeof *l->maxled);
     l->suspect = xcalloc((size_t)n, sizeof *l->suspect);
     l->clean = xcalloc((size_t)n, sizeof *l->clean);
+    l->ready = xcalloc((size_t)n, sizeof *l->ready);
     for (int i = 0; i < n; i++)
         l->maxled[i] = l->suspect[i] = -1;
     /* An empty ledger partition had no owner that could have died in the
@@ -392,6 +469,9 @@ int snd_ledger_start(snd_ledger *l, char **err)
     if (pthread_create(&l->thread, NULL, follow_main, l) != 0)
         sl_panic("pthread_create: %s", strerror(errno));
     l->running = true;
+    if (pthread_create(&l->loader, NULL, load_main, l) != 0)
+        sl_panic("pthread_create: %s", strerror(errno));
+    l->loader_running = true;
     return 0;
 }
 
@@ -419,8 +499,8 @@ long snd_ledger_load(snd_ledger *l, const int32_t *partitions, size_t n)
         }
         /* The follower fetches every partition, so its cached watermark
          * is what the log held a moment ago; ask a broker (briefly) only
-         * when it has none. This runs in the assignment callback: a long
-         * wait on a partition whose leader just died holds up the group. */
+         * when it has none: a partition whose leader just died answers
+         * nothing, and its dispatches wait meanwhile. */
         rd_kafka_resp_err_t e =
             rd_kafka_get_watermark_offsets(l->rk, l->topic, partitions[i], &lo, &hi);
         if (e || hi < 0)
@@ -446,7 +526,7 @@ long snd_ledger_load(snd_ledger *l, const int32_t *partitions, size_t n)
         for (size_t i = 0; i < n; i++)
             if (end[i] >= 0 && l->pos[partitions[i]] < end[i])
                 left++;
-        if (!left || sl_mono_ms() >= deadline)
+        if (!left || sl_mono_ms() >= deadline || atomic_load(&l->stop))
             break;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);

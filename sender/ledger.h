@@ -17,9 +17,14 @@
  * The lookup maps (job id, recipient) pairs to their final outcome:
  * filled as this sender's ledger records are acknowledged
  * (snd_ledger_note) and by the follower, which reads the whole ledger
- * topic from sender.ledger_lookback ago onwards; on assignment the sender
- * waits until the follower has read the matching ledger partitions to
- * their end (snd_ledger_load) before it fetches a dispatch. It holds at most sender.ledger_max_entries
+ * topic from sender.ledger_lookback ago onwards. On assignment the
+ * consumer thread only hands the partitions to the loader
+ * (snd_ledger_assign), so that the group's rebalance never waits for the
+ * ledger; the loader waits until the follower has read the matching ledger
+ * partitions to their end (snd_ledger_load) and then marks them ready.
+ * Until then a worker holds every dispatch of those partitions at its slot
+ * (snd_ledger_ready): nothing above the committed offset is sent before
+ * its partition's ledger is loaded. It holds at most sender.ledger_max_entries
  * pairs; past that the oldest are forgotten first. A worker asks
  * snd_ledger_final() just before it starts a recipient's transaction,
  * whichever copy of the dispatch it holds: the check is by job id and
@@ -27,17 +32,18 @@
  * that produced a job twice) do not race: the first claims the pair and
  * the second waits for its outcome (snd_ledger_claim).
  *
- * Threads: snd_ledger_note(), snd_ledger_final() and snd_ledger_load() may
- * be called from any thread (one mutex); the follower runs on its own.
- * snd_ledger_load() blocks the caller (the consumer thread, from
- * on_assign) until the partitions are read to their end or
+ * Threads: every function may be called from any thread (one mutex); the
+ * follower and the loader run on threads of their own. The loader's
+ * snd_ledger_load() waits until the partitions are read to their end or
  * SND_LEDGER_LOAD_MS passed; what it could not read is logged and
  * counted, and delivery goes on at least once.
  *
  * Metrics: sluice_sender_ledger_skipped_total (recipients not sent because
  * the ledger had their final outcome), sluice_sender_ledger_loaded_total
  * (ledger records the follower read), sluice_sender_ledger_entries (pairs
- * held), sluice_sender_ledger_load_failures_total.
+ * held), sluice_sender_ledger_load_failures_total,
+ * sluice_sender_ledger_held_total (dispatches held until their partition's
+ * ledger was loaded; the worker counts them).
  *
  * Memory: the ledger copies every string it keeps; snd_ledger_free() frees
  * them.
@@ -115,7 +121,16 @@ int snd_ledger_publish(sl_producer *p, const sl_config *cfg, const void *key, si
  * 0, or a negative error with *err set (the topic does not exist). */
 int snd_ledger_start(snd_ledger *l, char **err);
 
-/* On assignment: waits until the follower has read these ledger
+/* On assignment (the consumer thread; returns at once): every partition
+ * is unready until the loader has loaded the ledger partitions of this
+ * assignment (eager rebalancing: the whole assignment each time); a newer
+ * assignment supersedes one still loading. */
+void snd_ledger_assign(snd_ledger *l, const int32_t *partitions, size_t n);
+/* May dispatches of this partition go out: is its ledger loaded? True for
+ * a partition the ledger topic does not have (sent unchecked, logged). */
+bool snd_ledger_ready(snd_ledger *l, int32_t partition);
+
+/* The loader's step: waits until the follower has read these ledger
  * partitions up to their end as of now (at most SND_LEDGER_LOAD_MS).
  * Returns the number of records the follower noted meanwhile, or a
  * negative error (logged, counted). */

@@ -117,13 +117,14 @@ static void on_record(void *arg, sl_record *rec)
 }
 
 /* Consumer thread, before any record of the new partitions is fetched:
- * read their ledger partitions back, so that what a previous owner
- * finished is skipped (ledger.h). */
+ * their ledger partitions are read back on the ledger's loader, so that
+ * what a previous owner finished is skipped, while the workers hold their
+ * dispatches (ledger.h). The group's rebalance does not wait for it. */
 static void on_assign(void *arg, const int32_t *partitions, size_t n)
 {
     sender *s = arg;
     if (s->ledger)
-        snd_ledger_load(s->ledger, partitions, n);
+        snd_ledger_assign(s->ledger, partitions, n);
     free(s->assigned);
     s->assigned = xcalloc(n ? n : 1, sizeof *s->assigned);
     memcpy(s->assigned, partitions, n * sizeof *partitions);
@@ -159,8 +160,15 @@ static void on_revoke(void *arg)
     if (n)
         sl_warn("revoke: %zu deliveries still under way after %d ms; the next owner may "
                 "repeat them", n, SND_REVOKE_WAIT_MS);
-    else if (s->ledger)
-        snd_ledger_handover(s->ledger, s->assigned, s->n_assigned);
+    else if (s->ledger) {
+        /* Not a partition whose ledger is still loading: the last owner's
+         * window there (ledger.h, snd_ledger_suspect) is not over. */
+        size_t k = 0;
+        for (size_t i = 0; i < s->n_assigned; i++)
+            if (snd_ledger_ready(s->ledger, s->assigned[i]))
+                s->assigned[k++] = s->assigned[i];
+        snd_ledger_handover(s->ledger, s->assigned, k);
+    }
     s->n_assigned = 0;
 }
 

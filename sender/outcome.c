@@ -184,6 +184,7 @@ int snd_outcome_publish(sl_producer *p, const sl_config *cfg, const sl_dispatch 
         e.queue_ms = info->queue_ms;
         e.smtp_ms = info->smtp_ms;
         e.possible_duplicate = r[i].possible_duplicate;
+        e.republished = r[i].from_ledger;
         e.reason = (char *)(r[i].reason ? r[i].reason : "");
         if (r[i].reply) {
             e.smtp_code = (uint32_t)r[i].reply->code;

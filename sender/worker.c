@@ -63,6 +63,7 @@ typedef struct delivery {
     bool timer_live;
     bool started;       /* a transaction was submitted: drain lets it finish */
     bool sending;       /* past the last checks: counted in w->sending */
+    bool ledger_held;   /* waited for its partition's ledger (counted once) */
     cand *cands;
     size_t n_cands, cur;
     rcpt_state *rs;     /* per job recipient */
@@ -969,6 +970,8 @@ static void delivery_route(delivery *dl)
  * right now is waited for. Returns true when the delivery is finished
  * (nothing left to send) or waits. */
 #define SND_LEDGER_BUSY_WAIT_MS 50
+/* How often a dispatch held for its partition's ledger looks again. */
+#define SND_LEDGER_HOLD_POLL_MS 20
 
 static void on_slot(uv_timer_t *t);
 
@@ -1053,6 +1056,16 @@ static void on_slot(uv_timer_t *t)
      * dispatch again, so handing it back avoids a second copy. */
     if (dl->rec && (atomic_load(&dl->w->hold) || sl_record_revoked(dl->rec))) {
         delivery_release(dl, false);
+        return;
+    }
+    /* Newly assigned: its ledger partition is still being read back, and
+     * the previous owner may have finished this very job (ledger.h). */
+    if (dl->rec && dl->w->sh.ledger && !snd_ledger_ready(dl->w->sh.ledger, dl->rec->partition)) {
+        if (!dl->ledger_held) {
+            dl->ledger_held = true;
+            sl_metric_inc("sluice_sender_ledger_held_total", NULL, 1);
+        }
+        uv_timer_start(&dl->timer, on_slot, SND_LEDGER_HOLD_POLL_MS, 0);
         return;
     }
     if (ledger_skip(dl))
