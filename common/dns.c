@@ -538,6 +538,23 @@ static void entry_complete(sl_dns *dns, dns_entry *e, bool cacheable, uint32_t t
 
 /* ---- c-ares callbacks ------------------------------------------------- */
 
+/* How long an answer of status st may be cached: the answer's TTL for a
+ * positive one, the negative TTL (RFC 2308) for NXDOMAIN and NODATA, and
+ * not at all (false) for a temporary failure. */
+static bool answer_ttl(sl_dns_status st, uint32_t ans_ttl, uint32_t neg_ttl, uint32_t *ttl)
+{
+    *ttl = 0;
+    if (st == SL_DNS_OK || st == SL_DNS_NULL_MX) {
+        *ttl = clamp_ttl(ans_ttl == UINT32_MAX ? 0 : ans_ttl, DNS_MAX_TTL);
+        return true;
+    }
+    if (st == SL_DNS_NXDOMAIN || st == SL_DNS_NODATA) {
+        *ttl = clamp_ttl(neg_ttl, DNS_MAX_NEG_TTL);
+        return true;
+    }
+    return false;
+}
+
 static void on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
     dns_entry *e = arg;
@@ -545,8 +562,6 @@ static void on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int 
     uint32_t ans_ttl, neg_ttl;
     reply_ttls(abuf, alen, &ans_ttl, &neg_ttl);
     sl_dns_status st = status_from_ares(status);
-    bool cacheable = false;
-    uint32_t ttl = 0;
 
     if (st == SL_DNS_OK) {
         struct ares_mx_reply *mx = NULL;
@@ -585,13 +600,8 @@ static void on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int 
         }
     }
     e->status = st;
-    if (st == SL_DNS_OK || st == SL_DNS_NULL_MX) {
-        cacheable = true;
-        ttl = clamp_ttl(ans_ttl == UINT32_MAX ? 0 : ans_ttl, DNS_MAX_TTL);
-    } else if (st == SL_DNS_NXDOMAIN || st == SL_DNS_NODATA) {
-        cacheable = true;
-        ttl = clamp_ttl(neg_ttl, DNS_MAX_NEG_TTL);
-    }
+    uint32_t ttl;
+    bool cacheable = answer_ttl(st, ans_ttl, neg_ttl, &ttl);
     if (st != SL_DNS_CANCELLED)
         sl_debug("dns: MX %s: %s (%zu hosts, ttl %u, %d timeouts)", e->name, sl_dns_status_name(st),
                  e->n_mx, ttl, timeouts);
@@ -609,8 +619,6 @@ static void on_txt(void *arg, int status, int timeouts, unsigned char *abuf, int
     uint32_t ans_ttl, neg_ttl;
     reply_ttls(abuf, alen, &ans_ttl, &neg_ttl);
     sl_dns_status st = status_from_ares(status);
-    bool cacheable = false;
-    uint32_t ttl = 0;
 
     if (st == SL_DNS_OK) {
         struct ares_txt_ext *txt = NULL;
@@ -640,13 +648,8 @@ static void on_txt(void *arg, int status, int timeouts, unsigned char *abuf, int
         }
     }
     e->status = st;
-    if (st == SL_DNS_OK) {
-        cacheable = true;
-        ttl = clamp_ttl(ans_ttl == UINT32_MAX ? 0 : ans_ttl, DNS_MAX_TTL);
-    } else if (st == SL_DNS_NXDOMAIN || st == SL_DNS_NODATA) {
-        cacheable = true;
-        ttl = clamp_ttl(neg_ttl, DNS_MAX_NEG_TTL);
-    }
+    uint32_t ttl;
+    bool cacheable = answer_ttl(st, ans_ttl, neg_ttl, &ttl);
     if (st != SL_DNS_CANCELLED)
         sl_debug("dns: TXT %s: %s (%zu records, ttl %u, %d timeouts)", e->name,
                  sl_dns_status_name(st), e->n_txt, ttl, timeouts);
@@ -696,10 +699,7 @@ static void addr_part(dns_entry *e, dns_part *part, int family, int status, unsi
         if (pst != ARES_SUCCESS)
             part->status = pst == ARES_ENODATA ? SL_DNS_NODATA : SL_DNS_TEMPFAIL;
     }
-    if (part->status == SL_DNS_OK)
-        part->ttl = clamp_ttl(ans_ttl == UINT32_MAX ? 0 : ans_ttl, DNS_MAX_TTL);
-    else if (part->status == SL_DNS_NXDOMAIN || part->status == SL_DNS_NODATA)
-        part->ttl = clamp_ttl(neg_ttl, DNS_MAX_NEG_TTL);
+    answer_ttl(part->status, ans_ttl, neg_ttl, &part->ttl);
 }
 
 /* Both families are in: combine. Any address makes the lookup OK (a
