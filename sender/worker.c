@@ -845,7 +845,7 @@ static void sts_check(delivery *dl)
         dl->n_cands = keep;
         if (first_bad[0])
             snprintf(dl->tls_failure, sizeof dl->tls_failure,
-                     "MTA-STS: MX host %s does not match the policy", first_bad);
+                     "MTA-STS: MX host %.200s does not match the policy", first_bad);
         if (!keep) {
             sl_metric_inc("sluice_sender_mtasts_deferrals_total", "reason=\"mx_mismatch\"", 1);
             char text[400];
