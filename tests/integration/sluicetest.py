@@ -369,6 +369,31 @@ def read_complete(path):
     return text if text.endswith("\n") else None
 
 
+def read_first_line(path):
+    """The first line of a file written whole (read_complete), else None."""
+    text = read_complete(path)
+    return text.splitlines()[0].strip() if text else None
+
+
+def sched_tool(*args, timeout=60):
+    """Run the test tool sched_tool (tests/tools) with args; its stdout.
+    An exit other than 0 fails the test with its output."""
+    r = subprocess.run([bin_path("sched_tool")] + [str(a) for a in args], capture_output=True,
+                       text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise AssertionError("sched_tool %s: exit %d\n%s%s" % (args[0], r.returncode, r.stdout,
+                                                              r.stderr))
+    return r.stdout
+
+
+def dump_topic(cfg, topic, timeout_ms=2000):
+    """Every record of a topic (the name after the config's prefix), from
+    the beginning, as the JSON objects sched_tool dump prints."""
+    out = sched_tool("dump", "-c", cfg, "--topic", topic, "--count", 0, "--timeout", timeout_ms,
+                     timeout=60 + timeout_ms / 1000)
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
 def start_devbroker(tmpdir, args=(), cfg=None, control=False, env=None, timeout=20.0):
     """Start sluice-devbroker (config cfg, further args) and wait for its
     port file; return (proc, bootstrap). With control=True its

@@ -17,7 +17,7 @@ import threading
 import unittest
 import urllib.request
 
-from sluicetest import Proc, bin_path, free_port, http_ready, wait_for, write_file
+from sluicetest import Proc, bin_path, dump_topic, free_port, http_ready, wait_for, write_file
 from test_devbroker import DevBroker
 from test_submit import make_cert, tls_ctx
 
@@ -101,11 +101,7 @@ class ApiCase(unittest.TestCase):
         return [json.loads(line) for line in r.stdout.splitlines()]
 
     def dump(self, topic):
-        r = subprocess.run([bin_path("sched_tool"), "dump", "-c", self.cfg, "--topic", topic,
-                            "--count", "0", "--timeout", "20000"],
-                           capture_output=True, text=True, timeout=DEADLINE)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        return [json.loads(line) for line in r.stdout.splitlines()]
+        return dump_topic(self.cfg, topic, 20000)
 
     def metric(self, name, port=None):
         with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % (port or self.pmetrics),

@@ -10,13 +10,12 @@ suppression check (SUPPRESSED); a block, policy, rate or quota reply bounces
 soft and never suppresses: the next job to that address is sent again.
 """
 
-import json
 import os
-import subprocess
 import tempfile
 import unittest
 
 from sluicetest import Proc, bin_path, start_sink, wait_for
+from sluicetest import dump_topic, read_first_line, sched_tool, write_file
 
 TENANT = "acme"
 FINAL = {"DELIVERED", "BOUNCED", "EXPIRED", "SUPPRESSED", "REJECTED", "CANCELLED"}
@@ -76,13 +75,13 @@ class TestBouncePolicy(unittest.TestCase):
                     f.write("%s rcpt %s %s\n" % (addr(kind, name), code, text))
         self.sink = start_sink(self.tmp, ["--rules", rules])
         self.addCleanup(self.sink.stop)
-        pre = self.write("broker.yaml", self.base("127.0.0.1:1"))
+        pre = write_file(self.tmp, "broker.yaml", self.base("127.0.0.1:1"))
         port_file = os.path.join(self.tmp, "broker.port")
         self.broker = Proc("sluice-devbroker", ["-c", pre, "--port-file", port_file],
                            tmpdir=self.tmp)
         self.addCleanup(self.broker.stop)
-        bootstrap = wait_for(lambda: self.read_line(port_file), 20, "devbroker port file")
-        self.cfg = self.write("sluice.yaml", self.base(bootstrap))
+        bootstrap = wait_for(lambda: read_first_line(port_file), 20, "devbroker port file")
+        self.cfg = write_file(self.tmp, "sluice.yaml", self.base(bootstrap))
         self.procs = []
 
     def tearDown(self):
@@ -101,40 +100,14 @@ class TestBouncePolicy(unittest.TestCase):
                 "sender:\n  instance_id: sender-bp\n"
                 % (bootstrap, self.sink.address))
 
-    def write(self, name, text):
-        path = os.path.join(self.tmp, name)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
-
-    @staticmethod
-    def read_line(path):
-        try:
-            with open(path) as f:
-                t = f.read()
-        except FileNotFoundError:
-            return None
-        return t.splitlines()[0].strip() if t.endswith("\n") else None
-
-    def tool(self, *args):
-        r = subprocess.run([bin_path("sched_tool")] + [str(a) for a in args],
-                           capture_output=True, text=True, timeout=60)
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        return r.stdout
-
     def produce(self, to, job):
-        self.tool("produce", "-c", self.cfg, "--to", to, "--tenant", TENANT, "--id", job)
-
-    def dump(self, topic):
-        out = self.tool("dump", "-c", self.cfg, "--topic", topic, "--count", 0,
-                        "--timeout", 2000)
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        sched_tool("produce", "-c", self.cfg, "--to", to, "--tenant", TENANT, "--id", job)
 
     def events(self, job_ids):
         """The events of these jobs, once each has a final one."""
         def got():
             ev = {}
-            for rec in self.dump("events"):
+            for rec in dump_topic(self.cfg, "events"):
                 e = rec.get("event", {})
                 if e.get("job_id") in job_ids and e.get("type") in FINAL:
                     ev[e["job_id"]] = e
@@ -143,7 +116,7 @@ class TestBouncePolicy(unittest.TestCase):
             sorted(job_ids), "".join(p.output()[-3000:] for p in self.procs)), interval=0.3)
 
     def suppressed(self):
-        return {s["key"] for s in self.dump("suppressions")}
+        return {s["key"] for s in dump_topic(self.cfg, "suppressions")}
 
     def test_bad_mailboxes_suppress_blocks_never(self):
         for name in ("scheduler", "sender"):

@@ -16,7 +16,6 @@ relay), and a mail to unsub+TOKEN publishes UNSUBSCRIBED.
 import base64
 import hashlib
 import hmac
-import json
 import os
 import smtplib
 import subprocess
@@ -24,6 +23,7 @@ import tempfile
 import unittest
 
 from sluicetest import Proc, bin_path, free_port, start_sink, wait_for, wait_listening
+from sluicetest import dump_topic, read_first_line, sched_tool, write_file
 
 TENANT = "acme"
 KEY = b"inbound-test-key-0123456789abcdef"
@@ -78,15 +78,15 @@ class TestInbound(unittest.TestCase):
         self.tmp = self._tmp.name
         self.sink = start_sink(self.tmp)
         self.addCleanup(self.sink.stop)
-        self.keyfile = self.write("token.key", KEY.decode() + "\n")
-        pre = self.write("broker.yaml", self.base("127.0.0.1:1"))
+        self.keyfile = write_file(self.tmp, "token.key", KEY.decode() + "\n")
+        pre = write_file(self.tmp, "broker.yaml", self.base("127.0.0.1:1"))
         port_file = os.path.join(self.tmp, "broker.port")
         self.broker = Proc("sluice-devbroker", ["-c", pre, "--port-file", port_file],
                            tmpdir=self.tmp)
         self.addCleanup(self.broker.stop)
-        bootstrap = wait_for(lambda: self.read_line(port_file), 20, "devbroker port file")
+        bootstrap = wait_for(lambda: read_first_line(port_file), 20, "devbroker port file")
         self.port = free_port()
-        self.cfg = self.write("sluice.yaml", self.base(bootstrap))
+        self.cfg = write_file(self.tmp, "sluice.yaml", self.base(bootstrap))
         self.procs = []
 
     def tearDown(self):
@@ -108,41 +108,15 @@ class TestInbound(unittest.TestCase):
                 "inbound:\n  listen: [\"127.0.0.1:%d\"]\n  fbl: [fbl@fbl.test]\n"
                 % (bootstrap, self.sink.address, self.keyfile, getattr(self, "port", 1)))
 
-    def write(self, name, text):
-        path = os.path.join(self.tmp, name)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
-
-    @staticmethod
-    def read_line(path):
-        try:
-            with open(path) as f:
-                t = f.read()
-        except FileNotFoundError:
-            return None
-        return t.splitlines()[0].strip() if t.endswith("\n") else None
-
-    def tool(self, *args):
-        r = subprocess.run([bin_path("sched_tool")] + [str(a) for a in args],
-                           capture_output=True, text=True, timeout=60)
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        return r.stdout
-
     def produce(self, to, job):
-        self.tool("produce", "-c", self.cfg, "--to", to, "--tenant", TENANT, "--id", job)
-
-    def dump(self, topic):
-        out = self.tool("dump", "-c", self.cfg, "--topic", topic, "--count", 0,
-                        "--timeout", 2000)
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        sched_tool("produce", "-c", self.cfg, "--to", to, "--tenant", TENANT, "--id", job)
 
     def logs(self):
         return "".join(p.output()[-3000:] for p in self.procs)
 
     def wait_events(self, pred, n, what):
         def got():
-            ev = [r.get("event", {}) for r in self.dump("events")]
+            ev = [r.get("event", {}) for r in dump_topic(self.cfg, "events")]
             ev = [e for e in ev if pred(e)]
             return ev if len(ev) >= n else None
         return wait_for(got, 40, "%s\n%s" % (what, self.logs()), interval=0.3)
@@ -184,7 +158,7 @@ class TestInbound(unittest.TestCase):
         self.wait_events(lambda e: e.get("job_id") == "j1-0" and e.get("type") == "DELIVERED",
                          2, "both recipients DELIVERED")
         # A tenant with its own bounce domain (verp.tenants).
-        self.tool("produce", "-c", self.cfg, "--to", "erin@x.test", "--tenant", "beta",
+        sched_tool("produce", "-c", self.cfg, "--to", "erin@x.test", "--tenant", "beta",
                   "--id", "j5")
         m = wait_for(lambda: [m for m in self.sink.messages() if "erin@x.test" in m["rcpt"]],
                      40, "erin's message at the sink")[0]
@@ -251,7 +225,7 @@ class TestInbound(unittest.TestCase):
         # Suppressed for the tenant: the next job to each stops there.
         want = {"%s/alice@x.test" % TENANT, "%s/bob@x.test" % TENANT}
         sup = wait_for(lambda: (lambda s: s if want <= s else None)(
-            {r["key"] for r in self.dump("suppressions")}), 30, "alice and bob suppressed")
+            {r["key"] for r in dump_topic(self.cfg, "suppressions")}), 30, "alice and bob suppressed")
         self.assertNotIn("%s/carol@x.test" % TENANT, sup)
         self.produce("alice@x.test", "j2")
         self.produce("bob@x.test", "j3")
@@ -260,7 +234,7 @@ class TestInbound(unittest.TestCase):
         self.assertEqual(self.final("j3-0")["type"], "SUPPRESSED")
         self.assertEqual(self.final("j4-0")["type"], "DELIVERED")
         # Nothing was published for carol: the forged and the delayed DSN.
-        ev = [r.get("event", {}) for r in self.dump("events")]
+        ev = [r.get("event", {}) for r in dump_topic(self.cfg, "events")]
         self.assertEqual([e for e in ev if e.get("recipient") == "carol@x.test" and
                           e.get("stage") == "inbound"], [])
         self.assertIn("token does not open", self.procs[2].output())
@@ -270,9 +244,9 @@ class TestInbound(unittest.TestCase):
     def test_bad_key_exits_2(self):
         """A sender with VERP on and sluice-inbound refuse to start on a key
         file that is missing or too short, naming the file, never the key."""
-        short = self.write("short.key", "tiny-secret\n")
+        short = write_file(self.tmp, "short.key", "tiny-secret\n")
         for key in (short, os.path.join(self.tmp, "missing.key")):
-            cfg = self.write("bad.yaml", open(self.cfg).read().replace(self.keyfile, key))
+            cfg = write_file(self.tmp, "bad.yaml", open(self.cfg).read().replace(self.keyfile, key))
             for name in ("sluice-sender", "sluice-inbound"):
                 r = subprocess.run([bin_path(name), "-c", cfg], capture_output=True, text=True,
                                    timeout=30)
@@ -281,7 +255,7 @@ class TestInbound(unittest.TestCase):
                 self.assertIn(key, r.stderr, (name, r.stderr))
                 self.assertNotIn("tiny-secret", r.stdout + r.stderr)
         # Without any domain to serve, sluice-inbound says so.
-        cfg = self.write("nodomain.yaml", open(self.cfg).read()
+        cfg = write_file(self.tmp, "nodomain.yaml", open(self.cfg).read()
                          .replace("verp:\n  domain: Bounce.Test\n  tenants: { beta: bounce.beta.test }\n", "")
                          .replace("  fbl: [fbl@fbl.test]\n", ""))
         r = subprocess.run([bin_path("sluice-inbound"), "-c", cfg], capture_output=True,

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import unittest
 
-from sluicetest import (Proc, bin_path, case_tmpdir, free_port, pipeline_yaml, start_devbroker,
+from sluicetest import (Proc, sched_tool, bin_path, case_tmpdir, free_port, pipeline_yaml, start_devbroker,
                         start_sink, wait_for)
 from test_scheduler import SchedCase
 
@@ -206,10 +206,7 @@ class TestCancelCatchesDeferredJobs(unittest.TestCase):
         return "".join("\n---\n" + p.output()[-3000:] for p in self.procs)
 
     def tool(self, *args):
-        r = subprocess.run([bin_path("sched_tool")] + [str(a) for a in args],
-                           capture_output=True, text=True, timeout=60)
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        return r.stdout
+        return sched_tool(*args)
 
     def events(self):
         out = {}

@@ -24,7 +24,7 @@ import subprocess
 import unittest
 
 from sluicetest import Pipeline, bin_path, case_tmpdir, make_cert, wait_for, wait_listening
-from sluicetest import free_port, write_file
+from sluicetest import dump_topic, free_port, write_file
 from test_api import KEY, key_hash
 from test_dkim_verify import VERIFIER, VERIFY_SCRIPT
 from test_submit import tls_ctx
@@ -104,10 +104,7 @@ class UnsubscribeTest(unittest.TestCase):
         return r, data
 
     def dump(self, topic):
-        r = subprocess.run([bin_path("sched_tool"), "dump", "-c", self.pipe.cfg, "--topic",
-                            topic, "--count", "0", "--timeout", "2000"],
-                           capture_output=True, text=True, timeout=DEADLINE)
-        return [json.loads(line) for line in r.stdout.splitlines()]
+        return dump_topic(self.pipe.cfg, topic)
 
     def events(self):
         return [x.get("event", {}) for x in self.dump("events")]
