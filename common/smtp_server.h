@@ -46,6 +46,8 @@
  *               reply is given; 2xx counts as accepted.
  *   on_auth     AUTH PLAIN/LOGIN decoded; 235 authenticates the session.
  *               AUTH is offered only over TLS and only with this hook.
+ *   on_quit     the client sent QUIT; a notice, called just before the
+ *               engine answers 221 and closes (no reply is expected).
  *   on_close    the connection is gone (called once, never with a reply
  *               outstanding from the engine's side). A hook whose answer is
  *               still outstanding must still call smtpd_reply() (it is then
@@ -101,6 +103,7 @@ typedef struct smtpd_hooks {
     void (*on_rcpt)(void *arg, smtpd_session *s, const char *rcpt);
     void (*on_data)(void *arg, smtpd_session *s, const char *msg, size_t len);
     void (*on_auth)(void *arg, smtpd_session *s, const char *user, const char *pass);
+    void (*on_quit)(void *arg, smtpd_session *s);
     void (*on_close)(void *arg, smtpd_session *s);
 } smtpd_hooks;
 

@@ -546,6 +546,8 @@ static void handle_line(smtpd_session *s, char *line, size_t len)
     } else if (is_verb(line, vlen, "NOOP"))
         smtpd__reply(s, 250, "2.0.0 Ok");
     else if (is_verb(line, vlen, "QUIT")) {
+        if (s->srv->hooks.on_quit)
+            s->srv->hooks.on_quit(s->srv->hooks.arg, s);
         smtpd__reply(s, 221, "2.0.0 Bye");
         smtpd__enter_state(s, S_CLOSING);
     } else if (is_verb(line, vlen, "STARTTLS"))

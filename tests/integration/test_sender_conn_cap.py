@@ -32,14 +32,25 @@ def read_lines(path):
 
 
 def peak_connections(logs, source):
-    """The most connections from `source` open at once, over the merged
-    connection logs of several sinks (a close at the same microsecond
-    as an open counts first)."""
+    """The most connections from `source` open at once over the merged
+    connection logs of several sinks (a close at the same microsecond as
+    an open counts first). A connection ends at its QUIT when it has one:
+    the sink logs it before answering 221, so before the sender can have
+    closed and connected again, while its "close" is logged whenever that
+    sink process gets to read the sender's close (on a loaded machine,
+    after another sink has already accepted the sender's next
+    connection)."""
     evs = []
     for path in logs:
+        ended = {}
         for e in read_lines(path):
-            if e["peer"].rsplit(":", 1)[0] == source:
-                evs.append((e["t_us"], 0 if e["ev"] == "close" else 1))
+            if e["peer"].rsplit(":", 1)[0] != source:
+                continue
+            if e["ev"] == "open":
+                evs.append((e["t_us"], 1))
+            elif e["peer"] not in ended:  # the quit, else the close
+                ended[e["peer"]] = e["t_us"]
+                evs.append((e["t_us"], 0))
     evs.sort()
     cur = peak = 0
     for _, kind in evs:

@@ -108,6 +108,15 @@ static void on_connect(void *arg, smtpd_session *s)
         smtpd_reply(s, 220, "2.0.0 ready");
 }
 
+/* Logged before the 221 goes out, so before the client can have closed
+ * and connected again: the end of the connection as the client's
+ * connection count sees it, whenever this process gets to read its close. */
+static void on_quit(void *arg, smtpd_session *s)
+{
+    if (smtpd_session_data(s))
+        conn_log(arg, s, "quit");
+}
+
 static void on_close(void *arg, smtpd_session *s)
 {
     sink_sess *ss = smtpd_session_data(s);
@@ -577,6 +586,7 @@ int main(int argc, char **argv)
                          .on_mail = on_mail,
                          .on_rcpt = on_rcpt,
                          .on_data = on_data,
+                         .on_quit = on_quit,
                          .on_close = on_close};
     k.srv = smtpd_server_new(k.loop, &cfg, &hooks);
     int port = 0;
