@@ -5,8 +5,8 @@
 Reads the events topic from the beginning to the end it had when the run
 began (every partition up to its high watermark), decodes each record as
 a sluice.v1.Event with the classes generated from proto/, and prints per
-campaign and per site the delivered, bounced, deferred and complained
-counts (with the other outcomes) and the delivery latency percentiles
+campaign and per site the delivered, bounced, deferred, complained and
+unsubscribed counts (with the other outcomes) and the delivery latency percentiles
 (p50/p90/p99/max of timestamp_ms - created_at_ms of DELIVERED events:
 from acceptance to the receiving MX's 250).
 
@@ -33,7 +33,8 @@ E = event_pb2
 COUNTED = {E.EVENT_ACCEPTED: "accepted", E.EVENT_DELIVERED: "delivered",
            E.EVENT_DEFERRED: "deferred", E.EVENT_BOUNCED: "bounced",
            E.EVENT_EXPIRED: "expired", E.EVENT_SUPPRESSED: "suppressed",
-           E.EVENT_REJECTED: "rejected", E.EVENT_COMPLAINED: "complained"}
+           E.EVENT_REJECTED: "rejected", E.EVENT_COMPLAINED: "complained",
+           E.EVENT_UNSUBSCRIBED: "unsubscribed"}
 
 
 class Group:
@@ -62,7 +63,8 @@ class Group:
     def as_dict(self):
         d = {"group": self.name}
         for k in ("accepted", "delivered", "deferred", "bounced", "bounced_hard",
-                  "bounced_soft", "expired", "suppressed", "rejected", "complained"):
+                  "bounced_soft", "expired", "suppressed", "rejected", "complained",
+                  "unsubscribed"):
             d[k] = self.counts[k]
         d["latency_ms"] = None
         if self.latencies:
