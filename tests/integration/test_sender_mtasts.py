@@ -18,7 +18,6 @@ import datetime
 import http.server
 import json
 import os
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -27,9 +26,9 @@ import unittest
 import urllib.request
 
 import dnstest
-from sluicetest import bin_path, start_sink, wait_for
+from sluicetest import bin_path, free_port, start_sink, wait_for
 from test_sender import SenderEnv, dispatch, by_rcpt
-from test_sender_tls import openssl
+from test_sender_tls import make_certs as tls_certs
 
 POLICIES = {
     "enforce.test": "version: STSv1\r\nmode: enforce\r\nmx: mx.enforce.test\r\nmax_age: 86400\r\n",
@@ -45,31 +44,11 @@ POLICIES = {
 def make_certs(d):
     """A test CA; CA-signed certificates for mx.enforce.test, mx.evil.test,
     other.test and the policy host names; a self-signed one."""
-    ca_key, ca = os.path.join(d, "ca.key"), os.path.join(d, "ca.pem")
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-subj", "/CN=sluice mta-sts test CA", "-days", "2", "-keyout", ca_key, "-out", ca,
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    out = {"ca": ca}
     web = ",".join("DNS:mta-sts." + dom
                    for dom in list(POLICIES) + ["nosts.test", "rotate.test", "missing.test"])
-    for name, san in (("good", "DNS:mx.enforce.test"), ("evil", "DNS:mx.evil.test"),
-                      ("wrong", "DNS:other.test"), ("web", web)):
-        key, csr, crt = (os.path.join(d, name + x) for x in (".key", ".csr", ".pem"))
-        ext = os.path.join(d, name + ".ext")
-        with open(ext, "w") as f:
-            f.write("subjectAltName=%s\nextendedKeyUsage=serverAuth\n" % san)
-        openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-subj", "/CN=" + name, "-keyout", key, "-out", csr)
-        openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
-                "-days", "2", "-extfile", ext, "-out", crt)
-        out[name] = (crt, key)
-    key, crt = os.path.join(d, "self.key"), os.path.join(d, "self.pem")
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-subj", "/CN=mx.selfsig.test", "-addext", "subjectAltName=DNS:mx.selfsig.test",
-            "-days", "2", "-keyout", key, "-out", crt)
-    out["self"] = (crt, key)
-    return out
+    return tls_certs(d, signed=(("good", "DNS:mx.enforce.test"), ("evil", "DNS:mx.evil.test"),
+                                ("wrong", "DNS:other.test"), ("web", web)),
+                     self_host="mx.selfsig.test")
 
 
 class PolicyServer:
@@ -113,11 +92,6 @@ class PolicyServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class TestSenderMtaSts(unittest.TestCase):

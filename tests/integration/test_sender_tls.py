@@ -27,28 +27,30 @@ def openssl(*args):
     subprocess.run(["openssl"] + list(args), check=True, capture_output=True, timeout=60)
 
 
-def make_certs(d):
-    """A test CA, two certificates it signs (for mx.good.test and for
-    other.test) and a self-signed one for mx.self.test."""
+def make_certs(d, signed=(("good", "DNS:mx.good.test"), ("wrong", "DNS:other.test")),
+               self_host="mx.self.test"):
+    """A test CA ("ca": its PEM), a certificate it signs for each (name,
+    subjectAltName) of signed, and a self-signed one ("self") for
+    self_host: name -> (cert, key)."""
     ca_key, ca = os.path.join(d, "ca.key"), os.path.join(d, "ca.pem")
     openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
             "-subj", "/CN=sluice test CA", "-days", "2", "-keyout", ca_key, "-out", ca,
             "-addext", "basicConstraints=critical,CA:TRUE",
             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     out = {"ca": ca}
-    for name, host in (("good", "mx.good.test"), ("wrong", "other.test")):
+    for name, san in signed:
         key, csr, crt = (os.path.join(d, name + x) for x in (".key", ".csr", ".pem"))
         ext = os.path.join(d, name + ".ext")
         with open(ext, "w") as f:
-            f.write("subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n" % host)
+            f.write("subjectAltName=%s\nextendedKeyUsage=serverAuth\n" % san)
         openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-subj", "/CN=" + host, "-keyout", key, "-out", csr)
+                "-subj", "/CN=" + name, "-keyout", key, "-out", csr)
         openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
                 "-days", "2", "-extfile", ext, "-out", crt)
         out[name] = (crt, key)
     key, crt = os.path.join(d, "self.key"), os.path.join(d, "self.pem")
     openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-subj", "/CN=mx.self.test", "-addext", "subjectAltName=DNS:mx.self.test",
+            "-subj", "/CN=" + self_host, "-addext", "subjectAltName=DNS:" + self_host,
             "-days", "2", "-keyout", key, "-out", crt)
     out["self"] = (crt, key)
     return out
