@@ -2,6 +2,7 @@
  * dnsq - blocking DNS questions for the commands of `sluice` (see dnsq.h).
  */
 #include "dnsq.h"
+#include "dns.h"
 #include "util.h"
 
 #include <ares.h>
@@ -152,8 +153,7 @@ cli_spf_dns_status cli_dnsq_txt(cli_dnsq *q, const char *name, char ***out, size
     cli_spf_dns_status st = ask(q, name, ns_t_txt, &a);
     if (st != CLI_SPF_DNS_OK)
         return st;
-    struct ares_txt_ext *txt = NULL;
-    int rc = ares_parse_txt_reply_ext(a.abuf, a.alen, &txt);
+    int rc = sl_dns_parse_txt(a.abuf, a.alen, out, n);
     free(a.abuf);
     if (rc == ARES_ENODATA)
         return CLI_SPF_DNS_NONE;
@@ -161,18 +161,6 @@ cli_spf_dns_status cli_dnsq_txt(cli_dnsq *q, const char *name, char ***out, size
         q->error = ares_strerror(rc);
         return CLI_SPF_DNS_ERROR;
     }
-    sl_buf cur = SL_BUF_INIT;
-    bool open = false;
-    for (struct ares_txt_ext *t = txt; t; t = t->next) {
-        if (t->record_start && open)
-            push(out, n, sl_buf_steal(&cur, NULL));
-        open = true;
-        sl_buf_append(&cur, t->txt, t->length);
-    }
-    if (open)
-        push(out, n, sl_buf_steal(&cur, NULL));
-    sl_buf_free(&cur);
-    ares_free_data(txt);
     return *n ? CLI_SPF_DNS_OK : CLI_SPF_DNS_NONE;
 }
 

@@ -612,6 +612,32 @@ static void on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int 
 
 /* A TXT record is one or more character strings; they are joined, as
  * RFC 7208 3.3 and RFC 8461 3.1 read them. */
+int sl_dns_parse_txt(const unsigned char *abuf, int alen, char ***out, size_t *n)
+{
+    struct ares_txt_ext *txt = NULL;
+    int pst = ares_parse_txt_reply_ext(abuf, alen, &txt);
+    if (pst != ARES_SUCCESS)
+        return pst;
+    sl_buf cur = {0};
+    bool have = false;
+    for (struct ares_txt_ext *t = txt; t; t = t->next) {
+        if (t->record_start && have) {
+            *out = xrealloc(*out, (*n + 1) * sizeof **out);
+            (*out)[(*n)++] = xstrndup(cur.data ? cur.data : "", cur.len);
+            cur.len = 0;
+        }
+        have = true;
+        sl_buf_append(&cur, t->txt, t->length);
+    }
+    if (have) {
+        *out = xrealloc(*out, (*n + 1) * sizeof **out);
+        (*out)[(*n)++] = xstrndup(cur.data ? cur.data : "", cur.len);
+    }
+    sl_buf_free(&cur);
+    ares_free_data(txt);
+    return ARES_SUCCESS;
+}
+
 static void on_txt(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
     dns_entry *e = arg;
@@ -621,26 +647,8 @@ static void on_txt(void *arg, int status, int timeouts, unsigned char *abuf, int
     sl_dns_status st = status_from_ares(status);
 
     if (st == SL_DNS_OK) {
-        struct ares_txt_ext *txt = NULL;
-        int pst = ares_parse_txt_reply_ext(abuf, alen, &txt);
+        int pst = sl_dns_parse_txt(abuf, alen, &e->txt, &e->n_txt);
         if (pst == ARES_SUCCESS) {
-            sl_buf cur = {0};
-            bool have = false;
-            for (struct ares_txt_ext *t = txt; t; t = t->next) {
-                if (t->record_start && have) {
-                    e->txt = xrealloc(e->txt, (e->n_txt + 1) * sizeof *e->txt);
-                    e->txt[e->n_txt++] = xstrndup(cur.data ? cur.data : "", cur.len);
-                    cur.len = 0;
-                }
-                have = true;
-                sl_buf_append(&cur, t->txt, t->length);
-            }
-            if (have) {
-                e->txt = xrealloc(e->txt, (e->n_txt + 1) * sizeof *e->txt);
-                e->txt[e->n_txt++] = xstrndup(cur.data ? cur.data : "", cur.len);
-            }
-            sl_buf_free(&cur);
-            ares_free_data(txt);
             if (!e->n_txt)
                 st = SL_DNS_NODATA;
         } else {

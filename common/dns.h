@@ -156,4 +156,10 @@ const char *sl_dns_status_name(sl_dns_status status);
 /* SERVFAIL, TIMEOUT, TEMPFAIL, CANCELLED: try again later. */
 bool sl_dns_status_temporary(sl_dns_status status);
 
+/* The TXT records of a DNS answer, each record's character strings joined
+ * (RFC 7208 3.3, RFC 8461 3.1): appended to *out (*n of them; malloc'd
+ * strings in a malloc'd array the caller frees). ARES_SUCCESS or c-ares's
+ * parse error (ARES_ENODATA: no TXT record). Any thread. */
+int sl_dns_parse_txt(const unsigned char *abuf, int alen, char ***out, size_t *n);
+
 #endif
