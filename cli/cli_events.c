@@ -426,21 +426,15 @@ int cli_events(int argc, char **argv)
     }
 
     sl_config *cfg = NULL;
-    char *err = NULL;
-    int orc = cli_open("events", path, timeout_ms, &cfg);
-    if (orc)
-        return orc;
-    char *topic = sl_config_topic(cfg, jobs ? "jobs" : "events");
+    char *topic;
+    sl_reader *r;
     /* --since filters on each event's own timestamp rather than seeking by
      * time: the dev broker does not answer timestamp offset lookups, and a
      * seek would also drop events whose record time precedes their stamp. */
-    sl_reader *r = sl_reader_new(cfg, topic, follow && !f.since_ms ? SL_READER_END : 0, &err);
-    if (!r) {
-        fprintf(stderr, "sluice events: %s\n", err ? err : "cannot read");
-        free(err);
-        free(topic);
-        sl_config_free(cfg);
-        rc = 1;
+    int orc = cli_open_reader("events", path, timeout_ms, jobs ? "jobs" : "events",
+                              follow && !f.since_ms ? SL_READER_END : 0, &cfg, &topic, &r);
+    if (orc) {
+        rc = orc;
         goto out;
     }
     /* Followers want each line as it comes; a one-shot dump wants speed. */

@@ -208,19 +208,11 @@ int cli_stats(int argc, char **argv)
         return 2;
     }
     sl_config *cfg;
-    char *err = NULL;
-    int orc = cli_open("stats", path, timeout_ms, &cfg);
+    char *topic;
+    sl_reader *r;
+    int orc = cli_open_reader("stats", path, timeout_ms, "events", 0, &cfg, &topic, &r);
     if (orc)
         return orc;
-    char *topic = sl_config_topic(cfg, "events");
-    sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
-    if (!r) {
-        fprintf(stderr, "sluice stats: %s\n", err ? err : "cannot read");
-        free(err);
-        free(topic);
-        sl_config_free(cfg);
-        return 1;
-    }
     sluice_stats st = {0};
     sluice__stats_init(&st);
     bool hold = by && stats_routed_key(by);

@@ -203,23 +203,14 @@ int cli_tlsrpt(int argc, char **argv)
     char *contact_def = xasprintf("postmaster@%s", host);
 
     sl_config *cfg;
-    char *err = NULL;
-    int orc = cli_open("tls-report", path, timeout_ms, &cfg);
+    char *topic;
+    sl_reader *r;
+    /* From the beginning, filtered by timestamp, as `sluice stats --since`
+     * does: producers may stamp records with their own clocks. */
+    int orc = cli_open_reader("tls-report", path, timeout_ms, "events", 0, &cfg, &topic, &r);
     if (orc) {
         free(contact_def);
         return orc;
-    }
-    char *topic = sl_config_topic(cfg, "events");
-    /* From the beginning, filtered by timestamp, as `sluice stats --since`
-     * does: producers may stamp records with their own clocks. */
-    sl_reader *r = sl_reader_new(cfg, topic, 0, &err);
-    if (!r) {
-        fprintf(stderr, "sluice tls-report: %s\n", err ? err : "cannot read");
-        free(err);
-        free(topic);
-        free(contact_def);
-        sl_config_free(cfg);
-        return 1;
     }
     sluice_stats seen = {0};
     sluice__stats_init(&seen);

@@ -193,6 +193,28 @@ int cli_open(const char *cmd, const char *path, long long timeout_ms, sl_config 
     return 0;
 }
 
+int cli_open_reader(const char *cmd, const char *path, long long timeout_ms, const char *suffix,
+                    int64_t since_ms, sl_config **cfg, char **topic, sl_reader **r)
+{
+    *topic = NULL;
+    *r = NULL;
+    int rc = cli_open(cmd, path, timeout_ms, cfg);
+    if (rc)
+        return rc;
+    char *err = NULL;
+    *topic = sl_config_topic(*cfg, suffix);
+    *r = sl_reader_new(*cfg, *topic, since_ms, &err);
+    if (*r)
+        return 0;
+    fprintf(stderr, "sluice %s: %s\n", cmd, err ? err : "cannot read");
+    free(err);
+    free(*topic);
+    *topic = NULL;
+    sl_config_free(*cfg);
+    *cfg = NULL;
+    return 1;
+}
+
 /* One option step; the help is usage's, else h's. */
 static int opt_step(int argc, char **argv, const char *shortopts, const struct option *opts,
                     const char **path, void (*usage)(FILE *), const sl_cmd_help *h, int *status)

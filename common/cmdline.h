@@ -97,6 +97,14 @@ int cli_kafka_check(const char *cmd, const struct sl_config *cfg, long long time
  * it), or the exit status with *cfg NULL and the reason printed: 2 for a
  * bad config, 1 when Kafka is not there. */
 int cli_open(const char *cmd, const char *path, long long timeout_ms, struct sl_config **cfg);
+/* cli_open(), then a reader of the topic with that suffix
+ * (sl_config_topic), from since_ms (reader.h). 0 with *cfg, *topic (its
+ * full name) and *r set, the caller freeing all three; or the exit status
+ * (2 bad config, 1 no Kafka or no reader) with all three NULL and the
+ * reason printed as "sluice CMD: ...". */
+struct sl_reader;
+int cli_open_reader(const char *cmd, const char *path, long long timeout_ms, const char *suffix,
+                    int64_t since_ms, struct sl_config **cfg, char **topic, struct sl_reader **r);
 /* One step of a command's option loop: getopt_long(argc, argv, shortopts,
  * opts). It takes -c FILE itself (*path = FILE) and returns every other
  * option for the caller's switch; -1 when the options end. -h prints the
