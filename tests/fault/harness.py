@@ -421,6 +421,7 @@ class Cluster:
                             SLUICE_LOG_FORMAT="json")
         self.tail = None
         self.dead = []  # incarnations that were stopped or killed, for post-mortems
+        self.kills = []  # (name, time.monotonic()) of every SIGKILL
 
     def topic(self, suffix):
         """The full name of one of the scenario's topics ("jobs", ...)."""
@@ -479,6 +480,8 @@ class Cluster:
     def kill(self, name):
         p = self.procs[name]
         log("SIGKILL %s (pid %d)" % (name, p.pid))
+        # CLOCK_MONOTONIC, as the sink's t_us: duplicates() splits by it.
+        self.kills.append((name, time.monotonic()))
         p.kill()
         self.dead.append((name, p))
         return p
@@ -520,8 +523,31 @@ class Cluster:
         return self.reconcile(ids, scenario)
 
     def at_sink(self):
-        """Messages the sink accepted so far."""
-        return len(self.sink.messages())
+        """Messages the sink accepted so far (its complete log lines: cheap
+        enough to poll many times a second)."""
+        try:
+            with open(self.sink.log_path, "rb") as f:
+                return f.read().count(b"\n")
+        except FileNotFoundError:
+            return 0
+
+    def wait_flowing(self, total, timeout=10):
+        """Wait until the sink is accepting messages: its count grew since
+        the last look and is below total. A kill timed by this lands while
+        deliveries are on the wire, not in a pause between two chunks of
+        the paced load (which a quiet machine delivers faster than they
+        are published). Returns False if the load was all delivered or
+        nothing flowed within timeout."""
+        last = [self.at_sink()]
+
+        def grew():
+            n = self.at_sink()
+            moved, last[0] = n > last[0], n
+            return "flowing" if moved and n < total else "done" if n >= total else None
+        try:
+            return wait_for(grew, timeout, "deliveries in flight", interval=0.002) == "flowing"
+        except AssertionError:
+            return False
 
     def job_specs(self, n, prefix, local=None):
         """n single-recipient jobs spread over the cluster's domains.
@@ -584,6 +610,41 @@ class Cluster:
             mid = m.get("message_id", "").strip("<>")
             counts[mid.rsplit("@", 1)[0]] += 1
         return counts
+
+    def duplicates(self, ids, flagged):
+        """The duplicated jobs among ids, split by when the sink accepted
+        their first copy against the SIGKILLs of self.kills: "in_flight"
+        when it came after a kill and before the next incarnation could
+        have sent it (the dead sender had sent the final dot; the receiver
+        answered a process that was gone: SMTP's own window, RFC 1047),
+        else "before" with the milliseconds from that acceptance to the
+        next kill (None if no kill followed). flagged: the job ids whose
+        events carry possible_duplicate; "unflagged" lists the duplicates
+        not among them."""
+        ids = set(ids)
+        first = {}
+        copies = collections.Counter()
+        for m in self.sink.messages():
+            j = m.get("message_id", "").strip("<>").rsplit("@", 1)[0]
+            if j in ids:
+                copies[j] += 1
+                first.setdefault(j, m["t_us"] / 1e6)
+        kills = sorted(t for _, t in self.kills)
+        out = {"in_flight": [], "before": [], "unflagged": []}
+        for j, c in copies.items():
+            if c < 2:
+                continue
+            t = first[j]
+            if j not in flagged:
+                out["unflagged"].append(j)
+            after = [k for k in kills if k <= t]
+            # Within 1 s of a kill: the dead sender's dots, still landing.
+            if after and t - after[-1] < 1.0:
+                out["in_flight"].append(j)
+            else:
+                nxt = [k for k in kills if k > t]
+                out["before"].append((j, round((nxt[0] - t) * 1000, 1) if nxt else None))
+        return out
 
     def wait_final(self, ids, timeout, check_alive=()):
         """Wait until every id has a final event; return the tail."""
@@ -658,11 +719,13 @@ class Cluster:
         duplicates = sum(c - 1 for j, c in sink.items() if j in idset and c > 1)
         possible_dup = sum(1 for e in tail.events
                            if e.get("possible_duplicate") and e.get("job_id") in idset)
+        flagged = set(e.get("job_id") for e in tail.events if e.get("possible_duplicate"))
         r = {"scenario": scenario, "jobs": len(ids), "lost": len(lost),
              "duplicates": duplicates, "final": dict(final), "dup_final_events": multi_final,
              "republished": republished,
              "conflicting": conflicting, "phantom": phantom, "wrong": wrong,
              "possible_duplicate_events": possible_dup, "lost_ids": lost[:10],
+             "flagged": flagged,
              "elapsed": time.monotonic() - self.started}
         line = ("scenario=%s jobs=%d lost=%d duplicates=%d final=%s dup_final_events=%d "
                 "republished=%d possible_duplicate=%d phantom=%d elapsed=%.0fs" % (
