@@ -332,8 +332,23 @@ static void producer_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *op
 static rd_kafka_t *producer_create(sl_producer *p, char **err)
 {
     rd_kafka_conf_t *c = sl_kafka_conf(p->cfg, "producer");
-    conf_set(c, "enable.idempotence", "true");
-    conf_set(c, "acks", "all");
+    if (p->linger_ms == 0) {
+        /* The prompt producer (kafka.h): what counts is how soon the
+         * partition leader has appended the record, since one still in
+         * this process, or unread in the broker's socket, dies with it. A
+         * broker reads a connection's next request only once it answered
+         * the last, and an acks=all answer waits for the followers: acks=1
+         * answers on the append. Not idempotent (which needs acks=all),
+         * so a retry may repeat or reorder a record; a leader lost before
+         * a follower copied it loses the record. Its users tolerate both. */
+        conf_set(c, "enable.idempotence", "false");
+        conf_set(c, "acks", "1");
+        conf_set(c, "max.in.flight.requests.per.connection", "5");
+        conf_set(c, "socket.nagle.disable", "true");
+    } else {
+        conf_set(c, "enable.idempotence", "true");
+        conf_set(c, "acks", "all");
+    }
     conf_set(c, "partitioner", "murmur2_random");
     char linger[16];
     int ms = p->linger_ms >= 0 ? p->linger_ms : p->cfg->kafka.linger_ms >= 0 ? p->cfg->kafka.linger_ms : 5;

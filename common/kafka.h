@@ -109,7 +109,11 @@ typedef struct sl_header {
 sl_producer *sl_producer_new(const sl_config *cfg, uv_loop_t *loop, char **err);
 /* The same with linger.ms 0 whatever kafka.linger_ms says: each record
  * leaves at once, in batches of what queued meanwhile; for the few records
- * whose acknowledgement a crash window depends on (the delivery ledger). */
+ * whose acknowledgement a crash window depends on (the delivery ledger).
+ * acks=1 and not idempotent: a record is acknowledged once the partition
+ * leader appended it; it may be written twice or out of order, and is lost
+ * if the leader dies before a follower copied it. Only for records whose
+ * loss costs at most a duplicate and whose repeat is harmless. */
 sl_producer *sl_producer_new_prompt(const sl_config *cfg, uv_loop_t *loop, char **err);
 /* key may be NULL (no key, e.g. the DLQ); value NULL with vlen 0 is a
  * tombstone. cb may be NULL. Never blocks: on a full local queue it polls
