@@ -103,6 +103,7 @@ void sl_wire_put_double(sl_buf *b, uint32_t field, double v);
 #define SL_DISPATCH_FIELD_SEND_AT 7
 #define SL_DISPATCH_FIELD_RATE 8
 #define SL_DISPATCH_FIELD_ROUTE 12
+#define SL_DISPATCH_FIELD_REPEAT 14
 /* A new job id: 26 characters, time-sortable (48-bit ms clock, 80 random
  * bits, Crockford base32, like a ULID). Writes into out[27]. Thread safe. */
 void sl_job_id_new(char out[27]);

@@ -26,7 +26,7 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
     sched_limits_init(&s->limits, ctx->cfg);
     uint32_t max = ctx->cfg->scheduler.max_buffered;
     const char *topics[] = {ctx->t_sited};
-    sl_consumer_opts o = {.group = "sluice-shape",
+    sl_consumer_opts o = {.group = SCHED_SHAPE_GROUP,
                           .topics = topics,
                           .n_topics = 1,
                           /* Above max_buffered, so that parking (per site) and not
@@ -137,7 +137,10 @@ void sched_shape_free(sched_shape *s)
     sl_map_each(&s->pend, shape__state_free_cb, NULL);
     sl_map_free(&s->pend);
     free(s->pend_parts);
+    free(s->pend_end);
     free(s->parts);
+    free(s->rep_from);
+    free(s->rep_end);
     pthread_mutex_destroy(&s->pend_mu);
     /* A restore still reading is told to stop; its completion drops the
      * hold it has on the shaper. */

@@ -49,6 +49,8 @@
 
 /* How often the dirty sites' state is written. */
 #define STATE_FLUSH_MS 100
+/* The shaper's consumer group, on the sited topic. */
+#define SCHED_SHAPE_GROUP "sluice-shape"
 
 typedef struct spair {
     char *site, *ip;
@@ -83,6 +85,7 @@ typedef struct sjob {
     uint32_t len;     /* the encoded Job: data[0 .. len) */
     uint32_t pool;    /* index in cfg->pools */
     uint32_t route;   /* index in cfg->routes + 1; 0: none */
+    bool repeat;      /* within the last owner's window (Dispatch.repeat) */
     unsigned char data[];
 } sjob;
 
@@ -143,12 +146,19 @@ struct sched_shape {
     atomic_bool has_pend;
     sl_map pend;           /* site -> Sluice__V1__SiteState *; under pend_mu */
     unsigned char *pend_parts; /* the new assignment (1 per partition); under pend_mu */
+    int64_t *pend_end;         /* each assigned partition's end at assignment; under pend_mu */
     int32_t pend_n_parts;
     /* The sited partitions this shaper owns, as of the last assignment
      * taken: only the owner of a site writes its state (every scheduler
      * hears every site's feedback). n_parts 0: not known, write. */
     unsigned char *parts;
     int32_t n_parts;
+    /* The repeat window of each owned partition (Dispatch.repeat): from
+     * the first offset read after the assignment (the committed one),
+     * rep_from[p] (-1 until read), to the partition's end at assignment,
+     * rep_end[p], at most scheduler.max_buffered records: what the last
+     * owner may have dispatched without committing it. */
+    int64_t *rep_from, *rep_end;
     size_t n_pairs;           /* (site, IP) pairs held */
     int64_t next_sweep;       /* when idle state is next looked for */
 };

@@ -104,6 +104,10 @@ static void dispatch(ssite *site, sjob *j, spair *p, const char *pool, int64_t s
     if (p->bo.rate != 0)
         sl_wire_put_double(b, SL_DISPATCH_FIELD_RATE, p->bo.rate);
     sl_wire_put_bytes(b, SL_DISPATCH_FIELD_JOB, j->data, j->len);
+    if (j->repeat) {
+        sl_wire_put_varint(b, SL_DISPATCH_FIELD_REPEAT, 1);
+        sl_metric_inc("sluice_shape_repeat_total", NULL, 1);
+    }
     if (sl_log_enabled(SL_LOG_DEBUG)) {
         char *id = shape__sjob_id(j);
         sl_log_job(SL_LOG_DEBUG, id, "shape: %s via %s at +%lldms", site->name, p->ip,
@@ -307,6 +311,19 @@ static const char *span_str(char **at, sl_span v)
     return s;
 }
 
+/* Is rec within the last owner's window of its partition (the
+ * rep_from/rep_end comment in sched_shape_int.h)? Loop thread. */
+static bool repeat_window(sched_shape *s, const sl_record *rec)
+{
+    int32_t p = rec->partition;
+    if (!s->rep_end || p < 0 || p >= s->n_parts || s->rep_end[p] < 0)
+        return false;
+    if (s->rep_from[p] < 0)
+        s->rep_from[p] = rec->offset;
+    return rec->offset < s->rep_end[p] &&
+           rec->offset - s->rep_from[p] < (int64_t)s->ctx->cfg->scheduler.max_buffered;
+}
+
 void shape__on_record(void *arg, sl_record *rec)
 {
     sched_shape *s = arg;
@@ -342,6 +359,7 @@ void shape__on_record(void *arg, sl_record *rec)
         j->pool = (uint32_t)(pool - cfg->pools);
         j->route = r ? (uint32_t)(r - cfg->routes + 1) : 0;
         j->expires_ms = sched_retry_expiry(cfg, f.created_at_ms, f.expires_at_ms);
+        j->repeat = repeat_window(s, rec);
         memcpy(j->data, m->payload, m->len);
         if (!*tenant && cfg->scheduler.default_tenant)
             tenant = cfg->scheduler.default_tenant;

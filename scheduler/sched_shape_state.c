@@ -316,6 +316,37 @@ int shape__state_free_cb(void *arg, const char *key, void *val)
     return 0;
 }
 
+/* The end of each of the sited partitions parts[0..n) at assignment, for
+ * the repeat window (sched_shape_int.h): ends[i] is its high watermark if
+ * the group has committed an offset there (an owner came before, and may
+ * have dispatched records above it), else -1 (a new group: nobody did; or
+ * the broker did not say). Consumer thread. */
+static void repeat_ends(const sl_config *cfg, const char *sited, const int32_t *parts, size_t n,
+                        int64_t *ends)
+{
+    for (size_t i = 0; i < n; i++)
+        ends[i] = -1;
+    char *err = NULL;
+    rd_kafka_t *rk = sl_kafka_assign_handle(cfg, "consumer", SCHED_SHAPE_GROUP, &err, NULL);
+    if (!rk) {
+        sl_warn("shape: repeats after the assignment not flagged: %s", err);
+        free(err);
+        return;
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)(n ? n : 1));
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(l, sited, parts[i]);
+    if (n && rd_kafka_committed(rk, l, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        for (size_t i = 0; i < n; i++) {
+            int64_t lo, hi;
+            if (!l->elems[i].err && l->elems[i].offset >= 0 &&
+                !rd_kafka_query_watermark_offsets(rk, sited, parts[i], &lo, &hi, 2000))
+                ends[i] = hi;
+        }
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(rk);
+}
+
 /* The sited consumer's hook, on its thread: read the state of the newly
  * assigned partitions' sites before their records come (so a site moving
  * here from another running scheduler keeps its counts and backoff). */
@@ -329,19 +360,27 @@ void shape__on_assign(void *arg, const int32_t *parts, size_t n)
     sl_map_init(&got);
     int64_t t0 = sl_now_ms();
     int32_t total = 0;
+    int64_t *ends = xcalloc(n ? n : 1, sizeof *ends);
+    repeat_ends(s->ctx->cfg, s->ctx->t_sited, parts, n, ends);
     size_t recs = state_read(s->ctx->cfg, s->ctx->t_state, parts, n, &got, NULL, &total);
     pthread_mutex_lock(&s->pend_mu);
     free(s->pend_parts);
+    free(s->pend_end);
     s->pend_parts = NULL;
+    s->pend_end = NULL;
     s->pend_n_parts = 0;
     if (total > 0) {
         /* The state topic has as many partitions as sited (co-partitioned). */
         s->pend_parts = xcalloc((size_t)total, 1);
+        s->pend_end = xcalloc((size_t)total, sizeof *s->pend_end);
         s->pend_n_parts = total;
         for (size_t i = 0; i < n; i++)
-            if (parts[i] >= 0 && parts[i] < total)
+            if (parts[i] >= 0 && parts[i] < total) {
                 s->pend_parts[parts[i]] = 1;
+                s->pend_end[parts[i]] = ends[i];
+            }
     }
+    free(ends);
     for (size_t i = 0; i < got.n_slots; i++)
         for (sl_map_ent *e = got.slots[i]; e; e = e->next) {
             Sluice__V1__SiteState *old = sl_map_put(&s->pend, e->key, e->val);
@@ -397,9 +436,16 @@ void shape__state_take_pending(sched_shape *s)
     sl_map_init(&s->pend);
     if (s->pend_n_parts) {
         free(s->parts);
+        free(s->rep_end);
+        free(s->rep_from);
         s->parts = s->pend_parts;
+        s->rep_end = s->pend_end;
         s->n_parts = s->pend_n_parts;
+        s->rep_from = xmalloc((size_t)s->n_parts * sizeof *s->rep_from);
+        for (int32_t i = 0; i < s->n_parts; i++)
+            s->rep_from[i] = -1;
         s->pend_parts = NULL;
+        s->pend_end = NULL;
         s->pend_n_parts = 0;
     }
     atomic_store(&s->has_pend, false);

@@ -275,9 +275,11 @@ static void delivery_finish(delivery *dl)
     snd_rcpt_outcome *o = xcalloc(n ? n : 1, sizeof *o);
     size_t m = 0;
     /* Read again after its partition changed owner, and maybe sent by the
-     * last owner already (ledger.h): say so in the events. */
-    bool suspect = dl->w->sh.ledger && dl->rec &&
-                   snd_ledger_suspect(dl->w->sh.ledger, dl->rec->partition, dl->rec->offset);
+     * last owner already (ledger.h), or a job its scheduler read again so
+     * (Dispatch.repeat): say so in the events. */
+    bool suspect = dl->d->repeat ||
+                   (dl->w->sh.ledger && dl->rec &&
+                    snd_ledger_suspect(dl->w->sh.ledger, dl->rec->partition, dl->rec->offset));
     for (size_t i = 0; i < n; i++) {
         rcpt_state *s = &dl->rs[i];
         if (s->skipped)
