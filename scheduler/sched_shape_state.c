@@ -326,6 +326,8 @@ static void repeat_ends(const sl_config *cfg, const char *sited, const int32_t *
 {
     for (size_t i = 0; i < n; i++)
         ends[i] = -1;
+    if (!n)
+        return;
     char *err = NULL;
     rd_kafka_t *rk = sl_kafka_assign_handle(cfg, "consumer", SCHED_SHAPE_GROUP, &err, NULL);
     if (!rk) {
@@ -333,16 +335,31 @@ static void repeat_ends(const sl_config *cfg, const char *sited, const int32_t *
         free(err);
         return;
     }
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)(n ? n : 1));
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
     for (size_t i = 0; i < n; i++)
         rd_kafka_topic_partition_list_add(l, sited, parts[i]);
-    if (n && rd_kafka_committed(rk, l, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+    /* The group's rebalance waits for this: 3 s in all, whatever the
+     * number of partitions (a dead leader answers nothing); what is not
+     * known by then is not flagged, and logged. */
+    int64_t until = sl_mono_ms() + 3000;
+    size_t unknown = 0;
+    if (rd_kafka_committed(rk, l, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
         for (size_t i = 0; i < n; i++) {
-            int64_t lo, hi;
-            if (!l->elems[i].err && l->elems[i].offset >= 0 &&
-                !rd_kafka_query_watermark_offsets(rk, sited, parts[i], &lo, &hi, 2000))
+            int64_t lo, hi, left = until - sl_mono_ms();
+            if (l->elems[i].err || l->elems[i].offset < 0)
+                continue; /* no owner before: nothing to flag */
+            if (left > 0 &&
+                !rd_kafka_query_watermark_offsets(rk, sited, parts[i], &lo, &hi, (int)left))
                 ends[i] = hi;
+            else
+                unknown++;
         }
+    } else {
+        unknown = n;
+    }
+    if (unknown)
+        sl_warn("shape: the end of %zu of %zu assigned partitions unknown: repeats there are "
+                "not flagged possible_duplicate", unknown, n);
     rd_kafka_topic_partition_list_destroy(l);
     rd_kafka_destroy(rk);
 }
