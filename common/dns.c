@@ -619,19 +619,14 @@ int sl_dns_parse_txt(const unsigned char *abuf, int alen, char ***out, size_t *n
     if (pst != ARES_SUCCESS)
         return pst;
     sl_buf cur = {0};
-    bool have = false;
     for (struct ares_txt_ext *t = txt; t; t = t->next) {
-        if (t->record_start && have) {
+        sl_buf_append(&cur, t->txt, t->length);
+        /* A record's strings end where the next record starts. */
+        if (!t->next || t->next->record_start) {
             *out = xrealloc(*out, (*n + 1) * sizeof **out);
             (*out)[(*n)++] = xstrndup(cur.data ? cur.data : "", cur.len);
             cur.len = 0;
         }
-        have = true;
-        sl_buf_append(&cur, t->txt, t->length);
-    }
-    if (have) {
-        *out = xrealloc(*out, (*n + 1) * sizeof **out);
-        (*out)[(*n)++] = xstrndup(cur.data ? cur.data : "", cur.len);
     }
     sl_buf_free(&cur);
     ares_free_data(txt);
