@@ -603,39 +603,35 @@ class Cluster:
             self.tail = EventTail(self)
         return self.tail
 
-    def sink_counts(self):
-        """job id -> copies accepted at the sink (from the Message-ID)."""
-        counts = collections.Counter()
-        for m in self.sink.messages():
-            mid = m.get("message_id", "").strip("<>")
-            counts[mid.rsplit("@", 1)[0]] += 1
-        return counts
-
-    def duplicates(self, ids, flagged):
-        """The duplicated jobs among ids, split by when the sink accepted
-        their first copy against the SIGKILLs of self.kills: "in_flight"
-        when it came after a kill and before the next incarnation could
-        have sent it (the dead sender had sent the final dot; the receiver
-        answered a process that was gone: SMTP's own window, RFC 1047),
-        else "before" with the milliseconds from that acceptance to the
-        next kill (None if no kill followed). flagged: the job ids whose
-        events carry possible_duplicate; "unflagged" lists the duplicates
-        not among them."""
-        ids = set(ids)
-        first = {}
-        copies = collections.Counter()
+    def sink_books(self):
+        """One pass over the sink's log: job id (from the Message-ID) ->
+        copies accepted, and job id -> when the first was accepted (the
+        sink's t_us, CLOCK_MONOTONIC, in seconds)."""
+        counts, first = collections.Counter(), {}
         for m in self.sink.messages():
             j = m.get("message_id", "").strip("<>").rsplit("@", 1)[0]
-            if j in ids:
-                copies[j] += 1
-                first.setdefault(j, m["t_us"] / 1e6)
+            counts[j] += 1
+            first.setdefault(j, m.get("t_us", 0) / 1e6)
+        return counts, first
+
+    def sink_counts(self):
+        """job id -> copies accepted at the sink (from the Message-ID)."""
+        return self.sink_books()[0]
+
+    def duplicates(self, r):
+        """The duplicated jobs of the books r (reconcile()), split by when
+        the sink accepted their first copy against the SIGKILLs of
+        self.kills: "in_flight" when it came after a kill and before the
+        next incarnation could have sent it (the dead sender had sent the
+        final dot; the receiver answered a process that was gone: SMTP's
+        own window, RFC 1047), else "before" with the milliseconds from
+        that acceptance to the next kill (None if no kill followed);
+        "unflagged" lists the duplicates no event marked
+        possible_duplicate."""
         kills = sorted(t for _, t in self.kills)
         out = {"in_flight": [], "before": [], "unflagged": []}
-        for j, c in copies.items():
-            if c < 2:
-                continue
-            t = first[j]
-            if j not in flagged:
+        for j, t in r["first_at"].items():
+            if j not in r["flagged"]:
                 out["unflagged"].append(j)
             after = [k for k in kills if k <= t]
             # Within 1 s of a kill: the dead sender's dots, still landing.
@@ -689,7 +685,7 @@ class Cluster:
         """The books: returns a dict and prints the report line. Asserts
         nothing; the scenario does."""
         tail = self.follow_events().poll()
-        sink = self.sink_counts()
+        sink, first = self.sink_books()
         ids = list(ids)
         lost = [i for i in ids if not tail.finals.get(i)]
         final = collections.Counter()
@@ -726,6 +722,7 @@ class Cluster:
              "conflicting": conflicting, "phantom": phantom, "wrong": wrong,
              "possible_duplicate_events": possible_dup, "lost_ids": lost[:10],
              "flagged": flagged,
+             "first_at": {j: first[j] for j in idset if sink.get(j, 0) > 1},
              "elapsed": time.monotonic() - self.started}
         line = ("scenario=%s jobs=%d lost=%d duplicates=%d final=%s dup_final_events=%d "
                 "republished=%d possible_duplicate=%d phantom=%d elapsed=%.0fs" % (

@@ -72,7 +72,7 @@ class LedgerKillTest(unittest.TestCase):
             kills += 1
         log("sender killed %d times" % kills)
         r = self.finish(ids, pub, "ledger-sigkill-every-10s", bound=JOBS)
-        d = c.duplicates(ids, r["flagged"])
+        d = c.duplicates(r)
         late = sorted(ms for _, ms in d["before"] if ms is not None)
         log("duplicates: %d in flight at a kill, %d in the ledger's window (ms before the "
             "kill: %s)" % (len(d["in_flight"]), len(d["before"]), late[-5:]))

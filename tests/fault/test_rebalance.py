@@ -59,7 +59,7 @@ class RebalanceTest(unittest.TestCase):
             # What remains is two senders delivering two copies of a job a
             # scheduler read again after its partition moved: each such copy
             # is announced (Dispatch.repeat becomes possible_duplicate).
-            d = c.duplicates(ids, r["flagged"])
+            d = c.duplicates(r)
             log("duplicates: %d jobs, unflagged %s" % (len(d["before"]) + len(d["in_flight"]),
                                                       d["unflagged"][:5]))
             self.assertEqual(d["unflagged"], [], "duplicates without possible_duplicate")
