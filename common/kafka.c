@@ -901,14 +901,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         rd_kafka_resp_err_t e = rd_kafka_committed(rk, parts, 30000);
         if (e)
             sl_warn("kafka: fetching committed offsets failed: %s", rd_kafka_err2str(e));
-        size_t np = parts->cnt ? (size_t)parts->cnt : 1;
-        int32_t *nums = xcalloc(np, sizeof *nums);
-        int64_t *committed = xcalloc(np, sizeof *committed);
         pthread_mutex_lock(&c->mu);
         for (int i = 0; i < parts->cnt; i++) {
             rd_kafka_topic_partition_t *tp = &parts->elems[i];
-            nums[i] = tp->partition;
-            committed[i] = e || tp->offset < 0 ? -1 : tp->offset;
             sl_part *p = xcalloc(1, sizeof *p);
             p->topic = xstrdup(tp->topic);
             p->partition = tp->partition;
@@ -934,12 +929,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             mark_start(c, parts);
         sl_info("kafka: assigned %d partitions", parts->cnt);
         if (c->o.on_assign) {
-            sl_assignment a = {.partitions = nums, .committed = committed,
-                               .n = (size_t)parts->cnt, .consumer = c};
-            c->o.on_assign(c->o.arg, &a);
+            int32_t *nums = xcalloc(parts->cnt ? (size_t)parts->cnt : 1, sizeof *nums);
+            for (int i = 0; i < parts->cnt; i++)
+                nums[i] = parts->elems[i].partition;
+            c->o.on_assign(c->o.arg, nums, (size_t)parts->cnt);
+            free(nums);
         }
-        free(nums);
-        free(committed);
         rd_kafka_assign(rk, parts);
         c->paused_all = false;
         c->pause_dirty = true;
@@ -1523,15 +1518,6 @@ size_t sl_consumer_inflight(const sl_consumer *c)
     size_t n = m->inflight;
     pthread_mutex_unlock(&m->mu);
     return n;
-}
-
-int64_t sl_consumer_end(sl_consumer *c, const char *topic, int32_t partition, int timeout_ms)
-{
-    int64_t lo, hi;
-    if (timeout_ms <= 0 ||
-        rd_kafka_query_watermark_offsets(c->rk, topic, partition, &lo, &hi, timeout_ms))
-        return -1;
-    return hi;
 }
 
 bool sl_consumer_assigned(const sl_consumer *c)

@@ -149,15 +149,6 @@ struct sl_record {
 typedef void (*sl_record_cb)(void *arg, sl_record *rec);
 typedef void (*sl_drained_cb)(void *arg);
 
-/* What on_assign is told of a new assignment; valid during the call. */
-typedef struct sl_assignment {
-    const int32_t *partitions;
-    const int64_t *committed;   /* the group's committed offset of each; -1: it
-                                 * has none, or the broker did not say */
-    size_t n;
-    sl_consumer *consumer;      /* for sl_consumer_end() during the call */
-} sl_assignment;
-
 typedef struct sl_consumer_opts {
     const char *group;          /* consumer group id */
     const char **topics;        /* full names */
@@ -166,12 +157,11 @@ typedef struct sl_consumer_opts {
     sl_record_cb on_record;     /* loop thread */
     void *arg;
     bool from_end;              /* a new group starts at the end (analytics tails) */
-    /* When set, called on the consumer thread with each new assignment
-     * (its partition numbers and the group's committed offsets) before any
-     * record of them is fetched (they are assigned when it returns): a
-     * stage restores what it keeps about them. It may block, briefly: the
-     * group's rebalance waits for it. */
-    void (*on_assign)(void *arg, const sl_assignment *a);
+    /* When set, called on the consumer thread with each new assignment's
+     * partition numbers before any record of them is fetched (they are
+     * assigned when it returns): a stage restores what it keeps about
+     * them. It may block, briefly: the group's rebalance waits for it. */
+    void (*on_assign)(void *arg, const int32_t *partitions, size_t n);
     /* When set, called on the consumer thread when the assignment is
      * revoked, before the offsets are committed: a stage may wait, briefly,
      * for work under way to finish, so that its offsets are committed (and
@@ -234,10 +224,6 @@ void sl_consumer_pause_topic(sl_consumer *c, const char *topic, bool pause);
 void sl_consumer_stop(sl_consumer *c, sl_drained_cb cb, void *arg);
 size_t sl_consumer_inflight(const sl_consumer *c);
 bool sl_consumer_assigned(const sl_consumer *c); /* has received an assignment */
-/* The end (high watermark) of a partition of topic, asked of a broker on
- * the consumer's own handle, waiting at most timeout_ms; -1 when not
- * known. Any thread. */
-int64_t sl_consumer_end(sl_consumer *c, const char *topic, int32_t partition, int timeout_ms);
 /* After stop's callback. */
 void sl_consumer_free(sl_consumer *c);
 

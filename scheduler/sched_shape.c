@@ -26,7 +26,7 @@ sched_shape *sched_shape_new(sched_ctx *ctx, char **err)
     sched_limits_init(&s->limits, ctx->cfg);
     uint32_t max = ctx->cfg->scheduler.max_buffered;
     const char *topics[] = {ctx->t_sited};
-    sl_consumer_opts o = {.group = "sluice-shape",
+    sl_consumer_opts o = {.group = SCHED_SHAPE_GROUP,
                           .topics = topics,
                           .n_topics = 1,
                           /* Above max_buffered, so that parking (per site) and not

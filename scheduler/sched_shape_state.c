@@ -316,39 +316,60 @@ int shape__state_free_cb(void *arg, const char *key, void *val)
     return 0;
 }
 
-/* The end of each newly assigned sited partition, for the repeat window
- * (sched_shape_int.h): ends[i] is its high watermark if the group has
- * committed an offset there (an owner came before, and may have
- * dispatched records above it), else -1 (a new group: nobody did; or the
- * broker did not say). Consumer thread. */
-static void repeat_ends(const sl_assignment *a, const char *sited, int64_t *ends)
+/* The end of each of the sited partitions parts[0..n) at assignment, for
+ * the repeat window (sched_shape_int.h): ends[i] is its high watermark if
+ * the group has committed an offset there (an owner came before, and may
+ * have dispatched records above it), else -1 (a new group: nobody did; or
+ * the broker did not say). Consumer thread. */
+static void repeat_ends(const sl_config *cfg, const char *sited, const int32_t *parts, size_t n,
+                        int64_t *ends)
 {
+    for (size_t i = 0; i < n; i++)
+        ends[i] = -1;
+    if (!n)
+        return;
+    char *err = NULL;
+    rd_kafka_t *rk = sl_kafka_assign_handle(cfg, "consumer", SCHED_SHAPE_GROUP, &err, NULL);
+    if (!rk) {
+        sl_warn("shape: repeats after the assignment not flagged: %s", err);
+        free(err);
+        return;
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(l, sited, parts[i]);
     /* The group's rebalance waits for this: 3 s in all, whatever the
      * number of partitions (a dead leader answers nothing); what is not
      * known by then is not flagged, and logged. */
     int64_t until = sl_mono_ms() + 3000;
     size_t unknown = 0;
-    for (size_t i = 0; i < a->n; i++) {
-        ends[i] = -1;
-        if (a->committed[i] < 0)
-            continue; /* no owner before (or the broker did not say): nothing to flag */
-        ends[i] = sl_consumer_end(a->consumer, sited, a->partitions[i],
-                                  (int)(until - sl_mono_ms()));
-        unknown += ends[i] < 0;
+    if (rd_kafka_committed(rk, l, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (size_t i = 0; i < n; i++) {
+            int64_t lo, hi, left = until - sl_mono_ms();
+            if (l->elems[i].err || l->elems[i].offset < 0)
+                continue; /* no owner before: nothing to flag */
+            if (left > 0 &&
+                !rd_kafka_query_watermark_offsets(rk, sited, parts[i], &lo, &hi, (int)left))
+                ends[i] = hi;
+            else
+                unknown++;
+        }
+    } else {
+        unknown = n;
     }
     if (unknown)
         sl_warn("shape: the end of %zu of %zu assigned partitions unknown: repeats there are "
-                "not flagged possible_duplicate", unknown, a->n);
+                "not flagged possible_duplicate", unknown, n);
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(rk);
 }
 
 /* The sited consumer's hook, on its thread: read the state of the newly
  * assigned partitions' sites before their records come (so a site moving
  * here from another running scheduler keeps its counts and backoff). */
-void shape__on_assign(void *arg, const sl_assignment *a)
+void shape__on_assign(void *arg, const int32_t *parts, size_t n)
 {
     sched_shape *s = arg;
-    const int32_t *parts = a->partitions;
-    size_t n = a->n;
     static const int32_t none = -1; /* no partition: read for the count only */
     if (!n)
         parts = &none;
@@ -357,7 +378,7 @@ void shape__on_assign(void *arg, const sl_assignment *a)
     int64_t t0 = sl_now_ms();
     int32_t total = 0;
     int64_t *ends = xcalloc(n ? n : 1, sizeof *ends);
-    repeat_ends(a, s->ctx->t_sited, ends);
+    repeat_ends(s->ctx->cfg, s->ctx->t_sited, parts, n, ends);
     size_t recs = state_read(s->ctx->cfg, s->ctx->t_state, parts, n, &got, NULL, &total);
     pthread_mutex_lock(&s->pend_mu);
     free(s->pend_parts);

@@ -45,7 +45,6 @@ struct snd_ledger {
     pthread_cond_t lcv;  /* a request, or stop */
     bool *ready;         /* under mu: the partition's ledger is loaded */
     int32_t *req;        /* under mu: the assignment to load; NULL: none */
-    int64_t *req_committed; /* under mu: the group's committed offset of each; -1: none */
     size_t n_req;
     uint64_t gen;        /* under mu: assignments seen */
 };
@@ -102,7 +101,6 @@ void snd_ledger_free(snd_ledger *l)
     free(l->clean);
     free(l->ready);
     free(l->req);
-    free(l->req_committed);
     if (l->pk)
         rd_kafka_destroy(l->pk);
     pthread_cond_destroy(&l->cv);
@@ -346,13 +344,11 @@ static void *load_main(void *arg)
             continue;
         }
         int32_t *parts = l->req;
-        int64_t *committed = l->req_committed;
         size_t n = l->n_req;
         uint64_t gen = l->gen;
         l->req = NULL;
-        l->req_committed = NULL;
         pthread_mutex_unlock(&l->mu);
-        snd_ledger_load(l, parts, committed, n);
+        snd_ledger_load(l, parts, n);
         pthread_mutex_lock(&l->mu);
         if (gen == l->gen && !atomic_load(&l->stop)) {
             for (size_t i = 0; i < n; i++)
@@ -361,25 +357,20 @@ static void *load_main(void *arg)
             sl_info("ledger %s: %zu partition(s) loaded; their dispatches go out", l->topic, n);
         }
         free(parts);
-        free(committed);
     }
     pthread_mutex_unlock(&l->mu);
     return NULL;
 }
 
-void snd_ledger_assign(snd_ledger *l, const int32_t *partitions, const int64_t *committed,
-                       size_t n)
+void snd_ledger_assign(snd_ledger *l, const int32_t *partitions, size_t n)
 {
     pthread_mutex_lock(&l->mu);
     l->gen++;
     for (int p = 0; p < l->n_parts; p++)
         l->ready[p] = false;
     free(l->req);
-    free(l->req_committed);
     l->req = xcalloc(n ? n : 1, sizeof *l->req);
     memcpy(l->req, partitions, n * sizeof *partitions);
-    l->req_committed = xcalloc(n ? n : 1, sizeof *l->req_committed);
-    memcpy(l->req_committed, committed, n * sizeof *committed);
     l->n_req = n;
     pthread_cond_broadcast(&l->lcv);
     pthread_mutex_unlock(&l->mu);
@@ -401,8 +392,8 @@ int snd_ledger_start(snd_ledger *l, char **err)
     char *topic = sl_config_topic(cfg, "ledger");
     rd_kafka_conf_t *kc = sl_kafka_conf(cfg, "consumer");
     char errstr[512];
-    /* Never joins a group nor commits: it assigns partitions itself (which
-     * librdkafka allows a consumer with a group id only). */
+    /* Never joins a group nor commits: it assigns partitions itself. The
+     * senders' group id lets it read their committed dispatch offsets. */
     if (rd_kafka_conf_set(kc, "group.id", "sluice-sender", errstr, sizeof errstr) ||
         rd_kafka_conf_set(kc, "enable.auto.commit", "false", errstr, sizeof errstr) ||
         rd_kafka_conf_set(kc, "auto.offset.reset", "earliest", errstr, sizeof errstr) ||
@@ -484,8 +475,7 @@ int snd_ledger_start(snd_ledger *l, char **err)
     return 0;
 }
 
-long snd_ledger_load(snd_ledger *l, const int32_t *partitions, const int64_t *committed,
-                     size_t n)
+long snd_ledger_load(snd_ledger *l, const int32_t *partitions, size_t n)
 {
     if (!n)
         return 0;
@@ -555,6 +545,12 @@ long snd_ledger_load(snd_ledger *l, const int32_t *partitions, const int64_t *co
      * last one the ledger names (its in-flight window), and already in the
      * log now (what it could have fetched). */
     char *dtopic = sl_config_topic(l->cfg, "dispatch");
+    rd_kafka_topic_partition_list_t *cl = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(cl, dtopic, partitions[i]);
+    if (rd_kafka_committed(l->rk, cl, SND_LEDGER_QUERY_MS))
+        for (int i = 0; i < cl->cnt; i++)
+            cl->elems[i].offset = -1;
     for (size_t i = 0; i < n; i++) {
         int32_t p = partitions[i];
         if (p < 0 || p >= l->n_parts)
@@ -562,7 +558,7 @@ long snd_ledger_load(snd_ledger *l, const int32_t *partitions, const int64_t *co
         int64_t lo = 0, hi = -1;
         if (rd_kafka_query_watermark_offsets(l->rk, dtopic, p, &lo, &hi, SND_LEDGER_QUERY_MS))
             hi = -1;
-        int64_t from = committed[i] >= 0 ? committed[i] : 0;
+        int64_t committed = cl->elems[i].offset >= 0 ? cl->elems[i].offset : 0;
         pthread_mutex_lock(&l->mu);
         /* After a clean hand-over (the last owner's marker is the last
          * record) nothing is suspect; otherwise the last owner's window:
@@ -570,12 +566,13 @@ long snd_ledger_load(snd_ledger *l, const int32_t *partitions, const int64_t *co
          * the last dispatch the ledger names. */
         int64_t upto = -1;
         if (!l->clean[p]) {
-            int64_t base = l->maxled[p] >= from ? l->maxled[p] + 1 : from;
+            int64_t base = l->maxled[p] >= committed ? l->maxled[p] + 1 : committed;
             upto = base + (int64_t)l->cfg->sender.max_inflight;
         }
         l->suspect[p] = upto < hi ? upto : hi;
         pthread_mutex_unlock(&l->mu);
     }
+    rd_kafka_topic_partition_list_destroy(cl);
     free(dtopic);
     free(end);
     if (left) {

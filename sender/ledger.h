@@ -124,22 +124,16 @@ int snd_ledger_start(snd_ledger *l, char **err);
 /* On assignment (the consumer thread; returns at once): every partition
  * is unready until the loader has loaded the ledger partitions of this
  * assignment (eager rebalancing: the whole assignment each time); a newer
- * assignment supersedes one still loading. committed: the group's
- * committed dispatch offset of each partition, -1 where it has none
- * (sl_assignment); copied. */
-void snd_ledger_assign(snd_ledger *l, const int32_t *partitions, const int64_t *committed,
-                       size_t n);
+ * assignment supersedes one still loading. */
+void snd_ledger_assign(snd_ledger *l, const int32_t *partitions, size_t n);
 /* May dispatches of this partition go out: is its ledger loaded? True for
  * a partition the ledger topic does not have (sent unchecked, logged). */
 bool snd_ledger_ready(snd_ledger *l, int32_t partition);
 
 /* The loader's step: waits until the follower has read these ledger
- * partitions up to their end as of now (at most SND_LEDGER_LOAD_MS), then
- * sets each one's suspect window from its committed offset (as
- * snd_ledger_assign()).
+ * partitions up to their end as of now (at most SND_LEDGER_LOAD_MS).
  * Returns the number of records the follower noted meanwhile, or a
  * negative error (logged, counted). */
-long snd_ledger_load(snd_ledger *l, const int32_t *partitions, const int64_t *committed,
-                     size_t n);
+long snd_ledger_load(snd_ledger *l, const int32_t *partitions, size_t n);
 
 #endif
