@@ -392,12 +392,15 @@ int snd_ledger_start(snd_ledger *l, char **err)
     char *topic = sl_config_topic(cfg, "ledger");
     rd_kafka_conf_t *kc = sl_kafka_conf(cfg, "consumer");
     char errstr[512];
+    char request_ms[16];
+    snprintf(request_ms, sizeof request_ms, "%d", SND_LEDGER_REQUEST_MS);
     /* Never joins a group nor commits: it assigns partitions itself. The
      * senders' group id lets it read their committed dispatch offsets. */
     if (rd_kafka_conf_set(kc, "group.id", "sluice-sender", errstr, sizeof errstr) ||
         rd_kafka_conf_set(kc, "enable.auto.commit", "false", errstr, sizeof errstr) ||
         rd_kafka_conf_set(kc, "auto.offset.reset", "earliest", errstr, sizeof errstr) ||
-        rd_kafka_conf_set(kc, "fetch.wait.max.ms", "20", errstr, sizeof errstr))
+        rd_kafka_conf_set(kc, "fetch.wait.max.ms", "20", errstr, sizeof errstr) ||
+        rd_kafka_conf_set(kc, "socket.timeout.ms", request_ms, errstr, sizeof errstr))
         sl_panic("ledger follower: %s", errstr);
     l->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, sizeof errstr);
     if (!l->rk) {
