@@ -144,17 +144,9 @@ int api_idem_sync(api_idem *s, const char *tenant, const char *key, int timeout_
     /* The partition the producer's murmur2 partitioner gives the key. */
     int32_t p = rd_kafka_msg_partitioner_murmur2(NULL, k, strlen(k), s->n_parts, NULL, NULL);
     free(k);
-    /* The end now: ListOffsets for timestamp -1 (latest), through
-     * offsets_for_times, which keeps to its timeout when the leader is
-     * down (query_watermark_offsets waits for the request's own timeout). */
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, s->topic, p)->offset = RD_KAFKA_OFFSET_END;
-    rd_kafka_resp_err_t e =
-        rd_kafka_offsets_for_times(s->query, l, timeout_ms > 0 ? timeout_ms : 1);
-    if (!e)
-        e = l->elems[0].err;
-    int64_t hi = l->elems[0].offset, lo = 0, cached_hi = 0;
-    rd_kafka_topic_partition_list_destroy(l);
+    /* The end now. */
+    int64_t hi = -1, lo = 0, cached_hi = 0;
+    rd_kafka_resp_err_t e = sl_kafka_watermarks(s->query, s->topic, &p, 1, NULL, &hi, timeout_ms);
     int rc = 0;
     if (e || hi < 0) {
         sl_warn("api: idempotency topic %s [%d]: %s", s->topic, (int)p,

@@ -324,17 +324,21 @@ static int top_reader_open(top_reader *r, const sl_config *cfg, const char *topi
     if (rd_kafka_offsets_for_times(r->rk, l, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
         for (int i = 0; i < r->n_parts; i++)
             l->elems[i].offset = -1;
+    int64_t *lo = xcalloc((size_t)r->n_parts, sizeof *lo);
+    int64_t *hi = xcalloc((size_t)r->n_parts, sizeof *hi);
+    sl_kafka_watermarks(r->rk, topic, NULL, (size_t)r->n_parts, lo, hi, 10000);
     for (int i = 0; i < r->n_parts; i++) {
-        int64_t lo = 0, hi = 0;
-        if (rd_kafka_query_watermark_offsets(r->rk, topic, i, &lo, &hi, 10000))
+        if (lo[i] < 0 || hi[i] < 0)
             continue; /* leave it to librdkafka */
         if (l->elems[i].offset < 0)
-            l->elems[i].offset = hi - TOP_TAIL > lo ? hi - TOP_TAIL : lo;
-        if (l->elems[i].offset >= hi) {
+            l->elems[i].offset = hi[i] - TOP_TAIL > lo[i] ? hi[i] - TOP_TAIL : lo[i];
+        if (l->elems[i].offset >= hi[i]) {
             r->eof[i] = true;
             r->n_eof++;
         }
     }
+    free(lo);
+    free(hi);
     e = rd_kafka_assign(r->rk, l);
     rd_kafka_topic_partition_list_destroy(l);
     if (e) {
@@ -412,20 +416,19 @@ static int64_t top_lag_get(top_lag *l, int *n_parts)
     for (int i = 0; i < np; i++)
         rd_kafka_topic_partition_list_add(parts, l->topic, i);
     int64_t lag = -1;
-    if (rd_kafka_committed(l->rk, parts, 3000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    int64_t *lo = xcalloc((size_t)np, sizeof *lo), *hi = xcalloc((size_t)np, sizeof *hi);
+    if (rd_kafka_committed(l->rk, parts, 3000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        !sl_kafka_watermarks(l->rk, l->topic, NULL, (size_t)np, lo, hi, 3000)) {
         lag = 0;
         for (int i = 0; i < np; i++) {
-            int64_t lo = 0, hi = 0;
-            if (rd_kafka_query_watermark_offsets(l->rk, l->topic, i, &lo, &hi, 3000)) {
-                lag = -1;
-                break;
-            }
             int64_t c = parts->elems[i].offset;
-            int64_t from = c >= 0 ? c : lo;
-            if (hi > from)
-                lag += hi - from;
+            int64_t from = c >= 0 ? c : lo[i];
+            if (hi[i] > from)
+                lag += hi[i] - from;
         }
     }
+    free(lo);
+    free(hi);
     rd_kafka_topic_partition_list_destroy(parts);
     *n_parts = np;
     return lag;

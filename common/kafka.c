@@ -872,11 +872,12 @@ static void mark_start(sl_consumer *c, rd_kafka_topic_partition_list_t *parts)
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &parts->elems[i];
         if (tp->offset < 0) {
-            int64_t lo = 0, hi = 0;
-            if (rd_kafka_query_watermark_offsets(c->rk, tp->topic, tp->partition, &lo, &hi,
-                                                 10000))
+            int64_t at = -1;
+            bool end = tp->offset == RD_KAFKA_OFFSET_END;
+            if (sl_kafka_watermarks(c->rk, tp->topic, &tp->partition, 1, end ? NULL : &at,
+                                    end ? &at : NULL, 10000))
                 continue; /* unknown: marked once a record is done */
-            tp->offset = tp->offset == RD_KAFKA_OFFSET_END ? hi : lo;
+            tp->offset = at;
         }
         pthread_mutex_lock(&c->mu);
         rd_kafka_topic_partition_t *m =
@@ -971,8 +972,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static void retention_alarm(sl_consumer *c, rd_kafka_message_t *m)
 {
     const char *topic = rd_kafka_topic_name(m->rkt);
-    int64_t lo = 0, hi = 0;
-    rd_kafka_query_watermark_offsets(c->rk, topic, m->partition, &lo, &hi, 10000);
+    int64_t lo = 0;
+    if (sl_kafka_watermarks(c->rk, topic, &m->partition, 1, &lo, NULL, 10000))
+        lo = RD_KAFKA_OFFSET_BEGINNING; /* unknown: the log's start, wherever it is */
     pthread_mutex_lock(&c->mu);
     sl_part *p = part_find(c, topic, m->partition);
     int64_t from = p && p->committed >= 0 ? p->committed : m->offset;
@@ -1242,8 +1244,8 @@ static rd_kafka_topic_partition_list_t *group_offsets(const sl_config *cfg, rd_k
             continue;
         /* Its first offset, as a number: a logical BEGINNING is resolved
          * through auto.offset.reset, which is "error" here. */
-        int64_t lo = 0, hi = 0;
-        if (rd_kafka_query_watermark_offsets(rk, tp->topic, tp->partition, &lo, &hi, 10000))
+        int64_t lo = 0;
+        if (sl_kafka_watermarks(rk, tp->topic, &tp->partition, 1, &lo, NULL, 10000))
             lo = RD_KAFKA_OFFSET_END; /* unknown: nothing picked up there */
         tp->offset = lo;
         tp->err = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -1600,4 +1602,62 @@ rd_kafka_resp_err_t sl_kafka_topic_metadata(rd_kafka_t *rk, const char *topic,
     }
     rd_kafka_topic_destroy(rkt);
     return *md ? RD_KAFKA_RESP_ERR_NO_ERROR : e;
+}
+
+/* One ListOffsets round for which (RD_KAFKA_OFFSET_BEGINNING or _END) of
+ * the partitions, tried again after a metadata refresh until deadline:
+ * a try that went to a leader that just died answers nothing, and only
+ * fresh metadata names the new one. */
+static rd_kafka_resp_err_t list_offsets(rd_kafka_t *rk, const char *topic, const int32_t *parts,
+                                        size_t n, int64_t which, int64_t *out, int64_t deadline)
+{
+    for (;;) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
+        for (size_t i = 0; i < n; i++)
+            rd_kafka_topic_partition_list_add(l, topic, parts ? parts[i] : (int32_t)i)->offset =
+                which;
+        /* Half of what is left: a try sent to a dead leader leaves time
+         * for one more once the metadata names the new leader. */
+        int64_t left = deadline - sl_mono_ms();
+        int64_t try_ms = left >= 1000 ? left / 2 : left;
+        rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(rk, l, try_ms > 0 ? (int)try_ms : 1);
+        for (size_t i = 0; !e && i < n; i++) {
+            const rd_kafka_topic_partition_t *tp = &l->elems[i];
+            if (!tp->err && tp->offset >= 0)
+                out[i] = tp->offset;
+            else if (!e)
+                e = tp->err ? tp->err : RD_KAFKA_RESP_ERR__FAIL;
+        }
+        rd_kafka_topic_partition_list_destroy(l);
+        left = deadline - sl_mono_ms();
+        if (!e || left <= 0)
+            return e;
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+        const rd_kafka_metadata_t *md = NULL;
+        if (rkt && rd_kafka_metadata(rk, 0, rkt, &md, (int)left) == RD_KAFKA_RESP_ERR_NO_ERROR)
+            rd_kafka_metadata_destroy(md);
+        if (rkt)
+            rd_kafka_topic_destroy(rkt);
+    }
+}
+
+rd_kafka_resp_err_t sl_kafka_watermarks(rd_kafka_t *rk, const char *topic, const int32_t *parts,
+                                        size_t n, int64_t *lo, int64_t *hi, int timeout_ms)
+{
+    int64_t deadline = sl_mono_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+    rd_kafka_resp_err_t first = RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int k = 0; k < 2; k++) {
+        int64_t *out = k ? hi : lo;
+        if (!out)
+            continue;
+        for (size_t i = 0; i < n; i++)
+            out[i] = -1;
+        rd_kafka_resp_err_t e =
+            n ? list_offsets(rk, topic, parts, n, k ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING,
+                             out, deadline)
+              : RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (e && !first)
+            first = e;
+    }
+    return first;
 }

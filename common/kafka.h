@@ -84,6 +84,21 @@ void sl_topics_free(sl_topic_spec *t, size_t n);
 rd_kafka_resp_err_t sl_kafka_topic_metadata(rd_kafka_t *rk, const char *topic,
                                             int (*stop)(void), const rd_kafka_metadata_t **md);
 
+/* Where partitions' logs stand: lo[i] the first offset, hi[i] the end
+ * (the offset the next record gets) of topic's partition parts[i] (parts
+ * NULL: partitions 0..n-1); lo or hi may be NULL (not asked). Within
+ * timeout_ms in all, asking again after a metadata refresh when a try is
+ * not answered; what stays unknown is -1 and the call returns the error
+ * (0 when all are known). Any thread; blocks.
+ *
+ * Use this, never rd_kafka_query_watermark_offsets(): in librdkafka 2.0.2
+ * that one waits for its request whatever its timeout, and a request
+ * queued for a leader that just died is sent to that dead broker again
+ * and again: a re-assigned sender's ledger load stood still for minutes
+ * so (docs/kafka.md). */
+rd_kafka_resp_err_t sl_kafka_watermarks(rd_kafka_t *rk, const char *topic, const int32_t *parts,
+                                        size_t n, int64_t *lo, int64_t *hi, int timeout_ms);
+
 /* role: "producer", "consumer"; client.id becomes "sluice-<role>". */
 rd_kafka_conf_t *sl_kafka_conf(const sl_config *cfg, const char *role);
 /* A consumer handle that never subscribes, for assign() and

@@ -49,20 +49,23 @@ sl_reader *sl_reader_new(const sl_config *cfg, const char *topic, int64_t since_
         rd_kafka_topic_partition_list_add(l, topic, md->topics[0].partitions[i].id)->offset =
             since_ms > 0 ? since_ms : RD_KAFKA_OFFSET_BEGINNING;
     rd_kafka_metadata_destroy(md);
-    /* The high watermarks now, not OFFSET_END: that one is resolved when
-     * the first fetch starts, and would skip what is produced until then. */
-    for (int i = 0; since_ms == SL_READER_END && i < n; i++) {
-        int64_t lo = 0, hi = 0;
-        e = rd_kafka_query_watermark_offsets(rk, topic, l->elems[i].partition, &lo, &hi, 10000);
-        if (e) {
-            *err = xasprintf("kafka: end of %s [%d]: %s", topic, (int)l->elems[i].partition,
-                             rd_kafka_err2str(e));
-            rd_kafka_topic_partition_list_destroy(l);
-            rd_kafka_destroy(rk);
-            return NULL;
-        }
-        l->elems[i].offset = hi;
+    /* "The end" is where each partition was at open: a topic written all
+     * the time (the state topic, every 100 ms) may never show every
+     * partition at EOF at once, and a reader waiting for that never ends. */
+    int64_t *hw = xcalloc((size_t)n, sizeof *hw); /* by partition: they are 0..n-1 */
+    e = sl_kafka_watermarks(rk, topic, NULL, (size_t)n, NULL, hw, 10000);
+    /* Reading from the end starts at those high watermarks, not at
+     * OFFSET_END: that one is resolved when the first fetch starts, and
+     * would skip what is produced until then. */
+    if (e && since_ms == SL_READER_END) {
+        *err = xasprintf("kafka: end of %s: %s", topic, rd_kafka_err2str(e));
+        free(hw);
+        rd_kafka_topic_partition_list_destroy(l);
+        rd_kafka_destroy(rk);
+        return NULL;
     }
+    for (int i = 0; since_ms == SL_READER_END && i < n; i++)
+        l->elems[i].offset = hw[l->elems[i].partition];
     if (since_ms > 0) {
         e = rd_kafka_offsets_for_times(rk, l, 10000);
         if (e)
@@ -75,6 +78,7 @@ sl_reader *sl_reader_new(const sl_config *cfg, const char *topic, int64_t since_
     rd_kafka_topic_partition_list_destroy(l);
     if (e) {
         *err = xasprintf("kafka: assign %s: %s", topic, rd_kafka_err2str(e));
+        free(hw);
         rd_kafka_destroy(rk);
         return NULL;
     }
@@ -82,16 +86,7 @@ sl_reader *sl_reader_new(const sl_config *cfg, const char *topic, int64_t since_
     r->rk = rk;
     r->n_parts = n;
     r->eof = xcalloc((size_t)n, sizeof *r->eof);
-    r->hw = xcalloc((size_t)n, sizeof *r->hw);
-    /* "The end" is where each partition was at open: a topic written all
-     * the time (the state topic, every 100 ms) may never show every
-     * partition at EOF at once, and a reader waiting for that never ends. */
-    for (int i = 0; i < n; i++) {
-        int64_t lo = 0, hi = 0;
-        if (rd_kafka_query_watermark_offsets(rk, topic, i, &lo, &hi, 5000) != 0)
-            hi = -1;
-        r->hw[i] = hi;
-    }
+    r->hw = hw;
     return r;
 }
 

@@ -344,16 +344,17 @@ static void repeat_ends(const sl_config *cfg, const char *sited, const int32_t *
     int64_t until = sl_mono_ms() + 3000;
     size_t unknown = 0;
     if (rd_kafka_committed(rk, l, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        int64_t *hi = xcalloc(n, sizeof *hi), left = until - sl_mono_ms();
+        sl_kafka_watermarks(rk, sited, parts, n, NULL, hi, left > 0 ? (int)left : 1);
         for (size_t i = 0; i < n; i++) {
-            int64_t lo, hi, left = until - sl_mono_ms();
             if (l->elems[i].err || l->elems[i].offset < 0)
                 continue; /* no owner before: nothing to flag */
-            if (left > 0 &&
-                !rd_kafka_query_watermark_offsets(rk, sited, parts[i], &lo, &hi, (int)left))
-                ends[i] = hi;
+            if (hi[i] >= 0)
+                ends[i] = hi[i];
             else
                 unknown++;
         }
+        free(hi);
     } else {
         unknown = n;
     }

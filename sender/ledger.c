@@ -392,15 +392,12 @@ int snd_ledger_start(snd_ledger *l, char **err)
     char *topic = sl_config_topic(cfg, "ledger");
     rd_kafka_conf_t *kc = sl_kafka_conf(cfg, "consumer");
     char errstr[512];
-    char request_ms[16];
-    snprintf(request_ms, sizeof request_ms, "%d", SND_LEDGER_REQUEST_MS);
     /* Never joins a group nor commits: it assigns partitions itself. The
      * senders' group id lets it read their committed dispatch offsets. */
     if (rd_kafka_conf_set(kc, "group.id", "sluice-sender", errstr, sizeof errstr) ||
         rd_kafka_conf_set(kc, "enable.auto.commit", "false", errstr, sizeof errstr) ||
         rd_kafka_conf_set(kc, "auto.offset.reset", "earliest", errstr, sizeof errstr) ||
-        rd_kafka_conf_set(kc, "fetch.wait.max.ms", "20", errstr, sizeof errstr) ||
-        rd_kafka_conf_set(kc, "socket.timeout.ms", request_ms, errstr, sizeof errstr))
+        rd_kafka_conf_set(kc, "fetch.wait.max.ms", "20", errstr, sizeof errstr))
         sl_panic("ledger follower: %s", errstr);
     l->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, sizeof errstr);
     if (!l->rk) {
@@ -488,37 +485,38 @@ long snd_ledger_load(snd_ledger *l, const int32_t *partitions, size_t n)
         return SL_EKAFKA;
     }
     int64_t t0 = sl_mono_ms(), deadline = t0 + SND_LEDGER_LOAD_MS;
-    int64_t *end = xcalloc(n, sizeof *end);
+    int64_t *lo = xcalloc(n, sizeof *lo), *end = xcalloc(n, sizeof *end);
     size_t failed = 0;
+    /* The follower fetches every partition, so its cached watermarks are
+     * what the log held a moment ago; ask a broker (briefly) only when one
+     * is missing: a partition whose leader just died answers nothing, and
+     * its dispatches wait meanwhile. */
+    bool cached = true;
+    for (size_t i = 0; i < n; i++)
+        if (rd_kafka_get_watermark_offsets(l->rk, l->topic, partitions[i], &lo[i], &end[i]) ||
+            lo[i] < 0 || end[i] < 0)
+            cached = false;
+    rd_kafka_resp_err_t e =
+        cached ? RD_KAFKA_RESP_ERR_NO_ERROR
+               : sl_kafka_watermarks(l->rk, l->topic, partitions, n, lo, end, SND_LEDGER_QUERY_MS);
     for (size_t i = 0; i < n; i++) {
-        int64_t lo = 0, hi = 0;
-        end[i] = -1;
         if (partitions[i] < 0 || partitions[i] >= l->n_parts) {
             sl_error("ledger %s has no partition %d: its dispatches are sent unchecked "
                      "(the ledger needs the dispatch topic's partition count)",
                      l->topic, partitions[i]);
             failed++;
-            continue;
-        }
-        /* The follower fetches every partition, so its cached watermark
-         * is what the log held a moment ago; ask a broker (briefly) only
-         * when it has none: a partition whose leader just died answers
-         * nothing, and its dispatches wait meanwhile. */
-        rd_kafka_resp_err_t e =
-            rd_kafka_get_watermark_offsets(l->rk, l->topic, partitions[i], &lo, &hi);
-        if (e || hi < 0)
-            e = rd_kafka_query_watermark_offsets(l->rk, l->topic, partitions[i], &lo, &hi,
-                                                 SND_LEDGER_QUERY_MS);
-        if (e) {
+            end[i] = -1;
+        } else if (lo[i] < 0 || end[i] < 0) {
             sl_error("ledger %s[%d]: cannot read its offsets: %s; its dispatches are checked "
                      "against what was read so far",
                      l->topic, partitions[i], rd_kafka_err2str(e));
             failed++;
-            continue;
+            end[i] = -1;
+        } else if (end[i] <= lo[i]) {
+            end[i] = -1; /* empty: nothing to read */
         }
-        if (hi > lo)
-            end[i] = hi;
     }
+    free(lo);
     /* The follower reads every partition; wait until it has reached, in
      * these, what the log held when they were assigned. */
     pthread_mutex_lock(&l->mu);
@@ -554,13 +552,13 @@ long snd_ledger_load(snd_ledger *l, const int32_t *partitions, size_t n)
     if (rd_kafka_committed(l->rk, cl, SND_LEDGER_QUERY_MS))
         for (int i = 0; i < cl->cnt; i++)
             cl->elems[i].offset = -1;
+    int64_t *dend = xcalloc(n, sizeof *dend);
+    sl_kafka_watermarks(l->rk, dtopic, partitions, n, NULL, dend, SND_LEDGER_QUERY_MS);
     for (size_t i = 0; i < n; i++) {
         int32_t p = partitions[i];
         if (p < 0 || p >= l->n_parts)
             continue;
-        int64_t lo = 0, hi = -1;
-        if (rd_kafka_query_watermark_offsets(l->rk, dtopic, p, &lo, &hi, SND_LEDGER_QUERY_MS))
-            hi = -1;
+        int64_t hi = dend[i];
         int64_t committed = cl->elems[i].offset >= 0 ? cl->elems[i].offset : 0;
         pthread_mutex_lock(&l->mu);
         /* After a clean hand-over (the last owner's marker is the last
@@ -577,6 +575,7 @@ long snd_ledger_load(snd_ledger *l, const int32_t *partitions, size_t n)
     }
     rd_kafka_topic_partition_list_destroy(cl);
     free(dtopic);
+    free(dend);
     free(end);
     if (left) {
         sl_error("ledger %s: %zu partition(s) not read to the end within %d ms; their "

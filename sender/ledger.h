@@ -59,15 +59,10 @@
 #include "wire.h"
 
 #define SND_LEDGER_LOAD_MS 15000
-/* Each broker query on that path (a watermark, the committed offsets):
- * short, since a partition whose leader just died answers nothing. */
+/* Each broker query on that path (the watermarks, the committed offsets),
+ * in all: short, since a partition whose leader just died answers nothing
+ * until the metadata names the new one. */
 #define SND_LEDGER_QUERY_MS 2000
-/* The follower's request timeout (socket.timeout.ms). librdkafka 2.0.2's
- * rd_kafka_query_watermark_offsets() waits for its request to be answered
- * or to time out, whatever timeout it is given: with the default 60 s, a
- * query queued for a leader that just died held the loader, and so every
- * dispatch of the assignment, for minutes. */
-#define SND_LEDGER_REQUEST_MS 5000
 
 typedef struct snd_ledger snd_ledger;
 

@@ -96,17 +96,17 @@ static int watermarks(const sl_config *cfg, const char *suffix, int timeout_ms)
                                                        : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART));
         goto out;
     }
-    for (int i = 0; i < md->topics[0].partition_cnt; i++) {
-        int32_t part = md->topics[0].partitions[i].id;
-        int64_t lo = -1, hi = -1;
-        e = rd_kafka_query_watermark_offsets(rk, topic, part, &lo, &hi, timeout_ms);
-        if (e) {
-            fprintf(stderr, "sched_tool: watermarks of %s [%d]: %s\n", topic, part,
-                    rd_kafka_err2str(e));
-            goto out;
-        }
-        printf("%d %lld %lld\n", part, (long long)lo, (long long)hi);
-    }
+    size_t n = (size_t)md->topics[0].partition_cnt;
+    int64_t *lo = xcalloc(n ? n : 1, sizeof *lo), *hi = xcalloc(n ? n : 1, sizeof *hi);
+    e = sl_kafka_watermarks(rk, topic, NULL, n, lo, hi, timeout_ms);
+    if (e)
+        fprintf(stderr, "sched_tool: watermarks of %s: %s\n", topic, rd_kafka_err2str(e));
+    for (size_t i = 0; !e && i < n; i++)
+        printf("%zu %lld %lld\n", i, (long long)lo[i], (long long)hi[i]);
+    free(lo);
+    free(hi);
+    if (e)
+        goto out;
     rc = 0;
 out:
     if (md)
