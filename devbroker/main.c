@@ -26,6 +26,8 @@
  *                                      (Produce, Fetch, ...) fail with ERRNAME
  *                                      (NOT_LEADER_FOR_PARTITION, ...)
  *   rtt BROKERID MS                    add round-trip latency to a broker
+ *   coordinator GROUP BROKERID         make a broker a consumer group's
+ *                                      coordinator
  *   clear                              drop every queued request error
  *
  * One control thread serves every connection with poll(2); commands run
@@ -294,13 +296,26 @@ static void broker_command(broker *b, char *line, sl_buf *out)
             else
                 sl_buf_printf(out, "ok rtt %ld %ld", id, ms);
         }
+    } else if (!strcmp(cmd, "coordinator") && argc == 3) {
+        if (!broker_parse_int(argv[2], 1, b->n_brokers, &id)) {
+            sl_buf_printf(out, "error no broker '%s' (ids are 1..%d)", argv[2], b->n_brokers);
+        } else {
+            broker_op_pace();
+            err = rd_kafka_mock_coordinator_set(b->mock, "group", argv[1], (int32_t)id);
+            broker_op_done();
+            if (err)
+                sl_buf_printf(out, "error %s", rd_kafka_err2str(err));
+            else
+                sl_buf_printf(out, "ok coordinator %s %ld", argv[1], id);
+        }
     } else if (!strcmp(cmd, "clear") && argc == 1) {
         for (int16_t k = 0; k <= BROKER_API_KEY_MAX; k++)
             rd_kafka_mock_clear_request_errors(b->mock, k);
         sl_buf_puts(out, "ok cleared");
     } else if (!strcmp(cmd, "help")) {
         sl_buf_puts(out, "ok ping | topics | broker down|up ID | leader TOPIC PARTITION ID"
-                         " | errors API COUNT ERRNAME | rtt ID MS | clear");
+                         " | errors API COUNT ERRNAME | rtt ID MS | coordinator GROUP ID"
+                         " | clear");
     } else {
         sl_buf_puts(out, "error unknown command or wrong arguments: '");
         for (int i = 0; i < argc; i++)

@@ -55,6 +55,13 @@ class KafkaConn:
     def api_versions_error(self):
         return struct.unpack(">h", self.request(18)[:2])[0]
 
+    def coordinator(self, group):
+        """The broker id FindCoordinator (v0) names for a consumer group."""
+        g = group.encode()
+        err, node = struct.unpack(">hi", self.request(10, struct.pack(">h", len(g)) + g)[:6])
+        assert err == 0, err
+        return node
+
     def leaders(self, topic):
         """{partition: leader broker id} of topic."""
         name = topic.encode()
@@ -205,6 +212,9 @@ class DevBrokerTest(unittest.TestCase):
             ("rtt 1 0", "ok"),
             ("rtt 9 25", "error"),
             ("rtt 1 -1", "error"),
+            ("coordinator sluice-sender 2", "ok"),
+            ("coordinator sluice-sender 4", "error"),
+            ("coordinator sluice-sender", "error"),
             ("nonsense", "error"),
             ("", "error"),
         ]
@@ -250,6 +260,13 @@ class DevBrokerTest(unittest.TestCase):
         t0 = time.monotonic()
         k.api_versions_error()
         self.assertLess(time.monotonic() - t0, 0.25)
+
+        # coordinator: FindCoordinator names the broker the command gave,
+        # whichever it named before.
+        other = 1 + k.coordinator("sluice-sender") % 3
+        self.assertEqual(b.command("coordinator sluice-sender %d" % other),
+                         "ok coordinator sluice-sender %d" % other)
+        self.assertEqual(k.coordinator("sluice-sender"), other)
 
         # broker down: its connections close and new ones are refused;
         # broker up: it serves again.

@@ -150,10 +150,12 @@ class TestLedgerLoadHoldsDispatches(unittest.TestCase):
     their slot until it is loaded: none is sent before, or a job the ledger
     names would go out again.
 
-    The dispatch partitions' broker answers 1 s late: the consumer's first
-    fetch after the assignment takes a round trip or two, the loader's look
-    at the offsets of the eight dispatch partitions one each, so the
-    dispatches are in the worker seconds before their ledger is loaded."""
+    The senders' group coordinator answers 1 s late, the dispatch and
+    ledger partitions' brokers at once: the dispatches come in the first
+    fetch after the assignment, while the loader still waits a round trip
+    for the group's committed offsets (the start of the last owner's
+    window), so they are in the worker a second before their ledger is
+    loaded."""
 
     def test_dispatches_wait_for_their_ledger(self):
         with tempfile.TemporaryDirectory(prefix="sluice-ledger-") as tmp:
@@ -161,6 +163,7 @@ class TestLedgerLoadHoldsDispatches(unittest.TestCase):
             e = ControlledLedgerEnv(tmp, extra_yaml="metrics:\n  listen: 127.0.0.1:0\n")
             try:
                 route = sink.address
+                e.ctl("coordinator sluice-sender 1")
                 for p in range(e.PARTITIONS):
                     e.ctl("leader dispatch %d 2" % p)
                     e.ctl("leader ledger %d 3" % p)
@@ -173,7 +176,7 @@ class TestLedgerLoadHoldsDispatches(unittest.TestCase):
                 e.publish([dispatch("held-%d" % i, ["user%d@example.test" % i], route)
                            for i in range(6)])
                 publish_ledger(e, "held", 3, "127.0.0.1/sink")
-                e.ctl("rtt 2 1000")
+                e.ctl("rtt 1 1000")
                 b = e.start_sender()
                 wait_for(lambda: len(rcpts_at_sink(sink)) >= 4, 60, "3 deliveries")
                 wait_for(lambda: len(skipped_lines(b)) >= 3, 30, "3 skips")
@@ -186,7 +189,7 @@ class TestLedgerLoadHoldsDispatches(unittest.TestCase):
                                 "the held metric")
                 self.assertGreaterEqual(held, 1, b.output())
                 self.assertIn("partition(s) loaded; their dispatches go out", b.output())
-                e.ctl("rtt 2 0")
+                e.ctl("rtt 1 0")
                 self.assertEqual(b.stop(timeout=20), 0, b.output())
             finally:
                 e.stop()
