@@ -41,6 +41,7 @@ import atexit
 
 import collections
 import json
+import re
 import os
 import shutil
 import signal
@@ -181,6 +182,17 @@ class RealKafka:
         """partition -> {"leader", "replicas", "isr"} as the cluster says."""
         md = kafka_meta.metadata(self.bootstrap, [topic])
         return md["topics"][topic]["partitions"]
+
+    def coordinator(self, group):
+        """The node that coordinates a consumer group, as the admin API
+        (FindCoordinator, through ConsumerGroupCommand) reports it."""
+        r = self.tool("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+                      "--bootstrap-server", self.bootstrap, "--describe", "--group", group,
+                      "--state")
+        m = re.search(r"\((\d+)\)", r.stdout)
+        if r.returncode != 0 or not m:
+            raise AssertionError("coordinator of %s: %s %s" % (group, r.stdout, r.stderr))
+        return int(m.group(1))
 
     def tool(self, *args, timeout=120):
         r = subprocess.run(["bash", KAFKA_SH, "tool"] + list(args), capture_output=True,

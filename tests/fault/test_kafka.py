@@ -6,9 +6,10 @@ the others, then added round-trip latency on a broker, all while jobs
 flow.
 
 On real Kafka (SLUICE_KAFKA=real, harness.py: 3 nodes, replication
-factor 3, min.insync.replicas 2): the node leading the most jobs
-partitions SIGKILLed under load, mail flowing on without it (its leaders
-fail over), then started again on its data; and a node SIGSTOPped for
+factor 3, min.insync.replicas 2): the node coordinating the sender group
+SIGKILLed under load, mail flowing on without it (its leaders fail over,
+the group finds a new coordinator), then started again on its data; and
+the node leading the most jobs partitions SIGSTOPped for
 20 s (fenced by the controller after its session timeout, its leaders
 moved), then continued.
 
@@ -103,7 +104,10 @@ class KafkaFaultTest(unittest.TestCase):
     @unittest.skipUnless(REAL, "a real Kafka node's process (SLUICE_KAFKA=real)")
     def test_real_broker_sigkill_and_restart(self):
         def fault(c, gap):
-            node = busiest_node(c)
+            # The sender group's coordinator: its death costs the group and
+            # the leaders it holds at once, and a re-assigned sender must
+            # ask partitions' ends while the metadata still names it.
+            node = c.real.coordinator("sluice-sender")
             c.real.kill(node)
             n0 = gap.sample()
             # Mail flows on while the node is down: its leaders failed over.
