@@ -10,12 +10,17 @@ recipients (template id, one substitution each), sequential one-recipient
 requests on one kept-alive connection (latency-bound: every answer waits
 for its Kafka ack), the same with an Idempotency-Key (a new key, then the
 same request replayed), and one-recipient requests over SESSIONS
-(default 16) kept-alive connections at once. Then, in the same run against the same
+(default 16) kept-alive connections at once, and one-click unsubscribes
+(RFC 8058: POST /u/TOKEN, answered once Kafka acknowledged the
+UNSUBSCRIBED event) on one connection. Then, in the same run against the same
 broker, sluice-submit takes N (default 5000) one-recipient messages of
 1 KB over SESSIONS STARTTLS + AUTH sessions (bench/submit_load.py), every
 250 also waiting for Kafka's ack: the same work per recipient by the two
 doors into sluice."""
 
+import base64
+import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -39,6 +44,16 @@ ROUNDS = int(os.environ.get("ROUNDS", "3"))
 SESSIONS = int(os.environ.get("SESSIONS", "16"))
 N = int(os.environ.get("N", "5000"))
 KEY = "sk_bench_0123456789abcdef0123456789abcdef0123"
+TOKEN_KEY = b"bench-token-key-0123456789abcdef"
+
+
+def unsub_token(fields):
+    """common/token.c's format: lowercase unpadded base32 of the fields
+    (tenant, recipient, campaign, list, job id) and the first 10 bytes of
+    HMAC-SHA256(key, "unsub" NUL payload)."""
+    payload = "\x1f".join(fields).encode()
+    tag = hmac.new(TOKEN_KEY, b"unsub\0" + payload, hashlib.sha256).digest()[:10]
+    return base64.b32encode(payload + tag).decode().lower().rstrip("=")
 
 
 def main():
@@ -50,11 +65,12 @@ def main():
             h = subprocess.run([os.path.join(BIN, "sluice-api"), "--hash-key"], input=KEY + "\n",
                                capture_output=True, text=True, check=True).stdout.strip()
             keys = write_file(tmp, "keys", "%s tenant=bench domains=example.net\n" % h)
+            tkey = write_file(tmp, "token.key", TOKEN_KEY.decode() + "\n")
             port = free_port()
             cfg = write_file(tmp, "sluice.yaml",
                              "kafka:\n  bootstrap: %s\napi:\n  listen: 127.0.0.1:%d\n"
-                             "  cert: %s\n  key: %s\n  keys: %s\n"
-                             % (bootstrap, port, cert, key, keys))
+                             "  cert: %s\n  key: %s\n  keys: %s\ntokens:\n  secret_file: %s\n"
+                             % (bootstrap, port, cert, key, keys, tkey))
             api = Proc("sluice-api", ["-c", cfg], tmpdir=tmp)
             ctx = ssl.create_default_context()
             ctx.check_hostname = False
@@ -123,6 +139,25 @@ def main():
             print("1-recipient requests with an Idempotency-Key, one connection: new key "
                   "%.2f ms each, the same request again %.2f ms each (200 of each, best of %d)"
                   % (best_new * 1000, best_again * 1000, ROUNDS))
+
+            # One-click unsubscribes: each POST answered once its
+            # UNSUBSCRIBED event is acknowledged.
+            best = None
+            form = {"Content-Type": "application/x-www-form-urlencoded"}
+            for rnd in range(ROUNDS):
+                toks = [unsub_token(["bench", "r%d-%d@example.com" % (rnd, i), "winter", "news",
+                                     "job-%d-%d" % (rnd, i)]) for i in range(200)]
+                t = time.monotonic()
+                for tok in toks:
+                    conn.request("POST", "/u/" + tok, body=b"List-Unsubscribe=One-Click",
+                                 headers=form)
+                    r = conn.getresponse()
+                    answer = r.read()
+                    assert r.status == 200, (r.status, answer)
+                dt = (time.monotonic() - t) / len(toks)
+                best = dt if best is None else min(best, dt)
+            print("one-click unsubscribes (POST /u/TOKEN), one connection: %.2f ms each "
+                  "(200, best of %d)" % (best * 1000, ROUNDS))
             conn.close()
 
             # N one-recipient requests over SESSIONS connections at once.

@@ -14,7 +14,10 @@ PIPELINING) and the message, waits for the final reply and starts the next
 message on the same session. smtp-source cannot do TLS or AUTH, hence this.
 
   submit_load.py --port P [--starttls --user U --password PW] [-n N] [-s S]
-                 [--size 1024] [--from a@x] [--to b@y]
+                 [--size 1024 | --message FILE] [--from a@x] [--to b@y]
+
+--message sends FILE (a whole message, headers and body) each time instead
+of the generated one; --from "" is the null sender (bounces).
 """
 import argparse
 import asyncio
@@ -92,6 +95,13 @@ async def session(a, idx, budget, stats, body, ready, go):
 
 
 def make_body(a):
+    if a.message:
+        with open(a.message, newline="") as f:
+            lines = f.read().replace("\r\n", "\n").split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        text = "".join(("." + l if l.startswith(".") else l) + "\r\n" for l in lines)
+        return (text + ".\r\n").encode()
     head = "From: <%s>\r\nTo: undisclosed-recipients:;\r\nSubject: load test\r\n\r\n" % a.sender
     line = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789\r\n"
     text = head
@@ -111,6 +121,7 @@ async def main():
     p.add_argument("-n", type=int, default=10000)
     p.add_argument("-s", type=int, default=16)
     p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--message", help="send this file as every message")
     p.add_argument("--from", dest="sender", default="bench@example.net")
     p.add_argument("--to", dest="rcpt", default="user@example.com",
                    help="recipient; {i} becomes the session number (0..S-1), {n} the "
