@@ -20,19 +20,9 @@ ROUNDS=${ROUNDS:-3}
 WORK=$(mktemp -d /tmp/sluice-bench-inbound.XXXXXX)
 chmod 755 "$WORK"
 . bench/lib.sh
-BROKER_PID= INBOUND_PID=
-cleanup() {
-  bench_postfix_stop
-  for p in $INBOUND_PID $BROKER_PID ${SINK_PID:-}; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 
-"$BIN/sluice-devbroker" --port-file "$WORK/port" > "$WORK/broker.out" 2> "$WORK/broker.err" &
-BROKER_PID=$!
-bench_wait 20 test -s "$WORK/port" || { echo "devbroker did not start" >&2; exit 1; }
-
+bench_devbroker
 KEY=bench-inbound-key-0123456789abcdef
 printf '%s\n' "$KEY" > "$WORK/token.key"
 IP=$(bench_free_port)
@@ -48,10 +38,7 @@ verp:
 inbound:
   listen: ["127.0.0.1:$IP"]
 EOC
-"$BIN/sluice-inbound" -c "$WORK/sluice.yaml" --hostname mx.bench.example > "$WORK/inbound.out" 2>&1 &
-INBOUND_PID=$!
-bench_wait 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$IP" 2>/dev/null \
-  || { echo "sluice-inbound did not start" >&2; cat "$WORK/inbound.out" >&2; exit 1; }
+bench_daemon sluice-inbound "$IP" -c "$WORK/sluice.yaml" --hostname mx.bench.example
 
 # The return path the sender would have written (common/token.c's format:
 # base32 of tenant, job id and recipient, and the first 10 bytes of their
@@ -118,12 +105,7 @@ Message-ID: <bench-job-0@sender.example>
 --B0--
 EOM
 
-SINK=$(bench_free_port)
-bench_sink "$SINK"
-PF=$(bench_free_port)
-bench_postfix "$PF" "$SINK"
-postconf -c "$WORK/postfix/conf" -e defer_transports=smtp,relay
-postfix -c "$WORK/postfix/conf" reload >/dev/null 2>&1
+bench_postfix_accepting
 
 bounced() { # BOUNCED events sluice-inbound has published, from its metrics
   curl -s "http://127.0.0.1:$MP/metrics" |
@@ -140,23 +122,9 @@ for r in $(seq "$ROUNDS"); do
     --from "" --to "$RP" > "$WORK/postfix.$r.json"
 done
 
-python3 - "$N" "$ROUNDS" "$WORK" <<'PY'
-import json, statistics, sys
-n, rounds, work = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-def load(f):
-    d = json.load(open(f))
-    assert d["accepted"] == n, (f, d)
-    return d
-s = [load(f"{work}/sluice.{r}.json") for r in range(1, rounds + 1)]
-p = [load(f"{work}/postfix.{r}.json") for r in range(1, rounds + 1)]
-for r in range(rounds):
-    b = int(open(f"{work}/bounced.{r + 1}").read())
-    assert b == n, f"round {r + 1}: {b} BOUNCED events for {n} DSNs"
-    print(f"round {r + 1}: sluice-inbound {s[r]['messages_per_second']:.0f} msg/s ({b} BOUNCED),"
-          f" postfix smtpd {p[r]['messages_per_second']:.0f} msg/s")
-ms = statistics.median(d["messages_per_second"] for d in s)
-mp = statistics.median(d["messages_per_second"] for d in p)
-print(f"sluice-inbound      {ms:.0f} msg/s (median)")
-print(f"postfix smtpd       {mp:.0f} msg/s (median)")
-print(f"ratio inbound/postfix {ms / mp:.2f}")
-PY
+for r in $(seq "$ROUNDS"); do
+  [ "$(cat "$WORK/bounced.$r")" = "$N" ] \
+    || { echo "round $r: $(cat "$WORK/bounced.$r") BOUNCED events for $N DSNs" >&2; exit 1; }
+done
+echo "every round: $N DSNs, $N BOUNCED events"
+python3 bench/rounds.py "$N" "$ROUNDS" "$WORK" sluice sluice-inbound postfix "postfix smtpd"

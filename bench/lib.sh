@@ -69,3 +69,44 @@ bench_postfix_stop() {
 bench_postfix_sent() { # number of messages Postfix relayed to the sink
   grep -c 'status=sent' "$WORK/postfix/maillog" 2>/dev/null || echo 0
 }
+
+# bench_devbroker: a dev broker for the run ($BIN's), its bootstrap in
+# $WORK/port, its pid added to BENCH_PIDS.
+bench_devbroker() {
+  "$BIN/sluice-devbroker" --port-file "$WORK/port" > "$WORK/broker.out" 2> "$WORK/broker.err" &
+  BENCH_PIDS="${BENCH_PIDS:-} $!"
+  bench_wait 20 test -s "$WORK/port" \
+    || { echo "devbroker did not start" >&2; cat "$WORK/broker.err" >&2; exit 1; }
+}
+
+# bench_daemon NAME PORT ARGS...: start $BIN/NAME ARGS (output in
+# $WORK/NAME.out, pid added to BENCH_PIDS) and wait until PORT accepts.
+bench_daemon() {
+  local name=$1 port=$2; shift 2
+  "$BIN/$name" "$@" > "$WORK/$name.out" 2>&1 &
+  BENCH_PIDS="${BENCH_PIDS:-} $!"
+  bench_wait 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null \
+    || { echo "$name did not start" >&2; cat "$WORK/$name.out" >&2; exit 1; }
+}
+
+# bench_postfix_accepting: a sink and a private Postfix that only queues
+# what it accepts (its smtp transport deferred, so that deliveries do not
+# compete for the CPU); its port in PF.
+bench_postfix_accepting() {
+  local sink
+  sink=$(bench_free_port)
+  bench_sink "$sink"
+  PF=$(bench_free_port)
+  bench_postfix "$PF" "$sink"
+  postconf -c "$WORK/postfix/conf" -e defer_transports=smtp,relay
+  postfix -c "$WORK/postfix/conf" reload >/dev/null 2>&1
+}
+
+# bench_cleanup: on exit: the private Postfix stopped, the sink and every
+# process in BENCH_PIDS killed, WORK removed.
+bench_cleanup() {
+  bench_postfix_stop
+  for p in ${BENCH_PIDS:-} ${SINK_PID:-}; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
