@@ -390,7 +390,7 @@ static int top_lag_open(top_lag *l, const sl_config *cfg, char **err)
 {
     /* The group id lets rd_kafka_committed() ask the sender group's
      * coordinator; the handle never subscribes, so it never joins. */
-    l->rk = sl_kafka_assign_handle(cfg, "top", "sluice-sender", err, NULL);
+    l->rk = sl_kafka_assign_handle(cfg, "top", SL_GROUP_SENDER, err, NULL);
     if (!l->rk)
         return SL_EKAFKA;
     l->topic = sl_config_topic(cfg, "dispatch");

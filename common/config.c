@@ -191,6 +191,11 @@ char *sl_config_topic(const sl_config *cfg, const char *suffix)
     return xasprintf("%s%s", cfg->kafka.topic_prefix, suffix);
 }
 
+char *sl_config_group(const sl_config *cfg, const char *name)
+{
+    return xasprintf("%s%s", cfg->kafka.group_prefix ? cfg->kafka.group_prefix : "", name);
+}
+
 char *sl_config_retry_suffix(int64_t delay_ms)
 {
     static const struct {

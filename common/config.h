@@ -139,6 +139,7 @@ typedef struct sl_config {
     struct {
         char *bootstrap;
         char *topic_prefix;
+        char *group_prefix;         /* prepended to every consumer group id */
         char *security_protocol;    /* plaintext, ssl, sasl_ssl, sasl_plaintext */
         char *sasl_mechanism;
         char *sasl_username;
@@ -305,6 +306,12 @@ int sl_config_key_get(size_t i, sl_config_key_doc *out);
 
 /* Full topic name: prefix + suffix ("jobs", "retry.5m"). Caller frees. */
 char *sl_config_topic(const sl_config *cfg, const char *suffix);
+/* The senders' consumer group on the dispatch topic: the sender joins it,
+ * its ledger follower and `sluice top` read its committed offsets. */
+#define SL_GROUP_SENDER "sluice-sender"
+/* Full consumer group id: kafka.group_prefix + name (SL_GROUP_SENDER).
+ * Caller frees. */
+char *sl_config_group(const sl_config *cfg, const char *name);
 /* The retry topic suffix for a delay: "retry.1m", "retry.2h". Caller frees. */
 char *sl_config_retry_suffix(int64_t delay_ms);
 

@@ -41,6 +41,23 @@ static int check_nonempty(const char *s, const char *shown, sl_buf *why)
     return -1;
 }
 
+/* A consumer group id's prefix: it also goes into group.instance.id
+ * (static membership), which Kafka limits to these characters. */
+static int check_group_prefix(const char *s, const char *shown, sl_buf *why)
+{
+    (void)shown;
+    size_t n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-");
+    if (s[n]) {
+        sl_buf_printf(why, "may hold only letters, digits, '.', '_' and '-'");
+        return -1;
+    }
+    if (n > 100) {
+        sl_buf_printf(why, "is longer than 100 characters");
+        return -1;
+    }
+    return 0;
+}
+
 /* RFC 8058 3.1: the one-click URI is HTTPS. The sender appends "/u/TOKEN". */
 static int check_unsubscribe_url(const char *s, const char *shown, sl_buf *why)
 {
@@ -122,6 +139,9 @@ static const cfg_key cfg_keys[] = {
     {.name = "kafka.topic_prefix", .type = CFG_STR, .off = F(kafka.topic_prefix),
      .def = "sluice.", .env = "SLUICE_KAFKA_TOPIC_PREFIX",
      .doc = "prepended to every topic name"},
+    {.name = "kafka.group_prefix", .type = CFG_STR, .off = F(kafka.group_prefix), .def = "",
+     .env = "SLUICE_KAFKA_GROUP_PREFIX", .check = check_group_prefix,
+     .doc = "prepended to every consumer group id"},
     {.name = "kafka.security_protocol", .type = CFG_STR, .off = F(kafka.security_protocol),
      .def = "plaintext", .flags = CFG_LOWER, .check = check_security_protocol,
      .doc = "plaintext, ssl, sasl_plaintext or sasl_ssl"},

@@ -242,7 +242,9 @@ rd_kafka_t *sl_kafka_assign_handle(const sl_config *cfg, const char *role, const
                                    char **err, ...)
 {
     rd_kafka_conf_t *c = sl_kafka_conf(cfg, role);
-    rd_kafka_conf_set(c, "group.id", group, NULL, 0);
+    char *gid = sl_config_group(cfg, group);
+    rd_kafka_conf_set(c, "group.id", gid, NULL, 0);
+    free(gid);
     rd_kafka_conf_set(c, "enable.auto.commit", "false", NULL, 0);
     va_list ap;
     va_start(ap, err);
@@ -1211,7 +1213,9 @@ static rd_kafka_topic_partition_list_t *group_offsets(const sl_config *cfg, rd_k
         rd_kafka_metadata_destroy(md);
     }
     rd_kafka_conf_t *kc = sl_kafka_conf(cfg, "consumer");
-    conf_set(kc, "group.id", group);
+    char *gid = sl_config_group(cfg, group);
+    conf_set(kc, "group.id", gid);
+    free(gid);
     conf_set(kc, "enable.auto.commit", "false");
     char errstr[512];
     rd_kafka_t *g = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, sizeof errstr);
@@ -1303,7 +1307,8 @@ sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_con
     c->o = *o;
     rd_kafka_conf_t *kc = sl_kafka_conf(cfg, "consumer");
     char tmp[32];
-    conf_set(kc, "group.id", o->group);
+    char *gid = sl_config_group(cfg, o->group);
+    conf_set(kc, "group.id", gid);
     conf_set(kc, "enable.auto.commit", o->no_commit ? "false" : "true");
     conf_set(kc, "enable.auto.offset.store", "false");
     snprintf(tmp, sizeof tmp, "%d", cfg->kafka.commit_interval_ms);
@@ -1319,10 +1324,11 @@ sl_consumer *sl_consumer_new(const sl_config *cfg, uv_loop_t *loop, const sl_con
         /* A static member (KIP-345) that restarts within the session
          * timeout gets its partitions back without a rebalance: the other
          * members go on undisturbed. */
-        char *id = xasprintf("%s-%s", cfg->sender.instance_id, o->group);
+        char *id = xasprintf("%s-%s", cfg->sender.instance_id, gid);
         conf_set(kc, "group.instance.id", id);
         free(id);
     }
+    free(gid);
     conf_set(kc, "queued.max.messages.kbytes", "16384");
     /* A record as large as the budget allows must be fetchable: librdkafka
      * returns one batch over the per-partition fetch size anyway, but not

@@ -394,7 +394,10 @@ int snd_ledger_start(snd_ledger *l, char **err)
     char errstr[512];
     /* Never joins a group nor commits: it assigns partitions itself. The
      * senders' group id lets it read their committed dispatch offsets. */
-    if (rd_kafka_conf_set(kc, "group.id", "sluice-sender", errstr, sizeof errstr) ||
+    char *gid = sl_config_group(cfg, SL_GROUP_SENDER);
+    int bad = rd_kafka_conf_set(kc, "group.id", gid, errstr, sizeof errstr) != RD_KAFKA_CONF_OK;
+    free(gid);
+    if (bad ||
         rd_kafka_conf_set(kc, "enable.auto.commit", "false", errstr, sizeof errstr) ||
         rd_kafka_conf_set(kc, "auto.offset.reset", "earliest", errstr, sizeof errstr) ||
         rd_kafka_conf_set(kc, "fetch.wait.max.ms", "20", errstr, sizeof errstr))

@@ -356,7 +356,7 @@ int main(int argc, char **argv)
     char *topic = sl_config_topic(cfg, "dispatch");
     const char *topics[] = {topic};
     sl_consumer_opts co = {
-        .group = "sluice-sender",
+        .group = SL_GROUP_SENDER,
         .topics = topics,
         .n_topics = 1,
         .max_inflight = cfg->sender.max_inflight,

@@ -211,5 +211,47 @@ class TestSender421(unittest.TestCase):
                 sink.stop()
 
 
+class TestSenderGroupPrefix(unittest.TestCase):
+    """kafka.group_prefix: a sluice sharing its Kafka cluster with another
+    keeps its own consumer groups (a rebalance of one never stops the
+    other's senders); the senders' offsets are committed under
+    PREFIX + sluice-sender, and the unprefixed group holds nothing."""
+
+    def committed(self, e, prefix):
+        r = subprocess.run([bin_path("sched_tool"), "committed", "-c", e.cfg, "--topic",
+                            "dispatch", "--key", "sluice-sender", "--timeout", "5000"],
+                           capture_output=True, text=True, timeout=60,
+                           env=dict(e.env, SLUICE_KAFKA_GROUP_PREFIX=prefix))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return {int(p): int(o) for p, o in (l.split() for l in r.stdout.splitlines())}
+
+    def test_offsets_committed_under_the_prefixed_group(self):
+        with tempfile.TemporaryDirectory(prefix="sluice-sender-") as tmp:
+            sink = start_sink(tmp)
+            e = SenderEnv(tmp)
+            try:
+                e.publish([dispatch("j-gp", ["a@gp.test"], sink.address)])
+                e.start_sender(env={"SLUICE_KAFKA_GROUP_PREFIX": "stage-b."})
+                wait_for(lambda: sink.messages(), 30, "the message at the sink")
+                self.assertEqual(e.sender.stop(timeout=20), 0, e.sender.output())
+                mine = self.committed(e, "stage-b.")
+                self.assertEqual(sum(o for o in mine.values() if o >= 0), 1, mine)
+                self.assertTrue(all(o < 0 for o in self.committed(e, "").values()))
+            finally:
+                e.stop()
+                sink.stop()
+
+    def test_bad_prefix_exits_2(self):
+        with tempfile.TemporaryDirectory(prefix="sluice-sender-") as tmp:
+            cfg = os.path.join(tmp, "s.yaml")
+            with open(cfg, "w") as f:
+                f.write("kafka:\n  bootstrap: 127.0.0.1:1\n  group_prefix: \"a b/\"\n")
+            r = subprocess.run([bin_path("sluice-sender"), "-c", cfg], capture_output=True,
+                               text=True, timeout=30)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("%s:3" % cfg, r.stderr)
+            self.assertIn("group_prefix", r.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()
