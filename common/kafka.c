@@ -1627,7 +1627,9 @@ static rd_kafka_resp_err_t list_offsets(rd_kafka_t *rk, const char *topic, const
         int64_t left = deadline - sl_mono_ms();
         int64_t try_ms = left >= 1000 ? left / 2 : left;
         rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(rk, l, try_ms > 0 ? (int)try_ms : 1);
-        for (size_t i = 0; !e && i < n; i++) {
+        /* Keep every answer; one partition's error asks them all again. */
+        bool answered = !e;
+        for (size_t i = 0; answered && i < n; i++) {
             const rd_kafka_topic_partition_t *tp = &l->elems[i];
             if (!tp->err && tp->offset >= 0)
                 out[i] = tp->offset;
