@@ -866,21 +866,55 @@ static void consumer_commit(sl_consumer *c, const char *why)
         sl_warn("kafka commit (%s) failed: %s", why, rd_kafka_err2str(e));
 }
 
+/* Consumer thread, on assignment: a logical start (the beginning, the end)
+ * made a number, where the broker says; what it does not say stays
+ * logical. */
+static void start_numbers(sl_consumer *c, rd_kafka_topic_partition_list_t *parts)
+{
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        if (tp->offset >= 0)
+            continue;
+        int64_t at = -1;
+        bool end = tp->offset == RD_KAFKA_OFFSET_END;
+        if (!sl_kafka_watermarks(c->rk, tp->topic, &tp->partition, 1, end ? NULL : &at,
+                                 end ? &at : NULL, 10000))
+            tp->offset = at;
+    }
+}
+
+/* Consumer thread, on assignment: commit where each partition the group
+ * had no offset for (none[i]) starts, before any record of it is read. A
+ * later owner then finds an offset, and knows an owner came before it:
+ * one that may have handed on records without committing (killed, or
+ * revoked with all it had read still in flight). */
+static void commit_start(sl_consumer *c, const rd_kafka_topic_partition_list_t *parts,
+                         const bool *none)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = 0; i < parts->cnt; i++)
+        if (none[i] && parts->elems[i].offset >= 0)
+            rd_kafka_topic_partition_list_add(l, parts->elems[i].topic,
+                                              parts->elems[i].partition)->offset =
+                parts->elems[i].offset;
+    if (l->cnt) {
+        rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, l, 0 /* sync */);
+        if (e)
+            sl_warn("kafka: the start of %d newly owned partitions not committed (%s): a "
+                    "later owner will take them for new", l->cnt, rd_kafka_err2str(e));
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
 /* Consumer thread, on assignment: where each partition starts is finished
- * already (a logical start made a number), so the mark covers a partition
- * before its first record is done. */
+ * already (start_numbers() made a logical start a number), so the mark
+ * covers a partition before its first record is done. */
 static void mark_start(sl_consumer *c, rd_kafka_topic_partition_list_t *parts)
 {
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &parts->elems[i];
-        if (tp->offset < 0) {
-            int64_t at = -1;
-            bool end = tp->offset == RD_KAFKA_OFFSET_END;
-            if (sl_kafka_watermarks(c->rk, tp->topic, &tp->partition, 1, end ? NULL : &at,
-                                    end ? &at : NULL, 10000))
-                continue; /* unknown: marked once a record is done */
-            tp->offset = at;
-        }
+        if (tp->offset < 0)
+            continue; /* unknown: marked once a record is done */
         pthread_mutex_lock(&c->mu);
         rd_kafka_topic_partition_t *m =
             rd_kafka_topic_partition_list_find(c->mark, tp->topic, tp->partition);
@@ -904,9 +938,18 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         rd_kafka_resp_err_t e = rd_kafka_committed(rk, parts, 30000);
         if (e)
             sl_warn("kafka: fetching committed offsets failed: %s", rd_kafka_err2str(e));
+        size_t np = parts->cnt ? (size_t)parts->cnt : 1;
+        int32_t *nums = xcalloc(np, sizeof *nums);
+        int64_t *committed = xcalloc(np, sizeof *committed);
+        bool *none = xcalloc(np, sizeof *none);
         pthread_mutex_lock(&c->mu);
         for (int i = 0; i < parts->cnt; i++) {
             rd_kafka_topic_partition_t *tp = &parts->elems[i];
+            nums[i] = tp->partition;
+            none[i] = !e && !tp->err && tp->offset < 0;
+            committed[i] = tp->offset >= 0 ? tp->offset
+                           : none[i]       ? SL_OFFSET_NONE
+                                           : SL_OFFSET_UNKNOWN;
             sl_part *p = xcalloc(1, sizeof *p);
             p->topic = xstrdup(tp->topic);
             p->partition = tp->partition;
@@ -928,16 +971,24 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
         c->assigned = true;
         pthread_mutex_unlock(&c->mu);
+        bool any_none = false;
+        for (int i = 0; i < parts->cnt; i++)
+            any_none |= none[i];
+        if (c->mark || (any_none && !c->o.no_commit))
+            start_numbers(c, parts);
+        if (any_none && !c->o.no_commit)
+            commit_start(c, parts, none);
         if (c->mark)
             mark_start(c, parts);
         sl_info("kafka: assigned %d partitions", parts->cnt);
         if (c->o.on_assign) {
-            int32_t *nums = xcalloc(parts->cnt ? (size_t)parts->cnt : 1, sizeof *nums);
-            for (int i = 0; i < parts->cnt; i++)
-                nums[i] = parts->elems[i].partition;
-            c->o.on_assign(c->o.arg, nums, (size_t)parts->cnt);
-            free(nums);
+            sl_assignment a = {.partitions = nums, .committed = committed,
+                               .n = (size_t)parts->cnt, .rk = rk};
+            c->o.on_assign(c->o.arg, &a);
         }
+        free(nums);
+        free(committed);
+        free(none);
         rd_kafka_assign(rk, parts);
         c->paused_all = false;
         c->pause_dirty = true;

@@ -33,7 +33,10 @@
  * librdkafka once per loop iteration, and before every commit. Past max_inflight
  * records in memory the consumer pauses its partitions (never blocks the
  * loop) and resumes below half. Offsets are committed every
- * kafka.commit_interval_ms, on revoke and on stop. A committed offset that
+ * kafka.commit_interval_ms, on revoke and on stop; and where the group has
+ * none, its start is committed as the partition is first assigned, so that
+ * a later owner knows one came before (even if that one never got as far
+ * as a commit of its own). A committed offset that
  * fell off the log raises the retention alarm: an error log and the counter
  * sluice_kafka_offsets_lost_total with the number of records lost, then
  * consumption continues from the oldest record still there. Eager
@@ -164,6 +167,20 @@ struct sl_record {
 typedef void (*sl_record_cb)(void *arg, sl_record *rec);
 typedef void (*sl_drained_cb)(void *arg);
 
+/* What on_assign is told of a new assignment; valid during the call. */
+typedef struct sl_assignment {
+    const int32_t *partitions;
+    /* The group's committed offset of each partition when it was assigned:
+     * SL_OFFSET_NONE where the group had none (no owner before this one),
+     * SL_OFFSET_UNKNOWN where the broker did not say. */
+    const int64_t *committed;
+    size_t n;
+    rd_kafka_t *rk;             /* the consumer's handle, to ask the broker
+                                 * during the call (sl_kafka_watermarks()) */
+} sl_assignment;
+#define SL_OFFSET_NONE (-1)
+#define SL_OFFSET_UNKNOWN (-2)
+
 typedef struct sl_consumer_opts {
     const char *group;          /* consumer group id */
     const char **topics;        /* full names */
@@ -172,11 +189,12 @@ typedef struct sl_consumer_opts {
     sl_record_cb on_record;     /* loop thread */
     void *arg;
     bool from_end;              /* a new group starts at the end (analytics tails) */
-    /* When set, called on the consumer thread with each new assignment's
-     * partition numbers before any record of them is fetched (they are
-     * assigned when it returns): a stage restores what it keeps about
-     * them. It may block, briefly: the group's rebalance waits for it. */
-    void (*on_assign)(void *arg, const int32_t *partitions, size_t n);
+    /* When set, called on the consumer thread with each new assignment
+     * (its partitions and the group's committed offsets) before any record
+     * of them is fetched (they are assigned when it returns): a stage
+     * restores what it keeps about them. It may block, briefly: the
+     * group's rebalance waits for it. */
+    void (*on_assign)(void *arg, const sl_assignment *a);
     /* When set, called on the consumer thread when the assignment is
      * revoked, before the offsets are committed: a stage may wait, briefly,
      * for work under way to finish, so that its offsets are committed (and

@@ -215,7 +215,7 @@ void shape__on_record(void *arg, sl_record *rec);
 void shape__site_write(sched_shape *s, ssite *site);
 void shape__flush_cb(uv_timer_t *t);
 int shape__state_free_cb(void *arg, const char *key, void *val);
-void shape__on_assign(void *arg, const int32_t *parts, size_t n);
+void shape__on_assign(void *arg, const sl_assignment *a);
 void shape__state_take_pending(sched_shape *s);
 void shape__restore_start(sched_shape *s);
 

@@ -316,61 +316,36 @@ int shape__state_free_cb(void *arg, const char *key, void *val)
     return 0;
 }
 
-/* The end of each of the sited partitions parts[0..n) at assignment, for
- * the repeat window (sched_shape_int.h): ends[i] is its high watermark if
- * the group has committed an offset there (an owner came before, and may
- * have dispatched records above it), else -1 (a new group: nobody did; or
- * the broker did not say). Consumer thread. */
-static void repeat_ends(const sl_config *cfg, const char *sited, const int32_t *parts, size_t n,
-                        int64_t *ends)
+/* The last owner's window of each newly assigned sited partition, for
+ * the repeat window (sched_shape_int.h): ends[i] is the partition's end
+ * (high watermark) where the group had committed an offset (an owner came
+ * before, and may have dispatched records above it); INT64_MAX where an
+ * owner came before (or the broker did not say whether one did) but the
+ * end is not known: the window is then max_buffered records long;
+ * -1 where the group had no offset (nobody came before). Consumer thread,
+ * on the consumer's own handle: the group's rebalance waits for it. */
+static void repeat_ends(const sl_assignment *a, const char *sited, int64_t *ends)
 {
-    for (size_t i = 0; i < n; i++)
-        ends[i] = -1;
-    if (!n)
-        return;
-    char *err = NULL;
-    rd_kafka_t *rk = sl_kafka_assign_handle(cfg, "consumer", SCHED_SHAPE_GROUP, &err, NULL);
-    if (!rk) {
-        sl_warn("shape: repeats after the assignment not flagged: %s", err);
-        free(err);
-        return;
-    }
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
-    for (size_t i = 0; i < n; i++)
-        rd_kafka_topic_partition_list_add(l, sited, parts[i]);
-    /* The group's rebalance waits for this: 3 s in all, whatever the
-     * number of partitions (a dead leader answers nothing); what is not
-     * known by then is not flagged, and logged. */
-    int64_t until = sl_mono_ms() + 3000;
-    size_t unknown = 0;
-    if (rd_kafka_committed(rk, l, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        int64_t *hi = xcalloc(n, sizeof *hi), left = until - sl_mono_ms();
-        sl_kafka_watermarks(rk, sited, parts, n, NULL, hi, left > 0 ? (int)left : 1);
-        for (size_t i = 0; i < n; i++) {
-            if (l->elems[i].err || l->elems[i].offset < 0)
-                continue; /* no owner before: nothing to flag */
-            if (hi[i] >= 0)
-                ends[i] = hi[i];
-            else
-                unknown++;
-        }
-        free(hi);
-    } else {
-        unknown = n;
-    }
-    if (unknown)
-        sl_warn("shape: the end of %zu of %zu assigned partitions unknown: repeats there are "
-                "not flagged possible_duplicate", unknown, n);
-    rd_kafka_topic_partition_list_destroy(l);
-    rd_kafka_destroy(rk);
+    int64_t *hi = xcalloc(a->n ? a->n : 1, sizeof *hi);
+    bool ask = false;
+    for (size_t i = 0; i < a->n; i++)
+        ask |= a->committed[i] != SL_OFFSET_NONE;
+    if (ask && sl_kafka_watermarks(a->rk, sited, a->partitions, a->n, NULL, hi, 3000))
+        sl_warn("shape: the end of some of %zu assigned partitions unknown: up to "
+                "scheduler.max_buffered records of each are flagged possible_duplicate", a->n);
+    for (size_t i = 0; i < a->n; i++)
+        ends[i] = a->committed[i] == SL_OFFSET_NONE ? -1 : hi[i] >= 0 ? hi[i] : INT64_MAX;
+    free(hi);
 }
 
 /* The sited consumer's hook, on its thread: read the state of the newly
  * assigned partitions' sites before their records come (so a site moving
  * here from another running scheduler keeps its counts and backoff). */
-void shape__on_assign(void *arg, const int32_t *parts, size_t n)
+void shape__on_assign(void *arg, const sl_assignment *a)
 {
     sched_shape *s = arg;
+    const int32_t *parts = a->partitions;
+    size_t n = a->n;
     static const int32_t none = -1; /* no partition: read for the count only */
     if (!n)
         parts = &none;
@@ -379,7 +354,7 @@ void shape__on_assign(void *arg, const int32_t *parts, size_t n)
     int64_t t0 = sl_now_ms();
     int32_t total = 0;
     int64_t *ends = xcalloc(n ? n : 1, sizeof *ends);
-    repeat_ends(s->ctx->cfg, s->ctx->t_sited, parts, n, ends);
+    repeat_ends(a, s->ctx->t_sited, ends);
     size_t recs = state_read(s->ctx->cfg, s->ctx->t_state, parts, n, &got, NULL, &total);
     pthread_mutex_lock(&s->pend_mu);
     free(s->pend_parts);

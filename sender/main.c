@@ -120,9 +120,11 @@ static void on_record(void *arg, sl_record *rec)
  * their ledger partitions are read back on the ledger's loader, so that
  * what a previous owner finished is skipped, while the workers hold their
  * dispatches (ledger.h). The group's rebalance does not wait for it. */
-static void on_assign(void *arg, const int32_t *partitions, size_t n)
+static void on_assign(void *arg, const sl_assignment *a)
 {
     sender *s = arg;
+    const int32_t *partitions = a->partitions;
+    size_t n = a->n;
     if (s->ledger)
         snd_ledger_assign(s->ledger, partitions, n);
     free(s->assigned);

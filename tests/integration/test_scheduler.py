@@ -183,6 +183,41 @@ class TestPlainPath(SchedCase):
         self.assertEqual(ids, ["s-%d" % i for i in range(5)])
 
 
+class TestRepeatWindow(SchedCase):
+    """A scheduler SIGKILLed before it ever committed: the next owner reads
+    its partitions again from the start, and what it dispatches again is
+    flagged repeat (possible_duplicate on the sender's events), because the
+    first owner committed where it started as it was assigned."""
+
+    def setUp(self):
+        super().setUp()
+        # Never a commit of its own within the test: only the one at its
+        # assignment.
+        with open(self.cfg) as f:
+            text = f.read()
+        self.cfg = self.write("sluice.yaml", text.replace("commit_interval_ms: 200",
+                                                          "commit_interval_ms: 600000"))
+
+    def test_repeats_after_a_kill_before_the_first_commit_are_flagged(self):
+        self.start_scheduler()
+        # Straight to the sited topic: only shape's window is at stake (a
+        # killed classify stage makes new sited copies of its own).
+        self.produce("--topic", "sited", "--key", "fast.test", "--to", "a@fast.test",
+                     "--count", 5, "--id", "r")
+        first = self.dump("dispatch", 5)
+        self.assertEqual([r["repeat"] for r in first], [False] * 5)
+        self.sched.kill()
+        self.start_scheduler()
+        # Each job twice: the first copy plain, the second flagged.
+        copies = collections.defaultdict(list)
+        for r in self.dump("dispatch", 10, 60000):
+            copies[r["job_id"]].append(r["repeat"])
+        self.assertEqual({j: sorted(v) for j, v in copies.items()},
+                         {"r-%d" % i: [False, True] for i in range(5)}, self.sched.output())
+        self.assertIn("sluice_shape_repeat_total 5\n", self.metrics())
+        self.assertEqual(len(self.dump("dispatch", 0, 2000)), 10)
+
+
 class TestShaping(SchedCase):
     extra = """
 scheduler: { max_buffered: 10 }

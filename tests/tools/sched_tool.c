@@ -221,9 +221,10 @@ static int dump(const sl_config *cfg, const char *suffix, int count, int timeout
                 sl_buf_json_str(&b, d->pool, strlen(d->pool));
                 sl_buf_printf(&b,
                               ",\"send_at_ms\":%lld,\"rate_per_sec\":%g,\"max_connections\":%u,"
-                              "\"max_messages_per_connection\":%u,\"tls\":%d,",
+                              "\"max_messages_per_connection\":%u,\"tls\":%d,\"repeat\":%s,",
                               (long long)d->send_at_ms, d->rate_per_sec, d->max_connections,
-                              d->max_messages_per_connection, (int)d->tls);
+                              d->max_messages_per_connection, (int)d->tls,
+                              d->repeat ? "true" : "false");
                 json_job(&b, d->job);
                 sl_dispatch_free(d);
             }
