@@ -45,11 +45,16 @@ class TestUnusablePool(SchedCase):
 class TestExpiryWhileHeld(SchedCase):
     def test_job_expiring_while_held_is_expired_not_dispatched(self):
         self.start_scheduler()
-        # slow.test: 1/s with a burst of 1. The first job takes the token;
-        # five jobs that expire 2.5 s from now queue behind it, one a
-        # second: the last ones cannot go before they expire.
+        # slow.test: 1/s per source IP with a burst of 1, on the pool's two
+        # IPs. The first job takes one IP's token; five jobs that expire
+        # 1.5 s from now queue behind it: two go at once or a second
+        # later, the last two no sooner than 2 s after the first job was
+        # dispatched, which was after it was produced, before `expires`
+        # was set: they cannot go before they expire, however slow or
+        # fast the scheduler gets to them (2.5 s let a scheduler that
+        # dispatched the first job within 0.5 s send them all).
         self.produce("--to", "a@slow.test", "--count", 1, "--id", "first")
-        expires = int(time.time() * 1000) + 2500
+        expires = int(time.time() * 1000) + 1500
         self.produce("--to", "a@slow.test", "--count", 5, "--id", "e",
                      "--expires-at-ms", expires)
 
