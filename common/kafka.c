@@ -884,16 +884,17 @@ static void start_numbers(sl_consumer *c, rd_kafka_topic_partition_list_t *parts
 }
 
 /* Consumer thread, on assignment: commit where each partition the group
- * had no offset for (none[i]) starts, before any record of it is read. A
+ * had no offset for (committed[i] SL_OFFSET_NONE) starts, before any
+ * record of it is read. A
  * later owner then finds an offset, and knows an owner came before it:
  * one that may have handed on records without committing (killed, or
  * revoked with all it had read still in flight). */
 static void commit_start(sl_consumer *c, const rd_kafka_topic_partition_list_t *parts,
-                         const bool *none)
+                         const int64_t *committed)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts->cnt);
     for (int i = 0; i < parts->cnt; i++)
-        if (none[i] && parts->elems[i].offset >= 0)
+        if (committed[i] == SL_OFFSET_NONE && parts->elems[i].offset >= 0)
             rd_kafka_topic_partition_list_add(l, parts->elems[i].topic,
                                               parts->elems[i].partition)->offset =
                 parts->elems[i].offset;
@@ -941,15 +942,15 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         size_t np = parts->cnt ? (size_t)parts->cnt : 1;
         int32_t *nums = xcalloc(np, sizeof *nums);
         int64_t *committed = xcalloc(np, sizeof *committed);
-        bool *none = xcalloc(np, sizeof *none);
+        bool any_none = false;
         pthread_mutex_lock(&c->mu);
         for (int i = 0; i < parts->cnt; i++) {
             rd_kafka_topic_partition_t *tp = &parts->elems[i];
             nums[i] = tp->partition;
-            none[i] = !e && !tp->err && tp->offset < 0;
-            committed[i] = tp->offset >= 0 ? tp->offset
-                           : none[i]       ? SL_OFFSET_NONE
-                                           : SL_OFFSET_UNKNOWN;
+            committed[i] = tp->offset >= 0      ? tp->offset
+                           : e || tp->err       ? SL_OFFSET_UNKNOWN
+                                                : SL_OFFSET_NONE;
+            any_none |= committed[i] == SL_OFFSET_NONE;
             sl_part *p = xcalloc(1, sizeof *p);
             p->topic = xstrdup(tp->topic);
             p->partition = tp->partition;
@@ -971,13 +972,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
         c->assigned = true;
         pthread_mutex_unlock(&c->mu);
-        bool any_none = false;
-        for (int i = 0; i < parts->cnt; i++)
-            any_none |= none[i];
         if (c->mark || (any_none && !c->o.no_commit))
             start_numbers(c, parts);
         if (any_none && !c->o.no_commit)
-            commit_start(c, parts, none);
+            commit_start(c, parts, committed);
         if (c->mark)
             mark_start(c, parts);
         sl_info("kafka: assigned %d partitions", parts->cnt);
@@ -988,7 +986,6 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
         free(nums);
         free(committed);
-        free(none);
         rd_kafka_assign(rk, parts);
         c->paused_all = false;
         c->pause_dirty = true;
